@@ -1,0 +1,40 @@
+"""Synthetic contract rows for tests of the DuckDB layer that need no API (typed, with NULLs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from kommo_dagster.kommo.streams import Stream
+
+
+def synthetic_columns(
+    stream: Stream, n: int, *, cursor_start: int = 1_790_000_000, step: int = 60, first_id: int = 1
+) -> dict[str, list[Any]]:
+    """``n`` rows of ``stream`` as contract columns; the cursor starts at ``cursor_start``.
+
+    Every third row has NULL in each nullable-looking column, so NULL handling is exercised for
+    every type.
+    """
+    columns: dict[str, list[Any]] = {}
+    for column in stream.columns:
+        values: list[Any] = []
+        for i in range(n):
+            if column.name == "id":
+                value: Any = first_id + i if column.type == "integer" else f"ev{first_id + i:08d}"
+            elif column.name == stream.cursor:
+                value = cursor_start + i * step
+            elif i % 3 == 2:
+                value = None
+            elif column.is_json:
+                value = orjson.dumps([{"id": i, "name": f"tag ü {i}"}]).decode()
+            elif column.type == "integer":
+                value = 10**12 + i
+            elif column.type == "boolean":
+                value = i % 2 == 0
+            else:
+                value = f"{column.name} {i} ü"
+            values.append(value)
+        columns[column.name] = values
+    return columns
