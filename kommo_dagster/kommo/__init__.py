@@ -1,1 +1,68 @@
-"""The Kommo API v4 client: plain Python, no Dagster. HTTP, paging, rate limit and retries."""
+"""The Kommo API v4 client: plain Python, no Dagster. HTTP, paging, rate limit and retries.
+
+```python
+from kommo_dagster.kommo import KommoClient
+from kommo_dagster.kommo.records import to_columns
+
+with KommoClient(base_url="https://mycompany.kommo.com", token=token) as client:
+    for page in client.iter_records("leads", start=day_start, end=day_end):
+        columns = to_columns("leads", page)
+```
+"""
+
+from kommo_dagster.kommo.client import KommoClient, ProgressCallback
+from kommo_dagster.kommo.config import (
+    ENV_API_TOKEN,
+    ENV_BASE_URL,
+    ENV_MAX_WORKERS,
+    ENV_RATE_LIMIT_DIR,
+    ENV_REQUESTS_PER_SECOND,
+    ENV_SUBDOMAIN,
+    KommoSettings,
+    Secret,
+)
+from kommo_dagster.kommo.errors import (
+    KommoAuthError,
+    KommoConfigError,
+    KommoConsistencyError,
+    KommoContractError,
+    KommoError,
+    KommoForbiddenError,
+    KommoHTTPError,
+    KommoIPBlockedError,
+    KommoNotFoundError,
+    KommoPaymentRequiredError,
+    KommoResponseError,
+    KommoRetryError,
+)
+from kommo_dagster.kommo.stats import ClientStats, PartStats, Progress
+from kommo_dagster.kommo.transport import RetryPolicy
+
+__all__ = [
+    "ENV_API_TOKEN",
+    "ENV_BASE_URL",
+    "ENV_MAX_WORKERS",
+    "ENV_RATE_LIMIT_DIR",
+    "ENV_REQUESTS_PER_SECOND",
+    "ENV_SUBDOMAIN",
+    "ClientStats",
+    "KommoAuthError",
+    "KommoClient",
+    "KommoConfigError",
+    "KommoConsistencyError",
+    "KommoContractError",
+    "KommoError",
+    "KommoForbiddenError",
+    "KommoHTTPError",
+    "KommoIPBlockedError",
+    "KommoNotFoundError",
+    "KommoPaymentRequiredError",
+    "KommoResponseError",
+    "KommoRetryError",
+    "KommoSettings",
+    "PartStats",
+    "Progress",
+    "ProgressCallback",
+    "RetryPolicy",
+    "Secret",
+]

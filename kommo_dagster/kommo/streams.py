@@ -17,6 +17,11 @@ from kommo_dagster.contract import load_contract
 
 ColumnType = Literal["integer", "string", "boolean"]
 SyncType = Literal["incremental", "full_table"]
+# How the client pages a stream (see kommo_dagster.kommo.walks for why each is safe):
+# keyset: order[cursor]=asc, `from` moves to the last cursor seen; by_id: offset pages ordered by
+# id inside a cursor window; newest_first: offset pages in the API's own newest-first order;
+# pages: plain offset pages; single: one unpaged request; per_parent: one request per parent id.
+Paging = Literal["keyset", "by_id", "newest_first", "pages", "single", "per_parent"]
 
 DUCKDB_TYPES: Mapping[str, str] = {"integer": "BIGINT", "string": "VARCHAR", "boolean": "BOOLEAN"}
 
@@ -64,6 +69,12 @@ class Stream:
     has_deleted_list: bool = False
     # Full-table streams fetched once per record of another stream (statuses per pipeline).
     parent: str | None = None
+    paging: Paging = "pages"
+    # Extra order parameter for offset paging (tasks: by id, the only stable order they offer).
+    order: tuple[tuple[str, str], ...] = ()
+    # The event type Kommo records when a record of this stream is deleted, for streams whose
+    # deleted records cannot be listed.
+    deleted_event: str | None = None
 
     @property
     def is_incremental(self) -> bool:
@@ -97,27 +108,39 @@ _ENDPOINTS: Mapping[str, dict] = {
         with_=("source_id", "is_price_modified_by_robot"),
         orderable_by_cursor=True,
         has_deleted_list=True,
+        paging="keyset",
     ),
     "contacts": dict(
         path="/api/v4/contacts",
         page_size=MAX_PAGE_SIZE,
         orderable_by_cursor=True,
         has_deleted_list=True,
+        paging="keyset",
     ),
     "companies": dict(
         path="/api/v4/companies",
         page_size=MAX_PAGE_SIZE,
         orderable_by_cursor=True,
         has_deleted_list=True,
+        paging="keyset",
     ),
     # Tasks filter on updated_at but can only be ordered by created_at, complete_till or id.
-    "tasks": dict(path="/api/v4/tasks", page_size=MAX_PAGE_SIZE),
+    "tasks": dict(
+        path="/api/v4/tasks",
+        page_size=MAX_PAGE_SIZE,
+        paging="by_id",
+        order=(("order[id]", "asc"),),
+        deleted_event="task_deleted",
+    ),
     # Events take no order parameter at all and come newest first.
-    "events": dict(path="/api/v4/events", page_size=EVENTS_PAGE_SIZE),
+    "events": dict(path="/api/v4/events", page_size=EVENTS_PAGE_SIZE, paging="newest_first"),
     # Not paged: one response carries every pipeline, each with its statuses embedded.
-    "pipelines": dict(path="/api/v4/leads/pipelines", page_size=None),
+    "pipelines": dict(path="/api/v4/leads/pipelines", page_size=None, paging="single"),
     "statuses": dict(
-        path="/api/v4/leads/pipelines/{pipeline_id}/statuses", page_size=None, parent="pipelines"
+        path="/api/v4/leads/pipelines/{pipeline_id}/statuses",
+        page_size=None,
+        parent="pipelines",
+        paging="per_parent",
     ),
     "users": dict(path="/api/v4/users", page_size=MAX_PAGE_SIZE),
 }

@@ -1,0 +1,196 @@
+"""Client settings: where the account lives, the token, the request budget.
+
+Each setting has one environment variable (the `KOMMO_*` names below), and every validation error
+names it, so a user can tell which variable to fix. Validation happens before any request.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from kommo_dagster.kommo.errors import KommoConfigError
+
+ENV_API_TOKEN = "KOMMO_API_TOKEN"
+ENV_SUBDOMAIN = "KOMMO_SUBDOMAIN"
+ENV_BASE_URL = "KOMMO_BASE_URL"
+ENV_REQUESTS_PER_SECOND = "KOMMO_REQUESTS_PER_SECOND"
+ENV_MAX_WORKERS = "KOMMO_MAX_WORKERS"
+ENV_RATE_LIMIT_DIR = "KOMMO_RATE_LIMIT_DIR"
+
+DEFAULT_REQUESTS_PER_SECOND = 7.0
+DEFAULT_MAX_WORKERS = 4
+DEFAULT_RATE_LIMIT_DIRNAME = "kommo-dagster-rate-limit"
+
+# A Kommo subdomain is one DNS label: letters, digits, hyphens.
+_SUBDOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+class Secret:
+    """A string that does not show itself in repr, str, logs or tracebacks' locals."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self):
+        # Pickling would write the token to wherever the pickle goes.
+        raise TypeError("a Secret cannot be pickled")
+
+
+def validate_token(token: str | Secret | None) -> Secret:
+    value = token.get_secret_value() if isinstance(token, Secret) else token
+    if value is None or not value.strip():
+        raise KommoConfigError(
+            f"{ENV_API_TOKEN} is empty: set it to the long-lived token of a Kommo private "
+            "integration (Settings > Integrations > your integration > Keys and scopes)"
+        )
+    if value != value.strip() or any(c in value for c in "\r\n"):
+        raise KommoConfigError(
+            f"{ENV_API_TOKEN} has leading/trailing whitespace or a line break; "
+            "paste the token alone"
+        )
+    return Secret(value)
+
+
+def base_url_for(*, subdomain: str | None, base_url: str | None) -> str:
+    """The account's base URL: the override if given, else ``https://{subdomain}.kommo.com``."""
+    if base_url is not None and base_url.strip():
+        url = base_url.strip().rstrip("/")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise KommoConfigError(
+                f"{ENV_BASE_URL} must be an http(s) URL such as https://mycompany.kommo.com, "
+                f"got {base_url!r}"
+            )
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise KommoConfigError(
+                f"{ENV_BASE_URL} must be a bare http(s) URL without credentials, query or fragment"
+            )
+        if parts.path not in ("", "/"):
+            raise KommoConfigError(
+                f"{ENV_BASE_URL} must be the account's root URL (no path such as /api/v4), "
+                f"got {base_url!r}"
+            )
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError:
+            raise KommoConfigError(f"{ENV_BASE_URL} has an invalid port: {base_url!r}") from None
+        return f"{parts.scheme}://{parts.netloc}"
+    if subdomain is None or not subdomain.strip():
+        raise KommoConfigError(
+            f"{ENV_SUBDOMAIN} is not set: set it to the account's subdomain (mycompany for "
+            f"https://mycompany.kommo.com), or set {ENV_BASE_URL} to the account's URL"
+        )
+    name = subdomain.strip()
+    if not _SUBDOMAIN.match(name):
+        raise KommoConfigError(
+            f"{ENV_SUBDOMAIN} must be the bare subdomain (mycompany for "
+            f"https://mycompany.kommo.com), without scheme, dots or slashes; got {subdomain!r}. "
+            f"For an amoCRM or other host set {ENV_BASE_URL} instead"
+        )
+    return f"https://{name.lower()}.kommo.com"
+
+
+def validate_requests_per_second(value: float | str | None) -> float:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return DEFAULT_REQUESTS_PER_SECOND
+    try:
+        rps = float(value)
+    except (TypeError, ValueError):
+        raise KommoConfigError(
+            f"{ENV_REQUESTS_PER_SECOND} must be a number of requests per second, got {value!r}"
+        ) from None
+    if not math.isfinite(rps) or rps <= 0:
+        raise KommoConfigError(
+            f"{ENV_REQUESTS_PER_SECOND} must be a positive number (Kommo allows 7), got {value!r}"
+        )
+    return rps
+
+
+def validate_max_workers(value: int | str | None) -> int:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return DEFAULT_MAX_WORKERS
+    try:
+        workers = int(value)
+    except (TypeError, ValueError):
+        raise KommoConfigError(f"{ENV_MAX_WORKERS} must be an integer, got {value!r}") from None
+    if isinstance(value, float) and value != workers:
+        raise KommoConfigError(f"{ENV_MAX_WORKERS} must be an integer, got {value!r}")
+    if not 1 <= workers <= 64:
+        raise KommoConfigError(f"{ENV_MAX_WORKERS} must be between 1 and 64, got {value!r}")
+    return workers
+
+
+def rate_limit_dir_for(value: str | os.PathLike | None) -> Path:
+    """The directory holding the shared rate-limit files (one per account host)."""
+    if value is None or not str(value).strip():
+        return Path(tempfile.gettempdir()) / DEFAULT_RATE_LIMIT_DIRNAME
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise KommoConfigError(f"{ENV_RATE_LIMIT_DIR} must be a directory, got {str(value)!r}")
+    return path
+
+
+@dataclass(frozen=True, kw_only=True)
+class KommoSettings:
+    """Validated client settings. The token is a `Secret`, so repr shows no token."""
+
+    base_url: str
+    token: Secret = field(repr=False)
+    requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND
+    max_workers: int = DEFAULT_MAX_WORKERS
+    rate_limit_dir: Path = field(default_factory=lambda: rate_limit_dir_for(None))
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        token: str | Secret | None,
+        subdomain: str | None = None,
+        base_url: str | None = None,
+        requests_per_second: float | str | None = None,
+        max_workers: int | str | None = None,
+        rate_limit_dir: str | os.PathLike | None = None,
+    ) -> KommoSettings:
+        """Validate raw values; raises `KommoConfigError` naming the variable at fault."""
+        return cls(
+            base_url=base_url_for(subdomain=subdomain, base_url=base_url),
+            token=validate_token(token),
+            requests_per_second=validate_requests_per_second(requests_per_second),
+            max_workers=validate_max_workers(max_workers),
+            rate_limit_dir=rate_limit_dir_for(rate_limit_dir),
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> KommoSettings:
+        env = os.environ if environ is None else environ
+        return cls.build(
+            token=env.get(ENV_API_TOKEN),
+            subdomain=env.get(ENV_SUBDOMAIN),
+            base_url=env.get(ENV_BASE_URL),
+            requests_per_second=env.get(ENV_REQUESTS_PER_SECOND),
+            max_workers=env.get(ENV_MAX_WORKERS),
+            rate_limit_dir=env.get(ENV_RATE_LIMIT_DIR),
+        )

@@ -1,0 +1,361 @@
+"""One GET against Kommo: rate limit, retries, and turning Kommo's answers into data or errors.
+
+Every attempt, retries included, first takes a slot from the shared rate limiter. 429, 500, 502,
+503, 504, dropped connections and timeouts are retried with bounded backoff (a 429's
+``retry_after`` or ``Retry-After`` is honoured and pauses every user of the account's budget).
+Everything else that is not a 200/204 with JSON raises a specific `KommoError` at once.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+
+from kommo_dagster.kommo.config import ENV_API_TOKEN, ENV_BASE_URL, Secret
+from kommo_dagster.kommo.errors import (
+    KommoAuthError,
+    KommoError,
+    KommoForbiddenError,
+    KommoHTTPError,
+    KommoIPBlockedError,
+    KommoNotFoundError,
+    KommoPaymentRequiredError,
+    KommoResponseError,
+    KommoRetryError,
+)
+from kommo_dagster.kommo.ratelimit import SharedRateLimiter
+from kommo_dagster.kommo.stats import StatsRecorder
+
+log = logging.getLogger("kommo_dagster.kommo")
+
+Params = Sequence[tuple[str, str | int]]
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+USER_AGENT = "kommo-dagster/0.1 (+https://github.com/kommo-dagster)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Bounds of the retry loop around each request."""
+
+    max_attempts: int = 8
+    max_elapsed: float = 300.0  # seconds, including waits
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    retry_after_max: float = 120.0  # never wait longer than this for one 429
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter for the ``attempt``-th failure (1-based)."""
+        ceiling = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
+        return ceiling * random.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Response:
+    """A usable answer: the parsed JSON body (None for 204) and the server's clock."""
+
+    data: dict[str, Any] | None
+    server_time: int | None  # Unix seconds from the Date header
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, *, status: int | None, wait: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.wait = wait
+
+
+def _server_time(resp: requests.Response) -> int | None:
+    value = resp.headers.get("Date")
+    if not value:
+        return None
+    try:
+        return int(email.utils.parsedate_to_datetime(value).timestamp())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _retry_after_header(resp: requests.Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _is_html(content_type: str, body: bytes) -> bool:
+    if "html" in content_type:
+        return True
+    return body[:200].lstrip()[:1] == b"<"
+
+
+class Transport:
+    """The pooled HTTP session of one client, with its limiter, retry policy and counters."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token: Secret,
+        limiter: SharedRateLimiter | None,
+        stats: StatsRecorder,
+        pool_size: int,
+        timeout: tuple[float, float],
+        retry: RetryPolicy,
+    ):
+        self.base_url = base_url
+        self._token = token
+        self.limiter = limiter
+        self.stats = stats
+        self.timeout = timeout
+        self.retry = retry
+        self.cancelled = threading.Event()
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(pool_size, 1), max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update(
+            {
+                "Authorization": f"Bearer {token.get_secret_value()}",
+                "Accept": "application/hal+json, application/json",
+                "User-Agent": USER_AGENT,
+            }
+        )
+
+    def close(self) -> None:
+        self.session.close()
+
+    def scrub(self, text: str) -> str:
+        """The text with the token replaced, for anything built from a server's answer."""
+        token = self._token.get_secret_value()
+        return text.replace(token, "***") if token and token in text else text
+
+    def get(self, path: str, params: Params = (), *, what: str | None = None) -> Response:
+        """GET ``path`` with retries. ``what`` names the object for 404 messages."""
+        started = time.monotonic()
+        attempt = 0
+        last: _Retryable | None = None
+        while True:
+            attempt += 1
+            try:
+                return self._attempt(path, params, what=what)
+            except _Retryable as exc:
+                last = exc
+            elapsed = time.monotonic() - started
+            throttled = last.status == 429
+            if last.wait is not None:
+                wait = min(last.wait, self.retry.retry_after_max)
+            else:
+                wait = self.retry.backoff(attempt)
+            if attempt >= self.retry.max_attempts or elapsed + wait > self.retry.max_elapsed:
+                self.stats.error()
+                raise KommoRetryError(
+                    self.scrub(
+                        f"GET {path} failed after {attempt} attempts over {elapsed:.1f}s "
+                        f"(limits: {self.retry.max_attempts} attempts, "
+                        f"{self.retry.max_elapsed:.0f}s); last failure: {last.reason}"
+                        + (
+                            ". Kommo kept answering 429: another client may be using this "
+                            "account's budget, lower KOMMO_REQUESTS_PER_SECOND"
+                            if throttled
+                            else ""
+                        )
+                    ),
+                    attempts=attempt,
+                    elapsed=elapsed,
+                    last_status=last.status,
+                )
+            self.stats.retry(throttled=throttled)
+            log.warning(
+                "Kommo GET %s: %s; retry %d of %d in %.1fs",
+                path,
+                last.reason,
+                attempt,
+                self.retry.max_attempts - 1,
+                wait,
+            )
+            if throttled and self.limiter is not None:
+                # Everyone sharing the budget pauses, not just this thread.
+                self.limiter.block_for(wait)
+            if self.cancelled.wait(wait):
+                raise KommoError(f"GET {path} cancelled")
+
+    def _attempt(self, path: str, params: Params, *, what: str | None) -> Response:
+        waited = 0.0
+        if self.limiter is not None:
+            try:
+                waited = self.limiter.acquire(cancelled=self.cancelled)
+            except InterruptedError:
+                raise KommoError(f"GET {path} cancelled") from None
+        self.stats.request_started(waited)
+        sent = time.monotonic()
+        try:
+            resp = self.session.get(self.base_url + path, params=params, timeout=self.timeout)
+        except requests.exceptions.Timeout as exc:
+            kind = "read" if isinstance(exc, requests.exceptions.ReadTimeout) else "connect"
+            raise _Retryable(f"{kind} timeout", status=None) from None
+        except (
+            requests.exceptions.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+        ) as exc:
+            raise _Retryable(
+                f"connection failed ({type(exc).__name__}: {self._reason(exc)})", status=None
+            ) from None
+        self.stats.response(seconds=time.monotonic() - sent)
+        return self._classify(resp, path=path, what=what)
+
+    def _reason(self, exc: BaseException) -> str:
+        # requests wraps urllib3 errors; the innermost message is the informative one.
+        text = str(exc)
+        for arg in getattr(exc, "args", ()):
+            inner = getattr(arg, "reason", None) or arg
+            text = str(inner)
+            break
+        return self.scrub(text)[:300]
+
+    def _classify(self, resp: requests.Response, *, path: str, what: str | None) -> Response:
+        status = resp.status_code
+        ctype = resp.headers.get("Content-Type", "").lower()
+        body = resp.content
+        server_time = _server_time(resp)
+        if status == 204:
+            return Response(data=None, server_time=server_time)
+        if status == 200:
+            if "json" not in ctype or _is_html(ctype, body):
+                kind = "an HTML page" if _is_html(ctype, body) else f"{ctype or 'no content type'}"
+                raise KommoResponseError(
+                    f"Kommo answered GET {path} with 200 and {kind} instead of JSON: "
+                    f"{ENV_BASE_URL} may point at a login page or a proxy rather than the "
+                    "account's API, or Kommo is in maintenance",
+                    status=status,
+                    path=path,
+                )
+            if not body.strip():
+                return Response(data=None, server_time=server_time)
+            try:
+                data = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise KommoResponseError(
+                    f"Kommo answered GET {path} with malformed JSON ({exc})",
+                    status=status,
+                    path=path,
+                ) from None
+            if not isinstance(data, dict):
+                raise KommoResponseError(
+                    f"Kommo answered GET {path} with JSON that is not an object",
+                    status=status,
+                    path=path,
+                )
+            return Response(data=data, server_time=server_time)
+
+        html = _is_html(ctype, body)
+        problem = None if html else self._problem(body)
+        if status in RETRY_STATUSES:
+            wait = None
+            if status == 429:
+                wait = _retry_after_header(resp)
+                if problem is not None:
+                    value = problem.get("retry_after")
+                    if (
+                        isinstance(value, int | float)
+                        and not isinstance(value, bool)
+                        and value >= 0
+                    ):
+                        wait = float(value)
+            reason = f"HTTP {status}" + (" (HTML page)" if html else "")
+            if problem and not html:
+                detail = problem.get("detail") or problem.get("title")
+                trace = problem.get("trace_id")
+                if detail:
+                    reason += f": {self.scrub(str(detail))[:200]}"
+                if trace:
+                    reason += f" (trace_id {self.scrub(str(trace))[:80]})"
+            raise _Retryable(reason, status=status, wait=wait)
+        detail = self._detail(problem)
+        if status == 401:
+            raise KommoAuthError(
+                f"Kommo rejected the API token (401{detail}): check {ENV_API_TOKEN}; it must be "
+                "the long-lived token of a private integration installed in this account",
+                status=status,
+                path=path,
+            )
+        if status == 402:
+            raise KommoPaymentRequiredError(
+                f"Kommo answered 402 Payment Required{detail}: the account's paid period has "
+                "ended; renew the subscription in Kommo to resume API access",
+                status=status,
+                path=path,
+            )
+        if status == 403 and html:
+            raise KommoIPBlockedError(
+                f"Kommo answered GET {path} with an HTML 403 page: this IP is blocked by Kommo, "
+                "usually for exceeding the API rate limit. The block does not expire by itself; "
+                "ask Kommo support to lift it, and check KOMMO_REQUESTS_PER_SECOND and other "
+                "clients of this account before retrying",
+                status=status,
+                path=path,
+            )
+        if status == 403:
+            if path.rstrip("/").endswith("/users"):
+                msg = (
+                    f"Kommo refused GET {path} (403{detail}): the token's user is not an "
+                    "account administrator, and only administrators may list users; create the "
+                    "integration's token as an admin user"
+                )
+            else:
+                msg = (
+                    f"Kommo refused GET {path} (403{detail}): the token's user lacks the "
+                    "rights for this data"
+                )
+            raise KommoForbiddenError(msg, status=status, path=path)
+        if status == 404:
+            target = what or path
+            raise KommoNotFoundError(
+                f"Kommo answered 404 Not Found for {target}{detail}", status=status, path=path
+            )
+        kind = " (HTML page)" if html else ""
+        raise KommoHTTPError(
+            f"Kommo answered GET {path} with HTTP {status}{kind}{detail}", status=status, path=path
+        )
+
+    @staticmethod
+    def _problem(body: bytes) -> dict[str, Any] | None:
+        try:
+            data = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _detail(self, problem: dict[str, Any] | None) -> str:
+        if not problem:
+            return ""
+        parts = []
+        for key in ("title", "detail"):
+            value = problem.get(key)
+            if value and str(value) not in parts:
+                parts.append(str(value))
+        errors = problem.get("validation-errors") or problem.get("validation_errors")
+        if errors:
+            parts.append(orjson.dumps(errors).decode()[:500])
+        return (": " + "; ".join(self.scrub(p)[:300] for p in parts)) if parts else ""
+
+
+__all__ = ["KommoHTTPError", "Response", "RetryPolicy", "Transport"]

@@ -1,0 +1,632 @@
+"""How each incremental stream is paged so that no record is lost or repeated while the account
+changes, and how a window is split so several requests can be in flight at once.
+
+A *walk* covers one sub-window of cursor values ``[lo, hi]`` (Unix seconds, both inclusive) and
+issues one request at a time, so the ordering argument below holds inside it. The extraction
+(`client._Extraction`) runs several walks at once and splits a walk's unwalked remainder off into
+a new walk when a worker is idle. A walk drops records outside its current bounds, so a record
+that a split moved to another walk is yielded once, by that walk.
+
+Guarantees, per stream (a record "stays" when its cursor is inside the window and it does not
+change for the whole extraction; Kommo sets updated_at to the time of the change, so in a window
+that lies in the past records can only leave, never arrive):
+
+* leads, contacts, companies (`KeysetWalk`): ordered by updated_at ascending, each request asks
+  for ``updated_at >= F`` where ``F`` is the last updated_at seen, never for an offset. A record
+  leaving the window therefore cannot shift unseen records past us. Records of second ``F`` that
+  the previous page already held are skipped by id. When a page is full of a single second ``T``,
+  that second is paged on its own (``from = to = T``, ordered by id); because that is offset
+  paging, a record leaving second ``T`` during it could shift another past a page boundary, so
+  afterwards one check asks for the records changed or deleted since the second's walk started,
+  and the second is walked again if one of its records is among them. The deleted list
+  (``with=only_deleted``) is walked the same way, so deleted records arrive with is_deleted true.
+  Every record that stays is yielded exactly once; a changed record is yielded in the version(s)
+  the walk met, each (id, updated_at) once, and its newest version lies in the window of its
+  change, which the next extraction of that window delivers.
+
+* tasks (`PagesWalk` + a check): Kommo filters tasks on updated_at but orders them only by id (or
+  created_at, complete_till). Inside a window they are offset-paged by id, one page at a time per
+  sub-window. An update never moves a task within the id order; it only moves it out of a past
+  window (or into the current one), and a deletion removes it. Either can shift unseen tasks past
+  a page boundary only if the task that left had already been seen. So after the walk, one check
+  lists the tasks updated since the walk began and the ``task_deleted`` events since then: a task
+  seen in the window that has left it or was deleted means the window is walked again (bounded),
+  and changed tasks whose new version lies inside the window are yielded from the check itself.
+
+* events (`PagesWalk`, newest first): events are immutable and only ever appended with
+  created_at = now. In a window that lies in the past the result never changes, so offset paging
+  is exact. In a window that includes now, new events enter at the top and push rows down: rows
+  can repeat on the next page (dropped by id) but never skip one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kommo_dagster.kommo.errors import KommoConsistencyError, KommoResponseError
+from kommo_dagster.kommo.streams import Stream
+from kommo_dagster.kommo.transport import Params, Response
+
+if TYPE_CHECKING:
+    from kommo_dagster.kommo.transport import Transport
+
+log = logging.getLogger("kommo_dagster.kommo")
+
+# Split a walk only when its estimated remainder is at least this many pages, so the request it
+# has in flight cannot reach the split point (that page's rows beyond it would be wasted).
+MIN_SPLIT_PAGES = 3.0
+# Upper bound of cursor values for "changed since" checks (any future time works: from/to).
+FAR_FUTURE = 4_102_444_800  # 2100-01-01
+# Pages a consistency check may read before it gives up and assumes the worst.
+CHECK_MAX_PAGES = 8
+# Server clock slack for "since the walk began" (Date has one-second resolution).
+CLOCK_SLACK = 2
+
+
+@dataclass(kw_only=True)
+class Job:
+    """A unit of work for the pool: ``run()`` executes on a worker thread."""
+
+    walk: Walk
+    run: Callable[[], Any]
+    kind: str = "page"  # "page" or "check"
+
+
+def records_of(stream: Stream, resp: Response) -> tuple[list[dict[str, Any]], bool]:
+    """The records in a list response and whether Kommo announced a next page."""
+    data = resp.data
+    if data is None:
+        return [], False
+    embedded = data.get("_embedded")
+    if embedded is None:
+        return [], False
+    if not isinstance(embedded, dict) or not isinstance(embedded.get(stream.list_key, []), list):
+        raise KommoResponseError(
+            f"Kommo's {stream.name} response has no list at _embedded.{stream.list_key}"
+        )
+    records = embedded.get(stream.list_key) or []
+    links = data.get("_links")
+    has_next = isinstance(links, dict) and bool(links.get("next"))
+    return records, has_next
+
+
+def _cursor_values(stream: Stream, records: list[dict[str, Any]], cursor: str) -> list[int]:
+    try:
+        values = [r[cursor] for r in records]
+    except (KeyError, TypeError):
+        raise KommoResponseError(f"a {stream.name} record has no {cursor}") from None
+    for v in values:
+        if type(v) is not int:
+            raise KommoResponseError(f"a {stream.name} record has a non-integer {cursor}: {v!r}")
+    return values
+
+
+@dataclass(eq=False, kw_only=True)
+class Walk:
+    """One sub-window of one stream, walked one request at a time."""
+
+    stream: Stream
+    transport: Transport
+    lo: int
+    hi: int
+    kind: str = "live"
+    base: tuple[tuple[str, str | int], ...] = ()
+    requests: int = 0
+    rows: int = 0
+    done: bool = False
+    inflight: bool = False
+    # Rows per second of cursor seen so far (for split decisions and progress).
+    density: float | None = None
+
+    @property
+    def limit(self) -> int:
+        assert self.stream.page_size is not None
+        return self.stream.page_size
+
+    def next_job(self) -> Job | None:
+        raise NotImplementedError
+
+    def on_result(self, job: Job, result: Any) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def remaining_seconds(self) -> int:
+        raise NotImplementedError
+
+    def covered_seconds(self) -> int:
+        return max(0, (self.hi - self.lo + 1) - self.remaining_seconds())
+
+    def remaining_pages(self) -> float:
+        if self.done or self.density is None:
+            return 0.0
+        return self.density * self.remaining_seconds() / self.limit
+
+    def split(self) -> Walk | None:
+        return None
+
+    def _get(self, params: Params) -> Job:
+        path = self.stream.path
+
+        def run() -> Response:
+            return self.transport.get(path, params)
+
+        return Job(walk=self, run=run)
+
+
+def _rate(rows: int, first: int, last: int) -> float:
+    return rows / max(1, last - first + 1)
+
+
+@dataclass(eq=False, kw_only=True)
+class KeysetWalk(Walk):
+    """Leads, contacts, companies: keyset on updated_at ascending (see the module docstring)."""
+
+    cursor: str = "updated_at"
+    max_rewalks: int = 3
+    # State of the keyset: next `from`, and the ids of second `F` already yielded.
+    frm: int = 0
+    boundary: set = field(default_factory=set)
+    # Paging inside one crowded second.
+    phase: str = "walk"  # "walk", "second", "check"
+    second: int = 0
+    second_page: int = 0
+    second_ids: set = field(default_factory=set)
+    second_since: int | None = None
+    second_rewalks: int = 0
+    first_seen: int | None = None
+    rows_seen: int = 0
+
+    def __post_init__(self) -> None:
+        self.frm = self.lo
+
+    def remaining_seconds(self) -> int:
+        if self.done:
+            return 0
+        return max(0, self.hi - self.frm + 1)
+
+    def next_job(self) -> Job | None:
+        if self.done:
+            return None
+        if self.phase == "check":
+            return self._check_job()
+        if self.phase == "second":
+            params = [
+                *self.base,
+                (f"filter[{self.cursor}][from]", self.second),
+                (f"filter[{self.cursor}][to]", self.second),
+                ("order[id]", "asc"),
+                ("limit", self.limit),
+                ("page", self.second_page),
+            ]
+        else:
+            params = [
+                *self.base,
+                (f"filter[{self.cursor}][from]", self.frm),
+                (f"filter[{self.cursor}][to]", self.hi),
+                (f"order[{self.cursor}]", "asc"),
+                ("limit", self.limit),
+                ("page", 1),
+            ]
+        return self._get(params)
+
+    def on_result(self, job: Job, result: Any) -> list[dict[str, Any]]:
+        if job.kind == "check":
+            return self._on_check(result)
+        self.requests += 1
+        records, has_next = records_of(self.stream, result)
+        if self.phase == "second":
+            return self._on_second_page(records, has_next, result)
+        if not records:
+            self.done = True
+            return []
+        cursors = _cursor_values(self.stream, records, self.cursor)
+        if any(a > b for a, b in itertools.pairwise(cursors)):
+            raise KommoResponseError(
+                f"Kommo returned {self.stream.name} out of {self.cursor} order for "
+                f"order[{self.cursor}]=asc; the keyset walk relies on it"
+            )
+        self._learn(len(records), cursors[0], cursors[-1])
+        hi, frm, boundary = self.hi, self.frm, self.boundary
+        out = [
+            r
+            for r, c in zip(records, cursors, strict=True)
+            if c <= hi and not (c == frm and r["id"] in boundary)
+        ]
+        full = len(records) >= self.limit and has_next
+        last = cursors[-1]
+        if not full or last > hi:
+            # A short page ends the walk; a page reaching past `hi` means a split took the rest.
+            self.done = True
+        elif cursors[0] == last:
+            # A page full of one second: page inside that second, by id.
+            self.phase = "second"
+            self.second = last
+            self.second_page = 1
+            self.second_ids = {r["id"] for r in records} | (boundary if frm == last else set())
+            self.second_since = result.server_time
+            self.second_rewalks = 0
+        else:
+            self.frm = last
+            self.boundary = {r["id"] for r, c in zip(records, cursors, strict=True) if c == last}
+        self.rows += len(out)
+        return out
+
+    def _learn(self, n: int, first: int, last: int) -> None:
+        if self.first_seen is None:
+            self.first_seen = max(first, self.lo)
+        self.rows_seen += n
+        self.density = _rate(self.rows_seen, self.first_seen, last)
+
+    def _on_second_page(
+        self, records: list[dict[str, Any]], has_next: bool, resp: Response
+    ) -> list[dict[str, Any]]:
+        if self.second_since is None:
+            self.second_since = resp.server_time
+        if self.second > self.hi:
+            # A split moved this second to another walk.
+            self.done = True
+            return []
+        ids = self.second_ids
+        out = [r for r in records if r.get("id") not in ids]
+        for r in out:
+            if r.get(self.cursor) != self.second:
+                raise KommoResponseError(
+                    f"Kommo returned a {self.stream.name} record outside the requested second"
+                )
+        ids.update(r["id"] for r in out)
+        if len(records) >= self.limit and has_next:
+            self.second_page += 1
+        elif self.second_page >= 2:
+            # Offset paging over several requests: make sure nothing left the second meanwhile.
+            self.phase = "check"
+        else:
+            self._second_done()
+        self.rows += len(out)
+        return out
+
+    def _second_done(self) -> None:
+        self.phase = "walk"
+        self.frm = self.second + 1
+        self.boundary = set()
+        if self.frm > self.hi:
+            self.done = True
+
+    def _check_job(self) -> Job:
+        second, ids = self.second, frozenset(self.second_ids)
+        since = (self.second_since or int(time.time())) - CLOCK_SLACK
+        stream, transport = self.stream, self.transport
+
+        def run() -> bool:
+            return second_is_stable(
+                stream=stream,
+                transport=transport,
+                second=second,
+                ids=ids,
+                since=since,
+            )
+
+        return Job(walk=self, run=run, kind="check")
+
+    def _on_check(self, stable: bool) -> list[dict[str, Any]]:
+        if stable:
+            self._second_done()
+            return []
+        self.second_rewalks += 1
+        if self.second_rewalks > self.max_rewalks:
+            raise KommoConsistencyError(
+                f"{self.stream.name}: the {self.limit}+ records updated at {self.second} kept "
+                f"changing during {self.second_rewalks} walks of that second; retry later"
+            )
+        log.info(
+            "%s: records of second %d changed while it was paged; walking it again",
+            self.stream.name,
+            self.second,
+        )
+        self.phase = "second"
+        self.second_page = 1
+        self.second_since = None
+        return []
+
+    def split(self) -> Walk | None:
+        if self.done or self.phase != "walk" or self.remaining_pages() < MIN_SPLIT_PAGES:
+            return None
+        if self.hi - self.frm < 2:
+            return None
+        mid = self.frm + (self.hi - self.frm) // 2
+        new = KeysetWalk(
+            stream=self.stream,
+            transport=self.transport,
+            lo=mid + 1,
+            hi=self.hi,
+            kind=self.kind,
+            base=self.base,
+            cursor=self.cursor,
+            max_rewalks=self.max_rewalks,
+            density=self.density,
+        )
+        self.hi = mid
+        return new
+
+
+def second_is_stable(
+    *,
+    stream: Stream,
+    transport: Transport,
+    second: int,
+    ids: frozenset,
+    since: int,
+) -> bool:
+    """False if a record of ``ids`` (seen in second ``second``) changed or was deleted since
+    ``since``: then offset paging inside the second may have skipped a record."""
+    queries: list[tuple[tuple[str, str | int], ...]] = [
+        (("filter[updated_at][from]", since), ("filter[updated_at][to]", FAR_FUTURE))
+    ]
+    if stream.has_deleted_list:
+        # Deleted since the walk began, whether or not deletion moved updated_at.
+        for lo, hi in ((since, FAR_FUTURE), (second, second)):
+            queries.append(
+                (
+                    ("with", "only_deleted"),
+                    ("filter[updated_at][from]", lo),
+                    ("filter[updated_at][to]", hi),
+                )
+            )
+    for query in queries:
+        for page in range(1, CHECK_MAX_PAGES + 1):
+            resp = transport.get(
+                stream.path,
+                [*query, ("order[id]", "asc"), ("limit", stream.page_size or 250), ("page", page)],
+            )
+            records, has_next = records_of(stream, resp)
+            if any(r.get("id") in ids for r in records):
+                return False
+            if len(records) < (stream.page_size or 250) or not has_next:
+                break
+        else:
+            return False
+    return True
+
+
+@dataclass(eq=False, kw_only=True)
+class PagesWalk(Walk):
+    """Offset paging of one filter range, one page at a time.
+
+    Events (``newest_first``): the walk stops early once its pages pass below ``lo`` (a split
+    raised ``lo`` and handed the older part to another walk). Tasks: ordered by id, never split
+    (a new filter range would invalidate the offsets).
+    """
+
+    cursor: str = "updated_at"
+    order: tuple[tuple[str, str], ...] = ()
+    newest_first: bool = False
+    # The filter range of the query; fixed for the walk's life so offsets stay meaningful.
+    query_lo: int = 0
+    query_hi: int = 0
+    page: int = 1
+    dedupe: bool = False
+    seen: set = field(default_factory=set)
+    oldest_seen: int | None = None
+    monotone: bool = True
+    probe_only: bool = False
+    probe_full: bool = False
+    first_page: list | None = None
+
+    def __post_init__(self) -> None:
+        self.query_lo, self.query_hi = self.lo, self.hi
+
+    def remaining_seconds(self) -> int:
+        if self.done:
+            return 0
+        if self.newest_first:
+            top = self.hi if self.oldest_seen is None else self.oldest_seen
+            return max(0, top - self.lo + 1)
+        return max(0, self.hi - self.lo + 1) if self.page == 1 else 0
+
+    def next_job(self) -> Job | None:
+        if self.done:
+            return None
+        params = [
+            *self.base,
+            (f"filter[{self.cursor}][from]", self.query_lo),
+            (f"filter[{self.cursor}][to]", self.query_hi),
+            *self.order,
+            ("limit", self.limit),
+            ("page", self.page),
+        ]
+        return self._get(params)
+
+    def on_result(self, job: Job, result: Any) -> list[dict[str, Any]]:
+        self.requests += 1
+        records, has_next = records_of(self.stream, result)
+        if not records:
+            self.done = True
+            return []
+        cursors = _cursor_values(self.stream, records, self.cursor)
+        lo, hi = self.lo, self.hi
+        if self.dedupe:
+            seen = self.seen
+            out = []
+            for r, c in zip(records, cursors, strict=True):
+                if lo <= c <= hi and r["id"] not in seen:
+                    seen.add(r["id"])
+                    out.append(r)
+        elif lo == self.query_lo:
+            out = records
+        else:
+            out = [r for r, c in zip(records, cursors, strict=True) if lo <= c <= hi]
+        full = len(records) >= self.limit and has_next
+        if self.newest_first:
+            if any(a < b for a, b in itertools.pairwise(cursors)):
+                if self.monotone:
+                    log.warning("%s are not newest first; paging to the end", self.stream.name)
+                self.monotone = False
+            oldest = min(cursors)
+            if self.first_page is None:
+                self.first_page = cursors
+                self.density = _rate(len(records), oldest, self.hi)
+            self.oldest_seen = oldest if self.oldest_seen is None else min(oldest, self.oldest_seen)
+            if self.monotone and self.oldest_seen < lo:
+                full = False
+        elif self.first_page is None:
+            self.first_page = cursors
+        if full and not self.probe_only:
+            self.page += 1
+        else:
+            self.done = True
+        self.rows += len(out)
+        self.probe_full = full
+        return out
+
+    def split(self) -> Walk | None:
+        if not self.newest_first or not self.monotone or self.done or self.oldest_seen is None:
+            return None
+        if self.remaining_pages() < MIN_SPLIT_PAGES or self.oldest_seen - self.lo < 2:
+            return None
+        mid = self.lo + (self.oldest_seen - self.lo) // 2
+        new = PagesWalk(
+            stream=self.stream,
+            transport=self.transport,
+            lo=self.lo,
+            hi=mid,
+            kind=self.kind,
+            base=self.base,
+            cursor=self.cursor,
+            order=self.order,
+            newest_first=True,
+            dedupe=self.dedupe,
+            density=self.density,
+        )
+        self.lo = mid + 1
+        return new
+
+
+def quantile_bounds(sample: list[int], lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` consecutive sub-ranges of [lo, hi] cut at quantiles of ``sample`` (cursor values
+    seen in a first page), falling back to equal widths where the sample says nothing."""
+    parts = max(1, min(parts, hi - lo + 1))
+    values = sorted(v for v in sample if lo <= v <= hi)
+    cuts: list[int] = []
+    for k in range(1, parts):
+        if len(values) >= parts:
+            c = values[min(len(values) - 1, math.floor(k * len(values) / parts))]
+        else:
+            c = lo + (hi - lo + 1) * k // parts
+        if cuts and c <= cuts[-1]:
+            c = cuts[-1] + 1
+        if c > hi:
+            break
+        cuts.append(c)
+    starts = [lo, *cuts]
+    ends = [c - 1 for c in cuts] + [hi]
+    return [(a, b) for a, b in zip(starts, ends, strict=True) if a <= b]
+
+
+def tasks_check(
+    *,
+    stream: Stream,
+    transport: Transport,
+    events_path: str,
+    since: int,
+    lo: int,
+    hi: int,
+    seen: dict[int, int],
+) -> tuple[list[dict[str, Any]], bool]:
+    """After a tasks window was walked: the changed tasks whose new version is in the window,
+    and whether the walk must be repeated (a task it saw has since left the window or was
+    deleted, which may have shifted an unseen task past a page boundary)."""
+    limit = stream.page_size or 250
+    inside: list[dict[str, Any]] = []
+    for page in range(1, CHECK_MAX_PAGES + 1):
+        resp = transport.get(
+            stream.path,
+            [
+                ("filter[updated_at][from]", since),
+                ("filter[updated_at][to]", FAR_FUTURE),
+                ("order[id]", "asc"),
+                ("limit", limit),
+                ("page", page),
+            ],
+        )
+        records, has_next = records_of(stream, resp)
+        for r in records:
+            updated = r.get("updated_at")
+            if isinstance(updated, int) and lo <= updated <= hi:
+                inside.append(r)
+            elif r.get("id") in seen:
+                return inside, True
+        if len(records) < limit or not has_next:
+            break
+    else:
+        return inside, True
+    for page in range(1, CHECK_MAX_PAGES + 1):
+        resp = transport.get(
+            events_path,
+            [
+                ("filter[type][]", "task_deleted"),
+                ("filter[created_at][from]", since),
+                ("filter[created_at][to]", FAR_FUTURE),
+                ("limit", 100),
+                ("page", page),
+            ],
+        )
+        data = resp.data or {}
+        events = (data.get("_embedded") or {}).get("events") or []
+        if any(e.get("entity_id") in seen for e in events):
+            return inside, True
+        links = data.get("_links") or {}
+        if len(events) < 100 or not links.get("next"):
+            break
+    else:
+        return inside, True
+    return inside, False
+
+
+@dataclass(eq=False, kw_only=True)
+class TasksCheckWalk(Walk):
+    """The one-job check that closes a tasks window (see `tasks_check`)."""
+
+    events_path: str = "/api/v4/events"
+    since: int = 0
+    seen: dict = field(default_factory=dict)
+    dirty: bool = False
+
+    def remaining_seconds(self) -> int:
+        return 0
+
+    def next_job(self) -> Job | None:
+        if self.done or self.requests:
+            return None
+        args = dict(
+            stream=self.stream,
+            transport=self.transport,
+            events_path=self.events_path,
+            since=self.since,
+            lo=self.lo,
+            hi=self.hi,
+            seen=self.seen,
+        )
+        return Job(walk=self, run=lambda: tasks_check(**args), kind="check")
+
+    def on_result(self, job: Job, result: Any) -> list[dict[str, Any]]:
+        inside, self.dirty = result
+        self.requests += 1
+        self.done = True
+        return inside
+
+
+__all__ = [
+    "Job",
+    "KeysetWalk",
+    "PagesWalk",
+    "TasksCheckWalk",
+    "Walk",
+    "quantile_bounds",
+    "records_of",
+    "second_is_stable",
+    "tasks_check",
+]

@@ -1,0 +1,148 @@
+"""`KommoResource`: the Kommo client as a Dagster resource.
+
+Settings come from the ``KOMMO_*`` environment variables (`KommoResource.from_env`). The token,
+subdomain and base URL are passed as `dagster.EnvVar`, so they are read when a run starts, the UI
+shows only the variable's name, and a code location loads without them. A run whose variable is
+missing or invalid fails at its start, before any request, with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import dagster as dg
+from pydantic import Field
+
+from kommo_dagster.kommo.client import KommoClient, ProgressCallback
+from kommo_dagster.kommo.config import (
+    DEFAULT_MAX_WORKERS,
+    DEFAULT_REQUESTS_PER_SECOND,
+    ENV_API_TOKEN,
+    ENV_BASE_URL,
+    ENV_MAX_WORKERS,
+    ENV_RATE_LIMIT_DIR,
+    ENV_REQUESTS_PER_SECOND,
+    ENV_SUBDOMAIN,
+    KommoSettings,
+    validate_max_workers,
+    validate_requests_per_second,
+)
+
+
+class KommoResource(dg.ConfigurableResource):
+    """A Kommo CRM account (API v4), reached with a private integration's long-lived token.
+
+    Each `get_client` call returns a new `KommoClient` with its own pooled session; use it as a
+    context manager. Clients of the same account share one request budget per machine (a file in
+    ``rate_limit_dir``), so concurrent steps and runs together stay under
+    ``requests_per_second``.
+    """
+
+    api_token: str = Field(
+        repr=False,
+        description=f"Long-lived token of a Kommo private integration ({ENV_API_TOKEN}).",
+    )
+    subdomain: str | None = Field(
+        default=None,
+        description=(
+            f"Account subdomain: mycompany for https://mycompany.kommo.com ({ENV_SUBDOMAIN})."
+        ),
+    )
+    base_url: str | None = Field(
+        default=None,
+        description=(
+            f"Overrides https://{{subdomain}}.kommo.com, e.g. an amoCRM host or a sandbox "
+            f"({ENV_BASE_URL})."
+        ),
+    )
+    requests_per_second: float = Field(
+        default=DEFAULT_REQUESTS_PER_SECOND,
+        description=(
+            f"Request budget of the account, shared by every run on this machine "
+            f"({ENV_REQUESTS_PER_SECOND}; Kommo allows 7)."
+        ),
+    )
+    max_workers: int = Field(
+        default=DEFAULT_MAX_WORKERS,
+        description=f"Most requests one extraction keeps in flight ({ENV_MAX_WORKERS}).",
+    )
+    rate_limit_dir: str | None = Field(
+        default=None,
+        description=(
+            f"Directory of the shared rate-limit files ({ENV_RATE_LIMIT_DIR}; default: a "
+            "folder in the system temp directory). Point every process that uses this account "
+            "at the same directory."
+        ),
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> KommoResource:
+        """The resource configured by the ``KOMMO_*`` environment variables.
+
+        The token, the subdomain and the base URL are `EnvVar`s, read when a run starts. The
+        subdomain is required only when ``KOMMO_BASE_URL`` is not set. Numeric settings
+        (``KOMMO_REQUESTS_PER_SECOND``, ``KOMMO_MAX_WORKERS``) cannot be `EnvVar`s of float
+        fields in Dagster; they are read here, and a malformed value is carried as-is so the
+        run, not the code location, fails and names the variable.
+        """
+        env = os.environ if environ is None else environ
+        kwargs: dict = {"api_token": dg.EnvVar(ENV_API_TOKEN)}
+        if env.get(ENV_BASE_URL, "").strip():
+            kwargs["base_url"] = dg.EnvVar(ENV_BASE_URL)
+            if env.get(ENV_SUBDOMAIN, "").strip():
+                kwargs["subdomain"] = dg.EnvVar(ENV_SUBDOMAIN)
+        else:
+            kwargs["subdomain"] = dg.EnvVar(ENV_SUBDOMAIN)
+        if env.get(ENV_RATE_LIMIT_DIR, "").strip():
+            kwargs["rate_limit_dir"] = dg.EnvVar(ENV_RATE_LIMIT_DIR)
+        rps = env.get(ENV_REQUESTS_PER_SECOND, "").strip()
+        if rps:
+            kwargs["requests_per_second"] = _number_or_nan(rps)
+        workers = env.get(ENV_MAX_WORKERS, "").strip()
+        if workers:
+            kwargs["max_workers"] = int(workers) if workers.lstrip("-").isdigit() else -1
+        return cls(**kwargs)
+
+    def settings(self) -> KommoSettings:
+        """The validated settings; raises `KommoConfigError` naming the variable at fault."""
+        return KommoSettings.build(
+            token=self.api_token,
+            subdomain=self.subdomain,
+            base_url=self.base_url,
+            requests_per_second=_check_rps(self.requests_per_second),
+            max_workers=_check_workers(self.max_workers),
+            rate_limit_dir=self.rate_limit_dir,
+        )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Fail the run at its start, before any step talks to Kommo.
+        self.settings()
+
+    def get_client(self, *, progress: ProgressCallback | None = None) -> KommoClient:
+        """A validated client for this account; close it (or use ``with``) when done."""
+        return KommoClient.from_settings(self.settings(), progress=progress)
+
+
+def _number_or_nan(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
+def _check_rps(value: float) -> float:
+    if value != value:  # NaN: the variable held something that is not a number
+        raw = os.environ.get(ENV_REQUESTS_PER_SECOND, "")
+        return validate_requests_per_second(raw or "not a number")
+    return validate_requests_per_second(value)
+
+
+def _check_workers(value: int) -> int:
+    if value == -1:  # the variable held something that is not an integer
+        raw = os.environ.get(ENV_MAX_WORKERS, "")
+        return validate_max_workers(raw or "not an integer")
+    return validate_max_workers(value)
+
+
+__all__ = ["KommoResource"]
