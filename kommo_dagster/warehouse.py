@@ -32,6 +32,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from kommo_dagster.partitions import EpochWindow
 # Rows kept in memory before a StagedRows spills to its staging file.
 DEFAULT_SPILL_ROWS = 50_000
 _STAGE_ALIAS = "kommo_stage"
+_DAY = 86_400
 
 
 class WarehouseError(RuntimeError):
@@ -273,6 +275,7 @@ class StagedRows:
         self.cursor_min: int | None = None
         self.cursor_max: int | None = None
         self.null_cursors = 0
+        self._rows_by_day: dict[int, int] = {}
         self._spill_rows = spill_rows
         self._staging_dir = Path(staging_dir) if staging_dir else None
         self._memory_limit = memory_limit
@@ -309,9 +312,18 @@ class StagedRows:
         values = [v for v in columns[self.stream.cursor] if v is not None]
         self.null_cursors += len(columns[self.stream.cursor]) - len(values)
         if values:
-            low, high = min(values), max(values)
+            cursors = np.array(values, dtype=np.int64)
+            low, high = int(cursors.min()), int(cursors.max())
             self.cursor_min = low if self.cursor_min is None else min(self.cursor_min, low)
             self.cursor_max = high if self.cursor_max is None else max(self.cursor_max, high)
+            days, counts = np.unique(cursors // _DAY, return_counts=True)
+            for day, count in zip(days.tolist(), counts.tolist(), strict=True):
+                self._rows_by_day[day] = self._rows_by_day.get(day, 0) + count
+
+    def rows_by_day(self) -> dict[date, int]:
+        """Staged rows per UTC day of their cursor (days without rows are absent)."""
+        epoch = date(1970, 1, 1)
+        return {epoch + timedelta(days=d): n for d, n in sorted(self._rows_by_day.items())}
 
     def _spill(self) -> None:
         if self._con is None:

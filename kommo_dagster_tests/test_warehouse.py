@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
@@ -268,3 +268,12 @@ def test_a_file_held_by_another_program_is_waited_for_then_reported(db: Path):
     assert not lock_path(db).read_text()  # the lock file is only a lock
     with connect(db, timeout=5) as con:
         assert con.execute("SELECT 1").fetchall() == [(1,)]
+
+
+def test_staged_rows_are_counted_per_utc_day():
+    both = EpochWindow(OCT1.start, OCT2.end)
+    staged = StagedRows(LEADS, window=both)
+    staged.append(synthetic_columns(LEADS, 5, cursor_start=OCT1.end - 2 * 3600, step=3600))
+    staged.append(synthetic_columns(LEADS, 2, cursor_start=OCT2.start + 60, step=60))
+    assert staged.rows_by_day() == {date(2026, 10, 1): 2, date(2026, 10, 2): 5}
+    assert (staged.cursor_min, staged.cursor_max) == (OCT1.end - 7200, OCT2.start + 120)

@@ -1,0 +1,188 @@
+"""The DuckDB IO manager of the Kommo assets, and the DuckDB resource it writes through.
+
+`KommoDuckDBIOManager` stores each stream in ``<schema>.<stream>`` of one DuckDB file. A
+partitioned output replaces the rows whose cursor lies in the output's time window (one
+partition, or a whole range for a single-run backfill); an unpartitioned output replaces the
+table. Each write is one transaction (see `kommo_dagster.warehouse` for why and how), and the
+table is created from the contract even when there are no rows.
+
+Concurrent runs: every connection goes through `KommoDuckDBResource`, which holds a lock file next
+to the database (``<file>.lock``) from connect to close. DuckDB admits one writing process per
+file; with the lock, a second run launched at the same time (or the parallel steps of one run
+under the multiprocess executor) waits its turn, up to ``lock_timeout`` seconds, instead of
+failing. Extraction happens before the lock is taken, so runs only queue for the short local
+write, not for the API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+import duckdb
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+from pydantic import Field
+
+from kommo_dagster.kommo.streams import Stream, get_stream
+from kommo_dagster.partitions import EpochWindow
+from kommo_dagster.settings import DEFAULT_SCHEMA, check_database_name
+from kommo_dagster.warehouse import (
+    StagedRows,
+    WarehouseError,
+    catalog_name,
+    connect,
+    read_slice,
+    table_columns,
+    write_slice,
+)
+
+STREAM_METADATA_KEY = "kommo/stream"
+
+
+class KommoDuckDBResource(DuckDBResource):
+    """`dagster_duckdb.DuckDBResource` that takes turns with the project's other connections.
+
+    Use it in your own assets and checks to query the warehouse: ``with duckdb.get_connection()
+    as con: con.sql("FROM kommo.leads")``. Its connections hold the lock file next to the
+    database for as long as they are open, so keep them short.
+    """
+
+    lock_timeout: float = Field(
+        default=600.0,
+        description="Seconds to wait for the database file (another run, or another program "
+        "holding it open) before failing.",
+    )
+
+    @contextlib.contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:  # type: ignore[override]
+        with connect(
+            self.database, timeout=self.lock_timeout, config=self.connection_config
+        ) as con:
+            yield con
+
+
+class KommoDuckDBIOManager(dg.ConfigurableIOManager):
+    """Writes Kommo streams into ``<schema>.<stream>`` tables, one transaction per output.
+
+    Outputs are `kommo_dagster.warehouse.StagedRows` (what the Kommo assets return) or pandas
+    DataFrames holding the contract's columns. Inputs load as DataFrames with nullable types
+    (``Int64``, ``boolean``), restricted to the downstream partition's window when partitioned.
+    """
+
+    duckdb: KommoDuckDBResource
+    schema_name: str = Field(default=DEFAULT_SCHEMA, description="DuckDB schema of the tables.")
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        check_database_name(self.duckdb.database, schema=self.schema_name)
+
+    # -- outputs -----------------------------------------------------------------------------
+
+    def handle_output(self, context: dg.OutputContext, obj: StagedRows | pd.DataFrame) -> None:
+        stream = _stream_of(context)
+        window = _window_of(context)
+        staged = self._as_staged(stream, obj, window=window)
+        try:
+            if staged.stream.name != stream.name:
+                raise WarehouseError(
+                    f"{context.asset_key.to_user_string()} got rows of {staged.stream.name}"
+                )
+            if staged.window != window:
+                raise WarehouseError(
+                    f"{stream.name}: rows were extracted for {_label(staged.window)} but the "
+                    f"output is {_label(window)}"
+                )
+            with self.duckdb.get_connection() as con:
+                result = write_slice(con, staged, schema=self.schema_name)
+                columns = table_columns(con, schema=self.schema_name, table=stream.name)
+        finally:
+            staged.discard()
+
+        table_name = f"{catalog_name(self.duckdb.database)}.{self.schema_name}.{stream.name}"
+        context.add_output_metadata(
+            {
+                "dagster/row_count": dg.MetadataValue.int(result["rows"]),
+                "dagster/table_name": dg.MetadataValue.text(table_name),
+                "dagster/column_schema": dg.MetadataValue.table_schema(
+                    table_schema(stream, actual=columns)
+                ),
+                "kommo/slice": dg.MetadataValue.text(_label(window)),
+                "kommo/replaced_rows": dg.MetadataValue.int(result["deleted"]),
+                "kommo/table_row_count": dg.MetadataValue.int(result["table_rows"]),
+                "kommo/database": dg.MetadataValue.path(str(self.duckdb.database)),
+            }
+        )
+        extraction = "".join(f", {k} {v}" for k, v in staged.extraction.items())
+        context.log.info(
+            f"{context.asset_key.to_user_string()} {_label(window)}: {result['rows']} rows "
+            f"-> {table_name} (replaced {result['deleted']}{extraction})"
+        )
+
+    @staticmethod
+    def _as_staged(
+        stream: Stream, obj: StagedRows | pd.DataFrame, *, window: EpochWindow | None
+    ) -> StagedRows:
+        if isinstance(obj, StagedRows):
+            return obj
+        if isinstance(obj, pd.DataFrame):
+            missing = [c for c in stream.column_names if c not in obj.columns]
+            if missing:
+                raise WarehouseError(f"{stream.name}: the DataFrame lacks columns {missing}")
+            frame = obj[list(stream.column_names)].astype(object)
+            staged = StagedRows(stream, window=window)
+            staged.append(
+                {name: frame[name].where(frame[name].notna(), None).tolist() for name in frame}
+            )
+            return staged
+        raise WarehouseError(
+            f"{stream.name}: the IO manager stores StagedRows or DataFrames, got {type(obj)!r}"
+        )
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        stream = _stream_of(context)
+        window = _window_of(context)
+        with self.duckdb.get_connection() as con:
+            return read_slice(con, stream, schema=self.schema_name, window=window)
+
+
+def table_schema(stream: Stream, *, actual: list[tuple[str, str]] | None = None) -> dg.TableSchema:
+    """The table's ``dagster/column_schema``: contract descriptions, DuckDB types.
+
+    With ``actual`` (the columns read back from DuckDB) the types are what the table really has,
+    so a schema-change check compares reality, not the declaration.
+    """
+    descriptions = {c.name: c.description for c in stream.columns}
+    pairs = actual if actual is not None else [(c.name, c.duckdb_type) for c in stream.columns]
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name=name, type=data_type, description=descriptions.get(name))
+            for name, data_type in pairs
+        ]
+    )
+
+
+def _stream_of(context: dg.OutputContext | dg.InputContext) -> Stream:
+    metadata: dict[str, Any] = dict(context.definition_metadata or {})
+    if isinstance(context, dg.InputContext) and context.upstream_output is not None:
+        metadata = dict(context.upstream_output.definition_metadata or {}) | metadata
+    name = metadata.get(STREAM_METADATA_KEY)
+    if isinstance(name, dg.TextMetadataValue):
+        name = name.value
+    return get_stream(str(name) if name else context.asset_key.path[-1])
+
+
+def _window_of(context: dg.OutputContext | dg.InputContext) -> EpochWindow | None:
+    if not context.has_asset_partitions:
+        return None
+    return EpochWindow.from_time_window(context.asset_partitions_time_window)
+
+
+def _label(window: EpochWindow | None) -> str:
+    return "full table" if window is None else window.label()
+
+
+__all__ = ["STREAM_METADATA_KEY", "KommoDuckDBIOManager", "KommoDuckDBResource", "table_schema"]
