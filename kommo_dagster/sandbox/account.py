@@ -1,0 +1,359 @@
+"""The whole sandbox account: its catalog (users, pipelines, fields) and one table per stream.
+
+Built deterministically from (seed, scale, window). Records are generated in a stream of dicts
+straight into their tables, keeping only the few values later steps need (for the events that
+accompany them), so a 500,000-lead account never holds all its dicts at once.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from datetime import date
+from typing import Any
+
+import numpy as np
+
+from kommo_dagster.sandbox import generate as g
+from kommo_dagster.sandbox.store import DELETED, GONE, LIVE, Table
+
+INCREMENTAL = ("leads", "contacts", "companies", "tasks", "events")
+WITH_DELETED = ("leads", "contacts", "companies")
+LEAD_WITH_FIELDS = ("source_id", "is_price_modified_by_robot")
+
+_ID_BASES = {
+    "companies": 40_000_000,
+    "contacts": 30_000_000,
+    "leads": 20_000_000,
+    "tasks": 50_000_000,
+}
+
+
+def _table(name: str) -> Table:
+    if name == "leads":
+        return Table(
+            name,
+            int_cols=("id", "updated_at", "created_at", "pipeline_id", "status_id"),
+            with_fields=LEAD_WITH_FIELDS,
+        )
+    if name in ("contacts", "companies"):
+        return Table(name, int_cols=("id", "updated_at", "created_at"))
+    if name == "tasks":
+        return Table(
+            name,
+            int_cols=(
+                "id",
+                "updated_at",
+                "created_at",
+                "complete_till",
+                "entity_id",
+                "responsible_user_id",
+                "is_completed",
+            ),
+            code_cols=("entity_type",),
+        )
+    if name == "events":
+        return Table(
+            name,
+            int_cols=("created_at", "entity_id", "created_by"),
+            code_cols=("type", "entity_type"),
+            default_order=("created_at", True),
+        )
+    raise KeyError(name)
+
+
+class Account:
+    """Everything the sandbox serves. Guard every read and change with `lock`."""
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        leads: int,
+        users: int | None = None,
+        start: date,
+        end: date,
+        base_url: str,
+        subdomain: str = "sandbox",
+    ) -> None:
+        self.lock = threading.RLock()
+        self.seed = seed
+        self.scale = g.Scale.of(leads, users)
+        self.catalog = g.build_catalog(
+            base_url=base_url,
+            seed=seed,
+            scale=self.scale,
+            start=start,
+            end=end,
+            subdomain=subdomain,
+        )
+        self.tables: dict[str, Table] = {name: _table(name) for name in INCREMENTAL}
+        self._events: list[tuple[Any, ...]] = []
+        self._build_entity("companies", self.scale.companies, g.build_company)
+        self._build_entity("contacts", self.scale.contacts, g.build_contact)
+        self._build_leads()
+        self._build_tasks()
+        self._build_events()
+        self.max_ts = max(
+            int(t.cols[c].max())
+            for t in self.tables.values()
+            for c in ("updated_at", "created_at")
+            if c in t.cols and len(t)
+        )
+
+    # --- generation ---------------------------------------------------------------------------
+
+    def _rngs(self, name: str, k: int) -> tuple[np.random.Generator, random.Random]:
+        return np.random.default_rng([self.seed, k]), random.Random(f"{self.seed}:{name}")
+
+    def _build_entity(self, name: str, n: int, builder: Any) -> None:
+        cat = self.catalog
+        nprng, rng = self._rngs(name, {"companies": 1, "contacts": 2}[name])
+        ids = g.ids_for(n, nprng, _ID_BASES[name])
+        deleted = g.deleted_mask(n)
+        tl = g.timeline(
+            n,
+            nprng,
+            start_ts=cat.start_ts,
+            end_ts=cat.end_ts,
+            bulk_size=g.bulk_size_for(n),
+            excluded=deleted,
+        )
+        id_list, created, updated = ids.tolist(), tl.created.tolist(), tl.updated.tolist()
+        dlist = deleted.tolist()
+        records = (
+            builder(
+                cat,
+                rng,
+                row=i,
+                id=id_list[i],
+                created_at=created[i],
+                updated_at=updated[i],
+                deleted=dlist[i],
+            )
+            for i in range(n)
+        )
+        table = self.tables[name]
+        table.load(records, states=np.where(deleted, DELETED, LIVE))
+        live_ids = ids[~deleted].tolist()
+        if name == "companies":
+            cat.company_ids = live_ids
+        else:
+            cat.contact_ids = live_ids
+        singular = g.ENTITY_SINGULAR[name]
+        for i in range(n):
+            self._events.append((created[i], f"{singular}_added", singular, id_list[i], 0, [], []))
+            if dlist[i]:
+                self._events.append(
+                    (updated[i], f"{singular}_deleted", singular, id_list[i], 0, [], [])
+                )
+
+    def _build_leads(self) -> None:
+        cat = self.catalog
+        n = self.scale.leads
+        nprng, rng = self._rngs("leads", 3)
+        ids = g.ids_for(n, nprng, _ID_BASES["leads"])
+        deleted = g.deleted_mask(n)
+        tl = g.timeline(
+            n,
+            nprng,
+            start_ts=cat.start_ts,
+            end_ts=cat.end_ts,
+            bulk_size=g.bulk_size_for(n),
+            excluded=deleted,
+        )
+        id_list, created, updated = ids.tolist(), tl.created.tolist(), tl.updated.tolist()
+        dlist = deleted.tolist()
+        source_ids: list[int | None] = []
+        robot: list[bool] = []
+        info: list[tuple[Any, ...]] = []
+
+        def records():
+            for i in range(n):
+                rec, sid, by_robot = g.build_lead(
+                    cat,
+                    rng,
+                    row=i,
+                    id=id_list[i],
+                    created_at=created[i],
+                    updated_at=updated[i],
+                    deleted=dlist[i],
+                )
+                source_ids.append(sid)
+                robot.append(by_robot)
+                info.append(
+                    (rec["pipeline_id"], rec["status_id"], rec["responsible_user_id"], rec["price"])
+                )
+                yield rec
+
+        table = self.tables["leads"]
+        table.load(records(), states=np.where(deleted, DELETED, LIVE))
+        table.with_values["source_id"] = source_ids
+        table.with_values["is_price_modified_by_robot"] = robot
+
+        ev = self._events
+        bulk = set(tl.bulk_rows.tolist())
+        for i in range(n):
+            lid = id_list[i]
+            pipeline_id, status_id, responsible, price = info[i]
+            ev.append(
+                (created[i], "lead_added", "lead", lid, cat.user(rng, robot_share=0.2), [], [])
+            )
+            if dlist[i]:
+                ev.append((updated[i], "lead_deleted", "lead", lid, cat.user(rng), [], []))
+            elif i % 97 == 50 and updated[i] > created[i]:
+                t = rng.randint(created[i], updated[i])
+                ev.append((t, "lead_deleted", "lead", lid, cat.user(rng), [], []))
+                ev.append((t, "lead_restored", "lead", lid, cat.user(rng), [], []))
+            if i in bulk:
+                # The robot's bulk edit moved these leads from the incoming stage.
+                first = cat.stages_by_pipeline[pipeline_id][0][1]
+                ev.append(
+                    (
+                        updated[i],
+                        "lead_status_changed",
+                        "lead",
+                        lid,
+                        0,
+                        g.status_value(pipeline_id, status_id),
+                        g.status_value(pipeline_id, first),
+                    )
+                )
+        live = np.flatnonzero(~deleted).tolist()
+        for _ in range(self.scale.extra_events if live else 0):
+            i = rng.choice(live)
+            pipeline_id, status_id, responsible, price = info[i]
+            t = rng.randint(created[i], updated[i])
+            kind = rng.randrange(5)
+            by = cat.user(rng, robot_share=0.1)
+            if kind == 0:
+                other = rng.choice(cat.stages_by_pipeline[pipeline_id])[1]
+                after, before = (
+                    g.status_value(pipeline_id, status_id),
+                    g.status_value(pipeline_id, other),
+                )
+                ev.append((t, "lead_status_changed", "lead", id_list[i], by, after, before))
+            elif kind == 1:
+                after, before = g.responsible_value(responsible), g.responsible_value(cat.user(rng))
+                ev.append((t, "entity_responsible_changed", "lead", id_list[i], by, after, before))
+            elif kind == 2:
+                after = [{"sale_field_value": {"sale": price}}]
+                before = [{"sale_field_value": {"sale": rng.randrange(0, 100_000)}}]
+                ev.append((t, "sale_field_changed", "lead", id_list[i], by, after, before))
+            elif kind == 3:
+                name = g.texts.MESSY_NAMES[i % len(g.texts.MESSY_NAMES)]
+                after = [{"name_field_value": {"name": name}}]
+                ev.append((t, "name_field_changed", "lead", id_list[i], by, after, []))
+            else:
+                tag = rng.choice(cat.tags["leads"])
+                after = [{"tag": {"name": tag["name"]}}]
+                ev.append((t, "entity_tag_added", "lead", id_list[i], by, after, []))
+
+    def _build_tasks(self) -> None:
+        cat = self.catalog
+        n = self.scale.tasks
+        nprng, rng = self._rngs("tasks", 4)
+        ids = g.ids_for(n, nprng, _ID_BASES["tasks"])
+        tl = g.timeline(
+            n, nprng, start_ts=cat.start_ts, end_ts=cat.end_ts, bulk_size=g.bulk_size_for(n)
+        )
+        id_list, created, updated = ids.tolist(), tl.created.tolist(), tl.updated.tolist()
+        leads = self.tables["leads"].rows_in_state(LIVE)
+        lead_ids = [self.tables["leads"].ids[r] for r in leads.tolist()]
+        targets = {"leads": lead_ids, "contacts": cat.contact_ids, "companies": cat.company_ids}
+
+        def entity(i: int) -> tuple[str, int] | None:
+            if i % 40 == 17:
+                return None
+            r = rng.random()
+            kind = "leads" if r < 0.62 else "contacts" if r < 0.88 else "companies"
+            if i % 40 == 29:
+                kind = "companies"
+            pool = targets[kind] or lead_ids
+            return (kind, rng.choice(pool)) if pool else None
+
+        def records():
+            for i in range(n):
+                link = entity(i)
+                rec = g.build_task(
+                    cat,
+                    rng,
+                    row=i,
+                    id=id_list[i],
+                    created_at=created[i],
+                    updated_at=updated[i],
+                    entity=link,
+                )
+                if i % 3 == 0:
+                    self._events.append(
+                        (created[i], "task_added", "task", id_list[i], rec["created_by"], [], [])
+                    )
+                yield rec
+
+        self.tables["tasks"].load(records(), states=np.full(n, LIVE))
+        # Ids in the gaps belonged to tasks deleted before; their deletions are in the events.
+        gaps = sorted(set(range(id_list[0], id_list[-1])) - set(id_list))[:: max(1, n // 50)]
+        for k, tid in enumerate(gaps):
+            t = cat.start_ts + (k * 7_919) % (cat.end_ts - cat.start_ts)
+            self._events.append((t, "task_deleted", "task", tid, cat.user(rng), [], []))
+
+    def _build_events(self) -> None:
+        cat = self.catalog
+        rng = random.Random(f"{self.seed}:events")
+        raw = self._events
+        self._events = []
+        # Some events of a robot's bulk edit share one second with hundreds of others.
+        keyed = [(e[0], g.ulid(e[0] * 1000 + rng.randrange(1000), rng), e) for e in raw]
+        keyed.sort(key=lambda k: (k[0], k[1]))
+        records = (
+            g.build_event(
+                cat,
+                id=eid,
+                type=e[1],
+                entity_type=e[2],
+                entity_id=e[3],
+                created_by=e[4],
+                created_at=e[0],
+                value_after=e[5],
+                value_before=e[6],
+            )
+            for _, eid, e in keyed
+        )
+        self.tables["events"].load(records, states=np.full(len(keyed), LIVE))
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def records(self, stream: str) -> list[dict[str, Any]]:
+        """Current records of a stream as the API serves them (leads with their with= fields).
+
+        Incremental streams include deleted leads/contacts/companies (is_deleted true) but not
+        tasks deleted for good.
+        """
+        with self.lock:
+            if stream in self.tables:
+                t = self.tables[stream]
+                with_fields = LEAD_WITH_FIELDS if stream == "leads" else ()
+                return [
+                    t.record(r, with_fields=with_fields)
+                    for r in t.rows_in_state(LIVE, DELETED).tolist()
+                ]
+            if stream == "pipelines":
+                return [
+                    {k: v for k, v in p.items() if k != "_embedded"}
+                    | {"_embedded": {"statuses": list(p["_embedded"]["statuses"])}}
+                    for p in self.catalog.pipelines
+                ]
+            if stream == "statuses":
+                return [s for p in self.catalog.pipelines for s in p["_embedded"]["statuses"]]
+            if stream == "users":
+                return [dict(u) for u in self.catalog.users]
+            raise KeyError(f"unknown stream {stream!r}")
+
+    def live_rows(self, stream: str) -> np.ndarray:
+        return self.tables[stream].rows_in_state(LIVE)
+
+    def deleted_rows(self, stream: str) -> np.ndarray:
+        return self.tables[stream].rows_in_state(DELETED)
+
+
+__all__ = ["DELETED", "GONE", "INCREMENTAL", "LEAD_WITH_FIELDS", "LIVE", "WITH_DELETED", "Account"]

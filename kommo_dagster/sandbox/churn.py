@@ -1,0 +1,207 @@
+"""Churn: the account changes while a client pages through it.
+
+Each step updates, creates, deletes (and optionally restores) records and appends the events
+those changes imply (lead_status_changed, entity_responsible_changed, *_added, *_deleted,
+*_restored...), so both offset paging over a window and a sensor polling /api/v4/events see a
+live account. Changes happen under the account lock: a page is always cut from one consistent
+state, but the next page may be cut from another, which is exactly Kommo's behaviour.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from typing import Any
+
+from kommo_dagster.sandbox import generate as g
+from kommo_dagster.sandbox.account import Account
+from kommo_dagster.sandbox.config import ChurnConfig
+from kommo_dagster.sandbox.store import DELETED, GONE, LIVE
+
+
+class Churner:
+    def __init__(self, account: Account, *, config: ChurnConfig | None, seed: int) -> None:
+        self.account = account
+        self.config = config or ChurnConfig()
+        self.rng = random.Random(
+            f"{self.config.seed if self.config.seed is not None else seed}:churn"
+        )
+
+    def now(self) -> int:
+        """The churn clock: never earlier than the newest timestamp in the account."""
+        clock = self.config.clock
+        t = int(clock()) if clock is not None else int(time.time())
+        return max(t, self.account.max_ts)
+
+    def step(self) -> Counter[str]:
+        acc, cfg = self.account, self.config
+        changes: Counter[str] = Counter()
+        with acc.lock:
+            ts = self.now()
+            for stream in cfg.streams:
+                for _ in range(cfg.updates):
+                    changes[f"{stream}_updated"] += self._update(stream, ts)
+                for _ in range(cfg.creates):
+                    changes[f"{stream}_created"] += self._create(stream, ts)
+                for _ in range(cfg.deletes):
+                    changes[f"{stream}_deleted"] += self._delete(stream, ts)
+                for _ in range(cfg.restores):
+                    changes[f"{stream}_restored"] += self._restore(stream, ts)
+            acc.max_ts = max(acc.max_ts, ts)
+        return +changes
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _pick_row(self, stream: str, state: int) -> int | None:
+        rows = self.account.tables[stream].rows_in_state(state)
+        if not len(rows):
+            return None
+        return int(rows[self.rng.randrange(len(rows))])
+
+    def event(
+        self,
+        ts: int,
+        type_: str,
+        entity_type: str,
+        entity_id: int,
+        by: int,
+        after: list[Any] | None = None,
+        before: list[Any] | None = None,
+    ) -> None:
+        cat = self.account.catalog
+        rec = g.build_event(
+            cat,
+            id=g.ulid(ts * 1000 + self.rng.randrange(1000), self.rng),
+            type=type_,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            created_by=by,
+            created_at=ts,
+            value_after=after or [],
+            value_before=before or [],
+        )
+        self.account.tables["events"].append(rec)
+
+    # --- changes ------------------------------------------------------------------------------
+
+    def _update(self, stream: str, ts: int) -> int:
+        row = self._pick_row(stream, LIVE)
+        if row is None:
+            return 0
+        table = self.account.tables[stream]
+        cat = self.account.catalog
+        rec = table.record(row)
+        by = cat.user(self.rng)
+        singular = g.ENTITY_SINGULAR[stream]
+        kind = self.rng.randrange(4)
+        if stream == "leads" and kind == 0:
+            stages = cat.stages_by_pipeline[rec["pipeline_id"]]
+            others = [s for s in stages if s[1] != rec["status_id"]]
+            _, status_id, stage_kind = self.rng.choice(others)
+            before = g.status_value(rec["pipeline_id"], rec["status_id"])
+            rec["status_id"] = status_id
+            rec["closed_at"] = ts if stage_kind in (g.WON, g.LOST) else None
+            after = g.status_value(rec["pipeline_id"], status_id)
+            self.event(ts, "lead_status_changed", "lead", rec["id"], by, after, before)
+        elif stream == "leads" and kind == 1:
+            before = [{"sale_field_value": {"sale": rec["price"]}}]
+            rec["price"] = self.rng.randrange(0, 1_000_000)
+            after = [{"sale_field_value": {"sale": rec["price"]}}]
+            self.event(ts, "sale_field_changed", "lead", rec["id"], by, after, before)
+        elif stream == "tasks":
+            if not rec["is_completed"]:
+                rec["is_completed"] = True
+                rec["result"] = {"text": self.rng.choice(g.texts.MESSY_TEXTS)}
+                self.event(ts, "task_completed", "task", rec["id"], by)
+            else:
+                before_till = rec["complete_till"]
+                rec["complete_till"] = ts + self.rng.randrange(3_600, 10 * g.DAY)
+                self.event(
+                    ts,
+                    "task_deadline_changed",
+                    "task",
+                    rec["id"],
+                    by,
+                    [{"task_deadline": {"timestamp": rec["complete_till"]}}],
+                    [{"task_deadline": {"timestamp": before_till}}],
+                )
+        elif kind == 2 and "name" in rec:
+            rec["name"] = self.rng.choice(g.texts.MESSY_NAMES)
+            after = [{"name_field_value": {"name": rec["name"]}}]
+            self.event(ts, "name_field_changed", singular, rec["id"], by, after)
+        else:
+            before = g.responsible_value(rec["responsible_user_id"])
+            rec["responsible_user_id"] = cat.user(self.rng)
+            after = g.responsible_value(rec["responsible_user_id"])
+            self.event(ts, "entity_responsible_changed", singular, rec["id"], by, after, before)
+        rec["updated_at"] = ts
+        rec["updated_by"] = by
+        table.replace(row, rec)
+        return 1
+
+    def _create(self, stream: str, ts: int) -> int:
+        acc, cat, rng = self.account, self.account.catalog, self.rng
+        table = acc.tables[stream]
+        new_id = (table.ids[-1] if table.ids else 1_000_000) + rng.randrange(1, 4)
+        row = len(table)
+        common = dict(row=row, id=new_id, created_at=ts, updated_at=ts)
+        if stream == "leads":
+            rec, source_id, by_robot = g.build_lead(cat, rng, deleted=False, **common)
+            table.append(
+                rec,
+                with_values={"source_id": source_id, "is_price_modified_by_robot": by_robot},
+            )
+        elif stream == "tasks":
+            leads = acc.tables["leads"]
+            live = leads.rows_in_state(LIVE)
+            entity = (
+                ("leads", leads.ids[int(live[rng.randrange(len(live))])]) if len(live) else None
+            )
+            rec = g.build_task(cat, rng, entity=entity, **common)
+            table.append(rec)
+        else:
+            builder = g.build_contact if stream == "contacts" else g.build_company
+            rec = builder(cat, rng, deleted=False, **common)
+            table.append(rec)
+            (cat.contact_ids if stream == "contacts" else cat.company_ids).append(new_id)
+        singular = g.ENTITY_SINGULAR[stream]
+        self.event(ts, f"{singular}_added", singular, new_id, rec["created_by"])
+        return 1
+
+    def _delete(self, stream: str, ts: int) -> int:
+        row = self._pick_row(stream, LIVE)
+        if row is None:
+            return 0
+        table = self.account.tables[stream]
+        by = self.account.catalog.user(self.rng)
+        singular = g.ENTITY_SINGULAR[stream]
+        if stream == "tasks":
+            # Deleted tasks are gone for good: no list returns them again.
+            table.set_state(row, GONE)
+            self.event(ts, "task_deleted", "task", table.ids[row], by)
+            return 1
+        rec = table.record(row)
+        rec["is_deleted"] = True
+        rec["updated_at"] = ts
+        rec["updated_by"] = by
+        table.replace(row, rec, state=DELETED)
+        self.event(ts, f"{singular}_deleted", singular, rec["id"], by)
+        return 1
+
+    def _restore(self, stream: str, ts: int) -> int:
+        if stream == "tasks":
+            return 0
+        row = self._pick_row(stream, DELETED)
+        if row is None:
+            return 0
+        table = self.account.tables[stream]
+        by = self.account.catalog.user(self.rng)
+        rec = table.record(row)
+        rec["is_deleted"] = False
+        rec["updated_at"] = ts
+        rec["updated_by"] = by
+        table.replace(row, rec, state=LIVE)
+        singular = g.ENTITY_SINGULAR[stream]
+        self.event(ts, f"{singular}_restored", singular, rec["id"], by)
+        return 1

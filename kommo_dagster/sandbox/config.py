@@ -1,0 +1,145 @@
+"""Settings of a sandbox: the account it generates and how it misbehaves.
+
+All three dataclasses are frozen; a running sandbox swaps its whole config (see
+`KommoSandbox.update_config`), so a request always sees one consistent set of settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal
+
+RateLimitStyle = Literal["json", "html", "header", "mixed"]
+RATE_LIMIT_STYLES: tuple[str, ...] = ("json", "html", "header", "mixed")
+
+# Names of the faults, both for the seeded rates and for `KommoSandbox.inject_fault`.
+FAULT_KINDS: tuple[str, ...] = (
+    "500_json",  # problem+json 500 with a trace_id
+    "500_html",  # an HTML 500 page
+    "502",  # HTML bad gateway
+    "504",  # HTML gateway timeout
+    "drop",  # the socket is closed without any response
+    "slow",  # the response comes after FaultConfig.slow_seconds
+    "429",  # a 429 in the configured style, without a rate-limit violation (inject only)
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FaultConfig:
+    """Seeded per-request probabilities of each fault (0.0 = never, 1.0 = every request).
+
+    Faults are drawn from their own RNG seeded with `seed` (the sandbox seed when None), so a
+    client that sends the same requests in the same order meets the same faults.
+    """
+
+    error_500_json: float = 0.0
+    error_500_html: float = 0.0
+    error_502: float = 0.0
+    error_504: float = 0.0
+    drop: float = 0.0
+    slow: float = 0.0
+    slow_seconds: float = 5.0
+    seed: int | None = None
+
+    def rates(self) -> dict[str, float]:
+        return {
+            "500_json": self.error_500_json,
+            "500_html": self.error_500_html,
+            "502": self.error_502,
+            "504": self.error_504,
+            "drop": self.drop,
+            "slow": self.slow,
+        }
+
+    def __post_init__(self) -> None:
+        for kind, rate in self.rates().items():
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"fault rate {kind!r} must be within [0, 1], got {rate}")
+        if self.slow_seconds < 0:
+            raise ValueError("slow_seconds must not be negative")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChurnConfig:
+    """The account changes while it serves.
+
+    A churn step applies `updates` updates, `creates` creations and `deletes` deletions to each of
+    `streams` (and restores `restores` deleted records), and records the events those changes
+    imply. Steps run after every `every_requests` API requests (deterministic for a sequential
+    client), every `interval_ms` milliseconds in a background thread, or when a test calls
+    `KommoSandbox.churn_step()`.
+
+    A changed record's updated_at becomes the churn clock: `clock()` (Unix seconds; the wall clock
+    when None), but never earlier than the newest timestamp already in the account, so records
+    only ever move forward.
+    """
+
+    every_requests: int | None = None
+    interval_ms: float | None = None
+    updates: int = 3
+    creates: int = 1
+    deletes: int = 1
+    restores: int = 0
+    streams: tuple[str, ...] = ("leads", "contacts", "companies", "tasks")
+    clock: Callable[[], int] | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.every_requests is not None and self.every_requests < 1:
+            raise ValueError("every_requests must be at least 1")
+        if self.interval_ms is not None and self.interval_ms <= 0:
+            raise ValueError("interval_ms must be positive")
+        unknown = set(self.streams) - {"leads", "contacts", "companies", "tasks"}
+        if unknown:
+            raise ValueError(f"churn can change leads, contacts, companies, tasks; not {unknown}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SandboxConfig:
+    """One sandbox: the generated account (seed, scale, window) and its behaviour."""
+
+    seed: int = 1
+    # Scale: the number of leads; contacts, companies, tasks and events scale with it.
+    leads: int = 300
+    # Number of users; None = derived from the scale (at least 12).
+    users: int | None = None
+    # Data window [start, end), UTC days.
+    start: date = date(2026, 10, 1)
+    end: date = date(2026, 11, 1)
+    # Sliding one-second window counted on arrival; None = unlimited.
+    requests_per_second: float | None = 7.0
+    rate_limit_style: RateLimitStyle = "json"
+    # After this many violations every request gets Kommo's HTML 403 (an IP block).
+    ban_after: int | None = None
+    latency_ms: float = 0.0
+    latency_jitter_ms: float = 0.0
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    # 402 Payment Required for every API request (the account's paid period has ended).
+    unpaid: bool = False
+    # 403 problem+json for /api/v4/users (the token's user is not an admin).
+    not_admin: bool = False
+    churn: ChurnConfig | None = None
+    token: str = "sandbox-token"
+    port: int = 0
+    subdomain: str = "sandbox"
+
+    def __post_init__(self) -> None:
+        if self.leads < 0:
+            raise ValueError("leads must not be negative")
+        if self.end <= self.start:
+            raise ValueError(f"the window is empty: start {self.start} >= end {self.end}")
+        if self.requests_per_second is not None and self.requests_per_second <= 0:
+            raise ValueError("requests_per_second must be positive (None = unlimited)")
+        if self.rate_limit_style not in RATE_LIMIT_STYLES:
+            raise ValueError(
+                f"rate_limit_style must be one of {RATE_LIMIT_STYLES}, "
+                f"got {self.rate_limit_style!r}"
+            )
+        if self.ban_after is not None and self.ban_after < 1:
+            raise ValueError("ban_after must be at least 1")
+        if self.latency_ms < 0 or self.latency_jitter_ms < 0:
+            raise ValueError("latency and jitter must not be negative")
+        if not self.token:
+            raise ValueError("token must not be empty")

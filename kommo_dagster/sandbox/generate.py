@@ -1,0 +1,762 @@
+"""A deterministic Kommo account: the same seed and scale always give the same records.
+
+Timestamps are drawn vectorised (numpy); each record is then built as the dict Kommo would serve
+and serialised once to bytes (orjson) by `store.Table`. Builders take a `random.Random`, so churn
+(`churn.py`) creates new records with exactly the code that generated the first ones.
+
+Every awkward case is placed by row number rather than left to chance, so an account of a few
+hundred leads already holds all of them: the `MESSY_*` strings, every custom-field type, records at
+00:00:00 and 23:59:59 UTC, a robot's bulk edit of more than 250 records in one second, deleted
+records, unlinked tasks, empty task results.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from calendar import timegm
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import numpy as np
+
+from kommo_dagster.sandbox import texts
+
+DAY = 86_400
+
+# Row-number rules that make sure every case exists in a small account.
+MESSY_EVERY = 7  # row % 7 == 3 takes the next messy string
+DELETED_EVERY = 25  # row % 25 == 11 is deleted (leads, contacts, companies)
+ALL_FIELDS_EVERY = 11  # row % 11 == 5 fills every custom field
+BULK_SIZE = 260  # records a robot edits in one second (more than one 250-record page)
+
+# Status kinds of a pipeline's stages.
+UNSORTED, OPEN, WON, LOST = "unsorted", "open", "won", "lost"
+WON_STATUS_ID, LOST_STATUS_ID = 142, 143
+
+ULID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+ENTITY_SINGULAR = {"leads": "lead", "contacts": "contact", "companies": "company", "tasks": "task"}
+
+
+def day_ts(d: date) -> int:
+    return timegm(d.timetuple())
+
+
+# random.Random's choice/randrange are several times slower than scaling random(); these run
+# millions of times while a large account is generated.
+def pick(rng: random.Random, seq: Sequence[Any]) -> Any:
+    return seq[int(rng.random() * len(seq))]
+
+
+def below(rng: random.Random, a: int, b: int | None = None) -> int:
+    """An int in [a, b), or in [0, a) when b is None."""
+    if b is None:
+        a, b = 0, a
+    return a + int(rng.random() * (b - a))
+
+
+def between(rng: random.Random, a: int, b: int) -> int:
+    """An int in [a, b]."""
+    return a + int(rng.random() * (b - a + 1))
+
+
+# Base-32 digit pairs of every 10-bit chunk: a ULID's 130 bits are 13 lookups.
+_ULID_PAIRS = [a + b for a in ULID_ALPHABET for b in ULID_ALPHABET]
+
+
+def ulid(ms: int, rng: random.Random) -> str:
+    """A lowercase ULID, 48 bits of milliseconds and 80 random bits, like Kommo's event ids."""
+    value = (ms << 80) | rng.getrandbits(80)
+    pairs = _ULID_PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in range(120, -10, -10)])
+
+
+@dataclass
+class Scale:
+    """How many records of each kind an account of `leads` leads holds."""
+
+    leads: int
+    contacts: int
+    companies: int
+    tasks: int
+    extra_events: int
+    users: int
+
+    @classmethod
+    def of(cls, leads: int, users: int | None = None) -> Scale:
+        return cls(
+            leads=leads,
+            contacts=max(int(leads * 0.6), min(leads, 60)),
+            companies=max(int(leads * 0.15), min(leads, 40)),
+            tasks=max(int(leads * 0.6), min(leads, 80)),
+            extra_events=max(int(leads * 0.3), min(leads, 60)),
+            users=users if users is not None else max(12, leads // 2000),
+        )
+
+
+@dataclass
+class Catalog:
+    """The account's configuration, which records refer to (users, pipelines, fields, tags)."""
+
+    base_url: str
+    account_id: int
+    subdomain: str
+    start_ts: int
+    end_ts: int
+    users: list[dict[str, Any]] = field(default_factory=list)
+    user_ids: list[int] = field(default_factory=list)
+    group_ids: list[int] = field(default_factory=list)
+    pipelines: list[dict[str, Any]] = field(default_factory=list)
+    # (pipeline_id, status_id, kind) of every stage, and the stages of each pipeline.
+    stages: list[tuple[int, int, str]] = field(default_factory=list)
+    stages_by_pipeline: dict[int, list[tuple[int, int, str]]] = field(default_factory=dict)
+    # Cumulative share of leads per pipeline (the last takes the rest).
+    pipeline_cum_weights: list[float] = field(default_factory=list)
+    loss_reasons: list[dict[str, Any]] = field(default_factory=list)
+    custom_fields: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    tags: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    task_type_ids: list[int] = field(default_factory=lambda: [1, 2, 3, 2_910_455])
+    # Ids of generated companies and contacts, for links between records.
+    company_ids: list[int] = field(default_factory=list)
+    contact_ids: list[int] = field(default_factory=list)
+
+    def href(self, path: str) -> dict[str, Any]:
+        return {"self": {"href": f"{self.base_url}{path}"}}
+
+    def user(self, rng: random.Random, *, robot_share: float = 0.0) -> int:
+        if robot_share and rng.random() < robot_share:
+            return 0
+        return pick(rng, self.user_ids)
+
+
+# --- the catalog ----------------------------------------------------------------------------
+
+
+def build_catalog(
+    *, base_url: str, seed: int, scale: Scale, start: date, end: date, subdomain: str
+) -> Catalog:
+    rng = random.Random(f"{seed}:catalog")
+    cat = Catalog(
+        base_url=base_url,
+        account_id=29_000_000 + (seed * 7_919) % 999_983,
+        subdomain=subdomain,
+        start_ts=day_ts(start),
+        end_ts=day_ts(end),
+    )
+    cat.group_ids = [0, 401_001, 401_002]
+    _build_pipelines(cat, rng)
+    _build_users(cat, rng, scale.users)
+    cat.loss_reasons = [
+        {
+            "id": 9_100_001 + i,
+            "name": name,
+            "sort": 10 * (i + 1),
+            "created_at": cat.start_ts - 86_400 * 200,
+            "updated_at": cat.start_ts - 86_400 * 200,
+            "_links": cat.href(f"/api/v4/leads/loss_reasons/{9_100_001 + i}"),
+        }
+        for i, name in enumerate(texts.LOSS_REASONS)
+    ]
+    _build_custom_fields(cat)
+    for k, entity in enumerate(("leads", "contacts", "companies")):
+        cat.tags[entity] = [
+            {"id": 70_000 + 100 * k + i, "name": name, "color": texts.TAG_COLORS[i % 6]}
+            for i, name in enumerate(texts.TAG_NAMES)
+        ]
+    return cat
+
+
+def _build_pipelines(cat: Catalog, rng: random.Random) -> None:
+    specs = [
+        # name, is_main, is_unsorted_on, is_archive, open stage names
+        (
+            "Воронка продаж",
+            True,
+            True,
+            False,
+            ["Первичный контакт", "Переговоры", "Счёт выставлен"],
+        ),
+        ("Parcerias 🤝", False, True, False, ["Qualificação", 'Proposta "final"', "Contrato"]),
+        ("Old pipeline (archived)", False, False, True, ["Contacted", "Quoted"]),
+        ("Renovação 2027", False, False, False, ["Aviso", "Negociação\nfinal"]),
+    ]
+    status_id = 61_000_001
+    for p, (name, is_main, unsorted_on, archived, open_names) in enumerate(specs):
+        pipeline_id = 7_100_001 + p * 17
+        stages: list[dict[str, Any]] = []
+        kinds: list[tuple[int, int, str]] = []
+
+        stage_specs = [(status_id, "Неразобранное", 10, False, 1, UNSORTED)]
+        status_id += 1
+        for j, sname in enumerate(open_names):
+            stage_specs.append((status_id, sname, 20 + 10 * j, True, 0, OPEN))
+            status_id += 1
+        stage_specs.append((WON_STATUS_ID, "Успешно реализовано", 10_000, False, 0, WON))
+        stage_specs.append((LOST_STATUS_ID, "Закрыто и не реализовано", 11_000, False, 0, LOST))
+        for sid, sname, sort, editable, stype, kind in stage_specs:
+            conditions: list[Any] = []
+            if kind == OPEN and sort == 20:
+                # A stage with an entry condition (required fields) so the column holds data.
+                conditions = [{"type": "required_fields", "field_ids": [900_003, 900_005]}]
+            stages.append(
+                {
+                    "id": sid,
+                    "name": sname,
+                    "sort": sort,
+                    "is_editable": editable,
+                    "pipeline_id": pipeline_id,
+                    "color": texts.STATUS_COLORS[(sort // 10 + p) % len(texts.STATUS_COLORS)],
+                    "type": stype,
+                    "account_id": cat.account_id,
+                    "conditions": conditions,
+                    "_links": cat.href(f"/api/v4/leads/pipelines/{pipeline_id}/statuses/{sid}"),
+                }
+            )
+            kinds.append((pipeline_id, sid, kind))
+        cat.pipelines.append(
+            {
+                "id": pipeline_id,
+                "name": name,
+                "sort": (p + 1) * 10,
+                "is_main": is_main,
+                "is_unsorted_on": unsorted_on,
+                "is_archive": archived,
+                "account_id": cat.account_id,
+                "_links": cat.href(f"/api/v4/leads/pipelines/{pipeline_id}"),
+                "_embedded": {"statuses": stages},
+            }
+        )
+        cat.stages.extend(kinds)
+        cat.stages_by_pipeline[pipeline_id] = kinds
+    cat.pipeline_cum_weights = [0.6, 0.85, 0.95]
+
+
+def _rights(rng: random.Random, cat: Catalog, *, admin: bool, active: bool) -> dict[str, Any]:
+    def entity_rights() -> dict[str, str]:
+        if admin:
+            return dict.fromkeys(("view", "edit", "add", "delete", "export"), "A")
+        return {
+            "view": pick(rng, "AGM"),
+            "edit": pick(rng, "AGMD"),
+            "add": pick(rng, "AD"),
+            "delete": pick(rng, "AGMD"),
+            "export": pick(rng, "AGMD"),
+        }
+
+    pipeline_id, status_id, _ = cat.stages[1]
+    return {
+        "leads": entity_rights(),
+        "contacts": entity_rights(),
+        "companies": entity_rights(),
+        "tasks": {"edit": "A", "delete": "A" if admin else pick(rng, "AD")},
+        "mail_access": admin,
+        "catalog_access": admin or rng.random() < 0.5,
+        "files_access": True,
+        "status_rights": (
+            []
+            if admin
+            else [
+                {
+                    "entity_type": "leads",
+                    "pipeline_id": pipeline_id,
+                    "status_id": status_id,
+                    "rights": {"view": "A", "edit": "A", "delete": "D"},
+                }
+            ]
+        ),
+        "catalog_rights": None,
+        "custom_fields_rights": None,
+        "oper_day_reports_view_access": admin,
+        "oper_day_user_tracking": False,
+        "is_admin": admin,
+        "is_free": not admin and rng.random() < 0.2,
+        "is_active": active,
+        "group_id": None if admin else pick(rng, cat.group_ids[1:]),
+        "role_id": None if admin else pick(rng, [None, 501, 502]),
+    }
+
+
+def _build_users(cat: Catalog, rng: random.Random, n: int) -> None:
+    messy = ["Администратор", "José Antônio Gonçalves", "Robô 🤖 de vendas", 'O\'Brien "Bob"', ""]
+    for i in range(n):
+        uid = 8_000_001 + i * 3 + below(rng, 3)
+        if i < len(messy):
+            name = messy[i]
+        else:
+            name = f"{pick(rng, texts.FIRST_NAMES)} {pick(rng, texts.LAST_NAMES)}"
+        email = f"user{i + 1}+sales@{texts.EMAIL_DOMAINS[i % len(texts.EMAIL_DOMAINS)]}"
+        cat.users.append(
+            {
+                "id": uid,
+                "name": name,
+                "email": email,
+                "lang": ("ru", "en", "pt", "es")[i % 4],
+                "rights": _rights(rng, cat, admin=i == 0 or i % 9 == 4, active=i % 7 != 6),
+                "_links": cat.href(f"/api/v4/users/{uid}"),
+            }
+        )
+        cat.user_ids.append(uid)
+
+
+def _field(
+    cat: Catalog,
+    entity: str,
+    fid: int,
+    name: str,
+    ftype: str,
+    *,
+    code: str | None = None,
+    enums: Sequence[str] | None = None,
+    sort: int = 500,
+) -> dict[str, Any]:
+    return {
+        "id": fid,
+        "name": name,
+        "type": ftype,
+        "account_id": cat.account_id,
+        "code": code,
+        "sort": sort,
+        "is_api_only": False,
+        "enums": (
+            [{"id": fid * 10 + k, "value": v, "sort": (k + 1) * 10} for k, v in enumerate(enums)]
+            if enums
+            else None
+        ),
+        "group_id": None,
+        "required_statuses": [],
+        "is_deletable": code is None,
+        "is_predefined": code is not None,
+        "entity_type": entity,
+        "remind": None,
+        "triggers": [],
+        "currency": None,
+        "hidden_statuses": [],
+        "chained_lists": None,
+        "_links": cat.href(f"/api/v4/{entity}/custom_fields/{fid}"),
+    }
+
+
+def _build_custom_fields(cat: Catalog) -> None:
+    f = _field
+    cat.custom_fields["leads"] = [
+        f(cat, "leads", 900_001, "Комментарий", "text", sort=501),
+        f(cat, "leads", 900_003, "Orçamento (R$)", "numeric", sort=502),
+        f(
+            cat,
+            "leads",
+            900_005,
+            "Источник",
+            "select",
+            enums=["Instagram", "Сайт", "Indicação", "📞"],
+        ),
+        f(cat, "leads", 900_007, "Produtos", "multiselect", enums=["CRM", "Suporte", "Обучение"]),
+        f(cat, "leads", 900_009, "Data do contrato", "date", sort=505),
+        f(cat, "leads", 900_011, "VIP", "checkbox", sort=506),
+        f(cat, "leads", 900_013, "Notes", "textarea", sort=507),
+        f(cat, "leads", 900_015, "Landing page", "url", sort=508),
+        f(cat, "leads", 900_017, "Reunião", "date_time", sort=509),
+    ]
+    cat.custom_fields["contacts"] = [
+        f(
+            cat,
+            "contacts",
+            910_001,
+            "Телефон",
+            "multitext",
+            code="PHONE",
+            enums=["WORK", "MOB", "HOME"],
+        ),
+        f(cat, "contacts", 910_003, "Email", "multitext", code="EMAIL", enums=["WORK", "PRIV"]),
+        f(cat, "contacts", 910_005, "Cargo", "text", code="POSITION"),
+        f(cat, "contacts", 910_007, "День рождения", "birthday"),
+        f(cat, "contacts", 910_009, "Aceita marketing", "checkbox"),
+    ]
+    cat.custom_fields["companies"] = [
+        f(cat, "companies", 920_001, "Phone", "multitext", code="PHONE", enums=["WORK", "FAX"]),
+        f(cat, "companies", 920_003, "Email", "multitext", code="EMAIL", enums=["WORK"]),
+        f(cat, "companies", 920_005, "Web", "url", code="WEB"),
+        f(cat, "companies", 920_007, "Адрес", "textarea", code="ADDRESS"),
+        f(cat, "companies", 920_009, "Funcionários", "numeric"),
+        f(cat, "companies", 920_011, "Segmento", "select", enums=["Varejo", "Опт", "B2B"]),
+    ]
+
+
+# --- field values -----------------------------------------------------------------------------
+
+
+def _messy(row: int) -> str | None:
+    if row % MESSY_EVERY == 3:
+        return texts.MESSY_NAMES[(row // MESSY_EVERY) % len(texts.MESSY_NAMES)]
+    return None
+
+
+def _field_values(
+    d: dict[str, Any], rng: random.Random, row: int, cat: Catalog
+) -> list[dict[str, Any]]:
+    t = d["type"]
+    enums = d["enums"] or []
+    if t in ("text", "textarea"):
+        pool = texts.MESSY_TEXTS if t == "textarea" else texts.MESSY_NAMES + texts.LEAD_WORDS
+        return [{"value": pool[(row + below(rng, 3)) % len(pool)]}]
+    if t == "numeric":
+        value = pick(rng, ["1500", "1500.75", "0", "-3", "1000000000", str(below(rng, 10**6))])
+        return [{"value": value}]
+    if t == "select":
+        e = enums[(row + below(rng, len(enums))) % len(enums)]
+        return [{"value": e["value"], "enum_id": e["id"], "enum_code": None}]
+    if t == "multiselect":
+        chosen = [e for k, e in enumerate(enums) if k == row % len(enums) or rng.random() < 0.4]
+        return [{"value": e["value"], "enum_id": e["id"], "enum_code": None} for e in chosen]
+    if t in ("date", "birthday"):
+        # Dates are midnight timestamps, sometimes long before the window.
+        return [{"value": cat.start_ts - DAY * below(rng, 0, 20_000)}]
+    if t == "date_time":
+        return [{"value": cat.start_ts + below(rng, 0, cat.end_ts - cat.start_ts)}]
+    if t == "checkbox":
+        return [{"value": rng.random() < 0.5}]
+    if t == "url":
+        return [{"value": texts.URLS[(row + below(rng, 4)) % len(texts.URLS)]}]
+    if t == "multitext":
+        out = []
+        for k in range(1 + (row % 3 == 0) + (row % 17 == 1)):
+            e = enums[(row + k) % len(enums)]
+            if d["code"] == "EMAIL":
+                value = f"client{row}.{k}@{texts.EMAIL_DOMAINS[(row + k) % 4]}"
+            else:
+                value = f"+55 11 9{below(rng, 10**7, 10**8)}" if k % 2 else f"8 (495) {row:07d}"
+            out.append({"value": value, "enum_id": e["id"], "enum_code": e["value"]})
+        return out
+    raise ValueError(f"no generator for custom field type {t!r}")
+
+
+def custom_fields_values(
+    cat: Catalog, entity: str, rng: random.Random, row: int
+) -> list[dict[str, Any]] | None:
+    """Kommo's custom_fields_values: null (never []) when the record has none."""
+    defs = cat.custom_fields[entity]
+    every = row % ALL_FIELDS_EVERY == 5
+    if not every and rng.random() < 0.3:
+        return None
+    out = []
+    for d in defs:
+        if every or rng.random() < 0.45:
+            out.append(
+                {
+                    "field_id": d["id"],
+                    "field_name": d["name"],
+                    "field_code": d["code"],
+                    "field_type": d["type"],
+                    "values": _field_values(d, rng, row, cat),
+                }
+            )
+    return out or None
+
+
+def _tags(cat: Catalog, entity: str, rng: random.Random, row: int) -> list[dict[str, Any]]:
+    pool = cat.tags[entity]
+    if row % 13 == 0:
+        return [pool[(row // 13) % len(pool)], pool[(row // 13 + 3) % len(pool)]]
+    if rng.random() < 0.7:
+        return []
+    return rng.sample(pool, k=below(rng, 1, 4))
+
+
+# --- records ----------------------------------------------------------------------------------
+
+
+def build_lead(
+    cat: Catalog,
+    rng: random.Random,
+    *,
+    row: int,
+    id: int,
+    created_at: int,
+    updated_at: int,
+    deleted: bool,
+) -> tuple[dict[str, Any], int | None, bool]:
+    """A lead as /api/v4/leads serves it, plus its `with=source_id,is_price_modified_by_robot`."""
+    pipeline = cat.pipelines[bisect.bisect(cat.pipeline_cum_weights, rng.random())]
+    stages = cat.stages_by_pipeline[pipeline["id"]]
+    r = rng.random()
+    kind = UNSORTED if r < 0.1 else WON if r < 0.3 else LOST if r < 0.45 else OPEN
+    _, status_id, _ = pick(rng, [s for s in stages if s[2] == kind])
+    closed_at = between(rng, created_at, updated_at) if kind in (WON, LOST) else None
+    name = _messy(row)
+    if name is None:
+        name = f"{pick(rng, texts.LEAD_WORDS)} #{row + 1}"
+        if rng.random() < 0.3:
+            name += f" {pick(rng, texts.LAST_NAMES)}"
+    price = pick(rng, (0, below(rng, 100, 500_000), below(rng, 1, 5_000), 2_147_483_647))
+    if row % 50 == 7:
+        price = 0
+    companies = []
+    if cat.company_ids and rng.random() < 0.35:
+        cid = pick(rng, cat.company_ids)
+        companies.append({"id": cid, "_links": cat.href(f"/api/v4/companies/{cid}")})
+    record = {
+        "id": id,
+        "name": name,
+        "price": price,
+        "responsible_user_id": cat.user(rng),
+        "group_id": pick(rng, cat.group_ids),
+        "status_id": status_id,
+        "pipeline_id": pipeline["id"],
+        "loss_reason_id": (
+            pick(rng, cat.loss_reasons)["id"] if kind == LOST and rng.random() < 0.7 else None
+        ),
+        "created_by": cat.user(rng, robot_share=0.2),
+        "updated_by": cat.user(rng, robot_share=0.2),
+        "created_at": created_at,
+        "updated_at": updated_at,
+        "closed_at": closed_at,
+        "closest_task_at": (None if rng.random() < 0.5 else created_at + below(rng, DAY, 40 * DAY)),
+        "is_deleted": deleted,
+        "custom_fields_values": custom_fields_values(cat, "leads", rng, row),
+        "score": None if rng.random() < 0.8 else below(rng, 0, 101),
+        "account_id": cat.account_id,
+        "labor_cost": None if rng.random() < 0.9 else below(rng, 0, 100_000),
+        "is_price_computed": rng.random() < 0.1,
+        "_links": cat.href(f"/api/v4/leads/{id}"),
+        "_embedded": {"tags": _tags(cat, "leads", rng, row), "companies": companies},
+    }
+    source_id = None if rng.random() < 0.6 else pick(rng, (11_001, 11_002, 11_003))
+    return record, source_id, rng.random() < 0.15
+
+
+def _person(rng: random.Random, row: int) -> tuple[str, str, str]:
+    messy = _messy(row)
+    if messy is not None:
+        # Kommo keeps whatever was typed: sometimes only `name`, with empty first/last names.
+        return messy, (messy if row % 2 else ""), ""
+    first, last = pick(rng, texts.FIRST_NAMES), pick(rng, texts.LAST_NAMES)
+    if row % 31 == 9:
+        return first, first, ""
+    return f"{first} {last}", first, last
+
+
+def build_contact(
+    cat: Catalog,
+    rng: random.Random,
+    *,
+    row: int,
+    id: int,
+    created_at: int,
+    updated_at: int,
+    deleted: bool,
+) -> dict[str, Any]:
+    name, first, last = _person(rng, row)
+    companies = []
+    if cat.company_ids and rng.random() < 0.5:
+        cid = pick(rng, cat.company_ids)
+        companies.append({"id": cid, "_links": cat.href(f"/api/v4/companies/{cid}")})
+    return {
+        "id": id,
+        "name": name,
+        "first_name": first,
+        "last_name": last,
+        "responsible_user_id": cat.user(rng),
+        "group_id": pick(rng, cat.group_ids),
+        "created_by": cat.user(rng, robot_share=0.15),
+        "updated_by": cat.user(rng, robot_share=0.15),
+        "created_at": created_at,
+        "updated_at": updated_at,
+        "closest_task_at": (None if rng.random() < 0.6 else created_at + below(rng, DAY, 30 * DAY)),
+        "is_deleted": deleted,
+        "is_unsorted": row % 29 == 4,
+        "custom_fields_values": custom_fields_values(cat, "contacts", rng, row),
+        "account_id": cat.account_id,
+        "_links": cat.href(f"/api/v4/contacts/{id}"),
+        "_embedded": {"tags": _tags(cat, "contacts", rng, row), "companies": companies},
+    }
+
+
+def build_company(
+    cat: Catalog,
+    rng: random.Random,
+    *,
+    row: int,
+    id: int,
+    created_at: int,
+    updated_at: int,
+    deleted: bool,
+) -> dict[str, Any]:
+    name = _messy(row)
+    if name is None:
+        name = f"{pick(rng, texts.COMPANY_WORDS)} {pick(rng, texts.LAST_NAMES)}"
+    return {
+        "id": id,
+        "name": name,
+        "responsible_user_id": cat.user(rng),
+        "group_id": pick(rng, cat.group_ids),
+        "created_by": cat.user(rng, robot_share=0.1),
+        "updated_by": cat.user(rng, robot_share=0.1),
+        "created_at": created_at,
+        "updated_at": updated_at,
+        "closest_task_at": (None if rng.random() < 0.7 else created_at + below(rng, DAY, 30 * DAY)),
+        "is_deleted": deleted,
+        "custom_fields_values": custom_fields_values(cat, "companies", rng, row),
+        "account_id": cat.account_id,
+        "_links": cat.href(f"/api/v4/companies/{id}"),
+        "_embedded": {"tags": _tags(cat, "companies", rng, row)},
+    }
+
+
+def build_task(
+    cat: Catalog,
+    rng: random.Random,
+    *,
+    row: int,
+    id: int,
+    created_at: int,
+    updated_at: int,
+    entity: tuple[str, int] | None,
+) -> dict[str, Any]:
+    """A task; `entity` is (plural entity type, id) or None for a task linked to nothing."""
+    completed = row % 3 == 1 or rng.random() < 0.2
+    if not completed:
+        result: Any = []
+    elif row % 6 == 1:
+        result = {"text": texts.MESSY_TEXTS[(row // 6) % len(texts.MESSY_TEXTS)]}
+    else:
+        result = [] if rng.random() < 0.5 else {"text": pick(rng, texts.MESSY_TEXTS)}
+    text = texts.MESSY_TEXTS[row % len(texts.MESSY_TEXTS)] if row % 4 == 2 else ""
+    if not text:
+        text = f"{pick(rng, ('Позвонить', 'Ligar', 'Call', 'Enviar proposta'))} #{row + 1}"
+    return {
+        "id": id,
+        "created_by": cat.user(rng, robot_share=0.1),
+        "updated_by": cat.user(rng, robot_share=0.1),
+        "created_at": created_at,
+        "updated_at": updated_at,
+        "responsible_user_id": cat.user(rng),
+        "group_id": pick(rng, cat.group_ids),
+        "entity_id": entity[1] if entity else None,
+        "entity_type": entity[0] if entity else None,
+        "duration": pick(rng, (0, 0, 900, 1800, 3600)),
+        "is_completed": completed,
+        "task_type_id": pick(rng, cat.task_type_ids),
+        "text": text,
+        "result": result,
+        "complete_till": created_at + below(rng, -DAY, 20 * DAY),
+        "account_id": cat.account_id,
+        "_links": cat.href(f"/api/v4/tasks/{id}"),
+    }
+
+
+def build_event(
+    cat: Catalog,
+    *,
+    id: str,
+    type: str,
+    entity_type: str,
+    entity_id: int,
+    created_by: int,
+    created_at: int,
+    value_after: list[Any],
+    value_before: list[Any],
+) -> dict[str, Any]:
+    """An event as /api/v4/events serves it (entity_type singular, values as arrays)."""
+    plural = {v: k for k, v in ENTITY_SINGULAR.items()}[entity_type]
+    return {
+        "id": id,
+        "type": type,
+        "entity_id": entity_id,
+        "entity_type": entity_type,
+        "created_by": created_by,
+        "created_at": created_at,
+        "value_after": value_after,
+        "value_before": value_before,
+        "account_id": cat.account_id,
+        "_links": cat.href(f"/api/v4/events/{id}"),
+        "_embedded": {
+            "entity": {"id": entity_id, "_links": cat.href(f"/api/v4/{plural}/{entity_id}")}
+        },
+    }
+
+
+def status_value(pipeline_id: int, status_id: int) -> list[dict[str, Any]]:
+    return [{"lead_status": {"id": status_id, "pipeline_id": pipeline_id}}]
+
+
+def responsible_value(user_id: int) -> list[dict[str, Any]]:
+    return [{"responsible_user": {"id": user_id}}]
+
+
+# --- timelines --------------------------------------------------------------------------------
+
+
+def boundary_timestamps(start_ts: int, end_ts: int) -> list[int]:
+    """00:00:00 and 23:59:59 UTC at the window's edges and around a few interior midnights."""
+    out = [start_ts, start_ts, end_ts - 1, end_ts - 1]
+    days = (end_ts - start_ts) // DAY
+    for d in sorted({days // 3, days // 2, (2 * days) // 3} - {0}):
+        midnight = start_ts + d * DAY
+        out += [midnight - 1, midnight, midnight - 1, midnight]
+    return out
+
+
+def bulk_timestamp(start_ts: int, end_ts: int) -> int:
+    """The second of the robot's bulk edit: the middle day of the window, 09:30:00 UTC."""
+    days = (end_ts - start_ts) // DAY
+    return start_ts + (days // 2) * DAY + 9 * 3600 + 30 * 60
+
+
+@dataclass
+class Timeline:
+    created: np.ndarray
+    updated: np.ndarray
+    bulk_rows: np.ndarray
+
+
+def timeline(
+    n: int,
+    nprng: np.random.Generator,
+    *,
+    start_ts: int,
+    end_ts: int,
+    bulk_size: int,
+    excluded: np.ndarray | None = None,
+) -> Timeline:
+    """created_at/updated_at of n records in id order, all inside [start_ts, end_ts).
+
+    Ids follow creation order; records are updated a while after creation (30% never).
+    Boundary seconds and the bulk-edit second are then forced onto chosen rows.
+    """
+    created = np.sort(nprng.integers(start_ts, end_ts, n, dtype=np.int64))
+    delay = nprng.exponential(3 * DAY, n).astype(np.int64)
+    delay[nprng.random(n) < 0.3] = 0
+    updated = np.minimum(created + delay, end_ts - 1)
+    blocked = np.zeros(n, dtype=bool) if excluded is None else excluded.copy()
+    specials = boundary_timestamps(start_ts, end_ts)
+    free = np.flatnonzero(~blocked)
+    k = min(len(specials), len(free))
+    # Spread the boundary records over the table, on rows that stay live.
+    special_rows = free[[(j * len(free)) // k for j in range(k)]] if k else free[:0]
+    for row, ts in zip(special_rows, specials, strict=False):
+        updated[row] = ts
+        created[row] = min(created[row], ts)
+    blocked[special_rows] = True
+    candidates = np.flatnonzero(~blocked)
+    size = min(bulk_size, len(candidates))
+    bulk_rows = np.sort(nprng.choice(candidates, size=size, replace=False))
+    bulk_ts = bulk_timestamp(start_ts, end_ts)
+    updated[bulk_rows] = bulk_ts
+    created[bulk_rows] = np.minimum(created[bulk_rows], bulk_ts)
+    return Timeline(created=created, updated=updated, bulk_rows=bulk_rows)
+
+
+def bulk_size_for(n: int, *, headroom: int = 30) -> int:
+    """BULK_SIZE records, leaving `headroom` records spread over the rest of the window."""
+    return max(0, min(BULK_SIZE, n - headroom))
+
+
+def deleted_mask(n: int) -> np.ndarray:
+    return np.arange(n) % DELETED_EVERY == 11
+
+
+def ids_for(n: int, nprng: np.random.Generator, base: int) -> np.ndarray:
+    """Ascending ids with small gaps, like an account where some records were purged."""
+    return base + np.cumsum(nprng.integers(1, 4, n, dtype=np.int64))
