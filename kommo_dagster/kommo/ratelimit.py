@@ -25,6 +25,7 @@ import re
 import threading
 import time
 from array import array
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
@@ -51,6 +52,14 @@ def account_key(base_url: str) -> str:
     """The budget's key: the account's host and port, never anything derived from the token."""
     host = base_url.split("://", 1)[-1].split("/", 1)[0].lower()
     return re.sub(r"[^a-z0-9.-]", "_", host)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A slot taken: when (Unix time, as written to the shared log) and after how long a wait."""
+
+    at: float
+    waited: float
 
 
 class SharedRateLimiter:
@@ -90,7 +99,8 @@ class SharedRateLimiter:
             return 0.0, []
         values = array("d")
         if len(raw) % values.itemsize:
-            # A torn write (a process killed mid-write): assume the window is full.
+            # Unreadable (not ours, or damaged): assume the window is full, and start afresh.
+            self._write(now + self.window, [])
             return now + self.window, []
         values.frombytes(raw)
         if not values:
@@ -107,30 +117,29 @@ class SharedRateLimiter:
         tmp.write_bytes(array("d", [blocked_until, *log[-self.capacity :]]).tobytes())
         tmp.replace(self.path)
 
-    def try_acquire(self) -> float:
-        """Take a slot now and return 0, or return how many seconds to wait before trying again."""
+    def try_acquire(self) -> tuple[float | None, float]:
+        """Take a slot now: ``(slot_time, 0)``; or ``(None, seconds to wait)``."""
         with self._thread_lock, self._file_lock:
             now = time.time()
             blocked_until, log = self._read(now)
             if blocked_until > now:
-                return blocked_until - now
+                return None, blocked_until - now
             if len(log) >= self.capacity:
-                return max(log[len(log) - self.capacity] + self.window - now, 0.0005)
+                return None, max(log[len(log) - self.capacity] + self.window - now, 0.0005)
             log.append(now)
             self._write(blocked_until, log)
-            return 0.0
+            return now, 0.0
 
-    def acquire(self, *, cancelled: threading.Event | None = None) -> float:
-        """Block until a slot is taken; returns the seconds spent waiting."""
-        waited = 0.0
+    def acquire(self, *, cancelled: threading.Event | None = None) -> Slot:
+        """Block until a slot is taken."""
+        started = time.monotonic()
         while True:
-            wait = self.try_acquire()
-            if wait <= 0:
-                return waited
+            at, wait = self.try_acquire()
+            if at is not None:
+                return Slot(at=at, waited=time.monotonic() - started)
             if cancelled is not None and cancelled.is_set():
                 raise InterruptedError("rate-limit wait cancelled")
             time.sleep(wait)
-            waited += wait
 
     def block_for(self, seconds: float) -> None:
         """Pause every user of this account's budget (after a 429 that asked us to wait)."""

@@ -202,7 +202,7 @@ class Transport:
         waited = 0.0
         if self.limiter is not None:
             try:
-                waited = self.limiter.acquire(cancelled=self.cancelled)
+                waited = self.limiter.acquire(cancelled=self.cancelled).waited
             except InterruptedError:
                 raise KommoError(f"GET {path} cancelled") from None
         self.stats.request_started(waited)

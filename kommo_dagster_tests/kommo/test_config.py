@@ -1,0 +1,131 @@
+"""Settings are validated before any request, and every error names its environment variable."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from kommo_dagster.kommo import KommoClient, KommoConfigError, KommoSettings, Secret
+from kommo_dagster.kommo.config import base_url_for, validate_max_workers
+
+TOKEN = "tok-3f9a-very-secret"
+
+
+def test_base_url_from_subdomain_or_override():
+    assert base_url_for(subdomain="acme", base_url=None) == "https://acme.kommo.com"
+    assert base_url_for(subdomain=" Acme-2 ", base_url=None) == "https://acme-2.kommo.com"
+    assert (
+        base_url_for(subdomain=None, base_url="https://acme.amocrm.ru/") == "https://acme.amocrm.ru"
+    )
+    # The override wins, so a sandbox needs no subdomain.
+    assert (
+        base_url_for(subdomain="acme", base_url="http://127.0.0.1:8123") == "http://127.0.0.1:8123"
+    )
+
+
+@pytest.mark.parametrize(
+    "subdomain",
+    ["acme.kommo.com", "https://acme", "acme/", "ac me", "-acme", "acme_1", "a" * 64],
+)
+def test_a_subdomain_must_be_a_bare_name(subdomain):
+    with pytest.raises(KommoConfigError, match="KOMMO_SUBDOMAIN must be the bare subdomain"):
+        base_url_for(subdomain=subdomain, base_url=None)
+
+
+@pytest.mark.parametrize("subdomain", [None, "", "   "])
+def test_a_missing_subdomain_names_both_variables(subdomain):
+    with pytest.raises(KommoConfigError) as err:
+        base_url_for(subdomain=subdomain, base_url=None)
+    assert "KOMMO_SUBDOMAIN" in str(err.value) and "KOMMO_BASE_URL" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://acme.kommo.com",
+        "acme.kommo.com",
+        "https://",
+        "https://acme.kommo.com/api/v4",
+        "https://user:pw@acme.kommo.com",
+        "https://acme.kommo.com?x=1",
+        "http://127.0.0.1:notaport",
+    ],
+)
+def test_a_base_url_must_be_a_bare_http_url(url):
+    with pytest.raises(KommoConfigError, match="KOMMO_BASE_URL"):
+        base_url_for(subdomain=None, base_url=url)
+
+
+@pytest.mark.parametrize("token", [None, "", "   "])
+def test_an_empty_token_is_refused(token):
+    with pytest.raises(KommoConfigError, match="KOMMO_API_TOKEN is empty"):
+        KommoSettings.build(token=token, subdomain="acme")
+
+
+def test_a_token_with_whitespace_is_refused_without_echoing_it():
+    with pytest.raises(KommoConfigError, match="KOMMO_API_TOKEN") as err:
+        KommoSettings.build(token=TOKEN + "\n", subdomain="acme")
+    assert TOKEN not in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["fast", "0", "-1", "nan", "inf", 0, -3.0])
+def test_requests_per_second_must_be_positive(value):
+    with pytest.raises(KommoConfigError, match="KOMMO_REQUESTS_PER_SECOND"):
+        KommoSettings.build(token=TOKEN, subdomain="acme", requests_per_second=value)
+
+
+@pytest.mark.parametrize("value", ["many", "0", 65, 2.5])
+def test_max_workers_must_be_a_small_positive_integer(value):
+    with pytest.raises(KommoConfigError, match="KOMMO_MAX_WORKERS"):
+        validate_max_workers(value)
+
+
+def test_a_rate_limit_dir_must_be_a_directory(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(KommoConfigError, match="KOMMO_RATE_LIMIT_DIR"):
+        KommoSettings.build(token=TOKEN, subdomain="acme", rate_limit_dir=str(f))
+
+
+def test_settings_from_env_defaults_and_values(tmp_path):
+    s = KommoSettings.from_env({"KOMMO_API_TOKEN": TOKEN, "KOMMO_SUBDOMAIN": "acme"})
+    assert (s.base_url, s.requests_per_second, s.max_workers) == ("https://acme.kommo.com", 7.0, 4)
+    s = KommoSettings.from_env(
+        {
+            "KOMMO_API_TOKEN": TOKEN,
+            "KOMMO_BASE_URL": "http://127.0.0.1:9",
+            "KOMMO_REQUESTS_PER_SECOND": "3.5",
+            "KOMMO_MAX_WORKERS": "2",
+            "KOMMO_RATE_LIMIT_DIR": str(tmp_path),
+        }
+    )
+    assert (s.base_url, s.requests_per_second, s.max_workers, s.rate_limit_dir) == (
+        "http://127.0.0.1:9",
+        3.5,
+        2,
+        tmp_path,
+    )
+
+
+def test_the_token_never_shows_in_repr_str_or_pickle(tmp_path):
+    secret = Secret(TOKEN)
+    settings = KommoSettings.build(token=TOKEN, subdomain="acme")
+    client = KommoClient(token=TOKEN, subdomain="acme", rate_limit_dir=tmp_path)
+    try:
+        for obj in (secret, settings, client, client.limiter):
+            assert TOKEN not in repr(obj) and TOKEN not in str(obj)
+        assert secret.get_secret_value() == TOKEN
+        with pytest.raises(TypeError):
+            pickle.dumps(secret)
+    finally:
+        client.close()
+
+
+def test_the_client_validates_before_any_request(tmp_path):
+    with pytest.raises(KommoConfigError, match="KOMMO_API_TOKEN"):
+        KommoClient(token="", base_url="http://127.0.0.1:9", rate_limit_dir=tmp_path)
+    with pytest.raises(KommoConfigError, match="KOMMO_SUBDOMAIN"):
+        KommoClient(token=TOKEN, subdomain="acme.kommo.com", rate_limit_dir=tmp_path)
+    with pytest.raises(KommoConfigError, match="KOMMO_REQUESTS_PER_SECOND"):
+        KommoClient(token=TOKEN, subdomain="acme", requests_per_second=0, rate_limit_dir=tmp_path)

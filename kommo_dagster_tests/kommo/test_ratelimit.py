@@ -1,0 +1,106 @@
+"""The shared sliding log: never more than `capacity` slots in a window, across threads and
+processes. These tests check the slot times the limiter wrote, not wall-clock durations."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from array import array
+from pathlib import Path
+
+import pytest
+
+from kommo_dagster.kommo.ratelimit import SharedRateLimiter, account_key
+
+
+def assert_within_budget(times: list[float], capacity: int, window: float) -> None:
+    times = sorted(times)
+    for i in range(len(times) - capacity):
+        assert times[i + capacity] - times[i] >= window - 1e-9, (i, times[i : i + capacity + 1])
+
+
+def test_the_key_is_the_host_never_the_token():
+    assert account_key("https://Acme.kommo.com") == "acme.kommo.com"
+    assert account_key("http://127.0.0.1:8123") == "127.0.0.1_8123"
+
+
+def test_fractional_and_slow_rates_stretch_the_window(tmp_path):
+    lim = SharedRateLimiter(key="a", requests_per_second=0.5, directory=tmp_path, margin=0)
+    assert (lim.capacity, lim.window) == (1, 2.0)
+    lim = SharedRateLimiter(key="b", requests_per_second=6.5, directory=tmp_path, margin=0.03)
+    assert lim.capacity == 6 and lim.window == pytest.approx(1.03)
+
+
+@pytest.mark.timeout(60)
+def test_threads_share_one_budget(tmp_path):
+    # Two limiter objects (two clients) and eight threads, one account.
+    limiters = [
+        SharedRateLimiter(key="acct", requests_per_second=40, directory=tmp_path) for _ in range(2)
+    ]
+    times: list[float] = []
+    lock = threading.Lock()
+
+    def worker(lim: SharedRateLimiter) -> None:
+        for _ in range(10):
+            at = lim.acquire().at
+            with lock:
+                times.append(at)
+
+    threads = [threading.Thread(target=worker, args=(limiters[i % 2],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(times) == 80
+    assert_within_budget(times, 40, limiters[0].window)
+
+
+CHILD = """
+import json, sys
+from pathlib import Path
+from kommo_dagster.kommo.ratelimit import SharedRateLimiter
+lim = SharedRateLimiter(key="acct", requests_per_second=30, directory=Path(sys.argv[1]))
+print(json.dumps([lim.acquire().at for _ in range(45)]))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_processes_share_one_budget(tmp_path):
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    times: list[float] = []
+    for p in procs:
+        out, _ = p.communicate(timeout=100)
+        assert p.returncode == 0
+        times += json.loads(out)
+    assert len(times) == 135
+    window = SharedRateLimiter(key="acct", requests_per_second=30, directory=tmp_path).window
+    assert_within_budget(times, 30, window)
+
+
+def test_a_block_pauses_every_user_of_the_account(tmp_path):
+    a = SharedRateLimiter(key="acct", requests_per_second=100, directory=tmp_path)
+    b = SharedRateLimiter(key="acct", requests_per_second=100, directory=tmp_path)
+    other = SharedRateLimiter(key="other", requests_per_second=100, directory=tmp_path)
+    a.block_for(30)
+    at, wait = b.try_acquire()
+    assert at is None and 29 < wait <= 30
+    assert other.try_acquire()[0] is not None
+
+
+def test_a_torn_state_file_is_read_as_a_full_window(tmp_path):
+    lim = SharedRateLimiter(key="acct", requests_per_second=5, directory=tmp_path)
+    Path(lim.path).write_bytes(b"\x00" * 13)
+    at, wait = lim.try_acquire()
+    assert at is None and 0 < wait <= lim.window
+    # ...and the file is whole again, so the limiter recovers after that one window.
+    state = array("d")
+    state.frombytes(Path(lim.path).read_bytes())
+    assert len(state) == 1 and state[0] == pytest.approx(time.time() + wait, abs=0.5)
