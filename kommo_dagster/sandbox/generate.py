@@ -21,6 +21,7 @@ from datetime import date
 from typing import Any
 
 import numpy as np
+import orjson
 
 from kommo_dagster.sandbox import texts
 
@@ -113,10 +114,15 @@ class Catalog:
     # (pipeline_id, status_id, kind) of every stage, and the stages of each pipeline.
     stages: list[tuple[int, int, str]] = field(default_factory=list)
     stages_by_pipeline: dict[int, list[tuple[int, int, str]]] = field(default_factory=dict)
+    # Status ids by (pipeline_id, kind).
+    stage_ids: dict[tuple[int, str], list[int]] = field(default_factory=dict)
     # Cumulative share of leads per pipeline (the last takes the rest).
     pipeline_cum_weights: list[float] = field(default_factory=list)
     loss_reasons: list[dict[str, Any]] = field(default_factory=list)
     custom_fields: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Pre-built custom_fields_values, partial and with every field (see custom_fields_values).
+    cf_pool: dict[str, list[Any]] = field(default_factory=dict)
+    cf_full: dict[str, list[Any]] = field(default_factory=dict)
     tags: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     task_type_ids: list[int] = field(default_factory=lambda: [1, 2, 3, 2_910_455])
     # Ids of generated companies and contacts, for links between records.
@@ -161,6 +167,7 @@ def build_catalog(
         for i, name in enumerate(texts.LOSS_REASONS)
     ]
     _build_custom_fields(cat)
+    _build_cf_pools(cat, rng)
     for k, entity in enumerate(("leads", "contacts", "companies")):
         cat.tags[entity] = [
             {"id": 70_000 + 100 * k + i, "name": name, "color": texts.TAG_COLORS[i % 6]}
@@ -230,6 +237,8 @@ def _build_pipelines(cat: Catalog, rng: random.Random) -> None:
             }
         )
         cat.stages.extend(kinds)
+        for _, sid, kind in kinds:
+            cat.stage_ids.setdefault((pipeline_id, kind), []).append(sid)
         cat.stages_by_pipeline[pipeline_id] = kinds
     cat.pipeline_cum_weights = [0.6, 0.85, 0.95]
 
@@ -432,16 +441,14 @@ def _field_values(
     raise ValueError(f"no generator for custom field type {t!r}")
 
 
-def custom_fields_values(
-    cat: Catalog, entity: str, rng: random.Random, row: int
+CF_POOL_SIZE = 253  # variants of custom_fields_values per entity (a prime, so rows spread)
+
+
+def _cf_variant(
+    cat: Catalog, entity: str, rng: random.Random, k: int, *, every: bool
 ) -> list[dict[str, Any]] | None:
-    """Kommo's custom_fields_values: null (never []) when the record has none."""
-    defs = cat.custom_fields[entity]
-    every = row % ALL_FIELDS_EVERY == 5
-    if not every and rng.random() < 0.3:
-        return None
     out = []
-    for d in defs:
+    for d in cat.custom_fields[entity]:
         if every or rng.random() < 0.45:
             out.append(
                 {
@@ -449,10 +456,35 @@ def custom_fields_values(
                     "field_name": d["name"],
                     "field_code": d["code"],
                     "field_type": d["type"],
-                    "values": _field_values(d, rng, row, cat),
+                    "values": _field_values(d, rng, k, cat),
                 }
             )
     return out or None
+
+
+def _build_cf_pools(cat: Catalog, rng: random.Random) -> None:
+    """Pre-built values records draw from: building them per record was most of start-up."""
+    for entity in cat.custom_fields:
+        cat.cf_pool[entity] = [
+            _cf_variant(cat, entity, rng, k, every=False) for k in range(CF_POOL_SIZE)
+        ]
+        cat.cf_full[entity] = [
+            _cf_variant(cat, entity, rng, k, every=True) for k in range(CF_POOL_SIZE)
+        ]
+
+
+def custom_fields_values(
+    cat: Catalog, entity: str, rng: random.Random, row: int
+) -> list[dict[str, Any]] | None:
+    """Kommo's custom_fields_values: null (never []) when the record has none.
+
+    Every ALL_FIELDS_EVERY-th record fills every field, so each field type is in any account.
+    """
+    if row % ALL_FIELDS_EVERY == 5:
+        return cat.cf_full[entity][(row // ALL_FIELDS_EVERY) % CF_POOL_SIZE]
+    if rng.random() < 0.3:
+        return None
+    return cat.cf_pool[entity][int(rng.random() * CF_POOL_SIZE)]
 
 
 def _tags(cat: Catalog, entity: str, rng: random.Random, row: int) -> list[dict[str, Any]]:
@@ -478,52 +510,60 @@ def build_lead(
     deleted: bool,
 ) -> tuple[dict[str, Any], int | None, bool]:
     """A lead as /api/v4/leads serves it, plus its `with=source_id,is_price_modified_by_robot`."""
-    pipeline = cat.pipelines[bisect.bisect(cat.pipeline_cum_weights, rng.random())]
-    stages = cat.stages_by_pipeline[pipeline["id"]]
-    r = rng.random()
+    rnd = rng.random
+    users = cat.user_ids
+    pipeline_id = cat.pipelines[bisect.bisect(cat.pipeline_cum_weights, rnd())]["id"]
+    r = rnd()
     kind = UNSORTED if r < 0.1 else WON if r < 0.3 else LOST if r < 0.45 else OPEN
-    _, status_id, _ = pick(rng, [s for s in stages if s[2] == kind])
+    status_id = pick(rng, cat.stage_ids[pipeline_id, kind])
     closed_at = between(rng, created_at, updated_at) if kind in (WON, LOST) else None
     name = _messy(row)
     if name is None:
         name = f"{pick(rng, texts.LEAD_WORDS)} #{row + 1}"
-        if rng.random() < 0.3:
+        if rnd() < 0.3:
             name += f" {pick(rng, texts.LAST_NAMES)}"
-    price = pick(rng, (0, below(rng, 100, 500_000), below(rng, 1, 5_000), 2_147_483_647))
-    if row % 50 == 7:
-        price = 0
+    r = rnd()
+    price = (
+        0
+        if r < 0.25 or row % 50 == 7
+        else int(r * 500_000)
+        if r < 0.75
+        else int(r * 5_000)
+        if r < 0.98
+        else 2_147_483_647
+    )
     companies = []
-    if cat.company_ids and rng.random() < 0.35:
+    if cat.company_ids and rnd() < 0.35:
         cid = pick(rng, cat.company_ids)
         companies.append({"id": cid, "_links": cat.href(f"/api/v4/companies/{cid}")})
     record = {
         "id": id,
         "name": name,
         "price": price,
-        "responsible_user_id": cat.user(rng),
+        "responsible_user_id": users[int(rnd() * len(users))],
         "group_id": pick(rng, cat.group_ids),
         "status_id": status_id,
-        "pipeline_id": pipeline["id"],
+        "pipeline_id": pipeline_id,
         "loss_reason_id": (
-            pick(rng, cat.loss_reasons)["id"] if kind == LOST and rng.random() < 0.7 else None
+            pick(rng, cat.loss_reasons)["id"] if kind == LOST and rnd() < 0.7 else None
         ),
-        "created_by": cat.user(rng, robot_share=0.2),
-        "updated_by": cat.user(rng, robot_share=0.2),
+        "created_by": 0 if rnd() < 0.2 else users[int(rnd() * len(users))],
+        "updated_by": 0 if rnd() < 0.2 else users[int(rnd() * len(users))],
         "created_at": created_at,
         "updated_at": updated_at,
         "closed_at": closed_at,
-        "closest_task_at": (None if rng.random() < 0.5 else created_at + below(rng, DAY, 40 * DAY)),
+        "closest_task_at": None if rnd() < 0.5 else created_at + below(rng, DAY, 40 * DAY),
         "is_deleted": deleted,
         "custom_fields_values": custom_fields_values(cat, "leads", rng, row),
-        "score": None if rng.random() < 0.8 else below(rng, 0, 101),
+        "score": None if rnd() < 0.8 else int(rnd() * 101),
         "account_id": cat.account_id,
-        "labor_cost": None if rng.random() < 0.9 else below(rng, 0, 100_000),
-        "is_price_computed": rng.random() < 0.1,
+        "labor_cost": None if rnd() < 0.9 else int(rnd() * 100_000),
+        "is_price_computed": rnd() < 0.1,
         "_links": cat.href(f"/api/v4/leads/{id}"),
         "_embedded": {"tags": _tags(cat, "leads", rng, row), "companies": companies},
     }
-    source_id = None if rng.random() < 0.6 else pick(rng, (11_001, 11_002, 11_003))
-    return record, source_id, rng.random() < 0.15
+    source_id = None if rnd() < 0.6 else pick(rng, (11_001, 11_002, 11_003))
+    return record, source_id, rnd() < 0.15
 
 
 def _person(rng: random.Random, row: int) -> tuple[str, str, str]:
@@ -675,6 +715,65 @@ def build_event(
             "entity": {"id": entity_id, "_links": cat.href(f"/api/v4/{plural}/{entity_id}")}
         },
     }
+
+
+_EVENT_TEMPLATE = (
+    '{"id":"%s","type":"%s","entity_id":%d,"entity_type":"%s","created_by":%d,"created_at":%d,'
+    '"value_after":%s,"value_before":%s,"account_id":%d,'
+    '"_links":{"self":{"href":"%s/api/v4/events/%s"}},'
+    '"_embedded":{"entity":{"id":%d,"_links":{"self":{"href":"%s/api/v4/%s/%d"}}}}}'
+)
+_PLURAL = {v: k for k, v in ENTITY_SINGULAR.items()}
+
+
+def event_bytes(
+    cat: Catalog,
+    *,
+    id: str,
+    type: str,
+    entity_type: str,
+    entity_id: int,
+    created_by: int,
+    created_at: int,
+    value_after: list[Any],
+    value_before: list[Any],
+) -> bytes:
+    """What orjson.dumps(build_event(...)) gives, without building the dict (bulk start-up).
+
+    Only for identifiers and types the sandbox itself generates (ASCII, nothing to escape).
+    """
+    base = cat.base_url
+    return (
+        _EVENT_TEMPLATE
+        % (
+            id,
+            type,
+            entity_id,
+            entity_type,
+            created_by,
+            created_at,
+            orjson.dumps(value_after).decode() if value_after else "[]",
+            orjson.dumps(value_before).decode() if value_before else "[]",
+            cat.account_id,
+            base,
+            id,
+            entity_id,
+            base,
+            _PLURAL[entity_type],
+            entity_id,
+        )
+    ).encode()
+
+
+def ulids(ms: np.ndarray, nprng: np.random.Generator) -> np.ndarray:
+    """ULIDs (as a numpy bytes array, dtype S26) for many millisecond timestamps at once."""
+    n = len(ms)
+    digits = np.empty((n, 26), dtype=np.uint8)
+    for i in range(10):
+        digits[:, i] = (ms >> (45 - 5 * i)) & 31
+    digits[:, 10:] = nprng.integers(0, 32, (n, 16), dtype=np.uint8)
+    alphabet = np.frombuffer(ULID_ALPHABET.encode(), dtype=np.uint8)
+    return np.ascontiguousarray(alphabet[digits]).view("S26").ravel()
 
 
 def status_value(pipeline_id: int, status_id: int) -> list[dict[str, Any]]:

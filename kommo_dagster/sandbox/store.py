@@ -120,6 +120,35 @@ class Table:
             self.with_values[f] = list((with_values or {}).get(f, [None] * len(self.bodies)))
         self._changed()
 
+    def load_serialised(
+        self,
+        bodies: list[bytes],
+        *,
+        ids: list[Any],
+        ints: Mapping[str, Sequence[int | None] | np.ndarray],
+        codes: Mapping[str, Sequence[str | None]] = {},
+        states: Sequence[int] | np.ndarray,
+    ) -> None:
+        """Bulk-load records already serialised, with their filter columns given."""
+        assert not self.bodies, "load_serialised() fills an empty table"
+        self.bodies = bodies
+        self.ids = ids
+        self.row_of = {rid: row for row, rid in enumerate(ids)}
+        for c in self.int_cols:
+            values = ints[c]
+            if isinstance(values, np.ndarray):
+                self.cols[c] = values.astype(np.int64)
+            else:
+                self.cols[c] = np.asarray([self._int(v) for v in values], dtype=np.int64)
+        for c in self.code_cols:
+            self.cols[c] = np.asarray([self._code(c, v) for v in codes[c]], dtype=np.int64)
+        self.state = np.asarray(states, dtype=np.int8)
+        if not len(self.state) == len(bodies) == len(ids):
+            raise ValueError("one id and one state per record")
+        for f in self.with_fields:
+            self.with_values[f] = [None] * len(bodies)
+        self._changed()
+
     def append(
         self, record: dict[str, Any], *, state: int = LIVE, with_values: Mapping[str, Any] = {}
     ) -> int:
