@@ -49,6 +49,7 @@ from kommo_dagster.kommo.walks import (
     PagesWalk,
     TasksCheckWalk,
     Walk,
+    chunk_bounds,
     quantile_bounds,
     records_of,
 )
@@ -58,6 +59,8 @@ log = logging.getLogger("kommo_dagster.kommo")
 ProgressCallback = Callable[[Progress], None]
 DEFAULT_PROGRESS_INTERVAL = 5.0
 DEFAULT_TIMEOUT = (10.0, 60.0)
+# Seen tasks per chunk when a part is walked again: a chunk of this many fits one page.
+TASK_CHUNK = 200
 
 
 class KommoClient:
@@ -84,7 +87,7 @@ class KommoClient:
         rate_limit_margin: float = DEFAULT_MARGIN,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
-        max_rewalks: int = 3,
+        max_rewalks: int = 5,
     ):
         self.base_url = base_url_for(subdomain=subdomain, base_url=base_url)
         token = validate_token(token)
@@ -367,7 +370,9 @@ class _Extraction:
         self.phase = "probe"
         self.rewalks = 0
         self.since: int | None = None
-        self.task_seen: dict[int, int] = {}
+        # Tasks seen by part walks: id -> (updated_at, the walk that saw it last).
+        self.task_seen: dict[int, tuple[int, Walk]] = {}
+        self.round: list[PagesWalk] = []
         self.yielded: set[tuple[Any, Any]] = set()
 
     # The walks each stream starts with.
@@ -435,17 +440,27 @@ class _Extraction:
         )
 
     def _on_drained(self) -> None:
-        """Every walk is done: tasks may need their parts or their closing check."""
+        """Every walk is done. Tasks go probe -> parts -> check -> (dirty parts again) -> check.
+
+        A part walked in one request is a consistent snapshot and needs no check; only tasks
+        seen by parts of several pages are checked. A part a departed task was seen in is
+        walked again in chunks of about `TASK_CHUNK` seen tasks, so most chunks are single
+        requests, which is why the rounds end even while the account keeps changing.
+        """
         if self.stream.paging != "by_id":
             return
         if self.phase == "probe":
             probe = self.walks[0]
             assert isinstance(probe, PagesWalk)
-            if not probe.probe_full:
+            if probe.probe_full:
+                parts = quantile_bounds(
+                    probe.first_page or [], self.lo, self.hi, self.client.target_concurrency()
+                )
+                self._task_round(parts)
+        elif self.phase == "walk":
+            multi = {id(w) for w in self.round if w.requests > 1}
+            if not multi:
                 return
-            self.phase = "parts"
-            self._task_parts(sample=probe.first_page or [])
-        elif self.phase == "parts":
             self.phase = "check"
             self.walks.append(
                 TasksCheckWalk(
@@ -456,29 +471,40 @@ class _Extraction:
                     kind="verify",
                     events_path=get_stream("events").path,
                     since=self.since or int(time.time()) - 2,
-                    seen=dict(self.task_seen),
+                    seen=frozenset(t for t, (_, w) in self.task_seen.items() if id(w) in multi),
                 )
             )
         elif self.phase == "check":
             check = self.walks[-1]
             assert isinstance(check, TasksCheckWalk)
-            if not check.dirty:
+            if check.departed is not None and not check.departed:
                 return
             self.rewalks += 1
             if self.rewalks > self.client.max_rewalks:
                 raise KommoConsistencyError(
-                    f"tasks updated between {self.lo} and {self.hi} kept changing during "
-                    f"{self.rewalks} walks of the window; retry later or use a smaller window"
+                    f"tasks updated between {self.lo} and {self.hi} kept leaving the window "
+                    f"while it was paged, {self.rewalks} rounds in a row; retry later or use a "
+                    "smaller window"
                 )
-            log.info("tasks changed while the window was paged; walking it again")
-            self.phase = "parts"
-            self.since = None
-            self._task_parts(sample=[])
+            if check.departed is None:
+                dirty = [w for w in self.round if w.requests > 1]
+            else:
+                walks = (self.task_seen[t][1] for t in check.departed)
+                dirty = list({id(w): w for w in walks}.values())
+            log.info(
+                "tasks left the window while it was paged; walking %d part(s) again", len(dirty)
+            )
+            parts: list[tuple[int, int]] = []
+            for w in dirty:
+                values = [u for u, walk in self.task_seen.values() if walk is w]
+                parts += chunk_bounds(values, w.lo, w.hi, per_chunk=TASK_CHUNK)
+            self._task_round(parts)
 
-    def _task_parts(self, *, sample: list[int]) -> None:
-        parts = self.client.target_concurrency()
-        for a, b in quantile_bounds(sample, self.lo, self.hi, parts):
-            self.walks.append(self._task_walk(a, b))
+    def _task_round(self, parts: list[tuple[int, int]]) -> None:
+        self.phase = "walk"
+        self.since = None
+        self.round = [self._task_walk(a, b) for a, b in parts]
+        self.walks.extend(self.round)
 
     # The loop.
     def _run_job(self, job: Job) -> None:
@@ -525,9 +551,10 @@ class _Extraction:
             if key in self.yielded:
                 continue
             self.yielded.add(key)
-            if walk.kind != "verify":
-                self.task_seen[key[0]] = key[1]
             out.append(r)
+        if walk.kind == "pages":
+            for r in records:
+                self.task_seen[r.get("id")] = (r.get(cursor), walk)
         return out
 
     def _fraction(self) -> float | None:

@@ -45,12 +45,12 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kommo_dagster.kommo.errors import KommoConsistencyError, KommoResponseError
-from kommo_dagster.kommo.streams import Stream
+from kommo_dagster.kommo.streams import Stream, get_stream
 from kommo_dagster.kommo.transport import Params, Response
 
 if TYPE_CHECKING:
@@ -171,11 +171,17 @@ class KeysetWalk(Walk):
     # State of the keyset: next `from`, and the ids of second `F` already yielded.
     frm: int = 0
     boundary: set = field(default_factory=set)
-    # Paging inside one crowded second.
+    # Paging inside one crowded second: "asc" (first page by id), "desc" (first page by id
+    # descending), then, only for seconds of over two pages, "pages" (offset pages by id).
     phase: str = "walk"  # "walk", "second", "check"
     second: int = 0
-    second_page: int = 0
+    second_step: str = "asc"
+    second_page: int = 1
     second_ids: set = field(default_factory=set)
+    # Ids met by the current walk of the second (the ones whose departure could shift others).
+    second_walk_ids: set = field(default_factory=set)
+    second_asc_max: Any = None
+    second_desc_min: Any = None
     second_since: int | None = None
     second_rewalks: int = 0
     first_seen: int | None = None
@@ -195,13 +201,14 @@ class KeysetWalk(Walk):
         if self.phase == "check":
             return self._check_job()
         if self.phase == "second":
+            desc = self.second_step == "desc"
             params = [
                 *self.base,
                 (f"filter[{self.cursor}][from]", self.second),
                 (f"filter[{self.cursor}][to]", self.second),
-                ("order[id]", "asc"),
+                ("order[id]", "desc" if desc else "asc"),
                 ("limit", self.limit),
-                ("page", self.second_page),
+                ("page", 1 if desc else self.second_page),
             ]
         else:
             params = [
@@ -246,9 +253,10 @@ class KeysetWalk(Walk):
             # A page full of one second: page inside that second, by id.
             self.phase = "second"
             self.second = last
-            self.second_page = 1
+            self.second_step, self.second_page = "asc", 1
             self.second_ids = {r["id"] for r in records} | (boundary if frm == last else set())
-            self.second_since = result.server_time
+            self.second_walk_ids = set()
+            self.second_since = None
             self.second_rewalks = 0
         else:
             self.frm = last
@@ -265,12 +273,17 @@ class KeysetWalk(Walk):
     def _on_second_page(
         self, records: list[dict[str, Any]], has_next: bool, resp: Response
     ) -> list[dict[str, Any]]:
-        if self.second_since is None:
-            self.second_since = resp.server_time
+        """Second ``T`` by id: the first page ascending, then the first page descending. If the
+        two overlap, every record that stayed in ``T`` was on one of them: a record missing from
+        both would lie above the ascending page's highest id and below the descending page's
+        lowest, which the overlap rules out. Only a second of over two pages needs offset pages,
+        and then the closing check."""
         if self.second > self.hi:
             # A split moved this second to another walk.
             self.done = True
             return []
+        if self.second_since is None:
+            self.second_since = resp.server_time or int(time.time())
         ids = self.second_ids
         out = [r for r in records if r.get("id") not in ids]
         for r in out:
@@ -279,13 +292,28 @@ class KeysetWalk(Walk):
                     f"Kommo returned a {self.stream.name} record outside the requested second"
                 )
         ids.update(r["id"] for r in out)
-        if len(records) >= self.limit and has_next:
-            self.second_page += 1
-        elif self.second_page >= 2:
-            # Offset paging over several requests: make sure nothing left the second meanwhile.
-            self.phase = "check"
-        else:
+        page_ids = [r.get("id") for r in records]
+        self.second_walk_ids.update(page_ids)
+        full = len(records) >= self.limit and has_next
+        step = self.second_step
+        if not full and step != "pages":
+            # One answer held the whole second.
             self._second_done()
+        elif step == "asc":
+            self.second_asc_max = max(page_ids)
+            self.second_step = "desc"
+        elif step == "desc":
+            lowest = min(page_ids)
+            if lowest <= self.second_asc_max:
+                self._second_done()
+            else:
+                self.second_desc_min = lowest
+                self.second_step, self.second_page = "pages", 2
+        elif full and max(page_ids) < self.second_desc_min:
+            self.second_page += 1
+        else:
+            # Offset pages met the descending page: check nothing left the second meanwhile.
+            self.phase = "check"
         self.rows += len(out)
         return out
 
@@ -297,7 +325,7 @@ class KeysetWalk(Walk):
             self.done = True
 
     def _check_job(self) -> Job:
-        second, ids = self.second, frozenset(self.second_ids)
+        second, ids = self.second, frozenset(self.second_walk_ids)
         since = (self.second_since or int(time.time())) - CLOCK_SLACK
         stream, transport = self.stream, self.transport
 
@@ -328,7 +356,8 @@ class KeysetWalk(Walk):
             self.second,
         )
         self.phase = "second"
-        self.second_page = 1
+        self.second_step, self.second_page = "asc", 1
+        self.second_walk_ids = set()
         self.second_since = None
         return []
 
@@ -408,6 +437,7 @@ class PagesWalk(Walk):
     query_lo: int = 0
     query_hi: int = 0
     page: int = 1
+    last_page: int = 0
     dedupe: bool = False
     seen: set = field(default_factory=set)
     oldest_seen: int | None = None
@@ -442,6 +472,7 @@ class PagesWalk(Walk):
 
     def on_result(self, job: Job, result: Any) -> list[dict[str, Any]]:
         self.requests += 1
+        self.last_page = self.page
         records, has_next = records_of(self.stream, result)
         if not records:
             self.done = True
@@ -526,6 +557,19 @@ def quantile_bounds(sample: list[int], lo: int, hi: int, parts: int) -> list[tup
     return [(a, b) for a, b in zip(starts, ends, strict=True) if a <= b]
 
 
+def chunk_bounds(values: list[int], lo: int, hi: int, *, per_chunk: int) -> list[tuple[int, int]]:
+    """Consecutive sub-ranges of [lo, hi] holding about ``per_chunk`` of ``values`` each."""
+    values = sorted(v for v in values if lo <= v <= hi)
+    cuts: list[int] = []
+    for i in range(per_chunk, len(values), per_chunk):
+        c = values[i]
+        if c > (cuts[-1] if cuts else lo):
+            cuts.append(c)
+    starts = [lo, *cuts]
+    ends = [c - 1 for c in cuts] + [hi]
+    return list(zip(starts, ends, strict=True))
+
+
 def tasks_check(
     *,
     stream: Stream,
@@ -534,13 +578,15 @@ def tasks_check(
     since: int,
     lo: int,
     hi: int,
-    seen: dict[int, int],
-) -> tuple[list[dict[str, Any]], bool]:
-    """After a tasks window was walked: the changed tasks whose new version is in the window,
-    and whether the walk must be repeated (a task it saw has since left the window or was
-    deleted, which may have shifted an unseen task past a page boundary)."""
+    seen: Container[int],
+) -> tuple[list[dict[str, Any]], set[int] | None]:
+    """After a tasks window was walked: the changed tasks whose new version lies in the window
+    (to yield), and the seen tasks that have since left the window or were deleted (their
+    departure may have shifted an unseen task past a page boundary behind them). None instead of
+    that set when there were too many changes to list."""
     limit = stream.page_size or 250
     inside: list[dict[str, Any]] = []
+    departed: set[int] = set()
     for page in range(1, CHECK_MAX_PAGES + 1):
         resp = transport.get(
             stream.path,
@@ -558,32 +604,30 @@ def tasks_check(
             if isinstance(updated, int) and lo <= updated <= hi:
                 inside.append(r)
             elif r.get("id") in seen:
-                return inside, True
+                departed.add(r["id"])
         if len(records) < limit or not has_next:
             break
     else:
-        return inside, True
+        return inside, None
+    events = get_stream("events")
     for page in range(1, CHECK_MAX_PAGES + 1):
         resp = transport.get(
             events_path,
             [
-                ("filter[type][]", "task_deleted"),
+                ("filter[type][]", stream.deleted_event or "task_deleted"),
                 ("filter[created_at][from]", since),
                 ("filter[created_at][to]", FAR_FUTURE),
-                ("limit", 100),
+                ("limit", events.page_size or 100),
                 ("page", page),
             ],
         )
-        data = resp.data or {}
-        events = (data.get("_embedded") or {}).get("events") or []
-        if any(e.get("entity_id") in seen for e in events):
-            return inside, True
-        links = data.get("_links") or {}
-        if len(events) < 100 or not links.get("next"):
+        records, has_next = records_of(events, resp)
+        departed.update(e["entity_id"] for e in records if e.get("entity_id") in seen)
+        if len(records) < (events.page_size or 100) or not has_next:
             break
     else:
-        return inside, True
-    return inside, False
+        return inside, None
+    return inside, departed
 
 
 @dataclass(eq=False, kw_only=True)
@@ -592,8 +636,8 @@ class TasksCheckWalk(Walk):
 
     events_path: str = "/api/v4/events"
     since: int = 0
-    seen: dict = field(default_factory=dict)
-    dirty: bool = False
+    seen: Container[int] = frozenset()
+    departed: set[int] | None = field(default_factory=set)
 
     def remaining_seconds(self) -> int:
         return 0
@@ -613,7 +657,7 @@ class TasksCheckWalk(Walk):
         return Job(walk=self, run=lambda: tasks_check(**args), kind="check")
 
     def on_result(self, job: Job, result: Any) -> list[dict[str, Any]]:
-        inside, self.dirty = result
+        inside, self.departed = result
         self.requests += 1
         self.done = True
         return inside
@@ -625,6 +669,7 @@ __all__ = [
     "PagesWalk",
     "TasksCheckWalk",
     "Walk",
+    "chunk_bounds",
     "quantile_bounds",
     "records_of",
     "second_is_stable",
