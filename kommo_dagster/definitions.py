@@ -1,5 +1,52 @@
-"""The code location: wires the Kommo assets, resources and IO manager together."""
+"""The code location: the Kommo assets, the Kommo resource and the DuckDB IO manager.
+
+Load it with ``dagster dev -w workspace.yaml``, or run one asset with
+``dagster asset materialize -m kommo_dagster.definitions --select kommo/leads --partition
+2026-10-05`` (``--partition-range 2026-10-01...2026-10-31`` for a range, in one run).
+
+Loading needs no credentials: the token, subdomain and base URL are `dagster.EnvVar` values read
+when a run starts (a run without them fails at its start, naming the variable). The settings that
+shape the definitions (``KOMMO_START_DATE``, ``KOMMO_DUCKDB_PATH``...) are read here, at load time;
+see `kommo_dagster.settings`.
+
+Runs execute their steps one after another in the run's own process (`in_process_executor`).
+Kommo's request budget (7/s per account) is the ceiling of every extraction, and one extraction
+already keeps several requests in flight to use all of it; steps in parallel processes would only
+share the same budget, pay a process start each, and queue for the DuckDB file.
+"""
 
 import dagster as dg
 
-defs = dg.Definitions()
+from kommo_dagster.assets import build_kommo_assets
+from kommo_dagster.io_manager import KommoDuckDBIOManager, KommoDuckDBResource
+from kommo_dagster.resources import KommoResource
+from kommo_dagster.settings import Settings
+
+
+def build_duckdb_resource(settings: Settings) -> KommoDuckDBResource:
+    return KommoDuckDBResource(
+        database=str(settings.duckdb_path),
+        lock_timeout=settings.lock_timeout,
+        connection_config={"memory_limit": settings.memory_limit},
+    )
+
+
+def build_definitions(
+    settings: Settings | None = None, *, kommo: KommoResource | None = None
+) -> dg.Definitions:
+    """The code location's definitions for ``settings`` (default: from the environment)."""
+    settings = settings or Settings.from_env()
+    duckdb = build_duckdb_resource(settings)
+    return dg.Definitions(
+        assets=build_kommo_assets(settings),
+        resources={
+            "kommo": kommo or KommoResource.from_env(),
+            "io_manager": KommoDuckDBIOManager(duckdb=duckdb, schema_name=settings.schema),
+            # The same file for your own assets and checks; connections take turns with ours.
+            "duckdb": duckdb,
+        },
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

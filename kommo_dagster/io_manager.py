@@ -36,6 +36,7 @@ from kommo_dagster.warehouse import (
     connect,
     read_slice,
     table_columns,
+    table_exists,
     write_slice,
 )
 
@@ -114,10 +115,10 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
                 "kommo/database": dg.MetadataValue.path(str(self.duckdb.database)),
             }
         )
-        extraction = "".join(f", {k} {v}" for k, v in staged.extraction.items())
+        note = f"; {staged.note}" if staged.note else ""
         context.log.info(
             f"{context.asset_key.to_user_string()} {_label(window)}: {result['rows']} rows "
-            f"-> {table_name} (replaced {result['deleted']}{extraction})"
+            f"-> {table_name} (replaced {result['deleted']}{note})"
         )
 
     @staticmethod
@@ -146,6 +147,13 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
         stream = _stream_of(context)
         window = _window_of(context)
         with self.duckdb.get_connection() as con:
+            if not table_exists(con, schema=self.schema_name, table=stream.name):
+                upstream = context.upstream_output.asset_key if context.upstream_output else None
+                name = upstream.to_user_string() if upstream else stream.name
+                raise WarehouseError(
+                    f"{self.schema_name}.{stream.name} does not exist yet in "
+                    f"{self.duckdb.database}: materialize {name} first"
+                )
             return read_slice(con, stream, schema=self.schema_name, window=window)
 
 

@@ -253,8 +253,8 @@ class StagedRows:
     extraction. The file is removed by `discard` (the IO manager calls it after writing).
 
     ``window`` is the cursor slice the rows belong to (``None`` for a full table); every row's
-    cursor is checked against it before anything is deleted. ``extraction`` carries what the
-    extractor wants reported with the write (requests made, elapsed time...).
+    cursor is checked against it before anything is deleted. ``note`` is what the extractor wants
+    said with the write (requests made, elapsed time...).
     """
 
     def __init__(
@@ -270,7 +270,7 @@ class StagedRows:
             raise WarehouseError(f"{stream.name} has no cursor column to slice by a window")
         self.stream = stream
         self.window = window
-        self.extraction: dict[str, Any] = {}
+        self.note = ""
         self.rows = 0
         self.cursor_min: int | None = None
         self.cursor_max: int | None = None
@@ -458,13 +458,17 @@ def write_slice(
     return {"rows": staged.rows, "deleted": deleted, "table_rows": table_rows}
 
 
-def _count_if_exists(con: duckdb.DuckDBPyConnection, *, schema: str, table: str) -> int:
-    exists = con.execute(
+def table_exists(con: duckdb.DuckDBPyConnection, *, schema: str, table: str) -> bool:
+    row = con.execute(
         "SELECT count(*) FROM duckdb_tables() "
         "WHERE database_name = current_database() AND schema_name = ? AND table_name = ?",
         [schema, table],
     ).fetchone()
-    if not exists or not exists[0]:
+    return bool(row and row[0])
+
+
+def _count_if_exists(con: duckdb.DuckDBPyConnection, *, schema: str, table: str) -> int:
+    if not table_exists(con, schema=schema, table=table):
         return 0
     row = con.execute(f"SELECT count(*) FROM {table_ref(schema, table)}").fetchone()
     return int(row[0]) if row else 0
@@ -505,6 +509,7 @@ __all__ = [
     "quote",
     "read_slice",
     "table_columns",
+    "table_exists",
     "table_ref",
     "typed_frame",
     "write_slice",

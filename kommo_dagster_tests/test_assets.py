@@ -1,0 +1,366 @@
+"""The eight assets end to end: a real Dagster instance, the sandbox over HTTP, a real DuckDB file.
+
+The module materializes the sandbox's whole window once (full tables, then the incremental
+streams as one single-run range) and checks every table against the contract file and against
+the sandbox's ground truth, messy records included. Re-runs, empty partitions, failures and the
+request count of a range get their own, smaller runs.
+"""
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import pytest
+
+import kommo_dagster.contract
+from kommo_dagster.definitions import build_definitions
+from kommo_dagster.kommo import KommoClient
+from kommo_dagster.kommo.streams import FULL_TABLE_STREAMS, INCREMENTAL_STREAMS, STREAMS
+from kommo_dagster.partitions import EpochWindow
+from kommo_dagster.resources import KommoResource
+from kommo_dagster.sandbox import KommoSandbox, SandboxConfig
+from kommo_dagster.settings import Settings
+
+CONTRACT = json.loads(
+    (Path(kommo_dagster.contract.__file__).parent / "kommo_streams.json").read_text("utf-8")
+)
+DUCKDB_TYPE = {"integer": "BIGINT", "string": "VARCHAR", "boolean": "BOOLEAN"}
+MONTH = ("2026-10-01", "2026-10-31")  # the sandbox's data window, as partitions
+OCTOBER = EpochWindow.from_datetimes(
+    datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)
+)
+
+
+class Warehouse:
+    """A code location wired to one sandbox and one DuckDB file, and the instance its runs use."""
+
+    def __init__(self, sandbox: KommoSandbox, directory: Path) -> None:
+        self.sandbox = sandbox
+        self.db = directory / "kommo_crm.duckdb"
+        self.settings = Settings(start_date=datetime(2026, 9, 1).date(), duckdb_path=self.db)
+        self.kommo = KommoResource(
+            api_token=sandbox.token,
+            base_url=sandbox.base_url,
+            requests_per_second=1000.0,
+            # one request in flight: request counts do not depend on timing
+            max_workers=1,
+            rate_limit_dir=str(directory / "rate-limit"),
+        )
+        self.defs = build_definitions(self.settings, kommo=self.kommo)
+        self.instance = dg.DagsterInstance.ephemeral()
+
+    def run(
+        self,
+        streams: list[str] | tuple[str, ...],
+        *,
+        partition: str | None = None,
+        partition_range: tuple[str, str] | None = None,
+        raise_on_error: bool = True,
+    ) -> dg.ExecuteInProcessResult:
+        tags = {}
+        if partition_range:
+            tags = {
+                "dagster/asset_partition_range_start": partition_range[0],
+                "dagster/asset_partition_range_end": partition_range[1],
+            }
+        return dg.materialize(
+            list(self.defs.assets or []),
+            selection=[dg.AssetKey(["kommo", s]) for s in streams],
+            resources=self.defs.resources,
+            instance=self.instance,
+            partition_key=partition,
+            tags=tags,
+            raise_on_error=raise_on_error,
+        )
+
+    def rows(self, stream: str, where: str = "") -> list[dict[str, Any]]:
+        with duckdb.connect(str(self.db), read_only=True) as con:
+            cursor = con.execute(f"SELECT * FROM kommo.{stream} {where}")
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def sql(self, sql: str) -> list[tuple]:
+        with duckdb.connect(str(self.db), read_only=True) as con:
+            return con.execute(sql).fetchall()
+
+
+def canonical(stream: str, rows: list[dict[str, Any]]) -> list[tuple]:
+    """Rows as comparable tuples: each value with its exact Python type, JSON text parsed."""
+    spec = STREAMS[stream]
+    json_columns = {c.name for c in spec.columns if c.is_json}
+
+    def value(name: str, v: Any) -> tuple[str, Any]:
+        if name in json_columns and v is not None:
+            return ("json", json.loads(v))
+        return (type(v).__name__, v)
+
+    out = [tuple((n, value(n, r[n])) for n in spec.column_names) for r in rows]
+    return sorted(out, key=lambda t: json.dumps(t, sort_keys=True, ensure_ascii=False))
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[KommoSandbox]:
+    # No rate limit: the tests measure requests, not pace.
+    with KommoSandbox(SandboxConfig(seed=1, leads=300, requests_per_second=None)) as sb:
+        yield sb
+
+
+@pytest.fixture(scope="module")
+def loaded(sandbox: KommoSandbox, tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
+    """The whole sandbox window materialized: full tables, then one range run."""
+    wh = Warehouse(sandbox, tmp_path_factory.mktemp("loaded"))
+    sandbox.reset_stats()
+    wh.full_result = wh.run(FULL_TABLE_STREAMS)
+    wh.range_result = wh.run(INCREMENTAL_STREAMS, partition_range=MONTH)
+    wh.requests = sandbox.stats()["requests"]
+    return wh
+
+
+@pytest.fixture
+def fresh(sandbox: KommoSandbox, tmp_path: Path) -> Warehouse:
+    return Warehouse(sandbox, tmp_path)
+
+
+@pytest.mark.parametrize("stream", list(CONTRACT["streams"]))
+def test_every_table_has_the_contract_columns_in_order(loaded: Warehouse, stream: str):
+    got = loaded.sql(
+        "SELECT column_name, data_type FROM duckdb_columns() "
+        f"WHERE schema_name = 'kommo' AND table_name = '{stream}' ORDER BY column_index"
+    )
+    expected = [(c["name"], DUCKDB_TYPE[c["type"]]) for c in CONTRACT["streams"][stream]["columns"]]
+    assert got == expected
+
+
+def test_no_tables_beyond_the_contract(loaded: Warehouse):
+    tables = loaded.sql("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'kommo'")
+    assert sorted(t for (t,) in tables) == sorted(CONTRACT["streams"])
+
+
+@pytest.mark.parametrize("stream", list(STREAMS))
+def test_rows_equal_the_sandbox_ground_truth(loaded: Warehouse, stream: str):
+    expected = loaded.sandbox.expected_rows(stream)
+    assert expected, "the sandbox account should have rows in every stream"
+    assert canonical(stream, loaded.rows(stream)) == canonical(stream, expected)
+
+
+def test_materializations_report_rows_table_and_schema(loaded: Warehouse):
+    by_key: dict[str, list[dg.AssetMaterialization]] = {}
+    for result in (loaded.full_result, loaded.range_result):
+        for event in result.get_asset_materialization_events():
+            m = event.materialization
+            by_key.setdefault(m.asset_key.path[-1], []).append(m)
+    assert sorted(by_key) == sorted(STREAMS)
+    for stream, events in by_key.items():
+        total = len(loaded.sandbox.expected_rows(stream))
+        assert {e.metadata["dagster/table_name"].value for e in events} == {
+            f"kommo_crm.kommo.{stream}"
+        }
+        schema = events[0].metadata["dagster/column_schema"].value
+        assert [c.name for c in schema.columns] == list(STREAMS[stream].column_names)
+        assert all(c.description for c in schema.columns)
+        if stream in INCREMENTAL_STREAMS:
+            # one event per day of the range; each day carries its own row count
+            assert len(events) == 31
+            assert sum(e.metadata["dagster/row_count"].value for e in events) == total
+            assert {e.metadata["kommo/slice"].value for e in events} == {"2026-10-01..2026-10-31"}
+        else:
+            [event] = events
+            assert event.metadata["dagster/row_count"].value == total
+            assert event.metadata["kommo/requests"].value >= 1
+
+
+def _minimum_requests(sandbox: KommoSandbox, stream: str) -> int:
+    """Fewest requests that can list the window: full pages plus the one that ends each list
+    (Kommo's lists end on a short page or a 204), per list (live and deleted)."""
+    spec = STREAMS[stream]
+    rows = sandbox.expected_rows(stream)
+    lists = (
+        [[r for r in rows if not r["is_deleted"]], [r for r in rows if r["is_deleted"]]]
+        if spec.has_deleted_list
+        else [rows]
+    )
+    assert spec.page_size
+    return sum(len(rows_) // spec.page_size + 1 for rows_ in lists)
+
+
+def test_a_range_costs_one_extraction_not_one_per_day(loaded: Warehouse, tmp_path: Path):
+    range_requests = {
+        m.materialization.asset_key.path[-1]: m.materialization.metadata["kommo/requests"].value
+        for m in loaded.range_result.get_asset_materialization_events()
+    }
+    report = []
+    for stream in INCREMENTAL_STREAMS:
+        # the same client settings, called once for the whole window, outside Dagster
+        with KommoClient(
+            token=loaded.sandbox.token,
+            base_url=loaded.sandbox.base_url,
+            requests_per_second=1000.0,
+            max_workers=1,
+            rate_limit_dir=tmp_path,
+        ) as client:
+            for _ in client.iter_records(
+                stream, start=OCTOBER.start_datetime, end=OCTOBER.end_datetime
+            ):
+                pass
+            direct = client.stats().requests
+        minimum = _minimum_requests(loaded.sandbox, stream)
+        quiet_day = 2 if STREAMS[stream].has_deleted_list else 1
+        report.append((stream, range_requests[stream], minimum, direct, 31 * quiet_day))
+        assert range_requests[stream] == direct
+        assert minimum <= range_requests[stream] < 31 * quiet_day
+    print("stream, range requests, minimum, direct extraction, 31 quiet days:", report)
+    full_table_requests = 1 + 1 + len(loaded.sandbox.expected_rows("pipelines"))
+    assert loaded.requests == sum(r[1] for r in report) + full_table_requests
+
+
+def test_a_quiet_range_costs_one_request_per_list(fresh: Warehouse):
+    fresh.sandbox.reset_stats()
+    result = fresh.run(INCREMENTAL_STREAMS, partition_range=("2026-09-01", "2026-09-30"))
+    assert result.success
+    lists = sum(2 if STREAMS[s].has_deleted_list else 1 for s in INCREMENTAL_STREAMS)
+    assert fresh.sandbox.stats()["requests"] == lists
+
+
+def test_an_empty_partition_leaves_empty_contract_tables(fresh: Warehouse):
+    result = fresh.run(INCREMENTAL_STREAMS, partition="2026-09-15")
+    assert result.success
+    for stream in INCREMENTAL_STREAMS:
+        assert fresh.rows(stream) == []
+        columns = fresh.sql(
+            "SELECT column_name, data_type FROM duckdb_columns() "
+            f"WHERE schema_name = 'kommo' AND table_name = '{stream}' ORDER BY column_index"
+        )
+        assert columns == [(c.name, c.duckdb_type) for c in STREAMS[stream].columns]
+    counts = {
+        e.materialization.metadata["dagster/row_count"].value
+        for e in result.get_asset_materialization_events()
+    }
+    assert counts == {0}
+
+
+def _day(key: str) -> EpochWindow:
+    start = datetime.fromisoformat(key).replace(tzinfo=UTC)
+    return EpochWindow(int(start.timestamp()), int(start.timestamp()) + 86_400)
+
+
+def test_reruns_replace_exactly_their_slice(fresh: Warehouse):
+    assert fresh.run(["leads"], partition_range=MONTH).success
+    truth = canonical("leads", fresh.sandbox.expected_rows("leads"))
+    assert canonical("leads", fresh.rows("leads")) == truth
+
+    busy, quiet = _day("2026-10-16"), _day("2026-10-10")
+    with duckdb.connect(str(fresh.db)) as con:
+        # damage one day we re-run and one we do not, and add a stray row to the first
+        con.execute(
+            "UPDATE kommo.leads SET name = 'damaged' WHERE updated_at >= ? AND updated_at < ?",
+            [busy.start, busy.end],
+        )
+        con.execute(
+            "UPDATE kommo.leads SET name = 'kept' WHERE updated_at >= ? AND updated_at < ?",
+            [quiet.start, quiet.end],
+        )
+        con.execute("INSERT INTO kommo.leads (id, updated_at) VALUES (1, ?)", [busy.start + 5])
+        untouched_before = con.execute(
+            "SELECT count(*) FROM kommo.leads WHERE updated_at < ? OR updated_at >= ?",
+            [busy.start, busy.end],
+        ).fetchone()
+
+    rerun = fresh.run(["leads"], partition="2026-10-16")
+    assert rerun.success
+    in_busy = f"WHERE updated_at >= {busy.start} AND updated_at < {busy.end}"
+    assert canonical("leads", fresh.rows("leads", in_busy)) == canonical(
+        "leads", [r for r in fresh.sandbox.expected_rows("leads") if busy.contains(r["updated_at"])]
+    )
+    assert fresh.sql(
+        f"SELECT count(*) FROM kommo.leads WHERE updated_at < {busy.start} "
+        f"OR updated_at >= {busy.end}"
+    ) == [untouched_before]
+    assert fresh.sql(
+        f"SELECT DISTINCT name FROM kommo.leads WHERE updated_at >= {quiet.start} "
+        f"AND updated_at < {quiet.end}"
+    ) == [("kept",)]
+
+    # a range re-run over the untouched day restores it, and twice is the same as once
+    assert fresh.run(["leads"], partition_range=("2026-10-01", "2026-10-15")).success
+    assert fresh.run(["leads"], partition_range=MONTH).success
+    assert fresh.run(["leads"], partition_range=MONTH).success
+    assert canonical("leads", fresh.rows("leads")) == truth
+
+
+def test_statuses_cover_every_pipeline_in_the_table(fresh: Warehouse):
+    assert fresh.run(["pipelines", "statuses"]).success
+    orphans = fresh.sql(
+        "SELECT count(*) FROM kommo.statuses s ANTI JOIN kommo.pipelines p ON s.pipeline_id = p.id"
+    )
+    assert orphans == [(0,)]
+    covered = fresh.sql("SELECT count(DISTINCT pipeline_id) FROM kommo.statuses")
+    assert covered == fresh.sql("SELECT count(*) FROM kommo.pipelines")
+    # a status is identified by (pipeline_id, id): won/lost (142, 143) repeat across pipelines
+    assert fresh.sql("SELECT count(*) = count(DISTINCT (pipeline_id, id)) FROM kommo.statuses") == [
+        (True,)
+    ]
+
+
+def test_statuses_without_a_pipelines_table_say_what_to_do(fresh: Warehouse):
+    result = fresh.run(["statuses"], raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert "materialize kommo/pipelines first" in str(failure.step_failure_data.error)
+
+
+def test_a_failed_run_leaves_the_table_as_it_was(sandbox_factory, tmp_path: Path):
+    sandbox = sandbox_factory(seed=1, leads=300, requests_per_second=None)
+    wh = Warehouse(sandbox, tmp_path)
+    assert wh.run(["leads"], partition_range=MONTH).success
+    assert wh.run(["users"]).success
+    before_leads, before_users = wh.rows("leads"), wh.rows("users")
+
+    sandbox.update_config(unpaid=True)  # every request now answers 402
+    failed = wh.run(["leads"], partition_range=MONTH, raise_on_error=False)
+    assert not failed.success
+    failed_full = wh.run(["users"], raise_on_error=False)
+    assert not failed_full.success
+    errors = [
+        str(e.step_failure_data.error)
+        for r in (failed, failed_full)
+        for e in r.all_events
+        if e.event_type == dg.DagsterEventType.STEP_FAILURE
+    ]
+    assert len(errors) == 2 and all("402" in e or "paid" in e.lower() for e in errors)
+    assert wh.rows("leads") == before_leads
+    assert wh.rows("users") == before_users
+
+
+def test_progress_and_a_summary_line_are_logged(loaded: Warehouse):
+    messages = [
+        e.message
+        for e in loaded.instance.all_logs(loaded.range_result.run_id)
+        if e.user_message and "kommo/leads" in e.user_message
+    ]
+    assert any("progress:" in m for m in messages)
+    assert any(
+        "2026-10-01..2026-10-31: 300 rows -> kommo_crm.kommo.leads" in m and "requests" in m
+        for m in messages
+    )
+
+
+def test_the_row_count_per_day_matches_the_table(loaded: Warehouse):
+    events = [
+        e.materialization
+        for e in loaded.range_result.get_asset_materialization_events()
+        if e.materialization.asset_key.path[-1] == "events"
+    ]
+    for event in events:
+        day = _day(event.partition or "")
+        [(count,)] = loaded.sql(
+            f"SELECT count(*) FROM kommo.events WHERE created_at >= {day.start} "
+            f"AND created_at < {day.end}"
+        )
+        assert event.metadata["dagster/row_count"].value == count
+    assert sum(e.metadata["dagster/row_count"].value for e in events) == len(
+        loaded.sandbox.expected_rows("events")
+    )
