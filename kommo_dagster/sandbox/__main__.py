@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="requests per second over a sliding second, 0/none = unlimited (default 7)",
     )
     r.add_argument("--rate-limit-style", choices=RATE_LIMIT_STYLES, default=d.rate_limit_style)
+    r.add_argument(
+        "--rate-limit-window",
+        type=float,
+        default=d.rate_limit_window,
+        help="seconds of the sliding window (Kommo: 1)",
+    )
     r.add_argument("--ban-after", type=int, default=None, help="IP-block (HTML 403) after K 429s")
     r.add_argument("--latency-ms", type=float, default=0.0)
     r.add_argument("--jitter-ms", type=float, default=0.0, help="latency +/- this much")
@@ -116,6 +122,7 @@ def config_from_args(ns: argparse.Namespace) -> SandboxConfig:
         end=ns.end,
         requests_per_second=ns.rps,
         rate_limit_style=ns.rate_limit_style,
+        rate_limit_window=ns.rate_limit_window,
         ban_after=ns.ban_after,
         latency_ms=ns.latency_ms,
         latency_jitter_ms=ns.jitter_ms,
@@ -138,13 +145,18 @@ def config_from_args(ns: argparse.Namespace) -> SandboxConfig:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_config(argv: list[str] | None = None) -> SandboxConfig:
+    """The SandboxConfig of a command line; exits with a usage error when it is invalid."""
     parser = build_parser()
     ns = parser.parse_args(argv)
     try:
-        config = config_from_args(ns)
+        return config_from_args(ns)
     except ValueError as e:
         parser.error(str(e))
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(argv)
     stop = threading.Event()
 
     def _stop(signum: int, frame: object) -> None:

@@ -104,10 +104,13 @@ class Account:
             if gc_was_enabled:
                 gc.enable()
         self.max_ts = max(
-            int(t.cols[c].max())
-            for t in self.tables.values()
-            for c in ("updated_at", "created_at")
-            if c in t.cols and len(t)
+            (
+                int(t.cols[c].max())
+                for t in self.tables.values()
+                for c in ("updated_at", "created_at")
+                if c in t.cols and len(t)
+            ),
+            default=self.catalog.start_ts,
         )
 
     # --- generation ---------------------------------------------------------------------------
@@ -301,7 +304,8 @@ class Account:
 
         self.tables["tasks"].load(records(), states=np.full(n, LIVE))
         # Ids in the gaps belonged to tasks deleted before; their deletions are in the events.
-        gaps = sorted(set(range(id_list[0], id_list[-1])) - set(id_list))[:: max(1, n // 50)]
+        gaps = sorted(set(range(id_list[0], id_list[-1])) - set(id_list)) if id_list else []
+        gaps = gaps[:: max(1, n // 50)]
         for k, tid in enumerate(gaps):
             t = cat.start_ts + (k * 7_919) % (cat.end_ts - cat.start_ts)
             self._events.append((t, "task_deleted", "task", tid, cat.user(rng), [], []))

@@ -111,6 +111,9 @@ class SandboxConfig:
     # Sliding one-second window counted on arrival; None = unlimited.
     requests_per_second: float | None = 7.0
     rate_limit_style: RateLimitStyle = "json"
+    # Length of the sliding window in seconds: Kommo's is one second. Tests lengthen it so that
+    # "two requests inside one window" does not depend on how fast the machine is.
+    rate_limit_window: float = 1.0
     # After this many violations every request gets Kommo's HTML 403 (an IP block).
     ban_after: int | None = None
     latency_ms: float = 0.0
@@ -137,6 +140,8 @@ class SandboxConfig:
                 f"rate_limit_style must be one of {RATE_LIMIT_STYLES}, "
                 f"got {self.rate_limit_style!r}"
             )
+        if self.rate_limit_window <= 0:
+            raise ValueError("rate_limit_window must be positive")
         if self.ban_after is not None and self.ban_after < 1:
             raise ValueError("ban_after must be at least 1")
         if self.latency_ms < 0 or self.latency_jitter_ms < 0:

@@ -32,6 +32,7 @@ def config_to_args(config: SandboxConfig) -> list[str]:
         "--end", c.end.isoformat(),
         "--rps", "none" if c.requests_per_second is None else repr(c.requests_per_second),
         "--rate-limit-style", c.rate_limit_style,
+        "--rate-limit-window", repr(c.rate_limit_window),
         "--latency-ms", repr(c.latency_ms),
         "--jitter-ms", repr(c.latency_jitter_ms),
         "--token", c.token,

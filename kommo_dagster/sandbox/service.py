@@ -302,7 +302,7 @@ class KommoSandbox:
         if url.path.startswith("/__sandbox/") or url.path == "/__sandbox":
             h.send(self._control(h.command, url.path, url.query, body))
             return
-        before = self.stats_counter.arrive(time.monotonic())
+        before = self.stats_counter.arrive(time.monotonic(), window=self._config.rate_limit_window)
         try:
             resp = self._gateway(h, url.path, url.query, before)
             self.stats_counter.record(url.path, "dropped" if resp.drop else resp.status)

@@ -6,6 +6,7 @@ backed off after a 429) without trusting the client's own account of itself.
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import Counter, defaultdict, deque
@@ -35,16 +36,22 @@ class Stats:
             self.churn_changes: Counter[str] = Counter()
             self._arrivals: deque[float] = deque()
 
-    def arrive(self, now: float) -> int:
-        """Count an arrival; return how many arrived in the second before it (for the limiter)."""
+    def arrive(self, now: float, *, window: float = 1.0) -> int:
+        """Count an arrival; return how many arrived within `window` seconds before it.
+
+        The peak is always measured over one second; the limiter's window may differ (tests).
+        """
         with self._lock:
             q = self._arrivals
-            while q and q[0] <= now - 1.0:
+            horizon = max(window, 1.0)
+            while q and q[0] <= now - horizon:
                 q.popleft()
-            before = len(q)
             q.append(now)
             self.requests += 1
-            self.peak_requests_per_second = max(self.peak_requests_per_second, len(q))
+            # Arrivals in (now - 1, now], this one included.
+            in_second = len(q) - bisect.bisect_right(q, now - 1.0)
+            self.peak_requests_per_second = max(self.peak_requests_per_second, in_second)
+            before = len(q) - 1 - bisect.bisect_right(q, now - window)
             self.in_flight += 1
             self.peak_concurrency = max(self.peak_concurrency, self.in_flight)
             return before

@@ -20,9 +20,8 @@ class Api:
 
     def get(self, path: str, params: Any = None, *, token: str | None = None, **kw: Any):
         headers = {"Authorization": f"Bearer {token or self.sb.token}"}
-        return self.session.get(
-            f"{self.sb.base_url}{path}", params=params, headers=headers, timeout=30, **kw
-        )
+        kw.setdefault("timeout", 30)
+        return self.session.get(f"{self.sb.base_url}{path}", params=params, headers=headers, **kw)
 
     def items(self, path: str, key: str, params: Any = None) -> list[dict[str, Any]]:
         """Every record of a list endpoint, following `_links.next` until it is absent."""
