@@ -453,9 +453,10 @@ class _Extraction:
             probe = self.walks[0]
             assert isinstance(probe, PagesWalk)
             if probe.probe_full:
-                parts = quantile_bounds(
-                    probe.first_page or [], self.lo, self.hi, self.client.target_concurrency()
-                )
+                # Equal slices of time: the probe's tasks (lowest ids) are no fair sample of
+                # updated_at, and a part cannot be split once paged. Twice the concurrency in
+                # parts evens out the load as the walks finish at different times.
+                parts = quantile_bounds([], self.lo, self.hi, 2 * self.client.target_concurrency())
                 self._task_round(parts)
         elif self.phase == "walk":
             multi = {id(w) for w in self.round if w.requests > 1}

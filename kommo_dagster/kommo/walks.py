@@ -329,7 +329,7 @@ class KeysetWalk(Walk):
         since = (self.second_since or int(time.time())) - CLOCK_SLACK
         stream, transport = self.stream, self.transport
 
-        def run() -> bool:
+        def run() -> tuple[bool, int]:
             return second_is_stable(
                 stream=stream,
                 transport=transport,
@@ -340,7 +340,9 @@ class KeysetWalk(Walk):
 
         return Job(walk=self, run=run, kind="check")
 
-    def _on_check(self, stable: bool) -> list[dict[str, Any]]:
+    def _on_check(self, result: tuple[bool, int]) -> list[dict[str, Any]]:
+        stable, requests = result
+        self.requests += requests
         if stable:
             self._second_done()
             return []
@@ -389,9 +391,10 @@ def second_is_stable(
     second: int,
     ids: frozenset,
     since: int,
-) -> bool:
+) -> tuple[bool, int]:
     """False if a record of ``ids`` (seen in second ``second``) changed or was deleted since
-    ``since``: then offset paging inside the second may have skipped a record."""
+    ``since``: then offset paging inside the second may have skipped a record. Also returns
+    the number of requests made."""
     queries: list[tuple[tuple[str, str | int], ...]] = [
         (("filter[updated_at][from]", since), ("filter[updated_at][to]", FAR_FUTURE))
     ]
@@ -405,20 +408,22 @@ def second_is_stable(
                     ("filter[updated_at][to]", hi),
                 )
             )
+    requests = 0
     for query in queries:
         for page in range(1, CHECK_MAX_PAGES + 1):
             resp = transport.get(
                 stream.path,
                 [*query, ("order[id]", "asc"), ("limit", stream.page_size or 250), ("page", page)],
             )
+            requests += 1
             records, has_next = records_of(stream, resp)
             if any(r.get("id") in ids for r in records):
-                return False
+                return False, requests
             if len(records) < (stream.page_size or 250) or not has_next:
                 break
         else:
-            return False
-    return True
+            return False, requests
+    return True, requests
 
 
 @dataclass(eq=False, kw_only=True)
@@ -579,12 +584,13 @@ def tasks_check(
     lo: int,
     hi: int,
     seen: Container[int],
-) -> tuple[list[dict[str, Any]], set[int] | None]:
+) -> tuple[list[dict[str, Any]], set[int] | None, int]:
     """After a tasks window was walked: the changed tasks whose new version lies in the window
     (to yield), and the seen tasks that have since left the window or were deleted (their
     departure may have shifted an unseen task past a page boundary behind them). None instead of
-    that set when there were too many changes to list."""
+    that set when there were too many changes to list. Also returns the number of requests."""
     limit = stream.page_size or 250
+    requests = 0
     inside: list[dict[str, Any]] = []
     departed: set[int] = set()
     for page in range(1, CHECK_MAX_PAGES + 1):
@@ -598,6 +604,7 @@ def tasks_check(
                 ("page", page),
             ],
         )
+        requests += 1
         records, has_next = records_of(stream, resp)
         for r in records:
             updated = r.get("updated_at")
@@ -608,7 +615,7 @@ def tasks_check(
         if len(records) < limit or not has_next:
             break
     else:
-        return inside, None
+        return inside, None, requests
     events = get_stream("events")
     for page in range(1, CHECK_MAX_PAGES + 1):
         resp = transport.get(
@@ -621,13 +628,14 @@ def tasks_check(
                 ("page", page),
             ],
         )
+        requests += 1
         records, has_next = records_of(events, resp)
         departed.update(e["entity_id"] for e in records if e.get("entity_id") in seen)
         if len(records) < (events.page_size or 100) or not has_next:
             break
     else:
-        return inside, None
-    return inside, departed
+        return inside, None, requests
+    return inside, departed, requests
 
 
 @dataclass(eq=False, kw_only=True)
@@ -657,8 +665,8 @@ class TasksCheckWalk(Walk):
         return Job(walk=self, run=lambda: tasks_check(**args), kind="check")
 
     def on_result(self, job: Job, result: Any) -> list[dict[str, Any]]:
-        inside, self.departed = result
-        self.requests += 1
+        inside, self.departed, requests = result
+        self.requests += requests
         self.done = True
         return inside
 

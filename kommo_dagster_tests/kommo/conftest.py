@@ -1,0 +1,64 @@
+"""Helpers for the client tests: clients pointed at a sandbox, windows, and row comparison."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from kommo_dagster.kommo import KommoClient, RetryPolicy
+from kommo_dagster.kommo.records import to_columns
+from kommo_dagster.sandbox import KommoSandbox
+
+# The sandbox's default data window, [2026-10-01, 2026-11-01).
+START = datetime(2026, 10, 1, tzinfo=UTC)
+END = datetime(2026, 11, 1, tzinfo=UTC)
+INCREMENTAL = ("leads", "contacts", "companies", "tasks", "events")
+
+# Fast retries for tests; retry_after from the sandbox (1 s) is still honoured.
+FAST_RETRY = RetryPolicy(max_attempts=6, max_elapsed=30.0, backoff_base=0.01, backoff_max=0.05)
+
+
+@pytest.fixture
+def client_for(tmp_path) -> Iterator[Callable[..., KommoClient]]:
+    """Clients for a sandbox: `client_for(sb, requests_per_second=None, ...)`; closed after."""
+    made: list[KommoClient] = []
+
+    def make(sb: KommoSandbox, **kwargs: Any) -> KommoClient:
+        kwargs.setdefault("token", sb.token)
+        kwargs.setdefault("requests_per_second", None)
+        kwargs.setdefault("rate_limit_dir", tmp_path / "rate")
+        kwargs.setdefault("retry", FAST_RETRY)
+        client = KommoClient(base_url=sb.base_url, **kwargs)
+        made.append(client)
+        return client
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def fetch(
+    client: KommoClient, stream: str, start: datetime | None = START, end: datetime | None = END
+) -> list[dict[str, Any]]:
+    return [r for page in client.iter_records(stream, start=start, end=end) for r in page]
+
+
+def rows_of(stream: str, records: list[dict[str, Any]]) -> list[tuple]:
+    """Contract rows as sorted tuples, for comparing with the sandbox's expected rows."""
+    cols = to_columns(stream, records)
+    return sorted(zip(*cols.values(), strict=True), key=repr)
+
+
+def expected(sb: KommoSandbox, stream: str, start: datetime = START, end: datetime = END):
+    """The sandbox's expected rows of `stream` whose cursor lies in [start, end)."""
+    cursor = {"events": "created_at"}.get(stream, "updated_at")
+    lo, hi = start.timestamp(), end.timestamp()
+    out = []
+    for row in sb.expected_rows(stream):
+        if cursor in row and not lo <= row[cursor] < hi:
+            continue
+        out.append(tuple(row.values()))
+    return sorted(out, key=repr)

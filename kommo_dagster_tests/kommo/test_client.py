@@ -1,0 +1,169 @@
+"""KommoClient against the sandbox over real HTTP: exact streams, windows, request counts,
+streaming, concurrency and progress."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from kommo_dagster.kommo import KommoNotFoundError, Progress
+from kommo_dagster.kommo.streams import STREAMS
+from kommo_dagster_tests.kommo.conftest import END, INCREMENTAL, START, expected, fetch, rows_of
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def account():
+    """300 leads and their companions, no rate limit; read-only for this module."""
+    from kommo_dagster.sandbox import KommoSandbox, SandboxConfig
+
+    with KommoSandbox(SandboxConfig(seed=1, leads=300, requests_per_second=None)) as sb:
+        yield sb
+
+
+@pytest.mark.parametrize("stream", list(STREAMS))
+def test_every_stream_is_exactly_what_the_api_holds(account, client_for, stream):
+    client = client_for(account)
+    records = fetch(client, stream)
+    assert records, "the sandbox account has rows in every stream"
+    assert rows_of(stream, records) == expected(account, stream)
+    # Each (id, cursor) exactly once; a status is identified by (pipeline_id, id).
+    cursor = STREAMS[stream].cursor or ("pipeline_id" if stream == "statuses" else "id")
+    keys = Counter((r["id"], r.get(cursor)) for r in records)
+    assert max(keys.values()) == 1
+
+
+def test_deleted_records_arrive_marked_deleted(account, client_for):
+    client = client_for(account)
+    for stream in ("leads", "contacts", "companies"):
+        deleted = [r for r in fetch(client, stream) if r["is_deleted"]]
+        assert deleted, stream
+        assert {r["id"] for r in deleted} == {
+            r["id"] for r in account.expected_rows(stream) if r["is_deleted"]
+        }
+    # Leads carry the with= fields, deleted ones included.
+    leads = fetch(client, "leads")
+    assert all("source_id" in r and "is_price_modified_by_robot" in r for r in leads)
+
+
+@pytest.mark.parametrize("stream", INCREMENTAL)
+def test_daily_windows_partition_the_stream(account, client_for, stream):
+    client = client_for(account, max_workers=2)
+    days = [START + timedelta(days=i) for i in range((END - START).days + 1)]
+    seen: list[dict] = []
+    for a, b in zip(days, days[1:], strict=False):
+        page_rows = fetch(client, stream, a, b)
+        cursor = STREAMS[stream].cursor
+        assert all(a.timestamp() <= r[cursor] < b.timestamp() for r in page_rows)
+        seen += page_rows
+    assert rows_of(stream, seen) == expected(account, stream)
+
+
+@pytest.mark.parametrize(
+    ("stream", "requests"),
+    [("leads", 2), ("contacts", 2), ("companies", 2), ("tasks", 1), ("events", 1)],
+)
+def test_a_quiet_window_costs_one_request_per_list(account, client_for, stream, requests):
+    # Leads, contacts and companies have two lists: the live one and the deleted one.
+    client = client_for(account)
+    quiet = datetime(2026, 9, 1, tzinfo=UTC)
+    assert fetch(client, stream, quiet, quiet + timedelta(days=20)) == []
+    assert client.stats().requests == requests
+
+
+def test_a_window_of_one_short_page_costs_one_request(account, client_for):
+    client = client_for(account)
+    day = datetime(2026, 10, 20, tzinfo=UTC)
+    rows = fetch(client, "tasks", day, day + timedelta(days=1))
+    assert 0 < len(rows) < 250
+    assert client.stats().requests == 1
+
+
+def test_the_beginning_and_now_are_the_default_bounds(account, client_for):
+    client = client_for(account)
+    assert rows_of("events", fetch(client, "events", None, None)) == expected(account, "events")
+
+
+def test_naive_datetimes_are_refused(account, client_for):
+    client = client_for(account)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        client.iter_records("leads", start=datetime(2026, 10, 1), end=END)
+
+
+def test_statuses_for_given_pipelines_and_a_missing_pipeline(account, client_for):
+    client = client_for(account)
+    pipelines = fetch(client, "pipelines")
+    first = pipelines[0]["id"]
+    statuses = [r for page in client.iter_records("statuses", parent_ids=[first]) for r in page]
+    assert statuses and {s["pipeline_id"] for s in statuses} == {first}
+    with pytest.raises(KommoNotFoundError, match="no pipeline with id 999999"):
+        list(client.iter_records("statuses", parent_ids=[first, 999999]))
+
+
+@pytest.mark.timeout(180)
+def test_a_large_window_is_split_and_costs_near_the_minimum(sandbox_factory, client_for):
+    sb = sandbox_factory(leads=4000, requests_per_second=None, latency_ms=5)
+    client = client_for(sb, max_workers=4)
+    for stream, size in (("leads", 250), ("events", 100)):
+        before = len(client.stats().parts)
+        start_requests = client.stats().requests
+        records = fetch(client, stream)
+        assert rows_of(stream, records) == expected(sb, stream)
+        parts = client.stats().parts[before:]
+        assert len([p for p in parts if p.kind in ("live", "pages")]) > 1, "split into parts"
+        requests = client.stats().requests - start_requests
+        minimum = sum(math.ceil(p.rows / size) for p in parts)
+        # The keyset re-reads the last second of each page, and each crowded second (the
+        # sandbox has one of 260 records per stream) costs two first pages; nothing else.
+        assert requests <= minimum + len(parts) + 3, (stream, requests, minimum, parts)
+
+
+def test_pages_stream_as_they_arrive(sandbox_factory, client_for):
+    sb = sandbox_factory(leads=2000, requests_per_second=None)
+    client = client_for(sb, max_workers=2)
+    pages = client.iter_records("events", start=START, end=END)
+    first = next(pages)
+    assert 0 < len(first) <= 100
+    # The first page came long before the window was read.
+    assert client.stats().requests < 10
+    assert sum(len(p) for p in pages) + len(first) == len(expected(sb, "events"))
+    assert all(len(p) <= 250 for p in client.iter_records("leads", start=START, end=END))
+
+
+def test_an_abandoned_extraction_stops_cleanly(sandbox_factory, client_for):
+    sb = sandbox_factory(leads=2000, requests_per_second=None, latency_ms=20)
+    client = client_for(sb, max_workers=3)
+    pages = client.iter_records("events", start=START, end=END)
+    next(pages)
+    pages.close()
+    # The client is still usable afterwards.
+    assert rows_of("companies", fetch(client, "companies")) == expected(sb, "companies")
+
+
+def test_progress_is_reported_on_a_cadence_and_at_the_end(sandbox_factory, client_for):
+    sb = sandbox_factory(leads=1500, requests_per_second=None, latency_ms=30)
+    reports: list[Progress] = []
+    client = client_for(sb, progress=reports.append, progress_interval=0.05, max_workers=2)
+    rows = fetch(client, "events")
+    final = reports[-1]
+    assert final.done and final.stream == "events"
+    assert final.rows == len(rows) and final.pages >= math.ceil(len(rows) / 100)
+    assert final.requests == client.stats().requests and final.fraction_done == 1.0
+    assert (final.window_start, final.window_end) == (START, END)
+    for p in reports[:-1]:
+        assert not p.done and p.rows <= final.rows
+        assert p.fraction_done is None or 0.0 <= p.fraction_done <= 1.0
+    assert "events" in str(final) and "rows" in str(final)
+
+
+def test_stats_count_requests_pages_and_rows(account, client_for):
+    client = client_for(account)
+    rows = fetch(client, "contacts")
+    st = client.stats()
+    assert st.rows == len(rows) and st.pages >= 1 and st.requests >= st.pages
+    assert st.retries == st.throttled == st.errors == 0
+    assert st.requests_per_second > 0
