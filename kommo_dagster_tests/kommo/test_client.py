@@ -3,6 +3,7 @@ streaming, concurrency and progress."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -55,7 +56,7 @@ def test_daily_windows_partition_the_stream(account, client_for, stream):
     client = client_for(account, max_workers=2)
     days = [START + timedelta(days=i) for i in range((END - START).days + 1)]
     seen: list[dict] = []
-    for a, b in zip(days, days[1:], strict=False):
+    for a, b in itertools.pairwise(days):
         page_rows = fetch(client, stream, a, b)
         cursor = STREAMS[stream].cursor
         assert all(a.timestamp() <= r[cursor] < b.timestamp() for r in page_rows)

@@ -3,6 +3,7 @@ the pure helpers of the walks."""
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -121,7 +122,7 @@ def test_quantile_bounds_cover_the_range_without_gaps():
     assert quantile_bounds([], 0, 99, 4) == [(0, 24), (25, 49), (50, 74), (75, 99)]
     parts = quantile_bounds([5, 5, 5, 6, 7, 50, 90, 91], 0, 99, 4)
     assert parts[0][0] == 0 and parts[-1][1] == 99
-    assert all(b + 1 == c for (_, b), (c, _) in zip(parts, parts[1:], strict=False))
+    assert all(b + 1 == c for (_, b), (c, _) in itertools.pairwise(parts))
     assert quantile_bounds([], 10, 11, 8) == [(10, 10), (11, 11)]
 
 
