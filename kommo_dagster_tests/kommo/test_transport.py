@@ -1,0 +1,260 @@
+"""Retries, error messages and secrecy, against the sandbox over real HTTP."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from kommo_dagster.kommo import (
+    KommoAuthError,
+    KommoError,
+    KommoForbiddenError,
+    KommoHTTPError,
+    KommoIPBlockedError,
+    KommoNotFoundError,
+    KommoPaymentRequiredError,
+    KommoResponseError,
+    KommoRetryError,
+    RetryPolicy,
+)
+from kommo_dagster.sandbox import FaultConfig
+from kommo_dagster_tests.kommo.conftest import expected, fetch, rows_of
+
+pytestmark = pytest.mark.timeout(120)
+
+SECRET = "tok-7Q2x-SECRET-do-not-print-9Z"
+
+
+@pytest.fixture(scope="module")
+def quiet_account():
+    from kommo_dagster.sandbox import KommoSandbox, SandboxConfig
+
+    with KommoSandbox(
+        SandboxConfig(seed=2, leads=300, requests_per_second=None, token=SECRET)
+    ) as sb:
+        yield sb
+
+
+@pytest.fixture
+def account(quiet_account):
+    quiet_account.reset()
+    yield quiet_account
+    quiet_account.reset()
+    quiet_account.update_config(
+        rate_limit_style="json", unpaid=False, not_admin=False, faults=FaultConfig()
+    )
+
+
+@pytest.mark.parametrize("style", ["json", "header", "html", "mixed"])
+def test_every_429_style_is_retried(account, client_for, style, caplog):
+    account.update_config(rate_limit_style=style)
+    account.inject_fault("429", count=2)
+    client = client_for(account)
+    with caplog.at_level(logging.WARNING, logger="kommo_dagster.kommo"):
+        records = fetch(client, "companies")
+    assert rows_of("companies", records) == expected(account, "companies")
+    st = client.stats()
+    assert st.throttled == 2 and st.retries == 2
+    assert caplog.text.count("HTTP 429") == 2
+    if style in ("json", "header"):
+        # The sandbox asks for one second, in the body or in Retry-After; the client waits it.
+        assert caplog.text.count("in 1.0s") == 2
+
+
+def test_a_429_pauses_every_user_of_the_account(account, client_for):
+    account.inject_fault("429", count=1)
+    a = client_for(account, requests_per_second=1000)
+    b = client_for(account, requests_per_second=1000)
+    worker = threading.Thread(target=fetch, args=(a, "companies"))
+    worker.start()
+    # While the first client waits out its 429, the other one meets the pause too.
+    paused = []
+    while worker.is_alive() and not paused:
+        at, wait = b.limiter.try_acquire()
+        if at is None and 0.2 < wait <= 1.0:
+            paused.append(wait)
+    worker.join()
+    assert paused and a.stats().throttled == 1
+
+
+@pytest.mark.parametrize("kind", ["500_json", "500_html", "502", "504", "drop"])
+def test_every_fault_is_retried(account, client_for, kind):
+    account.inject_fault(kind, count=2)
+    client = client_for(account)
+    assert rows_of("contacts", fetch(client, "contacts")) == expected(account, "contacts")
+    assert client.stats().retries == 2 and client.stats().throttled == 0
+
+
+def test_a_read_timeout_is_retried(account, client_for):
+    account.update_config(faults=FaultConfig(slow_seconds=1.5))
+    account.inject_fault("slow", count=1)
+    client = client_for(account, timeout=(2.0, 0.3))
+    assert rows_of("companies", fetch(client, "companies")) == expected(account, "companies")
+    assert client.stats().retries == 1
+
+
+def test_seeded_faults_on_every_stream_still_give_exact_streams(sandbox_factory, client_for):
+    faults = FaultConfig(error_500_json=0.05, error_502=0.05, error_504=0.05, drop=0.05, seed=3)
+    sb = sandbox_factory(leads=1200, requests_per_second=None, faults=faults)
+    client = client_for(sb, max_workers=3)
+    for stream in ("leads", "tasks", "events"):
+        assert rows_of(stream, fetch(client, stream)) == expected(sb, stream)
+    assert client.stats().retries > 0
+
+
+def test_retries_are_bounded_and_the_error_says_what_was_tried(account, client_for):
+    account.inject_fault("502", count=10)
+    policy = RetryPolicy(max_attempts=3, max_elapsed=10, backoff_base=0.01, backoff_max=0.02)
+    client = client_for(account, retry=policy)
+    with pytest.raises(KommoRetryError) as err:
+        fetch(client, "companies")
+    msg = str(err.value)
+    assert "failed after 3 attempts" in msg and "HTTP 502" in msg and "s (limits" in msg
+    assert err.value.attempts == 3 and err.value.last_status == 502
+
+
+def test_a_retry_budget_in_time_is_honoured(account, client_for):
+    account.inject_fault("429", count=10)
+    policy = RetryPolicy(max_attempts=50, max_elapsed=1.5)
+    client = client_for(account, retry=policy)
+    with pytest.raises(KommoRetryError, match="kept answering 429") as err:
+        fetch(client, "companies")
+    assert err.value.attempts < 50 and err.value.last_status == 429
+
+
+def test_401_names_the_token_variable_and_is_not_retried(account, client_for):
+    client = client_for(account, token="tok-wrong-" + SECRET)
+    with pytest.raises(KommoAuthError, match="check KOMMO_API_TOKEN") as err:
+        fetch(client, "tasks")
+    assert "401" in str(err.value) and client.stats().requests == 1
+
+
+def test_402_says_the_paid_period_ended(account, client_for):
+    account.update_config(unpaid=True)
+    client = client_for(account)
+    with pytest.raises(KommoPaymentRequiredError, match="paid period has ended"):
+        fetch(client, "pipelines")
+    assert client.stats().requests == 1
+
+
+def test_403_on_users_says_the_user_is_not_an_admin(account, client_for):
+    account.update_config(not_admin=True)
+    client = client_for(account)
+    with pytest.raises(KommoForbiddenError, match="not an account administrator"):
+        fetch(client, "users")
+    assert client.stats().requests == 1
+
+
+def test_an_html_403_is_an_ip_block_that_only_support_can_lift(sandbox_factory, client_for):
+    sb = sandbox_factory(leads=300, requests_per_second=1, ban_after=1)
+    # A client that ignores the limit draws a violation, which bans the IP.
+    client = client_for(sb, requests_per_second=None)
+    with pytest.raises(KommoIPBlockedError, match="Kommo support") as err:
+        for _ in range(3):
+            fetch(client, "pipelines")
+    assert err.value.status == 403 and sb.stats()["banned"]
+
+
+def test_404_on_a_pipeline_names_it(account, client_for):
+    client = client_for(account)
+    with pytest.raises(KommoNotFoundError, match="pipeline with id 424242"):
+        list(client.iter_records("statuses", parent_ids=[424242]))
+
+
+def test_a_400_carries_kommos_validation_errors(account, client_for):
+    client = client_for(account)
+    with pytest.raises(KommoHTTPError, match="HTTP 400") as err:
+        client.get("/api/v4/leads", [("limit", "many")])
+    assert "limit" in str(err.value)
+
+
+class _Page(BaseHTTPRequestHandler):
+    """A host that is not Kommo: a login page, or broken JSON, with status 200."""
+
+    def do_GET(self):
+        if "broken" in self.path:
+            body, ctype = b'{"_embedded": {"leads": [', "application/hal+json"
+        else:
+            body, ctype = b"<!doctype html><html><body>Sign in</body></html>", "text/html"
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def not_kommo():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_200_that_is_not_json_is_a_clear_error(not_kommo, tmp_path):
+    from kommo_dagster.kommo import KommoClient
+
+    with KommoClient(base_url=not_kommo, token=SECRET, rate_limit_dir=tmp_path) as client:
+        with pytest.raises(KommoResponseError, match="HTML page instead of JSON") as err:
+            client.get("/api/v4/leads")
+        assert "KOMMO_BASE_URL" in str(err.value)
+        with pytest.raises(KommoResponseError, match="malformed JSON"):
+            client.get("/api/v4/broken")
+        assert client.stats().retries == 0
+
+
+def test_the_token_appears_nowhere(
+    account, sandbox_factory, client_for, not_kommo, caplog, tmp_path
+):
+    """Every error path, every log line (urllib3's included), reprs and progress reports."""
+    texts: list[str] = []
+
+    def record(exc: BaseException) -> None:
+        texts.extend([str(exc), repr(exc), "".join(traceback.format_exception(exc))])
+
+    caplog.set_level(logging.DEBUG)
+    reports: list = []
+    client = client_for(account, progress=lambda p: reports.append(str(p) + repr(p)))
+    texts += [repr(client), str(client), repr(client.limiter), repr(client.stats())]
+    fetch(client, "leads")
+    scenarios = [
+        (lambda: account.inject_fault("502", count=10), {"retry": RetryPolicy(max_attempts=2)}),
+        (lambda: account.update_config(unpaid=True), {}),
+        (lambda: account.update_config(unpaid=False, not_admin=True), {}),
+        (lambda: account.update_config(not_admin=False), {"token": SECRET + "x"}),
+    ]
+    for setup, kwargs in scenarios:
+        setup()
+        c = client_for(account, **kwargs)
+        with pytest.raises(KommoError) as err:
+            fetch(c, "users")
+        record(err.value)
+    account.reset()
+    with pytest.raises(KommoNotFoundError) as err:
+        list(client.iter_records("statuses", parent_ids=[1]))
+    record(err.value)
+    banned = sandbox_factory(leads=300, requests_per_second=1, ban_after=1, token=SECRET)
+    c = client_for(banned, requests_per_second=None)
+    with pytest.raises(KommoIPBlockedError) as err:
+        for _ in range(3):
+            fetch(c, "pipelines")
+    record(err.value)
+    from kommo_dagster.kommo import KommoClient
+
+    with KommoClient(base_url=not_kommo, token=SECRET, rate_limit_dir=tmp_path) as c:
+        with pytest.raises(KommoResponseError) as err:
+            c.get("/api/v4/leads")
+        record(err.value)
+    texts += [*reports, caplog.text]
+    assert len(texts) > 20 and caplog.text
+    for text in texts:
+        assert SECRET not in text
