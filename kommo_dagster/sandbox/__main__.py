@@ -76,24 +76,52 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds of the sliding window (Kommo: 1)",
     )
     r.add_argument("--ban-after", type=int, default=None, help="IP-block (HTML 403) after K 429s")
-    r.add_argument("--latency-ms", type=float, default=0.0)
+    r.add_argument("--latency-ms", type=float, default=0.0, help="added to every API response")
     r.add_argument("--jitter-ms", type=float, default=0.0, help="latency +/- this much")
     r.add_argument("--unpaid", action="store_true", help="answer 402 to every request")
     r.add_argument("--not-admin", action="store_true", help="answer 403 to /api/v4/users")
 
     f = p.add_argument_group("faults (per-request probabilities)")
-    for kind in ("500-json", "500-html", "502", "504", "drop", "slow"):
-        f.add_argument(f"--fault-{kind}", type=_rate, default=0.0, metavar="RATE")
-    f.add_argument("--slow-seconds", type=float, default=FaultConfig().slow_seconds)
-    f.add_argument("--fault-seed", type=int, default=None)
+    fault_help = {
+        "500-json": "500 problem+json with a trace_id",
+        "500-html": "500 HTML page",
+        "502": "502 HTML bad gateway",
+        "504": "504 HTML gateway time-out",
+        "drop": "close the connection without a response",
+        "slow": "answer only after --slow-seconds",
+    }
+    for kind, text in fault_help.items():
+        f.add_argument(f"--fault-{kind}", type=_rate, default=0.0, metavar="RATE", help=text)
+    f.add_argument(
+        "--slow-seconds",
+        type=float,
+        default=FaultConfig().slow_seconds,
+        help="delay of a slow response (default %(default)s)",
+    )
+    f.add_argument("--fault-seed", type=int, default=None, help="default: --seed")
 
     c = p.add_argument_group("churn (the account changes while it serves)")
-    c.add_argument("--churn-every-requests", type=int, default=None, metavar="N")
-    c.add_argument("--churn-interval-ms", type=float, default=None, metavar="MS")
-    c.add_argument("--churn-updates", type=int, default=ChurnConfig().updates)
-    c.add_argument("--churn-creates", type=int, default=ChurnConfig().creates)
-    c.add_argument("--churn-deletes", type=int, default=ChurnConfig().deletes)
-    c.add_argument("--churn-restores", type=int, default=ChurnConfig().restores)
+    c.add_argument(
+        "--churn-every-requests",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a step every N requests",
+    )
+    c.add_argument(
+        "--churn-interval-ms", type=float, default=None, metavar="MS", help="a step every MS ms"
+    )
+    dc = ChurnConfig()
+    c.add_argument("--churn-updates", type=int, default=dc.updates, help="updates per stream/step")
+    c.add_argument(
+        "--churn-creates", type=int, default=dc.creates, help="creations per stream/step"
+    )
+    c.add_argument(
+        "--churn-deletes", type=int, default=dc.deletes, help="deletions per stream/step"
+    )
+    c.add_argument(
+        "--churn-restores", type=int, default=dc.restores, help="restores per stream/step"
+    )
     c.add_argument(
         "--churn-streams",
         default=",".join(ChurnConfig().streams),

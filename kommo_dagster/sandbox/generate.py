@@ -133,9 +133,11 @@ class Catalog:
         return {"self": {"href": f"{self.base_url}{path}"}}
 
     def user(self, rng: random.Random, *, robot_share: float = 0.0) -> int:
+        """A user id, or 0 (a robot or an integration) with probability robot_share."""
         if robot_share and rng.random() < robot_share:
             return 0
-        return pick(rng, self.user_ids)
+        ids = self.user_ids
+        return ids[int(rng.random() * len(ids))]
 
 
 # --- the catalog ----------------------------------------------------------------------------
