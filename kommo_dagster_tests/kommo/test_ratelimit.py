@@ -4,6 +4,7 @@ processes. These tests check the slot times the limiter wrote, not wall-clock du
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -62,8 +63,8 @@ CHILD = """
 import json, sys
 from pathlib import Path
 from kommo_dagster.kommo.ratelimit import SharedRateLimiter
-lim = SharedRateLimiter(key="acct", requests_per_second=30, directory=Path(sys.argv[1]))
-print(json.dumps([lim.acquire().at for _ in range(45)]))
+lim = SharedRateLimiter(key="acct", requests_per_second=60, directory=Path(sys.argv[1]))
+print(json.dumps([lim.acquire().at for _ in range(40)]))
 """
 
 
@@ -80,9 +81,9 @@ def test_processes_share_one_budget(tmp_path):
         out, _ = p.communicate(timeout=100)
         assert p.returncode == 0
         times += json.loads(out)
-    assert len(times) == 135
-    window = SharedRateLimiter(key="acct", requests_per_second=30, directory=tmp_path).window
-    assert_within_budget(times, 30, window)
+    assert len(times) == 120
+    window = SharedRateLimiter(key="acct", requests_per_second=60, directory=tmp_path).window
+    assert_within_budget(times, 60, window)
 
 
 def test_a_block_pauses_every_user_of_the_account(tmp_path):
@@ -104,3 +105,63 @@ def test_a_torn_state_file_is_read_as_a_full_window(tmp_path):
     state = array("d")
     state.frombytes(Path(lim.path).read_bytes())
     assert len(state) == 1 and state[0] == pytest.approx(time.time() + wait, abs=0.5)
+
+
+# --- against the sandbox, which counts requests on arrival in a sliding one-second window ----
+
+EXTRACT = """
+import json, sys
+from kommo_dagster.kommo import KommoClient
+from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS
+from datetime import datetime, UTC
+start, end = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)
+with KommoClient.from_env() as client:
+    rows = {s: sum(len(p) for p in client.iter_records(s, start=start, end=end))
+            for s in INCREMENTAL_STREAMS}
+    print(json.dumps({"rows": rows, "requests": client.stats().requests}))
+"""
+
+
+@pytest.mark.timeout(180)
+def test_two_processes_extracting_at_once_stay_under_the_limit(sandbox_factory, tmp_path):
+    sb = sandbox_factory(leads=300, requests_per_second=7, latency_ms=40, latency_jitter_ms=20)
+    env = {
+        **os.environ,
+        "KOMMO_BASE_URL": sb.base_url,
+        "KOMMO_API_TOKEN": sb.token,
+        "KOMMO_REQUESTS_PER_SECOND": "7",
+        "KOMMO_MAX_WORKERS": "4",
+        "KOMMO_RATE_LIMIT_DIR": str(tmp_path),
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", EXTRACT], env=env, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    results = []
+    for p in procs:
+        out, _ = p.communicate(timeout=170)
+        assert p.returncode == 0
+        results.append(json.loads(out))
+    stats = sb.stats()
+    assert stats["violations"] == 0 and stats["rate_limited"] == 0
+    want = {s: len(sb.expected_rows(s)) for s in ("leads", "contacts", "companies", "tasks")}
+    for result in results:
+        assert {s: result["rows"][s] for s in want} == want
+    assert stats["requests"] == sum(r["requests"] for r in results)
+
+
+@pytest.mark.timeout(120)
+def test_one_client_with_many_workers_stays_under_the_limit(sandbox_factory, tmp_path):
+    from kommo_dagster.kommo import KommoClient
+
+    sb = sandbox_factory(leads=600, requests_per_second=7, latency_ms=150, latency_jitter_ms=50)
+    with KommoClient(
+        base_url=sb.base_url, token=sb.token, max_workers=6, rate_limit_dir=tmp_path
+    ) as client:
+        rows = sum(len(p) for p in client.iter_records("events"))
+        assert rows == len(sb.expected_rows("events"))
+        assert client.stats().requests > 14 and client.stats().throttled == 0
+    stats = sb.stats()
+    assert stats["violations"] == 0 and stats["peak_concurrency"] > 1
