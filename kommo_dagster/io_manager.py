@@ -17,7 +17,7 @@ write, not for the API.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
@@ -58,9 +58,15 @@ class KommoDuckDBResource(DuckDBResource):
     )
 
     @contextlib.contextmanager
-    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:  # type: ignore[override]
+    def get_connection(  # type: ignore[override]
+        self, *, on_wait: Callable[[str], None] | None = None
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection holding the file; ``on_wait`` hears once if it has to wait for it."""
         with connect(
-            self.database, timeout=self.lock_timeout, config=self.connection_config
+            self.database,
+            timeout=self.lock_timeout,
+            config=self.connection_config,
+            on_wait=on_wait,
         ) as con:
             yield con
 
@@ -95,7 +101,7 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
                     f"{stream.name}: rows were extracted for {_label(staged.window)} but the "
                     f"output is {_label(window)}"
                 )
-            with self.duckdb.get_connection() as con:
+            with self.duckdb.get_connection(on_wait=context.log.info) as con:
                 result = write_slice(con, staged, schema=self.schema_name)
                 columns = table_columns(con, schema=self.schema_name, table=stream.name)
         finally:
@@ -146,7 +152,7 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         stream = _stream_of(context)
         window = _window_of(context)
-        with self.duckdb.get_connection() as con:
+        with self.duckdb.get_connection(on_wait=context.log.info) as con:
             if not table_exists(con, schema=self.schema_name, table=stream.name):
                 upstream = context.upstream_output.asset_key if context.upstream_output else None
                 name = upstream.to_user_string() if upstream else stream.name

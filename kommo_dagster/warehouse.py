@@ -31,7 +31,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -191,19 +191,29 @@ def connect(
     timeout: float,
     config: Mapping[str, Any] | None = None,
     read_only: bool = False,
+    on_wait: Callable[[str], None] | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection to ``database``, holding the project's lock file for as long as it is open.
 
     Waits up to ``timeout`` seconds in total: first for the lock file (another run of this
     project), then for DuckDB's own lock (another program holding the file). ``config`` is
-    DuckDB's connection configuration (``{"memory_limit": "512MB"}``...).
+    DuckDB's connection configuration (``{"memory_limit": "512MB"}``...). ``on_wait`` is told,
+    once, when the connection has to wait.
     """
     database = Path(database)
     database.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout
     lock = filelock.FileLock(str(lock_path(database)), timeout=timeout)
     try:
-        lock.acquire()
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            if on_wait is not None:
+                on_wait(
+                    f"{database} is being written by another run; waiting up to "
+                    f"{timeout:.0f} s for it (KOMMO_DUCKDB_LOCK_TIMEOUT)"
+                )
+            lock.acquire()
     except filelock.Timeout:
         raise DatabaseLockTimeout(
             f"waited {timeout:.0f} s for {lock_path(database)}: another run of this project is "
@@ -211,7 +221,11 @@ def connect(
         ) from None
     try:
         con = _connect_with_retry(
-            database, deadline=deadline, config=dict(config or {}), read_only=read_only
+            database,
+            deadline=deadline,
+            config=dict(config or {}),
+            read_only=read_only,
+            on_wait=on_wait,
         )
         try:
             yield con
@@ -222,7 +236,12 @@ def connect(
 
 
 def _connect_with_retry(
-    database: Path, *, deadline: float, config: dict[str, Any], read_only: bool
+    database: Path,
+    *,
+    deadline: float,
+    config: dict[str, Any],
+    read_only: bool,
+    on_wait: Callable[[str], None] | None,
 ) -> duckdb.DuckDBPyConnection:
     delay = 0.05
     while True:
@@ -231,6 +250,8 @@ def _connect_with_retry(
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise
+            if delay == 0.05 and on_wait is not None:
+                on_wait(f"{database} is held open by another program; waiting for it ({exc})")
             if time.monotonic() + delay > deadline:
                 raise DatabaseLockTimeout(
                     f"{database} stays locked by another program ({exc}). Close the DuckDB "

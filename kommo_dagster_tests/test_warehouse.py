@@ -222,11 +222,13 @@ def test_a_second_connection_waits_for_the_first(db: Path):
     thread.start()
     holding.wait(10)
     threading.Timer(0.3, release.set).start()
-    with connect(db, timeout=30) as con:
+    waits: list[str] = []
+    with connect(db, timeout=30, on_wait=waits.append) as con:
         order.append("second")
         assert con.execute("SELECT x FROM t").fetchall() == [(1,)]
     thread.join(10)
     assert order == ["first", "second"]
+    assert len(waits) == 1 and "another run" in waits[0]
 
 
 def test_waiting_for_the_lock_ends_with_a_clear_error(db: Path):
@@ -276,4 +278,4 @@ def test_staged_rows_are_counted_per_utc_day():
     staged.append(synthetic_columns(LEADS, 5, cursor_start=OCT1.end - 2 * 3600, step=3600))
     staged.append(synthetic_columns(LEADS, 2, cursor_start=OCT2.start + 60, step=60))
     assert staged.rows_by_day() == {date(2026, 10, 1): 2, date(2026, 10, 2): 5}
-    assert (staged.cursor_min, staged.cursor_max) == (OCT1.end - 7200, OCT2.start + 120)
+    assert (staged.cursor_min, staged.cursor_max) == (OCT1.end - 7200, OCT2.start + 7200)

@@ -1,0 +1,159 @@
+"""The code location: what it defines, and that it loads with and without credentials."""
+
+import json
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from kommo_dagster.assets import GROUP_NAME
+from kommo_dagster.definitions import build_definitions
+from kommo_dagster.io_manager import KommoDuckDBIOManager, KommoDuckDBResource
+from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, STREAMS
+from kommo_dagster.resources import KommoResource
+from kommo_dagster.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def defs(tmp_path: Path) -> dg.Definitions:
+    settings = Settings(start_date=date(2026, 10, 1), duckdb_path=tmp_path / "crm.duckdb")
+    return build_definitions(settings)
+
+
+def _assets(defs: dg.Definitions) -> dict[str, dg.AssetsDefinition]:
+    return {a.key.path[-1]: a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)}
+
+
+def test_eight_assets_keyed_by_stream(defs: dg.Definitions):
+    assets = _assets(defs)
+    assert list(assets) == list(STREAMS)
+    for stream, asset in assets.items():
+        assert asset.key == dg.AssetKey(["kommo", stream])
+        spec = next(iter(asset.specs))
+        assert spec.group_name == GROUP_NAME
+        assert spec.kinds == {"kommo", "duckdb"}
+        assert spec.description and spec.description.startswith(STREAMS[stream].description)
+        assert STREAMS[stream].path in spec.description
+        schema = spec.metadata["dagster/column_schema"]
+        assert [(c.name, c.type, c.description) for c in schema.columns] == [
+            (c.name, c.duckdb_type, c.description) for c in STREAMS[stream].columns
+        ]
+        assert spec.metadata["dagster/table_name"] == f"crm.kommo.{stream}"
+
+
+def test_incremental_assets_are_daily_utc_partitions_with_single_run_backfills(
+    defs: dg.Definitions,
+):
+    for stream, asset in _assets(defs).items():
+        if stream in INCREMENTAL_STREAMS:
+            partitions = asset.partitions_def
+            assert isinstance(partitions, dg.DailyPartitionsDefinition)
+            assert partitions.timezone == "UTC"
+            assert partitions.get_first_partition_key() == "2026-10-01"
+            assert partitions.end_offset == 1
+            assert asset.backfill_policy == dg.BackfillPolicy.single_run()
+        else:
+            assert asset.partitions_def is None
+
+
+def test_statuses_depend_on_pipelines(defs: dg.Definitions):
+    assert _assets(defs)["statuses"].dependency_keys == {dg.AssetKey(["kommo", "pipelines"])}
+
+
+def test_resources_and_executor(defs: dg.Definitions, tmp_path: Path):
+    resources = defs.resources or {}
+    assert isinstance(resources["kommo"], KommoResource)
+    io_manager = resources["io_manager"]
+    assert isinstance(io_manager, KommoDuckDBIOManager)
+    assert io_manager.schema_name == "kommo"
+    assert io_manager.duckdb.database == str(tmp_path / "crm.duckdb")
+    assert isinstance(resources["duckdb"], KommoDuckDBResource)
+    assert defs.executor == dg.in_process_executor
+    dg.Definitions.validate_loadable(defs)
+
+
+def _load(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Import the code location in a fresh interpreter with exactly ``env`` (plus PATH)."""
+    code = (
+        "import json, dagster as dg\n"
+        "from kommo_dagster.definitions import defs\n"
+        "dg.Definitions.validate_loadable(defs)\n"
+        "leads = defs.resolve_assets_def(dg.AssetKey(['kommo', 'leads']))\n"
+        "print(json.dumps({'assets': len(list(defs.resolve_asset_graph().get_all_asset_keys())),"
+        " 'first': leads.partitions_def.get_first_partition_key(),"
+        " 'database': defs.resources['io_manager'].duckdb.database}))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PATH": os.environ.get("PATH", ""), **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_location_loads_without_any_kommo_variable(tmp_path: Path):
+    result = _load({"HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded == {
+        "assets": 8,
+        "first": "2024-01-01",
+        "database": str(REPO / "data" / "kommo_crm.duckdb"),
+    }
+
+
+def test_the_location_loads_with_the_variables(tmp_path: Path):
+    result = _load(
+        {
+            "HOME": str(tmp_path),
+            "KOMMO_API_TOKEN": "token",
+            "KOMMO_SUBDOMAIN": "mycompany",
+            "KOMMO_START_DATE": "2025-06-01",
+            "KOMMO_DUCKDB_PATH": str(tmp_path / "crm.duckdb"),
+        }
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded == {"assets": 8, "first": "2025-06-01", "database": str(tmp_path / "crm.duckdb")}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("KOMMO_START_DATE", "1 Oct 2026", "KOMMO_START_DATE must be a date written YYYY-MM-DD"),
+        ("KOMMO_DUCKDB_PATH", "data/kommo.duckdb", "Ambiguous reference"),
+    ],
+)
+def test_a_bad_setting_fails_the_load_naming_the_variable(
+    tmp_path: Path, variable: str, value: str, message: str
+):
+    result = _load({"HOME": str(tmp_path), variable: value})
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_a_run_without_a_token_fails_at_start_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    for name in ("KOMMO_API_TOKEN", "KOMMO_SUBDOMAIN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KOMMO_BASE_URL", "http://127.0.0.1:9")
+    settings = Settings(start_date=date(2026, 10, 1), duckdb_path=tmp_path / "crm.duckdb")
+    defs = build_definitions(settings)
+    with pytest.raises(Exception) as failure:
+        dg.materialize(
+            list(defs.assets or []),
+            selection=[dg.AssetKey(["kommo", "users"])],
+            resources=defs.resources,
+            instance=dg.DagsterInstance.ephemeral(),
+        )
+    assert "KOMMO_API_TOKEN" in str(failure.value)
+    assert not (tmp_path / "crm.duckdb").exists()
