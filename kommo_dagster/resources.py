@@ -107,12 +107,12 @@ class KommoResource(dg.ConfigurableResource):
     def settings(self) -> KommoSettings:
         """The validated settings; raises `KommoConfigError` naming the variable at fault."""
         return KommoSettings.build(
-            token=self.api_token,
-            subdomain=self.subdomain,
-            base_url=self.base_url,
+            token=_resolve(self.api_token),
+            subdomain=_resolve(self.subdomain),
+            base_url=_resolve(self.base_url),
             requests_per_second=_check_rps(self.requests_per_second),
             max_workers=_check_workers(self.max_workers),
-            rate_limit_dir=self.rate_limit_dir,
+            rate_limit_dir=_resolve(self.rate_limit_dir),
         )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -122,6 +122,14 @@ class KommoResource(dg.ConfigurableResource):
     def get_client(self, *, progress: ProgressCallback | None = None) -> KommoClient:
         """A validated client for this account; close it (or use ``with``) when done."""
         return KommoClient.from_settings(self.settings(), progress=progress)
+
+
+def _resolve(value: str | None) -> str | None:
+    """The value of an `EnvVar` field; Dagster resolves them in a run, but not when the resource
+    is used directly (a script calling ``KommoResource.from_env().get_client()``)."""
+    if isinstance(value, dg.EnvVar):
+        return value.get_value()
+    return value
 
 
 def _number_or_nan(text: str) -> float:

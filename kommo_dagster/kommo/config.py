@@ -175,9 +175,10 @@ class KommoSettings:
         rate_limit_dir: str | os.PathLike | None = None,
     ) -> KommoSettings:
         """Validate raw values; raises `KommoConfigError` naming the variable at fault."""
+        secret = validate_token(token)
         return cls(
             base_url=base_url_for(subdomain=subdomain, base_url=base_url),
-            token=validate_token(token),
+            token=secret,
             requests_per_second=validate_requests_per_second(requests_per_second),
             max_workers=validate_max_workers(max_workers),
             rate_limit_dir=rate_limit_dir_for(rate_limit_dir),
