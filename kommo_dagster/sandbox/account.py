@@ -323,20 +323,7 @@ class Account:
         order = np.argsort(ids, kind="stable").tolist()
         id_list = [b.decode() for b in ids[order].tolist()]
         events = [raw[i] for i in order]
-        bodies = [
-            g.event_bytes(
-                cat,
-                id=eid,
-                type=e[1],
-                entity_type=e[2],
-                entity_id=e[3],
-                created_by=e[4],
-                created_at=e[0],
-                value_after=e[5],
-                value_before=e[6],
-            )
-            for eid, e in zip(id_list, events, strict=True)
-        ]
+        bodies = g.events_bytes(cat, id_list, events)
         self.tables["events"].load_serialised(
             bodies,
             ids=id_list,

@@ -767,6 +767,36 @@ def event_bytes(
     ).encode()
 
 
+def events_bytes(cat: Catalog, ids: list[str], events: list[tuple[Any, ...]]) -> list[bytes]:
+    """`event_bytes` for many (created_at, type, entity_type, entity_id, created_by, after,
+    before) tuples, inlined: this is the largest table of an account."""
+    base, account_id, plural, dumps = cat.base_url, cat.account_id, _PLURAL, orjson.dumps
+    template = _EVENT_TEMPLATE
+    return [
+        (
+            template
+            % (
+                eid,
+                t,
+                entity_id,
+                etype,
+                by,
+                ts,
+                dumps(after).decode() if after else "[]",
+                dumps(before).decode() if before else "[]",
+                account_id,
+                base,
+                eid,
+                entity_id,
+                base,
+                plural[etype],
+                entity_id,
+            )
+        ).encode()
+        for eid, (ts, t, etype, entity_id, by, after, before) in zip(ids, events, strict=True)
+    ]
+
+
 def ulids(ms: np.ndarray, nprng: np.random.Generator) -> np.ndarray:
     """ULIDs (as a numpy bytes array, dtype S26) for many millisecond timestamps at once."""
     n = len(ms)

@@ -212,3 +212,18 @@ def test_vectorised_ulids_match_the_scalar_ones():
         assert u[:10] == g.ulid(value, random.Random(0))[:10]
         assert all(ch in g.ULID_ALPHABET for ch in u)
     assert ids == sorted(ids)
+
+
+def test_bulk_serialised_events_equal_the_serialised_event_dicts(account):
+    table = account.tables["events"]
+    for row in range(0, len(table), 37):
+        rec = orjson.loads(table.bodies[row])
+        fields = {k: rec[k] for k in ("id", "type", "entity_type", "entity_id", "created_by")}
+        rebuilt = g.build_event(
+            account.catalog,
+            **fields,
+            created_at=rec["created_at"],
+            value_after=rec["value_after"],
+            value_before=rec["value_before"],
+        )
+        assert orjson.dumps(rebuilt) == table.bodies[row]
