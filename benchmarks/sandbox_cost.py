@@ -53,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         proc = psutil.Process(sp.pid)
         rss = proc.memory_info().rss / 2**20
-        print(f"sandbox with {args.leads:,} leads: start-up {startup:.2f} s, RSS {rss:,.0f} MiB")
+        print(
+            f"sandbox with {args.leads:,} leads: start-up {startup:.2f} s wall "
+            f"({_cpu(proc):.2f} s CPU), RSS {rss:,.0f} MiB"
+        )
 
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {sp.token}"
