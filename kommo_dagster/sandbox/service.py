@@ -131,6 +131,7 @@ class KommoSandbox:
         self._api: KommoApi | None = None
         self._churner: Churner | None = None
         self._churn_thread: threading.Thread | None = None
+        self._churn_stop = threading.Event()
         self._faults = Faults(seed=self._fault_seed(self._config))
         self._rng = random.Random(f"{self._config.seed}:gateway")
 
@@ -153,13 +154,28 @@ class KommoSandbox:
             daemon=True,
         )
         self._thread.start()
-        churn = self._config.churn
-        if churn is not None and churn.interval_ms:
-            self._churn_thread = threading.Thread(
-                target=self._churn_loop, args=(churn.interval_ms / 1000.0,), daemon=True
-            )
-            self._churn_thread.start()
+        self._start_churn_thread()
         return self
+
+    def _start_churn_thread(self) -> None:
+        churn = self._config.churn
+        if churn is None or not churn.interval_ms:
+            return
+        stop = threading.Event()
+        self._churn_stop = stop
+        self._churn_thread = threading.Thread(
+            target=self._churn_loop,
+            args=(churn.interval_ms / 1000.0, stop),
+            name="kommo-sandbox-churn",
+            daemon=True,
+        )
+        self._churn_thread.start()
+
+    def _stop_churn_thread(self) -> None:
+        thread, self._churn_thread = self._churn_thread, None
+        if thread is not None:
+            self._churn_stop.set()
+            thread.join(timeout=5)
 
     def _build_account(self) -> None:
         cfg = self._config
@@ -189,9 +205,7 @@ class KommoSandbox:
                 conn.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if self._churn_thread is not None:
-            self._churn_thread.join(timeout=5)
-            self._churn_thread = None
+        self._stop_churn_thread()
 
     def __enter__(self) -> KommoSandbox:
         if self._server is None:
@@ -260,7 +274,10 @@ class KommoSandbox:
         if self._fault_seed(self._config) != self._fault_seed(old):
             self._faults = Faults(seed=self._fault_seed(self._config))
         if "churn" in changes and self._account is not None:
+            self._stop_churn_thread()
             self._churner = Churner(self.account, config=self._config.churn, seed=old.seed)
+            if self._server is not None:
+                self._start_churn_thread()
         return self._config
 
     def inject_fault(self, kind: str, *, count: int = 1, path: str | None = None) -> None:
@@ -288,8 +305,8 @@ class KommoSandbox:
 
     # --- serving ------------------------------------------------------------------------------
 
-    def _churn_loop(self, interval: float) -> None:
-        while not self._stop.wait(interval):
+    def _churn_loop(self, interval: float, stop: threading.Event) -> None:
+        while not stop.wait(interval) and not self._stop.is_set():
             self.churn_step()
 
     def _sleep(self, seconds: float) -> None:

@@ -162,3 +162,19 @@ def test_churn_creates_records_the_builders_would_generate(sandbox_factory):
     assert all(t["entity_id"] in lead_ids for t in new_tasks)
     assert all(isinstance(t["result"], list | dict) for t in new_tasks)
     assert g.ENTITY_SINGULAR["tasks"] == "task"
+
+
+def test_background_churn_can_be_switched_on_and_off_while_serving(sandbox_factory):
+    sb = sandbox_factory(leads=100, requests_per_second=None)
+
+    def churn_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "kommo-sandbox-churn"]
+
+    assert not churn_threads()
+    sb.update_config(churn=ChurnConfig(interval_ms=10, clock=lambda: CLOCK))
+    deadline = time.monotonic() + 20
+    while sb.stats()["churn_steps"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sb.stats()["churn_steps"] >= 2
+    sb.update_config(churn=None)
+    assert not churn_threads()
