@@ -15,7 +15,6 @@ import dataclasses
 import random
 import socket
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -319,7 +318,7 @@ class KommoSandbox:
         if url.path.startswith("/__sandbox/") or url.path == "/__sandbox":
             h.send(self._control(h.command, url.path, url.query, body))
             return
-        before = self.stats_counter.arrive(time.monotonic(), window=self._config.rate_limit_window)
+        before = self.stats_counter.arrive(window=self._config.rate_limit_window)
         try:
             resp = self._gateway(h, url.path, url.query, before)
             self.stats_counter.record(url.path, "dropped" if resp.drop else resp.status)

@@ -36,12 +36,14 @@ class Stats:
             self.churn_changes: Counter[str] = Counter()
             self._arrivals: deque[float] = deque()
 
-    def arrive(self, now: float, *, window: float = 1.0) -> int:
+    def arrive(self, *, window: float = 1.0) -> int:
         """Count an arrival; return how many arrived within `window` seconds before it.
 
-        The peak is always measured over one second; the limiter's window may differ (tests).
+        The clock is read under the lock, so arrivals are recorded in order even when threads
+        race. The peak is always measured over one second; the limiter's window may differ.
         """
         with self._lock:
+            now = time.monotonic()
             q = self._arrivals
             horizon = max(window, 1.0)
             while q and q[0] <= now - horizon:
