@@ -15,6 +15,7 @@ import dataclasses
 import random
 import socket
 import threading
+import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -320,7 +321,12 @@ class KommoSandbox:
             return
         before = self.stats_counter.arrive(window=self._config.rate_limit_window)
         try:
-            resp = self._gateway(h, url.path, url.query, before)
+            try:
+                resp = self._gateway(h, url.path, url.query, before)
+            except Exception as e:
+                # A sandbox bug: answer like a failing server and leave the traceback on stderr.
+                traceback.print_exc()
+                resp = problem(500, f"sandbox error: {e!r}")
             self.stats_counter.record(url.path, "dropped" if resp.drop else resp.status)
             h.send(resp)
         finally:

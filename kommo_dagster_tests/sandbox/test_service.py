@@ -249,3 +249,17 @@ def test_over_long_urls_get_414(sandbox_factory):
     api = Api(sb)
     r = api.get("/api/v4/leads", [("filter[id][]", str(10_000_000 + i)) for i in range(700)])
     assert r.status_code == 414
+
+
+def test_a_sandbox_bug_is_a_500_not_a_dropped_connection(sandbox_factory, monkeypatch, capsys):
+    sb = sandbox_factory(leads=40, requests_per_second=None)
+    api = Api(sb)
+
+    def boom(path, query):
+        raise RuntimeError("kaputt")
+
+    monkeypatch.setattr(sb._api, "get", boom)
+    r = api.get("/api/v4/leads")
+    assert r.status_code == 500
+    assert "kaputt" in r.json()["detail"]
+    assert "RuntimeError" in capsys.readouterr().err
