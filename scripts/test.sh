@@ -4,6 +4,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/bootstrap.sh dev
-.venv/bin/ruff check kommo_dagster kommo_dagster_tests benchmarks
-.venv/bin/ruff format --check kommo_dagster kommo_dagster_tests benchmarks
+.venv/bin/ruff check kommo_dagster kommo_dagster_tests benchmarks scripts
+.venv/bin/ruff format --check kommo_dagster kommo_dagster_tests benchmarks scripts
 exec .venv/bin/python -m pytest "$@"
