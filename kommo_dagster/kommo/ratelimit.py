@@ -12,10 +12,12 @@ Why not pyrate-limiter's file-locked SQLite bucket: it needs a background leaker
 lock is thread-local while our callers are threads *and* processes, and a 40-line log under one
 ``filelock`` lock is easy to reason about and to test.
 
-The server counts requests when they arrive, a little after we take the slot, and the delay varies
-(thread scheduling, GIL, a new connection). The window is therefore ``margin`` seconds longer than
-the server's, so that jitter between two requests' delays cannot push ``capacity + 1`` arrivals
-into one server window.
+The server counts requests when they arrive, a little after we take the slot (the slot is taken
+once the connection is open, right before the request is written), and the delay varies (thread
+scheduling on a loaded machine, the network). The window is therefore ``margin`` seconds longer
+than the server's, so that jitter between two requests' delays cannot push ``capacity + 1``
+arrivals into one server window. Should a 429 arrive anyway, every user of the account widens
+its window further for a while (`block_for` with ``learn``).
 """
 
 from __future__ import annotations
@@ -25,14 +27,19 @@ import re
 import threading
 import time
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from filelock import FileLock
 
 # Seconds added to the 1 s window: covers the spread between taking a slot and the request's
-# arrival at the server (measured in milliseconds on loopback under load).
-DEFAULT_MARGIN = 0.03
+# arrival at the server (a few ms on loopback, tens of ms on a loaded machine or a network).
+DEFAULT_MARGIN = 0.04
+# After a 429 every user of the account widens the window by this much more (up to the cap),
+# for `LEARNED_FOR` seconds: a 429 under our own limit means the arrival spread is wider.
+LEARN_STEP = 0.05
+LEARN_CAP = 0.25
+LEARNED_FOR = 600.0
 
 _process_locks: dict[str, threading.Lock] = {}
 _file_locks: dict[str, FileLock] = {}
@@ -52,6 +59,14 @@ def account_key(base_url: str) -> str:
     """The budget's key: the account's host and port, never anything derived from the token."""
     host = base_url.split("://", 1)[-1].split("/", 1)[0].lower()
     return re.sub(r"[^a-z0-9.-]", "_", host)
+
+
+@dataclass
+class _State:
+    blocked_until: float = 0.0
+    extra: float = 0.0
+    extra_until: float = 0.0
+    log: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -91,43 +106,54 @@ class SharedRateLimiter:
             f"path={str(self.path)!r})"
         )
 
-    # The state file: blocked_until followed by the sorted slot times, as float64.
-    def _read(self, now: float) -> tuple[float, list[float]]:
+    # The state file, float64s: blocked_until, extra window, extra until, then the slot times.
+    _HEADER = 3
+
+    def _read(self, now: float) -> _State:
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
-            return 0.0, []
+            return _State()
         values = array("d")
-        if len(raw) % values.itemsize:
+        if len(raw) % values.itemsize or 0 < len(raw) < self._HEADER * values.itemsize:
             # Unreadable (not ours, or damaged): assume the window is full, and start afresh.
-            self._write(now + self.window, [])
-            return now + self.window, []
+            state = _State(blocked_until=now + self.window)
+            self._write(state)
+            return state
         values.frombytes(raw)
         if not values:
-            return 0.0, []
-        blocked_until, log = values[0], values[1:].tolist()
+            return _State()
+        blocked_until, extra, extra_until = values[0], values[1], values[2]
+        window = self.window + (extra if extra_until > now else 0.0)
         # Keep slots inside the window; drop any from a clock that jumped back by over a window.
-        log = [t for t in log if now - self.window < t <= now + self.window]
+        log = [t for t in values[self._HEADER :].tolist() if now - window < t <= now + window]
         if blocked_until > now + 3600:
             blocked_until = 0.0
-        return blocked_until, log
+        if extra_until <= now or extra_until > now + 2 * LEARNED_FOR:
+            extra, extra_until = 0.0, 0.0
+        return _State(blocked_until=blocked_until, extra=extra, extra_until=extra_until, log=log)
 
-    def _write(self, blocked_until: float, log: list[float]) -> None:
+    def _write(self, state: _State) -> None:
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_bytes(array("d", [blocked_until, *log[-self.capacity :]]).tobytes())
+        header = [state.blocked_until, state.extra, state.extra_until]
+        tmp.write_bytes(array("d", header + state.log[-self.capacity :]).tobytes())
         tmp.replace(self.path)
 
     def try_acquire(self) -> tuple[float | None, float]:
         """Take a slot now: ``(slot_time, 0)``; or ``(None, seconds to wait)``."""
         with self._thread_lock, self._file_lock:
             now = time.time()
-            blocked_until, log = self._read(now)
-            if blocked_until > now:
-                return None, blocked_until - now
+            state = self._read(now)
+            if state.blocked_until > now:
+                return None, state.blocked_until - now
+            log = state.log
             if len(log) >= self.capacity:
-                return None, max(log[len(log) - self.capacity] + self.window - now, 0.0005)
+                window = self.window + state.extra
+                wait = log[len(log) - self.capacity] + window - now
+                if wait > 0:
+                    return None, max(wait, 0.0005)
             log.append(now)
-            self._write(blocked_until, log)
+            self._write(state)
             return now, 0.0
 
     def acquire(self, *, cancelled: threading.Event | None = None) -> Slot:
@@ -141,11 +167,22 @@ class SharedRateLimiter:
                 raise InterruptedError("rate-limit wait cancelled")
             time.sleep(wait)
 
-    def block_for(self, seconds: float) -> None:
-        """Pause every user of this account's budget (after a 429 that asked us to wait)."""
-        if seconds <= 0:
-            return
+    def block_for(self, seconds: float, *, learn: bool = False) -> None:
+        """Pause every user of this account's budget (after a 429 that asked us to wait).
+
+        ``learn``: the 429 came although we kept to the budget, so the spread between taking a
+        slot and arriving at the server is wider than the margin; widen everyone's window.
+        """
         with self._thread_lock, self._file_lock:
             now = time.time()
-            blocked_until, log = self._read(now)
-            self._write(max(blocked_until, now + seconds), log)
+            state = self._read(now)
+            state.blocked_until = max(state.blocked_until, now + max(seconds, 0.0))
+            if learn:
+                state.extra = min(LEARN_CAP, state.extra + LEARN_STEP)
+                state.extra_until = now + LEARNED_FOR
+            self._write(state)
+
+    def extra_margin(self) -> float:
+        """The window widening currently learned from 429s (seconds)."""
+        with self._thread_lock, self._file_lock:
+            return self._read(time.time()).extra

@@ -13,13 +13,15 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from kommo_dagster.kommo.config import ENV_API_TOKEN, ENV_BASE_URL, Secret
 from kommo_dagster.kommo.errors import (
@@ -66,6 +68,44 @@ class Response:
 
     data: dict[str, Any] | None
     server_time: int | None  # Unix seconds from the Date header
+
+
+class _Cancelled(Exception):
+    """Raised from inside a send when the client is closing (not an OSError: urllib3 must not
+    mistake it for a connection failure)."""
+
+
+def _budgeted_adapter(pool_size: int, before_send: Callable[[], None]) -> HTTPAdapter:
+    """An adapter whose connections call ``before_send`` once connected, right before the
+    request's bytes go out: the rate-limit slot is taken as close as possible to the moment
+    the server counts the request, so connection set-up does not eat into the safety margin."""
+
+    def request(cls: type, self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.sock is None:
+            self.connect()
+        before_send()
+        return super(cls, self).request(*args, **kwargs)
+
+    class Connection(HTTPConnection):
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            return request(Connection, self, *args, **kwargs)
+
+    class SecureConnection(HTTPSConnection):
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            return request(SecureConnection, self, *args, **kwargs)
+
+    class Pool(HTTPConnectionPool):
+        ConnectionCls = Connection
+
+    class SecurePool(HTTPSConnectionPool):
+        ConnectionCls = SecureConnection
+
+    class Adapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": Pool, "https": SecurePool}
+
+    return Adapter(pool_connections=1, pool_maxsize=max(pool_size, 1), max_retries=0)
 
 
 class _Retryable(Exception):
@@ -128,8 +168,9 @@ class Transport:
         self.timeout = timeout
         self.retry = retry
         self.cancelled = threading.Event()
+        self._local = threading.local()
         self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(pool_size, 1), max_retries=0)
+        adapter = _budgeted_adapter(pool_size, self._before_send)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update(
@@ -193,22 +234,29 @@ class Transport:
                 wait,
             )
             if throttled and self.limiter is not None:
-                # Everyone sharing the budget pauses, not just this thread.
-                self.limiter.block_for(wait)
+                # Everyone sharing the budget pauses, not just this thread, and keeps a wider
+                # window for a while: we were within our budget, so arrivals spread more.
+                self.limiter.block_for(wait, learn=True)
             if self.cancelled.wait(wait):
                 raise KommoError(f"GET {path} cancelled")
 
-    def _attempt(self, path: str, params: Params, *, what: str | None) -> Response:
+    def _before_send(self) -> None:
+        """Take a slot of the shared budget (every attempt, retries included)."""
         waited = 0.0
         if self.limiter is not None:
             try:
                 waited = self.limiter.acquire(cancelled=self.cancelled).waited
             except InterruptedError:
-                raise KommoError(f"GET {path} cancelled") from None
+                raise _Cancelled from None
         self.stats.request_started(waited)
-        sent = time.monotonic()
+        self._local.sent = time.monotonic()
+
+    def _attempt(self, path: str, params: Params, *, what: str | None) -> Response:
+        self._local.sent = None
         try:
             resp = self.session.get(self.base_url + path, params=params, timeout=self.timeout)
+        except _Cancelled:
+            raise KommoError(f"GET {path} cancelled: the client is closing") from None
         except requests.exceptions.Timeout as exc:
             kind = "read" if isinstance(exc, requests.exceptions.ReadTimeout) else "connect"
             raise _Retryable(f"{kind} timeout", status=None) from None
@@ -219,7 +267,9 @@ class Transport:
             raise _Retryable(
                 f"connection failed ({type(exc).__name__}: {self._reason(exc)})", status=None
             ) from None
-        self.stats.response(seconds=time.monotonic() - sent)
+        sent = self._local.sent
+        if sent is not None:
+            self.stats.response(seconds=time.monotonic() - sent)
         return self._classify(resp, path=path, what=what)
 
     def _reason(self, exc: BaseException) -> str:

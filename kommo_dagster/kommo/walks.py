@@ -58,9 +58,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kommo_dagster.kommo")
 
-# Split a walk only when its estimated remainder is at least this many pages, so the request it
-# has in flight cannot reach the split point (that page's rows beyond it would be wasted).
-MIN_SPLIT_PAGES = 3.0
+# Split a walk only when its estimated remainder is at least this many pages; the cut leaves the
+# page in flight on the walk's side, so that page's rows are not fetched twice.
+MIN_SPLIT_PAGES = 2.0
 # Upper bound of cursor values for "changed since" checks (any future time works: from/to).
 FAR_FUTURE = 4_102_444_800  # 2100-01-01
 # Pages a consistency check may read before it gives up and assumes the worst.
@@ -160,6 +160,11 @@ class Walk:
 
 def _rate(rows: int, first: int, last: int) -> float:
     return rows / max(1, last - first + 1)
+
+
+def _seconds_for(pages: float, walk: Walk) -> int:
+    """Seconds of cursor that ``pages`` pages cover at the walk's density."""
+    return math.ceil(pages * walk.limit / walk.density) if walk.density else 1
 
 
 @dataclass(eq=False, kw_only=True)
@@ -366,9 +371,11 @@ class KeysetWalk(Walk):
     def split(self) -> Walk | None:
         if self.done or self.phase != "walk" or self.remaining_pages() < MIN_SPLIT_PAGES:
             return None
-        if self.hi - self.frm < 2:
+        # Keep at least the page in flight (and a half) on this side of the cut.
+        keep = max((self.hi - self.frm) // 2, _seconds_for(1.5, self))
+        mid = self.frm + keep
+        if mid >= self.hi:
             return None
-        mid = self.frm + (self.hi - self.frm) // 2
         new = KeysetWalk(
             stream=self.stream,
             transport=self.transport,
@@ -449,6 +456,7 @@ class PagesWalk(Walk):
     monotone: bool = True
     probe_only: bool = False
     probe_full: bool = False
+    rows_seen: int = 0
     first_page: list | None = None
 
     def __post_init__(self) -> None:
@@ -504,8 +512,9 @@ class PagesWalk(Walk):
             oldest = min(cursors)
             if self.first_page is None:
                 self.first_page = cursors
-                self.density = _rate(len(records), oldest, self.hi)
             self.oldest_seen = oldest if self.oldest_seen is None else min(oldest, self.oldest_seen)
+            self.rows_seen += len(records)
+            self.density = _rate(self.rows_seen, self.oldest_seen, min(self.hi, max(cursors)))
             if self.monotone and self.oldest_seen < lo:
                 full = False
         elif self.first_page is None:
@@ -521,9 +530,13 @@ class PagesWalk(Walk):
     def split(self) -> Walk | None:
         if not self.newest_first or not self.monotone or self.done or self.oldest_seen is None:
             return None
-        if self.remaining_pages() < MIN_SPLIT_PAGES or self.oldest_seen - self.lo < 2:
+        if self.remaining_pages() < MIN_SPLIT_PAGES:
             return None
-        mid = self.lo + (self.oldest_seen - self.lo) // 2
+        # Events come newest first: keep the page in flight (and a half) below what was seen.
+        keep = max((self.oldest_seen - self.lo) // 2, _seconds_for(1.5, self))
+        mid = self.oldest_seen - keep
+        if mid <= self.lo:
+            return None
         new = PagesWalk(
             stream=self.stream,
             transport=self.transport,

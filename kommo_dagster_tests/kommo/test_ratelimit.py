@@ -14,8 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from kommo_dagster.kommo.ratelimit import SharedRateLimiter, account_key
-
+from kommo_dagster.kommo.ratelimit import (
+    LEARN_CAP,
+    LEARN_STEP,
+    SharedRateLimiter,
+    account_key,
+)
 
 # Slot times are epoch seconds (~1.8e9) in doubles, whose spacing there is ~2.4e-7 s: a slot the
 # limiter put exactly one window after another can read back a few hundred nanoseconds short.
@@ -37,8 +41,8 @@ def test_the_key_is_the_host_never_the_token():
 def test_fractional_and_slow_rates_stretch_the_window(tmp_path):
     lim = SharedRateLimiter(key="a", requests_per_second=0.5, directory=tmp_path, margin=0)
     assert (lim.capacity, lim.window) == (1, 2.0)
-    lim = SharedRateLimiter(key="b", requests_per_second=6.5, directory=tmp_path, margin=0.03)
-    assert lim.capacity == 6 and lim.window == pytest.approx(1.03)
+    lim = SharedRateLimiter(key="b", requests_per_second=6.5, directory=tmp_path, margin=0.04)
+    assert lim.capacity == 6 and lim.window == pytest.approx(1.04)
 
 
 @pytest.mark.timeout(60)
@@ -102,6 +106,22 @@ def test_a_block_pauses_every_user_of_the_account(tmp_path):
     assert other.try_acquire()[0] is not None
 
 
+def test_a_429_widens_the_window_for_every_user_of_the_account(tmp_path):
+    a = SharedRateLimiter(key="acct", requests_per_second=2, directory=tmp_path)
+    b = SharedRateLimiter(key="acct", requests_per_second=2, directory=tmp_path)
+    a.block_for(0, learn=True)
+    a.block_for(0, learn=True)
+    assert b.extra_margin() == pytest.approx(2 * LEARN_STEP)
+    first, _ = b.try_acquire()
+    second, _ = b.try_acquire()
+    at, wait = a.try_acquire()
+    assert first and second and at is None
+    assert wait == pytest.approx(first + b.window + 2 * LEARN_STEP - time.time(), abs=0.05)
+    for _ in range(10):
+        a.block_for(0, learn=True)
+    assert b.extra_margin() == pytest.approx(LEARN_CAP)
+
+
 def test_a_torn_state_file_is_read_as_a_full_window(tmp_path):
     lim = SharedRateLimiter(key="acct", requests_per_second=5, directory=tmp_path)
     Path(lim.path).write_bytes(b"\x00" * 13)
@@ -110,7 +130,7 @@ def test_a_torn_state_file_is_read_as_a_full_window(tmp_path):
     # ...and the file is whole again, so the limiter recovers after that one window.
     state = array("d")
     state.frombytes(Path(lim.path).read_bytes())
-    assert len(state) == 1 and state[0] == pytest.approx(time.time() + wait, abs=0.5)
+    assert len(state) == 3 and state[0] == pytest.approx(time.time() + wait, abs=0.5)
 
 
 # --- against the sandbox, which counts requests on arrival in a sliding one-second window ----
@@ -151,7 +171,7 @@ def test_two_processes_extracting_at_once_stay_under_the_limit(sandbox_factory, 
         assert p.returncode == 0
         results.append(json.loads(out))
     stats = sb.stats()
-    assert stats["violations"] == 0 and stats["rate_limited"] == 0
+    assert stats["violations"] == 0 and stats["rate_limited"] == 0, stats
     want = {s: len(sb.expected_rows(s)) for s in ("leads", "contacts", "companies", "tasks")}
     for result in results:
         assert {s: result["rows"][s] for s in want} == want
