@@ -70,6 +70,8 @@ class Plan:
     # Whether the peer runs dlt's normalize and load in scenario 1 (its extract step is what
     # meets the API; normalizing 100,000 leads takes dlt several minutes).
     peer_ceiling_load: bool = False
+    # Incremental streams to benchmark (all five by default).
+    streams: tuple[str, ...] = INCREMENTAL_STREAMS
     worker_timeout: float = 1800.0
 
     @property
@@ -183,10 +185,8 @@ def ceiling_and_quiet(
         latency_jitter_ms=plan.jitter_ms,
     )
     full, other, quiet = plan.full_window(), plan.other_window(), plan.quiet_window()
-    ceiling_runs = _runs(
-        [("leads", full)] + [(s, other) for s in INCREMENTAL_STREAMS if s != "leads"]
-    )
-    quiet_runs = _runs([(s, quiet) for s in INCREMENTAL_STREAMS])
+    ceiling_runs = _runs([(s, full if s == "leads" else other) for s in plan.streams])
+    quiet_runs = _runs([(s, quiet) for s in plan.streams])
     runs = (ceiling_runs if "ceiling" in scenarios else []) + (
         quiet_runs if "quiet" in scenarios else []
     )
@@ -352,6 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--other-days", type=int, help="days of the other streams in scenario 1")
     p.add_argument("--local-leads", type=int, help="leads in scenario 2")
     p.add_argument("--peer-local-days", type=int, help="days of leads the peer reads in 2")
+    p.add_argument("--latency-ms", type=float, help="sandbox latency in scenario 1 (300)")
+    p.add_argument("--jitter-ms", type=float, help="latency jitter in scenario 1 (50)")
+    p.add_argument(
+        "--streams",
+        help=f"comma-separated incremental streams (default: {','.join(INCREMENTAL_STREAMS)})",
+    )
     p.add_argument(
         "--peer-ceiling-load",
         action="store_true",
@@ -369,10 +375,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def plan_from_args(ns: argparse.Namespace) -> Plan:
     overrides: dict[str, Any] = dict(QUICK) if ns.quick else {}
-    for name in ("ceiling_leads", "other_days", "local_leads", "peer_local_days"):
+    for name in (
+        "ceiling_leads",
+        "other_days",
+        "local_leads",
+        "peer_local_days",
+        "latency_ms",
+        "jitter_ms",
+    ):
         value = getattr(ns, name)
         if value is not None:
             overrides[name] = value
+    if ns.streams:
+        overrides["streams"] = tuple(_split(ns.streams, INCREMENTAL_STREAMS, "stream"))
     if ns.peer_ceiling_load:
         overrides["peer_ceiling_load"] = True
     return Plan(**overrides)
