@@ -35,9 +35,7 @@ from kommo_dagster.warehouse import (
     catalog_name,
     connect,
     read_slice,
-    table_columns,
     table_exists,
-    write_slice,
 )
 
 STREAM_METADATA_KEY = "kommo/stream"
@@ -101,30 +99,33 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
                     f"{stream.name}: rows were extracted for {_label(staged.window)} but the "
                     f"output is {_label(window)}"
                 )
-            with self.duckdb.get_connection(on_wait=context.log.info) as con:
-                result = write_slice(con, staged, schema=self.schema_name)
-                columns = table_columns(con, schema=self.schema_name, table=stream.name)
+            result = staged.write(
+                self.duckdb.database,
+                schema=self.schema_name,
+                timeout=self.duckdb.lock_timeout,
+                on_wait=context.log.info,
+            )
         finally:
             staged.discard()
 
         table_name = f"{catalog_name(self.duckdb.database)}.{self.schema_name}.{stream.name}"
         context.add_output_metadata(
             {
-                "dagster/row_count": dg.MetadataValue.int(result["rows"]),
+                "dagster/row_count": dg.MetadataValue.int(result.rows),
                 "dagster/table_name": dg.MetadataValue.text(table_name),
                 "dagster/column_schema": dg.MetadataValue.table_schema(
-                    table_schema(stream, actual=columns)
+                    table_schema(stream, actual=list(result.columns))
                 ),
                 "kommo/slice": dg.MetadataValue.text(_label(window)),
-                "kommo/replaced_rows": dg.MetadataValue.int(result["deleted"]),
-                "kommo/table_row_count": dg.MetadataValue.int(result["table_rows"]),
+                "kommo/replaced_rows": dg.MetadataValue.int(result.deleted),
+                "kommo/table_row_count": dg.MetadataValue.int(result.table_rows),
                 "kommo/database": dg.MetadataValue.path(str(self.duckdb.database)),
             }
         )
         note = f"; {staged.note}" if staged.note else ""
         context.log.info(
-            f"{context.asset_key.to_user_string()} {_label(window)}: {result['rows']} rows "
-            f"-> {table_name} (replaced {result['deleted']}{note})"
+            f"{context.asset_key.to_user_string()} {_label(window)}: {result.rows} rows "
+            f"-> {table_name} (replaced {result.deleted}{note})"
         )
 
     @staticmethod

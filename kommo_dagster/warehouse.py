@@ -12,26 +12,27 @@ table for an empty partition and lets DuckDB infer nested types per batch. Here:
 * a write is ``BEGIN; DELETE <slice>; INSERT (<explicit columns>) ...; COMMIT``: a failure
   anywhere rolls back and leaves the previous rows;
 * a slice is an integer range of the cursor (Unix seconds), never a formatted timestamp;
-* rows are staged first (in memory, spilling to a temporary DuckDB file past a threshold), so a
-  large extraction neither holds all its records in memory nor holds the database file while it
-  waits on the API; the write itself is a short, local copy.
+* rows are staged first, batch by batch, in a private in-memory DuckDB (`StagedRows`) that
+  spills to a temporary directory past its memory limit, so a large extraction neither holds its
+  records as Python objects nor holds the database file while it waits on the API. The write
+  attaches the database file to that staging instance and copies: a short, local step.
 
 Concurrency: DuckDB lets one process at a time open a file for writing, and an open reader blocks
-writers. `connect` serialises every access of this project behind a lock file next to the
-database (``<file>.lock``), held around connect and write, so two runs launched at once take turns
-instead of failing; a connection refused by another program (a DuckDB CLI or notebook holding the
-file) is retried until the same deadline. Either wait ends with `DatabaseLockTimeout`, which says
-what to do.
+writers. Every access of this project (`connect`, `StagedRows.write`) holds a lock file next to
+the database (``<file>.lock``) from connect (or attach) to close, so two runs launched at once
+take turns instead of failing; a file refused by another program (a DuckDB CLI or notebook
+holding it) is retried until the same deadline. Either wait ends with `DatabaseLockTimeout`,
+which says what to do.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
+import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,8 @@ import pandas as pd
 from kommo_dagster.kommo.streams import Stream
 from kommo_dagster.partitions import EpochWindow
 
-# Rows kept in memory before a StagedRows spills to its staging file.
-DEFAULT_SPILL_ROWS = 50_000
-_STAGE_ALIAS = "kommo_stage"
+# The alias of the database file inside a staging instance while it is written.
+_TARGET = "kommo_target"
 _DAY = 86_400
 
 
@@ -70,44 +70,47 @@ def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-def table_ref(schema: str, table: str) -> str:
-    return f"{quote(schema)}.{quote(table)}"
+def table_ref(schema: str, table: str, *, catalog: str | None = None) -> str:
+    ref = f"{quote(schema)}.{quote(table)}"
+    return f"{quote(catalog)}.{ref}" if catalog else ref
 
 
 def column_definitions(stream: Stream) -> str:
     return ", ".join(f"{quote(c.name)} {c.duckdb_type}" for c in stream.columns)
 
 
-def create_table_sql(stream: Stream, *, schema: str | None, replace: bool = False) -> str:
-    target = table_ref(schema, stream.name) if schema else quote(stream.name)
+def create_table_sql(
+    stream: Stream, *, schema: str | None, catalog: str | None = None, replace: bool = False
+) -> str:
+    target = table_ref(schema, stream.name, catalog=catalog) if schema else quote(stream.name)
     verb = "CREATE OR REPLACE TABLE" if replace else "CREATE TABLE IF NOT EXISTS"
     return f"{verb} {target} ({column_definitions(stream)})"
 
 
-def ensure_table(con: duckdb.DuckDBPyConnection, stream: Stream, *, schema: str) -> None:
-    """Create the schema and the stream's table if missing; refuse a table that drifted."""
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
-    con.execute(create_table_sql(stream, schema=schema))
-    check_table_columns(con, stream, schema=schema)
+def _catalog_sql(catalog: str | None) -> str:
+    return "?" if catalog else "current_database()"
 
 
 def table_columns(
-    con: duckdb.DuckDBPyConnection, *, schema: str, table: str
+    con: duckdb.DuckDBPyConnection, *, schema: str, table: str, catalog: str | None = None
 ) -> list[tuple[str, str]]:
-    """``[(name, DuckDB type)]`` of a table in the current database, in column order."""
+    """``[(name, DuckDB type)]`` of a table (in ``catalog``, default the current database)."""
+    params = [catalog] if catalog else []
     return [
         (name, data_type)
         for name, data_type in con.execute(
             "SELECT column_name, data_type FROM duckdb_columns() "
-            "WHERE database_name = current_database() AND schema_name = ? AND table_name = ? "
-            "ORDER BY column_index",
-            [schema, table],
+            f"WHERE database_name = {_catalog_sql(catalog)} AND schema_name = ? "
+            "AND table_name = ? ORDER BY column_index",
+            [*params, schema, table],
         ).fetchall()
     ]
 
 
-def check_table_columns(con: duckdb.DuckDBPyConnection, stream: Stream, *, schema: str) -> None:
-    actual = table_columns(con, schema=schema, table=stream.name)
+def check_table_columns(
+    con: duckdb.DuckDBPyConnection, stream: Stream, *, schema: str, catalog: str | None = None
+) -> None:
+    actual = table_columns(con, schema=schema, table=stream.name, catalog=catalog)
     expected = [(c.name, c.duckdb_type) for c in stream.columns]
     if actual != expected:
         raise TableSchemaMismatch(
@@ -115,6 +118,18 @@ def check_table_columns(con: duckdb.DuckDBPyConnection, stream: Stream, *, schem
             f"It was created by another version or by hand: rename or drop it, then re-run the "
             f"partitions you need."
         )
+
+
+def table_exists(
+    con: duckdb.DuckDBPyConnection, *, schema: str, table: str, catalog: str | None = None
+) -> bool:
+    params = [catalog] if catalog else []
+    row = con.execute(
+        "SELECT count(*) FROM duckdb_tables() "
+        f"WHERE database_name = {_catalog_sql(catalog)} AND schema_name = ? AND table_name = ?",
+        [*params, schema, table],
+    ).fetchone()
+    return bool(row and row[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,21 +211,10 @@ def lock_path(database: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def connect(
-    database: str | Path,
-    *,
-    timeout: float,
-    config: Mapping[str, Any] | None = None,
-    read_only: bool = False,
-    on_wait: Callable[[str], None] | None = None,
-) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A connection to ``database``, holding the project's lock file for as long as it is open.
-
-    Waits up to ``timeout`` seconds in total: first for the lock file (another run of this
-    project), then for DuckDB's own lock (another program holding the file). ``config`` is
-    DuckDB's connection configuration (``{"memory_limit": "512MB"}``...). ``on_wait`` is told,
-    once, when the connection has to wait.
-    """
+def database_lock(
+    database: str | Path, *, timeout: float, on_wait: Callable[[str], None] | None = None
+) -> Iterator[float]:
+    """Hold the project's lock file of ``database``; yields the deadline left for DuckDB's own."""
     database = Path(database)
     database.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout
@@ -231,33 +235,51 @@ def connect(
             f"still writing {database}. Let it finish, or raise KOMMO_DUCKDB_LOCK_TIMEOUT."
         ) from None
     try:
-        con = _connect_with_retry(
-            database,
+        yield deadline
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
+def connect(
+    database: str | Path,
+    *,
+    timeout: float,
+    config: Mapping[str, Any] | None = None,
+    read_only: bool = False,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to ``database``, holding the project's lock file for as long as it is open.
+
+    Waits up to ``timeout`` seconds in total: first for the lock file (another run of this
+    project), then for DuckDB's own lock (another program holding the file). ``config`` is
+    DuckDB's connection configuration (``{"memory_limit": "512MB"}``...). ``on_wait`` is told,
+    once, when the connection has to wait.
+    """
+    with database_lock(database, timeout=timeout, on_wait=on_wait) as deadline:
+        con = _retry_while_locked(
+            lambda: duckdb.connect(str(database), read_only=read_only, config=dict(config or {})),
+            database=Path(database),
             deadline=deadline,
-            config=dict(config or {}),
-            read_only=read_only,
             on_wait=on_wait,
         )
         try:
             yield con
         finally:
             con.close()
-    finally:
-        lock.release()
 
 
-def _connect_with_retry(
-    database: Path,
+def _retry_while_locked(
+    open_: Callable[[], Any],
     *,
+    database: Path,
     deadline: float,
-    config: dict[str, Any],
-    read_only: bool,
     on_wait: Callable[[str], None] | None,
-) -> duckdb.DuckDBPyConnection:
+) -> Any:
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(database), read_only=read_only, config=config)
+            return open_()
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise
@@ -276,13 +298,26 @@ def _connect_with_retry(
 # Staging
 
 
+@dataclass(frozen=True)
+class WriteResult:
+    """What a write did: rows written, rows they replaced, rows in the table after, and the
+    table's columns as DuckDB reports them."""
+
+    rows: int
+    deleted: int
+    table_rows: int
+    columns: tuple[tuple[str, str], ...]
+
+
 class StagedRows:
     """One stream's extracted rows, waiting to be written as one slice of its table.
 
-    Batches arrive as contract columns (`append`). Up to ``spill_rows`` rows stay in memory as
-    typed DataFrames; past that, everything goes to a temporary DuckDB file in ``staging_dir``
-    (the system's temporary directory by default), so memory stays flat however large the
-    extraction. The file is removed by `discard` (the IO manager calls it after writing).
+    Batches arrive as contract columns (`append`) and go straight into a private in-memory
+    DuckDB instance, typed by the contract. DuckDB keeps them compactly and spills to a
+    temporary directory (in ``staging_dir``, default the system's) past ``memory_limit``, so
+    memory stays flat however large the extraction. `write` then attaches the database file to
+    this instance and replaces the slice in one transaction; `discard` (the IO manager calls it
+    after writing) closes the instance and removes its directory.
 
     ``window`` is the cursor slice the rows belong to (``None`` for a full table); every row's
     cursor is checked against it before anything is deleted. ``note`` is what the extractor wants
@@ -294,7 +329,6 @@ class StagedRows:
         stream: Stream,
         *,
         window: EpochWindow | None,
-        spill_rows: int = DEFAULT_SPILL_ROWS,
         staging_dir: str | Path | None = None,
         memory_limit: str | None = None,
     ) -> None:
@@ -308,12 +342,9 @@ class StagedRows:
         self.cursor_max: int | None = None
         self.null_cursors = 0
         self._rows_by_day: dict[int, int] = {}
-        self._spill_rows = spill_rows
         self._staging_dir = Path(staging_dir) if staging_dir else None
         self._memory_limit = memory_limit
-        self._frames: list[pd.DataFrame] = []
-        self._pending = 0
-        self._file: Path | None = None
+        self._directory: Path | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
 
     def __enter__(self) -> StagedRows:
@@ -324,19 +355,31 @@ class StagedRows:
             self.discard()
 
     @property
-    def spilled(self) -> bool:
-        return self._file is not None
+    def directory(self) -> Path | None:
+        """The staging instance's temporary directory (None before the first batch)."""
+        return self._directory
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            if self._staging_dir is not None:
+                self._staging_dir.mkdir(parents=True, exist_ok=True)
+            self._directory = Path(
+                tempfile.mkdtemp(prefix=f"kommo-stage-{self.stream.name}-", dir=self._staging_dir)
+            )
+            config = {"temp_directory": str(self._directory)}
+            if self._memory_limit:
+                config["memory_limit"] = self._memory_limit
+            self._con = duckdb.connect(":memory:", config=config)
+            self._con.execute(create_table_sql(self.stream, schema=None))
+        return self._con
 
     def append(self, columns: Mapping[str, Sequence[Any]]) -> None:
         frame = typed_frame(self.stream, columns)
         if frame.empty:
             return
+        _insert_frame(self._connection(), self.stream, frame, target=quote(self.stream.name))
         self._track_cursor(columns)
-        self._frames.append(frame)
-        self._pending += len(frame)
         self.rows += len(frame)
-        if self._pending >= self._spill_rows:
-            self._spill()
 
     def _track_cursor(self, columns: Mapping[str, Sequence[Any]]) -> None:
         if self.stream.cursor is None:
@@ -357,19 +400,6 @@ class StagedRows:
         epoch = date(1970, 1, 1)
         return {epoch + timedelta(days=d): n for d, n in sorted(self._rows_by_day.items())}
 
-    def _spill(self) -> None:
-        if self._con is None:
-            directory = self._staging_dir or Path(tempfile.gettempdir())
-            directory.mkdir(parents=True, exist_ok=True)
-            self._file = directory / f"kommo-stage-{self.stream.name}-{uuid.uuid4().hex}.duckdb"
-            config = {"memory_limit": self._memory_limit} if self._memory_limit else {}
-            self._con = duckdb.connect(str(self._file), config=config)
-            self._con.execute(create_table_sql(self.stream, schema=None))
-        for frame in self._frames:
-            _insert_frame(self._con, self.stream, frame, target=quote(self.stream.name))
-        self._frames.clear()
-        self._pending = 0
-
     def check_window(self) -> None:
         """Raise unless every row's cursor lies in the window (so a re-run can find it)."""
         if self.window is None or self.rows == 0:
@@ -385,43 +415,51 @@ class StagedRows:
                 f"writing it would leave rows a re-run of this slice cannot replace"
             )
 
-    @contextlib.contextmanager
-    def sources(self, con: duckdb.DuckDBPyConnection) -> Iterator[list[str]]:
-        """Relations on ``con`` that together hold the staged rows, for the duration of a write."""
-        names: list[str] = []
-        attached = False
-        try:
-            if self._con is not None:
-                self._con.close()
-                self._con = None
-            if self._file is not None:
-                con.execute(f"ATTACH {_sql_string(str(self._file))} AS {_STAGE_ALIAS} (READ_ONLY)")
-                attached = True
-                names.append(f"{_STAGE_ALIAS}.{quote(self.stream.name)}")
-            for i, frame in enumerate(self._frames):
-                name = f"kommo_batch_{i}"
-                con.register(name, frame)
-                names.append(name)
-            yield names
-        finally:
-            for name in names:
-                if name.startswith("kommo_batch_"):
-                    con.unregister(name)
-            if attached:
-                con.execute(f"DETACH {_STAGE_ALIAS}")
+    def sources(self) -> list[str]:
+        """The relations, in the staging instance, that hold the staged rows."""
+        return [f"memory.main.{quote(self.stream.name)}"]
+
+    def write(
+        self,
+        database: str | Path,
+        *,
+        schema: str,
+        timeout: float,
+        on_wait: Callable[[str], None] | None = None,
+        after: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    ) -> WriteResult:
+        """Replace the rows' slice of ``<schema>.<stream>`` in ``database`` in one transaction.
+
+        With a window, the slice is ``window.start <= cursor < window.end``; without one, the
+        whole table (recreated from the contract, which also heals a drifted full-table stream).
+        ``after(con)`` runs inside the same transaction once the rows are in, with ``database``
+        as the connection's current database (derived views, snapshots...). On any error the
+        transaction rolls back and the table keeps its previous rows.
+        """
+        self.check_window()
+        con = self._connection()
+        with database_lock(database, timeout=timeout, on_wait=on_wait) as deadline:
+            _retry_while_locked(
+                lambda: con.execute(f"ATTACH {_sql_string(str(database))} AS {quote(_TARGET)}"),
+                database=Path(database),
+                deadline=deadline,
+                on_wait=on_wait,
+            )
+            try:
+                con.execute(f"USE {quote(_TARGET)}")
+                return _write_slice(con, self, catalog=_TARGET, schema=schema, after=after)
+            finally:
+                con.execute("USE memory")
+                con.execute(f"DETACH {quote(_TARGET)}")
 
     def discard(self) -> None:
-        """Drop the staged rows and delete the staging file."""
-        self._frames.clear()
-        self._pending = 0
+        """Drop the staged rows: close the staging instance and remove its directory."""
         if self._con is not None:
             self._con.close()
             self._con = None
-        if self._file is not None:
-            for path in (self._file, Path(f"{self._file}.wal")):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(path)
-            self._file = None
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
 
 
 def _sql_string(value: str) -> str:
@@ -441,69 +479,53 @@ def _insert_frame(
         con.unregister("kommo_frame")
 
 
-# ---------------------------------------------------------------------------------------------
-# The write
-
-
-def write_slice(
-    con: duckdb.DuckDBPyConnection, staged: StagedRows, *, schema: str
-) -> dict[str, int]:
-    """Replace the staged rows' slice of their table in one transaction.
-
-    With a window, the slice is ``window.start <= cursor < window.end``; without one, the whole
-    table (recreated from the contract, which also heals a drifted full-table stream). Returns
-    ``{"rows": rows written, "deleted": rows replaced, "table_rows": rows in the table after}``.
-    On any error the transaction rolls back and the table keeps its previous rows.
-    """
+def _write_slice(
+    con: duckdb.DuckDBPyConnection,
+    staged: StagedRows,
+    *,
+    catalog: str,
+    schema: str,
+    after: Callable[[duckdb.DuckDBPyConnection], None] | None,
+) -> WriteResult:
     stream = staged.stream
-    staged.check_window()
-    target = table_ref(schema, stream.name)
-    with staged.sources(con) as sources:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
-            if staged.window is None:
-                before = _count_if_exists(con, schema=schema, table=stream.name)
-                con.execute(create_table_sql(stream, schema=schema, replace=True))
-                deleted = before
-            else:
-                con.execute(create_table_sql(stream, schema=schema))
-                check_table_columns(con, stream, schema=schema)
-                cursor = quote(stream.cursor or "")
-                row = con.execute(
-                    f"DELETE FROM {target} WHERE {cursor} >= ? AND {cursor} < ?",
-                    [staged.window.start, staged.window.end],
-                ).fetchone()
+    target = table_ref(schema, stream.name, catalog=catalog)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(catalog)}.{quote(schema)}")
+        if staged.window is None:
+            deleted = 0
+            if table_exists(con, schema=schema, table=stream.name, catalog=catalog):
+                row = con.execute(f"SELECT count(*) FROM {target}").fetchone()
                 deleted = int(row[0]) if row else 0
-            for source in sources:
+            con.execute(create_table_sql(stream, schema=schema, catalog=catalog, replace=True))
+        else:
+            con.execute(create_table_sql(stream, schema=schema, catalog=catalog))
+            check_table_columns(con, stream, schema=schema, catalog=catalog)
+            cursor = quote(stream.cursor or "")
+            row = con.execute(
+                f"DELETE FROM {target} WHERE {cursor} >= ? AND {cursor} < ?",
+                [staged.window.start, staged.window.end],
+            ).fetchone()
+            deleted = int(row[0]) if row else 0
+        if staged.rows:
+            for source in staged.sources():
                 con.execute(
                     f"INSERT INTO {target} ({_column_list(stream)}) "
                     f"SELECT {_select_casts(stream)} FROM {source}"
                 )
-            row = con.execute(f"SELECT count(*) FROM {target}").fetchone()
-            table_rows = int(row[0]) if row else 0
-            con.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
-            raise
-    return {"rows": staged.rows, "deleted": deleted, "table_rows": table_rows}
-
-
-def table_exists(con: duckdb.DuckDBPyConnection, *, schema: str, table: str) -> bool:
-    row = con.execute(
-        "SELECT count(*) FROM duckdb_tables() "
-        "WHERE database_name = current_database() AND schema_name = ? AND table_name = ?",
-        [schema, table],
-    ).fetchone()
-    return bool(row and row[0])
-
-
-def _count_if_exists(con: duckdb.DuckDBPyConnection, *, schema: str, table: str) -> int:
-    if not table_exists(con, schema=schema, table=table):
-        return 0
-    row = con.execute(f"SELECT count(*) FROM {table_ref(schema, table)}").fetchone()
-    return int(row[0]) if row else 0
+        if after is not None:
+            after(con)
+        row = con.execute(f"SELECT count(*) FROM {target}").fetchone()
+        table_rows = int(row[0]) if row else 0
+        columns = table_columns(con, schema=schema, table=stream.name, catalog=catalog)
+        con.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        raise
+    return WriteResult(
+        rows=staged.rows, deleted=deleted, table_rows=table_rows, columns=tuple(columns)
+    )
 
 
 def read_slice(
@@ -527,16 +549,16 @@ def catalog_name(database: str | Path) -> str:
 
 
 __all__ = [
-    "DEFAULT_SPILL_ROWS",
     "DatabaseLockTimeout",
     "StagedRows",
     "TableSchemaMismatch",
     "WarehouseError",
+    "WriteResult",
     "catalog_name",
     "check_table_columns",
     "connect",
     "create_table_sql",
-    "ensure_table",
+    "database_lock",
     "lock_path",
     "quote",
     "read_slice",
@@ -544,5 +566,4 @@ __all__ = [
     "table_exists",
     "table_ref",
     "typed_frame",
-    "write_slice",
 ]

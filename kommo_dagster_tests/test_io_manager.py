@@ -1,8 +1,6 @@
 """The IO manager inside real Dagster runs (ephemeral instance, real DuckDB file), fed by small
 assets that stage synthetic contract rows, so it is tested apart from the API."""
 
-import contextlib
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -154,10 +152,8 @@ def test_dataframes_are_stored_and_loaded_with_nullable_types(tmp_path: Path):
 
 
 class _FailingStagedRows(StagedRows):
-    @contextlib.contextmanager
-    def sources(self, con: duckdb.DuckDBPyConnection) -> Iterator[list[str]]:
-        with super().sources(con) as names:
-            yield [*names, "relation_that_does_not_exist"]
+    def sources(self) -> list[str]:
+        return [*super().sources(), "relation_that_does_not_exist"]
 
 
 def test_a_run_whose_write_fails_leaves_the_partition_as_it_was(tmp_path: Path):

@@ -3,11 +3,9 @@ one-transaction slice writes, and the lock that lets concurrent writers take tur
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -28,7 +26,6 @@ from kommo_dagster.warehouse import (
     read_slice,
     table_columns,
     typed_frame,
-    write_slice,
 )
 from kommo_dagster_tests.rows import synthetic_columns
 
@@ -47,8 +44,9 @@ def db(tmp_path: Path) -> Path:
 
 
 def _write(db: Path, staged: StagedRows) -> dict[str, int]:
-    with connect(db, timeout=30) as con:
-        return write_slice(con, staged, schema="kommo")
+    result = staged.write(db, schema="kommo", timeout=30)
+    staged.discard()
+    return {"rows": result.rows, "deleted": result.deleted, "table_rows": result.table_rows}
 
 
 def _staged(stream=LEADS, *, window=OCT1, n=5, first_id=1, **kwargs) -> StagedRows:
@@ -149,10 +147,8 @@ class _FailingStagedRows(StagedRows):
     """Stages rows like the real thing, then hands the writer a relation that does not exist,
     so the write fails after its DELETE and a first INSERT have run."""
 
-    @contextlib.contextmanager
-    def sources(self, con: duckdb.DuckDBPyConnection) -> Iterator[list[str]]:
-        with super().sources(con) as names:
-            yield [*names, "relation_that_does_not_exist"]
+    def sources(self) -> list[str]:
+        return [*super().sources(), "relation_that_does_not_exist"]
 
 
 def test_a_failed_write_leaves_the_previous_rows(db: Path):
@@ -184,18 +180,22 @@ def test_rows_outside_the_window_are_refused_before_anything_is_deleted(db: Path
     assert _rows(db, "SELECT count(*) FROM kommo.leads") == [(5,)]
 
 
-def test_staging_spills_to_a_file_and_cleans_up(db: Path, tmp_path: Path):
+def test_staging_spills_past_its_memory_limit_and_cleans_up(db: Path, tmp_path: Path):
     staging = tmp_path / "staging"
-    staged = StagedRows(LEADS, window=OCT1, spill_rows=4, staging_dir=staging)
-    for i in range(5):
-        staged.append(
-            synthetic_columns(LEADS, 3, cursor_start=OCT1.start + i * 1000, first_id=1 + i * 3)
-        )
-    assert staged.spilled and list(staging.iterdir())
-    result = _write(db, staged)
-    assert result["rows"] == 15 == _rows(db, "SELECT count(DISTINCT id) FROM kommo.leads")[0][0]
+    staged = StagedRows(LEADS, window=OCT1, staging_dir=staging, memory_limit="32MB")
+    wide = "x" * 2000
+    for i in range(25):  # ~100 MB of text through a 32 MB staging instance
+        columns = synthetic_columns(LEADS, 2000, cursor_start=OCT1.start, step=1, first_id=i * 2000)
+        columns["custom_fields_values"] = [f'["{wide}{j}"]' for j in range(2000)]
+        staged.append(columns)
+    assert staged.directory is not None and staged.directory.parent == staging
+    result = staged.write(db, schema="kommo", timeout=30)
+    assert result.rows == 50_000 == result.table_rows
     staged.discard()
     assert list(staging.iterdir()) == []
+    assert _rows(
+        db, "SELECT count(DISTINCT id), max(length(custom_fields_values)) FROM kommo.leads"
+    )[0] == (50_000, 2000 + 4 + 4)
 
 
 def test_an_existing_table_that_drifted_from_the_contract_is_refused(db: Path):
