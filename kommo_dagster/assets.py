@@ -24,10 +24,11 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from kommo_dagster.freshness import freshness_policy
 from kommo_dagster.io_manager import STREAM_METADATA_KEY, table_schema
 from kommo_dagster.kommo.records import to_columns
 from kommo_dagster.kommo.stats import ClientStats, Progress
-from kommo_dagster.kommo.streams import STREAMS, Stream, get_stream
+from kommo_dagster.kommo.streams import Stream, get_stream
 from kommo_dagster.partitions import PARTITION_FORMAT, EpochWindow, build_daily_partitions
 from kommo_dagster.resources import KommoResource
 from kommo_dagster.settings import Settings
@@ -47,14 +48,18 @@ def asset_key(stream: str) -> dg.AssetKey:
 def build_kommo_assets(
     settings: Settings, *, streams: Iterable[str] | None = None
 ) -> list[dg.AssetsDefinition]:
-    """One asset per stream (all eight by default), in declaration order."""
+    """One asset per stream (``settings.streams`` by default), in declaration order.
+
+    Incremental streams are daily partitioned unless ``settings.full_table_streams`` switches
+    them to an unpartitioned full-table sync.
+    """
     partitions_def = build_daily_partitions(settings.start_date)
-    names = list(STREAMS) if streams is None else list(streams)
+    names = list(settings.streams) if streams is None else list(streams)
     return [
         build_stream_asset(
             get_stream(name),
             settings=settings,
-            partitions_def=partitions_def if get_stream(name).is_incremental else None,
+            partitions_def=partitions_def if settings.is_partitioned(name) else None,
         )
         for name in names
     ]
@@ -82,6 +87,7 @@ def build_stream_asset(
         kinds=KINDS,
         metadata=_definition_metadata(stream, settings=settings),
         partitions_def=partitions_def,
+        freshness_policy=freshness_policy(partitioned=partitions_def is not None),
     )
     if partitions_def is not None:
         common["backfill_policy"] = dg.BackfillPolicy.single_run()

@@ -13,6 +13,12 @@ message rather than failing every run later.
 | ``KOMMO_DUCKDB_LOCK_TIMEOUT`` | ``600`` | seconds a write waits for the file before failing |
 | ``KOMMO_DUCKDB_MEMORY_LIMIT`` | ``512MB`` | DuckDB's memory limit for the writes |
 | ``KOMMO_STAGING_DIR`` | the system's temporary directory | where large extractions spill |
+| ``KOMMO_STREAMS`` | all eight | comma-separated streams the code location defines |
+| ``KOMMO_SCHEMA`` | ``kommo`` | DuckDB schema of the tables and views |
+| ``KOMMO_FULL_TABLE_STREAMS`` | none | incremental streams to sync as full tables instead |
+| ``KOMMO_HISTORY_RETENTION_DAYS`` | ``30`` | days of snapshots kept in ``<stream>_history`` |
+| ``KOMMO_SCHEDULES_DEFAULT_ON`` | ``false`` | schedules and the change sensor start running |
+| ``KOMMO_SENSOR_INTERVAL_SECONDS`` | ``300`` | least seconds between two polls of the sensor |
 """
 
 from __future__ import annotations
@@ -24,11 +30,18 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from kommo_dagster.kommo.streams import STREAMS
+
 DEFAULT_START_DATE = date(2024, 1, 1)
 DEFAULT_DUCKDB_PATH = Path("data") / "kommo_crm.duckdb"
 DEFAULT_SCHEMA = "kommo"
 DEFAULT_LOCK_TIMEOUT_SECONDS = 600.0
 DEFAULT_MEMORY_LIMIT = "512MB"
+DEFAULT_HISTORY_RETENTION_DAYS = 30
+DEFAULT_SENSOR_INTERVAL_SECONDS = 300
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
 class SettingsError(ValueError):
@@ -49,10 +62,47 @@ class Settings:
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT_SECONDS
     memory_limit: str = DEFAULT_MEMORY_LIMIT
     staging_dir: Path | None = None
+    # Which streams the code location defines (declaration order), and which of the incremental
+    # ones are synced as unpartitioned full tables instead.
+    streams: tuple[str, ...] = tuple(STREAMS)
+    full_table_streams: tuple[str, ...] = ()
+    history_retention_days: int = DEFAULT_HISTORY_RETENTION_DAYS
+    schedules_default_on: bool = False
+    sensor_interval_seconds: int = DEFAULT_SENSOR_INTERVAL_SECONDS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "duckdb_path", Path(self.duckdb_path).expanduser().absolute())
+        if not _IDENTIFIER.fullmatch(self.schema):
+            raise SettingsError(
+                f"KOMMO_SCHEMA must be a plain SQL identifier (letters, digits, _), "
+                f"got {self.schema!r}"
+            )
         check_database_name(self.duckdb_path, schema=self.schema)
+        object.__setattr__(self, "streams", _check_streams(self.streams))
+        object.__setattr__(
+            self, "full_table_streams", _check_full_table(self.full_table_streams, self.streams)
+        )
+        if self.history_retention_days < 0:
+            raise SettingsError(
+                f"KOMMO_HISTORY_RETENTION_DAYS must be 0 or more, got {self.history_retention_days}"
+            )
+        if self.sensor_interval_seconds < 1:
+            raise SettingsError(
+                f"KOMMO_SENSOR_INTERVAL_SECONDS must be at least 1, "
+                f"got {self.sensor_interval_seconds}"
+            )
+
+    def is_partitioned(self, stream: str) -> bool:
+        """Whether ``stream`` is synced as daily partitions (incremental, not switched)."""
+        return STREAMS[stream].is_incremental and stream not in self.full_table_streams
+
+    @property
+    def partitioned_streams(self) -> tuple[str, ...]:
+        return tuple(s for s in self.streams if self.is_partitioned(s))
+
+    @property
+    def unpartitioned_streams(self) -> tuple[str, ...]:
+        return tuple(s for s in self.streams if not self.is_partitioned(s))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -66,6 +116,16 @@ class Settings:
             ),
             memory_limit=_get(env, "KOMMO_DUCKDB_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT,
             staging_dir=Path(staging).expanduser().absolute() if staging else None,
+            streams=_parse_names(env, "KOMMO_STREAMS") or tuple(STREAMS),
+            schema=_get(env, "KOMMO_SCHEMA") or DEFAULT_SCHEMA,
+            full_table_streams=_parse_names(env, "KOMMO_FULL_TABLE_STREAMS") or (),
+            history_retention_days=_parse_int(
+                env, "KOMMO_HISTORY_RETENTION_DAYS", DEFAULT_HISTORY_RETENTION_DAYS, minimum=0
+            ),
+            schedules_default_on=_parse_bool(env, "KOMMO_SCHEDULES_DEFAULT_ON", False),
+            sensor_interval_seconds=_parse_int(
+                env, "KOMMO_SENSOR_INTERVAL_SECONDS", DEFAULT_SENSOR_INTERVAL_SECONDS, minimum=1
+            ),
         )
 
 
@@ -83,6 +143,71 @@ def check_database_name(path: str | Path, *, schema: str) -> None:
             f"({stem!r}), which collides with the schema {schema!r} and makes every query fail "
             f"with 'Ambiguous reference'. Use another file name, e.g. data/kommo_crm.duckdb."
         )
+
+
+def _check_streams(streams: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    unknown = [s for s in streams if s not in STREAMS]
+    if unknown:
+        raise SettingsError(
+            f"KOMMO_STREAMS names unknown streams {unknown}; known: {', '.join(STREAMS)}"
+        )
+    if not streams:
+        raise SettingsError("KOMMO_STREAMS selects no stream")
+    chosen = set(streams)
+    for name in chosen:
+        parent = STREAMS[name].parent
+        if parent and parent not in chosen:
+            raise SettingsError(
+                f"KOMMO_STREAMS selects {name} without {parent}: {name} is read per "
+                f"{parent[:-1]} id from the {parent} table, so add {parent}"
+            )
+    return tuple(s for s in STREAMS if s in chosen)  # declaration order, no repeats
+
+
+def _check_full_table(names: tuple[str, ...] | list[str], streams: tuple[str, ...]) -> tuple:
+    for name in names:
+        if name not in STREAMS:
+            raise SettingsError(
+                f"KOMMO_FULL_TABLE_STREAMS names an unknown stream {name!r}; "
+                f"known: {', '.join(STREAMS)}"
+            )
+        if not STREAMS[name].is_incremental:
+            raise SettingsError(
+                f"KOMMO_FULL_TABLE_STREAMS names {name}, which is always a full table; "
+                f"only incremental streams can be switched"
+            )
+        if name not in streams:
+            raise SettingsError(
+                f"KOMMO_FULL_TABLE_STREAMS names {name}, which KOMMO_STREAMS does not select"
+            )
+    return tuple(s for s in STREAMS if s in set(names))
+
+
+def _parse_names(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
+    value = _get(env, name)
+    if value is None:
+        return None
+    return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+
+
+def _parse_int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    value = _get(env, name)
+    if value is None:
+        return default
+    if not re.fullmatch(r"\d+", value) or int(value) < minimum:
+        raise SettingsError(f"{name} must be a whole number of at least {minimum}, got {value!r}")
+    return int(value)
+
+
+def _parse_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = _get(env, name)
+    if value is None:
+        return default
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise SettingsError(f"{name} must be true or false, got {value!r}")
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -117,7 +242,9 @@ def _parse_seconds(env: Mapping[str, str], name: str, default: float) -> float:
 
 __all__ = [
     "DEFAULT_DUCKDB_PATH",
+    "DEFAULT_HISTORY_RETENTION_DAYS",
     "DEFAULT_SCHEMA",
+    "DEFAULT_SENSOR_INTERVAL_SECONDS",
     "DEFAULT_START_DATE",
     "Settings",
     "SettingsError",
