@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -28,7 +29,12 @@ from pydantic import Field
 
 from kommo_dagster.kommo.streams import Stream, get_stream
 from kommo_dagster.partitions import EpochWindow
-from kommo_dagster.settings import DEFAULT_SCHEMA, check_database_name
+from kommo_dagster.settings import (
+    DEFAULT_HISTORY_RETENTION_DAYS,
+    DEFAULT_SCHEMA,
+    check_database_name,
+)
+from kommo_dagster.views import history_table_name, refresh_derived
 from kommo_dagster.warehouse import (
     StagedRows,
     WarehouseError,
@@ -79,6 +85,11 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
 
     duckdb: KommoDuckDBResource
     schema_name: str = Field(default=DEFAULT_SCHEMA, description="DuckDB schema of the tables.")
+    history_retention_days: int = Field(
+        default=DEFAULT_HISTORY_RETENTION_DAYS,
+        description="Days of full-table snapshots kept in <stream>_history "
+        "(KOMMO_HISTORY_RETENTION_DAYS).",
+    )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         check_database_name(self.duckdb.database, schema=self.schema_name)
@@ -99,11 +110,27 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
                     f"{stream.name}: rows were extracted for {_label(staged.window)} but the "
                     f"output is {_label(window)}"
                 )
+            history: dict[str, int] = {}
+
+            def refresh(con: duckdb.DuckDBPyConnection) -> None:
+                # Same transaction as the rows: views and snapshots never disagree with them.
+                history.update(
+                    refresh_derived(
+                        con,
+                        stream,
+                        schema=self.schema_name,
+                        full_table=window is None,
+                        snapshot_at=datetime.now(UTC),
+                        retention_days=self.history_retention_days,
+                    )
+                )
+
             result = staged.write(
                 self.duckdb.database,
                 schema=self.schema_name,
                 timeout=self.duckdb.lock_timeout,
                 on_wait=context.log.info,
+                after=refresh,
             )
         finally:
             staged.discard()
@@ -122,6 +149,15 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
                 "kommo/database": dg.MetadataValue.path(str(self.duckdb.database)),
             }
         )
+        if window is None:
+            context.add_output_metadata(
+                {
+                    "kommo/history_table": dg.MetadataValue.text(
+                        f"{self.schema_name}.{history_table_name(stream)}"
+                    ),
+                    "kommo/history_purged_rows": dg.MetadataValue.int(history.get("purged", 0)),
+                }
+            )
         note = f"; {staged.note}" if staged.note else ""
         context.log.info(
             f"{context.asset_key.to_user_string()} {_label(window)}: {result.rows} rows "
