@@ -1,0 +1,88 @@
+"""The jobs the schedules and the sensor launch, built from the settings' stream selection.
+
+* ``kommo_incremental_job``: the daily-partitioned streams; a run is one partition (or, with the
+  range tags, one single-run backfill of a range).
+* ``kommo_full_sync_job``: the same streams over their whole partition range in one run, the
+  "additional full sync" that catches updates an incremental window missed.
+* ``kommo_full_tables_job``: the unpartitioned streams (pipelines, statuses, users, and any
+  incremental stream switched to a full-table sync); each run replaces their tables.
+
+A job is absent when no selected stream falls in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import dagster as dg
+
+from kommo_dagster.assets import asset_key
+from kommo_dagster.partitions import PARTITION_FORMAT
+from kommo_dagster.settings import Settings
+
+INCREMENTAL_JOB = "kommo_incremental_job"
+FULL_SYNC_JOB = "kommo_full_sync_job"
+FULL_TABLES_JOB = "kommo_full_tables_job"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+@dataclass(frozen=True)
+class KommoJobs:
+    incremental: dg.UnresolvedAssetJobDefinition | None
+    full_sync: dg.UnresolvedAssetJobDefinition | None
+    full_tables: dg.UnresolvedAssetJobDefinition | None
+
+    def all(self) -> list[dg.UnresolvedAssetJobDefinition]:
+        return [j for j in (self.incremental, self.full_sync, self.full_tables) if j is not None]
+
+
+def build_jobs(settings: Settings) -> KommoJobs:
+    partitioned = [asset_key(s) for s in settings.partitioned_streams]
+    unpartitioned = [asset_key(s) for s in settings.unpartitioned_streams]
+    incremental = full_sync = full_tables = None
+    if partitioned:
+        incremental = dg.define_asset_job(
+            INCREMENTAL_JOB,
+            selection=dg.AssetSelection.assets(*partitioned),
+            description="The incremental Kommo streams, one daily partition (UTC) per run.",
+            tags={"kommo/sync": "incremental"},
+        )
+        full_sync = dg.define_asset_job(
+            FULL_SYNC_JOB,
+            selection=dg.AssetSelection.assets(*partitioned),
+            description=(
+                "Re-extracts the whole partition range of every incremental stream in one run "
+                "(a single-run backfill), catching updates an incremental window missed."
+            ),
+            tags={"kommo/sync": "full"},
+        )
+    if unpartitioned:
+        full_tables = dg.define_asset_job(
+            FULL_TABLES_JOB,
+            selection=dg.AssetSelection.assets(*unpartitioned),
+            description="The full-table Kommo streams; each run replaces their tables.",
+            tags={"kommo/sync": "full_table"},
+        )
+    return KommoJobs(incremental=incremental, full_sync=full_sync, full_tables=full_tables)
+
+
+def partition_key(day: date) -> str:
+    return day.strftime(PARTITION_FORMAT)
+
+
+def range_tags(first: date, last: date) -> dict[str, str]:
+    """Tags that make one run cover the partitions ``first..last`` (inclusive)."""
+    return {RANGE_START_TAG: partition_key(first), RANGE_END_TAG: partition_key(last)}
+
+
+__all__ = [
+    "FULL_SYNC_JOB",
+    "FULL_TABLES_JOB",
+    "INCREMENTAL_JOB",
+    "KommoJobs",
+    "build_jobs",
+    "partition_key",
+    "range_tags",
+]
