@@ -291,6 +291,8 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        # Other work on the machine slows CPU-bound figures: say how busy it was.
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }
     try:
         import psutil
@@ -308,7 +310,8 @@ def render(
     memory = f", {m['memory_gib']:g} GiB" if "memory_gib" in m else ""
     lines = [
         f"Run {started.strftime('%Y-%m-%d %H:%M')} UTC on {m['cpus']} cores{memory}, "
-        f"Python {m['python']} ({m['platform']}); the benchmark took {seconds / 60:.1f} min.",
+        f"Python {m['python']} ({m['platform']}); load average {m['load_average_1min']:g} at the "
+        f"end; the benchmark took {seconds / 60:.1f} min.",
         "",
         f"Sandbox data: {plan.data_start} .. {plan.data_end} (seed {plan.seed}). Scenario 1: "
         f"{plan.ceiling_leads:,} leads, {plan.latency_ms:g} ± {plan.jitter_ms:g} ms, "

@@ -1,0 +1,144 @@
+"""Smoke test of the benchmark entry point in a tiny configuration (no timing is asserted).
+
+The real figures come from running `python -m benchmarks.run` by hand; this only checks that
+the harness drives every scenario end to end through the Dagster path and reports the sandbox's
+own counts, and that the dlt peer's configuration reads the sandbox (when dlt, the `bench`
+extra, is installed; CI installs only `dev`).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import metrics, run
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_quick_run_reports_every_scenario(tmp_path):
+    # The peer's workers would double the cost; its configuration is checked below, in process.
+    extractors = "dagster"
+    code = run.main(
+        [
+            "--quick",
+            "--ceiling-leads", "300",
+            "--local-leads", "300",
+            "--streams", "leads",
+            "--latency-ms", "0",
+            "--jitter-ms", "0",
+            "--extractors", extractors,
+            "--out", str(tmp_path),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    data = json.loads((tmp_path / "latest.json").read_text())
+    rows = {(r["scenario"], r["extractor"]): r for r in data["rows"]}
+    names = [run.NAMES[e] for e in extractors.split(",")]
+    assert set(rows) == {
+        (s, n) for s in ("1 ceiling", "2 local cost", "3 quiet day") for n in names
+    }
+    for (scenario, _), row in rows.items():
+        assert row["errors"] == []
+        assert row["throttled"] == 0
+        assert row["targets"], "every row is judged against its targets"
+        (leads,) = row["streams"]
+        assert leads["stream"] == "leads"
+        # Requests are the sandbox's count; at least the minimum is needed to read the rows.
+        assert leads["requests"] >= 1
+        if scenario == "3 quiet day":
+            assert leads["rows"] == 0
+        else:
+            assert leads["rows"] > 0
+            assert leads["requests"] >= leads["minimum"]
+    ours = rows[("1 ceiling", run.NAMES["dagster"])]["streams"][0]
+    # 300 leads hold 12 deleted ones (every 25th): our extraction reads both lists.
+    assert ours["rows"] == 300
+    markdown = (tmp_path / "latest.md").read_text()
+    for scenario in ("1 ceiling", "2 local cost", "3 quiet day"):
+        assert f"| {scenario} |" in markdown
+
+
+def test_dlt_peer_reads_the_window(sandbox, tmp_path):
+    pytest.importorskip("dlt")
+    from benchmarks import dlt_peer
+
+    sandbox.reset()
+    lo, hi = run.Plan().epoch(sandbox.config.start), run.Plan().epoch(sandbox.config.end)
+    out = dlt_peer.run_stream(
+        base_url=sandbox.base_url,
+        token=sandbox.token,
+        stream="leads",
+        start=lo,
+        end=hi,
+        workdir=tmp_path,
+    )
+    live = [r for r in sandbox.records("leads") if not r.get("is_deleted")]
+    assert out["lists"] == {"live": len(live)}
+    # Full pages of 250, then the page past the end (204) that stops its paginator.
+    assert sandbox.stats()["requests"] == -(-len(live) // 250) + 1
+
+
+def _run(stream: str, lists: dict[str, int], requests: int, **extra) -> dict:
+    return {
+        "stream": stream,
+        "lists": lists,
+        "requests": requests,
+        "wall": 10.0,
+        "extract_seconds": 5.0,
+        "cpu": 1.0,
+        "rate_limited": 0,
+        "violations": 0,
+        "peak_requests_per_second": 7,
+        **extra,
+    }
+
+
+def test_minimum_counts_every_list_in_full_pages():
+    # 500 live leads = 2 pages; an empty deleted list still costs the request that finds it.
+    assert metrics.window_minimum("leads", {"live": 500, "deleted": 0}) == 3
+    assert metrics.window_minimum("leads", {"live": 501, "deleted": 30}) == 4
+    # Events page by 100.
+    assert metrics.window_minimum("events", {"live": 101}) == 2
+
+
+def test_subwindow_minimum_skips_checks_and_a_probe_that_pages_re_read():
+    parts = [
+        {"kind": "probe", "rows": 250},
+        {"kind": "pages", "rows": 260},
+        {"kind": "pages", "rows": 0},
+        {"kind": "verify", "rows": 3},
+    ]
+    assert metrics.subwindow_minimum("tasks", parts) == 2 + 1
+    # A probe that was the whole walk is the list.
+    assert metrics.subwindow_minimum("tasks", [{"kind": "probe", "rows": 40}]) == 1
+    assert metrics.subwindow_minimum("tasks", []) is None
+
+
+def test_targets_judge_rate_excess_and_429s():
+    row = metrics.Row(
+        scenario="1 ceiling",
+        extractor="x",
+        streams=[
+            metrics.stream_figures(_run("leads", {"live": 1000, "deleted": 0}, 6)),
+            metrics.stream_figures(_run("events", {"live": 150}, 4)),
+        ],
+    )
+    # 10 requests in 10 s of extraction: 1/s of 7.
+    assert row.rate_ratio == pytest.approx(10 / 10.0 / 7)
+    assert row.minimum == 5 + 2
+    targets = metrics.evaluate_targets(row, kind="ceiling")
+    assert targets == {
+        "rate ≥ 0.95 of the limit": False,
+        "requests ≤ minimum + 1 per stream": False,  # events: 4 against 2
+        "no 429": True,
+    }
+    quiet = metrics.Row(
+        scenario="3 quiet day",
+        extractor="x",
+        streams=[metrics.stream_figures(_run("leads", {"live": 0, "deleted": 0}, 2))],
+        limit=None,
+    )
+    assert metrics.evaluate_targets(quiet, kind="quiet") == {"≤ 1 request per stream": False}
+    assert "| 3 quiet day | x | 0 | 2 (2) |" in metrics.summary_table([quiet])
