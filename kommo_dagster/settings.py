@@ -116,9 +116,9 @@ class Settings:
             ),
             memory_limit=_get(env, "KOMMO_DUCKDB_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT,
             staging_dir=Path(staging).expanduser().absolute() if staging else None,
-            streams=_parse_names(env, "KOMMO_STREAMS") or tuple(STREAMS),
+            streams=_parse_names(env, "KOMMO_STREAMS", default=tuple(STREAMS)),
             schema=_get(env, "KOMMO_SCHEMA") or DEFAULT_SCHEMA,
-            full_table_streams=_parse_names(env, "KOMMO_FULL_TABLE_STREAMS") or (),
+            full_table_streams=_parse_names(env, "KOMMO_FULL_TABLE_STREAMS", default=()),
             history_retention_days=_parse_int(
                 env, "KOMMO_HISTORY_RETENTION_DAYS", DEFAULT_HISTORY_RETENTION_DAYS, minimum=0
             ),
@@ -183,10 +183,10 @@ def _check_full_table(names: tuple[str, ...] | list[str], streams: tuple[str, ..
     return tuple(s for s in STREAMS if s in set(names))
 
 
-def _parse_names(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
+def _parse_names(env: Mapping[str, str], name: str, *, default: tuple[str, ...]) -> tuple[str, ...]:
     value = _get(env, name)
     if value is None:
-        return None
+        return default
     return tuple(part.strip().lower() for part in value.split(",") if part.strip())
 
 
