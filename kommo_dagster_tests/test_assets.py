@@ -9,7 +9,7 @@ request count of a range get their own, smaller runs.
 import json
 import math
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -367,3 +367,18 @@ def test_the_row_count_per_day_matches_the_table(loaded: Warehouse):
     assert sum(e.metadata["dagster/row_count"].value for e in events) == len(
         loaded.sandbox.expected_rows("events")
     )
+
+
+def test_todays_unfinished_partition_can_be_materialized(fresh: Warehouse):
+    leads = next(a for a in fresh.defs.assets or [] if a.key.path[-1] == "leads")
+    today = leads.partitions_def.get_last_partition_key()
+    now = datetime.now(UTC)
+    assert today in {now.date().isoformat(), (now - timedelta(minutes=1)).date().isoformat()}
+    result = fresh.run(INCREMENTAL_STREAMS, partition=today)
+    assert result.success
+    windows = {
+        e.materialization.metadata["kommo/window_end"].value
+        for e in result.get_asset_materialization_events()
+    }
+    # the window runs to the end of the day, which has not come yet
+    assert windows == {_day(today).end}
