@@ -191,3 +191,38 @@ def test_materialization_launched_from_the_ui_succeeds(webserver, sandbox):
         users = con.execute("select count(*) from kommo.users").fetchone()[0]
     assert pipelines == len(sandbox.expected_rows("pipelines"))
     assert users == len(sandbox.expected_rows("users"))
+
+
+def test_schedules_and_sensors_are_listed_and_stopped(webserver):
+    from kommo_dagster.schedules import (
+        FINALIZE_SCHEDULE,
+        FULL_SYNC_SCHEDULE,
+        FULL_TABLES_SCHEDULE,
+        TODAY_SCHEDULE,
+    )
+    from kommo_dagster.sensors import CHANGE_SENSOR
+
+    graphql, _ = webserver
+    data = graphql(
+        """{ repositoriesOrError { ... on RepositoryConnection { nodes {
+              location { name }
+              schedules { name cronSchedule scheduleState { status } }
+              sensors { name sensorState { status } }
+        } } } }"""
+    )
+    repositories = [
+        r for r in data["repositoriesOrError"]["nodes"] if r["location"]["name"] == LOCATION
+    ]
+    assert len(repositories) == 1
+    repository = repositories[0]
+    expected_schedules = {
+        TODAY_SCHEDULE,
+        FINALIZE_SCHEDULE,
+        FULL_TABLES_SCHEDULE,
+        FULL_SYNC_SCHEDULE,
+    }
+    assert {s["name"] for s in repository["schedules"]} == expected_schedules
+    assert {s["name"] for s in repository["sensors"]} == {CHANGE_SENSOR}
+    # Off until a user turns them on (KOMMO_SCHEDULES_DEFAULT_ON is not set here).
+    assert {s["scheduleState"]["status"] for s in repository["schedules"]} == {"STOPPED"}
+    assert {s["sensorState"]["status"] for s in repository["sensors"]} == {"STOPPED"}
