@@ -369,13 +369,26 @@ class KeysetWalk(Walk):
         return []
 
     def split(self) -> Walk | None:
-        if self.done or self.phase != "walk" or self.remaining_pages() < MIN_SPLIT_PAGES:
+        if self.done:
+            return None
+        if self.phase != "walk":
+            # A crowded second is paged one request after another; hand what lies after it to
+            # another walk rather than leave it waiting.
+            after = self.hi - self.second
+            if after < 1 or not self.density or self.density * after < self.limit:
+                return None
+            return self._split_at(self.second)
+        if self.remaining_pages() < MIN_SPLIT_PAGES:
             return None
         # Keep at least the page in flight (and a half) on this side of the cut.
         keep = max((self.hi - self.frm) // 2, _seconds_for(1.5, self))
         mid = self.frm + keep
         if mid >= self.hi:
             return None
+        return self._split_at(mid)
+
+    def _split_at(self, mid: int) -> KeysetWalk:
+        """Hand ``(mid, hi]`` to a new walk; this one keeps ``[.., mid]``."""
         new = KeysetWalk(
             stream=self.stream,
             transport=self.transport,
