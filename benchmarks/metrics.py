@@ -80,6 +80,7 @@ class StreamFigures:
     throttled: int
     violations: int
     peak_rps: int
+    peak_concurrency: int
     error: str | None
 
     @property
@@ -102,6 +103,7 @@ def stream_figures(run: Mapping[str, Any]) -> StreamFigures:
         throttled=int(run["rate_limited"]),
         violations=int(run["violations"]),
         peak_rps=int(run["peak_requests_per_second"]),
+        peak_concurrency=int(run.get("peak_concurrency", 0)),
         error=run.get("error"),
     )
 
@@ -236,16 +238,16 @@ def summary_table(rows: list[Row]) -> str:
 def streams_table(rows: list[Row]) -> str:
     head = (
         "| Scenario | Extractor | Stream | Rows | Requests | Min. (window) | Min. (sub-windows) "
-        "| Over min. | Extract s | Wall s | CPU s | Peak req/s (server) |"
+        "| Over min. | Extract s | Wall s | CPU s | Peak req/s | Peak in flight |"
     )
-    out = [head, "|" + "---|" * 12]
+    out = [head, "|" + "---|" * 13]
     for r in rows:
         for s in r.streams:
             out.append(
                 f"| {r.scenario} | {r.extractor} | {s.stream} | {s.rows:,} | {s.requests:,} "
                 f"| {s.minimum:,} | {_num(s.subwindow_minimum, '{:,}')} | {s.excess:+,} "
                 f"| {_num(s.extract_seconds, '{:.1f}')} | {s.wall:.1f} | {s.cpu:.1f} "
-                f"| {s.peak_rps} |"
+                f"| {s.peak_rps} | {s.peak_concurrency} |"
             )
     return "\n".join(out)
 

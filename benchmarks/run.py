@@ -369,6 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="where latest.md/json go")
     p.add_argument("--no-save", action="store_true", help="print only; write no files")
     p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the working directory (worker logs, DuckDB files) and print where it is",
+    )
+    p.add_argument(
         "--update-readme",
         action="store_true",
         help="replace the results section of benchmarks/README.md",
@@ -417,7 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     started, began = datetime.now(UTC), time.perf_counter()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="kommo-bench-") as tmp_name:
-        tmp = Path(tmp_name)
+        tmp = Path(tempfile.mkdtemp(prefix="kommo-bench-")) if ns.keep else Path(tmp_name)
+        if ns.keep:
+            _log(f"working directory (kept): {tmp}")
         if scenarios & {"ceiling", "quiet"}:
             rows += ceiling_and_quiet(plan, scenarios=scenarios, extractors=extractors, tmp=tmp)
         if "local" in scenarios:
