@@ -50,7 +50,7 @@ from kommo_dagster.kommo.walks import (
     TasksCheckWalk,
     Walk,
     chunk_bounds,
-    quantile_bounds,
+    even_bounds,
     records_of,
 )
 
@@ -275,11 +275,7 @@ class KommoClient:
                     status=404,
                     path=path,
                 ) from exc
-            records = records_of(spec, resp)[0]
-            for r in records:
-                if r.get("pipeline_id") is None:
-                    r["pipeline_id"] = pid
-            return records
+            return records_of(spec, resp)[0]
 
         futures = [self._submit(lambda pid=pid: fetch(pid)) for pid in ids]
         try:
@@ -456,7 +452,7 @@ class _Extraction:
                 # Equal slices of time: the probe's tasks (lowest ids) are no fair sample of
                 # updated_at, and a part cannot be split once paged. Twice the concurrency in
                 # parts evens out the load as the walks finish at different times.
-                parts = quantile_bounds([], self.lo, self.hi, 2 * self.client.target_concurrency())
+                parts = even_bounds(self.lo, self.hi, 2 * self.client.target_concurrency())
                 self._task_round(parts)
         elif self.phase == "walk":
             multi = {id(w) for w in self.round if w.requests > 1}
@@ -619,6 +615,10 @@ class _Extraction:
         next_report = started + interval
         finished = False
         try:
+            if self.lo > self.hi:
+                # An empty window (start >= end): nothing to ask.
+                finished = True
+                return
             self._start()
             self._fill()
             while self.inflight:

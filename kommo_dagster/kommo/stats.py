@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 
@@ -129,7 +129,6 @@ class Progress:
     fraction_done: float | None = None  # share of the time window covered, when measurable
     eta_seconds: float | None = None
     done: bool = False
-    extra: dict = field(default_factory=dict)
 
     def __str__(self) -> str:
         window = (

@@ -2,41 +2,48 @@
 changes, and how a window is split so several requests can be in flight at once.
 
 A *walk* covers one sub-window of cursor values ``[lo, hi]`` (Unix seconds, both inclusive) and
-issues one request at a time, so the ordering argument below holds inside it. The extraction
-(`client._Extraction`) runs several walks at once and splits a walk's unwalked remainder off into
-a new walk when a worker is idle. A walk drops records outside its current bounds, so a record
-that a split moved to another walk is yielded once, by that walk.
+issues one request at a time, so the ordering arguments below hold inside it. The extraction
+(`client._Extraction`) runs several walks at once and, when a worker is idle, splits a walk's
+unwalked remainder off into a new walk. A walk drops records outside its current bounds, so a
+record that a split moved to another walk is yielded once, by that walk.
 
-Guarantees, per stream (a record "stays" when its cursor is inside the window and it does not
-change for the whole extraction; Kommo sets updated_at to the time of the change, so in a window
-that lies in the past records can only leave, never arrive):
+Guarantees, per stream. A record "stays" when its cursor is inside the window and it does not
+change for the whole extraction. Kommo sets updated_at to the time of a change (a deletion
+included), so in a window that lies in the past records can only leave, never arrive.
 
 * leads, contacts, companies (`KeysetWalk`): ordered by updated_at ascending, each request asks
-  for ``updated_at >= F`` where ``F`` is the last updated_at seen, never for an offset. A record
-  leaving the window therefore cannot shift unseen records past us. Records of second ``F`` that
-  the previous page already held are skipped by id. When a page is full of a single second ``T``,
-  that second is paged on its own (``from = to = T``, ordered by id); because that is offset
-  paging, a record leaving second ``T`` during it could shift another past a page boundary, so
-  afterwards one check asks for the records changed or deleted since the second's walk started,
-  and the second is walked again if one of its records is among them. The deleted list
-  (``with=only_deleted``) is walked the same way, so deleted records arrive with is_deleted true.
-  Every record that stays is yielded exactly once; a changed record is yielded in the version(s)
-  the walk met, each (id, updated_at) once, and its newest version lies in the window of its
-  change, which the next extraction of that window delivers.
+  for ``updated_at >= F`` with ``F`` the last updated_at seen, never for an offset, so a record
+  leaving the window cannot shift an unseen one past us; records of second ``F`` that the
+  previous page held are skipped by id. When a page is full of one second ``T``, that second is
+  read on its own (``from = to = T``) by id: the first page ascending and the first page
+  descending. If they overlap, every record that stayed in ``T`` was on one of them (one missing
+  from both would lie above the first page's highest id and below the second's lowest). Only a
+  second of over two pages is offset-paged; a record leaving ``T`` meanwhile could then shift
+  another past a page boundary, but only if the walk had seen it, so a closing check lists the
+  records changed or deleted since the second's walk began and the second is walked again if
+  one it saw is among them (bounded). The deleted list (``with=only_deleted``) is walked the same
+  way, so deleted records arrive with is_deleted true.
 
-* tasks (`PagesWalk` + a check): Kommo filters tasks on updated_at but orders them only by id (or
-  created_at, complete_till). Inside a window they are offset-paged by id, one page at a time per
-  sub-window. An update never moves a task within the id order; it only moves it out of a past
-  window (or into the current one), and a deletion removes it. Either can shift unseen tasks past
-  a page boundary only if the task that left had already been seen. So after the walk, one check
-  lists the tasks updated since the walk began and the ``task_deleted`` events since then: a task
-  seen in the window that has left it or was deleted means the window is walked again (bounded),
-  and changed tasks whose new version lies inside the window are yielded from the check itself.
+* tasks (`PagesWalk` by id + `tasks_check`): Kommo filters tasks on updated_at but orders them
+  only by id (or created_at, complete_till). The window is cut into equal slices of time, each
+  offset-paged by id one page at a time. An update never moves a task within the id order; it
+  only takes it out of a past window, and a deletion removes it. Either can shift an unseen task
+  past a page boundary only if the walk had already seen the task that left. A slice read in
+  one request is a consistent snapshot; for the others, one check lists the tasks updated since
+  the walk began and the ``task_deleted`` events since then. Each slice that saw a task which
+  has since left is walked again, cut into chunks of about 200 of the tasks it saw, so the new
+  chunks are mostly single requests and the rounds end even while the account keeps changing.
+  Changed tasks whose new version lies inside the window are yielded from the check itself.
 
-* events (`PagesWalk`, newest first): events are immutable and only ever appended with
+* events (`PagesWalk`, newest first): events are immutable and only appended with
   created_at = now. In a window that lies in the past the result never changes, so offset paging
   is exact. In a window that includes now, new events enter at the top and push rows down: rows
   can repeat on the next page (dropped by id) but never skip one.
+
+In every stream each (id, cursor) is yielded at most once per extraction, every record that
+stays is yielded, and a record that changed during the extraction is yielded in the version(s)
+the walk met; its newest version lies in the window of its change, which the next extraction of
+that window delivers.
 """
 
 from __future__ import annotations
@@ -462,15 +469,15 @@ class PagesWalk(Walk):
     query_lo: int = 0
     query_hi: int = 0
     page: int = 1
-    last_page: int = 0
     dedupe: bool = False
     seen: set = field(default_factory=set)
     oldest_seen: int | None = None
+    newest_seen: int | None = None
     monotone: bool = True
+    # A probe reads one page only and notes whether there was more.
     probe_only: bool = False
     probe_full: bool = False
     rows_seen: int = 0
-    first_page: list | None = None
 
     def __post_init__(self) -> None:
         self.query_lo, self.query_hi = self.lo, self.hi
@@ -498,7 +505,6 @@ class PagesWalk(Walk):
 
     def on_result(self, job: Job, result: Any) -> list[dict[str, Any]]:
         self.requests += 1
-        self.last_page = self.page
         records, has_next = records_of(self.stream, result)
         if not records:
             self.done = True
@@ -523,15 +529,12 @@ class PagesWalk(Walk):
                     log.warning("%s are not newest first; paging to the end", self.stream.name)
                 self.monotone = False
             oldest = min(cursors)
-            if self.first_page is None:
-                self.first_page = cursors
+            self.newest_seen = max(self.newest_seen or 0, *cursors)
             self.oldest_seen = oldest if self.oldest_seen is None else min(oldest, self.oldest_seen)
             self.rows_seen += len(records)
-            self.density = _rate(self.rows_seen, self.oldest_seen, min(self.hi, max(cursors)))
+            self.density = _rate(self.rows_seen, self.oldest_seen, min(self.hi, self.newest_seen))
             if self.monotone and self.oldest_seen < lo:
                 full = False
-        elif self.first_page is None:
-            self.first_page = cursors
         if full and not self.probe_only:
             self.page += 1
         else:
@@ -567,25 +570,12 @@ class PagesWalk(Walk):
         return new
 
 
-def quantile_bounds(sample: list[int], lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
-    """``parts`` consecutive sub-ranges of [lo, hi] cut at quantiles of ``sample`` (cursor values
-    seen in a first page), falling back to equal widths where the sample says nothing."""
+def even_bounds(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` consecutive sub-ranges of [lo, hi] of (nearly) equal width."""
     parts = max(1, min(parts, hi - lo + 1))
-    values = sorted(v for v in sample if lo <= v <= hi)
-    cuts: list[int] = []
-    for k in range(1, parts):
-        if len(values) >= parts:
-            c = values[min(len(values) - 1, math.floor(k * len(values) / parts))]
-        else:
-            c = lo + (hi - lo + 1) * k // parts
-        if cuts and c <= cuts[-1]:
-            c = cuts[-1] + 1
-        if c > hi:
-            break
-        cuts.append(c)
-    starts = [lo, *cuts]
-    ends = [c - 1 for c in cuts] + [hi]
-    return [(a, b) for a, b in zip(starts, ends, strict=True) if a <= b]
+    starts = [lo + (hi - lo + 1) * k // parts for k in range(parts)]
+    ends = [s - 1 for s in starts[1:]] + [hi]
+    return list(zip(starts, ends, strict=True))
 
 
 def chunk_bounds(values: list[int], lo: int, hi: int, *, per_chunk: int) -> list[tuple[int, int]]:
@@ -704,7 +694,7 @@ __all__ = [
     "TasksCheckWalk",
     "Walk",
     "chunk_bounds",
-    "quantile_bounds",
+    "even_bounds",
     "records_of",
     "second_is_stable",
     "tasks_check",

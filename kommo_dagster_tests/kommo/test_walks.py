@@ -4,6 +4,7 @@ the pure helpers of the walks."""
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +12,7 @@ import pytest
 import requests
 
 from kommo_dagster.kommo.streams import STREAMS
-from kommo_dagster.kommo.walks import chunk_bounds, quantile_bounds
+from kommo_dagster.kommo.walks import chunk_bounds, even_bounds
 from kommo_dagster.sandbox import ChurnConfig
 from kommo_dagster_tests.kommo.conftest import END, START, expected, fetch, rows_of
 
@@ -118,12 +119,12 @@ def test_day_windows_plus_the_windows_churn_touched_give_every_latest_version_on
     assert rows_of(stream, merged) == expected(sb, stream, START, now_window[1])
 
 
-def test_quantile_bounds_cover_the_range_without_gaps():
-    assert quantile_bounds([], 0, 99, 4) == [(0, 24), (25, 49), (50, 74), (75, 99)]
-    parts = quantile_bounds([5, 5, 5, 6, 7, 50, 90, 91], 0, 99, 4)
-    assert parts[0][0] == 0 and parts[-1][1] == 99
+def test_even_bounds_cover_the_range_without_gaps():
+    assert even_bounds(0, 99, 4) == [(0, 24), (25, 49), (50, 74), (75, 99)]
+    parts = even_bounds(1000, 86_399 + 1000, 8)
+    assert parts[0][0] == 1000 and parts[-1][1] == 86_399 + 1000
     assert all(b + 1 == c for (_, b), (c, _) in itertools.pairwise(parts))
-    assert quantile_bounds([], 10, 11, 8) == [(10, 10), (11, 11)]
+    assert even_bounds(10, 11, 8) == [(10, 10), (11, 11)]
 
 
 def test_chunk_bounds_hold_about_the_requested_number_of_values():
@@ -134,3 +135,40 @@ def test_chunk_bounds_hold_about_the_requested_number_of_values():
         assert sum(a <= v <= b for v in values) <= 200
     # Many values in one second cannot be cut apart; that chunk just grows.
     assert chunk_bounds([7] * 500, 0, 10, per_chunk=200) == [(0, 6), (7, 10)]
+
+
+def test_a_second_of_over_two_pages_is_paged_checked_and_walked_again(
+    sandbox_factory, client_for, caplog
+):
+    sb = sandbox_factory(leads=9000, requests_per_second=None)
+    last_second = int(END.timestamp()) - 1
+    crowd = [r for r in sb.records("leads") if r["updated_at"] == last_second]
+    assert len(crowd) > 500, "the sandbox puts a crowd at the window's last second"
+    # One worker: the requests, and so the (seeded) churn, come in a fixed order. Thirty
+    # updates every sixth request hit the crowd while it is paged.
+    client = client_for(sb, max_workers=1)
+    day = (END - timedelta(days=1), END)
+    before = snapshot(sb, "leads")
+    churn = ChurnConfig(every_requests=6, updates=30, creates=0, deletes=1, streams=("leads",))
+    sb.update_config(churn=churn)
+    with caplog.at_level(logging.INFO, logger="kommo_dagster.kommo"):
+        records = fetch(client, "leads", *day)
+    sb.update_config(churn=None)
+    assert f"records of second {last_second} changed while it was paged" in caplog.text
+    keys = Counter(key("leads", r) for r in records)
+    assert max(keys.values()) == 1
+    stayed = {
+        key("leads", r)
+        for r in sb.records("leads")
+        if key("leads", r) in before and in_window("leads", r, *day)
+    }
+    assert len(stayed) > 500 and stayed <= set(keys)
+    # Without churn, the same window is exactly the account's.
+    assert rows_of("leads", fetch(client, "leads", *day)) == expected(sb, "leads", *day)
+
+
+def test_an_empty_window_costs_nothing(sandbox_factory, client_for):
+    sb = sandbox_factory(leads=300, requests_per_second=None)
+    client = client_for(sb)
+    assert fetch(client, "leads", END, END) == [] and fetch(client, "tasks", END, START) == []
+    assert client.stats().requests == 0
