@@ -172,3 +172,24 @@ def test_an_empty_window_costs_nothing(sandbox_factory, client_for):
     client = client_for(sb)
     assert fetch(client, "leads", END, END) == [] and fetch(client, "tasks", END, START) == []
     assert client.stats().requests == 0
+
+
+def test_tasks_parts_a_departed_task_was_seen_in_are_walked_again(
+    sandbox_factory, client_for, caplog
+):
+    sb = sandbox_factory(leads=1500, requests_per_second=None)
+    client = client_for(sb, max_workers=1)
+    before = snapshot(sb, "tasks")
+    sb.update_config(churn=ChurnConfig(every_requests=2, updates=5, deletes=2, streams=("tasks",)))
+    with caplog.at_level(logging.INFO, logger="kommo_dagster.kommo"):
+        records = fetch(client, "tasks")
+    sb.update_config(churn=None)
+    assert "tasks left the window while it was paged" in caplog.text
+    keys = Counter(key("tasks", r) for r in records)
+    assert max(keys.values()) == 1
+    stayed = {
+        key("tasks", r)
+        for r in sb.records("tasks")
+        if key("tasks", r) in before and in_window("tasks", r, START, END)
+    }
+    assert stayed and stayed <= set(keys)
