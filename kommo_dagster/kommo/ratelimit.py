@@ -170,9 +170,10 @@ class SharedRateLimiter:
             at, wait = self.try_acquire()
             if at is not None:
                 return Slot(at=at, waited=time.monotonic() - started)
-            if cancelled is not None and cancelled.is_set():
+            if cancelled is None:
+                time.sleep(wait)
+            elif cancelled.wait(wait):
                 raise InterruptedError("rate-limit wait cancelled")
-            time.sleep(wait)
 
     def block_for(self, seconds: float, *, learn: bool = False) -> None:
         """Pause every user of this account's budget (after a 429 that asked us to wait).

@@ -258,3 +258,25 @@ def test_the_token_appears_nowhere(
     assert len(texts) > 20 and caplog.text
     for text in texts:
         assert SECRET not in text
+
+
+def test_closing_the_client_ends_a_wait_for_the_budget(account, client_for):
+    client = client_for(account, requests_per_second=5)
+    client.limiter.block_for(60)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fetch(client, "tasks")
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    client.close()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    # Cancelled while waiting, or refused if the close came first: never a request.
+    assert errors and isinstance(errors[0], KommoError)
+    assert "cancelled" in str(errors[0]) or "closed" in str(errors[0])
+    assert account.stats()["requests"] == 0
