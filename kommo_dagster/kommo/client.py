@@ -52,6 +52,7 @@ from kommo_dagster.kommo.walks import (
     chunk_bounds,
     even_bounds,
     records_of,
+    server_since,
 )
 
 log = logging.getLogger("kommo_dagster.kommo")
@@ -366,6 +367,7 @@ class _Extraction:
         self.phase = "probe"
         self.rewalks = 0
         self.since: int | None = None
+        self.round_started = time.time()
         # Tasks seen by part walks: id -> (updated_at, the walk that saw it last).
         self.task_seen: dict[int, tuple[int, Walk]] = {}
         self.round: list[PagesWalk] = []
@@ -467,7 +469,7 @@ class _Extraction:
                     hi=self.hi,
                     kind="verify",
                     events_path=get_stream("events").path,
-                    since=self.since or int(time.time()) - 2,
+                    since=self.since if self.since is not None else int(time.time()) - 2,
                     seen=frozenset(t for t, (_, w) in self.task_seen.items() if id(w) in multi),
                 )
             )
@@ -500,6 +502,7 @@ class _Extraction:
     def _task_round(self, parts: list[tuple[int, int]]) -> None:
         self.phase = "walk"
         self.since = None
+        self.round_started = time.time()
         self.round = [self._task_walk(a, b) for a, b in parts]
         self.walks.extend(self.round)
 
@@ -635,7 +638,7 @@ class _Extraction:
                 if error is not None:
                     raise error
                 if self.since is None and isinstance(result, Response) and walk.kind != "verify":
-                    self.since = (result.server_time or int(time.time())) - 2
+                    self.since = server_since(self.round_started, result)
                 records = self._accept(walk, walk.on_result(job, result))
                 if self.inflight == 0 and all(w.done for w in self.walks):
                     self._on_drained()

@@ -165,6 +165,15 @@ class Walk:
         return Job(walk=self, run=run)
 
 
+def server_since(started: float, resp: Response) -> int:
+    """The server-clock second a walk began in: the local start time ``started``, moved by the
+    offset between the server's Date and our clock at this response, less `CLOCK_SLACK`. Taken
+    from the start rather than the response, so a slow first answer leaves no gap."""
+    now = time.time()
+    offset = (resp.server_time - now) if resp.server_time is not None else 0.0
+    return math.floor(started + offset) - CLOCK_SLACK
+
+
 def _rate(rows: int, first: int, last: int) -> float:
     return rows / max(1, last - first + 1)
 
@@ -195,6 +204,7 @@ class KeysetWalk(Walk):
     second_asc_max: Any = None
     second_desc_min: Any = None
     second_since: int | None = None
+    second_started: float = 0.0
     second_rewalks: int = 0
     first_seen: int | None = None
     rows_seen: int = 0
@@ -269,6 +279,7 @@ class KeysetWalk(Walk):
             self.second_ids = {r["id"] for r in records} | (boundary if frm == last else set())
             self.second_walk_ids = set()
             self.second_since = None
+            self.second_started = time.time()
             self.second_rewalks = 0
         else:
             self.frm = last
@@ -295,7 +306,7 @@ class KeysetWalk(Walk):
             self.done = True
             return []
         if self.second_since is None:
-            self.second_since = resp.server_time or int(time.time())
+            self.second_since = server_since(self.second_started, resp)
         ids = self.second_ids
         out = [r for r in records if r.get("id") not in ids]
         for r in out:
@@ -338,7 +349,7 @@ class KeysetWalk(Walk):
 
     def _check_job(self) -> Job:
         second, ids = self.second, frozenset(self.second_walk_ids)
-        since = (self.second_since or int(time.time())) - CLOCK_SLACK
+        since = self.second_since or int(time.time()) - CLOCK_SLACK
         stream, transport = self.stream, self.transport
 
         def run() -> tuple[bool, int]:
@@ -373,6 +384,7 @@ class KeysetWalk(Walk):
         self.second_step, self.second_page = "asc", 1
         self.second_walk_ids = set()
         self.second_since = None
+        self.second_started = time.time()
         return []
 
     def split(self) -> Walk | None:
@@ -697,5 +709,6 @@ __all__ = [
     "even_bounds",
     "records_of",
     "second_is_stable",
+    "server_since",
     "tasks_check",
 ]
