@@ -22,9 +22,9 @@ from kommo_dagster.definitions import build_definitions
 from kommo_dagster.kommo import KommoClient
 from kommo_dagster.kommo.streams import FULL_TABLE_STREAMS, INCREMENTAL_STREAMS, STREAMS
 from kommo_dagster.partitions import EpochWindow
-from kommo_dagster.resources import KommoResource
 from kommo_dagster.sandbox import KommoSandbox, SandboxConfig
 from kommo_dagster.settings import Settings
+from kommo_dagster_tests.wiring import sandbox_kommo
 
 CONTRACT = json.loads(
     (Path(kommo_dagster.contract.__file__).parent / "kommo_streams.json").read_text("utf-8")
@@ -43,14 +43,8 @@ class Warehouse:
         self.sandbox = sandbox
         self.db = directory / "kommo_crm.duckdb"
         self.settings = Settings(start_date=datetime(2026, 9, 1).date(), duckdb_path=self.db)
-        self.kommo = KommoResource(
-            api_token=sandbox.token,
-            base_url=sandbox.base_url,
-            requests_per_second=1000.0,
-            # one request in flight: request counts do not depend on timing
-            max_workers=1,
-            rate_limit_dir=str(directory / "rate-limit"),
-        )
+        # one request in flight: request counts do not depend on timing
+        self.kommo = sandbox_kommo(sandbox, directory, max_workers=1)
         self.defs = build_definitions(self.settings, kommo=self.kommo)
         self.instance = dg.DagsterInstance.ephemeral()
 

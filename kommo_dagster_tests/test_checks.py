@@ -19,10 +19,10 @@ from kommo_dagster.checks import (
 from kommo_dagster.definitions import build_definitions
 from kommo_dagster.freshness import INCREMENTAL_FAIL, INCREMENTAL_WARN
 from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, STREAMS, get_stream
-from kommo_dagster.resources import KommoResource
 from kommo_dagster.settings import Settings
 from kommo_dagster.views import ensure_current_view
 from kommo_dagster.warehouse import column_definitions
+from kommo_dagster_tests.wiring import sandbox_kommo
 
 DAY = 86_400
 OCT_5 = 1_790_000_000 - 1_790_000_000 % DAY  # a UTC midnight
@@ -161,12 +161,7 @@ def test_checks_run_in_dagster_and_fail_on_a_broken_table(sandbox_factory, tmp_p
     settings = Settings(start_date=date(2026, 10, 1), duckdb_path=tmp_path / "crm.duckdb")
     defs = build_definitions(
         settings,
-        kommo=KommoResource(
-            api_token=sandbox.token,
-            base_url=sandbox.base_url,
-            requests_per_second=1000.0,
-            rate_limit_dir=str(tmp_path / "rl"),
-        ),
+        kommo=sandbox_kommo(sandbox, tmp_path),
     )
     everything = [*(defs.assets or []), *(defs.asset_checks or [])]
     instance = dg.DagsterInstance.ephemeral()

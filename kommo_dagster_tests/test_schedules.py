@@ -19,6 +19,7 @@ from kommo_dagster.schedules import (
     TODAY_SCHEDULE,
 )
 from kommo_dagster.settings import Settings
+from kommo_dagster_tests.wiring import sandbox_kommo
 
 START = date(2026, 10, 1)
 RANGE_START = "dagster/asset_partition_range_start"
@@ -132,12 +133,7 @@ def test_the_full_sync_request_executes_as_one_run(sandbox_factory, tmp_path: Pa
     settings = Settings(start_date=START, duckdb_path=tmp_path / "crm.duckdb")
     defs = build_definitions(
         settings,
-        kommo=KommoResource(
-            api_token=sandbox.token,
-            base_url=sandbox.base_url,
-            requests_per_second=1000.0,
-            rate_limit_dir=str(tmp_path / "rl"),
-        ),
+        kommo=sandbox_kommo(sandbox, tmp_path),
     )
     [request] = _tick(defs, FULL_SYNC_SCHEDULE, datetime(2026, 10, 5, 3, tzinfo=UTC))
     instance = dg.DagsterInstance.ephemeral()

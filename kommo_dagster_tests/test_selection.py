@@ -12,6 +12,7 @@ from kommo_dagster.jobs import FULL_SYNC_JOB, FULL_TABLES_JOB, INCREMENTAL_JOB
 from kommo_dagster.kommo.streams import STREAMS
 from kommo_dagster.resources import KommoResource
 from kommo_dagster.settings import Settings, SettingsError
+from kommo_dagster_tests.wiring import sandbox_kommo
 
 
 def _env(tmp_path: Path, **values: str) -> dict[str, str]:
@@ -119,12 +120,7 @@ def test_a_full_table_sync_replaces_the_table_in_the_chosen_schema(sandbox_facto
     )
     defs = build_definitions(
         settings,
-        kommo=KommoResource(
-            api_token=sandbox.token,
-            base_url=sandbox.base_url,
-            requests_per_second=1000.0,
-            rate_limit_dir=str(tmp_path / "rl"),
-        ),
+        kommo=sandbox_kommo(sandbox, tmp_path),
     )
     instance = dg.DagsterInstance.ephemeral()
     for _ in range(2):

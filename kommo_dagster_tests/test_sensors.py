@@ -10,10 +10,10 @@ from kommo_dagster.definitions import build_definitions
 from kommo_dagster.jobs import FULL_TABLES_JOB, INCREMENTAL_JOB
 from kommo_dagster.kommo.changes import ChangeCursor, advance
 from kommo_dagster.kommo.errors import KommoPaymentRequiredError
-from kommo_dagster.resources import KommoResource
 from kommo_dagster.sandbox import ChurnConfig, KommoSandbox
 from kommo_dagster.sensors import CHANGE_SENSOR
 from kommo_dagster.settings import Settings
+from kommo_dagster_tests.wiring import sandbox_kommo
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -21,12 +21,7 @@ pytestmark = pytest.mark.timeout(120)
 class Watch:
     def __init__(self, sandbox: KommoSandbox, directory: Path, **settings) -> None:
         self.sandbox = sandbox
-        self.kommo = KommoResource(
-            api_token=sandbox.token,
-            base_url=sandbox.base_url,
-            requests_per_second=1000.0,
-            rate_limit_dir=str(directory / "rl"),
-        )
+        self.kommo = sandbox_kommo(sandbox, directory)
         self.defs = build_definitions(
             Settings(
                 start_date=date(2026, 10, 1), duckdb_path=directory / "crm.duckdb", **settings

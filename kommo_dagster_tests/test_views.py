@@ -10,11 +10,11 @@ import pytest
 from kommo_dagster.definitions import build_definitions
 from kommo_dagster.jobs import partition_key
 from kommo_dagster.kommo.streams import STREAMS, get_stream
-from kommo_dagster.resources import KommoResource
 from kommo_dagster.sandbox import ChurnConfig, KommoSandbox
 from kommo_dagster.settings import Settings
 from kommo_dagster.views import append_history, ensure_current_view
 from kommo_dagster.warehouse import column_definitions
+from kommo_dagster_tests.wiring import sandbox_kommo
 
 
 def _create(con: duckdb.DuckDBPyConnection, stream: str, *, schema: str = "kommo") -> None:
@@ -148,12 +148,7 @@ class Loaded:
         self.settings = Settings(start_date=start, duckdb_path=directory / "crm.duckdb")
         self.defs = build_definitions(
             self.settings,
-            kommo=KommoResource(
-                api_token=sandbox.token,
-                base_url=sandbox.base_url,
-                requests_per_second=1000.0,
-                rate_limit_dir=str(directory / "rl"),
-            ),
+            kommo=sandbox_kommo(sandbox, directory),
         )
         self.instance = dg.DagsterInstance.ephemeral()
 
