@@ -378,27 +378,18 @@ class _Extraction:
         s = self.stream
         with_ = (("with", ",".join(s.with_)),) if s.with_ else ()
         if s.paging == "keyset":
-            self.walks.append(
-                KeysetWalk(
-                    stream=s,
-                    transport=self.transport,
-                    lo=self.lo,
-                    hi=self.hi,
-                    kind="live",
-                    base=with_,
-                    cursor=s.cursor or "updated_at",
-                    max_rewalks=self.client.max_rewalks,
-                )
-            )
+            lists = [("live", with_)]
             if s.has_deleted_list:
+                lists.append(("deleted", (("with", ",".join((*s.with_, "only_deleted"))),)))
+            for kind, base in lists:
                 self.walks.append(
                     KeysetWalk(
                         stream=s,
                         transport=self.transport,
                         lo=self.lo,
                         hi=self.hi,
-                        kind="deleted",
-                        base=(("with", ",".join((*s.with_, "only_deleted"))),),
+                        kind=kind,
+                        base=base,
                         cursor=s.cursor or "updated_at",
                         max_rewalks=self.client.max_rewalks,
                     )
