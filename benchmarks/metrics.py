@@ -182,7 +182,9 @@ class Row:
 def evaluate_targets(row: Row, *, kind: str) -> dict[str, bool]:
     """Pass/miss of each target that applies to ``row`` (scenario ``kind``)."""
     t: dict[str, bool] = {}
-    ok = not row.errors
+    if row.errors:
+        return t  # nothing was measured to judge: the row says FAILED instead
+    ok = True
     if kind == "ceiling":
         ratio = row.rate_ratio
         t[f"rate ≥ {TARGET_RATE:.2f} of the limit"] = ok and ratio is not None and ratio >= 0.95
@@ -215,6 +217,12 @@ def _rss(value: int | None) -> str:
     return "–" if value is None else f"{value / 2**20:,.0f} MiB"
 
 
+def _cell(text: str, limit: int = 240) -> str:
+    """Text that fits in one markdown table cell."""
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def summary_table(rows: list[Row]) -> str:
     head = (
         "| Scenario | Extractor | Rows | Requests (minimum) | Rate ÷ 7 | Wall ÷ min. time "
@@ -224,7 +232,7 @@ def summary_table(rows: list[Row]) -> str:
     for r in rows:
         targets = "; ".join(f"{name}: {'pass' if ok else 'MISS'}" for name, ok in r.targets.items())
         if r.errors:
-            targets = ("FAILED: " + "; ".join(r.errors) + ". " + targets).strip()
+            targets = (_cell("FAILED: " + "; ".join(r.errors)) + ". " + targets).strip()
         if r.note:
             targets = f"{targets} ({r.note})" if targets else r.note
         out.append(

@@ -124,12 +124,7 @@ class DagsterRunner:
             **kwargs,
         )
         if not result.success:
-            errors = [
-                str(e.event_specific_data.error.message)  # type: ignore[union-attr]
-                for e in result.all_events
-                if e.is_failure and getattr(e.event_specific_data, "error", None)
-            ]
-            raise RuntimeError(f"the Dagster run failed: {'; '.join(errors) or 'unknown'}")
+            raise RuntimeError(f"the Dagster run failed: {_failure(result) or 'unknown error'}")
         extract = None
         for event in result.get_asset_materialization_events():
             value = event.materialization.metadata.get("kommo/extract_seconds")
@@ -175,6 +170,19 @@ class DagsterRunner:
                 [start, end],
             ).fetchone()  # type: ignore[misc]
             return {"live": int(rows)}
+
+
+def _failure(result: Any) -> str:
+    """The exception the first failed step raised, unwrapped from Dagster's own errors."""
+    for event in result.all_events:
+        error = getattr(event.event_specific_data, "error", None) if event.is_failure else None
+        if error is None:
+            continue
+        # Dagster wraps the asset's exception; report that one, not its own causes.
+        while error.cls_name.startswith("Dagster") and error.cause is not None:
+            error = error.cause
+        return error.message.strip()
+    return ""
 
 
 # --- the peer ----------------------------------------------------------------------------------
