@@ -155,9 +155,13 @@ def test_progress_is_reported_on_a_cadence_and_at_the_end(sandbox_factory, clien
     assert final.rows == len(rows) and final.pages >= math.ceil(len(rows) / 100)
     assert final.requests == client.stats().requests and final.fraction_done == 1.0
     assert (final.window_start, final.window_end) == (START, END)
-    for p in reports[:-1]:
+    # A steady cadence: reports while the walk runs, not only the final one.
+    running = reports[:-1]
+    assert len(running) >= 2
+    for p in running:
         assert not p.done and p.rows <= final.rows
         assert p.fraction_done is None or 0.0 <= p.fraction_done <= 1.0
+    assert any(p.eta_seconds is not None and "left" in str(p) for p in running)
     assert "events" in str(final) and "rows" in str(final)
 
 
