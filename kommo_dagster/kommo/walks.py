@@ -350,7 +350,7 @@ class KeysetWalk(Walk):
     def _check_job(self) -> Job:
         second, ids = self.second, frozenset(self.second_walk_ids)
         since = self.second_since or int(time.time()) - CLOCK_SLACK
-        stream, transport = self.stream, self.transport
+        stream, transport, kind = self.stream, self.transport, self.kind
 
         def run() -> tuple[bool, int]:
             return second_is_stable(
@@ -359,6 +359,7 @@ class KeysetWalk(Walk):
                 second=second,
                 ids=ids,
                 since=since,
+                deleted_list=kind == "deleted",
             )
 
         return Job(walk=self, run=run, kind="check")
@@ -430,23 +431,34 @@ def second_is_stable(
     second: int,
     ids: frozenset,
     since: int,
+    deleted_list: bool = False,
 ) -> tuple[bool, int]:
-    """False if a record of ``ids`` (seen in second ``second``) changed or was deleted since
-    ``since``: then offset paging inside the second may have skipped a record. Also returns
-    the number of requests made."""
+    """False if a record of ``ids`` (seen in second ``second`` of the live list, or of the
+    deleted list when ``deleted_list``) changed, or moved to the other list, since ``since``:
+    then offset paging inside the second may have skipped a record. Also returns the number of
+    requests made.
+
+    A record that changed carries ``updated_at >= since`` in whichever list it is now. One that
+    moved between the lists without a new ``updated_at`` (deleted, or restored, in place) is
+    found in the other list at ``second``; the walk's own list at ``second`` holds exactly the
+    records it saw, so it is never the one asked.
+    """
+    only_deleted = (("with", "only_deleted"),)
     queries: list[tuple[tuple[str, str | int], ...]] = [
         (("filter[updated_at][from]", since), ("filter[updated_at][to]", FAR_FUTURE))
     ]
     if stream.has_deleted_list:
-        # Deleted since the walk began, whether or not deletion moved updated_at.
-        for lo, hi in ((since, FAR_FUTURE), (second, second)):
-            queries.append(
-                (
-                    ("with", "only_deleted"),
-                    ("filter[updated_at][from]", lo),
-                    ("filter[updated_at][to]", hi),
-                )
+        queries.append(
+            (
+                *only_deleted,
+                ("filter[updated_at][from]", since),
+                ("filter[updated_at][to]", FAR_FUTURE),
             )
+        )
+        other_list = () if deleted_list else only_deleted
+        queries.append(
+            (*other_list, ("filter[updated_at][from]", second), ("filter[updated_at][to]", second))
+        )
     requests = 0
     for query in queries:
         for page in range(1, CHECK_MAX_PAGES + 1):

@@ -167,6 +167,29 @@ def test_a_second_of_over_two_pages_is_paged_checked_and_walked_again(
     assert rows_of("leads", fetch(client, "leads", *day)) == expected(sb, "leads", *day)
 
 
+def test_a_crowded_second_of_deleted_records_is_stable_when_nothing_changes(
+    sandbox_factory, client_for, caplog
+):
+    """The deleted list's own records of a crowded second are what its walk saw, not a change:
+    a bulk deletion of 600 leads in one second (more than two pages) is read with no re-walk."""
+    sb = sandbox_factory(leads=1500, requests_per_second=None)
+    last_second = int(END.timestamp()) - 1
+    sb.update_config(
+        churn=ChurnConfig(
+            updates=0, creates=0, deletes=600, streams=("leads",), clock=lambda: last_second
+        )
+    )
+    sb.churn_step()
+    sb.update_config(churn=None)
+    deleted = [r for r in sb.records("leads") if r["is_deleted"]]
+    assert sum(r["updated_at"] == last_second for r in deleted) >= 600
+    client = client_for(sb, max_workers=1)
+    with caplog.at_level(logging.INFO, logger="kommo_dagster.kommo"):
+        records = fetch(client, "leads", START, END)
+    assert rows_of("leads", records) == expected(sb, "leads", START, END)
+    assert "changed while it was paged" not in caplog.text
+
+
 def test_an_empty_window_costs_nothing(sandbox_factory, client_for):
     sb = sandbox_factory(leads=300, requests_per_second=None)
     client = client_for(sb)
