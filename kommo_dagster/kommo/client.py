@@ -333,13 +333,26 @@ class _Cancelled(Exception):
     pass
 
 
+@dataclasses.dataclass(frozen=True)
+class _Failed:
+    """An exception of the coordinator thread, carried to the consumer to be raised there."""
+
+    error: BaseException
+
+
+_DONE = object()
+# Pages waiting for the consumer: enough to cover a consumer pause of a few requests.
+OUT_PAGES = 8
+
+
 class _Extraction:
     """One `iter_records` call of an incremental stream.
 
-    Decisions (what to request next, when to split) are all taken in the consumer's thread, as
-    results come back; the pool's threads only run requests. The next requests are submitted
-    before a page is yielded, so the API keeps working while the consumer handles the page, and
-    at most one page per in-flight request waits in memory.
+    Decisions (what to request next, when to split) are all taken in one coordinator thread, as
+    results come back; the pool's threads only run requests. Pages reach the consumer through a
+    small bounded queue, so the API keeps working while the consumer handles a page (staging it,
+    writing it), and memory stays bounded: a slow consumer holds back requests once the queue is
+    full, never more than `OUT_PAGES` pages wait.
     """
 
     def __init__(
@@ -602,26 +615,26 @@ class _Extraction:
                 )
             )
 
-    def run(self) -> Iterator[list[dict[str, Any]]]:
-        before = self.client._stats.snapshot()
-        started = time.monotonic()
-        interval = self.client.progress_interval
-        next_report = started + interval
-        finished = False
+    def _put(self, out: queue.Queue, item: Any) -> bool:
+        """Hand ``item`` to the consumer; False if the consumer went away meanwhile."""
+        while not self.cancelled.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _coordinate(self, out: queue.Queue) -> None:
+        """The loop of the coordinator thread: submit, collect, decide, hand pages over."""
         try:
-            if self.lo > self.hi:
-                # An empty window (start >= end): nothing to ask.
-                finished = True
-                return
             self._start()
             self._fill()
-            while self.inflight:
-                timeout = max(0.0, next_report - time.monotonic())
+            while self.inflight and not self.cancelled.is_set():
                 try:
-                    job, result, error = self.results.get(timeout=timeout)
+                    # A short wait, so a consumer that stops is not held up by a slow request.
+                    job, result, error = self.results.get(timeout=0.1)
                 except queue.Empty:
-                    self._emit(before, started)
-                    next_report = time.monotonic() + interval
                     continue
                 self.inflight -= 1
                 walk = job.walk
@@ -638,13 +651,48 @@ class _Extraction:
                     self.pages += 1
                     self.rows += len(records)
                     self.client._stats.page(len(records))
-                    yield records
+                    if not self._put(out, records):
+                        return
+            self._put(out, _DONE)
+        except BaseException as exc:
+            self._put(out, _Failed(exc))
+
+    def run(self) -> Iterator[list[dict[str, Any]]]:
+        before = self.client._stats.snapshot()
+        started = time.monotonic()
+        if self.lo > self.hi:
+            # An empty window (start >= end): nothing to ask.
+            self._emit(before, started, done=True)
+            return
+        interval = self.client.progress_interval
+        next_report = started + interval
+        finished = False
+        out: queue.Queue = queue.Queue(maxsize=OUT_PAGES)
+        coordinator = threading.Thread(
+            target=self._coordinate, args=(out,), name=f"kommo-{self.stream.name}", daemon=True
+        )
+        coordinator.start()
+        try:
+            while True:
+                timeout = max(0.0, next_report - time.monotonic())
+                try:
+                    item = out.get(timeout=timeout)
+                except queue.Empty:
+                    self._emit(before, started)
+                    next_report = time.monotonic() + interval
+                    continue
+                if item is _DONE:
+                    break
+                if isinstance(item, _Failed):
+                    raise item.error
+                yield item
                 if time.monotonic() >= next_report:
                     self._emit(before, started)
                     next_report = time.monotonic() + interval
             finished = True
         finally:
             self.cancelled.set()
+            coordinator.join()
             self._record_parts()
         if finished:
             self._emit(before, started, done=True)
