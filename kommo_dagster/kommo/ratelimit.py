@@ -175,6 +175,26 @@ class SharedRateLimiter:
             elif cancelled.wait(wait):
                 raise InterruptedError("rate-limit wait cancelled")
 
+    def settle(self, slot: float, sent: float) -> None:
+        """Record that the request of ``slot`` actually went out at ``sent``.
+
+        Between taking a slot and writing the request a thread can stall (the GIL held by a busy
+        consumer, a collector pause); the server then counts the request later than its slot.
+        Moving the slot to the real send time pushes the slots that follow it back, so a stall
+        cannot bring ``capacity + 1`` arrivals into one server window.
+        """
+        if sent <= slot:
+            return
+        with self._thread_lock, self._file_lock:
+            state = self._read(time.time())
+            try:
+                i = state.log.index(slot)
+            except ValueError:
+                return  # already out of the log: later slots no longer depend on it
+            state.log[i] = sent
+            state.log.sort()
+            self._write(state)
+
     def block_for(self, seconds: float, *, learn: bool = False) -> None:
         """Pause every user of this account's budget (after a 429 that asked us to wait).
 

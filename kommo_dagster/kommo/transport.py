@@ -75,16 +75,21 @@ class _Cancelled(Exception):
     mistake it for a connection failure)."""
 
 
-def _budgeted_adapter(pool_size: int, before_send: Callable[[], None]) -> HTTPAdapter:
+def _budgeted_adapter(
+    pool_size: int, before_send: Callable[[], None], after_send: Callable[[], None]
+) -> HTTPAdapter:
     """An adapter whose connections call ``before_send`` once connected, right before the
-    request's bytes go out: the rate-limit slot is taken as close as possible to the moment
-    the server counts the request, so connection set-up does not eat into the safety margin."""
+    request's bytes go out, and ``after_send`` once they are out: the rate-limit slot is taken
+    as close as possible to the moment the server counts the request, so connection set-up does
+    not eat into the safety margin, and then settled to when the request really left."""
 
     def request(cls: type, self: Any, *args: Any, **kwargs: Any) -> Any:
         if self.sock is None:
             self.connect()
         before_send()
-        return super(cls, self).request(*args, **kwargs)
+        result = super(cls, self).request(*args, **kwargs)
+        after_send()
+        return result
 
     class Connection(HTTPConnection):
         def request(self, *args: Any, **kwargs: Any) -> Any:
@@ -170,7 +175,7 @@ class Transport:
         self.cancelled = threading.Event()
         self._local = threading.local()
         self.session = requests.Session()
-        adapter = _budgeted_adapter(pool_size, self._before_send)
+        adapter = _budgeted_adapter(pool_size, self._before_send, self._after_send)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update(
@@ -245,11 +250,20 @@ class Transport:
         waited = 0.0
         if self.limiter is not None:
             try:
-                waited = self.limiter.acquire(cancelled=self.cancelled).waited
+                slot = self.limiter.acquire(cancelled=self.cancelled)
             except InterruptedError:
                 raise _Cancelled from None
+            waited = slot.waited
+            self._local.slot = slot.at
         self.stats.request_started(waited)
         self._local.sent = time.monotonic()
+
+    def _after_send(self) -> None:
+        """Settle the slot to the moment the request's bytes were written."""
+        slot = getattr(self._local, "slot", None)
+        if self.limiter is not None and slot is not None:
+            self._local.slot = None
+            self.limiter.settle(slot, time.time())
 
     def _attempt(self, path: str, params: Params, *, what: str | None) -> Response:
         self._local.sent = None

@@ -129,6 +129,24 @@ def test_slots_are_spaced_evenly(tmp_path):
     assert wait == pytest.approx(first + lim.window / 7 - time.time(), abs=0.02)
 
 
+def test_a_request_sent_late_pushes_the_following_slots_back(tmp_path):
+    """A slot settled to a later send time counts from then: the next slots that depend on it
+    (one window later, and the even spacing after it) move back by the same delay."""
+    lim = SharedRateLimiter(key="late", requests_per_second=2, directory=tmp_path, margin=0)
+    first, _ = lim.try_acquire()
+    assert first is not None
+    lim.settle(first, first + 0.9)
+    second, wait = lim.try_acquire()
+    # Even spacing (window / capacity = 0.5 s) now counts from the real send time.
+    assert second is None and wait > 0.5
+    path_values = array("d", lim.path.read_bytes())[3:].tolist()
+    assert path_values == [first + 0.9]
+    # Settling earlier than the slot, or a slot no longer in the log, changes nothing.
+    lim.settle(first + 0.9, first)
+    lim.settle(12345.0, 99999.0)
+    assert array("d", lim.path.read_bytes())[3:].tolist() == [first + 0.9]
+
+
 def test_a_torn_state_file_is_read_as_a_full_window(tmp_path):
     lim = SharedRateLimiter(key="acct", requests_per_second=5, directory=tmp_path)
     Path(lim.path).write_bytes(b"\x00" * 13)
