@@ -18,7 +18,7 @@ so a retry never duplicates anything.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
@@ -51,6 +51,19 @@ def _tick_time(context: dg.ScheduleEvaluationContext) -> datetime:
     return scheduled
 
 
+def _day_request(
+    context: dg.ScheduleEvaluationContext, *, days_back: int, first_day: date
+) -> dg.RunRequest | dg.SkipReason:
+    """A run of the partition ``days_back`` days before the tick's UTC day; the run key names
+    the tick, so each tick asks once and a failed run is asked for again at the next tick."""
+    tick = _tick_time(context)
+    day = tick.astimezone(UTC).date() - timedelta(days=days_back)
+    if day < first_day:
+        return dg.SkipReason(f"{day} is before KOMMO_START_DATE {first_day}")
+    key = partition_key(day)
+    return dg.RunRequest(partition_key=key, run_key=f"{key}@{tick.isoformat()}")
+
+
 def build_schedules(settings: Settings, jobs: KommoJobs) -> list[dg.ScheduleDefinition]:
     status = default_status(settings)
     schedules: list[dg.ScheduleDefinition] = []
@@ -67,12 +80,7 @@ def build_schedules(settings: Settings, jobs: KommoJobs) -> list[dg.ScheduleDefi
             description="Refreshes today's partition of the incremental streams every hour.",
         )
         def today(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-            tick = _tick_time(context)
-            day = tick.astimezone(UTC).date()
-            if day < first_day:
-                return dg.SkipReason(f"{day} is before KOMMO_START_DATE {first_day}")
-            key = partition_key(day)
-            return dg.RunRequest(partition_key=key, run_key=f"{key}@{tick.isoformat()}")
+            return _day_request(context, days_back=0, first_day=first_day)
 
         @dg.schedule(
             name=FINALIZE_SCHEDULE,
@@ -86,12 +94,7 @@ def build_schedules(settings: Settings, jobs: KommoJobs) -> list[dg.ScheduleDefi
             ),
         )
         def finalize(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-            tick = _tick_time(context)
-            day = tick.astimezone(UTC).date() - timedelta(days=1)
-            if day < first_day:
-                return dg.SkipReason(f"{day} is before KOMMO_START_DATE {first_day}")
-            key = partition_key(day)
-            return dg.RunRequest(partition_key=key, run_key=f"{key}@{tick.isoformat()}")
+            return _day_request(context, days_back=1, first_day=first_day)
 
         schedules += [today, finalize]
 
