@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import requests
 from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
@@ -113,6 +114,25 @@ def _budgeted_adapter(
     return Adapter(pool_connections=1, pool_maxsize=max(pool_size, 1), max_retries=0)
 
 
+class _BearerAuth(AuthBase):
+    """The long-lived token as ``Authorization: Bearer``.
+
+    Given as the session's ``auth`` rather than a default header: with no explicit auth,
+    requests applies ``~/.netrc`` credentials for the host, whose Basic header would replace
+    the token's. It also keeps the token out of the session's headers mapping.
+    """
+
+    def __init__(self, token: Secret) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token.get_secret_value()}"
+        return request
+
+    def __repr__(self) -> str:
+        return "_BearerAuth(token=***)"
+
+
 class _Retryable(Exception):
     def __init__(self, reason: str, *, status: int | None, wait: float | None = None):
         super().__init__(reason)
@@ -178,12 +198,9 @@ class Transport:
         adapter = _budgeted_adapter(pool_size, self._before_send, self._after_send)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        self.session.auth = _BearerAuth(token)
         self.session.headers.update(
-            {
-                "Authorization": f"Bearer {token.get_secret_value()}",
-                "Accept": "application/hal+json, application/json",
-                "User-Agent": USER_AGENT,
-            }
+            {"Accept": "application/hal+json, application/json", "User-Agent": USER_AGENT}
         )
 
     def close(self) -> None:

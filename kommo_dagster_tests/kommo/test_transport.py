@@ -126,6 +126,20 @@ def test_a_retry_budget_in_time_is_honoured(account, client_for):
     assert err.value.attempts < 50 and err.value.last_status == 429
 
 
+def test_a_netrc_entry_for_the_host_does_not_replace_the_token(
+    account, client_for, tmp_path, monkeypatch
+):
+    """requests applies ~/.netrc credentials when a request has no explicit auth; the token is
+    the session's auth, so a netrc entry for the Kommo host cannot turn it into Basic auth."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password something-else\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    client = client_for(account)
+    assert client.get("/api/v4/account")["id"]
+    assert "token=***" in repr(client._transport.session.auth)
+
+
 def test_401_names_the_token_variable_and_is_not_retried(account, client_for):
     client = client_for(account, token="tok-wrong-" + SECRET)
     with pytest.raises(KommoAuthError, match="check KOMMO_API_TOKEN") as err:
