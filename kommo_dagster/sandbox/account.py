@@ -11,7 +11,7 @@ import gc
 import random
 import threading
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -61,6 +61,18 @@ def _table(name: str) -> Table:
             default_order=("created_at", True),
         )
     raise KeyError(name)
+
+
+class _Skeleton(NamedTuple):
+    """What every record of a deletable stream starts from (arrays, and lists for loops)."""
+
+    ids: np.ndarray
+    deleted: np.ndarray
+    timeline: Any
+    id_list: list[int]
+    created: list[int]
+    updated: list[int]
+    dlist: list[bool]
 
 
 class Account:
@@ -122,9 +134,9 @@ class Account:
     def _rngs(self, name: str, k: int) -> tuple[np.random.Generator, random.Random]:
         return np.random.default_rng([self.seed, k]), random.Random(f"{self.seed}:{name}")
 
-    def _build_entity(self, name: str, n: int, builder: Any) -> None:
+    def _skeleton(self, name: str, n: int, nprng: np.random.Generator) -> _Skeleton:
+        """Ids, deleted mask and timeline of ``n`` records of a stream with a deleted list."""
         cat = self.catalog
-        nprng, rng = self._rngs(name, {"companies": 1, "contacts": 2}[name])
         ids = g.ids_for(n, nprng, _ID_BASES[name])
         deleted = g.deleted_mask(n)
         tl = g.timeline(
@@ -135,8 +147,20 @@ class Account:
             bulk_size=g.bulk_size_for(n),
             excluded=deleted,
         )
-        id_list, created, updated = ids.tolist(), tl.created.tolist(), tl.updated.tolist()
-        dlist = deleted.tolist()
+        return _Skeleton(
+            ids=ids,
+            deleted=deleted,
+            timeline=tl,
+            id_list=ids.tolist(),
+            created=tl.created.tolist(),
+            updated=tl.updated.tolist(),
+            dlist=deleted.tolist(),
+        )
+
+    def _build_entity(self, name: str, n: int, builder: Any) -> None:
+        cat = self.catalog
+        nprng, rng = self._rngs(name, {"companies": 1, "contacts": 2}[name])
+        ids, deleted, _, id_list, created, updated, dlist = self._skeleton(name, n, nprng)
         records = (
             builder(
                 cat,
@@ -168,18 +192,7 @@ class Account:
         cat = self.catalog
         n = self.scale.leads
         nprng, rng = self._rngs("leads", 3)
-        ids = g.ids_for(n, nprng, _ID_BASES["leads"])
-        deleted = g.deleted_mask(n)
-        tl = g.timeline(
-            n,
-            nprng,
-            start_ts=cat.start_ts,
-            end_ts=cat.end_ts,
-            bulk_size=g.bulk_size_for(n),
-            excluded=deleted,
-        )
-        id_list, created, updated = ids.tolist(), tl.created.tolist(), tl.updated.tolist()
-        dlist = deleted.tolist()
+        _, deleted, tl, id_list, created, updated, dlist = self._skeleton("leads", n, nprng)
         source_ids: list[int | None] = []
         robot: list[bool] = []
         info: list[tuple[Any, ...]] = []
