@@ -1,9 +1,12 @@
 """The Kommo streams as Dagster assets, built from the one stream declaration.
 
 `build_kommo_assets` makes one asset per stream of `kommo_dagster.kommo.streams.STREAMS`, keyed
-``kommo/<stream>``. Each extracts through `KommoResource` (resource key ``kommo``) and returns
-`StagedRows`, which the IO manager (`KommoDuckDBIOManager`) writes to ``<schema>.<stream>`` in
-one transaction.
+``kommo/<stream>`` (``kommo/<account>/<stream>`` with several accounts: `AccountScope`). Each
+extracts through the account's `KommoResource` (resource key ``kommo``, or ``kommo_<account>``)
+and returns `StagedRows`, which the IO manager (`KommoDuckDBIOManager`) writes to
+``<schema>.<stream>`` in one transaction. Every extraction declares the account's concurrency
+pool (``kommo``, or ``kommo_<account>``), so a Dagster instance with a pool limit runs one
+extraction per account at a time, on whatever machines its runs are launched.
 
 * Incremental streams (leads, contacts, companies, tasks by ``updated_at``; events by
   ``created_at``) are daily partitioned in UTC (`kommo_dagster.partitions`). A run, whether of one
@@ -25,8 +28,9 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from kommo_dagster.accounts import KEY_PREFIX, AccountScope
 from kommo_dagster.freshness import freshness_policy
-from kommo_dagster.io_manager import STREAM_METADATA_KEY, table_schema
+from kommo_dagster.io_manager import SCHEMA_METADATA_KEY, STREAM_METADATA_KEY, table_schema
 from kommo_dagster.kommo.records import to_columns
 from kommo_dagster.kommo.stats import ClientStats, Progress
 from kommo_dagster.kommo.streams import Stream, get_stream
@@ -35,15 +39,15 @@ from kommo_dagster.resources import KommoResource
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse import StagedRows, catalog_name
 
-GROUP_NAME = "kommo"
-KEY_PREFIX = "kommo"
+GROUP_NAME = KEY_PREFIX  # the single account's group; several accounts: kommo_<account>
 KINDS = {"kommo", "duckdb"}
 # Raw records collected before they are turned into columns (bounded memory, few batches).
 BATCH_ROWS = 10_000
 
 
 def asset_key(stream: str) -> dg.AssetKey:
-    return dg.AssetKey([KEY_PREFIX, stream])
+    """The key of ``stream`` in a single-account code location (`AccountScope.asset_key`)."""
+    return AccountScope(None).asset_key(stream)
 
 
 def build_kommo_assets(
@@ -81,11 +85,14 @@ def build_stream_asset(
     if partitions_def is not None and not stream.is_incremental:
         raise ValueError(f"{stream.name} is a full-table stream and cannot be partitioned")
     parent = get_stream(stream.parent) if stream.parent else None
+    scope = AccountScope.of(settings)
     common: dict[str, Any] = dict(
-        key=asset_key(stream.name),
+        key=scope.asset_key(stream.name),
         description=_description(stream, settings=settings, partitioned=partitions_def is not None),
-        group_name=GROUP_NAME,
+        group_name=scope.group_name,
         kinds=KINDS,
+        pool=scope.pool,
+        required_resource_keys={scope.resource_key},
         metadata=_definition_metadata(stream, settings=settings),
         partitions_def=partitions_def,
         freshness_policy=freshness_policy(partitioned=partitions_def is not None),
@@ -96,21 +103,23 @@ def build_stream_asset(
     partitioned = partitions_def is not None
     if parent is None:
 
-        def extract_stream(
-            context: dg.AssetExecutionContext, kommo: KommoResource
-        ) -> dg.Output[StagedRows]:
+        def extract_stream(context: dg.AssetExecutionContext) -> dg.Output[StagedRows]:
+            kommo = getattr(context.resources, scope.resource_key)
             return _extract(context, kommo, stream, settings=settings, partitioned=partitioned)
 
         compute = extract_stream
     else:
         parent_name = parent.name
-        common["ins"] = {"parent": dg.AssetIn(key=asset_key(parent_name))}
+        common["ins"] = {"parent": dg.AssetIn(key=scope.asset_key(parent_name))}
 
         def extract_children(
-            context: dg.AssetExecutionContext, kommo: KommoResource, parent: pd.DataFrame
+            context: dg.AssetExecutionContext, parent: pd.DataFrame
         ) -> dg.Output[StagedRows]:
+            kommo = getattr(context.resources, scope.resource_key)
             parent_ids = [int(i) for i in parent["id"].dropna()]
-            context.log.info(f"kommo/{stream.name}: {len(parent_ids)} {parent_name} in the table")
+            context.log.info(
+                f"{scope.label(stream.name)}: {len(parent_ids)} {parent_name} in the table"
+            )
             return _extract(
                 context,
                 kommo,
@@ -140,10 +149,11 @@ def _extract(
 ) -> dg.Output[StagedRows]:
     window = EpochWindow.from_time_window(context.partition_time_window) if partitioned else None
     label = "full table" if window is None else window.label()
-    context.log.info(f"kommo/{stream.name} {label}: extracting from {stream.path}")
+    name = AccountScope.of(settings).label(stream.name)
+    context.log.info(f"{name} {label}: extracting from {stream.path}")
 
     def log_progress(progress: Progress) -> None:
-        context.log.info(f"kommo/{stream.name} progress: {progress}")
+        context.log.info(f"{name} progress: {progress}")
 
     staged = StagedRows(
         stream,
@@ -214,6 +224,7 @@ def _definition_metadata(stream: Stream, *, settings: Settings) -> dict[str, Any
     table = f"{catalog_name(settings.duckdb_path)}.{settings.schema}.{stream.name}"
     return {
         STREAM_METADATA_KEY: stream.name,
+        SCHEMA_METADATA_KEY: settings.schema,
         "dagster/column_schema": table_schema(stream),
         "dagster/table_name": table,
         "kommo/endpoint": f"GET {stream.path}",

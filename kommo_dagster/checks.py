@@ -1,7 +1,8 @@
 """Data checks of the Kommo tables, derived from the stream declaration.
 
-One `multi_asset_check` per stream (``kommo_<stream>_checks``), one DuckDB connection for all of
-its checks. Which checks a stream gets follows from `kommo_dagster.kommo.streams`:
+One `multi_asset_check` per stream (``kommo_<stream>_checks``, or
+``kommo_<account>_<stream>_checks`` with several accounts), one DuckDB connection for all of its
+checks. Which checks a stream gets follows from `kommo_dagster.kommo.streams`:
 
 | check | streams | fails when |
 |---|---|---|
@@ -26,7 +27,7 @@ from typing import Any
 import dagster as dg
 import duckdb as duckdb_lib
 
-from kommo_dagster.assets import asset_key
+from kommo_dagster.accounts import AccountScope
 from kommo_dagster.io_manager import KommoDuckDBResource
 from kommo_dagster.kommo.streams import Stream, get_stream
 from kommo_dagster.settings import Settings
@@ -189,7 +190,8 @@ def evaluate(
 
 
 def build_stream_checks(stream: Stream, *, settings: Settings) -> dg.AssetChecksDefinition:
-    key = asset_key(stream.name)
+    scope = AccountScope.of(settings)
+    key = scope.asset_key(stream.name)
     descriptions = {
         CONTRACT_COLUMNS: "The table's columns and DuckDB types are the contract's, in order.",
         NO_NULL_IDS: "Every row has an id.",
@@ -206,7 +208,7 @@ def build_stream_checks(stream: Stream, *, settings: Settings) -> dg.AssetChecks
             asset=key,
             description=descriptions[name],
             blocking=name == CONTRACT_COLUMNS,
-            additional_deps=[asset_key(stream.parent)]
+            additional_deps=[scope.asset_key(stream.parent)]
             if stream.parent is not None and name == parent_check_name(stream)
             else None,
         )
@@ -216,7 +218,7 @@ def build_stream_checks(stream: Stream, *, settings: Settings) -> dg.AssetChecks
 
     @dg.multi_asset_check(
         specs=specs,
-        name=f"kommo_{stream.name}_checks",
+        name=scope.qualify(f"kommo_{stream.name}_checks"),
         description=f"Data checks of {schema}.{stream.name}.",
     )
     def stream_checks(
@@ -227,7 +229,7 @@ def build_stream_checks(stream: Stream, *, settings: Settings) -> dg.AssetChecks
         for name, outcome in outcomes.items():
             if not outcome.passed:
                 context.log.warning(
-                    f"kommo/{stream.name} check {name} failed: {outcome.description}"
+                    f"{scope.label(stream.name)} check {name} failed: {outcome.description}"
                 )
             yield dg.AssetCheckResult(
                 check_name=name,

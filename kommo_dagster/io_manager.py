@@ -1,10 +1,13 @@
 """The DuckDB IO manager of the Kommo assets, and the DuckDB resource it writes through.
 
-`KommoDuckDBIOManager` stores each stream in ``<schema>.<stream>`` of one DuckDB file. A
+`KommoDuckDBIOManager` stores each stream in ``<schema>.<stream>`` of one DuckDB file (the schema
+is the asset's ``kommo/schema`` metadata: ``kommo``, or ``kommo_<account>``). A
 partitioned output replaces the rows whose cursor lies in the output's time window (one
 partition, or a whole range for a single-run backfill); an unpartitioned output replaces the
 table. Each write is one transaction (see `kommo_dagster.warehouse` for why and how), and the
-table is created from the contract even when there are no rows.
+table is created from the contract even when there are no rows. With several accounts
+(``account_schemas``), every write also refreshes the stream's ``kommo_all`` views
+(`kommo_dagster.all_accounts`) in the same transaction.
 
 Concurrent runs: every connection goes through `KommoDuckDBResource`, which holds a lock file next
 to the database (``<file>.lock``) from connect to close. DuckDB admits one writing process per
@@ -27,6 +30,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from kommo_dagster.all_accounts import refresh_cross_account_views
 from kommo_dagster.kommo.streams import Stream, get_stream
 from kommo_dagster.partitions import EpochWindow
 from kommo_dagster.settings import (
@@ -45,6 +49,7 @@ from kommo_dagster.warehouse import (
 )
 
 STREAM_METADATA_KEY = "kommo/stream"
+SCHEMA_METADATA_KEY = "kommo/schema"
 
 
 class KommoDuckDBResource(DuckDBResource):
@@ -84,7 +89,15 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
     """
 
     duckdb: KommoDuckDBResource
-    schema_name: str = Field(default=DEFAULT_SCHEMA, description="DuckDB schema of the tables.")
+    schema_name: str = Field(
+        default=DEFAULT_SCHEMA,
+        description="DuckDB schema of the tables of assets without kommo/schema metadata.",
+    )
+    account_schemas: dict[str, str] = Field(
+        default_factory=dict,
+        description="{account: schema} of a code location with several accounts; their tables "
+        "are united in the kommo_all views.",
+    )
     history_retention_days: int = Field(
         default=DEFAULT_HISTORY_RETENTION_DAYS,
         description="Days of full-table snapshots kept in <stream>_history "
@@ -92,12 +105,14 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
     )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        check_database_name(self.duckdb.database, schema=self.schema_name)
+        for schema in {self.schema_name, *self.account_schemas.values()}:
+            check_database_name(self.duckdb.database, schema=schema)
 
     # -- outputs -----------------------------------------------------------------------------
 
     def handle_output(self, context: dg.OutputContext, obj: StagedRows | pd.DataFrame) -> None:
         stream = _stream_of(context)
+        schema = self._schema_of(context)
         window = _window_of(context)
         staged = self._as_staged(stream, obj, window=window)
         try:
@@ -118,16 +133,17 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
                     refresh_derived(
                         con,
                         stream,
-                        schema=self.schema_name,
+                        schema=schema,
                         full_table=window is None,
                         snapshot_at=datetime.now(UTC),
                         retention_days=self.history_retention_days,
                     )
                 )
+                refresh_cross_account_views(con, stream, schemas=self.account_schemas)
 
             result = staged.write(
                 self.duckdb.database,
-                schema=self.schema_name,
+                schema=schema,
                 timeout=self.duckdb.lock_timeout,
                 on_wait=context.log.info,
                 after=refresh,
@@ -135,7 +151,7 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
         finally:
             staged.discard()
 
-        table_name = f"{catalog_name(self.duckdb.database)}.{self.schema_name}.{stream.name}"
+        table_name = f"{catalog_name(self.duckdb.database)}.{schema}.{stream.name}"
         context.add_output_metadata(
             {
                 "dagster/row_count": dg.MetadataValue.int(result.rows),
@@ -153,7 +169,7 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
             context.add_output_metadata(
                 {
                     "kommo/history_table": dg.MetadataValue.text(
-                        f"{self.schema_name}.{history_table_name(stream)}"
+                        f"{schema}.{history_table_name(stream)}"
                     ),
                     "kommo/history_purged_rows": dg.MetadataValue.int(history.get("purged", 0)),
                 }
@@ -163,6 +179,12 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
             f"{context.asset_key.to_user_string()} {_label(window)}: {result.rows} rows "
             f"-> {table_name} (replaced {result.deleted}{note})"
         )
+
+    def _schema_of(self, context: dg.OutputContext | dg.InputContext) -> str:
+        name = _metadata_of(context).get(SCHEMA_METADATA_KEY)
+        if isinstance(name, dg.TextMetadataValue):
+            name = name.value
+        return str(name) if name else self.schema_name
 
     @staticmethod
     def _as_staged(
@@ -188,16 +210,17 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         stream = _stream_of(context)
+        schema = self._schema_of(context)
         window = _window_of(context)
         with self.duckdb.get_connection(on_wait=context.log.info) as con:
-            if not table_exists(con, schema=self.schema_name, table=stream.name):
+            if not table_exists(con, schema=schema, table=stream.name):
                 upstream = context.upstream_output.asset_key if context.upstream_output else None
                 name = upstream.to_user_string() if upstream else stream.name
                 raise WarehouseError(
-                    f"{self.schema_name}.{stream.name} does not exist yet in "
+                    f"{schema}.{stream.name} does not exist yet in "
                     f"{self.duckdb.database}: materialize {name} first"
                 )
-            return read_slice(con, stream, schema=self.schema_name, window=window)
+            return read_slice(con, stream, schema=schema, window=window)
 
 
 def table_schema(stream: Stream, *, actual: list[tuple[str, str]] | None = None) -> dg.TableSchema:
@@ -216,11 +239,16 @@ def table_schema(stream: Stream, *, actual: list[tuple[str, str]] | None = None)
     )
 
 
-def _stream_of(context: dg.OutputContext | dg.InputContext) -> Stream:
+def _metadata_of(context: dg.OutputContext | dg.InputContext) -> dict[str, Any]:
+    """The definition metadata of the asset written, or for an input, of the asset read."""
     metadata: dict[str, Any] = dict(context.definition_metadata or {})
     if isinstance(context, dg.InputContext) and context.upstream_output is not None:
         metadata = dict(context.upstream_output.definition_metadata or {}) | metadata
-    name = metadata.get(STREAM_METADATA_KEY)
+    return metadata
+
+
+def _stream_of(context: dg.OutputContext | dg.InputContext) -> Stream:
+    name = _metadata_of(context).get(STREAM_METADATA_KEY)
     if isinstance(name, dg.TextMetadataValue):
         name = name.value
     return get_stream(str(name) if name else context.asset_key.path[-1])
@@ -236,4 +264,10 @@ def _label(window: EpochWindow | None) -> str:
     return "full table" if window is None else window.label()
 
 
-__all__ = ["STREAM_METADATA_KEY", "KommoDuckDBIOManager", "KommoDuckDBResource", "table_schema"]
+__all__ = [
+    "SCHEMA_METADATA_KEY",
+    "STREAM_METADATA_KEY",
+    "KommoDuckDBIOManager",
+    "KommoDuckDBResource",
+    "table_schema",
+]

@@ -7,7 +7,8 @@
 * ``kommo_full_tables_job``: the unpartitioned streams (pipelines, statuses, users, and any
   incremental stream switched to a full-table sync); each run replaces their tables.
 
-A job is absent when no selected stream falls in it.
+A job is absent when no selected stream falls in it. With several accounts each account has its
+own three jobs, ``kommo_<account>_incremental_job``... (`AccountScope.qualify`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import date
 
 import dagster as dg
 
-from kommo_dagster.assets import asset_key
+from kommo_dagster.accounts import AccountScope
 from kommo_dagster.partitions import PARTITION_FORMAT
 from kommo_dagster.settings import Settings
 
@@ -39,31 +40,33 @@ class KommoJobs:
 
 
 def build_jobs(settings: Settings) -> KommoJobs:
-    partitioned = [asset_key(s) for s in settings.partitioned_streams]
-    unpartitioned = [asset_key(s) for s in settings.unpartitioned_streams]
+    scope = AccountScope.of(settings)
+    partitioned = [scope.asset_key(s) for s in settings.partitioned_streams]
+    unpartitioned = [scope.asset_key(s) for s in settings.unpartitioned_streams]
+    tags = {} if scope.name is None else {"kommo/account": scope.name}
     incremental = full_sync = full_tables = None
     if partitioned:
         incremental = dg.define_asset_job(
-            INCREMENTAL_JOB,
+            scope.qualify(INCREMENTAL_JOB),
             selection=dg.AssetSelection.assets(*partitioned),
             description="The incremental Kommo streams, one daily partition (UTC) per run.",
-            tags={"kommo/sync": "incremental"},
+            tags={"kommo/sync": "incremental"} | tags,
         )
         full_sync = dg.define_asset_job(
-            FULL_SYNC_JOB,
+            scope.qualify(FULL_SYNC_JOB),
             selection=dg.AssetSelection.assets(*partitioned),
             description=(
                 "Re-extracts the whole partition range of every incremental stream in one run "
                 "(a single-run backfill), catching updates an incremental window missed."
             ),
-            tags={"kommo/sync": "full"},
+            tags={"kommo/sync": "full"} | tags,
         )
     if unpartitioned:
         full_tables = dg.define_asset_job(
-            FULL_TABLES_JOB,
+            scope.qualify(FULL_TABLES_JOB),
             selection=dg.AssetSelection.assets(*unpartitioned),
             description="The full-table Kommo streams; each run replaces their tables.",
-            tags={"kommo/sync": "full_table"},
+            tags={"kommo/sync": "full_table"} | tags,
         )
     return KommoJobs(incremental=incremental, full_sync=full_sync, full_tables=full_tables)
 

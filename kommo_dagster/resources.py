@@ -9,6 +9,7 @@ missing or invalid fails at its start, before any request, with a message naming
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
 import dagster as dg
@@ -28,6 +29,9 @@ from kommo_dagster.kommo.config import (
     validate_max_workers,
     validate_requests_per_second,
 )
+from kommo_dagster.kommo.errors import KommoConfigError
+
+_PREFIX = "KOMMO_"
 
 
 class KommoResource(dg.ConfigurableResource):
@@ -67,6 +71,13 @@ class KommoResource(dg.ConfigurableResource):
         default=DEFAULT_MAX_WORKERS,
         description=f"Most requests one extraction keeps in flight ({ENV_MAX_WORKERS}).",
     )
+    env_prefix: str = Field(
+        default="KOMMO_",
+        description=(
+            "Prefix of the variables this account reads (KOMMO_ACC1_ for account acc1 of "
+            "KOMMO_ACCOUNTS); errors name the variable with it."
+        ),
+    )
     rate_limit_dir: str | None = Field(
         default=None,
         description=(
@@ -77,8 +88,14 @@ class KommoResource(dg.ConfigurableResource):
     )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> KommoResource:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, account: str | None = None
+    ) -> KommoResource:
         """The resource configured by the ``KOMMO_*`` environment variables.
+
+        With ``account`` (one of ``KOMMO_ACCOUNTS``) the variables are ``KOMMO_<ACCOUNT>_*``.
+        The token, subdomain and base URL are the account's own; the budget, workers and
+        rate-limit folder fall back to the unprefixed variables.
 
         The token, the subdomain and the base URL are `EnvVar`s, read when a run starts. The
         subdomain is required only when ``KOMMO_BASE_URL`` is not set. Numeric settings
@@ -87,33 +104,49 @@ class KommoResource(dg.ConfigurableResource):
         run, not the code location, fails and names the variable.
         """
         env = os.environ if environ is None else environ
-        kwargs: dict = {"api_token": dg.EnvVar(ENV_API_TOKEN)}
-        if env.get(ENV_BASE_URL, "").strip():
-            kwargs["base_url"] = dg.EnvVar(ENV_BASE_URL)
-            if env.get(ENV_SUBDOMAIN, "").strip():
-                kwargs["subdomain"] = dg.EnvVar(ENV_SUBDOMAIN)
+        prefix = _PREFIX if account is None else f"{_PREFIX}{account.upper()}_"
+
+        def own(name: str) -> str:
+            return prefix + name.removeprefix(_PREFIX)
+
+        def shared(name: str) -> str:
+            # The account's variable if set, else the unprefixed one.
+            return own(name) if env.get(own(name), "").strip() else name
+
+        kwargs: dict = {"api_token": dg.EnvVar(own(ENV_API_TOKEN)), "env_prefix": prefix}
+        if env.get(own(ENV_BASE_URL), "").strip():
+            kwargs["base_url"] = dg.EnvVar(own(ENV_BASE_URL))
+            if env.get(own(ENV_SUBDOMAIN), "").strip():
+                kwargs["subdomain"] = dg.EnvVar(own(ENV_SUBDOMAIN))
         else:
-            kwargs["subdomain"] = dg.EnvVar(ENV_SUBDOMAIN)
-        if env.get(ENV_RATE_LIMIT_DIR, "").strip():
-            kwargs["rate_limit_dir"] = dg.EnvVar(ENV_RATE_LIMIT_DIR)
-        rps = env.get(ENV_REQUESTS_PER_SECOND, "").strip()
+            kwargs["subdomain"] = dg.EnvVar(own(ENV_SUBDOMAIN))
+        if env.get(shared(ENV_RATE_LIMIT_DIR), "").strip():
+            kwargs["rate_limit_dir"] = dg.EnvVar(shared(ENV_RATE_LIMIT_DIR))
+        rps = env.get(shared(ENV_REQUESTS_PER_SECOND), "").strip()
         if rps:
             kwargs["requests_per_second"] = _number_or_nan(rps)
-        workers = env.get(ENV_MAX_WORKERS, "").strip()
+        workers = env.get(shared(ENV_MAX_WORKERS), "").strip()
         if workers:
             kwargs["max_workers"] = int(workers) if workers.lstrip("-").isdigit() else -1
         return cls(**kwargs)
 
     def settings(self) -> KommoSettings:
         """The validated settings; raises `KommoConfigError` naming the variable at fault."""
-        return KommoSettings.build(
-            token=_resolve(self.api_token),
-            subdomain=_resolve(self.subdomain),
-            base_url=_resolve(self.base_url),
-            requests_per_second=_check_rps(self.requests_per_second),
-            max_workers=_check_workers(self.max_workers),
-            rate_limit_dir=_resolve(self.rate_limit_dir),
-        )
+        try:
+            return KommoSettings.build(
+                token=_resolve(self.api_token),
+                subdomain=_resolve(self.subdomain),
+                base_url=_resolve(self.base_url),
+                requests_per_second=_check_rps(self.requests_per_second),
+                max_workers=_check_workers(self.max_workers),
+                rate_limit_dir=_resolve(self.rate_limit_dir),
+            )
+        except KommoConfigError as exc:
+            if self.env_prefix == _PREFIX:
+                raise
+            # The client names the unprefixed variables; this account reads its own.
+            message = re.sub(r"\bKOMMO_(?=[A-Z])", self.env_prefix, str(exc))
+            raise KommoConfigError(message) from None
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Fail the run at its start, before any step talks to Kommo.

@@ -7,6 +7,8 @@
 | ``kommo_full_tables_schedule`` | ``0 1 * * *`` | the full-table streams |
 | ``kommo_full_sync_schedule`` | ``0 3 * * 0`` | the full sync: every partition, one run |
 
+With several accounts each account has its own four, named ``kommo_<account>_...``.
+
 They start stopped (Dagster's convention: nothing talks to the account until someone decides
 it should), unless ``KOMMO_SCHEDULES_DEFAULT_ON=true``. Turn one on in the UI (Automation ->
 the schedule -> toggle) or with ``dagster schedule start <name>``.
@@ -22,6 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
+from kommo_dagster.accounts import AccountScope
 from kommo_dagster.jobs import KommoJobs, partition_key, range_tags
 from kommo_dagster.settings import Settings
 
@@ -68,11 +71,12 @@ def build_schedules(settings: Settings, jobs: KommoJobs) -> list[dg.ScheduleDefi
     status = default_status(settings)
     schedules: list[dg.ScheduleDefinition] = []
     first_day = settings.start_date
+    scope = AccountScope.of(settings)
 
     if jobs.incremental is not None:
 
         @dg.schedule(
-            name=TODAY_SCHEDULE,
+            name=scope.qualify(TODAY_SCHEDULE),
             job=jobs.incremental,
             cron_schedule=TODAY_CRON,
             execution_timezone="UTC",
@@ -83,7 +87,7 @@ def build_schedules(settings: Settings, jobs: KommoJobs) -> list[dg.ScheduleDefi
             return _day_request(context, days_back=0, first_day=first_day)
 
         @dg.schedule(
-            name=FINALIZE_SCHEDULE,
+            name=scope.qualify(FINALIZE_SCHEDULE),
             job=jobs.incremental,
             cron_schedule=FINALIZE_CRON,
             execution_timezone="UTC",
@@ -101,7 +105,7 @@ def build_schedules(settings: Settings, jobs: KommoJobs) -> list[dg.ScheduleDefi
     if jobs.full_sync is not None:
 
         @dg.schedule(
-            name=FULL_SYNC_SCHEDULE,
+            name=scope.qualify(FULL_SYNC_SCHEDULE),
             job=jobs.full_sync,
             cron_schedule=FULL_SYNC_CRON,
             execution_timezone="UTC",
@@ -124,7 +128,7 @@ def build_schedules(settings: Settings, jobs: KommoJobs) -> list[dg.ScheduleDefi
     if jobs.full_tables is not None:
         schedules.append(
             dg.ScheduleDefinition(
-                name=FULL_TABLES_SCHEDULE,
+                name=scope.qualify(FULL_TABLES_SCHEDULE),
                 job=jobs.full_tables,
                 cron_schedule=FULL_TABLES_CRON,
                 execution_timezone="UTC",

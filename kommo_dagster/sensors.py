@@ -13,6 +13,9 @@ client's message, visible in the UI, and leaves the cursor where it was, so the 
 again and nothing is lost. Run keys derive from the cursor, so a tick evaluated twice launches
 nothing twice.
 
+With several accounts each account has its own sensor, ``kommo_<account>_change_sensor``, polling
+its own account with its own cursor.
+
 Like the schedules it starts stopped unless ``KOMMO_SCHEDULES_DEFAULT_ON=true``.
 """
 
@@ -21,7 +24,7 @@ from datetime import UTC, date, datetime
 
 import dagster as dg
 
-from kommo_dagster.assets import asset_key
+from kommo_dagster.accounts import AccountScope
 from kommo_dagster.jobs import KommoJobs, partition_key
 from kommo_dagster.kommo.changes import ChangeCursor, Changes, poll_changes
 from kommo_dagster.resources import KommoResource
@@ -47,20 +50,23 @@ def build_change_sensor(settings: Settings, jobs: KommoJobs) -> dg.SensorDefinit
     # Incremental streams switched to full tables still change through events.
     switched = set(settings.full_table_streams)
     first_day = settings.start_date
+    scope = AccountScope.of(settings)
 
     @dg.sensor(
-        name=CHANGE_SENSOR,
+        name=scope.qualify(CHANGE_SENSOR),
         jobs=targets,
         minimum_interval_seconds=settings.sensor_interval_seconds,
         default_status=default_status(settings),
+        required_resource_keys={scope.resource_key},
         description=(
             "Polls Kommo's /api/v4/events from a persisted cursor and refreshes today's "
             "partition of exactly the streams that changed (one request per quiet tick)."
         ),
     )
-    def kommo_change_sensor(
-        context: dg.SensorEvaluationContext, kommo: KommoResource
-    ) -> dg.SensorResult:
+    def kommo_change_sensor(context: dg.SensorEvaluationContext, **_: object) -> dg.SensorResult:
+        # The account's resource key varies, so it is not a parameter (`**_` takes it when the
+        # sensor is invoked directly, as Dagster then passes required resources by keyword).
+        kommo: KommoResource = getattr(context.resources, scope.resource_key)
         cursor = ChangeCursor.loads(context.cursor)
         if cursor is None:
             start = ChangeCursor(since=int(time.time()))
@@ -86,6 +92,7 @@ def build_change_sensor(settings: Settings, jobs: KommoJobs) -> dg.SensorDefinit
             partitioned=partitioned,
             switched=switched,
             jobs=jobs,
+            scope=scope,
             first_day=first_day,
             today=datetime.now(UTC).date(),
         )
@@ -105,6 +112,7 @@ def _run_requests(
     partitioned: set[str],
     switched: set[str],
     jobs: KommoJobs,
+    scope: AccountScope,
     first_day: date,
     today: date,
 ) -> list[dg.RunRequest]:
@@ -124,9 +132,9 @@ def _run_requests(
                 dg.RunRequest(
                     job_name=jobs.incremental.name,
                     partition_key=key,
-                    asset_selection=[asset_key(s) for s in sorted(streams)],
+                    asset_selection=[scope.asset_key(s) for s in sorted(streams)],
                     run_key=f"kommo-changes:{key}:{token}",
-                    tags={"kommo/trigger": CHANGE_SENSOR},
+                    tags={"kommo/trigger": scope.qualify(CHANGE_SENSOR)},
                 )
             )
     full = changes.streams & switched
@@ -134,9 +142,9 @@ def _run_requests(
         requests.append(
             dg.RunRequest(
                 job_name=jobs.full_tables.name,
-                asset_selection=[asset_key(s) for s in sorted(full)],
+                asset_selection=[scope.asset_key(s) for s in sorted(full)],
                 run_key=f"kommo-changes:full:{token}",
-                tags={"kommo/trigger": CHANGE_SENSOR},
+                tags={"kommo/trigger": scope.qualify(CHANGE_SENSOR)},
             )
         )
     return requests

@@ -19,6 +19,15 @@ message rather than failing every run later.
 | ``KOMMO_HISTORY_RETENTION_DAYS`` | ``30`` | days of snapshots kept in ``<stream>_history`` |
 | ``KOMMO_SCHEDULES_DEFAULT_ON`` | ``false`` | schedules and the change sensor start running |
 | ``KOMMO_SENSOR_INTERVAL_SECONDS`` | ``300`` | least seconds between two polls of the sensor |
+
+``KOMMO_DUCKDB_PATH`` may also name a MotherDuck database (``md:my_db``): it is kept as written,
+and the lock file that serialises writers on one machine is skipped (MotherDuck serialises them).
+
+Several accounts (``KOMMO_ACCOUNTS``, see `kommo_dagster.accounts`) each get a `Settings` with
+``account`` set: ``KOMMO_<ACCOUNT>_START_DATE``, ``_STREAMS``, ``_FULL_TABLE_STREAMS``,
+``_SCHEDULES_DEFAULT_ON`` and ``_SENSOR_INTERVAL_SECONDS`` override the unprefixed variables
+for that account, and its schema is ``kommo_<account>``. The warehouse settings (path, lock,
+memory, staging, history) are shared by all accounts.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from datetime import date
 from pathlib import Path
 
 from kommo_dagster.kommo.streams import STREAMS
+from kommo_dagster.warehouse import catalog_name, is_file_database
 
 DEFAULT_START_DATE = date(2024, 1, 1)
 DEFAULT_DUCKDB_PATH = Path("data") / "kommo_crm.duckdb"
@@ -40,6 +50,14 @@ DEFAULT_MEMORY_LIMIT = "512MB"
 DEFAULT_HISTORY_RETENTION_DAYS = 30
 DEFAULT_SENSOR_INTERVAL_SECONDS = 300
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# The settings an account may override with KOMMO_<ACCOUNT>_<NAME>; the rest are shared.
+ACCOUNT_SETTINGS = (
+    "START_DATE",
+    "STREAMS",
+    "FULL_TABLE_STREAMS",
+    "SCHEDULES_DEFAULT_ON",
+    "SENSOR_INTERVAL_SECONDS",
+)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -56,8 +74,11 @@ class Settings:
     directory than the process that loaded the code location, and they must write the same file.
     """
 
+    # The account these settings are for, when the code location serves several
+    # (``KOMMO_ACCOUNTS``); None for the single account of a code location without it.
+    account: str | None = None
     start_date: date = DEFAULT_START_DATE
-    duckdb_path: Path = DEFAULT_DUCKDB_PATH
+    duckdb_path: Path | str = DEFAULT_DUCKDB_PATH
     schema: str = DEFAULT_SCHEMA
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT_SECONDS
     memory_limit: str = DEFAULT_MEMORY_LIMIT
@@ -71,7 +92,7 @@ class Settings:
     sensor_interval_seconds: int = DEFAULT_SENSOR_INTERVAL_SECONDS
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "duckdb_path", Path(self.duckdb_path).expanduser().absolute())
+        object.__setattr__(self, "duckdb_path", database_path(self.duckdb_path))
         if not _IDENTIFIER.fullmatch(self.schema):
             raise SettingsError(
                 f"KOMMO_SCHEMA must be a plain SQL identifier (letters, digits, _), "
@@ -105,28 +126,65 @@ class Settings:
         return tuple(s for s in self.streams if not self.is_partitioned(s))
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, account: str | None = None
+    ) -> Settings:
+        """The settings from ``KOMMO_*`` variables; with ``account``, its own
+        ``KOMMO_<ACCOUNT>_*`` variables first (`ACCOUNT_SETTINGS`) and schema ``kommo_<account>``.
+        """
         env = os.environ if environ is None else environ
+
+        def var(name: str) -> str:
+            return account_variable(env, name, account=account)
+
         staging = _get(env, "KOMMO_STAGING_DIR")
+        schema = _get(env, "KOMMO_SCHEMA") or DEFAULT_SCHEMA
+        if account is not None:
+            if _get(env, "KOMMO_SCHEMA") is not None:
+                raise SettingsError(
+                    "KOMMO_SCHEMA does not apply with KOMMO_ACCOUNTS: each account writes its "
+                    "own schema kommo_<account>. Unset KOMMO_SCHEMA."
+                )
+            schema = f"{DEFAULT_SCHEMA}_{account}"
         return cls(
-            start_date=_parse_date(env, "KOMMO_START_DATE", DEFAULT_START_DATE),
-            duckdb_path=Path(_get(env, "KOMMO_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH),
+            account=account,
+            start_date=_parse_date(env, var("START_DATE"), DEFAULT_START_DATE),
+            duckdb_path=_get(env, "KOMMO_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH,
             lock_timeout=_parse_seconds(
                 env, "KOMMO_DUCKDB_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT_SECONDS
             ),
             memory_limit=_get(env, "KOMMO_DUCKDB_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT,
             staging_dir=Path(staging).expanduser().absolute() if staging else None,
-            streams=_parse_names(env, "KOMMO_STREAMS", default=tuple(STREAMS)),
-            schema=_get(env, "KOMMO_SCHEMA") or DEFAULT_SCHEMA,
-            full_table_streams=_parse_names(env, "KOMMO_FULL_TABLE_STREAMS", default=()),
+            streams=_parse_names(env, var("STREAMS"), default=tuple(STREAMS)),
+            schema=schema,
+            full_table_streams=_parse_names(env, var("FULL_TABLE_STREAMS"), default=()),
             history_retention_days=_parse_int(
                 env, "KOMMO_HISTORY_RETENTION_DAYS", DEFAULT_HISTORY_RETENTION_DAYS, minimum=0
             ),
-            schedules_default_on=_parse_bool(env, "KOMMO_SCHEDULES_DEFAULT_ON", False),
+            schedules_default_on=_parse_bool(env, var("SCHEDULES_DEFAULT_ON"), False),
             sensor_interval_seconds=_parse_int(
-                env, "KOMMO_SENSOR_INTERVAL_SECONDS", DEFAULT_SENSOR_INTERVAL_SECONDS, minimum=1
+                env, var("SENSOR_INTERVAL_SECONDS"), DEFAULT_SENSOR_INTERVAL_SECONDS, minimum=1
             ),
         )
+
+
+def account_variable(env: Mapping[str, str], name: str, *, account: str | None) -> str:
+    """The variable that sets ``name`` (``START_DATE``...): ``KOMMO_<ACCOUNT>_<NAME>`` when the
+    account has it, else the shared ``KOMMO_<NAME>``. Errors then name the variable really read.
+    """
+    if account is not None:
+        own = f"KOMMO_{account.upper()}_{name}"
+        if _get(env, own) is not None:
+            return own
+    return f"KOMMO_{name}"
+
+
+def database_path(database: str | Path) -> Path | str:
+    """A local file as an absolute path (runs may start in another directory); a MotherDuck
+    or in-memory database as written."""
+    if not is_file_database(database):
+        return str(database)
+    return Path(database).expanduser().absolute()
 
 
 def check_database_name(path: str | Path, *, schema: str) -> None:
@@ -136,7 +194,7 @@ def check_database_name(path: str | Path, *, schema: str) -> None:
     holding schema ``kommo`` makes ``kommo.leads`` ambiguous (catalog ``kommo`` or schema
     ``kommo``?) and every statement fails with "Ambiguous reference".
     """
-    stem = Path(path).stem
+    stem = catalog_name(path)
     if stem.lower() == schema.lower():
         raise SettingsError(
             f"KOMMO_DUCKDB_PATH points at {str(path)!r}: DuckDB names the catalog after the file "
@@ -248,5 +306,7 @@ __all__ = [
     "DEFAULT_START_DATE",
     "Settings",
     "SettingsError",
+    "account_variable",
     "check_database_name",
+    "database_path",
 ]

@@ -45,6 +45,8 @@ import pandas as pd
 from kommo_dagster.kommo.streams import Stream
 from kommo_dagster.partitions import EpochWindow
 
+# Databases that are not local files (MotherDuck): no absolute path, no lock file next to them.
+REMOTE_DATABASE_PREFIXES = ("md:", "motherduck:")
 # The alias of the database file inside a staging instance while it is written.
 _TARGET = "kommo_target"
 _DAY = 86_400
@@ -206,6 +208,12 @@ def _column_list(stream: Stream) -> str:
 # Connections
 
 
+def is_file_database(database: str | Path) -> bool:
+    """False for MotherDuck (``md:...``) and in-memory databases: no file, no lock file."""
+    text = str(database)
+    return text != ":memory:" and not text.lower().startswith(REMOTE_DATABASE_PREFIXES)
+
+
 def lock_path(database: str | Path) -> Path:
     return Path(f"{database}.lock")
 
@@ -214,10 +222,17 @@ def lock_path(database: str | Path) -> Path:
 def database_lock(
     database: str | Path, *, timeout: float, on_wait: Callable[[str], None] | None = None
 ) -> Iterator[float]:
-    """Hold the project's lock file of ``database``; yields the deadline left for DuckDB's own."""
+    """Hold the project's lock file of ``database``; yields the deadline left for DuckDB's own.
+
+    A database that is not a local file (MotherDuck) has no lock file: its service orders
+    concurrent writers itself, and a lock on one machine could not reach the others anyway.
+    """
+    deadline = time.monotonic() + timeout
+    if not is_file_database(database):
+        yield deadline
+        return
     database = Path(database)
     database.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout
     lock = filelock.FileLock(str(lock_path(database)), timeout=timeout)
     try:
         try:
@@ -280,7 +295,15 @@ def _retry_while_locked(
     while True:
         try:
             return open_()
-        except duckdb.IOException as exc:
+        except duckdb.Error as exc:
+            if not is_file_database(database):
+                raise WarehouseError(
+                    f"could not open the MotherDuck database {database}: {exc}. MotherDuck needs "
+                    f"network access and a token (the motherduck_token or MOTHERDUCK_TOKEN "
+                    f"variable); check both, or point KOMMO_DUCKDB_PATH at a local file."
+                ) from exc
+            if not isinstance(exc, duckdb.IOException):
+                raise
             if "lock" not in str(exc).lower():
                 raise
             if delay == 0.05 and on_wait is not None:
@@ -544,7 +567,11 @@ def read_slice(
 
 
 def catalog_name(database: str | Path) -> str:
-    """The catalog DuckDB gives an attached file: its stem."""
+    """The catalog DuckDB gives an attached database: a file's stem, a MotherDuck database's
+    name (``md:my_db?...`` -> ``my_db``)."""
+    if not is_file_database(database):
+        name = str(database).split(":", 1)[1].split("?", 1)[0]
+        return name or "my_db"
     return Path(database).stem
 
 
@@ -559,6 +586,7 @@ __all__ = [
     "connect",
     "create_table_sql",
     "database_lock",
+    "is_file_database",
     "lock_path",
     "quote",
     "read_slice",

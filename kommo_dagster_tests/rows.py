@@ -1,12 +1,14 @@
-"""Synthetic contract rows for tests of the DuckDB layer that need no API (typed, with NULLs)."""
+"""Rows in tests: synthetic contract rows for the DuckDB layer (typed, with NULLs), and rows made
+comparable with their exact types."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
 
-from kommo_dagster.kommo.streams import Stream
+from kommo_dagster.kommo.streams import STREAMS, Stream
 
 
 def synthetic_columns(
@@ -38,3 +40,17 @@ def synthetic_columns(
             values.append(value)
         columns[column.name] = values
     return columns
+
+
+def canonical(stream: str, rows: list[dict[str, Any]]) -> list[tuple]:
+    """Rows as comparable tuples: each value with its exact Python type, JSON text parsed."""
+    spec = STREAMS[stream]
+    json_columns = {c.name for c in spec.columns if c.is_json}
+
+    def value(name: str, v: Any) -> tuple[str, Any]:
+        if name in json_columns and v is not None:
+            return ("json", json.loads(v))
+        return (type(v).__name__, v)
+
+    out = [tuple((n, value(n, r[n])) for n in spec.column_names) for r in rows]
+    return sorted(out, key=lambda t: json.dumps(t, sort_keys=True, ensure_ascii=False))

@@ -24,6 +24,7 @@ from kommo_dagster.kommo.streams import FULL_TABLE_STREAMS, INCREMENTAL_STREAMS,
 from kommo_dagster.partitions import EpochWindow
 from kommo_dagster.sandbox import KommoSandbox, SandboxConfig
 from kommo_dagster.settings import Settings
+from kommo_dagster_tests.rows import canonical
 from kommo_dagster_tests.wiring import sandbox_kommo
 
 CONTRACT = json.loads(
@@ -81,20 +82,6 @@ class Warehouse:
     def sql(self, sql: str) -> list[tuple]:
         with duckdb.connect(str(self.db), read_only=True) as con:
             return con.execute(sql).fetchall()
-
-
-def canonical(stream: str, rows: list[dict[str, Any]]) -> list[tuple]:
-    """Rows as comparable tuples: each value with its exact Python type, JSON text parsed."""
-    spec = STREAMS[stream]
-    json_columns = {c.name for c in spec.columns if c.is_json}
-
-    def value(name: str, v: Any) -> tuple[str, Any]:
-        if name in json_columns and v is not None:
-            return ("json", json.loads(v))
-        return (type(v).__name__, v)
-
-    out = [tuple((n, value(n, r[n])) for n in spec.column_names) for r in rows]
-    return sorted(out, key=lambda t: json.dumps(t, sort_keys=True, ensure_ascii=False))
 
 
 @pytest.fixture(scope="module")
