@@ -162,6 +162,7 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
                 "kommo/slice": dg.MetadataValue.text(_label(window)),
                 "kommo/replaced_rows": dg.MetadataValue.int(result.deleted),
                 "kommo/table_row_count": dg.MetadataValue.int(result.table_rows),
+                "kommo/duplicate_rows_dropped": dg.MetadataValue.int(result.duplicates),
                 "kommo/database": dg.MetadataValue.path(str(self.duckdb.database)),
             }
         )
@@ -175,6 +176,11 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
                 }
             )
         note = f"; {staged.note}" if staged.note else ""
+        if result.duplicates:
+            context.log.warning(
+                f"{context.asset_key.to_user_string()} {_label(window)}: dropped "
+                f"{result.duplicates} repeated rows (same {', '.join(stream.key)}) before writing"
+            )
         context.log.info(
             f"{context.asset_key.to_user_string()} {_label(window)}: {result.rows} rows "
             f"-> {table_name} (replaced {result.deleted}{note})"

@@ -323,13 +323,14 @@ def _retry_while_locked(
 
 @dataclass(frozen=True)
 class WriteResult:
-    """What a write did: rows written, rows they replaced, rows in the table after, and the
-    table's columns as DuckDB reports them."""
+    """What a write did: rows written, rows they replaced, rows in the table after, the
+    table's columns as DuckDB reports them, and the staged rows dropped as repeats of a key."""
 
     rows: int
     deleted: int
     table_rows: int
     columns: tuple[tuple[str, str], ...]
+    duplicates: int = 0
 
 
 class StagedRows:
@@ -364,6 +365,8 @@ class StagedRows:
         self.cursor_min: int | None = None
         self.cursor_max: int | None = None
         self.null_cursors = 0
+        # Staged rows dropped before the write as repeats of a key (see `_drop_repeats`).
+        self.duplicates = 0
         self._rows_by_day: dict[int, int] = {}
         self._staging_dir = Path(staging_dir) if staging_dir else None
         self._memory_limit = memory_limit
@@ -461,6 +464,7 @@ class StagedRows:
         """
         self.check_window()
         con = self._connection()
+        self._drop_repeats(con)
         with database_lock(database, timeout=timeout, on_wait=on_wait) as deadline:
             _retry_while_locked(
                 lambda: con.execute(f"ATTACH {_sql_string(str(database))} AS {quote(_TARGET)}"),
@@ -474,6 +478,25 @@ class StagedRows:
             finally:
                 con.execute("USE memory")
                 con.execute(f"DETACH {quote(_TARGET)}")
+
+    def _drop_repeats(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Keep one staged row per the stream's key, so that whatever an extraction yielded, a
+        version of a record (an id at one cursor value) reaches the table once; counted in
+        `duplicates`. The common case, no repeat, costs one grouping of the key columns."""
+        key = ", ".join(quote(c) for c in self.stream.key)
+        for source in self.sources():
+            row = con.execute(
+                f"SELECT coalesce(sum(n - 1), 0) FROM "
+                f"(SELECT count(*) AS n FROM {source} GROUP BY {key} HAVING n > 1)"
+            ).fetchone()
+            repeats = int(row[0]) if row else 0
+            if repeats:
+                con.execute(
+                    f"DELETE FROM {source} WHERE rowid NOT IN "
+                    f"(SELECT min(rowid) FROM {source} GROUP BY {key})"
+                )
+                self.duplicates += repeats
+                self.rows -= repeats
 
     def discard(self) -> None:
         """Drop the staged rows: close the staging instance and remove its directory."""
@@ -547,7 +570,11 @@ def _write_slice(
             con.execute("ROLLBACK")
         raise
     return WriteResult(
-        rows=staged.rows, deleted=deleted, table_rows=table_rows, columns=tuple(columns)
+        rows=staged.rows,
+        deleted=deleted,
+        table_rows=table_rows,
+        columns=tuple(columns),
+        duplicates=staged.duplicates,
     )
 
 

@@ -69,6 +69,7 @@ def test_a_partition_lands_with_its_metadata(tmp_path: Path):
     assert metadata["dagster/row_count"].value == 3
     assert metadata["dagster/table_name"].value == "kommo_crm.kommo.leads"
     assert metadata["kommo/slice"].value == "2026-10-05"
+    assert metadata["kommo/duplicate_rows_dropped"].value == 0
     schema = metadata["dagster/column_schema"].value
     assert [(c.name, c.type) for c in schema.columns] == [
         (c.name, c.duckdb_type) for c in LEADS.columns
@@ -202,3 +203,27 @@ def _chain(exc: BaseException | None) -> str:
         messages.append(str(exc))
         exc = exc.__cause__ or exc.__context__
     return "\n".join(messages)
+
+
+def test_repeated_versions_are_dropped_counted_and_logged(tmp_path: Path):
+    db = tmp_path / "kommo_crm.duckdb"
+
+    class Doubled(StagedRows):
+        def append(self, columns):
+            super().append(columns)
+            super().append(columns)
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [_leads_asset(staged_cls=Doubled)],
+        resources={"io_manager": _io_manager(db)},
+        partition_key="2026-10-05",
+        instance=instance,
+    )
+    assert result.success
+    metadata = _materialization(result).metadata
+    assert metadata["dagster/row_count"].value == 3
+    assert metadata["kommo/duplicate_rows_dropped"].value == 3
+    assert _table(db, "SELECT count(*), count(DISTINCT id) FROM kommo.leads") == [(3, 3)]
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any("dropped 3 repeated rows (same id, updated_at)" in m for m in messages)

@@ -127,6 +127,35 @@ def test_a_partition_rewrite_replaces_exactly_its_slice(db: Path):
     assert _rows(db, "SELECT count(*), count(DISTINCT id) FROM kommo.leads") == [(10, 10)]
 
 
+@pytest.mark.parametrize("name", list(STREAMS))
+def test_a_repeated_version_is_written_once_and_counted(db: Path, name: str):
+    """Whatever an extraction yields, one row per the stream's key reaches the table."""
+    stream = get_stream(name)
+    window = OCT1 if stream.is_incremental else None
+    staged = StagedRows(stream, window=window)
+    start = window.start if window else 1_790_000_000
+    staged.append(synthetic_columns(stream, 4, cursor_start=start, step=97))
+    staged.append(synthetic_columns(stream, 2, cursor_start=start, step=97))
+    result = staged.write(db, schema="kommo", timeout=30)
+    staged.discard()
+    assert (result.rows, result.duplicates, result.table_rows) == (4, 2, 4)
+    key = ", ".join(stream.key)
+    assert _rows(db, f"SELECT count(*), count(DISTINCT ({key})) FROM kommo.{name}") == [(4, 4)]
+
+
+def test_the_key_of_a_status_is_its_pipeline_and_id(db: Path):
+    statuses = get_stream("statuses")
+    assert statuses.key == ("pipeline_id", "id") and LEADS.key == ("id", "updated_at")
+    staged = StagedRows(statuses, window=None)
+    columns = synthetic_columns(statuses, 2)
+    columns["id"] = [142, 142]  # Kommo's "won" status has the same id in every pipeline
+    columns["pipeline_id"] = [1, 2]
+    staged.append(columns)
+    result = staged.write(db, schema="kommo", timeout=30)
+    staged.discard()
+    assert (result.rows, result.duplicates) == (2, 0)
+
+
 def test_a_range_write_replaces_every_day_in_it(db: Path):
     _write(db, _staged(window=OCT1, n=4, first_id=1))
     _write(db, _staged(window=OCT2, n=4, first_id=10))

@@ -75,6 +75,9 @@ class Stream:
     # The event type Kommo records when a record of this stream is deleted, for streams whose
     # deleted records cannot be listed.
     deleted_event: str | None = None
+    # The columns that identify one version of a record: a table holds one row per key. Filled
+    # in by `_build_streams` when not declared: (id, cursor) for incremental streams, else id.
+    key: tuple[str, ...] = ()
 
     @property
     def is_incremental(self) -> bool:
@@ -141,6 +144,8 @@ _ENDPOINTS: Mapping[str, dict] = {
         page_size=None,
         parent="pipelines",
         paging="per_parent",
+        # Kommo reuses status ids 142 and 143 in every pipeline.
+        key=("pipeline_id", "id"),
     ),
     "users": dict(path="/api/v4/users", page_size=MAX_PAGE_SIZE),
 }
@@ -169,6 +174,11 @@ def _build_streams() -> dict[str, Stream]:
             )
             for c in spec["columns"]
         )
+        endpoint = dict(_ENDPOINTS[name])
+        endpoint.setdefault("key", ("id", spec["cursor"]) if spec["cursor"] else ("id",))
+        unknown = set(endpoint["key"]) - {c.name for c in columns}
+        if unknown:
+            raise RuntimeError(f"the key of {name} names columns it lacks: {sorted(unknown)}")
         streams[name] = Stream(
             name=name,
             description=spec["description"],
@@ -176,7 +186,7 @@ def _build_streams() -> dict[str, Stream]:
             cursor=spec["cursor"],
             list_key=name,
             columns=columns,
-            **_ENDPOINTS[name],
+            **endpoint,
         )
     return streams
 
