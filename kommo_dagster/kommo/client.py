@@ -418,8 +418,10 @@ class _Extraction:
                     base=with_,
                     cursor=s.cursor or "created_at",
                     newest_first=True,
-                    # New events enter a window that includes now at the top: drop repeats.
-                    dedupe=self.hi >= time.time() - 120,
+                    # New events enter a window that includes now at the top and push rows down
+                    # a page; a server that inserts among past events would do the same to a
+                    # window in the past. Either way a repeat is dropped by id.
+                    dedupe=True,
                 )
             )
         elif s.paging == "by_id":
