@@ -135,17 +135,27 @@ class Churner:
             rec["responsible_user_id"] = cat.user(self.rng)
             after = g.responsible_value(rec["responsible_user_id"])
             self.event(ts, "entity_responsible_changed", singular, rec["id"], by, after, before)
-        rec["updated_at"] = ts
+        rec["updated_at"] = self._stamp(ts, below=rec["updated_at"])
         rec["updated_by"] = by
         table.replace(row, rec)
         return 1
+
+    def _stamp(self, ts: int, *, below: int) -> int:
+        """The updated_at a change carries: the churn clock, or (with probability `backdate`)
+        an earlier time in the data window, below the record's current ``below``."""
+        start = self.account.catalog.start_ts
+        # No draw at all without back-dating, so a seeded churn keeps its sequence of changes.
+        if not self.config.backdate or below <= start or self.rng.random() >= self.config.backdate:
+            return ts
+        return self.rng.randrange(start, below)
 
     def _create(self, stream: str, ts: int) -> int:
         acc, cat, rng = self.account, self.account.catalog, self.rng
         table = acc.tables[stream]
         new_id = (table.ids[-1] if table.ids else 1_000_000) + rng.randrange(1, 4)
         row = len(table)
-        common = dict(row=row, id=new_id, created_at=ts, updated_at=ts)
+        stamp = self._stamp(ts, below=ts)
+        common = dict(row=row, id=new_id, created_at=stamp, updated_at=stamp)
         if stream == "leads":
             rec, source_id, by_robot = g.build_lead(cat, rng, deleted=False, **common)
             table.append(

@@ -72,8 +72,12 @@ class ChurnConfig:
     `KommoSandbox.churn_step()`.
 
     A changed record's updated_at becomes the churn clock: `clock()` (Unix seconds; the wall clock
-    when None), but never earlier than the newest timestamp already in the account, so records
-    only ever move forward.
+    when None), but never earlier than the newest timestamp already in the account. With
+    `backdate` (a probability per update and creation), the change instead carries an *earlier*
+    updated_at, drawn from the account's data window below the record's own, as Kommo allows an
+    integration to set on PATCH and POST (importers and sync tools do). The events a change
+    implies are stamped with the churn clock either way, as Kommo stamps events with its own
+    current time.
     """
 
     every_requests: int | None = None
@@ -84,9 +88,12 @@ class ChurnConfig:
     restores: int = 0
     streams: tuple[str, ...] = ("leads", "contacts", "companies", "tasks")
     clock: Callable[[], int] | None = None
+    backdate: float = 0.0
     seed: int | None = None
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.backdate <= 1.0:
+            raise ValueError(f"backdate must be within [0, 1], got {self.backdate}")
         if self.every_requests is not None and self.every_requests < 1:
             raise ValueError("every_requests must be at least 1")
         if self.interval_ms is not None and self.interval_ms <= 0:

@@ -90,6 +90,30 @@ def test_offset_paging_under_churn_misses_records_that_never_left_the_window(san
     assert still_in_window - seen
 
 
+def test_back_dated_changes_carry_an_earlier_updated_at_and_events_stamped_now(sandbox_factory):
+    sb, api = _churny(sandbox_factory, updates=20, creates=5, deletes=0, backdate=1.0)
+    before = {r["id"]: r for r in sb.records("tasks")}
+    assert sb.churn_step()["tasks_updated"] == 20
+    after = {r["id"]: r for r in sb.records("tasks")}
+    changed = [i for i in before if after[i] != before[i]]
+    assert len(changed) > 10  # a task may be picked twice
+    assert all(START_TS <= after[i]["updated_at"] < before[i]["updated_at"] for i in changed)
+    new = set(after) - set(before)
+    assert len(new) == 5 and all(START_TS <= after[i]["updated_at"] < CLOCK for i in new)
+    events = api.items(
+        "/api/v4/events",
+        "events",
+        {"filter[created_at][from]": CLOCK, "filter[entity][]": "task", "limit": 100},
+    )
+    assert {e["entity_id"] for e in events} >= set(changed) | new
+    assert all(e["created_at"] == CLOCK for e in events)
+
+
+def test_backdate_is_a_probability():
+    with pytest.raises(ValueError, match="backdate"):
+        ChurnConfig(backdate=1.5)
+
+
 def test_changes_are_recorded_as_events(sandbox_factory):
     sb, api = _churny(sandbox_factory, updates=6, creates=1, deletes=1, restores=1)
     sb.churn_step()
