@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import math
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -34,34 +33,21 @@ from kommo_dagster.kommo.config import (
     validate_token,
 )
 from kommo_dagster.kommo.errors import (
-    KommoConsistencyError,
     KommoError,
     KommoNotFoundError,
     KommoResponseError,
 )
+from kommo_dagster.kommo.extraction import Extraction, ProgressCallback, Runtime, progress_report
 from kommo_dagster.kommo.ratelimit import DEFAULT_MARGIN, SharedRateLimiter, account_key
-from kommo_dagster.kommo.stats import ClientStats, PartStats, Progress, StatsRecorder
+from kommo_dagster.kommo.stats import ClientStats, StatsRecorder
 from kommo_dagster.kommo.streams import Stream, get_stream
-from kommo_dagster.kommo.transport import Params, Response, RetryPolicy, Transport
-from kommo_dagster.kommo.walks import (
-    Job,
-    KeysetWalk,
-    PagesWalk,
-    TasksCheckWalk,
-    Walk,
-    chunk_bounds,
-    even_bounds,
-    records_of,
-    server_since,
-)
+from kommo_dagster.kommo.transport import Params, RetryPolicy, Transport
+from kommo_dagster.kommo.walks import WalkContext, records_of
 
 log = logging.getLogger("kommo_dagster.kommo")
 
-ProgressCallback = Callable[[Progress], None]
 DEFAULT_PROGRESS_INTERVAL = 5.0
 DEFAULT_TIMEOUT = (10.0, 60.0)
-# Seen tasks per chunk when a part is walked again: a chunk of this many fits one page.
-TASK_CHUNK = 200
 
 
 class KommoClient:
@@ -217,7 +203,18 @@ class KommoClient:
                 log.debug("%s is a full table; the window is ignored", stream)
             return self._iter_full_table(spec, parent_ids)
         lo, hi = _window(start, end)
-        return _Extraction(self, spec, lo, hi, start=start, end=end).run()
+        runtime = Runtime(
+            walks=WalkContext(
+                transport=self._transport,
+                max_rewalks=self.max_rewalks,
+                target_concurrency=self.target_concurrency,
+            ),
+            submit=self._submit,
+            stats=self._stats,
+            progress=self.progress,
+            progress_interval=self.progress_interval,
+        )
+        return Extraction(runtime, spec, lo, hi, start=start, end=end).run()
 
     def _iter_full_table(
         self, spec: Stream, parent_ids: Iterable[int] | None
@@ -239,7 +236,16 @@ class KommoClient:
                 self._stats.page(len(batch))
                 yield batch
         if self.progress is not None:
-            p = _progress(spec.name, None, None, pages, rows, before, self.stats(), started, 1.0)
+            p = progress_report(
+                spec.name,
+                (None, None),
+                pages=pages,
+                rows=rows,
+                before=before,
+                now=self.stats(),
+                started=started,
+                fraction=1.0,
+            )
             self.progress(dataclasses.replace(p, done=True, eta_seconds=0.0))
 
     def _iter_pages(self, spec: Stream) -> Iterator[list[dict[str, Any]]]:
@@ -295,409 +301,6 @@ def _window(start: datetime | None, end: datetime | None) -> tuple[int, int]:
     lo = 0 if start is None else math.ceil(start.timestamp())
     hi = int(time.time()) if end is None else math.ceil(end.timestamp()) - 1
     return max(lo, 0), hi
-
-
-def _progress(
-    stream: str,
-    start: datetime | None,
-    end: datetime | None,
-    pages: int,
-    rows: int,
-    before: ClientStats,
-    now: ClientStats,
-    started: float,
-    fraction: float | None = None,
-) -> Progress:
-    elapsed = time.monotonic() - started
-    requests = now.requests - before.requests
-    eta = None
-    if fraction is not None and fraction > 0:
-        eta = elapsed * (1 - fraction) / fraction
-    return Progress(
-        stream=stream,
-        window_start=start,
-        window_end=end,
-        pages=pages,
-        rows=rows,
-        requests=requests,
-        elapsed=elapsed,
-        requests_per_second=requests / elapsed if elapsed > 0 else 0.0,
-        retries=now.retries - before.retries,
-        throttled=now.throttled - before.throttled,
-        fraction_done=fraction,
-        eta_seconds=eta,
-    )
-
-
-class _Cancelled(Exception):
-    pass
-
-
-@dataclasses.dataclass(frozen=True)
-class _Failed:
-    """An exception of the coordinator thread, carried to the consumer to be raised there."""
-
-    error: BaseException
-
-
-_DONE = object()
-# Pages waiting for the consumer: enough to cover a consumer pause of a few requests.
-OUT_PAGES = 8
-
-
-class _Extraction:
-    """One `iter_records` call of an incremental stream.
-
-    Decisions (what to request next, when to split) are all taken in one coordinator thread, as
-    results come back; the pool's threads only run requests. Pages reach the consumer through a
-    small bounded queue, so the API keeps working while the consumer handles a page (staging it,
-    writing it), and memory stays bounded: a slow consumer holds back requests once the queue is
-    full, never more than `OUT_PAGES` pages wait.
-    """
-
-    def __init__(
-        self,
-        client: KommoClient,
-        stream: Stream,
-        lo: int,
-        hi: int,
-        *,
-        start: datetime | None,
-        end: datetime | None,
-    ):
-        self.client = client
-        self.stream = stream
-        self.lo, self.hi = lo, hi
-        self.start, self.end = start, end
-        self.transport = client._transport
-        self.results: queue.Queue = queue.Queue()
-        self.walks: list[Walk] = []
-        self.inflight = 0
-        self.pages = 0
-        self.rows = 0
-        self.cancelled = threading.Event()
-        # Tasks: the probe, the parts, and the check that closes the window.
-        self.phase = "probe"
-        self.rewalks = 0
-        self.since: int | None = None
-        self.round_started = time.time()
-        # Tasks seen by part walks: id -> (updated_at, the walk that saw it last).
-        self.task_seen: dict[int, tuple[int, Walk]] = {}
-        self.round: list[PagesWalk] = []
-        self.yielded: set[tuple[Any, Any]] = set()
-
-    # The walks each stream starts with.
-    def _start(self) -> None:
-        s = self.stream
-        with_ = (("with", ",".join(s.with_)),) if s.with_ else ()
-        if s.paging == "keyset":
-            lists = [("live", with_)]
-            if s.has_deleted_list:
-                lists.append(("deleted", (("with", ",".join((*s.with_, "only_deleted"))),)))
-            for kind, base in lists:
-                self.walks.append(
-                    KeysetWalk(
-                        stream=s,
-                        transport=self.transport,
-                        lo=self.lo,
-                        hi=self.hi,
-                        kind=kind,
-                        base=base,
-                        cursor=s.cursor or "updated_at",
-                        max_rewalks=self.client.max_rewalks,
-                    )
-                )
-        elif s.paging == "newest_first":
-            self.walks.append(
-                PagesWalk(
-                    stream=s,
-                    transport=self.transport,
-                    lo=self.lo,
-                    hi=self.hi,
-                    kind="pages",
-                    base=with_,
-                    cursor=s.cursor or "created_at",
-                    newest_first=True,
-                    # New events enter a window that includes now at the top and push rows down
-                    # a page; a server that inserts among past events would do the same to a
-                    # window in the past. Either way a repeat is dropped by id.
-                    dedupe=True,
-                )
-            )
-        elif s.paging == "by_id":
-            self.walks.append(self._task_walk(self.lo, self.hi, probe=True))
-        else:
-            raise KommoError(f"{s.name} is not an incremental stream the client can walk")
-
-    def _task_walk(self, lo: int, hi: int, *, probe: bool = False) -> PagesWalk:
-        s = self.stream
-        return PagesWalk(
-            stream=s,
-            transport=self.transport,
-            lo=lo,
-            hi=hi,
-            kind="probe" if probe else "pages",
-            base=(("with", ",".join(s.with_)),) if s.with_ else (),
-            cursor=s.cursor or "updated_at",
-            order=s.order,
-            probe_only=probe,
-        )
-
-    def _on_drained(self) -> None:
-        """Every walk is done. Tasks go probe -> parts -> check -> (dirty parts again) -> check.
-
-        A part walked in one request is a consistent snapshot and needs no check; only tasks
-        seen by parts of several pages are checked. A part a departed task was seen in is
-        walked again in chunks of about `TASK_CHUNK` seen tasks, so most chunks are single
-        requests, which is why the rounds end even while the account keeps changing.
-        """
-        if self.stream.paging != "by_id":
-            return
-        if self.phase == "probe":
-            probe = self.walks[0]
-            assert isinstance(probe, PagesWalk)
-            if probe.probe_full:
-                # Equal slices of time: the probe's tasks (lowest ids) are no fair sample of
-                # updated_at, and a part cannot be split once paged. Twice the concurrency in
-                # parts evens out the load as the walks finish at different times.
-                parts = even_bounds(self.lo, self.hi, 2 * self.client.target_concurrency())
-                self._task_round(parts)
-        elif self.phase == "walk":
-            multi = {id(w) for w in self.round if w.requests > 1}
-            if not multi:
-                return
-            self.phase = "check"
-            self.walks.append(
-                TasksCheckWalk(
-                    stream=self.stream,
-                    transport=self.transport,
-                    lo=self.lo,
-                    hi=self.hi,
-                    kind="verify",
-                    events_path=get_stream("events").path,
-                    since=self.since if self.since is not None else int(time.time()) - 2,
-                    seen=frozenset(t for t, (_, w) in self.task_seen.items() if id(w) in multi),
-                )
-            )
-        elif self.phase == "check":
-            check = self.walks[-1]
-            assert isinstance(check, TasksCheckWalk)
-            if check.departed is not None and not check.departed:
-                return
-            self.rewalks += 1
-            if self.rewalks > self.client.max_rewalks:
-                raise KommoConsistencyError(
-                    f"tasks updated between {self.lo} and {self.hi} kept leaving the window "
-                    f"while it was paged, {self.rewalks} rounds in a row; retry later or use a "
-                    "smaller window"
-                )
-            if check.departed is None:
-                dirty = [w for w in self.round if w.requests > 1]
-            else:
-                walks = (self.task_seen[t][1] for t in check.departed)
-                dirty = list({id(w): w for w in walks}.values())
-            log.info(
-                "tasks left the window while it was paged; walking %d part(s) again", len(dirty)
-            )
-            parts: list[tuple[int, int]] = []
-            for w in dirty:
-                values = [u for u, walk in self.task_seen.values() if walk is w]
-                parts += chunk_bounds(values, w.lo, w.hi, per_chunk=TASK_CHUNK)
-            self._task_round(parts)
-
-    def _task_round(self, parts: list[tuple[int, int]]) -> None:
-        self.phase = "walk"
-        self.since = None
-        self.round_started = time.time()
-        self.round = [self._task_walk(a, b) for a, b in parts]
-        self.walks.extend(self.round)
-
-    # The loop.
-    def _run_job(self, job: Job) -> None:
-        if self.cancelled.is_set():
-            self.results.put((job, None, _Cancelled()))
-            return
-        try:
-            self.results.put((job, job.run(), None))
-        except BaseException as exc:
-            self.results.put((job, None, exc))
-
-    def _submit(self, job: Job) -> None:
-        job.walk.inflight = True
-        self.inflight += 1
-        self.client._submit(lambda: self._run_job(job))
-
-    def _fill(self) -> None:
-        target = self.client.target_concurrency()
-        while True:
-            active = [w for w in self.walks if not w.done]
-            if not active or len(active) >= target:
-                break
-            new = None
-            for w in sorted(active, key=lambda w: w.remaining_pages(), reverse=True):
-                new = w.split()
-                if new is not None:
-                    break
-            if new is None:
-                break
-            self.walks.append(new)
-        for w in self.walks:
-            if not w.done and not w.inflight:
-                job = w.next_job()
-                if job is not None:
-                    self._submit(job)
-
-    def _accept(self, walk: Walk, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if self.stream.paging != "by_id":
-            return records
-        cursor = self.stream.cursor or "updated_at"
-        out = []
-        for r in records:
-            key = (r.get("id"), r.get(cursor))
-            if key in self.yielded:
-                continue
-            self.yielded.add(key)
-            out.append(r)
-        if walk.kind == "pages":
-            for r in records:
-                self.task_seen[r.get("id")] = (r.get(cursor), walk)
-        return out
-
-    def _fraction(self) -> float | None:
-        total = self.hi - self.lo + 1
-        walks = [w for w in self.walks if w.kind in ("live", "pages")]
-        if total <= 0 or not walks:
-            return None
-        if self.stream.paging == "by_id":
-            return None
-        first = min(
-            (getattr(w, "first_seen", None) or w.lo for w in walks if w.kind == "live"),
-            default=self.lo,
-        )
-        if self.stream.paging == "keyset" and first > self.lo:
-            # Nothing exists before the first record: that part is covered.
-            total = self.hi - first + 1
-            covered = sum(w.covered_seconds() for w in walks) - (first - self.lo)
-        else:
-            covered = sum(w.covered_seconds() for w in walks)
-        return max(0.0, min(1.0, covered / total)) if total > 0 else None
-
-    def _emit(self, before: ClientStats, started: float, *, done: bool = False) -> None:
-        callback = self.client.progress
-        if callback is None:
-            return
-        p = _progress(
-            self.stream.name,
-            self.start,
-            self.end,
-            self.pages,
-            self.rows,
-            before,
-            self.client._stats.snapshot(),
-            started,
-            1.0 if done else self._fraction(),
-        )
-        if done:
-            p = dataclasses.replace(p, done=True, eta_seconds=0.0)
-        try:
-            callback(p)
-        except Exception:
-            log.exception("the progress callback failed")
-
-    def _record_parts(self) -> None:
-        for w in self.walks:
-            self.client._stats.part(
-                PartStats(
-                    stream=self.stream.name,
-                    kind=w.kind,
-                    start=w.lo,
-                    end=w.hi,
-                    requests=w.requests,
-                    rows=w.rows,
-                )
-            )
-
-    def _put(self, out: queue.Queue, item: Any) -> bool:
-        """Hand ``item`` to the consumer; False if the consumer went away meanwhile."""
-        while not self.cancelled.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _coordinate(self, out: queue.Queue) -> None:
-        """The loop of the coordinator thread: submit, collect, decide, hand pages over."""
-        try:
-            self._start()
-            self._fill()
-            while self.inflight and not self.cancelled.is_set():
-                try:
-                    # A short wait, so a consumer that stops is not held up by a slow request.
-                    job, result, error = self.results.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                self.inflight -= 1
-                walk = job.walk
-                walk.inflight = False
-                if error is not None:
-                    raise error
-                if self.since is None and isinstance(result, Response) and walk.kind != "verify":
-                    self.since = server_since(self.round_started, result)
-                records = self._accept(walk, walk.on_result(job, result))
-                if self.inflight == 0 and all(w.done for w in self.walks):
-                    self._on_drained()
-                self._fill()
-                if records:
-                    self.pages += 1
-                    self.rows += len(records)
-                    self.client._stats.page(len(records))
-                    if not self._put(out, records):
-                        return
-            self._put(out, _DONE)
-        except BaseException as exc:
-            self._put(out, _Failed(exc))
-
-    def run(self) -> Iterator[list[dict[str, Any]]]:
-        before = self.client._stats.snapshot()
-        started = time.monotonic()
-        if self.lo > self.hi:
-            # An empty window (start >= end): nothing to ask.
-            self._emit(before, started, done=True)
-            return
-        interval = self.client.progress_interval
-        next_report = started + interval
-        finished = False
-        out: queue.Queue = queue.Queue(maxsize=OUT_PAGES)
-        coordinator = threading.Thread(
-            target=self._coordinate, args=(out,), name=f"kommo-{self.stream.name}", daemon=True
-        )
-        coordinator.start()
-        try:
-            while True:
-                timeout = max(0.0, next_report - time.monotonic())
-                try:
-                    item = out.get(timeout=timeout)
-                except queue.Empty:
-                    self._emit(before, started)
-                    next_report = time.monotonic() + interval
-                    continue
-                if item is _DONE:
-                    break
-                if isinstance(item, _Failed):
-                    raise item.error
-                yield item
-                if time.monotonic() >= next_report:
-                    self._emit(before, started)
-                    next_report = time.monotonic() + interval
-            finished = True
-        finally:
-            self.cancelled.set()
-            coordinator.join()
-            self._record_parts()
-        if finished:
-            self._emit(before, started, done=True)
 
 
 __all__ = ["KommoClient", "KommoResponseError", "ProgressCallback"]

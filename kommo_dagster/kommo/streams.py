@@ -75,6 +75,10 @@ class Stream:
     # The event type Kommo records when a record of this stream is deleted, for streams whose
     # deleted records cannot be listed.
     deleted_event: str | None = None
+    # The entity_type Kommo's events give this stream's records (``filter[entity][]``): every
+    # change to such a record is recorded as an event stamped with the server's current time,
+    # whatever updated_at the change carries, which is what the walks' closing checks rely on.
+    event_entity: str | None = None
     # The columns that identify one version of a record: a table holds one row per key. Filled
     # in by `_build_streams` when not declared: (id, cursor) for incremental streams, else id.
     key: tuple[str, ...] = ()
@@ -107,6 +111,7 @@ _SOURCES: Mapping[tuple[str, str], tuple[str, ...]] = {
 _ENDPOINTS: Mapping[str, dict] = {
     "leads": dict(
         path="/api/v4/leads",
+        event_entity="lead",
         page_size=MAX_PAGE_SIZE,
         with_=("source_id", "is_price_modified_by_robot"),
         orderable_by_cursor=True,
@@ -115,6 +120,7 @@ _ENDPOINTS: Mapping[str, dict] = {
     ),
     "contacts": dict(
         path="/api/v4/contacts",
+        event_entity="contact",
         page_size=MAX_PAGE_SIZE,
         orderable_by_cursor=True,
         has_deleted_list=True,
@@ -122,6 +128,7 @@ _ENDPOINTS: Mapping[str, dict] = {
     ),
     "companies": dict(
         path="/api/v4/companies",
+        event_entity="company",
         page_size=MAX_PAGE_SIZE,
         orderable_by_cursor=True,
         has_deleted_list=True,
@@ -134,6 +141,7 @@ _ENDPOINTS: Mapping[str, dict] = {
         paging="by_id",
         order=(("order[id]", "asc"),),
         deleted_event="task_deleted",
+        event_entity="task",
     ),
     # Events take no order parameter at all and come newest first.
     "events": dict(path="/api/v4/events", page_size=EVENTS_PAGE_SIZE, paging="newest_first"),

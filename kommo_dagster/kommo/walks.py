@@ -3,47 +3,59 @@ changes, and how a window is split so several requests can be in flight at once.
 
 A *walk* covers one sub-window of cursor values ``[lo, hi]`` (Unix seconds, both inclusive) and
 issues one request at a time, so the ordering arguments below hold inside it. The extraction
-(`client._Extraction`) runs several walks at once and, when a worker is idle, splits a walk's
-unwalked remainder off into a new walk. A walk drops records outside its current bounds, so a
-record that a split moved to another walk is yielded once, by that walk.
+(`extraction.Extraction`) runs several walks at once, as the stream's `Strategy` starts them, and,
+when a worker is idle, splits a walk's unwalked remainder off into a new walk. A walk drops
+records outside its current bounds, so a record that a split moved to another walk is yielded
+once, by that walk.
 
 Guarantees, per stream. A record "stays" when its cursor is inside the window and it does not
-change for the whole extraction. Kommo sets updated_at to the time of a change (a deletion
-included), so in a window that lies in the past records can only leave, never arrive.
+change for the whole extraction. A change may carry any updated_at: Kommo sets it to the time of
+the change (a deletion included), but an integration may set it explicitly, earlier than the
+record had, on PATCH and POST of leads, contacts, companies and tasks. So a record can leave a
+window or arrive in one, in the past too. What no change can do is go unrecorded: Kommo writes an
+event for it, stamped with the server's own current time (`events_since`). The closing checks
+below therefore ask "which of the records this walk met have events since it began", never
+"which records carry a new updated_at". An arrival can only push records further along the
+order, so it may repeat a row (dropped by id) but never skip one; only a departure can.
 
 * leads, contacts, companies (`KeysetWalk`): ordered by updated_at ascending, each request asks
   for ``updated_at >= F`` with ``F`` the last updated_at seen, never for an offset, so a record
-  leaving the window cannot shift an unseen one past us; records of second ``F`` that the
-  previous page held are skipped by id. When a page is full of one second ``T``, that second is
-  read on its own (``from = to = T``) by id: the first page ascending and the first page
-  descending. If they overlap, every record that stayed in ``T`` was on one of them (one missing
-  from both would lie above the first page's highest id and below the second's lowest). Only a
-  second of over two pages is offset-paged; a record leaving ``T`` meanwhile could then shift
-  another past a page boundary, but only if the walk had seen it, so a closing check lists the
-  records changed or deleted since the second's walk began and the second is walked again if
-  one it saw is among them (bounded). The deleted list (``with=only_deleted``) is walked the same
-  way, so deleted records arrive with is_deleted true.
+  leaving the window (to any updated_at) cannot shift an unseen one past us; records of second
+  ``F`` that the previous page held are skipped by id. When a page is full of one second ``T``,
+  that second is read on its own (``from = to = T``) by id: the first page ascending and the
+  first page descending. If they overlap, every record that stayed in ``T`` was on one of them
+  (one missing from both would lie above the first page's highest id and below the second's
+  lowest), whatever arrived or left meanwhile. Only a second of over two pages is offset-paged;
+  a record leaving ``T`` meanwhile could then shift another past a page boundary, but only if
+  the walk had seen it, so a closing check (`second_is_stable`) looks for the second's records
+  among the stream's events since the second's walk began, among the records changed or deleted
+  since then (for a server whose changes leave no event), and among the other list's records
+  of ``T`` (deleted or restored in place); the second is walked again if one it saw is there
+  (bounded). The deleted list (``with=only_deleted``) is walked the same way, so deleted records
+  arrive with is_deleted true.
 
-* tasks (`PagesWalk` by id + `tasks_check`): Kommo filters tasks on updated_at but orders them
-  only by id (or created_at, complete_till). The window is cut into equal slices of time, each
-  offset-paged by id one page at a time. An update never moves a task within the id order; it
-  only takes it out of a past window, and a deletion removes it. Either can shift an unseen task
-  past a page boundary only if the walk had already seen the task that left. A slice read in
-  one request is a consistent snapshot; for the others, one check lists the tasks updated since
-  the walk began and the ``task_deleted`` events since then. Each slice that saw a task which
-  has since left is walked again, cut into chunks of about 200 of the tasks it saw, so the new
-  chunks are mostly single requests and the rounds end even while the account keeps changing.
-  Changed tasks whose new version lies inside the window are yielded from the check itself.
+* tasks (`PagesWalk` by id, `kommo_dagster.kommo.tasks`): Kommo filters tasks on updated_at but
+  orders them only by id. The window is cut into equal slices of time, each offset-paged by id.
+  An update never moves a task within the id order; it only takes it out of a slice (to any
+  updated_at) and a deletion removes it; either can shift an unseen task past a page boundary
+  only if the walk had already seen the task that left. A slice read in one request is a
+  consistent snapshot; for the others, one check reads the task events since the walk began
+  and the tasks updated since then, and takes a seen task as departed unless its one change
+  kept it inside its slice. Each slice that saw a departed task is walked again, cut into
+  chunks of about 200 of the tasks it saw, so the new chunks are mostly single requests and the
+  rounds end even while the account keeps changing. Changed tasks whose new version lies inside
+  the window are yielded from the check itself.
 
 * events (`PagesWalk`, newest first): events are immutable and only appended with
   created_at = now. In a window that lies in the past the result never changes, so offset paging
   is exact. In a window that includes now, new events enter at the top and push rows down: rows
-  can repeat on the next page (dropped by id) but never skip one.
+  can repeat on the next page but never skip one. Repeats are dropped by id in every window, so
+  that even a server that inserts events among past ones cannot double a row.
 
-In every stream each (id, cursor) is yielded at most once per extraction, every record that
-stays is yielded, and a record that changed during the extraction is yielded in the version(s)
-the walk met; its newest version lies in the window of its change, which the next extraction of
-that window delivers.
+In every stream each (id, cursor) is yielded at most once per extraction (and the write keeps one
+row per key whatever it is handed), every record that stays is yielded, and a record that changed
+during the extraction is yielded in the version(s) the walk met; its newest version lies in the
+window of its change, earlier or later, which the next extraction of that window delivers.
 """
 
 from __future__ import annotations
@@ -52,7 +64,8 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Container
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +85,8 @@ MIN_SPLIT_PAGES = 2.0
 FAR_FUTURE = 4_102_444_800  # 2100-01-01
 # Pages a consistency check may read before it gives up and assumes the worst.
 CHECK_MAX_PAGES = 8
+# The same for a check's list of events (100 a page).
+EVENTS_CHECK_MAX_PAGES = 20
 # Ids per filter[id][] request: about 3 KB of query string, well under gateways' URL limits.
 ID_CHUNK = 100
 # Server clock slack for "since the walk began" (Date has one-second resolution).
@@ -440,10 +455,12 @@ def second_is_stable(
     then offset paging inside the second may have skipped a record. Also returns the number of
     requests made.
 
-    A record that changed carries ``updated_at >= since`` in whichever list it is now. One that
-    moved between the lists without a new ``updated_at`` (deleted, or restored, in place) is
-    found in the other list at ``second``; the walk's own list at ``second`` holds exactly the
-    records it saw, so it is never the one asked.
+    Any change to a record leaves an event stamped since ``since``, whatever updated_at the
+    change carried. For a server whose changes leave no event: a record changed at the time of
+    the change carries ``updated_at >= since`` in whichever list it is now, and one that moved
+    between the lists without a new ``updated_at`` (deleted, or restored, in place) is found in
+    the other list at ``second``; the walk's own list at ``second`` holds exactly the records it
+    saw, so it is never the one asked.
     """
     only_deleted = (("with", "only_deleted"),)
     queries: list[tuple[tuple[str, str | int], ...]] = [
@@ -458,6 +475,13 @@ def second_is_stable(
             )
         )
     requests = 0
+    if stream.event_entity is not None:
+        # First, so that changes made after the walk, while the check runs, weigh least.
+        changed, requests = events_since(
+            transport=transport, entity=stream.event_entity, since=since
+        )
+        if changed is None or not ids.isdisjoint(changed):
+            return False, requests
     for query in queries:
         for page in range(1, CHECK_MAX_PAGES + 1):
             resp = transport.get(
@@ -484,6 +508,46 @@ def second_is_stable(
         if moved:
             return False, requests
     return True, requests
+
+
+def list_since(
+    *, stream: Stream, transport: Transport, query: Params, max_pages: int
+) -> tuple[list[dict[str, Any]] | None, int]:
+    """Every record of ``stream`` the filter ``query`` matches, read in pages, and the requests
+    made; None instead of the records when there were more than ``max_pages`` pages."""
+    limit = stream.page_size or 250
+    found: list[dict[str, Any]] = []
+    for page in range(1, max_pages + 1):
+        resp = transport.get(stream.path, [*query, ("limit", limit), ("page", page)])
+        records, has_next = records_of(stream, resp)
+        found += records
+        if len(records) < limit or not has_next:
+            return found, page
+    return None, max_pages
+
+
+def events_since(
+    *, transport: Transport, entity: str, since: int
+) -> tuple[Counter[Any] | None, int]:
+    """How many events each record of ``entity`` (``lead``, ``task``...) has had since ``since``
+    on the server clock, and the requests made; None instead of the counts when there were more
+    than `EVENTS_CHECK_MAX_PAGES` pages. Kommo stamps every event with its own current time, so
+    this finds every record changed or deleted since then, whatever updated_at the change
+    carried."""
+    query = (
+        ("filter[entity][]", entity),
+        ("filter[created_at][from]", since),
+        ("filter[created_at][to]", FAR_FUTURE),
+    )
+    events, requests = list_since(
+        stream=get_stream("events"),
+        transport=transport,
+        query=query,
+        max_pages=EVENTS_CHECK_MAX_PAGES,
+    )
+    if events is None:
+        return None, requests
+    return Counter(e.get("entity_id") for e in events), requests
 
 
 def _moved_in_place(
@@ -655,125 +719,122 @@ def even_bounds(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
     return list(zip(starts, ends, strict=True))
 
 
-def chunk_bounds(values: list[int], lo: int, hi: int, *, per_chunk: int) -> list[tuple[int, int]]:
-    """Consecutive sub-ranges of [lo, hi] holding about ``per_chunk`` of ``values`` each."""
-    values = sorted(v for v in values if lo <= v <= hi)
-    cuts: list[int] = []
-    for i in range(per_chunk, len(values), per_chunk):
-        c = values[i]
-        if c > (cuts[-1] if cuts else lo):
-            cuts.append(c)
-    starts = [lo, *cuts]
-    ends = [c - 1 for c in cuts] + [hi]
-    return list(zip(starts, ends, strict=True))
+@dataclass(frozen=True, kw_only=True)
+class WalkContext:
+    """What walks and strategies use of the client: its transport, the bound on walking a
+    window again, and how many requests are worth having in flight now."""
+
+    transport: Transport
+    max_rewalks: int
+    target_concurrency: Callable[[], int]
 
 
-def tasks_check(
-    *,
-    stream: Stream,
-    transport: Transport,
-    events_path: str,
-    since: int,
-    lo: int,
-    hi: int,
-    seen: Container[int],
-) -> tuple[list[dict[str, Any]], set[int] | None, int]:
-    """After a tasks window was walked: the changed tasks whose new version lies in the window
-    (to yield), and the seen tasks that have since left the window or were deleted (their
-    departure may have shifted an unseen task past a page boundary behind them). None instead of
-    that set when there were too many changes to list. Also returns the number of requests."""
-    limit = stream.page_size or 250
-    requests = 0
-    inside: list[dict[str, Any]] = []
-    departed: set[int] = set()
-    for page in range(1, CHECK_MAX_PAGES + 1):
-        resp = transport.get(
-            stream.path,
-            [
-                ("filter[updated_at][from]", since),
-                ("filter[updated_at][to]", FAR_FUTURE),
-                ("order[id]", "asc"),
-                ("limit", limit),
-                ("page", page),
-            ],
-        )
-        requests += 1
-        records, has_next = records_of(stream, resp)
-        for r in records:
-            updated = r.get("updated_at")
-            if isinstance(updated, int) and lo <= updated <= hi:
-                inside.append(r)
-            elif r.get("id") in seen:
-                departed.add(r["id"])
-        if len(records) < limit or not has_next:
-            break
-    else:
-        return inside, None, requests
-    events = get_stream("events")
-    for page in range(1, CHECK_MAX_PAGES + 1):
-        resp = transport.get(
-            events_path,
-            [
-                ("filter[type][]", stream.deleted_event or "task_deleted"),
-                ("filter[created_at][from]", since),
-                ("filter[created_at][to]", FAR_FUTURE),
-                ("limit", events.page_size or 100),
-                ("page", page),
-            ],
-        )
-        requests += 1
-        records, has_next = records_of(events, resp)
-        departed.update(e["entity_id"] for e in records if e.get("entity_id") in seen)
-        if len(records) < (events.page_size or 100) or not has_next:
-            break
-    else:
-        return inside, None, requests
-    return inside, departed, requests
+class Strategy:
+    """How the extraction of one stream's window starts (`start`), what it keeps of the records
+    its walks yield (`accept`), and what it walks next once every walk is done
+    (`on_drained`; nothing by default)."""
 
+    def __init__(self, *, context: WalkContext, stream: Stream, lo: int, hi: int) -> None:
+        self.context = context
+        self.stream = stream
+        self.lo, self.hi = lo, hi
 
-@dataclass(eq=False, kw_only=True)
-class TasksCheckWalk(Walk):
-    """The one-job check that closes a tasks window (see `tasks_check`)."""
+    @property
+    def with_(self) -> tuple[tuple[str, str], ...]:
+        s = self.stream
+        return (("with", ",".join(s.with_)),) if s.with_ else ()
 
-    events_path: str = "/api/v4/events"
-    since: int = 0
-    seen: Container[int] = frozenset()
-    departed: set[int] | None = field(default_factory=set)
+    def start(self) -> list[Walk]:
+        raise NotImplementedError
 
-    def remaining_seconds(self) -> int:
-        return 0
+    def on_response(self, walk: Walk, resp: Response) -> None:
+        """Called with each answer to a walk's page request, before `accept`."""
 
-    def next_job(self) -> Job | None:
-        if self.done or self.requests:
+    def accept(self, walk: Walk, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return records
+
+    def on_drained(self) -> list[Walk]:
+        return []
+
+    def fraction(self, walks: list[Walk]) -> float | None:
+        """The share of the window covered so far, for progress reports."""
+        total = self.hi - self.lo + 1
+        walks = [w for w in walks if w.kind in ("live", "pages")]
+        if total <= 0 or not walks:
             return None
-        args = dict(
-            stream=self.stream,
-            transport=self.transport,
-            events_path=self.events_path,
-            since=self.since,
-            lo=self.lo,
-            hi=self.hi,
-            seen=self.seen,
-        )
-        return Job(walk=self, run=lambda: tasks_check(**args), kind="check")
+        return max(0.0, min(1.0, sum(w.covered_seconds() for w in walks) / total))
 
-    def on_result(self, job: Job, result: Any) -> list[dict[str, Any]]:
-        inside, self.departed, requests = result
-        self.requests += requests
-        self.done = True
-        return inside
+
+class KeysetStrategy(Strategy):
+    """Leads, contacts, companies: one keyset walk of the live list and, where the stream has
+    one, one of the deleted list; each splits as workers fall idle."""
+
+    def start(self) -> list[Walk]:
+        s = self.stream
+        lists = [("live", self.with_)]
+        if s.has_deleted_list:
+            lists.append(("deleted", (("with", ",".join((*s.with_, "only_deleted"))),)))
+        return [
+            KeysetWalk(
+                stream=s,
+                transport=self.context.transport,
+                lo=self.lo,
+                hi=self.hi,
+                kind=kind,
+                base=base,
+                cursor=s.cursor or "updated_at",
+                max_rewalks=self.context.max_rewalks,
+            )
+            for kind, base in lists
+        ]
+
+    def fraction(self, walks: list[Walk]) -> float | None:
+        live = [w for w in walks if isinstance(w, KeysetWalk) and w.kind == "live"]
+        first = min((w.first_seen or w.lo for w in live), default=self.lo)
+        if first <= self.lo:
+            return super().fraction(walks)
+        # Nothing exists before the first record: that part is covered.
+        total = self.hi - first + 1
+        covered = sum(w.covered_seconds() for w in live) - (first - self.lo)
+        return max(0.0, min(1.0, covered / total)) if total > 0 else None
+
+
+class NewestFirstStrategy(Strategy):
+    """Events: one newest-first walk that splits as workers fall idle."""
+
+    def start(self) -> list[Walk]:
+        s = self.stream
+        return [
+            PagesWalk(
+                stream=s,
+                transport=self.context.transport,
+                lo=self.lo,
+                hi=self.hi,
+                kind="pages",
+                base=self.with_,
+                cursor=s.cursor or "created_at",
+                newest_first=True,
+                # New events enter a window that includes now at the top and push rows down a
+                # page; a server that inserts among past events would do the same to a window
+                # in the past. Either way a repeat is dropped by id.
+                dedupe=True,
+            )
+        ]
 
 
 __all__ = [
     "Job",
+    "KeysetStrategy",
     "KeysetWalk",
+    "NewestFirstStrategy",
     "PagesWalk",
-    "TasksCheckWalk",
+    "Strategy",
     "Walk",
-    "chunk_bounds",
+    "WalkContext",
     "even_bounds",
+    "events_since",
+    "list_since",
     "records_of",
     "second_is_stable",
     "server_since",
-    "tasks_check",
 ]

@@ -3,16 +3,21 @@ the pure helpers of the walks."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 
-from kommo_dagster.kommo.streams import STREAMS
-from kommo_dagster.kommo.walks import chunk_bounds, even_bounds
+from kommo_dagster.kommo import tasks as tasks_module
+from kommo_dagster.kommo import walks as walks_module
+from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, STREAMS
+from kommo_dagster.kommo.tasks import chunk_bounds
+from kommo_dagster.kommo.walks import even_bounds
 from kommo_dagster.sandbox import ChurnConfig
 from kommo_dagster_tests.kommo.conftest import END, START, expected, fetch, rows_of
 
@@ -21,6 +26,8 @@ pytestmark = pytest.mark.timeout(180)
 CHURNED = ("leads", "contacts", "companies", "tasks")
 # A change (3 updates, a creation, a deletion, a restore per stream) after every 2nd request.
 HEAVY = ChurnConfig(every_requests=2, updates=3, creates=1, deletes=1, restores=1)
+# The same, but half the updates and creations carry an earlier updated_at than the record had.
+BACKDATED = dataclasses.replace(HEAVY, backdate=0.5)
 
 
 def key(stream: str, r: dict) -> tuple:
@@ -36,26 +43,64 @@ def in_window(stream: str, r: dict, a: datetime, b: datetime) -> bool:
     return a.timestamp() <= r[STREAMS[stream].cursor] < b.timestamp()
 
 
-@pytest.mark.parametrize("stream", [*CHURNED, "events"])
-def test_records_that_stay_are_all_delivered_under_heavy_churn(sandbox_factory, client_for, stream):
-    sb = sandbox_factory(leads=1500, requests_per_second=None)
-    client = client_for(sb, max_workers=3)
+def lost_under_churn(sb, client, stream: str, churn: ChurnConfig, a, b) -> tuple[int, set]:
+    """Extract [a, b) while the account churns; assert no (id, cursor) came twice. Returns how
+    many records were in the window before and never changed, and those of them not
+    delivered."""
     before = snapshot(sb, stream)
-    sb.update_config(churn=HEAVY)
-    # Events up to now: new events keep arriving at the top of the window while it is paged.
-    end = None if stream == "events" else END
-    records = fetch(client, stream, START, end)
+    sb.update_config(churn=churn)
+    records = fetch(client, stream, a, b)
     sb.update_config(churn=None)
     assert sb.stats()["churn_steps"] >= 1, "the account changed during the walk"
     keys = Counter(key(stream, r) for r in records)
-    assert max(keys.values()) == 1, "no (id, cursor) twice"
-    upper = datetime.now(UTC) + timedelta(days=1) if end is None else END
+    assert not keys or max(keys.values()) == 1, "no (id, cursor) twice"
+    upper = datetime.now(UTC) + timedelta(days=1) if b is None else b
     stayed = {
         key(stream, r)
         for r in sb.records(stream)
-        if key(stream, r) in before and in_window(stream, r, START, upper)
+        if key(stream, r) in before and in_window(stream, r, a, upper)
     }
-    assert stayed and stayed <= set(keys), f"{len(stayed - set(keys))} records lost"
+    return len(stayed), stayed - set(keys)
+
+
+def assert_exact_under_churn(sb, client, stream: str, churn: ChurnConfig, a, b) -> None:
+    stayed, lost = lost_under_churn(sb, client, stream, churn, a, b)
+    assert stayed and not lost, f"{len(lost)} of {stayed} records lost"
+
+
+@pytest.mark.parametrize("churn", [HEAVY, BACKDATED], ids=["stamped-now", "back-dated"])
+@pytest.mark.parametrize("stream", INCREMENTAL_STREAMS)
+def test_records_that_stay_are_all_delivered_under_heavy_churn(
+    sandbox_factory, client_for, stream, churn
+):
+    sb = sandbox_factory(leads=1500, requests_per_second=None)
+    client = client_for(sb, max_workers=3)
+    # Events up to now: new events keep arriving at the top of the window while it is paged.
+    end = None if STREAMS[stream].cursor == "created_at" else END
+    assert_exact_under_churn(sb, client, stream, churn, START, end)
+
+
+@pytest.mark.parametrize("stream", INCREMENTAL_STREAMS)
+def test_todays_partition_is_exact_while_changes_land_in_it(sandbox_factory, client_for, stream):
+    """Live churn: the data ends at midnight and every change is stamped now, inside the
+    window being read (today through a day ahead). Each churn step is stamped one second after
+    the last, starting now, so the server's events are never older than its clock and a record
+    that changed never keeps its (id, cursor)."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    sb = sandbox_factory(
+        leads=600,
+        requests_per_second=None,
+        start=(today - timedelta(days=10)).date(),
+        end=today.date(),
+    )
+    seconds = itertools.count(int(time.time()))
+    live = dataclasses.replace(HEAVY, clock=lambda: next(seconds))
+    # Fill today with a few pages of changes first, then read it while more land.
+    sb.update_config(churn=dataclasses.replace(live, updates=150, creates=20, deletes=5))
+    sb.churn_step(4)
+    client = client_for(sb, max_workers=3)
+    end = datetime.now(UTC) + timedelta(days=1)
+    assert_exact_under_churn(sb, client, stream, live, today, end)
 
 
 def test_naive_offset_paging_loses_records_under_the_same_churn(sandbox_factory):
@@ -221,3 +266,42 @@ def test_tasks_parts_a_departed_task_was_seen_in_are_walked_again(
         if key("tasks", r) in before and in_window("tasks", r, START, END)
     }
     assert stayed and stayed <= set(keys)
+
+
+def _blind_to_events(monkeypatch, module) -> None:
+    """The control: a closing check that sees no events, so only changes stamped now."""
+    monkeypatch.setattr(module, "events_since", lambda **_: (Counter(), 0))
+
+
+@pytest.mark.parametrize("blind", [False, True], ids=["exact", "control-blind-check"])
+def test_tasks_moved_to_an_earlier_updated_at_lose_no_task(
+    sandbox_factory, client_for, monkeypatch, blind
+):
+    """Every update carries an earlier updated_at inside the window. A check that asks for
+    tasks updated since the walk began misses those that left a part (the control loses tasks);
+    the events Kommo stamps with its own clock name them all."""
+    sb = sandbox_factory(leads=3000, requests_per_second=None)
+    if blind:
+        _blind_to_events(monkeypatch, tasks_module)
+    # One worker: the requests, and so the (seeded) churn, come in a fixed order.
+    client = client_for(sb, max_workers=1)
+    churn = ChurnConfig(every_requests=2, updates=10, deletes=0, streams=("tasks",), backdate=1.0)
+    stayed, lost = lost_under_churn(sb, client, "tasks", churn, START, END)
+    assert stayed > 1000 and bool(lost) == blind, f"{len(lost)} tasks lost"
+
+
+@pytest.mark.parametrize("blind", [False, True], ids=["exact", "control-blind-check"])
+def test_a_crowded_second_is_exact_when_its_records_move_to_earlier_seconds(
+    sandbox_factory, client_for, monkeypatch, blind
+):
+    """Records of a second of over two pages move to earlier updated_at values while it is
+    offset-paged: without the events, its closing check would not see them leave."""
+    sb = sandbox_factory(leads=9000, requests_per_second=None)
+    if blind:
+        _blind_to_events(monkeypatch, walks_module)
+    client = client_for(sb, max_workers=1)
+    churn = ChurnConfig(
+        every_requests=3, updates=10, creates=0, deletes=0, streams=("leads",), backdate=1.0
+    )
+    stayed, lost = lost_under_churn(sb, client, "leads", churn, END - timedelta(days=1), END)
+    assert stayed > 500 and bool(lost) == blind, f"{len(lost)} leads lost"
