@@ -1,9 +1,13 @@
 """The table contract: the columns and types every stream must land with.
 
-`kommo_streams.json` is a verbatim copy of the project's contract, shipped inside the package so
-that an installed copy (or a clone without the shared folder beside it) carries it. Both the client
-side (`kommo_dagster.kommo.streams`) and the sandbox read it from here, and nothing else: it is the
-only thing they share, so each one checks the other.
+`kommo_streams.json` (the first eight streams) and `kommo_extra_streams.json` (the streams around
+them) are verbatim copies of the project's contract files, shipped inside the package so that an
+installed copy (or a clone without the shared folder beside it) carries them. Both the client
+side (`kommo_dagster.kommo.streams`) and the sandbox read them from here, and nothing else: they
+are the only thing the two share, so each one checks the other.
+
+Entries with ``derived_from`` are tables built from another stream's table without a request to
+Kommo; they are part of the contract, but not streams the client extracts.
 """
 
 from __future__ import annotations
@@ -14,15 +18,30 @@ from importlib import resources
 from typing import Any
 
 CONTRACT_FILE = "kommo_streams.json"
+EXTRA_CONTRACT_FILE = "kommo_extra_streams.json"
+# In this order: the declaration order of the streams follows it.
+CONTRACT_FILES = (CONTRACT_FILE, EXTRA_CONTRACT_FILE)
 
 
 @cache
-def load_contract() -> dict[str, Any]:
-    """The parsed contract: ``{"about": ..., "streams": {name: {...}}}``."""
-    text = resources.files(__package__).joinpath(CONTRACT_FILE).read_text(encoding="utf-8")
+def load_contract(file: str = CONTRACT_FILE) -> dict[str, Any]:
+    """One parsed contract file: ``{"about": ..., "streams": {name: {...}}}``."""
+    text = resources.files(__package__).joinpath(file).read_text(encoding="utf-8")
     return json.loads(text)
 
 
+@cache
+def contract_streams() -> dict[str, dict[str, Any]]:
+    """Every table of every contract file by name, in file order."""
+    streams: dict[str, dict[str, Any]] = {}
+    for file in CONTRACT_FILES:
+        for name, spec in load_contract(file)["streams"].items():
+            if name in streams:
+                raise RuntimeError(f"the contract declares {name!r} twice (again in {file})")
+            streams[name] = spec
+    return streams
+
+
 def contract_columns(stream: str) -> list[dict[str, str]]:
-    """The ordered column list (name, type, description) of one stream."""
-    return load_contract()["streams"][stream]["columns"]
+    """The ordered column list (name, type, description) of one table."""
+    return contract_streams()[stream]["columns"]

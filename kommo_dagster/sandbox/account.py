@@ -16,9 +16,18 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from kommo_dagster.sandbox import generate as g
+from kommo_dagster.sandbox.dictionaries import account_body, build_dictionaries, task_types
+from kommo_dagster.sandbox.notes import NOTE_ID_BASES, NOTE_TABLES, build_note, notes_table
 from kommo_dagster.sandbox.store import DELETED, GONE, LIVE, Table
 
-INCREMENTAL = ("leads", "contacts", "companies", "tasks", "events")
+INCREMENTAL = (
+    "leads",
+    "contacts",
+    "companies",
+    "tasks",
+    "events",
+    *NOTE_TABLES.values(),
+)
 WITH_DELETED = ("leads", "contacts", "companies")
 LEAD_WITH_FIELDS = ("source_id", "is_price_modified_by_robot")
 
@@ -60,6 +69,8 @@ def _table(name: str) -> Table:
             code_cols=("type", "entity_type"),
             default_order=("created_at", True),
         )
+    if name in NOTE_TABLES.values():
+        return notes_table(name)
     raise KeyError(name)
 
 
@@ -111,7 +122,10 @@ class Account:
             self._build_entity("contacts", self.scale.contacts, g.build_contact)
             self._build_leads()
             self._build_tasks()
+            for k, (entity, table) in enumerate(NOTE_TABLES.items()):
+                self._build_notes(entity, table, k)
             self._build_events()
+            build_dictionaries(self.catalog, random.Random(f"{seed}:dictionaries"))
         finally:
             # The account lives as long as the server: keep the collector from rescanning it.
             # A full collection of a 100,000-lead account pauses every thread for ~80 ms, which
@@ -327,6 +341,41 @@ class Account:
             t = cat.start_ts + (k * 7_919) % (cat.end_ts - cat.start_ts)
             self._events.append((t, "task_deleted", "task", tid, cat.user(rng), [], []))
 
+    def _build_notes(self, entity: str, name: str, k: int) -> None:
+        """Notes on live records of ``entity``, with boundary seconds and a crowded second."""
+        cat = self.catalog
+        n = self.scale.notes[name]
+        nprng, rng = self._rngs(name, 10 + k)
+        owners = self.tables[entity].rows_in_state(LIVE).tolist()
+        if not owners:
+            return
+        owner_ids = [self.tables[entity].ids[r] for r in owners]
+        ids = g.ids_for(n, nprng, NOTE_ID_BASES[name]).tolist()
+        tl = g.timeline(
+            n, nprng, start_ts=cat.start_ts, end_ts=cat.end_ts, bulk_size=g.bulk_size_for(n)
+        )
+        created, updated = tl.created.tolist(), tl.updated.tolist()
+        pinned: list[bool] = []
+
+        def records():
+            for i in range(n):
+                rec, is_pinned = build_note(
+                    cat,
+                    rng,
+                    row=i,
+                    id=ids[i],
+                    entity=entity,
+                    entity_id=owner_ids[int(rng.random() * len(owner_ids))],
+                    created_at=created[i],
+                    updated_at=updated[i],
+                )
+                pinned.append(is_pinned)
+                yield rec
+
+        table = self.tables[name]
+        table.load(records(), states=np.full(n, LIVE))
+        table.with_values["is_pinned"] = pinned
+
     def _build_events(self) -> None:
         """Serialise the collected events, oldest first, ids (ULIDs) ascending within a second."""
         cat = self.catalog
@@ -356,7 +405,7 @@ class Account:
     # --- reading ------------------------------------------------------------------------------
 
     def records(self, stream: str) -> list[dict[str, Any]]:
-        """Current records of a stream as the API serves them (leads with their with= fields).
+        """Current records of a stream as the API serves them (with their with= fields).
 
         Incremental streams include deleted leads/contacts/companies (is_deleted true) but not
         tasks deleted for good.
@@ -364,11 +413,18 @@ class Account:
         with self.lock:
             if stream in self.tables:
                 t = self.tables[stream]
-                with_fields = LEAD_WITH_FIELDS if stream == "leads" else ()
                 return [
-                    t.record(r, with_fields=with_fields)
+                    t.record(r, with_fields=t.with_fields)
                     for r in t.rows_in_state(LIVE, DELETED).tolist()
                 ]
+            if stream == "account":
+                with_ = {"datetime_settings"}
+                return [account_body(self.catalog, with_, base_url=self.catalog.base_url)]
+            if stream == "task_types":
+                return task_types(self.catalog)
+            held = [c for c in self.catalog.collections.values() if c.table == stream]
+            if held:
+                return [dict(item) for c in held for item in c.items]
             if stream == "pipelines":
                 return [
                     {k: v for k, v in p.items() if k != "_embedded"}

@@ -15,7 +15,9 @@ from urllib.parse import parse_qsl, urlencode
 import numpy as np
 import orjson
 
-from kommo_dagster.sandbox.account import LEAD_WITH_FIELDS, WITH_DELETED, Account
+from kommo_dagster.sandbox.account import WITH_DELETED, Account
+from kommo_dagster.sandbox.dictionaries import Collection, account_body
+from kommo_dagster.sandbox.notes import NOTE_TABLES
 from kommo_dagster.sandbox.responses import (
     Response,
     hal,
@@ -38,6 +40,7 @@ RANGE_FILTERS = {
     "companies": ("updated_at", "created_at"),
     "tasks": ("updated_at", "created_at"),
     "events": ("created_at",),
+    **{notes: ("updated_at",) for notes in NOTE_TABLES.values()},
 }
 ORDER_KEYS = {
     "leads": ("updated_at", "created_at", "id"),
@@ -45,6 +48,7 @@ ORDER_KEYS = {
     "companies": ("updated_at", "created_at", "id"),
     "tasks": ("created_at", "complete_till", "id"),
     "events": (),
+    **{notes: ("updated_at", "id") for notes in NOTE_TABLES.values()},
 }
 ENTITY_FIELDS = {"leads", "contacts", "companies"}
 
@@ -122,12 +126,12 @@ class KommoApi:
         self._not_admin = not_admin
         self._routes: list[tuple[re.Pattern[str], Callable[..., Response]]] = [
             (re.compile(r"^/api/v4/(leads|contacts|companies|tasks|events)$"), self._list),
+            (re.compile(r"^/api/v4/(leads|contacts|companies)/notes$"), self._notes),
             (re.compile(r"^/api/v4/(leads|contacts|companies|tasks)/(\d+)$"), self._one),
             (re.compile(r"^/api/v4/leads/pipelines$"), self._pipelines),
             (re.compile(r"^/api/v4/leads/pipelines/([^/]+)$"), self._pipeline),
             (re.compile(r"^/api/v4/leads/pipelines/([^/]+)/statuses$"), self._statuses),
-            (re.compile(r"^/api/v4/(leads|contacts|companies)/custom_fields$"), self._fields),
-            (re.compile(r"^/api/v4/leads/loss_reasons$"), self._loss_reasons),
+            (re.compile(r"^/api/v4/catalogs/([^/]+)/elements$"), self._elements),
             (re.compile(r"^/api/v4/users$"), self._users),
             (re.compile(r"^/api/v4/users/(\d+)$"), self._user),
             (re.compile(r"^/api/v4/account$"), self._account),
@@ -144,6 +148,9 @@ class KommoApi:
                     return e.response
                 except _NoRows:
                     return no_content()
+        collection = self.account.catalog.collections.get(path)
+        if collection is not None:
+            return self._collection(path, Query(raw_query), collection)
         return problem(404, "Not found")
 
     # --- the incremental streams --------------------------------------------------------------
@@ -236,14 +243,15 @@ class KommoApi:
         # Kommo ignores filters it does not know.
         return []
 
-    def _list(self, path: str, q: Query, stream: str) -> Response:
+    def _notes(self, path: str, q: Query, entity: str) -> Response:
+        return self._list(path, q, NOTE_TABLES[entity], key="notes")
+
+    def _list(self, path: str, q: Query, stream: str, *, key: str | None = None) -> Response:
         maximum = EVENTS_MAX_LIMIT if stream == "events" else MAX_LIMIT
         page, limit = q.page(), q.limit(maximum)
-        with_fields = (
-            tuple(f for f in LEAD_WITH_FIELDS if f in q.with_) if stream == "leads" else ()
-        )
         with self.account.lock:
             table = self.account.tables[stream]
+            with_fields = tuple(f for f in table.with_fields if f in q.with_)
             rows = table.select(self._selection(stream, table, q))
             offset = (page - 1) * limit
             chunk = rows[offset : offset + limit]
@@ -251,7 +259,7 @@ class KommoApi:
                 return no_content()
             bodies = table.bodies_of(chunk, with_fields=with_fields)
             more = offset + limit < len(rows)
-        return hal_bytes(self._envelope(path, q, page, stream, bodies, more=more))
+        return hal_bytes(self._envelope(path, q, page, key or stream, bodies, more=more))
 
     def _envelope(
         self, path: str, q: Query, page: int, key: str, bodies: list[bytes], *, more: bool
@@ -279,9 +287,7 @@ class KommoApi:
             row = table.row_of.get(int(rid))
             if row is None or table.state[row] != LIVE:
                 return no_content()
-            with_fields = (
-                tuple(f for f in LEAD_WITH_FIELDS if f in q.with_) if stream == "leads" else ()
-            )
+            with_fields = tuple(f for f in table.with_fields if f in q.with_)
             return hal_bytes(table.bodies_of(np.array([row]), with_fields=with_fields)[0])
 
     # --- pipelines and statuses ---------------------------------------------------------------
@@ -323,8 +329,11 @@ class KommoApi:
 
     # --- small paged collections --------------------------------------------------------------
 
-    def _paged(self, path: str, q: Query, key: str, items: list[Any]) -> Response:
-        page, limit = q.page(), q.limit(MAX_LIMIT)
+    def _paged(
+        self, path: str, q: Query, key: str, items: list[Any], *, max_page: int = MAX_LIMIT
+    ) -> Response:
+        # A collection may serve fewer per page than asked (custom fields: 50 at most).
+        page, limit = q.page(), min(q.limit(MAX_LIMIT), max_page)
         offset = (page - 1) * limit
         chunk = items[offset : offset + limit]
         if not chunk:
@@ -342,11 +351,14 @@ class KommoApi:
             }
         )
 
-    def _fields(self, path: str, q: Query, entity: str) -> Response:
-        return self._paged(path, q, "custom_fields", self.account.catalog.custom_fields[entity])
+    def _collection(self, path: str, q: Query, collection: Collection) -> Response:
+        return self._paged(path, q, collection.key, collection.items, max_page=collection.max_page)
 
-    def _loss_reasons(self, path: str, q: Query) -> Response:
-        return self._paged(path, q, "loss_reasons", self.account.catalog.loss_reasons)
+    def _elements(self, path: str, q: Query, raw_id: str) -> Response:
+        collection = self.account.catalog.collections.get(path)
+        if collection is None:
+            return problem(404, "Catalog not found")
+        return self._collection(path, q, collection)
 
     def _user_view(self, user: dict[str, Any], with_: set[str]) -> dict[str, Any]:
         out = dict(user)
@@ -381,38 +393,4 @@ class KommoApi:
         return no_content()
 
     def _account(self, path: str, q: Query) -> Response:
-        cat = self.account.catalog
-        payload: dict[str, Any] = {
-            "id": cat.account_id,
-            "name": "Sandbox Comércio e Serviços «Тест»",
-            "subdomain": cat.subdomain,
-            "created_at": cat.start_ts - 86_400 * 400,
-            "created_by": cat.user_ids[0],
-            "updated_at": cat.start_ts - 86_400 * 10,
-            "updated_by": cat.user_ids[0],
-            "current_user_id": cat.user_ids[0],
-            "country": "BR",
-            "currency": "BRL",
-            "currency_symbol": "R$",
-            "customers_mode": "disabled",
-            "is_unsorted_on": True,
-            "mobile_feature_version": 0,
-            "is_loss_reason_enabled": True,
-            "is_helpbot_enabled": False,
-            "is_technical_account": False,
-            "contact_name_display_order": 1,
-            "_links": {"self": {"href": f"{self.base_url}/api/v4/account"}},
-        }
-        if "datetime_settings" in q.with_:
-            payload["_embedded"] = {
-                "datetime_settings": {
-                    "date_pattern": "d.m.Y H:i",
-                    "short_date_pattern": "d.m.Y",
-                    "short_time_pattern": "H:i",
-                    "date_format": "d.m.Y",
-                    "time_format": "H:i:s",
-                    "timezone": "America/Sao_Paulo",
-                    "timezone_offset": "-03:00",
-                }
-            }
-        return hal(payload)
+        return hal(account_body(self.account.catalog, q.with_, base_url=self.base_url))

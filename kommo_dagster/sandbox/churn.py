@@ -17,7 +17,11 @@ from typing import Any
 from kommo_dagster.sandbox import generate as g
 from kommo_dagster.sandbox.account import Account
 from kommo_dagster.sandbox.config import ChurnConfig
+from kommo_dagster.sandbox.notes import NOTE_TABLES, build_note, edit_note
 from kommo_dagster.sandbox.store import DELETED, GONE, LIVE
+
+# The entity type (leads...) of each note table.
+NOTE_ENTITIES = {table: entity for entity, table in NOTE_TABLES.items()}
 
 
 class Churner:
@@ -89,6 +93,8 @@ class Churner:
         row = self._pick_row(stream, LIVE)
         if row is None:
             return 0
+        if stream in NOTE_ENTITIES:
+            return self._edit_note(stream, row, ts)
         table = self.account.tables[stream]
         cat = self.account.catalog
         rec = table.record(row)
@@ -156,6 +162,8 @@ class Churner:
         row = len(table)
         stamp = self._stamp(ts, below=ts)
         common = dict(row=row, id=new_id, created_at=stamp, updated_at=stamp)
+        if stream in NOTE_ENTITIES:
+            return self._add_note(stream, common)
         if stream == "leads":
             rec, source_id, by_robot = g.build_lead(cat, rng, deleted=False, **common)
             table.append(
@@ -184,6 +192,10 @@ class Churner:
         if row is None:
             return 0
         table = self.account.tables[stream]
+        if stream in NOTE_ENTITIES:
+            # Deleted notes are gone from every list, and Kommo records no event for them.
+            table.set_state(row, GONE)
+            return 1
         by = self.account.catalog.user(self.rng)
         singular = g.ENTITY_SINGULAR[stream]
         if stream == "tasks":
@@ -200,7 +212,7 @@ class Churner:
         return 1
 
     def _restore(self, stream: str, ts: int) -> int:
-        if stream == "tasks":
+        if stream == "tasks" or stream in NOTE_ENTITIES:
             return 0
         row = self._pick_row(stream, DELETED)
         if row is None:
@@ -214,4 +226,30 @@ class Churner:
         table.replace(row, rec, state=LIVE)
         singular = g.ENTITY_SINGULAR[stream]
         self.event(ts, f"{singular}_restored", singular, rec["id"], by)
+        return 1
+
+    # --- notes --------------------------------------------------------------------------------
+
+    def _edit_note(self, stream: str, row: int, ts: int) -> int:
+        table = self.account.tables[stream]
+        rec = table.record(row)
+        stamp = self._stamp(ts, below=rec["updated_at"])
+        edit_note(rec, self.rng, ts=stamp, by=self.account.catalog.user(self.rng))
+        table.replace(row, rec)
+        return 1
+
+    def _add_note(self, stream: str, common: dict[str, Any]) -> int:
+        entity = NOTE_ENTITIES[stream]
+        owner = self._pick_row(entity, LIVE)
+        if owner is None:
+            return 0
+        owners = self.account.tables[entity]
+        rec, is_pinned = build_note(
+            self.account.catalog,
+            self.rng,
+            entity=entity,
+            entity_id=owners.ids[owner],
+            **common,
+        )
+        self.account.tables[stream].append(rec, with_values={"is_pinned": is_pinned})
         return 1

@@ -11,6 +11,17 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
 
+# What churn can change: the records with an updated_at, notes included.
+CHURNABLE = (
+    "leads",
+    "contacts",
+    "companies",
+    "tasks",
+    "lead_notes",
+    "contact_notes",
+    "company_notes",
+)
+
 RateLimitStyle = Literal["json", "html", "header", "mixed"]
 RATE_LIMIT_STYLES: tuple[str, ...] = ("json", "html", "header", "mixed")
 
@@ -86,7 +97,7 @@ class ChurnConfig:
     creates: int = 1
     deletes: int = 1
     restores: int = 0
-    streams: tuple[str, ...] = ("leads", "contacts", "companies", "tasks")
+    streams: tuple[str, ...] = CHURNABLE
     clock: Callable[[], int] | None = None
     backdate: float = 0.0
     seed: int | None = None
@@ -98,9 +109,9 @@ class ChurnConfig:
             raise ValueError("every_requests must be at least 1")
         if self.interval_ms is not None and self.interval_ms <= 0:
             raise ValueError("interval_ms must be positive")
-        unknown = set(self.streams) - {"leads", "contacts", "companies", "tasks"}
+        unknown = set(self.streams) - set(CHURNABLE)
         if unknown:
-            raise ValueError(f"churn can change leads, contacts, companies, tasks; not {unknown}")
+            raise ValueError(f"churn can change {', '.join(CHURNABLE)}; not {unknown}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -85,6 +85,8 @@ class Scale:
     tasks: int
     extra_events: int
     users: int
+    # Notes per entity type: lead_notes, contact_notes, company_notes.
+    notes: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, leads: int, users: int | None = None) -> Scale:
@@ -95,6 +97,11 @@ class Scale:
             tasks=max(int(leads * 0.6), min(leads, 80)),
             extra_events=max(int(leads * 0.3), min(leads, 60)),
             users=users if users is not None else max(12, leads // 2000),
+            notes={
+                "lead_notes": leads,
+                "contact_notes": max(int(leads * 0.4), min(leads, 90)),
+                "company_notes": max(int(leads * 0.3), min(leads, 45)),
+            },
         )
 
 
@@ -125,6 +132,8 @@ class Catalog:
     cf_full: dict[str, list[Any]] = field(default_factory=dict)
     tags: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     task_type_ids: list[int] = field(default_factory=lambda: [1, 2, 3, 2_910_455])
+    # Small paged lists by API path (definitions, tags, catalogs...): see dictionaries.py.
+    collections: dict[str, Any] = field(default_factory=dict)
     # Ids of generated companies and contacts, for links between records.
     company_ids: list[int] = field(default_factory=list)
     contact_ids: list[int] = field(default_factory=list)
@@ -172,7 +181,10 @@ def build_catalog(
     _build_cf_pools(cat, rng)
     for k, entity in enumerate(("leads", "contacts", "companies")):
         cat.tags[entity] = [
+            # Kommo serves a tag without a colour with color null, or without the key at all.
             {"id": 70_000 + 100 * k + i, "name": name, "color": texts.TAG_COLORS[i % 6]}
+            if i % 6 != 5
+            else {"id": 70_000 + 100 * k + i, "name": name}
             for i, name in enumerate(texts.TAG_NAMES)
         ]
     return cat

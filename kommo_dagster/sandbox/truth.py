@@ -8,7 +8,9 @@ an independent reading of the contract:
   `_embedded.tags`) and `tasks.result` (the text of `{"text": ...}`; NULL for Kommo's `[]`);
 - JSON columns (described "(JSON)" in the contract) hold compact UTF-8 JSON text, NULL for null;
 - leads, contacts and companies include the deleted records, with is_deleted true;
-- statuses have one row per (pipeline_id, id): 142 and 143 repeat in every pipeline.
+- `account.timezone` is read from `_embedded.datetime_settings`, and the account is one row;
+- statuses have one row per (pipeline_id, id): 142 and 143 repeat in every pipeline, and
+  catalog elements one per (catalog_id, id).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ def _value(stream: str, name: str, record: dict[str, Any]) -> Any:
     if stream == "tasks" and name == "result":
         result = record.get("result")
         return result.get("text") if isinstance(result, dict) else None
+    if stream == "account" and name == "timezone":
+        embedded = record.get("_embedded") or {}
+        return (embedded.get("datetime_settings") or {}).get("timezone")
     return record.get(name)
 
 
@@ -59,6 +64,8 @@ def expected_rows(account: Account, stream: str) -> list[dict[str, Any]]:
     rows = [to_row(stream, r) for r in account.records(stream)]
     if stream == "statuses":
         rows.sort(key=lambda r: (r["pipeline_id"], r["id"]))
+    elif stream == "catalog_elements":
+        rows.sort(key=lambda r: (r["catalog_id"], r["id"]))
     elif stream == "events":
         rows.sort(key=lambda r: (r["created_at"], r["id"]))
     else:
