@@ -8,12 +8,12 @@ and returns `StagedRows`, which the IO manager (`KommoDuckDBIOManager`) writes t
 pool (``kommo``, or ``kommo_<account>``), so a Dagster instance with a pool limit runs one
 extraction per account at a time, on whatever machines its runs are launched.
 
-* Incremental streams (leads, contacts, companies, tasks by ``updated_at``; events by
-  ``created_at``) are daily partitioned in UTC (`kommo_dagster.partitions`). A run, whether of one
-  partition or of a range (``BackfillPolicy.single_run()``), makes ONE extraction over
-  ``context.partition_time_window`` and replaces exactly that window's rows.
-* Full-table streams (pipelines, users, and statuses, which reads the pipeline ids from the
-  pipelines table) replace their table on every run.
+* Incremental streams (by their declared cursor) are daily partitioned in UTC
+  (`kommo_dagster.partitions`). A run, whether of one partition or of a range
+  (``BackfillPolicy.single_run()``), makes ONE extraction over ``context.partition_time_window``
+  and replaces exactly that window's rows.
+* Full-table streams replace their table on every run; a stream with a parent (statuses of
+  each pipeline, elements of each catalog) reads the parent ids from the parent's table.
 
 This module deliberately has no ``from __future__ import annotations``: Dagster reads the
 asset functions' annotations (context and resource types) at definition time.
@@ -234,7 +234,9 @@ def _definition_metadata(stream: Stream, *, settings: Settings) -> dict[str, Any
 
 
 def _description(stream: Stream, *, settings: Settings, partitioned: bool) -> str:
-    source = f"Kommo `GET {stream.path}` (`_embedded.{stream.list_key}`)"
+    where = "the response body" if stream.list_key is None else f"`_embedded.{stream.list_key}`"
+    query = f"?with={','.join(stream.with_)}" if stream.with_ else ""
+    source = f"Kommo `GET {stream.path}{query}` ({where})"
     table = f"DuckDB table `{settings.schema}.{stream.name}`"
     if partitioned:
         how = (
@@ -246,8 +248,8 @@ def _description(stream: Stream, *, settings: Settings, partitioned: bool) -> st
             how += " Deleted records of the window are included with `is_deleted = true`."
     elif stream.parent:
         how = (
-            f"Full table, read per {stream.parent[:-1]} id from the `{stream.parent}` table; "
-            f"each run replaces it."
+            f"Full table, read once per `{stream.parent}.id` (as `{stream.parent_column}`) from "
+            f"the `{stream.parent}` table; each run replaces it."
         )
     else:
         how = "Full table: each run replaces it."

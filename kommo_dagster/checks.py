@@ -10,7 +10,13 @@ checks. Which checks a stream gets follows from `kommo_dagster.kommo.streams`:
 | ``no_null_ids`` | all | a row has a NULL id |
 | ``no_duplicate_versions`` | streams with a cursor | an (id, cursor) pair appears twice |
 | ``current_ids_unique`` | incremental streams | an id appears twice in ``<stream>_current`` |
-| ``<parent>_exist`` | streams with a parent | a row's ``<parent>_id`` is not in the parent table |
+| ``<column>_in_<table>`` (warns) | streams with references | a row points to no row of the table |
+
+The references are declared in `kommo_dagster.kommo.streams` (``leads.loss_reason_id`` ->
+``loss_reasons.id``, a child's parent id, ...). Their checks warn rather than fail, and never
+block: a record may well point to something deleted since. Their metadata counts the dangling
+rows and distinct keys and shows a few; a reference to a table that is not selected
+(``KOMMO_STREAMS``) has no check.
 
 A partition is a cursor range, so a duplicate (id, cursor) pair is always inside one partition;
 the check reports the partitions (UTC days) holding duplicates. ``contract_columns`` is blocking:
@@ -20,7 +26,7 @@ The checks run with their asset (a materialization from the UI, a schedule or th
 them afterwards) or alone (``Checks`` in the UI, or ``dagster asset check``).
 """
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +35,7 @@ import duckdb as duckdb_lib
 
 from kommo_dagster.accounts import AccountScope
 from kommo_dagster.io_manager import KommoDuckDBResource
-from kommo_dagster.kommo.streams import Stream, get_stream
+from kommo_dagster.kommo.streams import Reference, Stream, get_stream
 from kommo_dagster.settings import Settings
 from kommo_dagster.views import current_view_name, has_current_view
 from kommo_dagster.warehouse import quote, table_columns, table_exists, table_ref
@@ -48,26 +54,21 @@ class Outcome:
     metadata: dict[str, Any]
 
 
-def parent_check_name(stream: Stream) -> str:
-    assert stream.parent is not None
-    return f"{stream.parent}_exist"
-
-
-def parent_column(stream: Stream) -> str:
-    """The column of ``stream`` holding its parent's id (statuses -> pipeline_id)."""
-    assert stream.parent is not None
-    return f"{stream.parent.removesuffix('s')}_id"
-
-
-def check_names(stream: Stream) -> list[str]:
+def check_names(stream: Stream, *, streams: Collection[str] | None = None) -> list[str]:
+    """The checks of ``stream``; reference checks only for tables in ``streams`` (None: all)."""
     names = [CONTRACT_COLUMNS, NO_NULL_IDS]
     if stream.cursor is not None:
         names.append(NO_DUPLICATE_VERSIONS)
     if has_current_view(stream):
         names.append(CURRENT_IDS_UNIQUE)
-    if stream.parent is not None:
-        names.append(parent_check_name(stream))
+    names += [r.check_name for r in checked_references(stream, streams=streams)]
     return names
+
+
+def checked_references(
+    stream: Stream, *, streams: Collection[str] | None = None
+) -> list[Reference]:
+    return [r for r in stream.all_references if streams is None or r.stream in streams]
 
 
 # --- the checks, plain SQL on a connection ------------------------------------------------------
@@ -143,34 +144,49 @@ def current_ids_unique(
     )
 
 
-def parents_exist(con: duckdb_lib.DuckDBPyConnection, stream: Stream, *, schema: str) -> Outcome:
-    parent = get_stream(stream.parent or "")
-    column = quote(parent_column(stream))
-    if not table_exists(con, schema=schema, table=parent.name):
-        return Outcome(False, f"{schema}.{parent.name} does not exist", {})
+def references_resolve(
+    con: duckdb_lib.DuckDBPyConnection, stream: Stream, ref: Reference, *, schema: str
+) -> Outcome:
+    """Rows of ``stream`` whose ``ref.columns`` match no row of ``ref.stream``."""
+    if not table_exists(con, schema=schema, table=ref.stream):
+        return Outcome(False, f"{schema}.{ref.stream} does not exist", {})
+    columns = ", ".join(f"c.{quote(c)}" for c in ref.columns)
+    match = " AND ".join(
+        f"t.{quote(k)} = c.{quote(c)}" for c, k in zip(ref.columns, ref.keys, strict=True)
+    )
+    keys_order = ", ".join(str(i + 1) for i in range(len(ref.columns)))
     rows = con.execute(
-        f"SELECT DISTINCT c.{column} FROM {table_ref(schema, stream.name)} AS c "
-        f"WHERE c.{column} IS NULL OR NOT EXISTS ("
-        f"SELECT 1 FROM {table_ref(schema, parent.name)} AS p WHERE p.id = c.{column}) "
-        f"ORDER BY 1 NULLS FIRST"
+        f"SELECT {columns}, count(*) AS n FROM {table_ref(schema, stream.name)} AS c "
+        f"WHERE c.{quote(ref.column)} IS NOT NULL AND NOT EXISTS ("
+        f"SELECT 1 FROM {table_ref(schema, ref.stream)} AS t WHERE {match}) "
+        f"GROUP BY ALL ORDER BY n DESC, {keys_order}"
     ).fetchall()
+    dangling = sum(int(r[-1]) for r in rows)
+    target = f"{ref.stream}.({', '.join(ref.keys)})"
+    sample = [
+        ", ".join(f"{c}={v}" for c, v in zip(ref.columns, r[:-1], strict=True))
+        for r in rows[:SAMPLE]
+    ]
     return Outcome(
         not rows,
-        f"{len(rows)} {parent_column(stream)} values of {stream.name} are not in {parent.name}",
-        {
-            "orphans": len(rows),
-            "sample": [None if r[0] is None else int(r[0]) for r in rows[:SAMPLE]],
-        },
+        f"{dangling} rows of {stream.name} point to no row of {target}",
+        {"dangling_rows": dangling, "dangling_keys": len(rows), "sample": sample},
     )
 
 
 def evaluate(
-    con: duckdb_lib.DuckDBPyConnection, stream: Stream, *, schema: str
+    con: duckdb_lib.DuckDBPyConnection,
+    stream: Stream,
+    *,
+    schema: str,
+    streams: Collection[str] | None = None,
 ) -> dict[str, Outcome]:
-    """Every check of ``stream`` by name. Without the table (or with columns the other checks
-    cannot read) only the contract check says why; the others fail saying it blocks them."""
+    """Every check of ``stream`` by name (references to ``streams`` only; None: all). Without
+    the table (or with columns the other checks cannot read) only the contract check says why;
+    the others fail saying it blocks them."""
     results = {CONTRACT_COLUMNS: contract_columns(con, stream, schema=schema)}
-    names = check_names(stream)[1:]
+    names = check_names(stream, streams=streams)[1:]
+    references = {r.check_name: r for r in checked_references(stream, streams=streams)}
     if not results[CONTRACT_COLUMNS].passed:
         reason = f"not evaluated: {results[CONTRACT_COLUMNS].description}"
         return results | {n: Outcome(False, reason, {}) for n in names}
@@ -182,7 +198,7 @@ def evaluate(
         elif name == CURRENT_IDS_UNIQUE:
             results[name] = current_ids_unique(con, stream, schema=schema)
         else:
-            results[name] = parents_exist(con, stream, schema=schema)
+            results[name] = references_resolve(con, stream, references[name], schema=schema)
     return results
 
 
@@ -198,9 +214,12 @@ def build_stream_checks(stream: Stream, *, settings: Settings) -> dg.AssetChecks
         NO_DUPLICATE_VERSIONS: f"No (id, {stream.cursor}) pair twice in any partition.",
         CURRENT_IDS_UNIQUE: f"Each id once in {settings.schema}.{current_view_name(stream)}.",
     }
-    if stream.parent is not None:
-        descriptions[parent_check_name(stream)] = (
-            f"Every {parent_column(stream)} exists in {settings.schema}.{stream.parent}."
+    references = {r.check_name: r for r in checked_references(stream, streams=settings.streams)}
+    for name, ref in references.items():
+        descriptions[name] = (
+            f"Every {stream.name}.({', '.join(ref.columns)}) is a "
+            f"{settings.schema}.{ref.stream}.({', '.join(ref.keys)}); warns, never blocks: a "
+            f"record may point to one deleted since."
         )
     specs = [
         dg.AssetCheckSpec(
@@ -208,13 +227,13 @@ def build_stream_checks(stream: Stream, *, settings: Settings) -> dg.AssetChecks
             asset=key,
             description=descriptions[name],
             blocking=name == CONTRACT_COLUMNS,
-            additional_deps=[scope.asset_key(stream.parent)]
-            if stream.parent is not None and name == parent_check_name(stream)
+            additional_deps=[scope.asset_key(references[name].stream)]
+            if name in references
             else None,
         )
-        for name in check_names(stream)
+        for name in check_names(stream, streams=settings.streams)
     ]
-    schema = settings.schema
+    schema, streams = settings.schema, settings.streams
 
     @dg.multi_asset_check(
         specs=specs,
@@ -225,7 +244,7 @@ def build_stream_checks(stream: Stream, *, settings: Settings) -> dg.AssetChecks
         context: dg.AssetCheckExecutionContext, duckdb: KommoDuckDBResource
     ) -> Iterator[dg.AssetCheckResult]:
         with duckdb.get_connection(on_wait=context.log.info) as con:
-            outcomes = evaluate(con, stream, schema=schema)
+            outcomes = evaluate(con, stream, schema=schema, streams=streams)
         for name, outcome in outcomes.items():
             if not outcome.passed:
                 context.log.warning(
@@ -237,7 +256,9 @@ def build_stream_checks(stream: Stream, *, settings: Settings) -> dg.AssetChecks
                 passed=outcome.passed,
                 description=outcome.description,
                 metadata=outcome.metadata,
-                severity=dg.AssetCheckSeverity.ERROR,
+                severity=dg.AssetCheckSeverity.WARN
+                if name in references
+                else dg.AssetCheckSeverity.ERROR,
             )
 
     return stream_checks
@@ -256,5 +277,6 @@ __all__ = [
     "build_kommo_checks",
     "build_stream_checks",
     "check_names",
+    "checked_references",
     "evaluate",
 ]

@@ -4,7 +4,7 @@
   range tags, one single-run backfill of a range).
 * ``kommo_full_sync_job``: the same streams over their whole partition range in one run, the
   "additional full sync" that catches updates an incremental window missed.
-* ``kommo_full_tables_job``: the unpartitioned streams (pipelines, statuses, users, and any
+* ``kommo_full_tables_job``: the unpartitioned streams (every full-table stream, and any
   incremental stream switched to a full-table sync); each run replaces their tables.
 
 A job is absent when no selected stream falls in it. With several accounts each account has its

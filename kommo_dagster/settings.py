@@ -13,7 +13,7 @@ message rather than failing every run later.
 | ``KOMMO_DUCKDB_LOCK_TIMEOUT`` | ``600`` | seconds a write waits for the file before failing |
 | ``KOMMO_DUCKDB_MEMORY_LIMIT`` | ``512MB`` | DuckDB's memory limit for the writes |
 | ``KOMMO_STAGING_DIR`` | the system's temporary directory | where large extractions spill |
-| ``KOMMO_STREAMS`` | all eight | comma-separated streams the code location defines |
+| ``KOMMO_STREAMS`` | all | comma-separated streams the code location defines |
 | ``KOMMO_SCHEMA`` | ``kommo`` | DuckDB schema of the tables and views |
 | ``KOMMO_FULL_TABLE_STREAMS`` | none | incremental streams to sync as full tables instead |
 | ``KOMMO_HISTORY_RETENTION_DAYS`` | ``30`` | days of snapshots kept in ``<stream>_history`` |
@@ -216,8 +216,8 @@ def _check_streams(streams: tuple[str, ...] | list[str]) -> tuple[str, ...]:
         parent = STREAMS[name].parent
         if parent and parent not in chosen:
             raise SettingsError(
-                f"KOMMO_STREAMS selects {name} without {parent}: {name} is read per "
-                f"{parent[:-1]} id from the {parent} table, so add {parent}"
+                f"KOMMO_STREAMS selects {name} without {parent}: {name} is read once per "
+                f"id in the {parent} table, so add {parent}"
             )
     return tuple(s for s in STREAMS if s in chosen)  # declaration order, no repeats
 

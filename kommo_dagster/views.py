@@ -49,9 +49,9 @@ def has_current_view(stream: Stream) -> bool:
 def deletion_events(stream: Stream) -> tuple[str, str] | None:
     """``(event type, entity type)`` of the events that record deletions of ``stream``'s
     records, for streams whose deleted records cannot be listed (tasks: task_deleted, task)."""
-    if stream.deleted_event is None:
+    if stream.deleted_event is None or stream.event_entity is None:
         return None
-    return stream.deleted_event, stream.deleted_event.removesuffix("_deleted")
+    return stream.deleted_event, stream.event_entity
 
 
 def current_view_sql(stream: Stream, *, schema: str, catalog: str | None = None) -> str:

@@ -60,9 +60,16 @@ def test_checks_are_derived_from_the_declaration():
         NO_NULL_IDS,
         NO_DUPLICATE_VERSIONS,
         CURRENT_IDS_UNIQUE,
+        "pipeline_id_in_pipelines",
+        "status_id_in_statuses",
+        "loss_reason_id_in_loss_reasons",
     ]
-    assert check_names(get_stream("statuses")) == [CONTRACT_COLUMNS, NO_NULL_IDS, "pipelines_exist"]
+    statuses = get_stream("statuses")
+    assert check_names(statuses) == [CONTRACT_COLUMNS, NO_NULL_IDS, "pipeline_id_in_pipelines"]
     assert check_names(get_stream("users")) == [CONTRACT_COLUMNS, NO_NULL_IDS]
+    # a reference to a table that is not selected has no check
+    assert check_names(get_stream("tasks"), streams=("tasks",))[-1] == CURRENT_IDS_UNIQUE
+    assert check_names(get_stream("tasks"))[-1] == "task_type_id_in_task_types"
 
 
 def test_every_check_passes_on_good_tables():
@@ -70,7 +77,8 @@ def test_every_check_passes_on_good_tables():
     _table(con, "leads", LEADS)
     _table(con, "pipelines", [{"id": 10}, {"id": 11}])
     _table(con, "statuses", [{"id": 142, "pipeline_id": 10}, {"id": 142, "pipeline_id": 11}])
-    for stream in ("leads", "pipelines", "statuses"):
+    _table(con, "loss_reasons", [{"id": 7}])
+    for stream in ("leads", "pipelines", "statuses", "loss_reasons"):
         assert all(_outcomes(con, stream).values()), stream
 
 
@@ -105,9 +113,41 @@ def test_an_orphan_status_fails():
     con = duckdb.connect()
     _table(con, "pipelines", [{"id": 10}])
     _table(con, "statuses", [{"id": 142, "pipeline_id": 10}, {"id": 142, "pipeline_id": 99}])
-    outcome = evaluate(con, get_stream("statuses"), schema="kommo")["pipelines_exist"]
+    outcome = evaluate(con, get_stream("statuses"), schema="kommo")["pipeline_id_in_pipelines"]
     assert not outcome.passed
-    assert outcome.metadata["sample"] == [99]
+    assert outcome.metadata == {
+        "dangling_rows": 1,
+        "dangling_keys": 1,
+        "sample": ["pipeline_id=99"],
+    }
+
+
+def test_dangling_references_are_counted_and_sampled():
+    con = duckdb.connect()
+    _table(con, "pipelines", [{"id": 10}, {"id": 11}])
+    _table(con, "statuses", [{"id": 142, "pipeline_id": 10}, {"id": 5, "pipeline_id": 10}])
+    _table(con, "loss_reasons", [{"id": 7}])
+    lead = {"updated_at": OCT_5, "pipeline_id": 10, "status_id": 142, "is_deleted": False}
+    _table(
+        con,
+        "leads",
+        [
+            {**lead, "id": 1, "loss_reason_id": 7},
+            {**lead, "id": 2, "loss_reason_id": 8},
+            {**lead, "id": 3, "loss_reason_id": 8},
+            {**lead, "id": 4, "loss_reason_id": None},
+            # status 5 exists, but in pipeline 10: a status is (pipeline_id, id)
+            {**lead, "id": 5, "pipeline_id": 11, "status_id": 5},
+        ],
+    )
+    outcomes = evaluate(con, get_stream("leads"), schema="kommo")
+    loss = outcomes["loss_reason_id_in_loss_reasons"]
+    assert not loss.passed
+    assert loss.metadata == {"dangling_rows": 2, "dangling_keys": 1, "sample": ["loss_reason_id=8"]}
+    status = outcomes["status_id_in_statuses"]
+    assert status.metadata["sample"] == ["pipeline_id=11, status_id=5"]
+    assert outcomes["pipeline_id_in_pipelines"].passed
+    assert loss.description == "2 rows of leads point to no row of loss_reasons.(id)"
 
 
 @pytest.mark.parametrize(
@@ -173,7 +213,7 @@ def test_checks_run_in_dagster_and_fail_on_a_broken_table(sandbox_factory, tmp_p
         ("pipelines", NO_NULL_IDS),
         ("statuses", CONTRACT_COLUMNS),
         ("statuses", NO_NULL_IDS),
-        ("statuses", "pipelines_exist"),
+        ("statuses", "pipeline_id_in_pipelines"),
     }
     assert all(e.passed for e in evaluations)
 
@@ -186,5 +226,7 @@ def test_checks_run_in_dagster_and_fail_on_a_broken_table(sandbox_factory, tmp_p
         resources=defs.resources,
         instance=instance,
     )
-    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
-    assert failed == {"pipelines_exist"}
+    failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    assert [e.check_name for e in failed] == ["pipeline_id_in_pipelines"]
+    # a dangling reference warns: a record may point to something deleted since
+    assert failed[0].severity == dg.AssetCheckSeverity.WARN

@@ -1,4 +1,4 @@
-"""The packaged contract is the shared one, and the stream declaration follows it exactly."""
+"""The packaged contract files are the shared ones, and the stream declaration follows them."""
 
 from __future__ import annotations
 
@@ -7,20 +7,30 @@ from pathlib import Path
 
 import pytest
 
-from kommo_dagster.contract import contract_columns, load_contract
-from kommo_dagster.kommo.streams import STREAMS
+from kommo_dagster.contract import CONTRACT_FILES, contract_columns, contract_streams, load_contract
+from kommo_dagster.kommo.streams import (
+    DERIVED_TABLES,
+    STREAMS,
+    Reference,
+    build_streams,
+    get_stream,
+)
 
-SHARED_CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "kommo_streams.json"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
-@pytest.mark.skipif(not SHARED_CONTRACT.exists(), reason="no shared contract beside this clone")
-def test_packaged_contract_is_the_shared_one():
-    assert load_contract() == json.loads(SHARED_CONTRACT.read_text(encoding="utf-8"))
+@pytest.mark.parametrize("file", CONTRACT_FILES)
+def test_packaged_contract_is_the_shared_one(file: str):
+    shared = SHARED / file
+    if not shared.exists():
+        pytest.skip(f"no shared {file} beside this clone")
+    assert load_contract(file) == json.loads(shared.read_text(encoding="utf-8"))
 
 
-def test_every_contract_stream_is_declared_in_contract_order():
-    contract = load_contract()["streams"]
-    assert list(STREAMS) == list(contract)
+def test_every_extracted_contract_table_is_declared_in_contract_order():
+    contract = contract_streams()
+    extracted = [n for n, spec in contract.items() if "derived_from" not in spec]
+    assert list(STREAMS) == extracted
     for name, stream in STREAMS.items():
         spec = contract[name]
         assert stream.sync == spec["sync"]
@@ -30,6 +40,12 @@ def test_every_contract_stream_is_declared_in_contract_order():
         ]
 
 
+def test_derived_tables_are_not_streams():
+    derived = [n for n, spec in contract_streams().items() if spec.get("derived_from")]
+    assert derived and list(DERIVED_TABLES) == derived
+    assert not set(derived) & set(STREAMS)
+
+
 @pytest.mark.parametrize("name", list(STREAMS))
 def test_json_columns_are_the_ones_the_contract_calls_json(name):
     stream = STREAMS[name]
@@ -37,14 +53,56 @@ def test_json_columns_are_the_ones_the_contract_calls_json(name):
     assert {c.name for c in stream.columns if c.is_json} == described_json
 
 
-def test_page_sizes_are_kommos_maxima():
-    assert {n: s.page_size for n, s in STREAMS.items()} == {
-        "leads": 250,
-        "contacts": 250,
-        "companies": 250,
-        "pipelines": None,
-        "statuses": None,
-        "tasks": 250,
-        "events": 100,
-        "users": 250,
+@pytest.mark.parametrize("name", list(STREAMS))
+def test_page_sizes_are_within_kommos_maxima(name):
+    stream = STREAMS[name]
+    if stream.paging == "single":
+        assert stream.page_size is None
+    elif stream.name == "events":
+        assert stream.page_size == 100  # Kommo answers 50 rows to limit=250 on events
+    elif stream.list_key == "custom_fields":
+        assert stream.page_size == 50  # Kommo serves 50 definitions a page at most
+    elif stream.paging != "per_parent" or stream.page_size is not None:
+        assert stream.page_size == 250
+
+
+@pytest.mark.parametrize("name", list(STREAMS))
+def test_references_name_declared_tables_and_columns(name):
+    stream = STREAMS[name]
+    for ref in stream.all_references:
+        target = get_stream(ref.stream)
+        assert set(ref.columns) <= set(stream.column_names)
+        assert set(ref.keys) <= set(target.column_names)
+
+
+def test_the_references_the_tables_rely_on():
+    def refs(name: str) -> set[tuple[tuple[str, ...], str, tuple[str, ...]]]:
+        return {(r.columns, r.stream, r.keys) for r in get_stream(name).all_references}
+
+    assert refs("leads") >= {
+        (("loss_reason_id",), "loss_reasons", ("id",)),
+        (("pipeline_id", "status_id"), "statuses", ("pipeline_id", "id")),
     }
+    assert refs("tasks") == {(("task_type_id",), "task_types", ("id",))}
+    assert refs("statuses") == {(("pipeline_id",), "pipelines", ("id",))}
+    assert refs("catalog_elements") == {(("catalog_id",), "catalogs", ("id",))}
+    for notes, entity in (
+        ("lead_notes", "leads"),
+        ("contact_notes", "contacts"),
+        ("company_notes", "companies"),
+    ):
+        assert refs(notes) == {(("entity_id",), entity, ("id",))}
+
+
+def test_a_declaration_naming_an_unknown_table_is_refused():
+    contract = {"widgets": {**contract_streams()["loss_reasons"]}}
+    endpoint = dict(
+        path="/api/v4/widgets",
+        list_key="widgets",
+        page_size=250,
+        references=(Reference(columns=("id",), stream="gadgets"),),
+    )
+    with pytest.raises(RuntimeError, match="widgets: reference"):
+        build_streams(contract, {"widgets": endpoint})
+    with pytest.raises(RuntimeError, match="differ from the declared endpoints"):
+        build_streams(contract, {})

@@ -19,7 +19,7 @@ def _env(tmp_path: Path, **values: str) -> dict[str, str]:
     return {"KOMMO_DUCKDB_PATH": str(tmp_path / "crm.duckdb"), **values}
 
 
-def test_defaults_keep_the_eight_streams_in_schema_kommo(tmp_path: Path):
+def test_defaults_keep_every_stream_in_schema_kommo(tmp_path: Path):
     settings = Settings.from_env(_env(tmp_path))
     assert settings.streams == tuple(STREAMS)
     assert settings.schema == "kommo"
@@ -55,6 +55,7 @@ def test_values_from_the_environment(tmp_path: Path):
     [
         ({"KOMMO_STREAMS": "leads,deals"}, "unknown streams \\['deals'\\]"),
         ({"KOMMO_STREAMS": "statuses"}, "statuses without pipelines"),
+        ({"KOMMO_STREAMS": "catalog_elements"}, "catalog_elements without catalogs"),
         ({"KOMMO_STREAMS": " , "}, "selects no stream"),
         ({"KOMMO_SCHEMA": "crm; drop"}, "KOMMO_SCHEMA must be a plain SQL identifier"),
         ({"KOMMO_FULL_TABLE_STREAMS": "users"}, "users, which is always a full table"),

@@ -21,15 +21,12 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from kommo_dagster.kommo.client import KommoClient
-from kommo_dagster.kommo.streams import get_stream
+from kommo_dagster.kommo.streams import STREAMS, get_stream
 
 EVENTS = "events"
 # Kommo's singular entity types in events -> the stream holding that entity.
 ENTITY_STREAMS: dict[str, str] = {
-    "lead": "leads",
-    "contact": "contacts",
-    "company": "companies",
-    "task": "tasks",
+    s.event_entity: name for name, s in STREAMS.items() if s.event_entity is not None
 }
 MAX_PAGES = 1_000
 

@@ -222,13 +222,10 @@ class KommoClient:
         started = time.monotonic()
         before = self._stats.snapshot()
         rows = pages = 0
-        if spec.paging == "single":
-            resp = self._transport.get(spec.path, ())
-            batches: Iterable[list[dict[str, Any]]] = [records_of(spec, resp)[0]]
-        elif spec.paging == "per_parent":
+        if spec.paging == "per_parent":
             batches = self._iter_per_parent(spec, parent_ids)
         else:
-            batches = self._iter_pages(spec)
+            batches = self._iter_list(spec, spec.path)
         for batch in batches:
             if batch:
                 pages += 1
@@ -248,41 +245,53 @@ class KommoClient:
             )
             self.progress(dataclasses.replace(p, done=True, eta_seconds=0.0))
 
-    def _iter_pages(self, spec: Stream) -> Iterator[list[dict[str, Any]]]:
-        limit = spec.page_size or 250
+    def _iter_list(
+        self, spec: Stream, path: str, *, what: str | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The records at ``path``: one request for unpaged streams, else pages until Kommo
+        announces no next one (a page may hold fewer rows than asked for: custom-field
+        definitions come 50 a page whatever ``limit`` says)."""
+        with_: Params = [("with", ",".join(spec.with_))] if spec.with_ else []
+        if spec.page_size is None:
+            yield records_of(spec, self._transport.get(path, with_, what=what))[0]
+            return
         page = 1
         while True:
-            resp = self._transport.get(spec.path, [("limit", limit), ("page", page)])
-            records, has_next = records_of(spec, resp)
+            params = [*with_, ("limit", spec.page_size), ("page", page)]
+            records, has_next = records_of(spec, self._transport.get(path, params, what=what))
             yield records
-            if len(records) < limit or not has_next:
+            if not records or not has_next:
                 return
             page += 1
 
     def _iter_per_parent(
         self, spec: Stream, parent_ids: Iterable[int] | None
     ) -> Iterator[list[dict[str, Any]]]:
+        assert spec.parent is not None
         if parent_ids is None:
-            parent = get_stream(spec.parent or "pipelines")
-            resp = self._transport.get(parent.path, ())
-            parent_ids = [p["id"] for p in records_of(parent, resp)[0]]
+            parent = get_stream(spec.parent)
+            parent_ids = [r["id"] for batch in self._iter_list(parent, parent.path) for r in batch]
         ids = list(parent_ids)
         for pid in ids:
             if type(pid) is not int:
                 raise ValueError(f"parent ids of {spec.name} must be integers, got {pid!r}")
 
         def fetch(pid: int) -> list[dict[str, Any]]:
-            path = spec.path.format(pipeline_id=pid)
+            path = spec.path_for(pid)
             try:
-                resp = self._transport.get(path, (), what=f"pipeline {pid}")
+                return [
+                    r
+                    for page in self._iter_list(spec, path, what=f"{spec.parent} {pid}")
+                    for r in page
+                ]
             except KommoNotFoundError as exc:
                 raise KommoNotFoundError(
-                    f"Kommo has no pipeline with id {pid} (404 on {path}); it may have been "
-                    "deleted since the pipelines were read: materialize pipelines again",
+                    f"Kommo has no {spec.parent} entry with id {pid} (404 on {path}); it may "
+                    f"have been deleted since {spec.parent} were read: materialize "
+                    f"{spec.parent} again",
                     status=404,
                     path=path,
                 ) from exc
-            return records_of(spec, resp)[0]
 
         futures = [self._submit(lambda pid=pid: fetch(pid)) for pid in ids]
         try:

@@ -18,7 +18,8 @@ below therefore ask "which of the records this walk met have events since it beg
 "which records carry a new updated_at". An arrival can only push records further along the
 order, so it may repeat a row (dropped by id) but never skip one; only a departure can.
 
-* leads, contacts, companies (`KeysetWalk`): ordered by updated_at ascending, each request asks
+* leads, contacts, companies and their notes (`KeysetWalk`, chosen by the declaration's
+  ``paging="keyset"``): ordered by updated_at ascending, each request asks
   for ``updated_at >= F`` with ``F`` the last updated_at seen, never for an offset, so a record
   leaving the window (to any updated_at) cannot shift an unseen one past us; records of second
   ``F`` that the previous page held are skipped by id. When a page is full of one second ``T``,
@@ -32,7 +33,9 @@ order, so it may repeat a row (dropped by id) but never skip one; only a departu
   since then (for a server whose changes leave no event), and among the other list's records
   of ``T`` (deleted or restored in place); the second is walked again if one it saw is there
   (bounded). The deleted list (``with=only_deleted``) is walked the same way, so deleted records
-  arrive with is_deleted true.
+  arrive with is_deleted true. Notes have no deleted list and no events of their own: for them
+  the check sees the notes edited since (at the server's time), not notes deleted or back-dated
+  meanwhile, which matters only inside a second stamped on over two pages (500) of notes.
 
 * tasks (`PagesWalk` by id, `kommo_dagster.kommo.tasks`): Kommo filters tasks on updated_at but
   orders them only by id. The window is cut into equal slices of time, each offset-paged by id.
@@ -107,6 +110,11 @@ def records_of(stream: Stream, resp: Response) -> tuple[list[dict[str, Any]], bo
     data = resp.data
     if data is None:
         return [], False
+    if stream.list_key is None:
+        # The body is the one record (the account).
+        if not isinstance(data, dict):
+            raise KommoResponseError(f"Kommo's {stream.name} response is not a JSON object")
+        return [data], False
     embedded = data.get("_embedded")
     if embedded is None:
         return [], False

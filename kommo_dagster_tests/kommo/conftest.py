@@ -10,12 +10,13 @@ import pytest
 
 from kommo_dagster.kommo import KommoClient, RetryPolicy
 from kommo_dagster.kommo.records import to_columns
+from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, get_stream
 from kommo_dagster.sandbox import KommoSandbox
 
 # The sandbox's default data window, [2026-10-01, 2026-11-01).
 START = datetime(2026, 10, 1, tzinfo=UTC)
 END = datetime(2026, 11, 1, tzinfo=UTC)
-INCREMENTAL = ("leads", "contacts", "companies", "tasks", "events")
+INCREMENTAL = INCREMENTAL_STREAMS
 
 # Fast retries for tests; retry_after from the sandbox (1 s) is still honoured.
 FAST_RETRY = RetryPolicy(max_attempts=6, max_elapsed=30.0, backoff_base=0.01, backoff_max=0.05)
@@ -54,7 +55,7 @@ def rows_of(stream: str, records: list[dict[str, Any]]) -> list[tuple]:
 
 def expected(sb: KommoSandbox, stream: str, start: datetime = START, end: datetime = END):
     """The sandbox's expected rows of `stream` whose cursor lies in [start, end)."""
-    cursor = {"events": "created_at"}.get(stream, "updated_at")
+    cursor = get_stream(stream).cursor
     lo, hi = start.timestamp(), end.timestamp()
     out = []
     for row in sb.expected_rows(stream):

@@ -175,7 +175,7 @@ def test_an_html_403_is_an_ip_block_that_only_support_can_lift(sandbox_factory, 
 
 def test_404_on_a_pipeline_names_it(account, client_for):
     client = client_for(account)
-    with pytest.raises(KommoNotFoundError, match="pipeline with id 424242"):
+    with pytest.raises(KommoNotFoundError, match="pipelines entry with id 424242"):
         list(client.iter_records("statuses", parent_ids=[424242]))
 
 
