@@ -1,9 +1,10 @@
 """The demo: a Kommo sandbox account extracted into DuckDB with `dagster asset materialize`.
 
 Run by `scripts/demo.sh` (which first installs the project into .venv). It starts the sandbox as
-a subprocess, runs the real Dagster CLI twice (the full-table streams, then the five incremental
-streams as one single-run range over the sandbox's window), prints what landed and one query, and
-says how to open the same runs and file in `dagster dev`.
+a subprocess, runs the real Dagster CLI twice (every full-table stream, then every incremental
+stream as one single-run range over the sandbox's window; the lists come from the stream
+declaration), prints every table's row count and two queries across tables, and says how to open
+the same runs and file in `dagster dev`.
 
 Everything stays inside the repository: the database is ``data/kommo_demo.duckdb`` (not the
 default ``data/kommo_crm.duckdb``, which is left for a real account) and the Dagster instance is
@@ -44,6 +45,24 @@ JOIN kommo.statuses AS s ON s.pipeline_id = l.pipeline_id AND s.id = l.status_id
 WHERE NOT l.is_deleted
 GROUP BY p.name, p.sort, s.name, s.sort
 ORDER BY p.sort, s.sort
+"""
+
+LOSS_REASONS_AND_NOTES = """
+WITH current_leads AS (
+    SELECT * FROM kommo.leads
+    QUALIFY row_number() OVER (PARTITION BY id ORDER BY updated_at DESC) = 1
+), notes AS (
+    SELECT entity_id, count(*) AS notes, count(*) FILTER (note_type LIKE 'call_%') AS calls
+    FROM kommo.lead_notes_current GROUP BY entity_id
+)
+SELECT coalesce(r.name, '(no reason)') AS loss_reason, count(*) AS lost_leads,
+       sum(coalesce(n.notes, 0)) AS notes, sum(coalesce(n.calls, 0)) AS calls
+FROM current_leads AS l
+LEFT JOIN kommo.loss_reasons AS r ON r.id = l.loss_reason_id
+LEFT JOIN notes AS n ON n.entity_id = l.id
+WHERE l.status_id = 143 AND NOT l.is_deleted
+GROUP BY ALL
+ORDER BY lost_leads DESC
 """
 
 
@@ -148,12 +167,17 @@ def _materialize(env: dict[str, str], *args: str) -> None:
 def _report() -> None:
     with duckdb.connect(str(DATABASE), read_only=True) as con:
         _say(f"\nRows in {DATABASE.relative_to(ROOT)}:")
-        for stream in STREAMS:
+        width = max(map(len, STREAMS))
+        for stream, spec in STREAMS.items():
             [(count,)] = con.execute(f"SELECT count(*) FROM kommo.{stream}").fetchall()
-            _say(f"  kommo.{stream:<10} {count:>7,}")
+            sync = f"daily by {spec.cursor}" if spec.is_incremental else "full table"
+            _say(f"  kommo.{stream:<{width}} {count:>7,}  ({sync}, GET {spec.path})")
         _say("\nLeads per pipeline stage (latest version of each lead, deleted ones left out):")
         sys.stdout.flush()
         con.sql(LEADS_PER_STAGE).show(max_rows=60, max_width=110)
+        _say("\nLost leads per loss reason, with the notes and calls on them:")
+        sys.stdout.flush()
+        con.sql(LOSS_REASONS_AND_NOTES).show(max_rows=20, max_width=110)
 
 
 def _next_steps(first: str, last: str) -> str:
@@ -164,7 +188,7 @@ Open the same runs and file in the Dagster UI (from {ROOT}):
   DAGSTER_HOME="$PWD/.dagster_home" KOMMO_DUCKDB_PATH={db} KOMMO_START_DATE={first} \\
     .venv/bin/dagster dev -w workspace.yaml
 
-then browse http://127.0.0.1:3000 : Assets shows the eight kommo/* assets, their partitions
+then browse http://127.0.0.1:3000 : Assets shows the {len(STREAMS)} kommo/* assets, partitions
 {first}..{last} materialized, and the two runs above under Runs. To materialize from the UI too,
 serve the sandbox in another terminal and add its two variables to the command above:
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo: installs into .venv, starts a local Kommo sandbox, materializes all eight streams
+# The demo: installs into .venv, starts a local Kommo sandbox, materializes every stream
 # into data/kommo_demo.duckdb with `dagster asset materialize`, prints what landed, and says how
 # to open the same runs in `dagster dev`.
 set -euo pipefail

@@ -7,7 +7,7 @@ Needs Debian's `chromium` and `chromium-driver` and the `docs` extra (selenium):
     .venv/bin/python scripts/screenshot_asset_graph.py --url http://127.0.0.1:3000
 
 It opens the `kommo` asset group's lineage page headless, dismisses the first-visit dialog, waits
-for the eight asset nodes to render and saves a PNG (default `docs/asset-graph.png`).
+for every declared stream's asset node to render and saves a PNG (default `docs/asset-graph.png`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from selenium.common.exceptions import NoSuchElementException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-STREAMS = ("leads", "contacts", "companies", "tasks", "events", "pipelines", "statuses", "users")
+from kommo_dagster.kommo.streams import STREAMS
 
 
 def _driver(*, width: int, height: int) -> webdriver.Chrome:
@@ -63,7 +63,7 @@ def take(*, url: str, out: Path, width: int, height: int, timeout: float) -> Non
                 break
             time.sleep(0.5)
         else:
-            raise TimeoutError(f"the asset graph at {url} did not show all eight streams")
+            raise TimeoutError(f"the asset graph at {url} did not show all {len(STREAMS)} streams")
         time.sleep(2)  # let the graph settle after its layout animation
         _click_if_present(driver, "Skip")
         out.parent.mkdir(parents=True, exist_ok=True)
