@@ -138,12 +138,13 @@ def table_exists(
 # Typed batches
 
 
-def typed_frame(stream: Stream, columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
-    """A DataFrame of the contract's columns, in contract order, with types that cannot drift.
+def typed_arrays(stream: Stream, columns: Mapping[str, Sequence[Any]]) -> dict[str, np.ndarray]:
+    """NumPy arrays of the contract's columns, in contract order, with types that cannot drift.
 
-    integer -> int64 (pandas ``Int64`` when there are NULLs: never float), boolean -> bool
-    (``boolean`` with NULLs), string -> object holding ``str`` or ``None``. ``columns`` is the
-    output of `kommo_dagster.kommo.records.to_columns`: exactly the stream's columns.
+    integer -> int64, boolean -> bool, each a masked array when it holds NULLs (never float);
+    string -> object holding ``str`` or ``None``. ``columns`` is the output of
+    `kommo_dagster.kommo.records.to_columns`: exactly the stream's columns. DuckDB scans such a
+    dict directly (no DataFrame in between), NULLs taken from the masks.
     """
     names = stream.column_names
     if set(columns) != set(names):
@@ -156,17 +157,34 @@ def typed_frame(stream: Stream, columns: Mapping[str, Sequence[Any]]) -> pd.Data
     lengths = {len(columns[n]) for n in names}
     if len(lengths) > 1:
         raise WarehouseError(f"{stream.name}: batch columns have different lengths {lengths}")
-    data = {c.name: _typed_array(c.type, columns[c.name], c.name) for c in stream.columns}
-    return pd.DataFrame(data, columns=list(names), copy=False)
+    return {c.name: _typed_array(c.type, columns[c.name], c.name) for c in stream.columns}
+
+
+def typed_frame(stream: Stream, columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
+    """`typed_arrays` as a DataFrame: masked columns become pandas ``Int64`` / ``boolean``."""
+    data = {name: _masked_to_pandas(array) for name, array in typed_arrays(stream, columns).items()}
+    return pd.DataFrame(data, columns=list(stream.column_names), copy=False)
+
+
+def _masked_to_pandas(array: np.ndarray) -> Any:
+    if not isinstance(array, np.ma.MaskedArray):
+        return array
+    mask = np.ma.getmaskarray(array)
+    data = array.data
+    return (
+        pd.arrays.BooleanArray(data, mask)
+        if data.dtype == np.bool_
+        else pd.arrays.IntegerArray(data, mask)
+    )
 
 
 _NONE = type(None)
 
 
-def _typed_array(kind: str, values: Sequence[Any], name: str) -> Any:
+def _typed_array(kind: str, values: Sequence[Any], name: str) -> np.ndarray:
     # One pass over the types picks the path: numpy for columns without NULLs, a mask built by
-    # numpy for int/bool columns with NULLs (pandas' own list conversion is three times slower),
-    # and pandas' checked conversion for anything unusual, which refuses lossy casts.
+    # numpy for int/bool columns with NULLs, and pandas' checked conversion for anything
+    # unusual, which refuses lossy casts.
     kinds = set(map(type, values))
     if kind == "string":
         if not kinds <= {str, _NONE}:
@@ -174,11 +192,7 @@ def _typed_array(kind: str, values: Sequence[Any], name: str) -> Any:
                 f"column {name!r} (string) holds {sorted(k.__name__ for k in kinds)}"
             )
         return np.array(values, dtype=object)
-    scalar, dtype, masked = (
-        (int, np.int64, pd.arrays.IntegerArray)
-        if kind == "integer"
-        else (bool, np.bool_, pd.arrays.BooleanArray)
-    )
+    scalar, dtype = (int, np.int64) if kind == "integer" else (bool, np.bool_)
     try:
         if kinds <= {scalar}:
             return np.array(values, dtype=dtype)
@@ -186,10 +200,12 @@ def _typed_array(kind: str, values: Sequence[Any], name: str) -> Any:
             objects = np.array(values, dtype=object)
             mask = np.equal(objects, None)
             objects[mask] = 0
-            return masked(objects.astype(dtype), mask)
+            return np.ma.MaskedArray(objects.astype(dtype), mask)
         if kind == "integer" and bool in kinds:
             raise TypeError("a boolean is not an integer")
-        return pd.array(values, dtype="Int64" if kind == "integer" else "boolean")
+        checked = pd.array(values, dtype="Int64" if kind == "integer" else "boolean")
+        mask = np.asarray(checked.isna())
+        return np.ma.MaskedArray(checked.to_numpy(dtype=dtype, na_value=0), mask)
     except (TypeError, ValueError, OverflowError) as exc:
         raise WarehouseError(
             f"column {name!r} ({kind}) holds a value that is not {kind}: {exc}"
@@ -400,12 +416,13 @@ class StagedRows:
         return self._con
 
     def append(self, columns: Mapping[str, Sequence[Any]]) -> None:
-        frame = typed_frame(self.stream, columns)
-        if frame.empty:
+        arrays = typed_arrays(self.stream, columns)
+        rows = len(next(iter(arrays.values()), ()))
+        if not rows:
             return
-        _insert_frame(self._connection(), self.stream, frame, target=quote(self.stream.name))
+        _insert_arrays(self._connection(), self.stream, arrays, target=quote(self.stream.name))
         self._track_cursor(columns)
-        self.rows += len(frame)
+        self.rows += rows
 
     def _track_cursor(self, columns: Mapping[str, Sequence[Any]]) -> None:
         if self.stream.cursor is None:
@@ -512,10 +529,14 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _insert_frame(
-    con: duckdb.DuckDBPyConnection, stream: Stream, frame: pd.DataFrame, *, target: str
+def _insert_arrays(
+    con: duckdb.DuckDBPyConnection,
+    stream: Stream,
+    arrays: Mapping[str, np.ndarray] | pd.DataFrame,
+    *,
+    target: str,
 ) -> None:
-    con.register("kommo_frame", frame)
+    con.register("kommo_frame", arrays)
     try:
         con.execute(
             f"INSERT INTO {target} ({_column_list(stream)}) "
@@ -620,5 +641,6 @@ __all__ = [
     "table_columns",
     "table_exists",
     "table_ref",
+    "typed_arrays",
     "typed_frame",
 ]
