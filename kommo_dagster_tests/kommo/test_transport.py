@@ -140,6 +140,37 @@ def test_a_netrc_entry_for_the_host_does_not_replace_the_token(
     assert "token=***" in repr(client._transport.session.auth)
 
 
+def _transport(base_url: str):
+    from kommo_dagster.kommo.config import Secret
+    from kommo_dagster.kommo.stats import StatsRecorder
+    from kommo_dagster.kommo.transport import Transport
+
+    return Transport(
+        base_url=base_url,
+        token=Secret(SECRET),
+        limiter=None,
+        stats=StatsRecorder(),
+        pool_size=1,
+        timeout=(1.0, 1.0),
+        retry=RetryPolicy(),
+    )
+
+
+def test_proxies_and_the_ca_bundle_still_come_from_the_environment(monkeypatch, tmp_path):
+    """They are read once, for the account's host, rather than on every request."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    session = _transport("https://acme.kommo.com").session
+    assert session.proxies["https"] == "http://proxy.example:3128"
+    assert session.verify == str(bundle)
+    monkeypatch.setenv("NO_PROXY", "acme.kommo.com")
+    assert "https" not in _transport("https://acme.kommo.com").session.proxies
+
+
 def test_401_names_the_token_variable_and_is_not_retried(account, client_for):
     client = client_for(account, token="tok-wrong-" + SECRET)
     with pytest.raises(KommoAuthError, match="check KOMMO_API_TOKEN") as err:
