@@ -129,22 +129,68 @@ def test_slots_are_spaced_evenly(tmp_path):
     assert wait == pytest.approx(first + lim.window / 7 - time.time(), abs=0.02)
 
 
-def test_a_request_sent_late_pushes_the_following_slots_back(tmp_path):
-    """A slot settled to a later send time counts from then: the next slots that depend on it
-    (one window later, and the even spacing after it) move back by the same delay."""
-    lim = SharedRateLimiter(key="late", requests_per_second=2, directory=tmp_path, margin=0)
+@pytest.mark.parametrize(
+    ("rps", "due"),
+    [
+        # One slot a window: the next must come a window after the real send (0.9 + 1).
+        (1, 1.9),
+        # Two a window: the next keeps to the even spacing's grid (0.5), however late the
+        # first went out; the window's rule, on the real send times, still holds.
+        (2, 0.5),
+    ],
+)
+def test_a_request_sent_late_pushes_back_only_the_slot_a_window_later(tmp_path, rps, due):
+    lim = SharedRateLimiter(key="late", requests_per_second=rps, directory=tmp_path, margin=0)
+    first, _ = lim.try_acquire()
+    assert first is not None
+    lim.settle(first, first + 0.9 * (1 / rps))
+    second, wait = lim.try_acquire()
+    assert second is None and wait == pytest.approx(first + due - time.time(), abs=0.05)
+
+
+def test_settling_moves_the_slot_in_the_shared_log(tmp_path):
+    lim = SharedRateLimiter(key="settle", requests_per_second=1, directory=tmp_path, margin=0)
     first, _ = lim.try_acquire()
     assert first is not None
     lim.settle(first, first + 0.9)
-    second, wait = lim.try_acquire()
-    # Even spacing (window / capacity = 0.5 s) now counts from the real send time.
-    assert second is None and wait > 0.5
-    path_values = array("d", lim.path.read_bytes())[3:].tolist()
-    assert path_values == [first + 0.9]
+    assert _slots(lim) == [first + 0.9]
     # Settling earlier than the slot, or a slot no longer in the log, changes nothing.
     lim.settle(first + 0.9, first)
     lim.settle(12345.0, 99999.0)
-    assert array("d", lim.path.read_bytes())[3:].tolist() == [first + 0.9]
+    assert _slots(lim) == [first + 0.9]
+
+
+def _write_state(lim: SharedRateLimiter, *, grid: float, slots: list[float]) -> None:
+    Path(lim.path).write_bytes(array("d", [0.0, 0.0, 0.0, grid, *slots]).tobytes())
+
+
+def _slots(lim: SharedRateLimiter) -> list[float]:
+    return array("d", lim.path.read_bytes())[4:].tolist()
+
+
+def test_a_thread_that_wakes_late_keeps_the_grid(tmp_path):
+    lim = SharedRateLimiter(key="grid", requests_per_second=5, directory=tmp_path, margin=0)
+    spacing = lim.window / lim.capacity
+    now = time.time()
+    # The slot was due 0.3 spacings ago: taking it now leaves the grid where it was planned,
+    # so the next slot comes 0.7 spacings from now.
+    _write_state(lim, grid=now - 1.3 * spacing, slots=[now - 1.3 * spacing])
+    at, _ = lim.try_acquire()
+    assert at is not None
+    _, wait = lim.try_acquire()
+    assert wait == pytest.approx(at - 0.3 * spacing + spacing - time.time(), abs=0.03)
+    assert wait < 0.8 * spacing
+
+
+def test_after_an_idle_while_the_grid_starts_again(tmp_path):
+    lim = SharedRateLimiter(key="idle", requests_per_second=5, directory=tmp_path, margin=0)
+    spacing = lim.window / lim.capacity
+    # Idle for three spacings: no burst of catching up, the next slot is a spacing after now.
+    _write_state(lim, grid=time.time() - 3 * spacing, slots=[])
+    at, _ = lim.try_acquire()
+    assert at is not None
+    _, wait = lim.try_acquire()
+    assert wait == pytest.approx(at + spacing - time.time(), abs=0.03)
 
 
 def test_a_torn_state_file_is_read_as_a_full_window(tmp_path):
@@ -155,7 +201,7 @@ def test_a_torn_state_file_is_read_as_a_full_window(tmp_path):
     # ...and the file is whole again, so the limiter recovers after that one window.
     state = array("d")
     state.frombytes(Path(lim.path).read_bytes())
-    assert len(state) == 3 and state[0] == pytest.approx(time.time() + wait, abs=0.5)
+    assert len(state) == 4 and state[0] == pytest.approx(time.time() + wait, abs=0.5)
 
 
 # --- against the sandbox, which counts requests on arrival in a sliding one-second window ----
