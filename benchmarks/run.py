@@ -6,8 +6,10 @@ worker processes (`benchmarks.worker`), and prints one row per scenario and extr
 1. ceiling: 300 ± 50 ms latency, 7 requests/s, about 100,000 leads: requests against the
    minimum, achieved rate over the limit, wall time over the minimum time, 429s;
 2. local: no latency, no limit, 500,000 leads: CPU seconds per 100,000 rows, peak RSS;
-3. quiet: after the backfill, today's partition with nothing changed: requests per stream;
-4. the peer (dlt's REST API source) in the same sandboxes, in the same run.
+3. quiet: after the backfill, today's partition with nothing changed: requests per list;
+4. the peer (dlt's REST API source) in the same sandboxes, in the same run;
+5. accounts: ten sandbox accounts of 20,000 leads, 7 requests/s and 300 ms each, extracted at
+   once through the multi-account configuration (`benchmarks.accounts`).
 
 See benchmarks/README.md for the choices behind each figure.
 """
@@ -15,6 +17,7 @@ See benchmarks/README.md for the choices behind each figure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -24,12 +27,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from benchmarks import metrics
+from benchmarks.accounts import run_accounts
 from benchmarks.metrics import Row
 from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS
 from kommo_dagster.sandbox import SandboxConfig, SandboxProcess
@@ -39,7 +44,7 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 README = ROOT / "benchmarks" / "README.md"
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
-SCENARIOS = ("ceiling", "local", "quiet")
+SCENARIOS = ("ceiling", "local", "quiet", "accounts")
 EXTRACTORS = ("dagster", "dlt")
 NAMES = {"dagster": "kommo-dagster", "dlt": "dlt rest_api (peer)"}
 DAY = 86_400
@@ -70,6 +75,9 @@ class Plan:
     # Whether the peer runs dlt's normalize and load in scenario 1 (its extract step is what
     # meets the API; normalizing 100,000 leads takes dlt several minutes).
     peer_ceiling_load: bool = False
+    # Scenario 5: accounts extracted at once, leads in each.
+    accounts: int = 10
+    account_leads: int = 20_000
     # Incremental streams to benchmark (all five by default).
     streams: tuple[str, ...] = INCREMENTAL_STREAMS
     worker_timeout: float = 1800.0
@@ -104,7 +112,13 @@ class Plan:
         return SandboxConfig(seed=self.seed, start=self.data_start, end=self.data_end, **overrides)
 
 
-QUICK = {"ceiling_leads": 2_000, "local_leads": 10_000, "worker_timeout": 300.0}
+QUICK = {
+    "ceiling_leads": 2_000,
+    "local_leads": 10_000,
+    "accounts": 2,
+    "account_leads": 2_000,
+    "worker_timeout": 300.0,
+}
 
 
 def dlt_available() -> bool:
@@ -286,6 +300,60 @@ def local_cost(plan: Plan, *, extractors: list[str], tmp: Path) -> list[Row]:
     return rows
 
 
+def many_accounts(plan: Plan, *, tmp: Path) -> list[Row]:
+    """Scenario 5: ``plan.accounts`` sandboxes, their leads extracted at once (ours only: the
+    peer has no shared budget or multi-account configuration to compare)."""
+    config = plan.sandbox(
+        leads=plan.account_leads,
+        requests_per_second=plan.limit,
+        latency_ms=plan.latency_ms,
+        latency_jitter_ms=plan.jitter_ms,
+    )
+    configs = [dataclasses.replace(config, seed=plan.seed + i) for i in range(plan.accounts)]
+    _log(
+        f"accounts: {plan.accounts} sandboxes of {plan.account_leads:,} leads, {plan.limit:g}/s, "
+        f"{plan.latency_ms:g} ms each"
+    )
+    with contextlib.ExitStack() as stack:
+        sandboxes = [SandboxProcess(c, startup_timeout=900) for c in configs]
+        for sb in sandboxes:
+            stack.callback(sb.stop)
+        # Started side by side: generating the accounts is most of the set-up.
+        with ThreadPoolExecutor(len(sandboxes)) as pool:
+            list(pool.map(lambda sb: sb.start(), sandboxes))
+        accounts = [
+            {"name": f"acc{i}", "base_url": sb.base_url, "token": sb.token}
+            for i, sb in enumerate(sandboxes)
+        ]
+        result = run_accounts(
+            accounts=accounts,
+            sandbox_pids=[sb.pid for sb in sandboxes],
+            spec={
+                "partitions_start": plan.data_start.isoformat(),
+                "requests_per_second": plan.limit,
+                "runs": _runs([("leads", plan.full_window())]),
+            },
+            workdir=tmp / "accounts",
+            timeout=plan.worker_timeout,
+        )
+    _log(result.summary())
+    streams = []
+    for run in result.runs:
+        figures = metrics.stream_figures(run)
+        figures.stream = f"{run['account']}/leads"
+        streams.append(figures)
+    row = Row(
+        scenario="5 accounts",
+        extractor=NAMES["dagster"],
+        streams=streams,
+        limit=plan.limit,
+        note=result.summary(),
+        concurrent=True,
+    )
+    row.targets = metrics.evaluate_targets(row, kind="accounts")
+    return [row]
+
+
 def machine() -> dict[str, Any]:
     info: dict[str, Any] = {
         "cpus": os.cpu_count(),
@@ -316,7 +384,9 @@ def render(
         f"Sandbox data: {plan.data_start} .. {plan.data_end} (seed {plan.seed}). Scenario 1: "
         f"{plan.ceiling_leads:,} leads, {plan.latency_ms:g} ± {plan.jitter_ms:g} ms, "
         f"{plan.limit:g} requests/s. Scenario 2: {plan.local_leads:,} leads, no latency, no "
-        f"limit. Scenario 3: partition {plan.today}.",
+        f"limit. Scenario 3: partition {plan.today}. Scenario 5: {plan.accounts} accounts of "
+        f"{plan.account_leads:,} leads, each {plan.latency_ms:g} ± {plan.jitter_ms:g} ms and "
+        f"{plan.limit:g} requests/s, at once.",
         "",
         metrics.summary_table(rows),
         "",
@@ -355,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--other-days", type=int, help="days of the other streams in scenario 1")
     p.add_argument("--local-leads", type=int, help="leads in scenario 2")
     p.add_argument("--peer-local-days", type=int, help="days of leads the peer reads in 2")
+    p.add_argument("--accounts", type=int, help="accounts extracted at once in 5 (10)")
+    p.add_argument("--account-leads", type=int, help="leads of each account in 5 (20,000)")
     p.add_argument("--latency-ms", type=float, help="sandbox latency in scenario 1 (300)")
     p.add_argument("--jitter-ms", type=float, help="latency jitter in scenario 1 (50)")
     p.add_argument(
@@ -388,6 +460,8 @@ def plan_from_args(ns: argparse.Namespace) -> Plan:
         "other_days",
         "local_leads",
         "peer_local_days",
+        "accounts",
+        "account_leads",
         "latency_ms",
         "jitter_ms",
     ):
@@ -429,7 +503,9 @@ def main(argv: list[str] | None = None) -> int:
             rows += ceiling_and_quiet(plan, scenarios=scenarios, extractors=extractors, tmp=tmp)
         if "local" in scenarios:
             rows += local_cost(plan, extractors=extractors, tmp=tmp)
-    order = {"1": 0, "2": 1, "3": 2}
+        if "accounts" in scenarios:
+            rows += many_accounts(plan, tmp=tmp)
+    order = {"1": 0, "2": 1, "3": 2, "5": 3}
     rows.sort(key=lambda r: (order.get(r.scenario[0], 9), r.extractor != NAMES["dagster"]))
     seconds = time.perf_counter() - began
     markdown = render(rows, plan=plan, started=started, seconds=seconds, notes=notes)

@@ -75,32 +75,40 @@ class DagsterRunner:
     def __init__(self, spec: dict[str, Any], workdir: Path) -> None:
         home = workdir / "dagster_home"
         home.mkdir(parents=True, exist_ok=True)
-        os.environ.update(
-            DAGSTER_HOME=str(home),
-            KOMMO_BASE_URL=spec["base_url"],
-            KOMMO_API_TOKEN=spec["token"],
-            KOMMO_START_DATE=spec["partitions_start"],
-            KOMMO_DUCKDB_PATH=str(workdir / "kommo_bench.duckdb"),
-            KOMMO_REQUESTS_PER_SECOND=str(spec["requests_per_second"]),
-            KOMMO_RATE_LIMIT_DIR=str(workdir / "ratelimit"),
-            KOMMO_STAGING_DIR=str(workdir / "staging"),
-        )
+        env = {
+            "DAGSTER_HOME": str(home),
+            "KOMMO_START_DATE": spec["partitions_start"],
+            "KOMMO_DUCKDB_PATH": spec.get("duckdb_path") or str(workdir / "kommo_bench.duckdb"),
+            "KOMMO_REQUESTS_PER_SECOND": str(spec["requests_per_second"]),
+            "KOMMO_RATE_LIMIT_DIR": spec.get("rate_limit_dir") or str(workdir / "ratelimit"),
+            "KOMMO_STAGING_DIR": str(workdir / "staging"),
+        }
+        account = spec.get("account")
+        if account is None:
+            env.update(KOMMO_BASE_URL=spec["base_url"], KOMMO_API_TOKEN=spec["token"])
+        else:
+            # Several accounts, configured as a deployment would (KOMMO_ACCOUNTS); this worker
+            # extracts one of them, as one of the deployment's concurrent runs.
+            env["KOMMO_ACCOUNTS"] = ",".join(a["name"] for a in spec["accounts"])
+            for a in spec["accounts"]:
+                env[f"KOMMO_{a['name'].upper()}_BASE_URL"] = a["base_url"]
+                env[f"KOMMO_{a['name'].upper()}_API_TOKEN"] = a["token"]
+        os.environ.update(env)
         (workdir / "staging").mkdir(exist_ok=True)
         import dagster as dg
 
         from benchmarks.observed import ObservedKommoResource
-        from kommo_dagster.definitions import build_definitions
-        from kommo_dagster.settings import Settings
+        from kommo_dagster.accounts import Account, AccountScope, accounts_from_env
+        from kommo_dagster.builder import build_kommo_definitions
 
         self.dg = dg
-        self.settings = Settings.from_env()
-        self.kommo = ObservedKommoResource(
-            api_token=spec["token"],
-            base_url=spec["base_url"],
-            requests_per_second=float(spec["requests_per_second"]),
-            rate_limit_dir=str(workdir / "ratelimit"),
-        )
-        self.defs = build_definitions(self.settings, kommo=self.kommo)
+        accounts = accounts_from_env()
+        (mine,) = [a for a in accounts if a.settings.account == account]
+        self.settings = mine.settings
+        self.kommo = ObservedKommoResource.from_env(account=account)
+        accounts[accounts.index(mine)] = Account(mine.settings, self.kommo)
+        self.defs = build_kommo_definitions(accounts)
+        self.key_prefix = AccountScope.of(self.settings).key_prefix
         self.instance = dg.DagsterInstance.get()
 
     def run(self, stream: str, start: int, end: int) -> dict[str, Any]:
@@ -118,7 +126,7 @@ class DagsterRunner:
         result = dg.materialize(
             list(self.defs.assets or []),
             resources=self.defs.resources,
-            selection=[dg.AssetKey(["kommo", stream])],
+            selection=[dg.AssetKey([*self.key_prefix, stream])],
             instance=self.instance,
             raise_on_error=False,
             **kwargs,
@@ -149,14 +157,14 @@ class DagsterRunner:
         }
 
     def _rows(self, stream: str, start: int, end: int) -> dict[str, int]:
-        import duckdb
-
         from kommo_dagster.kommo.streams import get_stream
+        from kommo_dagster.warehouse import connect
 
         spec = get_stream(stream)
         cursor = spec.cursor or "updated_at"
         table = f'{self.settings.schema}."{stream}"'
-        with duckdb.connect(str(self.settings.duckdb_path), read_only=True) as con:
+        # Through the project's lock: other workers' runs may be writing the same file.
+        with connect(self.settings.duckdb_path, timeout=300, read_only=True) as con:
             if spec.has_deleted_list:
                 live, deleted = con.execute(
                     f"SELECT count(*) FILTER (WHERE NOT is_deleted), "
@@ -226,9 +234,12 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         DagsterRunner(spec, workdir) if spec["engine"] == "dagster" else DltRunner(spec, workdir)
     )
     setup_cpu = cpu_seconds() - cpu0
+    if spec.get("barrier"):
+        _wait_at_barrier(Path(spec["barrier"]), spec["account"])
     results = []
     for run in spec["runs"]:
         control.reset_stats()
+        began = time.time()
         c0, t0 = cpu_seconds(), time.perf_counter()
         error = None
         out: dict[str, Any] = {}
@@ -245,6 +256,7 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
                 **run,
                 **out,
                 "error": error,
+                "began": began,
                 "wall": wall,
                 "cpu": cpu,
                 "requests": stats["requests"],
@@ -262,6 +274,15 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         "setup_cpu": setup_cpu,
         "peak_rss_bytes": peak_rss_bytes(),
     }
+
+
+def _wait_at_barrier(barrier: Path, name: str) -> None:
+    """Say this worker is set up, then wait for the go: the accounts' runs start together,
+    after every worker has paid its imports and definitions."""
+    (barrier / f"{name}.ready").touch()
+    go = barrier / "go"
+    while not go.exists():
+        time.sleep(0.02)
 
 
 def window(start_day: str, days: int) -> tuple[int, int]:

@@ -25,6 +25,7 @@ def test_quick_run_reports_every_scenario(tmp_path):
             "--quick",
             "--ceiling-leads", "300",
             "--local-leads", "300",
+            "--account-leads", "300",
             "--streams", "leads",
             "--latency-ms", "0",
             "--jitter-ms", "0",
@@ -38,7 +39,12 @@ def test_quick_run_reports_every_scenario(tmp_path):
     names = [run.NAMES[e] for e in extractors.split(",")]
     assert set(rows) == {
         (s, n) for s in ("1 ceiling", "2 local cost", "3 quiet day") for n in names
-    }
+    } | {("5 accounts", run.NAMES["dagster"])}
+    accounts = rows.pop(("5 accounts", run.NAMES["dagster"]))
+    # Two accounts of the multi-account configuration, each its own run against its own host.
+    assert [s["stream"] for s in accounts["streams"]] == ["acc0/leads", "acc1/leads"]
+    assert all(s["rows"] == 300 and s["requests"] >= s["minimum"] for s in accounts["streams"])
+    assert accounts["errors"] == [] and accounts["throttled"] == 0 and accounts["targets"]
     for (scenario, _), row in rows.items():
         assert row["errors"] == []
         assert row["throttled"] == 0
@@ -56,7 +62,7 @@ def test_quick_run_reports_every_scenario(tmp_path):
     # 300 leads hold 12 deleted ones (every 25th): our extraction reads both lists.
     assert ours["rows"] == 300
     markdown = (tmp_path / "latest.md").read_text()
-    for scenario in ("1 ceiling", "2 local cost", "3 quiet day"):
+    for scenario in ("1 ceiling", "2 local cost", "3 quiet day", "5 accounts"):
         assert f"| {scenario} |" in markdown
 
 
@@ -116,22 +122,25 @@ def test_subwindow_minimum_skips_checks_and_a_probe_that_pages_re_read():
     assert metrics.subwindow_minimum("tasks", []) is None
 
 
-def test_targets_judge_rate_excess_and_429s():
+def test_targets_judge_rate_wall_excess_per_list_and_429s():
     row = metrics.Row(
         scenario="1 ceiling",
         extractor="x",
         streams=[
             metrics.stream_figures(_run("leads", {"live": 1000, "deleted": 0}, 6)),
-            metrics.stream_figures(_run("events", {"live": 150}, 4)),
+            metrics.stream_figures(_run("events", {"live": 150}, 5)),
         ],
     )
-    # 10 requests in 10 s of extraction: 1/s of 7.
-    assert row.rate_ratio == pytest.approx(10 / 10.0 / 7)
+    # 11 requests in 10 s of extraction: 1.1/s of 7.
+    assert row.rate_ratio == pytest.approx(11 / 10.0 / 7)
     assert row.minimum == 5 + 2
     targets = metrics.evaluate_targets(row, kind="ceiling")
     assert targets == {
         "rate ≥ 0.95 of the limit": False,
-        "requests ≤ minimum + 1 per stream": False,  # events: 4 against 2
+        # leads: 10 s of wall against 5 requests at 7/s.
+        "leads wall ≤ 1.10 × minimum time": False,
+        # leads: +1 over two lists passes; events: 5 against 2 on its one list does not.
+        "requests ≤ minimum + 2 per list": False,
         "no 429": True,
     }
     quiet = metrics.Row(
@@ -140,5 +149,9 @@ def test_targets_judge_rate_excess_and_429s():
         streams=[metrics.stream_figures(_run("leads", {"live": 0, "deleted": 0}, 2))],
         limit=None,
     )
-    assert metrics.evaluate_targets(quiet, kind="quiet") == {"≤ 1 request per stream": False}
+    # Leads read two lists (live and deleted): one request each is the target.
+    assert metrics.evaluate_targets(quiet, kind="quiet") == {"≤ 1 request per list": True}
+    quiet.streams[0].requests = 3
+    assert metrics.evaluate_targets(quiet, kind="quiet") == {"≤ 1 request per list": False}
+    quiet.streams[0].requests = 2
     assert "| 3 quiet day | x | 0 | 2 (2) |" in metrics.summary_table([quiet])

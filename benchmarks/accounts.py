@@ -1,0 +1,201 @@
+"""Scenario 5, many accounts: N sandbox accounts extracted at once on this machine.
+
+Each account is its own sandbox process (its own host, so its own 7/s budget, 300 ± 50 ms
+latency). The code location is configured for all of them at once (``KOMMO_ACCOUNTS`` and each
+account's ``KOMMO_<ACCOUNT>_*`` variables, one DuckDB file, one rate-limit folder), and each
+account's leads are extracted by its own worker process, as a deployment's concurrent runs
+would be. The workers pay their imports first and then start together (a barrier), so the
+figures are the extractions', not Python's start-up.
+
+Reported: per account, rows, requests, the rate over its own limit and 429s (the sandbox's
+counts); together, the rows per second of the concurrent phase beside N × 1,750, the CPU our
+workers used in it (and the sandboxes', which stand in for Kommo), and from that the number of
+accounts at which this machine, not Kommo, becomes the bottleneck.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import metrics
+
+# What one account can yield at most: 7 requests a second of 250 leads.
+ROWS_PER_SECOND_PER_ACCOUNT = metrics.LIMIT_PER_SECOND * 250
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountsResult:
+    runs: list[dict[str, Any]]  # one per account, as `benchmarks.worker` reports a run
+    phase_seconds: float  # first run's start to last run's end
+    worker_cpu: float  # our workers' CPU in their runs
+    sandbox_cpu: float | None  # the sandboxes' CPU over the phase (psutil), if measurable
+    cores: int
+
+    @property
+    def rows(self) -> int:
+        return sum(sum((r.get("lists") or {}).values()) for r in self.runs)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.phase_seconds if self.phase_seconds else 0.0
+
+    @property
+    def extracting_rows_per_second(self) -> float:
+        """The accounts' rows per second while each was extracting (their rates added up)."""
+        return sum(
+            sum((r.get("lists") or {}).values()) / r["extract_seconds"]
+            for r in self.runs
+            if r.get("extract_seconds")
+        )
+
+    @property
+    def cores_per_account(self) -> float:
+        """Cores one account at its pace keeps busy in our extractor."""
+        return self.worker_cpu / self.phase_seconds / len(self.runs) if self.phase_seconds else 0.0
+
+    @property
+    def machine_bound_accounts(self) -> int | None:
+        """Accounts at which our extractors alone would use every core of this machine."""
+        per = self.cores_per_account
+        return int(self.cores / per) if per > 0 else None
+
+    def summary(self) -> str:
+        n = len(self.runs)
+        rates = [
+            r["requests"] / r["extract_seconds"] / metrics.LIMIT_PER_SECOND
+            for r in self.runs
+            if r.get("extract_seconds")
+        ]
+        sandbox = (
+            f"; the {n} sandboxes (standing in for Kommo) used {self.sandbox_cpu:.1f} CPU s"
+            if self.sandbox_cpu is not None
+            else ""
+        )
+        bound = self.machine_bound_accounts
+        return (
+            f"{n} accounts at once: {self.rows:,} rows in {self.phase_seconds:.1f} s of runs "
+            f"(Dagster's run start and the writes included), {self.rows_per_second:,.0f} rows/s; "
+            f"while extracting {self.extracting_rows_per_second:,.0f} rows/s, beside {n} × 1,750 "
+            f"= {n * ROWS_PER_SECOND_PER_ACCOUNT:,.0f}; rate ÷ 7 per account "
+            f"{min(rates, default=0):.2f}..{max(rates, default=0):.2f}. Our workers used "
+            f"{self.worker_cpu:.1f} CPU s ({self.cores_per_account:.3f} cores per account at its "
+            f"pace){sandbox}: on {self.cores} cores the machine, not Kommo, becomes the bottleneck "
+            f"at about {bound if bound is not None else '–'} accounts."
+        )
+
+
+def _cpu_of(pids: list[int]) -> float | None:
+    try:
+        import psutil
+    except ImportError:
+        return None
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def run_accounts(
+    *,
+    accounts: list[dict[str, Any]],
+    sandbox_pids: list[int],
+    spec: dict[str, Any],
+    workdir: Path,
+    timeout: float,
+) -> AccountsResult:
+    """Extract every account's leads at once, one worker process per account.
+
+    ``accounts``: ``[{"name", "base_url", "token"}]``; ``spec``: the rest of a worker spec
+    (partitions start, requests per second, runs), shared by all.
+    """
+    barrier = workdir / "barrier"
+    barrier.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    root = Path(__file__).resolve().parent.parent
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    procs: list[tuple[str, subprocess.Popen, Path, Any]] = []
+    for a in accounts:
+        wd = workdir / a["name"]
+        wd.mkdir(parents=True, exist_ok=True)
+        worker_spec = {
+            **spec,
+            "engine": "dagster",
+            "base_url": a["base_url"],
+            "token": a["token"],
+            "account": a["name"],
+            "accounts": accounts,
+            "duckdb_path": str(workdir / "kommo_accounts.duckdb"),
+            "rate_limit_dir": str(workdir / "ratelimit"),
+            "barrier": str(barrier),
+            "workdir": str(wd),
+        }
+        (wd / "spec.json").write_text(json.dumps(worker_spec))
+        log = (wd / "worker.log").open("w")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.worker",
+                str(wd / "spec.json"),
+                str(wd / "out.json"),
+            ],
+            cwd=root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        procs.append((a["name"], proc, wd, log))
+    deadline = time.monotonic() + timeout
+    try:
+        while len(list(barrier.glob("*.ready"))) < len(accounts):
+            if any(p.poll() is not None for _, p, _, _ in procs):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the accounts' workers did not get ready in time")
+            time.sleep(0.1)
+        sandbox_before = _cpu_of(sandbox_pids)
+        (barrier / "go").touch()
+        for _, proc, _, _ in procs:
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        sandbox_after = _cpu_of(sandbox_pids)
+    finally:
+        for _, proc, _, log in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
+    runs = []
+    for name, proc, wd, _ in procs:
+        out = wd / "out.json"
+        if proc.returncode != 0 or not out.exists():
+            tail = (wd / "worker.log").read_text()[-3000:]
+            raise RuntimeError(f"account {name}: the worker exited with {proc.returncode}:\n{tail}")
+        (run,) = json.loads(out.read_text())["runs"]
+        runs.append({**run, "stream": run["stream"], "account": name})
+    began = min(r["began"] for r in runs)
+    ended = max(r["began"] + r["wall"] for r in runs)
+    sandbox_cpu = (
+        sandbox_after - sandbox_before
+        if sandbox_before is not None and sandbox_after is not None
+        else None
+    )
+    return AccountsResult(
+        runs=runs,
+        phase_seconds=ended - began,
+        worker_cpu=sum(r["cpu"] for r in runs),
+        sandbox_cpu=sandbox_cpu,
+        cores=os.cpu_count() or 1,
+    )
+
+
+__all__ = ["ROWS_PER_SECOND_PER_ACCOUNT", "AccountsResult", "run_accounts"]
