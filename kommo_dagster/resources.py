@@ -19,15 +19,15 @@ from kommo_dagster.kommo.client import KommoClient, ProgressCallback
 from kommo_dagster.kommo.config import (
     DEFAULT_MAX_WORKERS,
     DEFAULT_REQUESTS_PER_SECOND,
+    ENV_ALLOW_ANY_HOST,
     ENV_API_TOKEN,
+    ENV_BAN_COOLDOWN_SECONDS,
     ENV_BASE_URL,
     ENV_MAX_WORKERS,
     ENV_RATE_LIMIT_DIR,
     ENV_REQUESTS_PER_SECOND,
     ENV_SUBDOMAIN,
     KommoSettings,
-    validate_max_workers,
-    validate_requests_per_second,
 )
 from kommo_dagster.kommo.errors import KommoConfigError
 
@@ -87,6 +87,21 @@ class KommoResource(dg.ConfigurableResource):
         ),
     )
 
+    ban_cooldown_seconds: str | None = Field(
+        default=None,
+        description=(
+            f"Seconds no request is sent after Kommo blocked this machine's IP "
+            f"({ENV_BAN_COOLDOWN_SECONDS}; default 3600)."
+        ),
+    )
+    allow_any_host: str | None = Field(
+        default=None,
+        description=(
+            f"true to allow a base URL outside *.kommo.com, *.amocrm.ru, *.amocrm.com and this "
+            f"machine ({ENV_ALLOW_ANY_HOST})."
+        ),
+    )
+
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str] | None = None, *, account: str | None = None
@@ -125,6 +140,12 @@ class KommoResource(dg.ConfigurableResource):
         rps = env.get(shared(ENV_REQUESTS_PER_SECOND), "").strip()
         if rps:
             kwargs["requests_per_second"] = _number_or_nan(rps)
+        for field, name in (
+            ("ban_cooldown_seconds", ENV_BAN_COOLDOWN_SECONDS),
+            ("allow_any_host", ENV_ALLOW_ANY_HOST),
+        ):
+            if env.get(shared(name), "").strip():
+                kwargs[field] = dg.EnvVar(shared(name))
         workers = env.get(shared(ENV_MAX_WORKERS), "").strip()
         if workers:
             kwargs["max_workers"] = int(workers) if workers.lstrip("-").isdigit() else -1
@@ -140,6 +161,8 @@ class KommoResource(dg.ConfigurableResource):
                 requests_per_second=_check_rps(self.requests_per_second),
                 max_workers=_check_workers(self.max_workers),
                 rate_limit_dir=_resolve(self.rate_limit_dir),
+                ban_cooldown_seconds=_resolve(self.ban_cooldown_seconds),
+                allow_any_host=_resolve(self.allow_any_host),
             )
         except KommoConfigError as exc:
             if self.env_prefix == _PREFIX:
@@ -149,8 +172,11 @@ class KommoResource(dg.ConfigurableResource):
             raise KommoConfigError(message) from None
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        # Fail the run at its start, before any step talks to Kommo.
-        self.settings()
+        # Fail the run at its start, before any step talks to Kommo: a setting names its
+        # variable, and the run's first request (GET /api/v4/account) tells a wrong token, an
+        # unpaid account, a wrong host or a blocked IP apart before any stream is read.
+        with self.get_client() as client:
+            client.check_account(users=_reads_users(context))
 
     def get_client(self, *, progress: ProgressCallback | None = None) -> KommoClient:
         """A validated client for this account; close it (or use ``with``) when done."""
@@ -172,18 +198,25 @@ def _number_or_nan(text: str) -> float:
         return float("nan")
 
 
-def _check_rps(value: float) -> float:
+def _check_rps(value: float) -> float | str:
+    """The value, or the variable's own text when it was not a number (then validation,
+    once, in `KommoSettings.build`, names it)."""
     if value != value:  # NaN: the variable held something that is not a number
-        raw = os.environ.get(ENV_REQUESTS_PER_SECOND, "")
-        return validate_requests_per_second(raw or "not a number")
-    return validate_requests_per_second(value)
+        return os.environ.get(ENV_REQUESTS_PER_SECOND, "") or "not a number"
+    return value
 
 
-def _check_workers(value: int) -> int:
+def _check_workers(value: int) -> int | str:
     if value == -1:  # the variable held something that is not an integer
-        raw = os.environ.get(ENV_MAX_WORKERS, "")
-        return validate_max_workers(raw or "not an integer")
-    return validate_max_workers(value)
+        return os.environ.get(ENV_MAX_WORKERS, "") or "not an integer"
+    return value
+
+
+def _reads_users(context: dg.InitResourceContext) -> bool:
+    """Whether the run names a users asset among those it materializes."""
+    run = context.run
+    selection = run.asset_selection if run is not None else None
+    return bool(selection) and any(key.path[-1] == "users" for key in selection)
 
 
 __all__ = ["KommoResource"]

@@ -109,6 +109,7 @@ def loaded(sandbox: KommoSandbox, tmp_path_factory: pytest.TempPathFactory) -> W
     wh.full_result = wh.run(FULL_TABLE_STREAMS)
     wh.range_result = wh.run(INCREMENTAL_STREAMS, partition_range=MONTH)
     wh.requests = sandbox.stats()["requests"]
+    wh.preflights = sum(sandbox.stats()["by_path"]["/api/v4/account"].values())
     return wh
 
 
@@ -211,8 +212,10 @@ def test_a_range_costs_one_extraction_not_one_per_day(loaded: Warehouse, tmp_pat
         m.materialization.metadata["kommo/requests"].value
         for m in loaded.full_result.get_asset_materialization_events()
     )
-    # what the sandbox counted is what the assets reported, and nothing else was asked
-    assert loaded.requests == sum(r[1] for r in report) + full_table_requests
+    # what the sandbox counted is what the assets reported, and each run's first request, the
+    # credentials preflight; nothing else was asked
+    assert loaded.preflights == 2
+    assert loaded.requests == sum(r[1] for r in report) + full_table_requests + 2
 
 
 def test_a_quiet_range_costs_one_request_per_list(fresh: Warehouse):
@@ -220,7 +223,7 @@ def test_a_quiet_range_costs_one_request_per_list(fresh: Warehouse):
     result = fresh.run(INCREMENTAL_STREAMS, partition_range=("2026-09-01", "2026-09-30"))
     assert result.success
     lists = sum(2 if STREAMS[s].has_deleted_list else 1 for s in INCREMENTAL_STREAMS)
-    assert fresh.sandbox.stats()["requests"] == lists
+    assert fresh.sandbox.stats()["requests"] == lists + 1  # and the run's preflight
 
 
 def test_an_empty_partition_leaves_empty_contract_tables(fresh: Warehouse):
@@ -318,17 +321,20 @@ def test_a_failed_run_leaves_the_table_as_it_was(sandbox_factory, tmp_path: Path
     before_leads, before_users = wh.rows("leads"), wh.rows("users")
 
     sandbox.update_config(unpaid=True)  # every request now answers 402
+    sandbox.reset_stats()
     failed = wh.run(["leads"], partition_range=MONTH, raise_on_error=False)
     assert not failed.success
     failed_full = wh.run(["users"], raise_on_error=False)
     assert not failed_full.success
+    # The preflight failed each run before any stream was read.
+    assert list(sandbox.stats()["by_path"]) == ["/api/v4/account"]
     errors = [
-        str(e.step_failure_data.error)
+        str(e.event_specific_data.error)
         for r in (failed, failed_full)
         for e in r.all_events
-        if e.event_type == dg.DagsterEventType.STEP_FAILURE
+        if e.event_type == dg.DagsterEventType.RESOURCE_INIT_FAILURE
     ]
-    assert len(errors) == 2 and all("402" in e or "paid" in e.lower() for e in errors)
+    assert len(errors) == 2 and all("402" in e and "paid period" in e for e in errors)
     assert wh.rows("leads") == before_leads
     assert wh.rows("users") == before_users
 

@@ -21,16 +21,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from kommo_dagster.kommo.ban import IPBan
 from kommo_dagster.kommo.config import (
     DEFAULT_MAX_WORKERS,
     DEFAULT_REQUESTS_PER_SECOND,
+    ENV_BASE_URL,
+    ENV_SUBDOMAIN,
     KommoSettings,
     Secret,
-    base_url_for,
-    rate_limit_dir_for,
-    validate_max_workers,
-    validate_requests_per_second,
-    validate_token,
 )
 from kommo_dagster.kommo.errors import (
     KommoError,
@@ -46,6 +44,7 @@ from kommo_dagster.kommo.walks import WalkContext, records_of
 
 log = logging.getLogger("kommo_dagster.kommo")
 
+ACCOUNT_PATH = "/api/v4/account"
 DEFAULT_PROGRESS_INTERVAL = 5.0
 DEFAULT_TIMEOUT = (10.0, 60.0)
 
@@ -63,46 +62,62 @@ class KommoClient:
     def __init__(
         self,
         *,
-        token: str | Secret,
+        token: str | Secret | None = None,
         base_url: str | None = None,
         subdomain: str | None = None,
         requests_per_second: float | None = DEFAULT_REQUESTS_PER_SECOND,
         max_workers: int = DEFAULT_MAX_WORKERS,
+        rate_limit_dir: str | os.PathLike | None = None,
+        ban_cooldown_seconds: float | None = None,
+        settings: KommoSettings | None = None,
         progress: ProgressCallback | None = None,
         progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
-        rate_limit_dir: str | os.PathLike | None = None,
         rate_limit_margin: float = DEFAULT_MARGIN,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         max_rewalks: int = 5,
     ):
-        self.base_url = base_url_for(subdomain=subdomain, base_url=base_url)
-        token = validate_token(token)
+        if settings is None:
+            settings = KommoSettings.build(
+                token=token,
+                subdomain=subdomain,
+                base_url=base_url,
+                requests_per_second=requests_per_second,
+                max_workers=max_workers,
+                rate_limit_dir=rate_limit_dir,
+                ban_cooldown_seconds=ban_cooldown_seconds,
+            )
+        self.settings = settings
+        self.base_url = settings.base_url
+        # None (given directly, never from the environment) disables the limiter.
         self.requests_per_second = (
-            None
-            if requests_per_second is None
-            else validate_requests_per_second(requests_per_second)
+            None if requests_per_second is None else settings.requests_per_second
         )
-        self.max_workers = validate_max_workers(max_workers)
+        self.max_workers = settings.max_workers
+        self.rate_limit_dir = settings.rate_limit_dir
         self.progress = progress
         self.progress_interval = progress_interval
         self.max_rewalks = max_rewalks
-        self.rate_limit_dir = rate_limit_dir_for(rate_limit_dir)
+        key = account_key(self.base_url)
         self.limiter = (
             None
             if self.requests_per_second is None
             else SharedRateLimiter(
-                key=account_key(self.base_url),
+                key=key,
                 requests_per_second=self.requests_per_second,
                 directory=Path(self.rate_limit_dir),
                 margin=rate_limit_margin,
             )
         )
+        self.ban = IPBan(
+            key=key, directory=Path(self.rate_limit_dir), cooldown=settings.ban_cooldown_seconds
+        )
         self._stats = StatsRecorder()
         self._transport = Transport(
             base_url=self.base_url,
-            token=token,
+            token=settings.token,
             limiter=self.limiter,
+            ban=self.ban,
             stats=self._stats,
             pool_size=self.max_workers + 1,
             timeout=timeout,
@@ -113,14 +128,8 @@ class KommoClient:
 
     @classmethod
     def from_settings(cls, settings: KommoSettings, **kwargs: Any) -> KommoClient:
-        return cls(
-            token=settings.token,
-            base_url=settings.base_url,
-            requests_per_second=settings.requests_per_second,
-            max_workers=settings.max_workers,
-            rate_limit_dir=settings.rate_limit_dir,
-            **kwargs,
-        )
+        """A client of already validated settings (nothing is validated twice)."""
+        return cls(settings=settings, requests_per_second=settings.requests_per_second, **kwargs)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **kwargs: Any) -> KommoClient:
@@ -159,6 +168,33 @@ class KommoClient:
         if not path.startswith("/"):
             raise ValueError("path must start with /")
         return self._transport.get(path, params, what=what).data
+
+    def check_account(self, *, users: bool = False) -> dict[str, Any]:
+        """The preflight of a run: ``GET /api/v4/account``, so that a wrong token (401), an
+        unpaid account (402), a host that is not the account's (404, a redirect, an HTML page)
+        or a blocked IP fail with their own message before any stream is read; with ``users``,
+        also one page of /api/v4/users, which only an administrator's token may read (403).
+        Returns the account."""
+        wrong_host = (
+            f"check {ENV_BASE_URL} or {ENV_SUBDOMAIN}: kommo.com and amocrm.ru accounts live "
+            "on different hosts"
+        )
+        try:
+            account = self._transport.get(ACCOUNT_PATH, ())
+        except KommoNotFoundError as exc:
+            raise KommoNotFoundError(
+                f"{self.base_url} has no Kommo account (404 on {ACCOUNT_PATH}): {wrong_host}",
+                status=404,
+                path=ACCOUNT_PATH,
+            ) from exc
+        if not isinstance(account.data, dict) or "id" not in account.data:
+            raise KommoResponseError(
+                f"{self.base_url}{ACCOUNT_PATH} did not answer with a Kommo account: {wrong_host}",
+                path=ACCOUNT_PATH,
+            )
+        if users:
+            self._transport.get(get_stream("users").path, (("limit", 1),))
+        return account.data
 
     def _submit(self, fn: Callable[[], Any]):
         with self._pool_lock:

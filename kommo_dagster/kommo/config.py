@@ -6,6 +6,7 @@ names it, so a user can tell which variable to fix. Validation happens before an
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -23,10 +24,16 @@ ENV_BASE_URL = "KOMMO_BASE_URL"
 ENV_REQUESTS_PER_SECOND = "KOMMO_REQUESTS_PER_SECOND"
 ENV_MAX_WORKERS = "KOMMO_MAX_WORKERS"
 ENV_RATE_LIMIT_DIR = "KOMMO_RATE_LIMIT_DIR"
+ENV_BAN_COOLDOWN_SECONDS = "KOMMO_BAN_COOLDOWN_SECONDS"
+ENV_ALLOW_ANY_HOST = "KOMMO_ALLOW_ANY_HOST"
 
 DEFAULT_REQUESTS_PER_SECOND = 7.0
 DEFAULT_MAX_WORKERS = 4
 DEFAULT_RATE_LIMIT_DIRNAME = "kommo-dagster-rate-limit"
+DEFAULT_BAN_COOLDOWN_SECONDS = 3600.0
+# The hosts Kommo serves accounts from; anything else needs KOMMO_ALLOW_ANY_HOST=true, so a
+# mistyped URL never receives the token.
+KOMMO_HOST_SUFFIXES = (".kommo.com", ".amocrm.ru", ".amocrm.com")
 
 # A Kommo subdomain is one DNS label: letters, digits, hyphens.
 _SUBDOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
@@ -74,8 +81,56 @@ def validate_token(token: str | Secret | None) -> Secret:
     return Secret(value)
 
 
-def base_url_for(*, subdomain: str | None, base_url: str | None) -> str:
-    """The account's base URL: the override if given, else ``https://{subdomain}.kommo.com``."""
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _check_host(host: str, base_url: str) -> None:
+    host = host.lower().rstrip(".")
+    if _is_loopback(host) or any(
+        host.endswith(s) and len(host) > len(s) for s in KOMMO_HOST_SUFFIXES
+    ):
+        return
+    raise KommoConfigError(
+        f"{ENV_BASE_URL} points at {host}, which is not a Kommo host (*.kommo.com, *.amocrm.ru, "
+        f"*.amocrm.com) nor this machine: check it for typos, since the token would be sent "
+        f"there; set {ENV_ALLOW_ANY_HOST}=true to allow another host (a proxy), got {base_url!r}"
+    )
+
+
+def validate_allow_any_host(value: bool | str | None) -> bool:
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    text = value.strip().lower()
+    if text in ("", "0", "false", "no"):
+        return False
+    if text in ("1", "true", "yes"):
+        return True
+    raise KommoConfigError(f"{ENV_ALLOW_ANY_HOST} must be true or false, got {value!r}")
+
+
+def validate_ban_cooldown(value: float | str | None) -> float:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return DEFAULT_BAN_COOLDOWN_SECONDS
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise KommoConfigError(
+            f"{ENV_BAN_COOLDOWN_SECONDS} must be a number of seconds (0 or more), got {value!r}"
+        )
+    return seconds
+
+
+def base_url_for(
+    *, subdomain: str | None, base_url: str | None, allow_any_host: bool = False
+) -> str:
+    """The account's base URL: the override if given, else ``https://{subdomain}.kommo.com``.
+    An override must be a Kommo host or this machine unless ``allow_any_host``."""
     if base_url is not None and base_url.strip():
         url = base_url.strip().rstrip("/")
         parts = urlsplit(url)
@@ -97,6 +152,8 @@ def base_url_for(*, subdomain: str | None, base_url: str | None) -> str:
             parts.port  # noqa: B018 - raises ValueError on a malformed port
         except ValueError:
             raise KommoConfigError(f"{ENV_BASE_URL} has an invalid port: {base_url!r}") from None
+        if not allow_any_host:
+            _check_host(parts.hostname, base_url)
         return f"{parts.scheme}://{parts.netloc}"
     if subdomain is None or not subdomain.strip():
         raise KommoConfigError(
@@ -162,6 +219,7 @@ class KommoSettings:
     requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND
     max_workers: int = DEFAULT_MAX_WORKERS
     rate_limit_dir: Path = field(default_factory=lambda: rate_limit_dir_for(None))
+    ban_cooldown_seconds: float = DEFAULT_BAN_COOLDOWN_SECONDS
 
     @classmethod
     def build(
@@ -173,15 +231,23 @@ class KommoSettings:
         requests_per_second: float | str | None = None,
         max_workers: int | str | None = None,
         rate_limit_dir: str | os.PathLike | None = None,
+        ban_cooldown_seconds: float | str | None = None,
+        allow_any_host: bool | str | None = None,
     ) -> KommoSettings:
-        """Validate raw values; raises `KommoConfigError` naming the variable at fault."""
+        """Validate raw values, each once; raises `KommoConfigError` naming the variable at
+        fault."""
         secret = validate_token(token)
         return cls(
-            base_url=base_url_for(subdomain=subdomain, base_url=base_url),
+            base_url=base_url_for(
+                subdomain=subdomain,
+                base_url=base_url,
+                allow_any_host=validate_allow_any_host(allow_any_host),
+            ),
             token=secret,
             requests_per_second=validate_requests_per_second(requests_per_second),
             max_workers=validate_max_workers(max_workers),
             rate_limit_dir=rate_limit_dir_for(rate_limit_dir),
+            ban_cooldown_seconds=validate_ban_cooldown(ban_cooldown_seconds),
         )
 
     @classmethod
@@ -194,4 +260,6 @@ class KommoSettings:
             requests_per_second=env.get(ENV_REQUESTS_PER_SECOND),
             max_workers=env.get(ENV_MAX_WORKERS),
             rate_limit_dir=env.get(ENV_RATE_LIMIT_DIR),
+            ban_cooldown_seconds=env.get(ENV_BAN_COOLDOWN_SECONDS),
+            allow_any_host=env.get(ENV_ALLOW_ANY_HOST),
         )

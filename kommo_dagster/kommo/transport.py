@@ -24,7 +24,8 @@ from requests.auth import AuthBase
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from kommo_dagster.kommo.config import ENV_API_TOKEN, ENV_BASE_URL, Secret
+from kommo_dagster.kommo.ban import IPBan
+from kommo_dagster.kommo.config import ENV_API_TOKEN, ENV_BASE_URL, ENV_SUBDOMAIN, Secret
 from kommo_dagster.kommo.errors import (
     KommoAuthError,
     KommoError,
@@ -182,6 +183,7 @@ class Transport:
         token: Secret,
         limiter: SharedRateLimiter | None,
         stats: StatsRecorder,
+        ban: IPBan | None = None,
         pool_size: int,
         timeout: tuple[float, float],
         retry: RetryPolicy,
@@ -189,6 +191,7 @@ class Transport:
         self.base_url = base_url
         self._token = token
         self.limiter = limiter
+        self.ban = ban
         self.stats = stats
         self.timeout = timeout
         self.retry = retry
@@ -270,7 +273,10 @@ class Transport:
                 raise KommoError(f"GET {path} cancelled")
 
     def _before_send(self) -> None:
-        """Take a slot of the shared budget (every attempt, retries included)."""
+        """Take a slot of the shared budget (every attempt, retries included), and send nothing
+        while Kommo's IP block is remembered on this machine."""
+        if self.ban is not None:
+            self.ban.check()
         waited = 0.0
         if self.limiter is not None:
             try:
@@ -279,6 +285,9 @@ class Transport:
                 raise _Cancelled from None
             waited = slot.waited
             self._local.slot = slot.at
+            if self.ban is not None:
+                # The wait for a slot may have outlasted another client's meeting the block.
+                self.ban.check()
         self.stats.request_started(waited)
         self._local.sent = time.monotonic()
 
@@ -292,7 +301,9 @@ class Transport:
     def _attempt(self, path: str, params: Params, *, what: str | None) -> Response:
         self._local.sent = None
         try:
-            resp = self.session.get(self.base_url + path, params=params, timeout=self.timeout)
+            resp = self.session.get(
+                self.base_url + path, params=params, timeout=self.timeout, allow_redirects=False
+            )
         except _Cancelled:
             raise KommoError(f"GET {path} cancelled: the client is closing") from None
         except requests.exceptions.Timeout as exc:
@@ -320,109 +331,24 @@ class Transport:
         return self.scrub(text)[:300]
 
     def _classify(self, resp: requests.Response, *, path: str, what: str | None) -> Response:
-        status = resp.status_code
+        """Data, a retry, or a specific error: looked up in `OUTCOMES` by status and by whether
+        the body is an HTML page."""
         ctype = resp.headers.get("Content-Type", "").lower()
-        body = resp.content
-        server_time = _server_time(resp)
-        if status == 204:
-            return Response(data=None, server_time=server_time)
-        if status == 200:
-            if "json" not in ctype or _is_html(ctype, body):
-                kind = "an HTML page" if _is_html(ctype, body) else f"{ctype or 'no content type'}"
-                raise KommoResponseError(
-                    f"Kommo answered GET {path} with 200 and {kind} instead of JSON: "
-                    f"{ENV_BASE_URL} may point at a login page or a proxy rather than the "
-                    "account's API, or Kommo is in maintenance",
-                    status=status,
-                    path=path,
-                )
-            if not body.strip():
-                return Response(data=None, server_time=server_time)
-            try:
-                data = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                raise KommoResponseError(
-                    f"Kommo answered GET {path} with malformed JSON ({exc})",
-                    status=status,
-                    path=path,
-                ) from None
-            if not isinstance(data, dict):
-                raise KommoResponseError(
-                    f"Kommo answered GET {path} with JSON that is not an object",
-                    status=status,
-                    path=path,
-                )
-            return Response(data=data, server_time=server_time)
-
-        html = _is_html(ctype, body)
-        problem = None if html else self._problem(body)
-        if status in RETRY_STATUSES:
-            wait = None
-            if status == 429:
-                wait = _retry_after_header(resp)
-                if problem is not None:
-                    value = problem.get("retry_after")
-                    if (
-                        isinstance(value, int | float)
-                        and not isinstance(value, bool)
-                        and value >= 0
-                    ):
-                        wait = float(value)
-            reason = f"HTTP {status}" + (" (HTML page)" if html else "")
-            if problem and not html:
-                detail = problem.get("detail") or problem.get("title")
-                trace = problem.get("trace_id")
-                if detail:
-                    reason += f": {self.scrub(str(detail))[:200]}"
-                if trace:
-                    reason += f" (trace_id {self.scrub(str(trace))[:80]})"
-            raise _Retryable(reason, status=status, wait=wait)
-        detail = self._detail(problem)
-        if status == 401:
-            raise KommoAuthError(
-                f"Kommo rejected the API token (401{detail}): check {ENV_API_TOKEN}; it must be "
-                "the long-lived token of a private integration installed in this account",
-                status=status,
-                path=path,
-            )
-        if status == 402:
-            raise KommoPaymentRequiredError(
-                f"Kommo answered 402 Payment Required{detail}: the account's paid period has "
-                "ended; renew the subscription in Kommo to resume API access",
-                status=status,
-                path=path,
-            )
-        if status == 403 and html:
-            raise KommoIPBlockedError(
-                f"Kommo answered GET {path} with an HTML 403 page: this IP is blocked by Kommo, "
-                "usually for exceeding the API rate limit. The block does not expire by itself; "
-                "ask Kommo support to lift it, and check KOMMO_REQUESTS_PER_SECOND and other "
-                "clients of this account before retrying",
-                status=status,
-                path=path,
-            )
-        if status == 403:
-            if path.rstrip("/").endswith("/users"):
-                msg = (
-                    f"Kommo refused GET {path} (403{detail}): the token's user is not an "
-                    "account administrator, and only administrators may list users; create the "
-                    "integration's token as an admin user"
-                )
-            else:
-                msg = (
-                    f"Kommo refused GET {path} (403{detail}): the token's user lacks the "
-                    "rights for this data"
-                )
-            raise KommoForbiddenError(msg, status=status, path=path)
-        if status == 404:
-            target = what or path
-            raise KommoNotFoundError(
-                f"Kommo answered 404 Not Found for {target}{detail}", status=status, path=path
-            )
-        kind = " (HTML page)" if html else ""
-        raise KommoHTTPError(
-            f"Kommo answered GET {path} with HTTP {status}{kind}{detail}", status=status, path=path
+        html = _is_html(ctype, resp.content)
+        answer = _Answer(
+            transport=self,
+            resp=resp,
+            path=path,
+            what=what,
+            ctype=ctype,
+            html=html,
+            problem=None if html else self._problem(resp.content),
         )
+        status = resp.status_code
+        outcome = OUTCOMES.get((status, html)) or OUTCOMES.get((status, None))
+        if outcome is None:
+            outcome = _redirected if 300 <= status < 400 else _other_status
+        return outcome(answer)
 
     @staticmethod
     def _problem(body: bytes) -> dict[str, Any] | None:
@@ -444,6 +370,171 @@ class Transport:
         if errors:
             parts.append(orjson.dumps(errors).decode()[:500])
         return (": " + "; ".join(self.scrub(p)[:300] for p in parts)) if parts else ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Answer:
+    """A response being classified, with what its outcome needs to say."""
+
+    transport: Transport
+    resp: requests.Response
+    path: str
+    what: str | None
+    ctype: str
+    html: bool
+    problem: dict[str, Any] | None
+
+    @property
+    def status(self) -> int:
+        return self.resp.status_code
+
+    @property
+    def detail(self) -> str:
+        return self.transport._detail(self.problem)
+
+    def response(self, data: dict[str, Any] | None) -> Response:
+        return Response(data=data, server_time=_server_time(self.resp))
+
+    def error(self, cls: type[KommoHTTPError], message: str) -> KommoHTTPError:
+        return cls(message, status=self.status, path=self.path)
+
+
+def _no_content(a: _Answer) -> Response:
+    return a.response(None)
+
+
+def _json_body(a: _Answer) -> Response:
+    body = a.resp.content
+    if "json" not in a.ctype:
+        raise a.error(
+            KommoResponseError,
+            f"Kommo answered GET {a.path} with 200 and {a.ctype or 'no content type'} instead "
+            f"of JSON: {ENV_BASE_URL} may point at a login page or a proxy rather than the "
+            "account's API, or Kommo is in maintenance",
+        )
+    if not body.strip():
+        return a.response(None)
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise a.error(
+            KommoResponseError, f"Kommo answered GET {a.path} with malformed JSON ({exc})"
+        ) from None
+    if not isinstance(data, dict):
+        raise a.error(
+            KommoResponseError, f"Kommo answered GET {a.path} with JSON that is not an object"
+        )
+    return a.response(data)
+
+
+def _html_instead_of_json(a: _Answer) -> Response:
+    raise a.error(
+        KommoResponseError,
+        f"Kommo answered GET {a.path} with 200 and an HTML page instead of JSON: {ENV_BASE_URL} "
+        "may point at a login page or a proxy rather than the account's API, or Kommo is in "
+        "maintenance",
+    )
+
+
+def _retry(a: _Answer) -> Response:
+    wait = None
+    if a.status == 429:
+        wait = _retry_after_header(a.resp)
+        value = (a.problem or {}).get("retry_after")
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            wait = float(value)
+    reason = f"HTTP {a.status}" + (" (HTML page)" if a.html else "")
+    if a.problem:
+        detail = a.problem.get("detail") or a.problem.get("title")
+        trace = a.problem.get("trace_id")
+        if detail:
+            reason += f": {a.transport.scrub(str(detail))[:200]}"
+        if trace:
+            reason += f" (trace_id {a.transport.scrub(str(trace))[:80]})"
+    raise _Retryable(reason, status=a.status, wait=wait)
+
+
+def _unauthorized(a: _Answer) -> Response:
+    raise a.error(
+        KommoAuthError,
+        f"Kommo rejected the API token (401{a.detail}): check {ENV_API_TOKEN}; it must be the "
+        "long-lived token of a private integration installed in this account, and "
+        f"{ENV_BASE_URL}/{ENV_SUBDOMAIN} must name that account's host",
+    )
+
+
+def _payment_required(a: _Answer) -> Response:
+    raise a.error(
+        KommoPaymentRequiredError,
+        f"Kommo answered 402 Payment Required{a.detail}: the account's paid period has ended; "
+        "renew the subscription in Kommo to resume API access",
+    )
+
+
+def _ip_blocked(a: _Answer) -> Response:
+    if a.transport.ban is not None:
+        raise a.transport.ban.record(path=a.path)
+    raise a.error(
+        KommoIPBlockedError,
+        f"Kommo answered GET {a.path} with an HTML 403 page: this IP is blocked by Kommo, "
+        "usually for exceeding the API rate limit. The block does not expire by itself; ask "
+        "Kommo support to lift it, and check KOMMO_REQUESTS_PER_SECOND and other clients of "
+        "this account before retrying",
+    )
+
+
+def _forbidden(a: _Answer) -> Response:
+    if a.path.rstrip("/").endswith("/users"):
+        msg = (
+            f"Kommo refused GET {a.path} (403{a.detail}): the token's user is not an account "
+            "administrator, and only administrators may list users; create the integration's "
+            "token as an admin user, or leave users out of the streams"
+        )
+    else:
+        msg = (
+            f"Kommo refused GET {a.path} (403{a.detail}): the token's user lacks the rights "
+            "for this data"
+        )
+    raise a.error(KommoForbiddenError, msg)
+
+
+def _not_found(a: _Answer) -> Response:
+    raise a.error(
+        KommoNotFoundError, f"Kommo answered 404 Not Found for {a.what or a.path}{a.detail}"
+    )
+
+
+def _redirected(a: _Answer) -> Response:
+    location = a.transport.scrub(a.resp.headers.get("Location", "nowhere"))[:200]
+    raise a.error(
+        KommoHTTPError,
+        f"Kommo answered GET {a.path} with a redirect ({a.status}) to {location}, which is not "
+        f"followed (the token would go along): {ENV_BASE_URL}/{ENV_SUBDOMAIN} should name the "
+        "account's own host (kommo.com and amocrm.ru accounts live on different hosts)",
+    )
+
+
+def _other_status(a: _Answer) -> Response:
+    kind = " (HTML page)" if a.html else ""
+    raise a.error(
+        KommoHTTPError, f"Kommo answered GET {a.path} with HTTP {a.status}{kind}{a.detail}"
+    )
+
+
+Outcome = Callable[[_Answer], Response]
+# What each answer means, by status and by whether the body is an HTML page (None: either).
+# Statuses not listed: 3xx is a redirect (never followed), anything else an HTTP error.
+OUTCOMES: dict[tuple[int, bool | None], Outcome] = {
+    (200, False): _json_body,
+    (200, True): _html_instead_of_json,
+    (204, None): _no_content,
+    **{(status, None): _retry for status in sorted(RETRY_STATUSES)},
+    (401, None): _unauthorized,
+    (402, None): _payment_required,
+    (403, True): _ip_blocked,
+    (403, False): _forbidden,
+    (404, None): _not_found,
+}
 
 
 __all__ = ["KommoHTTPError", "Response", "RetryPolicy", "Transport"]

@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--churn-restores", type=int, default=dc.restores, help="restores per stream/step"
     )
     c.add_argument(
+        "--churn-backdate",
+        type=float,
+        default=dc.backdate,
+        help="share of updates and creations that carry an earlier updated_at (0..1)",
+    )
+    c.add_argument(
         "--churn-streams",
         default=",".join(ChurnConfig().streams),
         help="comma-separated streams that change",
@@ -140,6 +146,7 @@ def config_from_args(ns: argparse.Namespace) -> SandboxConfig:
             creates=ns.churn_creates,
             deletes=ns.churn_deletes,
             restores=ns.churn_restores,
+            backdate=ns.churn_backdate,
             streams=tuple(s.strip() for s in ns.churn_streams.split(",") if s.strip()),
         )
     return SandboxConfig(

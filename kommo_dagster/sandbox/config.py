@@ -141,6 +141,8 @@ class SandboxConfig:
     unpaid: bool = False
     # 403 problem+json for /api/v4/users (the token's user is not an admin).
     not_admin: bool = False
+    # A 301 to this origin for every API request (an account asked for on the wrong host).
+    redirect_to: str | None = None
     churn: ChurnConfig | None = None
     token: str = "sandbox-token"
     port: int = 0

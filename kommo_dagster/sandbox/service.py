@@ -42,6 +42,7 @@ RUNTIME_SETTINGS = (
     "latency_jitter_ms",
     "unpaid",
     "not_admin",
+    "redirect_to",
 )
 
 
@@ -280,6 +281,10 @@ class KommoSandbox:
                 self._start_churn_thread()
         return self._config
 
+    def ban(self) -> None:
+        """Block the client's IP now: every API request gets Kommo's HTML 403 until `reset`."""
+        self._banned = True
+
     def inject_fault(self, kind: str, *, count: int = 1, path: str | None = None) -> None:
         """The next `count` API requests (to `path` and below, if given) meet fault `kind`."""
         self._faults.inject(kind, count=count, path=path)
@@ -350,6 +355,10 @@ class KommoSandbox:
             return html_page(414)
         if self._banned:
             return html_page(403)
+        if cfg.redirect_to:
+            resp = html_page(301)
+            resp.headers.append(("Location", cfg.redirect_to.rstrip("/") + h.path))
+            return resp
         if cfg.requests_per_second is not None and before >= cfg.requests_per_second:
             n = self.stats_counter.violation()
             if cfg.ban_after is not None and n >= cfg.ban_after:
@@ -404,6 +413,9 @@ class KommoSandbox:
                     params["kind"], count=int(params.get("count", 1)), path=params.get("path")
                 )
                 return _json({"ok": True, "pending": self._faults.pending()})
+            if path == "/__sandbox/ban" and method == "POST":
+                self.ban()
+                return _json({"ok": True})
             if path == "/__sandbox/churn" and method == "POST":
                 return _json(self.churn_step(int(params.get("steps", 1))))
             if path == "/__sandbox/config" and method == "POST":

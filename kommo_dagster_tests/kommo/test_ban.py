@@ -1,0 +1,125 @@
+"""Kommo's IP block: at its first HTML 403 every client of the account on the machine stops, and
+nothing is sent until the cool-down ends or the block is cleared. The sandbox's counters are the
+ground truth of what left the machine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from kommo_dagster.kommo import KommoClient, KommoIPBlockedError
+from kommo_dagster.kommo.ban import IPBan
+from kommo_dagster.kommo.ratelimit import account_key
+from kommo_dagster_tests.kommo.conftest import FAST_RETRY, fetch
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _forbidden(sb) -> int:
+    return sb.stats()["by_status"].get("403", 0)
+
+
+def test_a_block_stops_the_extraction_and_later_clients_send_nothing(sandbox_factory, client_for):
+    sb = sandbox_factory(leads=1500, requests_per_second=None, latency_ms=5)
+    client = client_for(sb, max_workers=3)
+    pages = client.iter_records("leads")
+    next(pages)
+    sb.ban()
+    with pytest.raises(KommoIPBlockedError) as err:
+        list(pages)
+    message = str(err.value)
+    assert "the IP is blocked" in message and "Kommo support" in message
+    assert "python -m kommo_dagster.kommo.ban clear" in message
+    # Only requests already in flight when the block began met it.
+    assert 1 <= _forbidden(sb) <= 3
+    sent = sb.stats()["requests"]
+    for _ in range(2):
+        with pytest.raises(KommoIPBlockedError, match="until"):
+            fetch(client_for(sb), "tasks")
+    assert sb.stats()["requests"] == sent, "no request leaves while the block is remembered"
+
+
+def test_the_block_lasts_the_cool_down_unless_it_is_cleared(sandbox_factory, client_for, tmp_path):
+    sb = sandbox_factory(leads=300, requests_per_second=None)
+    sb.ban()
+    with pytest.raises(KommoIPBlockedError):
+        fetch(client_for(sb), "pipelines")
+    sb.reset()  # Kommo support lifted it
+    with pytest.raises(KommoIPBlockedError):
+        fetch(client_for(sb), "pipelines")
+    assert sb.stats()["requests"] == 0
+    # A zero cool-down remembers nothing.
+    assert fetch(client_for(sb, ban_cooldown_seconds=0), "pipelines")
+    # The documented command clears it for everyone.
+    env = {**os.environ, "KOMMO_RATE_LIMIT_DIR": str(tmp_path / "rate")}
+    done = subprocess.run(
+        [sys.executable, "-m", "kommo_dagster.kommo.ban", "clear", "--base-url", sb.base_url],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "cleared" in done.stdout
+    assert fetch(client_for(sb), "pipelines")
+
+
+_WORKER = textwrap.dedent(
+    """
+    import sys
+    from kommo_dagster.kommo import KommoClient, KommoIPBlockedError
+    base_url, token, rate_dir = sys.argv[1:4]
+    client = KommoClient(base_url=base_url, token=token, requests_per_second=None,
+                         max_workers=1, rate_limit_dir=rate_dir)
+    print("started", flush=True)
+    try:
+        while True:
+            for page in client.iter_records("leads"):
+                pass
+    except KommoIPBlockedError as exc:
+        print("blocked:", exc, flush=True)
+    """
+)
+
+
+def test_two_processes_stop_at_the_first_block(sandbox_factory, tmp_path):
+    """Two processes extract the same account; the account's IP is blocked while both send.
+    Each had at most one request in flight, so at most two requests met the block; after that
+    nothing left the machine, and neither process sent again."""
+    sb = sandbox_factory(leads=1500, requests_per_second=None, latency_ms=10)
+    rate_dir = tmp_path / "rate"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, sb.base_url, sb.token, str(rate_dir)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "started"
+        while sb.stats()["requests"] < 20:
+            time.sleep(0.01)
+        sb.ban()
+        outputs = [p.communicate(timeout=60)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert all("the IP is blocked" in out for out in outputs), outputs
+    assert 1 <= _forbidden(sb) <= 2
+    sent = sb.stats()["requests"]
+    ban = IPBan(key=account_key(sb.base_url), directory=rate_dir, cooldown=3600)
+    assert ban.since() is not None
+    with (
+        KommoClient(
+            base_url=sb.base_url, token=sb.token, rate_limit_dir=rate_dir, retry=FAST_RETRY
+        ) as client,
+        pytest.raises(KommoIPBlockedError),
+    ):
+        client.get("/api/v4/account")
+    assert sb.stats()["requests"] == sent
