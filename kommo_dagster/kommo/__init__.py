@@ -10,6 +10,7 @@ with KommoClient(base_url="https://mycompany.kommo.com", token=token) as client:
 ```
 """
 
+from kommo_dagster.kommo import errors
 from kommo_dagster.kommo.client import KommoClient, ProgressCallback
 from kommo_dagster.kommo.config import (
     ENV_API_TOKEN,
@@ -21,20 +22,7 @@ from kommo_dagster.kommo.config import (
     KommoSettings,
     Secret,
 )
-from kommo_dagster.kommo.errors import (
-    KommoAuthError,
-    KommoConfigError,
-    KommoConsistencyError,
-    KommoContractError,
-    KommoError,
-    KommoForbiddenError,
-    KommoHTTPError,
-    KommoIPBlockedError,
-    KommoNotFoundError,
-    KommoPaymentRequiredError,
-    KommoResponseError,
-    KommoRetryError,
-)
+from kommo_dagster.kommo.errors import *  # noqa: F403 - every error is part of the API
 from kommo_dagster.kommo.stats import ClientStats, PartStats, Progress
 from kommo_dagster.kommo.transport import RetryPolicy
 
@@ -46,23 +34,12 @@ __all__ = [
     "ENV_REQUESTS_PER_SECOND",
     "ENV_SUBDOMAIN",
     "ClientStats",
-    "KommoAuthError",
     "KommoClient",
-    "KommoConfigError",
-    "KommoConsistencyError",
-    "KommoContractError",
-    "KommoError",
-    "KommoForbiddenError",
-    "KommoHTTPError",
-    "KommoIPBlockedError",
-    "KommoNotFoundError",
-    "KommoPaymentRequiredError",
-    "KommoResponseError",
-    "KommoRetryError",
     "KommoSettings",
     "PartStats",
     "Progress",
     "ProgressCallback",
     "RetryPolicy",
     "Secret",
+    *errors.__all__,
 ]

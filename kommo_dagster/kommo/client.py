@@ -90,27 +90,17 @@ class KommoClient:
         self.settings = settings
         self.base_url = settings.base_url
         # None (given directly, never from the environment) disables the limiter.
-        self.requests_per_second = (
-            None if requests_per_second is None else settings.requests_per_second
-        )
+        self.requests_per_second = requests_per_second and settings.requests_per_second
         self.max_workers = settings.max_workers
         self.rate_limit_dir = settings.rate_limit_dir
         self.progress = progress
         self.progress_interval = progress_interval
         self.max_rewalks = max_rewalks
-        key = account_key(self.base_url)
-        self.limiter = (
-            None
-            if self.requests_per_second is None
-            else SharedRateLimiter(
-                key=key,
-                requests_per_second=self.requests_per_second,
-                directory=Path(self.rate_limit_dir),
-                margin=rate_limit_margin,
-            )
-        )
+        self.limiter = self._limiter(margin=rate_limit_margin)
         self.ban = IPBan(
-            key=key, directory=Path(self.rate_limit_dir), cooldown=settings.ban_cooldown_seconds
+            key=account_key(self.base_url),
+            directory=Path(self.rate_limit_dir),
+            cooldown=settings.ban_cooldown_seconds,
         )
         self._stats = StatsRecorder()
         self._transport = Transport(
@@ -125,6 +115,17 @@ class KommoClient:
         )
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+
+    def _limiter(self, *, margin: float) -> SharedRateLimiter | None:
+        """The account's budget shared on this machine; None when the rate is unlimited."""
+        if self.requests_per_second is None:
+            return None
+        return SharedRateLimiter(
+            key=account_key(self.base_url),
+            requests_per_second=self.requests_per_second,
+            directory=Path(self.rate_limit_dir),
+            margin=margin,
+        )
 
     @classmethod
     def from_settings(cls, settings: KommoSettings, **kwargs: Any) -> KommoClient:

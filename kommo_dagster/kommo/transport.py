@@ -335,15 +335,8 @@ class Transport:
         the body is an HTML page."""
         ctype = resp.headers.get("Content-Type", "").lower()
         html = _is_html(ctype, resp.content)
-        answer = _Answer(
-            transport=self,
-            resp=resp,
-            path=path,
-            what=what,
-            ctype=ctype,
-            html=html,
-            problem=None if html else self._problem(resp.content),
-        )
+        problem = None if html else self._problem(resp.content)
+        answer = _Answer(self, resp, path, what, ctype, html, problem)
         status = resp.status_code
         outcome = OUTCOMES.get((status, html)) or OUTCOMES.get((status, None))
         if outcome is None:
@@ -372,7 +365,7 @@ class Transport:
         return (": " + "; ".join(self.scrub(p)[:300] for p in parts)) if parts else ""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)
 class _Answer:
     """A response being classified, with what its outcome needs to say."""
 

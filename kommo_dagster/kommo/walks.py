@@ -471,51 +471,56 @@ def second_is_stable(
     saw, so it is never the one asked.
     """
     only_deleted = (("with", "only_deleted"),)
-    queries: list[tuple[tuple[str, str | int], ...]] = [
-        (("filter[updated_at][from]", since), ("filter[updated_at][to]", FAR_FUTURE))
+    checks: list[Callable[[], tuple[bool, int]]] = [
+        # Events first, so that changes made after the walk, while the check runs, weigh least.
+        lambda: _has_events(stream=stream, transport=transport, ids=ids, since=since),
+        lambda: _updated_since(stream=stream, transport=transport, ids=ids, since=since),
     ]
     if stream.has_deleted_list:
-        queries.append(
-            (
-                *only_deleted,
-                ("filter[updated_at][from]", since),
-                ("filter[updated_at][to]", FAR_FUTURE),
-            )
-        )
+        other_list = () if deleted_list else only_deleted
+        checks += [
+            lambda: _updated_since(
+                stream=stream, transport=transport, ids=ids, since=since, base=only_deleted
+            ),
+            lambda: _moved_in_place(
+                stream=stream, transport=transport, second=second, ids=ids, other_list=other_list
+            ),
+        ]
     requests = 0
-    if stream.event_entity is not None:
-        # First, so that changes made after the walk, while the check runs, weigh least.
-        changed, requests = events_since(
-            transport=transport, entity=stream.event_entity, since=since
-        )
-        if changed is None or not ids.isdisjoint(changed):
-            return False, requests
-    for query in queries:
-        for page in range(1, CHECK_MAX_PAGES + 1):
-            resp = transport.get(
-                stream.path,
-                [*query, ("order[id]", "asc"), ("limit", stream.page_size or 250), ("page", page)],
-            )
-            requests += 1
-            records, has_next = records_of(stream, resp)
-            if any(r.get("id") in ids for r in records):
-                return False, requests
-            if len(records) < (stream.page_size or 250) or not has_next:
-                break
-        else:
-            return False, requests
-    if stream.has_deleted_list:
-        moved, more = _moved_in_place(
-            stream=stream,
-            transport=transport,
-            second=second,
-            ids=ids,
-            other_list=() if deleted_list else only_deleted,
-        )
+    for check in checks:
+        changed, more = check()
         requests += more
-        if moved:
+        if changed:
             return False, requests
     return True, requests
+
+
+def _has_events(
+    *, stream: Stream, transport: Transport, ids: frozenset, since: int
+) -> tuple[bool, int]:
+    """Whether a record of ``ids`` has an event since ``since`` (or there were too many to
+    tell); requests made."""
+    if stream.event_entity is None:
+        return False, 0
+    changed, requests = events_since(transport=transport, entity=stream.event_entity, since=since)
+    return changed is None or not ids.isdisjoint(changed), requests
+
+
+def _updated_since(
+    *, stream: Stream, transport: Transport, ids: frozenset, since: int, base: Params = ()
+) -> tuple[bool, int]:
+    """Whether a record of ``ids`` carries ``updated_at >= since`` in the list ``base`` asks
+    for (or there were too many to tell); requests made."""
+    query = (
+        *base,
+        ("filter[updated_at][from]", since),
+        ("filter[updated_at][to]", FAR_FUTURE),
+        ("order[id]", "asc"),
+    )
+    found, requests = list_since(
+        stream=stream, transport=transport, query=query, max_pages=CHECK_MAX_PAGES
+    )
+    return found is None or any(r.get("id") in ids for r in found), requests
 
 
 def list_since(
