@@ -175,6 +175,10 @@ class KommoResource(dg.ConfigurableResource):
         # Fail the run at its start, before any step talks to Kommo: a setting names its
         # variable, and the run's first request (GET /api/v4/account) tells a wrong token, an
         # unpaid account, a wrong host or a blocked IP apart before any stream is read.
+        # A sensor's tick (no run) only validates: its one request a tick is its own check.
+        if context.run is None:
+            self.settings()
+            return
         with self.get_client() as client:
             client.check_account(users=_reads_users(context))
 
@@ -214,8 +218,7 @@ def _check_workers(value: int) -> int | str:
 
 def _reads_users(context: dg.InitResourceContext) -> bool:
     """Whether the run names a users asset among those it materializes."""
-    run = context.run
-    selection = run.asset_selection if run is not None else None
+    selection = context.run.asset_selection if context.run is not None else None
     return bool(selection) and any(key.path[-1] == "users" for key in selection)
 
 

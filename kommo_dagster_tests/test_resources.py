@@ -123,3 +123,22 @@ def test_from_env_also_works_outside_a_run(monkeypatch):
     monkeypatch.setenv("KOMMO_SUBDOMAIN", "acme")
     with KommoResource.from_env().get_client() as client:
         assert client.base_url == "https://acme.kommo.com"
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [({"token": "wrong"}, "check KOMMO_API_TOKEN"), ({"unpaid": True}, "paid period has ended")],
+    ids=["wrong-token", "unpaid"],
+)
+def test_a_run_checks_the_credentials_before_reading_any_stream(tmp_path, change, words):
+    from kommo_dagster.sandbox import KommoSandbox, SandboxConfig
+
+    with KommoSandbox(SandboxConfig(leads=300, requests_per_second=None, token=SECRET)) as sb:
+        token = change.pop("token", SECRET)
+        sb.update_config(**change)
+        resource = KommoResource(
+            api_token=token, base_url=sb.base_url, rate_limit_dir=str(tmp_path / "rate")
+        )
+        result = run(resource)
+        assert not result.success and words in failure_text(result)
+        assert list(sb.stats()["by_path"]) == ["/api/v4/account"]
