@@ -299,6 +299,8 @@ class Transport:
             self.limiter.settle(slot, time.time())
 
     def _attempt(self, path: str, params: Params, *, what: str | None) -> Response:
+        if self.ban is not None:
+            self.ban.check()  # before even connecting; again right before sending
         self._local.sent = None
         try:
             resp = self.session.get(
