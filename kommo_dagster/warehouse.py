@@ -47,6 +47,8 @@ from kommo_dagster.partitions import EpochWindow
 
 # Databases that are not local files (MotherDuck): no absolute path, no lock file next to them.
 REMOTE_DATABASE_PREFIXES = ("md:", "motherduck:")
+# Threads of a staging instance while it receives batches (see `StagedRows._connection`).
+STAGING_THREADS = 1
 # The alias of the database file inside a staging instance while it is written.
 _TARGET = "kommo_target"
 _DAY = 86_400
@@ -408,7 +410,13 @@ class StagedRows:
             self._directory = Path(
                 tempfile.mkdtemp(prefix=f"kommo-stage-{self.stream.name}-", dir=self._staging_dir)
             )
-            config = {"temp_directory": str(self._directory)}
+            # One thread: batches arrive while requests are in flight, and DuckDB's pool would
+            # take every core for a few milliseconds at each batch, stalling the request threads
+            # (and, on a shared machine, whatever else runs there) for no gain on 10,000 rows.
+            config: dict[str, str | int] = {
+                "temp_directory": str(self._directory),
+                "threads": STAGING_THREADS,
+            }
             if self._memory_limit:
                 config["memory_limit"] = self._memory_limit
             self._con = duckdb.connect(":memory:", config=config)
@@ -481,6 +489,8 @@ class StagedRows:
         """
         self.check_window()
         con = self._connection()
+        # The extraction is over: the write may use every core again.
+        con.execute("RESET threads")
         self._drop_repeats(con)
         with database_lock(database, timeout=timeout, on_wait=on_wait) as deadline:
             _retry_while_locked(

@@ -17,6 +17,7 @@ from kommo_dagster.contract import contract_columns
 from kommo_dagster.kommo.streams import DUCKDB_TYPES, STREAMS, get_stream
 from kommo_dagster.partitions import EpochWindow
 from kommo_dagster.warehouse import (
+    STAGING_THREADS,
     DatabaseLockTimeout,
     StagedRows,
     TableSchemaMismatch,
@@ -225,6 +226,19 @@ def test_staging_spills_past_its_memory_limit_and_cleans_up(db: Path, tmp_path: 
     assert _rows(
         db, "SELECT count(DISTINCT id), max(length(custom_fields_values)) FROM kommo.leads"
     )[0] == (50_000, 2000 + 4 + 4)
+
+
+def test_staging_keeps_to_one_thread_until_the_write(db: Path):
+    """Batches arrive while requests are in flight: DuckDB's pool must not take every core
+    then. The write, once the extraction is over, may."""
+    staged = StagedRows(LEADS, window=OCT1)
+    staged.append(synthetic_columns(LEADS, 3, cursor_start=OCT1.start))
+    con = staged._connection()
+    assert con.execute("SELECT current_setting('threads')").fetchone() == (STAGING_THREADS,)
+    staged.write(db, schema="kommo", timeout=30)
+    (threads,) = con.execute("SELECT current_setting('threads')").fetchone()
+    assert threads == duckdb.connect().execute("SELECT current_setting('threads')").fetchone()[0]
+    staged.discard()
 
 
 def test_an_existing_table_that_drifted_from_the_contract_is_refused(db: Path):

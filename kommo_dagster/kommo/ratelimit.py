@@ -42,11 +42,11 @@ from pathlib import Path
 
 # Seconds added to the 1 s window. Since each slot is settled to the moment its request was
 # written (`settle`), the margin only has to cover how much later than that the server counts
-# the request. Measured against the sandbox on a 2-core machine under a load average of 4 to 6,
-# with a consumer holding the interpreter four times as long as ours: 0.3 ms at the median,
-# at most 29 ms over some 1,500 requests; the arrivals of requests seven apart never came
-# closer than 1.016 s. 30 ms keeps the rate at 7 / 1.03 = 97% of the limit; a rarer, larger
-# delay is what the learning below is for.
+# the request. Measured against the sandbox on a 2-core machine under a load average of 4 to 6:
+# 0.3 ms at the median, at most 29 ms over some 2,000 requests, with the arrivals of requests
+# seven apart never closer than 1.016 s. (Up to 200 ms, and 429s, while DuckDB's thread pool
+# took both cores at each staged batch: staging now keeps to one thread.) 30 ms keeps the rate
+# at 7 / 1.03 = 97% of the limit; a rarer, larger delay is what the learning below is for.
 DEFAULT_MARGIN = 0.03
 # After a 429 every user of the account widens the window by this much more (up to the cap),
 # for `LEARNED_FOR` seconds: a 429 under our own limit means the arrival spread is wider.
