@@ -17,6 +17,8 @@ import pytest
 from kommo_dagster.kommo.ratelimit import (
     LEARN_CAP,
     LEARN_STEP,
+    OVERLOAD_EXTRA,
+    OVERLOAD_LAG,
     SharedRateLimiter,
     account_key,
 )
@@ -119,6 +121,22 @@ def test_a_429_widens_the_window_for_every_user_of_the_account(tmp_path):
     for _ in range(10):
         a.block_for(0, learn=True)
     assert b.extra_margin() == pytest.approx(LEARN_CAP)
+
+
+def test_a_late_wake_widens_the_window_of_every_user_of_the_account(tmp_path):
+    """Waking well after the slot was due means the machine is short of CPU, and arrivals are
+    counted late there too: the window widens for everyone, without stacking up."""
+    a = SharedRateLimiter(key="acct", requests_per_second=7, directory=tmp_path)
+    b = SharedRateLimiter(key="acct", requests_per_second=7, directory=tmp_path)
+    a.note_wake(late=OVERLOAD_LAG / 2)
+    assert b.extra_margin() == 0
+    a.note_wake(late=OVERLOAD_LAG * 3)
+    a.note_wake(late=OVERLOAD_LAG * 3)
+    assert b.extra_margin() == pytest.approx(OVERLOAD_EXTRA)
+    first, _ = b.try_acquire()
+    _, wait = b.try_acquire()
+    assert first is not None
+    assert wait == pytest.approx(first + (b.window + OVERLOAD_EXTRA) / 7 - time.time(), abs=0.02)
 
 
 def test_slots_are_spaced_evenly(tmp_path):
