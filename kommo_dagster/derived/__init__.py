@@ -1,0 +1,11 @@
+"""Analytics-ready tables and views computed inside DuckDB, with no request to Kommo.
+
+* ``<entity>_custom_field_values`` (`long_values`): one typed-as-text row per custom-field value
+  of each stored version of a lead, contact or company, sliced exactly as its parent.
+* ``<stream>_wide`` views (`wide`): the live records with one typed column per field definition.
+* ``lead_status_changes`` (`stages`): one row per ``lead_status_changed`` event, sliced as the
+  events; the ``lead_stage_durations`` and ``pipeline_funnel`` views over it.
+
+Tables and columns come from the contract's entries with ``derived_from`` (`declaration`);
+writes replace a slice in one transaction (`write`).
+"""

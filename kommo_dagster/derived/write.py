@@ -1,0 +1,93 @@
+"""Replace one slice of a derived table with rows computed by a query, in one transaction.
+
+The same guarantees as a stream's write (`kommo_dagster.warehouse`): the table is created from
+the contract, the slice is an integer range of the table's cursor, and ``BEGIN; DELETE <slice>;
+INSERT ... SELECT; <views>; COMMIT`` either happens whole or not at all, so a failure leaves the
+previous rows. The rows come straight from the parent's table in the same database and the same
+transaction, so a derived slice always matches the parent slice it was computed from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import duckdb
+
+from kommo_dagster.derived.declaration import DerivedTable
+from kommo_dagster.partitions import EpochWindow
+from kommo_dagster.warehouse import (
+    WriteResult,
+    check_table_columns,
+    create_table_sql,
+    quote,
+    table_columns,
+    table_ref,
+)
+
+
+def ensure_table(con: duckdb.DuckDBPyConnection, table: DerivedTable, *, schema: str) -> None:
+    """Create ``<schema>.<table>`` from the contract if missing; refuse one with other columns."""
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+    con.execute(create_table_sql(table, schema=schema))  # type: ignore[arg-type]
+    check_table_columns(con, table, schema=schema)  # type: ignore[arg-type]
+
+
+def window_condition(column: str, window: EpochWindow | None, *, alias: str = "") -> str:
+    """``start <= column < end`` for a window (``TRUE`` for a whole table), as literals: the
+    bounds are integers, so there is nothing to format or to drift."""
+    if window is None:
+        return "TRUE"
+    ref = f"{alias}.{quote(column)}" if alias else quote(column)
+    return f"{ref} >= {int(window.start)} AND {ref} < {int(window.end)}"
+
+
+def replace_slice(
+    con: duckdb.DuckDBPyConnection,
+    table: DerivedTable,
+    *,
+    schema: str,
+    window: EpochWindow | None,
+    select_sql: str,
+    params: Sequence[Any] = (),
+    after: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+) -> WriteResult:
+    """Replace the ``window`` slice of ``<schema>.<table>`` (the whole table for ``None``) with
+    the rows of ``select_sql``, which must yield the table's columns by name.
+
+    ``after(con)`` runs in the same transaction once the rows are in (the views that read the
+    table).
+    """
+    target = table_ref(schema, table.name)
+    columns = ", ".join(quote(c) for c in table.column_names)
+    casts = ", ".join(f"CAST({quote(c.name)} AS {c.duckdb_type})" for c in table.columns)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        ensure_table(con, table, schema=schema)
+        row = con.execute(
+            f"DELETE FROM {target} WHERE {window_condition(table.cursor, window)}"
+        ).fetchone()
+        deleted = int(row[0]) if row else 0
+        # The query reads its parent's slice of the same window, so the filter drops nothing;
+        # it makes sure no row can land where no re-run of this slice would replace it.
+        row = con.execute(
+            f"INSERT INTO {target} ({columns}) SELECT {casts} FROM ({select_sql}) AS derived "
+            f"WHERE {quote(table.cursor)} IS NOT NULL AND {window_condition(table.cursor, window)}",
+            list(params),
+        ).fetchone()
+        rows = int(row[0]) if row else 0
+        if after is not None:
+            after(con)
+        row = con.execute(f"SELECT count(*) FROM {target}").fetchone()
+        table_rows = int(row[0]) if row else 0
+        actual = table_columns(con, schema=schema, table=table.name)
+        con.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        raise
+    return WriteResult(rows=rows, deleted=deleted, table_rows=table_rows, columns=tuple(actual))
+
+
+__all__ = ["ensure_table", "replace_slice", "window_condition"]
