@@ -31,6 +31,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from kommo_dagster.all_accounts import refresh_cross_account_views
+from kommo_dagster.derived.wide import rebuild_after_write
 from kommo_dagster.kommo.streams import Stream, get_stream
 from kommo_dagster.partitions import EpochWindow
 from kommo_dagster.settings import (
@@ -140,6 +141,7 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
                     )
                 )
                 refresh_cross_account_views(con, stream, schemas=self.account_schemas)
+                rebuild_after_write(con, stream.name, schema=schema)
 
             result = staged.write(
                 self.duckdb.database,

@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime
 import dagster as dg
 
 from kommo_dagster.accounts import AccountScope
+from kommo_dagster.derived.declaration import with_derived
 from kommo_dagster.jobs import KommoJobs, partition_key
 from kommo_dagster.kommo.changes import ChangeCursor, Changes, poll_changes
 from kommo_dagster.resources import KommoResource
@@ -132,7 +133,7 @@ def _run_requests(
                 dg.RunRequest(
                     job_name=jobs.incremental.name,
                     partition_key=key,
-                    asset_selection=[scope.asset_key(s) for s in sorted(streams)],
+                    asset_selection=[scope.asset_key(s) for s in sorted(with_derived(streams))],
                     run_key=f"kommo-changes:{key}:{token}",
                     tags={"kommo/trigger": scope.qualify(CHANGE_SENSOR)},
                 )
@@ -142,7 +143,7 @@ def _run_requests(
         requests.append(
             dg.RunRequest(
                 job_name=jobs.full_tables.name,
-                asset_selection=[scope.asset_key(s) for s in sorted(full)],
+                asset_selection=[scope.asset_key(s) for s in sorted(with_derived(full))],
                 run_key=f"kommo-changes:full:{token}",
                 tags={"kommo/trigger": scope.qualify(CHANGE_SENSOR)},
             )

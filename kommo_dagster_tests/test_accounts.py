@@ -11,6 +11,7 @@ import pytest
 
 from kommo_dagster.accounts import Account, AccountScope, accounts_from_env, parse_account_names
 from kommo_dagster.builder import build_kommo_definitions
+from kommo_dagster.derived.declaration import DERIVED_TABLES
 from kommo_dagster.io_manager import KommoDuckDBIOManager
 from kommo_dagster.kommo.errors import KommoConfigError
 from kommo_dagster.kommo.streams import STREAMS
@@ -144,12 +145,33 @@ def test_a_malformed_account_setting_names_the_accounts_variable(
 # --- the definitions ---------------------------------------------------------------------------
 
 
+def _extracted(defs: dg.Definitions) -> list[dg.AssetsDefinition]:
+    """The assets that extract a stream (the derived ones make no request)."""
+    return [
+        a
+        for a in defs.assets or []
+        if isinstance(a, dg.AssetsDefinition) and a.key.path[-1] in STREAMS
+    ]
+
+
+def _derived_keys(defs: dg.Definitions) -> set[dg.AssetKey]:
+    return {
+        a.key
+        for a in defs.assets or []
+        if isinstance(a, dg.AssetsDefinition) and a.key.path[-1] not in STREAMS
+    }
+
+
 def test_two_accounts_make_two_namespaces(tmp_path: Path):
     defs = _definitions(_env(tmp_path))
-    assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
+    assets = _extracted(defs)
     keys = {a.key for a in assets}
     assert keys == {dg.AssetKey(["kommo", "br", s]) for s in STREAMS} | {
         dg.AssetKey(["kommo", "ru", s]) for s in ("pipelines", "statuses", "leads")
+    }
+    # ru extracts leads only: its derived assets are the leads' values and wide view
+    assert {k for k in _derived_keys(defs) if k.path[1] == "ru"} == {
+        dg.AssetKey(["kommo", "ru", s]) for s in ("lead_custom_field_values", "leads_wide")
     }
     for asset in assets:
         account = asset.key.path[1]
@@ -186,6 +208,7 @@ def test_an_accounts_jobs_select_only_its_assets(tmp_path: Path):
     assert {k for k in job.asset_layer.executable_asset_keys} == {
         dg.AssetKey(["kommo", "ru", "pipelines"]),
         dg.AssetKey(["kommo", "ru", "statuses"]),
+        dg.AssetKey(["kommo", "ru", "leads_wide"]),
     }
 
 
@@ -194,8 +217,9 @@ def test_without_kommo_accounts_the_definitions_are_exactly_the_single_accounts(
     resource key; the pool is ``kommo``."""
     env = {"KOMMO_DUCKDB_PATH": str(tmp_path / "crm.duckdb"), "KOMMO_START_DATE": "2026-10-01"}
     defs = _definitions(env)
-    assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
+    assets = _extracted(defs)
     assert [a.key for a in assets] == [dg.AssetKey(["kommo", s]) for s in STREAMS]
+    assert all(k.path[0] == "kommo" and len(k.path) == 2 for k in _derived_keys(defs))
     for asset in assets:
         spec = next(iter(asset.specs))
         assert spec.group_name == "kommo"
@@ -210,12 +234,16 @@ def test_without_kommo_accounts_the_definitions_are_exactly_the_single_accounts(
             "kommo_full_sync_schedule",
         },
         "sensors": {"kommo_change_sensor"},
-        "checks": {f"kommo_{s}_checks" for s in STREAMS},
+        "checks": {f"kommo_{s}_checks" for s in STREAMS} | _derived_check_names(),
     }
     resources = defs.resources or {}
     assert {"kommo", "io_manager", "duckdb"} == set(resources)
     assert resources["io_manager"].schema_name == "kommo"
     assert resources["io_manager"].account_schemas == {}
+
+
+def _derived_check_names() -> set[str]:
+    return {f"kommo_{t}_checks" for t in [*DERIVED_TABLES, "lead_stage_durations"]}
 
 
 def test_accounts_must_share_one_warehouse(tmp_path: Path):

@@ -11,7 +11,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from kommo_dagster.derived.assets import all_derived_keys
 from kommo_dagster.kommo.streams import STREAMS
+from kommo_dagster.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -43,7 +45,8 @@ def test_dg_check_and_list_defs(dg_env):
     assert listed.returncode == 0, listed.stderr
     defs = json.loads(listed.stdout)
     keys = {a["asset_key"] for a in defs["assets"]}
-    assert keys == {f"kommo/{name}" for name in STREAMS}
+    derived = {k.to_user_string() for k in all_derived_keys(Settings())}
+    assert keys == {f"kommo/{name}" for name in STREAMS} | derived
     assert defs["schedules"] and defs["asset_checks"]
 
 

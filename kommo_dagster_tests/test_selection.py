@@ -83,9 +83,12 @@ def test_a_selection_builds_only_its_assets_jobs_and_checks(tmp_path: Path):
         "pipelines",
         "statuses",
         "tasks",
+        # derived from leads, without a request
+        "lead_custom_field_values",
+        "leads_wide",
     ]
     checked = {s.asset_key.path[-1] for c in defs.asset_checks or [] for s in c.check_specs}
-    assert checked == {"leads", "pipelines", "statuses", "tasks"}
+    assert checked == {"leads", "pipelines", "statuses", "tasks", "lead_custom_field_values"}
     repo = defs.get_repository_def()
     assert {j.name for j in repo.get_all_jobs()} >= {
         INCREMENTAL_JOB,

@@ -132,6 +132,12 @@ def get_derived(name: str) -> DerivedTable:
         ) from None
 
 
+def with_derived(streams: set[str]) -> set[str]:
+    """``streams`` and the derived tables computed from them (what a run of them must include
+    so that the derived slices follow their parents')."""
+    return streams | {t.name for t in DERIVED_TABLES.values() if t.parent in streams}
+
+
 def custom_field_entity(stream: str) -> CustomFieldEntity:
     for entity in CUSTOM_FIELD_ENTITIES:
         if stream in (entity.stream, entity.definitions, entity.values):
@@ -148,4 +154,5 @@ __all__ = [
     "custom_field_entity",
     "get_derived",
     "load_extra_contract",
+    "with_derived",
 ]

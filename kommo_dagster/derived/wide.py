@@ -27,7 +27,11 @@ from dataclasses import dataclass
 
 import duckdb
 
-from kommo_dagster.derived.declaration import CustomFieldEntity, get_derived
+from kommo_dagster.derived.declaration import (
+    CUSTOM_FIELD_ENTITIES,
+    CustomFieldEntity,
+    get_derived,
+)
 from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.views import current_view_name, ensure_current_view
 from kommo_dagster.warehouse import (
@@ -212,6 +216,17 @@ def rebuild_wide_view(
     return columns
 
 
+def rebuild_after_write(
+    con: duckdb.DuckDBPyConnection, stream: str, *, schema: str
+) -> list[WideColumn] | None:
+    """After a write of a definitions stream, in its transaction: the entity's wide view follows
+    the new definitions. Other streams: nothing (``None``)."""
+    for entity in CUSTOM_FIELD_ENTITIES:
+        if stream == entity.definitions:
+            return rebuild_wide_view(con, entity, schema=schema)
+    return None
+
+
 __all__ = [
     "FieldDefinition",
     "WideColumn",
@@ -219,6 +234,7 @@ __all__ = [
     "base_name",
     "duckdb_type",
     "read_fields",
+    "rebuild_after_write",
     "rebuild_wide_view",
     "slug",
     "wide_view_sql",
