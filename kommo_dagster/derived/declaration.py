@@ -8,16 +8,11 @@ tables, which definitions table and wide view belong to the same entity.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
-from typing import Any
 
+from kommo_dagster.contract import contract_streams
 from kommo_dagster.kommo.streams import Column
-
-EXTRA_CONTRACT_FILE = "kommo_extra_streams.json"
 
 # The key of each derived table: one row per key, and what the duplicate check groups by.
 _KEYS: Mapping[str, tuple[str, ...]] = {
@@ -80,16 +75,9 @@ CUSTOM_FIELD_ENTITIES: tuple[CustomFieldEntity, ...] = (
 STATUS_CHANGES = "lead_status_changes"
 
 
-@cache
-def load_extra_contract() -> dict[str, Any]:
-    """The parsed ``kommo_extra_streams.json`` shipped in `kommo_dagster.contract`."""
-    files = resources.files("kommo_dagster.contract")
-    return json.loads(files.joinpath(EXTRA_CONTRACT_FILE).read_text(encoding="utf-8"))
-
-
 def _build() -> dict[str, DerivedTable]:
     tables: dict[str, DerivedTable] = {}
-    for name, spec in load_extra_contract()["streams"].items():
+    for name, spec in contract_streams().items():
         if "derived_from" not in spec:
             continue
         if name not in _KEYS:
@@ -153,6 +141,5 @@ __all__ = [
     "DerivedTable",
     "custom_field_entity",
     "get_derived",
-    "load_extra_contract",
     "with_derived",
 ]

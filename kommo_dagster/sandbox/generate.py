@@ -32,7 +32,6 @@ MESSY_EVERY = 7  # row % 7 == 3 takes the next messy string
 DELETED_EVERY = 25  # row % 25 == 11 is deleted (leads, contacts, companies)
 ALL_FIELDS_EVERY = 11  # row % 11 == 5 fills every custom field
 BULK_SIZE = 260  # records a robot edits in one second (more than one 250-record page)
-UNUSED_FIELD_ID = 900_023  # a lead field defined in the account that no record fills
 UTM_SOURCES = ("google", "facebook", "instagram", "(direct)", "newsletter")
 
 # Status kinds of a pipeline's stages.
@@ -386,7 +385,6 @@ def _build_custom_fields(cat: Catalog) -> None:
         # The same name as 900_013: Kommo allows it, and a column per name cannot hold both.
         f(cat, "leads", 900_019, "Notes", "text", sort=510),
         f(cat, "leads", 900_021, "utm_source", "tracking_data", code="UTM_SOURCE", sort=511),
-        f(cat, "leads", UNUSED_FIELD_ID, "Motivo (antigo)", "text", sort=512),
     ]
     cat.custom_fields["contacts"] = [
         f(
@@ -471,8 +469,6 @@ def _cf_variant(
 ) -> list[dict[str, Any]] | None:
     out = []
     for d in cat.custom_fields[entity]:
-        if d["id"] == UNUSED_FIELD_ID:
-            continue
         if every or rng.random() < 0.45:
             out.append(
                 {

@@ -7,7 +7,6 @@ sandbox's own records, for every custom-field type it generates (two lead fields
 one is used by no record).
 """
 
-import json
 import statistics
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -20,15 +19,10 @@ import numpy as np
 import pytest
 
 from kommo_dagster.definitions import build_definitions
-from kommo_dagster.derived.declaration import (
-    CUSTOM_FIELD_ENTITIES,
-    STATUS_CHANGES,
-    load_extra_contract,
-)
+from kommo_dagster.derived.declaration import CUSTOM_FIELD_ENTITIES, STATUS_CHANGES
 from kommo_dagster.derived.wide import FieldDefinition, assign_columns
-from kommo_dagster.kommo.streams import STREAMS, get_stream
+from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.sandbox import KommoSandbox, SandboxConfig
-from kommo_dagster.sandbox.generate import UNUSED_FIELD_ID
 from kommo_dagster.settings import Settings
 from kommo_dagster_tests.derived.reference import long_rows, status_change, stays, value_text
 from kommo_dagster_tests.wiring import sandbox_kommo
@@ -72,43 +66,12 @@ class Warehouse:
         with duckdb.connect(str(self.db), read_only=True) as con:
             return con.execute(sql).fetchall()
 
-    def write_definitions(self) -> None:
-        """The definitions tables as the sandbox serves them (columns from the contract)."""
-        contract = load_extra_contract()["streams"]
-        with duckdb.connect(str(self.db)) as con:
-            for entity in CUSTOM_FIELD_ENTITIES:
-                if entity.definitions in STREAMS:
-                    continue  # extracted by its own asset
-                columns = contract[entity.definitions]["columns"]
-                types = {"integer": "BIGINT", "string": "VARCHAR", "boolean": "BOOLEAN"}
-                con.execute(
-                    f"CREATE OR REPLACE TABLE kommo.{entity.definitions} ("
-                    + ", ".join(f"{c['name']} {types[c['type']]}" for c in columns)
-                    + ")"
-                )
-                for field in self.sandbox.account.catalog.custom_fields[entity.stream]:
-                    values = [
-                        json.dumps(field.get(c["name"]))
-                        if "(JSON)" in c["description"]
-                        else field.get(c["name"])
-                        for c in columns
-                    ]
-                    con.execute(
-                        f"INSERT INTO kommo.{entity.definitions} VALUES "
-                        f"({', '.join('?' * len(columns))})",
-                        values,
-                    )
-
 
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory) -> Iterator[Warehouse]:
     with KommoSandbox(SandboxConfig(seed=1, leads=300)) as sandbox:
         wh = Warehouse(sandbox, tmp_path_factory.mktemp("derived"))
-        wh.run(["pipelines", "statuses"])
-        wh.write_definitions()
-        definitions = [e.definitions for e in CUSTOM_FIELD_ENTITIES if e.definitions in STREAMS]
-        if definitions:
-            wh.run(definitions)
+        wh.run(["pipelines", "statuses", *(e.definitions for e in CUSTOM_FIELD_ENTITIES)])
         wh.run([*PARENTS, *DERIVED], partition_range=MONTH)
         wh.run(VIEWS)
         yield wh
@@ -148,7 +111,8 @@ def _typed(field_type: str, values: list) -> Any:
 @pytest.mark.parametrize("entity", CUSTOM_FIELD_ENTITIES, ids=lambda e: e.stream)
 def test_wide_views_have_a_typed_column_per_definition(warehouse, entity):
     stream = get_stream(entity.stream)
-    catalog = warehouse.sandbox.account.catalog.custom_fields[entity.stream]
+    served = warehouse.sandbox.account.catalog.collections
+    catalog = served[f"/api/v4/{entity.stream}/custom_fields"].items
     # in Kommo's sort order
     fields = [
         FieldDefinition(f["id"], f["name"], f["code"], f["type"])
@@ -172,10 +136,13 @@ def test_wide_views_have_a_typed_column_per_definition(warehouse, entity):
             for f in fields
         }
         assert {n: rows[record["id"]][n] for n in names} == expected, record["id"]
+    used = {f["field_id"] for r in live for f in r["custom_fields_values"] or []}
+    unused = [columns[f.id] for f in fields if f.id not in used]
+    assert all(row[name] is None for row in rows.values() for name in unused)
     if entity.stream == "leads":
+        assert unused  # fields no record fills still have their column
         notes = [columns[f.id] for f in fields if f.name == "Notes"]
         assert notes == ["notes_900013", "notes_900019"]
-        assert all(row[columns[UNUSED_FIELD_ID]] is None for row in rows.values())
 
 
 def _changes(wh: Warehouse) -> list[tuple]:
@@ -218,7 +185,12 @@ def test_reruns_and_backfills_leave_no_duplicates(warehouse):
     for table in DERIVED:
         assert warehouse.query(f"FROM kommo.{table} ORDER BY ALL") == before[table], table
     checks = warehouse.run(DERIVED, partition="2026-10-15").get_asset_check_evaluations()
-    assert checks and all(c.passed for c in checks if c.check_name != "field_ids_defined")
+    assert {c.check_name for c in checks} == {
+        "contract_columns",
+        "no_duplicate_keys",
+        "field_ids_defined",
+    }
+    assert all(c.passed for c in checks), [c.description for c in checks if not c.passed]
 
 
 def test_a_failed_write_leaves_the_previous_rows(warehouse):
