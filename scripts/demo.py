@@ -1,10 +1,11 @@
 """The demo: a Kommo sandbox account extracted into DuckDB with `dagster asset materialize`.
 
 Run by `scripts/demo.sh` (which first installs the project into .venv). It starts the sandbox as
-a subprocess, runs the real Dagster CLI twice (every full-table stream, then every incremental
-stream as one single-run range over the sandbox's window; the lists come from the stream
-declaration), prints every table's row count and two queries across tables, and says how to open
-the same runs and file in `dagster dev`.
+a subprocess, runs the real Dagster CLI three times (every full-table stream; every incremental
+stream with the tables derived from it, as one single-run range over the sandbox's window; the
+analysis views; the lists come from the declarations), prints every table's row count and four
+queries (two across tables, one on a wide view, the funnel), and says how to open the same runs
+and file in `dagster dev`.
 
 Everything stays inside the repository: the database is ``data/kommo_demo.duckdb`` (not the
 default ``data/kommo_crm.duckdb``, which is left for a real account) and the Dagster instance is
@@ -24,8 +25,11 @@ from pathlib import Path
 
 import duckdb
 
+from kommo_dagster.derived.assets import derived_keys
+from kommo_dagster.derived.declaration import DERIVED_TABLES
 from kommo_dagster.kommo.streams import FULL_TABLE_STREAMS, INCREMENTAL_STREAMS, STREAMS
 from kommo_dagster.sandbox import SandboxConfig, SandboxProcess
+from kommo_dagster.settings import DEFAULT_START_DATE, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DATABASE = ROOT / "data" / "kommo_demo.duckdb"
@@ -65,6 +69,24 @@ GROUP BY ALL
 ORDER BY lost_leads DESC
 """
 
+# The README's "Analysing" section shows these two with the demo's output.
+LEADS_BY_UTM_SOURCE = """
+SELECT utm_source, count(*) AS leads, sum(price) AS total_price,
+       count(*) FILTER (WHERE vip) AS vip_leads
+FROM kommo.leads_wide
+GROUP BY utm_source
+ORDER BY leads DESC
+"""
+
+FUNNEL = """
+SELECT pipeline_name AS pipeline, status_name AS stage, leads_entered AS entered,
+       leads_in_stage AS now_in_stage,
+       round(median_seconds_in_stage / 86400, 1) AS median_days,
+       round(conversion_to_next, 2) AS to_next, won, lost
+FROM kommo.pipeline_funnel
+ORDER BY pipeline_id, sort
+"""
+
 
 def main() -> int:
     started = time.monotonic()
@@ -80,18 +102,15 @@ def main() -> int:
         _say("\n$ dagster asset materialize --select " + ",".join(_keys(FULL_TABLE_STREAMS)))
         _materialize(env, "--select", ",".join(_keys(FULL_TABLE_STREAMS)))
 
-        _say(
-            "\n$ dagster asset materialize --select "
-            + ",".join(_keys(INCREMENTAL_STREAMS))
-            + f" --partition-range {first}...{last}"
-        )
-        _materialize(
-            env,
-            "--select",
-            ",".join(_keys(INCREMENTAL_STREAMS)),
-            "--partition-range",
-            f"{first}...{last}",
-        )
+        # The derived tables (custom-field values, status changes) follow their parents' range
+        # in the same run, computed in DuckDB without a request.
+        incremental = ",".join(_keys(INCREMENTAL_STREAMS) + _derived(partitioned=True))
+        _say(f"\n$ dagster asset materialize --select {incremental}")
+        _say(f"    --partition-range {first}...{last}")
+        _materialize(env, "--select", incremental, "--partition-range", f"{first}...{last}")
+        views = ",".join(_derived(partitioned=False))
+        _say(f"\n$ dagster asset materialize --select {views}")
+        _materialize(env, "--select", views)
         stats = sandbox.stats()
 
     _say(
@@ -138,6 +157,12 @@ def _keys(streams: tuple[str, ...]) -> list[str]:
     return [f"kommo/{s}" for s in streams]
 
 
+def _derived(*, partitioned: bool) -> list[str]:
+    """The derived tables partitioned like their parents, or the views."""
+    settings = Settings(start_date=DEFAULT_START_DATE, duckdb_path=DATABASE)
+    return [k.to_user_string() for k in derived_keys(settings, partitioned=partitioned)]
+
+
 # "2026-... - dagster - INFO - __ASSET_JOB - <run id> - kommo__leads - <message>"
 _LOG_LINE = re.compile(r" - dagster - (?P<level>[A-Z]+) - [^ ]+ - [0-9a-f-]{36} - (?P<rest>.*)$")
 
@@ -167,7 +192,7 @@ def _materialize(env: dict[str, str], *args: str) -> None:
 def _report() -> None:
     with duckdb.connect(str(DATABASE), read_only=True) as con:
         _say(f"\nRows in {DATABASE.relative_to(ROOT)}:")
-        width = max(map(len, STREAMS))
+        width = max(map(len, [*STREAMS, *DERIVED_TABLES]))
         for stream, spec in STREAMS.items():
             [(count,)] = con.execute(f"SELECT count(*) FROM kommo.{stream}").fetchall()
             sync = f"daily by {spec.cursor}" if spec.is_incremental else "full table"
@@ -178,6 +203,18 @@ def _report() -> None:
         _say("\nLost leads per loss reason, with the notes and calls on them:")
         sys.stdout.flush()
         con.sql(LOSS_REASONS_AND_NOTES).show(max_rows=20, max_width=110)
+        _say("\nDerived in DuckDB, without a request:")
+        for table in DERIVED_TABLES:
+            [(count,)] = con.execute(f"SELECT count(*) FROM kommo.{table}").fetchall()
+            _say(f"  kommo.{table:<{width}} {count:>7,}")
+        _say("\nLeads by UTM source, from the wide view (one typed column per custom field):")
+        _say(LEADS_BY_UTM_SOURCE.strip())
+        sys.stdout.flush()
+        con.sql(LEADS_BY_UTM_SOURCE).show(max_rows=20, max_width=110)
+        _say("\nThe funnel: entered, in the stage now, median days spent, conversion onwards:")
+        _say(FUNNEL.strip())
+        sys.stdout.flush()
+        con.sql(FUNNEL).show(max_rows=60, max_width=130)
 
 
 def _next_steps(first: str, last: str) -> str:
@@ -188,9 +225,10 @@ Open the same runs and file in the Dagster UI (from {ROOT}):
   DAGSTER_HOME="$PWD/.dagster_home" KOMMO_DUCKDB_PATH={db} KOMMO_START_DATE={first} \\
     .venv/bin/dagster dev -w workspace.yaml
 
-then browse http://127.0.0.1:3000 : Assets shows the {len(STREAMS)} kommo/* assets, partitions
-{first}..{last} materialized, and the two runs above under Runs. To materialize from the UI too,
-serve the sandbox in another terminal and add its two variables to the command above:
+then browse http://127.0.0.1:3000 : Assets shows the {len(STREAMS)} kommo/* streams and what is
+derived from them, partitions {first}..{last} materialized, and the runs above under Runs. To
+materialize from the UI too, serve the sandbox in another terminal and add its two variables to
+the command above:
 
   .venv/bin/kommo-sandbox --port 8765 --leads {LEADS}
   KOMMO_BASE_URL=http://127.0.0.1:8765 KOMMO_API_TOKEN=sandbox-token ...
