@@ -112,14 +112,19 @@ def validate_allow_any_host(value: bool | str | None) -> bool:
     raise KommoConfigError(f"{ENV_ALLOW_ANY_HOST} must be true or false, got {value!r}")
 
 
-def validate_ban_cooldown(value: float | str | None) -> float:
+def _number(value: float | str | None, *, default: float) -> float | None:
+    """The number ``value`` holds: ``default`` when it is unset, None when it is no number."""
     if value is None or (isinstance(value, str) and not value.strip()):
-        return DEFAULT_BAN_COOLDOWN_SECONDS
+        return default
     try:
-        seconds = float(value)
+        return float(value)
     except (TypeError, ValueError):
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds < 0:
+        return None
+
+
+def validate_ban_cooldown(value: float | str | None) -> float:
+    seconds = _number(value, default=DEFAULT_BAN_COOLDOWN_SECONDS)
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
         raise KommoConfigError(
             f"{ENV_BAN_COOLDOWN_SECONDS} must be a number of seconds (0 or more), got {value!r}"
         )
@@ -171,14 +176,11 @@ def base_url_for(
 
 
 def validate_requests_per_second(value: float | str | None) -> float:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return DEFAULT_REQUESTS_PER_SECOND
-    try:
-        rps = float(value)
-    except (TypeError, ValueError):
+    rps = _number(value, default=DEFAULT_REQUESTS_PER_SECOND)
+    if rps is None:
         raise KommoConfigError(
             f"{ENV_REQUESTS_PER_SECOND} must be a number of requests per second, got {value!r}"
-        ) from None
+        )
     if not math.isfinite(rps) or rps <= 0:
         raise KommoConfigError(
             f"{ENV_REQUESTS_PER_SECOND} must be a positive number (Kommo allows 7), got {value!r}"

@@ -207,17 +207,27 @@ def _per_parent(
     )
 
 
-# The HTTP side of each stream; the table side comes from the contract.
-ENDPOINTS: Mapping[str, dict] = {
-    "leads": dict(
-        path="/api/v4/leads",
-        list_key="leads",
+def _entity(name: str, singular: str, **extra: object) -> dict:
+    """Leads, contacts, companies: a keyset walk on updated_at, a list of deleted records, and
+    events of entity type ``singular`` for every change."""
+    return dict(
+        path=f"/api/v4/{name}",
+        list_key=name,
         page_size=MAX_PAGE_SIZE,
-        with_=("source_id", "is_price_modified_by_robot"),
         orderable_by_cursor=True,
         has_deleted_list=True,
         paging="keyset",
-        event_entity="lead",
+        event_entity=singular,
+        **extra,
+    )
+
+
+# The HTTP side of each stream; the table side comes from the contract.
+ENDPOINTS: Mapping[str, dict] = {
+    "leads": _entity(
+        "leads",
+        "lead",
+        with_=("source_id", "is_price_modified_by_robot"),
         references=(
             _ref("pipeline_id", "pipelines"),
             Reference(
@@ -226,24 +236,8 @@ ENDPOINTS: Mapping[str, dict] = {
             _ref("loss_reason_id", "loss_reasons"),
         ),
     ),
-    "contacts": dict(
-        path="/api/v4/contacts",
-        list_key="contacts",
-        page_size=MAX_PAGE_SIZE,
-        orderable_by_cursor=True,
-        has_deleted_list=True,
-        paging="keyset",
-        event_entity="contact",
-    ),
-    "companies": dict(
-        path="/api/v4/companies",
-        list_key="companies",
-        page_size=MAX_PAGE_SIZE,
-        orderable_by_cursor=True,
-        has_deleted_list=True,
-        paging="keyset",
-        event_entity="company",
-    ),
+    "contacts": _entity("contacts", "contact"),
+    "companies": _entity("companies", "company"),
     # Tasks filter on updated_at but can only be ordered by created_at, complete_till or id.
     "tasks": dict(
         path="/api/v4/tasks",
