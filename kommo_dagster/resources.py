@@ -217,9 +217,16 @@ def _check_workers(value: int) -> int | str:
 
 
 def _reads_users(context: dg.InitResourceContext) -> bool:
-    """Whether the run names a users asset among those it materializes."""
-    selection = context.run.asset_selection if context.run is not None else None
-    return bool(selection) and any(key.path[-1] == "users" for key in selection)
+    """Whether the run materializes a users asset: its steps are named after their assets' keys
+    (``kommo__users``, ``kommo__<account>__users``)."""
+    run = context.run
+    if run is None:
+        return False
+    steps = run.step_keys_to_execute
+    if steps is None and run.execution_plan_snapshot_id and context.instance is not None:
+        plan = context.instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+        steps = [step.key for step in plan.steps]
+    return any(step.endswith("__users") for step in steps or ())
 
 
 __all__ = ["KommoResource"]

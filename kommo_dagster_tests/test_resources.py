@@ -125,12 +125,22 @@ def test_from_env_also_works_outside_a_run(monkeypatch):
         assert client.base_url == "https://acme.kommo.com"
 
 
+@dg.asset(key=["kommo", "users"])
+def users(kommo: KommoResource) -> int:
+    with kommo.get_client() as client:
+        return sum(len(p) for p in client.iter_records("users"))
+
+
 @pytest.mark.parametrize(
-    ("change", "words"),
-    [({"token": "wrong"}, "check KOMMO_API_TOKEN"), ({"unpaid": True}, "paid period has ended")],
-    ids=["wrong-token", "unpaid"],
+    ("change", "selected", "words"),
+    [
+        ({"token": "wrong"}, [companies], "check KOMMO_API_TOKEN"),
+        ({"unpaid": True}, [companies], "paid period has ended"),
+        ({"not_admin": True}, [companies, users], "not an account administrator"),
+    ],
+    ids=["wrong-token", "unpaid", "users-without-admin"],
 )
-def test_a_run_checks_the_credentials_before_reading_any_stream(tmp_path, change, words):
+def test_a_run_checks_the_credentials_before_reading_any_stream(tmp_path, change, selected, words):
     from kommo_dagster.sandbox import KommoSandbox, SandboxConfig
 
     with KommoSandbox(SandboxConfig(leads=300, requests_per_second=None, token=SECRET)) as sb:
@@ -139,6 +149,17 @@ def test_a_run_checks_the_credentials_before_reading_any_stream(tmp_path, change
         resource = KommoResource(
             api_token=token, base_url=sb.base_url, rate_limit_dir=str(tmp_path / "rate")
         )
-        result = run(resource)
+        result = dg.materialize(selected, resources={"kommo": resource}, raise_on_error=False)
         assert not result.success and words in failure_text(result)
-        assert list(sb.stats()["by_path"]) == ["/api/v4/account"]
+        assert set(sb.stats()["by_path"]) <= {"/api/v4/account", "/api/v4/users"}
+
+
+def test_a_run_without_users_does_not_ask_for_them(tmp_path):
+    from kommo_dagster.sandbox import KommoSandbox, SandboxConfig
+
+    with KommoSandbox(SandboxConfig(leads=300, requests_per_second=None, not_admin=True)) as sb:
+        resource = KommoResource(
+            api_token=sb.token, base_url=sb.base_url, rate_limit_dir=str(tmp_path / "rate")
+        )
+        assert run(resource).success
+        assert "/api/v4/users" not in sb.stats()["by_path"]
