@@ -44,7 +44,7 @@ from kommo_dagster.derived.wide import rebuild_wide_view
 from kommo_dagster.derived.write import replace_slice
 from kommo_dagster.freshness import freshness_policy
 from kommo_dagster.io_manager import KommoDuckDBResource, table_schema
-from kommo_dagster.kommo.streams import STREAMS, get_stream
+from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.partitions import PARTITION_FORMAT, EpochWindow, build_daily_partitions
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse import WriteResult, catalog_name, quote, table_exists, table_ref
@@ -108,39 +108,53 @@ def build_derived_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             )
         )
         assets.append(_wide_view_asset(entity, settings=settings))
+    if get_derived(STATUS_CHANGES).parent in settings.streams:
+        assets += _stage_assets(settings)
+    return assets
+
+
+def _stage_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    """lead_status_changes and the two views over it."""
     changes = get_derived(STATUS_CHANGES)
     key = AccountScope.of(settings).asset_key
-    if changes.parent in settings.streams:
+    reads = [changes.name, *(s for s in ("leads", "statuses") if s in settings.streams)]
 
-        def refresh_stages(con: duckdb.DuckDBPyConnection) -> None:
-            rebuild_stage_views(con, schema=settings.schema, changes_table=changes.name)
+    def refresh(con: duckdb.DuckDBPyConnection) -> None:
+        rebuild_stage_views(con, schema=settings.schema, changes_table=changes.name)
 
+    def rebuilding(columns: tuple[ViewColumn, ...]) -> Callable[..., dict[str, str]]:
+        def rebuild(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+            refresh(con)
+            return {c.name: c.description for c in columns}
+
+        return rebuild
+
+    assets = [
+        _table_asset(
+            changes,
+            settings=settings,
+            select=lambda w: status_changes_select_sql(schema=settings.schema, window=w),
+            refresh=refresh,
+        )
+    ]
+    for name, columns, description in (
+        (DURATIONS_VIEW, DURATION_COLUMNS, "Each stay of a lead in a pipeline stage."),
+        (
+            FUNNEL_VIEW,
+            FUNNEL_COLUMNS,
+            "Per pipeline stage: entered, now in it, time spent, conversion to the next stage, "
+            "won and lost.",
+        ),
+    ):
         assets.append(
-            _table_asset(
-                changes,
+            _view_asset(
+                name,
                 settings=settings,
-                select=lambda w: status_changes_select_sql(schema=settings.schema, window=w),
-                refresh=refresh_stages,
+                deps=[key(n) for n in reads],
+                description=description,
+                rebuild=rebuilding(columns),
             )
         )
-        for name, columns, description in (
-            (DURATIONS_VIEW, DURATION_COLUMNS, "Each stay of a lead in a pipeline stage."),
-            (
-                FUNNEL_VIEW,
-                FUNNEL_COLUMNS,
-                "Per pipeline stage: entered, now in it, time spent, "
-                "conversion to the next stage, won and lost.",
-            ),
-        ):
-            assets.append(
-                _view_asset(
-                    name,
-                    settings=settings,
-                    deps=[key(changes.name), key("statuses"), key("leads")],
-                    description=description,
-                    rebuild=lambda con, c=columns: (refresh_stages(con), _described(c))[1],
-                )
-            )
     return assets
 
 
@@ -277,15 +291,11 @@ def _report_partitions(
 # --- views ------------------------------------------------------------------------------------
 
 
-def _described(columns: tuple[ViewColumn, ...]) -> dict[str, str]:
-    return {c.name: c.description for c in columns}
-
-
 def _wide_view_asset(entity: CustomFieldEntity, *, settings: Settings) -> dg.AssetsDefinition:
     stream = get_stream(entity.stream)
     key = AccountScope.of(settings).asset_key
     deps = [key(entity.values), key(entity.stream)]
-    if entity.definitions in STREAMS:
+    if entity.definitions in settings.streams:
         deps.append(key(entity.definitions))
 
     def rebuild(con: duckdb.DuckDBPyConnection) -> dict[str, str]:

@@ -26,7 +26,6 @@ from kommo_dagster.derived.assets import derived_tables
 from kommo_dagster.derived.declaration import STATUS_CHANGES, DerivedTable, custom_field_entity
 from kommo_dagster.derived.stages import DURATIONS_VIEW
 from kommo_dagster.io_manager import KommoDuckDBResource
-from kommo_dagster.kommo.streams import STREAMS
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse import quote, table_exists, table_ref
 
@@ -135,7 +134,7 @@ def build_table_checks(table: DerivedTable, *, settings: Settings) -> dg.AssetCh
             f"Every field_id is defined in {schema}.{definitions} (a warning: deleted fields "
             f"leave values behind)."
         )
-        if definitions in STREAMS:
+        if definitions in settings.streams:
             reads[FIELD_IDS_DEFINED] = [scope.asset_key(definitions)]
     specs = [
         dg.AssetCheckSpec(

@@ -73,7 +73,7 @@ def warehouse(tmp_path_factory) -> Iterator[Warehouse]:
         wh = Warehouse(sandbox, tmp_path_factory.mktemp("derived"))
         wh.run(["pipelines", "statuses", *(e.definitions for e in CUSTOM_FIELD_ENTITIES)])
         wh.run([*PARENTS, *DERIVED], partition_range=MONTH)
-        wh.run(VIEWS)
+        wh.views = wh.run(VIEWS)
         yield wh
 
 
@@ -214,3 +214,22 @@ def test_a_failed_write_leaves_the_previous_rows(warehouse):
 
 def _sentinel() -> str:
     return "(1, 1790900000, 1, 'x', NULL, 'text', 0, 'previous', NULL, NULL)"
+
+
+def test_view_assets_record_their_columns_with_descriptions(warehouse):
+    by_key = {
+        e.asset_key.path[-1]: e.materialization.metadata
+        for e in warehouse.views.get_asset_materialization_events()
+    }
+    assert sorted(by_key) == sorted(VIEWS)
+    for view in VIEWS:
+        schema = by_key[view]["dagster/column_schema"].value
+        names = [c[0] for c in warehouse.query(f"DESCRIBE kommo.{view}")]
+        assert [c.name for c in schema.columns] == names
+        assert all(c.description for c in schema.columns), view
+        rows = warehouse.query(f"SELECT count(*) FROM kommo.{view}")[0][0]
+        assert by_key[view]["dagster/row_count"].value == rows
+    wide = {
+        c.name: c.description for c in by_key["leads_wide"]["dagster/column_schema"].value.columns
+    }
+    assert "utm_source" in wide["utm_source"] and "tracking_data" in wide["utm_source"]

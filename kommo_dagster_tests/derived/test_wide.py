@@ -13,6 +13,7 @@ from kommo_dagster.derived.wide import (
     FieldDefinition,
     assign_columns,
     duckdb_type,
+    rebuild_after_write,
     rebuild_wide_view,
     slug,
 )
@@ -218,3 +219,14 @@ def test_the_view_exists_before_anything_is_extracted():
     con = duckdb.connect()
     assert rebuild_wide_view(con, LEADS, schema="kommo_other") == []
     assert con.execute("SELECT count(*) FROM kommo_other.leads_wide").fetchone() == (0,)
+
+
+def test_a_definitions_write_rebuilds_the_view_with_the_new_fields(con):
+    _definitions(con)
+    rebuild_wide_view(con, LEADS, schema=SCHEMA)
+    con.execute(f"INSERT INTO {SCHEMA}.{LEADS.definitions} VALUES (19, 'Cidade', NULL, 'text', 9)")
+    assert rebuild_after_write(con, "leads", schema=SCHEMA) is None  # not a definitions stream
+    columns = rebuild_after_write(con, LEADS.definitions, schema=SCHEMA)
+    assert columns is not None and columns[-1].name == "cidade"
+    described = con.execute(f"DESCRIBE {SCHEMA}.{LEADS.wide_view}").fetchall()
+    assert described[-1][0] == "cidade"
