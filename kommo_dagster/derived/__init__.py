@@ -7,5 +7,7 @@
   events; the ``lead_stage_durations`` and ``pipeline_funnel`` views over it.
 
 Tables and columns come from the contract's entries with ``derived_from`` (`declaration`);
-writes replace a slice in one transaction (`write`).
+writes replace a slice in one transaction (`write`). `assets` and `checks` make them Dagster
+assets (partitioned like their parents) and data checks; the IO manager rebuilds a wide view in
+the transaction of every write of its definitions stream.
 """
