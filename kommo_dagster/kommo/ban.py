@@ -7,30 +7,22 @@ machine, in any thread or process, looks for the file right before each request 
 refuses to send while it is younger than the cool-down (``KOMMO_BAN_COOLDOWN_SECONDS``, an hour
 by default). Once Kommo support has lifted the block, clear it::
 
-    python -m kommo_dagster.kommo.ban clear            # the account of KOMMO_SUBDOMAIN/BASE_URL
-    python -m kommo_dagster.kommo.ban status
+    python -m kommo_dagster.kommo ban clear      # the account of KOMMO_SUBDOMAIN/BASE_URL
+    python -m kommo_dagster.kommo ban status
 
 or delete the ``kommo-<host>.banned`` file the error message names.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from kommo_dagster.kommo.config import (
     ENV_BAN_COOLDOWN_SECONDS,
-    ENV_BASE_URL,
-    ENV_RATE_LIMIT_DIR,
-    ENV_SUBDOMAIN,
-    base_url_for,
-    rate_limit_dir_for,
-    validate_ban_cooldown,
 )
 from kommo_dagster.kommo.errors import KommoIPBlockedError
 
@@ -79,6 +71,10 @@ class IPBan:
             tmp.replace(self.path)
         return KommoIPBlockedError(self.message(at, met=True, path=path), status=403, path=path)
 
+    def describe(self) -> str:
+        at = self.since()
+        return f"blocked since {_utc(at)}: {self}" if at is not None else f"not blocked: {self}"
+
     def clear(self) -> bool:
         """Forget the block; True if there was one on file."""
         try:
@@ -99,41 +95,8 @@ class IPBan:
             f"{_utc(at + self.cooldown)} ({ENV_BAN_COOLDOWN_SECONDS}={self.cooldown:g}). The block "
             "does not lift by itself: ask Kommo support to lift it, check "
             "KOMMO_REQUESTS_PER_SECOND and any other client of this account, then clear it with "
-            f"`python -m kommo_dagster.kommo.ban clear` or by deleting {self.path}"
+            f"`python -m kommo_dagster.kommo ban clear` or by deleting {self.path}"
         )
-
-
-def _main(argv: list[str] | None = None) -> int:
-    from kommo_dagster.kommo.ratelimit import account_key
-
-    parser = argparse.ArgumentParser(
-        prog="python -m kommo_dagster.kommo.ban",
-        description="Show or clear the remembered Kommo IP block of an account.",
-    )
-    parser.add_argument("action", choices=("status", "clear"))
-    parser.add_argument(
-        "--base-url", help=f"the account's URL (default: from {ENV_BASE_URL}/{ENV_SUBDOMAIN})"
-    )
-    args = parser.parse_args(argv)
-    env = os.environ
-    base_url = base_url_for(
-        subdomain=env.get(ENV_SUBDOMAIN), base_url=args.base_url or env.get(ENV_BASE_URL)
-    )
-    ban = IPBan(
-        key=account_key(base_url),
-        directory=rate_limit_dir_for(env.get(ENV_RATE_LIMIT_DIR)),
-        cooldown=validate_ban_cooldown(env.get(ENV_BAN_COOLDOWN_SECONDS)),
-    )
-    if args.action == "clear":
-        print(f"cleared the block of {ban.key}" if ban.clear() else f"no block on file: {ban}")
-        return 0
-    at = ban.since()
-    print(f"blocked since {_utc(at)}: {ban}" if at is not None else f"not blocked: {ban}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())
 
 
 __all__ = ["IPBan"]

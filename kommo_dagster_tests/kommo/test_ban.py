@@ -34,7 +34,7 @@ def test_a_block_stops_the_extraction_and_later_clients_send_nothing(sandbox_fac
         list(pages)
     message = str(err.value)
     assert "the IP is blocked" in message and "Kommo support" in message
-    assert "python -m kommo_dagster.kommo.ban clear" in message
+    assert "python -m kommo_dagster.kommo ban clear" in message
     client.close()  # the requests still in flight land
     # Only requests already in flight when the block began met it.
     assert 1 <= _forbidden(sb) <= 3
@@ -59,7 +59,7 @@ def test_the_block_lasts_the_cool_down_unless_it_is_cleared(sandbox_factory, cli
     # The documented command clears it for everyone.
     env = {**os.environ, "KOMMO_RATE_LIMIT_DIR": str(tmp_path / "rate")}
     done = subprocess.run(
-        [sys.executable, "-m", "kommo_dagster.kommo.ban", "clear", "--base-url", sb.base_url],
+        [sys.executable, "-m", "kommo_dagster.kommo", "ban", "clear", "--base-url", sb.base_url],
         env=env,
         capture_output=True,
         text=True,
