@@ -16,7 +16,7 @@ import pytest
 from kommo_dagster.partitions import EpochWindow
 from kommo_dagster.sandbox import KommoSandbox, SandboxConfig
 from kommo_dagster.warehouse import lock_path
-from kommo_dagster_tests.test_assets import canonical
+from kommo_dagster_tests.rows import canonical
 
 pytestmark = pytest.mark.slow
 

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import dagster as dg
 
 from kommo_dagster.resources import KommoResource
 from kommo_dagster.sandbox import KommoSandbox
@@ -22,3 +28,53 @@ def sandbox_kommo(sandbox: KommoSandbox, directory: Path, **overrides: Any) -> K
         rate_limit_dir=str(directory / "rate-limit"),
     )
     return KommoResource(**(settings | overrides))
+
+
+REPO = Path(__file__).resolve().parents[1]
+DAGSTER = str(Path(sys.executable).with_name("dagster"))
+
+
+def accounts_env(
+    sandboxes: Mapping[str, KommoSandbox], directory: Path, **budgets: float
+) -> dict[str, str]:
+    """The environment of a code location serving ``sandboxes`` as ``KOMMO_ACCOUNTS``, with a
+    fresh DAGSTER_HOME and DuckDB file under ``directory``; ``budgets`` sets an account's
+    requests per second (default: far above the sandbox's)."""
+    home = directory / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # Create the instance's storage once: processes starting together race in its migration.
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.get_runs()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KOMMO_", "DAGSTER_"))}
+    env |= {
+        "KOMMO_ACCOUNTS": ",".join(sandboxes),
+        "KOMMO_START_DATE": "2026-09-01",
+        "KOMMO_DUCKDB_PATH": str(directory / "kommo_crm.duckdb"),
+        "KOMMO_RATE_LIMIT_DIR": str(directory / "rate-limit"),
+        "DAGSTER_HOME": str(home),
+    }
+    for name, sandbox in sandboxes.items():
+        prefix = f"KOMMO_{name.upper()}_"
+        env[prefix + "API_TOKEN"] = sandbox.token
+        env[prefix + "BASE_URL"] = sandbox.base_url
+        env[prefix + "REQUESTS_PER_SECOND"] = str(budgets.get(name, 1000.0))
+    return env
+
+
+def materialize(env: Mapping[str, str], *args: str) -> subprocess.Popen[str]:
+    """``dagster asset materialize -m kommo_dagster.definitions ARGS`` as a user runs it."""
+    return subprocess.Popen(
+        [DAGSTER, "asset", "materialize", "-m", "kommo_dagster.definitions", *args],
+        cwd=REPO,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen[str], *, timeout: float = 200) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-4000:]
+    return output
