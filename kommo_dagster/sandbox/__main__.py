@@ -20,6 +20,7 @@ from kommo_dagster.sandbox.config import (
     SandboxConfig,
 )
 from kommo_dagster.sandbox.service import KommoSandbox
+from kommo_dagster.sandbox.texts import FLAVOURS
 
 
 def _rps(value: str) -> float | None:
@@ -60,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--token", default=d.token, help="the Bearer token accepted")
     a.add_argument("--subdomain", default=d.subdomain)
+    a.add_argument(
+        "--flavour",
+        choices=FLAVOURS,
+        default=d.flavour,
+        help="kommo: an international kommo.com account; amocrm: a Russian amocrm.ru one",
+    )
 
     r = p.add_argument_group("rate limit and errors")
     r.add_argument(
@@ -177,6 +184,7 @@ def config_from_args(ns: argparse.Namespace) -> SandboxConfig:
         token=ns.token,
         port=ns.port,
         subdomain=ns.subdomain,
+        flavour=ns.flavour,
     )
 
 

@@ -99,6 +99,7 @@ class Account:
         end: date,
         base_url: str,
         subdomain: str = "sandbox",
+        flavour: str = "kommo",
     ) -> None:
         self.lock = threading.RLock()
         self.seed = seed
@@ -110,6 +111,7 @@ class Account:
             start=start,
             end=end,
             subdomain=subdomain,
+            flavour=flavour,
         )
         self.tables: dict[str, Table] = {name: _table(name) for name in INCREMENTAL}
         self._events: list[tuple[Any, ...]] = []

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
 
+from kommo_dagster.sandbox.texts import FLAVOURS
+
 # What churn can change: the records with an updated_at, notes included.
 CHURNABLE = (
     "leads",
@@ -147,6 +149,8 @@ class SandboxConfig:
     token: str = "sandbox-token"
     port: int = 0
     subdomain: str = "sandbox"
+    # The words the account is made of (texts.WORDS): "kommo" (international) or "amocrm" (Russian).
+    flavour: str = "kommo"
 
     def __post_init__(self) -> None:
         if self.leads < 0:
@@ -168,3 +172,5 @@ class SandboxConfig:
             raise ValueError("latency and jitter must not be negative")
         if not self.token:
             raise ValueError("token must not be empty")
+        if self.flavour not in FLAVOURS:
+            raise ValueError(f"flavour must be one of {FLAVOURS}, got {self.flavour!r}")

@@ -138,6 +138,8 @@ class Catalog:
     # Ids of generated companies and contacts, for links between records.
     company_ids: list[int] = field(default_factory=list)
     contact_ids: list[int] = field(default_factory=list)
+    # The flavour's ordinary words (texts.WORDS): names, domains, languages.
+    words: texts.Words = texts.WORDS["kommo"]
 
     def href(self, path: str) -> dict[str, Any]:
         return {"self": {"href": f"{self.base_url}{path}"}}
@@ -154,13 +156,21 @@ class Catalog:
 
 
 def build_catalog(
-    *, base_url: str, seed: int, scale: Scale, start: date, end: date, subdomain: str
+    *,
+    base_url: str,
+    seed: int,
+    scale: Scale,
+    start: date,
+    end: date,
+    subdomain: str,
+    flavour: str = "kommo",
 ) -> Catalog:
     rng = random.Random(f"{seed}:catalog")
     cat = Catalog(
         base_url=base_url,
         account_id=29_000_000 + (seed * 7_919) % 999_983,
         subdomain=subdomain,
+        words=texts.WORDS[flavour],
         start_ts=day_ts(start),
         end_ts=day_ts(end),
     )
@@ -310,14 +320,15 @@ def _build_users(cat: Catalog, rng: random.Random, n: int) -> None:
         if i < len(messy):
             name = messy[i]
         else:
-            name = f"{pick(rng, texts.FIRST_NAMES)} {pick(rng, texts.LAST_NAMES)}"
-        email = f"user{i + 1}+sales@{texts.EMAIL_DOMAINS[i % len(texts.EMAIL_DOMAINS)]}"
+            name = f"{pick(rng, cat.words.first_names)} {pick(rng, cat.words.last_names)}"
+        domains = cat.words.email_domains
+        email = f"user{i + 1}+sales@{domains[i % len(domains)]}"
         cat.users.append(
             {
                 "id": uid,
                 "name": name,
                 "email": email,
-                "lang": ("ru", "en", "pt", "es")[i % 4],
+                "lang": cat.words.user_langs[i % len(cat.words.user_langs)],
                 "rights": _rights(rng, cat, admin=i == 0 or i % 9 == 4, active=i % 7 != 6),
                 "_links": cat.href(f"/api/v4/users/{uid}"),
             }
@@ -426,7 +437,7 @@ def _field_values(
     t = d["type"]
     enums = d["enums"] or []
     if t in ("text", "textarea"):
-        pool = texts.MESSY_TEXTS if t == "textarea" else texts.MESSY_NAMES + texts.LEAD_WORDS
+        pool = texts.MESSY_TEXTS if t == "textarea" else texts.MESSY_NAMES + cat.words.lead_words
         return [{"value": pool[(row + below(rng, 3)) % len(pool)]}]
     if t == "numeric":
         value = pick(rng, ["1500", "1500.75", "0", "-3", "1000000000", str(below(rng, 10**6))])
@@ -453,7 +464,8 @@ def _field_values(
         for k in range(1 + (row % 3 == 0) + (row % 17 == 1)):
             e = enums[(row + k) % len(enums)]
             if d["code"] == "EMAIL":
-                value = f"client{row}.{k}@{texts.EMAIL_DOMAINS[(row + k) % 4]}"
+                domains = cat.words.email_domains
+                value = f"client{row}.{k}@{domains[(row + k) % len(domains)]}"
             else:
                 value = f"+55 11 9{below(rng, 10**7, 10**8)}" if k % 2 else f"8 (495) {row:07d}"
             out.append({"value": value, "enum_id": e["id"], "enum_code": e["value"]})
@@ -539,9 +551,9 @@ def build_lead(
     closed_at = between(rng, created_at, updated_at) if kind in (WON, LOST) else None
     name = _messy(row)
     if name is None:
-        name = f"{pick(rng, texts.LEAD_WORDS)} #{row + 1}"
+        name = f"{pick(rng, cat.words.lead_words)} #{row + 1}"
         if rnd() < 0.3:
-            name += f" {pick(rng, texts.LAST_NAMES)}"
+            name += f" {pick(rng, cat.words.last_names)}"
     r = rnd()
     price = (
         0
@@ -586,12 +598,12 @@ def build_lead(
     return record, source_id, rnd() < 0.15
 
 
-def _person(rng: random.Random, row: int) -> tuple[str, str, str]:
+def _person(words: texts.Words, rng: random.Random, row: int) -> tuple[str, str, str]:
     messy = _messy(row)
     if messy is not None:
         # Kommo keeps whatever was typed: sometimes only `name`, with empty first/last names.
         return messy, (messy if row % 2 else ""), ""
-    first, last = pick(rng, texts.FIRST_NAMES), pick(rng, texts.LAST_NAMES)
+    first, last = pick(rng, words.first_names), pick(rng, words.last_names)
     if row % 31 == 9:
         return first, first, ""
     return f"{first} {last}", first, last
@@ -607,7 +619,7 @@ def build_contact(
     updated_at: int,
     deleted: bool,
 ) -> dict[str, Any]:
-    name, first, last = _person(rng, row)
+    name, first, last = _person(cat.words, rng, row)
     companies = []
     if cat.company_ids and rng.random() < 0.5:
         cid = pick(rng, cat.company_ids)
@@ -645,7 +657,7 @@ def build_company(
 ) -> dict[str, Any]:
     name = _messy(row)
     if name is None:
-        name = f"{pick(rng, texts.COMPANY_WORDS)} {pick(rng, texts.LAST_NAMES)}"
+        name = f"{pick(rng, cat.words.company_words)} {pick(rng, cat.words.last_names)}"
     return {
         "id": id,
         "name": name,

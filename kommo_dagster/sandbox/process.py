@@ -37,6 +37,7 @@ def config_to_args(config: SandboxConfig) -> list[str]:
         "--jitter-ms", repr(c.latency_jitter_ms),
         "--token", c.token,
         "--subdomain", c.subdomain,
+        "--flavour", c.flavour,
     ]  # fmt: skip
     if c.users is not None:
         args += ["--users", str(c.users)]

@@ -188,6 +188,7 @@ class KommoSandbox:
             end=cfg.end,
             base_url=self.base_url,
             subdomain=cfg.subdomain,
+            flavour=cfg.flavour,
         )
         self._api = KommoApi(self._account, not_admin=lambda: self._config.not_admin)
         self._churner = Churner(self._account, config=cfg.churn, seed=cfg.seed)

@@ -6,6 +6,9 @@ a few hundred leads holds every one of them.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 FIRST_NAMES: tuple[str, ...] = (
     "Иван",
     "Анна",
@@ -147,3 +150,40 @@ URLS: tuple[str, ...] = (
     "http://пример.рф/страница",
     "",
 )
+
+
+@dataclass(frozen=True)
+class Words:
+    """The ordinary words of one flavour of account; the messy strings are in every flavour."""
+
+    first_names: tuple[str, ...]
+    last_names: tuple[str, ...]
+    company_words: tuple[str, ...]
+    lead_words: tuple[str, ...]
+    email_domains: tuple[str, ...]
+    user_langs: tuple[str, ...]
+
+
+_CYRILLIC = re.compile("[\u0400-\u04ff]")
+
+
+def _russian(words: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(w for w in words if _CYRILLIC.search(w))
+
+
+# "kommo": an international kommo.com account (Portuguese, Russian, English...); "amocrm": a
+# Russian amoCRM account (amocrm.ru), with Russian names, .ru domains and Russian-speaking users.
+WORDS: dict[str, Words] = {
+    "kommo": Words(
+        FIRST_NAMES, LAST_NAMES, COMPANY_WORDS, LEAD_WORDS, EMAIL_DOMAINS, ("ru", "en", "pt", "es")
+    ),
+    "amocrm": Words(
+        _russian(FIRST_NAMES),
+        _russian(LAST_NAMES),
+        _russian(COMPANY_WORDS),
+        _russian(LEAD_WORDS),
+        ("example.ru", "пример.рф", "почта.рф", "mail.example.ru"),
+        ("ru",),
+    ),
+}
+FLAVOURS: tuple[str, ...] = tuple(WORDS)

@@ -14,6 +14,7 @@ from kommo_dagster.contract import contract_columns
 from kommo_dagster.sandbox import generate as g
 from kommo_dagster.sandbox import texts
 from kommo_dagster.sandbox.account import Account
+from kommo_dagster.sandbox.config import SandboxConfig
 
 START, END = date(2026, 10, 1), date(2026, 11, 1)
 START_TS, END_TS = g.day_ts(START), g.day_ts(END)
@@ -227,3 +228,25 @@ def test_bulk_serialised_events_equal_the_serialised_event_dicts(account):
             value_before=rec["value_before"],
         )
         assert orjson.dumps(rebuilt) == table.bodies[row]
+
+
+def test_an_amocrm_flavoured_account_speaks_russian():
+    """The "amocrm" flavour: Russian names, .ru and .рф domains, Russian-speaking users; the messy
+    strings stay, and the same seed in the "kommo" flavour is the international account."""
+    amocrm = _account(leads=60, flavour="amocrm")
+    words = texts.WORDS["amocrm"]
+    ordinary = [u["name"] for u in amocrm.records("users") if u["name"] and not u["name"].isascii()]
+    assert {u["lang"] for u in amocrm.records("users")} == {"ru"}
+    assert all(u["email"].endswith(words.email_domains) for u in amocrm.records("users"))
+    leads = [r["name"] for r in amocrm.records("leads")]
+    plain = [n for n in leads if n not in texts.MESSY_NAMES]
+    assert plain and all(n.split(" #")[0] in words.lead_words for n in plain)
+    assert all(
+        first in words.first_names
+        for first in (n.split()[0] for n in ordinary if n not in texts.MESSY_NAMES)
+        if not first.isascii() and first not in {"Администратор", "Robô", "José"}
+    )
+    international = _account(leads=60)
+    assert [r["name"] for r in international.records("leads")] != leads
+    with pytest.raises(ValueError, match="flavour must be one of"):
+        SandboxConfig(flavour="bitrix")

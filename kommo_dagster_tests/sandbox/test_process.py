@@ -37,6 +37,7 @@ def test_command_line_round_trips_a_config():
         churn=ChurnConfig(every_requests=5, updates=2, creates=0, deletes=3, streams=("leads",)),
         token="t0k",
         subdomain="acme",
+        flavour="amocrm",
     )
     assert config_from_args(build_parser().parse_args(config_to_args(cfg))) == cfg
     unlimited = config_from_args(build_parser().parse_args(["--rps", "0"]))
