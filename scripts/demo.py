@@ -1,11 +1,14 @@
-"""The demo: a Kommo sandbox account extracted into DuckDB with `dagster asset materialize`.
+"""The demo: two Kommo sandbox accounts extracted side by side into one DuckDB file.
 
-Run by `scripts/demo.sh` (which first installs the project into .venv). It starts the sandbox as
-a subprocess, runs the real Dagster CLI three times (every full-table stream; every incremental
-stream with the tables derived from it, as one single-run range over the sandbox's window; the
-analysis views; the lists come from the declarations), prints every table's row count and four
-queries (two across tables, one on a wide view, the funnel), and says how to open the same runs
-and file in `dagster dev`.
+Run by `scripts/demo.sh` (which first installs the project into .venv). It starts two sandboxes as
+subprocesses, an international kommo.com-style account (``br``) and a Russian amoCRM-style one
+(``ru``), and configures one code location for both with ``KOMMO_ACCOUNTS=br,ru``. It then runs
+the real Dagster CLI three times per account, the two accounts' runs at the same time (every
+full-table stream; every incremental stream with the tables derived from it, as one single-run
+range over the sandboxes' window; the analysis views; the lists come from the declarations),
+prints every table's row count per account, two queries over ``kommo_all`` (the views that unite
+the accounts) and two on one account's analysis views (a wide view, the funnel), and says how to
+open the same runs and file in `dagster dev`.
 
 Everything stays inside the repository: the database is ``data/kommo_demo.duckdb`` (not the
 default ``data/kommo_crm.duckdb``, which is left for a real account) and the Dagster instance is
@@ -15,14 +18,17 @@ ignored, so the demo can never reach a real account.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 
 from kommo_dagster.derived.assets import derived_keys
@@ -34,46 +40,44 @@ from kommo_dagster.settings import DEFAULT_START_DATE, Settings
 ROOT = Path(__file__).resolve().parents[1]
 DATABASE = ROOT / "data" / "kommo_demo.duckdb"
 DAGSTER_HOME = ROOT / ".dagster_home"
-LEADS = 1000
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
+# The accounts: name -> (sandbox flavour, seed, leads, what it stands for).
+ACCOUNTS = {
+    "br": ("kommo", 1, 1000, "an international kommo.com account"),
+    "ru": ("amocrm", 2, 600, "a Russian amoCRM account (amocrm.ru)"),
+}
 
-LEADS_PER_STAGE = """
-WITH current_leads AS (  -- the latest version of each lead
-    SELECT * FROM kommo.leads
-    QUALIFY row_number() OVER (PARTITION BY id ORDER BY updated_at DESC) = 1
-)
-SELECT p.name AS pipeline, s.name AS stage, count(*) AS leads, sum(l.price) AS total_price
-FROM current_leads AS l
-JOIN kommo.pipelines AS p ON p.id = l.pipeline_id
-JOIN kommo.statuses AS s ON s.pipeline_id = l.pipeline_id AND s.id = l.status_id
-WHERE NOT l.is_deleted
-GROUP BY p.name, p.sort, s.name, s.sort
-ORDER BY p.sort, s.sort
+LEADS_PER_ACCOUNT_AND_PIPELINE = """
+SELECT l.account, p.name AS pipeline, count(*) AS leads,
+       count(*) FILTER (l.status_id = 142) AS won, count(*) FILTER (l.status_id = 143) AS lost,
+       sum(l.price) FILTER (l.status_id = 142) AS won_value
+FROM kommo_all.leads_current AS l          -- every account's current leads, one view
+JOIN kommo_all.pipelines AS p ON p.account = l.account AND p.id = l.pipeline_id
+GROUP BY l.account, p.name, p.sort
+ORDER BY l.account, p.sort
 """
 
 LOSS_REASONS_AND_NOTES = """
-WITH current_leads AS (
-    SELECT * FROM kommo.leads
-    QUALIFY row_number() OVER (PARTITION BY id ORDER BY updated_at DESC) = 1
-), notes AS (
-    SELECT entity_id, count(*) AS notes, count(*) FILTER (note_type LIKE 'call_%') AS calls
-    FROM kommo.lead_notes_current GROUP BY entity_id
+WITH notes AS (
+    SELECT account, entity_id, count(*) AS notes, count(*) FILTER (note_type LIKE 'call_%') AS calls
+    FROM kommo_all.lead_notes_current GROUP BY ALL
 )
-SELECT coalesce(r.name, '(no reason)') AS loss_reason, count(*) AS lost_leads,
+SELECT l.account, coalesce(r.name, '(no reason)') AS loss_reason, count(*) AS lost_leads,
        sum(coalesce(n.notes, 0)) AS notes, sum(coalesce(n.calls, 0)) AS calls
-FROM current_leads AS l
-LEFT JOIN kommo.loss_reasons AS r ON r.id = l.loss_reason_id
-LEFT JOIN notes AS n ON n.entity_id = l.id
-WHERE l.status_id = 143 AND NOT l.is_deleted
+FROM kommo_all.leads_current AS l
+LEFT JOIN kommo_all.loss_reasons AS r ON r.account = l.account AND r.id = l.loss_reason_id
+LEFT JOIN notes AS n ON n.account = l.account AND n.entity_id = l.id
+WHERE l.status_id = 143
 GROUP BY ALL
-ORDER BY lost_leads DESC
+ORDER BY l.account, lost_leads DESC
 """
 
-# The README's "Analysing" section shows these two with the demo's output.
+# The README's "Analysing" section shows these two with the demo's output (account br, whose
+# sandbox is the single-account one's: the same seed and size).
 LEADS_BY_UTM_SOURCE = """
 SELECT utm_source, count(*) AS leads, sum(price) AS total_price,
        count(*) FILTER (WHERE vip) AS vip_leads
-FROM kommo.leads_wide
+FROM kommo_br.leads_wide
 GROUP BY utm_source
 ORDER BY leads DESC
 """
@@ -83,7 +87,7 @@ SELECT pipeline_name AS pipeline, status_name AS stage, leads_entered AS entered
        leads_in_stage AS now_in_stage,
        round(median_seconds_in_stage / 86400, 1) AS median_days,
        round(conversion_to_next, 2) AS to_next, won, lost
-FROM kommo.pipeline_funnel
+FROM kommo_br.pipeline_funnel
 ORDER BY pipeline_id, sort
 """
 
@@ -91,33 +95,56 @@ ORDER BY pipeline_id, sort
 def main() -> int:
     started = time.monotonic()
     start, end = _window()
-    config = SandboxConfig(seed=1, leads=LEADS, start=start, end=end)
     first, last = start.isoformat(), (end - timedelta(days=1)).isoformat()
+    with contextlib.ExitStack() as stack:
+        sandboxes = {}
+        for name, (flavour, seed, leads, what) in ACCOUNTS.items():
+            config = SandboxConfig(
+                seed=seed,
+                leads=leads,
+                start=start,
+                end=end,
+                flavour=flavour,
+                token=f"sandbox-token-{name}",
+                subdomain=name,
+            )
+            _say(f"Starting sandbox {name}: {what}, {leads} leads, {first}..{last}, 7 requests/s")
+            sandboxes[name] = stack.enter_context(SandboxProcess(config))
+            _say(f"  serving the Kommo API v4 at {sandboxes[name].base_url}")
+        env = _environment(sandboxes, first_partition=first)
 
-    _say(f"Starting the Kommo sandbox ({LEADS} leads, {first}..{last}, 7 requests/s) ...")
-    with SandboxProcess(config) as sandbox:
-        _say(f"  serving the Kommo API v4 at {sandbox.base_url}")
-        env = _environment(sandbox.base_url, sandbox.token, first_partition=first)
-
-        _say("\n$ dagster asset materialize --select " + ",".join(_keys(FULL_TABLE_STREAMS)))
-        _materialize(env, "--select", ",".join(_keys(FULL_TABLE_STREAMS)))
-
+        _say("\nThe full-table streams, both accounts at once:")
+        _side_by_side(
+            env, {name: ["--select", _keys(name, FULL_TABLE_STREAMS)] for name in ACCOUNTS}
+        )
         # The derived tables (custom-field values, status changes) follow their parents' range
         # in the same run, computed in DuckDB without a request.
-        incremental = ",".join(_keys(INCREMENTAL_STREAMS) + _derived(partitioned=True))
-        _say(f"\n$ dagster asset materialize --select {incremental}")
-        _say(f"    --partition-range {first}...{last}")
-        _materialize(env, "--select", incremental, "--partition-range", f"{first}...{last}")
-        views = ",".join(_derived(partitioned=False))
-        _say(f"\n$ dagster asset materialize --select {views}")
-        _materialize(env, "--select", views)
-        stats = sandbox.stats()
-
-    _say(
-        f"\nThe sandbox served {stats['requests']} requests, at most "
-        f"{stats['peak_requests_per_second']} in any second, with {stats['rate_limited']} "
-        f"answered 429."
-    )
+        _say(
+            f"\nThe incremental streams and the tables derived from them, {first}..{last} as one "
+            f"run per account, both at once:"
+        )
+        incremental = {
+            name: [
+                "--select",
+                ",".join([_keys(name, INCREMENTAL_STREAMS), *_derived(name, partitioned=True)]),
+                "--partition-range",
+                f"{first}...{last}",
+            ]
+            for name in ACCOUNTS
+        }
+        _side_by_side(env, incremental)
+        _say("\nThe analysis views, both accounts at once:")
+        views = {
+            name: ["--select", ",".join(_derived(name, partitioned=False))] for name in ACCOUNTS
+        }
+        _side_by_side(env, views)
+        for name, sandbox in sandboxes.items():
+            stats = sandbox.stats()
+            _say(
+                f"\nSandbox {name} served {stats['requests']} requests, at most "
+                f"{stats['peak_requests_per_second']} in any second, with "
+                f"{stats['rate_limited']} answered 429."
+            )
     _report()
     _say(f"\nDone in {time.monotonic() - started:.0f} s.")
     _say(_next_steps(first, last))
@@ -134,7 +161,7 @@ def _window() -> tuple[date, date]:
     return (end - timedelta(days=1)).replace(day=1), end
 
 
-def _environment(base_url: str, token: str, *, first_partition: str) -> dict[str, str]:
+def _environment(sandboxes: dict[str, SandboxProcess], *, first_partition: str) -> dict[str, str]:
     DAGSTER_HOME.mkdir(exist_ok=True)
     instance_config = DAGSTER_HOME / "dagster.yaml"
     if not instance_config.exists():
@@ -143,23 +170,33 @@ def _environment(base_url: str, token: str, *, first_partition: str) -> dict[str
         instance_config.write_text("# The demo's Dagster instance: runs, event logs, schedules.\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KOMMO_")}
     env.update(
-        KOMMO_BASE_URL=base_url,
-        KOMMO_API_TOKEN=token,
+        KOMMO_ACCOUNTS=",".join(sandboxes),
         KOMMO_START_DATE=first_partition,
         KOMMO_DUCKDB_PATH=str(DATABASE),
         DAGSTER_HOME=str(DAGSTER_HOME),
         PYTHONUNBUFFERED="1",
     )
+    for name, sandbox in sandboxes.items():
+        env[f"KOMMO_{name.upper()}_BASE_URL"] = sandbox.base_url
+        env[f"KOMMO_{name.upper()}_API_TOKEN"] = sandbox.token
+    # Two processes creating a brand-new instance's storage at once race in its migration.
+    with dg.DagsterInstance.from_config(str(DAGSTER_HOME)) as instance:
+        instance.get_runs()
     return env
 
 
-def _keys(streams: tuple[str, ...]) -> list[str]:
-    return [f"kommo/{s}" for s in streams]
+def _keys(account: str, streams: tuple[str, ...]) -> str:
+    return ",".join(f"kommo/{account}/{s}" for s in streams)
 
 
-def _derived(*, partitioned: bool) -> list[str]:
-    """The derived tables partitioned like their parents, or the views."""
-    settings = Settings(start_date=DEFAULT_START_DATE, duckdb_path=DATABASE)
+def _derived(account: str, *, partitioned: bool) -> list[str]:
+    """The account's derived tables partitioned like their parents, or its views."""
+    settings = Settings(
+        account=account,
+        schema=f"kommo_{account}",
+        start_date=DEFAULT_START_DATE,
+        duckdb_path=DATABASE,
+    )
     return [k.to_user_string() for k in derived_keys(settings, partitioned=partitioned)]
 
 
@@ -167,8 +204,27 @@ def _derived(*, partitioned: bool) -> list[str]:
 _LOG_LINE = re.compile(r" - dagster - (?P<level>[A-Z]+) - [^ ]+ - [0-9a-f-]{36} - (?P<rest>.*)$")
 
 
-def _materialize(env: dict[str, str], *args: str) -> None:
-    """Run the Dagster CLI; show the run's own messages (not Dagster's debug events)."""
+def _side_by_side(env: dict[str, str], args: dict[str, list[str]]) -> None:
+    """One `dagster asset materialize` per account, all at once; each run's own messages are
+    shown (not Dagster's debug events) as they come."""
+    for account_args in args.values():
+        _say(f"  $ dagster asset materialize {' '.join(account_args)}")
+    threads = [
+        threading.Thread(target=_materialize, args=(env, name, account_args))
+        for name, account_args in args.items()
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if _FAILED:
+        raise SystemExit(f"dagster asset materialize failed for {', '.join(_FAILED)}")
+
+
+_FAILED: list[str] = []
+
+
+def _materialize(env: dict[str, str], account: str, args: list[str]) -> None:
     cmd = [DAGSTER, "asset", "materialize", "-m", "kommo_dagster.definitions", *args]
     process = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -183,35 +239,43 @@ def _materialize(env: dict[str, str], *args: str) -> None:
         rest = match["rest"]
         ours = match["level"] in ("INFO", "WARNING", "ERROR") and "kommo/" in rest
         if ours or "RUN_SUCCESS" in rest or "RUN_FAILURE" in rest:
-            _say("  " + rest.split(" - ", 1)[-1])
+            _say(f"  [{account}] " + rest.split(" - ", 1)[-1])
     if process.wait() != 0:
-        sys.stdout.write("".join(output[-60:]))
-        raise SystemExit(f"dagster asset materialize failed (exit {process.returncode})")
+        _say("".join(output[-60:]))
+        _FAILED.append(account)
 
 
 def _report() -> None:
     with duckdb.connect(str(DATABASE), read_only=True) as con:
-        _say(f"\nRows in {DATABASE.relative_to(ROOT)}:")
+        _say(f"\nRows in {DATABASE.relative_to(ROOT)}, per account (schema kommo_<account>):")
         width = max(map(len, [*STREAMS, *DERIVED_TABLES]))
+        _say(f"  {'stream':<{width}} " + " ".join(f"{name:>8}" for name in ACCOUNTS) + "  sync")
         for stream, spec in STREAMS.items():
-            [(count,)] = con.execute(f"SELECT count(*) FROM kommo.{stream}").fetchall()
+            counts = [
+                con.execute(f"SELECT count(*) FROM kommo_{name}.{stream}").fetchall()[0][0]
+                for name in ACCOUNTS
+            ]
             sync = f"daily by {spec.cursor}" if spec.is_incremental else "full table"
-            _say(f"  kommo.{stream:<{width}} {count:>7,}  ({sync}, GET {spec.path})")
-        _say("\nLeads per pipeline stage (latest version of each lead, deleted ones left out):")
+            cells = " ".join(f"{count:>8,}" for count in counts)
+            _say(f"  {stream:<{width}} {cells}  ({sync}, GET {spec.path})")
+        _say("\nLeads per account and pipeline, from the kommo_all views over both accounts:")
         sys.stdout.flush()
-        con.sql(LEADS_PER_STAGE).show(max_rows=60, max_width=110)
-        _say("\nLost leads per loss reason, with the notes and calls on them:")
+        con.sql(LEADS_PER_ACCOUNT_AND_PIPELINE).show(max_rows=60, max_width=110)
+        _say("\nLost leads per account and loss reason, with the notes and calls on them:")
         sys.stdout.flush()
-        con.sql(LOSS_REASONS_AND_NOTES).show(max_rows=20, max_width=110)
+        con.sql(LOSS_REASONS_AND_NOTES).show(max_rows=30, max_width=110)
         _say("\nDerived in DuckDB, without a request:")
         for table in DERIVED_TABLES:
-            [(count,)] = con.execute(f"SELECT count(*) FROM kommo.{table}").fetchall()
-            _say(f"  kommo.{table:<{width}} {count:>7,}")
-        _say("\nLeads by UTM source, from the wide view (one typed column per custom field):")
+            counts = [
+                con.execute(f"SELECT count(*) FROM kommo_{name}.{table}").fetchall()[0][0]
+                for name in ACCOUNTS
+            ]
+            _say(f"  {table:<{width}} " + " ".join(f"{count:>8,}" for count in counts))
+        _say("\nLeads by UTM source, from br's wide view (one typed column per custom field):")
         _say(LEADS_BY_UTM_SOURCE.strip())
         sys.stdout.flush()
         con.sql(LEADS_BY_UTM_SOURCE).show(max_rows=20, max_width=110)
-        _say("\nThe funnel: entered, in the stage now, median days spent, conversion onwards:")
+        _say("\nbr's funnel: entered, in the stage now, median days spent, conversion onwards:")
         _say(FUNNEL.strip())
         sys.stdout.flush()
         con.sql(FUNNEL).show(max_rows=60, max_width=130)
@@ -222,21 +286,25 @@ def _next_steps(first: str, last: str) -> str:
     return f"""
 Open the same runs and file in the Dagster UI (from {ROOT}):
 
-  DAGSTER_HOME="$PWD/.dagster_home" KOMMO_DUCKDB_PATH={db} KOMMO_START_DATE={first} \\
-    .venv/bin/dagster dev -w workspace.yaml
+  DAGSTER_HOME="$PWD/.dagster_home" KOMMO_ACCOUNTS=br,ru KOMMO_DUCKDB_PATH={db} \\
+    KOMMO_START_DATE={first} .venv/bin/dagster dev -w workspace.yaml
 
-then browse http://127.0.0.1:3000 : Assets shows the {len(STREAMS)} kommo/* streams and what is
-derived from them, partitions {first}..{last} materialized, and the runs above under Runs. To
-materialize from the UI too, serve the sandbox in another terminal and add its two variables to
-the command above:
+then browse http://127.0.0.1:3000 : Assets shows the groups kommo_br and kommo_ru, with the
+{len(STREAMS)} streams of each (kommo/br/<stream>, kommo/ru/<stream>) and what is derived from
+them, partitions {first}..{last} materialized, and the runs above under Runs. To materialize
+from the UI too, serve the sandboxes in other terminals and add their variables to the command
+above:
 
-  .venv/bin/kommo-sandbox --port 8765 --leads {LEADS}
-  KOMMO_BASE_URL=http://127.0.0.1:8765 KOMMO_API_TOKEN=sandbox-token ...
+  .venv/bin/kommo-sandbox --port 8765 --leads 1000 --token sandbox-token-br
+  .venv/bin/kommo-sandbox --port 8766 --leads 600 --seed 2 --flavour amocrm \\
+    --token sandbox-token-ru
+  KOMMO_BR_BASE_URL=http://127.0.0.1:8765 KOMMO_BR_API_TOKEN=sandbox-token-br \\
+  KOMMO_RU_BASE_URL=http://127.0.0.1:8766 KOMMO_RU_API_TOKEN=sandbox-token-ru ...
 
 Query the file yourself (while no run is writing it):
 
   .venv/bin/python -c "import duckdb; duckdb.connect('{db}', read_only=True)\\
-.sql('FROM kommo.leads LIMIT 5').show()"
+.sql('SELECT account, count(*) FROM kommo_all.leads_current GROUP BY 1').show()"
 """
 
 
