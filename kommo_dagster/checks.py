@@ -245,23 +245,35 @@ def build_stream_checks(stream: Stream, *, settings: Settings) -> dg.AssetChecks
     ) -> Iterator[dg.AssetCheckResult]:
         with duckdb.get_connection(on_wait=context.log.info) as con:
             outcomes = evaluate(con, stream, schema=schema, streams=streams)
-        for name, outcome in outcomes.items():
-            if not outcome.passed:
-                context.log.warning(
-                    f"{scope.label(stream.name)} check {name} failed: {outcome.description}"
-                )
-            yield dg.AssetCheckResult(
-                check_name=name,
-                asset_key=key,
-                passed=outcome.passed,
-                description=outcome.description,
-                metadata=outcome.metadata,
-                severity=dg.AssetCheckSeverity.WARN
-                if name in references
-                else dg.AssetCheckSeverity.ERROR,
-            )
+        yield from check_results(
+            context, key, outcomes, label=scope.label(stream.name), warn_only=references
+        )
 
     return stream_checks
+
+
+def check_results(
+    context: dg.AssetCheckExecutionContext,
+    key: dg.AssetKey,
+    outcomes: dict[str, Outcome],
+    *,
+    label: str,
+    warn_only: Collection[str],
+) -> Iterator[dg.AssetCheckResult]:
+    """The outcomes as Dagster results, each failure logged; ``warn_only`` checks never block."""
+    for name, outcome in outcomes.items():
+        if not outcome.passed:
+            context.log.warning(f"{label} check {name} failed: {outcome.description}")
+        yield dg.AssetCheckResult(
+            check_name=name,
+            asset_key=key,
+            passed=outcome.passed,
+            description=outcome.description,
+            metadata=outcome.metadata,
+            severity=dg.AssetCheckSeverity.WARN
+            if name in warn_only
+            else dg.AssetCheckSeverity.ERROR,
+        )
 
 
 def build_kommo_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
@@ -277,6 +289,7 @@ __all__ = [
     "build_kommo_checks",
     "build_stream_checks",
     "check_names",
+    "check_results",
     "checked_references",
     "evaluate",
 ]

@@ -21,7 +21,13 @@ import dagster as dg
 import duckdb as duckdb_lib
 
 from kommo_dagster.accounts import AccountScope
-from kommo_dagster.checks import CONTRACT_COLUMNS, SAMPLE, Outcome, contract_columns
+from kommo_dagster.checks import (
+    CONTRACT_COLUMNS,
+    SAMPLE,
+    Outcome,
+    check_results,
+    contract_columns,
+)
 from kommo_dagster.derived.assets import derived_tables
 from kommo_dagster.derived.declaration import STATUS_CHANGES, DerivedTable, custom_field_entity
 from kommo_dagster.derived.stages import DURATIONS_VIEW
@@ -102,23 +108,6 @@ def _has_definitions(table: DerivedTable) -> bool:
     return True
 
 
-def _results(
-    context: dg.AssetCheckExecutionContext, key: dg.AssetKey, outcomes: dict[str, Outcome]
-) -> Iterator[dg.AssetCheckResult]:
-    for name, outcome in outcomes.items():
-        warn = name == FIELD_IDS_DEFINED
-        if not outcome.passed:
-            context.log.warning(f"{key.to_user_string()} check {name}: {outcome.description}")
-        yield dg.AssetCheckResult(
-            check_name=name,
-            asset_key=key,
-            passed=outcome.passed,
-            description=outcome.description,
-            metadata=outcome.metadata,
-            severity=dg.AssetCheckSeverity.WARN if warn else dg.AssetCheckSeverity.ERROR,
-        )
-
-
 def build_table_checks(table: DerivedTable, *, settings: Settings) -> dg.AssetChecksDefinition:
     scope = AccountScope.of(settings)
     key = scope.asset_key(table.name)
@@ -157,7 +146,9 @@ def build_table_checks(table: DerivedTable, *, settings: Settings) -> dg.AssetCh
     ) -> Iterator[dg.AssetCheckResult]:
         with duckdb.get_connection(on_wait=context.log.info) as con:
             outcomes = evaluate_table(con, table, schema=schema)
-        yield from _results(context, key, outcomes)
+        yield from check_results(
+            context, key, outcomes, label=key.to_user_string(), warn_only={FIELD_IDS_DEFINED}
+        )
 
     return table_checks
 
@@ -182,7 +173,13 @@ def build_durations_check(settings: Settings) -> dg.AssetChecksDefinition:
     ) -> Iterator[dg.AssetCheckResult]:
         with duckdb.get_connection(on_wait=context.log.info) as con:
             outcome = no_negative_durations(con, schema=schema)
-        yield from _results(context, key, {NO_NEGATIVE_DURATIONS: outcome})
+        yield from check_results(
+            context,
+            key,
+            {NO_NEGATIVE_DURATIONS: outcome},
+            label=key.to_user_string(),
+            warn_only=(),
+        )
 
     return durations_checks
 
