@@ -82,16 +82,7 @@ def _build() -> dict[str, DerivedTable]:
             continue
         if name not in _KEYS:
             raise RuntimeError(f"derived table {name!r} of the contract has no declared key")
-        columns = tuple(
-            Column(
-                name=c["name"],
-                type=c["type"],
-                description=c["description"],
-                source=(c["name"],),
-                is_json="(JSON)" in c["description"],
-            )
-            for c in spec["columns"]
-        )
+        columns = tuple(Column.from_contract(c) for c in spec["columns"])
         missing = [k for k in _KEYS[name] if k not in {c.name for c in columns}]
         if missing or spec["cursor"] not in {c.name for c in columns}:
             raise RuntimeError(f"{name}: key {missing} or cursor not among its columns")

@@ -54,6 +54,19 @@ class Column:
     source: tuple[str, ...]
     is_json: bool
 
+    @classmethod
+    def from_contract(
+        cls, spec: Mapping[str, str], *, source: tuple[str, ...] | None = None
+    ) -> Column:
+        """The column a contract entry declares; a JSON text column says "(JSON)" of itself."""
+        return cls(
+            name=spec["name"],
+            type=spec["type"],  # type: ignore[arg-type]
+            description=spec["description"],
+            source=source or (spec["name"],),
+            is_json=spec["type"] == "string" and "(JSON)" in spec["description"],
+        )
+
     @property
     def duckdb_type(self) -> str:
         return DUCKDB_TYPES[self.type]
@@ -311,10 +324,6 @@ ENDPOINTS: Mapping[str, dict] = {
 }
 
 
-def _is_json_column(spec: Mapping[str, str]) -> bool:
-    return spec["type"] == "string" and "(JSON)" in spec["description"]
-
-
 def _extracted(contract: Mapping[str, dict]) -> dict[str, dict]:
     """The contract's tables that are read from Kommo: not those with ``derived_from``."""
     return {name: spec for name, spec in contract.items() if not spec.get("derived_from")}
@@ -331,14 +340,7 @@ def build_streams(contract: Mapping[str, dict], endpoints: Mapping[str, dict]) -
     streams: dict[str, Stream] = {}
     for name, spec in tables.items():
         columns = tuple(
-            Column(
-                name=c["name"],
-                type=c["type"],
-                description=c["description"],
-                source=_SOURCES.get((name, c["name"]), (c["name"],)),
-                is_json=_is_json_column(c),
-            )
-            for c in spec["columns"]
+            Column.from_contract(c, source=_SOURCES.get((name, c["name"]))) for c in spec["columns"]
         )
         endpoint = dict(endpoints[name])
         endpoint.setdefault("key", ("id", spec["cursor"]) if spec["cursor"] else ("id",))
