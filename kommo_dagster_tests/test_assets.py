@@ -32,7 +32,7 @@ from kommo_dagster.partitions import EpochWindow
 from kommo_dagster.sandbox import ChurnConfig, KommoSandbox, SandboxConfig
 from kommo_dagster.settings import Settings
 from kommo_dagster_tests.rows import canonical
-from kommo_dagster_tests.wiring import sandbox_kommo
+from kommo_dagster_tests.wiring import materialize_streams, sandbox_kommo
 
 CONTRACT = {
     file: json.loads((Path(kommo_dagster.contract.__file__).parent / file).read_text("utf-8"))
@@ -72,19 +72,12 @@ class Warehouse:
         partition_range: tuple[str, str] | None = None,
         raise_on_error: bool = True,
     ) -> dg.ExecuteInProcessResult:
-        tags = {}
-        if partition_range:
-            tags = {
-                "dagster/asset_partition_range_start": partition_range[0],
-                "dagster/asset_partition_range_end": partition_range[1],
-            }
-        return dg.materialize(
-            list(self.defs.assets or []),
-            selection=[dg.AssetKey(["kommo", s]) for s in streams],
-            resources=self.defs.resources,
-            instance=self.instance,
-            partition_key=partition,
-            tags=tags,
+        return materialize_streams(
+            self.defs,
+            self.instance,
+            streams,
+            partition=partition,
+            partition_range=partition_range,
             raise_on_error=raise_on_error,
         )
 

@@ -78,3 +78,36 @@ def finish(process: subprocess.Popen[str], *, timeout: float = 200) -> str:
     output, _ = process.communicate(timeout=timeout)
     assert process.returncode == 0, output[-4000:]
     return output
+
+
+def materialize_streams(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    streams: list[str] | tuple[str, ...],
+    *,
+    partition: str | None = None,
+    partition_range: tuple[str, str] | None = None,
+    raise_on_error: bool = True,
+    with_checks: bool = False,
+) -> dg.ExecuteInProcessResult:
+    """Materialize ``kommo/<stream>`` for ``streams`` in one run, as the CLI would.
+
+    ``partition_range`` is one single-run backfill of that range (the tags Dagster sets for
+    it); ``with_checks`` runs the selected assets' checks after them.
+    """
+    tags = {}
+    if partition_range:
+        tags = {
+            "dagster/asset_partition_range_start": partition_range[0],
+            "dagster/asset_partition_range_end": partition_range[1],
+        }
+    checks = list(defs.asset_checks or []) if with_checks else []
+    return dg.materialize(
+        [*(defs.assets or []), *checks],
+        selection=[dg.AssetKey(["kommo", s]) for s in streams],
+        resources=defs.resources,
+        instance=instance,
+        partition_key=partition,
+        tags=tags,
+        raise_on_error=raise_on_error,
+    )

@@ -25,7 +25,7 @@ from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.sandbox import KommoSandbox, SandboxConfig
 from kommo_dagster.settings import Settings
 from kommo_dagster_tests.derived.reference import long_rows, status_change, stays, value_text
-from kommo_dagster_tests.wiring import sandbox_kommo
+from kommo_dagster_tests.wiring import materialize_streams, sandbox_kommo
 
 MONTH = ("2026-10-01", "2026-10-31")
 PARENTS = ("leads", "contacts", "companies", "events")
@@ -46,20 +46,14 @@ class Warehouse:
         self.instance = dg.DagsterInstance.ephemeral()
 
     def run(self, names, *, partition_range=None, partition=None, raise_on_error=True):
-        tags = {}
-        if partition_range:
-            tags = {
-                "dagster/asset_partition_range_start": partition_range[0],
-                "dagster/asset_partition_range_end": partition_range[1],
-            }
-        return dg.materialize(
-            [*(self.defs.assets or []), *(self.defs.asset_checks or [])],
-            selection=[dg.AssetKey(["kommo", n]) for n in names],
-            resources=self.defs.resources,
-            instance=self.instance,
-            partition_key=partition,
-            tags=tags,
+        return materialize_streams(
+            self.defs,
+            self.instance,
+            names,
+            partition=partition,
+            partition_range=partition_range,
             raise_on_error=raise_on_error,
+            with_checks=True,
         )
 
     def query(self, sql: str) -> list[tuple]:
