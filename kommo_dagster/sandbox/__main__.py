@@ -15,6 +15,7 @@ from datetime import date
 
 from kommo_dagster.sandbox.config import (
     RATE_LIMIT_STYLES,
+    WRONG_HOSTS,
     ChurnConfig,
     FaultConfig,
     SandboxConfig,
@@ -87,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--jitter-ms", type=float, default=0.0, help="latency +/- this much")
     r.add_argument("--unpaid", action="store_true", help="answer 402 to every request")
     r.add_argument("--not-admin", action="store_true", help="answer 403 to /api/v4/users")
+    r.add_argument(
+        "--wrong-host",
+        choices=WRONG_HOSTS,
+        default=None,
+        help="answer as a host that is not a Kommo account: a 404 page, a web page, other JSON",
+    )
 
     f = p.add_argument_group("faults (per-request probabilities)")
     fault_help = {
@@ -180,6 +187,7 @@ def config_from_args(ns: argparse.Namespace) -> SandboxConfig:
         ),
         unpaid=ns.unpaid,
         not_admin=ns.not_admin,
+        wrong_host=ns.wrong_host,
         churn=churn,
         token=ns.token,
         port=ns.port,

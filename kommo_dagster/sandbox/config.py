@@ -26,6 +26,9 @@ CHURNABLE = (
 
 RateLimitStyle = Literal["json", "html", "header", "mixed"]
 RATE_LIMIT_STYLES: tuple[str, ...] = ("json", "html", "header", "mixed")
+# How a host that is not a Kommo account answers every API request (`SandboxConfig.wrong_host`).
+WrongHost = Literal["404", "html", "json"]
+WRONG_HOSTS: tuple[str, ...] = ("404", "html", "json")
 
 # Names of the faults, both for the seeded rates and for `KommoSandbox.inject_fault`.
 FAULT_KINDS: tuple[str, ...] = (
@@ -145,6 +148,9 @@ class SandboxConfig:
     not_admin: bool = False
     # A 301 to this origin for every API request (an account asked for on the wrong host).
     redirect_to: str | None = None
+    # Answer every API request as a host that is not a Kommo account: "404" (an nginx 404 page),
+    # "html" (a 200 web page), "json" (200 JSON of some other API).
+    wrong_host: WrongHost | None = None
     churn: ChurnConfig | None = None
     token: str = "sandbox-token"
     port: int = 0
@@ -172,5 +178,7 @@ class SandboxConfig:
             raise ValueError("latency and jitter must not be negative")
         if not self.token:
             raise ValueError("token must not be empty")
+        if self.wrong_host is not None and self.wrong_host not in WRONG_HOSTS:
+            raise ValueError(f"wrong_host must be one of {WRONG_HOSTS}, got {self.wrong_host!r}")
         if self.flavour not in FLAVOURS:
             raise ValueError(f"flavour must be one of {FLAVOURS}, got {self.flavour!r}")

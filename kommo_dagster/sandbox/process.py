@@ -47,6 +47,8 @@ def config_to_args(config: SandboxConfig) -> list[str]:
         args.append("--unpaid")
     if c.not_admin:
         args.append("--not-admin")
+    if c.wrong_host is not None:
+        args += ["--wrong-host", c.wrong_host]
     f = c.faults
     for kind, rate in f.rates().items():
         if rate:

@@ -1,11 +1,12 @@
 """The HTTP side: a threaded HTTP/1.1 server on 127.0.0.1 and the gateway every request crosses.
 
 Order of checks for an API request, as Kommo's edge and backend apply them:
-IP block (403 HTML) -> rate limit (429) -> latency -> injected fault -> auth (401) -> unpaid
-(402) -> the API itself. Every API request counts as an arrival in the rate-limit window,
-including the ones answered 429: Kommo's gateway counts what it receives, so a client that
-retries a 429 at once only digs deeper. `/__sandbox/...` paths are the sandbox's own controls:
-no auth, no rate limit, not counted.
+IP block (403 HTML) -> a host that is not the account's (a redirect, `wrong_host`) -> rate
+limit (429) -> latency -> injected fault -> auth (401) -> unpaid (402) -> the API itself. Every
+API request counts as an arrival in the rate-limit window, including the ones answered 429:
+Kommo's gateway counts what it receives, so a client that retries a 429 at once only digs
+deeper. `/__sandbox/...` paths are the sandbox's own controls: no auth, no rate limit, not
+counted.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from kommo_dagster.sandbox.api import KommoApi
 from kommo_dagster.sandbox.churn import Churner
 from kommo_dagster.sandbox.config import SandboxConfig
 from kommo_dagster.sandbox.faults import Faults
-from kommo_dagster.sandbox.responses import JSON, Response, html_page, problem
+from kommo_dagster.sandbox.responses import HTML, JSON, Response, html_page, problem
 from kommo_dagster.sandbox.stats import Stats
 from kommo_dagster.sandbox.truth import expected_rows
 
@@ -43,6 +44,7 @@ RUNTIME_SETTINGS = (
     "unpaid",
     "not_admin",
     "redirect_to",
+    "wrong_host",
 )
 
 
@@ -360,6 +362,8 @@ class KommoSandbox:
             resp = html_page(301)
             resp.headers.append(("Location", cfg.redirect_to.rstrip("/") + h.path))
             return resp
+        if cfg.wrong_host:
+            return _wrong_host(cfg.wrong_host)
         if cfg.requests_per_second is not None and before >= cfg.requests_per_second:
             n = self.stats_counter.violation()
             if cfg.ban_after is not None and n >= cfg.ban_after:
@@ -435,3 +439,13 @@ class KommoSandbox:
 
 def _json(payload: Any, *, status: int = 200) -> Response:
     return Response(status, orjson.dumps(payload), JSON)
+
+
+def _wrong_host(kind: str) -> Response:
+    """What a web server that is not a Kommo account answers to ``/api/v4/...``."""
+    if kind == "404":
+        return html_page(404)
+    if kind == "html":
+        page = b"<!DOCTYPE html>\n<html><head><title>Welcome</title></head><body></body></html>\n"
+        return Response(200, page, HTML)
+    return _json({"status": "ok", "service": "not a Kommo account"})

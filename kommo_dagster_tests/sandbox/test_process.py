@@ -34,6 +34,7 @@ def test_command_line_round_trips_a_config():
         faults=FaultConfig(error_500_json=0.1, drop=0.05, slow=0.01, slow_seconds=9.0, seed=3),
         unpaid=True,
         not_admin=True,
+        wrong_host="json",
         churn=ChurnConfig(every_requests=5, updates=2, creates=0, deletes=3, streams=("leads",)),
         token="t0k",
         subdomain="acme",

@@ -1,4 +1,5 @@
-"""The gateway: rate limit and its 429 styles, the IP ban, faults, 402/403 modes and counters.
+"""The gateway: rate limit and its 429 styles, the IP ban, faults, 402/403 and wrong-host modes
+and counters.
 
 Rate-limit tests use a long window (`rate_limit_window=60`) so that "these requests arrived
 within one window" holds however slow the machine is; the limiter is the same code.
@@ -233,6 +234,27 @@ def test_not_admin_token_gets_403_problem_json_on_users_only(sandbox_factory):
     assert r.status_code == 403
     assert r.headers["Content-Type"] == "application/problem+json"
     assert api.get("/api/v4/leads").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "content_type"),
+    [("404", 404, "text/html"), ("html", 200, "text/html"), ("json", 200, "application/json")],
+)
+def test_a_wrong_host_answers_every_request_as_no_kommo_account(
+    sandbox_factory, kind, status, content_type
+):
+    sb = sandbox_factory(leads=40, requests_per_second=None, wrong_host=kind)
+    api = Api(sb)
+    for path in ("/api/v4/leads", "/api/v4/account"):
+        r = api.get(path)
+        assert r.status_code == status and r.headers["Content-Type"].startswith(content_type)
+        if kind == "json":
+            assert not {"_links", "_embedded"} & set(r.json())
+    assert sb.stats()["requests"] == 2
+    sb.update_config(wrong_host=None)
+    assert api.get("/api/v4/leads").status_code == 200
+    with pytest.raises(ValueError, match="wrong_host"):
+        sb.update_config(wrong_host="500")
 
 
 def test_runtime_config_and_fault_injection_over_http(sandbox_factory):
