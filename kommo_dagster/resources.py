@@ -172,15 +172,11 @@ class KommoResource(dg.ConfigurableResource):
             raise KommoConfigError(message) from None
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        # Fail the run at its start, before any step talks to Kommo: a setting names its
-        # variable, and the run's first request (GET /api/v4/account) tells a wrong token, an
-        # unpaid account, a wrong host or a blocked IP apart before any stream is read.
-        # A sensor's tick (no run) only validates: its one request a tick is its own check.
-        if context.run is None:
-            self.settings()
-            return
-        with self.get_client() as client:
-            client.check_account(users=_reads_users(context))
+        # Fail the run at its start when a setting is missing or invalid, naming its variable.
+        # No request is sent here: each client's first request tells a wrong token, an unpaid
+        # account, a wrong host, a blocked IP or (on users) a non-admin token apart, with its
+        # own message (kommo_dagster.kommo.host), so a quiet run costs one request per list.
+        self.settings()
 
     def get_client(self, *, progress: ProgressCallback | None = None) -> KommoClient:
         """A validated client for this account; close it (or use ``with``) when done."""
@@ -214,19 +210,6 @@ def _check_workers(value: int) -> int | str:
     if value == -1:  # the variable held something that is not an integer
         return os.environ.get(ENV_MAX_WORKERS, "") or "not an integer"
     return value
-
-
-def _reads_users(context: dg.InitResourceContext) -> bool:
-    """Whether the run materializes a users asset: its steps are named after their assets' keys
-    (``kommo__users``, ``kommo__<account>__users``)."""
-    run = context.run
-    if run is None:
-        return False
-    steps = run.step_keys_to_execute
-    if steps is None and run.execution_plan_snapshot_id and context.instance is not None:
-        plan = context.instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
-        steps = [step.key for step in plan.steps]
-    return any(step.endswith("__users") for step in steps or ())
 
 
 __all__ = ["KommoResource"]

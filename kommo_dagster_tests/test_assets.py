@@ -211,19 +211,35 @@ def test_a_range_costs_one_extraction_not_one_per_day(loaded: Warehouse, tmp_pat
         m.materialization.metadata["kommo/requests"].value
         for m in loaded.full_result.get_asset_materialization_events()
     )
-    # what the sandbox counted is what the assets reported, and each of the two runs' first
-    # request, the credentials preflight, which also reads one page of users for the run that
-    # materializes them; nothing else was asked
-    preflight = 2 + 1
-    assert loaded.requests == sum(r[1] for r in report) + full_table_requests + preflight
+    # what the sandbox counted is what the assets reported: no request checks the account
+    # before the first list (kommo_dagster.kommo.host), nothing else was asked
+    assert loaded.requests == sum(r[1] for r in report) + full_table_requests
+
+
+def _requests_by_path(sandbox: KommoSandbox) -> dict[str, dict[str, int]]:
+    return {path: dict(counts) for path, counts in sandbox.stats()["by_path"].items()}
+
+
+# One request per list, each answered 204: leads, contacts and companies have a deleted list too.
+QUIET_LISTS = {
+    STREAMS[s].path: {"204": 2 if STREAMS[s].has_deleted_list else 1} for s in INCREMENTAL_STREAMS
+}
 
 
 def test_a_quiet_range_costs_one_request_per_list(fresh: Warehouse):
     fresh.sandbox.reset_stats()
     result = fresh.run(INCREMENTAL_STREAMS, partition_range=("2026-09-01", "2026-09-30"))
     assert result.success
-    lists = sum(2 if STREAMS[s].has_deleted_list else 1 for s in INCREMENTAL_STREAMS)
-    assert fresh.sandbox.stats()["requests"] == lists + 1  # and the run's preflight
+    assert _requests_by_path(fresh.sandbox) == QUIET_LISTS
+
+
+def test_todays_quiet_partition_costs_exactly_one_request_per_list(fresh: Warehouse):
+    """The hourly refresh of an account where nothing changed, as the schedule's job runs it:
+    one run of every incremental stream, costing their lists and nothing else."""
+    today = datetime.now(UTC).date().isoformat()
+    fresh.sandbox.reset_stats()
+    assert fresh.run(INCREMENTAL_STREAMS, partition=today).success
+    assert _requests_by_path(fresh.sandbox) == QUIET_LISTS
 
 
 def test_an_empty_partition_leaves_empty_contract_tables(fresh: Warehouse):
@@ -326,13 +342,16 @@ def test_a_failed_run_leaves_the_table_as_it_was(sandbox_factory, tmp_path: Path
     assert not failed.success
     failed_full = wh.run(["users"], raise_on_error=False)
     assert not failed_full.success
-    # The preflight failed each run before any stream was read.
-    assert list(sandbox.stats()["by_path"]) == ["/api/v4/account"]
+    # Each run failed at the first request of its lists (leads: live and deleted), unretried.
+    seen = _requests_by_path(sandbox)
+    assert seen.keys() == {"/api/v4/leads", "/api/v4/users"}
+    assert seen["/api/v4/leads"].keys() == {"402"} and seen["/api/v4/leads"]["402"] <= 2
+    assert seen["/api/v4/users"] == {"402": 1}
     errors = [
         str(e.event_specific_data.error)
         for r in (failed, failed_full)
         for e in r.all_events
-        if e.event_type == dg.DagsterEventType.RESOURCE_INIT_FAILURE
+        if e.event_type == dg.DagsterEventType.STEP_FAILURE
     ]
     assert len(errors) == 2 and all("402" in e and "paid period" in e for e in errors)
     assert wh.rows("leads") == before_leads

@@ -8,8 +8,12 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
+from kommo_dagster.definitions import build_definitions
 from kommo_dagster.kommo import KommoClient, KommoConfigError
+from kommo_dagster.kommo.streams import STREAMS
 from kommo_dagster.resources import KommoResource
+from kommo_dagster.settings import Settings
+from kommo_dagster_tests.wiring import materialize_streams, sandbox_kommo
 
 SECRET = "tok-resource-SECRET-41"
 KOMMO_VARS = (
@@ -125,33 +129,52 @@ def test_from_env_also_works_outside_a_run(monkeypatch):
         assert client.base_url == "https://acme.kommo.com"
 
 
-@dg.asset(key=["kommo", "users"])
-def users(kommo: KommoResource) -> int:
-    with kommo.get_client() as client:
-        return sum(len(p) for p in client.iter_records("users"))
+# What a run's first request meets, the stream it reads, and what its failure must say. The
+# wrong-host answers name the host's variables (checked below for each of them).
+FIRST_REQUEST_FAILURES = {
+    "wrong-token": ({"token": "wrong"}, "leads", "rejected the API token (401"),
+    "unpaid": ({"unpaid": True}, "events", "402 Payment Required"),
+    "users-without-admin": ({"not_admin": True}, "users", "not an account administrator"),
+    "ip-blocked": ({"ban": True}, "contacts", "the IP is blocked"),
+    "redirect": ({"redirect_to": "http://127.0.0.1:9"}, "leads", "with a redirect (301)"),
+    "404": ({"wrong_host": "404"}, "pipelines", "has no Kommo account (404 on /api/v4/"),
+    "html-page": ({"wrong_host": "html"}, "tasks", "200 and an HTML page instead of JSON"),
+    "other-json": ({"wrong_host": "json"}, "leads", "did not answer as a Kommo account"),
+}
+WRONG_HOST_CASES = {"redirect", "404", "html-page", "other-json"}
 
 
-@pytest.mark.parametrize(
-    ("change", "selected", "words"),
-    [
-        ({"token": "wrong"}, [companies], "check KOMMO_API_TOKEN"),
-        ({"unpaid": True}, [companies], "paid period has ended"),
-        ({"not_admin": True}, [companies, users], "not an account administrator"),
-    ],
-    ids=["wrong-token", "unpaid", "users-without-admin"],
-)
-def test_a_run_checks_the_credentials_before_reading_any_stream(tmp_path, change, selected, words):
-    from kommo_dagster.sandbox import KommoSandbox, SandboxConfig
-
-    with KommoSandbox(SandboxConfig(leads=300, requests_per_second=None, token=SECRET)) as sb:
-        token = change.pop("token", SECRET)
-        sb.update_config(**change)
-        resource = KommoResource(
-            api_token=token, base_url=sb.base_url, rate_limit_dir=str(tmp_path / "rate")
-        )
-        result = dg.materialize(selected, resources={"kommo": resource}, raise_on_error=False)
-        assert not result.success and words in failure_text(result)
-        assert set(sb.stats()["by_path"]) <= {"/api/v4/account", "/api/v4/users"}
+@pytest.mark.parametrize("case", list(FIRST_REQUEST_FAILURES))
+def test_a_runs_first_request_fails_with_its_own_message(sandbox_factory, tmp_path, case):
+    """No request checks the account before the run's first list (a quiet run costs one request
+    per list); that first request fails the run with the message its answer deserves."""
+    change, stream, words = FIRST_REQUEST_FAILURES[case]
+    change = dict(change)
+    sb = sandbox_factory(leads=300, requests_per_second=None)
+    token = change.pop("token", sb.token)
+    if change.pop("ban", False):
+        sb.ban()
+    sb.update_config(**change)
+    settings = Settings(start_date=datetime(2026, 9, 1).date(), duckdb_path=tmp_path / "k.duckdb")
+    kommo = sandbox_kommo(sb, tmp_path, api_token=token, max_workers=1)
+    defs = build_definitions(settings, kommo=kommo)
+    result = materialize_streams(
+        defs,
+        dg.DagsterInstance.ephemeral(),
+        [stream],
+        partition="2026-10-15" if STREAMS[stream].is_incremental else None,
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    message = str(failure.step_failure_data.error)
+    assert words in message and token not in message
+    if case in WRONG_HOST_CASES:
+        assert "KOMMO_BASE_URL" in message and "KOMMO_SUBDOMAIN" in message
+    # Nothing before the stream's first request, and nothing retried: at most the first
+    # request of each of its lists (leads and contacts: live and deleted).
+    assert list(sb.stats()["by_path"]) == [STREAMS[stream].path]
+    assert sb.stats()["requests"] <= (2 if STREAMS[stream].has_deleted_list else 1)
 
 
 def test_a_run_without_users_does_not_ask_for_them(tmp_path):

@@ -4,7 +4,9 @@ One client holds one pooled HTTP session and one worker pool. `iter_records` yie
 arrive; behind it several sub-windows of the requested time window are walked concurrently (see
 `kommo_dagster.kommo.walks` for how each stream is walked and what that guarantees), as many as
 it takes to keep the account's request budget busy at the measured latency, and never more than
-``max_workers``. A window with no rows costs one request (two for streams with a deleted list).
+``max_workers``. A window with no rows costs one request (two for streams with a deleted list),
+and nothing else: no request checks the token or the host first; the client's first answer does
+(`kommo_dagster.kommo.host`).
 """
 
 from __future__ import annotations
@@ -25,8 +27,6 @@ from kommo_dagster.kommo.ban import IPBan
 from kommo_dagster.kommo.config import (
     DEFAULT_MAX_WORKERS,
     DEFAULT_REQUESTS_PER_SECOND,
-    ENV_BASE_URL,
-    ENV_SUBDOMAIN,
     KommoSettings,
     Secret,
 )
@@ -36,15 +36,15 @@ from kommo_dagster.kommo.errors import (
     KommoResponseError,
 )
 from kommo_dagster.kommo.extraction import Extraction, ProgressCallback, Runtime, progress_report
+from kommo_dagster.kommo.host import HostCheckedTransport
 from kommo_dagster.kommo.ratelimit import DEFAULT_MARGIN, SharedRateLimiter, account_key
 from kommo_dagster.kommo.stats import ClientStats, StatsRecorder
 from kommo_dagster.kommo.streams import Stream, get_stream
-from kommo_dagster.kommo.transport import Params, RetryPolicy, Transport
+from kommo_dagster.kommo.transport import Params, RetryPolicy
 from kommo_dagster.kommo.walks import WalkContext, records_of
 
 log = logging.getLogger("kommo_dagster.kommo")
 
-ACCOUNT_PATH = "/api/v4/account"
 DEFAULT_PROGRESS_INTERVAL = 5.0
 DEFAULT_TIMEOUT = (10.0, 60.0)
 
@@ -103,7 +103,7 @@ class KommoClient:
             cooldown=settings.ban_cooldown_seconds,
         )
         self._stats = StatsRecorder()
-        self._transport = Transport(
+        self._transport = HostCheckedTransport(
             base_url=self.base_url,
             token=settings.token,
             limiter=self.limiter,
@@ -169,33 +169,6 @@ class KommoClient:
         if not path.startswith("/"):
             raise ValueError("path must start with /")
         return self._transport.get(path, params, what=what).data
-
-    def check_account(self, *, users: bool = False) -> dict[str, Any]:
-        """The preflight of a run: ``GET /api/v4/account``, so that a wrong token (401), an
-        unpaid account (402), a host that is not the account's (404, a redirect, an HTML page)
-        or a blocked IP fail with their own message before any stream is read; with ``users``,
-        also one page of /api/v4/users, which only an administrator's token may read (403).
-        Returns the account."""
-        wrong_host = (
-            f"check {ENV_BASE_URL} or {ENV_SUBDOMAIN}: kommo.com and amocrm.ru accounts live "
-            "on different hosts"
-        )
-        try:
-            account = self._transport.get(ACCOUNT_PATH, ())
-        except KommoNotFoundError as exc:
-            raise KommoNotFoundError(
-                f"{self.base_url} has no Kommo account (404 on {ACCOUNT_PATH}): {wrong_host}",
-                status=404,
-                path=ACCOUNT_PATH,
-            ) from exc
-        if not isinstance(account.data, dict) or "id" not in account.data:
-            raise KommoResponseError(
-                f"{self.base_url}{ACCOUNT_PATH} did not answer with a Kommo account: {wrong_host}",
-                path=ACCOUNT_PATH,
-            )
-        if users:
-            self._transport.get(get_stream("users").path, (("limit", 1),))
-        return account.data
 
     def _submit(self, fn: Callable[[], Any]):
         with self._pool_lock:

@@ -34,6 +34,11 @@ DEFAULT_BAN_COOLDOWN_SECONDS = 3600.0
 # The hosts Kommo serves accounts from; anything else needs KOMMO_ALLOW_ANY_HOST=true, so a
 # mistyped URL never receives the token.
 KOMMO_HOST_SUFFIXES = (".kommo.com", ".amocrm.ru", ".amocrm.com")
+# What to do when the host answers as no Kommo account does (404, another API's JSON).
+CHECK_HOST = (
+    f"check {ENV_BASE_URL} or {ENV_SUBDOMAIN}: kommo.com and amocrm.ru accounts live on "
+    "different hosts"
+)
 
 # A Kommo subdomain is one DNS label: letters, digits, hyphens.
 _SUBDOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")

@@ -404,8 +404,8 @@ def _json_body(a: _Answer) -> Response:
         raise a.error(
             KommoResponseError,
             f"Kommo answered GET {a.path} with 200 and {a.ctype or 'no content type'} instead "
-            f"of JSON: {ENV_BASE_URL} may point at a login page or a proxy rather than the "
-            "account's API, or Kommo is in maintenance",
+            f"of JSON: {ENV_BASE_URL} or {ENV_SUBDOMAIN} may point at a login page or a proxy "
+            "rather than the account's API, or Kommo is in maintenance",
         )
     if not body.strip():
         return a.response(None)
@@ -426,8 +426,8 @@ def _html_instead_of_json(a: _Answer) -> Response:
     raise a.error(
         KommoResponseError,
         f"Kommo answered GET {a.path} with 200 and an HTML page instead of JSON: {ENV_BASE_URL} "
-        "may point at a login page or a proxy rather than the account's API, or Kommo is in "
-        "maintenance",
+        f"or {ENV_SUBDOMAIN} may point at a login page or a proxy rather than the account's API, "
+        "or Kommo is in maintenance",
     )
 
 
