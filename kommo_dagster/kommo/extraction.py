@@ -146,10 +146,15 @@ class Extraction:
         self.runtime.submit(lambda: self._run_job(job))
 
     def _split_one(self, active: list[Walk]) -> Walk | None:
-        for w in sorted(active, key=lambda w: w.remaining_pages(), reverse=True):
-            new = w.split()
-            if new is not None:
-                return new
+        """A new walk from the busiest walk that can give one: free splits first, and a cut
+        only once every walk has a first page to tell how much it has left."""
+        ranked = sorted(active, key=lambda w: w.remaining_pages(), reverse=True)
+        known = all(w.density is not None for w in active)
+        for cut in (False, True) if known else (False,):
+            for w in ranked:
+                new = w.split(cut=cut)
+                if new is not None:
+                    return new
         return None
 
     def _fill(self) -> None:

@@ -6,7 +6,9 @@ issues one request at a time, so the ordering arguments below hold inside it. Th
 (`extraction.Extraction`) runs several walks at once, as the stream's `Strategy` starts them, and,
 when a worker is idle, splits a walk's unwalked remainder off into a new walk. A walk drops
 records outside its current bounds, so a record that a split moved to another walk is yielded
-once, by that walk.
+once, by that walk. Keyset walks share their sub-window, a `Gap`, with a second walk from its
+other end, and a split first adds that second walk (which costs nothing) before it cuts a gap in
+two (which costs a partial page where the new ends meet).
 
 Guarantees, per stream. A record "stays" when its cursor is inside the window and it does not
 change for the whole extraction. A change may carry any updated_at: Kommo sets it to the time of
@@ -19,11 +21,17 @@ below therefore ask "which of the records this walk met have events since it beg
 order, so it may repeat a row (dropped by id) but never skip one; only a departure can.
 
 * leads, contacts, companies and their notes (`KeysetWalk`, chosen by the declaration's
-  ``paging="keyset"``): ordered by updated_at ascending, each request asks
-  for ``updated_at >= F`` with ``F`` the last updated_at seen, never for an offset, so a record
-  leaving the window (to any updated_at) cannot shift an unseen one past us; records of second
-  ``F`` that the previous page held are skipped by id. When a page is full of one second ``T``,
-  that second is read on its own (``from = to = T``) by id: the first page ascending and the
+  ``paging="keyset"``): the unread part of a list's window is a gap ``[L, H]``. A walk from
+  below asks for ``L <= updated_at <= H`` ascending, a walk from above for the same range
+  descending, never for an offset, so a record leaving the window (to any updated_at) cannot
+  shift an unseen one past us. A full page ending at second ``F`` moves its end of the gap to
+  ``F``; the records of ``F`` it held are skipped by id on the next pages from either end. A
+  page that is short, or reaches past the other end of the gap, held all that was left of it
+  (every record before its last second was on it): the gap is closed, and a page of the other
+  walk still in flight yields only what lies inside the gap when it returns. So every record
+  that stays is on a page that yields it, whichever end reaches it first, and none twice.
+  When a page is full of one second ``T``, that second leaves the gap and is read on its own
+  (``from = to = T``) by id, skipping the ids already yielded: the first page ascending and the
   first page descending. If they overlap, every record that stayed in ``T`` was on one of them
   (one missing from both would lie above the first page's highest id and below the second's
   lowest), whatever arrived or left meanwhile. Only a second of over two pages is offset-paged;
@@ -84,6 +92,9 @@ log = logging.getLogger("kommo_dagster.kommo")
 # Split a walk only when its estimated remainder is at least this many pages; the cut leaves the
 # page in flight on the walk's side, so that page's rows are not fetched twice.
 MIN_SPLIT_PAGES = 2.0
+# Cut a gap two walks share only when it holds at least this many pages: the cut makes one more
+# place where walks meet, which costs a partial page, to keep more requests in flight.
+MIN_CUT_PAGES = 8.0
 # Upper bound of cursor values for "changed since" checks (any future time works: from/to).
 FAR_FUTURE = 4_102_444_800  # 2100-01-01
 # Pages a consistency check may read before it gives up and assumes the worst.
@@ -178,7 +189,9 @@ class Walk:
             return 0.0
         return self.density * self.remaining_seconds() / self.limit
 
-    def split(self) -> Walk | None:
+    def split(self, *, cut: bool = True) -> Walk | None:
+        """A new walk taking part of this one's work, or None. Without ``cut``, only a split
+        that costs no extra request."""
         return None
 
     def _get(self, params: Params) -> Job:
@@ -209,14 +222,64 @@ def _seconds_for(pages: float, walk: Walk) -> int:
 
 
 @dataclass(eq=False, kw_only=True)
+class Gap:
+    """The part ``[lo, hi]`` of one list's window that no walk has read yet, and the ids
+    already yielded of its end seconds. An ascending walk reads it from ``lo``, a descending
+    one from ``hi``; two walks on one gap meet wherever its rows happen to lie, so they share
+    its work without cutting it (a cut costs a partial page at each new end). Only the
+    coordinator thread touches it."""
+
+    lo: int
+    hi: int
+    lo_ids: set = field(default_factory=set)
+    hi_ids: set = field(default_factory=set)
+    # The walks reading it from below and from above (None when that end has none).
+    up: KeysetWalk | None = None
+    down: KeysetWalk | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.lo > self.hi
+
+    def seconds(self) -> int:
+        return max(0, self.hi - self.lo + 1)
+
+    def seen(self, second: int) -> set:
+        """The ids of ``second`` already yielded, when it is one of the gap's ends."""
+        ids = self.lo_ids if second == self.lo else set()
+        return ids | self.hi_ids if second == self.hi else ids
+
+    def close(self) -> None:
+        self.lo, self.lo_ids, self.hi_ids = self.hi + 1, set(), set()
+
+    def advance(self, *, descending: bool, last: int, ids: set) -> None:
+        """A full page ended at second ``last`` with ``ids`` of it: all before it (after it,
+        descending) has been read."""
+        if descending:
+            self.hi, self.hi_ids = last, ids
+        else:
+            self.lo, self.lo_ids = last, ids
+
+    def take(self, *, descending: bool, second: int) -> set:
+        """Take the crowded second a walk's page was full of out of the gap (the walk reads it
+        by id); returns its ids already yielded."""
+        seen = self.seen(second)
+        if descending:
+            self.hi, self.hi_ids = second - 1, set()
+        else:
+            self.lo, self.lo_ids = second + 1, set()
+        return seen
+
+
+@dataclass(eq=False, kw_only=True)
 class KeysetWalk(Walk):
-    """Leads, contacts, companies: keyset on updated_at ascending (see the module docstring)."""
+    """Leads, contacts, companies: keyset on updated_at from one end of a `Gap` (see the
+    module docstring). ``lo`` and ``hi`` are the span this walk has read, for the stats."""
 
     cursor: str = "updated_at"
     max_rewalks: int = 3
-    # State of the keyset: next `from`, and the ids of second `F` already yielded.
-    frm: int = 0
-    boundary: set = field(default_factory=set)
+    gap: Gap | None = None
+    descending: bool = False
     # Paging inside one crowded second: "asc" (first page by id), "desc" (first page by id
     # descending), then, only for seconds of over two pages, "pages" (offset pages by id).
     phase: str = "walk"  # "walk", "second", "check"
@@ -235,12 +298,22 @@ class KeysetWalk(Walk):
     rows_seen: int = 0
 
     def __post_init__(self) -> None:
-        self.frm = self.lo
+        if self.gap is None:
+            self.gap = Gap(lo=self.lo, hi=self.hi)
+        if self.descending:
+            self.gap.down, self.lo = self, self.hi
+        else:
+            self.gap.up, self.hi = self, self.lo
+
+    @property
+    def partner(self) -> KeysetWalk | None:
+        """The walk reading this one's gap from the other end."""
+        assert self.gap is not None
+        return self.gap.up if self.descending else self.gap.down
 
     def remaining_seconds(self) -> int:
-        if self.done:
-            return 0
-        return max(0, self.hi - self.frm + 1)
+        assert self.gap is not None
+        return 0 if self.done else self.gap.seconds()
 
     def next_job(self) -> Job | None:
         if self.done:
@@ -249,24 +322,44 @@ class KeysetWalk(Walk):
             return self._check_job()
         if self.phase == "second":
             desc = self.second_step == "desc"
-            params = [
+            return self._get(
+                [
+                    *self.base,
+                    (f"filter[{self.cursor}][from]", self.second),
+                    (f"filter[{self.cursor}][to]", self.second),
+                    ("order[id]", "desc" if desc else "asc"),
+                    ("limit", self.limit),
+                    ("page", 1 if desc else self.second_page),
+                ]
+            )
+        g = self.gap
+        assert g is not None
+        if g.closed:
+            self.done = True
+            return None
+        if self._leaves_the_rest_to_partner():
+            return None
+        return self._get(
+            [
                 *self.base,
-                (f"filter[{self.cursor}][from]", self.second),
-                (f"filter[{self.cursor}][to]", self.second),
-                ("order[id]", "desc" if desc else "asc"),
-                ("limit", self.limit),
-                ("page", 1 if desc else self.second_page),
-            ]
-        else:
-            params = [
-                *self.base,
-                (f"filter[{self.cursor}][from]", self.frm),
-                (f"filter[{self.cursor}][to]", self.hi),
-                (f"order[{self.cursor}]", "asc"),
+                (f"filter[{self.cursor}][from]", g.lo),
+                (f"filter[{self.cursor}][to]", g.hi),
+                (f"order[{self.cursor}]", "desc" if self.descending else "asc"),
                 ("limit", self.limit),
                 ("page", 1),
             ]
-        return self._get(params)
+        )
+
+    def _leaves_the_rest_to_partner(self) -> bool:
+        """Whether the gap likely holds at most two pages while the partner's page is in
+        flight: then the walks take turns, since pages from both ends at once would read the
+        rows between them twice, and that could cost a request."""
+        partner = self.partner
+        if partner is None or not partner.inflight or partner.phase != "walk":
+            return False
+        density = self.density or partner.density
+        assert self.gap is not None
+        return density is not None and density * self.gap.seconds() <= 2 * self.limit
 
     def on_result(self, job: Job, result: Any) -> list[dict[str, Any]]:
         if job.kind == "check":
@@ -275,48 +368,81 @@ class KeysetWalk(Walk):
         records, has_next = records_of(self.stream, result)
         if self.phase == "second":
             return self._on_second_page(records, has_next, result)
-        if not records:
-            self.done = True
+        return self._on_walk_page(records, has_next)
+
+    def _on_walk_page(self, records: list[dict[str, Any]], has_next: bool) -> list[dict[str, Any]]:
+        """A page of the gap from this walk's end. Records the other end (or a crowded
+        second) took meanwhile are dropped; a short page, or one reaching past the other
+        end, leaves nothing unread."""
+        g = self.gap
+        assert g is not None
+        if g.closed or not records:
+            self._close()
             return []
         cursors = _cursor_values(self.stream, records, self.cursor)
-        if any(a > b for a, b in itertools.pairwise(cursors)):
-            raise KommoResponseError(
-                f"Kommo returned {self.stream.name} out of {self.cursor} order for "
-                f"order[{self.cursor}]=asc; the keyset walk relies on it"
-            )
-        self._learn(len(records), cursors[0], cursors[-1])
-        hi, frm, boundary = self.hi, self.frm, self.boundary
+        self._check_order(cursors)
+        lo, hi, lo_ids, hi_ids = g.lo, g.hi, g.lo_ids, g.hi_ids
         out = [
             r
             for r, c in zip(records, cursors, strict=True)
-            if c <= hi and not (c == frm and r["id"] in boundary)
+            if lo <= c <= hi
+            and not (c == lo and r["id"] in lo_ids)
+            and not (c == hi and r["id"] in hi_ids)
         ]
         full = len(records) >= self.limit and has_next
         last = cursors[-1]
-        if not full or last > hi:
-            # A short page ends the walk; a page reaching past `hi` means a split took the rest.
-            self.done = True
+        if not full or (last < lo if self.descending else last > hi):
+            self._close()
         elif cursors[0] == last:
-            # A page full of one second: page inside that second, by id.
-            self.phase = "second"
-            self.second = last
-            self.second_step, self.second_page = "asc", 1
-            self.second_ids = {r["id"] for r in records} | (boundary if frm == last else set())
-            self.second_walk_ids = set()
-            self.second_since = None
-            self.second_started = time.time()
-            self.second_rewalks = 0
+            # A page full of one second: read that second on its own, by id.
+            self._start_second(last, {r["id"] for r in records})
         else:
-            self.frm = last
-            self.boundary = {r["id"] for r, c in zip(records, cursors, strict=True) if c == last}
+            self._learn(len(records), cursors[0], last)
+            ids = {r["id"] for r, c in zip(records, cursors, strict=True) if c == last}
+            g.advance(descending=self.descending, last=last, ids=ids)
+        self._reached(max(lo, min(hi, last)))
         self.rows += len(out)
         return out
 
+    def _check_order(self, cursors: list[int]) -> None:
+        if any((a < b) if self.descending else (a > b) for a, b in itertools.pairwise(cursors)):
+            order = "desc" if self.descending else "asc"
+            raise KommoResponseError(
+                f"Kommo returned {self.stream.name} out of {self.cursor} order for "
+                f"order[{self.cursor}]={order}; the keyset walk relies on it"
+            )
+
+    def _reached(self, second: int) -> None:
+        if self.descending:
+            self.lo = min(self.lo, second)
+        else:
+            self.hi = max(self.hi, second)
+
+    def _close(self) -> None:
+        """Nothing of the gap is left unread: this walk, and an idle partner, are done."""
+        assert self.gap is not None
+        self.gap.close()
+        self.done = True
+        partner = self.partner
+        if partner is not None and partner.phase == "walk" and not partner.inflight:
+            partner.done = True
+
+    def _start_second(self, second: int, ids: set) -> None:
+        assert self.gap is not None
+        self.phase = "second"
+        self.second = second
+        self.second_step, self.second_page = "asc", 1
+        self.second_ids = ids | self.gap.take(descending=self.descending, second=second)
+        self.second_walk_ids = set()
+        self.second_since = None
+        self.second_started = time.time()
+        self.second_rewalks = 0
+
     def _learn(self, n: int, first: int, last: int) -> None:
         if self.first_seen is None:
-            self.first_seen = max(first, self.lo)
+            self.first_seen = first
         self.rows_seen += n
-        self.density = _rate(self.rows_seen, self.first_seen, last)
+        self.density = self.rows_seen / (abs(last - self.first_seen) + 1)
 
     def _on_second_page(
         self, records: list[dict[str, Any]], has_next: bool, resp: Response
@@ -326,10 +452,6 @@ class KeysetWalk(Walk):
         both would lie above the ascending page's highest id and below the descending page's
         lowest, which the overlap rules out. Only a second of over two pages needs offset pages,
         and then the closing check."""
-        if self.second > self.hi:
-            # A split moved this second to another walk.
-            self.done = True
-            return []
         if self.second_since is None:
             self.second_since = server_since(self.second_started, resp)
         ids = self.second_ids
@@ -366,10 +488,11 @@ class KeysetWalk(Walk):
         return out
 
     def _second_done(self) -> None:
+        """Back to the gap (taken out of it, the second is no walk's business any more)."""
         self.phase = "walk"
-        self.frm = self.second + 1
-        self.boundary = set()
-        if self.frm > self.hi:
+        self._reached(self.second)
+        assert self.gap is not None
+        if self.gap.closed:
             self.done = True
 
     def _check_job(self) -> Job:
@@ -413,40 +536,52 @@ class KeysetWalk(Walk):
         self.second_started = time.time()
         return []
 
-    def split(self) -> Walk | None:
-        if self.done:
+    def split(self, *, cut: bool = True) -> Walk | None:
+        """A new walk to share this one's work: a partner from the gap's other end when it has
+        none (free: the two meet), else, with ``cut``, a cut of the gap in two (each part then
+        ends somewhere, which costs a partial page)."""
+        g = self.gap
+        assert g is not None
+        if self.done or g.closed:
             return None
-        if self.phase != "walk":
-            # A crowded second is paged one request after another; hand what lies after it to
-            # another walk rather than leave it waiting.
-            after = self.hi - self.second
-            if after < 1 or not self.density or self.density * after < self.limit:
+        partner = self.partner
+        if partner is None or partner.done:
+            if self.remaining_pages() < MIN_SPLIT_PAGES:
                 return None
-            return self._split_at(self.second)
-        if self.remaining_pages() < MIN_SPLIT_PAGES:
+            return self._walk_of(g, descending=not self.descending)
+        if not cut or self.remaining_pages() < MIN_CUT_PAGES:
             return None
-        # Keep at least the page in flight (and a half) on this side of the cut.
-        keep = max((self.hi - self.frm) // 2, _seconds_for(1.5, self))
-        mid = self.frm + keep
-        if mid >= self.hi:
-            return None
-        return self._split_at(mid)
+        return self._cut(g)
 
-    def _split_at(self, mid: int) -> KeysetWalk:
-        """Hand ``(mid, hi]`` to a new walk; this one keeps ``[.., mid]``."""
-        new = KeysetWalk(
+    def _cut(self, g: Gap) -> KeysetWalk | None:
+        """Cut the gap in the middle: the walk from below keeps the lower half and gets a new
+        partner from its top; the walk from above keeps the upper half. The pages in flight
+        (and a half) stay on their own side of the cut."""
+        up, down = g.up, g.down
+        assert up is not None and down is not None
+        keep = _seconds_for(1.5, self)
+        if g.hi - g.lo + 1 < 2 * keep + 2:
+            return None
+        mid = (g.lo + g.hi) // 2
+        upper = Gap(lo=mid + 1, hi=g.hi, hi_ids=g.hi_ids, down=down)
+        down.gap = upper
+        g.hi, g.hi_ids, g.down = mid, set(), None
+        return self._walk_of(g, descending=True)
+
+    def _walk_of(self, gap: Gap, *, descending: bool) -> KeysetWalk:
+        return KeysetWalk(
             stream=self.stream,
             transport=self.transport,
-            lo=mid + 1,
-            hi=self.hi,
+            lo=gap.lo,
+            hi=gap.hi,
             kind=self.kind,
             base=self.base,
             cursor=self.cursor,
             max_rewalks=self.max_rewalks,
             density=self.density,
+            gap=gap,
+            descending=descending,
         )
-        self.hi = mid
-        return new
 
 
 def second_is_stable(
@@ -697,8 +832,10 @@ class PagesWalk(Walk):
         self.probe_full = full
         return out
 
-    def split(self) -> Walk | None:
-        if not self.newest_first or not self.monotone or self.done or self.oldest_seen is None:
+    def split(self, *, cut: bool = True) -> Walk | None:
+        if not cut or not self.newest_first or not self.monotone or self.done:
+            return None
+        if self.oldest_seen is None:
             return None
         if self.remaining_pages() < MIN_SPLIT_PAGES:
             return None
@@ -802,14 +939,14 @@ class KeysetStrategy(Strategy):
         ]
 
     def fraction(self, walks: list[Walk]) -> float | None:
-        live = [w for w in walks if isinstance(w, KeysetWalk) and w.kind == "live"]
-        first = min((w.first_seen or w.lo for w in live), default=self.lo)
-        if first <= self.lo:
-            return super().fraction(walks)
-        # Nothing exists before the first record: that part is covered.
-        total = self.hi - first + 1
-        covered = sum(w.covered_seconds() for w in live) - (first - self.lo)
-        return max(0.0, min(1.0, covered / total)) if total > 0 else None
+        """The share of the window outside the live list's gaps (what no page returned lies
+        below the first record or above the last: covered too)."""
+        gaps = {id(w.gap): w.gap for w in walks if isinstance(w, KeysetWalk) and w.kind == "live"}
+        total = self.hi - self.lo + 1
+        if total <= 0 or not gaps:
+            return None
+        left = sum(g.seconds() for g in gaps.values() if g is not None)
+        return max(0.0, min(1.0, 1 - left / total))
 
 
 class NewestFirstStrategy(Strategy):

@@ -120,6 +120,26 @@ def test_a_large_window_is_split_and_costs_near_the_minimum(sandbox_factory, cli
         assert requests <= minimum + len(parts) + 3, (stream, requests, minimum, parts)
 
 
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("stream", ["leads", "lead_notes"])
+def test_two_walks_meeting_in_a_list_cost_what_one_walk_costs(sandbox_factory, client_for, stream):
+    """A second walk reads each list from its other end and the two meet wherever the rows
+    lie: no partial page where a cut window would end. So two workers spend exactly the
+    requests one spends (the sandbox's count), crowded seconds and all."""
+    sb = sandbox_factory(leads=6000, requests_per_second=None, latency_ms=5)
+    lists = 2 if STREAMS[stream].has_deleted_list else 1
+    counts = []
+    for workers in (1, 2):
+        client = client_for(sb, max_workers=workers)
+        sb.reset_stats()
+        records = fetch(client, stream)
+        assert rows_of(stream, records) == expected(sb, stream)
+        counts.append(sb.stats()["requests"])
+        walks = [p for p in client.stats().parts if p.kind in ("live", "deleted")]
+        assert len(walks) == (lists if workers == 1 else lists + 1), walks
+    assert counts[1] == counts[0], counts
+
+
 def test_pages_stream_as_they_arrive(sandbox_factory, client_for):
     sb = sandbox_factory(leads=2000, requests_per_second=None)
     client = client_for(sb, max_workers=2)
