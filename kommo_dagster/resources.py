@@ -9,7 +9,6 @@ missing or invalid fails at its start, before any request, with a message naming
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 
 import dagster as dg
@@ -24,14 +23,12 @@ from kommo_dagster.kommo.config import (
     ENV_BAN_COOLDOWN_SECONDS,
     ENV_BASE_URL,
     ENV_MAX_WORKERS,
+    ENV_PREFIX,
     ENV_RATE_LIMIT_DIR,
     ENV_REQUESTS_PER_SECOND,
     ENV_SUBDOMAIN,
     KommoSettings,
 )
-from kommo_dagster.kommo.errors import KommoConfigError
-
-_PREFIX = "KOMMO_"
 
 
 class KommoResource(dg.ConfigurableResource):
@@ -72,7 +69,7 @@ class KommoResource(dg.ConfigurableResource):
         description=f"Most requests one extraction keeps in flight ({ENV_MAX_WORKERS}).",
     )
     env_prefix: str = Field(
-        default="KOMMO_",
+        default=ENV_PREFIX,
         description=(
             "Prefix of the variables this account reads (KOMMO_ACC1_ for account acc1 of "
             "KOMMO_ACCOUNTS); errors name the variable with it."
@@ -119,10 +116,10 @@ class KommoResource(dg.ConfigurableResource):
         run, not the code location, fails and names the variable.
         """
         env = os.environ if environ is None else environ
-        prefix = _PREFIX if account is None else f"{_PREFIX}{account.upper()}_"
+        prefix = ENV_PREFIX if account is None else f"{ENV_PREFIX}{account.upper()}_"
 
         def own(name: str) -> str:
-            return prefix + name.removeprefix(_PREFIX)
+            return prefix + name.removeprefix(ENV_PREFIX)
 
         def shared(name: str) -> str:
             # The account's variable if set, else the unprefixed one.
@@ -153,23 +150,17 @@ class KommoResource(dg.ConfigurableResource):
 
     def settings(self) -> KommoSettings:
         """The validated settings; raises `KommoConfigError` naming the variable at fault."""
-        try:
-            return KommoSettings.build(
-                token=_resolve(self.api_token),
-                subdomain=_resolve(self.subdomain),
-                base_url=_resolve(self.base_url),
-                requests_per_second=_check_rps(self.requests_per_second),
-                max_workers=_check_workers(self.max_workers),
-                rate_limit_dir=_resolve(self.rate_limit_dir),
-                ban_cooldown_seconds=_resolve(self.ban_cooldown_seconds),
-                allow_any_host=_resolve(self.allow_any_host),
-            )
-        except KommoConfigError as exc:
-            if self.env_prefix == _PREFIX:
-                raise
-            # The client names the unprefixed variables; this account reads its own.
-            message = re.sub(r"\bKOMMO_(?=[A-Z])", self.env_prefix, str(exc))
-            raise KommoConfigError(message) from None
+        return KommoSettings.build(
+            token=_resolve(self.api_token),
+            subdomain=_resolve(self.subdomain),
+            base_url=_resolve(self.base_url),
+            requests_per_second=_check_rps(self.requests_per_second),
+            max_workers=_check_workers(self.max_workers),
+            rate_limit_dir=_resolve(self.rate_limit_dir),
+            ban_cooldown_seconds=_resolve(self.ban_cooldown_seconds),
+            allow_any_host=_resolve(self.allow_any_host),
+            env_prefix=self.env_prefix,
+        )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Fail the run at its start when a setting is missing or invalid, naming its variable.

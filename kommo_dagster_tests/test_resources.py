@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
+from kommo_dagster.accounts import Account
+from kommo_dagster.builder import build_kommo_definitions
 from kommo_dagster.definitions import build_definitions
 from kommo_dagster.kommo import KommoClient, KommoConfigError
 from kommo_dagster.kommo.streams import STREAMS
@@ -175,6 +177,45 @@ def test_a_runs_first_request_fails_with_its_own_message(sandbox_factory, tmp_pa
     # request of each of its lists (leads and contacts: live and deleted).
     assert list(sb.stats()["by_path"]) == [STREAMS[stream].path]
     assert sb.stats()["requests"] <= (2 if STREAMS[stream].has_deleted_list else 1)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"token": "wrong"}, "check KOMMO_ACC1_API_TOKEN"),
+        ({"wrong_host": "json"}, "check KOMMO_ACC1_BASE_URL or KOMMO_ACC1_SUBDOMAIN"),
+    ],
+    ids=["wrong-token", "wrong-host"],
+)
+def test_an_account_of_kommo_accounts_is_told_its_own_variables(
+    sandbox_factory, tmp_path, monkeypatch, change, words
+):
+    """With KOMMO_ACCOUNTS=acc1 the account reads KOMMO_ACC1_*, so that is what its run's
+    errors name."""
+    sb = sandbox_factory(leads=300, requests_per_second=None)
+    monkeypatch.setenv("KOMMO_ACC1_API_TOKEN", change.get("token", sb.token))
+    monkeypatch.setenv("KOMMO_ACC1_BASE_URL", sb.base_url)
+    if "wrong_host" in change:
+        sb.update_config(wrong_host=change["wrong_host"])
+    settings = Settings(
+        account="acc1",
+        schema="kommo_acc1",
+        start_date=datetime(2026, 9, 1).date(),
+        duckdb_path=tmp_path / "k.duckdb",
+    )
+    defs = build_kommo_definitions([Account(settings, KommoResource.from_env(account="acc1"))])
+    result = dg.materialize(
+        list(defs.assets or []),
+        selection=[dg.AssetKey(["kommo", "acc1", "leads"])],
+        resources=defs.resources,
+        partition_key="2026-10-15",
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    message = str(failure.step_failure_data.error)
+    assert words in message
+    assert "KOMMO_API_TOKEN" not in message and "KOMMO_BASE_URL" not in message
 
 
 def test_a_run_without_users_does_not_ask_for_them(tmp_path):

@@ -104,6 +104,7 @@ class KommoClient:
         )
         self._stats = StatsRecorder()
         self._transport = HostCheckedTransport(
+            env_prefix=settings.env_prefix,
             base_url=self.base_url,
             token=settings.token,
             limiter=self.limiter,

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 from kommo_dagster.kommo.errors import KommoConfigError
 
+# The variables of the single account; an account of KOMMO_ACCOUNTS reads KOMMO_<ACCOUNT>_*.
+ENV_PREFIX = "KOMMO_"
 ENV_API_TOKEN = "KOMMO_API_TOKEN"
 ENV_SUBDOMAIN = "KOMMO_SUBDOMAIN"
 ENV_BASE_URL = "KOMMO_BASE_URL"
@@ -40,6 +42,7 @@ CHECK_HOST = (
     "different hosts"
 )
 
+_VARIABLE = re.compile(r"\bKOMMO_(?=[A-Z])")
 # A Kommo subdomain is one DNS label: letters, digits, hyphens.
 _SUBDOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
@@ -207,6 +210,13 @@ def validate_max_workers(value: int | str | None) -> int:
     return workers
 
 
+def name_variables(text: str, env_prefix: str) -> str:
+    """``text`` naming the variables of the account whose prefix is ``env_prefix``
+    (``KOMMO_ACC1_API_TOKEN``) where the client's messages name the single account's
+    (``KOMMO_API_TOKEN``)."""
+    return text if env_prefix == ENV_PREFIX else _VARIABLE.sub(env_prefix, text)
+
+
 def rate_limit_dir_for(value: str | os.PathLike | None) -> Path:
     """The directory holding the shared rate-limit files (one per account host)."""
     if value is None or not str(value).strip():
@@ -227,6 +237,8 @@ class KommoSettings:
     max_workers: int = DEFAULT_MAX_WORKERS
     rate_limit_dir: Path = field(default_factory=lambda: rate_limit_dir_for(None))
     ban_cooldown_seconds: float = DEFAULT_BAN_COOLDOWN_SECONDS
+    # The prefix of the variables these settings come from; errors name the account's own.
+    env_prefix: str = ENV_PREFIX
 
     @classmethod
     def build(
@@ -240,22 +252,29 @@ class KommoSettings:
         rate_limit_dir: str | os.PathLike | None = None,
         ban_cooldown_seconds: float | str | None = None,
         allow_any_host: bool | str | None = None,
+        env_prefix: str = ENV_PREFIX,
     ) -> KommoSettings:
         """Validate raw values, each once; raises `KommoConfigError` naming the variable at
-        fault."""
-        secret = validate_token(token)
-        return cls(
-            base_url=base_url_for(
-                subdomain=subdomain,
-                base_url=base_url,
-                allow_any_host=validate_allow_any_host(allow_any_host),
-            ),
-            token=secret,
-            requests_per_second=validate_requests_per_second(requests_per_second),
-            max_workers=validate_max_workers(max_workers),
-            rate_limit_dir=rate_limit_dir_for(rate_limit_dir),
-            ban_cooldown_seconds=validate_ban_cooldown(ban_cooldown_seconds),
-        )
+        fault (with ``env_prefix``, the account's own: ``KOMMO_ACC1_API_TOKEN``)."""
+        try:
+            secret = validate_token(token)
+            return cls(
+                base_url=base_url_for(
+                    subdomain=subdomain,
+                    base_url=base_url,
+                    allow_any_host=validate_allow_any_host(allow_any_host),
+                ),
+                token=secret,
+                requests_per_second=validate_requests_per_second(requests_per_second),
+                max_workers=validate_max_workers(max_workers),
+                rate_limit_dir=rate_limit_dir_for(rate_limit_dir),
+                ban_cooldown_seconds=validate_ban_cooldown(ban_cooldown_seconds),
+                env_prefix=env_prefix,
+            )
+        except KommoConfigError as exc:
+            if env_prefix == ENV_PREFIX:
+                raise
+            raise KommoConfigError(name_variables(str(exc), env_prefix)) from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> KommoSettings:

@@ -9,14 +9,17 @@ wrong host while the host has not yet answered as Kommo does, and are reported s
 a path every Kommo account has (a stream's own list, the account), and JSON without Kommo's
 ``_links`` or ``_embedded``. Once one answer came as Kommo's (a 204, or such JSON), the host is
 confirmed and later answers are only classified by the transport.
+
+Every error that leaves the transport names the account's own variables: those of an account of
+``KOMMO_ACCOUNTS`` are ``KOMMO_<ACCOUNT>_*`` where the messages say ``KOMMO_*``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from kommo_dagster.kommo.config import CHECK_HOST
-from kommo_dagster.kommo.errors import KommoNotFoundError, KommoResponseError
+from kommo_dagster.kommo.config import CHECK_HOST, ENV_PREFIX, name_variables
+from kommo_dagster.kommo.errors import KommoError, KommoNotFoundError, KommoResponseError
 from kommo_dagster.kommo.streams import STREAMS
 from kommo_dagster.kommo.transport import Params, Response, Transport
 
@@ -32,19 +35,29 @@ def is_kommo_body(data: Any) -> bool:
 
 
 class HostCheckedTransport(Transport):
-    """A `Transport` that checks its first usable answer came from a Kommo account.
+    """A `Transport` that checks its first usable answer came from a Kommo account, and whose
+    errors name the variables of the account (``env_prefix``).
 
     The flag is set without a lock: concurrent first requests may each be checked, which costs
     nothing but the check.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, env_prefix: str = ENV_PREFIX, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.env_prefix = env_prefix
         self.host_confirmed = False
 
     def get(self, path: str, params: Params = (), *, what: str | None = None) -> Response:
-        if self.host_confirmed:
-            return super().get(path, params, what=what)
+        try:
+            if self.host_confirmed:
+                return super().get(path, params, what=what)
+            return self._first_answer(path, params, what=what)
+        except KommoError as exc:
+            if self.env_prefix != ENV_PREFIX and exc.args:
+                exc.args = (name_variables(str(exc.args[0]), self.env_prefix), *exc.args[1:])
+            raise
+
+    def _first_answer(self, path: str, params: Params, *, what: str | None) -> Response:
         try:
             response = super().get(path, params, what=what)
         except KommoNotFoundError as exc:
