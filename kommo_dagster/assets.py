@@ -32,7 +32,7 @@ import pandas as pd
 from kommo_dagster.accounts import KEY_PREFIX, AccountScope
 from kommo_dagster.freshness import freshness_policy
 from kommo_dagster.io_manager import SCHEMA_METADATA_KEY, STREAM_METADATA_KEY, table_schema
-from kommo_dagster.kommo.records import to_columns
+from kommo_dagster.kommo.records import ColumnBatch
 from kommo_dagster.kommo.stats import ClientStats, Progress
 from kommo_dagster.kommo.streams import Stream, get_stream
 from kommo_dagster.partitions import PARTITION_FORMAT, EpochWindow, build_daily_partitions
@@ -164,22 +164,21 @@ def _extract(
     )
     with staged, _collector_paused():  # discards the staging file if anything below fails
         with kommo.get_client(progress=log_progress) as client:
-            pages = client.iter_records(
+            pages = client.iter_columns(
                 stream.name,
                 start=window.start_datetime if window else None,
                 end=window.end_datetime if window else None,
                 parent_ids=parent_ids,
             )
-            batch: list[dict[str, Any]] = []
+            batch = ColumnBatch(stream.column_names)
             for page in pages:
                 batch.extend(page)
-                if len(batch) >= BATCH_ROWS:
-                    staged.append(to_columns(stream.name, batch))
-                    batch = []
-                    # The batch's records are freed: a young collection now finds little to scan.
+                if batch.rows >= BATCH_ROWS:
+                    staged.append(batch.take())
+                    # The batch's values are freed: a young collection now finds little to scan.
                     gc.collect(1)
-            if batch:
-                staged.append(to_columns(stream.name, batch))
+            if batch.rows:
+                staged.append(batch.take())
             stats = client.stats()
 
         staged.note = (

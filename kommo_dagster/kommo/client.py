@@ -30,6 +30,7 @@ from kommo_dagster.kommo.config import (
     KommoSettings,
     Secret,
 )
+from kommo_dagster.kommo.decoding import typed_records_of
 from kommo_dagster.kommo.errors import (
     KommoError,
     KommoNotFoundError,
@@ -38,10 +39,11 @@ from kommo_dagster.kommo.errors import (
 from kommo_dagster.kommo.extraction import Extraction, ProgressCallback, Runtime, progress_report
 from kommo_dagster.kommo.host import HostCheckedTransport
 from kommo_dagster.kommo.ratelimit import DEFAULT_MARGIN, SharedRateLimiter, account_key
+from kommo_dagster.kommo.records import columns_of
 from kommo_dagster.kommo.stats import ClientStats, StatsRecorder
 from kommo_dagster.kommo.streams import Stream, get_stream
 from kommo_dagster.kommo.transport import Params, RetryPolicy
-from kommo_dagster.kommo.walks import WalkContext, records_of
+from kommo_dagster.kommo.walks import Decoder, WalkContext, records_of
 
 log = logging.getLogger("kommo_dagster.kommo")
 
@@ -208,10 +210,36 @@ class KommoClient:
         streams ignore the window; statuses are read for ``parent_ids`` (pipeline ids), or for
         every pipeline when None.
         """
+        return self._pages(get_stream(stream), start, end, parent_ids, decode=records_of)
+
+    def iter_columns(
+        self,
+        stream: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        parent_ids: Iterable[int] | None = None,
+    ) -> Iterator[dict[str, list]]:
+        """The records `iter_records` yields, as the contract's columns (`to_columns`), a page
+        at a time. What loading a table needs, for a third of the CPU: list pages are decoded
+        straight into typed values (`kommo_dagster.kommo.decoding`), no record becomes a dict.
+        """
         spec = get_stream(stream)
+        for page in self._pages(spec, start, end, parent_ids, decode=typed_records_of):
+            yield columns_of(spec.name, page)
+
+    def _pages(
+        self,
+        spec: Stream,
+        start: datetime | None,
+        end: datetime | None,
+        parent_ids: Iterable[int] | None,
+        *,
+        decode: Decoder,
+    ) -> Iterator[list[Any]]:
         if not spec.is_incremental:
             if start is not None or end is not None:
-                log.debug("%s is a full table; the window is ignored", stream)
+                log.debug("%s is a full table; the window is ignored", spec.name)
             return self._iter_full_table(spec, parent_ids)
         lo, hi = _window(start, end)
         runtime = Runtime(
@@ -219,6 +247,7 @@ class KommoClient:
                 transport=self._transport,
                 max_rewalks=self.max_rewalks,
                 target_concurrency=self.target_concurrency,
+                decode=decode,
             ),
             submit=self._submit,
             stats=self._stats,

@@ -154,6 +154,7 @@ class TasksStrategy(Strategy):
         return PagesWalk(
             stream=s,
             transport=self.context.transport,
+            decode=self.context.decode,
             lo=lo,
             hi=hi,
             kind="probe" if probe else "pages",

@@ -116,7 +116,7 @@ class Job:
     kind: str = "page"  # "page" or "check"
 
 
-def records_of(stream: Stream, resp: Response) -> tuple[list[dict[str, Any]], bool]:
+def records_of(stream: Stream, resp: Response) -> tuple[list[Any], bool]:
     """The records in a list response and whether Kommo announced a next page."""
     data = resp.data
     if data is None:
@@ -137,6 +137,10 @@ def records_of(stream: Stream, resp: Response) -> tuple[list[dict[str, Any]], bo
     links = data.get("_links")
     has_next = isinstance(links, dict) and bool(links.get("next"))
     return records, has_next
+
+
+# `records_of` or a decoder of the same shape (`kommo_dagster.kommo.decoding`).
+Decoder = Callable[[Stream, Response], tuple[list[Any], bool]]
 
 
 def _cursor_values(stream: Stream, records: list[dict[str, Any]], cursor: str) -> list[int]:
@@ -160,6 +164,8 @@ class Walk:
     hi: int
     kind: str = "live"
     base: tuple[tuple[str, str | int], ...] = ()
+    # How a page becomes records: dicts by default, typed records for column extractions.
+    decode: Decoder = records_of
     requests: int = 0
     rows: int = 0
     done: bool = False
@@ -365,7 +371,7 @@ class KeysetWalk(Walk):
         if job.kind == "check":
             return self._on_check(result)
         self.requests += 1
-        records, has_next = records_of(self.stream, result)
+        records, has_next = self.decode(self.stream, result)
         if self.phase == "second":
             return self._on_second_page(records, has_next, result)
         return self._on_walk_page(records, has_next)
@@ -572,6 +578,7 @@ class KeysetWalk(Walk):
         return KeysetWalk(
             stream=self.stream,
             transport=self.transport,
+            decode=self.decode,
             lo=gap.lo,
             hi=gap.hi,
             kind=self.kind,
@@ -794,7 +801,7 @@ class PagesWalk(Walk):
 
     def on_result(self, job: Job, result: Any) -> list[dict[str, Any]]:
         self.requests += 1
-        records, has_next = records_of(self.stream, result)
+        records, has_next = self.decode(self.stream, result)
         if not records:
             self.done = True
             return []
@@ -847,6 +854,7 @@ class PagesWalk(Walk):
         new = PagesWalk(
             stream=self.stream,
             transport=self.transport,
+            decode=self.decode,
             lo=self.lo,
             hi=mid,
             kind=self.kind,
@@ -877,6 +885,7 @@ class WalkContext:
     transport: Transport
     max_rewalks: int
     target_concurrency: Callable[[], int]
+    decode: Decoder = records_of
 
 
 class Strategy:
@@ -928,6 +937,7 @@ class KeysetStrategy(Strategy):
             KeysetWalk(
                 stream=s,
                 transport=self.context.transport,
+                decode=self.context.decode,
                 lo=self.lo,
                 hi=self.hi,
                 kind=kind,
@@ -958,6 +968,7 @@ class NewestFirstStrategy(Strategy):
             PagesWalk(
                 stream=s,
                 transport=self.context.transport,
+                decode=self.context.decode,
                 lo=self.lo,
                 hi=self.hi,
                 kind="pages",

@@ -1,0 +1,168 @@
+"""List pages decoded straight into typed records, for extractions that only want the columns.
+
+Building a dict for every record and every nested object, then reading the contract's columns
+out of it, costs more CPU than receiving the page. Here each stream's contract becomes a msgspec
+type: the page is decoded in one pass into records holding only the contract's top-level values,
+already checked against their column types; what no column reads is skipped unparsed, and a JSON
+column keeps the bytes Kommo sent for it (`msgspec.Raw`), so its value is never built at all.
+
+A page that does not fit the strict types (a numeric string where an integer belongs, an odd
+envelope, malformed JSON) is decoded again the general way (`walks.records_of`), whose records are
+dicts converted by the rules of `kommo_dagster.kommo.records`: conversions and errors stay exactly
+as they are, only the cost of the usual page changes.
+
+Typed records answer ``record[key]`` and ``record.get(key)`` for their top-level keys, which is all
+the walks read (ids and cursors), so a walk pages them like dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, ClassVar
+
+import msgspec
+
+from kommo_dagster.kommo.streams import Column, Stream, get_stream
+from kommo_dagster.kommo.transport import Response
+from kommo_dagster.kommo.walks import records_of
+
+_SCALARS: Mapping[str, Any] = {"integer": int | None, "boolean": bool | None, "string": str | None}
+
+
+class TypedRecord(msgspec.Struct, gc=False):
+    """Base of the per-stream record types (no cycles, so the collector need not track them)."""
+
+    _attrs: ClassVar[Mapping[str, str]] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            attr = self._attrs[key]
+        except KeyError:
+            raise KeyError(key) from None
+        return getattr(self, attr)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        attr = self._attrs.get(key)
+        return default if attr is None else getattr(self, attr)
+
+
+@dataclass(frozen=True)
+class Node:
+    """One key of a record type: a column's value (``column``), an object whose keys columns
+    read (``children``, decoded as a nested typed record when a JSON column lies below, so that
+    column stays raw), or a value decoded as plain Python (``generic``) and descended with the
+    general rules (Kommo's ``[]`` for an empty task result must give NULL, not an error)."""
+
+    key: str
+    column: Column | None = None
+    children: tuple[Node, ...] = ()
+
+    @property
+    def typed(self) -> bool:
+        if self.column is not None:
+            return True
+        return any(c.column is not None and c.column.is_json for c in self._leaves())
+
+    def _leaves(self):
+        for child in self.children:
+            if child.column is not None:
+                yield child
+            else:
+                yield from child._leaves()
+
+
+def _nodes(columns: list[tuple[Column, tuple[str, ...]]]) -> tuple[Node, ...]:
+    """The tree of keys the columns read, in the order of their first appearance."""
+    order: list[str] = []
+    groups: dict[str, list[tuple[Column, tuple[str, ...]]]] = {}
+    for col, path in columns:
+        if path[0] not in groups:
+            order.append(path[0])
+            groups[path[0]] = []
+        groups[path[0]].append((col, path[1:]))
+    nodes = []
+    for key in order:
+        group = groups[key]
+        leaf = next((col for col, rest in group if not rest), None)
+        if leaf is not None and len(group) > 1:
+            raise ValueError(f"column {leaf.name} reads {key!r}, which other columns descend into")
+        nodes.append(Node(key, leaf) if leaf else Node(key, children=_nodes(group)))
+    return tuple(nodes)
+
+
+def _field_type(node: Node, name: str) -> Any:
+    if node.column is not None:
+        return msgspec.Raw if node.column.is_json else _SCALARS[node.column.type]
+    if node.typed:
+        return _record_type(f"{name}_{node.key.strip('_')}", node.children) | None
+    return Any
+
+
+def _record_type(name: str, nodes: tuple[Node, ...]) -> type[TypedRecord]:
+    # Positional attribute names: keys need not be identifiers ("_embedded" is one that isn't
+    # usable); the JSON keys are restored by ``rename``.
+    attrs = {node.key: f"f{i}" for i, node in enumerate(nodes)}
+    fields = [
+        (
+            attrs[node.key],
+            _field_type(node, name),
+            msgspec.Raw() if node.column is not None and node.column.is_json else None,
+        )
+        for node in nodes
+    ]
+    return msgspec.defstruct(
+        name,
+        fields,
+        bases=(TypedRecord,),
+        rename={attr: key for key, attr in attrs.items()},
+        namespace={"_attrs": attrs},
+        gc=False,
+    )
+
+
+@dataclass(frozen=True)
+class PageType:
+    """A stream's record type, the decoder of its list pages and the tree the columns follow."""
+
+    stream: Stream
+    record: type[TypedRecord]
+    nodes: tuple[Node, ...]
+    decoder: msgspec.json.Decoder
+
+
+@cache
+def page_type(stream_name: str) -> PageType:
+    stream = get_stream(stream_name)
+    if stream.list_key is None:
+        raise ValueError(f"{stream_name} has no list to decode")
+    nodes = _nodes([(col, col.source) for col in stream.columns])
+    record = _record_type(f"{stream_name}_record", nodes)
+    embedded = msgspec.defstruct(
+        f"{stream_name}_embedded", [("items", list[record], [])], rename={"items": stream.list_key}
+    )
+    envelope = msgspec.defstruct(
+        f"{stream_name}_page",
+        [("links", Any, None), ("embedded", embedded | None, None)],
+        rename={"links": "_links", "embedded": "_embedded"},
+    )
+    return PageType(stream, record, nodes, msgspec.json.Decoder(envelope))
+
+
+def typed_records_of(stream: Stream, resp: Response) -> tuple[list[Any], bool]:
+    """`walks.records_of`, with typed records when the page fits the contract's types."""
+    if resp.body is None or stream.list_key is None:
+        return records_of(stream, resp)
+    try:
+        page = page_type(stream.name).decoder.decode(resp.body)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return records_of(stream, resp)
+    links = page.links
+    has_next = isinstance(links, dict) and bool(links.get("next"))
+    if page.embedded is None:
+        return [], False
+    return page.embedded.items, has_next
+
+
+__all__ = ["PageType", "TypedRecord", "page_type", "typed_records_of"]

@@ -1,0 +1,156 @@
+"""Typed page decoding: the same columns as the general rules, cheaper, and the general rules
+whenever a page does not fit the contract's types."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from kommo_dagster.kommo import KommoContractError, KommoResponseError
+from kommo_dagster.kommo.decoding import TypedRecord, typed_records_of
+from kommo_dagster.kommo.records import columns_of, to_columns
+from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, get_stream
+from kommo_dagster.kommo.transport import Response
+from kommo_dagster.kommo.walks import records_of
+from kommo_dagster_tests.kommo.conftest import END, START, expected
+from kommo_dagster_tests.kommo.test_records import lead
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def page(stream: str, records: list, *, next_page: bool = False) -> Response:
+    links = {"self": {"href": "x"}, **({"next": {"href": "y"}} if next_page else {})}
+    body = {"_page": 1, "_links": links, "_embedded": {get_stream(stream).list_key: records}}
+    return Response(body=orjson.dumps(body), server_time=None, path="/api/v4/x")
+
+
+def both_ways(stream: str, resp: Response) -> tuple[list, dict, dict]:
+    typed, has_next = typed_records_of(get_stream(stream), resp)
+    general, general_next = records_of(get_stream(stream), resp)
+    assert has_next == general_next
+    return typed, columns_of(stream, typed), to_columns(stream, general)
+
+
+@pytest.fixture(scope="module")
+def account():
+    from kommo_dagster.sandbox import KommoSandbox, SandboxConfig
+
+    with KommoSandbox(SandboxConfig(seed=3, leads=300, requests_per_second=None)) as sb:
+        yield sb
+
+
+@pytest.mark.parametrize("stream", INCREMENTAL_STREAMS)
+def test_iter_columns_is_exactly_what_the_api_holds(account, client_for, stream):
+    client = client_for(account)
+    pages = list(client.iter_columns(stream, start=START, end=END))
+    rows = sorted((row for p in pages for row in zip(*p.values(), strict=True)), key=repr)
+    assert rows and rows == expected(account, stream)
+    assert all(list(p) == list(get_stream(stream).column_names) for p in pages)
+
+
+@pytest.mark.parametrize("stream", INCREMENTAL_STREAMS)
+def test_sandbox_pages_decode_typed_and_equal_the_general_rules(account, client_for, stream):
+    spec = get_stream(stream)
+    resp = client_for(account)._transport.get(spec.path, [("limit", spec.page_size)])
+    typed, fast, general = both_ways(stream, resp)
+    assert typed and all(isinstance(r, TypedRecord) for r in typed)
+    assert fast == general
+
+
+def test_typed_records_answer_the_walks_lookups():
+    (record,), _ = typed_records_of(get_stream("leads"), page("leads", [lead()]))
+    assert record["id"] == 7 and record.get("updated_at") == 1_790_000_100
+    assert record.get("no such key") is None and record.get("no such key", 1) == 1
+    with pytest.raises(KeyError):
+        record["no such key"]
+
+
+def test_announced_next_page_and_empty_envelopes():
+    assert typed_records_of(get_stream("leads"), page("leads", [lead()], next_page=True))[1]
+    empty = Response(body=b'{"_links":{}}', server_time=None)
+    assert typed_records_of(get_stream("leads"), empty) == ([], False)
+    assert typed_records_of(get_stream("leads"), Response(body=None, server_time=None)) == (
+        [],
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"custom_fields_values": None, "_embedded": {"tags": []}},
+        {"_embedded": None, "score": None},
+        {"name": "", "price": 0, "is_deleted": True},
+    ],
+)
+def test_typed_columns_equal_the_general_rules(changes):
+    records = [lead(), lead(id=8, **changes)]
+    typed, fast, general = both_ways("leads", page("leads", records))
+    assert all(isinstance(r, TypedRecord) for r in typed)
+    assert fast == general
+
+
+def test_missing_keys_are_null_as_in_the_general_rules():
+    rec = lead()
+    del rec["source_id"], rec["_embedded"], rec["custom_fields_values"]
+    typed, fast, general = both_ways("leads", page("leads", [rec]))
+    assert isinstance(typed[0], TypedRecord) and fast == general
+    assert fast["tags"] == [None] and fast["custom_fields_values"] == [None]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"price": 1500.0}, {"score": "42"}, {"score": " 42 "}, {"_embedded": []}],
+)
+def test_pages_that_need_conversion_take_the_general_rules(changes):
+    typed, fast, general = both_ways("leads", page("leads", [lead(), lead(id=8, **changes)]))
+    assert not any(isinstance(r, TypedRecord) for r in typed)
+    assert fast == general
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("price", 10.5, "not an integral number"),
+        ("price", True, "a boolean is not an integer"),
+        ("is_deleted", 1, "expected true, false or null"),
+        ("name", 12, "expected a string"),
+    ],
+)
+def test_values_that_break_the_contract_fail_with_the_general_message(field, value, why):
+    resp = page("leads", [lead(), lead(id=8, **{field: value})])
+    typed, _ = typed_records_of(get_stream("leads"), resp)
+    with pytest.raises(KommoContractError, match=why) as err:
+        columns_of("leads", typed)
+    assert f"leads.{field}" in str(err.value) and "id 8" in str(err.value)
+
+
+def test_task_results_follow_the_general_rules_inside_a_typed_page():
+    base = {"id": 1, "updated_at": 5, "entity_type": "leads", "is_completed": True}
+    records = [{**base, "result": []}, {**base, "id": 2, "result": {"text": "ok"}}]
+    typed, fast, general = both_ways("tasks", page("tasks", records))
+    assert all(isinstance(r, TypedRecord) for r in typed)
+    assert fast == general and fast["result"] == [None, "ok"]
+    bad = [{**base, "result": {"text": 5}}]
+    with pytest.raises(KommoContractError, match=r"tasks\.result"):
+        columns_of("tasks", typed_records_of(get_stream("tasks"), page("tasks", bad))[0])
+
+
+def test_json_columns_keep_the_text_kommo_sent():
+    body = orjson.dumps({"_embedded": {"leads": [lead()]}}).replace(
+        b'"custom_fields_values":[', b'"custom_fields_values": [ '
+    )
+    resp = Response(body=body, server_time=None)
+    typed, _ = typed_records_of(get_stream("leads"), resp)
+    text = columns_of("leads", typed)["custom_fields_values"][0]
+    assert text.startswith("[ {") and orjson.loads(text) == lead()["custom_fields_values"]
+
+
+def test_malformed_pages_fail_as_before():
+    resp = Response(body=b'{"_embedded": {"leads": [', server_time=None, path="/api/v4/leads")
+    with pytest.raises(KommoResponseError, match="malformed JSON"):
+        typed_records_of(get_stream("leads"), resp)
+    resp = page("leads", [lead(), ["not", "a", "record"]])
+    with pytest.raises(KommoContractError, match="not a JSON object"):
+        columns_of("leads", typed_records_of(get_stream("leads"), resp)[0])
