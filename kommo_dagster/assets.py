@@ -32,7 +32,7 @@ import pandas as pd
 from kommo_dagster.accounts import KEY_PREFIX, AccountScope
 from kommo_dagster.freshness import freshness_policy
 from kommo_dagster.io_manager import SCHEMA_METADATA_KEY, STREAM_METADATA_KEY, table_schema
-from kommo_dagster.kommo.records import ColumnBatch
+from kommo_dagster.kommo.columns import ColumnBatch
 from kommo_dagster.kommo.stats import ClientStats, Progress
 from kommo_dagster.kommo.streams import Stream, get_stream
 from kommo_dagster.partitions import PARTITION_FORMAT, EpochWindow, build_daily_partitions

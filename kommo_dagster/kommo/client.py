@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kommo_dagster.kommo.ban import IPBan
+from kommo_dagster.kommo.columns import columns_of
 from kommo_dagster.kommo.config import (
     DEFAULT_MAX_WORKERS,
     DEFAULT_REQUESTS_PER_SECOND,
@@ -39,7 +40,6 @@ from kommo_dagster.kommo.errors import (
 from kommo_dagster.kommo.extraction import Extraction, ProgressCallback, Runtime, progress_report
 from kommo_dagster.kommo.host import HostCheckedTransport
 from kommo_dagster.kommo.ratelimit import DEFAULT_MARGIN, SharedRateLimiter, account_key
-from kommo_dagster.kommo.records import columns_of
 from kommo_dagster.kommo.stats import ClientStats, StatsRecorder
 from kommo_dagster.kommo.streams import Stream, get_stream
 from kommo_dagster.kommo.transport import Params, RetryPolicy

@@ -17,17 +17,20 @@ the walks read (ids and cursors), so a walk pages them like dicts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, ClassVar
 
 import msgspec
+from msgspec.structs import astuple
 
+from kommo_dagster.kommo.records import descend, typed_values
 from kommo_dagster.kommo.streams import Column, Stream, get_stream
 from kommo_dagster.kommo.transport import Response
 from kommo_dagster.kommo.walks import records_of
 
+_NULL = msgspec.Raw(b"null")
 _SCALARS: Mapping[str, Any] = {"integer": int | None, "boolean": bool | None, "string": str | None}
 
 
@@ -61,16 +64,14 @@ class Node:
 
     @property
     def typed(self) -> bool:
-        if self.column is not None:
-            return True
-        return any(c.column is not None and c.column.is_json for c in self._leaves())
+        return self.column is not None or any(c.is_json for c in self.leaf_columns())
 
-    def _leaves(self):
+    def leaf_columns(self) -> Iterator[Column]:
+        """The columns at or below this key."""
+        if self.column is not None:
+            yield self.column
         for child in self.children:
-            if child.column is not None:
-                yield child
-            else:
-                yield from child._leaves()
+            yield from child.leaf_columns()
 
 
 def _nodes(columns: list[tuple[Column, tuple[str, ...]]]) -> tuple[Node, ...]:
@@ -165,4 +166,43 @@ def typed_records_of(stream: Stream, resp: Response) -> tuple[list[Any], bool]:
     return page.embedded.items, has_next
 
 
-__all__ = ["PageType", "TypedRecord", "page_type", "typed_records_of"]
+def typed_to_columns(stream: str, records: Sequence[TypedRecord]) -> dict[str, list]:
+    """The contract columns of one page of typed records.
+
+    Their values were checked against the column types while the page was decoded, so the
+    columns are the records transposed (``astuple``, ``zip``). A JSON column holds the text
+    Kommo sent for the value (None where the key is missing or null); a column below a generic
+    value follows the general rules of `kommo_dagster.kommo.records`.
+    """
+    pt = page_type(stream)
+    if set(map(type, records)) - {pt.record}:
+        raise TypeError(f"a page of {stream} mixes typed records with others")
+    out: dict[str, list] = {}
+    if records:
+        transposed = zip(*map(astuple, records), strict=True)
+        for node, values in zip(pt.nodes, transposed, strict=True):
+            _node_columns(pt.stream.name, node, list(values), records, out, depth=0)
+    else:
+        out = {c.name: [] for c in pt.stream.columns}
+    return {c.name: out[c.name] for c in pt.stream.columns}
+
+
+def _node_columns(
+    stream: str, node: Node, values: list, records: Sequence[Any], out: dict, *, depth: int
+) -> None:
+    col = node.column
+    if col is not None:
+        if col.is_json:  # an empty Raw: the key was missing
+            values = [None if not v or v == _NULL else str(v, "utf-8") for v in values]
+        out[col.name] = values
+    elif node.typed:
+        for child in node.children:
+            below = [None if v is None else v[child.key] for v in values]
+            _node_columns(stream, child, below, records, out, depth=depth + 1)
+    else:
+        for leaf in node.leaf_columns():
+            found = descend(values, leaf.source[depth + 1 :])
+            out[leaf.name] = typed_values(stream, leaf, found, records)
+
+
+__all__ = ["PageType", "TypedRecord", "page_type", "typed_records_of", "typed_to_columns"]

@@ -16,9 +16,7 @@ from functools import cache
 from typing import Any
 
 import orjson
-from msgspec.structs import astuple
 
-from kommo_dagster.kommo.decoding import Node, TypedRecord, page_type
 from kommo_dagster.kommo.errors import KommoContractError
 from kommo_dagster.kommo.streams import Column, Stream, get_stream
 
@@ -52,7 +50,7 @@ def _plan(stream_name: str) -> _Plan:
     return _Plan(stream=stream, keys=tuple(keys), columns=tuple(columns))
 
 
-def _descend(values: list, path: tuple[str, ...]) -> list:
+def descend(values: list, path: tuple[str, ...]) -> list:
     """The values at ``path`` below each of ``values``; None where a step is not an object."""
     for key in path:
         values = [v.get(key) if type(v) is dict else None for v in values]
@@ -108,7 +106,7 @@ def _as_str(stream: str, col: Column, values: Sequence, records: Sequence[Any]) 
     return [None if v is None else str(v) for v in values]
 
 
-def _typed(stream: str, col: Column, values: list, records: Sequence[Any]) -> list:
+def typed_values(stream: str, col: Column, values: list, records: Sequence[Any]) -> list:
     if col.is_json:
         dumps = orjson.dumps
         try:
@@ -151,86 +149,9 @@ def to_columns(stream: str, records: Iterable[Mapping[str, Any]]) -> dict[str, l
     for col, index, rest in plan.columns:
         values = list(firsts[index])
         if rest:
-            values = _descend(values, rest)
-        out[col.name] = _typed(name, col, values, records)
+            values = descend(values, rest)
+        out[col.name] = typed_values(name, col, values, records)
     return out
 
 
-def typed_to_columns(stream: str, records: Sequence[TypedRecord]) -> dict[str, list]:
-    """`to_columns` of records decoded by `kommo_dagster.kommo.decoding` (one page's worth).
-
-    Their values were checked against the column types while the page was decoded, so the
-    columns are the records transposed (``astuple``, ``zip``); a JSON column becomes the text
-    Kommo sent for it, NULL where the key is missing or null.
-    """
-    pt = page_type(stream)
-    if set(map(type, records)) - {pt.record}:
-        raise TypeError(f"a page of {stream} mixes typed records with others")
-    out: dict[str, list] = {}
-    if records:
-        for node, values in zip(pt.nodes, zip(*map(astuple, records), strict=True), strict=True):
-            _node_columns(pt.stream.name, node, list(values), records, out, depth=0)
-    else:
-        out = {c.name: [] for c in pt.stream.columns}
-    return {c.name: out[c.name] for c in pt.stream.columns}
-
-
-class ColumnBatch:
-    """Pages of columns gathered into one batch: staging takes thousands of rows at a time."""
-
-    def __init__(self, names: Sequence[str]) -> None:
-        self.names = tuple(names)
-        self.rows = 0
-        self._columns: dict[str, list] = {name: [] for name in self.names}
-
-    def extend(self, page: Mapping[str, list]) -> None:
-        """Append one page's columns (each of the batch's names, all of one length)."""
-        for name, column in self._columns.items():
-            column.extend(page[name])
-        if self.names:
-            self.rows += len(page[self.names[0]])
-
-    def take(self) -> dict[str, list]:
-        """The batch's columns; the batch starts empty again."""
-        columns, self._columns = self._columns, {name: [] for name in self.names}
-        self.rows = 0
-        return columns
-
-
-def columns_of(stream: str, records: Sequence[Any]) -> dict[str, list]:
-    """The columns of one page of records, typed (`typed_to_columns`) or dicts (`to_columns`)."""
-    if records and isinstance(records[0], TypedRecord):
-        return typed_to_columns(stream, records)
-    return to_columns(stream, records)
-
-
-def _node_columns(
-    stream: str, node: Node, values: list, records: Sequence[Any], out: dict, *, depth: int
-) -> None:
-    col = node.column
-    if col is not None:
-        out[col.name] = [_raw_text(v) for v in values] if col.is_json else values
-    elif node.typed:
-        for child in node.children:
-            below = [None if v is None else v[child.key] for v in values]
-            _node_columns(stream, child, below, records, out, depth=depth + 1)
-    else:
-        for leaf in _leaf_columns(node):
-            found = _descend(values, leaf.source[depth + 1 :])
-            out[leaf.name] = _typed(stream, leaf, found, records)
-
-
-def _leaf_columns(node: Node) -> list[Column]:
-    if node.column is not None:
-        return [node.column]
-    return [col for child in node.children for col in _leaf_columns(child)]
-
-
-def _raw_text(value: Any) -> str | None:
-    if not value:  # an empty Raw: the key was missing
-        return None
-    text = str(value, "utf-8")
-    return None if text == "null" else text
-
-
-__all__ = ["ColumnBatch", "columns_of", "to_columns", "typed_to_columns"]
+__all__ = ["descend", "to_columns", "typed_values"]

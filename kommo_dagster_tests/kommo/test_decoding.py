@@ -7,8 +7,9 @@ import orjson
 import pytest
 
 from kommo_dagster.kommo import KommoContractError, KommoResponseError
+from kommo_dagster.kommo.columns import columns_of
 from kommo_dagster.kommo.decoding import TypedRecord, typed_records_of
-from kommo_dagster.kommo.records import columns_of, to_columns
+from kommo_dagster.kommo.records import to_columns
 from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, get_stream
 from kommo_dagster.kommo.transport import Response
 from kommo_dagster.kommo.walks import records_of
@@ -43,9 +44,9 @@ def account():
 def test_iter_columns_is_exactly_what_the_api_holds(account, client_for, stream):
     client = client_for(account)
     pages = list(client.iter_columns(stream, start=START, end=END))
-    rows = sorted((row for p in pages for row in zip(*p.values(), strict=True)), key=repr)
-    assert rows and rows == expected(account, stream)
     assert all(list(p) == list(get_stream(stream).column_names) for p in pages)
+    rows = sorted((r for p in pages for r in zip(*p.values(), strict=True)), key=repr)
+    assert rows and rows == expected(account, stream)
 
 
 @pytest.mark.parametrize("stream", INCREMENTAL_STREAMS)
@@ -143,8 +144,8 @@ def test_json_columns_keep_the_text_kommo_sent():
     )
     resp = Response(body=body, server_time=None)
     typed, _ = typed_records_of(get_stream("leads"), resp)
-    text = columns_of("leads", typed)["custom_fields_values"][0]
-    assert text.startswith("[ {") and orjson.loads(text) == lead()["custom_fields_values"]
+    value = columns_of("leads", typed)["custom_fields_values"][0]
+    assert value.startswith("[ {") and orjson.loads(value) == lead()["custom_fields_values"]
 
 
 def test_malformed_pages_fail_as_before():
