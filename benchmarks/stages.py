@@ -1,13 +1,15 @@
 """Where our CPU goes per 100,000 rows, stage by stage, without a profiler's distortion.
 
 Each stage of the Dagster path's hot loop runs alone over the same pages, timed by the process's
-own CPU clock (the sandbox runs in its own process): receive (the transport's GET of every page:
-requests, urllib3, the socket), decode (`typed_records_of`, or `orjson` for the general path),
-columns (`columns_of` / `to_columns`), staging (`StagedRows.append` in 10,000-row batches) and
-the write (`StagedRows.write` into a fresh DuckDB file). The floor is receive plus a plain
-``orjson.loads`` of every body: what any extractor pays to have the data in Python at all.
-Dagster's own run (start, event log) and the client's threads come on top; the benchmark's
-scenario 2 measures the whole.
+own CPU clock (the sandbox runs in its own process):
+- receive: the transport's GET of every page (requests, urllib3, the socket);
+- decode: `typed_records_of` (``orjson`` for the general path);
+- tables: `page_columns` gathered into Arrow tables by `ColumnBatch`;
+- staging: `StagedRows.append` of each 10,000-row table;
+- write: `StagedRows.write` into a fresh DuckDB file.
+The floor is receive plus a plain ``orjson.loads`` of every body: what any extractor pays to
+have the data in Python at all. Dagster's own run (start, event log) and the client's threads
+come on top; the benchmark's scenario 2 measures the whole.
 
 Run: .venv/bin/python -m benchmarks.stages [--leads 100000] [--repeat 3]
 """
@@ -25,7 +27,8 @@ from typing import Any
 import orjson
 
 from kommo_dagster.kommo import KommoClient
-from kommo_dagster.kommo.columns import ColumnBatch, columns_of
+from kommo_dagster.kommo.client import DEFAULT_BATCH_ROWS
+from kommo_dagster.kommo.columns import ColumnBatch, page_columns
 from kommo_dagster.kommo.decoding import typed_records_of
 from kommo_dagster.kommo.records import to_columns
 from kommo_dagster.kommo.streams import get_stream
@@ -33,8 +36,6 @@ from kommo_dagster.kommo.transport import Response
 from kommo_dagster.kommo.walks import records_of
 from kommo_dagster.sandbox import SandboxConfig, SandboxProcess
 from kommo_dagster.warehouse import StagedRows
-
-BATCH_ROWS = 10_000
 
 
 def _cpu(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
@@ -64,15 +65,22 @@ def _fetch(client: KommoClient, stream: str, pages: int) -> list[Response]:
     return out
 
 
-def _stage(stream: str, pages: list[dict[str, list]]) -> StagedRows:
-    staged = StagedRows(get_stream(stream), window=None)
-    batch = ColumnBatch(get_stream(stream).column_names)
+def _tables(stream: str, pages: list) -> list:
+    batch = ColumnBatch(stream)
+    tables = []
     for page in pages:
-        batch.extend(page)
-        if batch.rows >= BATCH_ROWS:
-            staged.append(batch.take())
+        batch.extend(page_columns(stream, page))
+        if batch.rows >= DEFAULT_BATCH_ROWS:
+            tables.append(batch.take())
     if batch.rows:
-        staged.append(batch.take())
+        tables.append(batch.take())
+    return tables
+
+
+def _stage(stream: str, tables: list) -> StagedRows:
+    staged = StagedRows(get_stream(stream), window=None)
+    for table in tables:
+        staged.append(table)
     return staged
 
 
@@ -83,22 +91,22 @@ def measure(base_url: str, token: str, *, stream: str, pages: int, repeat: int) 
     bodies = [r.body for r in responses]
     parse, _ = _cpu(lambda: [orjson.loads(b) for b in bodies], repeat)
     decode, typed = _cpu(lambda: [typed_records_of(spec, r)[0] for r in responses], repeat)
-    columns, cols = _cpu(lambda: [columns_of(stream, p) for p in typed], repeat)
+    tables, batches = _cpu(lambda: _tables(stream, typed), repeat)
     general, _ = _cpu(
         lambda: [to_columns(stream, records_of(spec, _fresh(r))[0]) for r in responses], repeat
     )
-    staging, staged = _cpu(lambda: _stage(stream, cols), repeat)
+    staging, staged = _cpu(lambda: _stage(stream, batches), repeat)
     with tempfile.TemporaryDirectory() as tmp:
         write, _ = _cpu(lambda: staged.write(Path(tmp) / "w.duckdb", schema="kommo", timeout=60), 1)
     staged.discard()
-    rows = sum(len(next(iter(c.values()))) for c in cols)
+    rows = sum(t.num_rows for t in batches)
     return {
         "rows": rows,
         "bytes": sum(len(b) for b in bodies),
         "receive": receive,
         "parse (orjson)": parse,
         "decode (typed)": decode,
-        "columns (typed)": columns,
+        "tables (typed)": tables,
         "parse + to_columns (general path)": general,
         "staging": staging,
         "write": write,
@@ -132,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         if name not in ("rows", "bytes"):
             print(f"  {name:36} {value * per:6.2f}")
     floor = (result["receive"] + result["parse (orjson)"]) * per
-    ours = sum(result[k] for k in ("decode (typed)", "columns (typed)", "staging", "write")) * per
+    ours = sum(result[k] for k in ("decode (typed)", "tables (typed)", "staging", "write")) * per
     print(f"  {'floor: receive + parse':36} {floor:6.2f}")
     print(f"  {'ours: receive + decode .. write':36} {result['receive'] * per + ours:6.2f}")
     return 0

@@ -32,7 +32,6 @@ import pandas as pd
 from kommo_dagster.accounts import KEY_PREFIX, AccountScope
 from kommo_dagster.freshness import freshness_policy
 from kommo_dagster.io_manager import SCHEMA_METADATA_KEY, STREAM_METADATA_KEY, table_schema
-from kommo_dagster.kommo.columns import ColumnBatch
 from kommo_dagster.kommo.stats import ClientStats, Progress
 from kommo_dagster.kommo.streams import Stream, get_stream
 from kommo_dagster.partitions import PARTITION_FORMAT, EpochWindow, build_daily_partitions
@@ -42,8 +41,6 @@ from kommo_dagster.warehouse import StagedRows, catalog_name
 
 GROUP_NAME = KEY_PREFIX  # the single account's group; several accounts: kommo_<account>
 KINDS = {"kommo", "duckdb"}
-# Raw records collected before they are turned into columns (bounded memory, few batches).
-BATCH_ROWS = 10_000
 
 
 def asset_key(stream: str) -> dg.AssetKey:
@@ -164,21 +161,16 @@ def _extract(
     )
     with staged, _collector_paused():  # discards the staging file if anything below fails
         with kommo.get_client(progress=log_progress) as client:
-            pages = client.iter_columns(
+            batches = client.iter_batches(
                 stream.name,
                 start=window.start_datetime if window else None,
                 end=window.end_datetime if window else None,
                 parent_ids=parent_ids,
             )
-            batch = ColumnBatch(stream.column_names)
-            for page in pages:
-                batch.extend(page)
-                if batch.rows >= BATCH_ROWS:
-                    staged.append(batch.take())
-                    # The batch's values are freed: a young collection now finds little to scan.
-                    gc.collect(1)
-            if batch.rows:
-                staged.append(batch.take())
+            for table in batches:
+                staged.append(table)
+                # The batch's values are freed: a young collection now finds little to scan.
+                gc.collect(1)
             stats = client.stats()
 
         staged.note = (
@@ -276,7 +268,6 @@ def _description(stream: Stream, *, settings: Settings, partitioned: bool) -> st
 
 
 __all__ = [
-    "BATCH_ROWS",
     "GROUP_NAME",
     "KINDS",
     "asset_key",

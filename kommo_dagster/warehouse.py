@@ -41,7 +41,9 @@ import duckdb
 import filelock
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from kommo_dagster.kommo.columns import arrow_schema
 from kommo_dagster.kommo.streams import Stream
 from kommo_dagster.partitions import EpochWindow
 
@@ -212,6 +214,29 @@ def _typed_array(kind: str, values: Sequence[Any], name: str) -> np.ndarray:
         raise WarehouseError(
             f"column {name!r} ({kind}) holds a value that is not {kind}: {exc}"
         ) from exc
+
+
+def _contract_table(stream: Stream, table: pa.Table) -> pa.Table:
+    """The table, if its columns are the contract's, in order, with the contract's types."""
+    expected = arrow_schema(stream)
+    if not table.schema.equals(expected):
+        raise WarehouseError(
+            f"{stream.name}: batch columns differ from the contract (got {table.schema.names} "
+            f"typed {[str(t) for t in table.schema.types]}, expected {expected.names} typed "
+            f"{[str(t) for t in expected.types]})"
+        )
+    return table
+
+
+def _cursors(
+    columns: Mapping[str, Sequence[Any]] | pa.Table, cursor: str
+) -> tuple[np.ndarray, int]:
+    """The batch's non-null cursor values and how many were null."""
+    if isinstance(columns, pa.Table):
+        values = columns.column(cursor)
+        return values.drop_null().to_numpy().astype(np.int64, copy=False), values.null_count
+    present = [v for v in columns[cursor] if v is not None]
+    return np.array(present, dtype=np.int64), len(columns[cursor]) - len(present)
 
 
 def _select_casts(stream: Stream) -> str:
@@ -423,22 +448,26 @@ class StagedRows:
             self._con.execute(create_table_sql(self.stream, schema=None))
         return self._con
 
-    def append(self, columns: Mapping[str, Sequence[Any]]) -> None:
-        arrays = typed_arrays(self.stream, columns)
-        rows = len(next(iter(arrays.values()), ()))
+    def append(self, columns: Mapping[str, Sequence[Any]] | pa.Table) -> None:
+        """Stage a batch: contract columns (`kommo_dagster.kommo.records.to_columns`), or an
+        Arrow table with the contract's schema (`kommo_dagster.kommo.columns.page_table`),
+        which DuckDB scans as it is."""
+        if isinstance(columns, pa.Table):
+            data: Mapping[str, np.ndarray] | pa.Table = _contract_table(self.stream, columns)
+            rows = columns.num_rows
+        else:
+            data = typed_arrays(self.stream, columns)
+            rows = len(next(iter(data.values()), ()))
         if not rows:
             return
-        _insert_arrays(self._connection(), self.stream, arrays, target=quote(self.stream.name))
-        self._track_cursor(columns)
+        _insert_arrays(self._connection(), self.stream, data, target=quote(self.stream.name))
+        if self.stream.cursor is not None:
+            self._track_cursor(*_cursors(columns, self.stream.cursor))
         self.rows += rows
 
-    def _track_cursor(self, columns: Mapping[str, Sequence[Any]]) -> None:
-        if self.stream.cursor is None:
-            return
-        values = [v for v in columns[self.stream.cursor] if v is not None]
-        self.null_cursors += len(columns[self.stream.cursor]) - len(values)
-        if values:
-            cursors = np.array(values, dtype=np.int64)
+    def _track_cursor(self, cursors: np.ndarray, nulls: int) -> None:
+        self.null_cursors += nulls
+        if len(cursors):
             low, high = int(cursors.min()), int(cursors.max())
             self.cursor_min = low if self.cursor_min is None else min(self.cursor_min, low)
             self.cursor_max = high if self.cursor_max is None else max(self.cursor_max, high)
@@ -542,7 +571,7 @@ def _sql_string(value: str) -> str:
 def _insert_arrays(
     con: duckdb.DuckDBPyConnection,
     stream: Stream,
-    arrays: Mapping[str, np.ndarray] | pd.DataFrame,
+    arrays: Mapping[str, np.ndarray] | pd.DataFrame | pa.Table,
     *,
     target: str,
 ) -> None:

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from kommo_dagster.contract import contract_columns
+from kommo_dagster.kommo.columns import columns_table
 from kommo_dagster.kommo.streams import DUCKDB_TYPES, STREAMS, get_stream
 from kommo_dagster.partitions import EpochWindow
 from kommo_dagster.warehouse import (
@@ -91,6 +92,19 @@ def test_nullable_integers_stay_integers_and_values_round_trip(db: Path):
     expected = list(zip(*(columns[n] for n in LEADS.column_names), strict=True))
     assert got == expected
     assert isinstance(got[0][names.index("price")], int)
+
+
+def test_arrow_batches_stage_like_columns_and_must_match_the_contract(db: Path):
+    columns = synthetic_columns(LEADS, 6, cursor_start=OCT1.start)
+    staged = StagedRows(LEADS, window=OCT1)
+    staged.append(columns_table("leads", columns))
+    assert staged.rows == 6 and sum(staged.rows_by_day().values()) == 6
+    _write(db, staged)
+    expected = list(zip(*(columns[n] for n in LEADS.column_names), strict=True))
+    assert _rows(db, "SELECT * FROM kommo.leads ORDER BY id") == expected
+    wrong = columns_table("leads", columns).drop_columns(["tags"])
+    with pytest.raises(WarehouseError, match="differ from the contract"):
+        StagedRows(LEADS, window=OCT1).append(wrong)
 
 
 def test_typed_frame_refuses_lossy_and_misshapen_batches():

@@ -1,46 +1,94 @@
-"""Pages of records as contract columns, gathered into batches for staging.
+"""Pages of records as contract columns, gathered into Arrow tables typed by the contract.
 
-`columns_of` is what `KommoClient.iter_columns` yields for each page: typed pages transposed
-(`kommo_dagster.kommo.decoding`), dict pages by the general rules (`kommo_dagster.kommo.records`),
-both in the representation of `to_columns`.
+`KommoClient.iter_batches` gathers pages into Arrow tables with these: a typed page
+(`kommo_dagster.kommo.decoding`) is transposed into columns with its JSON values as the UTF-8
+bytes Kommo sent (Arrow checks them and takes them as text: no Python string per value); a page
+of dicts follows the general rules of `kommo_dagster.kommo.records` first. DuckDB scans Arrow
+tables without converting a value.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any
 
+import pyarrow as pa
+
 from kommo_dagster.kommo.decoding import TypedRecord, typed_to_columns
+from kommo_dagster.kommo.errors import KommoContractError
 from kommo_dagster.kommo.records import to_columns
+from kommo_dagster.kommo.streams import Stream, get_stream
+
+ARROW_TYPES: Mapping[str, pa.DataType] = {
+    "integer": pa.int64(),
+    "boolean": pa.bool_(),
+    "string": pa.string(),
+}
 
 
-def columns_of(stream: str, records: Sequence[Any]) -> dict[str, list]:
-    """The contract columns of one page of records, typed or dicts."""
+@cache
+def arrow_schema(stream: Stream) -> pa.Schema:
+    """The contract's columns as an Arrow schema (every column nullable)."""
+    return pa.schema([pa.field(c.name, ARROW_TYPES[c.type]) for c in stream.columns])
+
+
+def page_columns(stream: str, records: Sequence[Any]) -> dict[str, list]:
+    """One page of records (typed or dicts) as contract columns, JSON columns as UTF-8 bytes."""
     if records and isinstance(records[0], TypedRecord):
-        return typed_to_columns(stream, records)
-    return to_columns(stream, records)
+        return typed_to_columns(stream, records, json_bytes=True)
+    columns = to_columns(stream, records)
+    for col in get_stream(stream).columns:
+        if col.is_json:
+            columns[col.name] = [None if v is None else v.encode() for v in columns[col.name]]
+    return columns
+
+
+def columns_table(
+    stream: str, columns: Mapping[str, Sequence[Any]], *, json_bytes: bool = False
+) -> pa.Table:
+    """Contract columns (`to_columns`) as a table; with ``json_bytes`` the JSON columns hold
+    UTF-8 bytes, which Arrow checks and takes as text without a Python string per value."""
+    spec = get_stream(stream)
+    schema = arrow_schema(spec)
+    arrays = []
+    for col, field in zip(spec.columns, schema, strict=True):
+        values = columns[field.name]
+        try:
+            if json_bytes and col.is_json:
+                arrays.append(pa.array(values, pa.binary()).cast(pa.string()))
+            else:
+                arrays.append(pa.array(values, field.type))
+        except (pa.ArrowException, OverflowError, TypeError) as exc:
+            raise KommoContractError(
+                f"{stream}.{field.name}: a value does not fit the column's type ({exc})"
+            ) from None
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 class ColumnBatch:
-    """Pages of columns gathered into one batch: staging takes thousands of rows at a time."""
+    """Pages of columns (`page_columns`) gathered into one Arrow table: building arrays costs
+    per call as well as per value, so they are built for thousands of rows at once."""
 
-    def __init__(self, names: Sequence[str]) -> None:
-        self.names = tuple(names)
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
         self.rows = 0
-        self._columns: dict[str, list] = {name: [] for name in self.names}
+        self._columns: dict[str, list] = self._empty()
+
+    def _empty(self) -> dict[str, list]:
+        return {name: [] for name in get_stream(self.stream).column_names}
 
     def extend(self, page: Mapping[str, list]) -> None:
-        """Append one page's columns (each of the batch's names, all of one length)."""
+        """Append one page's columns (each of the contract's, all of one length)."""
         for name, column in self._columns.items():
             column.extend(page[name])
-        if self.names:
-            self.rows += len(page[self.names[0]])
+        self.rows = len(next(iter(self._columns.values()), ()))
 
-    def take(self) -> dict[str, list]:
-        """The batch's columns; the batch starts empty again."""
-        columns, self._columns = self._columns, {name: [] for name in self.names}
-        self.rows = 0
-        return columns
+    def take(self) -> pa.Table:
+        """The gathered rows as a table; the batch starts empty again."""
+        table = columns_table(self.stream, self._columns, json_bytes=True)
+        self._columns, self.rows = self._empty(), 0
+        return table
 
 
-__all__ = ["ColumnBatch", "columns_of"]
+__all__ = ["ARROW_TYPES", "ColumnBatch", "arrow_schema", "columns_table", "page_columns"]

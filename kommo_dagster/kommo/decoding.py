@@ -166,13 +166,16 @@ def typed_records_of(stream: Stream, resp: Response) -> tuple[list[Any], bool]:
     return page.embedded.items, has_next
 
 
-def typed_to_columns(stream: str, records: Sequence[TypedRecord]) -> dict[str, list]:
+def typed_to_columns(
+    stream: str, records: Sequence[TypedRecord], *, json_bytes: bool = False
+) -> dict[str, list]:
     """The contract columns of one page of typed records.
 
     Their values were checked against the column types while the page was decoded, so the
     columns are the records transposed (``astuple``, ``zip``). A JSON column holds the text
-    Kommo sent for the value (None where the key is missing or null); a column below a generic
-    value follows the general rules of `kommo_dagster.kommo.records`.
+    Kommo sent for the value, or with ``json_bytes`` its UTF-8 bytes (None where the key is
+    missing or null); a column below a generic value follows the general rules of
+    `kommo_dagster.kommo.records`.
     """
     pt = page_type(stream)
     if set(map(type, records)) - {pt.record}:
@@ -181,24 +184,36 @@ def typed_to_columns(stream: str, records: Sequence[TypedRecord]) -> dict[str, l
     if records:
         transposed = zip(*map(astuple, records), strict=True)
         for node, values in zip(pt.nodes, transposed, strict=True):
-            _node_columns(pt.stream.name, node, list(values), records, out, depth=0)
+            _node_columns(pt.stream.name, node, list(values), records, out, json_bytes=json_bytes)
     else:
         out = {c.name: [] for c in pt.stream.columns}
     return {c.name: out[c.name] for c in pt.stream.columns}
 
 
 def _node_columns(
-    stream: str, node: Node, values: list, records: Sequence[Any], out: dict, *, depth: int
+    stream: str,
+    node: Node,
+    values: list,
+    records: Sequence[Any],
+    out: dict,
+    *,
+    json_bytes: bool,
+    depth: int = 0,
 ) -> None:
     col = node.column
     if col is not None:
-        if col.is_json:  # an empty Raw: the key was missing
+        # An empty Raw: the key was missing.
+        if col.is_json and json_bytes:
+            values = [None if not v or v == _NULL else bytes(v) for v in values]
+        elif col.is_json:
             values = [None if not v or v == _NULL else str(v, "utf-8") for v in values]
         out[col.name] = values
     elif node.typed:
         for child in node.children:
             below = [None if v is None else v[child.key] for v in values]
-            _node_columns(stream, child, below, records, out, depth=depth + 1)
+            _node_columns(
+                stream, child, below, records, out, json_bytes=json_bytes, depth=depth + 1
+            )
     else:
         for leaf in node.leaf_columns():
             found = descend(values, leaf.source[depth + 1 :])
