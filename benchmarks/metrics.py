@@ -10,8 +10,10 @@ and the page size is Kommo's largest (250; 100 for events). Even an empty list c
 request that finds it empty. Two minimums are reported for our client:
 
 * per window: the lists of the run's whole window (the strict figure, the one the targets use);
-* per sub-window: the same over the sub-windows the client chose to walk in parallel (from its
-  `ClientStats.parts`); the gap between the two is the price of splitting a window.
+* per sub-window: the same over the walks the client ran in parallel (from its
+  `ClientStats.parts`), each counted as a list of its own; the gap between the two is at most
+  the price of splitting a window (walks that meet inside a gap, or split a past window of
+  events by page, spend nothing on it).
 
 For the peer, the minimum counts the lists it reads (it does not read deleted records).
 """

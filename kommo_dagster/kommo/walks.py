@@ -58,10 +58,13 @@ order, so it may repeat a row (dropped by id) but never skip one; only a departu
   the window are yielded from the check itself.
 
 * events (`PagesWalk`, newest first): events are immutable and only appended with
-  created_at = now. In a window that lies in the past the result never changes, so offset paging
-  is exact. In a window that includes now, new events enter at the top and push rows down: rows
-  can repeat on the next page but never skip one. Repeats are dropped by id in every window, so
-  that even a server that inserts events among past ones cannot double a row.
+  created_at = now. In a window that lies in the past (it ended `SETTLED` seconds before the
+  server's clock) the result never changes, so offset paging is exact, and a split hands the
+  later pages of the same query to a new walk: each page is read once, by one walk. In a window
+  that includes now, new events enter at the top and push rows down: rows can repeat on the next
+  page but never skip one; such a window is split by time, each walk paging its own part from
+  the top. Repeats are dropped by id in every window, so that even a server that inserts events
+  among past ones cannot double a row.
 
 In every stream each (id, cursor) is yielded at most once per extraction (and the write keeps one
 row per key whatever it is handed), every record that stays is yielded, and a record that changed
@@ -105,6 +108,9 @@ EVENTS_CHECK_MAX_PAGES = 20
 ID_CHUNK = 100
 # Server clock slack for "since the walk began" (Date has one-second resolution).
 CLOCK_SLACK = 2
+# Seconds after which a window of events is taken as settled: events are stamped with the
+# server's time as they are written, and this leaves room for one written a little late.
+SETTLED = 600
 
 
 @dataclass(kw_only=True)
@@ -753,9 +759,11 @@ def _moved_in_place(
 class PagesWalk(Walk):
     """Offset paging of one filter range, one page at a time.
 
-    Events (``newest_first``): the walk stops early once its pages pass below ``lo`` (a split
-    raised ``lo`` and handed the older part to another walk). Tasks: ordered by id, never split
-    (a new filter range would invalidate the offsets).
+    Events (``newest_first``): in a window that lies in the past a split hands the pages from
+    ``first_page`` on to a new walk of the same query and this one stops before them
+    (``last_page``); in a window that reaches now, a split raises ``lo`` and hands the older
+    part to another walk, and this one stops once its pages pass below ``lo``. Tasks: ordered
+    by id, never split (a new filter range would invalidate the offsets).
     """
 
     cursor: str = "updated_at"
@@ -774,6 +782,12 @@ class PagesWalk(Walk):
     probe_only: bool = False
     probe_full: bool = False
     rows_seen: int = 0
+    # The last page this walk reads, when a split handed the pages after it to another walk.
+    last_page: int | None = None
+    # The server's clock at the last answer (Unix seconds), to tell a window in the past.
+    server_now: int | None = None
+    # The newest row of the first page, for a walk that starts after a split by page.
+    top: int | None = None
 
     def __post_init__(self) -> None:
         self.query_lo, self.query_hi = self.lo, self.hi
@@ -799,8 +813,26 @@ class PagesWalk(Walk):
         ]
         return self._get(params)
 
+    def covered_seconds(self) -> int:
+        """Newest first: from the top of this walk's pages (the window's top, or the newest row
+        of its first page after a split by page) down to the oldest row it met, or to ``lo``
+        once it has read its last page."""
+        if not self.newest_first or self.oldest_seen is None:
+            return super().covered_seconds()
+        top = self.hi if self.top is None else self.top
+        bottom = self.lo if self.done and self.last_page is None else self.oldest_seen
+        return max(0, top - bottom + 1)
+
+    def remaining_pages(self) -> float:
+        pages = super().remaining_pages()
+        if self.last_page is None:
+            return pages
+        return min(pages, float(self.last_page - self.page + 1))
+
     def on_result(self, job: Job, result: Any) -> list[dict[str, Any]]:
         self.requests += 1
+        if isinstance(result, Response) and result.server_time is not None:
+            self.server_now = result.server_time
         records, has_next = self.decode(self.stream, result)
         if not records:
             self.done = True
@@ -825,13 +857,15 @@ class PagesWalk(Walk):
                     log.warning("%s are not newest first; paging to the end", self.stream.name)
                 self.monotone = False
             oldest = min(cursors)
+            if self.page > 1 and self.newest_seen is None:
+                self.top = max(cursors)
             self.newest_seen = max(self.newest_seen or 0, *cursors)
             self.oldest_seen = oldest if self.oldest_seen is None else min(oldest, self.oldest_seen)
             self.rows_seen += len(records)
             self.density = _rate(self.rows_seen, self.oldest_seen, min(self.hi, self.newest_seen))
             if self.monotone and self.oldest_seen < lo:
                 full = False
-        if full and not self.probe_only:
+        if full and not self.probe_only and self.page != self.last_page:
             self.page += 1
         else:
             self.done = True
@@ -840,23 +874,31 @@ class PagesWalk(Walk):
         return out
 
     def split(self, *, cut: bool = True) -> Walk | None:
-        if not cut or not self.newest_first or not self.monotone or self.done:
-            return None
-        if self.oldest_seen is None:
+        if not self.newest_first or not self.monotone or self.done or self.oldest_seen is None:
             return None
         if self.remaining_pages() < MIN_SPLIT_PAGES:
+            return None
+        if self._in_the_past():
+            return self._split_pages()
+        if not cut:
             return None
         # Events come newest first: keep the page in flight (and a half) below what was seen.
         keep = max((self.oldest_seen - self.lo) // 2, _seconds_for(1.5, self))
         mid = self.oldest_seen - keep
         if mid <= self.lo:
             return None
-        new = PagesWalk(
+        new = self._sibling(lo=self.lo, hi=mid)
+        self.lo = mid + 1
+        return new
+
+    def _sibling(self, *, lo: int, hi: int, **state: Any) -> PagesWalk:
+        """A new newest-first walk of ``[lo, hi]`` with this one's stream and settings."""
+        return PagesWalk(
             stream=self.stream,
             transport=self.transport,
             decode=self.decode,
-            lo=self.lo,
-            hi=mid,
+            lo=lo,
+            hi=hi,
             kind=self.kind,
             base=self.base,
             cursor=self.cursor,
@@ -864,8 +906,32 @@ class PagesWalk(Walk):
             newest_first=True,
             dedupe=self.dedupe,
             density=self.density,
+            **state,
         )
-        self.lo = mid + 1
+
+    def _in_the_past(self) -> bool:
+        """Whether the query's window ended well before the server's clock (`SETTLED`): no
+        event enters it any more, so its pages keep their rows and a split by page is exact."""
+        return self.server_now is not None and self.query_hi < self.server_now - SETTLED
+
+    def _split_pages(self) -> PagesWalk | None:
+        """Hand the second half of the pages left (by the density so far) to a new walk of the
+        same query: every page is read once, by one walk, and none is cut short."""
+        first_free = self.page + 1 if self.inflight else self.page
+        end = first_free + math.ceil(self.remaining_pages()) - 1
+        if self.last_page is not None:
+            end = min(end, self.last_page)
+        first = first_free + (end - first_free + 1) // 2
+        if first <= first_free or first > end:
+            return None
+        new = self._sibling(
+            lo=self.query_lo,
+            hi=self.query_hi,
+            page=first,
+            last_page=self.last_page,
+            server_now=self.server_now,
+        )
+        self.last_page = first - 1
         return new
 
 

@@ -217,3 +217,19 @@ def test_notes_carry_is_pinned_and_catalog_elements_come_per_catalog(account, cl
     assert len(pages) == 1 and {e["catalog_id"] for e in pages[0]} == {first}
     with pytest.raises(KommoNotFoundError, match="no catalogs entry with id 999999"):
         list(client.iter_records("catalog_elements", parent_ids=[999999]))
+
+
+@pytest.mark.timeout(180)
+def test_events_of_a_past_window_are_split_by_page_and_cost_the_minimum(
+    sandbox_factory, client_for
+):
+    """No event enters a window that ended before the server's clock, so its pages keep their
+    rows: a split hands the later pages of the same query to a new walk, and every page is read
+    once. The window costs ceil(rows / 100) requests, however many walks read it."""
+    sb = sandbox_factory(leads=4000, requests_per_second=None, latency_ms=5)
+    client = client_for(sb, max_workers=4)
+    sb.reset_stats()
+    records = fetch(client, "events")
+    assert rows_of("events", records) == expected(sb, "events")
+    assert len(client.stats().parts) > 1, "split into walks"
+    assert sb.stats()["requests"] == math.ceil(len(records) / 100)
