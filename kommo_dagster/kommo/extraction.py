@@ -149,7 +149,7 @@ class Extraction:
         """A new walk from the busiest walk that can give one: free splits first, and a cut
         only once every walk has a first page to tell how much it has left."""
         ranked = sorted(active, key=lambda w: w.remaining_pages(), reverse=True)
-        known = all(w.density is not None for w in active)
+        known = all(w.sized for w in active)
         for cut in (False, True) if known else (False,):
             for w in ranked:
                 new = w.split(cut=cut)

@@ -30,9 +30,10 @@ order, so it may repeat a row (dropped by id) but never skip one; only a departu
   (every record before its last second was on it): the gap is closed, and a page of the other
   walk still in flight yields only what lies inside the gap when it returns. So every record
   that stays is on a page that yields it, whichever end reaches it first, and none twice.
-  When a page is full of one second ``T``, that second leaves the gap and is read on its own
-  (``from = to = T``) by id, skipping the ids already yielded: the first page ascending and the
-  first page descending. If they overlap, every record that stayed in ``T`` was on one of them
+  When a page is full of one second ``T`` (or ends with `CROWD_SHARE` of it or more in ``T``,
+  which likely goes on), that second leaves the gap and is read on its own (``from = to = T``)
+  by id, skipping the ids already yielded: the first page ascending and the first page
+  descending. If they overlap, every record that stayed in ``T`` was on one of them
   (one missing from both would lie above the first page's highest id and below the second's
   lowest), whatever arrived or left meanwhile. Only a second of over two pages is offset-paged;
   a record leaving ``T`` meanwhile could then shift another past a page boundary, but only if
@@ -95,6 +96,8 @@ log = logging.getLogger("kommo_dagster.kommo")
 # Split a walk only when its estimated remainder is at least this many pages; the cut leaves the
 # page in flight on the walk's side, so that page's rows are not fetched twice.
 MIN_SPLIT_PAGES = 2.0
+# A page whose last second holds this share of it or more goes on with that second by id.
+CROWD_SHARE = 0.2
 # Cut a gap two walks share only when it holds at least this many pages: the cut makes one more
 # place where walks meet, which costs a partial page, to keep more requests in flight.
 MIN_CUT_PAGES = 8.0
@@ -200,6 +203,11 @@ class Walk:
         if self.done or self.density is None:
             return 0.0
         return self.density * self.remaining_seconds() / self.limit
+
+    @property
+    def sized(self) -> bool:
+        """Whether the walk has seen enough to estimate what it has left."""
+        return self.density is not None
 
     def split(self, *, cut: bool = True) -> Walk | None:
         """A new walk taking part of this one's work, or None. Without ``cut``, only a split
@@ -318,6 +326,11 @@ class KeysetWalk(Walk):
             self.gap.up, self.hi = self, self.lo
 
     @property
+    def sized(self) -> bool:
+        # A walk reading a crowded second by id has no estimate to give until it is back.
+        return self.density is not None or self.phase != "walk"
+
+    @property
     def partner(self) -> KeysetWalk | None:
         """The walk reading this one's gap from the other end."""
         assert self.gap is not None
@@ -412,6 +425,10 @@ class KeysetWalk(Walk):
             self._learn(len(records), cursors[0], last)
             ids = {r["id"] for r, c in zip(records, cursors, strict=True) if c == last}
             g.advance(descending=self.descending, last=last, ids=ids)
+            if len(ids) >= self.limit * CROWD_SHARE:
+                # The page ends inside a second this busy: it is likely crowded, and reading it
+                # by id now spares the page that would only show it is.
+                self._start_second(last, ids)
         self._reached(max(lo, min(hi, last)))
         self.rows += len(out)
         return out
@@ -558,7 +575,9 @@ class KeysetWalk(Walk):
             return None
         partner = self.partner
         if partner is None or partner.done:
-            if self.remaining_pages() < MIN_SPLIT_PAGES:
+            # While this walk reads a crowded second by id, its end of the gap waits: a
+            # partner reads the gap meanwhile, however little is known of it.
+            if self.phase == "walk" and self.remaining_pages() < MIN_SPLIT_PAGES:
                 return None
             return self._walk_of(g, descending=not self.descending)
         if not cut or self.remaining_pages() < MIN_CUT_PAGES:

@@ -13,6 +13,7 @@ import pytest
 from kommo_dagster.kommo import KommoNotFoundError, Progress
 from kommo_dagster.kommo.records import to_columns
 from kommo_dagster.kommo.streams import STREAMS
+from kommo_dagster.sandbox import ChurnConfig
 from kommo_dagster_tests.kommo.conftest import END, INCREMENTAL, START, expected, fetch, rows_of
 
 pytestmark = pytest.mark.timeout(120)
@@ -125,15 +126,17 @@ def test_a_large_window_is_split_and_costs_near_the_minimum(sandbox_factory, cli
 def test_two_walks_meeting_in_a_list_cost_what_one_walk_costs(sandbox_factory, client_for, stream):
     """A second walk reads each list from its other end and the two meet wherever the rows
     lie: no partial page where a cut window would end. So two workers spend exactly the
-    requests one spends (the sandbox's count), crowded seconds and all."""
+    requests one spends (the sandbox's count). The window ends before the sandbox's crowded
+    seconds, whose cost depends on where a page happens to meet them."""
     sb = sandbox_factory(leads=6000, requests_per_second=None, latency_ms=5)
+    window = (START, START + timedelta(days=10))
     lists = 2 if STREAMS[stream].has_deleted_list else 1
     counts = []
     for workers in (1, 2):
         client = client_for(sb, max_workers=workers)
         sb.reset_stats()
-        records = fetch(client, stream)
-        assert rows_of(stream, records) == expected(sb, stream)
+        records = fetch(client, stream, *window)
+        assert rows_of(stream, records) == expected(sb, stream, *window)
         counts.append(sb.stats()["requests"])
         walks = [p for p in client.stats().parts if p.kind in ("live", "deleted")]
         assert len(walks) == (lists if workers == 1 else lists + 1), walks
@@ -233,3 +236,33 @@ def test_events_of_a_past_window_are_split_by_page_and_cost_the_minimum(
     assert rows_of("events", records) == expected(sb, "events")
     assert len(client.stats().parts) > 1, "split into walks"
     assert sb.stats()["requests"] == math.ceil(len(records) / 100)
+
+
+def test_a_page_ending_deep_in_a_second_goes_on_with_that_second_by_id(sandbox_factory, client_for):
+    """After the data: a few leads created at T - 10, then a robot's 300 edits at T. The page
+    holds the few and the rest of it from T, so T is read by id at once (its first page
+    ascending and descending): three requests for the live list, none spent on a page full of T
+    only to learn it is crowded, and one for the deleted list."""
+    sb = sandbox_factory(leads=1500, requests_per_second=None)
+    t = int(END.timestamp()) + 3600
+    for second, created, edited in ((t - 10, 20, 0), (t, 0, 300)):
+        sb.update_config(
+            churn=ChurnConfig(
+                updates=edited,
+                creates=created,
+                deletes=0,
+                streams=("leads",),
+                clock=lambda s=second: s,
+            )
+        )
+        sb.churn_step()
+    sb.update_config(churn=None)
+    client = client_for(sb, max_workers=1)
+    window = (datetime.fromtimestamp(t - 100, UTC), datetime.fromtimestamp(t + 1, UTC))
+    sb.reset_stats()
+    records = fetch(client, "leads", *window)
+    assert rows_of("leads", records) == expected(sb, "leads", *window)
+    at = Counter((r["updated_at"], bool(r.get("is_deleted"))) for r in records)
+    assert at[(t - 10, False)] < 200 and 250 < at[(t, False)] <= 500, at
+    assert sum(n for (_, deleted), n in at.items() if deleted) < 250, at
+    assert sb.stats()["requests"] == 3 + 1
