@@ -4,8 +4,10 @@ Kommo counts requests per integration and IP and bans an IP that keeps going ove
 steps, runs and processes may extract the same account at once, so the budget cannot live in one
 process's memory. It lives in a small file per account host (``KOMMO_RATE_LIMIT_DIR``), holding
 a sliding log of the last ``capacity`` request times plus a "blocked until" time set after a 429.
-Taking a slot means: lock the file, drop times older than the window, and either append now or
-learn how long to wait. Slots are also spaced evenly (``window / capacity`` apart), so requests do
+Taking a slot means: lock the file, drop times older than the window, and append the earliest
+time the rules allow, now or a little later (a reservation: the thread then sleeps until it is
+due). Each waiting thread thus holds its own slot and wakes once; had they all slept until the
+next free slot, they would all wake for it, and all but one would sleep again. Slots are also spaced evenly (``window / capacity`` apart), so requests do
 not arrive in bursts that queue at the server. Threads of one process queue on a process lock
 first, so only one of them holds the file lock at a time.
 
@@ -191,6 +193,29 @@ class SharedRateLimiter:
         os.pwrite(fd, data, 0)
         os.ftruncate(fd, len(data))
 
+    def _next_slot(self, state: _State, now: float) -> float:
+        """The earliest time the next slot may be taken, given the shared state."""
+        window = self.window + state.extra
+        spacing = window / self.capacity
+        # Evenly spaced slots (a burst would make its own requests queue at the server and
+        # arrive late, which is what eats the margin), on a grid of planned times: a thread
+        # that wakes or sends a little late does not push the slots after it.
+        at = max(now, state.grid + spacing) if state.grid else now
+        log = state.log
+        if len(log) >= self.capacity:
+            # The safety rule, on the times the requests really went out (see `settle`).
+            at = max(at, log[len(log) - self.capacity] + window)
+        return at
+
+    def _take(self, fd: int, state: _State, at: float) -> None:
+        """Log the slot ``at`` and move the grid: late by less than a spacing, the grid keeps
+        its plan (the next slot catches up); idle for longer, it starts again at ``at``."""
+        spacing = (self.window + state.extra) / self.capacity
+        planned = state.grid + spacing
+        state.grid = planned if state.grid and at - planned < spacing else at
+        state.log.append(at)
+        self._write(fd, state)
+
     def try_acquire(self) -> tuple[float | None, float]:
         """Take a slot now: ``(slot_time, 0)``; or ``(None, seconds to wait)``."""
         with self._locked() as fd:
@@ -198,39 +223,53 @@ class SharedRateLimiter:
             state = self._read(fd, now)
             if state.blocked_until > now:
                 return None, state.blocked_until - now
-            log = state.log
-            window = self.window + state.extra
-            spacing = window / self.capacity
-            # Evenly spaced slots (a burst would make its own requests queue at the server and
-            # arrive late, which is what eats the margin), on a grid of planned times: a thread
-            # that wakes or sends a little late does not push the slots after it.
-            wait = state.grid + spacing - now if state.grid else 0.0
-            if len(log) >= self.capacity:
-                # The safety rule, on the times the requests really went out (see `settle`).
-                wait = max(wait, log[len(log) - self.capacity] + window - now)
-            if wait > 0:
-                return None, max(wait, 0.0005)
-            # Late by less than a spacing: keep the grid (the next slot catches up); idle for
-            # longer: the grid starts again now.
-            planned = state.grid + spacing
-            state.grid = planned if now - planned < spacing else now
-            log.append(now)
-            self._write(fd, state)
+            at = self._next_slot(state, now)
+            if at > now:
+                return None, max(at - now, 0.0005)
+            self._take(fd, state, now)
             return now, 0.0
 
+    def reserve(self) -> tuple[float | None, float]:
+        """Take the next free slot, now or in the near future: ``(slot_time, seconds until
+        it)``; or ``(None, seconds to wait)`` while the budget is blocked or the next free slot
+        lies over a window away. Threads waiting for the budget thus each hold their own slot
+        and wake once, when it is due, instead of all waking for the same one."""
+        with self._locked() as fd:
+            now = time.time()
+            state = self._read(fd, now)
+            if state.blocked_until > now:
+                return None, state.blocked_until - now
+            at = self._next_slot(state, now)
+            if at - now > self.window:
+                return None, at - now - self.window
+            self._take(fd, state, at)
+            return at, at - now
+
     def acquire(self, *, cancelled: threading.Event | None = None) -> Slot:
-        """Block until a slot is taken."""
+        """Block until a slot is due, and take it."""
         started = time.monotonic()
         while True:
-            at, wait = self.try_acquire()
-            if at is not None:
-                return Slot(at=at, waited=time.monotonic() - started)
-            due = time.monotonic() + wait
-            if cancelled is None:
-                time.sleep(wait)
-            elif cancelled.wait(wait):
-                raise InterruptedError("rate-limit wait cancelled")
-            self.note_wake(late=time.monotonic() - due)
+            at, wait = self.reserve()
+            if wait > 0:
+                due = time.monotonic() + wait
+                if cancelled is None:
+                    time.sleep(wait)
+                elif cancelled.wait(wait):
+                    raise InterruptedError("rate-limit wait cancelled")
+                self.note_wake(late=time.monotonic() - due)
+            if at is None:
+                continue
+            if wait > 0 and self.blocked():
+                # A 429 paused the account while this thread waited: its slot stays in the
+                # log (a slot unused only makes the budget stricter) and it waits for another.
+                continue
+            return Slot(at=at, waited=time.monotonic() - started)
+
+    def blocked(self) -> bool:
+        """Whether the account's budget is paused now (after a 429)."""
+        with self._locked() as fd:
+            now = time.time()
+            return self._read(fd, now).blocked_until > now
 
     def note_wake(self, *, late: float) -> None:
         """A wait for a slot ended ``late`` seconds after it was due. Past `OVERLOAD_LAG` the

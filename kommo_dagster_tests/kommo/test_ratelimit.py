@@ -3,6 +3,7 @@ processes. These tests check the slot times the limiter wrote, not wall-clock du
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -280,3 +281,38 @@ def test_one_client_with_many_workers_stays_under_the_limit(sandbox_factory, tmp
         assert client.stats().requests > 14 and client.stats().throttled == 0
     stats = sb.stats()
     assert stats["violations"] == 0 and stats["peak_concurrency"] > 1
+
+
+def test_reservations_are_each_threads_own_slots_on_the_grid(tmp_path):
+    lim = SharedRateLimiter(key="reserve", requests_per_second=5, directory=tmp_path, margin=0)
+    spacing = lim.window / lim.capacity
+    slots = [lim.reserve()[0] for _ in range(4)]
+    assert None not in slots
+    assert [b - a for a, b in itertools.pairwise(slots)] == pytest.approx([spacing] * 3)
+    assert _slots(lim) == slots
+    # A probe sees the budget taken until the last reservation's spacing.
+    at, wait = lim.try_acquire()
+    assert at is None and wait == pytest.approx(slots[-1] + spacing - time.time(), abs=0.03)
+
+
+def test_no_slot_is_reserved_over_a_window_ahead(tmp_path):
+    lim = SharedRateLimiter(key="ahead", requests_per_second=1, directory=tmp_path, margin=0)
+    first, _ = lim.reserve()
+    second, _ = lim.reserve()
+    assert first is not None and second == pytest.approx(first + 1.0)
+    third, wait = lim.reserve()
+    assert third is None and wait == pytest.approx(first + 2.0 - time.time() - 1.0, abs=0.03)
+    assert _slots(lim) == [second]  # the log keeps the last `capacity` slots
+
+
+def test_a_block_set_while_a_thread_waits_for_its_slot_holds_it_back(tmp_path):
+    lim = SharedRateLimiter(key="held", requests_per_second=2, directory=tmp_path, margin=0)
+    other = SharedRateLimiter(key="held", requests_per_second=2, directory=tmp_path, margin=0)
+    assert lim.try_acquire()[0] is not None
+    began = time.time()
+    # The next slot is half a second away; a 429 elsewhere pauses the account meanwhile.
+    timer = threading.Timer(0.1, lambda: other.block_for(0.8))
+    timer.start()
+    slot = lim.acquire()
+    timer.join()
+    assert slot.at >= began + 0.9
