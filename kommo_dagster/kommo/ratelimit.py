@@ -7,8 +7,9 @@ a sliding log of the last ``capacity`` request times plus a "blocked until" time
 Taking a slot means: lock the file, drop times older than the window, and append the earliest
 time the rules allow, now or a little later (a reservation: the thread then sleeps until it is
 due). Each waiting thread thus holds its own slot and wakes once; had they all slept until the
-next free slot, they would all wake for it, and all but one would sleep again. Slots are also spaced evenly (``window / capacity`` apart), so requests do
-not arrive in bursts that queue at the server. Threads of one process queue on a process lock
+next free slot, they would all wake for it, and all but one would sleep again. Slots are also
+spaced evenly (``window / capacity`` apart), so requests do not arrive in bursts that queue at
+the server. Threads of one process queue on a process lock
 first, so only one of them holds the file lock at a time.
 
 The file is opened once per process and locked with ``flock`` around each access (read and
@@ -218,30 +219,25 @@ class SharedRateLimiter:
 
     def try_acquire(self) -> tuple[float | None, float]:
         """Take a slot now: ``(slot_time, 0)``; or ``(None, seconds to wait)``."""
-        with self._locked() as fd:
-            now = time.time()
-            state = self._read(fd, now)
-            if state.blocked_until > now:
-                return None, state.blocked_until - now
-            at = self._next_slot(state, now)
-            if at > now:
-                return None, max(at - now, 0.0005)
-            self._take(fd, state, now)
-            return now, 0.0
+        return self._claim(ahead=0.0)
 
     def reserve(self) -> tuple[float | None, float]:
         """Take the next free slot, now or in the near future: ``(slot_time, seconds until
         it)``; or ``(None, seconds to wait)`` while the budget is blocked or the next free slot
         lies over a window away. Threads waiting for the budget thus each hold their own slot
         and wake once, when it is due, instead of all waking for the same one."""
+        return self._claim(ahead=self.window)
+
+    def _claim(self, *, ahead: float) -> tuple[float | None, float]:
+        """Log the next free slot if it is due within ``ahead`` seconds."""
         with self._locked() as fd:
             now = time.time()
             state = self._read(fd, now)
             if state.blocked_until > now:
                 return None, state.blocked_until - now
             at = self._next_slot(state, now)
-            if at - now > self.window:
-                return None, at - now - self.window
+            if at - now > ahead:
+                return None, max(at - now - ahead, 0.0005)
             self._take(fd, state, at)
             return at, at - now
 
