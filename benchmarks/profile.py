@@ -29,6 +29,8 @@ from kommo_dagster.sandbox import SandboxProcess
 
 # Owner of each hot spot, by path fragment (first match wins).
 OWNERS = (
+    ("kommo_dagster/kommo/decoding", "decoding into typed records (client)"),
+    ("kommo_dagster/kommo/columns", "Arrow batches (client)"),
     ("kommo_dagster/kommo/records", "records.to_columns (client)"),
     ("kommo_dagster/kommo/", "client (kommo_dagster.kommo)"),
     ("kommo_dagster/warehouse", "warehouse (IO manager)"),
@@ -39,6 +41,9 @@ OWNERS = (
     ("site-packages/duckdb", "duckdb"),
     ("site-packages/pandas", "pandas"),
     ("site-packages/numpy", "numpy"),
+    ("site-packages/pyarrow", "Arrow batches (client)"),
+    ("msgspec", "decoding into typed records (client)"),
+    ("pyarrow", "Arrow batches (client)"),
     ("site-packages/requests", "requests/urllib3"),
     ("site-packages/urllib3", "requests/urllib3"),
     ("/urllib/request.py", "requests/urllib3"),
@@ -50,8 +55,9 @@ OWNERS = (
 
 
 def owner(filename: str, name: str) -> str:
+    # Built-in methods have no file; their names say whose they are ("of 'msgspec...").
     for fragment, who in OWNERS:
-        if fragment in filename:
+        if fragment in filename or (filename == "~" and fragment in name):
             return who
     return "other (stdlib, builtins)"
 
