@@ -450,7 +450,7 @@ class StagedRows:
 
     def append(self, columns: Mapping[str, Sequence[Any]] | pa.Table) -> None:
         """Stage a batch: contract columns (`kommo_dagster.kommo.records.to_columns`), or an
-        Arrow table with the contract's schema (`kommo_dagster.kommo.columns.page_table`),
+        Arrow table with the contract's schema (`KommoClient.iter_batches`),
         which DuckDB scans as it is."""
         if isinstance(columns, pa.Table):
             data: Mapping[str, np.ndarray] | pa.Table = _contract_table(self.stream, columns)

@@ -122,15 +122,20 @@ def test_subwindow_minimum_skips_checks_and_a_probe_that_pages_re_read():
     assert metrics.subwindow_minimum("tasks", []) is None
 
 
-def test_targets_judge_rate_wall_excess_per_list_and_429s():
-    row = metrics.Row(
+def _ceiling(*, leads: int, leads_requests: int, events_requests: int) -> metrics.Row:
+    """Scenario 1 with a leads run and an events run (150 events) of 5 s of extraction each."""
+    return metrics.Row(
         scenario="1 ceiling",
         extractor="x",
         streams=[
-            metrics.stream_figures(_run("leads", {"live": 1000, "deleted": 0}, 6)),
-            metrics.stream_figures(_run("events", {"live": 150}, 5)),
+            metrics.stream_figures(_run("leads", {"live": leads, "deleted": 0}, leads_requests)),
+            metrics.stream_figures(_run("events", {"live": 150}, events_requests)),
         ],
     )
+
+
+def test_targets_judge_rate_wall_excess_per_list_and_429s():
+    row = _ceiling(leads=1000, leads_requests=6, events_requests=5)
     # 11 requests in 10 s of extraction: 1.1/s of 7; the leads run's own: 6 in 5 s.
     assert row.rate_ratio == pytest.approx(11 / 10.0 / 7)
     assert row.streams[0].rate_ratio == pytest.approx(6 / 5.0 / 7)
@@ -145,14 +150,7 @@ def test_targets_judge_rate_wall_excess_per_list_and_429s():
         "no 429": True,
     }
     # The rate is judged on the leads run, whatever the short runs beside it achieve.
-    at_limit = metrics.Row(
-        scenario="1 ceiling",
-        extractor="x",
-        streams=[
-            metrics.stream_figures(_run("leads", {"live": 8500, "deleted": 0}, 34)),
-            metrics.stream_figures(_run("events", {"live": 150}, 2)),
-        ],
-    )
+    at_limit = _ceiling(leads=8500, leads_requests=34, events_requests=2)
     assert at_limit.rate_ratio < 0.95
     assert metrics.evaluate_targets(at_limit, kind="ceiling")["leads rate ≥ 0.95 of the limit"]
     quiet = metrics.Row(

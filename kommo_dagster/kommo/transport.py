@@ -445,13 +445,19 @@ def _no_content(a: _Answer) -> Response:
     return a.response(None)
 
 
+# What a 200 that is not the API's JSON most likely means.
+_NOT_THE_API = (
+    f"{ENV_BASE_URL} or {ENV_SUBDOMAIN} may point at a login page or a proxy rather than the "
+    "account's API, or Kommo is in maintenance"
+)
+
+
 def _json_body(a: _Answer) -> Response:
     if "json" not in a.ctype:
         raise a.error(
             KommoResponseError,
             f"Kommo answered GET {a.path} with 200 and {a.ctype or 'no content type'} instead "
-            f"of JSON: {ENV_BASE_URL} or {ENV_SUBDOMAIN} may point at a login page or a proxy "
-            "rather than the account's API, or Kommo is in maintenance",
+            f"of JSON: {_NOT_THE_API}",
         )
     # isspace() stops at the first other byte; strip() would copy the whole body.
     return a.response(None if not a.body or a.body.isspace() else a.body)
@@ -460,9 +466,7 @@ def _json_body(a: _Answer) -> Response:
 def _html_instead_of_json(a: _Answer) -> Response:
     raise a.error(
         KommoResponseError,
-        f"Kommo answered GET {a.path} with 200 and an HTML page instead of JSON: {ENV_BASE_URL} "
-        f"or {ENV_SUBDOMAIN} may point at a login page or a proxy rather than the account's API, "
-        "or Kommo is in maintenance",
+        f"Kommo answered GET {a.path} with 200 and an HTML page instead of JSON: {_NOT_THE_API}",
     )
 
 
