@@ -55,8 +55,8 @@ class TypedRecord(msgspec.Struct, gc=False):
 class Node:
     """One key of a record type: a column's value (``column``), an object whose keys columns
     read (``children``, decoded as a nested typed record when a JSON column lies below, so that
-    column stays raw), or a value decoded as plain Python (``generic``) and descended with the
-    general rules (Kommo's ``[]`` for an empty task result must give NULL, not an error)."""
+    column stays raw), or else a value decoded as plain Python and descended with the general
+    rules (Kommo's ``[]`` for an empty task result must give NULL, not an error)."""
 
     key: str
     column: Column | None = None
@@ -76,16 +76,11 @@ class Node:
 
 def _nodes(columns: list[tuple[Column, tuple[str, ...]]]) -> tuple[Node, ...]:
     """The tree of keys the columns read, in the order of their first appearance."""
-    order: list[str] = []
     groups: dict[str, list[tuple[Column, tuple[str, ...]]]] = {}
     for col, path in columns:
-        if path[0] not in groups:
-            order.append(path[0])
-            groups[path[0]] = []
-        groups[path[0]].append((col, path[1:]))
+        groups.setdefault(path[0], []).append((col, path[1:]))
     nodes = []
-    for key in order:
-        group = groups[key]
+    for key, group in groups.items():
         leaf = next((col for col, rest in group if not rest), None)
         if leaf is not None and len(group) > 1:
             raise ValueError(f"column {leaf.name} reads {key!r}, which other columns descend into")
