@@ -72,8 +72,11 @@ class ColumnBatch:
 
     def __init__(self, stream: str) -> None:
         self.stream = stream
-        self.rows = 0
         self._columns: dict[str, list] = self._empty()
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self._columns.values()), ()))
 
     def _empty(self) -> dict[str, list]:
         return {name: [] for name in get_stream(self.stream).column_names}
@@ -82,12 +85,11 @@ class ColumnBatch:
         """Append one page's columns (each of the contract's, all of one length)."""
         for name, column in self._columns.items():
             column.extend(page[name])
-        self.rows = len(next(iter(self._columns.values()), ()))
 
     def take(self) -> pa.Table:
         """The gathered rows as a table; the batch starts empty again."""
         table = columns_table(self.stream, self._columns, json_bytes=True)
-        self._columns, self.rows = self._empty(), 0
+        self._columns = self._empty()
         return table
 
 
