@@ -65,28 +65,40 @@ def refresh_cross_account_views(
 ) -> list[str]:
     """(Re)create the ``kommo_all`` views of ``stream`` over the accounts (``{account:
     schema}``) that already have each relation; returns the views created."""
-    if not schemas:
-        return []
-    created: list[str] = []
-    for name in relation_names(stream):
-        present = {
-            account: schema
-            for account, schema in schemas.items()
-            if _exists(con, catalog=catalog, schema=schema, name=name)
-        }
-        if not present:
-            continue
-        prefix = f"{quote(catalog)}." if catalog else ""
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {prefix}{quote(ALL_ACCOUNTS_SCHEMA)}")
-        con.execute(cross_account_view_sql(name, present, catalog=catalog))
-        created.append(f"{ALL_ACCOUNTS_SCHEMA}.{name}")
-    return created
+    created = [
+        refresh_cross_account_view(con, name, schemas=schemas, catalog=catalog)
+        for name in relation_names(stream)
+    ]
+    return [name for name in created if name is not None]
+
+
+def refresh_cross_account_view(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    *,
+    schemas: Mapping[str, str],
+    catalog: str | None = None,
+) -> str | None:
+    """(Re)create ``kommo_all.<name>`` over the accounts that already have relation ``name``;
+    returns the view's name, or None when no account has it (or there are no accounts)."""
+    present = {
+        account: schema
+        for account, schema in schemas.items()
+        if _exists(con, catalog=catalog, schema=schema, name=name)
+    }
+    if not present:
+        return None
+    prefix = f"{quote(catalog)}." if catalog else ""
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {prefix}{quote(ALL_ACCOUNTS_SCHEMA)}")
+    con.execute(cross_account_view_sql(name, present, catalog=catalog))
+    return f"{ALL_ACCOUNTS_SCHEMA}.{name}"
 
 
 __all__ = [
     "ACCOUNT_COLUMN",
     "ALL_ACCOUNTS_SCHEMA",
     "cross_account_view_sql",
+    "refresh_cross_account_view",
     "refresh_cross_account_views",
     "relation_names",
 ]

@@ -5,9 +5,10 @@ is the asset's ``kommo/schema`` metadata: ``kommo``, or ``kommo_<account>``). A
 partitioned output replaces the rows whose cursor lies in the output's time window (one
 partition, or a whole range for a single-run backfill); an unpartitioned output replaces the
 table. Each write is one transaction (see `kommo_dagster.warehouse` for why and how), and the
-table is created from the contract even when there are no rows. With several accounts
-(``account_schemas``), every write also refreshes the stream's ``kommo_all`` views
-(`kommo_dagster.all_accounts`) in the same transaction.
+table is created from the contract even when there are no rows. In the same transaction, the
+write rebuilds what the table registry (`kommo_dagster.registry`) says follows it: the stream's
+current view and history snapshot, its ``kommo_all`` views with several accounts
+(``account_schemas``), the wide view of a definitions stream.
 
 Concurrent runs: every connection goes through `KommoDuckDBResource`, which holds a lock file next
 to the database (``<file>.lock``) from connect to close. DuckDB admits one writing process per
@@ -30,19 +31,19 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from kommo_dagster.all_accounts import refresh_cross_account_views
-from kommo_dagster.derived.wide import rebuild_after_write
 from kommo_dagster.kommo.streams import Stream, get_stream
 from kommo_dagster.partitions import EpochWindow
+from kommo_dagster.registry import refresh_after_write
 from kommo_dagster.settings import (
     DEFAULT_HISTORY_RETENTION_DAYS,
     DEFAULT_SCHEMA,
     check_database_name,
 )
-from kommo_dagster.views import history_table_name, refresh_derived
+from kommo_dagster.views import history_table_name
 from kommo_dagster.warehouse import (
     StagedRows,
     WarehouseError,
+    WriteResult,
     catalog_name,
     connect,
     read_slice,
@@ -117,31 +118,22 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
         window = _window_of(context)
         staged = self._as_staged(stream, obj, window=window)
         try:
-            if staged.stream.name != stream.name:
-                raise WarehouseError(
-                    f"{context.asset_key.to_user_string()} got rows of {staged.stream.name}"
-                )
-            if staged.window != window:
-                raise WarehouseError(
-                    f"{stream.name}: rows were extracted for {_label(staged.window)} but the "
-                    f"output is {_label(window)}"
-                )
-            history: dict[str, int] = {}
+            _check_staged(context, staged, stream=stream, window=window)
+            refreshed: dict[str, Any] = {}
 
             def refresh(con: duckdb.DuckDBPyConnection) -> None:
                 # Same transaction as the rows: views and snapshots never disagree with them.
-                history.update(
-                    refresh_derived(
+                refreshed.update(
+                    refresh_after_write(
                         con,
-                        stream,
+                        stream.name,
                         schema=schema,
                         full_table=window is None,
                         snapshot_at=datetime.now(UTC),
                         retention_days=self.history_retention_days,
+                        account_schemas=self.account_schemas,
                     )
                 )
-                refresh_cross_account_views(con, stream, schemas=self.account_schemas)
-                rebuild_after_write(con, stream.name, schema=schema)
 
             result = staged.write(
                 self.duckdb.database,
@@ -152,7 +144,26 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
             )
         finally:
             staged.discard()
+        history = refreshed.get(history_table_name(stream)) or {}
+        self._report(context, stream, result, schema=schema, window=window, history=history)
+        note = f"; {staged.note}" if staged.note else ""
+        table_name = f"{catalog_name(self.duckdb.database)}.{schema}.{stream.name}"
+        context.log.info(
+            f"{context.asset_key.to_user_string()} {_label(window)}: {result.rows} rows "
+            f"-> {table_name} (replaced {result.deleted}{note})"
+        )
 
+    def _report(
+        self,
+        context: dg.OutputContext,
+        stream: Stream,
+        result: WriteResult,
+        *,
+        schema: str,
+        window: EpochWindow | None,
+        history: dict[str, int],
+    ) -> None:
+        """The write's metadata, and a warning for the repeated rows it dropped."""
         table_name = f"{catalog_name(self.duckdb.database)}.{schema}.{stream.name}"
         context.add_output_metadata(
             {
@@ -177,16 +188,11 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
                     "kommo/history_purged_rows": dg.MetadataValue.int(history.get("purged", 0)),
                 }
             )
-        note = f"; {staged.note}" if staged.note else ""
         if result.duplicates:
             context.log.warning(
                 f"{context.asset_key.to_user_string()} {_label(window)}: dropped "
                 f"{result.duplicates} repeated rows (same {', '.join(stream.key)}) before writing"
             )
-        context.log.info(
-            f"{context.asset_key.to_user_string()} {_label(window)}: {result.rows} rows "
-            f"-> {table_name} (replaced {result.deleted}{note})"
-        )
 
     def _schema_of(self, context: dg.OutputContext | dg.InputContext) -> str:
         name = _metadata_of(context).get(SCHEMA_METADATA_KEY)
@@ -245,6 +251,21 @@ def table_schema(stream: Stream, *, actual: list[tuple[str, str]] | None = None)
             for name, data_type in pairs
         ]
     )
+
+
+def _check_staged(
+    context: dg.OutputContext, staged: StagedRows, *, stream: Stream, window: EpochWindow | None
+) -> None:
+    """The rows handed over are the asset's stream, extracted for the output's window."""
+    if staged.stream.name != stream.name:
+        raise WarehouseError(
+            f"{context.asset_key.to_user_string()} got rows of {staged.stream.name}"
+        )
+    if staged.window != window:
+        raise WarehouseError(
+            f"{stream.name}: rows were extracted for {_label(staged.window)} but the "
+            f"output is {_label(window)}"
+        )
 
 
 def _metadata_of(context: dg.OutputContext | dg.InputContext) -> dict[str, Any]:

@@ -22,7 +22,7 @@ version (same id and ``updated_at``) count once.
 
 from __future__ import annotations
 
-from kommo_dagster.derived.declaration import CustomFieldEntity
+from kommo_dagster.derived.entities import CustomFieldEntity
 from kommo_dagster.derived.value_text import VALUE_TEXT_MACRO
 from kommo_dagster.derived.write import window_condition
 from kommo_dagster.kommo.streams import get_stream

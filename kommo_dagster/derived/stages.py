@@ -23,16 +23,17 @@ from dataclasses import dataclass
 
 import duckdb
 
+from kommo_dagster.derived.entities import DURATIONS_VIEW, FUNNEL_VIEW, STATUS_CHANGES
 from kommo_dagster.derived.write import window_condition
 from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.partitions import EpochWindow
+from kommo_dagster.tables import sql_text
 from kommo_dagster.views import current_view_name, ensure_current_view
 from kommo_dagster.warehouse import column_definitions, quote, table_ref
 
 STATUS_CHANGED_EVENT = "lead_status_changed"
 WON_STATUS_ID, LOST_STATUS_ID = 142, 143
-DURATIONS_VIEW = "lead_stage_durations"
-FUNNEL_VIEW = "pipeline_funnel"
+SQL_PACKAGE = "kommo_dagster.derived.sql"
 
 
 @dataclass(frozen=True)
@@ -111,29 +112,9 @@ def durations_view_sql(*, schema: str, changes_table: str) -> str:
     changes = table_ref(schema, changes_table)
     leads = table_ref(schema, "leads")
     current = table_ref(schema, current_view_name("leads"))
-    return f"""CREATE OR REPLACE VIEW {table_ref(schema, DURATIONS_VIEW)} AS
-WITH changes AS (SELECT DISTINCT ON (event_id) * FROM {changes} ORDER BY event_id),
-ordered AS (
-    SELECT *, row_number() OVER w AS n, lead(changed_at) OVER w AS next_changed_at
-    FROM changes WINDOW w AS (PARTITION BY lead_id ORDER BY changed_at, event_id)
-),
-created AS (SELECT id, min(created_at) AS created_at FROM {leads} GROUP BY id),
-stays AS (
-    SELECT lead_id, pipeline_id_after AS pipeline_id, status_id_after AS status_id,
-        changed_at AS entered_at, next_changed_at AS left_at
-    FROM ordered
-    UNION ALL
-    SELECT o.lead_id, o.pipeline_id_before, o.status_id_before, c.created_at, o.changed_at
-    FROM ordered AS o JOIN created AS c ON c.id = o.lead_id
-    WHERE o.n = 1 AND c.created_at IS NOT NULL
-    UNION ALL
-    SELECT l.id, l.pipeline_id, l.status_id, l.created_at, NULL
-    FROM {current} AS l ANTI JOIN changes AS x ON x.lead_id = l.id
-)
-SELECT CAST(lead_id AS BIGINT) AS lead_id, CAST(pipeline_id AS BIGINT) AS pipeline_id,
-    CAST(status_id AS BIGINT) AS status_id, CAST(entered_at AS BIGINT) AS entered_at,
-    CAST(left_at AS BIGINT) AS left_at, CAST(left_at - entered_at AS BIGINT) AS seconds_in_stage
-FROM stays"""
+    return sql_text(SQL_PACKAGE, "lead_stage_durations.sql").format(
+        view=table_ref(schema, DURATIONS_VIEW), changes=changes, leads=leads, current=current
+    )
 
 
 def funnel_view_sql(*, schema: str) -> str:
@@ -141,65 +122,15 @@ def funnel_view_sql(*, schema: str) -> str:
     pipelines = table_ref(schema, "pipelines")
     current = table_ref(schema, current_view_name("leads"))
     stays = table_ref(schema, DURATIONS_VIEW)
-    won, lost = WON_STATUS_ID, LOST_STATUS_ID
-    return f"""CREATE OR REPLACE VIEW {table_ref(schema, FUNNEL_VIEW)} AS
-WITH stages AS (SELECT DISTINCT ON (pipeline_id, id) pipeline_id, id AS status_id, name, sort
-    FROM {statuses} ORDER BY pipeline_id, id),
-forward AS (
-    SELECT pipeline_id, status_id,
-        CASE WHEN status_id <> {won} THEN lead(status_id) OVER w END AS next_status_id,
-        CASE WHEN status_id <> {won} THEN lead(sort) OVER w END AS next_sort
-    FROM stages WHERE status_id <> {lost}
-    WINDOW w AS (PARTITION BY pipeline_id ORDER BY sort, status_id)
-),
-entries AS (
-    SELECT lead_id, pipeline_id, status_id, min(entered_at) AS first_entered
-    FROM {stays} GROUP BY ALL
-),
-outcomes AS (
-    SELECT e.pipeline_id, e.status_id, e.lead_id,
-        bool_or(s.status_id <> {lost} AND t.sort >= f.next_sort) AS to_next,
-        bool_or(s.status_id = {won}) AS won,
-        bool_or(s.status_id = {lost}) AS lost
-    FROM entries AS e
-    LEFT JOIN forward AS f ON f.pipeline_id = e.pipeline_id AND f.status_id = e.status_id
-    LEFT JOIN {stays} AS s ON s.lead_id = e.lead_id AND s.pipeline_id = e.pipeline_id
-        AND s.entered_at >= e.first_entered
-    LEFT JOIN stages AS t ON t.pipeline_id = s.pipeline_id AND t.status_id = s.status_id
-    GROUP BY ALL
-),
-per_stage AS (
-    SELECT pipeline_id, status_id, count(*) AS leads_entered,
-        count(*) FILTER (WHERE to_next) AS leads_to_next,
-        count(*) FILTER (WHERE won) AS won, count(*) FILTER (WHERE lost) AS lost
-    FROM outcomes GROUP BY ALL
-),
-times AS (
-    SELECT pipeline_id, status_id,
-        quantile_cont(seconds_in_stage, 0.5) AS median_seconds_in_stage,
-        quantile_cont(seconds_in_stage, 0.9) AS p90_seconds_in_stage
-    FROM {stays} WHERE seconds_in_stage IS NOT NULL GROUP BY ALL
-),
-now AS (SELECT pipeline_id, status_id, count(*) AS leads_in_stage FROM {current} GROUP BY ALL)
-SELECT st.pipeline_id, p.name AS pipeline_name, st.status_id, st.name AS status_name,
-    CAST(st.sort AS BIGINT) AS sort,
-    coalesce(ps.leads_entered, 0) AS leads_entered,
-    coalesce(n.leads_in_stage, 0) AS leads_in_stage,
-    CAST(t.median_seconds_in_stage AS DOUBLE) AS median_seconds_in_stage,
-    CAST(t.p90_seconds_in_stage AS DOUBLE) AS p90_seconds_in_stage,
-    f.next_status_id,
-    CASE WHEN f.next_status_id IS NOT NULL THEN coalesce(ps.leads_to_next, 0) END
-        AS leads_to_next,
-    CASE WHEN f.next_status_id IS NOT NULL AND ps.leads_entered > 0
-        THEN ps.leads_to_next / ps.leads_entered END AS conversion_to_next,
-    coalesce(ps.won, 0) AS won, coalesce(ps.lost, 0) AS lost
-FROM stages AS st
-LEFT JOIN {pipelines} AS p ON p.id = st.pipeline_id
-LEFT JOIN forward AS f USING (pipeline_id, status_id)
-LEFT JOIN per_stage AS ps USING (pipeline_id, status_id)
-LEFT JOIN times AS t USING (pipeline_id, status_id)
-LEFT JOIN now AS n USING (pipeline_id, status_id)
-ORDER BY st.pipeline_id, st.sort, st.status_id"""
+    return sql_text(SQL_PACKAGE, "pipeline_funnel.sql").format(
+        view=table_ref(schema, FUNNEL_VIEW),
+        statuses=statuses,
+        pipelines=pipelines,
+        current=current,
+        stays=stays,
+        won=WON_STATUS_ID,
+        lost=LOST_STATUS_ID,
+    )
 
 
 def ensure_stage_inputs(con: duckdb.DuckDBPyConnection, *, schema: str) -> None:
@@ -214,11 +145,24 @@ def ensure_stage_inputs(con: duckdb.DuckDBPyConnection, *, schema: str) -> None:
     ensure_current_view(con, get_stream("leads"), schema=schema)
 
 
-def rebuild_stage_views(con: duckdb.DuckDBPyConnection, *, schema: str, changes_table: str) -> None:
-    """(Re)create the durations and funnel views over ``<schema>.<changes_table>``."""
+def rebuild_durations_view(
+    con: duckdb.DuckDBPyConnection, *, schema: str, changes_table: str = STATUS_CHANGES
+) -> None:
+    """(Re)create the durations view over ``<schema>.<changes_table>``."""
     ensure_stage_inputs(con, schema=schema)
     con.execute(durations_view_sql(schema=schema, changes_table=changes_table))
+
+
+def rebuild_funnel_view(con: duckdb.DuckDBPyConnection, *, schema: str) -> None:
+    """(Re)create the funnel view over the durations view."""
+    ensure_stage_inputs(con, schema=schema)
     con.execute(funnel_view_sql(schema=schema))
+
+
+def rebuild_stage_views(con: duckdb.DuckDBPyConnection, *, schema: str, changes_table: str) -> None:
+    """(Re)create the durations and funnel views over ``<schema>.<changes_table>``."""
+    rebuild_durations_view(con, schema=schema, changes_table=changes_table)
+    rebuild_funnel_view(con, schema=schema)
 
 
 __all__ = [
@@ -230,6 +174,8 @@ __all__ = [
     "STATUS_CHANGED_EVENT",
     "WON_STATUS_ID",
     "ViewColumn",
+    "rebuild_durations_view",
+    "rebuild_funnel_view",
     "rebuild_stage_views",
     "status_changes_select_sql",
 ]

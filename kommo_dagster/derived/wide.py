@@ -16,7 +16,7 @@ values come from the long table's rows of each record's current version.
 
 Without a definitions table (its stream not extracted) the columns come from the fields found
 in the long table instead. The view is rebuilt in the transaction of every write of the values
-or the definitions, since its columns follow the definitions.
+or the definitions, since its columns follow the definitions (its declaration's ``refresh_on``).
 """
 
 from __future__ import annotations
@@ -27,16 +27,12 @@ from dataclasses import dataclass
 
 import duckdb
 
-from kommo_dagster.derived.declaration import (
-    CUSTOM_FIELD_ENTITIES,
-    CustomFieldEntity,
-    get_derived,
-)
+from kommo_dagster.derived.entities import CustomFieldEntity
 from kommo_dagster.kommo.streams import get_stream
+from kommo_dagster.tables import contract_columns
 from kommo_dagster.views import current_view_name, ensure_current_view
 from kommo_dagster.warehouse import (
     column_definitions,
-    create_table_sql,
     quote,
     table_exists,
     table_ref,
@@ -199,7 +195,8 @@ def ensure_inputs(
         f"({column_definitions(stream)})"
     )
     ensure_current_view(con, stream, schema=schema)
-    con.execute(create_table_sql(get_derived(entity.values), schema=schema))  # type: ignore[arg-type]
+    values = ", ".join(f"{quote(c.name)} {c.duckdb_type}" for c in contract_columns(entity.values))
+    con.execute(f"CREATE TABLE IF NOT EXISTS {table_ref(schema, entity.values)} ({values})")
 
 
 def rebuild_wide_view(
@@ -216,17 +213,6 @@ def rebuild_wide_view(
     return columns
 
 
-def rebuild_after_write(
-    con: duckdb.DuckDBPyConnection, stream: str, *, schema: str
-) -> list[WideColumn] | None:
-    """After a write of a definitions stream, in its transaction: the entity's wide view follows
-    the new definitions. Other streams: nothing (``None``)."""
-    for entity in CUSTOM_FIELD_ENTITIES:
-        if stream == entity.definitions:
-            return rebuild_wide_view(con, entity, schema=schema)
-    return None
-
-
 __all__ = [
     "FieldDefinition",
     "WideColumn",
@@ -234,7 +220,6 @@ __all__ = [
     "base_name",
     "duckdb_type",
     "read_fields",
-    "rebuild_after_write",
     "rebuild_wide_view",
     "slug",
     "wide_view_sql",

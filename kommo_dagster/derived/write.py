@@ -15,8 +15,8 @@ from typing import Any
 
 import duckdb
 
-from kommo_dagster.derived.declaration import DerivedTable
 from kommo_dagster.partitions import EpochWindow
+from kommo_dagster.tables import Table
 from kommo_dagster.warehouse import (
     WriteResult,
     check_table_columns,
@@ -27,7 +27,7 @@ from kommo_dagster.warehouse import (
 )
 
 
-def ensure_table(con: duckdb.DuckDBPyConnection, table: DerivedTable, *, schema: str) -> None:
+def ensure_table(con: duckdb.DuckDBPyConnection, table: Table, *, schema: str) -> None:
     """Create ``<schema>.<table>`` from the contract if missing; refuse one with other columns."""
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
     con.execute(create_table_sql(table, schema=schema))  # type: ignore[arg-type]
@@ -45,7 +45,7 @@ def window_condition(column: str, window: EpochWindow | None, *, alias: str = ""
 
 def replace_slice(
     con: duckdb.DuckDBPyConnection,
-    table: DerivedTable,
+    table: Table,
     *,
     schema: str,
     window: EpochWindow | None,

@@ -13,12 +13,12 @@ from kommo_dagster.derived.wide import (
     FieldDefinition,
     assign_columns,
     duckdb_type,
-    rebuild_after_write,
     rebuild_wide_view,
     slug,
 )
 from kommo_dagster.derived.write import replace_slice
 from kommo_dagster.kommo.streams import get_stream
+from kommo_dagster.registry import refresh_after_write, refreshed_after
 from kommo_dagster_tests.derived.tables import SCHEMA, insert
 
 LEADS = CUSTOM_FIELD_ENTITIES[0]
@@ -225,8 +225,9 @@ def test_a_definitions_write_rebuilds_the_view_with_the_new_fields(con):
     _definitions(con)
     rebuild_wide_view(con, LEADS, schema=SCHEMA)
     con.execute(f"INSERT INTO {SCHEMA}.{LEADS.definitions} VALUES (19, 'Cidade', NULL, 'text', 9)")
-    assert rebuild_after_write(con, "leads", schema=SCHEMA) is None  # not a definitions stream
-    columns = rebuild_after_write(con, LEADS.definitions, schema=SCHEMA)
-    assert columns is not None and columns[-1].name == "cidade"
+    # A write of the stream changes rows, not columns: the view is not rebuilt for it.
+    assert LEADS.wide_view not in [t.name for t in refreshed_after("leads")]
+    columns = refresh_after_write(con, LEADS.definitions, schema=SCHEMA)[LEADS.wide_view]
+    assert columns is not None and list(columns)[-1] == "cidade"
     described = con.execute(f"DESCRIBE {SCHEMA}.{LEADS.wide_view}").fetchall()
     assert described[-1][0] == "cidade"

@@ -1,0 +1,1 @@
+"""Named SQL of the derived relations, package data read by `kommo_dagster.tables.sql_text`."""
