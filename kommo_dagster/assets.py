@@ -22,7 +22,7 @@ asset functions' annotations (context and resource types) at definition time.
 import contextlib
 import gc
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -35,12 +35,15 @@ from kommo_dagster.io_manager import SCHEMA_METADATA_KEY, STREAM_METADATA_KEY, t
 from kommo_dagster.kommo.stats import ClientStats, Progress
 from kommo_dagster.kommo.streams import Stream, get_stream
 from kommo_dagster.partitions import PARTITION_FORMAT, EpochWindow, build_daily_partitions
+from kommo_dagster.registry import get_table
 from kommo_dagster.resources import KommoResource
 from kommo_dagster.settings import Settings
+from kommo_dagster.translator import KINDS as TRANSLATOR_KINDS
+from kommo_dagster.translator import AccountSpecs, asset_arguments
 from kommo_dagster.warehouse import StagedRows, catalog_name
 
 GROUP_NAME = KEY_PREFIX  # the single account's group; several accounts: kommo_<account>
-KINDS = {"kommo", "duckdb"}
+KINDS = set(TRANSLATOR_KINDS["stream"])
 
 
 def asset_key(stream: str) -> dg.AssetKey:
@@ -49,7 +52,10 @@ def asset_key(stream: str) -> dg.AssetKey:
 
 
 def build_kommo_assets(
-    settings: Settings, *, streams: Iterable[str] | None = None
+    settings: Settings,
+    *,
+    streams: Iterable[str] | None = None,
+    specs: AccountSpecs | None = None,
 ) -> list[dg.AssetsDefinition]:
     """One asset per stream (``settings.streams`` by default), in declaration order.
 
@@ -63,6 +69,7 @@ def build_kommo_assets(
             get_stream(name),
             settings=settings,
             partitions_def=partitions_def if settings.is_partitioned(name) else None,
+            specs=specs,
         )
         for name in names
     ]
@@ -73,6 +80,7 @@ def build_stream_asset(
     *,
     settings: Settings,
     partitions_def: dg.TimeWindowPartitionsDefinition | None,
+    specs: AccountSpecs | None = None,
 ) -> dg.AssetsDefinition:
     """The asset of one stream.
 
@@ -82,58 +90,63 @@ def build_stream_asset(
     """
     if partitions_def is not None and not stream.is_incremental:
         raise ValueError(f"{stream.name} is a full-table stream and cannot be partitioned")
-    parent = get_stream(stream.parent) if stream.parent else None
+    specs = specs or AccountSpecs(settings)
+    partitioned = partitions_def is not None
     scope = AccountScope.of(settings)
-    common: dict[str, Any] = dict(
-        key=scope.asset_key(stream.name),
-        description=_description(stream, settings=settings, partitioned=partitions_def is not None),
-        group_name=scope.group_name,
-        kinds=KINDS,
+    spec = specs.spec(
+        get_table(stream.name),
+        description=_description(stream, settings=settings, partitioned=partitioned),
+        metadata=_definition_metadata(stream, settings=settings),
+    )
+    arguments: dict[str, Any] = asset_arguments(spec) | dict(
         pool=scope.pool,
         required_resource_keys={scope.resource_key},
-        metadata=_definition_metadata(stream, settings=settings),
         partitions_def=partitions_def,
-        freshness_policy=freshness_policy(partitioned=partitions_def is not None),
+        freshness_policy=freshness_policy(partitioned=partitioned),
     )
-    if partitions_def is not None:
-        common["backfill_policy"] = dg.BackfillPolicy.single_run()
+    if partitioned:
+        arguments["backfill_policy"] = dg.BackfillPolicy.single_run()
+    if stream.parent:
+        arguments["ins"] = {"parent": dg.AssetIn(key=specs.key(stream.parent))}
+    compute = _compute(stream, settings=settings, partitioned=partitioned)
+    compute.__name__ = stream.name
+    with warnings.catch_warnings():
+        # backfill_policy is still marked beta in Dagster 1.13, though the CLI relies on it.
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.asset(**arguments)(compute)
 
-    partitioned = partitions_def is not None
-    if parent is None:
+
+def _compute(stream: Stream, *, settings: Settings, partitioned: bool) -> Callable[..., Any]:
+    """The asset's function: extract the stream, or (a child stream) extract it per parent id
+    read from the parent's table."""
+    scope = AccountScope.of(settings)
+    if stream.parent is None:
 
         def extract_stream(context: dg.AssetExecutionContext) -> dg.Output[StagedRows]:
             kommo = getattr(context.resources, scope.resource_key)
             return _extract(context, kommo, stream, settings=settings, partitioned=partitioned)
 
-        compute = extract_stream
-    else:
-        parent_name = parent.name
-        common["ins"] = {"parent": dg.AssetIn(key=scope.asset_key(parent_name))}
+        return extract_stream
+    parent_name = stream.parent
 
-        def extract_children(
-            context: dg.AssetExecutionContext, parent: pd.DataFrame
-        ) -> dg.Output[StagedRows]:
-            kommo = getattr(context.resources, scope.resource_key)
-            parent_ids = [int(i) for i in parent["id"].dropna()]
-            context.log.info(
-                f"{scope.label(stream.name)}: {len(parent_ids)} {parent_name} in the table"
-            )
-            return _extract(
-                context,
-                kommo,
-                stream,
-                settings=settings,
-                partitioned=partitioned,
-                parent_ids=parent_ids,
-            )
+    def extract_children(
+        context: dg.AssetExecutionContext, parent: pd.DataFrame
+    ) -> dg.Output[StagedRows]:
+        kommo = getattr(context.resources, scope.resource_key)
+        parent_ids = [int(i) for i in parent["id"].dropna()]
+        context.log.info(
+            f"{scope.label(stream.name)}: {len(parent_ids)} {parent_name} in the table"
+        )
+        return _extract(
+            context,
+            kommo,
+            stream,
+            settings=settings,
+            partitioned=partitioned,
+            parent_ids=parent_ids,
+        )
 
-        compute = extract_children
-
-    compute.__name__ = stream.name
-    with warnings.catch_warnings():
-        # backfill_policy is still marked beta in Dagster 1.13, though the CLI relies on it.
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        return dg.asset(**common)(compute)
+    return extract_children
 
 
 def _extract(

@@ -30,6 +30,7 @@ from kommo_dagster.jobs import build_jobs
 from kommo_dagster.schedules import build_schedules
 from kommo_dagster.sensors import build_change_sensor
 from kommo_dagster.settings import DEFAULT_SCHEMA, Settings, SettingsError
+from kommo_dagster.translator import AccountSpecs, KommoTranslator
 
 # Settings of the warehouse, which every account of a code location shares.
 WAREHOUSE_SETTINGS = (
@@ -49,8 +50,11 @@ def build_duckdb_resource(settings: Settings) -> KommoDuckDBResource:
     )
 
 
-def build_kommo_definitions(accounts: Sequence[Account]) -> dg.Definitions:
-    """The definitions of ``accounts``: one unnamed account (today's names), or named ones."""
+def build_kommo_definitions(
+    accounts: Sequence[Account], *, translator: KommoTranslator | None = None
+) -> dg.Definitions:
+    """The definitions of ``accounts``: one unnamed account (today's names), or named ones;
+    ``translator`` gives the assets' specs (keys, groups, owners, tags, kinds, descriptions)."""
     warehouse = _check_accounts(accounts)
     duckdb = build_duckdb_resource(warehouse)
     named = {a.settings.account: a.settings.schema for a in accounts if a.settings.account}
@@ -59,12 +63,15 @@ def build_kommo_definitions(accounts: Sequence[Account]) -> dg.Definitions:
     resources: dict[str, object] = {}
     for account in accounts:
         settings = account.settings
-        jobs = build_jobs(settings)
-        definitions["assets"] += build_kommo_assets(settings) + build_derived_assets(settings)
-        definitions["checks"] += build_kommo_checks(settings) + build_derived_checks(settings)
+        specs = AccountSpecs(settings, translator)
+        jobs = build_jobs(settings, specs=specs)
+        definitions["assets"] += build_kommo_assets(settings, specs=specs)
+        definitions["assets"] += build_derived_assets(settings, specs=specs)
+        definitions["checks"] += build_kommo_checks(settings, specs=specs)
+        definitions["checks"] += build_derived_checks(settings, specs=specs)
         definitions["jobs"] += jobs.all()
         definitions["schedules"] += build_schedules(settings, jobs)
-        sensor = build_change_sensor(settings, jobs)
+        sensor = build_change_sensor(settings, jobs, specs=specs)
         sensors += [sensor] if sensor is not None else []
         resources[account.scope.resource_key] = account.kommo
     return dg.Definitions(

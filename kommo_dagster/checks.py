@@ -37,6 +37,7 @@ from kommo_dagster.accounts import AccountScope
 from kommo_dagster.io_manager import KommoDuckDBResource
 from kommo_dagster.kommo.streams import Reference, Stream, get_stream
 from kommo_dagster.settings import Settings
+from kommo_dagster.translator import AccountSpecs
 from kommo_dagster.views import current_view_name, has_current_view
 from kommo_dagster.warehouse import quote, table_columns, table_exists, table_ref
 
@@ -205,9 +206,12 @@ def evaluate(
 # --- Dagster --------------------------------------------------------------------------------
 
 
-def build_stream_checks(stream: Stream, *, settings: Settings) -> dg.AssetChecksDefinition:
+def build_stream_checks(
+    stream: Stream, *, settings: Settings, specs: AccountSpecs | None = None
+) -> dg.AssetChecksDefinition:
+    specs = specs or AccountSpecs(settings)
     scope = AccountScope.of(settings)
-    key = scope.asset_key(stream.name)
+    key = specs.key(stream.name)
     descriptions = {
         CONTRACT_COLUMNS: "The table's columns and DuckDB types are the contract's, in order.",
         NO_NULL_IDS: "Every row has an id.",
@@ -227,9 +231,7 @@ def build_stream_checks(stream: Stream, *, settings: Settings) -> dg.AssetChecks
             asset=key,
             description=descriptions[name],
             blocking=name == CONTRACT_COLUMNS,
-            additional_deps=[scope.asset_key(references[name].stream)]
-            if name in references
-            else None,
+            additional_deps=[specs.key(references[name].stream)] if name in references else None,
         )
         for name in check_names(stream, streams=settings.streams)
     ]
@@ -276,8 +278,13 @@ def check_results(
         )
 
 
-def build_kommo_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
-    return [build_stream_checks(get_stream(s), settings=settings) for s in settings.streams]
+def build_kommo_checks(
+    settings: Settings, *, specs: AccountSpecs | None = None
+) -> list[dg.AssetChecksDefinition]:
+    specs = specs or AccountSpecs(settings)
+    return [
+        build_stream_checks(get_stream(s), settings=settings, specs=specs) for s in settings.streams
+    ]
 
 
 __all__ = [

@@ -32,6 +32,7 @@ from typing import Annotated, Any
 import dagster as dg
 from dagster.components.component_scaffolding import scaffold_component
 from dagster.components.resolved.context import ResolutionContext
+from dagster.components.utils.translation import TranslationFn, TranslationFnResolver
 from pydantic import Field
 
 from kommo_dagster.accounts import Account, check_account_name
@@ -50,6 +51,7 @@ from kommo_dagster.settings import (
     Settings,
     SettingsError,
 )
+from kommo_dagster.translator import KommoTranslator, KommoTranslatorData
 
 _ENV_TEMPLATE = re.compile(
     r"\{\{\s*(?:env\.(?P<dot>[A-Za-z_]\w*)|env\(\s*['\"](?P<call>[A-Za-z_]\w*)['\"]\s*\))\s*\}\}"
@@ -140,6 +142,23 @@ class KommoScaffolder(dg.Scaffolder):
         )
 
 
+def _translation_vars(data: KommoTranslatorData) -> dict[str, Any]:
+    return {
+        "table": data.table.name,
+        "account": data.settings.account,
+        "kind": data.table.kind,
+        "data": data,
+    }
+
+
+class _ComponentTranslator(KommoTranslator):
+    def __init__(self, component: KommoComponent) -> None:
+        self.component = component
+
+    def get_asset_spec(self, data: KommoTranslatorData) -> dg.AssetSpec:
+        return self.component.get_asset_spec(data)
+
+
 @dg.scaffold_with(KommoScaffolder)
 class KommoComponent(dg.Component, dg.Resolvable, dg.Model):
     """Kommo CRM accounts extracted into one DuckDB (or MotherDuck) warehouse."""
@@ -156,9 +175,32 @@ class KommoComponent(dg.Component, dg.Resolvable, dg.Model):
     rate_limit_dir: str | None = Field(
         default=None, description="Folder of the per-host request budgets (shared per machine)."
     )
+    translation: (
+        Annotated[
+            TranslationFn[KommoTranslatorData],
+            TranslationFnResolver(template_vars_for_translation_fn=_translation_vars),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="Asset attributes of every table (key, group_name, owners, tags, kinds, "
+        "description...); templates see {{ table }}, {{ account }}, {{ kind }}, {{ spec }}.",
+    )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        return build_kommo_definitions(self.build_accounts(project_root=context.project_root))
+        return build_kommo_definitions(
+            self.build_accounts(project_root=context.project_root), translator=self.translator()
+        )
+
+    def get_asset_spec(self, data: KommoTranslatorData) -> dg.AssetSpec:
+        """The spec of one table's asset: the default, then ``translation``. Override it in a
+        subclass of the component for what ``defs.yaml`` cannot say."""
+        spec = KommoTranslator().get_asset_spec(data)
+        return self.translation(spec, data) if self.translation else spec
+
+    def translator(self) -> KommoTranslator:
+        """The translator the definitions are built with: this component's `get_asset_spec`."""
+        return _ComponentTranslator(self)
 
     def build_accounts(self, *, project_root: Path | None = None) -> list[Account]:
         if not self.accounts:

@@ -23,17 +23,23 @@ from kommo_dagster.accounts import Account, accounts_from_env
 from kommo_dagster.builder import build_kommo_definitions
 from kommo_dagster.resources import KommoResource
 from kommo_dagster.settings import Settings
+from kommo_dagster.translator import KommoTranslator
 
 
 def build_definitions(
-    settings: Settings | None = None, *, kommo: KommoResource | None = None
+    settings: Settings | None = None,
+    *,
+    kommo: KommoResource | None = None,
+    translator: KommoTranslator | None = None,
 ) -> dg.Definitions:
     """The definitions of one account: ``settings`` and ``kommo``, or (both omitted) every
-    account the environment configures (``KOMMO_ACCOUNTS``, or the single account)."""
+    account the environment configures (``KOMMO_ACCOUNTS``, or the single account).
+    ``translator`` (a `KommoTranslator` subclass) renames keys, adds owners, tags..."""
     if settings is None and kommo is None:
-        return build_kommo_definitions(accounts_from_env())
+        return build_kommo_definitions(accounts_from_env(), translator=translator)
     settings = settings or Settings.from_env()
-    return build_kommo_definitions([Account(settings, kommo or KommoResource.from_env())])
+    account = Account(settings, kommo or KommoResource.from_env())
+    return build_kommo_definitions([account], translator=translator)
 
 
 defs = build_definitions()

@@ -22,6 +22,7 @@ from kommo_dagster.accounts import AccountScope
 from kommo_dagster.derived.assets import derived_keys
 from kommo_dagster.partitions import PARTITION_FORMAT
 from kommo_dagster.settings import Settings
+from kommo_dagster.translator import AccountSpecs
 
 INCREMENTAL_JOB = "kommo_incremental_job"
 FULL_SYNC_JOB = "kommo_full_sync_job"
@@ -40,13 +41,14 @@ class KommoJobs:
         return [j for j in (self.incremental, self.full_sync, self.full_tables) if j is not None]
 
 
-def build_jobs(settings: Settings) -> KommoJobs:
+def build_jobs(settings: Settings, *, specs: AccountSpecs | None = None) -> KommoJobs:
     scope = AccountScope.of(settings)
+    specs = specs or AccountSpecs(settings)
     # The derived tables run in the same run as their parent, the views with the full tables.
-    partitioned = [scope.asset_key(s) for s in settings.partitioned_streams]
-    partitioned += derived_keys(settings, partitioned=True)
-    unpartitioned = [scope.asset_key(s) for s in settings.unpartitioned_streams]
-    unpartitioned += derived_keys(settings, partitioned=False)
+    partitioned = [specs.key(s) for s in settings.partitioned_streams]
+    partitioned += derived_keys(settings, partitioned=True, specs=specs)
+    unpartitioned = [specs.key(s) for s in settings.unpartitioned_streams]
+    unpartitioned += derived_keys(settings, partitioned=False, specs=specs)
     tags = {} if scope.name is None else {"kommo/account": scope.name}
     incremental = full_sync = full_tables = None
     if partitioned:

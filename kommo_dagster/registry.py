@@ -12,7 +12,8 @@ assets import it, and it imports nothing of theirs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from functools import cache
 from typing import Any
 
 import duckdb
@@ -107,9 +108,10 @@ def _stream_relations(stream: Stream) -> list[Table]:
     return tables + [_cross_account_view(name) for name in relation_names(stream)]
 
 
-def _build() -> dict[str, Table]:
+@cache
+def _build(streams: tuple[Stream, ...]) -> dict[str, Table]:
     tables: dict[str, Table] = {}
-    for table in [*(t for s in STREAMS.values() for t in _stream_relations(s)), *DECLARATIONS]:
+    for table in [*(t for s in streams for t in _stream_relations(s)), *DECLARATIONS]:
         if table.name in tables:
             raise RuntimeError(f"the table {table.name!r} is declared twice")
         tables[table.name] = table
@@ -120,7 +122,23 @@ def _build() -> dict[str, Table]:
     return tables
 
 
-TABLES: Mapping[str, Table] = _build()
+class _Registry(Mapping[str, Table]):
+    """The relations of the streams declared now (a stream declared at run time included)."""
+
+    def _tables(self) -> dict[str, Table]:
+        return _build(tuple(STREAMS.values()))
+
+    def __getitem__(self, name: str) -> Table:
+        return self._tables()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tables())
+
+    def __len__(self) -> int:
+        return len(self._tables())
+
+
+TABLES: Mapping[str, Table] = _Registry()
 
 
 def get_table(name: str) -> Table:
@@ -132,7 +150,7 @@ def get_table(name: str) -> Table:
 
 def refreshed_after(written: str) -> list[Table]:
     """What a write of ``written`` rebuilds, in the order it is rebuilt."""
-    return refresh_order(TABLES, written)
+    return refresh_order(_build(tuple(STREAMS.values())), written)
 
 
 def refresh_after_write(
@@ -143,6 +161,9 @@ def refresh_after_write(
     refresh's result by relation name."""
     ctx = RefreshContext(con=con, schema=schema, **write)
     return {t.name: t.refresh(ctx) for t in refreshed_after(written) if t.refresh is not None}
+
+
+_build(tuple(STREAMS.values()))  # a declaration error fails the import, not the first write
 
 
 __all__ = ["TABLES", "get_table", "refresh_after_write", "refreshed_after"]

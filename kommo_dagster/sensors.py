@@ -20,6 +20,7 @@ Like the schedules it starts stopped unless ``KOMMO_SCHEDULES_DEFAULT_ON=true``.
 """
 
 import time
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import dagster as dg
@@ -30,6 +31,7 @@ from kommo_dagster.jobs import KommoJobs, partition_key
 from kommo_dagster.kommo.changes import ChangeCursor, Changes, poll_changes
 from kommo_dagster.resources import KommoResource
 from kommo_dagster.settings import Settings
+from kommo_dagster.translator import AccountSpecs
 
 CHANGE_SENSOR = "kommo_change_sensor"
 
@@ -42,19 +44,38 @@ def default_status(settings: Settings) -> dg.DefaultSensorStatus:
     )
 
 
-def build_change_sensor(settings: Settings, jobs: KommoJobs) -> dg.SensorDefinition | None:
+@dataclass(frozen=True, kw_only=True)
+class _Targets:
+    """What a tick turns changed streams into runs of: the jobs, the keys, the first day."""
+
+    jobs: KommoJobs
+    specs: AccountSpecs
+    name: str
+    partitioned: frozenset[str]
+    # Incremental streams switched to full tables still change through events.
+    switched: frozenset[str]
+    first_day: date
+
+
+def build_change_sensor(
+    settings: Settings, jobs: KommoJobs, *, specs: AccountSpecs | None = None
+) -> dg.SensorDefinition | None:
     """The sensor for the selected streams; None when no job could refresh a changed stream."""
     targets = [j for j in (jobs.incremental, jobs.full_tables) if j is not None]
     if not targets:
         return None
-    partitioned = set(settings.partitioned_streams)
-    # Incremental streams switched to full tables still change through events.
-    switched = set(settings.full_table_streams)
-    first_day = settings.start_date
     scope = AccountScope.of(settings)
+    runs = _Targets(
+        jobs=jobs,
+        specs=specs or AccountSpecs(settings),
+        name=scope.qualify(CHANGE_SENSOR),
+        partitioned=frozenset(settings.partitioned_streams),
+        switched=frozenset(settings.full_table_streams),
+        first_day=settings.start_date,
+    )
 
     @dg.sensor(
-        name=scope.qualify(CHANGE_SENSOR),
+        name=runs.name,
         jobs=targets,
         minimum_interval_seconds=settings.sensor_interval_seconds,
         default_status=default_status(settings),
@@ -68,84 +89,74 @@ def build_change_sensor(settings: Settings, jobs: KommoJobs) -> dg.SensorDefinit
         # The account's resource key varies, so it is not a parameter (`**_` takes it when the
         # sensor is invoked directly, as Dagster then passes required resources by keyword).
         kommo: KommoResource = getattr(context.resources, scope.resource_key)
-        cursor = ChangeCursor.loads(context.cursor)
-        if cursor is None:
-            start = ChangeCursor(since=int(time.time()))
-            return dg.SensorResult(
-                cursor=start.dumps(),
-                skip_reason=(
-                    f"started watching Kommo events from "
-                    f"{datetime.fromtimestamp(start.since, tz=UTC).isoformat()}"
-                ),
-            )
-        with kommo.get_client() as client:
-            changes = poll_changes(client, cursor)
-        context.log.info(
-            f"{len(changes.events)} new Kommo events in {changes.requests} request(s)"
-            + (f"; streams changed: {', '.join(sorted(changes.streams))}" if changes.events else "")
-        )
-        if not changes.events:
-            return dg.SensorResult(
-                cursor=changes.cursor.dumps(), skip_reason="no Kommo event since the cursor"
-            )
-        requests = _run_requests(
-            changes,
-            partitioned=partitioned,
-            switched=switched,
-            jobs=jobs,
-            scope=scope,
-            first_day=first_day,
-            today=datetime.now(UTC).date(),
-        )
-        if not requests:
-            return dg.SensorResult(
-                cursor=changes.cursor.dumps(),
-                skip_reason="the changed streams are not selected in this code location",
-            )
-        return dg.SensorResult(run_requests=requests, cursor=changes.cursor.dumps())
+        return _tick(context, kommo, runs)
 
     return kommo_change_sensor
 
 
-def _run_requests(
-    changes: Changes,
-    *,
-    partitioned: set[str],
-    switched: set[str],
-    jobs: KommoJobs,
-    scope: AccountScope,
-    first_day: date,
-    today: date,
-) -> list[dg.RunRequest]:
+def _tick(
+    context: dg.SensorEvaluationContext, kommo: KommoResource, runs: _Targets
+) -> dg.SensorResult:
+    cursor = ChangeCursor.loads(context.cursor)
+    if cursor is None:
+        start = ChangeCursor(since=int(time.time()))
+        return dg.SensorResult(
+            cursor=start.dumps(),
+            skip_reason=(
+                f"started watching Kommo events from "
+                f"{datetime.fromtimestamp(start.since, tz=UTC).isoformat()}"
+            ),
+        )
+    with kommo.get_client() as client:
+        changes = poll_changes(client, cursor)
+    context.log.info(
+        f"{len(changes.events)} new Kommo events in {changes.requests} request(s)"
+        + (f"; streams changed: {', '.join(sorted(changes.streams))}" if changes.events else "")
+    )
+    if not changes.events:
+        return dg.SensorResult(
+            cursor=changes.cursor.dumps(), skip_reason="no Kommo event since the cursor"
+        )
+    requests = _run_requests(changes, runs=runs, today=datetime.now(UTC).date())
+    if not requests:
+        return dg.SensorResult(
+            cursor=changes.cursor.dumps(),
+            skip_reason="the changed streams are not selected in this code location",
+        )
+    return dg.SensorResult(run_requests=requests, cursor=changes.cursor.dumps())
+
+
+def _run_requests(changes: Changes, *, runs: _Targets, today: date) -> list[dg.RunRequest]:
     token = f"{changes.cursor.since}-{len(changes.cursor.seen)}-{changes.events[-1]['id']}"
     by_day: dict[date, set[str]] = {}
     for day, streams in changes.streams_by_day.items():
-        chosen = streams & partitioned
-        if not chosen or day < first_day:
+        chosen = streams & runs.partitioned
+        if not chosen or day < runs.first_day:
             continue
         # A clock ahead of ours would name a partition that does not exist yet: use today's.
         by_day.setdefault(min(day, today), set()).update(chosen)
+    tags = {"kommo/trigger": runs.name}
     requests: list[dg.RunRequest] = []
-    if jobs.incremental is not None:
+    if runs.jobs.incremental is not None:
         for day, streams in sorted(by_day.items()):
             key = partition_key(day)
             requests.append(
                 dg.RunRequest(
-                    job_name=jobs.incremental.name,
+                    job_name=runs.jobs.incremental.name,
                     partition_key=key,
-                    asset_selection=[scope.asset_key(s) for s in sorted(with_derived(streams))],
+                    asset_selection=[runs.specs.key(s) for s in sorted(with_derived(streams))],
                     run_key=f"kommo-changes:{key}:{token}",
-                    tags={"kommo/trigger": scope.qualify(CHANGE_SENSOR)},
+                    tags=tags,
                 )
             )
-    full = changes.streams & switched
-    if full and jobs.full_tables is not None:
+    full = changes.streams & runs.switched
+    if full and runs.jobs.full_tables is not None:
         requests.append(
             dg.RunRequest(
-                job_name=jobs.full_tables.name,
-                asset_selection=[scope.asset_key(s) for s in sorted(with_derived(full))],
+                job_name=runs.jobs.full_tables.name,
+                asset_selection=[runs.specs.key(s) for s in sorted(with_derived(set(full)))],
                 run_key=f"kommo-changes:full:{token}",
-                tags={"kommo/trigger": scope.qualify(CHANGE_SENSOR)},
+                tags=tags,
             )
         )
     return requests

@@ -1,12 +1,14 @@
-"""The derived tables and views as Dagster assets, built from the derived declarations.
+"""The derived tables and views as Dagster assets, built from their declarations.
 
-* ``kommo/<entity>_custom_field_values`` and ``kommo/lead_status_changes``: partitioned exactly
-  like their parent (daily by the parent's cursor, or unpartitioned when the parent is synced as
-  a full table) and downstream of it. A run reads the parent's slice from DuckDB and replaces the
-  same slice in one transaction (`kommo_dagster.derived.write`), which also rebuilds the views
-  that read the table. The jobs run them in the same run as their parent.
-* ``kommo/<stream>_wide``, ``kommo/lead_stage_durations`` and ``kommo/pipeline_funnel``: views,
-  kept current by every write of what they read; materializing one (re)creates it and records
+* Sliced tables (``kommo/<entity>_custom_field_values``, ``kommo/lead_status_changes``, and any
+  table declared with a ``select``): partitioned exactly like their parent (daily by the
+  parent's cursor, or unpartitioned when the parent is synced as a full table) and downstream
+  of what they read. A run reads the parent's slice from DuckDB and replaces the same slice in
+  one transaction (`kommo_dagster.derived.write`), which also rebuilds what the registry says
+  follows the table (`kommo_dagster.registry`). The jobs run them in the same run as their
+  parent.
+* Views (``kommo/<stream>_wide``, ``kommo/lead_stage_durations``, ``kommo/pipeline_funnel``):
+  kept current by every write of what they follow; materializing one (re)creates it and records
   its columns, with descriptions, as the asset's column schema.
 
 This module deliberately has no ``from __future__ import annotations``: Dagster reads the
@@ -14,7 +16,7 @@ asset functions' annotations at definition time.
 """
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -24,32 +26,20 @@ import duckdb
 from kommo_dagster.accounts import AccountScope
 from kommo_dagster.derived.declaration import (
     CUSTOM_FIELD_ENTITIES,
-    STATUS_CHANGES,
+    DECLARATIONS,
     CustomFieldEntity,
-    DerivedTable,
-    get_derived,
-)
-from kommo_dagster.derived.long_values import skipped_versions_sql, values_select_sql
-from kommo_dagster.derived.stages import (
-    DURATION_COLUMNS,
-    DURATIONS_VIEW,
-    FUNNEL_COLUMNS,
-    FUNNEL_VIEW,
-    ViewColumn,
-    rebuild_stage_views,
-    status_changes_select_sql,
 )
 from kommo_dagster.derived.value_text import install_macros
-from kommo_dagster.derived.wide import rebuild_wide_view
 from kommo_dagster.derived.write import replace_slice
 from kommo_dagster.freshness import freshness_policy
 from kommo_dagster.io_manager import KommoDuckDBResource, table_schema
-from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.partitions import PARTITION_FORMAT, EpochWindow, build_daily_partitions
+from kommo_dagster.registry import get_table, refresh_after_write
 from kommo_dagster.settings import Settings
+from kommo_dagster.tables import SLICED_KINDS, RefreshContext, Table
+from kommo_dagster.translator import AccountSpecs, asset_arguments
 from kommo_dagster.warehouse import WriteResult, catalog_name, quote, table_exists, table_ref
 
-KINDS = {"duckdb", "sql"}
 _DAY = 86_400
 
 
@@ -58,26 +48,38 @@ def custom_field_entities(settings: Settings) -> list[CustomFieldEntity]:
     return [e for e in CUSTOM_FIELD_ENTITIES if e.stream in settings.streams]
 
 
-def derived_tables(settings: Settings) -> list[DerivedTable]:
+def selected_declarations(settings: Settings) -> list[Table]:
+    """The derived tables and views of the selected streams, in declaration order: a sliced
+    table when its parent is selected, and anything when the derived tables it reads are."""
+    chosen: list[Table] = []
+    names = set(settings.streams)
+    derived = {t.name for t in DECLARATIONS}
+    for table in DECLARATIONS:
+        if table.kind in SLICED_KINDS and table.parent not in names:
+            continue
+        if all(i in names for i in table.inputs if i in derived):
+            chosen.append(table)
+            names.add(table.name)
+    return chosen
+
+
+def derived_tables(settings: Settings) -> list[Table]:
     """The derived tables of the selected streams, in declaration order."""
-    tables = [get_derived(e.values) for e in custom_field_entities(settings)]
-    if get_derived(STATUS_CHANGES).parent in settings.streams:
-        tables.append(get_derived(STATUS_CHANGES))
-    return tables
+    return [t for t in selected_declarations(settings) if t.kind in SLICED_KINDS]
 
 
-def derived_keys(settings: Settings, *, partitioned: bool) -> list[dg.AssetKey]:
+def derived_keys(
+    settings: Settings, *, partitioned: bool, specs: AccountSpecs | None = None
+) -> list[dg.AssetKey]:
     """Keys of the derived tables (partitioned like their parent or not) and, with
     ``partitioned=False``, the views; for the jobs that run them with their parents."""
-    scope = AccountScope.of(settings)
-    keys = [
-        scope.asset_key(t.name)
-        for t in derived_tables(settings)
-        if settings.is_partitioned(t.parent) == partitioned
+    specs = specs or AccountSpecs(settings)
+    return [
+        specs.key(t.name)
+        for t in selected_declarations(settings)
+        if (t.kind in SLICED_KINDS and settings.is_partitioned(t.parent) == partitioned)
+        or (t.kind not in SLICED_KINDS and not partitioned)
     ]
-    if not partitioned:
-        keys += [scope.asset_key(name) for name in _view_names(settings)]
-    return keys
 
 
 def all_derived_keys(settings: Settings) -> list[dg.AssetKey]:
@@ -85,121 +87,72 @@ def all_derived_keys(settings: Settings) -> list[dg.AssetKey]:
     return derived_keys(settings, partitioned=True) + derived_keys(settings, partitioned=False)
 
 
-def _view_names(settings: Settings) -> list[str]:
-    names = [e.wide_view for e in custom_field_entities(settings)]
-    if get_derived(STATUS_CHANGES).parent in settings.streams:
-        names += [DURATIONS_VIEW, FUNNEL_VIEW]
-    return names
-
-
-def build_derived_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+def build_derived_assets(
+    settings: Settings, *, specs: AccountSpecs | None = None
+) -> list[dg.AssetsDefinition]:
     """The derived tables and views of the selected streams."""
-    assets = []
-    for entity in custom_field_entities(settings):
-        assets.append(
-            _table_asset(
-                get_derived(entity.values),
-                settings=settings,
-                select=lambda w, e=entity: values_select_sql(e, schema=settings.schema, window=w),
-                refresh=lambda con, e=entity: rebuild_wide_view(con, e, schema=settings.schema),
-                skipped=lambda w, e=entity: skipped_versions_sql(
-                    e, schema=settings.schema, window=w
-                ),
-            )
-        )
-        assets.append(_wide_view_asset(entity, settings=settings))
-    if get_derived(STATUS_CHANGES).parent in settings.streams:
-        assets += _stage_assets(settings)
-    return assets
-
-
-def _stage_assets(settings: Settings) -> list[dg.AssetsDefinition]:
-    """lead_status_changes and the two views over it."""
-    changes = get_derived(STATUS_CHANGES)
-    key = AccountScope.of(settings).asset_key
-    reads = [changes.name, *(s for s in ("leads", "statuses") if s in settings.streams)]
-
-    def refresh(con: duckdb.DuckDBPyConnection) -> None:
-        rebuild_stage_views(con, schema=settings.schema, changes_table=changes.name)
-
-    def rebuilding(columns: tuple[ViewColumn, ...]) -> Callable[..., dict[str, str]]:
-        def rebuild(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-            refresh(con)
-            return {c.name: c.description for c in columns}
-
-        return rebuild
-
-    assets = [
-        _table_asset(
-            changes,
-            settings=settings,
-            select=lambda w: status_changes_select_sql(schema=settings.schema, window=w),
-            refresh=refresh,
-        )
+    specs = specs or AccountSpecs(settings)
+    return [
+        _table_asset(t, settings=settings, specs=specs)
+        if t.kind in SLICED_KINDS
+        else _view_asset(t, settings=settings, specs=specs)
+        for t in selected_declarations(settings)
     ]
-    for name, columns, description in (
-        (DURATIONS_VIEW, DURATION_COLUMNS, "Each stay of a lead in a pipeline stage."),
-        (
-            FUNNEL_VIEW,
-            FUNNEL_COLUMNS,
-            "Per pipeline stage: entered, now in it, time spent, conversion to the next stage, "
-            "won and lost.",
-        ),
-    ):
-        assets.append(
-            _view_asset(
-                name,
-                settings=settings,
-                deps=[key(n) for n in reads],
-                description=description,
-                rebuild=rebuilding(columns),
-            )
-        )
-    return assets
+
+
+def _asset_deps(table: Table, settings: Settings) -> tuple[str, ...]:
+    """The assets behind what ``table`` reads: a current view is its stream's."""
+    names: list[str] = []
+    for name in table.inputs:
+        source = get_table(name)
+        if source.kind == "current_view":
+            name = source.inputs[0]
+        selected = name in settings.streams or name in {t.name for t in DECLARATIONS}
+        if selected and name not in names:
+            names.append(name)
+    if table.kind in SLICED_KINDS and table.parent not in names:
+        names.insert(0, table.parent)
+    return tuple(names)
 
 
 # --- tables -----------------------------------------------------------------------------------
 
 
-def _table_asset(
-    table: DerivedTable,
-    *,
-    settings: Settings,
-    select: Callable[[EpochWindow | None], str],
-    refresh: Callable[[duckdb.DuckDBPyConnection], Any],
-    skipped: Callable[[EpochWindow | None], str] | None = None,
-) -> dg.AssetsDefinition:
-    parent = get_stream(table.parent)
-    partitioned = settings.is_partitioned(parent.name)
-    schema = settings.schema
-    scope = AccountScope.of(settings)
-    full_name = f"{catalog_name(settings.duckdb_path)}.{schema}.{table.name}"
+def _full_name(settings: Settings, name: str) -> str:
+    return f"{catalog_name(settings.duckdb_path)}.{settings.schema}.{name}"
+
+
+def _table_description(table: Table, settings: Settings, *, partitioned: bool) -> str:
+    parent, schema = get_table(table.parent), settings.schema
     how = (
         f"Daily partitions as `{parent.name}` (by `{table.cursor}` = the parent's "
-        f"`{parent.cursor}`): a run reads that slice of `{schema}.{parent.name}` and replaces "
-        f"the same slice, in one transaction."
+        f"`{parent.partitioning.cursor if parent.partitioning else table.cursor}`): a run reads "
+        f"that slice of `{schema}.{parent.name}` and replaces the same slice, in one transaction."
         if partitioned
         else f"Rebuilt whole from `{schema}.{parent.name}` (synced as a full table)."
     )
-    extra: dict[str, Any] = {}
-    if partitioned:
-        extra["partitions_def"] = build_daily_partitions(settings.start_date)
-        extra["backfill_policy"] = dg.BackfillPolicy.single_run()
+    return f"{table.description}\n\nDuckDB table `{schema}.{table.name}`. {how}"
 
-    spec: dict[str, Any] = dict(
-        key=scope.asset_key(table.name),
-        deps=[scope.asset_key(parent.name)],
-        description=f"{table.description}\n\nDuckDB table `{schema}.{table.name}`. {how}",
-        group_name=scope.group_name,
-        kinds=KINDS,
+
+def _table_asset(table: Table, *, settings: Settings, specs: AccountSpecs) -> dg.AssetsDefinition:
+    partitioned = settings.is_partitioned(table.parent)
+    spec = specs.spec(
+        table,
+        description=_table_description(table, settings, partitioned=partitioned),
         metadata={
             "dagster/column_schema": table_schema(table),  # type: ignore[arg-type]
-            "dagster/table_name": full_name,
+            "dagster/table_name": _full_name(settings, table.name),
             "kommo/key": ", ".join(table.key),
         },
-        freshness_policy=freshness_policy(partitioned=partitioned),
-        **extra,
+        deps=_asset_deps(table, settings),
     )
+    arguments: dict[str, Any] = asset_arguments(spec) | {
+        "freshness_policy": freshness_policy(partitioned=partitioned)
+    }
+    if partitioned:
+        arguments["partitions_def"] = build_daily_partitions(settings.start_date)
+        arguments["backfill_policy"] = dg.BackfillPolicy.single_run()
+    label = AccountScope.of(settings).label
 
     def derive(
         context: dg.AssetExecutionContext, duckdb: KommoDuckDBResource
@@ -207,35 +160,54 @@ def _table_asset(
         window = (
             EpochWindow.from_time_window(context.partition_time_window) if partitioned else None
         )
-        label = "full table" if window is None else window.label()
         with duckdb.get_connection(on_wait=context.log.info) as con:
-            if not table_exists(con, schema=schema, table=parent.name):
+            if not table_exists(con, schema=settings.schema, table=table.parent):
                 raise RuntimeError(
-                    f"{schema}.{parent.name} does not exist yet: materialize "
-                    f"{scope.label(parent.name)} first"
+                    f"{settings.schema}.{table.parent} does not exist yet: materialize "
+                    f"{label(table.parent)} first"
                 )
-            install_macros(con)
-            result = replace_slice(
-                con, table, schema=schema, window=window, select_sql=select(window), after=refresh
-            )
-            metadata = _write_metadata(table, result, label=label, full_name=full_name)
-            if skipped is not None:
-                (count,) = con.execute(skipped(window)).fetchone() or (0,)
-                metadata["kommo/skipped_versions"] = dg.MetadataValue.int(int(count))
-                if count:
-                    context.log.warning(
-                        f"{table.name} {label}: {count} versions of {parent.name} hold custom "
-                        f"fields that are not a JSON list; they give no rows"
-                    )
-            if window is not None and len(context.partition_keys) > 1:
-                _report_partitions(context, con, table, schema=schema, window=window)
-        context.log.info(
-            f"{full_name} {label}: {result.rows} rows from {schema}.{parent.name} "
-            f"(replaced {result.deleted})"
-        )
+            metadata = _write(context, con, table, settings=settings, window=window)
         return dg.MaterializeResult(metadata=metadata)
 
-    return _define(derive, table.name, spec)
+    return _define(derive, table.name, arguments)
+
+
+def _write(
+    context: dg.AssetExecutionContext,
+    con: duckdb.DuckDBPyConnection,
+    table: Table,
+    *,
+    settings: Settings,
+    window: EpochWindow | None,
+) -> dict[str, Any]:
+    """Replace the slice, rebuild what follows it, and say what was written."""
+    schema, full_name = settings.schema, _full_name(settings, table.name)
+    label = "full table" if window is None else window.label()
+    install_macros(con)
+    result = replace_slice(
+        con,
+        table,
+        schema=schema,
+        window=window,
+        select_sql=table.select(schema=schema, window=window),  # type: ignore[misc]
+        after=lambda c: refresh_after_write(c, table.name, schema=schema),
+    )
+    metadata = _write_metadata(table, result, label=label, full_name=full_name)
+    if table.skipped is not None:
+        (count,) = con.execute(table.skipped(schema=schema, window=window)).fetchone() or (0,)
+        metadata["kommo/skipped_versions"] = dg.MetadataValue.int(int(count))
+        if count:
+            context.log.warning(
+                f"{table.name} {label}: {count} versions of {table.parent} hold custom "
+                f"fields that are not a JSON list; they give no rows"
+            )
+    if window is not None and len(context.partition_keys) > 1:
+        _report_partitions(context, con, table, schema=schema, window=window)
+    context.log.info(
+        f"{full_name} {label}: {result.rows} rows from {schema}.{table.parent} "
+        f"(replaced {result.deleted})"
+    )
+    return metadata
 
 
 def _define(
@@ -249,7 +221,7 @@ def _define(
 
 
 def _write_metadata(
-    table: DerivedTable, result: WriteResult, *, label: str, full_name: str
+    table: Table, result: WriteResult, *, label: str, full_name: str
 ) -> dict[str, Any]:
     return {
         "dagster/row_count": dg.MetadataValue.int(result.rows),
@@ -266,7 +238,7 @@ def _write_metadata(
 def _report_partitions(
     context: dg.AssetExecutionContext,
     con: duckdb.DuckDBPyConnection,
-    table: DerivedTable,
+    table: Table,
     *,
     schema: str,
     window: EpochWindow,
@@ -291,89 +263,58 @@ def _report_partitions(
 # --- views ------------------------------------------------------------------------------------
 
 
-def _wide_view_asset(entity: CustomFieldEntity, *, settings: Settings) -> dg.AssetsDefinition:
-    stream = get_stream(entity.stream)
-    key = AccountScope.of(settings).asset_key
-    deps = [key(entity.values), key(entity.stream)]
-    if entity.definitions in settings.streams:
-        deps.append(key(entity.definitions))
-
-    def rebuild(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-        fields = rebuild_wide_view(con, entity, schema=settings.schema)
-        return {c.name: c.description for c in stream.columns} | {
-            c.name: c.description for c in fields
-        }
-
-    return _view_asset(
-        entity.wide_view,
-        settings=settings,
-        deps=deps,
+def _view_asset(table: Table, *, settings: Settings, specs: AccountSpecs) -> dg.AssetsDefinition:
+    """A view's asset: materializing it rebuilds the view and records its columns, described
+    by the declaration and by what its refresh returns."""
+    schema, name = settings.schema, table.name
+    full_name = _full_name(settings, name)
+    spec = specs.spec(
+        table,
         description=(
-            f"One row per live {entity.stream} record (`{settings.schema}."
-            f"{entity.stream}_current`) with one typed column per custom field defined for "
-            f"{entity.stream}."
+            f"{table.description}\n\nDuckDB view `{schema}.{name}`, kept current by every write "
+            f"of what it reads; materializing it rebuilds it and records its columns."
         ),
-        rebuild=rebuild,
-    )
-
-
-def _view_asset(
-    name: str,
-    *,
-    settings: Settings,
-    deps: list[dg.AssetKey],
-    description: str,
-    rebuild: Callable[[duckdb.DuckDBPyConnection], dict[str, str]],
-) -> dg.AssetsDefinition:
-    """A view's asset: materializing it rebuilds the view and records its columns; ``rebuild``
-    returns the columns' descriptions."""
-    schema = settings.schema
-    scope = AccountScope.of(settings)
-    full_name = f"{catalog_name(settings.duckdb_path)}.{schema}.{name}"
-
-    spec: dict[str, Any] = dict(
-        key=scope.asset_key(name),
-        deps=deps,
-        description=(
-            f"{description}\n\nDuckDB view `{schema}.{name}`, kept current by every write of "
-            f"what it reads; materializing it rebuilds it and records its columns."
-        ),
-        group_name=scope.group_name,
-        kinds={"duckdb", "view"},
         metadata={"dagster/table_name": full_name},
+        deps=_asset_deps(table, settings),
     )
 
     def view(
         context: dg.AssetExecutionContext, duckdb: KommoDuckDBResource
     ) -> dg.MaterializeResult:
         with duckdb.get_connection(on_wait=context.log.info) as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                descriptions = rebuild(con)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+            descriptions = _rebuild(con, table, schema=schema)
             columns = con.execute(f"DESCRIBE {table_ref(schema, name)}").fetchall()
             (rows,) = con.execute(f"SELECT count(*) FROM {table_ref(schema, name)}").fetchone() or (
                 0,
             )
+        schema_value = dg.TableSchema(
+            columns=[
+                dg.TableColumn(name=c[0], type=c[1], description=descriptions.get(c[0]))
+                for c in columns
+            ]
+        )
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": dg.MetadataValue.int(int(rows)),
                 "dagster/table_name": dg.MetadataValue.text(full_name),
-                "dagster/column_schema": dg.MetadataValue.table_schema(
-                    dg.TableSchema(
-                        columns=[
-                            dg.TableColumn(name=c[0], type=c[1], description=descriptions.get(c[0]))
-                            for c in columns
-                        ]
-                    )
-                ),
+                "dagster/column_schema": dg.MetadataValue.table_schema(schema_value),
             }
         )
 
-    return _define(view, name, spec)
+    return _define(view, name, asset_arguments(spec))
+
+
+def _rebuild(con: duckdb.DuckDBPyConnection, table: Table, *, schema: str) -> dict[str, str]:
+    """Rebuild the view in a transaction; its columns' descriptions."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        result = table.refresh(RefreshContext(con=con, schema=schema))  # type: ignore[misc]
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    described = result if isinstance(result, Mapping) else {}
+    return dict(table.column_descriptions) | dict(described)
 
 
 __all__ = [
@@ -382,4 +323,5 @@ __all__ = [
     "custom_field_entities",
     "derived_keys",
     "derived_tables",
+    "selected_declarations",
 ]

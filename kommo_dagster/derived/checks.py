@@ -1,5 +1,8 @@
 """Data checks of the derived tables and views, derived from their declarations.
 
+Every table with contract columns gets ``contract_columns``; the others are named by the
+declaration's ``checks`` and defined here (`CHECKS`).
+
 | check | on | fails when |
 |---|---|---|
 | ``contract_columns`` (blocking) | derived tables | no table, or columns unlike the contract |
@@ -16,6 +19,7 @@ that it could not look.
 """
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import dagster as dg
 import duckdb as duckdb_lib
@@ -28,16 +32,20 @@ from kommo_dagster.checks import (
     check_results,
     contract_columns,
 )
-from kommo_dagster.derived.assets import derived_tables
-from kommo_dagster.derived.declaration import STATUS_CHANGES, DerivedTable, custom_field_entity
-from kommo_dagster.derived.stages import DURATIONS_VIEW
+from kommo_dagster.derived.assets import selected_declarations
+from kommo_dagster.derived.declaration import (
+    FIELD_IDS_DEFINED,
+    NO_DUPLICATE_KEYS,
+    NO_NEGATIVE_DURATIONS,
+    DerivedTable,
+    custom_field_entity,
+)
+from kommo_dagster.derived.entities import DURATIONS_VIEW
 from kommo_dagster.io_manager import KommoDuckDBResource
 from kommo_dagster.settings import Settings
+from kommo_dagster.tables import Table
+from kommo_dagster.translator import AccountSpecs
 from kommo_dagster.warehouse import quote, table_exists, table_ref
-
-NO_DUPLICATE_KEYS = "no_duplicate_keys"
-FIELD_IDS_DEFINED = "field_ids_defined"
-NO_NEGATIVE_DURATIONS = "no_negative_durations"
 
 
 def no_duplicate_keys(
@@ -72,7 +80,9 @@ def field_ids_defined(
     )
 
 
-def no_negative_durations(con: duckdb_lib.DuckDBPyConnection, *, schema: str) -> Outcome:
+def no_negative_durations(
+    con: duckdb_lib.DuckDBPyConnection, table: Table | None = None, *, schema: str
+) -> Outcome:
     try:
         rows = con.execute(
             f"SELECT lead_id, status_id, seconds_in_stage FROM {table_ref(schema, DURATIONS_VIEW)} "
@@ -87,58 +97,81 @@ def no_negative_durations(con: duckdb_lib.DuckDBPyConnection, *, schema: str) ->
     )
 
 
+@dataclass(frozen=True)
+class Check:
+    """A check a declaration names: what it says, how it runs, whether it only warns."""
+
+    evaluate: Callable[..., Outcome]
+    describe: Callable[[Table, str], str]
+    warn: bool = False
+    # The table whose asset it reads besides its own (its key then names a dependency).
+    reads: Callable[[Table], str | None] = lambda table: None
+
+
+CHECKS: dict[str, Check] = {
+    NO_DUPLICATE_KEYS: Check(
+        no_duplicate_keys, lambda table, schema: f"No ({', '.join(table.key)}) key twice."
+    ),
+    FIELD_IDS_DEFINED: Check(
+        field_ids_defined,
+        lambda table, schema: (
+            f"Every field_id is defined in {schema}.{custom_field_entity(table.name).definitions} "
+            f"(a warning: deleted fields leave values behind)."
+        ),
+        warn=True,
+        reads=lambda table: custom_field_entity(table.name).definitions,
+    ),
+    NO_NEGATIVE_DURATIONS: Check(
+        no_negative_durations,
+        lambda table, schema: f"No stay in {schema}.{table.name} ends before it starts.",
+    ),
+}
+CONTRACT_DESCRIPTION = "The table's columns and DuckDB types are the contract's, in order."
+
+
+def check_names(table: Table) -> list[str]:
+    return ([CONTRACT_COLUMNS] if table.columns else []) + list(table.checks)
+
+
 def evaluate_table(
-    con: duckdb_lib.DuckDBPyConnection, table: DerivedTable, *, schema: str
+    con: duckdb_lib.DuckDBPyConnection, table: Table, *, schema: str
 ) -> dict[str, Outcome]:
-    results = {CONTRACT_COLUMNS: contract_columns(con, table, schema=schema)}  # type: ignore[arg-type]
-    checks: dict[str, Callable[..., Outcome]] = {NO_DUPLICATE_KEYS: no_duplicate_keys}
-    if _has_definitions(table):
-        checks[FIELD_IDS_DEFINED] = field_ids_defined
-    if not results[CONTRACT_COLUMNS].passed:
-        reason = f"not evaluated: {results[CONTRACT_COLUMNS].description}"
-        return results | {n: Outcome(False, reason, {}) for n in checks}
-    return results | {n: check(con, table, schema=schema) for n, check in checks.items()}
+    """Every check of ``table``; when its columns are not the contract's, the others say so."""
+    results: dict[str, Outcome] = {}
+    if table.columns:
+        results[CONTRACT_COLUMNS] = contract_columns(con, table, schema=schema)  # type: ignore[arg-type]
+        if not results[CONTRACT_COLUMNS].passed:
+            reason = f"not evaluated: {results[CONTRACT_COLUMNS].description}"
+            return results | {n: Outcome(False, reason, {}) for n in table.checks}
+    return results | {n: CHECKS[n].evaluate(con, table, schema=schema) for n in table.checks}
 
 
-def _has_definitions(table: DerivedTable) -> bool:
-    try:
-        custom_field_entity(table.name)
-    except KeyError:
-        return False
-    return True
+def _spec(
+    name: str, table: Table, *, key: dg.AssetKey, settings: Settings, specs: AccountSpecs
+) -> dg.AssetCheckSpec:
+    if name == CONTRACT_COLUMNS:
+        return dg.AssetCheckSpec(name, asset=key, description=CONTRACT_DESCRIPTION, blocking=True)
+    check = CHECKS[name]
+    reads = check.reads(table)
+    return dg.AssetCheckSpec(
+        name,
+        asset=key,
+        description=check.describe(table, settings.schema),
+        additional_deps=[specs.key(reads)] if reads and reads in settings.streams else None,
+    )
 
 
-def build_table_checks(table: DerivedTable, *, settings: Settings) -> dg.AssetChecksDefinition:
-    scope = AccountScope.of(settings)
-    key = scope.asset_key(table.name)
-    schema = settings.schema
-    descriptions = {
-        CONTRACT_COLUMNS: "The table's columns and DuckDB types are the contract's, in order.",
-        NO_DUPLICATE_KEYS: f"No ({', '.join(table.key)}) key twice.",
-    }
-    reads: dict[str, list[dg.AssetKey]] = {}
-    if _has_definitions(table):
-        definitions = custom_field_entity(table.name).definitions
-        descriptions[FIELD_IDS_DEFINED] = (
-            f"Every field_id is defined in {schema}.{definitions} (a warning: deleted fields "
-            f"leave values behind)."
-        )
-        if definitions in settings.streams:
-            reads[FIELD_IDS_DEFINED] = [scope.asset_key(definitions)]
-    specs = [
-        dg.AssetCheckSpec(
-            name,
-            asset=key,
-            description=description,
-            blocking=name == CONTRACT_COLUMNS,
-            additional_deps=reads.get(name),
-        )
-        for name, description in descriptions.items()
-    ]
+def build_table_checks(
+    table: Table, *, settings: Settings, specs: AccountSpecs | None = None
+) -> dg.AssetChecksDefinition:
+    specs = specs or AccountSpecs(settings)
+    key, schema = specs.key(table.name), settings.schema
+    names = check_names(table)
+    warn_only = {n for n in names if n in CHECKS and CHECKS[n].warn}
 
     @dg.multi_asset_check(
-        specs=specs,
-        name=scope.qualify(f"kommo_{table.name}_checks"),
+        specs=[_spec(n, table, key=key, settings=settings, specs=specs) for n in names],
+        name=AccountScope.of(settings).qualify(f"kommo_{table.name}_checks"),
         description=f"Data checks of {schema}.{table.name}.",
     )
     def table_checks(
@@ -147,56 +180,31 @@ def build_table_checks(table: DerivedTable, *, settings: Settings) -> dg.AssetCh
         with duckdb.get_connection(on_wait=context.log.info) as con:
             outcomes = evaluate_table(con, table, schema=schema)
         yield from check_results(
-            context, key, outcomes, label=key.to_user_string(), warn_only={FIELD_IDS_DEFINED}
+            context, key, outcomes, label=key.to_user_string(), warn_only=warn_only
         )
 
     return table_checks
 
 
-def build_durations_check(settings: Settings) -> dg.AssetChecksDefinition:
-    scope = AccountScope.of(settings)
-    key = scope.asset_key(DURATIONS_VIEW)
-    schema = settings.schema
-    spec = dg.AssetCheckSpec(
-        NO_NEGATIVE_DURATIONS,
-        asset=key,
-        description=f"No stay in {schema}.{DURATIONS_VIEW} ends before it starts.",
-    )
-
-    @dg.multi_asset_check(
-        specs=[spec],
-        name=scope.qualify(f"kommo_{DURATIONS_VIEW}_checks"),
-        description=f"Data checks of {schema}.{DURATIONS_VIEW}.",
-    )
-    def durations_checks(
-        context: dg.AssetCheckExecutionContext, duckdb: KommoDuckDBResource
-    ) -> Iterator[dg.AssetCheckResult]:
-        with duckdb.get_connection(on_wait=context.log.info) as con:
-            outcome = no_negative_durations(con, schema=schema)
-        yield from check_results(
-            context,
-            key,
-            {NO_NEGATIVE_DURATIONS: outcome},
-            label=key.to_user_string(),
-            warn_only=(),
-        )
-
-    return durations_checks
-
-
-def build_derived_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
-    tables = derived_tables(settings)
-    checks = [build_table_checks(t, settings=settings) for t in tables]
-    if any(t.name == STATUS_CHANGES for t in tables):
-        checks.append(build_durations_check(settings))
-    return checks
+def build_derived_checks(
+    settings: Settings, *, specs: AccountSpecs | None = None
+) -> list[dg.AssetChecksDefinition]:
+    specs = specs or AccountSpecs(settings)
+    return [
+        build_table_checks(t, settings=settings, specs=specs)
+        for t in selected_declarations(settings)
+        if check_names(t)
+    ]
 
 
 __all__ = [
+    "CHECKS",
     "FIELD_IDS_DEFINED",
     "NO_DUPLICATE_KEYS",
     "NO_NEGATIVE_DURATIONS",
+    "Check",
     "build_derived_checks",
+    "build_table_checks",
     "evaluate_table",
     "field_ids_defined",
     "no_duplicate_keys",
