@@ -5,10 +5,10 @@ over all of them reads ``kommo_all.<stream>`` (and ``kommo_all.<stream>_current`
 incremental streams), a ``UNION ALL BY NAME`` of the accounts that have the relation, with the
 account's name as the first column.
 
-Plain Python (no Dagster), run by the IO manager inside the transaction of every write, like
-`kommo_dagster.views`: an account's first write of a stream adds it to the view, atomically with
-its rows. The view's query names no catalog, so it resolves in the database it lives in however
-the file is attached later.
+Plain Python (no Dagster), declared in the table registry and run inside the transaction of
+every write, like `kommo_dagster.views`: an account's first write of a stream adds it to the
+view, atomically with its rows. The view's query names no catalog, so it resolves in the
+database it lives in however the file is attached later.
 """
 
 from __future__ import annotations
@@ -56,22 +56,6 @@ def cross_account_view_sql(name: str, schemas: Mapping[str, str], *, catalog: st
     return f"CREATE OR REPLACE VIEW {view} AS " + " UNION ALL BY NAME ".join(parts)
 
 
-def refresh_cross_account_views(
-    con: duckdb.DuckDBPyConnection,
-    stream: Stream,
-    *,
-    schemas: Mapping[str, str],
-    catalog: str | None = None,
-) -> list[str]:
-    """(Re)create the ``kommo_all`` views of ``stream`` over the accounts (``{account:
-    schema}``) that already have each relation; returns the views created."""
-    created = [
-        refresh_cross_account_view(con, name, schemas=schemas, catalog=catalog)
-        for name in relation_names(stream)
-    ]
-    return [name for name in created if name is not None]
-
-
 def refresh_cross_account_view(
     con: duckdb.DuckDBPyConnection,
     name: str,
@@ -99,6 +83,5 @@ __all__ = [
     "ALL_ACCOUNTS_SCHEMA",
     "cross_account_view_sql",
     "refresh_cross_account_view",
-    "refresh_cross_account_views",
     "relation_names",
 ]

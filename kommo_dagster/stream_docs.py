@@ -1,4 +1,4 @@
-"""The README's tables of streams, rendered from the stream declaration.
+"""The README's tables of streams and derived relations, rendered from their declarations.
 
 The README holds each table between ``<!-- generated:<name> -->`` and ``<!-- /generated -->``;
 `update_readme` rewrites them and a test fails when the README differs from what the declaration
@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from kommo_dagster.derived.declaration import DECLARATIONS
 from kommo_dagster.kommo.streams import STREAMS, Stream
 
 _BLOCK = re.compile(
@@ -86,10 +87,27 @@ def stream_settings_table() -> str:
     )
 
 
+def derived_table() -> str:
+    """The derived tables and views as declared: what each reads, its key, its slices, and
+    the writes that rebuild it."""
+    lines = [
+        "| relation | kind | reads | key | slices | rebuilt by writes of |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in DECLARATIONS:
+        slices = f"as `{t.parent}`, by `{t.cursor}`" if t.partitioning else "none (view)"
+        lines.append(
+            f"| `kommo.{t.name}` | {t.kind} | {_code(t.inputs)} | {_code(t.key) or '-'} | "
+            f"{slices} | {_code(t.triggers) or '-'} |"
+        )
+    return "\n".join(lines)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "streams": streams_table,
     "partitions": partitions_table,
     "stream_settings": stream_settings_table,
+    "derived": derived_table,
 }
 
 

@@ -1,7 +1,8 @@
 """Derived relations in the warehouse: current-state views and full-table history.
 
-Plain Python (no Dagster), run by the IO manager inside the transaction of every write, so they
-exist after any first write and change atomically with the table they read.
+Plain Python (no Dagster). The table registry (`kommo_dagster.registry`) declares them and runs
+them inside the transaction of every write, so they exist after any first write and change
+atomically with the table they read.
 
 * ``<schema>.<stream>_current`` (incremental streams): the partitioned tables keep every version
   fetched (one row per (id, cursor)); the view keeps the latest version per id and drops deleted
@@ -142,32 +143,6 @@ def append_history(
     return {"rows": appended, "purged": int(row[0]) if row else 0}
 
 
-def refresh_derived(
-    con: duckdb.DuckDBPyConnection,
-    stream: Stream,
-    *,
-    schema: str,
-    full_table: bool,
-    snapshot_at: datetime,
-    retention_days: int,
-    catalog: str | None = None,
-) -> dict[str, int]:
-    """What follows a write of ``stream``: its current view, and for a full-table write its
-    history snapshot. Returns the history counts (zeros for a partitioned write)."""
-    if has_current_view(stream):
-        ensure_current_view(con, stream, schema=schema, catalog=catalog)
-    if not full_table:
-        return {"rows": 0, "purged": 0}
-    return append_history(
-        con,
-        stream,
-        schema=schema,
-        snapshot_at=snapshot_at,
-        retention_days=retention_days,
-        catalog=catalog,
-    )
-
-
 __all__ = [
     "SNAPSHOT_COLUMN",
     "append_history",
@@ -178,5 +153,4 @@ __all__ = [
     "ensure_history_table",
     "has_current_view",
     "history_table_name",
-    "refresh_derived",
 ]

@@ -6,8 +6,9 @@
 * ``lead_status_changes`` (`stages`): one row per ``lead_status_changed`` event, sliced as the
   events; the ``lead_stage_durations`` and ``pipeline_funnel`` views over it.
 
-Tables and columns come from the contract's entries with ``derived_from`` (`declaration`);
-writes replace a slice in one transaction (`write`). `assets` and `checks` make them Dagster
-assets (partitioned like their parents) and data checks; the IO manager rebuilds a wide view in
-the transaction of every write of its definitions stream.
+Each is one declaration in `declaration` (columns from the contract's entries with
+``derived_from``; key, SQL, checks and what rebuilds a view from the code); writes replace a
+slice in one transaction (`write`). `assets` and `checks` make them Dagster assets (partitioned
+like their parents) and data checks; after any write, the table registry
+(`kommo_dagster.registry`) rebuilds the views that follow it, in the same transaction.
 """
