@@ -23,7 +23,7 @@ from kommo_dagster.all_accounts import (
     refresh_cross_account_view,
     relation_names,
 )
-from kommo_dagster.derived.declaration import DECLARATIONS
+from kommo_dagster.derived import declaration
 from kommo_dagster.kommo.streams import STREAMS, Stream
 from kommo_dagster.tables import Partitioning, RefreshContext, Table, refresh_order
 from kommo_dagster.views import (
@@ -109,9 +109,9 @@ def _stream_relations(stream: Stream) -> list[Table]:
 
 
 @cache
-def _build(streams: tuple[Stream, ...]) -> dict[str, Table]:
+def _build(streams: tuple[Stream, ...], derived: tuple[Table, ...]) -> dict[str, Table]:
     tables: dict[str, Table] = {}
-    for table in [*(t for s in streams for t in _stream_relations(s)), *DECLARATIONS]:
+    for table in [*(t for s in streams for t in _stream_relations(s)), *derived]:
         if table.name in tables:
             raise RuntimeError(f"the table {table.name!r} is declared twice")
         tables[table.name] = table
@@ -122,11 +122,20 @@ def _build(streams: tuple[Stream, ...]) -> dict[str, Table]:
     return tables
 
 
+def _current() -> dict[str, Table]:
+    return _build(tuple(STREAMS.values()), declaration.DECLARATIONS)
+
+
+def derived_relations() -> list[Table]:
+    """The derived tables and views (`kommo_dagster.derived.declaration`), in their order."""
+    return list(declaration.DECLARATIONS)
+
+
 class _Registry(Mapping[str, Table]):
-    """The relations of the streams declared now (a stream declared at run time included)."""
+    """The relations of the tables declared now (one declared at run time included)."""
 
     def _tables(self) -> dict[str, Table]:
-        return _build(tuple(STREAMS.values()))
+        return _current()
 
     def __getitem__(self, name: str) -> Table:
         return self._tables()[name]
@@ -150,7 +159,7 @@ def get_table(name: str) -> Table:
 
 def refreshed_after(written: str) -> list[Table]:
     """What a write of ``written`` rebuilds, in the order it is rebuilt."""
-    return refresh_order(_build(tuple(STREAMS.values())), written)
+    return refresh_order(_current(), written)
 
 
 def refresh_after_write(
@@ -163,7 +172,7 @@ def refresh_after_write(
     return {t.name: t.refresh(ctx) for t in refreshed_after(written) if t.refresh is not None}
 
 
-_build(tuple(STREAMS.values()))  # a declaration error fails the import, not the first write
+_current()  # a declaration error fails the import, not the first write
 
 
-__all__ = ["TABLES", "get_table", "refresh_after_write", "refreshed_after"]
+__all__ = ["TABLES", "derived_relations", "get_table", "refresh_after_write", "refreshed_after"]

@@ -11,8 +11,8 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from kommo_dagster.derived.declaration import DECLARATIONS
 from kommo_dagster.kommo.streams import STREAMS, Stream
+from kommo_dagster.registry import derived_relations
 
 _BLOCK = re.compile(
     r"(<!-- generated:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /generated -->)", re.S
@@ -94,7 +94,7 @@ def derived_table() -> str:
         "| relation | kind | reads | key | slices | rebuilt by writes of |",
         "|---|---|---|---|---|---|",
     ]
-    for t in DECLARATIONS:
+    for t in derived_relations():
         slices = f"as `{t.parent}`, by `{t.cursor}`" if t.partitioning else "none (view)"
         lines.append(
             f"| `kommo.{t.name}` | {t.kind} | {_code(t.inputs)} | {_code(t.key) or '-'} | "

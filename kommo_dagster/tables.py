@@ -66,9 +66,9 @@ Select = Callable[..., str]  # (schema=, window=) -> SELECT of the slice
 Refresh = Callable[[RefreshContext], Any]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False)
 class Table:
-    """One relation of the warehouse, declared once."""
+    """One relation of the warehouse, declared once (compared by identity: one object each)."""
 
     name: str
     kind: Kind

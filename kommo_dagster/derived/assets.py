@@ -24,17 +24,13 @@ import dagster as dg
 import duckdb
 
 from kommo_dagster.accounts import AccountScope
-from kommo_dagster.derived.declaration import (
-    CUSTOM_FIELD_ENTITIES,
-    DECLARATIONS,
-    CustomFieldEntity,
-)
+from kommo_dagster.derived.declaration import CUSTOM_FIELD_ENTITIES, CustomFieldEntity
 from kommo_dagster.derived.value_text import install_macros
 from kommo_dagster.derived.write import replace_slice
 from kommo_dagster.freshness import freshness_policy
 from kommo_dagster.io_manager import KommoDuckDBResource, table_schema
 from kommo_dagster.partitions import PARTITION_FORMAT, EpochWindow, build_daily_partitions
-from kommo_dagster.registry import get_table, refresh_after_write
+from kommo_dagster.registry import derived_relations, get_table, refresh_after_write
 from kommo_dagster.settings import Settings
 from kommo_dagster.tables import SLICED_KINDS, RefreshContext, Table
 from kommo_dagster.translator import AccountSpecs, asset_arguments
@@ -53,8 +49,9 @@ def selected_declarations(settings: Settings) -> list[Table]:
     table when its parent is selected, and anything when the derived tables it reads are."""
     chosen: list[Table] = []
     names = set(settings.streams)
-    derived = {t.name for t in DECLARATIONS}
-    for table in DECLARATIONS:
+    declared = derived_relations()
+    derived = {t.name for t in declared}
+    for table in declared:
         if table.kind in SLICED_KINDS and table.parent not in names:
             continue
         if all(i in names for i in table.inputs if i in derived):
@@ -107,7 +104,7 @@ def _asset_deps(table: Table, settings: Settings) -> tuple[str, ...]:
         source = get_table(name)
         if source.kind == "current_view":
             name = source.inputs[0]
-        selected = name in settings.streams or name in {t.name for t in DECLARATIONS}
+        selected = name in settings.streams or name in {t.name for t in derived_relations()}
         if selected and name not in names:
             names.append(name)
     if table.kind in SLICED_KINDS and table.parent not in names:
