@@ -68,7 +68,7 @@ def _current_view(stream: Stream) -> Table:
 
 def _history(stream: Stream) -> Table:
     def refresh(ctx: RefreshContext) -> dict[str, int]:
-        if not ctx.full_table or ctx.snapshot_at is None:
+        if not ctx.full_table or ctx.snapshot_at is None or ctx.retention_days is None:
             return dict(NO_HISTORY)
         return append_history(
             ctx.con,

@@ -56,9 +56,10 @@ class RefreshContext:
     con: duckdb.DuckDBPyConnection
     schema: str
     catalog: str | None = None
+    # A full-table write takes a history snapshot at ``snapshot_at``, kept ``retention_days``.
     full_table: bool = False
     snapshot_at: datetime | None = None
-    retention_days: int = 30
+    retention_days: int | None = None
     account_schemas: Mapping[str, str] = field(default_factory=dict)
 
 
