@@ -8,6 +8,7 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 
 from kommo_dagster.builder import build_kommo_definitions
@@ -16,6 +17,7 @@ from kommo_dagster.definitions import build_definitions
 from kommo_dagster.resources import KommoResource
 from kommo_dagster.settings import Settings
 from kommo_dagster.translator import KommoTranslator, KommoTranslatorData
+from kommo_dagster_tests.wiring import sandbox_kommo
 
 STREAMS = ("pipelines", "statuses", "leads", "lead_custom_fields", "events")
 # The derived tables and views of those streams.
@@ -113,3 +115,26 @@ def test_a_key_that_depends_on_more_than_the_table_is_refused(tmp_path: Path):
     kommo = KommoResource(api_token="t", base_url="http://127.0.0.1:1")
     with pytest.raises(ValueError, match="two keys"):
         build_definitions(settings, kommo=kommo, translator=Unstable())
+
+
+@pytest.mark.timeout(120)
+def test_a_run_with_renamed_keys_writes_the_same_tables(tmp_path: Path, sandbox_factory):
+    """A child stream reads its renamed parent, a derived table its renamed parent's slice."""
+    sandbox = sandbox_factory(leads=20, requests_per_second=None)
+    settings = Settings(
+        start_date=date(2026, 10, 1), duckdb_path=tmp_path / "crm.duckdb", streams=STREAMS
+    )
+    defs = build_definitions(
+        settings, kommo=sandbox_kommo(sandbox, tmp_path), translator=CrmTranslator()
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize(
+            list(defs.assets or []),
+            selection=[dg.AssetKey(["crm", n]) for n in ("pipelines", "statuses")],
+            resources=defs.resources,
+            instance=instance,
+        )
+    assert result.success
+    with duckdb.connect(str(settings.duckdb_path)) as con:
+        (statuses,) = con.execute("SELECT count(*) FROM kommo.statuses").fetchone() or (0,)
+    assert statuses == len(sandbox.records("statuses")) > 0
