@@ -18,7 +18,7 @@ the jobs and the sensor's runs all ask `AccountSpecs.key`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,20 +65,6 @@ class KommoTranslator:
             kinds=set(KINDS.get(data.table.kind, DEFAULT_KINDS)),
             metadata=dict(data.metadata),
         )
-
-
-TranslationFn = Callable[[dg.AssetSpec, KommoTranslatorData], dg.AssetSpec]
-
-
-class TranslationFnTranslator(KommoTranslator):
-    """A translator applying a component's ``translation`` to the default spec."""
-
-    def __init__(self, fn: TranslationFn, base: KommoTranslator | None = None) -> None:
-        self.fn = fn
-        self.base = base or KommoTranslator()
-
-    def get_asset_spec(self, data: KommoTranslatorData) -> dg.AssetSpec:
-        return self.fn(self.base.get_asset_spec(data), data)
 
 
 class AccountSpecs:
@@ -152,7 +138,5 @@ __all__ = [
     "AccountSpecs",
     "KommoTranslator",
     "KommoTranslatorData",
-    "TranslationFn",
-    "TranslationFnTranslator",
     "asset_arguments",
 ]
