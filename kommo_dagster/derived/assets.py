@@ -60,6 +60,13 @@ def selected_declarations(settings: Settings) -> list[Table]:
     return chosen
 
 
+def root_stream(table: Table) -> str:
+    """The extracted stream whose slices ``table`` follows, through derived parents."""
+    while get_table(table.parent).kind in SLICED_KINDS:
+        table = get_table(table.parent)
+    return table.parent
+
+
 def derived_tables(settings: Settings) -> list[Table]:
     """The derived tables of the selected streams, in declaration order."""
     return [t for t in selected_declarations(settings) if t.kind in SLICED_KINDS]
@@ -74,7 +81,7 @@ def derived_keys(
     return [
         specs.key(t.name)
         for t in selected_declarations(settings)
-        if (t.kind in SLICED_KINDS and settings.is_partitioned(t.parent) == partitioned)
+        if (t.kind in SLICED_KINDS and settings.is_partitioned(root_stream(t)) == partitioned)
         or (t.kind not in SLICED_KINDS and not partitioned)
     ]
 
@@ -132,7 +139,7 @@ def _table_description(table: Table, settings: Settings, *, partitioned: bool) -
 
 
 def _table_asset(table: Table, *, settings: Settings, specs: AccountSpecs) -> dg.AssetsDefinition:
-    partitioned = settings.is_partitioned(table.parent)
+    partitioned = settings.is_partitioned(root_stream(table))
     spec = specs.spec(
         table,
         description=_table_description(table, settings, partitioned=partitioned),
@@ -320,5 +327,6 @@ __all__ = [
     "custom_field_entities",
     "derived_keys",
     "derived_tables",
+    "root_stream",
     "selected_declarations",
 ]

@@ -154,7 +154,11 @@ def get_derived(name: str) -> Table:
 def with_derived(streams: set[str]) -> set[str]:
     """``streams`` and the derived tables computed from them (what a run of them must include
     so that the derived slices follow their parents')."""
-    return streams | {t.name for t in DERIVED_TABLES.values() if t.parent in streams}
+    chosen = set(streams)
+    for table in DERIVED_TABLES.values():  # declaration order: a parent before its children
+        if table.parent in chosen:
+            chosen.add(table.name)
+    return chosen
 
 
 __all__ = [

@@ -53,6 +53,20 @@ PRICES = Table(
     select=_prices_select,
     checks=(declaration.NO_DUPLICATE_KEYS,),
 )
+# A table sliced like another derived table: its slices are the leads' too.
+DOUBLED = Table(
+    name="lead_prices_doubled",
+    kind="derived",
+    description="Twice each price.",
+    inputs=("lead_prices",),
+    key=("lead_id", "updated_at"),
+    partitioning=Partitioning("updated_at", like="lead_prices"),
+    columns=PRICES.columns,
+    select=lambda *, schema, window: (
+        f"SELECT lead_id, updated_at, 2 * price AS price FROM {schema}.lead_prices "
+        f"WHERE {window_condition('updated_at', window)}"
+    ),
+)
 TOTALS = Table(
     name="lead_price_totals",
     kind="view",
@@ -64,7 +78,9 @@ TOTALS = Table(
 
 @pytest.fixture
 def declared(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(declaration, "DECLARATIONS", (*declaration.DECLARATIONS, PRICES, TOTALS))
+    monkeypatch.setattr(
+        declaration, "DECLARATIONS", (*declaration.DECLARATIONS, PRICES, DOUBLED, TOTALS)
+    )
 
 
 def _day(d: int) -> int:
@@ -84,6 +100,9 @@ def test_a_declared_table_gets_an_asset_checks_jobs_and_its_views_refresh(
     leads = defs.resolve_assets_def(dg.AssetKey(["kommo", "leads"]))
     assert prices.partitions_def == leads.partitions_def
     assert prices.dependency_keys == {leads.key}
+    doubled = defs.resolve_assets_def(dg.AssetKey(["kommo", "lead_prices_doubled"]))
+    assert doubled.partitions_def == leads.partitions_def
+    assert doubled.dependency_keys == {prices.key}
     totals = defs.resolve_assets_def(dg.AssetKey(["kommo", "lead_price_totals"]))
     assert totals.dependency_keys == {prices.key}
     checks = {
@@ -100,10 +119,14 @@ def test_a_declared_table_gets_an_asset_checks_jobs_and_its_views_refresh(
         insert(con, "leads", [{"id": 2, "updated_at": _day(5), "price": 50}])
         insert(con, "leads", [{"id": 1, "updated_at": _day(6), "price": 70}])
     # The definitions' own DuckDB resource, bound to the asset, writes settings.duckdb_path.
-    result = dg.materialize([prices], partition_key="2026-10-05")
+    result = dg.materialize([prices, doubled], partition_key="2026-10-05")
     assert result.success
     with duckdb.connect(str(settings.duckdb_path)) as con:
         rows = con.execute(f"SELECT * FROM {SCHEMA}.lead_prices ORDER BY lead_id").fetchall()
         assert rows == [(1, _day(5), 100), (2, _day(5), 50)]  # the 5th's slice only
+        doubled_rows = con.execute(
+            f"SELECT * FROM {SCHEMA}.lead_prices_doubled ORDER BY lead_id"
+        ).fetchall()
+        assert doubled_rows == [(1, _day(5), 200), (2, _day(5), 100)]
         # The view was created in the transaction of the write.
         assert con.execute(f"FROM {SCHEMA}.lead_price_totals").fetchone() == (2, 150)
