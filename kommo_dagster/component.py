@@ -25,7 +25,6 @@ a run starts, so it is neither stored in ``defs.yaml`` nor shown in the UI's res
 from __future__ import annotations
 
 import re
-from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,19 +33,17 @@ from dagster.components.component_scaffolding import scaffold_component
 from dagster.components.resolved.context import ResolutionContext
 from pydantic import Field
 
-from kommo_dagster.accounts import Account, check_account_name
+from kommo_dagster.accounts import Account, accounts_of
 from kommo_dagster.builder import build_kommo_definitions
-from kommo_dagster.kommo.config import DEFAULT_MAX_WORKERS, DEFAULT_REQUESTS_PER_SECOND
+from kommo_dagster.kommo.config import DEFAULT_REQUESTS_PER_SECOND
 from kommo_dagster.kommo.streams import STREAMS
-from kommo_dagster.resources import KommoResource
 from kommo_dagster.settings import (
     DEFAULT_DUCKDB_PATH,
-    DEFAULT_HISTORY_RETENTION_DAYS,
-    DEFAULT_LOCK_TIMEOUT_SECONDS,
-    DEFAULT_MEMORY_LIMIT,
     DEFAULT_SCHEMA,
-    DEFAULT_SENSOR_INTERVAL_SECONDS,
     DEFAULT_START_DATE,
+    SETTING,
+    SETTINGS,
+    Location,
     Settings,
     SettingsError,
 )
@@ -69,36 +66,51 @@ def _token_variable(context: ResolutionContext, raw: Any) -> str:
     return match["dot"] or match["call"]
 
 
+def _about(name: str) -> str:
+    """The setting's meaning, from its one declaration (`kommo_dagster.settings.SETTINGS`)."""
+    return SETTING[name].meaning
+
+
+# Unset (None): the default. A value of the wrong type fails when defs.yaml is read, naming the
+# field and the value; every other check is `Settings`', as for the variables.
+Number = float | None
+Whole = int | None
+Flag = bool | None
+Names = list[str] | None
+
+
 class KommoAccountConfig(dg.Resolvable, dg.Model):
-    """One Kommo account of the component."""
+    """One Kommo account of the component: the fields of ``KOMMO_<ACCOUNT>_*``."""
 
     name: str = Field(description="Account name ([a-z0-9_]): assets kommo/<name>/<stream>.")
     api_token: Annotated[
-        str,
+        str | None,
         dg.Resolver(
             _token_variable,
             model_field_type=str,
             inject_before_resolve=False,
             description="The token.",
         ),
-    ] = Field(description='The token as "{{ env.VARIABLE }}", read when a run starts.')
-    subdomain: str | None = Field(default=None, description="mycompany for mycompany.kommo.com.")
-    base_url: str | None = Field(
-        default=None, description="The account's URL instead: an amoCRM host, a sandbox."
+    ] = Field(
+        default=None, description='The token as "{{ env.VARIABLE }}", read when a run starts.'
     )
-    start_date: str = Field(
-        default=DEFAULT_START_DATE.isoformat(), description="First daily partition, YYYY-MM-DD."
+    subdomain: str | None = Field(default=None, description=_about("subdomain"))
+    base_url: str | None = Field(default=None, description=_about("base_url"))
+    allow_any_host: Flag = Field(default=None, description=_about("allow_any_host"))
+    requests_per_second: Number = Field(default=None, description=_about("requests_per_second"))
+    allow_requests_per_second_above_limit: Flag = Field(
+        default=None, description=_about("allow_requests_per_second_above_limit")
     )
-    streams: list[str] = Field(default_factory=lambda: list(STREAMS), description="Streams.")
-    full_table_streams: list[str] = Field(
-        default_factory=list, description="Incremental streams synced as full tables instead."
+    max_workers: Whole = Field(default=None, description=_about("max_workers"))
+    rate_limit_dir: str | None = Field(default=None, description=_about("rate_limit_dir"))
+    ban_cooldown_seconds: Number = Field(default=None, description=_about("ban_cooldown_seconds"))
+    start_date: str | None = Field(default=None, description=_about("start_date"))
+    streams: Names = Field(default=None, description=_about("streams"))
+    full_table_streams: Names = Field(default=None, description=_about("full_table_streams"))
+    schedules: Flag = Field(default=None, description=_about("schedules_default_on"))
+    sensor_interval_seconds: Whole = Field(
+        default=None, description=_about("sensor_interval_seconds")
     )
-    schedules: bool = Field(default=False, description="Schedules and sensor start running.")
-    sensor_interval_seconds: int = Field(default=DEFAULT_SENSOR_INTERVAL_SECONDS)
-    requests_per_second: float = Field(
-        default=DEFAULT_REQUESTS_PER_SECOND, description="The account's request budget."
-    )
-    max_workers: int = Field(default=DEFAULT_MAX_WORKERS, description="Requests in flight.")
 
 
 DEFS_YAML = """\
@@ -145,61 +157,62 @@ class KommoComponent(dg.Component, dg.Resolvable, dg.Model):
     """Kommo CRM accounts extracted into one DuckDB (or MotherDuck) warehouse."""
 
     accounts: list[KommoAccountConfig] = Field(description="The Kommo accounts.")
-    duckdb_path: str = Field(
-        default=str(DEFAULT_DUCKDB_PATH),
-        description="The DuckDB file (relative: to the project root), or md:<database>.",
+    duckdb_path: str = Field(default=str(DEFAULT_DUCKDB_PATH), description=_about("duckdb_path"))
+    lock_timeout: Number = Field(default=None, description=_about("lock_timeout"))
+    memory_limit: str | None = Field(default=None, description=_about("memory_limit"))
+    staging_dir: str | None = Field(default=None, description=_about("staging_dir"))
+    history_retention_days: Whole = Field(
+        default=None, description=_about("history_retention_days")
     )
-    lock_timeout: float = Field(default=DEFAULT_LOCK_TIMEOUT_SECONDS)
-    memory_limit: str = Field(default=DEFAULT_MEMORY_LIMIT)
-    staging_dir: str | None = Field(default=None)
-    history_retention_days: int = Field(default=DEFAULT_HISTORY_RETENTION_DAYS)
     rate_limit_dir: str | None = Field(
-        default=None, description="Folder of the per-host request budgets (shared per machine)."
+        default=None, description="Default of the accounts' rate_limit_dir (KOMMO_RATE_LIMIT_DIR)."
     )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        return build_kommo_definitions(self.build_accounts(project_root=context.project_root))
+        """The accounts' definitions; any bad value, or a token variable that is not set,
+        fails the load naming the defs.yaml field and the value."""
+        location = Location(tuple(self.build_settings(project_root=context.project_root)))
+        location.check_credentials()
+        return build_kommo_definitions(accounts_of(location))
 
     def build_accounts(self, *, project_root: Path | None = None) -> list[Account]:
+        return accounts_of(Location(tuple(self.build_settings(project_root=project_root))))
+
+    def build_settings(self, *, project_root: Path | None = None) -> list[Settings]:
         if not self.accounts:
-            raise SettingsError("KommoComponent lists no account")
+            raise SettingsError("defs.yaml accounts lists no account")
         database: str | Path = self.duckdb_path
         if project_root is not None and not str(database).lower().startswith(("md:", ":")):
             database = project_root / database
-        return [self._account(a, database=database) for a in self.accounts]
+        # The top-level fields: the warehouse, and the accounts' default rate_limit_dir.
+        top = type(self).model_fields
+        shared = {
+            s.field: getattr(self, s.yaml_field) if s.yaml_field in top else None for s in SETTINGS
+        }
+        shared["duckdb_path"] = database
+        return [self._account(i, a, shared) for i, a in enumerate(self.accounts)]
 
-    def _account(self, config: KommoAccountConfig, *, database: str | Path) -> Account:
-        name = check_account_name(config.name, source="KommoComponent accounts")
-        try:
-            start_date = date.fromisoformat(config.start_date)
-        except ValueError:
+    def _account(self, index: int, config: KommoAccountConfig, shared: dict) -> Settings:
+        """One account's `Settings` from its fields (else the top-level ones), validated by the
+        code that validates the variables; each value is named by its defs.yaml field."""
+        where = f"defs.yaml accounts[{index}]"
+        if config.api_token is None:
             raise SettingsError(
-                f"KommoComponent account {name}: start_date must be a date written YYYY-MM-DD, "
-                f"got {config.start_date!r}"
-            ) from None
-        settings = Settings(
-            account=name,
-            schema=f"{DEFAULT_SCHEMA}_{name}",
-            start_date=start_date,
-            duckdb_path=database,
-            lock_timeout=self.lock_timeout,
-            memory_limit=self.memory_limit,
-            staging_dir=Path(self.staging_dir) if self.staging_dir else None,
-            streams=tuple(config.streams),
-            full_table_streams=tuple(config.full_table_streams),
-            history_retention_days=self.history_retention_days,
-            schedules_default_on=config.schedules,
-            sensor_interval_seconds=config.sensor_interval_seconds,
-        )
-        kommo = KommoResource(
-            api_token=dg.EnvVar(config.api_token),  # resolved holds the variable's name
-            subdomain=config.subdomain,
-            base_url=config.base_url,
-            requests_per_second=config.requests_per_second,
-            max_workers=config.max_workers,
-            rate_limit_dir=self.rate_limit_dir,
-        )
-        return Account(settings, kommo)
+                f'{where}.api_token is not set: write it as "{{{{ env.VARIABLE }}}}", the '
+                f"variable holding the account's token (got no value)"
+            )
+        values: dict[str, Any] = {}
+        sources = {"account": f"{where}.name"}
+        for s in SETTINGS:
+            own = getattr(config, s.yaml_field) if s.scope in ("own", "account") else None
+            if own is not None or shared[s.field] is None:
+                sources[s.field] = f"{where}.{s.yaml_field}"
+            else:
+                sources[s.field] = f"defs.yaml {s.yaml_field}"
+            if (own if own is not None else shared[s.field]) is not None:
+                values[s.field] = own if own is not None else shared[s.field]
+        schema = f"{DEFAULT_SCHEMA}_{config.name}"
+        return Settings(account=config.name, schema=schema, sources=sources, **values)
 
 
 __all__ = ["KommoAccountConfig", "KommoComponent", "KommoScaffolder"]

@@ -1,4 +1,4 @@
-"""The README's tables of streams, rendered from the stream declaration.
+"""The README's tables of streams and settings, rendered from their declarations.
 
 The README holds each table between ``<!-- generated:<name> -->`` and ``<!-- /generated -->``;
 `update_readme` rewrites them and a test fails when the README differs from what the declaration
@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from kommo_dagster.kommo.streams import STREAMS, Stream
+from kommo_dagster.settings import configuration_table
 
 _BLOCK = re.compile(
     r"(<!-- generated:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /generated -->)", re.S
@@ -90,6 +91,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "streams": streams_table,
     "partitions": partitions_table,
     "stream_settings": stream_settings_table,
+    "configuration": configuration_table,
 }
 
 
