@@ -71,12 +71,20 @@ def _about(name: str) -> str:
     return SETTING[name].meaning
 
 
-# Unset (None): the default. A value of the wrong type fails when defs.yaml is read, naming the
-# field and the value; every other check is `Settings`', as for the variables.
-Number = float | None
-Whole = int | None
-Flag = bool | None
-Names = list[str] | None
+def _as_written(context: ResolutionContext, value: Any) -> Any:
+    return value
+
+
+# Values are taken as written (or text) and validated by `Settings`, as the variables are, so an
+# error names the defs.yaml field and the value given. Unset (None): the default.
+Number = Annotated[
+    float | str | None, dg.Resolver(_as_written, model_field_type=float | str | None)
+]
+Whole = Annotated[int | str | None, dg.Resolver(_as_written, model_field_type=int | str | None)]
+Flag = Annotated[bool | str | None, dg.Resolver(_as_written, model_field_type=bool | str | None)]
+Names = Annotated[
+    list[str] | str | None, dg.Resolver(_as_written, model_field_type=list[str] | str | None)
+]
 
 
 class KommoAccountConfig(dg.Resolvable, dg.Model):

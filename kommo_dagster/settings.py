@@ -253,7 +253,7 @@ class Settings:
     ``duckdb_path`` is absolute: runs launched from the UI may start in another working
     directory than the process that loaded the code location, and they must write the same file.
     ``sources`` names where each value came from (a variable, a ``defs.yaml`` field); errors use
-    it, and a field it does not name is called by its unprefixed variable.
+    it, and a field it does not name (a value given in Python) is called by its own name.
     """
 
     # The account's name when the code location serves several (``KOMMO_ACCOUNTS``, the
@@ -291,10 +291,11 @@ class Settings:
         if not self.token_variable:
             token = f"{self.account.upper()}_API_TOKEN" if self.account else "API_TOKEN"
             object.__setattr__(self, "token_variable", client.ENV_PREFIX + token)
+        rate = self.requests_per_second  # as given, for the message if it is above the limit
         try:
             for name, parse in PARSERS.items():
                 object.__setattr__(self, name, parse(getattr(self, name), self.label(name)))
-            self._check_client()
+            self._check_client(rate)
         except SettingsError:
             raise
         except KommoConfigError as exc:  # a client validator's message names its variable
@@ -310,18 +311,16 @@ class Settings:
 
     def label(self, name: str) -> str:
         """Where the value of field ``name`` came from: a variable, a ``defs.yaml`` field."""
-        if name in self.sources:
-            return self.sources[name]
-        return ENV_ACCOUNTS if name == "account" else SETTING[name].env
+        return self.sources.get(name, name)  # made in Python: the field's own name
 
     def _relabel(self, text: str) -> str:
         """A client validator's message with each variable replaced by where it came from."""
         labels = {SETTING[f].env: self.label(f) for f in SETTING}
         return re.sub(r"\bKOMMO_[A-Z_]*[A-Z]\b", lambda m: labels.get(m[0], m[0]), text)
 
-    def _check_client(self) -> None:
+    def _check_client(self, rate: object) -> None:
         client.validate_requests_per_second(
-            self.requests_per_second,
+            rate,  # type: ignore[arg-type]
             allow_above_limit=self.allow_requests_per_second_above_limit,
         )
         if self.subdomain or self.base_url:
@@ -395,10 +394,12 @@ class Settings:
         token = client.variable_value(client.environment(environ), self.token_variable)
         if token is None:
             label = self.label("token_variable")
-            where = "" if label == self.token_variable else f"{label} names {self.token_variable}, "
+            unset = self.token_variable
+            if label != unset:
+                unset = f"{label} names {unset}, which"
             raise SettingsError(
-                f"{where}{self.token_variable} is not set (got no value): set it to the long-lived "
-                f"token of the account{f' {self.account}' if self.account else ''}"
+                f"{unset} is not set (got no value): set it to the long-lived token of the "
+                f"account{f' {self.account}' if self.account else ''}"
             )
         try:
             client.validate_token(token)
