@@ -55,96 +55,6 @@ class SettingsError(KommoConfigError):
     """A setting holds a value the code location cannot use."""
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One setting, declared once: the `Settings` field, the variable ``KOMMO_<variable>``
-    (``KOMMO_<ACCOUNT>_<variable>`` per account, unless ``scope`` is shared), the
-    ``defs.yaml`` field (an account's, unless shared), the default and the meaning."""
-
-    field: str
-    variable: str
-    scope: Scope
-    default: str
-    meaning: str
-    yaml: str = ""
-
-    @property
-    def yaml_field(self) -> str:
-        return self.yaml or self.field
-
-    @property
-    def env(self) -> str:
-        return f"{client.ENV_PREFIX}{self.variable}"
-
-
-# fmt: off
-SETTINGS = (
-    Setting("token_variable", "API_TOKEN", "own", "required for runs",
-            "long-lived token of a Kommo private integration; read when a run starts, never logged,"
-            " printed or stored. In `defs.yaml` always a variable, "
-            '`"{{ env.KOMMO_BR_API_TOKEN }}"`', yaml="api_token"),
-    Setting("subdomain", "SUBDOMAIN", "own", "required unless `KOMMO_BASE_URL` is set",
-            "`mycompany` for `https://mycompany.kommo.com` (a bare name)"),
-    Setting("base_url", "BASE_URL", "own", "`https://{subdomain}.kommo.com`",
-            "another host: an amoCRM account (`https://mycompany.amocrm.ru`) or the sandbox. Only "
-            "`*.kommo.com`, `*.amocrm.ru`, `*.amocrm.com` and this machine (loopback) are accepted,"
-            " so a typo never receives the token"),
-    Setting("allow_any_host", "ALLOW_ANY_HOST", "account", "`false`",
-            "`true` accepts any host in `KOMMO_BASE_URL` (a proxy in front of Kommo)"),
-    Setting("requests_per_second", "REQUESTS_PER_SECOND", "account", "`7`",
-            "request budget of the account, shared by every thread, process and run on the machine;"
-            " above 7 (Kommo's limit) only with `KOMMO_ALLOW_REQUESTS_PER_SECOND_ABOVE_LIMIT`"),
-    Setting("allow_requests_per_second_above_limit", "ALLOW_REQUESTS_PER_SECOND_ABOVE_LIMIT",
-            "account", "`false`",
-            "`true` accepts a `KOMMO_REQUESTS_PER_SECOND` above 7: a sandbox, or an account whose "
-            "limit Kommo raised. Otherwise such a budget fails the load, since Kommo blocks the IP "
-            "of a client that keeps exceeding 7"),
-    Setting("max_workers", "MAX_WORKERS", "account", "`4`",
-            "requests one extraction keeps in flight (to reach the budget when Kommo answers "
-            "slowly)"),
-    Setting("rate_limit_dir", "RATE_LIMIT_DIR", "account", "`<temp dir>/kommo-dagster-rate-limit`",
-            "where the shared request budget lives (one small file per account host), and the "
-            "remembered IP block"),
-    Setting("ban_cooldown_seconds", "BAN_COOLDOWN_SECONDS", "account", "`3600`",
-            "after Kommo blocks this machine's IP (HTML 403), no client of the account on the "
-            "machine sends a request for this long, unless the block is cleared (see "
-            "[Limits](#limits-and-why-they-matter))"),
-    Setting("start_date", "START_DATE", "account", "`2024-01-01`",
-            "first daily partition (UTC) of the incremental streams "
-            "([Partitions](#partitions-and-how-they-map-to-kommos-timestamps)); records with an "
-            "earlier cursor are outside every partition"),
-    Setting("duckdb_path", "DUCKDB_PATH", "shared", "`data/kommo_crm.duckdb`",
-            "the DuckDB file (created with its folder; relative to the working directory, or in "
-            "`defs.yaml` to the project root), or a MotherDuck database `md:<name>` (see [Scaling "
-            "out](#scaling-out)). Not `kommo.duckdb`: DuckDB names the catalog after the file, and "
-            "`kommo.leads` would become ambiguous"),
-    Setting("lock_timeout", "DUCKDB_LOCK_TIMEOUT", "shared", "`600`",
-            "seconds a write waits for the database file (another run, or another program holding "
-            "it open)"),
-    Setting("memory_limit", "DUCKDB_MEMORY_LIMIT", "shared", "`512MB`",
-            "DuckDB memory for staging an extraction; beyond it staging spills to disk"),
-    Setting("staging_dir", "STAGING_DIR", "shared", "the temp directory",
-            "where staged rows spill"),
-    Setting("streams", "STREAMS", "account", "every stream",
-            "comma-separated streams the code location defines, e.g. `leads,pipelines,statuses` (a "
-            "stream read per parent needs its parent; the choices are listed in [Choosing what to "
-            "sync](#choosing-what-to-sync))"),
-    Setting("schema", "SCHEMA", "single", "`kommo`",
-            "DuckDB schema of the tables and views (with `KOMMO_ACCOUNTS` each account's is "
-            "`kommo_<account>`)"),
-    Setting("full_table_streams", "FULL_TABLE_STREAMS", "account", "none",
-            "incremental streams to sync as full tables instead of daily partitions"),
-    Setting("history_retention_days", "HISTORY_RETENTION_DAYS", "shared", "`30`",
-            "days of snapshots kept in `<stream>_history`"),
-    Setting("schedules_default_on", "SCHEDULES_DEFAULT_ON", "account", "`false`",
-            "schedules and the change sensor start running instead of stopped", yaml="schedules"),
-    Setting("sensor_interval_seconds", "SENSOR_INTERVAL_SECONDS", "account", "`300`",
-            "least seconds between two polls of the change sensor"),
-)
-# fmt: on
-SETTING = {s.field: s for s in SETTINGS}
-
-
 # --- values: each parser takes a raw value (text from a variable, a YAML value, a Python
 # value) and the name of where it came from, and returns the typed value or fails naming both.
 
@@ -223,27 +133,103 @@ def _client(check: Callable[[Any], Any]) -> Callable[[object, str], Any]:
     return lambda value, _label: check(value)
 
 
-PARSERS: dict[str, Callable[[object, str], Any]] = {
-    "token_variable": _variable,
-    "subdomain": _optional_text,
-    "base_url": _optional_text,
-    "allow_any_host": _bool,
-    "requests_per_second": _client(client.validate_requests_per_second),
-    "allow_requests_per_second_above_limit": _bool,
-    "max_workers": _client(client.validate_max_workers),
-    "rate_limit_dir": _optional_dir,
-    "ban_cooldown_seconds": _client(client.validate_ban_cooldown),
-    "start_date": _date,
-    "lock_timeout": _seconds,
-    "memory_limit": _text,
-    "staging_dir": _optional_dir,
-    "streams": _names,
-    "schema": _text,
-    "full_table_streams": _names,
-    "history_retention_days": _whole(0),
-    "schedules_default_on": _bool,
-    "sensor_interval_seconds": _whole(1),
-}
+_rate = _client(client.validate_requests_per_second)
+_workers = _client(client.validate_max_workers)
+_cooldown = _client(client.validate_ban_cooldown)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting, declared once: the `Settings` field, the variable ``KOMMO_<variable>``
+    (``KOMMO_<ACCOUNT>_<variable>`` per account, unless ``scope`` is shared), its parser, the
+    ``defs.yaml`` field (an account's, unless shared), the default and the meaning."""
+
+    field: str
+    variable: str
+    scope: Scope
+    # Raw value (text of a variable, YAML value, Python value) and where it came from -> value.
+    parse: Callable[[object, str], Any] | None
+    default: str
+    meaning: str
+    yaml: str = ""
+
+    @property
+    def yaml_field(self) -> str:
+        return self.yaml or self.field
+
+    @property
+    def env(self) -> str:
+        return f"{client.ENV_PREFIX}{self.variable}"
+
+
+# fmt: off
+SETTINGS = (
+    Setting("token_variable", "API_TOKEN", "own", _variable, "required for runs",
+            "long-lived token of a Kommo private integration; read when a run starts, never logged,"
+            " printed or stored. In `defs.yaml` always a variable, "
+            '`"{{ env.KOMMO_BR_API_TOKEN }}"`', yaml="api_token"),
+    Setting("subdomain", "SUBDOMAIN", "own", _optional_text,
+            "required unless `KOMMO_BASE_URL` is set",
+            "`mycompany` for `https://mycompany.kommo.com` (a bare name)"),
+    Setting("base_url", "BASE_URL", "own", _optional_text, "`https://{subdomain}.kommo.com`",
+            "another host: an amoCRM account (`https://mycompany.amocrm.ru`) or the sandbox. Only "
+            "`*.kommo.com`, `*.amocrm.ru`, `*.amocrm.com` and this machine (loopback) are accepted,"
+            " so a typo never receives the token"),
+    Setting("allow_any_host", "ALLOW_ANY_HOST", "account", _bool, "`false`",
+            "`true` accepts any host in `KOMMO_BASE_URL` (a proxy in front of Kommo)"),
+    Setting("requests_per_second", "REQUESTS_PER_SECOND", "account", _rate, "`7`",
+            "request budget of the account, shared by every thread, process and run on the machine;"
+            " above 7 (Kommo's limit) only with `KOMMO_ALLOW_REQUESTS_PER_SECOND_ABOVE_LIMIT`"),
+    Setting("allow_requests_per_second_above_limit", "ALLOW_REQUESTS_PER_SECOND_ABOVE_LIMIT",
+            "account", _bool, "`false`",
+            "`true` accepts a `KOMMO_REQUESTS_PER_SECOND` above 7: a sandbox, or an account whose "
+            "limit Kommo raised. Otherwise such a budget fails the load, since Kommo blocks the IP "
+            "of a client that keeps exceeding 7"),
+    Setting("max_workers", "MAX_WORKERS", "account", _workers, "`4`",
+            "requests one extraction keeps in flight (to reach the budget when Kommo answers "
+            "slowly)"),
+    Setting("rate_limit_dir", "RATE_LIMIT_DIR", "account", _optional_dir,
+            "`<temp dir>/kommo-dagster-rate-limit`",
+            "where the shared request budget lives (one small file per account host), and the "
+            "remembered IP block"),
+    Setting("ban_cooldown_seconds", "BAN_COOLDOWN_SECONDS", "account", _cooldown, "`3600`",
+            "after Kommo blocks this machine's IP (HTML 403), no client of the account on the "
+            "machine sends a request for this long, unless the block is cleared (see "
+            "[Limits](#limits-and-why-they-matter))"),
+    Setting("start_date", "START_DATE", "account", _date, "`2024-01-01`",
+            "first daily partition (UTC) of the incremental streams "
+            "([Partitions](#partitions-and-how-they-map-to-kommos-timestamps)); records with an "
+            "earlier cursor are outside every partition"),
+    Setting("duckdb_path", "DUCKDB_PATH", "shared", None, "`data/kommo_crm.duckdb`",
+            "the DuckDB file (created with its folder; relative to the working directory, or in "
+            "`defs.yaml` to the project root), or a MotherDuck database `md:<name>` (see [Scaling "
+            "out](#scaling-out)). Not `kommo.duckdb`: DuckDB names the catalog after the file, and "
+            "`kommo.leads` would become ambiguous"),
+    Setting("lock_timeout", "DUCKDB_LOCK_TIMEOUT", "shared", _seconds, "`600`",
+            "seconds a write waits for the database file (another run, or another program holding "
+            "it open)"),
+    Setting("memory_limit", "DUCKDB_MEMORY_LIMIT", "shared", _text, "`512MB`",
+            "DuckDB memory for staging an extraction; beyond it staging spills to disk"),
+    Setting("staging_dir", "STAGING_DIR", "shared", _optional_dir, "the temp directory",
+            "where staged rows spill"),
+    Setting("streams", "STREAMS", "account", _names, "every stream",
+            "comma-separated streams the code location defines, e.g. `leads,pipelines,statuses` (a "
+            "stream read per parent needs its parent; the choices are listed in [Choosing what to "
+            "sync](#choosing-what-to-sync))"),
+    Setting("schema", "SCHEMA", "single", _text, "`kommo`",
+            "DuckDB schema of the tables and views (with `KOMMO_ACCOUNTS` each account's is "
+            "`kommo_<account>`)"),
+    Setting("full_table_streams", "FULL_TABLE_STREAMS", "account", _names, "none",
+            "incremental streams to sync as full tables instead of daily partitions"),
+    Setting("history_retention_days", "HISTORY_RETENTION_DAYS", "shared", _whole(0), "`30`",
+            "days of snapshots kept in `<stream>_history`"),
+    Setting("schedules_default_on", "SCHEDULES_DEFAULT_ON", "account", _bool, "`false`",
+            "schedules and the change sensor start running instead of stopped", yaml="schedules"),
+    Setting("sensor_interval_seconds", "SENSOR_INTERVAL_SECONDS", "account", _whole(1), "`300`",
+            "least seconds between two polls of the change sensor"),
+)
+# fmt: on
+SETTING = {s.field: s for s in SETTINGS}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -293,8 +279,11 @@ class Settings:
             object.__setattr__(self, "token_variable", client.ENV_PREFIX + token)
         rate = self.requests_per_second  # as given, for the message if it is above the limit
         try:
-            for name, parse in PARSERS.items():
-                object.__setattr__(self, name, parse(getattr(self, name), self.label(name)))
+            for s in SETTINGS:
+                if s.parse is not None:
+                    object.__setattr__(
+                        self, s.field, s.parse(getattr(self, s.field), self.label(s.field))
+                    )
             self._check_client(rate)
         except SettingsError:
             raise
@@ -567,7 +556,6 @@ def configuration_table() -> str:
     return "\n".join(lines)
 
 
-assert set(PARSERS) | {"duckdb_path"} == set(SETTING)
 assert set(SETTING) | {"account", "sources"} == {f.name for f in fields(Settings)}
 
 __all__ = [
