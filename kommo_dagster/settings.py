@@ -376,12 +376,12 @@ class Settings:
         return client.ENV_PREFIX + (f"{self.account.upper()}_" if self.account else "")
 
     def check_credentials(self, environ: Mapping[str, str] | None = None) -> None:
-        """Fail unless the token is set and the host is valid, for an account that names a host
-        or a name (the single account with neither loads, and its runs fail at their start)."""
-        if self.account is None and not (self.subdomain or self.base_url):
+        """Fail unless the token is set, for an account that names its host. One that does not
+        is not configured yet: it loads, to be browsed, and its runs fail at their start."""
+        if not (self.subdomain or self.base_url):
             return
-        token = client.variable_value(client.environment(environ), self.token_variable)
-        if token is None:
+        token = client.environment(environ).get(self.token_variable)  # as set: spaces are errors
+        if token is None or not token.strip():
             label = self.label("token_variable")
             unset = self.token_variable
             if label != unset:
@@ -392,11 +392,6 @@ class Settings:
             )
         try:
             client.validate_token(token)
-            client.base_url_for(
-                subdomain=self.subdomain,
-                base_url=self.base_url,
-                allow_any_host=self.allow_any_host,
-            )
         except KommoConfigError as exc:
             raise SettingsError(self._relabel(str(exc))) from None
 

@@ -178,6 +178,16 @@ def test_a_bad_defs_yaml_field_fails_the_load_naming_it_and_the_value(
     assert shown in message and TOKEN not in message
 
 
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_a_bad_value_given_in_python_fails_naming_the_field_and_the_value(case: str):
+    suffix, _, value, words = BAD_VALUES[case]
+    [field] = [s.field for s in SETTINGS if s.variable == suffix]
+    with pytest.raises(SettingsError) as failure:
+        Settings(**{field: value})
+    message = str(failure.value)
+    assert message.startswith(field) and words in message and _shown(case, value) in message
+
+
 def test_the_issues_examples_fail_the_load(environ, monkeypatch: pytest.MonkeyPatch):
     with pytest.raises(SettingsError, match=r"KOMMO_REQUESTS_PER_SECOND is above .* got '50'"):
         _load_env(monkeypatch, {"KOMMO_REQUESTS_PER_SECOND": "50"})
@@ -236,9 +246,21 @@ def test_a_rate_above_7_loads_only_when_allowed(
         ({"KOMMO_ACCOUNTS": "Br-1"}, "KOMMO_ACCOUNTS names an account 'Br-1'"),
         ({"KOMMO_ACCOUNTS": "a1", "KOMMO_A1_SUBDOMAIN": "acme"}, "KOMMO_A1_API_TOKEN is not set"),
         ({"KOMMO_SUBDOMAIN": "acme"}, "KOMMO_API_TOKEN is not set"),
-        ({"KOMMO_ACCOUNTS": "a1", "KOMMO_A1_API_TOKEN": TOKEN}, "KOMMO_A1_SUBDOMAIN is not set"),
+        (
+            {"KOMMO_ACCOUNTS": "a1", "KOMMO_A1_BASE_URL": "https://a1.amocrm.ru"},
+            "KOMMO_A1_API_TOKEN is not set",
+        ),
+        ({"KOMMO_SUBDOMAIN": "acme", "KOMMO_API_TOKEN": " "}, "KOMMO_API_TOKEN is not set"),
+        ({"KOMMO_SUBDOMAIN": "acme", "KOMMO_API_TOKEN": "a b\n"}, "KOMMO_API_TOKEN has leading"),
     ],
-    ids=["malformed-account-name", "account-token", "unprefixed-token", "account-host"],
+    ids=[
+        "malformed-account-name",
+        "account-token",
+        "unprefixed-token",
+        "account-token-amocrm",
+        "blank-token",
+        "token-with-line-break",
+    ],
 )
 def test_a_bad_account_name_or_missing_token_fails_the_load(
     environ, monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], named: str
@@ -267,9 +289,11 @@ def test_a_bad_account_name_or_missing_token_in_defs_yaml_fails_the_load(
         _load_yaml(tmp_path, account | {"subdomain": "acme"})
 
 
-def test_without_any_variable_the_single_account_still_loads(environ):
-    # Its runs fail at their start, naming KOMMO_API_TOKEN (test_definitions).
+def test_accounts_without_a_host_load_to_be_browsed(environ, monkeypatch: pytest.MonkeyPatch):
+    # Their runs fail at their start, naming the variable (test_definitions, test_accounts).
     assert build_definitions().resources["kommo"].subdomain is None
+    defs = _load_env(monkeypatch, {"KOMMO_ACCOUNTS": "br,ru"})
+    assert {"kommo_br", "kommo_ru"} <= set(defs.resources)
 
 
 # --- the environment and defs.yaml reach the same fields ---------------------------------------
