@@ -14,6 +14,11 @@
           full_table_streams: []          # incremental streams to sync as full tables
           schedules: false                # schedules and change sensor start stopped
 
+Every setting of ``KOMMO_<ACCOUNT>_*`` is a field of the account, and the shared ones
+(``duckdb_path``, ``lock_timeout``...) are top-level fields (`kommo_dagster.settings.SETTINGS`
+declares both); `Settings` validates them with the code that validates the variables, so a bad
+value fails the load naming its field (``defs.yaml accounts[0].requests_per_second``).
+
 Each account gets exactly what ``KOMMO_ACCOUNTS`` gives it (`kommo_dagster.accounts`): assets
 ``kommo/<name>/<stream>``, schema ``kommo_<name>``, its jobs, schedules, sensor, checks and pool,
 and the ``kommo_all`` views; both paths go through `kommo_dagster.builder`.
@@ -66,11 +71,6 @@ def _token_variable(context: ResolutionContext, raw: Any) -> str:
     return match["dot"] or match["call"]
 
 
-def _about(name: str) -> str:
-    """The setting's meaning, from its one declaration (`kommo_dagster.settings.SETTINGS`)."""
-    return SETTING[name].meaning
-
-
 def _as_written(context: ResolutionContext, value: Any) -> Any:
     return value
 
@@ -102,22 +102,26 @@ class KommoAccountConfig(dg.Resolvable, dg.Model):
     ] = Field(
         default=None, description='The token as "{{ env.VARIABLE }}", read when a run starts.'
     )
-    subdomain: str | None = Field(default=None, description=_about("subdomain"))
-    base_url: str | None = Field(default=None, description=_about("base_url"))
-    allow_any_host: Flag = Field(default=None, description=_about("allow_any_host"))
-    requests_per_second: Number = Field(default=None, description=_about("requests_per_second"))
-    allow_requests_per_second_above_limit: Flag = Field(
-        default=None, description=_about("allow_requests_per_second_above_limit")
+    subdomain: str | None = Field(default=None, description=SETTING["subdomain"].about)
+    base_url: str | None = Field(default=None, description=SETTING["base_url"].about)
+    allow_any_host: Flag = Field(default=None, description=SETTING["allow_any_host"].about)
+    requests_per_second: Number = Field(
+        default=None, description=SETTING["requests_per_second"].about
     )
-    max_workers: Whole = Field(default=None, description=_about("max_workers"))
-    rate_limit_dir: str | None = Field(default=None, description=_about("rate_limit_dir"))
-    ban_cooldown_seconds: Number = Field(default=None, description=_about("ban_cooldown_seconds"))
-    start_date: str | None = Field(default=None, description=_about("start_date"))
-    streams: Names = Field(default=None, description=_about("streams"))
-    full_table_streams: Names = Field(default=None, description=_about("full_table_streams"))
-    schedules: Flag = Field(default=None, description=_about("schedules_default_on"))
+    allow_requests_per_second_above_limit: Flag = Field(
+        default=None, description=SETTING["allow_requests_per_second_above_limit"].about
+    )
+    max_workers: Whole = Field(default=None, description=SETTING["max_workers"].about)
+    rate_limit_dir: str | None = Field(default=None, description=SETTING["rate_limit_dir"].about)
+    ban_cooldown_seconds: Number = Field(
+        default=None, description=SETTING["ban_cooldown_seconds"].about
+    )
+    start_date: str | None = Field(default=None, description=SETTING["start_date"].about)
+    streams: Names = Field(default=None, description=SETTING["streams"].about)
+    full_table_streams: Names = Field(default=None, description=SETTING["full_table_streams"].about)
+    schedules: Flag = Field(default=None, description=SETTING["schedules_default_on"].about)
     sensor_interval_seconds: Whole = Field(
-        default=None, description=_about("sensor_interval_seconds")
+        default=None, description=SETTING["sensor_interval_seconds"].about
     )
 
 
@@ -165,12 +169,14 @@ class KommoComponent(dg.Component, dg.Resolvable, dg.Model):
     """Kommo CRM accounts extracted into one DuckDB (or MotherDuck) warehouse."""
 
     accounts: list[KommoAccountConfig] = Field(description="The Kommo accounts.")
-    duckdb_path: str = Field(default=str(DEFAULT_DUCKDB_PATH), description=_about("duckdb_path"))
-    lock_timeout: Number = Field(default=None, description=_about("lock_timeout"))
-    memory_limit: str | None = Field(default=None, description=_about("memory_limit"))
-    staging_dir: str | None = Field(default=None, description=_about("staging_dir"))
+    duckdb_path: str = Field(
+        default=str(DEFAULT_DUCKDB_PATH), description=SETTING["duckdb_path"].about
+    )
+    lock_timeout: Number = Field(default=None, description=SETTING["lock_timeout"].about)
+    memory_limit: str | None = Field(default=None, description=SETTING["memory_limit"].about)
+    staging_dir: str | None = Field(default=None, description=SETTING["staging_dir"].about)
     history_retention_days: Whole = Field(
-        default=None, description=_about("history_retention_days")
+        default=None, description=SETTING["history_retention_days"].about
     )
     rate_limit_dir: str | None = Field(
         default=None, description="Default of the accounts' rate_limit_dir (KOMMO_RATE_LIMIT_DIR)."

@@ -17,21 +17,13 @@ from kommo_dagster.kommo.client import KommoClient, ProgressCallback
 from kommo_dagster.kommo.config import (
     DEFAULT_MAX_WORKERS,
     DEFAULT_REQUESTS_PER_SECOND,
-    ENV_ALLOW_ANY_HOST,
-    ENV_API_TOKEN,
-    ENV_BAN_COOLDOWN_SECONDS,
-    ENV_BASE_URL,
-    ENV_MAX_WORKERS,
     ENV_PREFIX,
-    ENV_RATE_LIMIT_DIR,
-    ENV_REQUESTS_PER_SECOND,
-    ENV_SUBDOMAIN,
     KommoSettings,
     account_variable,
     environment,
     variable_value,
 )
-from kommo_dagster.settings import Settings
+from kommo_dagster.settings import SETTING, Settings
 
 # The resource's text fields read from a variable of the account, else the unprefixed one.
 _TEXT_VARIABLES = {
@@ -50,34 +42,13 @@ class KommoResource(dg.ConfigurableResource):
     ``requests_per_second``.
     """
 
-    api_token: str = Field(
-        repr=False,
-        description=f"Long-lived token of a Kommo private integration ({ENV_API_TOKEN}).",
-    )
-    subdomain: str | None = Field(
-        default=None,
-        description=(
-            f"Account subdomain: mycompany for https://mycompany.kommo.com ({ENV_SUBDOMAIN})."
-        ),
-    )
-    base_url: str | None = Field(
-        default=None,
-        description=(
-            f"Overrides https://{{subdomain}}.kommo.com, e.g. an amoCRM host or a sandbox "
-            f"({ENV_BASE_URL})."
-        ),
-    )
+    api_token: str = Field(repr=False, description=SETTING["token_variable"].about)
+    subdomain: str | None = Field(default=None, description=SETTING["subdomain"].about)
+    base_url: str | None = Field(default=None, description=SETTING["base_url"].about)
     requests_per_second: float = Field(
-        default=DEFAULT_REQUESTS_PER_SECOND,
-        description=(
-            f"Request budget of the account, shared by every run on this machine "
-            f"({ENV_REQUESTS_PER_SECOND}; Kommo allows 7)."
-        ),
+        default=DEFAULT_REQUESTS_PER_SECOND, description=SETTING["requests_per_second"].about
     )
-    max_workers: int = Field(
-        default=DEFAULT_MAX_WORKERS,
-        description=f"Most requests one extraction keeps in flight ({ENV_MAX_WORKERS}).",
-    )
+    max_workers: int = Field(default=DEFAULT_MAX_WORKERS, description=SETTING["max_workers"].about)
     env_prefix: str = Field(
         default=ENV_PREFIX,
         description=(
@@ -85,29 +56,11 @@ class KommoResource(dg.ConfigurableResource):
             "KOMMO_ACCOUNTS); errors name the variable with it."
         ),
     )
-    rate_limit_dir: str | None = Field(
-        default=None,
-        description=(
-            f"Directory of the shared rate-limit files ({ENV_RATE_LIMIT_DIR}; default: a "
-            "folder in the system temp directory). Point every process that uses this account "
-            "at the same directory."
-        ),
-    )
-
+    rate_limit_dir: str | None = Field(default=None, description=SETTING["rate_limit_dir"].about)
     ban_cooldown_seconds: str | None = Field(
-        default=None,
-        description=(
-            f"Seconds no request is sent after Kommo blocked this machine's IP "
-            f"({ENV_BAN_COOLDOWN_SECONDS}; default 3600)."
-        ),
+        default=None, description=SETTING["ban_cooldown_seconds"].about
     )
-    allow_any_host: str | None = Field(
-        default=None,
-        description=(
-            f"true to allow a base URL outside *.kommo.com, *.amocrm.ru, *.amocrm.com and this "
-            f"machine ({ENV_ALLOW_ANY_HOST})."
-        ),
-    )
+    allow_any_host: str | None = Field(default=None, description=SETTING["allow_any_host"].about)
 
     @classmethod
     def for_account(cls, settings: Settings) -> KommoResource:

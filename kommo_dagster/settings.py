@@ -161,6 +161,11 @@ class Setting:
     def env(self) -> str:
         return f"{client.ENV_PREFIX}{self.variable}"
 
+    @property
+    def about(self) -> str:
+        """The description of the resource's and the component's fields."""
+        return f"{self.env}: {self.meaning}"
+
 
 # fmt: off
 SETTINGS = (
