@@ -21,14 +21,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from kommo_dagster.resources import KommoResource
-from kommo_dagster.settings import (
-    DEFAULT_SCHEMA,
-    ENV_ACCOUNTS,
-    Location,
-    Settings,
-    check_account_name,
-    parse_account_names,
-)
+from kommo_dagster.settings import DEFAULT_SCHEMA, Location, Settings, parse_account_names
 
 KEY_PREFIX = "kommo"
 
@@ -106,12 +99,4 @@ def accounts_from_env(environ: Mapping[str, str] | None = None) -> list[Account]
     return accounts_of(Location.from_env(environ))
 
 
-__all__ = [
-    "ENV_ACCOUNTS",
-    "Account",
-    "AccountScope",
-    "accounts_from_env",
-    "accounts_of",
-    "check_account_name",
-    "parse_account_names",
-]
+__all__ = ["Account", "AccountScope", "accounts_from_env", "accounts_of", "parse_account_names"]
