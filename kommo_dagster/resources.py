@@ -39,7 +39,8 @@ class KommoResource(dg.ConfigurableResource):
     Each `get_client` call returns a new `KommoClient` with its own pooled session; use it as a
     context manager. Clients of the same account share one request budget per machine (a file in
     ``rate_limit_dir``), so concurrent steps and runs together stay under
-    ``requests_per_second``.
+    ``requests_per_second``. The code location's configuration refuses a budget above Kommo's 7
+    unless it is explicitly allowed; a resource made directly in Python takes the budget given.
     """
 
     api_token: str = Field(repr=False, description=SETTING["token_variable"].about)
