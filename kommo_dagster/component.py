@@ -219,12 +219,13 @@ class KommoComponent(dg.Component, dg.Resolvable, dg.Model):
         sources = {"account": f"{where}.name"}
         for s in SETTINGS:
             own = getattr(config, s.yaml_field) if s.scope in ("own", "account") else None
-            if own is not None or shared[s.field] is None:
-                sources[s.field] = f"{where}.{s.yaml_field}"
-            else:
-                sources[s.field] = f"defs.yaml {s.yaml_field}"
-            if (own if own is not None else shared[s.field]) is not None:
-                values[s.field] = own if own is not None else shared[s.field]
+            value = own if own is not None else shared[s.field]
+            top_level = own is None and (s.scope == "shared" or value is not None)
+            sources[s.field] = (
+                f"defs.yaml {s.yaml_field}" if top_level else f"{where}.{s.yaml_field}"
+            )
+            if value is not None:
+                values[s.field] = value
         schema = f"{DEFAULT_SCHEMA}_{config.name}"
         return Settings(account=config.name, schema=schema, sources=sources, **values)
 

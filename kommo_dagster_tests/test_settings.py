@@ -188,6 +188,28 @@ def test_a_bad_value_given_in_python_fails_naming_the_field_and_the_value(case: 
     assert message.startswith(field) and words in message and _shown(case, value) in message
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("lock_timeout", "soon", "a positive number of seconds"),
+        ("history_retention_days", -1, "a whole number of at least 0"),
+        ("rate_limit_dir", str(Path(__file__)), "a directory"),
+    ],
+)
+def test_a_bad_top_level_field_fails_the_load_naming_it(
+    environ, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, field, value, words
+):
+    monkeypatch.setenv("BR_TOKEN", TOKEN)
+    attributes = {
+        "duckdb_path": str(tmp_path / "crm.duckdb"),
+        field: value,
+        "accounts": [{"name": "br", "api_token": "{{ env.BR_TOKEN }}", "subdomain": "acme"}],
+    }
+    component = KommoComponent.resolve_from_yaml(yaml.safe_dump(attributes))
+    with pytest.raises(SettingsError, match=f"defs.yaml {field} must be {words}, got {value!r}"):
+        component.build_defs(dg.ComponentTree.for_test().load_context)
+
+
 def test_the_issues_examples_fail_the_load(environ, monkeypatch: pytest.MonkeyPatch):
     with pytest.raises(SettingsError, match=r"KOMMO_REQUESTS_PER_SECOND is above .* got '50'"):
         _load_env(monkeypatch, {"KOMMO_REQUESTS_PER_SECOND": "50"})
