@@ -80,6 +80,8 @@ class DagsterRunner:
             "KOMMO_START_DATE": spec["partitions_start"],
             "KOMMO_DUCKDB_PATH": spec.get("duckdb_path") or str(workdir / "kommo_bench.duckdb"),
             "KOMMO_REQUESTS_PER_SECOND": str(spec["requests_per_second"]),
+            # The sandbox's budget may exceed Kommo's 7 per second (local runs).
+            "KOMMO_ALLOW_REQUESTS_PER_SECOND_ABOVE_LIMIT": "true",
             "KOMMO_RATE_LIMIT_DIR": spec.get("rate_limit_dir") or str(workdir / "ratelimit"),
             "KOMMO_STAGING_DIR": str(workdir / "staging"),
         }

@@ -16,7 +16,6 @@ by side as separate runs (their jobs), limited by each account's concurrency poo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import fields
 
 import dagster as dg
 
@@ -29,17 +28,8 @@ from kommo_dagster.io_manager import KommoDuckDBIOManager, KommoDuckDBResource
 from kommo_dagster.jobs import build_jobs
 from kommo_dagster.schedules import build_schedules
 from kommo_dagster.sensors import build_change_sensor
-from kommo_dagster.settings import DEFAULT_SCHEMA, Settings, SettingsError
+from kommo_dagster.settings import DEFAULT_SCHEMA, Location, Settings
 from kommo_dagster.translator import AccountSpecs, KommoTranslator
-
-# Settings of the warehouse, which every account of a code location shares.
-WAREHOUSE_SETTINGS = (
-    "duckdb_path",
-    "lock_timeout",
-    "memory_limit",
-    "staging_dir",
-    "history_retention_days",
-)
 
 
 def build_duckdb_resource(settings: Settings) -> KommoDuckDBResource:
@@ -55,7 +45,9 @@ def build_kommo_definitions(
 ) -> dg.Definitions:
     """The definitions of ``accounts``: one unnamed account (today's names), or named ones;
     ``translator`` gives the assets' specs (keys, groups, owners, tags, kinds, descriptions)."""
-    warehouse = _check_accounts(accounts)
+    # One warehouse for all: refuses a mix of named and unnamed accounts, repeated names, and
+    # accounts that disagree on the warehouse.
+    warehouse = Location(tuple(a.settings for a in accounts)).warehouse
     duckdb = build_duckdb_resource(warehouse)
     named = {a.settings.account: a.settings.schema for a in accounts if a.settings.account}
     definitions: dict[str, list] = {k: [] for k in ("assets", "checks", "jobs", "schedules")}
@@ -95,29 +87,4 @@ def build_kommo_definitions(
     )
 
 
-def _check_accounts(accounts: Sequence[Account]) -> Settings:
-    """The shared warehouse settings; refuses a mix of named and unnamed accounts, repeated
-    names, and accounts that disagree on the warehouse."""
-    if not accounts:
-        raise SettingsError("no Kommo account is configured")
-    names = [a.settings.account for a in accounts]
-    if None in names and len(accounts) > 1:
-        raise SettingsError("with several accounts every account needs a name")
-    repeated = sorted({n for n in names if n is not None and names.count(n) > 1})
-    if repeated:
-        raise SettingsError(f"accounts {', '.join(repeated)} are configured more than once")
-    first = accounts[0].settings
-    for account in accounts[1:]:
-        for name in WAREHOUSE_SETTINGS:
-            if getattr(account.settings, name) != getattr(first, name):
-                raise SettingsError(
-                    f"account {account.settings.account} has {name} "
-                    f"{getattr(account.settings, name)!r}, account {first.account} "
-                    f"{getattr(first, name)!r}: every account shares one warehouse"
-                )
-    return first
-
-
-assert set(WAREHOUSE_SETTINGS) <= {f.name for f in fields(Settings)}
-
-__all__ = ["WAREHOUSE_SETTINGS", "build_duckdb_resource", "build_kommo_definitions"]
+__all__ = ["build_duckdb_resource", "build_kommo_definitions"]

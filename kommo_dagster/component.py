@@ -14,6 +14,11 @@
           full_table_streams: []          # incremental streams to sync as full tables
           schedules: false                # schedules and change sensor start stopped
 
+Every setting of ``KOMMO_<ACCOUNT>_*`` is a field of the account, and the shared ones
+(``duckdb_path``, ``lock_timeout``...) are top-level fields (`kommo_dagster.settings.SETTINGS`
+declares both); `Settings` validates them with the code that validates the variables, so a bad
+value fails the load naming its field (``defs.yaml accounts[0].requests_per_second``).
+
 Each account gets exactly what ``KOMMO_ACCOUNTS`` gives it (`kommo_dagster.accounts`): assets
 ``kommo/<name>/<stream>``, schema ``kommo_<name>``, its jobs, schedules, sensor, checks and pool,
 and the ``kommo_all`` views; both paths go through `kommo_dagster.builder`.
@@ -25,7 +30,6 @@ a run starts, so it is neither stored in ``defs.yaml`` nor shown in the UI's res
 from __future__ import annotations
 
 import re
-from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,19 +39,17 @@ from dagster.components.resolved.context import ResolutionContext
 from dagster.components.utils.translation import TranslationFn, TranslationFnResolver
 from pydantic import Field
 
-from kommo_dagster.accounts import Account, check_account_name
+from kommo_dagster.accounts import Account, accounts_of
 from kommo_dagster.builder import build_kommo_definitions
-from kommo_dagster.kommo.config import DEFAULT_MAX_WORKERS, DEFAULT_REQUESTS_PER_SECOND
+from kommo_dagster.kommo.config import DEFAULT_REQUESTS_PER_SECOND
 from kommo_dagster.kommo.streams import STREAMS
-from kommo_dagster.resources import KommoResource
 from kommo_dagster.settings import (
     DEFAULT_DUCKDB_PATH,
-    DEFAULT_HISTORY_RETENTION_DAYS,
-    DEFAULT_LOCK_TIMEOUT_SECONDS,
-    DEFAULT_MEMORY_LIMIT,
     DEFAULT_SCHEMA,
-    DEFAULT_SENSOR_INTERVAL_SECONDS,
     DEFAULT_START_DATE,
+    SETTING,
+    SETTINGS,
+    Location,
     Settings,
     SettingsError,
 )
@@ -71,36 +73,58 @@ def _token_variable(context: ResolutionContext, raw: Any) -> str:
     return match["dot"] or match["call"]
 
 
+def _as_written(context: ResolutionContext, value: Any) -> Any:
+    return value
+
+
+# Values are taken as written (or text) and validated by `Settings`, as the variables are, so an
+# error names the defs.yaml field and the value given. Unset (None): the default.
+Number = Annotated[
+    float | str | None, dg.Resolver(_as_written, model_field_type=float | str | None)
+]
+Whole = Annotated[int | str | None, dg.Resolver(_as_written, model_field_type=int | str | None)]
+Flag = Annotated[bool | str | None, dg.Resolver(_as_written, model_field_type=bool | str | None)]
+Names = Annotated[
+    list[str] | str | None, dg.Resolver(_as_written, model_field_type=list[str] | str | None)
+]
+
+
 class KommoAccountConfig(dg.Resolvable, dg.Model):
-    """One Kommo account of the component."""
+    """One Kommo account of the component: the fields of ``KOMMO_<ACCOUNT>_*``."""
 
     name: str = Field(description="Account name ([a-z0-9_]): assets kommo/<name>/<stream>.")
     api_token: Annotated[
-        str,
+        str | None,
         dg.Resolver(
             _token_variable,
             model_field_type=str,
             inject_before_resolve=False,
             description="The token.",
         ),
-    ] = Field(description='The token as "{{ env.VARIABLE }}", read when a run starts.')
-    subdomain: str | None = Field(default=None, description="mycompany for mycompany.kommo.com.")
-    base_url: str | None = Field(
-        default=None, description="The account's URL instead: an amoCRM host, a sandbox."
+    ] = Field(
+        default=None, description='The token as "{{ env.VARIABLE }}", read when a run starts.'
     )
-    start_date: str = Field(
-        default=DEFAULT_START_DATE.isoformat(), description="First daily partition, YYYY-MM-DD."
+    subdomain: str | None = Field(default=None, description=SETTING["subdomain"].about)
+    base_url: str | None = Field(default=None, description=SETTING["base_url"].about)
+    allow_any_host: Flag = Field(default=None, description=SETTING["allow_any_host"].about)
+    requests_per_second: Number = Field(
+        default=None, description=SETTING["requests_per_second"].about
     )
-    streams: list[str] = Field(default_factory=lambda: list(STREAMS), description="Streams.")
-    full_table_streams: list[str] = Field(
-        default_factory=list, description="Incremental streams synced as full tables instead."
+    allow_requests_per_second_above_limit: Flag = Field(
+        default=None, description=SETTING["allow_requests_per_second_above_limit"].about
     )
-    schedules: bool = Field(default=False, description="Schedules and sensor start running.")
-    sensor_interval_seconds: int = Field(default=DEFAULT_SENSOR_INTERVAL_SECONDS)
-    requests_per_second: float = Field(
-        default=DEFAULT_REQUESTS_PER_SECOND, description="The account's request budget."
+    max_workers: Whole = Field(default=None, description=SETTING["max_workers"].about)
+    rate_limit_dir: str | None = Field(default=None, description=SETTING["rate_limit_dir"].about)
+    ban_cooldown_seconds: Number = Field(
+        default=None, description=SETTING["ban_cooldown_seconds"].about
     )
-    max_workers: int = Field(default=DEFAULT_MAX_WORKERS, description="Requests in flight.")
+    start_date: str | None = Field(default=None, description=SETTING["start_date"].about)
+    streams: Names = Field(default=None, description=SETTING["streams"].about)
+    full_table_streams: Names = Field(default=None, description=SETTING["full_table_streams"].about)
+    schedules: Flag = Field(default=None, description=SETTING["schedules_default_on"].about)
+    sensor_interval_seconds: Whole = Field(
+        default=None, description=SETTING["sensor_interval_seconds"].about
+    )
 
 
 DEFS_YAML = """\
@@ -165,15 +189,16 @@ class KommoComponent(dg.Component, dg.Resolvable, dg.Model):
 
     accounts: list[KommoAccountConfig] = Field(description="The Kommo accounts.")
     duckdb_path: str = Field(
-        default=str(DEFAULT_DUCKDB_PATH),
-        description="The DuckDB file (relative: to the project root), or md:<database>.",
+        default=str(DEFAULT_DUCKDB_PATH), description=SETTING["duckdb_path"].about
     )
-    lock_timeout: float = Field(default=DEFAULT_LOCK_TIMEOUT_SECONDS)
-    memory_limit: str = Field(default=DEFAULT_MEMORY_LIMIT)
-    staging_dir: str | None = Field(default=None)
-    history_retention_days: int = Field(default=DEFAULT_HISTORY_RETENTION_DAYS)
+    lock_timeout: Number = Field(default=None, description=SETTING["lock_timeout"].about)
+    memory_limit: str | None = Field(default=None, description=SETTING["memory_limit"].about)
+    staging_dir: str | None = Field(default=None, description=SETTING["staging_dir"].about)
+    history_retention_days: Whole = Field(
+        default=None, description=SETTING["history_retention_days"].about
+    )
     rate_limit_dir: str | None = Field(
-        default=None, description="Folder of the per-host request budgets (shared per machine)."
+        default=None, description="Default of the accounts' rate_limit_dir (KOMMO_RATE_LIMIT_DIR)."
     )
     translation: (
         Annotated[
@@ -188,9 +213,11 @@ class KommoComponent(dg.Component, dg.Resolvable, dg.Model):
     )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        return build_kommo_definitions(
-            self.build_accounts(project_root=context.project_root), translator=self.translator()
-        )
+        """The accounts' definitions; any bad value, or a token variable that is not set,
+        fails the load naming the defs.yaml field and the value."""
+        location = Location(tuple(self.build_settings(project_root=context.project_root)))
+        location.check_credentials()
+        return build_kommo_definitions(accounts_of(location), translator=self.translator())
 
     def get_asset_spec(self, data: KommoTranslatorData) -> dg.AssetSpec:
         """The spec of one table's asset: the default, then ``translation``. Override it in a
@@ -203,45 +230,44 @@ class KommoComponent(dg.Component, dg.Resolvable, dg.Model):
         return _ComponentTranslator(self)
 
     def build_accounts(self, *, project_root: Path | None = None) -> list[Account]:
+        return accounts_of(Location(tuple(self.build_settings(project_root=project_root))))
+
+    def build_settings(self, *, project_root: Path | None = None) -> list[Settings]:
         if not self.accounts:
-            raise SettingsError("KommoComponent lists no account")
+            raise SettingsError("defs.yaml accounts lists no account")
         database: str | Path = self.duckdb_path
         if project_root is not None and not str(database).lower().startswith(("md:", ":")):
             database = project_root / database
-        return [self._account(a, database=database) for a in self.accounts]
+        # The top-level fields: the warehouse, and the accounts' default rate_limit_dir.
+        top = type(self).model_fields
+        shared = {
+            s.field: getattr(self, s.yaml_field) if s.yaml_field in top else None for s in SETTINGS
+        }
+        shared["duckdb_path"] = database
+        return [self._account(i, a, shared) for i, a in enumerate(self.accounts)]
 
-    def _account(self, config: KommoAccountConfig, *, database: str | Path) -> Account:
-        name = check_account_name(config.name, source="KommoComponent accounts")
-        try:
-            start_date = date.fromisoformat(config.start_date)
-        except ValueError:
+    def _account(self, index: int, config: KommoAccountConfig, shared: dict) -> Settings:
+        """One account's `Settings` from its fields (else the top-level ones), validated by the
+        code that validates the variables; each value is named by its defs.yaml field."""
+        where = f"defs.yaml accounts[{index}]"
+        if config.api_token is None:
             raise SettingsError(
-                f"KommoComponent account {name}: start_date must be a date written YYYY-MM-DD, "
-                f"got {config.start_date!r}"
-            ) from None
-        settings = Settings(
-            account=name,
-            schema=f"{DEFAULT_SCHEMA}_{name}",
-            start_date=start_date,
-            duckdb_path=database,
-            lock_timeout=self.lock_timeout,
-            memory_limit=self.memory_limit,
-            staging_dir=Path(self.staging_dir) if self.staging_dir else None,
-            streams=tuple(config.streams),
-            full_table_streams=tuple(config.full_table_streams),
-            history_retention_days=self.history_retention_days,
-            schedules_default_on=config.schedules,
-            sensor_interval_seconds=config.sensor_interval_seconds,
-        )
-        kommo = KommoResource(
-            api_token=dg.EnvVar(config.api_token),  # resolved holds the variable's name
-            subdomain=config.subdomain,
-            base_url=config.base_url,
-            requests_per_second=config.requests_per_second,
-            max_workers=config.max_workers,
-            rate_limit_dir=self.rate_limit_dir,
-        )
-        return Account(settings, kommo)
+                f'{where}.api_token is not set: write it as "{{{{ env.VARIABLE }}}}", the '
+                f"variable holding the account's token (got no value)"
+            )
+        values: dict[str, Any] = {}
+        sources = {"account": f"{where}.name"}
+        for s in SETTINGS:
+            own = getattr(config, s.yaml_field) if s.scope in ("own", "account") else None
+            value = own if own is not None else shared[s.field]
+            top_level = own is None and (s.scope == "shared" or value is not None)
+            sources[s.field] = (
+                f"defs.yaml {s.yaml_field}" if top_level else f"{where}.{s.yaml_field}"
+            )
+            if value is not None:
+                values[s.field] = value
+        schema = f"{DEFAULT_SCHEMA}_{config.name}"
+        return Settings(account=config.name, schema=schema, sources=sources, **values)
 
 
 __all__ = ["KommoAccountConfig", "KommoComponent", "KommoScaffolder"]

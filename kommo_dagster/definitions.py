@@ -4,11 +4,11 @@ Load it with ``dagster dev -w workspace.yaml``, or run one asset with
 ``dagster asset materialize -m kommo_dagster.definitions --select kommo/leads --partition
 2026-10-05`` (``--partition-range 2026-10-01...2026-10-31`` for a range, in one run).
 
-Loading needs no credentials: the token, subdomain and base URL are `dagster.EnvVar` values read
-when a run starts (a run without them fails at its start, naming the variable). The settings that
-shape the definitions (``KOMMO_START_DATE``, ``KOMMO_DUCKDB_PATH``...) are read here, at load time;
-see `kommo_dagster.settings` (``KOMMO_STREAMS``, ``KOMMO_SCHEMA`` and ``KOMMO_FULL_TABLE_STREAMS``
-choose what is synced and where). ``KOMMO_ACCOUNTS=acc1,acc2`` serves several accounts, each
+Every setting is read and validated here, when the code location loads (`kommo_dagster.settings`):
+a bad value fails the load with the variable's name and the value given. The token stays a
+`dagster.EnvVar`, read when a run starts; an account with a host or a name needs it set when the
+definitions load, and the single account with neither loads without any variable (its runs fail
+at their start, naming the variable). ``KOMMO_ACCOUNTS=acc1,acc2`` serves several accounts, each
 from its ``KOMMO_<ACCOUNT>_*`` variables (`kommo_dagster.accounts`).
 
 Keeping it fresh: the jobs (`kommo_dagster.jobs`), schedules (`kommo_dagster.schedules`), the
@@ -19,10 +19,10 @@ stopped unless ``KOMMO_SCHEDULES_DEFAULT_ON=true``.
 
 import dagster as dg
 
-from kommo_dagster.accounts import Account, accounts_from_env
+from kommo_dagster.accounts import Account, accounts_of
 from kommo_dagster.builder import build_kommo_definitions
 from kommo_dagster.resources import KommoResource
-from kommo_dagster.settings import Settings
+from kommo_dagster.settings import Location, Settings
 from kommo_dagster.translator import KommoTranslator
 
 
@@ -33,10 +33,13 @@ def build_definitions(
     translator: KommoTranslator | None = None,
 ) -> dg.Definitions:
     """The definitions of one account: ``settings`` and ``kommo``, or (both omitted) every
-    account the environment configures (``KOMMO_ACCOUNTS``, or the single account).
+    account the environment configures (``KOMMO_ACCOUNTS``, or the single account), validated
+    here: a bad value, or an account without its token, fails the load naming the variable.
     ``translator`` (a `KommoTranslator` subclass) renames keys, adds owners, tags..."""
     if settings is None and kommo is None:
-        return build_kommo_definitions(accounts_from_env(), translator=translator)
+        location = Location.from_env()
+        location.check_credentials()
+        return build_kommo_definitions(accounts_of(location), translator=translator)
     settings = settings or Settings.from_env()
     account = Account(settings, kommo or KommoResource.from_env())
     return build_kommo_definitions([account], translator=translator)

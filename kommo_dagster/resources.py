@@ -1,14 +1,13 @@
 """`KommoResource`: the Kommo client as a Dagster resource.
 
-Settings come from the ``KOMMO_*`` environment variables (`KommoResource.from_env`). The token,
-subdomain and base URL are passed as `dagster.EnvVar`, so they are read when a run starts, the UI
-shows only the variable's name, and a code location loads without them. A run whose variable is
-missing or invalid fails at its start, before any request, with a message naming the variable.
+The code location makes one per account from its configuration (`KommoResource.for_account`,
+`kommo_dagster.settings`), validated when the definitions load. The token is a `dagster.EnvVar`,
+read when a run starts, so the UI shows only the variable's name. A run whose token is missing
+or rejected fails at its start, before any other request, with a message naming the variable.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 import dagster as dg
@@ -18,17 +17,20 @@ from kommo_dagster.kommo.client import KommoClient, ProgressCallback
 from kommo_dagster.kommo.config import (
     DEFAULT_MAX_WORKERS,
     DEFAULT_REQUESTS_PER_SECOND,
-    ENV_ALLOW_ANY_HOST,
-    ENV_API_TOKEN,
-    ENV_BAN_COOLDOWN_SECONDS,
-    ENV_BASE_URL,
-    ENV_MAX_WORKERS,
     ENV_PREFIX,
-    ENV_RATE_LIMIT_DIR,
-    ENV_REQUESTS_PER_SECOND,
-    ENV_SUBDOMAIN,
     KommoSettings,
+    account_variable,
+    environment,
+    variable_value,
 )
+from kommo_dagster.settings import SETTING, Settings
+
+# The resource's text fields read from a variable of the account, else the unprefixed one.
+_TEXT_VARIABLES = {
+    "rate_limit_dir": "RATE_LIMIT_DIR",
+    "ban_cooldown_seconds": "BAN_COOLDOWN_SECONDS",
+    "allow_any_host": "ALLOW_ANY_HOST",
+}
 
 
 class KommoResource(dg.ConfigurableResource):
@@ -37,37 +39,17 @@ class KommoResource(dg.ConfigurableResource):
     Each `get_client` call returns a new `KommoClient` with its own pooled session; use it as a
     context manager. Clients of the same account share one request budget per machine (a file in
     ``rate_limit_dir``), so concurrent steps and runs together stay under
-    ``requests_per_second``.
+    ``requests_per_second``. The code location's configuration refuses a budget above Kommo's 7
+    unless it is explicitly allowed; a resource made directly in Python takes the budget given.
     """
 
-    api_token: str = Field(
-        repr=False,
-        description=f"Long-lived token of a Kommo private integration ({ENV_API_TOKEN}).",
-    )
-    subdomain: str | None = Field(
-        default=None,
-        description=(
-            f"Account subdomain: mycompany for https://mycompany.kommo.com ({ENV_SUBDOMAIN})."
-        ),
-    )
-    base_url: str | None = Field(
-        default=None,
-        description=(
-            f"Overrides https://{{subdomain}}.kommo.com, e.g. an amoCRM host or a sandbox "
-            f"({ENV_BASE_URL})."
-        ),
-    )
+    api_token: str = Field(repr=False, description=SETTING["token_variable"].about)
+    subdomain: str | None = Field(default=None, description=SETTING["subdomain"].about)
+    base_url: str | None = Field(default=None, description=SETTING["base_url"].about)
     requests_per_second: float = Field(
-        default=DEFAULT_REQUESTS_PER_SECOND,
-        description=(
-            f"Request budget of the account, shared by every run on this machine "
-            f"({ENV_REQUESTS_PER_SECOND}; Kommo allows 7)."
-        ),
+        default=DEFAULT_REQUESTS_PER_SECOND, description=SETTING["requests_per_second"].about
     )
-    max_workers: int = Field(
-        default=DEFAULT_MAX_WORKERS,
-        description=f"Most requests one extraction keeps in flight ({ENV_MAX_WORKERS}).",
-    )
+    max_workers: int = Field(default=DEFAULT_MAX_WORKERS, description=SETTING["max_workers"].about)
     env_prefix: str = Field(
         default=ENV_PREFIX,
         description=(
@@ -75,76 +57,63 @@ class KommoResource(dg.ConfigurableResource):
             "KOMMO_ACCOUNTS); errors name the variable with it."
         ),
     )
-    rate_limit_dir: str | None = Field(
-        default=None,
-        description=(
-            f"Directory of the shared rate-limit files ({ENV_RATE_LIMIT_DIR}; default: a "
-            "folder in the system temp directory). Point every process that uses this account "
-            "at the same directory."
-        ),
-    )
-
+    rate_limit_dir: str | None = Field(default=None, description=SETTING["rate_limit_dir"].about)
     ban_cooldown_seconds: str | None = Field(
-        default=None,
-        description=(
-            f"Seconds no request is sent after Kommo blocked this machine's IP "
-            f"({ENV_BAN_COOLDOWN_SECONDS}; default 3600)."
-        ),
+        default=None, description=SETTING["ban_cooldown_seconds"].about
     )
-    allow_any_host: str | None = Field(
-        default=None,
-        description=(
-            f"true to allow a base URL outside *.kommo.com, *.amocrm.ru, *.amocrm.com and this "
-            f"machine ({ENV_ALLOW_ANY_HOST})."
-        ),
-    )
+    allow_any_host: str | None = Field(default=None, description=SETTING["allow_any_host"].about)
+
+    @classmethod
+    def for_account(cls, settings: Settings) -> KommoResource:
+        """The resource of an account of the code location's configuration, whose values were
+        validated when the definitions loaded. The token stays a variable, read when a run
+        starts, so neither the definitions nor the UI ever hold it."""
+        rate_limit_dir = settings.rate_limit_dir
+        return cls(
+            api_token=dg.EnvVar(settings.token_variable),
+            subdomain=settings.subdomain,
+            base_url=settings.base_url,
+            requests_per_second=settings.requests_per_second,
+            max_workers=settings.max_workers,
+            env_prefix=settings.env_prefix,
+            rate_limit_dir=None if rate_limit_dir is None else str(rate_limit_dir),
+            ban_cooldown_seconds=str(settings.ban_cooldown_seconds),
+            allow_any_host=str(settings.allow_any_host).lower(),
+        )
 
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str] | None = None, *, account: str | None = None
     ) -> KommoResource:
-        """The resource configured by the ``KOMMO_*`` environment variables.
+        """The resource of the ``KOMMO_*`` variables, for a script or a test that uses it alone
+        (the code location builds its resources with `for_account`, validated when it loads).
 
-        With ``account`` (one of ``KOMMO_ACCOUNTS``) the variables are ``KOMMO_<ACCOUNT>_*``.
-        The token, subdomain and base URL are the account's own; the budget, workers and
-        rate-limit folder fall back to the unprefixed variables.
-
-        The token, the subdomain and the base URL are `EnvVar`s, read when a run starts. The
-        subdomain is required only when ``KOMMO_BASE_URL`` is not set. Numeric settings
-        (``KOMMO_REQUESTS_PER_SECOND``, ``KOMMO_MAX_WORKERS``) cannot be `EnvVar`s of float
-        fields in Dagster; they are read here, and a malformed value is carried as-is so the
-        run, not the code location, fails and names the variable.
+        With ``account`` the variables are ``KOMMO_<ACCOUNT>_*``: the token, subdomain and base
+        URL are the account's own, the rest fall back to the unprefixed variables. Every value
+        is read when a run starts (or `get_client` is called), and a bad one fails it naming its
+        variable: the string ones as `EnvVar`s; the numbers, which cannot be `EnvVar`s of
+        numeric fields, from the variable again when they are not numbers.
         """
-        env = os.environ if environ is None else environ
-        prefix = ENV_PREFIX if account is None else f"{ENV_PREFIX}{account.upper()}_"
+        env = environment(environ)
 
-        def own(name: str) -> str:
-            return prefix + name.removeprefix(ENV_PREFIX)
+        def var(suffix: str, *, own: bool = False) -> str:
+            return account_variable(env, suffix, account=account, fallback=not own)
 
-        def shared(name: str) -> str:
-            # The account's variable if set, else the unprefixed one.
-            return own(name) if env.get(own(name), "").strip() else name
-
-        kwargs: dict = {"api_token": dg.EnvVar(own(ENV_API_TOKEN)), "env_prefix": prefix}
-        if env.get(own(ENV_BASE_URL), "").strip():
-            kwargs["base_url"] = dg.EnvVar(own(ENV_BASE_URL))
-            if env.get(own(ENV_SUBDOMAIN), "").strip():
-                kwargs["subdomain"] = dg.EnvVar(own(ENV_SUBDOMAIN))
-        else:
-            kwargs["subdomain"] = dg.EnvVar(own(ENV_SUBDOMAIN))
-        if env.get(shared(ENV_RATE_LIMIT_DIR), "").strip():
-            kwargs["rate_limit_dir"] = dg.EnvVar(shared(ENV_RATE_LIMIT_DIR))
-        rps = env.get(shared(ENV_REQUESTS_PER_SECOND), "").strip()
-        if rps:
+        kwargs: dict = {"api_token": dg.EnvVar(var("API_TOKEN", own=True))}
+        kwargs["env_prefix"] = var("API_TOKEN", own=True).removesuffix("API_TOKEN")
+        base_url, subdomain = var("BASE_URL", own=True), var("SUBDOMAIN", own=True)
+        if variable_value(env, base_url) is not None:
+            kwargs["base_url"] = dg.EnvVar(base_url)
+        if variable_value(env, subdomain) is not None or "base_url" not in kwargs:
+            kwargs["subdomain"] = dg.EnvVar(subdomain)
+        for name, suffix in _TEXT_VARIABLES.items():
+            if variable_value(env, var(suffix)) is not None:
+                kwargs[name] = dg.EnvVar(var(suffix))
+        rps = variable_value(env, var("REQUESTS_PER_SECOND"))
+        if rps is not None:
             kwargs["requests_per_second"] = _number_or_nan(rps)
-        for field, name in (
-            ("ban_cooldown_seconds", ENV_BAN_COOLDOWN_SECONDS),
-            ("allow_any_host", ENV_ALLOW_ANY_HOST),
-        ):
-            if env.get(shared(name), "").strip():
-                kwargs[field] = dg.EnvVar(shared(name))
-        workers = env.get(shared(ENV_MAX_WORKERS), "").strip()
-        if workers:
+        workers = variable_value(env, var("MAX_WORKERS"))
+        if workers is not None:
             kwargs["max_workers"] = int(workers) if workers.lstrip("-").isdigit() else -1
         return cls(**kwargs)
 
@@ -154,13 +123,21 @@ class KommoResource(dg.ConfigurableResource):
             token=_resolve(self.api_token),
             subdomain=_resolve(self.subdomain),
             base_url=_resolve(self.base_url),
-            requests_per_second=_check_rps(self.requests_per_second),
-            max_workers=_check_workers(self.max_workers),
+            requests_per_second=self._as_read(self.requests_per_second, "REQUESTS_PER_SECOND"),
+            max_workers=self._as_read(self.max_workers, "MAX_WORKERS"),
             rate_limit_dir=_resolve(self.rate_limit_dir),
             ban_cooldown_seconds=_resolve(self.ban_cooldown_seconds),
             allow_any_host=_resolve(self.allow_any_host),
             env_prefix=self.env_prefix,
         )
+
+    def _as_read(self, value: float, suffix: str) -> float | str:
+        """``value``, or when `from_env` found no number (NaN; -1 workers) the variable's own
+        text, so that validation names the variable and the value given."""
+        if value == value and not (suffix == "MAX_WORKERS" and value == -1):
+            return value
+        account = self.env_prefix.removeprefix(ENV_PREFIX).removesuffix("_").lower() or None
+        return environment().get(account_variable(environment(), suffix, account=account), "")
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Fail the run at its start when a setting is missing or invalid, naming its variable.
@@ -187,20 +164,6 @@ def _number_or_nan(text: str) -> float:
         return float(text)
     except ValueError:
         return float("nan")
-
-
-def _check_rps(value: float) -> float | str:
-    """The value, or the variable's own text when it was not a number (then validation,
-    once, in `KommoSettings.build`, names it)."""
-    if value != value:  # NaN: the variable held something that is not a number
-        return os.environ.get(ENV_REQUESTS_PER_SECOND, "") or "not a number"
-    return value
-
-
-def _check_workers(value: int) -> int | str:
-    if value == -1:  # the variable held something that is not an integer
-        return os.environ.get(ENV_MAX_WORKERS, "") or "not an integer"
-    return value
 
 
 __all__ = ["KommoResource"]

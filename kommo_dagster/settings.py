@@ -1,44 +1,34 @@
-"""Settings of the code location that are not the Kommo client's, read from ``KOMMO_*`` variables.
+"""The configuration of the code location: one model of an account, one of the location.
 
-The client's own variables (token, subdomain, base URL, requests per second) belong to
-`kommo_dagster.resources.KommoResource`, which resolves them when a run starts. The ones here shape
-the definitions themselves (the first partition, where the DuckDB file lives), so they are read
-when the code location loads; an invalid value fails the load with the variable's name in the
-message rather than failing every run later.
+`Settings` is one account: where it lives and how its token is found, its request budget, what
+is synced from when, its schedules, and the warehouse it writes. `Location` is the accounts of a
+code location and the one warehouse they share. Both are plain Python and built the same way
+from each source, by passing raw values with the name of where each came from:
 
-| variable | default | meaning |
-|---|---|---|
-| ``KOMMO_START_DATE`` | ``2024-01-01`` | first daily partition (UTC) of the incremental streams |
-| ``KOMMO_DUCKDB_PATH`` | ``data/kommo_crm.duckdb`` | the DuckDB file (relative: to the cwd) |
-| ``KOMMO_DUCKDB_LOCK_TIMEOUT`` | ``600`` | seconds a write waits for the file before failing |
-| ``KOMMO_DUCKDB_MEMORY_LIMIT`` | ``512MB`` | DuckDB's memory limit for the writes |
-| ``KOMMO_STAGING_DIR`` | the system's temporary directory | where large extractions spill |
-| ``KOMMO_STREAMS`` | all | comma-separated streams the code location defines |
-| ``KOMMO_SCHEMA`` | ``kommo`` | DuckDB schema of the tables and views |
-| ``KOMMO_FULL_TABLE_STREAMS`` | none | incremental streams to sync as full tables instead |
-| ``KOMMO_HISTORY_RETENTION_DAYS`` | ``30`` | days of snapshots kept in ``<stream>_history`` |
-| ``KOMMO_SCHEDULES_DEFAULT_ON`` | ``false`` | schedules and the change sensor start running |
-| ``KOMMO_SENSOR_INTERVAL_SECONDS`` | ``300`` | least seconds between two polls of the sensor |
+* the environment (`Location.from_env`): ``KOMMO_*`` variables, and with ``KOMMO_ACCOUNTS`` each
+  account's ``KOMMO_<ACCOUNT>_*`` ones (the variables are read through
+  `kommo_dagster.kommo.config`, the one module that reads the environment);
+* the ``dg`` component's ``defs.yaml`` (`kommo_dagster.component`);
+* Python (``Settings(start_date=date(2026, 10, 1), ...)``).
 
-``KOMMO_DUCKDB_PATH`` may also name a MotherDuck database (``md:my_db``): it is kept as written,
-and the lock file that serialises writers on one machine is skipped (MotherDuck serialises them).
-
-Several accounts (``KOMMO_ACCOUNTS``, see `kommo_dagster.accounts`) each get a `Settings` with
-``account`` set: ``KOMMO_<ACCOUNT>_START_DATE``, ``_STREAMS``, ``_FULL_TABLE_STREAMS``,
-``_SCHEDULES_DEFAULT_ON`` and ``_SENSOR_INTERVAL_SECONDS`` override the unprefixed variables
-for that account, and its schema is ``kommo_<account>``. The warehouse settings (path, lock,
-memory, staging, history) are shared by all accounts.
+`SETTINGS` declares every setting once: its field, its variable, whether an account may set its
+own, its default and meaning (the README's table is rendered from it). A `Settings` validates
+every value when it is made, which is when the definitions load; a bad value raises
+`SettingsError` naming the variable or ``defs.yaml`` field and the value given.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
+from typing import Any, Literal
 
+from kommo_dagster.all_accounts import ALL_ACCOUNTS_SCHEMA
+from kommo_dagster.kommo import config as client
+from kommo_dagster.kommo.errors import KommoConfigError
 from kommo_dagster.kommo.streams import STREAMS
 from kommo_dagster.warehouse import catalog_name, is_file_database
 
@@ -49,34 +39,228 @@ DEFAULT_LOCK_TIMEOUT_SECONDS = 600.0
 DEFAULT_MEMORY_LIMIT = "512MB"
 DEFAULT_HISTORY_RETENTION_DAYS = 30
 DEFAULT_SENSOR_INTERVAL_SECONDS = 300
+ENV_ACCOUNTS = "KOMMO_ACCOUNTS"
+ACCOUNT_NAME = re.compile(r"[a-z0-9_]+")
+# The cross-account views' schema is kommo_all: an account named "all" would write into it.
+_RESERVED = {ALL_ACCOUNTS_SCHEMA.removeprefix(f"{DEFAULT_SCHEMA}_")}
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# The settings an account may override with KOMMO_<ACCOUNT>_<NAME>; the rest are shared.
-ACCOUNT_SETTINGS = (
-    "START_DATE",
-    "STREAMS",
-    "FULL_TABLE_STREAMS",
-    "SCHEDULES_DEFAULT_ON",
-    "SENSOR_INTERVAL_SECONDS",
+
+# own: each account's own variable, never shared (the token, the host); account: the account's
+# variable, else the shared one; shared: one value for the code location; single: only
+# without KOMMO_ACCOUNTS.
+Scope = Literal["own", "account", "shared", "single"]
+
+
+class SettingsError(KommoConfigError):
+    """A setting holds a value the code location cannot use."""
+
+
+# --- values: each parser takes a raw value (text from a variable, a YAML value, a Python
+# value) and the name of where it came from, and returns the typed value or fails naming both.
+
+
+def _fail(label: str, what: str, value: object) -> SettingsError:
+    return SettingsError(f"{label} must be {what}, got {value!r}")
+
+
+def _date(value: object, label: str) -> date:
+    if isinstance(value, date):
+        return value
+    text = str(value).strip()
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            raise ValueError(text)
+        return date.fromisoformat(text)
+    except ValueError:
+        raise _fail(label, "a date written YYYY-MM-DD", value) from None
+
+
+def _names(value: object, label: str) -> tuple[str, ...]:
+    parts = value.split(",") if isinstance(value, str) else value
+    if not isinstance(parts, Sequence) or not all(isinstance(p, str) for p in parts):
+        raise _fail(label, "a list of stream names", value)
+    return tuple(p.strip().lower() for p in parts if p.strip())
+
+
+def _whole(minimum: int) -> Callable[[object, str], int]:
+    def parse(value: object, label: str) -> int:
+        text = str(value).strip()
+        if isinstance(value, bool) or not re.fullmatch(r"\d+", text) or int(text) < minimum:
+            raise _fail(label, f"a whole number of at least {minimum}", value)
+        return int(text)
+
+    return parse
+
+
+def _seconds(value: object, label: str) -> float:
+    try:
+        seconds = -1.0 if isinstance(value, bool) else float(str(value))
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise _fail(label, "a positive number of seconds", value)
+    return seconds
+
+
+def _text(value: object, label: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(label, "a text", value)
+    return value.strip()
+
+
+def _optional_text(value: object, label: str) -> str | None:
+    return None if value is None or value == "" else _text(value, label)
+
+
+def _optional_dir(value: object, label: str) -> Path | None:
+    text = _optional_text(None if value is None else str(value), label)
+    return Path(text).expanduser().absolute() if text else None
+
+
+def _bool(value: object, label: str) -> bool:
+    return client.parse_bool(value, name=label)  # type: ignore[arg-type]
+
+
+def _variable(value: object, label: str) -> str:
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
+        raise _fail(label, "the name of an environment variable", value)
+    return value
+
+
+def _client(check: Callable[[Any], Any]) -> Callable[[object, str], Any]:
+    """A client validator (`kommo_dagster.kommo.config`); `Settings` renames the variable its
+    message names to where the value came from."""
+    return lambda value, _label: check(value)
+
+
+_rate = _client(client.validate_requests_per_second)
+_workers = _client(client.validate_max_workers)
+_cooldown = _client(client.validate_ban_cooldown)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting, declared once: the `Settings` field, the variable ``KOMMO_<variable>``
+    (``KOMMO_<ACCOUNT>_<variable>`` per account, unless ``scope`` is shared), its parser, the
+    ``defs.yaml`` field (an account's, unless shared), the default and the meaning."""
+
+    field: str
+    variable: str
+    scope: Scope
+    # Raw value (text of a variable, YAML value, Python value) and where it came from -> value.
+    parse: Callable[[object, str], Any] | None
+    default: str
+    meaning: str
+    yaml: str = ""
+
+    @property
+    def yaml_field(self) -> str:
+        return self.yaml or self.field
+
+    @property
+    def env(self) -> str:
+        return f"{client.ENV_PREFIX}{self.variable}"
+
+    @property
+    def about(self) -> str:
+        """The description of the resource's and the component's fields."""
+        return f"{self.env}: {self.meaning}"
+
+
+# fmt: off
+SETTINGS = (
+    Setting("token_variable", "API_TOKEN", "own", _variable, "required for runs",
+            "long-lived token of a Kommo private integration; read when a run starts, never logged,"
+            " printed or stored. In `defs.yaml` always a variable, "
+            '`"{{ env.KOMMO_BR_API_TOKEN }}"`', yaml="api_token"),
+    Setting("subdomain", "SUBDOMAIN", "own", _optional_text,
+            "required unless `KOMMO_BASE_URL` is set",
+            "`mycompany` for `https://mycompany.kommo.com` (a bare name)"),
+    Setting("base_url", "BASE_URL", "own", _optional_text, "`https://{subdomain}.kommo.com`",
+            "another host: an amoCRM account (`https://mycompany.amocrm.ru`) or the sandbox. Only "
+            "`*.kommo.com`, `*.amocrm.ru`, `*.amocrm.com` and this machine (loopback) are accepted,"
+            " so a typo never receives the token"),
+    Setting("allow_any_host", "ALLOW_ANY_HOST", "account", _bool, "`false`",
+            "`true` accepts any host in `KOMMO_BASE_URL` (a proxy in front of Kommo)"),
+    Setting("requests_per_second", "REQUESTS_PER_SECOND", "account", _rate, "`7`",
+            "request budget of the account, shared by every thread, process and run on the machine;"
+            " above 7 (Kommo's limit) only with `KOMMO_ALLOW_REQUESTS_PER_SECOND_ABOVE_LIMIT`"),
+    Setting("allow_requests_per_second_above_limit", "ALLOW_REQUESTS_PER_SECOND_ABOVE_LIMIT",
+            "account", _bool, "`false`",
+            "`true` accepts a `KOMMO_REQUESTS_PER_SECOND` above 7: a sandbox, or an account whose "
+            "limit Kommo raised. Otherwise such a budget fails the load, since Kommo blocks the IP "
+            "of a client that keeps exceeding 7"),
+    Setting("max_workers", "MAX_WORKERS", "account", _workers, "`4`",
+            "requests one extraction keeps in flight (to reach the budget when Kommo answers "
+            "slowly)"),
+    Setting("rate_limit_dir", "RATE_LIMIT_DIR", "account", _optional_dir,
+            "`<temp dir>/kommo-dagster-rate-limit`",
+            "where the shared request budget lives (one small file per account host), and the "
+            "remembered IP block"),
+    Setting("ban_cooldown_seconds", "BAN_COOLDOWN_SECONDS", "account", _cooldown, "`3600`",
+            "after Kommo blocks this machine's IP (HTML 403), no client of the account on the "
+            "machine sends a request for this long, unless the block is cleared (see "
+            "[Limits](#limits-and-why-they-matter))"),
+    Setting("start_date", "START_DATE", "account", _date, "`2024-01-01`",
+            "first daily partition (UTC) of the incremental streams "
+            "([Partitions](#partitions-and-how-they-map-to-kommos-timestamps)); records with an "
+            "earlier cursor are outside every partition"),
+    Setting("duckdb_path", "DUCKDB_PATH", "shared", None, "`data/kommo_crm.duckdb`",
+            "the DuckDB file (created with its folder; relative to the working directory, or in "
+            "`defs.yaml` to the project root), or a MotherDuck database `md:<name>` (see [Scaling "
+            "out](#scaling-out)). Not `kommo.duckdb`: DuckDB names the catalog after the file, and "
+            "`kommo.leads` would become ambiguous"),
+    Setting("lock_timeout", "DUCKDB_LOCK_TIMEOUT", "shared", _seconds, "`600`",
+            "seconds a write waits for the database file (another run, or another program holding "
+            "it open)"),
+    Setting("memory_limit", "DUCKDB_MEMORY_LIMIT", "shared", _text, "`512MB`",
+            "DuckDB memory for staging an extraction; beyond it staging spills to disk"),
+    Setting("staging_dir", "STAGING_DIR", "shared", _optional_dir, "the temp directory",
+            "where staged rows spill"),
+    Setting("streams", "STREAMS", "account", _names, "every stream",
+            "comma-separated streams the code location defines, e.g. `leads,pipelines,statuses` (a "
+            "stream read per parent needs its parent; the choices are listed in [Choosing what to "
+            "sync](#choosing-what-to-sync))"),
+    Setting("schema", "SCHEMA", "single", _text, "`kommo`",
+            "DuckDB schema of the tables and views (with `KOMMO_ACCOUNTS` each account's is "
+            "`kommo_<account>`)"),
+    Setting("full_table_streams", "FULL_TABLE_STREAMS", "account", _names, "none",
+            "incremental streams to sync as full tables instead of daily partitions"),
+    Setting("history_retention_days", "HISTORY_RETENTION_DAYS", "shared", _whole(0), "`30`",
+            "days of snapshots kept in `<stream>_history`"),
+    Setting("schedules_default_on", "SCHEDULES_DEFAULT_ON", "account", _bool, "`false`",
+            "schedules and the change sensor start running instead of stopped", yaml="schedules"),
+    Setting("sensor_interval_seconds", "SENSOR_INTERVAL_SECONDS", "account", _whole(1), "`300`",
+            "least seconds between two polls of the change sensor"),
 )
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-class SettingsError(ValueError):
-    """A ``KOMMO_*`` variable holds a value the code location cannot use."""
+# fmt: on
+SETTING = {s.field: s for s in SETTINGS}
 
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
-    """The code location's settings, validated.
+    """One account of the code location, validated when made.
 
     ``duckdb_path`` is absolute: runs launched from the UI may start in another working
     directory than the process that loaded the code location, and they must write the same file.
+    ``sources`` names where each value came from (a variable, a ``defs.yaml`` field); errors use
+    it, and a field it does not name (a value given in Python) is called by its own name.
     """
 
-    # The account these settings are for, when the code location serves several
-    # (``KOMMO_ACCOUNTS``); None for the single account of a code location without it.
+    # The account's name when the code location serves several (``KOMMO_ACCOUNTS``, the
+    # component); None for the single account of a code location without it.
     account: str | None = None
+    # The variable holding the token (read when a run starts, never stored here); default:
+    # KOMMO_API_TOKEN, or KOMMO_<ACCOUNT>_API_TOKEN for a named account.
+    token_variable: str = ""
+    subdomain: str | None = None
+    base_url: str | None = None
+    allow_any_host: bool = False
+    requests_per_second: float = client.DEFAULT_REQUESTS_PER_SECOND
+    allow_requests_per_second_above_limit: bool = False
+    max_workers: int = client.DEFAULT_MAX_WORKERS
+    rate_limit_dir: Path | None = None
+    ban_cooldown_seconds: float = client.DEFAULT_BAN_COOLDOWN_SECONDS
     start_date: date = DEFAULT_START_DATE
     duckdb_path: Path | str = DEFAULT_DUCKDB_PATH
     schema: str = DEFAULT_SCHEMA
@@ -90,28 +274,94 @@ class Settings:
     history_retention_days: int = DEFAULT_HISTORY_RETENTION_DAYS
     schedules_default_on: bool = False
     sensor_interval_seconds: int = DEFAULT_SENSOR_INTERVAL_SECONDS
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.account is not None:
+            check_account_name(self.account, source=self.label("account"))
+        if not self.token_variable:
+            token = f"{self.account.upper()}_API_TOKEN" if self.account else "API_TOKEN"
+            object.__setattr__(self, "token_variable", client.ENV_PREFIX + token)
+        rate = self.requests_per_second  # as given, for the message if it is above the limit
+        try:
+            for s in SETTINGS:
+                if s.parse is not None:
+                    object.__setattr__(
+                        self, s.field, s.parse(getattr(self, s.field), self.label(s.field))
+                    )
+            self._check_client(rate)
+        except SettingsError:
+            raise
+        except KommoConfigError as exc:  # a client validator's message names its variable
+            raise SettingsError(self._relabel(str(exc))) from None
         object.__setattr__(self, "duckdb_path", database_path(self.duckdb_path))
         if not _IDENTIFIER.fullmatch(self.schema):
-            raise SettingsError(
-                f"KOMMO_SCHEMA must be a plain SQL identifier (letters, digits, _), "
-                f"got {self.schema!r}"
+            raise _fail(
+                self.label("schema"), "a plain SQL identifier (letters, digits, _)", self.schema
             )
-        check_database_name(self.duckdb_path, schema=self.schema)
-        object.__setattr__(self, "streams", _check_streams(self.streams))
-        object.__setattr__(
-            self, "full_table_streams", _check_full_table(self.full_table_streams, self.streams)
+        check_database_name(self.duckdb_path, schema=self.schema, label=self.label("duckdb_path"))
+        object.__setattr__(self, "streams", self._check_streams())
+        object.__setattr__(self, "full_table_streams", self._check_full_table())
+
+    def label(self, name: str) -> str:
+        """Where the value of field ``name`` came from: a variable, a ``defs.yaml`` field."""
+        return self.sources.get(name, name)  # made in Python: the field's own name
+
+    def _relabel(self, text: str) -> str:
+        """A client validator's message with each variable replaced by where it came from."""
+        labels = {SETTING[f].env: self.label(f) for f in SETTING}
+        return re.sub(r"\bKOMMO_[A-Z_]*[A-Z]\b", lambda m: labels.get(m[0], m[0]), text)
+
+    def _check_client(self, rate: object) -> None:
+        client.validate_requests_per_second(
+            rate,  # type: ignore[arg-type]
+            allow_above_limit=self.allow_requests_per_second_above_limit,
         )
-        if self.history_retention_days < 0:
-            raise SettingsError(
-                f"KOMMO_HISTORY_RETENTION_DAYS must be 0 or more, got {self.history_retention_days}"
+        if self.subdomain or self.base_url:
+            client.base_url_for(
+                subdomain=self.subdomain,
+                base_url=self.base_url,
+                allow_any_host=self.allow_any_host,
             )
-        if self.sensor_interval_seconds < 1:
+        if self.rate_limit_dir is not None:
+            client.rate_limit_dir_for(self.rate_limit_dir)
+
+    def _check_streams(self) -> tuple[str, ...]:
+        label, streams = self.label("streams"), self.streams
+        unknown = [s for s in streams if s not in STREAMS]
+        if unknown:
             raise SettingsError(
-                f"KOMMO_SENSOR_INTERVAL_SECONDS must be at least 1, "
-                f"got {self.sensor_interval_seconds}"
+                f"{label} names unknown streams {unknown}; known: {', '.join(STREAMS)}"
             )
+        if not streams:
+            raise SettingsError(f"{label} selects no stream")
+        chosen = set(streams)
+        for name in chosen:
+            parent = STREAMS[name].parent
+            if parent and parent not in chosen:
+                raise SettingsError(
+                    f"{label} selects {name} without {parent}: {name} is read once per "
+                    f"id in the {parent} table, so add {parent}"
+                )
+        return tuple(s for s in STREAMS if s in chosen)  # declaration order, no repeats
+
+    def _check_full_table(self) -> tuple[str, ...]:
+        label = self.label("full_table_streams")
+        for name in self.full_table_streams:
+            if name not in STREAMS:
+                raise SettingsError(
+                    f"{label} names an unknown stream {name!r}; known: {', '.join(STREAMS)}"
+                )
+            if not STREAMS[name].is_incremental:
+                raise SettingsError(
+                    f"{label} names {name}, which is always a full table; "
+                    f"only incremental streams can be switched"
+                )
+            if name not in self.streams:
+                raise SettingsError(
+                    f"{label} names {name}, which {self.label('streams')} does not select"
+                )
+        return tuple(s for s in STREAMS if s in set(self.full_table_streams))
 
     def is_partitioned(self, stream: str) -> bool:
         """Whether ``stream`` is synced as daily partitions (incremental, not switched)."""
@@ -125,58 +375,140 @@ class Settings:
     def unpartitioned_streams(self) -> tuple[str, ...]:
         return tuple(s for s in self.streams if not self.is_partitioned(s))
 
+    @property
+    def env_prefix(self) -> str:
+        """The prefix of the account's own variables: ``KOMMO_`` or ``KOMMO_<ACCOUNT>_``."""
+        return client.ENV_PREFIX + (f"{self.account.upper()}_" if self.account else "")
+
+    def check_credentials(self, environ: Mapping[str, str] | None = None) -> None:
+        """Fail unless the token is set, for an account that names its host. One that does not
+        is not configured yet: it loads, to be browsed, and its runs fail at their start."""
+        if not (self.subdomain or self.base_url):
+            return
+        token = client.environment(environ).get(self.token_variable)  # as set: spaces are errors
+        if token is None or not token.strip():
+            label = self.label("token_variable")
+            unset = self.token_variable
+            if label != unset:
+                unset = f"{label} names {unset}, which"
+            raise SettingsError(
+                f"{unset} is not set (got no value): set it to the long-lived token of the "
+                f"account{f' {self.account}' if self.account else ''}"
+            )
+        try:
+            client.validate_token(token)
+        except KommoConfigError as exc:
+            raise SettingsError(self._relabel(str(exc))) from None
+
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str] | None = None, *, account: str | None = None
     ) -> Settings:
-        """The settings from ``KOMMO_*`` variables; with ``account``, its own
-        ``KOMMO_<ACCOUNT>_*`` variables first (`ACCOUNT_SETTINGS`) and schema ``kommo_<account>``.
-        """
-        env = os.environ if environ is None else environ
-
-        def var(name: str) -> str:
-            return account_variable(env, name, account=account)
-
-        staging = _get(env, "KOMMO_STAGING_DIR")
-        schema = _get(env, "KOMMO_SCHEMA") or DEFAULT_SCHEMA
+        """The account from ``KOMMO_*`` variables; with ``account``, its own
+        ``KOMMO_<ACCOUNT>_*`` variables first and schema ``kommo_<account>``."""
+        env = client.environment(environ)
+        values: dict[str, object] = {}
+        sources: dict[str, str] = {}
+        for s in SETTINGS:
+            name = sources[s.field] = _variable_of(env, s, account=account)
+            raw = client.variable_value(env, name)
+            if raw is not None and s.field != "token_variable":
+                values[s.field] = raw
+        values["token_variable"] = sources["token_variable"]
         if account is not None:
-            if _get(env, "KOMMO_SCHEMA") is not None:
+            if "schema" in values:
                 raise SettingsError(
-                    "KOMMO_SCHEMA does not apply with KOMMO_ACCOUNTS: each account writes its "
-                    "own schema kommo_<account>. Unset KOMMO_SCHEMA."
+                    f"KOMMO_SCHEMA does not apply with {ENV_ACCOUNTS}: each account writes its "
+                    f"own schema kommo_<account>. Unset KOMMO_SCHEMA, got {values['schema']!r}."
                 )
-            schema = f"{DEFAULT_SCHEMA}_{account}"
-        return cls(
-            account=account,
-            start_date=_parse_date(env, var("START_DATE"), DEFAULT_START_DATE),
-            duckdb_path=_get(env, "KOMMO_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH,
-            lock_timeout=_parse_seconds(
-                env, "KOMMO_DUCKDB_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT_SECONDS
-            ),
-            memory_limit=_get(env, "KOMMO_DUCKDB_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT,
-            staging_dir=Path(staging).expanduser().absolute() if staging else None,
-            streams=_parse_names(env, var("STREAMS"), default=tuple(STREAMS)),
-            schema=schema,
-            full_table_streams=_parse_names(env, var("FULL_TABLE_STREAMS"), default=()),
-            history_retention_days=_parse_int(
-                env, "KOMMO_HISTORY_RETENTION_DAYS", DEFAULT_HISTORY_RETENTION_DAYS, minimum=0
-            ),
-            schedules_default_on=_parse_bool(env, var("SCHEDULES_DEFAULT_ON"), False),
-            sensor_interval_seconds=_parse_int(
-                env, var("SENSOR_INTERVAL_SECONDS"), DEFAULT_SENSOR_INTERVAL_SECONDS, minimum=1
-            ),
+            values["schema"] = f"{DEFAULT_SCHEMA}_{account}"
+        return cls(account=account, sources=sources, **values)  # type: ignore[arg-type]
+
+
+def _variable_of(env: Mapping[str, str], setting: Setting, *, account: str | None) -> str:
+    if setting.scope in ("shared", "single"):
+        return setting.env
+    own = setting.scope == "own"
+    return client.account_variable(env, setting.variable, account=account, fallback=not own)
+
+
+@dataclass(frozen=True)
+class Location:
+    """The code location: its accounts (one unnamed, or named ones) and the warehouse they
+    share (`WAREHOUSE_SETTINGS`: one DuckDB file, its lock, memory, staging and history)."""
+
+    accounts: tuple[Settings, ...]
+
+    def __post_init__(self) -> None:
+        if not self.accounts:
+            raise SettingsError("no Kommo account is configured")
+        names = [a.account for a in self.accounts]
+        if None in names and len(names) > 1:
+            raise SettingsError("with several accounts every account needs a name")
+        repeated = sorted({n for n in names if n is not None and names.count(n) > 1})
+        if repeated:
+            raise SettingsError(f"accounts {', '.join(repeated)} are configured more than once")
+        first = self.accounts[0]
+        for account in self.accounts[1:]:
+            for name in WAREHOUSE_SETTINGS:
+                if getattr(account, name) != getattr(first, name):
+                    raise SettingsError(
+                        f"account {account.account} has {name} {getattr(account, name)!r}, "
+                        f"account {first.account} {getattr(first, name)!r}: every account "
+                        f"shares one warehouse"
+                    )
+
+    @property
+    def warehouse(self) -> Settings:
+        """The settings holding the shared warehouse (every account's agree)."""
+        return self.accounts[0]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Location:
+        """One account per ``KOMMO_ACCOUNTS`` name, or the single account of the unprefixed
+        variables when ``KOMMO_ACCOUNTS`` is unset."""
+        env = client.environment(environ)
+        names = parse_account_names(env.get(ENV_ACCOUNTS))
+        if not names:
+            return cls((Settings.from_env(env),))
+        return cls(tuple(Settings.from_env(env, account=name) for name in names))
+
+    def check_credentials(self, environ: Mapping[str, str] | None = None) -> None:
+        for account in self.accounts:
+            account.check_credentials(environ)
+
+
+# Settings of the warehouse, which every account of a code location shares.
+WAREHOUSE_SETTINGS = tuple(s.field for s in SETTINGS if s.scope == "shared")
+
+
+def check_account_name(name: str, *, source: str = ENV_ACCOUNTS) -> str:
+    if not ACCOUNT_NAME.fullmatch(name):
+        raise SettingsError(
+            f"{source} names an account {name!r}: account names are lower-case letters, digits "
+            f"and _ (they become schema kommo_<name> and asset keys kommo/<name>/<stream>)"
         )
+    if name in _RESERVED:
+        raise SettingsError(
+            f"{source} names an account {name!r}, but schema {ALL_ACCOUNTS_SCHEMA} holds the "
+            f"views over all accounts; choose another name"
+        )
+    return name
 
 
-def account_variable(env: Mapping[str, str], name: str, *, account: str | None) -> str:
-    """The variable that sets ``name`` (``START_DATE``...): ``KOMMO_<ACCOUNT>_<NAME>`` when the
-    account has it, else the shared ``KOMMO_<NAME>``. Errors then name the variable really read.
-    """
-    if account is not None:
-        own = f"KOMMO_{account.upper()}_{name}"
-        if _get(env, own) is not None:
-            return own
-    return f"KOMMO_{name}"
+def parse_account_names(value: str | None, *, source: str = ENV_ACCOUNTS) -> tuple[str, ...]:
+    """``"acc1, acc2"`` -> ``("acc1", "acc2")``; empty or unset -> ``()`` (one account)."""
+    if value is None or not value.strip():
+        return ()
+    names = [part.strip() for part in value.split(",")]
+    if any(not n for n in names):
+        raise SettingsError(f"{source} has an empty name in {value!r}")
+    for name in names:
+        check_account_name(name, source=source)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SettingsError(f"{source} names {', '.join(repeated)} more than once")
+    return tuple(names)
 
 
 def database_path(database: str | Path) -> Path | str:
@@ -187,7 +519,9 @@ def database_path(database: str | Path) -> Path | str:
     return Path(database).expanduser().absolute()
 
 
-def check_database_name(path: str | Path, *, schema: str) -> None:
+def check_database_name(
+    path: str | Path, *, schema: str, label: str = SETTING["duckdb_path"].env
+) -> None:
     """Refuse a DuckDB file whose name equals the schema.
 
     DuckDB names the catalog of an attached file after the file's stem, so ``kommo.duckdb``
@@ -197,106 +531,32 @@ def check_database_name(path: str | Path, *, schema: str) -> None:
     stem = catalog_name(path)
     if stem.lower() == schema.lower():
         raise SettingsError(
-            f"KOMMO_DUCKDB_PATH points at {str(path)!r}: DuckDB names the catalog after the file "
+            f"{label} points at {str(path)!r}: DuckDB names the catalog after the file "
             f"({stem!r}), which collides with the schema {schema!r} and makes every query fail "
             f"with 'Ambiguous reference'. Use another file name, e.g. data/kommo_crm.duckdb."
         )
 
 
-def _check_streams(streams: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    unknown = [s for s in streams if s not in STREAMS]
-    if unknown:
-        raise SettingsError(
-            f"KOMMO_STREAMS names unknown streams {unknown}; known: {', '.join(STREAMS)}"
-        )
-    if not streams:
-        raise SettingsError("KOMMO_STREAMS selects no stream")
-    chosen = set(streams)
-    for name in chosen:
-        parent = STREAMS[name].parent
-        if parent and parent not in chosen:
-            raise SettingsError(
-                f"KOMMO_STREAMS selects {name} without {parent}: {name} is read once per "
-                f"id in the {parent} table, so add {parent}"
-            )
-    return tuple(s for s in STREAMS if s in chosen)  # declaration order, no repeats
+def configuration_table() -> str:
+    """The README's table of settings, rendered from `SETTINGS`."""
+    where = {"own": "own", "account": "own, else shared", "shared": "shared", "single": "-"}
+    lines = [
+        "| variable | default | per account | `defs.yaml` | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for s in SETTINGS:
+        yaml = f"`{s.yaml_field}`" if s.scope != "single" else "-"
+        yaml = f"{yaml} (top level)" if s.scope == "shared" else yaml
+        lines.append(f"| `{s.env}` | {s.default} | {where[s.scope]} | {yaml} | {s.meaning} |")
+    lines.append(
+        f"| `{ENV_ACCOUNTS}` | none | - | `accounts[].name` | several accounts, e.g. `br,ru`, "
+        "each configured by `KOMMO_<ACCOUNT>_*` variables (see [Several accounts]"
+        "(#several-accounts)) |"
+    )
+    return "\n".join(lines)
 
 
-def _check_full_table(names: tuple[str, ...] | list[str], streams: tuple[str, ...]) -> tuple:
-    for name in names:
-        if name not in STREAMS:
-            raise SettingsError(
-                f"KOMMO_FULL_TABLE_STREAMS names an unknown stream {name!r}; "
-                f"known: {', '.join(STREAMS)}"
-            )
-        if not STREAMS[name].is_incremental:
-            raise SettingsError(
-                f"KOMMO_FULL_TABLE_STREAMS names {name}, which is always a full table; "
-                f"only incremental streams can be switched"
-            )
-        if name not in streams:
-            raise SettingsError(
-                f"KOMMO_FULL_TABLE_STREAMS names {name}, which KOMMO_STREAMS does not select"
-            )
-    return tuple(s for s in STREAMS if s in set(names))
-
-
-def _parse_names(env: Mapping[str, str], name: str, *, default: tuple[str, ...]) -> tuple[str, ...]:
-    value = _get(env, name)
-    if value is None:
-        return default
-    return tuple(part.strip().lower() for part in value.split(",") if part.strip())
-
-
-def _parse_int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
-    value = _get(env, name)
-    if value is None:
-        return default
-    if not re.fullmatch(r"\d+", value) or int(value) < minimum:
-        raise SettingsError(f"{name} must be a whole number of at least {minimum}, got {value!r}")
-    return int(value)
-
-
-def _parse_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    value = _get(env, name)
-    if value is None:
-        return default
-    if value.lower() in _TRUE:
-        return True
-    if value.lower() in _FALSE:
-        return False
-    raise SettingsError(f"{name} must be true or false, got {value!r}")
-
-
-def _get(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name)
-    return value.strip() if value and value.strip() else None
-
-
-def _parse_date(env: Mapping[str, str], name: str, default: date) -> date:
-    value = _get(env, name)
-    if value is None:
-        return default
-    try:
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-            raise ValueError(value)
-        return date.fromisoformat(value)
-    except ValueError:
-        raise SettingsError(f"{name} must be a date written YYYY-MM-DD, got {value!r}") from None
-
-
-def _parse_seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    value = _get(env, name)
-    if value is None:
-        return default
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise SettingsError(f"{name} must be a positive number of seconds, got {value!r}")
-    return seconds
-
+assert set(SETTING) | {"account", "sources"} == {f.name for f in fields(Settings)}
 
 __all__ = [
     "DEFAULT_DUCKDB_PATH",
@@ -304,9 +564,15 @@ __all__ = [
     "DEFAULT_SCHEMA",
     "DEFAULT_SENSOR_INTERVAL_SECONDS",
     "DEFAULT_START_DATE",
+    "ENV_ACCOUNTS",
+    "SETTINGS",
+    "WAREHOUSE_SETTINGS",
+    "Location",
+    "Setting",
     "Settings",
     "SettingsError",
-    "account_variable",
+    "check_account_name",
     "check_database_name",
     "database_path",
+    "parse_account_names",
 ]

@@ -1,4 +1,5 @@
-"""The README's tables of streams and derived relations, rendered from their declarations.
+"""The README's tables of streams, settings and derived relations, rendered from their
+declarations.
 
 The README holds each table between ``<!-- generated:<name> -->`` and ``<!-- /generated -->``;
 `update_readme` rewrites them and a test fails when the README differs from what the declaration
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from kommo_dagster.kommo.streams import STREAMS, Stream
 from kommo_dagster.registry import derived_relations
+from kommo_dagster.settings import configuration_table
 
 _BLOCK = re.compile(
     r"(<!-- generated:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /generated -->)", re.S
@@ -108,6 +110,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "partitions": partitions_table,
     "stream_settings": stream_settings_table,
     "derived": derived_table,
+    "configuration": configuration_table,
 }
 
 

@@ -45,6 +45,7 @@ def env(sandbox: KommoSandbox, tmp_path: Path) -> dict[str, str]:
         "KOMMO_START_DATE": "2026-09-01",
         "KOMMO_DUCKDB_PATH": str(tmp_path / "kommo_crm.duckdb"),
         "KOMMO_REQUESTS_PER_SECOND": "200",
+        "KOMMO_ALLOW_REQUESTS_PER_SECOND_ABOVE_LIMIT": "true",  # the sandbox is not Kommo
         "KOMMO_RATE_LIMIT_DIR": str(tmp_path / "rate-limit"),
         "DAGSTER_HOME": str(home),
     }

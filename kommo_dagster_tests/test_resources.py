@@ -227,3 +227,20 @@ def test_a_run_without_users_does_not_ask_for_them(tmp_path):
         )
         assert run(resource).success
         assert "/api/v4/users" not in sb.stats()["by_path"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("KOMMO_A1_REQUESTS_PER_SECOND", "abc"), ("KOMMO_A1_MAX_WORKERS", "lots")],
+)
+def test_a_resource_used_alone_names_the_accounts_variable_and_the_value(
+    monkeypatch, variable, value
+):
+    """A script's resource (`from_env`, no definitions load) fails when it is used, naming the
+    variable it read and the value given, not a placeholder."""
+    monkeypatch.setenv("KOMMO_A1_API_TOKEN", SECRET)
+    monkeypatch.setenv("KOMMO_A1_SUBDOMAIN", "acme")
+    monkeypatch.setenv(variable, value)
+    resource = KommoResource.from_env(account="a1")
+    with pytest.raises(KommoConfigError, match=f"{variable} must be .*got '{value}'"):
+        resource.get_client()

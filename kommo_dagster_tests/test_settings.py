@@ -1,16 +1,27 @@
 """Settings read from KOMMO_* variables: defaults, validation with the variable's name, and the
-guard against a DuckDB file named like the schema."""
+guard against a DuckDB file named like the schema; and the one model from every source: each bad
+value fails the definitions load naming its variable or defs.yaml field and the value, and the
+environment and defs.yaml reach the same fields."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from datetime import date
 from pathlib import Path
 
+import dagster as dg
 import pytest
+import yaml
 
+from kommo_dagster.component import KommoAccountConfig, KommoComponent
+from kommo_dagster.definitions import build_definitions
 from kommo_dagster.settings import (
     DEFAULT_DUCKDB_PATH,
     DEFAULT_START_DATE,
+    SETTING,
+    SETTINGS,
+    Location,
     Settings,
     SettingsError,
 )
@@ -59,3 +70,341 @@ def test_a_bad_lock_timeout_names_the_variable(value: str):
 def test_a_database_named_like_the_schema_is_refused(tmp_path: Path, name: str):
     with pytest.raises(SettingsError, match="Ambiguous reference"):
         Settings.from_env({"KOMMO_DUCKDB_PATH": str(tmp_path / name)})
+
+
+# --- one model, validated when the definitions load, from every source ------------------------
+
+TOKEN = "tok-settings-SECRET-7"
+# A bad value of each kind: (suffix of the variable, defs.yaml field, value, words of the error).
+BAD_VALUES = {
+    "non-numeric rate": ("REQUESTS_PER_SECOND", "requests_per_second", "abc", "number"),
+    "non-numeric workers": ("MAX_WORKERS", "max_workers", "lots", "integer"),
+    "rate above 7": ("REQUESTS_PER_SECOND", "requests_per_second", "50", "above Kommo's limit"),
+    "workers out of range": ("MAX_WORKERS", "max_workers", "65", "between 1 and 64"),
+    "sensor interval out of range": (
+        "SENSOR_INTERVAL_SECONDS",
+        "sensor_interval_seconds",
+        "0",
+        "at least 1",
+    ),
+    "negative ban cool-down": ("BAN_COOLDOWN_SECONDS", "ban_cooldown_seconds", "-5", "0 or more"),
+    "unknown stream": ("STREAMS", "streams", "leads,deals", "names unknown streams"),
+    "bad start date": ("START_DATE", "start_date", "March", "YYYY-MM-DD"),
+    "bad flag": ("SCHEDULES_DEFAULT_ON", "schedules", "maybe", "true or false"),
+    "bad subdomain": ("SUBDOMAIN", "subdomain", "acme.kommo.com", "bare subdomain"),
+}
+
+
+@pytest.fixture
+def environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    """A clean process environment (the code location reads the real one) with a database."""
+    for name in list(os.environ):
+        if name.startswith("KOMMO_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("KOMMO_DUCKDB_PATH", str(tmp_path / "crm.duckdb"))
+    return {"KOMMO_DUCKDB_PATH": str(tmp_path / "crm.duckdb")}
+
+
+def _load_env(monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]) -> dg.Definitions:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    return build_definitions()  # what loading kommo_dagster.definitions does
+
+
+def _load_yaml(tmp_path: Path, account: dict[str, object]) -> dg.Definitions:
+    attributes = {"duckdb_path": str(tmp_path / "crm.duckdb"), "accounts": [account]}
+    component = KommoComponent.resolve_from_yaml(yaml.safe_dump(attributes))
+    return component.build_defs(dg.ComponentTree.for_test().load_context)  # what `dg` does
+
+
+def _shown(case: str, value: object) -> str:
+    """How the message shows the value: the unknown names of a list of streams, else as given."""
+    return "['deals']" if case == "unknown stream" else repr(value)
+
+
+def _yaml_value(field: str, value: str) -> object:
+    """The value as a user writes it in YAML: a list of streams, a number when it is one."""
+    if field == "streams":
+        return value.split(",")
+    return yaml.safe_load(value)
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_a_bad_unprefixed_variable_fails_the_load_naming_it_and_the_value(
+    environ, monkeypatch: pytest.MonkeyPatch, case: str
+):
+    suffix, _, value, words = BAD_VALUES[case]
+    variables = {"KOMMO_API_TOKEN": TOKEN, "KOMMO_SUBDOMAIN": "acme", f"KOMMO_{suffix}": value}
+    with pytest.raises(SettingsError) as failure:
+        _load_env(monkeypatch, variables)
+    message = str(failure.value)
+    assert f"KOMMO_{suffix}" in message and _shown(case, value) in message and words in message
+    assert TOKEN not in message
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_a_bad_account_variable_fails_the_load_naming_it_and_the_value(
+    environ, monkeypatch: pytest.MonkeyPatch, case: str
+):
+    suffix, _, value, words = BAD_VALUES[case]
+    variables = {
+        "KOMMO_ACCOUNTS": "a1,b2",
+        "KOMMO_A1_API_TOKEN": TOKEN,
+        "KOMMO_A1_SUBDOMAIN": "acme",
+        "KOMMO_B2_API_TOKEN": TOKEN,
+        "KOMMO_B2_SUBDOMAIN": "brazil",
+        f"KOMMO_A1_{suffix}": value,
+    }
+    with pytest.raises(SettingsError) as failure:
+        _load_env(monkeypatch, variables)
+    message = str(failure.value)
+    assert f"KOMMO_A1_{suffix}" in message and words in message
+    assert _shown(case, value) in message
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_a_bad_defs_yaml_field_fails_the_load_naming_it_and_the_value(
+    environ, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: str
+):
+    _, field, value, words = BAD_VALUES[case]
+    monkeypatch.setenv("BR_TOKEN", TOKEN)
+    account = {"name": "br", "api_token": "{{ env.BR_TOKEN }}", "subdomain": "acme"}
+    written = _yaml_value(field, value)
+    with pytest.raises(SettingsError) as failure:
+        _load_yaml(tmp_path, account | {field: written})
+    message = str(failure.value)
+    assert f"defs.yaml accounts[0].{field}" in message and words in message
+    shown = _shown(case, written).removesuffix("'").removeprefix("'")
+    assert shown in message and TOKEN not in message
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_a_bad_value_given_in_python_fails_naming_the_field_and_the_value(case: str):
+    suffix, _, value, words = BAD_VALUES[case]
+    [field] = [s.field for s in SETTINGS if s.variable == suffix]
+    with pytest.raises(SettingsError) as failure:
+        Settings(**{field: value})
+    message = str(failure.value)
+    assert message.startswith(field) and words in message and _shown(case, value) in message
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("lock_timeout", "soon", "a positive number of seconds"),
+        ("history_retention_days", -1, "a whole number of at least 0"),
+        ("rate_limit_dir", str(Path(__file__)), "a directory"),
+    ],
+)
+def test_a_bad_top_level_field_fails_the_load_naming_it(
+    environ, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, field, value, words
+):
+    monkeypatch.setenv("BR_TOKEN", TOKEN)
+    attributes = {
+        "duckdb_path": str(tmp_path / "crm.duckdb"),
+        field: value,
+        "accounts": [{"name": "br", "api_token": "{{ env.BR_TOKEN }}", "subdomain": "acme"}],
+    }
+    component = KommoComponent.resolve_from_yaml(yaml.safe_dump(attributes))
+    with pytest.raises(SettingsError, match=f"defs.yaml {field} must be {words}, got {value!r}"):
+        component.build_defs(dg.ComponentTree.for_test().load_context)
+
+
+def test_the_issues_examples_fail_the_load(environ, monkeypatch: pytest.MonkeyPatch):
+    with pytest.raises(SettingsError, match=r"KOMMO_REQUESTS_PER_SECOND is above .* got '50'"):
+        _load_env(monkeypatch, {"KOMMO_REQUESTS_PER_SECOND": "50"})
+    monkeypatch.delenv("KOMMO_REQUESTS_PER_SECOND")
+    with pytest.raises(
+        SettingsError, match=r"KOMMO_A1_REQUESTS_PER_SECOND must be a number .*'abc'"
+    ):
+        _load_env(
+            monkeypatch,
+            {
+                "KOMMO_ACCOUNTS": "a1",
+                "KOMMO_A1_API_TOKEN": TOKEN,
+                "KOMMO_A1_SUBDOMAIN": "acme",
+                "KOMMO_A1_REQUESTS_PER_SECOND": "abc",
+            },
+        )
+
+
+@pytest.mark.parametrize(
+    ("allow", "account_allow"),
+    [("KOMMO_ALLOW_REQUESTS_PER_SECOND_ABOVE_LIMIT", None), (None, "true")],
+)
+def test_a_rate_above_7_loads_only_when_allowed(
+    environ, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, allow, account_allow
+):
+    variables = {
+        "KOMMO_ACCOUNTS": "a1",
+        "KOMMO_A1_API_TOKEN": TOKEN,
+        "KOMMO_A1_SUBDOMAIN": "acme",
+        "KOMMO_A1_REQUESTS_PER_SECOND": "20",
+    }
+    if allow:
+        variables[allow] = "true"
+    if account_allow:
+        variables["KOMMO_A1_ALLOW_REQUESTS_PER_SECOND_ABOVE_LIMIT"] = account_allow
+    defs = _load_env(monkeypatch, variables)
+    assert defs.resources["kommo_a1"].requests_per_second == 20.0
+
+    monkeypatch.setenv("BR_TOKEN", TOKEN)
+    account = {"name": "br", "api_token": "{{ env.BR_TOKEN }}", "subdomain": "acme"}
+    with pytest.raises(SettingsError, match=r"accounts\[0\].requests_per_second is above"):
+        _load_yaml(tmp_path, account | {"requests_per_second": 20})
+    defs = _load_yaml(
+        tmp_path,
+        account | {"requests_per_second": 20, "allow_requests_per_second_above_limit": True},
+    )
+    assert defs.resources["kommo_br"].requests_per_second == 20.0
+    with pytest.raises(SettingsError, match=r"requests_per_second is above .* got 20"):
+        Settings(requests_per_second=20)
+    assert Settings(requests_per_second=20, allow_requests_per_second_above_limit=True)
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"KOMMO_ACCOUNTS": "Br-1"}, "KOMMO_ACCOUNTS names an account 'Br-1'"),
+        ({"KOMMO_ACCOUNTS": "a1", "KOMMO_A1_SUBDOMAIN": "acme"}, "KOMMO_A1_API_TOKEN is not set"),
+        ({"KOMMO_SUBDOMAIN": "acme"}, "KOMMO_API_TOKEN is not set"),
+        (
+            {"KOMMO_ACCOUNTS": "a1", "KOMMO_A1_BASE_URL": "https://a1.amocrm.ru"},
+            "KOMMO_A1_API_TOKEN is not set",
+        ),
+        ({"KOMMO_SUBDOMAIN": "acme", "KOMMO_API_TOKEN": " "}, "KOMMO_API_TOKEN is not set"),
+        ({"KOMMO_SUBDOMAIN": "acme", "KOMMO_API_TOKEN": "a b\n"}, "KOMMO_API_TOKEN has leading"),
+    ],
+    ids=[
+        "malformed-account-name",
+        "account-token",
+        "unprefixed-token",
+        "account-token-amocrm",
+        "blank-token",
+        "token-with-line-break",
+    ],
+)
+def test_a_bad_account_name_or_missing_token_fails_the_load(
+    environ, monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], named: str
+):
+    with pytest.raises(SettingsError, match=named):
+        _load_env(monkeypatch, variables)
+
+
+@pytest.mark.parametrize(
+    ("account", "named"),
+    [
+        ({"name": "Br-1", "api_token": "{{ env.BR_TOKEN }}"}, r"accounts\[0\].name .*'Br-1'"),
+        ({"name": "br", "subdomain": "acme"}, r"accounts\[0\].api_token is not set"),
+        (
+            {"name": "br", "api_token": "{{ env.UNSET_TOKEN }}", "subdomain": "acme"},
+            r"accounts\[0\].api_token names UNSET_TOKEN, which is not set",
+        ),
+    ],
+    ids=["malformed-account-name", "no-token-field", "token-variable-unset"],
+)
+def test_a_bad_account_name_or_missing_token_in_defs_yaml_fails_the_load(
+    environ, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, account: dict, named: str
+):
+    monkeypatch.setenv("BR_TOKEN", TOKEN)
+    with pytest.raises(SettingsError, match=named):
+        _load_yaml(tmp_path, account | {"subdomain": "acme"})
+
+
+def test_accounts_without_a_host_load_to_be_browsed(environ, monkeypatch: pytest.MonkeyPatch):
+    # Their runs fail at their start, naming the variable (test_definitions, test_accounts).
+    assert build_definitions().resources["kommo"].subdomain is None
+    defs = _load_env(monkeypatch, {"KOMMO_ACCOUNTS": "br,ru"})
+    assert {"kommo_br", "kommo_ru"} <= set(defs.resources)
+
+
+# --- the environment and defs.yaml reach the same fields ---------------------------------------
+
+
+class _Recording(dict):
+    """An environment that records which variables are read."""
+
+    def __init__(self, values: dict[str, str]):
+        super().__init__(values)
+        self.read: set[str] = set()
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+
+def test_every_setting_is_a_variable_and_a_defs_yaml_field_and_nothing_else():
+    single, named = _Recording({}), _Recording({"KOMMO_ACCOUNTS": "br"})
+    Location.from_env(single)
+    Location.from_env(named)
+    variables = {s.env for s in SETTINGS}
+    assert single.read == variables | {"KOMMO_ACCOUNTS"}
+    own = {f"KOMMO_BR_{s.variable}" for s in SETTINGS if s.scope in ("own", "account")}
+    # A named account reads its own variables, falls back to the shared ones but for the token
+    # and the host, and reads KOMMO_SCHEMA only to refuse it.
+    shared = {s.env for s in SETTINGS if s.scope != "own"}
+    assert named.read == shared | own | {"KOMMO_ACCOUNTS"}
+
+    account_fields = set(KommoAccountConfig.model_fields)
+    top_fields = set(KommoComponent.model_fields)
+    assert account_fields == {"name"} | {
+        s.yaml_field for s in SETTINGS if s.scope in ("own", "account")
+    }
+    # The top level holds the warehouse, (as KOMMO_RATE_LIMIT_DIR) the accounts' default, and
+    # the asset specs' translation, which is code location wiring rather than a setting.
+    assert top_fields == {"accounts", "rate_limit_dir", "translation"} | {
+        s.yaml_field for s in SETTINGS if s.scope == "shared"
+    }
+    # Every field of the model is set by a variable and by a defs.yaml field, except the
+    # single account's schema (a named account's is kommo_<name>) and the account's name.
+    assert {s.field for s in SETTINGS} | {"account", "sources"} == {
+        f.name for f in dataclasses.fields(Settings)
+    }
+    assert [s.field for s in SETTINGS if s.scope == "single"] == ["schema"]
+
+
+# A value other than the default for every setting of an account, as text and as YAML.
+EVERY_SETTING = {
+    "subdomain": "acme",
+    "allow_any_host": "true",
+    "requests_per_second": "20",
+    "allow_requests_per_second_above_limit": "true",
+    "max_workers": "3",
+    "rate_limit_dir": "/tmp/kommo-rate",
+    "ban_cooldown_seconds": "60",
+    "start_date": "2025-02-03",
+    "lock_timeout": "30",
+    "memory_limit": "1GB",
+    "staging_dir": "/tmp/kommo-staging",
+    "streams": "pipelines,statuses,leads,tasks",
+    "full_table_streams": "tasks",
+    "history_retention_days": "9",
+    "schedules_default_on": "true",
+    "sensor_interval_seconds": "45",
+}
+
+
+def test_the_environment_and_defs_yaml_build_the_same_account(tmp_path: Path):
+    database = tmp_path / "crm.duckdb"
+    assert set(EVERY_SETTING) | {"token_variable", "base_url", "duckdb_path", "schema"} == set(
+        SETTING
+    )
+    env = {"KOMMO_ACCOUNTS": "br", "KOMMO_DUCKDB_PATH": str(database)}
+    for field, value in EVERY_SETTING.items():
+        setting = SETTING[field]
+        prefix = "KOMMO_" if setting.scope == "shared" else "KOMMO_BR_"
+        env[prefix + setting.variable] = value
+    [from_env] = Location.from_env(env).accounts
+
+    account: dict[str, object] = {"name": "br", "api_token": "{{ env.KOMMO_BR_API_TOKEN }}"}
+    attributes: dict[str, object] = {"duckdb_path": str(database), "accounts": [account]}
+    for field, value in EVERY_SETTING.items():
+        setting = SETTING[field]
+        target = attributes if setting.scope == "shared" else account
+        target[setting.yaml_field] = _yaml_value(field, value)
+    component = KommoComponent.resolve_from_yaml(yaml.safe_dump(attributes))
+    [from_yaml] = component.build_settings()
+
+    assert from_env == from_yaml
+    for field in EVERY_SETTING:
+        assert getattr(from_env, field) != getattr(Settings(), field), field

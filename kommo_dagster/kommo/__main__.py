@@ -6,7 +6,6 @@ Kept out of `kommo_dagster.kommo.ban` so that running it does not import the mod
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from kommo_dagster.kommo.ban import IPBan
@@ -16,6 +15,7 @@ from kommo_dagster.kommo.config import (
     ENV_RATE_LIMIT_DIR,
     ENV_SUBDOMAIN,
     base_url_for,
+    environment,
     rate_limit_dir_for,
     validate_ban_cooldown,
 )
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         "--base-url", help=f"the account's URL (default: from {ENV_BASE_URL}/{ENV_SUBDOMAIN})"
     )
     args = parser.parse_args(argv)
-    env = os.environ
+    env = environment()
     try:
         base_url = base_url_for(
             subdomain=env.get(ENV_SUBDOMAIN),

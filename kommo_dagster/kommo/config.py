@@ -2,6 +2,10 @@
 
 Each setting has one environment variable (the `KOMMO_*` names below), and every validation error
 names it, so a user can tell which variable to fix. Validation happens before any request.
+
+This is also the one module that reads the environment (`environment`, `account_variable`): the
+code location's configuration (`kommo_dagster.settings`) and the client's own `from_env` both
+go through it, so a variable means the same thing wherever it is read.
 """
 
 from __future__ import annotations
@@ -28,8 +32,11 @@ ENV_MAX_WORKERS = "KOMMO_MAX_WORKERS"
 ENV_RATE_LIMIT_DIR = "KOMMO_RATE_LIMIT_DIR"
 ENV_BAN_COOLDOWN_SECONDS = "KOMMO_BAN_COOLDOWN_SECONDS"
 ENV_ALLOW_ANY_HOST = "KOMMO_ALLOW_ANY_HOST"
+ENV_ALLOW_ABOVE_LIMIT = "KOMMO_ALLOW_REQUESTS_PER_SECOND_ABOVE_LIMIT"
 
 DEFAULT_REQUESTS_PER_SECOND = 7.0
+# Kommo's limit per integration; a client sending more gets 429s, then its IP blocked.
+KOMMO_REQUESTS_PER_SECOND_LIMIT = 7.0
 DEFAULT_MAX_WORKERS = 4
 DEFAULT_RATE_LIMIT_DIRNAME = "kommo-dagster-rate-limit"
 DEFAULT_BAN_COOLDOWN_SECONDS = 3600.0
@@ -109,15 +116,20 @@ def _check_host(host: str, base_url: str) -> None:
     )
 
 
-def validate_allow_any_host(value: bool | str | None) -> bool:
+def parse_bool(value: bool | str | None, *, name: str) -> bool:
+    """``true``/``false`` (also 1/0, yes/no, on/off) as a bool; unset is false."""
     if value is None or isinstance(value, bool):
         return bool(value)
-    text = value.strip().lower()
-    if text in ("", "0", "false", "no"):
+    text = str(value).strip().lower()
+    if text in ("", "0", "false", "no", "off"):
         return False
-    if text in ("1", "true", "yes"):
+    if text in ("1", "true", "yes", "on"):
         return True
-    raise KommoConfigError(f"{ENV_ALLOW_ANY_HOST} must be true or false, got {value!r}")
+    raise KommoConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def validate_allow_any_host(value: bool | str | None) -> bool:
+    return parse_bool(value, name=ENV_ALLOW_ANY_HOST)
 
 
 def _number(value: float | str | None, *, default: float) -> float | None:
@@ -183,15 +195,26 @@ def base_url_for(
     return f"https://{name.lower()}.kommo.com"
 
 
-def validate_requests_per_second(value: float | str | None) -> float:
+def validate_requests_per_second(
+    value: float | str | None, *, allow_above_limit: bool = True
+) -> float:
+    """The budget; above Kommo's 7 only with ``allow_above_limit`` (the code location's
+    configuration passes its setting, a client built in Python is trusted)."""
     rps = _number(value, default=DEFAULT_REQUESTS_PER_SECOND)
-    if rps is None:
+    if rps is None or isinstance(value, bool):
         raise KommoConfigError(
             f"{ENV_REQUESTS_PER_SECOND} must be a number of requests per second, got {value!r}"
         )
     if not math.isfinite(rps) or rps <= 0:
         raise KommoConfigError(
             f"{ENV_REQUESTS_PER_SECOND} must be a positive number (Kommo allows 7), got {value!r}"
+        )
+    if rps > KOMMO_REQUESTS_PER_SECOND_LIMIT and not allow_above_limit:
+        raise KommoConfigError(
+            f"{ENV_REQUESTS_PER_SECOND} is above Kommo's limit of "
+            f"{KOMMO_REQUESTS_PER_SECOND_LIMIT:g} requests per second per integration (Kommo "
+            f"answers 429, then blocks the IP), got {value!r}; set {ENV_ALLOW_ABOVE_LIMIT}=true "
+            f"to allow it (a sandbox, or a limit Kommo raised for you)"
         )
     return rps
 
@@ -252,6 +275,7 @@ class KommoSettings:
         rate_limit_dir: str | os.PathLike | None = None,
         ban_cooldown_seconds: float | str | None = None,
         allow_any_host: bool | str | None = None,
+        allow_above_limit: bool | str | None = True,
         env_prefix: str = ENV_PREFIX,
     ) -> KommoSettings:
         """Validate raw values, each once; raises `KommoConfigError` naming the variable at
@@ -265,7 +289,10 @@ class KommoSettings:
                     allow_any_host=validate_allow_any_host(allow_any_host),
                 ),
                 token=secret,
-                requests_per_second=validate_requests_per_second(requests_per_second),
+                requests_per_second=validate_requests_per_second(
+                    requests_per_second,
+                    allow_above_limit=parse_bool(allow_above_limit, name=ENV_ALLOW_ABOVE_LIMIT),
+                ),
                 max_workers=validate_max_workers(max_workers),
                 rate_limit_dir=rate_limit_dir_for(rate_limit_dir),
                 ban_cooldown_seconds=validate_ban_cooldown(ban_cooldown_seconds),
@@ -278,7 +305,7 @@ class KommoSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> KommoSettings:
-        env = os.environ if environ is None else environ
+        env = environment(environ)
         return cls.build(
             token=env.get(ENV_API_TOKEN),
             subdomain=env.get(ENV_SUBDOMAIN),
@@ -288,4 +315,30 @@ class KommoSettings:
             rate_limit_dir=env.get(ENV_RATE_LIMIT_DIR),
             ban_cooldown_seconds=env.get(ENV_BAN_COOLDOWN_SECONDS),
             allow_any_host=env.get(ENV_ALLOW_ANY_HOST),
+            allow_above_limit=env.get(ENV_ALLOW_ABOVE_LIMIT),
         )
+
+
+def environment(environ: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    """``environ``, or the process's environment: the one place it is read."""
+    return os.environ if environ is None else environ
+
+
+def variable_value(env: Mapping[str, str], name: str) -> str | None:
+    """The variable's value stripped; None when it is unset or blank."""
+    value = env.get(name)
+    return value.strip() if value and value.strip() else None
+
+
+def account_variable(
+    env: Mapping[str, str], suffix: str, *, account: str | None, fallback: bool = True
+) -> str:
+    """The variable that sets ``suffix`` (``START_DATE``...) for ``account``: its own
+    ``KOMMO_<ACCOUNT>_<SUFFIX>`` when set (or always, without ``fallback``), else the shared
+    ``KOMMO_<SUFFIX>``. Errors then name the variable really read."""
+    if account is None:
+        return f"{ENV_PREFIX}{suffix}"
+    own = f"{ENV_PREFIX}{account.upper()}_{suffix}"
+    if not fallback or variable_value(env, own) is not None:
+        return own
+    return f"{ENV_PREFIX}{suffix}"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import pytest
 
-from kommo_dagster.kommo import KommoClient, KommoConfigError, KommoSettings, Secret
+from kommo_dagster.kommo import KommoClient, KommoConfigError, KommoSettings, Secret, config
 from kommo_dagster.kommo.config import base_url_for, validate_max_workers
 
 TOKEN = "tok-3f9a-very-secret"
@@ -129,3 +130,37 @@ def test_the_client_validates_before_any_request(tmp_path):
         KommoClient(token=TOKEN, subdomain="acme.kommo.com", rate_limit_dir=tmp_path)
     with pytest.raises(KommoConfigError, match="KOMMO_REQUESTS_PER_SECOND"):
         KommoClient(token=TOKEN, subdomain="acme", requests_per_second=0, rate_limit_dir=tmp_path)
+
+
+def test_the_environment_is_read_in_this_module_only():
+    """Every other module reads variables through `environment` and `account_variable`, so a
+    variable means the same wherever it is read (the sandbox, a separate program, aside)."""
+    package = Path(config.__file__).parents[1]
+    readers = {
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if "sandbox" not in path.parts
+        and any(word in path.read_text(encoding="utf-8") for word in ("os.environ", "getenv("))
+    }
+    assert readers == {"kommo/config.py"}
+
+
+@pytest.mark.parametrize("value", ["8", "50", 7.5])
+def test_a_budget_above_kommos_limit_needs_to_be_allowed(value):
+    with pytest.raises(KommoConfigError, match="KOMMO_ALLOW_REQUESTS_PER_SECOND_ABOVE_LIMIT=true"):
+        KommoSettings.from_env(
+            {
+                "KOMMO_API_TOKEN": TOKEN,
+                "KOMMO_SUBDOMAIN": "acme",
+                "KOMMO_REQUESTS_PER_SECOND": value,
+            }
+        )
+    allowed = KommoSettings.from_env(
+        {
+            "KOMMO_API_TOKEN": TOKEN,
+            "KOMMO_SUBDOMAIN": "acme",
+            "KOMMO_REQUESTS_PER_SECOND": str(value),
+            "KOMMO_ALLOW_REQUESTS_PER_SECOND_ABOVE_LIMIT": "true",
+        }
+    )
+    assert allowed.requests_per_second == float(value)
