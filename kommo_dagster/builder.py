@@ -27,7 +27,7 @@ from kommo_dagster.derived.assets import build_derived_assets
 from kommo_dagster.derived.checks import build_derived_checks
 from kommo_dagster.io_manager import KommoDuckDBIOManager, KommoDuckDBResource
 from kommo_dagster.jobs import build_jobs
-from kommo_dagster.schedules import build_schedules
+from kommo_dagster.schedules import build_schedules, stagger_offsets
 from kommo_dagster.sensors import build_change_sensor
 from kommo_dagster.settings import DEFAULT_SCHEMA, Settings, SettingsError
 
@@ -57,13 +57,14 @@ def build_kommo_definitions(accounts: Sequence[Account]) -> dg.Definitions:
     definitions: dict[str, list] = {k: [] for k in ("assets", "checks", "jobs", "schedules")}
     sensors: list[dg.SensorDefinition] = []
     resources: dict[str, object] = {}
-    for account in accounts:
+    offsets = stagger_offsets(len(accounts))
+    for account, offset in zip(accounts, offsets, strict=True):
         settings = account.settings
         jobs = build_jobs(settings)
         definitions["assets"] += build_kommo_assets(settings) + build_derived_assets(settings)
         definitions["checks"] += build_kommo_checks(settings) + build_derived_checks(settings)
         definitions["jobs"] += jobs.all()
-        definitions["schedules"] += build_schedules(settings, jobs)
+        definitions["schedules"] += build_schedules(settings, jobs, offset_minutes=offset)
         sensor = build_change_sensor(settings, jobs)
         sensors += [sensor] if sensor is not None else []
         resources[account.scope.resource_key] = account.kommo

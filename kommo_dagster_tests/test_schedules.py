@@ -7,6 +7,8 @@ import dagster as dg
 import duckdb
 import pytest
 
+from kommo_dagster.accounts import accounts_from_env
+from kommo_dagster.builder import build_kommo_definitions
 from kommo_dagster.definitions import build_definitions
 from kommo_dagster.derived.declaration import with_derived
 from kommo_dagster.jobs import FULL_SYNC_JOB, FULL_TABLES_JOB, INCREMENTAL_JOB
@@ -17,7 +19,9 @@ from kommo_dagster.schedules import (
     FINALIZE_SCHEDULE,
     FULL_SYNC_SCHEDULE,
     FULL_TABLES_SCHEDULE,
+    OFFSET_METADATA,
     TODAY_SCHEDULE,
+    stagger_offsets,
 )
 from kommo_dagster.settings import Settings
 from kommo_dagster_tests.wiring import sandbox_kommo
@@ -154,3 +158,52 @@ def test_the_full_sync_request_executes_as_one_run(sandbox_factory, tmp_path: Pa
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         (leads,) = con.execute("SELECT count(*) FROM kommo.leads").fetchone()
     assert leads == len(sandbox.expected_rows("leads"))
+
+
+def _accounts_env(tmp_path: Path, n: int) -> dict[str, str]:
+    names = [f"acc{i}" for i in range(n)]
+    env = {
+        "KOMMO_ACCOUNTS": ",".join(names),
+        "KOMMO_START_DATE": "2026-10-01",
+        "KOMMO_DUCKDB_PATH": str(tmp_path / "crm.duckdb"),
+    }
+    for name in names:
+        env[f"KOMMO_{name.upper()}_API_TOKEN"] = f"token-{name}"
+        env[f"KOMMO_{name.upper()}_BASE_URL"] = f"https://{name}.kommo.com"
+    return env
+
+
+@pytest.mark.parametrize("n", [2, 6, 10])
+def test_the_schedules_of_several_accounts_start_at_distinct_minutes(tmp_path: Path, n: int):
+    defs = build_kommo_definitions(accounts_from_env(_accounts_env(tmp_path, n)))
+    schedules = defs.get_repository_def().schedule_defs
+    for base, cron in [
+        (TODAY_SCHEDULE, "10 * * * *"),
+        (FULL_TABLES_SCHEDULE, "0 1 * * *"),
+        (FINALIZE_SCHEDULE, "30 0 * * *"),
+        (FULL_SYNC_SCHEDULE, "0 3 * * 0"),
+    ]:
+        suffix = base.removeprefix("kommo_")
+        mine = {s.name: s for s in schedules if s.name.endswith(suffix)}
+        assert len(mine) == n
+        offsets = {s.metadata[OFFSET_METADATA].value for s in mine.values()}
+        # Distinct, within the hour, and what the cron says.
+        assert len(offsets) == n and max(offsets) < 30
+        minute, rest = cron.split(" ", 1)
+        for s in mine.values():
+            offset = s.metadata[OFFSET_METADATA].value
+            assert s.cron_schedule == f"{int(minute) + offset} {rest}"
+            assert (f"Starts {offset} min after" in (s.description or "")) == (offset > 0)
+
+
+def test_offsets_are_spread_over_the_half_hour_and_deterministic():
+    assert stagger_offsets(1) == [0]
+    assert stagger_offsets(6) == [0, 5, 10, 15, 20, 25]
+    assert stagger_offsets(10) == [0, 3, 6, 9, 12, 15, 18, 21, 24, 27]
+    assert len(set(stagger_offsets(30))) == 30
+    assert stagger_offsets(10) == stagger_offsets(10)
+
+
+def test_one_account_keeps_its_times_with_offset_zero(tmp_path: Path):
+    for schedule in _defs(tmp_path).get_repository_def().schedule_defs:
+        assert schedule.metadata[OFFSET_METADATA].value == 0
