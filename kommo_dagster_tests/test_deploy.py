@@ -12,8 +12,7 @@ from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
 from dagster._utils.tags import TagConcurrencyLimitsCounter
 
-from kommo_dagster.accounts import accounts_from_env
-from kommo_dagster.builder import build_kommo_definitions
+from kommo_dagster_tests.wiring import named_accounts_definitions
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
 ACCOUNT_TAG = "kommo/account"
@@ -22,18 +21,6 @@ ACCOUNT_TAG = "kommo/account"
 def _instance(tmp_path: Path) -> dg.DagsterInstance:
     shutil.copy(EXAMPLE, tmp_path / "dagster.yaml")
     return dg.DagsterInstance.from_config(str(tmp_path))
-
-
-def _definitions(tmp_path: Path, names: list[str]) -> dg.Definitions:
-    env = {
-        "KOMMO_ACCOUNTS": ",".join(names),
-        "KOMMO_START_DATE": "2026-10-01",
-        "KOMMO_DUCKDB_PATH": str(tmp_path / "crm.duckdb"),
-    }
-    for name in names:
-        env[f"KOMMO_{name.upper()}_API_TOKEN"] = f"token-{name}"
-        env[f"KOMMO_{name.upper()}_BASE_URL"] = f"https://{name}.kommo.com"
-    return build_kommo_definitions(accounts_from_env(env))
 
 
 def test_the_example_queues_runs_behind_a_maximum_and_one_per_account(tmp_path: Path):
@@ -49,7 +36,7 @@ def test_the_example_queues_runs_behind_a_maximum_and_one_per_account(tmp_path: 
 
 
 def test_every_run_of_an_account_carries_the_tag_the_queue_keys_on(tmp_path: Path):
-    defs = _definitions(tmp_path, ["br", "ru"])
+    defs = named_accounts_definitions(tmp_path, ["br", "ru"])
     jobs = [j for j in defs.get_repository_def().get_all_jobs() if not j.name.startswith("__")]
     assert len(jobs) == 6
     for job in jobs:
@@ -59,7 +46,7 @@ def test_every_run_of_an_account_carries_the_tag_the_queue_keys_on(tmp_path: Pat
 
 def test_a_second_run_of_an_account_waits_while_other_accounts_start(tmp_path: Path):
     """Dagster's own counter of the queue's tag limits, over runs with our jobs' tags."""
-    defs = _definitions(tmp_path, ["br", "ru"])
+    defs = named_accounts_definitions(tmp_path, ["br", "ru"])
     repo = defs.get_repository_def()
     with _instance(tmp_path) as instance:
         limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits

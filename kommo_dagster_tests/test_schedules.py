@@ -7,8 +7,6 @@ import dagster as dg
 import duckdb
 import pytest
 
-from kommo_dagster.accounts import accounts_from_env
-from kommo_dagster.builder import build_kommo_definitions
 from kommo_dagster.definitions import build_definitions
 from kommo_dagster.derived.declaration import with_derived
 from kommo_dagster.jobs import FULL_SYNC_JOB, FULL_TABLES_JOB, INCREMENTAL_JOB
@@ -24,7 +22,7 @@ from kommo_dagster.schedules import (
     stagger_offsets,
 )
 from kommo_dagster.settings import Settings
-from kommo_dagster_tests.wiring import sandbox_kommo
+from kommo_dagster_tests.wiring import named_accounts_definitions, sandbox_kommo
 
 START = date(2026, 10, 1)
 RANGE_START = "dagster/asset_partition_range_start"
@@ -160,22 +158,9 @@ def test_the_full_sync_request_executes_as_one_run(sandbox_factory, tmp_path: Pa
     assert leads == len(sandbox.expected_rows("leads"))
 
 
-def _accounts_env(tmp_path: Path, n: int) -> dict[str, str]:
-    names = [f"acc{i}" for i in range(n)]
-    env = {
-        "KOMMO_ACCOUNTS": ",".join(names),
-        "KOMMO_START_DATE": "2026-10-01",
-        "KOMMO_DUCKDB_PATH": str(tmp_path / "crm.duckdb"),
-    }
-    for name in names:
-        env[f"KOMMO_{name.upper()}_API_TOKEN"] = f"token-{name}"
-        env[f"KOMMO_{name.upper()}_BASE_URL"] = f"https://{name}.kommo.com"
-    return env
-
-
 @pytest.mark.parametrize("n", [2, 6, 10])
 def test_the_schedules_of_several_accounts_start_at_distinct_minutes(tmp_path: Path, n: int):
-    defs = build_kommo_definitions(accounts_from_env(_accounts_env(tmp_path, n)))
+    defs = named_accounts_definitions(tmp_path, [f"acc{i}" for i in range(n)])
     schedules = defs.get_repository_def().schedule_defs
     for base, cron in [
         (TODAY_SCHEDULE, "10 * * * *"),
