@@ -55,6 +55,8 @@ class AccountRun:
     ended: float
     cpu: float
     peak_rss: int
+    # (Unix time, CPU seconds so far) of the process, sampled while it ran.
+    cpu_samples: list[tuple[float, float]] = dataclasses.field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -68,6 +70,15 @@ class AccountRun:
     def startup(self) -> float | None:
         """Seconds from the process's launch to its first request at the server."""
         return None if self.first_request is None else self.first_request - self.launched
+
+    @property
+    def startup_cpu(self) -> float | None:
+        """CPU seconds the process had used when its first request arrived (the last sample
+        before it): unlike the wall, hardly changed by other load on the machine."""
+        if self.first_request is None:
+            return None
+        before = [cpu for at, cpu in self.cpu_samples if at <= self.first_request]
+        return before[-1] if before else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,11 +95,14 @@ class LaunchResult:
         rows = sum(r.rows for r in self.runs)
         lines = [
             "| account | rate ÷ 7 | 429s | violations | requests ÷ min. | launch → 1st request s "
-            "| wall s | CPU s | peak RSS MiB |",
+            "(CPU s) | wall s | CPU s | peak RSS MiB |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.runs:
-            startup = f"{r.startup:.1f}" if r.startup is not None else "–"
+            startup = "–"
+            if r.startup is not None:
+                cpu = r.startup_cpu
+                startup = f"{r.startup:.1f} ({cpu:.2f})" if cpu is not None else f"{r.startup:.1f}"
             lines.append(
                 f"| {r.name} | {r.rate:.2f} | {r.throttled} | {r.violations} | "
                 f"{r.requests} ÷ {r.minimum} | {startup} | {r.ended - r.launched:.1f} | "
@@ -148,20 +162,35 @@ def _launch(name: str, plan: Plan, env: dict[str, str], log: Path) -> tuple[floa
     return launched, proc.pid, out
 
 
-def _wait_all(pids: list[int], timeout: float) -> dict[int, tuple[int, float, Any]]:
-    """``wait4`` every run: its exit code, end time and own resource usage."""
+def _cpu_now(pid: int) -> float | None:
+    """User + system CPU seconds of a running process (Linux ``/proc``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_all(
+    pids: list[int], timeout: float, samples: dict[int, list[tuple[float, float]]]
+) -> dict[int, tuple[int, float, Any]]:
+    """``wait4`` every run: its exit code, end time and own resource usage; meanwhile sample
+    each one's CPU into ``samples`` every 20 ms."""
     done: dict[int, tuple[int, float, Any]] = {}
     deadline = time.monotonic() + timeout
     while len(done) < len(pids):
         for pid in pids:
             if pid in done:
                 continue
+            cpu = _cpu_now(pid)
+            if cpu is not None:
+                samples.setdefault(pid, []).append((time.time(), cpu))
             got, status, usage = os.wait4(pid, os.WNOHANG)
             if got:
                 done[pid] = (os.waitstatus_to_exitcode(status), time.time(), usage)
         if time.monotonic() > deadline:
             raise RuntimeError(f"runs still going after {timeout:.0f} s")
-        time.sleep(0.05)
+        time.sleep(0.02)
     return done
 
 
@@ -188,7 +217,8 @@ def launch_accounts(plan: Plan, *, accounts: list[dict[str, str]], workdir: Path
         a["name"]: _launch(a["name"], plan, env, workdir / f"{a['name']}.log") for a in accounts
     }
     try:
-        done = _wait_all([pid for _, pid, _ in launched.values()], plan.worker_timeout)
+        samples: dict[int, list[tuple[float, float]]] = {}
+        done = _wait_all([pid for _, pid, _ in launched.values()], plan.worker_timeout, samples)
     finally:
         for _, _, log in launched.values():
             log.close()
@@ -213,6 +243,7 @@ def launch_accounts(plan: Plan, *, accounts: list[dict[str, str]], workdir: Path
                 last_request=stats.get("last_arrival_at"),
                 ended=ended,
                 cpu=usage.ru_utime + usage.ru_stime,
+                cpu_samples=samples.get(pid, []),
                 peak_rss=usage.ru_maxrss * 1024,
             )
         )
@@ -247,7 +278,12 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     print(result.summary())
     if ns.json:
-        ns.json.write_text(json.dumps([dataclasses.asdict(r) for r in result.runs], indent=1))
+        figures = [
+            {k: v for k, v in dataclasses.asdict(r).items() if k != "cpu_samples"}
+            | {"rate": r.rate, "startup": r.startup, "startup_cpu": r.startup_cpu}
+            for r in result.runs
+        ]
+        ns.json.write_text(json.dumps(figures, indent=1))
     failed = [r.name for r in result.runs if r.returncode != 0]
     if failed:
         print(f"runs failed: {', '.join(failed)}", file=sys.stderr)

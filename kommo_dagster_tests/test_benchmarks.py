@@ -179,6 +179,6 @@ def test_launch_runs_two_accounts_as_cli_runs_at_once(tmp_path):
         assert r.returncode == 0
         assert r.rows == 300 and r.requests >= r.minimum >= 2
         assert r.throttled == 0 and r.violations == 0
-        assert r.startup is not None and r.startup > 0
+        assert r.startup is not None and r.startup > 0 and r.startup_cpu is not None
         assert r.cpu > 0 and r.peak_rss > 0
     assert "2 runs launched at once: 600 rows" in result.summary()
