@@ -35,9 +35,11 @@ the rule again on what really went out. Requests written and settled count at th
 requests confirmed but not yet settled ("pending") count as arriving together with this one,
 whenever that is. Of any ``capacity + 1`` requests the last to confirm thus saw the others, and
 is held back unless they are a window apart; and two confirmed requests are never closer than
-the spacing. The margin then only has to cover the time from the write to the server's count,
-and it grows with the send delay measured (bounded by `DELAY_CAP`, fading with
-`DELAY_HALF_LIFE`): a machine that writes late also carries packets and counts late.
+half the spacing (`MIN_GAP`). The margin then only has to cover the time from the write to the
+server's count; for the confirmation it grows with the send delay measured (bounded by
+`DELAY_CAP`, fading with `DELAY_HALF_LIFE`): a machine that writes late also carries packets and
+counts late. Slots are still planned on the narrower window, so the measured delay costs rate
+only when sends crowd.
 """
 
 from __future__ import annotations
@@ -79,6 +81,11 @@ OVERLOADED_FOR = 60.0
 DELAY_CAP = 0.2
 DELAY_HALF_LIFE = 10.0
 DELAY_FLOOR = 0.005
+# Two confirmations are at least this share of the spacing apart: no two requests leave in one
+# burst, yet a request sent a little late does not hold back the next one due (on a starved
+# machine, where most wakes are late, a whole spacing made every late wake delay every request
+# after it). The window's count keeps the limit.
+MIN_GAP = 0.5
 # A confirmed request not settled after this long belongs to a process that died mid-write.
 PENDING_TTL = 10.0
 # How long a thread waits before trying again to confirm, while pending requests fill the window.
@@ -232,7 +239,7 @@ class SharedRateLimiter:
         if not (0.0 < delay <= DELAY_CAP and now - 3600 < delay_at <= now + 1):
             delay, delay_at = 0.0, 0.0
         state = _State(blocked_until, extra, extra_until, 0.0, delay, delay_at)
-        window = self._window(state, now)
+        window = self._safe_window(state, now)
         # Keep times inside the window; drop any from a clock that jumped back by over a window.
         state.grid = grid if now - window < grid <= now + window else 0.0
         state.last_confirmed = last if now - window < last <= now else 0.0
@@ -256,8 +263,13 @@ class SharedRateLimiter:
         os.ftruncate(fd, len(data))
 
     def _window(self, state: _State, now: float) -> float:
-        """The window widened by the larger of the two signs of a wider arrival spread: the
-        one learned (from 429s, late wakes) and the send delay measured."""
+        """The window slots are planned on: widened by what was learned (429s, late wakes)."""
+        return self.window + state.extra
+
+    def _safe_window(self, state: _State, now: float) -> float:
+        """The window a send is confirmed on: widened by the larger of the two signs of a wider
+        arrival spread, the one learned and the send delay measured. Only the confirmation
+        uses it, so a delay measured costs rate only when sends really crowd."""
         return self.window + max(state.extra, state.delay_now(now))
 
     def _next_slot(self, state: _State, now: float) -> float:
@@ -333,7 +345,7 @@ class SharedRateLimiter:
 
     def _send_wait(self, state: _State, now: float) -> float:
         """How long a request must wait before it may be written, by the sends on record."""
-        window = self._window(state, now)
+        window = self._safe_window(state, now)
         if len(state.pending) >= self.capacity:
             return PENDING_POLL
         recent = [t for t in state.sent if t > now - window]
@@ -343,7 +355,8 @@ class SharedRateLimiter:
         if len(recent) > allowed:
             due = recent[len(recent) - allowed - 1] + window
         if state.last_confirmed:
-            due = max(due, state.last_confirmed + window / self.capacity)
+            gap = MIN_GAP * self._window(state, now) / self.capacity
+            due = max(due, state.last_confirmed + gap)
         return due - now
 
     def acquire(self, *, cancelled: threading.Event | None = None) -> Slot:
