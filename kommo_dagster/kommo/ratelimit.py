@@ -402,7 +402,9 @@ class SharedRateLimiter:
     def note_wake(self, *, late: float) -> None:
         """A wait for a slot ended ``late`` seconds after it was due. Past `OVERLOAD_LAG` the
         machine is short of CPU: widen every user's window by `OVERLOAD_EXTRA` for a while
-        (without adding to a wider window learned from a 429)."""
+        (without adding to a wider window learned from a 429). The lateness is a send delay
+        too (what a starved machine does to our threads it does to the packets and to whatever
+        counts them): it widens the window sends are confirmed on, as `settle` does."""
         if late <= OVERLOAD_LAG:
             return
         with self._locked() as fd:
@@ -410,7 +412,15 @@ class SharedRateLimiter:
             state = self._read(fd, now)
             state.extra = max(state.extra, OVERLOAD_EXTRA)
             state.extra_until = max(state.extra_until, now + OVERLOADED_FOR)
+            self._note_delay(state, late, now)
             self._write(fd, state)
+
+    @staticmethod
+    def _note_delay(state: _State, delay: float, now: float) -> None:
+        """Keep ``delay`` (up to `DELAY_CAP`) as the send delay if it is the longest lately."""
+        delay = min(delay, DELAY_CAP)
+        if delay > DELAY_FLOOR and delay > state.delay_now(now):
+            state.delay, state.delay_at = delay, now
 
     def settle(self, slot: float, sent: float) -> None:
         """Record that the request of ``slot`` actually went out at ``sent``.
@@ -427,9 +437,7 @@ class SharedRateLimiter:
             state = self._read(fd, now)
             if slot in state.pending:
                 state.pending.remove(slot)
-                delay = min(sent - slot, DELAY_CAP)
-                if delay > DELAY_FLOOR and delay > state.delay_now(now):
-                    state.delay, state.delay_at = delay, now
+                self._note_delay(state, sent - slot, now)
             elif slot in state.planned and sent > slot:
                 state.planned.remove(slot)
             else:

@@ -12,7 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kommo_dagster.kommo.ratelimit import DEFAULT_MARGIN, DELAY_CAP, MIN_GAP, SharedRateLimiter
+from kommo_dagster.kommo.ratelimit import (
+    DEFAULT_MARGIN,
+    DELAY_CAP,
+    DELAY_HALF_LIFE,
+    MIN_GAP,
+    SharedRateLimiter,
+)
 
 RPS = 7
 # More workers than the limit keeps busy (7 rps x ~0.45 s a request): slots are the bottleneck.
@@ -146,3 +152,14 @@ def test_without_delays_the_margin_stays_small_and_the_rate_high(tmp_path):
     assert busiest_second(sim.arrivals) <= RPS
     assert lim.send_delay_margin() == 0.0
     assert rate(sim.arrivals) > RPS / (1 + DEFAULT_MARGIN) * 0.98
+
+
+def test_a_late_wake_widens_the_window_sends_are_confirmed_on(tmp_path):
+    clock = Clock()
+    lim = SharedRateLimiter(key="wake", requests_per_second=RPS, directory=tmp_path, clock=clock)
+    lim.note_wake(late=0.12)
+    assert lim.send_delay_margin() == 0.12
+    lim.note_wake(late=5.0)  # bounded
+    assert lim.send_delay_margin() == DELAY_CAP
+    clock.now += DELAY_HALF_LIFE  # and fading
+    assert abs(lim.send_delay_margin() - DELAY_CAP / 2) < FLOAT_RESOLUTION
