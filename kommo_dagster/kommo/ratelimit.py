@@ -3,7 +3,8 @@
 Kommo counts requests per integration and IP and bans an IP that keeps going over. Several Dagster
 steps, runs and processes may extract the same account at once, so the budget cannot live in one
 process's memory. It lives in a small file per account host (``KOMMO_RATE_LIMIT_DIR``), holding
-a sliding log of the last ``capacity`` request times plus a "blocked until" time set after a 429.
+sliding logs of the slots planned, the requests being written and the requests sent, plus a
+"blocked until" time set after a 429.
 Taking a slot means: lock the file, drop times older than the window, and append the earliest
 time the rules allow, now or a little later (a reservation: the thread then sleeps until it is
 due). Each waiting thread thus holds its own slot and wakes once; had they all slept until the
@@ -21,8 +22,8 @@ Why not pyrate-limiter's file-locked SQLite bucket: it needs a background leaker
 lock is thread-local while our callers are threads *and* processes, and a 40-line log under one
 ``flock`` is easy to reason about and to test.
 
-The server counts requests when they arrive, a little after we take the slot (the slot is taken
-once the connection is open, right before the request is written), and the delay varies (thread
+The server counts requests when they arrive, a little after we take the slot (the slot is
+confirmed once the connection is open, right before the request is written), and the delay varies (thread
 scheduling on a loaded machine, the network). The window is therefore ``margin`` seconds longer
 than the server's, so that jitter between two requests' delays cannot push ``capacity + 1``
 arrivals into one server window. Should a 429 arrive anyway, every user of the account widens
@@ -75,9 +76,10 @@ LEARNED_FOR = 600.0
 OVERLOAD_LAG = 0.015
 OVERLOAD_EXTRA = 0.05
 OVERLOADED_FOR = 60.0
-# The measured delay between confirming a slot and the request's bytes going out widens the
-# window by as much, up to `DELAY_CAP`; the widening halves every `DELAY_HALF_LIFE` seconds
-# without a longer delay. Delays under `DELAY_FLOOR` are the normal cost of a write.
+# The measured delay between confirming a slot and the request's bytes going out, or between a
+# wait's end and the thread's waking, widens the window sends are confirmed on by as much, up to
+# `DELAY_CAP`; the widening halves every `DELAY_HALF_LIFE` seconds without a longer delay.
+# Delays under `DELAY_FLOOR` are the normal cost of a write.
 DELAY_CAP = 0.2
 DELAY_HALF_LIFE = 10.0
 DELAY_FLOOR = 0.005
