@@ -23,11 +23,11 @@ lock is thread-local while our callers are threads *and* processes, and a 40-lin
 ``flock`` is easy to reason about and to test.
 
 The server counts requests when they arrive, a little after we take the slot (the slot is
-confirmed once the connection is open, right before the request is written), and the delay varies (thread
-scheduling on a loaded machine, the network). The window is therefore ``margin`` seconds longer
-than the server's, so that jitter between two requests' delays cannot push ``capacity + 1``
-arrivals into one server window. Should a 429 arrive anyway, every user of the account widens
-its window further for a while (`block_for` with ``learn``).
+confirmed once the connection is open, right before the request is written), and the delay
+varies (thread scheduling on a loaded machine, the network). The window is therefore
+``margin`` seconds longer than the server's, so that jitter between two requests' delays cannot
+push ``capacity + 1`` arrivals into one server window. Should a 429 arrive anyway, every user
+of the account widens its window further for a while (`block_for` with ``learn``).
 
 On a machine short of CPU the delay between a slot and the write grows to hundreds of
 milliseconds, and a request sent late must not bunch with the ones after it. So a slot is only
