@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 from kommo_dagster.sandbox.stats import Stats
@@ -61,8 +62,6 @@ def test_answers_violations_faults_and_churn_are_counted_and_reset():
 
 
 def test_the_first_and_last_arrival_are_unix_times_cleared_by_a_reset():
-    import time
-
     stats = Stats()
     assert stats.snapshot()["first_arrival_at"] is None
     before = time.time()
