@@ -16,16 +16,20 @@ accounts at which this machine, not Kommo, becomes the bottleneck.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks import metrics
+from kommo_dagster.sandbox import SandboxConfig, SandboxProcess
 
 # What one account can yield at most: 7 requests a second of 250 leads.
 ROWS_PER_SECOND_PER_ACCOUNT = metrics.LIMIT_PER_SECOND * 250
@@ -90,6 +94,24 @@ class AccountsResult:
             f"pace){sandbox}: on {self.cores} cores the machine, not Kommo, becomes the bottleneck "
             f"at about {bound if bound is not None else '–'} accounts."
         )
+
+
+@contextlib.contextmanager
+def account_sandboxes(config: SandboxConfig, count: int) -> Iterator[list[dict[str, Any]]]:
+    """``count`` sandbox processes of ``config`` (seeds ``config.seed + i``), started side by
+    side (generating the accounts is most of the set-up): ``[{"name": "acc<i>", "base_url",
+    "token", "pid"}]``, stopped on exit."""
+    configs = [dataclasses.replace(config, seed=config.seed + i) for i in range(count)]
+    with contextlib.ExitStack() as stack:
+        sandboxes = [SandboxProcess(c, startup_timeout=900) for c in configs]
+        for sb in sandboxes:
+            stack.callback(sb.stop)
+        with ThreadPoolExecutor(len(sandboxes)) as pool:
+            list(pool.map(lambda sb: sb.start(), sandboxes))
+        yield [
+            {"name": f"acc{i}", "base_url": sb.base_url, "token": sb.token, "pid": sb.pid}
+            for i, sb in enumerate(sandboxes)
+        ]
 
 
 def _cpu_of(pids: list[int]) -> float | None:
@@ -198,4 +220,4 @@ def run_accounts(
     )
 
 
-__all__ = ["ROWS_PER_SECOND_PER_ACCOUNT", "AccountsResult", "run_accounts"]
+__all__ = ["ROWS_PER_SECOND_PER_ACCOUNT", "AccountsResult", "account_sandboxes", "run_accounts"]

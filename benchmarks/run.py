@@ -17,7 +17,6 @@ See benchmarks/README.md for the choices behind each figure.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
@@ -27,14 +26,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from benchmarks import metrics
-from benchmarks.accounts import run_accounts
+from benchmarks.accounts import account_sandboxes, run_accounts
 from benchmarks.metrics import Row
 from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS
 from kommo_dagster.sandbox import SandboxConfig, SandboxProcess
@@ -309,25 +307,14 @@ def many_accounts(plan: Plan, *, tmp: Path) -> list[Row]:
         latency_ms=plan.latency_ms,
         latency_jitter_ms=plan.jitter_ms,
     )
-    configs = [dataclasses.replace(config, seed=plan.seed + i) for i in range(plan.accounts)]
     _log(
         f"accounts: {plan.accounts} sandboxes of {plan.account_leads:,} leads, {plan.limit:g}/s, "
         f"{plan.latency_ms:g} ms each"
     )
-    with contextlib.ExitStack() as stack:
-        sandboxes = [SandboxProcess(c, startup_timeout=900) for c in configs]
-        for sb in sandboxes:
-            stack.callback(sb.stop)
-        # Started side by side: generating the accounts is most of the set-up.
-        with ThreadPoolExecutor(len(sandboxes)) as pool:
-            list(pool.map(lambda sb: sb.start(), sandboxes))
-        accounts = [
-            {"name": f"acc{i}", "base_url": sb.base_url, "token": sb.token}
-            for i, sb in enumerate(sandboxes)
-        ]
+    with account_sandboxes(config, plan.accounts) as accounts:
         result = run_accounts(
             accounts=accounts,
-            sandbox_pids=[sb.pid for sb in sandboxes],
+            sandbox_pids=[a["pid"] for a in accounts],
             spec={
                 "partitions_start": plan.data_start.isoformat(),
                 "requests_per_second": plan.limit,

@@ -27,7 +27,6 @@ from datetime import datetime
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
 from kommo_dagster.accounts import KEY_PREFIX, AccountScope
 from kommo_dagster.freshness import freshness_policy
@@ -129,9 +128,9 @@ def _compute(stream: Stream, *, settings: Settings, partitioned: bool) -> Callab
         return extract_stream
     parent_name = stream.parent
 
-    def extract_children(
-        context: dg.AssetExecutionContext, parent: pd.DataFrame
-    ) -> dg.Output[StagedRows]:
+    def extract_children(context: dg.AssetExecutionContext, parent: Any) -> dg.Output[StagedRows]:
+        # ``parent``: the parent's table as a pandas DataFrame (the IO manager's load_input);
+        # typed Any so that loading the definitions does not import pandas.
         kommo = getattr(context.resources, scope.resource_key)
         parent_ids = [int(i) for i in parent["id"].dropna()]
         context.log.info(

@@ -26,7 +26,7 @@ from kommo_dagster.derived.assets import build_derived_assets
 from kommo_dagster.derived.checks import build_derived_checks
 from kommo_dagster.io_manager import KommoDuckDBIOManager, KommoDuckDBResource
 from kommo_dagster.jobs import build_jobs
-from kommo_dagster.schedules import build_schedules
+from kommo_dagster.schedules import build_schedules, stagger_offsets
 from kommo_dagster.sensors import build_change_sensor
 from kommo_dagster.settings import DEFAULT_SCHEMA, Location, Settings
 from kommo_dagster.translator import AccountSpecs, KommoTranslator
@@ -53,7 +53,8 @@ def build_kommo_definitions(
     definitions: dict[str, list] = {k: [] for k in ("assets", "checks", "jobs", "schedules")}
     sensors: list[dg.SensorDefinition] = []
     resources: dict[str, object] = {}
-    for account in accounts:
+    offsets = stagger_offsets(len(accounts))
+    for account, offset in zip(accounts, offsets, strict=True):
         settings = account.settings
         specs = AccountSpecs(settings, translator)
         jobs = build_jobs(settings, specs=specs)
@@ -62,7 +63,7 @@ def build_kommo_definitions(
         definitions["checks"] += build_kommo_checks(settings, specs=specs)
         definitions["checks"] += build_derived_checks(settings, specs=specs)
         definitions["jobs"] += jobs.all()
-        definitions["schedules"] += build_schedules(settings, jobs)
+        definitions["schedules"] += build_schedules(settings, jobs, offset_minutes=offset)
         sensor = build_change_sensor(settings, jobs, specs=specs)
         sensors += [sensor] if sensor is not None else []
         resources[account.scope.resource_key] = account.kommo

@@ -21,13 +21,13 @@ write, not for the API.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import duckdb
-import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
@@ -49,6 +49,9 @@ from kommo_dagster.warehouse import (
     read_slice,
     table_exists,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 STREAM_METADATA_KEY = "kommo/stream"
 SCHEMA_METADATA_KEY = "kommo/schema"
@@ -206,7 +209,9 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
     ) -> StagedRows:
         if isinstance(obj, StagedRows):
             return obj
-        if isinstance(obj, pd.DataFrame):
+        # A DataFrame exists only if pandas was imported: no need to import it to ask.
+        pd = sys.modules.get("pandas")
+        if pd is not None and isinstance(obj, pd.DataFrame):
             missing = [c for c in stream.column_names if c not in obj.columns]
             if missing:
                 raise WarehouseError(f"{stream.name}: the DataFrame lacks columns {missing}")

@@ -7,7 +7,10 @@
 | ``kommo_full_tables_schedule`` | ``0 1 * * *`` | the full-table streams |
 | ``kommo_full_sync_schedule`` | ``0 3 * * 0`` | the full sync: every partition, one run |
 
-With several accounts each account has its own four, named ``kommo_<account>_...``.
+With several accounts each account has its own four, named ``kommo_<account>_...``, and each
+account's start a few minutes after the previous one's (`stagger_offsets`: up to 6 accounts 5
+minutes apart, 10 accounts 3 apart), shown in the schedule's description and its metadata
+``kommo/schedule_offset_minutes``, so that their runs do not all start at one minute.
 
 They start stopped (Dagster's convention: nothing talks to the account until someone decides
 it should), unless ``KOMMO_SCHEDULES_DEFAULT_ON=true``. Turn one on in the UI (Automation ->
@@ -20,7 +23,9 @@ so a retry never duplicates anything.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import dagster as dg
 
@@ -67,83 +72,138 @@ def _day_request(
     return dg.RunRequest(partition_key=key, run_key=f"{key}@{tick.isoformat()}")
 
 
-def build_schedules(settings: Settings, jobs: KommoJobs) -> list[dg.ScheduleDefinition]:
-    status = default_status(settings)
+# Accounts of one code location fire apart: account i of n starts i * step minutes after the
+# table's times, step = 30 // n minutes (at most 5, at least 1), so every offset stays within the
+# half hour and the minutes never roll into the next hour. Distinct for up to 30 accounts.
+STAGGER_SPAN_MINUTES = 30
+STAGGER_STEP_MAX = 5
+OFFSET_METADATA = "kommo/schedule_offset_minutes"
+
+
+def stagger_offsets(accounts: int) -> list[int]:
+    """Each account's minute offset, by its place in ``KOMMO_ACCOUNTS``: runs of several
+    accounts started at one minute compete for the machine's CPU (each is its own process)
+    and send late, so they start a few minutes apart instead."""
+    step = max(1, min(STAGGER_STEP_MAX, STAGGER_SPAN_MINUTES // max(accounts, 1)))
+    return [(i * step) % STAGGER_SPAN_MINUTES for i in range(accounts)]
+
+
+def shifted(cron: str, minutes: int) -> str:
+    """``cron`` (whose minute field is a number) ``minutes`` later within its hour."""
+    minute, rest = cron.split(" ", 1)
+    return f"{int(minute) + minutes} {rest}"
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every schedule of one account shares: names, first day, status and offset."""
+
+    scope: AccountScope
+    first_day: date
+    status: dg.DefaultScheduleStatus
+    offset: int
+
+    def kwargs(self, name: str, cron: str, description: str) -> dict[str, Any]:
+        note = f" Starts {self.offset} min after the base time, apart from the other accounts."
+        return {
+            "name": self.scope.qualify(name),
+            "cron_schedule": shifted(cron, self.offset),
+            "execution_timezone": "UTC",
+            "default_status": self.status,
+            "description": description + (note if self.offset else ""),
+            "metadata": {OFFSET_METADATA: self.offset},
+        }
+
+
+def build_schedules(
+    settings: Settings, jobs: KommoJobs, *, offset_minutes: int = 0
+) -> list[dg.ScheduleDefinition]:
+    """The account's schedules, ``offset_minutes`` after the table's times
+    (`stagger_offsets`)."""
+    plan = _Plan(
+        AccountScope.of(settings), settings.start_date, default_status(settings), offset_minutes
+    )
     schedules: list[dg.ScheduleDefinition] = []
-    first_day = settings.start_date
-    scope = AccountScope.of(settings)
-
     if jobs.incremental is not None:
-
-        @dg.schedule(
-            name=scope.qualify(TODAY_SCHEDULE),
-            job=jobs.incremental,
-            cron_schedule=TODAY_CRON,
-            execution_timezone="UTC",
-            default_status=status,
-            description="Refreshes today's partition of the incremental streams every hour.",
-        )
-        def today(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-            return _day_request(context, days_back=0, first_day=first_day)
-
-        @dg.schedule(
-            name=scope.qualify(FINALIZE_SCHEDULE),
-            job=jobs.incremental,
-            cron_schedule=FINALIZE_CRON,
-            execution_timezone="UTC",
-            default_status=status,
-            description=(
-                "Finalizes yesterday's partition of the incremental streams after midnight UTC, "
-                "picking up what changed after the day's last hourly refresh."
-            ),
-        )
-        def finalize(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-            return _day_request(context, days_back=1, first_day=first_day)
-
-        schedules += [today, finalize]
-
+        schedules += _day_schedules(plan, jobs.incremental)
     if jobs.full_sync is not None:
-
-        @dg.schedule(
-            name=scope.qualify(FULL_SYNC_SCHEDULE),
-            job=jobs.full_sync,
-            cron_schedule=FULL_SYNC_CRON,
-            execution_timezone="UTC",
-            default_status=status,
-            description=(
-                "Weekly full sync: re-extracts every partition of the incremental streams, from "
-                "KOMMO_START_DATE through today, as ONE run (a single-run backfill)."
-            ),
-        )
-        def full_sync(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-            tick = _tick_time(context)
-            last = tick.astimezone(UTC).date()
-            if last < first_day:
-                return dg.SkipReason(f"{last} is before KOMMO_START_DATE {first_day}")
-            tags = range_tags(first_day, last)
-            return dg.RunRequest(run_key=f"full-sync@{tick.isoformat()}", tags=tags)
-
-        schedules.append(full_sync)
-
+        schedules.append(_full_sync_schedule(plan, jobs.full_sync))
     if jobs.full_tables is not None:
         schedules.append(
             dg.ScheduleDefinition(
-                name=scope.qualify(FULL_TABLES_SCHEDULE),
                 job=jobs.full_tables,
-                cron_schedule=FULL_TABLES_CRON,
-                execution_timezone="UTC",
-                default_status=status,
-                description="Refreshes the full-table streams once a day.",
+                **plan.kwargs(
+                    FULL_TABLES_SCHEDULE,
+                    FULL_TABLES_CRON,
+                    "Refreshes the full-table streams once a day.",
+                ),
             )
         )
     return schedules
+
+
+def _day_schedules(
+    plan: _Plan, job: dg.UnresolvedAssetJobDefinition
+) -> list[dg.ScheduleDefinition]:
+    """Today's partition every hour, and yesterday's once after midnight."""
+    first_day = plan.first_day
+
+    @dg.schedule(
+        job=job,
+        **plan.kwargs(
+            TODAY_SCHEDULE,
+            TODAY_CRON,
+            "Refreshes today's partition of the incremental streams every hour.",
+        ),
+    )
+    def today(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        return _day_request(context, days_back=0, first_day=first_day)
+
+    @dg.schedule(
+        job=job,
+        **plan.kwargs(
+            FINALIZE_SCHEDULE,
+            FINALIZE_CRON,
+            "Finalizes yesterday's partition of the incremental streams after midnight UTC, "
+            "picking up what changed after the day's last hourly refresh.",
+        ),
+    )
+    def finalize(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        return _day_request(context, days_back=1, first_day=first_day)
+
+    return [today, finalize]
+
+
+def _full_sync_schedule(plan: _Plan, job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+    first_day = plan.first_day
+
+    @dg.schedule(
+        job=job,
+        **plan.kwargs(
+            FULL_SYNC_SCHEDULE,
+            FULL_SYNC_CRON,
+            "Weekly full sync: re-extracts every partition of the incremental streams, from "
+            "KOMMO_START_DATE through today, as ONE run (a single-run backfill).",
+        ),
+    )
+    def full_sync(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        tick = _tick_time(context)
+        last = tick.astimezone(UTC).date()
+        if last < first_day:
+            return dg.SkipReason(f"{last} is before KOMMO_START_DATE {first_day}")
+        tags = range_tags(first_day, last)
+        return dg.RunRequest(run_key=f"full-sync@{tick.isoformat()}", tags=tags)
+
+    return full_sync
 
 
 __all__ = [
     "FINALIZE_SCHEDULE",
     "FULL_SYNC_SCHEDULE",
     "FULL_TABLES_SCHEDULE",
+    "OFFSET_METADATA",
     "TODAY_SCHEDULE",
     "build_schedules",
     "default_status",
+    "stagger_offsets",
 ]

@@ -35,13 +35,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import filelock
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    # pandas costs a run's start-up half a second, and only DataFrames (child streams' parents,
+    # user assets) need it: imported where used.
+    import pandas as pd
 
 from kommo_dagster.kommo.columns import arrow_schema
 from kommo_dagster.kommo.streams import Stream
@@ -166,11 +170,15 @@ def typed_arrays(stream: Stream, columns: Mapping[str, Sequence[Any]]) -> dict[s
 
 def typed_frame(stream: Stream, columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
     """`typed_arrays` as a DataFrame: masked columns become pandas ``Int64`` / ``boolean``."""
+    import pandas as pd
+
     data = {name: _masked_to_pandas(array) for name, array in typed_arrays(stream, columns).items()}
     return pd.DataFrame(data, columns=list(stream.column_names), copy=False)
 
 
 def _masked_to_pandas(array: np.ndarray) -> Any:
+    import pandas as pd
+
     if not isinstance(array, np.ma.MaskedArray):
         return array
     mask = np.ma.getmaskarray(array)
@@ -207,6 +215,8 @@ def _typed_array(kind: str, values: Sequence[Any], name: str) -> np.ndarray:
             return np.ma.MaskedArray(objects.astype(dtype), mask)
         if kind == "integer" and bool in kinds:
             raise TypeError("a boolean is not an integer")
+        import pandas as pd
+
         checked = pd.array(values, dtype="Int64" if kind == "integer" else "boolean")
         mask = np.asarray(checked.isna())
         return np.ma.MaskedArray(checked.to_numpy(dtype=dtype, na_value=0), mask)

@@ -165,3 +165,20 @@ def test_targets_judge_rate_wall_excess_per_list_and_429s():
     assert metrics.evaluate_targets(quiet, kind="quiet") == {"≤ 1 request per list": False}
     quiet.streams[0].requests = 2
     assert "| 3 quiet day | x | 0 | 2 (2) |" in metrics.summary_table([quiet])
+
+
+def test_launch_runs_two_accounts_as_cli_runs_at_once(tmp_path):
+    """`benchmarks.launch`: each account its own `dagster asset materialize` process; the
+    figures are the sandboxes' counts and the processes' own usage."""
+    from benchmarks import launch
+
+    plan = run.Plan(account_leads=300, latency_ms=0, jitter_ms=0, worker_timeout=150)
+    result = launch.run_scenario(plan, count=2, workdir=tmp_path)
+    assert [r.name for r in result.runs] == ["acc0", "acc1"]
+    for r in result.runs:
+        assert r.returncode == 0
+        assert r.rows == 300 and r.requests >= r.minimum >= 2
+        assert r.throttled == 0 and r.violations == 0
+        assert r.startup is not None and r.startup > 0 and r.startup_cpu is not None
+        assert r.cpu > 0 and r.peak_rss > 0
+    assert "2 runs launched at once: 600 rows" in result.summary()

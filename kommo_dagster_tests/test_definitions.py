@@ -169,3 +169,15 @@ def test_a_run_without_a_token_fails_at_start_naming_the_variable(
         )
     assert "KOMMO_API_TOKEN" in str(failure.value)
     assert not (tmp_path / "crm.duckdb").exists()
+
+
+def test_loading_the_definitions_does_not_import_pandas(tmp_path: Path):
+    """Every run, sensor tick and webserver reload loads the definitions; pandas costs that
+    half a second and is only needed for DataFrames (a child stream's parent, user assets)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KOMMO_", "DAGSTER_"))}
+    env |= {"KOMMO_START_DATE": "2026-10-01", "KOMMO_DUCKDB_PATH": str(tmp_path / "x.duckdb")}
+    code = "import sys, kommo_dagster.definitions; print('pandas' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False", out.stderr[-2000:]

@@ -17,10 +17,12 @@ from kommo_dagster.schedules import (
     FINALIZE_SCHEDULE,
     FULL_SYNC_SCHEDULE,
     FULL_TABLES_SCHEDULE,
+    OFFSET_METADATA,
     TODAY_SCHEDULE,
+    stagger_offsets,
 )
 from kommo_dagster.settings import Settings
-from kommo_dagster_tests.wiring import sandbox_kommo
+from kommo_dagster_tests.wiring import named_accounts_definitions, sandbox_kommo
 
 START = date(2026, 10, 1)
 RANGE_START = "dagster/asset_partition_range_start"
@@ -154,3 +156,39 @@ def test_the_full_sync_request_executes_as_one_run(sandbox_factory, tmp_path: Pa
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         (leads,) = con.execute("SELECT count(*) FROM kommo.leads").fetchone()
     assert leads == len(sandbox.expected_rows("leads"))
+
+
+@pytest.mark.parametrize("n", [2, 6, 10])
+def test_the_schedules_of_several_accounts_start_at_distinct_minutes(tmp_path: Path, n: int):
+    defs = named_accounts_definitions(tmp_path, [f"acc{i}" for i in range(n)])
+    schedules = defs.get_repository_def().schedule_defs
+    for base, cron in [
+        (TODAY_SCHEDULE, "10 * * * *"),
+        (FULL_TABLES_SCHEDULE, "0 1 * * *"),
+        (FINALIZE_SCHEDULE, "30 0 * * *"),
+        (FULL_SYNC_SCHEDULE, "0 3 * * 0"),
+    ]:
+        suffix = base.removeprefix("kommo_")
+        mine = {s.name: s for s in schedules if s.name.endswith(suffix)}
+        assert len(mine) == n
+        offsets = {s.metadata[OFFSET_METADATA].value for s in mine.values()}
+        # Distinct, within the hour, and what the cron says.
+        assert len(offsets) == n and max(offsets) < 30
+        minute, rest = cron.split(" ", 1)
+        for s in mine.values():
+            offset = s.metadata[OFFSET_METADATA].value
+            assert s.cron_schedule == f"{int(minute) + offset} {rest}"
+            assert (f"Starts {offset} min after" in (s.description or "")) == (offset > 0)
+
+
+def test_offsets_are_spread_over_the_half_hour_and_deterministic():
+    assert stagger_offsets(1) == [0]
+    assert stagger_offsets(6) == [0, 5, 10, 15, 20, 25]
+    assert stagger_offsets(10) == [0, 3, 6, 9, 12, 15, 18, 21, 24, 27]
+    assert len(set(stagger_offsets(30))) == 30
+    assert stagger_offsets(10) == stagger_offsets(10)
+
+
+def test_one_account_keeps_its_times_with_offset_zero(tmp_path: Path):
+    for schedule in _defs(tmp_path).get_repository_def().schedule_defs:
+        assert schedule.metadata[OFFSET_METADATA].value == 0

@@ -34,6 +34,22 @@ REPO = Path(__file__).resolve().parents[1]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
 
+def named_accounts_definitions(directory: Path, names: list[str]) -> dg.Definitions:
+    """The definitions of accounts ``names`` (hosts ``<name>.kommo.com``, nothing contacted)."""
+    from kommo_dagster.accounts import accounts_from_env
+    from kommo_dagster.builder import build_kommo_definitions
+
+    env = {
+        "KOMMO_ACCOUNTS": ",".join(names),
+        "KOMMO_START_DATE": "2026-10-01",
+        "KOMMO_DUCKDB_PATH": str(directory / "crm.duckdb"),
+    }
+    for name in names:
+        env[f"KOMMO_{name.upper()}_API_TOKEN"] = f"token-{name}"
+        env[f"KOMMO_{name.upper()}_BASE_URL"] = f"https://{name}.kommo.com"
+    return build_kommo_definitions(accounts_from_env(env))
+
+
 def accounts_env(
     sandboxes: Mapping[str, KommoSandbox], directory: Path, **budgets: float
 ) -> dict[str, str]:

@@ -3,7 +3,8 @@
 Kommo counts requests per integration and IP and bans an IP that keeps going over. Several Dagster
 steps, runs and processes may extract the same account at once, so the budget cannot live in one
 process's memory. It lives in a small file per account host (``KOMMO_RATE_LIMIT_DIR``), holding
-a sliding log of the last ``capacity`` request times plus a "blocked until" time set after a 429.
+sliding logs of the slots planned, the requests being written and the requests sent, plus a
+"blocked until" time set after a 429.
 Taking a slot means: lock the file, drop times older than the window, and append the earliest
 time the rules allow, now or a little later (a reservation: the thread then sleeps until it is
 due). Each waiting thread thus holds its own slot and wakes once; had they all slept until the
@@ -21,12 +22,25 @@ Why not pyrate-limiter's file-locked SQLite bucket: it needs a background leaker
 lock is thread-local while our callers are threads *and* processes, and a 40-line log under one
 ``flock`` is easy to reason about and to test.
 
-The server counts requests when they arrive, a little after we take the slot (the slot is taken
-once the connection is open, right before the request is written), and the delay varies (thread
-scheduling on a loaded machine, the network). The window is therefore ``margin`` seconds longer
-than the server's, so that jitter between two requests' delays cannot push ``capacity + 1``
-arrivals into one server window. Should a 429 arrive anyway, every user of the account widens
-its window further for a while (`block_for` with ``learn``).
+The server counts requests when they arrive, a little after we take the slot (the slot is
+confirmed once the connection is open, right before the request is written), and the delay
+varies (thread scheduling on a loaded machine, the network). The window is therefore
+``margin`` seconds longer than the server's, so that jitter between two requests' delays cannot
+push ``capacity + 1`` arrivals into one server window. Should a 429 arrive anyway, every user
+of the account widens its window further for a while (`block_for` with ``learn``).
+
+On a machine short of CPU the delay between a slot and the write grows to hundreds of
+milliseconds, and a request sent late must not bunch with the ones after it. So a slot is only
+a plan: right before the request is written the thread *confirms* it (`confirm`), which checks
+the rule again on what really went out. Requests written and settled count at their send time;
+requests confirmed but not yet settled ("pending") count as arriving together with this one,
+whenever that is. Of any ``capacity + 1`` requests the last to confirm thus saw the others, and
+is held back unless they are a window apart; and two confirmed requests are never closer than
+half the spacing (`MIN_GAP`). The margin then only has to cover the time from the write to the
+server's count; for the confirmation it grows with the send delay measured (bounded by
+`DELAY_CAP`, fading with `DELAY_HALF_LIFE`): a machine that writes late also carries packets and
+counts late. Slots are still planned on the narrower window, so the measured delay costs rate
+only when sends crowd.
 """
 
 from __future__ import annotations
@@ -39,7 +53,7 @@ import re
 import threading
 import time
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +76,22 @@ LEARNED_FOR = 600.0
 OVERLOAD_LAG = 0.015
 OVERLOAD_EXTRA = 0.05
 OVERLOADED_FOR = 60.0
+# The measured delay between confirming a slot and the request's bytes going out, or between a
+# wait's end and the thread's waking, widens the window sends are confirmed on by as much, up to
+# `DELAY_CAP`; the widening halves every `DELAY_HALF_LIFE` seconds without a longer delay.
+# Delays under `DELAY_FLOOR` are the normal cost of a write.
+DELAY_CAP = 0.2
+DELAY_HALF_LIFE = 10.0
+DELAY_FLOOR = 0.005
+# Two confirmations are at least this share of the spacing apart: no two requests leave in one
+# burst, yet a request sent a little late does not hold back the next one due (on a starved
+# machine, where most wakes are late, a whole spacing made every late wake delay every request
+# after it). The window's count keeps the limit.
+MIN_GAP = 0.5
+# A confirmed request not settled after this long belongs to a process that died mid-write.
+PENDING_TTL = 10.0
+# How long a thread waits before trying again to confirm, while pending requests fill the window.
+PENDING_POLL = 0.005
 
 
 class _StateFile:
@@ -105,7 +135,24 @@ class _State:
     extra_until: float = 0.0
     # The planned time of the last slot taken: the grid the even spacing follows.
     grid: float = 0.0
-    log: list[float] = field(default_factory=list)
+    # The longest recent send delay (seconds), and when it was measured.
+    delay: float = 0.0
+    delay_at: float = 0.0
+    # When the last request was confirmed: the next keeps the spacing from it.
+    last_confirmed: float = 0.0
+    # Confirm times of requests being written (confirmed, not yet settled).
+    pending: list[float] = field(default_factory=list)
+    # Slots planned and not yet confirmed (a reservation, or a slot taken for a caller that
+    # never confirms).
+    planned: list[float] = field(default_factory=list)
+    # When requests went out (settled), sorted.
+    sent: list[float] = field(default_factory=list)
+
+    def delay_now(self, now: float) -> float:
+        """The measured send delay, halved every `DELAY_HALF_LIFE` seconds since."""
+        if self.delay <= 0.0:
+            return 0.0
+        return self.delay * 0.5 ** (max(now - self.delay_at, 0.0) / DELAY_HALF_LIFE)
 
 
 @dataclass(frozen=True)
@@ -120,7 +167,8 @@ class SharedRateLimiter:
     """At most ``capacity`` slots in any ``window`` seconds, across threads and processes.
 
     ``requests_per_second`` below 1 or fractional is honoured by stretching the window:
-    ``capacity = floor(rps)`` slots per ``max(1, capacity / rps)`` seconds.
+    ``capacity = floor(rps)`` slots per ``max(1, capacity / rps)`` seconds. ``clock`` is the
+    Unix time (a test simulating delays passes its own).
     """
 
     def __init__(
@@ -130,6 +178,7 @@ class SharedRateLimiter:
         requests_per_second: float,
         directory: Path,
         margin: float = DEFAULT_MARGIN,
+        clock: Callable[[], float] = time.time,
     ):
         if requests_per_second <= 0:
             raise ValueError("requests_per_second must be positive")
@@ -138,6 +187,7 @@ class SharedRateLimiter:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"kommo-{key}.ratelimit"
         self._file = _state_file(self.path)
+        self._clock = clock
 
     def __repr__(self) -> str:
         return (
@@ -145,9 +195,10 @@ class SharedRateLimiter:
             f"path={str(self.path)!r})"
         )
 
-    # The state file, float64s: blocked_until, extra window, extra until, the grid, then the
-    # slot times.
-    _HEADER = 4
+    # The state file, float64s: blocked_until, extra window, extra until, the grid, the send
+    # delay and when it was measured, the last confirmation, the number of pending and of
+    # planned times; then the pending, planned and sent times.
+    _HEADER = 9
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[int]:
@@ -164,57 +215,86 @@ class SharedRateLimiter:
     def _read(self, fd: int, now: float) -> _State:
         raw = os.pread(fd, 1 << 16, 0)
         values = array("d")
-        if len(raw) % values.itemsize or 0 < len(raw) < self._HEADER * values.itemsize:
+        torn = len(raw) % values.itemsize or 0 < len(raw) < self._HEADER * values.itemsize
+        if not torn:
+            values.frombytes(raw)
+            if not values:
+                return _State()
+            n_pending, n_planned = values[7], values[8]
+            room = len(values) - self._HEADER
+            torn = not (0 <= n_pending <= room and 0 <= n_planned <= room - n_pending)
+        if torn:
             # Unreadable (not ours, or damaged): assume the window is full, and start afresh.
             state = _State(blocked_until=now + self.window)
             self._write(fd, state)
             return state
-        values.frombytes(raw)
-        if not values:
-            return _State()
-        blocked_until, extra, extra_until, grid = values[0], values[1], values[2], values[3]
-        window = self.window + (extra if extra_until > now else 0.0)
-        # Keep slots inside the window; drop any from a clock that jumped back by over a window.
-        log = [t for t in values[self._HEADER :].tolist() if now - window < t <= now + window]
+        return self._parse(values, now)
+
+    def _parse(self, values: array, now: float) -> _State:
+        blocked_until, extra, extra_until, grid, delay, delay_at, last = values[: self._HEADER - 2]
+        split = self._HEADER + int(values[7])
+        end = split + int(values[8])
         if blocked_until > now + 3600:
             blocked_until = 0.0
         if extra_until <= now or extra_until > now + 2 * LEARNED_FOR:
             extra, extra_until = 0.0, 0.0
-        if not now - window < grid <= now + window:
-            grid = 0.0
-        return _State(
-            blocked_until=blocked_until, extra=extra, extra_until=extra_until, grid=grid, log=log
-        )
+        if not (0.0 < delay <= DELAY_CAP and now - 3600 < delay_at <= now + 1):
+            delay, delay_at = 0.0, 0.0
+        state = _State(blocked_until, extra, extra_until, 0.0, delay, delay_at)
+        window = self._safe_window(state, now)
+        # Keep times inside the window; drop any from a clock that jumped back by over a window.
+        state.grid = grid if now - window < grid <= now + window else 0.0
+        state.last_confirmed = last if now - window < last <= now else 0.0
+        state.pending = [
+            t for t in values[self._HEADER : split] if now - PENDING_TTL < t <= now + window
+        ]
+        state.planned = [t for t in values[split:end] if now - window < t <= now + window]
+        state.sent = [t for t in values[end:] if now - window < t <= now + window]
+        return state
 
     def _write(self, fd: int, state: _State) -> None:
+        # The latest plans, and more sends than a window holds (`confirm` counts them all).
+        planned, sent = state.planned[-self.capacity :], state.sent[-2 * self.capacity :]
         header = [state.blocked_until, state.extra, state.extra_until, state.grid]
-        data = array("d", header + state.log[-self.capacity :]).tobytes()
+        header += [state.delay, state.delay_at, state.last_confirmed]
+        header += [len(state.pending), len(planned)]
+        data = array("d", header + state.pending + planned + sent).tobytes()
         # Rewritten in place under the lock: readers hold the lock too, so none sees it half
         # written; a state shorter than the last one is cut to its length.
         os.pwrite(fd, data, 0)
         os.ftruncate(fd, len(data))
 
+    def _window(self, state: _State, now: float) -> float:
+        """The window slots are planned on: widened by what was learned (429s, late wakes)."""
+        return self.window + state.extra
+
+    def _safe_window(self, state: _State, now: float) -> float:
+        """The window a send is confirmed on: widened by the larger of the two signs of a wider
+        arrival spread, the one learned and the send delay measured. Only the confirmation
+        uses it, so a delay measured costs rate only when sends really crowd."""
+        return self.window + max(state.extra, state.delay_now(now))
+
     def _next_slot(self, state: _State, now: float) -> float:
-        """The earliest time the next slot may be taken, given the shared state."""
-        window = self.window + state.extra
+        """The earliest time the next slot may be planned, given the shared state."""
+        window = self._window(state, now)
         spacing = window / self.capacity
         # Evenly spaced slots (a burst would make its own requests queue at the server and
         # arrive late, which is what eats the margin), on a grid of planned times: a thread
         # that wakes or sends a little late does not push the slots after it.
         at = max(now, state.grid + spacing) if state.grid else now
-        log = state.log
-        if len(log) >= self.capacity:
-            # The safety rule, on the times the requests really went out (see `settle`).
-            at = max(at, log[len(log) - self.capacity] + window)
+        taken = sorted(state.pending + state.planned + state.sent)
+        if len(taken) >= self.capacity:
+            at = max(at, taken[len(taken) - self.capacity] + window)
         return at
 
-    def _take(self, fd: int, state: _State, at: float) -> None:
-        """Log the slot ``at`` and move the grid: late by less than a spacing, the grid keeps
+    def _take(self, fd: int, state: _State, at: float, now: float) -> None:
+        """Plan the slot ``at`` and move the grid: late by less than a spacing, the grid keeps
         its plan (the next slot catches up); idle for longer, it starts again at ``at``."""
-        spacing = (self.window + state.extra) / self.capacity
+        spacing = self._window(state, now) / self.capacity
         planned = state.grid + spacing
         state.grid = planned if state.grid and at - planned < spacing else at
-        state.log.append(at)
+        state.planned.append(at)
+        state.planned.sort()
         self._write(fd, state)
 
     def try_acquire(self) -> tuple[float | None, float]:
@@ -229,77 +309,143 @@ class SharedRateLimiter:
         return self._claim(ahead=self.window)
 
     def _claim(self, *, ahead: float) -> tuple[float | None, float]:
-        """Log the next free slot if it is due within ``ahead`` seconds."""
+        """Plan the next free slot if it is due within ``ahead`` seconds."""
         with self._locked() as fd:
-            now = time.time()
+            now = self._clock()
             state = self._read(fd, now)
             if state.blocked_until > now:
                 return None, state.blocked_until - now
             at = self._next_slot(state, now)
             if at - now > ahead:
                 return None, max(at - now - ahead, 0.0005)
-            self._take(fd, state, at)
+            self._take(fd, state, at, now)
             return at, at - now
 
+    def confirm(self, slot: float) -> tuple[float | None, float]:
+        """Right before writing the request of the planned ``slot``: ``(send_time, 0)`` if it
+        may go now, its plan replaced by a pending send; else ``(None, seconds to wait)``, the
+        plan kept, and the caller confirms again after the wait.
+
+        The rule is checked on what went out, not on plans: settled sends within the window
+        count at their send time, pending ones as if they arrived with this one; and a send
+        never follows the last one by less than the spacing.
+        """
+        with self._locked() as fd:
+            now = self._clock()
+            state = self._read(fd, now)
+            if state.blocked_until > now:
+                return None, state.blocked_until - now
+            wait = self._send_wait(state, now)
+            if wait > 0:
+                return None, wait
+            with contextlib.suppress(ValueError):
+                state.planned.remove(slot)
+            state.pending.append(now)
+            state.last_confirmed = now
+            self._write(fd, state)
+            return now, 0.0
+
+    def _send_wait(self, state: _State, now: float) -> float:
+        """How long a request must wait before it may be written, by the sends on record."""
+        window = self._safe_window(state, now)
+        if len(state.pending) >= self.capacity:
+            return PENDING_POLL
+        recent = [t for t in state.sent if t > now - window]
+        # Of the sends in the window, all but `allowed` must leave it first.
+        allowed = self.capacity - 1 - len(state.pending)
+        due = now
+        if len(recent) > allowed:
+            due = recent[len(recent) - allowed - 1] + window
+        if state.last_confirmed:
+            gap = MIN_GAP * self._window(state, now) / self.capacity
+            due = max(due, state.last_confirmed + gap)
+        return due - now
+
     def acquire(self, *, cancelled: threading.Event | None = None) -> Slot:
-        """Block until a slot is due, and take it."""
+        """Block until a slot is due and may be sent, and confirm it: the caller writes its
+        request at once and then calls `settle`."""
         started = time.monotonic()
         while True:
             at, wait = self.reserve()
             if wait > 0:
-                due = time.monotonic() + wait
-                if cancelled is None:
-                    time.sleep(wait)
-                elif cancelled.wait(wait):
-                    raise InterruptedError("rate-limit wait cancelled")
-                self.note_wake(late=time.monotonic() - due)
+                self._sleep(wait, cancelled)
             if at is None:
                 continue
-            if wait > 0 and self.blocked():
-                # A 429 paused the account while this thread waited: its slot stays in the
-                # log (a slot unused only makes the budget stricter) and it waits for another.
-                continue
-            return Slot(at=at, waited=time.monotonic() - started)
+            sent = self._confirmed(at, cancelled)
+            if sent is not None:
+                return Slot(at=sent, waited=time.monotonic() - started)
+
+    def _confirmed(self, slot: float, cancelled: threading.Event | None) -> float | None:
+        """Confirm ``slot``, waiting as the sends on record require; None if a 429 paused the
+        account meanwhile (the plan stays in the log: unused, it only makes the budget
+        stricter), and the caller takes another slot."""
+        while True:
+            sent, wait = self.confirm(slot)
+            if sent is not None:
+                return sent
+            if self.blocked():
+                return None
+            self._sleep(wait, cancelled)
+
+    def _sleep(self, wait: float, cancelled: threading.Event | None) -> None:
+        due = time.monotonic() + wait
+        if cancelled is None:
+            time.sleep(wait)
+        elif cancelled.wait(wait):
+            raise InterruptedError("rate-limit wait cancelled")
+        self.note_wake(late=time.monotonic() - due)
 
     def blocked(self) -> bool:
         """Whether the account's budget is paused now (after a 429)."""
         with self._locked() as fd:
-            now = time.time()
+            now = self._clock()
             return self._read(fd, now).blocked_until > now
 
     def note_wake(self, *, late: float) -> None:
         """A wait for a slot ended ``late`` seconds after it was due. Past `OVERLOAD_LAG` the
         machine is short of CPU: widen every user's window by `OVERLOAD_EXTRA` for a while
-        (without adding to a wider window learned from a 429)."""
+        (without adding to a wider window learned from a 429). The lateness is a send delay
+        too (what a starved machine does to our threads it does to the packets and to whatever
+        counts them): it widens the window sends are confirmed on, as `settle` does."""
         if late <= OVERLOAD_LAG:
             return
         with self._locked() as fd:
-            now = time.time()
+            now = self._clock()
             state = self._read(fd, now)
             state.extra = max(state.extra, OVERLOAD_EXTRA)
             state.extra_until = max(state.extra_until, now + OVERLOADED_FOR)
+            self._note_delay(state, late, now)
             self._write(fd, state)
+
+    @staticmethod
+    def _note_delay(state: _State, delay: float, now: float) -> None:
+        """Keep ``delay`` (up to `DELAY_CAP`) as the send delay if it is the longest lately."""
+        delay = min(delay, DELAY_CAP)
+        if delay > DELAY_FLOOR and delay > state.delay_now(now):
+            state.delay, state.delay_at = delay, now
 
     def settle(self, slot: float, sent: float) -> None:
         """Record that the request of ``slot`` actually went out at ``sent``.
 
-        Between taking a slot and writing the request a thread can stall (the GIL held by a busy
-        consumer, a collector pause); the server then counts the request later than its slot.
-        Moving the slot to the real send time pushes back the slot ``capacity`` places later,
-        which must come a window after it, so a stall cannot bring ``capacity + 1`` arrivals
-        into one server window. The even spacing keeps to its grid: a stall costs one window's
-        chain that much time, not every slot after it.
+        Between confirming a slot and writing the request a thread can stall (the GIL held by
+        a busy consumer, a collector pause); the server then counts the request later. The
+        request moves from pending to sent at its real time, so the window's rule holds on
+        what the server saw; and the stall, the send delay, widens the window (see
+        `delay_now`). A slot taken without confirming (`try_acquire`) moves the same way, and
+        measures no delay (its caller's own time is not a send delay).
         """
-        if sent <= slot:
-            return
         with self._locked() as fd:
-            state = self._read(fd, time.time())
-            try:
-                i = state.log.index(slot)
-            except ValueError:
-                return  # already out of the log: later slots no longer depend on it
-            state.log[i] = sent
-            state.log.sort()
+            now = self._clock()
+            state = self._read(fd, now)
+            if slot in state.pending:
+                state.pending.remove(slot)
+                self._note_delay(state, sent - slot, now)
+            elif slot in state.planned and sent > slot:
+                state.planned.remove(slot)
+            else:
+                return  # a plan settled early changes nothing; one out of the log is spent
+            state.sent.append(max(sent, slot))
+            state.sent.sort()
             self._write(fd, state)
 
     def block_for(self, seconds: float, *, learn: bool = False) -> None:
@@ -309,7 +455,7 @@ class SharedRateLimiter:
         slot and arriving at the server is wider than the margin; widen everyone's window.
         """
         with self._locked() as fd:
-            now = time.time()
+            now = self._clock()
             state = self._read(fd, now)
             state.blocked_until = max(state.blocked_until, now + max(seconds, 0.0))
             if learn:
@@ -320,4 +466,10 @@ class SharedRateLimiter:
     def extra_margin(self) -> float:
         """The window widening currently learned from 429s (seconds)."""
         with self._locked() as fd:
-            return self._read(fd, time.time()).extra
+            return self._read(fd, self._clock()).extra
+
+    def send_delay_margin(self) -> float:
+        """The window widening currently kept for the send delays measured (seconds)."""
+        with self._locked() as fd:
+            now = self._clock()
+            return self._read(fd, now).delay_now(now)

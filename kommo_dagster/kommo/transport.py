@@ -106,17 +106,19 @@ def _budgeted_adapter(
     pool_size: int, before_send: Callable[[], None], after_send: Callable[[], None]
 ) -> HTTPAdapter:
     """An adapter whose connections call ``before_send`` once connected, right before the
-    request's bytes go out, and ``after_send`` once they are out: the rate-limit slot is taken
-    as close as possible to the moment the server counts the request, so connection set-up does
-    not eat into the safety margin, and then settled to when the request really left."""
+    request's bytes go out, and ``after_send`` once they are out (or the write failed): the
+    rate-limit slot is confirmed as close as possible to the moment the server counts the
+    request, so connection set-up does not eat into the safety margin, and then settled to when
+    the request really left."""
 
     def request(cls: type, self: Any, *args: Any, **kwargs: Any) -> Any:
         if self.sock is None:
             self.connect()
         before_send()
-        result = super(cls, self).request(*args, **kwargs)
-        after_send()
-        return result
+        try:
+            return super(cls, self).request(*args, **kwargs)
+        finally:
+            after_send()  # a write that failed half way may still have reached the server
 
     class Connection(HTTPConnection):
         def request(self, *args: Any, **kwargs: Any) -> Any:
@@ -309,6 +311,7 @@ class Transport:
     def _before_send(self) -> None:
         """Take a slot of the shared budget (every attempt, retries included), and send nothing
         while Kommo's IP block is remembered on this machine."""
+        self._local.slot = None
         if self.ban is not None:
             self.ban.check()
         waited = 0.0

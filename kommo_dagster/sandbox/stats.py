@@ -34,6 +34,10 @@ class Stats:
             self.peak_concurrency = 0
             self.churn_steps = 0
             self.churn_changes: Counter[str] = Counter()
+            # Unix times of the first and the last arrival: when a client started, how long it
+            # kept at it (a run's start-up and rate, seen from the server).
+            self.first_arrival_at: float | None = None
+            self.last_arrival_at: float | None = None
             self._arrivals: deque[float] = deque()
 
     def arrive(self, *, window: float = 1.0) -> int:
@@ -49,6 +53,9 @@ class Stats:
             while q and q[0] <= now - horizon:
                 q.popleft()
             q.append(now)
+            self.last_arrival_at = time.time()
+            if self.first_arrival_at is None:
+                self.first_arrival_at = self.last_arrival_at
             self.requests += 1
             # Arrivals in (now - 1, now], this one included.
             in_second = len(q) - bisect.bisect_right(q, now - 1.0)
@@ -99,5 +106,7 @@ class Stats:
                 "churn_steps": self.churn_steps,
                 "churn_changes": dict(self.churn_changes),
                 "uptime_seconds": round(time.monotonic() - self.started, 3),
+                "first_arrival_at": self.first_arrival_at,
+                "last_arrival_at": self.last_arrival_at,
                 **extra,
             }

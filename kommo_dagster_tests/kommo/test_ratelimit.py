@@ -60,6 +60,7 @@ def test_threads_share_one_budget(tmp_path):
     def worker(lim: SharedRateLimiter) -> None:
         for _ in range(10):
             at = lim.acquire().at
+            lim.settle(at, time.time())  # the request is written: a sender settles its slot
             with lock:
                 times.append(at)
 
@@ -75,9 +76,14 @@ def test_threads_share_one_budget(tmp_path):
 CHILD = """
 import json, sys
 from pathlib import Path
+import time
 from kommo_dagster.kommo.ratelimit import SharedRateLimiter
 lim = SharedRateLimiter(key="acct", requests_per_second=60, directory=Path(sys.argv[1]))
-print(json.dumps([lim.acquire().at for _ in range(40)]))
+times = []
+for _ in range(40):
+    times.append(lim.acquire().at)
+    lim.settle(times[-1], time.time())
+print(json.dumps(times))
 """
 
 
@@ -180,11 +186,14 @@ def test_settling_moves_the_slot_in_the_shared_log(tmp_path):
 
 
 def _write_state(lim: SharedRateLimiter, *, grid: float, slots: list[float]) -> None:
-    Path(lim.path).write_bytes(array("d", [0.0, 0.0, 0.0, grid, *slots]).tobytes())
+    # The header (see SharedRateLimiter._HEADER), no pending or planned slots, then the sends.
+    header = [0.0, 0.0, 0.0, grid, 0.0, 0.0, 0.0, 0.0, 0.0]
+    Path(lim.path).write_bytes(array("d", [*header, *slots]).tobytes())
 
 
 def _slots(lim: SharedRateLimiter) -> list[float]:
-    return array("d", lim.path.read_bytes())[4:].tolist()
+    """Every time in the log: pending, planned and sent."""
+    return array("d", lim.path.read_bytes())[SharedRateLimiter._HEADER :].tolist()
 
 
 def test_a_thread_that_wakes_late_keeps_the_grid(tmp_path):
@@ -220,7 +229,8 @@ def test_a_torn_state_file_is_read_as_a_full_window(tmp_path):
     # ...and the file is whole again, so the limiter recovers after that one window.
     state = array("d")
     state.frombytes(Path(lim.path).read_bytes())
-    assert len(state) == 4 and state[0] == pytest.approx(time.time() + wait, abs=0.5)
+    assert len(state) == SharedRateLimiter._HEADER
+    assert state[0] == pytest.approx(time.time() + wait, abs=0.5)
 
 
 # --- against the sandbox, which counts requests on arrival in a sliding one-second window ----

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 from kommo_dagster.sandbox.stats import Stats
@@ -58,3 +59,15 @@ def test_answers_violations_faults_and_churn_are_counted_and_reset():
     assert snap["banned"] is False
     stats.reset()
     assert stats.snapshot()["requests"] == 0
+
+
+def test_the_first_and_last_arrival_are_unix_times_cleared_by_a_reset():
+    stats = Stats()
+    assert stats.snapshot()["first_arrival_at"] is None
+    before = time.time()
+    stats.arrive()
+    stats.arrive()
+    snap = stats.snapshot()
+    assert before <= snap["first_arrival_at"] <= snap["last_arrival_at"] <= time.time()
+    stats.reset()
+    assert stats.snapshot()["last_arrival_at"] is None
