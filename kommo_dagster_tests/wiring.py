@@ -11,7 +11,7 @@ from typing import Any
 
 import dagster as dg
 
-from kommo_dagster.resources import KommoResource
+from kommo_dagster.orchestration.resources import KommoResource
 from kommo_dagster.sandbox import KommoSandbox
 
 
