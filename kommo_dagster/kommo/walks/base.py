@@ -1,5 +1,5 @@
-"""Shared parts of every walk: a job (one request), the walk it belongs to, the records of
-a response, and the constants that bound splits and checks."""
+"""What every kind of walk shares: a job (one request), the walk it belongs to, the records of
+a response, when a split is worth it, and the server's clock."""
 
 from __future__ import annotations
 
@@ -23,24 +23,8 @@ log = logging.getLogger("kommo_dagster.kommo")
 # Split a walk only when its estimated remainder is at least this many pages; the cut leaves the
 # page in flight on the walk's side, so that page's rows are not fetched twice.
 MIN_SPLIT_PAGES = 2.0
-# A page whose last second holds this share of it or more goes on with that second by id.
-CROWD_SHARE = 0.2
-# Cut a gap two walks share only when it holds at least this many pages: the cut makes one more
-# place where walks meet, which costs a partial page, to keep more requests in flight.
-MIN_CUT_PAGES = 8.0
-# Upper bound of cursor values for "changed since" checks (any future time works: from/to).
-FAR_FUTURE = 4_102_444_800  # 2100-01-01
-# Pages a consistency check may read before it gives up and assumes the worst.
-CHECK_MAX_PAGES = 8
-# The same for a check's list of events (100 a page).
-EVENTS_CHECK_MAX_PAGES = 20
-# Ids per filter[id][] request: about 3 KB of query string, well under gateways' URL limits.
-ID_CHUNK = 100
 # Server clock slack for "since the walk began" (Date has one-second resolution).
 CLOCK_SLACK = 2
-# Seconds after which a window of events is taken as settled: events are stamped with the
-# server's time as they are written, and this leaves room for one written a little late.
-SETTLED = 600
 
 
 @dataclass(kw_only=True)

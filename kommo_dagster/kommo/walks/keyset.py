@@ -19,13 +19,7 @@ if TYPE_CHECKING:
     from kommo_dagster.kommo.transport import Transport
 
 from kommo_dagster.kommo.walks.base import (
-    CHECK_MAX_PAGES,
     CLOCK_SLACK,
-    CROWD_SHARE,
-    EVENTS_CHECK_MAX_PAGES,
-    FAR_FUTURE,
-    ID_CHUNK,
-    MIN_CUT_PAGES,
     MIN_SPLIT_PAGES,
     Job,
     Walk,
@@ -35,6 +29,20 @@ from kommo_dagster.kommo.walks.base import (
     records_of,
     server_since,
 )
+
+# A page whose last second holds this share of it or more goes on with that second by id.
+CROWD_SHARE = 0.2
+# Cut a gap two walks share only when it holds at least this many pages: the cut makes one more
+# place where walks meet, which costs a partial page, to keep more requests in flight.
+MIN_CUT_PAGES = 8.0
+# Upper bound of cursor values for "changed since" checks (any future time works: from/to).
+FAR_FUTURE = 4_102_444_800  # 2100-01-01
+# Pages a consistency check may read before it gives up and assumes the worst.
+CHECK_MAX_PAGES = 8
+# The same for a check's list of events (100 a page).
+EVENTS_CHECK_MAX_PAGES = 20
+# Ids per filter[id][] request: about 3 KB of query string, well under gateways' URL limits.
+ID_CHUNK = 100
 
 
 @dataclass(eq=False, kw_only=True)

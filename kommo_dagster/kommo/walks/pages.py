@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 
 from kommo_dagster.kommo.walks.base import (
     MIN_SPLIT_PAGES,
-    SETTLED,
     Job,
     Walk,
     _cursor_values,
@@ -23,6 +22,10 @@ from kommo_dagster.kommo.walks.base import (
     _seconds_for,
     log,
 )
+
+# Seconds after which a window of events is taken as settled: events are stamped with the
+# server's time as they are written, and this leaves room for one written a little late.
+SETTLED = 600
 
 
 @dataclass(eq=False, kw_only=True)
