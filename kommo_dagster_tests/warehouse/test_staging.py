@@ -1,11 +1,8 @@
-"""The DuckDB layer on a real DuckDB file: tables from the contract, typed batches, staging,
-one-transaction slice writes, and the lock that lets concurrent writers take turns."""
+"""Staging and the one-transaction slice write on a real DuckDB file: tables from the contract,
+staged batches, slice rewrites, and a failed write that leaves the table as it was."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import threading
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -18,7 +15,7 @@ from kommo_dagster.kommo.columns import columns_table
 from kommo_dagster.kommo.streams import DUCKDB_TYPES, STREAMS, get_stream
 from kommo_dagster.warehouse.arrays import typed_frame
 from kommo_dagster.warehouse.errors import TableSchemaMismatch, WarehouseError
-from kommo_dagster.warehouse.locks import DatabaseLockTimeout, connect, lock_path
+from kommo_dagster.warehouse.locks import connect
 from kommo_dagster.warehouse.slices import read_slice
 from kommo_dagster.warehouse.sql import table_columns
 from kommo_dagster.warehouse.staging import STAGING_THREADS, StagedRows
@@ -32,11 +29,6 @@ OCT1 = EpochWindow.from_datetimes(
 OCT2 = EpochWindow.from_datetimes(
     datetime(2026, 10, 2, tzinfo=UTC), datetime(2026, 10, 3, tzinfo=UTC)
 )
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "warehouse" / "kommo_test.duckdb"
 
 
 def _write(db: Path, staged: StagedRows) -> dict[str, int]:
@@ -99,29 +91,6 @@ def test_arrow_batches_stage_like_columns_and_must_match_the_contract(db: Path):
     wrong = columns_table("leads", columns).drop_columns(["tags"])
     with pytest.raises(WarehouseError, match="differ from the contract"):
         StagedRows(LEADS, window=OCT1).append(wrong)
-
-
-def test_typed_frame_refuses_lossy_and_misshapen_batches():
-    columns = synthetic_columns(LEADS, 3)
-    with pytest.raises(WarehouseError, match="price"):
-        typed_frame(LEADS, columns | {"price": [1, 2.5, None]})
-    with pytest.raises(WarehouseError, match="boolean is not an integer"):
-        typed_frame(LEADS, columns | {"price": [1, True, None]})
-    with pytest.raises(WarehouseError, match="price"):
-        typed_frame(LEADS, columns | {"price": [1, 2**63, None]})
-    with pytest.raises(WarehouseError, match="is_deleted"):
-        typed_frame(LEADS, columns | {"is_deleted": [True, 1, None]})
-    with pytest.raises(WarehouseError, match="name"):
-        typed_frame(LEADS, columns | {"name": ["a", 5, None]})
-    # integral values of other integer types are taken as they are
-    frame = typed_frame(LEADS, columns | {"price": [1, 2.0, None]})
-    assert frame["price"].tolist() == [1, 2, pd.NA]
-    with pytest.raises(WarehouseError, match="missing"):
-        typed_frame(LEADS, {k: v for k, v in columns.items() if k != "tags"})
-    with pytest.raises(WarehouseError, match="unexpected"):
-        typed_frame(LEADS, columns | {"extra": [1, 2, 3]})
-    with pytest.raises(WarehouseError, match="lengths"):
-        typed_frame(LEADS, columns | {"price": [1]})
 
 
 def test_a_partition_rewrite_replaces_exactly_its_slice(db: Path):
@@ -267,71 +236,6 @@ def test_read_slice_returns_nullable_types_for_a_window(db: Path):
     assert str(frame["loss_reason_id"].dtype) == "Int64"
     assert frame["loss_reason_id"].isna().sum() == 1
     assert isinstance(frame, pd.DataFrame)
-
-
-def test_a_second_connection_waits_for_the_first(db: Path):
-    holding, release, order = threading.Event(), threading.Event(), []
-
-    def first():
-        with connect(db, timeout=30) as con:
-            con.execute("CREATE TABLE t (x INTEGER)")
-            holding.set()
-            release.wait(10)
-            con.execute("INSERT INTO t VALUES (1)")
-            order.append("first")
-
-    thread = threading.Thread(target=first)
-    thread.start()
-    holding.wait(10)
-    threading.Timer(0.3, release.set).start()
-    waits: list[str] = []
-    with connect(db, timeout=30, on_wait=waits.append) as con:
-        order.append("second")
-        assert con.execute("SELECT x FROM t").fetchall() == [(1,)]
-    thread.join(10)
-    assert order == ["first", "second"]
-    assert len(waits) == 1 and "another run" in waits[0]
-
-
-def test_waiting_for_the_lock_ends_with_a_clear_error(db: Path):
-    with (
-        connect(db, timeout=30),
-        pytest.raises(DatabaseLockTimeout, match="KOMMO_DUCKDB_LOCK_TIMEOUT"),
-        connect(db, timeout=0.2),
-    ):
-        pass
-
-
-@pytest.mark.timeout(60)
-def test_a_file_held_by_another_program_is_waited_for_then_reported(db: Path):
-    db.parent.mkdir(parents=True)
-    duckdb.connect(str(db)).close()
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('open', flush=True); "
-            "sys.stdin.readline()",
-            str(db),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
-        with (
-            pytest.raises(DatabaseLockTimeout, match="another program"),
-            connect(db, timeout=0.5),
-        ):
-            pass
-    finally:
-        assert holder.stdin is not None
-        holder.stdin.close()
-        holder.wait(30)
-    assert not lock_path(db).read_text()  # the lock file is only a lock
-    with connect(db, timeout=5) as con:
-        assert con.execute("SELECT 1").fetchall() == [(1,)]
 
 
 def test_staged_rows_are_counted_per_utc_day():
