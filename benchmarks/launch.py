@@ -196,7 +196,7 @@ def _wait_all(
 
 def _lists(duckdb_path: str, name: str) -> dict[str, int]:
     """The rows of the account's leads table, live and deleted (each its own list)."""
-    from kommo_dagster.warehouse import connect
+    from kommo_dagster.warehouse.locks import connect
 
     with connect(duckdb_path, timeout=300, read_only=True) as con:
         live, deleted = con.execute(

@@ -9,7 +9,7 @@ client, same rate limiter.
 from __future__ import annotations
 
 from kommo_dagster.kommo.client import KommoClient, ProgressCallback
-from kommo_dagster.resources import KommoResource
+from kommo_dagster.orchestration.resources import KommoResource
 
 # Clients handed out since the list was last cleared (resources are rebuilt for every run, so
 # the list lives at module level rather than on the resource).

@@ -35,7 +35,7 @@ from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.kommo.transport import Response
 from kommo_dagster.kommo.walks import records_of
 from kommo_dagster.sandbox import SandboxConfig, SandboxProcess
-from kommo_dagster.warehouse import StagedRows
+from kommo_dagster.warehouse.staging import StagedRows
 
 
 def _cpu(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:

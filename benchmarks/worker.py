@@ -100,8 +100,8 @@ class DagsterRunner:
         import dagster as dg
 
         from benchmarks.observed import ObservedKommoResource
-        from kommo_dagster.accounts import Account, AccountScope, accounts_from_env
         from kommo_dagster.builder import build_kommo_definitions
+        from kommo_dagster.orchestration.accounts import Account, AccountScope, accounts_from_env
 
         self.dg = dg
         accounts = accounts_from_env()
@@ -160,7 +160,7 @@ class DagsterRunner:
 
     def _rows(self, stream: str, start: int, end: int) -> dict[str, int]:
         from kommo_dagster.kommo.streams import get_stream
-        from kommo_dagster.warehouse import connect
+        from kommo_dagster.warehouse.locks import connect
 
         spec = get_stream(stream)
         cursor = spec.cursor or "updated_at"

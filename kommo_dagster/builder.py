@@ -19,17 +19,17 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from kommo_dagster.accounts import Account
-from kommo_dagster.assets import build_kommo_assets
-from kommo_dagster.checks import build_kommo_checks
-from kommo_dagster.derived.assets import build_derived_assets
-from kommo_dagster.derived.checks import build_derived_checks
-from kommo_dagster.io_manager import KommoDuckDBIOManager, KommoDuckDBResource
-from kommo_dagster.jobs import build_jobs
-from kommo_dagster.schedules import build_schedules, stagger_offsets
-from kommo_dagster.sensors import build_change_sensor
+from kommo_dagster.orchestration.accounts import Account
+from kommo_dagster.orchestration.assets import build_kommo_assets
+from kommo_dagster.orchestration.checks import build_kommo_checks
+from kommo_dagster.orchestration.derived_assets import build_derived_assets
+from kommo_dagster.orchestration.derived_checks import build_derived_checks
+from kommo_dagster.orchestration.io_manager import KommoDuckDBIOManager, KommoDuckDBResource
+from kommo_dagster.orchestration.jobs import build_jobs
+from kommo_dagster.orchestration.schedules import build_schedules, stagger_offsets
+from kommo_dagster.orchestration.sensors import build_change_sensor
+from kommo_dagster.orchestration.translator import AccountSpecs, KommoTranslator
 from kommo_dagster.settings import DEFAULT_SCHEMA, Location, Settings
-from kommo_dagster.translator import AccountSpecs, KommoTranslator
 
 
 def build_duckdb_resource(settings: Settings) -> KommoDuckDBResource:

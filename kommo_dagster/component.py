@@ -19,9 +19,9 @@ Every setting of ``KOMMO_<ACCOUNT>_*`` is a field of the account, and the shared
 declares both); `Settings` validates them with the code that validates the variables, so a bad
 value fails the load naming its field (``defs.yaml accounts[0].requests_per_second``).
 
-Each account gets exactly what ``KOMMO_ACCOUNTS`` gives it (`kommo_dagster.accounts`): assets
-``kommo/<name>/<stream>``, schema ``kommo_<name>``, its jobs, schedules, sensor, checks and pool,
-and the ``kommo_all`` views; both paths go through `kommo_dagster.builder`.
+Each account gets exactly what ``KOMMO_ACCOUNTS`` gives it (`kommo_dagster.orchestration.accounts`):
+assets ``kommo/<name>/<stream>``, schema ``kommo_<name>``, its jobs, schedules, sensor, checks and
+pool, and the ``kommo_all`` views; both paths go through `kommo_dagster.builder`.
 
 The token must be written as ``"{{ env.VARIABLE }}"``: it becomes a `dagster.EnvVar`, read when
 a run starts, so it is neither stored in ``defs.yaml`` nor shown in the UI's resource config.
@@ -39,10 +39,11 @@ from dagster.components.resolved.context import ResolutionContext
 from dagster.components.utils.translation import TranslationFn, TranslationFnResolver
 from pydantic import Field
 
-from kommo_dagster.accounts import Account, accounts_of
 from kommo_dagster.builder import build_kommo_definitions
 from kommo_dagster.kommo.config import DEFAULT_REQUESTS_PER_SECOND
 from kommo_dagster.kommo.streams import STREAMS
+from kommo_dagster.orchestration.accounts import Account, accounts_of
+from kommo_dagster.orchestration.translator import KommoTranslator, KommoTranslatorData
 from kommo_dagster.settings import (
     DEFAULT_DUCKDB_PATH,
     DEFAULT_SCHEMA,
@@ -53,7 +54,6 @@ from kommo_dagster.settings import (
     Settings,
     SettingsError,
 )
-from kommo_dagster.translator import KommoTranslator, KommoTranslatorData
 
 _ENV_TEMPLATE = re.compile(
     r"\{\{\s*(?:env\.(?P<dot>[A-Za-z_]\w*)|env\(\s*['\"](?P<call>[A-Za-z_]\w*)['\"]\s*\))\s*\}\}"

@@ -9,21 +9,22 @@ a bad value fails the load with the variable's name and the value given. The tok
 `dagster.EnvVar`, read when a run starts; an account with a host or a name needs it set when the
 definitions load, and the single account with neither loads without any variable (its runs fail
 at their start, naming the variable). ``KOMMO_ACCOUNTS=acc1,acc2`` serves several accounts, each
-from its ``KOMMO_<ACCOUNT>_*`` variables (`kommo_dagster.accounts`).
+from its ``KOMMO_<ACCOUNT>_*`` variables (`kommo_dagster.orchestration.accounts`).
 
-Keeping it fresh: the jobs (`kommo_dagster.jobs`), schedules (`kommo_dagster.schedules`), the
-change sensor (`kommo_dagster.sensors`) and the data checks (`kommo_dagster.checks`) are built
-from the same settings, per account, by `kommo_dagster.builder`; schedules and the sensor start
-stopped unless ``KOMMO_SCHEDULES_DEFAULT_ON=true``.
+Keeping it fresh: the jobs (`kommo_dagster.orchestration.jobs`), schedules
+(`kommo_dagster.orchestration.schedules`), the change sensor (`kommo_dagster.orchestration.sensors`)
+and the data checks (`kommo_dagster.orchestration.checks`) are built from the same settings, per
+account, by `kommo_dagster.builder`; schedules and the sensor start stopped unless
+``KOMMO_SCHEDULES_DEFAULT_ON=true``.
 """
 
 import dagster as dg
 
-from kommo_dagster.accounts import Account, accounts_of
 from kommo_dagster.builder import build_kommo_definitions
-from kommo_dagster.resources import KommoResource
+from kommo_dagster.orchestration.accounts import Account, accounts_of
+from kommo_dagster.orchestration.resources import KommoResource
+from kommo_dagster.orchestration.translator import KommoTranslator
 from kommo_dagster.settings import Location, Settings
-from kommo_dagster.translator import KommoTranslator
 
 
 def build_definitions(

@@ -26,11 +26,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from kommo_dagster.all_accounts import ALL_ACCOUNTS_SCHEMA
 from kommo_dagster.kommo import config as client
 from kommo_dagster.kommo.errors import KommoConfigError
 from kommo_dagster.kommo.streams import STREAMS
-from kommo_dagster.warehouse import catalog_name, is_file_database
+from kommo_dagster.warehouse.all_accounts import ALL_ACCOUNTS_SCHEMA
+from kommo_dagster.warehouse.sql import catalog_name, is_file_database
 
 DEFAULT_START_DATE = date(2024, 1, 1)
 DEFAULT_DUCKDB_PATH = Path("data") / "kommo_crm.duckdb"

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from kommo_dagster.kommo.streams import STREAMS, Stream
-from kommo_dagster.registry import derived_relations
 from kommo_dagster.settings import configuration_table
+from kommo_dagster.warehouse.registry import derived_relations
 
 _BLOCK = re.compile(
     r"(<!-- generated:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /generated -->)", re.S

@@ -13,9 +13,9 @@ import duckdb
 import filelock
 import pytest
 
-from kommo_dagster.partitions import EpochWindow
 from kommo_dagster.sandbox import KommoSandbox, SandboxConfig
-from kommo_dagster.warehouse import lock_path
+from kommo_dagster.warehouse.locks import lock_path
+from kommo_dagster.warehouse.windows import EpochWindow
 from kommo_dagster_tests.rows import canonical
 
 pytestmark = pytest.mark.slow

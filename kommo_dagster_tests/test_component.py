@@ -16,10 +16,10 @@ import duckdb
 import pytest
 import yaml
 
-from kommo_dagster.accounts import accounts_from_env
 from kommo_dagster.builder import build_kommo_definitions
 from kommo_dagster.component import KommoComponent
 from kommo_dagster.kommo.streams import STREAMS
+from kommo_dagster.orchestration.accounts import accounts_from_env
 from kommo_dagster.sandbox import SandboxConfig
 from kommo_dagster.settings import SettingsError
 

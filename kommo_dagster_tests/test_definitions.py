@@ -10,12 +10,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from kommo_dagster.assets import GROUP_NAME
 from kommo_dagster.definitions import build_definitions
-from kommo_dagster.derived.assets import all_derived_keys
-from kommo_dagster.io_manager import KommoDuckDBIOManager, KommoDuckDBResource
 from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, STREAMS
-from kommo_dagster.resources import KommoResource
+from kommo_dagster.orchestration.assets import GROUP_NAME
+from kommo_dagster.orchestration.derived_assets import all_derived_keys
+from kommo_dagster.orchestration.io_manager import KommoDuckDBIOManager, KommoDuckDBResource
+from kommo_dagster.orchestration.resources import KommoResource
 from kommo_dagster.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from kommo_dagster.derived.assets import all_derived_keys
 from kommo_dagster.kommo.streams import STREAMS
+from kommo_dagster.orchestration.derived_assets import all_derived_keys
 from kommo_dagster.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

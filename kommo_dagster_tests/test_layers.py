@@ -1,12 +1,13 @@
 """The package's imports point one way: no cycle, and no module imports a higher layer.
 
-Layers, lowest first:
+Layers, lowest first, by folder:
 
 0. plain Python, no Dagster: the client (``kommo/``), the sandbox, the contract;
-1. the warehouse and SQL side: DuckDB tables, views, partitions, settings, the table registry
-   and the derived tables' SQL and declarations;
-2. the Dagster side: resources, the IO manager, assets, checks, jobs, schedules, sensors,
-   the translator;
+1. the DuckDB side, no Dagster either: ``warehouse/`` (tables, views, staging, the table
+   registry), ``derived/`` (the derived tables' SQL and declarations), the settings and the
+   stream docs;
+2. the Dagster side: ``orchestration/`` (resources, the IO manager, assets, checks, jobs,
+   schedules, sensors, the translator);
 3. what wires them: the builder, the definitions, the component, the package itself.
 
 Every import written in a module counts, inside functions too.
@@ -24,24 +25,12 @@ import kommo_dagster
 PACKAGE = Path(kommo_dagster.__file__).parent
 LOWEST = ("kommo_dagster.kommo", "kommo_dagster.sandbox", "kommo_dagster.contract")
 WAREHOUSE = (
-    "kommo_dagster.partitions",
     "kommo_dagster.warehouse",
-    "kommo_dagster.views",
-    "kommo_dagster.all_accounts",
-    "kommo_dagster.settings",
-    "kommo_dagster.tables",
-    "kommo_dagster.registry",
-    "kommo_dagster.stream_docs",
-    "kommo_dagster.derived.entities",
-    "kommo_dagster.derived.declaration",
-    "kommo_dagster.derived.long_values",
-    "kommo_dagster.derived.stages",
-    "kommo_dagster.derived.value_text",
-    "kommo_dagster.derived.wide",
-    "kommo_dagster.derived.write",
-    "kommo_dagster.derived.sql",
     "kommo_dagster.derived",
+    "kommo_dagster.settings",
+    "kommo_dagster.stream_docs",
 )
+DAGSTER_SIDE = ("kommo_dagster.orchestration",)
 TOP = (
     "kommo_dagster",
     "kommo_dagster.builder",
@@ -60,15 +49,21 @@ def _module_name(path: Path) -> str:
 MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
+def _within(module: str, roots: tuple[str, ...]) -> bool:
+    return any(module == r or module.startswith(f"{r}.") for r in roots)
+
+
 def layer(module: str) -> int:
-    """A module's layer; anything not named lower is on the Dagster side."""
+    """A module's layer, from the folder it lives in."""
     if module in TOP:
         return 3
-    if any(module == m or module.startswith(f"{m}.") for m in LOWEST):
+    if _within(module, LOWEST):
         return 0
-    if module in WAREHOUSE:
+    if _within(module, WAREHOUSE):
         return 1
-    return 2
+    if _within(module, DAGSTER_SIDE):
+        return 2
+    raise AssertionError(f"{module} is in no layer: put it in a folder of one")
 
 
 def imports(module: str) -> set[str]:
@@ -99,8 +94,14 @@ GRAPH = {m: imports(m) for m in MODULES}
 
 
 def test_the_layers_name_existing_modules():
-    named = [*WAREHOUSE, *TOP]
+    named = [*LOWEST, *WAREHOUSE, *DAGSTER_SIDE, *TOP]
     assert [m for m in named if m not in MODULES] == []
+
+
+def test_every_module_is_in_a_layer():
+    """A new module must live in a layer's folder (or be one of the wiring modules)."""
+    folders = (*LOWEST, *WAREHOUSE, *DAGSTER_SIDE)
+    assert sorted(m for m in MODULES if m not in TOP and not _within(m, folders)) == []
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
@@ -109,9 +110,10 @@ def test_no_module_imports_a_higher_layer(module: str):
     assert upward == [], f"{module} (layer {layer(module)}) imports {upward}"
 
 
-def test_the_lowest_layer_imports_no_dagster():
+@pytest.mark.parametrize("lowest", [0, 1], ids=["client", "warehouse"])
+def test_the_two_lowest_layers_import_no_dagster(lowest: int):
     for module, path in MODULES.items():
-        if layer(module) != 0:
+        if layer(module) != lowest:
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
@@ -144,5 +146,5 @@ def test_the_import_graph_has_no_cycle():
 
 def test_the_io_manager_reads_the_registry_and_nothing_of_the_dagster_side():
     """It writes, then asks the registry what to rebuild: no asset module behind it."""
-    assert "kommo_dagster.registry" in GRAPH["kommo_dagster.io_manager"]
-    assert sorted(m for m in GRAPH["kommo_dagster.io_manager"] if layer(m) > 1) == []
+    assert "kommo_dagster.warehouse.registry" in GRAPH["kommo_dagster.orchestration.io_manager"]
+    assert sorted(m for m in GRAPH["kommo_dagster.orchestration.io_manager"] if layer(m) > 1) == []

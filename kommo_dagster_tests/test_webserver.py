@@ -194,13 +194,13 @@ def test_materialization_launched_from_the_ui_succeeds(webserver, sandbox):
 
 
 def test_schedules_and_sensors_are_listed_and_stopped(webserver):
-    from kommo_dagster.schedules import (
+    from kommo_dagster.orchestration.schedules import (
         FINALIZE_SCHEDULE,
         FULL_SYNC_SCHEDULE,
         FULL_TABLES_SCHEDULE,
         TODAY_SCHEDULE,
     )
-    from kommo_dagster.sensors import CHANGE_SENSOR
+    from kommo_dagster.orchestration.sensors import CHANGE_SENSOR
 
     graphql, _ = webserver
     data = graphql(

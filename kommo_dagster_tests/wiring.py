@@ -11,7 +11,7 @@ from typing import Any
 
 import dagster as dg
 
-from kommo_dagster.resources import KommoResource
+from kommo_dagster.orchestration.resources import KommoResource
 from kommo_dagster.sandbox import KommoSandbox
 
 
@@ -36,8 +36,8 @@ DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
 def named_accounts_definitions(directory: Path, names: list[str]) -> dg.Definitions:
     """The definitions of accounts ``names`` (hosts ``<name>.kommo.com``, nothing contacted)."""
-    from kommo_dagster.accounts import accounts_from_env
     from kommo_dagster.builder import build_kommo_definitions
+    from kommo_dagster.orchestration.accounts import accounts_from_env
 
     env = {
         "KOMMO_ACCOUNTS": ",".join(names),

@@ -31,9 +31,9 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from kommo_dagster.derived.assets import derived_keys
 from kommo_dagster.derived.declaration import DERIVED_TABLES
 from kommo_dagster.kommo.streams import FULL_TABLE_STREAMS, INCREMENTAL_STREAMS, STREAMS
+from kommo_dagster.orchestration.derived_assets import derived_keys
 from kommo_dagster.sandbox import SandboxConfig, SandboxProcess
 from kommo_dagster.settings import DEFAULT_START_DATE, Settings
 

@@ -8,7 +8,8 @@
 
 Each is one declaration in `declaration` (columns from the contract's entries with
 ``derived_from``; key, SQL, checks and what rebuilds a view from the code); writes replace a
-slice in one transaction (`write`). `assets` and `checks` make them Dagster assets (partitioned
+slice in one transaction (`write`). The Dagster side
+(`kommo_dagster.orchestration.derived_assets`, `derived_checks`) makes them assets (partitioned
 like their parents) and data checks; after any write, the table registry
-(`kommo_dagster.registry`) rebuilds the views that follow it, in the same transaction.
+(`kommo_dagster.warehouse.registry`) rebuilds the views that follow it, in the same transaction.
 """

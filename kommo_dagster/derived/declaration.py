@@ -6,9 +6,10 @@ columns, types, description, parent and cursor come from the contract's entry wi
 the code: its key, its SQL (``select``), and the checks beyond the ones every table gets. A view
 declares what it reads, which writes rebuild it (``refresh_on``) and the function rebuilding it.
 
-Assets (`kommo_dagster.derived.assets`), checks (`kommo_dagster.derived.checks`), the refresh
-after each write (`kommo_dagster.registry`) and the README's table reference are read from
-`DECLARATIONS`; adding a table is one entry here (see the README, "Adding a table").
+Assets (`kommo_dagster.orchestration.derived_assets`), checks
+(`kommo_dagster.orchestration.derived_checks`), the refresh after each write
+(`kommo_dagster.warehouse.registry`) and the README's table reference are read from `DECLARATIONS`;
+adding a table is one entry here (see the README, "Adding a table").
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ from kommo_dagster.derived.stages import (
 )
 from kommo_dagster.derived.wide import rebuild_wide_view
 from kommo_dagster.kommo.streams import get_stream
-from kommo_dagster.tables import SLICED_KINDS, RefreshContext, Table, contract_table
-from kommo_dagster.views import current_view_name
+from kommo_dagster.warehouse.tables import SLICED_KINDS, RefreshContext, Table, contract_table
+from kommo_dagster.warehouse.views import current_view_name
 
 DerivedTable = Table  # the declaration of a table computed from a slice of its parent
 
 VALUE_KEY = ("entity_id", "updated_at", "field_id", "value_index")
-# Checks named by a declaration's ``checks``, defined in `kommo_dagster.derived.checks`.
+# Checks named by a declaration's ``checks``, defined in
+# `kommo_dagster.orchestration.derived_checks`.
 NO_DUPLICATE_KEYS = "no_duplicate_keys"
 FIELD_IDS_DEFINED = "field_ids_defined"
 NO_NEGATIVE_DURATIONS = "no_negative_durations"

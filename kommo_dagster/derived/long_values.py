@@ -26,8 +26,8 @@ from kommo_dagster.derived.entities import CustomFieldEntity
 from kommo_dagster.derived.value_text import VALUE_TEXT_MACRO
 from kommo_dagster.derived.write import window_condition
 from kommo_dagster.kommo.streams import get_stream
-from kommo_dagster.partitions import EpochWindow
-from kommo_dagster.warehouse import table_ref
+from kommo_dagster.warehouse.sql import table_ref
+from kommo_dagster.warehouse.windows import EpochWindow
 
 SOURCE_COLUMN = "custom_fields_values"
 

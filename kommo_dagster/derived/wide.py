@@ -29,14 +29,9 @@ import duckdb
 
 from kommo_dagster.derived.entities import CustomFieldEntity
 from kommo_dagster.kommo.streams import get_stream
-from kommo_dagster.tables import contract_columns
-from kommo_dagster.views import current_view_name, ensure_current_view
-from kommo_dagster.warehouse import (
-    column_definitions,
-    quote,
-    table_exists,
-    table_ref,
-)
+from kommo_dagster.warehouse.sql import column_definitions, quote, table_exists, table_ref
+from kommo_dagster.warehouse.tables import contract_columns
+from kommo_dagster.warehouse.views import current_view_name, ensure_current_view
 
 LIST_TYPES = frozenset({"multiselect", "multitext"})
 DOUBLE_TYPES = frozenset({"numeric", "price", "monetary"})

@@ -15,16 +15,16 @@ from typing import Any
 
 import duckdb
 
-from kommo_dagster.partitions import EpochWindow
-from kommo_dagster.tables import Table
-from kommo_dagster.warehouse import (
-    WriteResult,
+from kommo_dagster.warehouse.slices import WriteResult
+from kommo_dagster.warehouse.sql import (
     check_table_columns,
     create_table_sql,
     quote,
     table_columns,
     table_ref,
 )
+from kommo_dagster.warehouse.tables import Table
+from kommo_dagster.warehouse.windows import EpochWindow
 
 
 def ensure_table(con: duckdb.DuckDBPyConnection, table: Table, *, schema: str) -> None:

@@ -3,7 +3,7 @@
 Kommo records an event for every change (``lead_status_changed``, ``contact_added``,
 ``task_deleted``...), with the entity's type and id. Polling the event list from a cursor is the
 cheapest way to learn which streams need a refresh: a quiet account answers one request with a
-204. Plain Python, used by the change sensor (`kommo_dagster.sensors`).
+204. Plain Python, used by the change sensor (`kommo_dagster.orchestration.sensors`).
 
 The cursor is the newest ``created_at`` seen plus the ids of the events seen at that second.
 The next poll asks ``filter[created_at][from]=<that second>`` (inclusive) and drops those ids, so

@@ -45,7 +45,8 @@ from kommo_dagster.kommo.ratelimit import DEFAULT_MARGIN, SharedRateLimiter, acc
 from kommo_dagster.kommo.stats import ClientStats, StatsRecorder
 from kommo_dagster.kommo.streams import Stream, get_stream
 from kommo_dagster.kommo.transport import Params, RetryPolicy
-from kommo_dagster.kommo.walks import Decoder, WalkContext, records_of
+from kommo_dagster.kommo.walks.base import Decoder, records_of
+from kommo_dagster.kommo.walks.strategies import WalkContext
 
 log = logging.getLogger("kommo_dagster.kommo")
 

@@ -28,7 +28,7 @@ from msgspec.structs import astuple
 from kommo_dagster.kommo.records import descend, typed_values
 from kommo_dagster.kommo.streams import Column, Stream, get_stream
 from kommo_dagster.kommo.transport import Response
-from kommo_dagster.kommo.walks import records_of
+from kommo_dagster.kommo.walks.base import records_of
 
 _NULL = msgspec.Raw(b"null")
 _SCALARS: Mapping[str, Any] = {"integer": int | None, "boolean": bool | None, "string": str | None}

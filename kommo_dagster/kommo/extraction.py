@@ -23,12 +23,11 @@ from kommo_dagster.kommo.stats import ClientStats, PartStats, Progress, StatsRec
 from kommo_dagster.kommo.streams import Stream
 from kommo_dagster.kommo.tasks import TasksStrategy
 from kommo_dagster.kommo.transport import Response
-from kommo_dagster.kommo.walks import (
-    Job,
+from kommo_dagster.kommo.walks.base import Job, Walk
+from kommo_dagster.kommo.walks.strategies import (
     KeysetStrategy,
     NewestFirstStrategy,
     Strategy,
-    Walk,
     WalkContext,
 )
 

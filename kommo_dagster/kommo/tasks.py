@@ -26,18 +26,10 @@ from typing import Any
 from kommo_dagster.kommo.errors import KommoConsistencyError
 from kommo_dagster.kommo.streams import Stream
 from kommo_dagster.kommo.transport import Response, Transport
-from kommo_dagster.kommo.walks import (
-    CHECK_MAX_PAGES,
-    FAR_FUTURE,
-    Job,
-    PagesWalk,
-    Strategy,
-    Walk,
-    even_bounds,
-    events_since,
-    list_since,
-    server_since,
-)
+from kommo_dagster.kommo.walks.base import Job, Walk, server_since
+from kommo_dagster.kommo.walks.keyset import CHECK_MAX_PAGES, FAR_FUTURE, events_since, list_since
+from kommo_dagster.kommo.walks.pages import PagesWalk, even_bounds
+from kommo_dagster.kommo.walks.strategies import Strategy
 
 log = logging.getLogger("kommo_dagster.kommo")
 

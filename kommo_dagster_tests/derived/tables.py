@@ -7,7 +7,7 @@ from typing import Any
 import duckdb
 
 from kommo_dagster.kommo.streams import get_stream
-from kommo_dagster.warehouse import column_definitions
+from kommo_dagster.warehouse.sql import column_definitions
 
 SCHEMA = "kommo"
 

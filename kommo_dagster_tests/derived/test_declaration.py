@@ -15,12 +15,12 @@ from kommo_dagster.definitions import build_definitions
 from kommo_dagster.derived import declaration
 from kommo_dagster.derived.write import window_condition
 from kommo_dagster.kommo.streams import Column
-from kommo_dagster.partitions import EpochWindow
-from kommo_dagster.registry import refreshed_after
-from kommo_dagster.resources import KommoResource
+from kommo_dagster.orchestration.resources import KommoResource
 from kommo_dagster.settings import Settings
 from kommo_dagster.stream_docs import derived_table
-from kommo_dagster.tables import Partitioning, RefreshContext, Table
+from kommo_dagster.warehouse.registry import refreshed_after
+from kommo_dagster.warehouse.tables import Partitioning, RefreshContext, Table
+from kommo_dagster.warehouse.windows import EpochWindow
 from kommo_dagster_tests.derived.tables import SCHEMA, insert
 
 

@@ -9,7 +9,7 @@ from kommo_dagster.derived.declaration import CUSTOM_FIELD_ENTITIES, get_derived
 from kommo_dagster.derived.long_values import skipped_versions_sql, values_select_sql
 from kommo_dagster.derived.value_text import install_macros
 from kommo_dagster.derived.write import replace_slice
-from kommo_dagster.partitions import EpochWindow
+from kommo_dagster.warehouse.windows import EpochWindow
 from kommo_dagster_tests.derived.reference import long_rows
 from kommo_dagster_tests.derived.tables import SCHEMA, insert
 

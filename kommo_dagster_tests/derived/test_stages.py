@@ -17,7 +17,7 @@ from kommo_dagster.derived.stages import (
     status_changes_select_sql,
 )
 from kommo_dagster.derived.write import replace_slice
-from kommo_dagster.partitions import EpochWindow
+from kommo_dagster.warehouse.windows import EpochWindow
 from kommo_dagster_tests.derived.reference import status_change, stays
 from kommo_dagster_tests.derived.tables import SCHEMA, create, insert
 

@@ -18,7 +18,7 @@ from kommo_dagster.derived.wide import (
 )
 from kommo_dagster.derived.write import replace_slice
 from kommo_dagster.kommo.streams import get_stream
-from kommo_dagster.registry import refresh_after_write, refreshed_after
+from kommo_dagster.warehouse.registry import refresh_after_write, refreshed_after
 from kommo_dagster_tests.derived.tables import SCHEMA, insert
 
 LEADS = CUSTOM_FIELD_ENTITIES[0]

@@ -14,10 +14,10 @@ import pytest
 import requests
 
 from kommo_dagster.kommo import tasks as tasks_module
-from kommo_dagster.kommo import walks as walks_module
 from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, STREAMS
 from kommo_dagster.kommo.tasks import chunk_bounds
 from kommo_dagster.kommo.walks import even_bounds
+from kommo_dagster.kommo.walks import keyset as walks_module
 from kommo_dagster.sandbox import ChurnConfig
 from kommo_dagster_tests.kommo.conftest import END, START, expected, fetch, rows_of
 

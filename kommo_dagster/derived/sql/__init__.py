@@ -1,1 +1,2 @@
-"""Named SQL of the derived relations, package data read by `kommo_dagster.tables.sql_text`."""
+"""Named SQL of the derived relations, package data read by
+`kommo_dagster.warehouse.tables.sql_text`."""

@@ -1,0 +1,107 @@
+"""How each incremental stream is paged so that no record is lost or repeated while the account
+changes, and how a window is split so several requests can be in flight at once.
+
+A *walk* covers one sub-window of cursor values ``[lo, hi]`` (Unix seconds, both inclusive) and
+issues one request at a time, so the ordering arguments below hold inside it. The extraction
+(`extraction.Extraction`) runs several walks at once, as the stream's `Strategy` starts them, and,
+when a worker is idle, splits a walk's unwalked remainder off into a new walk. A walk drops
+records outside its current bounds, so a record that a split moved to another walk is yielded
+once, by that walk. Keyset walks share their sub-window, a `Gap`, with a second walk from its
+other end, and a split first adds that second walk (which costs nothing) before it cuts a gap in
+two (which costs a partial page where the new ends meet).
+
+Guarantees, per stream. A record "stays" when its cursor is inside the window and it does not
+change for the whole extraction. A change may carry any updated_at: Kommo sets it to the time of
+the change (a deletion included), but an integration may set it explicitly, earlier than the
+record had, on PATCH and POST of leads, contacts, companies and tasks. So a record can leave a
+window or arrive in one, in the past too. What no change can do is go unrecorded: Kommo writes an
+event for it, stamped with the server's own current time (`events_since`). The closing checks
+below therefore ask "which of the records this walk met have events since it began", never
+"which records carry a new updated_at". An arrival can only push records further along the
+order, so it may repeat a row (dropped by id) but never skip one; only a departure can.
+
+* leads, contacts, companies and their notes (`KeysetWalk`, chosen by the declaration's
+  ``paging="keyset"``): the unread part of a list's window is a gap ``[L, H]``. A walk from
+  below asks for ``L <= updated_at <= H`` ascending, a walk from above for the same range
+  descending, never for an offset, so a record leaving the window (to any updated_at) cannot
+  shift an unseen one past us. A full page ending at second ``F`` moves its end of the gap to
+  ``F``; the records of ``F`` it held are skipped by id on the next pages from either end. A
+  page that is short, or reaches past the other end of the gap, held all that was left of it
+  (every record before its last second was on it): the gap is closed, and a page of the other
+  walk still in flight yields only what lies inside the gap when it returns. So every record
+  that stays is on a page that yields it, whichever end reaches it first, and none twice.
+  When a page is full of one second ``T`` (or ends with `CROWD_SHARE` of it or more in ``T``,
+  which likely goes on), that second leaves the gap and is read on its own (``from = to = T``)
+  by id, skipping the ids already yielded: the first page ascending and the first page
+  descending. If they overlap, every record that stayed in ``T`` was on one of them
+  (one missing from both would lie above the first page's highest id and below the second's
+  lowest), whatever arrived or left meanwhile. Only a second of over two pages is offset-paged;
+  a record leaving ``T`` meanwhile could then shift another past a page boundary, but only if
+  the walk had seen it, so a closing check (`second_is_stable`) looks for the second's records
+  among the stream's events since the second's walk began, among the records changed or deleted
+  since then (for a server whose changes leave no event), and among the other list's records
+  of ``T`` (deleted or restored in place); the second is walked again if one it saw is there
+  (bounded). The deleted list (``with=only_deleted``) is walked the same way, so deleted records
+  arrive with is_deleted true. Notes have no deleted list and no events of their own: for them
+  the check sees the notes edited since (at the server's time), not notes deleted or back-dated
+  meanwhile, which matters only inside a second stamped on over two pages (500) of notes.
+
+* tasks (`PagesWalk` by id, `kommo_dagster.kommo.tasks`): Kommo filters tasks on updated_at but
+  orders them only by id. The window is cut into equal slices of time, each offset-paged by id.
+  An update never moves a task within the id order; it only takes it out of a slice (to any
+  updated_at) and a deletion removes it; either can shift an unseen task past a page boundary
+  only if the walk had already seen the task that left. A slice read in one request is a
+  consistent snapshot; for the others, one check reads the task events since the walk began
+  and the tasks updated since then, and takes a seen task as departed unless its one change
+  kept it inside its slice. Each slice that saw a departed task is walked again, cut into
+  chunks of about 200 of the tasks it saw, so the new chunks are mostly single requests and the
+  rounds end even while the account keeps changing. Changed tasks whose new version lies inside
+  the window are yielded from the check itself.
+
+* events (`PagesWalk`, newest first): events are immutable and only appended with
+  created_at = now. In a window that lies in the past (it ended `SETTLED` seconds before the
+  server's clock) the result never changes, so offset paging is exact, and a split hands the
+  later pages of the same query to a new walk: each page is read once, by one walk. In a window
+  that includes now, new events enter at the top and push rows down: rows can repeat on the next
+  page but never skip one; such a window is split by time, each walk paging its own part from
+  the top. Repeats are dropped by id in every window, so that even a server that inserts events
+  among past ones cannot double a row.
+
+In every stream each (id, cursor) is yielded at most once per extraction (and the write keeps one
+row per key whatever it is handed), every record that stays is yielded, and a record that changed
+during the extraction is yielded in the version(s) the walk met; its newest version lies in the
+window of its change, earlier or later, which the next extraction of that window delivers.
+"""
+
+from kommo_dagster.kommo.walks.base import Decoder, Job, Walk, records_of, server_since
+from kommo_dagster.kommo.walks.keyset import (
+    KeysetWalk,
+    events_since,
+    list_since,
+    second_is_stable,
+)
+from kommo_dagster.kommo.walks.pages import PagesWalk, even_bounds
+from kommo_dagster.kommo.walks.strategies import (
+    KeysetStrategy,
+    NewestFirstStrategy,
+    Strategy,
+    WalkContext,
+)
+
+__all__ = [
+    "Decoder",
+    "Job",
+    "KeysetStrategy",
+    "KeysetWalk",
+    "NewestFirstStrategy",
+    "PagesWalk",
+    "Strategy",
+    "Walk",
+    "WalkContext",
+    "even_bounds",
+    "events_since",
+    "list_since",
+    "records_of",
+    "second_is_stable",
+    "server_since",
+]

@@ -1,0 +1,302 @@
+"""Data checks of the Kommo tables, derived from the stream declaration.
+
+One `multi_asset_check` per stream (``kommo_<stream>_checks``, or
+``kommo_<account>_<stream>_checks`` with several accounts), one DuckDB connection for all of its
+checks. Which checks a stream gets follows from `kommo_dagster.kommo.streams`:
+
+| check | streams | fails when |
+|---|---|---|
+| ``contract_columns`` (blocking) | all | no table, or columns unlike the contract |
+| ``no_null_ids`` | all | a row has a NULL id |
+| ``no_duplicate_versions`` | streams with a cursor | an (id, cursor) pair appears twice |
+| ``current_ids_unique`` | incremental streams | an id appears twice in ``<stream>_current`` |
+| ``<column>_in_<table>`` (warns) | streams with references | a row points to no row of the table |
+
+The references are declared in `kommo_dagster.kommo.streams` (``leads.loss_reason_id`` ->
+``loss_reasons.id``, a child's parent id, ...). Their checks warn rather than fail, and never
+block: a record may well point to something deleted since. Their metadata counts the dangling
+rows and distinct keys and shows a few; a reference to a table that is not selected
+(``KOMMO_STREAMS``) has no check.
+
+A partition is a cursor range, so a duplicate (id, cursor) pair is always inside one partition;
+the check reports the partitions (UTC days) holding duplicates. ``contract_columns`` is blocking:
+when it fails, the run does not go on to materialize assets downstream of that table.
+
+The checks run with their asset (a materialization from the UI, a schedule or the sensor runs
+them afterwards) or alone (``Checks`` in the UI, or ``dagster asset check``).
+"""
+
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+import duckdb as duckdb_lib
+
+from kommo_dagster.kommo.streams import Reference, Stream, get_stream
+from kommo_dagster.orchestration.accounts import AccountScope
+from kommo_dagster.orchestration.io_manager import KommoDuckDBResource
+from kommo_dagster.orchestration.translator import AccountSpecs
+from kommo_dagster.settings import Settings
+from kommo_dagster.warehouse.sql import quote, table_columns, table_exists, table_ref
+from kommo_dagster.warehouse.views import current_view_name, has_current_view
+
+CONTRACT_COLUMNS = "contract_columns"
+NO_NULL_IDS = "no_null_ids"
+NO_DUPLICATE_VERSIONS = "no_duplicate_versions"
+CURRENT_IDS_UNIQUE = "current_ids_unique"
+SAMPLE = 5
+
+
+@dataclass(frozen=True)
+class Outcome:
+    passed: bool
+    description: str
+    metadata: dict[str, Any]
+
+
+def check_names(stream: Stream, *, streams: Collection[str] | None = None) -> list[str]:
+    """The checks of ``stream``; reference checks only for tables in ``streams`` (None: all)."""
+    names = [CONTRACT_COLUMNS, NO_NULL_IDS]
+    if stream.cursor is not None:
+        names.append(NO_DUPLICATE_VERSIONS)
+    if has_current_view(stream):
+        names.append(CURRENT_IDS_UNIQUE)
+    names += [r.check_name for r in checked_references(stream, streams=streams)]
+    return names
+
+
+def checked_references(
+    stream: Stream, *, streams: Collection[str] | None = None
+) -> list[Reference]:
+    return [r for r in stream.all_references if streams is None or r.stream in streams]
+
+
+# --- the checks, plain SQL on a connection ------------------------------------------------------
+
+
+def contract_columns(con: duckdb_lib.DuckDBPyConnection, stream: Stream, *, schema: str) -> Outcome:
+    expected = [(c.name, c.duckdb_type) for c in stream.columns]
+    if not table_exists(con, schema=schema, table=stream.name):
+        return Outcome(False, f"{schema}.{stream.name} does not exist", {})
+    actual = table_columns(con, schema=schema, table=stream.name)
+    if actual == expected:
+        return Outcome(True, f"{len(expected)} columns as in the contract", {})
+    have, want = dict(actual), dict(expected)
+    return Outcome(
+        False,
+        f"{schema}.{stream.name} differs from the contract",
+        {
+            "missing": [n for n in want if n not in have],
+            "unexpected": [n for n in have if n not in want],
+            "wrong_type": {
+                n: f"{have[n]} (contract: {t})"
+                for n, t in want.items()
+                if have.get(n) not in (None, t)
+            },
+            "order_differs": [n for n, _ in actual] != [n for n, _ in expected],
+        },
+    )
+
+
+def no_null_ids(con: duckdb_lib.DuckDBPyConnection, stream: Stream, *, schema: str) -> Outcome:
+    (count,) = con.execute(
+        f"SELECT count(*) FROM {table_ref(schema, stream.name)} WHERE id IS NULL"
+    ).fetchone() or (0,)
+    return Outcome(count == 0, f"{count} rows without an id", {"null_ids": int(count)})
+
+
+def no_duplicate_versions(
+    con: duckdb_lib.DuckDBPyConnection, stream: Stream, *, schema: str
+) -> Outcome:
+    cursor = quote(stream.cursor or "")
+    rows = con.execute(
+        f"SELECT strftime(make_timestamp({cursor} * 1000000), '%Y-%m-%d') AS day, "
+        f"count(*) AS pairs, sum(n) AS rows FROM ("
+        f"  SELECT id, {cursor}, count(*) AS n FROM {table_ref(schema, stream.name)} "
+        f"  GROUP BY ALL HAVING count(*) > 1"
+        f") GROUP BY day ORDER BY day"
+    ).fetchall()
+    pairs = sum(int(r[1]) for r in rows)
+    return Outcome(
+        pairs == 0,
+        f"{pairs} (id, {stream.cursor}) pairs appear more than once",
+        {
+            "duplicate_pairs": pairs,
+            "partitions_with_duplicates": [r[0] for r in rows][:50],
+        },
+    )
+
+
+def current_ids_unique(
+    con: duckdb_lib.DuckDBPyConnection, stream: Stream, *, schema: str
+) -> Outcome:
+    view = table_ref(schema, current_view_name(stream))
+    try:
+        rows = con.execute(
+            f"SELECT id, count(*) FROM {view} GROUP BY id HAVING count(*) > 1 ORDER BY id"
+        ).fetchall()
+    except duckdb_lib.CatalogException as exc:
+        return Outcome(False, f"{schema}.{current_view_name(stream)} cannot be read: {exc}", {})
+    return Outcome(
+        not rows,
+        f"{len(rows)} ids appear more than once in {schema}.{current_view_name(stream)}",
+        {"duplicate_ids": len(rows), "sample": [str(r[0]) for r in rows[:SAMPLE]]},
+    )
+
+
+def references_resolve(
+    con: duckdb_lib.DuckDBPyConnection, stream: Stream, ref: Reference, *, schema: str
+) -> Outcome:
+    """Rows of ``stream`` whose ``ref.columns`` match no row of ``ref.stream``."""
+    if not table_exists(con, schema=schema, table=ref.stream):
+        return Outcome(False, f"{schema}.{ref.stream} does not exist", {})
+    columns = ", ".join(f"c.{quote(c)}" for c in ref.columns)
+    match = " AND ".join(
+        f"t.{quote(k)} = c.{quote(c)}" for c, k in zip(ref.columns, ref.keys, strict=True)
+    )
+    keys_order = ", ".join(str(i + 1) for i in range(len(ref.columns)))
+    rows = con.execute(
+        f"SELECT {columns}, count(*) AS n FROM {table_ref(schema, stream.name)} AS c "
+        f"WHERE c.{quote(ref.column)} IS NOT NULL AND NOT EXISTS ("
+        f"SELECT 1 FROM {table_ref(schema, ref.stream)} AS t WHERE {match}) "
+        f"GROUP BY ALL ORDER BY n DESC, {keys_order}"
+    ).fetchall()
+    dangling = sum(int(r[-1]) for r in rows)
+    target = f"{ref.stream}.({', '.join(ref.keys)})"
+    sample = [
+        ", ".join(f"{c}={v}" for c, v in zip(ref.columns, r[:-1], strict=True))
+        for r in rows[:SAMPLE]
+    ]
+    return Outcome(
+        not rows,
+        f"{dangling} rows of {stream.name} point to no row of {target}",
+        {"dangling_rows": dangling, "dangling_keys": len(rows), "sample": sample},
+    )
+
+
+def evaluate(
+    con: duckdb_lib.DuckDBPyConnection,
+    stream: Stream,
+    *,
+    schema: str,
+    streams: Collection[str] | None = None,
+) -> dict[str, Outcome]:
+    """Every check of ``stream`` by name (references to ``streams`` only; None: all). Without
+    the table (or with columns the other checks cannot read) only the contract check says why;
+    the others fail saying it blocks them."""
+    results = {CONTRACT_COLUMNS: contract_columns(con, stream, schema=schema)}
+    names = check_names(stream, streams=streams)[1:]
+    references = {r.check_name: r for r in checked_references(stream, streams=streams)}
+    if not results[CONTRACT_COLUMNS].passed:
+        reason = f"not evaluated: {results[CONTRACT_COLUMNS].description}"
+        return results | {n: Outcome(False, reason, {}) for n in names}
+    for name in names:
+        if name == NO_NULL_IDS:
+            results[name] = no_null_ids(con, stream, schema=schema)
+        elif name == NO_DUPLICATE_VERSIONS:
+            results[name] = no_duplicate_versions(con, stream, schema=schema)
+        elif name == CURRENT_IDS_UNIQUE:
+            results[name] = current_ids_unique(con, stream, schema=schema)
+        else:
+            results[name] = references_resolve(con, stream, references[name], schema=schema)
+    return results
+
+
+# --- Dagster --------------------------------------------------------------------------------
+
+
+def build_stream_checks(
+    stream: Stream, *, settings: Settings, specs: AccountSpecs | None = None
+) -> dg.AssetChecksDefinition:
+    specs = specs or AccountSpecs(settings)
+    scope = AccountScope.of(settings)
+    key = specs.key(stream.name)
+    descriptions = {
+        CONTRACT_COLUMNS: "The table's columns and DuckDB types are the contract's, in order.",
+        NO_NULL_IDS: "Every row has an id.",
+        NO_DUPLICATE_VERSIONS: f"No (id, {stream.cursor}) pair twice in any partition.",
+        CURRENT_IDS_UNIQUE: f"Each id once in {settings.schema}.{current_view_name(stream)}.",
+    }
+    references = {r.check_name: r for r in checked_references(stream, streams=settings.streams)}
+    for name, ref in references.items():
+        descriptions[name] = (
+            f"Every {stream.name}.({', '.join(ref.columns)}) is a "
+            f"{settings.schema}.{ref.stream}.({', '.join(ref.keys)}); warns, never blocks: a "
+            f"record may point to one deleted since."
+        )
+    specs = [
+        dg.AssetCheckSpec(
+            name,
+            asset=key,
+            description=descriptions[name],
+            blocking=name == CONTRACT_COLUMNS,
+            additional_deps=[specs.key(references[name].stream)] if name in references else None,
+        )
+        for name in check_names(stream, streams=settings.streams)
+    ]
+    schema, streams = settings.schema, settings.streams
+
+    @dg.multi_asset_check(
+        specs=specs,
+        name=scope.qualify(f"kommo_{stream.name}_checks"),
+        description=f"Data checks of {schema}.{stream.name}.",
+    )
+    def stream_checks(
+        context: dg.AssetCheckExecutionContext, duckdb: KommoDuckDBResource
+    ) -> Iterator[dg.AssetCheckResult]:
+        with duckdb.get_connection(on_wait=context.log.info) as con:
+            outcomes = evaluate(con, stream, schema=schema, streams=streams)
+        yield from check_results(
+            context, key, outcomes, label=scope.label(stream.name), warn_only=references
+        )
+
+    return stream_checks
+
+
+def check_results(
+    context: dg.AssetCheckExecutionContext,
+    key: dg.AssetKey,
+    outcomes: dict[str, Outcome],
+    *,
+    label: str,
+    warn_only: Collection[str],
+) -> Iterator[dg.AssetCheckResult]:
+    """The outcomes as Dagster results, each failure logged; ``warn_only`` checks never block."""
+    for name, outcome in outcomes.items():
+        if not outcome.passed:
+            context.log.warning(f"{label} check {name} failed: {outcome.description}")
+        yield dg.AssetCheckResult(
+            check_name=name,
+            asset_key=key,
+            passed=outcome.passed,
+            description=outcome.description,
+            metadata=outcome.metadata,
+            severity=dg.AssetCheckSeverity.WARN
+            if name in warn_only
+            else dg.AssetCheckSeverity.ERROR,
+        )
+
+
+def build_kommo_checks(
+    settings: Settings, *, specs: AccountSpecs | None = None
+) -> list[dg.AssetChecksDefinition]:
+    specs = specs or AccountSpecs(settings)
+    return [
+        build_stream_checks(get_stream(s), settings=settings, specs=specs) for s in settings.streams
+    ]
+
+
+__all__ = [
+    "CONTRACT_COLUMNS",
+    "CURRENT_IDS_UNIQUE",
+    "NO_DUPLICATE_VERSIONS",
+    "NO_NULL_IDS",
+    "Outcome",
+    "build_kommo_checks",
+    "build_stream_checks",
+    "check_names",
+    "check_results",
+    "checked_references",
+    "evaluate",
+]

@@ -1,0 +1,212 @@
+"""Data checks of the derived tables and views, derived from their declarations.
+
+Every table with contract columns gets ``contract_columns``; the others are named by the
+declaration's ``checks`` and defined here (`CHECKS`).
+
+| check | on | fails when |
+|---|---|---|
+| ``contract_columns`` (blocking) | derived tables | no table, or columns unlike the contract |
+| ``no_duplicate_keys`` | derived tables | a key appears twice |
+| ``field_ids_defined`` (warning) | custom-field values | a field_id is not among the definitions |
+| ``no_negative_durations`` | ``lead_stage_durations`` | a stay ends before it starts |
+
+The keys are (entity_id, updated_at, field_id, value_index) for the values, event_id for the
+status changes.
+
+``field_ids_defined`` is a warning: a field deleted in Kommo leaves its old values behind, which
+is worth knowing but not wrong. Without a definitions table (its stream not extracted) it warns
+that it could not look.
+"""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import dagster as dg
+import duckdb as duckdb_lib
+
+from kommo_dagster.derived.declaration import (
+    FIELD_IDS_DEFINED,
+    NO_DUPLICATE_KEYS,
+    NO_NEGATIVE_DURATIONS,
+    DerivedTable,
+    custom_field_entity,
+)
+from kommo_dagster.derived.entities import DURATIONS_VIEW
+from kommo_dagster.orchestration.accounts import AccountScope
+from kommo_dagster.orchestration.checks import (
+    CONTRACT_COLUMNS,
+    SAMPLE,
+    Outcome,
+    check_results,
+    contract_columns,
+)
+from kommo_dagster.orchestration.derived_assets import selected_declarations
+from kommo_dagster.orchestration.io_manager import KommoDuckDBResource
+from kommo_dagster.orchestration.translator import AccountSpecs
+from kommo_dagster.settings import Settings
+from kommo_dagster.warehouse.sql import quote, table_exists, table_ref
+from kommo_dagster.warehouse.tables import Table
+
+
+def no_duplicate_keys(
+    con: duckdb_lib.DuckDBPyConnection, table: DerivedTable, *, schema: str
+) -> Outcome:
+    key = ", ".join(quote(k) for k in table.key)
+    rows = con.execute(
+        f"SELECT {key} FROM {table_ref(schema, table.name)} GROUP BY ALL HAVING count(*) > 1"
+    ).fetchall()
+    return Outcome(
+        not rows,
+        f"{len(rows)} ({', '.join(table.key)}) keys appear more than once",
+        {"duplicate_keys": len(rows), "sample": [str(r) for r in rows[:SAMPLE]]},
+    )
+
+
+def field_ids_defined(
+    con: duckdb_lib.DuckDBPyConnection, table: DerivedTable, *, schema: str
+) -> Outcome:
+    definitions = custom_field_entity(table.name).definitions
+    if not table_exists(con, schema=schema, table=definitions):
+        return Outcome(False, f"{schema}.{definitions} does not exist: nothing to compare", {})
+    rows = con.execute(
+        f"SELECT DISTINCT field_id FROM {table_ref(schema, table.name)} AS v "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {table_ref(schema, definitions)} AS d "
+        f"WHERE d.id = v.field_id) ORDER BY 1"
+    ).fetchall()
+    return Outcome(
+        not rows,
+        f"{len(rows)} field ids of {table.name} are not in {definitions}",
+        {"undefined_fields": len(rows), "sample": [int(r[0]) for r in rows[:SAMPLE]]},
+    )
+
+
+def no_negative_durations(
+    con: duckdb_lib.DuckDBPyConnection, table: Table | None = None, *, schema: str
+) -> Outcome:
+    try:
+        rows = con.execute(
+            f"SELECT lead_id, status_id, seconds_in_stage FROM {table_ref(schema, DURATIONS_VIEW)} "
+            f"WHERE seconds_in_stage < 0 ORDER BY lead_id"
+        ).fetchall()
+    except duckdb_lib.CatalogException as exc:
+        return Outcome(False, f"{schema}.{DURATIONS_VIEW} cannot be read: {exc}", {})
+    return Outcome(
+        not rows,
+        f"{len(rows)} stays end before they start",
+        {"negative_stays": len(rows), "sample": [str(r) for r in rows[:SAMPLE]]},
+    )
+
+
+@dataclass(frozen=True)
+class Check:
+    """A check a declaration names: what it says, how it runs, whether it only warns."""
+
+    evaluate: Callable[..., Outcome]
+    describe: Callable[[Table, str], str]
+    warn: bool = False
+    # The table whose asset it reads besides its own (its key then names a dependency).
+    reads: Callable[[Table], str | None] = lambda table: None
+
+
+CHECKS: dict[str, Check] = {
+    NO_DUPLICATE_KEYS: Check(
+        no_duplicate_keys, lambda table, schema: f"No ({', '.join(table.key)}) key twice."
+    ),
+    FIELD_IDS_DEFINED: Check(
+        field_ids_defined,
+        lambda table, schema: (
+            f"Every field_id is defined in {schema}.{custom_field_entity(table.name).definitions} "
+            f"(a warning: deleted fields leave values behind)."
+        ),
+        warn=True,
+        reads=lambda table: custom_field_entity(table.name).definitions,
+    ),
+    NO_NEGATIVE_DURATIONS: Check(
+        no_negative_durations,
+        lambda table, schema: f"No stay in {schema}.{table.name} ends before it starts.",
+    ),
+}
+CONTRACT_DESCRIPTION = "The table's columns and DuckDB types are the contract's, in order."
+
+
+def check_names(table: Table) -> list[str]:
+    return ([CONTRACT_COLUMNS] if table.columns else []) + list(table.checks)
+
+
+def evaluate_table(
+    con: duckdb_lib.DuckDBPyConnection, table: Table, *, schema: str
+) -> dict[str, Outcome]:
+    """Every check of ``table``; when its columns are not the contract's, the others say so."""
+    results: dict[str, Outcome] = {}
+    if table.columns:
+        results[CONTRACT_COLUMNS] = contract_columns(con, table, schema=schema)  # type: ignore[arg-type]
+        if not results[CONTRACT_COLUMNS].passed:
+            reason = f"not evaluated: {results[CONTRACT_COLUMNS].description}"
+            return results | {n: Outcome(False, reason, {}) for n in table.checks}
+    return results | {n: CHECKS[n].evaluate(con, table, schema=schema) for n in table.checks}
+
+
+def _spec(
+    name: str, table: Table, *, key: dg.AssetKey, settings: Settings, specs: AccountSpecs
+) -> dg.AssetCheckSpec:
+    if name == CONTRACT_COLUMNS:
+        return dg.AssetCheckSpec(name, asset=key, description=CONTRACT_DESCRIPTION, blocking=True)
+    check = CHECKS[name]
+    reads = check.reads(table)
+    return dg.AssetCheckSpec(
+        name,
+        asset=key,
+        description=check.describe(table, settings.schema),
+        additional_deps=[specs.key(reads)] if reads and reads in settings.streams else None,
+    )
+
+
+def build_table_checks(
+    table: Table, *, settings: Settings, specs: AccountSpecs | None = None
+) -> dg.AssetChecksDefinition:
+    specs = specs or AccountSpecs(settings)
+    key, schema = specs.key(table.name), settings.schema
+    names = check_names(table)
+    warn_only = {n for n in names if n in CHECKS and CHECKS[n].warn}
+
+    @dg.multi_asset_check(
+        specs=[_spec(n, table, key=key, settings=settings, specs=specs) for n in names],
+        name=AccountScope.of(settings).qualify(f"kommo_{table.name}_checks"),
+        description=f"Data checks of {schema}.{table.name}.",
+    )
+    def table_checks(
+        context: dg.AssetCheckExecutionContext, duckdb: KommoDuckDBResource
+    ) -> Iterator[dg.AssetCheckResult]:
+        with duckdb.get_connection(on_wait=context.log.info) as con:
+            outcomes = evaluate_table(con, table, schema=schema)
+        yield from check_results(
+            context, key, outcomes, label=key.to_user_string(), warn_only=warn_only
+        )
+
+    return table_checks
+
+
+def build_derived_checks(
+    settings: Settings, *, specs: AccountSpecs | None = None
+) -> list[dg.AssetChecksDefinition]:
+    specs = specs or AccountSpecs(settings)
+    return [
+        build_table_checks(t, settings=settings, specs=specs)
+        for t in selected_declarations(settings)
+        if check_names(t)
+    ]
+
+
+__all__ = [
+    "CHECKS",
+    "FIELD_IDS_DEFINED",
+    "NO_DUPLICATE_KEYS",
+    "NO_NEGATIVE_DURATIONS",
+    "Check",
+    "build_derived_checks",
+    "build_table_checks",
+    "evaluate_table",
+    "field_ids_defined",
+    "no_duplicate_keys",
+    "no_negative_durations",
+]

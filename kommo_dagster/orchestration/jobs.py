@@ -1,0 +1,97 @@
+"""The jobs the schedules and the sensor launch, built from the settings' stream selection.
+
+* ``kommo_incremental_job``: the daily-partitioned streams; a run is one partition (or, with the
+  range tags, one single-run backfill of a range).
+* ``kommo_full_sync_job``: the same streams over their whole partition range in one run, the
+  "additional full sync" that catches updates an incremental window missed.
+* ``kommo_full_tables_job``: the unpartitioned streams (every full-table stream, and any
+  incremental stream switched to a full-table sync); each run replaces their tables.
+
+A job is absent when no selected stream falls in it. With several accounts each account has its
+own three jobs, ``kommo_<account>_incremental_job``... (`AccountScope.qualify`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import dagster as dg
+
+from kommo_dagster.orchestration.accounts import AccountScope
+from kommo_dagster.orchestration.derived_assets import derived_keys
+from kommo_dagster.orchestration.translator import AccountSpecs
+from kommo_dagster.settings import Settings
+from kommo_dagster.warehouse.windows import PARTITION_FORMAT
+
+INCREMENTAL_JOB = "kommo_incremental_job"
+FULL_SYNC_JOB = "kommo_full_sync_job"
+FULL_TABLES_JOB = "kommo_full_tables_job"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+@dataclass(frozen=True)
+class KommoJobs:
+    incremental: dg.UnresolvedAssetJobDefinition | None
+    full_sync: dg.UnresolvedAssetJobDefinition | None
+    full_tables: dg.UnresolvedAssetJobDefinition | None
+
+    def all(self) -> list[dg.UnresolvedAssetJobDefinition]:
+        return [j for j in (self.incremental, self.full_sync, self.full_tables) if j is not None]
+
+
+def build_jobs(settings: Settings, *, specs: AccountSpecs | None = None) -> KommoJobs:
+    scope = AccountScope.of(settings)
+    specs = specs or AccountSpecs(settings)
+    # The derived tables run in the same run as their parent, the views with the full tables.
+    partitioned = [specs.key(s) for s in settings.partitioned_streams]
+    partitioned += derived_keys(settings, partitioned=True, specs=specs)
+    unpartitioned = [specs.key(s) for s in settings.unpartitioned_streams]
+    unpartitioned += derived_keys(settings, partitioned=False, specs=specs)
+    tags = {} if scope.name is None else {"kommo/account": scope.name}
+    incremental = full_sync = full_tables = None
+    if partitioned:
+        incremental = dg.define_asset_job(
+            scope.qualify(INCREMENTAL_JOB),
+            selection=dg.AssetSelection.assets(*partitioned),
+            description="The incremental Kommo streams, one daily partition (UTC) per run.",
+            tags={"kommo/sync": "incremental"} | tags,
+        )
+        full_sync = dg.define_asset_job(
+            scope.qualify(FULL_SYNC_JOB),
+            selection=dg.AssetSelection.assets(*partitioned),
+            description=(
+                "Re-extracts the whole partition range of every incremental stream in one run "
+                "(a single-run backfill), catching updates an incremental window missed."
+            ),
+            tags={"kommo/sync": "full"} | tags,
+        )
+    if unpartitioned:
+        full_tables = dg.define_asset_job(
+            scope.qualify(FULL_TABLES_JOB),
+            selection=dg.AssetSelection.assets(*unpartitioned),
+            description="The full-table Kommo streams; each run replaces their tables.",
+            tags={"kommo/sync": "full_table"} | tags,
+        )
+    return KommoJobs(incremental=incremental, full_sync=full_sync, full_tables=full_tables)
+
+
+def partition_key(day: date) -> str:
+    return day.strftime(PARTITION_FORMAT)
+
+
+def range_tags(first: date, last: date) -> dict[str, str]:
+    """Tags that make one run cover the partitions ``first..last`` (inclusive)."""
+    return {RANGE_START_TAG: partition_key(first), RANGE_END_TAG: partition_key(last)}
+
+
+__all__ = [
+    "FULL_SYNC_JOB",
+    "FULL_TABLES_JOB",
+    "INCREMENTAL_JOB",
+    "KommoJobs",
+    "build_jobs",
+    "partition_key",
+    "range_tags",
+]

@@ -1,0 +1,228 @@
+"""Rows staged before they are written: a private in-memory DuckDB per stream that spills to
+disk, so a large extraction neither holds its records as Python objects nor holds the
+database file while it waits on the API."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from kommo_dagster.kommo.streams import Stream
+from kommo_dagster.warehouse.arrays import arrow_contract_table, cursor_values, typed_arrays
+from kommo_dagster.warehouse.errors import WarehouseError
+from kommo_dagster.warehouse.locks import database_lock, retry_while_locked
+from kommo_dagster.warehouse.slices import WriteResult, insert_arrays, write_slice
+from kommo_dagster.warehouse.sql import (
+    create_table_sql,
+    quote,
+    sql_string,
+)
+from kommo_dagster.warehouse.windows import EpochWindow
+
+# Threads of a staging instance while it receives batches (see `StagedRows._connection`).
+STAGING_THREADS = 1
+# The alias of the database file inside a staging instance while it is written.
+_TARGET = "kommo_target"
+_DAY = 86_400
+
+
+class StagedRows:
+    """One stream's extracted rows, waiting to be written as one slice of its table.
+
+    Batches arrive as contract columns (`append`) and go straight into a private in-memory
+    DuckDB instance, typed by the contract. DuckDB keeps them compactly and spills to a
+    temporary directory (in ``staging_dir``, default the system's) past ``memory_limit``, so
+    memory stays flat however large the extraction. `write` then attaches the database file to
+    this instance and replaces the slice in one transaction; `discard` (the IO manager calls it
+    after writing) closes the instance and removes its directory.
+
+    ``window`` is the cursor slice the rows belong to (``None`` for a full table); every row's
+    cursor is checked against it before anything is deleted. ``note`` is what the extractor wants
+    said with the write (requests made, elapsed time...).
+    """
+
+    def __init__(
+        self,
+        stream: Stream,
+        *,
+        window: EpochWindow | None,
+        staging_dir: str | Path | None = None,
+        memory_limit: str | None = None,
+    ) -> None:
+        if window is not None and stream.cursor is None:
+            raise WarehouseError(f"{stream.name} has no cursor column to slice by a window")
+        self.stream = stream
+        self.window = window
+        self.note = ""
+        self.rows = 0
+        self.cursor_min: int | None = None
+        self.cursor_max: int | None = None
+        self.null_cursors = 0
+        # Staged rows dropped before the write as repeats of a key (see `_drop_repeats`).
+        self.duplicates = 0
+        self._rows_by_day: dict[int, int] = {}
+        self._staging_dir = Path(staging_dir) if staging_dir else None
+        self._memory_limit = memory_limit
+        self._directory: Path | None = None
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    def __enter__(self) -> StagedRows:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None:
+            self.discard()
+
+    @property
+    def directory(self) -> Path | None:
+        """The staging instance's temporary directory (None before the first batch)."""
+        return self._directory
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            if self._staging_dir is not None:
+                self._staging_dir.mkdir(parents=True, exist_ok=True)
+            self._directory = Path(
+                tempfile.mkdtemp(prefix=f"kommo-stage-{self.stream.name}-", dir=self._staging_dir)
+            )
+            # One thread: batches arrive while requests are in flight, and DuckDB's pool would
+            # take every core for a few milliseconds at each batch, stalling the request threads
+            # (and, on a shared machine, whatever else runs there) for no gain on 10,000 rows.
+            config: dict[str, str | int] = {
+                "temp_directory": str(self._directory),
+                "threads": STAGING_THREADS,
+            }
+            if self._memory_limit:
+                config["memory_limit"] = self._memory_limit
+            self._con = duckdb.connect(":memory:", config=config)
+            self._con.execute(create_table_sql(self.stream, schema=None))
+        return self._con
+
+    def append(self, columns: Mapping[str, Sequence[Any]] | pa.Table) -> None:
+        """Stage a batch: contract columns (`kommo_dagster.kommo.records.to_columns`), or an
+        Arrow table with the contract's schema (`KommoClient.iter_batches`),
+        which DuckDB scans as it is."""
+        if isinstance(columns, pa.Table):
+            data: Mapping[str, np.ndarray] | pa.Table = arrow_contract_table(self.stream, columns)
+            rows = columns.num_rows
+        else:
+            data = typed_arrays(self.stream, columns)
+            rows = len(next(iter(data.values()), ()))
+        if not rows:
+            return
+        insert_arrays(self._connection(), self.stream, data, target=quote(self.stream.name))
+        if self.stream.cursor is not None:
+            self._track_cursor(*cursor_values(columns, self.stream.cursor))
+        self.rows += rows
+
+    def _track_cursor(self, cursors: np.ndarray, nulls: int) -> None:
+        self.null_cursors += nulls
+        if len(cursors):
+            low, high = int(cursors.min()), int(cursors.max())
+            self.cursor_min = low if self.cursor_min is None else min(self.cursor_min, low)
+            self.cursor_max = high if self.cursor_max is None else max(self.cursor_max, high)
+            days, counts = np.unique(cursors // _DAY, return_counts=True)
+            for day, count in zip(days.tolist(), counts.tolist(), strict=True):
+                self._rows_by_day[day] = self._rows_by_day.get(day, 0) + count
+
+    def rows_by_day(self) -> dict[date, int]:
+        """Staged rows per UTC day of their cursor (days without rows are absent)."""
+        epoch = date(1970, 1, 1)
+        return {epoch + timedelta(days=d): n for d, n in sorted(self._rows_by_day.items())}
+
+    def check_window(self) -> None:
+        """Raise unless every row's cursor lies in the window (so a re-run can find it)."""
+        if self.window is None or self.rows == 0:
+            return
+        cursor = self.stream.cursor
+        if self.null_cursors:
+            raise WarehouseError(f"{self.stream.name}: {self.null_cursors} rows have no {cursor}")
+        assert self.cursor_min is not None and self.cursor_max is not None
+        if not (self.window.contains(self.cursor_min) and self.window.contains(self.cursor_max)):
+            raise WarehouseError(
+                f"{self.stream.name}: {cursor} spans [{self.cursor_min}, {self.cursor_max}], "
+                f"outside the slice [{self.window.start}, {self.window.end}) being written; "
+                f"writing it would leave rows a re-run of this slice cannot replace"
+            )
+
+    def sources(self) -> list[str]:
+        """The relations, in the staging instance, that hold the staged rows."""
+        return [f"memory.main.{quote(self.stream.name)}"]
+
+    def write(
+        self,
+        database: str | Path,
+        *,
+        schema: str,
+        timeout: float,
+        on_wait: Callable[[str], None] | None = None,
+        after: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    ) -> WriteResult:
+        """Replace the rows' slice of ``<schema>.<stream>`` in ``database`` in one transaction.
+
+        With a window, the slice is ``window.start <= cursor < window.end``; without one, the
+        whole table (recreated from the contract, which also heals a drifted full-table stream).
+        ``after(con)`` runs inside the same transaction once the rows are in, with ``database``
+        as the connection's current database (derived views, snapshots...). On any error the
+        transaction rolls back and the table keeps its previous rows.
+        """
+        self.check_window()
+        con = self._connection()
+        # The extraction is over: the write may use every core again.
+        con.execute("RESET threads")
+        self._drop_repeats(con)
+        with database_lock(database, timeout=timeout, on_wait=on_wait) as deadline:
+            retry_while_locked(
+                lambda: con.execute(f"ATTACH {sql_string(str(database))} AS {quote(_TARGET)}"),
+                database=Path(database),
+                deadline=deadline,
+                on_wait=on_wait,
+            )
+            try:
+                con.execute(f"USE {quote(_TARGET)}")
+                return write_slice(con, self, catalog=_TARGET, schema=schema, after=after)
+            finally:
+                con.execute("USE memory")
+                con.execute(f"DETACH {quote(_TARGET)}")
+
+    def _drop_repeats(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Keep one staged row per the stream's key, so that whatever an extraction yielded, a
+        version of a record (an id at one cursor value) reaches the table once; counted in
+        `duplicates`. The common case, no repeat, costs one grouping of the key columns."""
+        key = ", ".join(quote(c) for c in self.stream.key)
+        for source in self.sources():
+            row = con.execute(
+                f"SELECT coalesce(sum(n - 1), 0) FROM "
+                f"(SELECT count(*) AS n FROM {source} GROUP BY {key} HAVING n > 1)"
+            ).fetchone()
+            repeats = int(row[0]) if row else 0
+            if repeats:
+                con.execute(
+                    f"DELETE FROM {source} WHERE rowid NOT IN "
+                    f"(SELECT min(rowid) FROM {source} GROUP BY {key})"
+                )
+                self.duplicates += repeats
+                self.rows -= repeats
+
+    def discard(self) -> None:
+        """Drop the staged rows: close the staging instance and remove its directory."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
+
+
+__all__ = [
+    "STAGING_THREADS",
+    "StagedRows",
+]

@@ -1,0 +1,68 @@
+"""The derived assets' definitions: keys, partitions, lineage, schemas, jobs."""
+
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from kommo_dagster.definitions import build_definitions
+from kommo_dagster.derived.declaration import CUSTOM_FIELD_ENTITIES, DERIVED_TABLES
+from kommo_dagster.orchestration.jobs import FULL_TABLES_JOB, INCREMENTAL_JOB
+from kommo_dagster.settings import Settings
+
+
+def _defs(tmp_path: Path, **overrides) -> dg.Definitions:
+    settings = Settings(
+        start_date=date(2026, 10, 1), duckdb_path=tmp_path / "crm.duckdb", **overrides
+    )
+    return build_definitions(settings)
+
+
+@pytest.mark.parametrize("full_table", [False, True])
+def test_derived_tables_are_partitioned_like_their_parent_and_downstream_of_it(
+    tmp_path: Path, full_table: bool
+):
+    overrides = {"full_table_streams": ("leads",)} if full_table else {}
+    defs = _defs(tmp_path, **overrides)
+    for table in DERIVED_TABLES.values():
+        asset = defs.resolve_assets_def(dg.AssetKey(["kommo", table.name]))
+        parent = defs.resolve_assets_def(dg.AssetKey(["kommo", table.parent]))
+        assert asset.partitions_def == parent.partitions_def
+        assert asset.dependency_keys == {parent.key}
+        spec = next(iter(asset.specs))
+        schema = spec.metadata["dagster/column_schema"]
+        assert [(c.name, c.type, c.description) for c in schema.columns] == [
+            (c.name, c.duckdb_type, c.description) for c in table.columns
+        ]
+        assert spec.metadata["dagster/table_name"] == f"crm.kommo.{table.name}"
+        job = INCREMENTAL_JOB if asset.partitions_def is not None else FULL_TABLES_JOB
+        assert asset.key in defs.resolve_job_def(job).asset_layer.executable_asset_keys
+    values = defs.resolve_assets_def(dg.AssetKey(["kommo", "lead_custom_field_values"]))
+    assert (values.partitions_def is None) == full_table
+
+
+def test_views_are_assets_downstream_of_what_they_read(tmp_path: Path):
+    defs = _defs(tmp_path)
+    for entity in CUSTOM_FIELD_ENTITIES:
+        view = defs.resolve_assets_def(dg.AssetKey(["kommo", entity.wide_view]))
+        assert {
+            dg.AssetKey(["kommo", entity.values]),
+            dg.AssetKey(["kommo", entity.stream]),
+        } <= view.dependency_keys
+    funnel = defs.resolve_assets_def(dg.AssetKey(["kommo", "pipeline_funnel"]))
+    assert dg.AssetKey(["kommo", "lead_status_changes"]) in funnel.dependency_keys
+    checks = {key.name for c in defs.asset_checks or [] for key in c.check_keys}
+    assert {"no_duplicate_keys", "field_ids_defined", "no_negative_durations"} <= checks
+
+
+def test_only_the_selected_streams_get_derived_assets(tmp_path: Path):
+    defs = _defs(tmp_path, streams=("pipelines", "statuses", "contacts"))
+    keys = {a.key.path[-1] for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)}
+    assert keys == {
+        "pipelines",
+        "statuses",
+        "contacts",
+        "contact_custom_field_values",
+        "contacts_wide",
+    }

@@ -1,0 +1,230 @@
+"""The IO manager inside real Dagster runs (ephemeral instance, real DuckDB file), fed by small
+assets that stage synthetic contract rows, so it is tested apart from the API."""
+
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+
+from kommo_dagster.kommo.streams import get_stream
+from kommo_dagster.orchestration.io_manager import KommoDuckDBIOManager, KommoDuckDBResource
+from kommo_dagster.orchestration.partitions import build_daily_partitions
+from kommo_dagster.warehouse.staging import StagedRows
+from kommo_dagster.warehouse.windows import EpochWindow
+from kommo_dagster_tests.rows import synthetic_columns
+
+PARTITIONS = build_daily_partitions(date(2026, 10, 1))
+LEADS = get_stream("leads")
+USERS = get_stream("users")
+
+
+def _io_manager(path: Path) -> KommoDuckDBIOManager:
+    return KommoDuckDBIOManager(duckdb=KommoDuckDBResource(database=str(path), lock_timeout=30))
+
+
+def _leads_asset(rows_per_day: int = 3, first_id: int = 1, staged_cls=StagedRows):
+    @dg.asset(
+        key=["kommo", "leads"],
+        partitions_def=PARTITIONS,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+    )
+    def leads(context: dg.AssetExecutionContext) -> StagedRows:
+        window = EpochWindow.from_time_window(context.partition_time_window)
+        staged = staged_cls(LEADS, window=window)
+        days = (window.end - window.start) // 86_400
+        for day in range(days):
+            staged.append(
+                synthetic_columns(
+                    LEADS,
+                    rows_per_day,
+                    cursor_start=window.start + day * 86_400,
+                    step=3600,
+                    first_id=first_id + 1000 * day,
+                )
+            )
+        return staged
+
+    return leads
+
+
+def _table(path: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def _materialization(result: dg.ExecuteInProcessResult) -> dg.AssetMaterialization:
+    [event] = result.get_asset_materialization_events()
+    return event.materialization
+
+
+def test_a_partition_lands_with_its_metadata(tmp_path: Path):
+    db = tmp_path / "kommo_crm.duckdb"
+    result = dg.materialize(
+        [_leads_asset()], resources={"io_manager": _io_manager(db)}, partition_key="2026-10-05"
+    )
+    assert result.success
+    metadata = _materialization(result).metadata
+    assert metadata["dagster/row_count"].value == 3
+    assert metadata["dagster/table_name"].value == "kommo_crm.kommo.leads"
+    assert metadata["kommo/slice"].value == "2026-10-05"
+    assert metadata["kommo/duplicate_rows_dropped"].value == 0
+    schema = metadata["dagster/column_schema"].value
+    assert [(c.name, c.type) for c in schema.columns] == [
+        (c.name, c.duckdb_type) for c in LEADS.columns
+    ]
+    assert schema.columns[0].description == LEADS.columns[0].description
+    assert _table(db, "SELECT count(*), min(updated_at) FROM kommo.leads") == [
+        (
+            3,
+            EpochWindow.from_time_window(
+                PARTITIONS.time_window_for_partition_key("2026-10-05")
+            ).start,
+        )
+    ]
+
+
+def test_a_single_run_range_and_a_partition_rerun_replace_their_slices(tmp_path: Path):
+    db = tmp_path / "kommo_crm.duckdb"
+    io = {"io_manager": _io_manager(db)}
+    instance = dg.DagsterInstance.ephemeral()
+    range_tags = {
+        "dagster/asset_partition_range_start": "2026-10-01",
+        "dagster/asset_partition_range_end": "2026-10-10",
+    }
+    result = dg.materialize([_leads_asset()], resources=io, instance=instance, tags=range_tags)
+    assert result.success
+    events = [e.materialization for e in result.get_asset_materialization_events()]
+    assert [e.partition for e in events] == [f"2026-10-{d:02d}" for d in range(1, 11)]
+    # one write for the whole range: the IO manager reports the slice on every partition
+    assert {
+        (e.metadata["kommo/slice"].value, e.metadata["dagster/row_count"].value) for e in events
+    } == {("2026-10-01..2026-10-10", 30)}
+    before = _table(db, "SELECT * FROM kommo.leads ORDER BY id")
+
+    # a re-run of one day with other rows replaces that day only
+    rerun = dg.materialize(
+        [_leads_asset(rows_per_day=2, first_id=500)],
+        resources=io,
+        instance=instance,
+        partition_key="2026-10-04",
+    )
+    assert rerun.success
+    assert _materialization(rerun).metadata["kommo/replaced_rows"].value == 3
+    after = _table(db, "SELECT * FROM kommo.leads ORDER BY id")
+    day4 = EpochWindow.from_time_window(PARTITIONS.time_window_for_partition_key("2026-10-04"))
+    cursor = LEADS.column_names.index("updated_at")
+    assert [r for r in after if not day4.contains(r[cursor])] == [
+        r for r in before if not day4.contains(r[cursor])
+    ]
+    assert sorted(r[0] for r in after if day4.contains(r[cursor])) == [500, 501]
+
+    # the same range again restores exactly the first state
+    again = dg.materialize([_leads_asset()], resources=io, instance=instance, tags=range_tags)
+    assert again.success
+    assert len(again.get_asset_materialization_events()) == 10
+    assert _table(db, "SELECT * FROM kommo.leads ORDER BY id") == before
+
+
+def test_dataframes_are_stored_and_loaded_with_nullable_types(tmp_path: Path):
+    db = tmp_path / "kommo_crm.duckdb"
+    frame = pd.DataFrame(synthetic_columns(USERS, 4))
+
+    @dg.asset(key=["kommo", "users"])
+    def users() -> pd.DataFrame:
+        return frame[list(reversed(frame.columns))]  # column order does not matter
+
+    @dg.asset(ins={"users": dg.AssetIn(key=["kommo", "users"])}, io_manager_key="mem")
+    def user_count(users: pd.DataFrame) -> int:
+        assert list(users.columns) == list(USERS.column_names)
+        assert str(users["id"].dtype) == "Int64"
+        return len(users)
+
+    result = dg.materialize(
+        [users, user_count],
+        resources={"io_manager": _io_manager(db), "mem": dg.InMemoryIOManager()},
+    )
+    assert result.success
+    assert result.output_for_node("user_count") == 4
+    assert _table(db, "SELECT id, email FROM kommo.users ORDER BY id") == list(
+        zip(frame["id"], frame["email"], strict=True)
+    )
+
+
+class _FailingStagedRows(StagedRows):
+    def sources(self) -> list[str]:
+        return [*super().sources(), "relation_that_does_not_exist"]
+
+
+def test_a_run_whose_write_fails_leaves_the_partition_as_it_was(tmp_path: Path):
+    db = tmp_path / "kommo_crm.duckdb"
+    io = {"io_manager": _io_manager(db)}
+    assert dg.materialize([_leads_asset()], resources=io, partition_key="2026-10-05").success
+    before = _table(db, "SELECT * FROM kommo.leads ORDER BY id")
+    failing = _leads_asset(rows_per_day=5, first_id=700, staged_cls=_FailingStagedRows)
+    result = dg.materialize(
+        [failing], resources=io, partition_key="2026-10-05", raise_on_error=False
+    )
+    assert not result.success
+    assert _table(db, "SELECT * FROM kommo.leads ORDER BY id") == before
+
+
+def test_rows_staged_for_another_window_are_refused(tmp_path: Path):
+    db = tmp_path / "kommo_crm.duckdb"
+
+    @dg.asset(key=["kommo", "leads"], partitions_def=PARTITIONS)
+    def leads() -> StagedRows:
+        return StagedRows(LEADS, window=EpochWindow(0, 86_400))
+
+    with pytest.raises(Exception) as failure:
+        dg.materialize(
+            [leads], resources={"io_manager": _io_manager(db)}, partition_key="2026-10-05"
+        )
+    assert "extracted for 1970-01-01 but the output is 2026-10-05" in _chain(failure.value)
+
+
+def test_a_database_named_like_the_schema_fails_the_run_with_the_reason(tmp_path: Path):
+    @dg.asset(key=["kommo", "users"])
+    def users() -> pd.DataFrame:
+        return pd.DataFrame(synthetic_columns(USERS, 1))
+
+    with pytest.raises(Exception) as failure:
+        dg.materialize([users], resources={"io_manager": _io_manager(tmp_path / "kommo.duckdb")})
+    assert "Ambiguous reference" in _chain(failure.value)
+    assert not (tmp_path / "kommo.duckdb").exists()
+
+
+def _chain(exc: BaseException | None) -> str:
+    messages: list[str] = []
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        messages.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(messages)
+
+
+def test_repeated_versions_are_dropped_counted_and_logged(tmp_path: Path):
+    db = tmp_path / "kommo_crm.duckdb"
+
+    class Doubled(StagedRows):
+        def append(self, columns):
+            super().append(columns)
+            super().append(columns)
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [_leads_asset(staged_cls=Doubled)],
+        resources={"io_manager": _io_manager(db)},
+        partition_key="2026-10-05",
+        instance=instance,
+    )
+    assert result.success
+    metadata = _materialization(result).metadata
+    assert metadata["dagster/row_count"].value == 3
+    assert metadata["kommo/duplicate_rows_dropped"].value == 3
+    assert _table(db, "SELECT count(*), count(DISTINCT id) FROM kommo.leads") == [(3, 3)]
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any("dropped 3 repeated rows (same id, updated_at)" in m for m in messages)

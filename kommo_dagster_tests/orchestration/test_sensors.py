@@ -1,0 +1,160 @@
+"""The change sensor against the sandbox: ticks built with `build_sensor_context`, real HTTP."""
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from kommo_dagster.definitions import build_definitions
+from kommo_dagster.derived.declaration import with_derived
+from kommo_dagster.kommo.changes import ChangeCursor, advance
+from kommo_dagster.kommo.errors import KommoPaymentRequiredError
+from kommo_dagster.orchestration.jobs import FULL_TABLES_JOB, INCREMENTAL_JOB
+from kommo_dagster.orchestration.sensors import CHANGE_SENSOR
+from kommo_dagster.sandbox import ChurnConfig, KommoSandbox
+from kommo_dagster.settings import Settings
+from kommo_dagster_tests.wiring import sandbox_kommo
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class Watch:
+    def __init__(self, sandbox: KommoSandbox, directory: Path, **settings) -> None:
+        self.sandbox = sandbox
+        self.kommo = sandbox_kommo(sandbox, directory)
+        self.defs = build_definitions(
+            Settings(
+                start_date=date(2026, 10, 1), duckdb_path=directory / "crm.duckdb", **settings
+            ),
+            kommo=self.kommo,
+        )
+        self.sensor = self.defs.get_repository_def().get_sensor_def(CHANGE_SENSOR)
+        self.instance = dg.DagsterInstance.ephemeral()
+
+    def tick(self, cursor: str | None) -> tuple[dg.SensorResult, int]:
+        """The tick's result and the requests it cost the account."""
+        before = self.sandbox.stats()["requests"]
+        with dg.build_sensor_context(
+            instance=self.instance,
+            cursor=cursor,
+            resources={"kommo": self.kommo},
+            repository_def=self.defs.get_repository_def(),
+        ) as context:
+            result = self.sensor(context)
+        assert isinstance(result, dg.SensorResult)
+        return result, self.sandbox.stats()["requests"] - before
+
+
+def _selection(request: dg.RunRequest) -> set[str]:
+    return {k.path[-1] for k in request.asset_selection or []}
+
+
+@pytest.fixture
+def sandbox(sandbox_factory) -> KommoSandbox:
+    # Data in the past, so the churn clock is now and changes land in today's partition.
+    today = datetime.now(UTC).date()
+    return sandbox_factory(
+        leads=30, requests_per_second=None, start=today - timedelta(days=3), end=today
+    )
+
+
+def test_the_sensor_polls_every_few_minutes_and_starts_stopped(sandbox, tmp_path: Path):
+    watch = Watch(sandbox, tmp_path, sensor_interval_seconds=120)
+    assert watch.sensor.minimum_interval_seconds == 120
+    assert watch.sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    assert {t.job_name for t in watch.sensor.targets} == {INCREMENTAL_JOB, FULL_TABLES_JOB}
+
+
+def test_quiet_ticks_cost_one_request_and_changes_trigger_exactly_their_streams(
+    sandbox, tmp_path: Path
+):
+    watch = Watch(sandbox, tmp_path)
+    # First tick: starts watching now, asks nothing.
+    result, requests = watch.tick(None)
+    assert requests == 0 and not result.run_requests
+    cursor = result.cursor
+    assert ChangeCursor.loads(cursor) is not None
+
+    result, requests = watch.tick(cursor)
+    assert requests == 1
+    assert not result.run_requests
+    cursor = result.cursor
+
+    # One lead changes: leads and events, today's partition, one request.
+    sandbox.update_config(churn=ChurnConfig(streams=("leads",), updates=1, creates=0, deletes=0))
+    sandbox.churn_step()
+    result, requests = watch.tick(cursor)
+    assert requests == 1
+    [request] = result.run_requests
+    today = datetime.now(UTC).date().isoformat()
+    assert request.job_name == INCREMENTAL_JOB
+    assert request.partition_key == today
+    assert _selection(request) == with_derived({"leads", "events"})  # and their derived tables
+    changed = result.cursor
+
+    # The same tick evaluated again asks for the same run (same run key): idempotent.
+    again, _ = watch.tick(cursor)
+    assert [r.run_key for r in again.run_requests] == [request.run_key]
+
+    # Nothing since: quiet again, the events already seen are not counted twice.
+    result, requests = watch.tick(changed)
+    assert requests == 1 and not result.run_requests
+    cursor = result.cursor
+
+    # A task is deleted and a company added: exactly those streams.
+    sandbox.update_config(churn=ChurnConfig(streams=("tasks",), updates=0, creates=0, deletes=1))
+    sandbox.churn_step()
+    sandbox.update_config(
+        churn=ChurnConfig(streams=("companies",), updates=0, creates=1, deletes=0)
+    )
+    sandbox.churn_step()
+    result, requests = watch.tick(cursor)
+    assert requests == 1
+    [request] = result.run_requests
+    assert _selection(request) == with_derived({"tasks", "companies", "events"})
+
+
+def test_a_stream_switched_to_full_table_is_refreshed_by_the_full_tables_job(
+    sandbox, tmp_path: Path
+):
+    watch = Watch(
+        sandbox,
+        tmp_path,
+        streams=("contacts", "events", "pipelines"),
+        full_table_streams=("contacts",),
+    )
+    cursor = watch.tick(None)[0].cursor
+    sandbox.update_config(
+        churn=ChurnConfig(streams=("contacts", "leads"), updates=1, creates=0, deletes=0)
+    )
+    sandbox.churn_step()
+    result, _ = watch.tick(cursor)
+    by_job = {r.job_name: r for r in result.run_requests}
+    assert set(by_job) == {INCREMENTAL_JOB, FULL_TABLES_JOB}
+    assert _selection(by_job[INCREMENTAL_JOB]) == with_derived({"events"})  # leads: not selected
+    assert _selection(by_job[FULL_TABLES_JOB]) == with_derived({"contacts"})
+    assert by_job[FULL_TABLES_JOB].partition_key is None
+
+
+def test_a_failing_poll_fails_the_tick_and_keeps_the_cursor(sandbox, tmp_path: Path):
+    watch = Watch(sandbox, tmp_path)
+    cursor = watch.tick(None)[0].cursor
+    sandbox.update_config(unpaid=True)
+    with pytest.raises(KommoPaymentRequiredError):
+        watch.tick(cursor)
+    sandbox.update_config(unpaid=False)
+    result, requests = watch.tick(cursor)  # the next tick, from the same cursor
+    assert requests == 1 and not result.run_requests
+
+
+def test_the_cursor_keeps_the_ids_seen_in_its_last_second():
+    start = ChangeCursor(since=100)
+    events = [{"id": "a", "created_at": 100}, {"id": "b", "created_at": 105}]
+    after = advance(start, events)
+    assert after == ChangeCursor(since=105, seen=frozenset({"b"}))
+    later = advance(after, [{"id": "b", "created_at": 105}, {"id": "c", "created_at": 105}])
+    assert later == ChangeCursor(since=105, seen=frozenset({"b", "c"}))
+    assert ChangeCursor.loads(later.dumps()) == later
+    with pytest.raises(ValueError, match="unreadable change cursor"):
+        ChangeCursor.loads("{not json")

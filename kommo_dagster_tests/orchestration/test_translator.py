@@ -1,0 +1,140 @@
+"""Asset specs through `KommoTranslator.get_asset_spec`: a subclass in Python, or the
+component's ``translation`` in ``defs.yaml``, renames keys and adds owners everywhere."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from kommo_dagster.builder import build_kommo_definitions
+from kommo_dagster.component import KommoComponent
+from kommo_dagster.definitions import build_definitions
+from kommo_dagster.orchestration.resources import KommoResource
+from kommo_dagster.orchestration.translator import KommoTranslator, KommoTranslatorData
+from kommo_dagster.settings import Settings
+from kommo_dagster_tests.wiring import sandbox_kommo
+
+STREAMS = ("pipelines", "statuses", "leads", "lead_custom_fields", "events")
+# The derived tables and views of those streams.
+DERIVED = (
+    "lead_custom_field_values",
+    "leads_wide",
+    "lead_status_changes",
+    "lead_stage_durations",
+    "pipeline_funnel",
+)
+
+
+class CrmTranslator(KommoTranslator):
+    def get_asset_spec(self, data: KommoTranslatorData) -> dg.AssetSpec:
+        spec = super().get_asset_spec(data)
+        return spec.replace_attributes(
+            key=dg.AssetKey(["crm", data.table.name]), owners=["team:data"]
+        ).merge_attributes(tags={"layer": data.table.kind})
+
+
+def _assets(defs: dg.Definitions) -> dict[dg.AssetKey, dg.AssetsDefinition]:
+    return {a.key: a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)}
+
+
+def _check_renamed(
+    defs: dg.Definitions, prefix: list[str], owner: str, *, job: str = "kommo_incremental_job"
+) -> None:
+    """Every asset, dependency, check, job and sensor target names the renamed keys."""
+    assets = _assets(defs)
+    key = {name: dg.AssetKey([*prefix, name]) for name in (*STREAMS, *DERIVED)}
+    assert set(assets) == set(key.values())
+    for asset in assets.values():
+        spec = next(iter(asset.specs))
+        assert spec.owners == [owner], asset.key
+        assert all(d.path[: len(prefix)] == prefix for d in asset.dependency_keys), asset.key
+    assert assets[key["statuses"]].dependency_keys == {key["pipelines"]}
+    assert assets[key["lead_custom_field_values"]].dependency_keys == {key["leads"]}
+    assert key["lead_custom_fields"] in assets[key["leads_wide"]].dependency_keys
+    assert key["lead_status_changes"] in assets[key["pipeline_funnel"]].dependency_keys
+    checked = {k.asset_key for c in defs.asset_checks or [] for k in c.check_keys}
+    assert checked == {key[n] for n in (*STREAMS, *DERIVED) if n not in ("leads_wide",)} - {
+        key["pipeline_funnel"]
+    }
+    repo = defs.get_repository_def()  # resolves the jobs' selections of the renamed keys
+    incremental = repo.get_job(job)
+    assert key["lead_status_changes"] in incremental.asset_layer.executable_asset_keys
+
+
+def test_a_python_translator_renames_keys_and_adds_owners(tmp_path: Path):
+    settings = Settings(
+        start_date=date(2026, 10, 1), duckdb_path=tmp_path / "crm.duckdb", streams=STREAMS
+    )
+    kommo = KommoResource(api_token="t", base_url="http://127.0.0.1:1")
+    defs = build_definitions(settings, kommo=kommo, translator=CrmTranslator())
+    _check_renamed(defs, ["crm"], "team:data")
+    leads = _assets(defs)[dg.AssetKey(["crm", "leads"])]
+    spec = next(iter(leads.specs))
+    assert spec.tags["layer"] == "stream" and spec.kinds == {"kommo", "duckdb"}
+    assert spec.metadata["dagster/table_name"] == "crm.kommo.leads"
+
+
+def test_the_component_translation_renames_keys_and_adds_owners(tmp_path: Path):
+    component = KommoComponent.resolve_from_yaml(
+        textwrap.dedent(
+            f"""
+            duckdb_path: {tmp_path / "crm.duckdb"}
+            accounts:
+              - name: br
+                api_token: "{{{{ env.BR_TOKEN }}}}"
+                subdomain: brazil
+                start_date: "2026-10-01"
+                streams: [{", ".join(STREAMS)}]
+            translation:
+              key: "sales/{{{{ account }}}}/{{{{ table }}}}"
+              owners: ["team:sales"]
+              tags:
+                kind: "{{{{ kind }}}}"
+            """
+        )
+    )
+    defs = build_kommo_definitions(component.build_accounts(), translator=component.translator())
+    _check_renamed(defs, ["sales", "br"], "team:sales", job="kommo_br_incremental_job")
+    funnel = _assets(defs)[dg.AssetKey(["sales", "br", "pipeline_funnel"])]
+    spec = next(iter(funnel.specs))
+    assert spec.tags["kind"] == "view" and spec.group_name == "kommo_br"
+
+
+def test_a_key_that_depends_on_more_than_the_table_is_refused(tmp_path: Path):
+    class Unstable(KommoTranslator):
+        def get_asset_spec(self, data: KommoTranslatorData) -> dg.AssetSpec:
+            spec = super().get_asset_spec(data)
+            return spec.replace_attributes(key=dg.AssetKey([str(len(data.metadata))]))
+
+    settings = Settings(duckdb_path=tmp_path / "crm.duckdb", streams=("pipelines",))
+    kommo = KommoResource(api_token="t", base_url="http://127.0.0.1:1")
+    with pytest.raises(ValueError, match="two keys"):
+        build_definitions(settings, kommo=kommo, translator=Unstable())
+
+
+@pytest.mark.timeout(120)
+def test_a_run_with_renamed_keys_writes_the_same_tables(tmp_path: Path, sandbox_factory):
+    """A child stream reads its renamed parent, a derived table its renamed parent's slice."""
+    sandbox = sandbox_factory(leads=20, requests_per_second=None)
+    settings = Settings(
+        start_date=date(2026, 10, 1), duckdb_path=tmp_path / "crm.duckdb", streams=STREAMS
+    )
+    defs = build_definitions(
+        settings, kommo=sandbox_kommo(sandbox, tmp_path), translator=CrmTranslator()
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize(
+            list(defs.assets or []),
+            selection=[dg.AssetKey(["crm", n]) for n in ("pipelines", "statuses")],
+            resources=defs.resources,
+            instance=instance,
+        )
+    assert result.success
+    with duckdb.connect(str(settings.duckdb_path)) as con:
+        (statuses,) = con.execute("SELECT count(*) FROM kommo.statuses").fetchone() or (0,)
+    assert statuses == len(sandbox.records("statuses")) > 0

@@ -1,0 +1,79 @@
+"""The lock that lets concurrent writers take turns on a real DuckDB file, and a file held by
+another program."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from kommo_dagster.warehouse.locks import DatabaseLockTimeout, connect, lock_path
+
+
+def test_a_second_connection_waits_for_the_first(db: Path):
+    holding, release, order = threading.Event(), threading.Event(), []
+
+    def first():
+        with connect(db, timeout=30) as con:
+            con.execute("CREATE TABLE t (x INTEGER)")
+            holding.set()
+            release.wait(10)
+            con.execute("INSERT INTO t VALUES (1)")
+            order.append("first")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    holding.wait(10)
+    threading.Timer(0.3, release.set).start()
+    waits: list[str] = []
+    with connect(db, timeout=30, on_wait=waits.append) as con:
+        order.append("second")
+        assert con.execute("SELECT x FROM t").fetchall() == [(1,)]
+    thread.join(10)
+    assert order == ["first", "second"]
+    assert len(waits) == 1 and "another run" in waits[0]
+
+
+def test_waiting_for_the_lock_ends_with_a_clear_error(db: Path):
+    with (
+        connect(db, timeout=30),
+        pytest.raises(DatabaseLockTimeout, match="KOMMO_DUCKDB_LOCK_TIMEOUT"),
+        connect(db, timeout=0.2),
+    ):
+        pass
+
+
+@pytest.mark.timeout(60)
+def test_a_file_held_by_another_program_is_waited_for_then_reported(db: Path):
+    db.parent.mkdir(parents=True)
+    duckdb.connect(str(db)).close()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('open', flush=True); "
+            "sys.stdin.readline()",
+            str(db),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        with (
+            pytest.raises(DatabaseLockTimeout, match="another program"),
+            connect(db, timeout=0.5),
+        ):
+            pass
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(30)
+    assert not lock_path(db).read_text()  # the lock file is only a lock
+    with connect(db, timeout=5) as con:
+        assert con.execute("SELECT 1").fetchall() == [(1,)]

@@ -1,0 +1,84 @@
+"""The table registry: every relation declared once, and what a write rebuilds, in order."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from kommo_dagster.derived.declaration import DECLARATIONS, DERIVED_TABLES
+from kommo_dagster.derived.write import ensure_table
+from kommo_dagster.kommo.streams import STREAMS
+from kommo_dagster.warehouse.registry import TABLES, get_table, refresh_after_write, refreshed_after
+from kommo_dagster.warehouse.tables import Partitioning, RefreshContext, Table, refresh_order
+
+
+def _names(written: str) -> list[str]:
+    return [t.name for t in refreshed_after(written)]
+
+
+def test_every_stream_and_derived_relation_is_declared_once():
+    for name, stream in STREAMS.items():
+        table = TABLES[name]
+        assert table.kind == "stream" and table.columns == stream.columns
+        assert table.key == stream.key
+        assert (table.partitioning is not None) == stream.is_incremental
+        assert f"{name}_history" in TABLES and f"kommo_all.{name}" in TABLES
+    for table in DECLARATIONS:
+        assert TABLES[table.name] is table
+    assert set(DERIVED_TABLES) <= set(TABLES)
+
+
+@pytest.mark.parametrize(
+    ("written", "rebuilt"),
+    [
+        ("leads", ["leads_current", "leads_history", "kommo_all.leads", "kommo_all.leads_current"]),
+        (
+            "lead_custom_fields",
+            ["lead_custom_fields_history", "kommo_all.lead_custom_fields", "leads_wide"],
+        ),
+        ("lead_custom_field_values", ["leads_wide"]),
+        ("lead_status_changes", ["lead_stage_durations", "pipeline_funnel"]),
+        ("pipelines", ["pipelines_history", "kommo_all.pipelines"]),
+    ],
+)
+def test_a_write_rebuilds_what_follows_it_after_what_it_reads(written: str, rebuilt: list[str]):
+    assert _names(written) == rebuilt
+
+
+def test_the_order_follows_the_inputs_not_the_declaration_order():
+    def view(name: str, *inputs: str) -> Table:
+        return Table(name=name, kind="view", description=name, inputs=inputs, refresh=print)
+
+    tables = {
+        "b": view("b", "a"),  # declared first, reads a
+        "a": view("a", "t"),
+        "c": view("c", "t", "b"),
+        "t": Table(name="t", kind="stream", description="t"),
+    }
+    assert [t.name for t in refresh_order(tables, "t")] == ["a", "b", "c"]
+    tables["a"] = view("a", "t", "c")
+    with pytest.raises(RuntimeError, match="read each other"):
+        refresh_order(tables, "t")
+
+
+def test_a_declaration_missing_its_build_is_refused():
+    with pytest.raises(ValueError, match="declares select and partitioning"):
+        Table(name="x", kind="derived", description="x", partitioning=Partitioning("c", "y"))
+    with pytest.raises(ValueError, match="declares refresh"):
+        Table(name="x", kind="view", description="x", inputs=("y",))
+    with pytest.raises(KeyError, match="unknown table 'nope'"):
+        get_table("nope")
+
+
+def test_refresh_after_write_runs_in_the_callers_transaction():
+    con = duckdb.connect()
+    ensure_table(con, DERIVED_TABLES["lead_status_changes"], schema="kommo")
+    con.execute("BEGIN TRANSACTION")
+    results = refresh_after_write(con, "lead_status_changes", schema="kommo")
+    con.execute("ROLLBACK")  # the caller's write failed: nothing of the refresh stays
+    assert list(results) == ["lead_stage_durations", "pipeline_funnel"]
+    views = con.execute("SELECT view_name FROM duckdb_views() WHERE schema_name = 'kommo'")
+    assert views.fetchall() == []
+    ctx = RefreshContext(con=con, schema="kommo")
+    get_table("lead_stage_durations").refresh(ctx)  # type: ignore[misc]
+    assert con.execute("SELECT count(*) FROM kommo.lead_stage_durations").fetchone() == (0,)

@@ -1,0 +1,247 @@
+"""Staging and the one-transaction slice write on a real DuckDB file: tables from the contract,
+staged batches, slice rewrites, and a failed write that leaves the table as it was."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from kommo_dagster.contract import contract_columns
+from kommo_dagster.kommo.columns import columns_table
+from kommo_dagster.kommo.streams import DUCKDB_TYPES, STREAMS, get_stream
+from kommo_dagster.warehouse.arrays import typed_frame
+from kommo_dagster.warehouse.errors import TableSchemaMismatch, WarehouseError
+from kommo_dagster.warehouse.locks import connect
+from kommo_dagster.warehouse.slices import read_slice
+from kommo_dagster.warehouse.sql import table_columns
+from kommo_dagster.warehouse.staging import STAGING_THREADS, StagedRows
+from kommo_dagster.warehouse.windows import EpochWindow
+from kommo_dagster_tests.rows import synthetic_columns
+
+LEADS = get_stream("leads")
+OCT1 = EpochWindow.from_datetimes(
+    datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 10, 2, tzinfo=UTC)
+)
+OCT2 = EpochWindow.from_datetimes(
+    datetime(2026, 10, 2, tzinfo=UTC), datetime(2026, 10, 3, tzinfo=UTC)
+)
+
+
+def _write(db: Path, staged: StagedRows) -> dict[str, int]:
+    result = staged.write(db, schema="kommo", timeout=30)
+    staged.discard()
+    return {"rows": result.rows, "deleted": result.deleted, "table_rows": result.table_rows}
+
+
+def _staged(stream=LEADS, *, window=OCT1, n=5, first_id=1, **kwargs) -> StagedRows:
+    staged = StagedRows(stream, window=window, **kwargs)
+    start = window.start if window else 1_790_000_000
+    staged.append(synthetic_columns(stream, n, cursor_start=start, step=97, first_id=first_id))
+    return staged
+
+
+def _rows(db: Path, sql: str) -> list[tuple]:
+    with connect(db, timeout=30) as con:
+        return con.execute(sql).fetchall()
+
+
+@pytest.mark.parametrize("name", list(STREAMS))
+def test_an_empty_write_creates_the_contract_table(db: Path, name: str):
+    stream = get_stream(name)
+    window = OCT1 if stream.is_incremental else None
+    result = _write(db, StagedRows(stream, window=window))
+    assert result == {"rows": 0, "deleted": 0, "table_rows": 0}
+    with connect(db, timeout=30) as con:
+        columns = table_columns(con, schema="kommo", table=name)
+    assert columns == [(c["name"], DUCKDB_TYPES[c["type"]]) for c in contract_columns(name)]
+
+
+def test_nullable_integers_stay_integers_and_values_round_trip(db: Path):
+    columns = synthetic_columns(LEADS, 6, cursor_start=OCT1.start)
+    frame = typed_frame(LEADS, columns)
+    assert str(frame["loss_reason_id"].dtype) == "Int64"
+    assert str(frame["id"].dtype) == "int64"
+    assert str(frame["is_deleted"].dtype) == "boolean"
+    staged = StagedRows(LEADS, window=OCT1)
+    staged.append(columns)
+    _write(db, staged)
+    with connect(db, timeout=30) as con:
+        got = con.execute(
+            "SELECT * FROM kommo.leads ORDER BY id"
+        ).fetchall()  # DuckDB's own Python values: int, bool, str, None
+        names = [d[0] for d in con.description]
+    assert names == list(LEADS.column_names)
+    expected = list(zip(*(columns[n] for n in LEADS.column_names), strict=True))
+    assert got == expected
+    assert isinstance(got[0][names.index("price")], int)
+
+
+def test_arrow_batches_stage_like_columns_and_must_match_the_contract(db: Path):
+    columns = synthetic_columns(LEADS, 6, cursor_start=OCT1.start)
+    staged = StagedRows(LEADS, window=OCT1)
+    staged.append(columns_table("leads", columns))
+    assert staged.rows == 6 and sum(staged.rows_by_day().values()) == 6
+    _write(db, staged)
+    expected = list(zip(*(columns[n] for n in LEADS.column_names), strict=True))
+    assert _rows(db, "SELECT * FROM kommo.leads ORDER BY id") == expected
+    wrong = columns_table("leads", columns).drop_columns(["tags"])
+    with pytest.raises(WarehouseError, match="differ from the contract"):
+        StagedRows(LEADS, window=OCT1).append(wrong)
+
+
+def test_a_partition_rewrite_replaces_exactly_its_slice(db: Path):
+    _write(db, _staged(window=OCT1, n=5, first_id=1))
+    _write(db, _staged(window=OCT2, n=7, first_id=100))
+    result = _write(db, _staged(window=OCT1, n=3, first_id=50))
+    assert result == {"rows": 3, "deleted": 5, "table_rows": 10}
+    ids = [r[0] for r in _rows(db, "SELECT id FROM kommo.leads ORDER BY id")]
+    assert ids == [50, 51, 52, *range(100, 107)]
+    # the same write again changes nothing
+    _write(db, _staged(window=OCT1, n=3, first_id=50))
+    assert _rows(db, "SELECT count(*), count(DISTINCT id) FROM kommo.leads") == [(10, 10)]
+
+
+@pytest.mark.parametrize("name", list(STREAMS))
+def test_a_repeated_version_is_written_once_and_counted(db: Path, name: str):
+    """Whatever an extraction yields, one row per the stream's key reaches the table."""
+    stream = get_stream(name)
+    window = OCT1 if stream.is_incremental else None
+    staged = StagedRows(stream, window=window)
+    start = window.start if window else 1_790_000_000
+    staged.append(synthetic_columns(stream, 4, cursor_start=start, step=97))
+    staged.append(synthetic_columns(stream, 2, cursor_start=start, step=97))
+    result = staged.write(db, schema="kommo", timeout=30)
+    staged.discard()
+    assert (result.rows, result.duplicates, result.table_rows) == (4, 2, 4)
+    key = ", ".join(stream.key)
+    assert _rows(db, f"SELECT count(*), count(DISTINCT ({key})) FROM kommo.{name}") == [(4, 4)]
+
+
+def test_the_key_of_a_status_is_its_pipeline_and_id(db: Path):
+    statuses = get_stream("statuses")
+    assert statuses.key == ("pipeline_id", "id") and LEADS.key == ("id", "updated_at")
+    staged = StagedRows(statuses, window=None)
+    columns = synthetic_columns(statuses, 2)
+    columns["id"] = [142, 142]  # Kommo's "won" status has the same id in every pipeline
+    columns["pipeline_id"] = [1, 2]
+    staged.append(columns)
+    result = staged.write(db, schema="kommo", timeout=30)
+    staged.discard()
+    assert (result.rows, result.duplicates) == (2, 0)
+
+
+def test_a_range_write_replaces_every_day_in_it(db: Path):
+    _write(db, _staged(window=OCT1, n=4, first_id=1))
+    _write(db, _staged(window=OCT2, n=4, first_id=10))
+    both = EpochWindow(OCT1.start, OCT2.end)
+    result = _write(db, _staged(window=both, n=2, first_id=500))
+    assert result["deleted"] == 8
+    assert [r[0] for r in _rows(db, "SELECT id FROM kommo.leads ORDER BY id")] == [500, 501]
+
+
+def test_a_full_table_write_replaces_the_table(db: Path):
+    users = get_stream("users")
+    _write(db, _staged(users, window=None, n=4))
+    result = _write(db, _staged(users, window=None, n=2, first_id=9))
+    assert result == {"rows": 2, "deleted": 4, "table_rows": 2}
+
+
+class _FailingStagedRows(StagedRows):
+    """Stages rows like the real thing, then hands the writer a relation that does not exist,
+    so the write fails after its DELETE and a first INSERT have run."""
+
+    def sources(self) -> list[str]:
+        return [*super().sources(), "relation_that_does_not_exist"]
+
+
+def test_a_failed_write_leaves_the_previous_rows(db: Path):
+    _write(db, _staged(window=OCT1, n=5, first_id=1))
+    before = _rows(db, "SELECT * FROM kommo.leads ORDER BY id")
+    failing = _FailingStagedRows(LEADS, window=OCT1)
+    failing.append(synthetic_columns(LEADS, 2, cursor_start=OCT1.start, first_id=900))
+    with pytest.raises(duckdb.CatalogException):
+        _write(db, failing)
+    assert _rows(db, "SELECT * FROM kommo.leads ORDER BY id") == before
+
+
+def test_a_failed_full_table_write_leaves_the_previous_table(db: Path):
+    users = get_stream("users")
+    _write(db, _staged(users, window=None, n=4))
+    failing = _FailingStagedRows(users, window=None)
+    failing.append(synthetic_columns(users, 2, first_id=900))
+    with pytest.raises(duckdb.CatalogException):
+        _write(db, failing)
+    assert [r[0] for r in _rows(db, "SELECT id FROM kommo.users ORDER BY id")] == [1, 2, 3, 4]
+
+
+def test_rows_outside_the_window_are_refused_before_anything_is_deleted(db: Path):
+    _write(db, _staged(window=OCT1, n=5))
+    stray = StagedRows(LEADS, window=OCT1)
+    stray.append(synthetic_columns(LEADS, 2, cursor_start=OCT2.start, first_id=77))
+    with pytest.raises(WarehouseError, match="outside the slice"):
+        _write(db, stray)
+    assert _rows(db, "SELECT count(*) FROM kommo.leads") == [(5,)]
+
+
+def test_staging_spills_past_its_memory_limit_and_cleans_up(db: Path, tmp_path: Path):
+    staging = tmp_path / "staging"
+    staged = StagedRows(LEADS, window=OCT1, staging_dir=staging, memory_limit="32MB")
+    wide = "x" * 2000
+    for i in range(25):  # ~100 MB of text through a 32 MB staging instance
+        columns = synthetic_columns(LEADS, 2000, cursor_start=OCT1.start, step=1, first_id=i * 2000)
+        columns["custom_fields_values"] = [f'["{wide}{j}"]' for j in range(2000)]
+        staged.append(columns)
+    assert staged.directory is not None and staged.directory.parent == staging
+    result = staged.write(db, schema="kommo", timeout=30)
+    assert result.rows == 50_000 == result.table_rows
+    staged.discard()
+    assert list(staging.iterdir()) == []
+    assert _rows(
+        db, "SELECT count(DISTINCT id), max(length(custom_fields_values)) FROM kommo.leads"
+    )[0] == (50_000, 2000 + 4 + 4)
+
+
+def test_staging_keeps_to_one_thread_until_the_write(db: Path):
+    """Batches arrive while requests are in flight: DuckDB's pool must not take every core
+    then. The write, once the extraction is over, may."""
+    staged = StagedRows(LEADS, window=OCT1)
+    staged.append(synthetic_columns(LEADS, 3, cursor_start=OCT1.start))
+    con = staged._connection()
+    assert con.execute("SELECT current_setting('threads')").fetchone() == (STAGING_THREADS,)
+    staged.write(db, schema="kommo", timeout=30)
+    (threads,) = con.execute("SELECT current_setting('threads')").fetchone()
+    assert threads == duckdb.connect().execute("SELECT current_setting('threads')").fetchone()[0]
+    staged.discard()
+
+
+def test_an_existing_table_that_drifted_from_the_contract_is_refused(db: Path):
+    with connect(db, timeout=30) as con:
+        con.execute("CREATE SCHEMA kommo")
+        con.execute("CREATE TABLE kommo.leads (id DOUBLE, updated_at BIGINT)")
+    with pytest.raises(TableSchemaMismatch, match="contract"):
+        _write(db, _staged(window=OCT1))
+
+
+def test_read_slice_returns_nullable_types_for_a_window(db: Path):
+    _write(db, _staged(window=OCT1, n=4, first_id=1))
+    _write(db, _staged(window=OCT2, n=3, first_id=10))
+    with connect(db, timeout=30) as con:
+        frame = read_slice(con, LEADS, schema="kommo", window=OCT2)
+    assert list(frame.columns) == list(LEADS.column_names)
+    assert sorted(frame["id"]) == [10, 11, 12]
+    assert str(frame["loss_reason_id"].dtype) == "Int64"
+    assert frame["loss_reason_id"].isna().sum() == 1
+    assert isinstance(frame, pd.DataFrame)
+
+
+def test_staged_rows_are_counted_per_utc_day():
+    both = EpochWindow(OCT1.start, OCT2.end)
+    staged = StagedRows(LEADS, window=both)
+    staged.append(synthetic_columns(LEADS, 5, cursor_start=OCT1.end - 2 * 3600, step=3600))
+    staged.append(synthetic_columns(LEADS, 2, cursor_start=OCT2.start + 60, step=60))
+    assert staged.rows_by_day() == {date(2026, 10, 1): 2, date(2026, 10, 2): 5}
+    assert (staged.cursor_min, staged.cursor_max) == (OCT1.end - 7200, OCT2.start + 7200)
