@@ -71,9 +71,15 @@ def replace_slice(
         deleted = int(row[0]) if row else 0
         # The query reads its parent's slice of the same window, so the filter drops nothing;
         # it makes sure no row can land where no re-run of this slice would replace it.
+        # A table without a cursor (rebuilt whole) has no slice to keep its rows inside.
+        inside = (
+            f"{quote(table.cursor)} IS NOT NULL AND {window_condition(table.cursor, window)}"
+            if table.cursor
+            else "TRUE"
+        )
         row = con.execute(
             f"INSERT INTO {target} ({columns}) SELECT {casts} FROM ({select_sql}) AS derived "
-            f"WHERE {quote(table.cursor)} IS NOT NULL AND {window_condition(table.cursor, window)}",
+            f"WHERE {inside}",
             list(params),
         ).fetchone()
         rows = int(row[0]) if row else 0

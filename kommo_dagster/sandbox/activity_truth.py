@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from kommo_dagster.contract import contract_columns
 from kommo_dagster.sandbox.account import Account
 from kommo_dagster.sandbox.chats import INCOMING, OUTGOING
 from kommo_dagster.sandbox.notes import NOTE_TABLES
@@ -109,6 +110,14 @@ def call_rows(account: Account) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["entity_type"], r["note_id"]))
 
 
+# Every column of the contract but the day, the user and the median is a count.
+_COUNTS = tuple(
+    c["name"]
+    for c in contract_columns("manager_activity_daily")
+    if c["name"] not in ("day", "user_id", "median_response_seconds")
+)
+
+
 def account_time_zone(account: Account) -> str:
     (body,) = account.records("account")
     return body["_embedded"]["datetime_settings"]["timezone"]
@@ -151,16 +160,5 @@ def activity_rows(account: Account) -> list[dict[str, Any]]:
             rows.append({"day": d, "user_id": user, **c, "median_response_seconds": median})
     return rows
 
-
-_COUNTS = (
-    "messages_sent",
-    "replies",
-    "calls_in",
-    "calls_out",
-    "call_seconds",
-    "stage_changes",
-    "leads_won",
-    "leads_lost",
-)
 
 __all__ = ["account_time_zone", "activity_rows", "call_rows", "conversations", "response_rows"]
