@@ -79,8 +79,17 @@ ACTIVITY_TABLES: Mapping[str, ActivityTable] = _build()
 
 
 def existing(con: duckdb.DuckDBPyConnection, names: tuple[str, ...], *, schema: str) -> list[str]:
-    """Those of ``names`` that ``schema`` holds (a table or a view)."""
-    return [n for n in names if table_exists(con, schema=schema, table=n)]
+    """Those of ``names`` that ``schema`` holds (a table or a view) in the current database."""
+    held = {
+        name
+        for (name,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = ? UNION ALL SELECT view_name FROM duckdb_views() "
+            "WHERE database_name = current_database() AND schema_name = ?",
+            [schema, schema],
+        ).fetchall()
+    }
+    return [n for n in names if n in held]
 
 
 def account_time_zone(con: duckdb.DuckDBPyConnection, *, schema: str) -> tuple[str, str | None]:

@@ -40,7 +40,7 @@ from kommo_dagster.derived.write import replace_slice
 from kommo_dagster.freshness import freshness_policy
 from kommo_dagster.io_manager import table_schema
 from kommo_dagster.settings import Settings
-from kommo_dagster.warehouse import catalog_name, quote, table_exists
+from kommo_dagster.warehouse import catalog_name, quote
 
 KINDS = {"duckdb", "sql"}
 
@@ -149,7 +149,7 @@ def refresh_all_accounts(
 ) -> None:
     """``kommo_all.<name>`` over the accounts ({account: schema}) that have ``name``."""
     for name in names:
-        present = {a: s for a, s in accounts.items() if table_exists(con, schema=s, table=name)}
+        present = {a: s for a, s in accounts.items() if existing(con, (name,), schema=s)}
         if present:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(ALL_ACCOUNTS_SCHEMA)}")
             con.execute(cross_account_view_sql(name, present, catalog=None))
