@@ -40,7 +40,7 @@ from kommo_dagster.derived.write import replace_slice
 from kommo_dagster.freshness import freshness_policy
 from kommo_dagster.io_manager import table_schema
 from kommo_dagster.settings import Settings
-from kommo_dagster.warehouse import catalog_name, quote
+from kommo_dagster.warehouse import WriteResult, catalog_name, quote
 
 KINDS = {"duckdb", "sql"}
 
@@ -200,19 +200,20 @@ def _table_asset(table: ActivityTable, *, settings: Settings) -> dg.AssetsDefini
             )
         _log_bad_input(context, table, plan.metadata)
         context.log.info(f"{full_name}: {result.rows} rows (replaced {result.deleted})")
-        return dg.MaterializeResult(
-            metadata=plan.metadata
-            | {
-                "dagster/row_count": dg.MetadataValue.int(result.rows),
-                "dagster/table_name": dg.MetadataValue.text(full_name),
-                "dagster/column_schema": dg.MetadataValue.table_schema(
-                    table_schema(table, actual=list(result.columns))  # type: ignore[arg-type]
-                ),
-                "kommo/replaced_rows": dg.MetadataValue.int(result.deleted),
-            }
-        )
+        return dg.MaterializeResult(metadata=plan.metadata | _written(table, result, full_name))
 
     return rebuild
+
+
+def _written(table: ActivityTable, result: WriteResult, full_name: str) -> dict[str, Any]:
+    return {
+        "dagster/row_count": dg.MetadataValue.int(result.rows),
+        "dagster/table_name": dg.MetadataValue.text(full_name),
+        "dagster/column_schema": dg.MetadataValue.table_schema(
+            table_schema(table, actual=list(result.columns))  # type: ignore[arg-type]
+        ),
+        "kommo/replaced_rows": dg.MetadataValue.int(result.deleted),
+    }
 
 
 _BAD_INPUT = {

@@ -16,7 +16,6 @@ type the project does not know (``talk``).
 from __future__ import annotations
 
 import random
-import uuid
 from typing import Any
 
 from kommo_dagster.sandbox.generate import DAY, Catalog
@@ -35,7 +34,10 @@ _REPLY_DELAYS = ((0.4, 5, 120), (0.3, 121, 3_600), (0.2, 3_601, 20 * 3_600), (0.
 
 
 def message_value(rng: random.Random) -> list[dict[str, Any]]:
-    return [{"message": {"id": str(uuid.UUID(int=rng.getrandbits(128), version=4))}}]
+    """A message id as Kommo's chats write them: a random (version 4) UUID."""
+    h = f"{rng.getrandbits(128):032x}"
+    variant = "89ab"[int(h[16], 16) & 3]
+    return [{"message": {"id": f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"}}]
 
 
 def _reply_delay(rng: random.Random) -> int:

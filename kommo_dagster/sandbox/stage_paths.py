@@ -30,6 +30,12 @@ def walk(cat: Catalog, rng: random.Random, *, pipeline_id: int, status_id: int) 
     return before_won[: before_won.index(status_id) + 1]
 
 
+def _spread(rng: random.Random, after: int, last: int, n: int) -> list[int]:
+    """``n`` increasing seconds in ``(after, last]``, one in each of ``n`` equal slices."""
+    width = (last - after) // n if n else 0
+    return [after + 1 + k * width + int(rng.random() * width) for k in range(n)]
+
+
 def path_events(
     cat: Catalog,
     rng: random.Random,
@@ -53,9 +59,9 @@ def path_events(
     if updated_at - created_at < moves:
         stages, moves = [stages[0], stages[-1]], 1
     if robot_last:
-        seconds = [*sorted(rng.sample(range(created_at + 1, updated_at), moves - 1)), updated_at]
+        seconds = [*_spread(rng, created_at, updated_at - 1, moves - 1), updated_at]
     else:
-        seconds = sorted(rng.sample(range(created_at + 1, updated_at + 1), moves))
+        seconds = _spread(rng, created_at, updated_at, moves)
     who = [by[int(rng.random() * len(by))] for _ in range(moves)]
     if robot_last:
         who[-1] = 0
