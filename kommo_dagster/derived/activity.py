@@ -7,8 +7,9 @@ recomputes the whole table from everything extracted so far and replaces it in o
 (`kommo_dagster.derived.write.replace_slice` with no window), so the table is the current truth
 however the partitions arrived, and a failure leaves the previous rows.
 
-This module adds what the contract leaves to the code: each table's key and the tables it
-reads (a table of a stream the settings leave out is read as empty).
+This module adds what the contract leaves to the code: each table's key, the tables it reads
+(a table of a stream the settings leave out is read as empty), and the columns users expect
+beyond the contract's, which follow the contract's columns.
 """
 
 from __future__ import annotations
@@ -42,6 +43,27 @@ _DECLARED: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
+# Columns after the contract's, declared like the contract's.
+_EXTRA_COLUMNS: Mapping[str, tuple[dict[str, str], ...]] = {
+    CHAT_RESPONSE_TIMES: (
+        {
+            "name": "last_message_at",
+            "type": "integer",
+            "description": "When the customer wrote last in this run (Unix); first_message_at "
+            "for a run of one message",
+        },
+    ),
+    CALLS: (
+        {
+            "name": "call_responsible",
+            "type": "integer",
+            "description": "params.call_responsible: the user the telephony gave the call to "
+            "(NULL when absent or not a number)",
+        },
+    ),
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class ActivityTable:
     """A table rebuilt whole from ``reads`` (streams, or tables declared before it)."""
@@ -66,7 +88,8 @@ def _build() -> dict[str, ActivityTable]:
     tables = {}
     for name, spec in specs.items():
         key, reads = _DECLARED[name]
-        columns = tuple(Column.from_contract(c) for c in spec["columns"])
+        extra = _EXTRA_COLUMNS.get(name, ())
+        columns = tuple(Column.from_contract(c) for c in (*spec["columns"], *extra))
         if spec.get("cursor") is not None or not set(key) <= {c.name for c in columns}:
             raise RuntimeError(f"{name}: a cursor, or key {key} not among its columns")
         tables[name] = ActivityTable(

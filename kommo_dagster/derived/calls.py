@@ -1,11 +1,12 @@
 """Calls: one row per ``call_in`` / ``call_out`` note, its ``params`` as typed columns.
 
 Kommo has no call list: a call is a note of a lead, contact or company, with ``params`` {uniq,
-duration, source, link, phone} and, from some telephony integrations, ``call_status`` (1-7) and
-``call_result``. Each note's newest stored version counts. ``duration`` and ``call_status`` are
-integers when served as a JSON integer or as a string of digits, NULL otherwise (absent, "1:05",
-"65 sec"): such values are kept as NULL and counted (`input_counts_sql`); params that are not
-JSON give NULL columns and are counted too.
+duration, source, link, phone, call_responsible} and, from some telephony integrations,
+``call_status`` (1-7) and ``call_result``. Each note's newest stored version counts.
+``duration``, ``call_status`` and ``call_responsible`` are integers when served as a JSON integer
+or as a string of digits, NULL otherwise (absent, "1:05", "65 sec"): such durations are kept as
+NULL and counted (`input_counts_sql`); params that are not JSON give NULL columns and are
+counted too.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def calls_select_sql(*, schema: str, streams: Mapping[str, str]) -> str:
     json_extract_string(p, '$.phone') AS phone, json_extract_string(p, '$.source') AS source,
     json_extract_string(p, '$.uniq') AS uniq, json_extract_string(p, '$.link') AS link,
     {_integer("$.call_status")} AS call_status,
-    json_extract_string(p, '$.call_result') AS call_result
+    json_extract_string(p, '$.call_result') AS call_result,
+    {_integer("$.call_responsible")} AS call_responsible
 FROM ({_notes_sql(schema, streams)})"""
 
 

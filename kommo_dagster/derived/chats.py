@@ -56,6 +56,7 @@ grouped AS (
         arg_min(id, n) FILTER (WHERE incoming) AS first_message_id,
         min(created_at) FILTER (WHERE incoming) AS first_message_at,
         count(*) FILTER (WHERE incoming) AS incoming_messages,
+        max(created_at) FILTER (WHERE incoming) AS last_message_at,
         arg_min(id, n) FILTER (WHERE NOT incoming) AS reply_event_id,
         arg_min(created_at, n) FILTER (WHERE NOT incoming) AS replied_at,
         arg_min(created_by, n) FILTER (WHERE NOT incoming) AS replied_by

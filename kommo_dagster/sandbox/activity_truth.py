@@ -60,10 +60,12 @@ def response_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "replied_at": None,
                     "replied_by": None,
                     "response_seconds": None,
+                    "last_message_at": m["created_at"],
                 }
                 rows.append(run)
             elif m["type"] == INCOMING and run is not None:
                 run["incoming_messages"] += 1
+                run["last_message_at"] = m["created_at"]
             elif run is not None:
                 run["reply_event_id"] = m["id"]
                 run["replied_at"] = m["created_at"]
@@ -105,6 +107,7 @@ def call_rows(account: Account) -> list[dict[str, Any]]:
                     "link": params.get("link"),
                     "call_status": _integer(params.get("call_status")),
                     "call_result": params.get("call_result"),
+                    "call_responsible": _integer(params.get("call_responsible")),
                 }
             )
     return sorted(rows, key=lambda r: (r["entity_type"], r["note_id"]))

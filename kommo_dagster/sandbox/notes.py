@@ -118,6 +118,9 @@ def build_note(
         "account_id": cat.account_id,
         "_links": cat.href(f"/api/v4/{entity}/{entity_id}/notes/{id}"),
     }
+    if note_type in ("call_in", "call_out") and row % 4:
+        # Who the telephony gave the call to: its maker, or the note's responsible user.
+        record["params"]["call_responsible"] = by if row % 4 == 1 else record["responsible_user_id"]
     return record, row % 9 == 4
 
 

@@ -100,7 +100,7 @@ def test_call_params_become_typed_columns(con):
     notes = [
         (1, "call_in", {"duration": 65, "phone": "+55", "call_status": 4, "call_result": "ok"}),
         (2, "call_out", {"duration": "1:05", "source": "Zadarma", "uniq": "u", "link": ""}),
-        (3, "call_out", {"duration": "42", "call_status": "7"}),
+        (3, "call_out", {"duration": "42", "call_status": "7", "call_responsible": "12"}),
         (4, "call_in", {}),
         (5, "call_in", "not json"),
         (6, "common", {"text": "not a call"}),
@@ -115,14 +115,15 @@ def test_call_params_become_typed_columns(con):
     streams = {"lead_notes": "lead"}
     got = con.execute(
         f"SELECT note_id, direction, duration_seconds, phone, source, uniq, link, call_status, "
-        f"call_result FROM ({calls.calls_select_sql(schema='kommo', streams=streams)}) ORDER BY 1"
+        f"call_result, call_responsible "
+        f"FROM ({calls.calls_select_sql(schema='kommo', streams=streams)}) ORDER BY 1"
     ).fetchall()
     assert got == [
-        (1, "in", 65, "+55", None, None, None, 4, "ok"),
-        (2, "out", None, None, "Zadarma", "u", "", None, None),
-        (3, "out", 42, None, None, None, None, 7, None),
-        (4, "in", None, None, None, None, None, None, None),
-        (5, "in", None, None, None, None, None, None, None),
+        (1, "in", 65, "+55", None, None, None, 4, "ok", None),
+        (2, "out", None, None, "Zadarma", "u", "", None, None, None),
+        (3, "out", 42, None, None, None, None, 7, None, 12),
+        (4, "in", None, None, None, None, None, None, None, None),
+        (5, "in", None, None, None, None, None, None, None, None),
     ]
     counts = con.execute(calls.input_counts_sql(schema="kommo", streams=streams)).fetchone()
     assert counts == (5, 1, 1, 1)  # calls, params not JSON, "1:05", no duration

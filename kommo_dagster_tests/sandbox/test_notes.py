@@ -63,3 +63,6 @@ def test_call_params_hold_what_telephony_integrations_send(api):
     assert statuses <= set(range(1, 8)) and len(statuses) > 3
     assert any("call_status" not in p for p in calls)
     assert any("call_result" in p for p in calls)
+    assert any(p.get("call_responsible") == 0 for p in calls)  # a robot's call
+    assert any(p.get("call_responsible") for p in calls)
+    assert any("call_responsible" not in p for p in calls)
