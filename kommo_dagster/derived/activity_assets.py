@@ -197,6 +197,7 @@ def _table_asset(table: ActivityTable, *, settings: Settings) -> dg.AssetsDefini
                 window=None,
                 select_sql=plan.select_sql,
                 after=after,
+                recreate=True,
             )
         _log_bad_input(context, table, plan.metadata)
         context.log.info(f"{full_name}: {result.rows} rows (replaced {result.deleted})")

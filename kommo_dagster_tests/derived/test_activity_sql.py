@@ -7,8 +7,9 @@ import duckdb
 import pytest
 
 from kommo_dagster.derived import calls, chats
-from kommo_dagster.derived.activity import account_time_zone
+from kommo_dagster.derived.activity import ACTIVITY_TABLES, account_time_zone
 from kommo_dagster.derived.activity_assets import refresh_all_accounts
+from kommo_dagster.derived.write import replace_slice
 from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.sandbox.activity_truth import response_rows
 from kommo_dagster.warehouse import create_table_sql
@@ -157,3 +158,24 @@ def test_kommo_all_unites_the_accounts_that_have_the_table(con):
     assert not con.execute(
         "SELECT * FROM duckdb_views() WHERE view_name = 'chat_response_times'"
     ).fetchall()
+
+
+def test_a_table_an_older_version_made_is_rebuilt_with_todays_columns(con):
+    table = ACTIVITY_TABLES["chat_response_times"]
+    _load_events(con, [_event("a1", IN, 100), _event("a2", OUT, 160, by=7)])
+    con.execute("CREATE TABLE kommo.chat_response_times (first_message_id VARCHAR)")
+    con.execute("INSERT INTO kommo.chat_response_times VALUES ('old')")
+    con.execute("CREATE VIEW kommo.over_it AS SELECT * FROM kommo.chat_response_times")
+    result = replace_slice(
+        con,
+        table,
+        schema="kommo",
+        window=None,
+        select_sql=chats.response_times_select_sql(schema="kommo"),
+        recreate=True,
+    )
+    assert (result.rows, result.table_rows) == (1, 1)
+    assert [c[0] for c in result.columns] == list(table.column_names)
+    assert con.execute(
+        "SELECT first_message_id, response_seconds FROM kommo.over_it"
+    ).fetchall() == [("a1", 60)]
