@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from selenium import webdriver
@@ -72,21 +73,31 @@ def _zoom_out_button(driver: webdriver.Chrome) -> WebElement:
     return sorted(corner, key=lambda b: b.location["y"])[1]
 
 
+def _wait_for_text(
+    driver: webdriver.Chrome, ready: Callable[[str], bool], *, timeout: float, what: str
+) -> None:
+    """Wait until the page's text is ``ready`` (dismissing the first-visit dialog meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _click_if_present(driver, "Skip")
+        if ready(driver.find_element(By.TAG_NAME, "body").text):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(what)
+
+
 def take(
     *, url: str, out: Path, width: int, height: int, timeout: float, zoom_out_clicks: int
 ) -> None:
     driver = _driver(width=width, height=height)
     try:
         driver.get(f"{url.rstrip('/')}/locations/kommo_dagster/asset-groups/kommo")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            _click_if_present(driver, "Skip")
-            text = driver.find_element(By.TAG_NAME, "body").text
-            if any(stream in text for stream in STREAMS):
-                break
-            time.sleep(0.5)
-        else:
-            raise TimeoutError(f"the asset graph at {url} showed none of the kommo streams")
+        _wait_for_text(
+            driver,
+            lambda text: any(stream in text for stream in STREAMS),
+            timeout=timeout,
+            what=f"the asset graph at {url} showed none of the kommo streams",
+        )
         time.sleep(2)  # let the graph settle after its layout animation
         _click_if_present(driver, "Skip")
         zoom_out = _zoom_out_button(driver)
@@ -108,15 +119,12 @@ def take_asset_page(
     driver = _driver(width=width, height=height)
     try:
         driver.get(f"{url.rstrip('/')}/assets/{asset}")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            _click_if_present(driver, "Skip")
-            text = driver.find_element(By.TAG_NAME, "body").text
-            if all(c in text for c in columns):
-                break
-            time.sleep(0.5)
-        else:
-            raise TimeoutError(f"the page of {asset} at {url} did not show its columns")
+        _wait_for_text(
+            driver,
+            lambda text: all(c in text for c in columns),
+            timeout=timeout,
+            what=f"the page of {asset} at {url} did not show its columns",
+        )
         time.sleep(2)
         out.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(out))
