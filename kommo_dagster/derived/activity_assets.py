@@ -35,6 +35,7 @@ from kommo_dagster.derived.activity import (
     existing,
 )
 from kommo_dagster.derived.assets import _view_asset
+from kommo_dagster.derived.declaration import with_derived
 from kommo_dagster.derived.manager_activity import activity_select_sql
 from kommo_dagster.derived.write import replace_slice
 from kommo_dagster.freshness import freshness_policy
@@ -55,14 +56,15 @@ class Plan:
 
 
 def activity_tables(settings: Settings) -> list[ActivityTable]:
-    """The activity tables whose inputs the settings select, in declaration order."""
-    streams = set(settings.streams)
-    defined = {
-        CHAT_RESPONSE_TIMES: "events" in streams,
-        CALLS: bool(streams & set(NOTE_STREAMS)),
-    }
-    defined[MANAGER_ACTIVITY_DAILY] = any(defined.values())
-    return [t for name, t in ACTIVITY_TABLES.items() if defined[name]]
+    """The activity tables with at least one input the settings define, in declaration order
+    (a table's inputs are declared before it)."""
+    defined = with_derived(set(settings.streams))
+    tables = []
+    for table in ACTIVITY_TABLES.values():
+        if defined & set(table.reads):
+            tables.append(table)
+            defined.add(table.name)
+    return tables
 
 
 def activity_keys(settings: Settings) -> list[dg.AssetKey]:
@@ -75,9 +77,8 @@ def activity_keys(settings: Settings) -> list[dg.AssetKey]:
 
 
 def _inputs(table: ActivityTable, settings: Settings) -> list[str]:
-    defined = {t.name for t in activity_tables(settings)} | set(settings.streams)
-    if "events" in settings.streams:
-        defined.add("lead_status_changes")
+    """The tables ``table`` reads that the settings define."""
+    defined = with_derived(set(settings.streams)) | {t.name for t in activity_tables(settings)}
     return [n for n in table.reads if n in defined]
 
 
