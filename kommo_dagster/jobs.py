@@ -19,6 +19,7 @@ from datetime import date
 import dagster as dg
 
 from kommo_dagster.accounts import AccountScope
+from kommo_dagster.derived.activity_assets import activity_keys
 from kommo_dagster.derived.assets import derived_keys
 from kommo_dagster.partitions import PARTITION_FORMAT
 from kommo_dagster.settings import Settings
@@ -44,11 +45,13 @@ class KommoJobs:
 def build_jobs(settings: Settings, *, specs: AccountSpecs | None = None) -> KommoJobs:
     scope = AccountScope.of(settings)
     specs = specs or AccountSpecs(settings)
-    # The derived tables run in the same run as their parent, the views with the full tables.
+    # The derived tables run in the same run as their parent; the views and the tables
+    # rebuilt whole (activity) with the full tables.
     partitioned = [specs.key(s) for s in settings.partitioned_streams]
     partitioned += derived_keys(settings, partitioned=True, specs=specs)
     unpartitioned = [specs.key(s) for s in settings.unpartitioned_streams]
     unpartitioned += derived_keys(settings, partitioned=False, specs=specs)
+    unpartitioned += activity_keys(settings)
     tags = {} if scope.name is None else {"kommo/account": scope.name}
     incremental = full_sync = full_tables = None
     if partitioned:

@@ -11,6 +11,7 @@ import pytest
 
 from kommo_dagster.accounts import Account, AccountScope, accounts_from_env, parse_account_names
 from kommo_dagster.builder import build_kommo_definitions
+from kommo_dagster.derived.activity import ACTIVITY_TABLES
 from kommo_dagster.derived.declaration import DERIVED_TABLES
 from kommo_dagster.io_manager import KommoDuckDBIOManager
 from kommo_dagster.kommo.errors import KommoConfigError
@@ -243,7 +244,8 @@ def test_without_kommo_accounts_the_definitions_are_exactly_the_single_accounts(
 
 
 def _derived_check_names() -> set[str]:
-    return {f"kommo_{t}_checks" for t in [*DERIVED_TABLES, "lead_stage_durations"]}
+    tables = [*DERIVED_TABLES, *ACTIVITY_TABLES, "lead_stage_durations"]
+    return {f"kommo_{t}_checks" for t in tables}
 
 
 def test_accounts_must_share_one_warehouse(tmp_path: Path):

@@ -5,6 +5,9 @@
 * ``<stream>_wide`` views (`wide`): the live records with one typed column per field definition.
 * ``lead_status_changes`` (`stages`): one row per ``lead_status_changed`` event, sliced as the
   events; the ``lead_stage_durations`` and ``pipeline_funnel`` views over it.
+* ``chat_response_times`` (`chats`), ``calls`` (`calls`), ``manager_activity_daily``
+  (`manager_activity`) and the ``response_time_by_manager`` view: rebuilt whole from everything
+  extracted (`activity`), as assets in `activity_assets` with checks in `activity_checks`.
 
 Each is one declaration in `declaration` (columns from the contract's entries with
 ``derived_from``; key, SQL, checks and what rebuilds a view from the code); writes replace a
