@@ -65,6 +65,12 @@ def replace_slice(
     target = table_ref(schema, table.name)
     columns = ", ".join(quote(c) for c in table.column_names)
     casts = ", ".join(f"CAST({quote(c.name)} AS {c.duckdb_type})" for c in table.columns)
+    # The query reads its parent's slice of the same window, so the filter drops nothing; it
+    # makes sure no row can land where no re-run of this slice would replace it. A table rebuilt
+    # whole has no slice to keep its rows inside.
+    whole = not table.sliced
+    slice_ = "TRUE" if whole else window_condition(table.cursor, window)
+    inside = "TRUE" if whole else f"{quote(table.cursor)} IS NOT NULL AND {slice_}"
     con.execute("BEGIN TRANSACTION")
     try:
         if recreate and table_exists(con, schema=schema, table=table.name):
@@ -72,18 +78,8 @@ def replace_slice(
             if table_columns(con, schema=schema, table=table.name) != expected:
                 con.execute(f"DROP TABLE {target}")
         ensure_table(con, table, schema=schema)
-        row = con.execute(
-            f"DELETE FROM {target} WHERE {window_condition(table.cursor, window)}"
-        ).fetchone()
+        row = con.execute(f"DELETE FROM {target} WHERE {slice_}").fetchone()
         deleted = int(row[0]) if row else 0
-        # The query reads its parent's slice of the same window, so the filter drops nothing;
-        # it makes sure no row can land where no re-run of this slice would replace it.
-        # A table without a cursor (rebuilt whole) has no slice to keep its rows inside.
-        inside = (
-            f"{quote(table.cursor)} IS NOT NULL AND {window_condition(table.cursor, window)}"
-            if table.cursor
-            else "TRUE"
-        )
         row = con.execute(
             f"INSERT INTO {target} ({columns}) SELECT {casts} FROM ({select_sql}) AS derived "
             f"WHERE {inside}",
