@@ -24,15 +24,9 @@ import pandas as pd
 
 from benchmarks.derived import END, REQUESTS_PER_SECOND, SCHEMA, START, _timed
 from kommo_dagster.derived import calls, chats
-from kommo_dagster.derived.activity import (
-    ACTIVITY_TABLES,
-    CALLS,
-    CHAT_RESPONSE_TIMES,
-    MANAGER_ACTIVITY_DAILY,
-    NOTE_STREAMS,
-)
-from kommo_dagster.derived.declaration import STATUS_CHANGES, get_derived
-from kommo_dagster.derived.manager_activity import activity_select_sql
+from kommo_dagster.derived.activity import CALLS, CHAT_RESPONSE_TIMES, NOTE_STREAMS
+from kommo_dagster.derived.declaration import ACTIVITY_TABLES, STATUS_CHANGES, get_derived
+from kommo_dagster.derived.manager_activity import MANAGER_ACTIVITY_DAILY, activity_select_sql
 from kommo_dagster.derived.stages import status_changes_select_sql
 from kommo_dagster.derived.write import replace_slice
 from kommo_dagster.kommo.streams import get_stream
@@ -71,7 +65,7 @@ def _fill(con: duckdb.DuckDBPyConnection, leads: int) -> int:
 def _rebuild(con: duckdb.DuckDBPyConnection, name: str, select_sql: str, after=None):
     return replace_slice(
         con,
-        ACTIVITY_TABLES[name],  # type: ignore[arg-type]
+        ACTIVITY_TABLES[name],
         schema=SCHEMA,
         window=None,
         select_sql=select_sql,

@@ -22,8 +22,6 @@ import dagster as dg
 from kommo_dagster.accounts import Account
 from kommo_dagster.assets import build_kommo_assets
 from kommo_dagster.checks import build_kommo_checks
-from kommo_dagster.derived.activity_assets import build_activity_assets
-from kommo_dagster.derived.activity_checks import build_activity_checks
 from kommo_dagster.derived.assets import build_derived_assets
 from kommo_dagster.derived.checks import build_derived_checks
 from kommo_dagster.io_manager import KommoDuckDBIOManager, KommoDuckDBResource
@@ -60,11 +58,9 @@ def build_kommo_definitions(
         specs = AccountSpecs(settings, translator)
         jobs = build_jobs(settings, specs=specs)
         definitions["assets"] += build_kommo_assets(settings, specs=specs)
-        definitions["assets"] += build_derived_assets(settings, specs=specs)
-        definitions["assets"] += build_activity_assets(settings)
+        definitions["assets"] += build_derived_assets(settings, specs=specs, account_schemas=named)
         definitions["checks"] += build_kommo_checks(settings, specs=specs)
         definitions["checks"] += build_derived_checks(settings, specs=specs)
-        definitions["checks"] += build_activity_checks(settings)
         definitions["jobs"] += jobs.all()
         definitions["schedules"] += build_schedules(settings, jobs)
         sensor = build_change_sensor(settings, jobs, specs=specs)

@@ -19,7 +19,6 @@ from datetime import date
 import dagster as dg
 
 from kommo_dagster.accounts import AccountScope
-from kommo_dagster.derived.activity_assets import activity_keys
 from kommo_dagster.derived.assets import derived_keys
 from kommo_dagster.partitions import PARTITION_FORMAT
 from kommo_dagster.settings import Settings
@@ -51,7 +50,6 @@ def build_jobs(settings: Settings, *, specs: AccountSpecs | None = None) -> Komm
     partitioned += derived_keys(settings, partitioned=True, specs=specs)
     unpartitioned = [specs.key(s) for s in settings.unpartitioned_streams]
     unpartitioned += derived_keys(settings, partitioned=False, specs=specs)
-    unpartitioned += activity_keys(settings)
     tags = {} if scope.name is None else {"kommo/account": scope.name}
     incremental = full_sync = full_tables = None
     if partitioned:

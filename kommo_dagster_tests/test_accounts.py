@@ -11,8 +11,7 @@ import pytest
 
 from kommo_dagster.accounts import Account, AccountScope, accounts_from_env, parse_account_names
 from kommo_dagster.builder import build_kommo_definitions
-from kommo_dagster.derived.activity import ACTIVITY_TABLES
-from kommo_dagster.derived.declaration import DERIVED_TABLES
+from kommo_dagster.derived.declaration import ACTIVITY_TABLES, DERIVED_TABLES
 from kommo_dagster.io_manager import KommoDuckDBIOManager
 from kommo_dagster.kommo.errors import KommoConfigError
 from kommo_dagster.kommo.streams import STREAMS

@@ -11,7 +11,6 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from kommo_dagster.derived.activity_assets import activity_keys
 from kommo_dagster.derived.assets import all_derived_keys
 from kommo_dagster.kommo.streams import STREAMS
 from kommo_dagster.settings import Settings
@@ -47,7 +46,6 @@ def test_dg_check_and_list_defs(dg_env):
     defs = json.loads(listed.stdout)
     keys = {a["asset_key"] for a in defs["assets"]}
     derived = {k.to_user_string() for k in all_derived_keys(Settings())}
-    derived |= {k.to_user_string() for k in activity_keys(Settings())}
     assert keys == {f"kommo/{name}" for name in STREAMS} | derived
     assert defs["schedules"] and defs["asset_checks"]
 

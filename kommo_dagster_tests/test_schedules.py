@@ -8,8 +8,7 @@ import duckdb
 import pytest
 
 from kommo_dagster.definitions import build_definitions
-from kommo_dagster.derived.activity import ACTIVITY_TABLES
-from kommo_dagster.derived.declaration import with_derived
+from kommo_dagster.derived.declaration import ACTIVITY_TABLES, with_derived
 from kommo_dagster.jobs import FULL_SYNC_JOB, FULL_TABLES_JOB, INCREMENTAL_JOB
 from kommo_dagster.kommo.streams import FULL_TABLE_STREAMS, INCREMENTAL_STREAMS
 from kommo_dagster.resources import KommoResource

@@ -32,10 +32,8 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from kommo_dagster.derived.activity import ACTIVITY_TABLES
-from kommo_dagster.derived.activity_assets import activity_keys
 from kommo_dagster.derived.assets import derived_keys
-from kommo_dagster.derived.declaration import DERIVED_TABLES
+from kommo_dagster.derived.declaration import ACTIVITY_TABLES, DERIVED_TABLES
 from kommo_dagster.kommo.streams import FULL_TABLE_STREAMS, INCREMENTAL_STREAMS, STREAMS
 from kommo_dagster.sandbox import SandboxConfig, SandboxProcess
 from kommo_dagster.settings import DEFAULT_START_DATE, Settings
@@ -225,9 +223,8 @@ def _derived(account: str, *, partitioned: bool) -> list[str]:
         start_date=DEFAULT_START_DATE,
         duckdb_path=DATABASE,
     )
+    # Unpartitioned: the views, and the tables rebuilt whole from what the ranges extracted.
     keys = derived_keys(settings, partitioned=partitioned)
-    if not partitioned:
-        keys += activity_keys(settings)  # rebuilt whole from what the ranges extracted
     return [k.to_user_string() for k in keys]
 
 

@@ -30,7 +30,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
-from kommo_dagster.derived.activity import ACTIVITY_TABLES
+from kommo_dagster.derived.declaration import ACTIVITY_TABLES
 from kommo_dagster.kommo.streams import STREAMS
 
 

@@ -7,11 +7,12 @@
   events; the ``lead_stage_durations`` and ``pipeline_funnel`` views over it.
 * ``chat_response_times`` (`chats`), ``calls`` (`calls`), ``manager_activity_daily``
   (`manager_activity`) and the ``response_time_by_manager`` view: rebuilt whole from everything
-  extracted (`activity`), as assets in `activity_assets` with checks in `activity_checks`.
+  extracted, each write planned from what the warehouse holds (`activity`).
 
 Each is one declaration in `declaration` (columns from the contract's entries with
 ``derived_from``; key, SQL, checks and what rebuilds a view from the code); writes replace a
-slice in one transaction (`write`). `assets` and `checks` make them Dagster assets (partitioned
-like their parents) and data checks; after any write, the table registry
-(`kommo_dagster.registry`) rebuilds the views that follow it, in the same transaction.
+slice, or the whole table, in one transaction (`write`). `assets` and `checks` make them Dagster
+assets (partitioned like their parents, or not) and data checks; after any write, the table
+registry (`kommo_dagster.registry`) rebuilds the views that follow it, ``kommo_all`` views
+included, in the same transaction.
 """

@@ -1,104 +1,71 @@
-"""The conversation and activity tables: declared once, rebuilt whole inside DuckDB.
+"""The conversation and activity tables: how each is built from what the warehouse holds.
 
 ``chat_response_times``, ``calls`` and ``manager_activity_daily`` come from
-``kommo_activity_streams.json`` (entries with ``derived_from`` and no cursor). A run answered in
-a later partition of the events must get its reply, so these tables are not sliced: each write
+``kommo_activity_streams.json`` (entries with ``derived_from`` and no cursor), and are declared
+in `kommo_dagster.derived.declaration` like every derived table. A run answered in a later
+partition of the events must get its reply, so these tables are not sliced: each write
 recomputes the whole table from everything extracted so far and replaces it in one transaction
-(`kommo_dagster.derived.write.replace_slice` with no window), so the table is the current truth
-however the partitions arrived, and a failure leaves the previous rows.
+(`kommo_dagster.derived.write.replace_slice` of a table rebuilt whole), so the table is the
+current truth however the partitions arrived, and a failure leaves the previous rows.
 
-This module adds what the contract leaves to the code: each table's key, the tables it reads
-(a table of a stream the settings leave out is read as empty), and the columns users expect
-beyond the contract's, which follow the contract's columns.
+Their SELECT depends on what the warehouse holds (which note tables exist, the account's time
+zone), so each declares a ``plan`` (`chat_plan`, `calls_plan`, `activity_plan`): it looks, then
+gives the SELECT and its counts of bad input (kept or skipped, never a failure). An input a
+code location defines but has not extracted yet is read as empty.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import duckdb
 
-from kommo_dagster.contract import ACTIVITY_CONTRACT_FILE, load_contract
+from kommo_dagster.derived import calls, chats
+from kommo_dagster.derived.manager_activity import MANAGER_ACTIVITY_DAILY, activity_select_sql
 from kommo_dagster.kommo.streams import Column
+from kommo_dagster.tables import PlanContext, RefreshContext, WritePlan
 from kommo_dagster.warehouse import table_exists, table_ref
 
 CHAT_RESPONSE_TIMES = "chat_response_times"
 CALLS = "calls"
-MANAGER_ACTIVITY_DAILY = "manager_activity_daily"
 NOTE_STREAMS: Mapping[str, str] = {
     "lead_notes": "lead",
     "contact_notes": "contact",
     "company_notes": "company",
 }
 
-# Key of each table, and the tables it reads (streams, or tables declared before it).
-_DECLARED: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    CHAT_RESPONSE_TIMES: (("first_message_id",), ("events",)),
-    CALLS: (("entity_type", "note_id"), tuple(NOTE_STREAMS)),
-    MANAGER_ACTIVITY_DAILY: (
-        ("day", "user_id"),
-        ("events", "lead_status_changes", CHAT_RESPONSE_TIMES, CALLS),
-    ),
-}
-
-
 # Columns after the contract's, declared like the contract's.
-_EXTRA_COLUMNS: Mapping[str, tuple[dict[str, str], ...]] = {
+EXTRA_COLUMNS: Mapping[str, tuple[Column, ...]] = {
     CHAT_RESPONSE_TIMES: (
-        {
-            "name": "last_message_at",
-            "type": "integer",
-            "description": "When the customer wrote last in this run (Unix); first_message_at "
-            "for a run of one message",
-        },
+        Column.from_contract(
+            {
+                "name": "last_message_at",
+                "type": "integer",
+                "description": "When the customer wrote last in this run (Unix); "
+                "first_message_at for a run of one message",
+            }
+        ),
     ),
     CALLS: (
-        {
-            "name": "call_responsible",
-            "type": "integer",
-            "description": "params.call_responsible: the user the telephony gave the call to "
-            "(NULL when absent or not a number)",
-        },
+        Column.from_contract(
+            {
+                "name": "call_responsible",
+                "type": "integer",
+                "description": "params.call_responsible: the user the telephony gave the call "
+                "to (NULL when absent or not a number)",
+            }
+        ),
     ),
 }
 
-
-@dataclass(frozen=True, kw_only=True)
-class ActivityTable:
-    """A table rebuilt whole from ``reads`` (streams, or tables declared before it)."""
-
-    name: str
-    description: str
-    reads: tuple[str, ...]
-    columns: tuple[Column, ...]
-    key: tuple[str, ...]
-    # Not sliced: `kommo_dagster.derived.write.replace_slice` replaces the whole table.
-    cursor: None = None
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns)
-
-
-def _build() -> dict[str, ActivityTable]:
-    specs = load_contract(ACTIVITY_CONTRACT_FILE)["streams"]
-    if set(specs) != set(_DECLARED):
-        raise RuntimeError(f"activity tables {sorted(specs)} differ from {sorted(_DECLARED)}")
-    tables = {}
-    for name, spec in specs.items():
-        key, reads = _DECLARED[name]
-        extra = _EXTRA_COLUMNS.get(name, ())
-        columns = tuple(Column.from_contract(c) for c in (*spec["columns"], *extra))
-        if spec.get("cursor") is not None or not set(key) <= {c.name for c in columns}:
-            raise RuntimeError(f"{name}: a cursor, or key {key} not among its columns")
-        tables[name] = ActivityTable(
-            name=name, description=spec["description"], reads=reads, columns=columns, key=key
-        )
-    return tables
-
-
-ACTIVITY_TABLES: Mapping[str, ActivityTable] = _build()
+# What a non-zero count of bad input means, logged as a warning.
+_BAD_INPUT = {
+    "messages_without_message_id": "message events without a message id (kept)",
+    "messages_on_unknown_entity_types": "message events on an entity type that is not "
+    "lead, contact or customer (skipped)",
+    "params_not_json": "call notes whose params are not JSON (kept, params NULL)",
+    "durations_not_a_number": "call notes whose duration is no integer (kept, NULL)",
+}
 
 
 def existing(con: duckdb.DuckDBPyConnection, names: tuple[str, ...], *, schema: str) -> list[str]:
@@ -131,13 +98,67 @@ def account_time_zone(con: duckdb.DuckDBPyConnection, *, schema: str) -> tuple[s
     return str(row[0]), None
 
 
+def _zone_note(con: duckdb.DuckDBPyConnection, *, schema: str) -> tuple[str, dict[str, str]]:
+    zone, why = account_time_zone(con, schema=schema)
+    return zone, {"time_zone": zone + (f" ({why})" if why else "")}
+
+
+def _plan(select_sql: str, counts: dict[str, int], notes: dict[str, str], table: str) -> WritePlan:
+    warnings = tuple(
+        f"{table}: {counts[k]} {what}" for k, what in _BAD_INPUT.items() if counts.get(k)
+    )
+    return WritePlan(select_sql=select_sql, counts=counts, notes=notes, warnings=warnings)
+
+
+def chat_plan(ctx: PlanContext) -> WritePlan:
+    """chat_response_times from the events, with its counts of message events and bad input."""
+    row = ctx.con.execute(chats.input_counts_sql(schema=ctx.schema)).fetchone() or (0, 0, 0, 0)
+    names = ("message_events", "messages_without_message_id", "messages_on_unknown_entity_types")
+    counts = dict(zip(names, map(int, row[:3]), strict=True))
+    counts["repeated_message_events"] = int(row[3])
+    _, notes = _zone_note(ctx.con, schema=ctx.schema)
+    select = chats.response_times_select_sql(schema=ctx.schema)
+    return _plan(select, counts, notes, CHAT_RESPONSE_TIMES)
+
+
+def calls_plan(ctx: PlanContext) -> WritePlan:
+    """calls from the note tables that exist, with its counts of call notes and bad input."""
+    present = existing(ctx.con, ctx.inputs, schema=ctx.schema)
+    streams = {n: NOTE_STREAMS[n] for n in present}
+    row = ctx.con.execute(calls.input_counts_sql(schema=ctx.schema, streams=streams)).fetchone()
+    names = ("call_notes", "params_not_json", "durations_not_a_number", "durations_absent")
+    counts = dict(zip(names, map(int, row or (0, 0, 0, 0)), strict=True))
+    return _plan(calls.calls_select_sql(schema=ctx.schema, streams=streams), counts, {}, CALLS)
+
+
+def activity_plan(ctx: PlanContext) -> WritePlan:
+    """manager_activity_daily from the inputs that exist; the others are named in its notes."""
+    present = set(existing(ctx.con, ctx.inputs, schema=ctx.schema))
+    zone, notes = _zone_note(ctx.con, schema=ctx.schema)
+    notes["missing_inputs"] = ", ".join(n for n in ctx.inputs if n not in present) or "none"
+    select = activity_select_sql(schema=ctx.schema, time_zone=zone, present=present)
+    return _plan(select, {}, notes, MANAGER_ACTIVITY_DAILY)
+
+
+def rebuild_response_view(ctx: RefreshContext) -> dict[str, str]:
+    """(Re)create response_time_by_manager in the account's time zone, with the responsible
+    users of the leads and contacts extracted so far; its columns' descriptions."""
+    zone, _ = account_time_zone(ctx.con, schema=ctx.schema)
+    present = set(existing(ctx.con, ("leads_current", "contacts_current"), schema=ctx.schema))
+    ctx.con.execute(chats.response_view_sql(schema=ctx.schema, time_zone=zone, present=present))
+    return {c.name: c.description for c in chats.RESPONSE_COLUMNS}
+
+
 __all__ = [
-    "ACTIVITY_TABLES",
     "CALLS",
     "CHAT_RESPONSE_TIMES",
+    "EXTRA_COLUMNS",
     "MANAGER_ACTIVITY_DAILY",
     "NOTE_STREAMS",
-    "ActivityTable",
     "account_time_zone",
+    "activity_plan",
+    "calls_plan",
+    "chat_plan",
     "existing",
+    "rebuild_response_view",
 ]

@@ -8,16 +8,18 @@ zero; user 0 is bots and integrations. A table that is not there yet counts as e
 
 from __future__ import annotations
 
-from kommo_dagster.derived.activity import ACTIVITY_TABLES, MANAGER_ACTIVITY_DAILY
 from kommo_dagster.derived.chats import OUTGOING
 from kommo_dagster.derived.stages import LOST_STATUS_ID, WON_STATUS_ID
+from kommo_dagster.tables import contract_columns
 from kommo_dagster.warehouse import table_ref
 
+MANAGER_ACTIVITY_DAILY = "manager_activity_daily"
+KEY = ("day", "user_id")
 # The integer columns besides the key: sums over the parts, zero when a part has none.
 _COUNTS = tuple(
     c.name
-    for c in ACTIVITY_TABLES[MANAGER_ACTIVITY_DAILY].columns
-    if c.type == "integer" and c.name not in ACTIVITY_TABLES[MANAGER_ACTIVITY_DAILY].key
+    for c in contract_columns(MANAGER_ACTIVITY_DAILY)
+    if c.type == "integer" and c.name not in KEY
 )
 
 
@@ -79,4 +81,4 @@ def activity_select_sql(*, schema: str, time_zone: str, present: set[str]) -> st
     )
 
 
-__all__ = ["activity_select_sql"]
+__all__ = ["KEY", "MANAGER_ACTIVITY_DAILY", "activity_select_sql"]

@@ -18,7 +18,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from kommo_dagster.derived.activity import ACTIVITY_TABLES
+from kommo_dagster.derived.declaration import ACTIVITY_TABLES
 from kommo_dagster.sandbox import KommoSandbox, SandboxConfig
 from kommo_dagster.sandbox.activity_truth import activity_rows, call_rows, response_rows
 from kommo_dagster_tests.derived.test_end_to_end import Warehouse as DerivedWarehouse

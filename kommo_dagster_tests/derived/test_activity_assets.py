@@ -3,8 +3,20 @@
 import dagster as dg
 import pytest
 
-from kommo_dagster.derived.activity_assets import activity_keys, build_activity_assets
+from kommo_dagster.derived.assets import all_derived_keys, build_derived_assets
+from kommo_dagster.derived.chats import RESPONSE_VIEW
+from kommo_dagster.derived.declaration import ACTIVITY_TABLES
 from kommo_dagster.settings import Settings
+
+ACTIVITY = {*ACTIVITY_TABLES, RESPONSE_VIEW}
+
+
+def build_activity_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    return [a for a in build_derived_assets(settings) if a.key.path[-1] in ACTIVITY]
+
+
+def activity_keys(settings: Settings) -> list[dg.AssetKey]:
+    return [k for k in all_derived_keys(settings) if k.path[-1] in ACTIVITY]
 
 
 def _deps(settings: Settings) -> dict[str, set[str]]:

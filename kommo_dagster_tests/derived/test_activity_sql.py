@@ -7,11 +7,13 @@ import duckdb
 import pytest
 
 from kommo_dagster.derived import calls, chats
-from kommo_dagster.derived.activity import ACTIVITY_TABLES, account_time_zone
-from kommo_dagster.derived.activity_assets import refresh_all_accounts
+from kommo_dagster.derived.activity import account_time_zone
+from kommo_dagster.derived.declaration import ACTIVITY_TABLES
 from kommo_dagster.derived.write import replace_slice
 from kommo_dagster.kommo.streams import get_stream
+from kommo_dagster.registry import get_table
 from kommo_dagster.sandbox.activity_truth import response_rows
+from kommo_dagster.tables import RefreshContext
 from kommo_dagster.warehouse import create_table_sql
 
 IN, OUT = chats.INCOMING, chats.OUTGOING
@@ -151,7 +153,9 @@ def test_kommo_all_unites_the_accounts_that_have_the_table(con):
         con.execute(f"CREATE SCHEMA {schema}")
         con.execute(f"CREATE TABLE {schema}.calls AS SELECT range AS note_id FROM range({rows})")
     accounts = {"br": "kommo_br", "ru": "kommo_ru", "mx": "kommo_mx"}
-    refresh_all_accounts(con, ["calls", "chat_response_times"], accounts=accounts)
+    for name in ("calls", "chat_response_times"):
+        ctx = RefreshContext(con=con, schema="kommo", account_schemas=accounts)
+        get_table(f"kommo_all.{name}").refresh(ctx)  # type: ignore[misc]
     assert con.execute(
         "SELECT account, count(*) FROM kommo_all.calls GROUP BY 1 ORDER BY 1"
     ).fetchall() == [("br", 2), ("ru", 1)]
