@@ -59,7 +59,7 @@ def build_kommo_definitions(
         specs = AccountSpecs(settings, translator)
         jobs = build_jobs(settings, specs=specs)
         definitions["assets"] += build_kommo_assets(settings, specs=specs)
-        definitions["assets"] += build_derived_assets(settings, specs=specs)
+        definitions["assets"] += build_derived_assets(settings, specs=specs, account_schemas=named)
         definitions["checks"] += build_kommo_checks(settings, specs=specs)
         definitions["checks"] += build_derived_checks(settings, specs=specs)
         definitions["jobs"] += jobs.all()

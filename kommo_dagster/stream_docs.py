@@ -97,7 +97,13 @@ def derived_table() -> str:
         "|---|---|---|---|---|---|",
     ]
     for t in derived_relations():
-        slices = f"as `{t.parent}`, by `{t.cursor}`" if t.partitioning else "none (view)"
+        slices = (
+            f"as `{t.parent}`, by `{t.cursor}`"
+            if t.sliced
+            else "none (rebuilt whole)"
+            if t.rebuilt_whole
+            else "none (view)"
+        )
         lines.append(
             f"| `kommo.{t.name}` | {t.kind} | {_code(t.inputs)} | {_code(t.key) or '-'} | "
             f"{slices} | {_code(t.triggers) or '-'} |"

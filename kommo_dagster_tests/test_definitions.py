@@ -19,7 +19,7 @@ from kommo_dagster.orchestration.resources import KommoResource
 from kommo_dagster.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-# The streams, and the tables and views derived from them
+# The streams, and the tables and views derived from them (the activity tables included)
 ASSET_COUNT = len(STREAMS) + len(all_derived_keys(Settings()))
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from kommo_dagster.kommo.streams import FULL_TABLE_STREAMS, INCREMENTAL_STREAMS, STREAMS
 from kommo_dagster.sandbox import KommoSandbox, SandboxConfig
+from kommo_dagster.sandbox.activity_truth import call_rows, response_rows
 from kommo_dagster_tests.rows import canonical
 from kommo_dagster_tests.wiring import accounts_env, finish, materialize
 
@@ -150,3 +151,21 @@ def test_materializations_name_the_accounts_tables(loaded: TwoAccounts):
         table = materialization.metadata["dagster/table_name"].value
         assert table == f"kommo_crm.kommo_{key.path[1]}.{key.path[-1]}"
     assert keys == {dg.AssetKey(["kommo", a, s]) for a in ("br", "ru") for s in STREAMS}
+
+
+def test_kommo_all_unites_the_accounts_activity_tables(loaded: TwoAccounts):
+    names = ("chat_response_times", "calls", "response_time_by_manager")
+    for account in loaded.sandboxes:
+        finish(materialize(loaded.env, "--select", ",".join(f"kommo/{account}/{n}" for n in names)))
+    for account, sandbox in loaded.sandboxes.items():
+
+        def mine(relation: str, account: str = account) -> list[dict[str, Any]]:
+            rows = [r for r in loaded.rows(f"kommo_all.{relation}") if r["account"] == account]
+            return [{k: v for k, v in r.items() if k != "account"} for r in rows]
+
+        runs = sorted(mine("chat_response_times"), key=lambda r: r["first_message_id"])
+        assert runs and runs == response_rows(sandbox.account.records("events"))
+        calls = sorted(mine("calls"), key=lambda r: (r["entity_type"], r["note_id"]))
+        assert calls and calls == call_rows(sandbox.account)
+    accounts = loaded.sql("SELECT DISTINCT account FROM kommo_all.response_time_by_manager")
+    assert sorted(accounts) == [("br",), ("ru",)]

@@ -7,8 +7,9 @@ the real Dagster CLI three times per account, the two accounts' runs at the same
 full-table stream; every incremental stream with the tables derived from it, as one single-run
 range over the sandboxes' window; the analysis views; the lists come from the declarations),
 prints every table's row count per account, two queries over ``kommo_all`` (the views that unite
-the accounts) and two on one account's analysis views (a wide view, the funnel), and says how to
-open the same runs and file in `dagster dev`.
+the accounts) and four on one account's analysis views (a wide view, the funnel, the response
+times per manager, the managers' month), and says how to open the same runs and file in
+`dagster dev`.
 
 Everything stays inside the repository: the database is ``data/kommo_demo.duckdb`` (not the
 default ``data/kommo_crm.duckdb``, which is left for a real account) and the Dagster instance is
@@ -31,7 +32,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from kommo_dagster.derived.declaration import DERIVED_TABLES
+from kommo_dagster.derived.declaration import ACTIVITY_TABLES, DERIVED_TABLES
 from kommo_dagster.kommo.streams import FULL_TABLE_STREAMS, INCREMENTAL_STREAMS, STREAMS
 from kommo_dagster.orchestration.derived_assets import derived_keys
 from kommo_dagster.sandbox import SandboxConfig, SandboxProcess
@@ -89,6 +90,30 @@ SELECT pipeline_name AS pipeline, status_name AS stage, leads_entered AS entered
        round(conversion_to_next, 2) AS to_next, won, lost
 FROM kommo_br.pipeline_funnel
 ORDER BY pipeline_id, sort
+"""
+
+
+RESPONSE_TIMES = """
+SELECT coalesce(u.name, CASE r.user_id WHEN 0 THEN '(bots)' END) AS manager, r.week,
+       r.replies, round(r.median_response_seconds / 60, 1) AS median_min,
+       round(r.p90_response_seconds / 3600, 1) AS p90_hours,
+       round(r.share_within_5_min, 2) AS within_5_min, r.unanswered_runs AS unanswered
+FROM kommo_br.response_time_by_manager AS r
+LEFT JOIN kommo_br.users AS u ON u.id = r.user_id
+WHERE r.week = (SELECT max(week) - 7 FROM kommo_br.response_time_by_manager)
+ORDER BY r.replies DESC, manager
+"""
+
+MANAGERS_MONTH = """
+SELECT coalesce(u.name, CASE a.user_id WHEN 0 THEN '(bots)' END) AS manager,
+       sum(messages_sent) AS messages, sum(replies) AS replies,
+       sum(calls_in + calls_out) AS calls, round(sum(call_seconds) / 3600, 1) AS call_hours,
+       sum(stage_changes) AS stage_moves, sum(leads_won) AS won, sum(leads_lost) AS lost
+FROM kommo_br.manager_activity_daily AS a
+LEFT JOIN kommo_br.users AS u ON u.id = a.user_id
+GROUP BY ALL
+ORDER BY messages + calls + stage_moves DESC
+LIMIT 10
 """
 
 
@@ -190,14 +215,17 @@ def _keys(account: str, streams: tuple[str, ...]) -> str:
 
 
 def _derived(account: str, *, partitioned: bool) -> list[str]:
-    """The account's derived tables partitioned like their parents, or its views."""
+    """The account's derived tables partitioned like their parents, or its views and the
+    tables rebuilt whole."""
     settings = Settings(
         account=account,
         schema=f"kommo_{account}",
         start_date=DEFAULT_START_DATE,
         duckdb_path=DATABASE,
     )
-    return [k.to_user_string() for k in derived_keys(settings, partitioned=partitioned)]
+    # Unpartitioned: the views, and the tables rebuilt whole from what the ranges extracted.
+    keys = derived_keys(settings, partitioned=partitioned)
+    return [k.to_user_string() for k in keys]
 
 
 # "2026-... - dagster - INFO - __ASSET_JOB - <run id> - kommo__leads - <message>"
@@ -248,7 +276,7 @@ def _materialize(env: dict[str, str], account: str, args: list[str]) -> None:
 def _report() -> None:
     with duckdb.connect(str(DATABASE), read_only=True) as con:
         _say(f"\nRows in {DATABASE.relative_to(ROOT)}, per account (schema kommo_<account>):")
-        width = max(map(len, [*STREAMS, *DERIVED_TABLES]))
+        width = max(map(len, [*STREAMS, *DERIVED_TABLES, *ACTIVITY_TABLES]))
         _say(f"  {'stream':<{width}} " + " ".join(f"{name:>8}" for name in ACCOUNTS) + "  sync")
         for stream, spec in STREAMS.items():
             counts = [
@@ -265,7 +293,7 @@ def _report() -> None:
         sys.stdout.flush()
         con.sql(LOSS_REASONS_AND_NOTES).show(max_rows=30, max_width=110)
         _say("\nDerived in DuckDB, without a request:")
-        for table in DERIVED_TABLES:
+        for table in [*DERIVED_TABLES, *ACTIVITY_TABLES]:
             counts = [
                 con.execute(f"SELECT count(*) FROM kommo_{name}.{table}").fetchall()[0][0]
                 for name in ACCOUNTS
@@ -279,6 +307,13 @@ def _report() -> None:
         _say(FUNNEL.strip())
         sys.stdout.flush()
         con.sql(FUNNEL).show(max_rows=60, max_width=130)
+        _say("\nbr's response times per manager, the last whole week (bots are user 0):")
+        _say(RESPONSE_TIMES.strip())
+        sys.stdout.flush()
+        con.sql(RESPONSE_TIMES).show(max_rows=30, max_width=130)
+        _say("\nWhat br's busiest managers did over the month, from manager_activity_daily:")
+        sys.stdout.flush()
+        con.sql(MANAGERS_MONTH).show(max_rows=10, max_width=130)
 
 
 def _next_steps(first: str, last: str) -> str:

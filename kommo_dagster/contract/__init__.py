@@ -1,8 +1,9 @@
 """The table contract: the columns and types every stream must land with.
 
-`kommo_streams.json` (the first eight streams) and `kommo_extra_streams.json` (the streams around
-them) are verbatim copies of the project's contract files, shipped inside the package so that an
-installed copy (or a clone without the shared folder beside it) carries them. Both the client
+`kommo_streams.json` (the first eight streams), `kommo_extra_streams.json` (the streams around
+them) and `kommo_activity_streams.json` (conversation and activity tables) are verbatim copies
+of the project's contract files, shipped inside the package so that an installed copy (or a
+clone without the shared folder beside it) carries them. Both the client
 side (`kommo_dagster.kommo.streams`) and the sandbox read them from here, and nothing else: they
 are the only thing the two share, so each one checks the other.
 
@@ -19,8 +20,9 @@ from typing import Any
 
 CONTRACT_FILE = "kommo_streams.json"
 EXTRA_CONTRACT_FILE = "kommo_extra_streams.json"
+ACTIVITY_CONTRACT_FILE = "kommo_activity_streams.json"
 # In this order: the declaration order of the streams follows it.
-CONTRACT_FILES = (CONTRACT_FILE, EXTRA_CONTRACT_FILE)
+CONTRACT_FILES = (CONTRACT_FILE, EXTRA_CONTRACT_FILE, ACTIVITY_CONTRACT_FILE)
 
 
 @cache

@@ -5,11 +5,15 @@
 * ``<stream>_wide`` views (`wide`): the live records with one typed column per field definition.
 * ``lead_status_changes`` (`stages`): one row per ``lead_status_changed`` event, sliced as the
   events; the ``lead_stage_durations`` and ``pipeline_funnel`` views over it.
+* ``chat_response_times`` (`chats`), ``calls`` (`calls`), ``manager_activity_daily``
+  (`manager_activity`) and the ``response_time_by_manager`` view: rebuilt whole from everything
+  extracted, each write planned from what the warehouse holds (`activity`).
 
 Each is one declaration in `declaration` (columns from the contract's entries with
 ``derived_from``; key, SQL, checks and what rebuilds a view from the code); writes replace a
-slice in one transaction (`write`). The Dagster side
+slice, or the whole table, in one transaction (`write`). The Dagster side
 (`kommo_dagster.orchestration.derived_assets`, `derived_checks`) makes them assets (partitioned
-like their parents) and data checks; after any write, the table registry
-(`kommo_dagster.warehouse.registry`) rebuilds the views that follow it, in the same transaction.
+like their parents, or not) and data checks; after any write, the table registry
+(`kommo_dagster.warehouse.registry`) rebuilds the views that follow it, ``kommo_all`` views
+included, in the same transaction.
 """

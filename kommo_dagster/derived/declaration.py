@@ -2,8 +2,10 @@
 
 A derived table is built inside DuckDB from another table, never with a request to Kommo. Its
 columns, types, description, parent and cursor come from the contract's entry with
-``derived_from`` (``kommo_extra_streams.json``); the declaration adds what the contract leaves to
-the code: its key, its SQL (``select``), and the checks beyond the ones every table gets. A view
+``derived_from`` (``kommo_extra_streams.json``, ``kommo_activity_streams.json``); the declaration
+adds what the contract leaves to the code: its key, its SQL (``select``, or ``plan`` for a table
+rebuilt whole whose SQL depends on what the warehouse holds), and the checks beyond the ones
+every table gets. A contract entry with a null ``cursor`` is rebuilt whole at each write. A view
 declares what it reads, which writes rebuild it (``refresh_on``) and the function rebuilding it.
 
 Assets (`kommo_dagster.orchestration.derived_assets`), checks
@@ -18,6 +20,17 @@ from collections.abc import Callable, Mapping
 from functools import partial
 
 from kommo_dagster.contract import contract_streams
+from kommo_dagster.derived.activity import (
+    CALLS,
+    CHAT_RESPONSE_TIMES,
+    EXTRA_COLUMNS,
+    NOTE_STREAMS,
+    activity_plan,
+    calls_plan,
+    chat_plan,
+    rebuild_response_view,
+)
+from kommo_dagster.derived.chats import RESPONSE_COLUMNS, RESPONSE_VIEW
 from kommo_dagster.derived.entities import (
     CUSTOM_FIELD_ENTITIES,
     DURATIONS_VIEW,
@@ -27,6 +40,8 @@ from kommo_dagster.derived.entities import (
     custom_field_entity,
 )
 from kommo_dagster.derived.long_values import skipped_versions_sql, values_select_sql
+from kommo_dagster.derived.manager_activity import KEY as MANAGER_ACTIVITY_KEY
+from kommo_dagster.derived.manager_activity import MANAGER_ACTIVITY_DAILY
 from kommo_dagster.derived.stages import (
     DURATION_COLUMNS,
     FUNNEL_COLUMNS,
@@ -47,6 +62,8 @@ VALUE_KEY = ("entity_id", "updated_at", "field_id", "value_index")
 NO_DUPLICATE_KEYS = "no_duplicate_keys"
 FIELD_IDS_DEFINED = "field_ids_defined"
 NO_NEGATIVE_DURATIONS = "no_negative_durations"
+NO_NEGATIVE_RESPONSE_SECONDS = "no_negative_response_seconds"
+UNANSWERED_OVER_24_HOURS = "unanswered_over_24_hours"
 
 
 def _wide_refresh(entity: CustomFieldEntity) -> Callable[[RefreshContext], dict[str, str]]:
@@ -121,12 +138,60 @@ def _stage_tables() -> tuple[Table, ...]:
     return changes, durations, funnel
 
 
+def _activity_tables() -> tuple[Table, ...]:
+    """The conversation and activity tables, rebuilt whole (`kommo_dagster.derived.activity`),
+    and the response-time view over the chats; all united over the accounts in kommo_all."""
+    chat_runs = contract_table(
+        CHAT_RESPONSE_TIMES,
+        kind="derived",
+        key=("first_message_id",),
+        plan=chat_plan,
+        extra_columns=EXTRA_COLUMNS[CHAT_RESPONSE_TIMES],
+        checks=(NO_DUPLICATE_KEYS, NO_NEGATIVE_RESPONSE_SECONDS, UNANSWERED_OVER_24_HOURS),
+        all_accounts=True,
+    )
+    calls = contract_table(
+        CALLS,
+        kind="derived",
+        key=("entity_type", "note_id"),
+        inputs=tuple(NOTE_STREAMS),
+        plan=calls_plan,
+        extra_columns=EXTRA_COLUMNS[CALLS],
+        checks=(NO_DUPLICATE_KEYS,),
+        all_accounts=True,
+    )
+    daily = contract_table(
+        MANAGER_ACTIVITY_DAILY,
+        kind="derived",
+        key=MANAGER_ACTIVITY_KEY,
+        inputs=("events", STATUS_CHANGES, CHAT_RESPONSE_TIMES, CALLS),
+        plan=activity_plan,
+        checks=(NO_DUPLICATE_KEYS,),
+        all_accounts=True,
+    )
+    response = Table(
+        name=RESPONSE_VIEW,
+        kind="view",
+        description=(
+            "Per user and ISO week of the customers' first message: replies, median and 90th "
+            "percentile response seconds, share answered within 5 minutes, unanswered runs."
+        ),
+        inputs=(CHAT_RESPONSE_TIMES, current_view_name("leads"), current_view_name("contacts")),
+        refresh_on=(CHAT_RESPONSE_TIMES,),
+        refresh=rebuild_response_view,
+        column_descriptions={c.name: c.description for c in RESPONSE_COLUMNS},
+        all_accounts=True,
+    )
+    return chat_runs, calls, daily, response
+
+
 def _declarations() -> tuple[Table, ...]:
     pairs = [_custom_field_tables(e) for e in CUSTOM_FIELD_ENTITIES]
     tables = (
         *(values for values, _ in pairs),
         *(wide for _, wide in pairs),
         *_stage_tables(),
+        *_activity_tables(),
         # A new table or view: one more entry here (README, "Adding a table").
     )
     declared = [t.name for t in tables if t.kind in SLICED_KINDS]
@@ -139,7 +204,11 @@ def _declarations() -> tuple[Table, ...]:
 DECLARATIONS: tuple[Table, ...] = _declarations()
 # The tables computed from a slice of their parent, in the contract's order.
 DERIVED_TABLES: Mapping[str, Table] = {
-    n: t for n in contract_streams() for t in DECLARATIONS if t.name == n and t.kind in SLICED_KINDS
+    n: t for n in contract_streams() for t in DECLARATIONS if t.name == n and t.sliced
+}
+# The conversation and activity tables (rebuilt whole), in the contract's order.
+ACTIVITY_TABLES: Mapping[str, Table] = {
+    n: t for n in contract_streams() for t in DECLARATIONS if t.name == n and t.rebuilt_whole
 }
 DERIVED_VIEWS: Mapping[str, Table] = {t.name: t for t in DECLARATIONS if t.kind == "view"}
 
@@ -157,13 +226,15 @@ def with_derived(streams: set[str]) -> set[str]:
     """``streams`` and the derived tables computed from them (what a run of them must include
     so that the derived slices follow their parents')."""
     chosen = set(streams)
-    for table in DERIVED_TABLES.values():  # declaration order: a parent before its children
+    # Declaration order: a parent before its children. Tables rebuilt whole follow no slices.
+    for table in DERIVED_TABLES.values():
         if table.parent in chosen:
             chosen.add(table.name)
     return chosen
 
 
 __all__ = [
+    "ACTIVITY_TABLES",
     "CUSTOM_FIELD_ENTITIES",
     "DECLARATIONS",
     "DERIVED_TABLES",
@@ -171,7 +242,9 @@ __all__ = [
     "FIELD_IDS_DEFINED",
     "NO_DUPLICATE_KEYS",
     "NO_NEGATIVE_DURATIONS",
+    "NO_NEGATIVE_RESPONSE_SECONDS",
     "STATUS_CHANGES",
+    "UNANSWERED_OVER_24_HOURS",
     "CustomFieldEntity",
     "DerivedTable",
     "custom_field_entity",

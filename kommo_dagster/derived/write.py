@@ -21,6 +21,7 @@ from kommo_dagster.warehouse.sql import (
     create_table_sql,
     quote,
     table_columns,
+    table_exists,
     table_ref,
 )
 from kommo_dagster.warehouse.tables import Table
@@ -52,28 +53,36 @@ def replace_slice(
     select_sql: str,
     params: Sequence[Any] = (),
     after: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    recreate: bool = False,
 ) -> WriteResult:
     """Replace the ``window`` slice of ``<schema>.<table>`` (the whole table for ``None``) with
     the rows of ``select_sql``, which must yield the table's columns by name.
 
     ``after(con)`` runs in the same transaction once the rows are in (the views that read the
-    table).
+    table). ``recreate`` (a table rebuilt whole) first drops a table whose columns an older
+    version made, in the same transaction, instead of refusing it.
     """
     target = table_ref(schema, table.name)
     columns = ", ".join(quote(c) for c in table.column_names)
     casts = ", ".join(f"CAST({quote(c.name)} AS {c.duckdb_type})" for c in table.columns)
+    # The query reads its parent's slice of the same window, so the filter drops nothing; it
+    # makes sure no row can land where no re-run of this slice would replace it. A table rebuilt
+    # whole has no slice to keep its rows inside.
+    whole = not table.sliced
+    slice_ = "TRUE" if whole else window_condition(table.cursor, window)
+    inside = "TRUE" if whole else f"{quote(table.cursor)} IS NOT NULL AND {slice_}"
     con.execute("BEGIN TRANSACTION")
     try:
+        if recreate and table_exists(con, schema=schema, table=table.name):
+            expected = [(c.name, c.duckdb_type) for c in table.columns]
+            if table_columns(con, schema=schema, table=table.name) != expected:
+                con.execute(f"DROP TABLE {target}")
         ensure_table(con, table, schema=schema)
-        row = con.execute(
-            f"DELETE FROM {target} WHERE {window_condition(table.cursor, window)}"
-        ).fetchone()
+        row = con.execute(f"DELETE FROM {target} WHERE {slice_}").fetchone()
         deleted = int(row[0]) if row else 0
-        # The query reads its parent's slice of the same window, so the filter drops nothing;
-        # it makes sure no row can land where no re-run of this slice would replace it.
         row = con.execute(
             f"INSERT INTO {target} ({columns}) SELECT {casts} FROM ({select_sql}) AS derived "
-            f"WHERE {quote(table.cursor)} IS NOT NULL AND {window_condition(table.cursor, window)}",
+            f"WHERE {inside}",
             list(params),
         ).fetchone()
         rows = int(row[0]) if row else 0

@@ -21,7 +21,8 @@ from typing import Literal
 
 from kommo_dagster.contract import contract_streams
 
-ColumnType = Literal["integer", "string", "boolean"]
+# "date" and "number" appear only in derived tables (kommo_activity_streams.json).
+ColumnType = Literal["integer", "string", "boolean", "date", "number"]
 SyncType = Literal["incremental", "full_table"]
 # How the client pages a stream (see kommo_dagster.kommo.walks for why each is safe):
 # keyset: order[cursor]=asc, `from` moves to the last cursor seen; by_id: offset pages ordered by
@@ -30,7 +31,13 @@ SyncType = Literal["incremental", "full_table"]
 # stream's path once per parent id (paged when the stream has a page size).
 Paging = Literal["keyset", "by_id", "newest_first", "pages", "single", "per_parent"]
 
-DUCKDB_TYPES: Mapping[str, str] = {"integer": "BIGINT", "string": "VARCHAR", "boolean": "BOOLEAN"}
+DUCKDB_TYPES: Mapping[str, str] = {
+    "integer": "BIGINT",
+    "string": "VARCHAR",
+    "boolean": "BOOLEAN",
+    "date": "DATE",
+    "number": "DOUBLE",
+}
 
 MAX_PAGE_SIZE = 250
 # Kommo documents 250 for events too, but answers 50 rows to limit=250; 100 is honoured.

@@ -7,16 +7,25 @@
   one transaction (`kommo_dagster.derived.write`), which also rebuilds what the registry says
   follows the table (`kommo_dagster.warehouse.registry`). The jobs run them in the same run as their
   parent.
-* Views (``kommo/<stream>_wide``, ``kommo/lead_stage_durations``, ``kommo/pipeline_funnel``):
-  kept current by every write of what they follow; materializing one (re)creates it and records
-  its columns, with descriptions, as the asset's column schema.
+* Tables rebuilt whole (``kommo/chat_response_times``, ``kommo/calls``,
+  ``kommo/manager_activity_daily``: declared without partitioning): unpartitioned, downstream
+  of whichever of their inputs the settings select; a run recomputes the whole table from
+  everything extracted so far (its ``plan`` looks at what the warehouse holds first) and
+  replaces it in one transaction. The jobs run them with the full tables.
+* Views (``kommo/<stream>_wide``, ``kommo/lead_stage_durations``, ``kommo/pipeline_funnel``,
+  ``kommo/response_time_by_manager``): kept current by every write of what they follow;
+  materializing one (re)creates it and records its columns, with descriptions, as the asset's
+  column schema.
+
+Every write also rebuilds, in its transaction, what the registry says follows it, the
+``kommo_all`` views over the accounts (``account_schemas``) included.
 
 This module deliberately has no ``from __future__ import annotations``: Dagster reads the
 asset functions' annotations at definition time.
 """
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -35,7 +44,13 @@ from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.registry import derived_relations, get_table, refresh_after_write
 from kommo_dagster.warehouse.slices import WriteResult
 from kommo_dagster.warehouse.sql import catalog_name, quote, table_exists, table_ref
-from kommo_dagster.warehouse.tables import SLICED_KINDS, RefreshContext, Table
+from kommo_dagster.warehouse.tables import (
+    SLICED_KINDS,
+    PlanContext,
+    RefreshContext,
+    Table,
+    WritePlan,
+)
 from kommo_dagster.warehouse.windows import PARTITION_FORMAT, EpochWindow
 
 _DAY = 86_400
@@ -48,18 +63,31 @@ def custom_field_entities(settings: Settings) -> list[CustomFieldEntity]:
 
 def selected_declarations(settings: Settings) -> list[Table]:
     """The derived tables and views of the selected streams, in declaration order: a sliced
-    table when its parent is selected, and anything when the derived tables it reads are."""
+    table when its parent is selected, a table rebuilt whole when any of its inputs is, and
+    anything else when the derived tables it reads are."""
     chosen: list[Table] = []
     names = set(settings.streams)
     declared = derived_relations()
     derived = {t.name for t in declared}
     for table in declared:
-        if table.kind in SLICED_KINDS and table.parent not in names:
+        if table.sliced and table.parent not in names:
             continue
-        if all(i in names for i in table.inputs if i in derived):
+        if table.rebuilt_whole:
+            wanted = bool(names.intersection(table.inputs))
+        else:
+            wanted = all(i in names for i in table.inputs if i in derived)
+        if wanted:
             chosen.append(table)
             names.add(table.name)
     return chosen
+
+
+def _selected_names(settings: Settings) -> set[str]:
+    return set(settings.streams) | {t.name for t in selected_declarations(settings)}
+
+
+def _partitioned(table: Table, settings: Settings) -> bool:
+    return table.sliced and settings.is_partitioned(root_stream(table))
 
 
 def root_stream(table: Table) -> str:
@@ -70,7 +98,8 @@ def root_stream(table: Table) -> str:
 
 
 def derived_tables(settings: Settings) -> list[Table]:
-    """The derived tables of the selected streams, in declaration order."""
+    """The derived tables (sliced or rebuilt whole) of the selected streams, in declaration
+    order."""
     return [t for t in selected_declarations(settings) if t.kind in SLICED_KINDS]
 
 
@@ -78,13 +107,13 @@ def derived_keys(
     settings: Settings, *, partitioned: bool, specs: AccountSpecs | None = None
 ) -> list[dg.AssetKey]:
     """Keys of the derived tables (partitioned like their parent or not) and, with
-    ``partitioned=False``, the views; for the jobs that run them with their parents."""
+    ``partitioned=False``, the tables rebuilt whole and the views; for the jobs that run them
+    with their parents."""
     specs = specs or AccountSpecs(settings)
     return [
         specs.key(t.name)
         for t in selected_declarations(settings)
-        if (t.kind in SLICED_KINDS and settings.is_partitioned(root_stream(t)) == partitioned)
-        or (t.kind not in SLICED_KINDS and not partitioned)
+        if _partitioned(t, settings) == partitioned
     ]
 
 
@@ -94,29 +123,48 @@ def all_derived_keys(settings: Settings) -> list[dg.AssetKey]:
 
 
 def build_derived_assets(
-    settings: Settings, *, specs: AccountSpecs | None = None
+    settings: Settings,
+    *,
+    specs: AccountSpecs | None = None,
+    account_schemas: Mapping[str, str] | None = None,
 ) -> list[dg.AssetsDefinition]:
-    """The derived tables and views of the selected streams."""
+    """The derived tables and views of the selected streams; ``account_schemas`` ({account:
+    schema}, several accounts) are the schemas their ``kommo_all`` views unite."""
     specs = specs or AccountSpecs(settings)
+    build = _Build(settings, specs, dict(account_schemas or {}))
     return [
-        _table_asset(t, settings=settings, specs=specs)
-        if t.kind in SLICED_KINDS
-        else _view_asset(t, settings=settings, specs=specs)
+        _table_asset(t, build) if t.kind in SLICED_KINDS else _view_asset(t, build)
         for t in selected_declarations(settings)
     ]
 
 
-def _asset_deps(table: Table, settings: Settings) -> tuple[str, ...]:
-    """The assets behind what ``table`` reads: a current view is its stream's."""
+class _Build:
+    """What every derived asset of one account is built with."""
+
+    def __init__(
+        self, settings: Settings, specs: AccountSpecs, account_schemas: dict[str, str]
+    ) -> None:
+        self.settings, self.specs, self.account_schemas = settings, specs, account_schemas
+        self.selected = _selected_names(settings)
+
+    def refresh(self, con: duckdb.DuckDBPyConnection, written: str) -> dict[str, Any]:
+        """Rebuild what follows a write of ``written``, in the caller's transaction."""
+        return refresh_after_write(
+            con, written, schema=self.settings.schema, account_schemas=self.account_schemas
+        )
+
+
+def _asset_deps(table: Table, selected: set[str]) -> tuple[str, ...]:
+    """The assets behind what ``table`` reads, among the ``selected`` ones: a current view is
+    its stream's."""
     names: list[str] = []
     for name in table.inputs:
         source = get_table(name)
         if source.kind == "current_view":
             name = source.inputs[0]
-        selected = name in settings.streams or name in {t.name for t in derived_relations()}
-        if selected and name not in names:
+        if name in selected and name not in names:
             names.append(name)
-    if table.kind in SLICED_KINDS and table.parent not in names:
+    if table.sliced and table.parent not in names:
         names.insert(0, table.parent)
     return tuple(names)
 
@@ -128,8 +176,16 @@ def _full_name(settings: Settings, name: str) -> str:
     return f"{catalog_name(settings.duckdb_path)}.{settings.schema}.{name}"
 
 
-def _table_description(table: Table, settings: Settings, *, partitioned: bool) -> str:
-    parent, schema = get_table(table.parent), settings.schema
+def _table_description(table: Table, build: _Build, *, partitioned: bool) -> str:
+    schema = build.settings.schema
+    if table.rebuilt_whole:
+        reads = ", ".join(f"`{schema}.{n}`" for n in _asset_deps(table, build.selected))
+        how = (
+            f"rebuilt whole from {reads} in one transaction: the current truth over everything "
+            f"extracted so far, however the partitions arrived."
+        )
+        return f"{table.description}\n\nDuckDB table `{schema}.{table.name}`, {how}"
+    parent = get_table(table.parent)
     how = (
         f"Daily partitions as `{parent.name}` (by `{table.cursor}` = the parent's "
         f"`{parent.partitioning.cursor if parent.partitioning else table.cursor}`): a run reads "
@@ -140,17 +196,19 @@ def _table_description(table: Table, settings: Settings, *, partitioned: bool) -
     return f"{table.description}\n\nDuckDB table `{schema}.{table.name}`. {how}"
 
 
-def _table_asset(table: Table, *, settings: Settings, specs: AccountSpecs) -> dg.AssetsDefinition:
-    partitioned = settings.is_partitioned(root_stream(table))
-    spec = specs.spec(
+def _table_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
+    settings = build.settings
+    partitioned = _partitioned(table, settings)
+    deps = _asset_deps(table, build.selected)
+    spec = build.specs.spec(
         table,
-        description=_table_description(table, settings, partitioned=partitioned),
+        description=_table_description(table, build, partitioned=partitioned),
         metadata={
             "dagster/column_schema": table_schema(table),  # type: ignore[arg-type]
             "dagster/table_name": _full_name(settings, table.name),
             "kommo/key": ", ".join(table.key),
         },
-        deps=_asset_deps(table, settings),
+        deps=deps,
     )
     arguments: dict[str, Any] = asset_arguments(spec) | {
         "freshness_policy": freshness_policy(partitioned=partitioned)
@@ -158,7 +216,8 @@ def _table_asset(table: Table, *, settings: Settings, specs: AccountSpecs) -> dg
     if partitioned:
         arguments["partitions_def"] = build_daily_partitions(settings.start_date)
         arguments["backfill_policy"] = dg.BackfillPolicy.single_run()
-    label = AccountScope.of(settings).label
+    # A sliced table reads its parent's slice; one rebuilt whole, whichever inputs exist.
+    inputs = deps if table.rebuilt_whole else (table.parent,)
 
     def derive(
         context: dg.AssetExecutionContext, duckdb: KommoDuckDBResource
@@ -167,15 +226,50 @@ def _table_asset(table: Table, *, settings: Settings, specs: AccountSpecs) -> dg
             EpochWindow.from_time_window(context.partition_time_window) if partitioned else None
         )
         with duckdb.get_connection(on_wait=context.log.info) as con:
-            if not table_exists(con, schema=settings.schema, table=table.parent):
-                raise RuntimeError(
-                    f"{settings.schema}.{table.parent} does not exist yet: materialize "
-                    f"{label(table.parent)} first"
-                )
-            metadata = _write(context, con, table, settings=settings, window=window)
+            _require_inputs(con, inputs, settings=settings, every=table.sliced)
+            metadata = _write(context, con, table, build=build, window=window, inputs=deps)
         return dg.MaterializeResult(metadata=metadata)
 
     return _define(derive, table.name, arguments)
+
+
+def _require_inputs(
+    con: duckdb.DuckDBPyConnection, names: Sequence[str], *, settings: Settings, every: bool
+) -> None:
+    """Refuse to write before ``names`` exist (``every``) or one of them does (else)."""
+    schema, label = settings.schema, AccountScope.of(settings).label
+    there = [n for n in names if table_exists(con, schema=schema, table=n)]
+    if (every and len(there) < len(names)) or not there:
+        missing = [n for n in names if n not in there]
+        raise RuntimeError(
+            f"{', '.join(f'{schema}.{n}' for n in missing)} "
+            f"{'does' if len(missing) == 1 else 'do'} not exist yet: materialize "
+            f"{(' and ' if every else ' or ').join(label(n) for n in missing)} first"
+        )
+
+
+def _plan(
+    con: duckdb.DuckDBPyConnection,
+    table: Table,
+    *,
+    schema: str,
+    window: EpochWindow | None,
+    inputs: tuple[str, ...],
+) -> WritePlan:
+    """What the write runs: the declared plan's, or the select and its skipped rows."""
+    if table.plan is not None:
+        return table.plan(PlanContext(con=con, schema=schema, window=window, inputs=inputs))
+    select_sql = table.select(schema=schema, window=window)  # type: ignore[misc]
+    if table.skipped is None:
+        return WritePlan(select_sql=select_sql)
+    (count,) = con.execute(table.skipped(schema=schema, window=window)).fetchone() or (0,)
+    label = "full table" if window is None else window.label()
+    warning = (
+        f"{table.name} {label}: {count} versions of {table.parent} hold custom fields that are "
+        f"not a JSON list; they give no rows"
+    )
+    counts = {"skipped_versions": int(count)}
+    return WritePlan(select_sql=select_sql, counts=counts, warnings=(warning,) if count else ())
 
 
 def _write(
@@ -183,34 +277,34 @@ def _write(
     con: duckdb.DuckDBPyConnection,
     table: Table,
     *,
-    settings: Settings,
+    build: _Build,
     window: EpochWindow | None,
+    inputs: tuple[str, ...],
 ) -> dict[str, Any]:
-    """Replace the slice, rebuild what follows it, and say what was written."""
-    schema, full_name = settings.schema, _full_name(settings, table.name)
+    """Replace the slice (or the whole table), rebuild what follows it, say what was written."""
+    schema, full_name = build.settings.schema, _full_name(build.settings, table.name)
     label = "full table" if window is None else window.label()
     install_macros(con)
+    plan = _plan(con, table, schema=schema, window=window, inputs=inputs)
     result = replace_slice(
         con,
         table,
         schema=schema,
         window=window,
-        select_sql=table.select(schema=schema, window=window),  # type: ignore[misc]
-        after=lambda c: refresh_after_write(c, table.name, schema=schema),
+        select_sql=plan.select_sql,
+        after=lambda c: build.refresh(c, table.name),
+        recreate=table.rebuilt_whole,
     )
     metadata = _write_metadata(table, result, label=label, full_name=full_name)
-    if table.skipped is not None:
-        (count,) = con.execute(table.skipped(schema=schema, window=window)).fetchone() or (0,)
-        metadata["kommo/skipped_versions"] = dg.MetadataValue.int(int(count))
-        if count:
-            context.log.warning(
-                f"{table.name} {label}: {count} versions of {table.parent} hold custom "
-                f"fields that are not a JSON list; they give no rows"
-            )
+    metadata |= {f"kommo/{k}": dg.MetadataValue.int(int(v)) for k, v in plan.counts.items()}
+    metadata |= {f"kommo/{k}": dg.MetadataValue.text(v) for k, v in plan.notes.items()}
+    for warning in plan.warnings:
+        context.log.warning(warning)
     if window is not None and len(context.partition_keys) > 1:
         _report_partitions(context, con, table, schema=schema, window=window)
+    source = table.parent if table.sliced else ", ".join(inputs)
     context.log.info(
-        f"{full_name} {label}: {result.rows} rows from {schema}.{table.parent} "
+        f"{full_name} {label}: {result.rows} rows from {schema}.{source} "
         f"(replaced {result.deleted})"
     )
     return metadata
@@ -269,26 +363,26 @@ def _report_partitions(
 # --- views ------------------------------------------------------------------------------------
 
 
-def _view_asset(table: Table, *, settings: Settings, specs: AccountSpecs) -> dg.AssetsDefinition:
+def _view_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
     """A view's asset: materializing it rebuilds the view and records its columns, described
     by the declaration and by what its refresh returns."""
-    schema, name = settings.schema, table.name
-    full_name = _full_name(settings, name)
-    spec = specs.spec(
+    schema, name = build.settings.schema, table.name
+    full_name = _full_name(build.settings, name)
+    spec = build.specs.spec(
         table,
         description=(
             f"{table.description}\n\nDuckDB view `{schema}.{name}`, kept current by every write "
             f"of what it reads; materializing it rebuilds it and records its columns."
         ),
         metadata={"dagster/table_name": full_name},
-        deps=_asset_deps(table, settings),
+        deps=_asset_deps(table, build.selected),
     )
 
     def view(
         context: dg.AssetExecutionContext, duckdb: KommoDuckDBResource
     ) -> dg.MaterializeResult:
         with duckdb.get_connection(on_wait=context.log.info) as con:
-            descriptions = _rebuild(con, table, schema=schema)
+            descriptions = _rebuild(con, table, build=build)
             columns = con.execute(f"DESCRIBE {table_ref(schema, name)}").fetchall()
             (rows,) = con.execute(f"SELECT count(*) FROM {table_ref(schema, name)}").fetchone() or (
                 0,
@@ -310,11 +404,13 @@ def _view_asset(table: Table, *, settings: Settings, specs: AccountSpecs) -> dg.
     return _define(view, name, asset_arguments(spec))
 
 
-def _rebuild(con: duckdb.DuckDBPyConnection, table: Table, *, schema: str) -> dict[str, str]:
-    """Rebuild the view in a transaction; its columns' descriptions."""
+def _rebuild(con: duckdb.DuckDBPyConnection, table: Table, *, build: _Build) -> dict[str, str]:
+    """Rebuild the view, and what follows it, in a transaction; its columns' descriptions."""
+    ctx = RefreshContext(con=con, schema=build.settings.schema)
     con.execute("BEGIN TRANSACTION")
     try:
-        result = table.refresh(RefreshContext(con=con, schema=schema))  # type: ignore[misc]
+        result = table.refresh(ctx)  # type: ignore[misc]
+        build.refresh(con, table.name)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -9,15 +9,22 @@ declaration's ``checks`` and defined here (`CHECKS`).
 | ``no_duplicate_keys`` | derived tables | a key appears twice |
 | ``field_ids_defined`` (warning) | custom-field values | a field_id is not among the definitions |
 | ``no_negative_durations`` | ``lead_stage_durations`` | a stay ends before it starts |
+| ``no_negative_response_seconds`` | ``chat_response_times`` | a reply precedes its run |
+| ``unanswered_over_24_hours`` (warning) | ``chat_response_times`` | a run waits over 24 h |
 
 The keys are (entity_id, updated_at, field_id, value_index) for the values, event_id for the
 status changes.
+
+``unanswered_over_24_hours`` is a warning too: unanswered runs are not wrong data but customers
+waiting; it counts those whose first message is more than 24 hours old (by the clock of the
+check) and shows the oldest in its metadata.
 
 ``field_ids_defined`` is a warning: a field deleted in Kommo leaves its old values behind, which
 is worth knowing but not wrong. Without a definitions table (its stream not extracted) it warns
 that it could not look.
 """
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -28,6 +35,8 @@ from kommo_dagster.derived.declaration import (
     FIELD_IDS_DEFINED,
     NO_DUPLICATE_KEYS,
     NO_NEGATIVE_DURATIONS,
+    NO_NEGATIVE_RESPONSE_SECONDS,
+    UNANSWERED_OVER_24_HOURS,
     DerivedTable,
     custom_field_entity,
 )
@@ -97,6 +106,41 @@ def no_negative_durations(
     )
 
 
+WAIT_LIMIT_SECONDS = 24 * 3600
+
+
+def no_negative_response_seconds(
+    con: duckdb_lib.DuckDBPyConnection, table: Table, *, schema: str
+) -> Outcome:
+    rows = con.execute(
+        f"SELECT first_message_id, response_seconds FROM {table_ref(schema, table.name)}"
+        f" WHERE response_seconds < 0 ORDER BY response_seconds"
+    ).fetchall()
+    return Outcome(
+        not rows,
+        f"{len(rows)} runs have a reply before their first message",
+        {"negative_runs": len(rows), "sample": [str(r) for r in rows[:SAMPLE]]},
+    )
+
+
+def unanswered_over_24_hours(
+    con: duckdb_lib.DuckDBPyConnection, table: Table, *, schema: str, now: int | None = None
+) -> Outcome:
+    cutoff = int(time.time() if now is None else now) - WAIT_LIMIT_SECONDS
+    count, oldest_id, oldest_at, entity = con.execute(
+        f"SELECT count(*), arg_min(first_message_id, first_message_at), min(first_message_at), "
+        f"arg_min(entity_type || ' ' || entity_id, first_message_at) "
+        f"FROM {table_ref(schema, table.name)} "
+        f"WHERE replied_at IS NULL AND first_message_at < ?",
+        [cutoff],
+    ).fetchone() or (0, None, None, None)
+    metadata = {"unanswered_runs_over_24_hours": int(count)}
+    if count:
+        metadata |= {"oldest_first_message_id": oldest_id, "oldest_first_message_at": oldest_at}
+        metadata["oldest_entity"] = entity
+    return Outcome(not count, f"{count} runs have waited more than 24 hours for a reply", metadata)
+
+
 @dataclass(frozen=True)
 class Check:
     """A check a declaration names: what it says, how it runs, whether it only warns."""
@@ -124,6 +168,18 @@ CHECKS: dict[str, Check] = {
     NO_NEGATIVE_DURATIONS: Check(
         no_negative_durations,
         lambda table, schema: f"No stay in {schema}.{table.name} ends before it starts.",
+    ),
+    NO_NEGATIVE_RESPONSE_SECONDS: Check(
+        no_negative_response_seconds,
+        lambda table, schema: "No reply is sent before the run's first message.",
+    ),
+    UNANSWERED_OVER_24_HOURS: Check(
+        unanswered_over_24_hours,
+        lambda table, schema: (
+            "No customer has waited more than 24 hours for a reply (a warning, with the oldest "
+            "run in the metadata)."
+        ),
+        warn=True,
     ),
 }
 CONTRACT_DESCRIPTION = "The table's columns and DuckDB types are the contract's, in order."
@@ -202,6 +258,8 @@ __all__ = [
     "FIELD_IDS_DEFINED",
     "NO_DUPLICATE_KEYS",
     "NO_NEGATIVE_DURATIONS",
+    "NO_NEGATIVE_RESPONSE_SECONDS",
+    "UNANSWERED_OVER_24_HOURS",
     "Check",
     "build_derived_checks",
     "build_table_checks",
@@ -209,4 +267,6 @@ __all__ = [
     "field_ids_defined",
     "no_duplicate_keys",
     "no_negative_durations",
+    "no_negative_response_seconds",
+    "unanswered_over_24_hours",
 ]

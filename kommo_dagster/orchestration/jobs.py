@@ -44,7 +44,8 @@ class KommoJobs:
 def build_jobs(settings: Settings, *, specs: AccountSpecs | None = None) -> KommoJobs:
     scope = AccountScope.of(settings)
     specs = specs or AccountSpecs(settings)
-    # The derived tables run in the same run as their parent, the views with the full tables.
+    # The derived tables run in the same run as their parent; the views and the tables
+    # rebuilt whole (activity) with the full tables.
     partitioned = [specs.key(s) for s in settings.partitioned_streams]
     partitioned += derived_keys(settings, partitioned=True, specs=specs)
     unpartitioned = [specs.key(s) for s in settings.unpartitioned_streams]

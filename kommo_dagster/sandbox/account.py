@@ -16,8 +16,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from kommo_dagster.sandbox import generate as g
+from kommo_dagster.sandbox.chats import lead_conversations
 from kommo_dagster.sandbox.dictionaries import account_body, build_dictionaries, task_types
 from kommo_dagster.sandbox.notes import NOTE_ID_BASES, NOTE_TABLES, build_note, notes_table
+from kommo_dagster.sandbox.stage_paths import path_events
 from kommo_dagster.sandbox.store import DELETED, GONE, LIVE, Table
 
 INCREMENTAL = (
@@ -238,6 +240,8 @@ class Account:
 
         ev = self._events
         bulk = set(tl.bulk_rows.tolist())
+        paths_rng = random.Random(f"{self.seed}:stage_paths")
+        movers = [0, *cat.user_ids]
         for i in range(n):
             lid = id_list[i]
             pipeline_id, status_id, responsible, price = info[i]
@@ -250,8 +254,24 @@ class Account:
                 t = rng.randint(created[i], updated[i])
                 ev.append((t, "lead_deleted", "lead", lid, cat.user(rng), [], []))
                 ev.append((t, "lead_restored", "lead", lid, cat.user(rng), [], []))
-            if i in bulk:
-                # The robot's bulk edit moved these leads from the incoming stage.
+            walk = (
+                path_events(
+                    cat,
+                    paths_rng,
+                    lead_id=lid,
+                    pipeline_id=pipeline_id,
+                    status_id=status_id,
+                    created_at=created[i],
+                    updated_at=updated[i],
+                    by=movers,
+                    robot_last=i in bulk,
+                )
+                if not dlist[i]
+                else []
+            )
+            ev += walk
+            if i in bulk and not walk:
+                # The robot's bulk edit also touched the leads with no walk (still incoming).
                 first = cat.stages_by_pipeline[pipeline_id][0][1]
                 ev.append(
                     (
@@ -265,20 +285,19 @@ class Account:
                     )
                 )
         live = np.flatnonzero(~deleted).tolist()
+        ev += lead_conversations(
+            cat,
+            random.Random(f"{self.seed}:chats"),
+            leads=[(id_list[i], created[i], info[i][2]) for i in live],
+        )
         for _ in range(self.scale.extra_events if live else 0):
             i = rng.choice(live)
             pipeline_id, status_id, responsible, price = info[i]
             t = rng.randint(created[i], updated[i])
-            kind = rng.randrange(5)
+            # Stage moves are the leads' walks (stage_paths), not drawn here.
+            kind = 1 + rng.randrange(4)
             by = cat.user(rng, robot_share=0.1)
-            if kind == 0:
-                other = rng.choice(cat.stages_by_pipeline[pipeline_id])[1]
-                after, before = (
-                    g.status_value(pipeline_id, status_id),
-                    g.status_value(pipeline_id, other),
-                )
-                ev.append((t, "lead_status_changed", "lead", id_list[i], by, after, before))
-            elif kind == 1:
+            if kind == 1:
                 after, before = g.responsible_value(responsible), g.responsible_value(cat.user(rng))
                 ev.append((t, "entity_responsible_changed", "lead", id_list[i], by, after, before))
             elif kind == 2:

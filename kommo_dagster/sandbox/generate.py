@@ -731,7 +731,7 @@ def build_event(
     value_before: list[Any],
 ) -> dict[str, Any]:
     """An event as /api/v4/events serves it (entity_type singular, values as arrays)."""
-    plural = {v: k for k, v in ENTITY_SINGULAR.items()}[entity_type]
+    plural = _PLURAL[entity_type]
     return {
         "id": id,
         "type": type,
@@ -755,7 +755,8 @@ _EVENT_TEMPLATE = (
     '"_links":{"self":{"href":"%s/api/v4/events/%s"}},'
     '"_embedded":{"entity":{"id":%d,"_links":{"self":{"href":"%s/api/v4/%s/%d"}}}}}'
 )
-_PLURAL = {v: k for k, v in ENTITY_SINGULAR.items()}
+# Events also land on customers (chats), and on entity types the project does not know.
+_PLURAL = {v: k for k, v in ENTITY_SINGULAR.items()} | {"customer": "customers", "talk": "talks"}
 
 
 def event_bytes(

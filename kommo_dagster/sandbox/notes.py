@@ -12,7 +12,7 @@ import random
 from typing import Any
 
 from kommo_dagster.sandbox import texts
-from kommo_dagster.sandbox.generate import Catalog, below, pick
+from kommo_dagster.sandbox.generate import Catalog, below, between, pick
 from kommo_dagster.sandbox.store import Table
 
 # The note tables by the entity type in their path, and the id range of each.
@@ -44,16 +44,34 @@ def _phone(rng: random.Random, row: int) -> str:
     return f"+55 11 9{below(rng, 10**7, 10**8)}" if row % 2 else f"8 (495) {row:07d}"
 
 
+def call_params(rng: random.Random, row: int) -> dict[str, Any]:
+    """A call's params as telephony integrations write them: the duration mostly in seconds,
+    sometimes as text ("1:05", a numeric string) or absent; ``call_status`` (1-7) and
+    ``call_result`` only from some integrations."""
+    params: dict[str, Any] = {
+        "uniq": f"{row:08x}-call",
+        "source": pick(rng, ("onlinePBX", "Zadarma", "телефония")),
+        "link": f"https://records.example.com/{row}.mp3" if row % 3 else "",
+        "phone": _phone(rng, row),
+    }
+    odd = row % 13
+    if odd == 4:
+        params["duration"] = pick(rng, ("1:05", "65 сек", ""))
+    elif odd == 8:
+        params["duration"] = str(below(rng, 1, 900))
+    elif odd != 11:
+        params["duration"] = pick(rng, (0, 7, 42, 65, 180, 600, 3_601))
+    if rng.random() < 0.6:
+        params["call_status"] = between(rng, 1, 7)
+        if rng.random() < 0.5:
+            params["call_result"] = pick(rng, ("Договорились о встрече", "Not interested", ""))
+    return params
+
+
 def note_params(note_type: str, rng: random.Random, row: int) -> dict[str, Any]:
     text = texts.MESSY_TEXTS[row % len(texts.MESSY_TEXTS)]
     if note_type in ("call_in", "call_out"):
-        return {
-            "uniq": f"{row:08x}-call",
-            "duration": pick(rng, (0, 7, 65, 3_601)),
-            "source": pick(rng, ("onlinePBX", "Zadarma", "телефония")),
-            "link": f"https://records.example.com/{row}.mp3" if row % 3 else "",
-            "phone": _phone(rng, row),
-        }
+        return call_params(rng, row)
     if note_type == "service_message":
         return {"service": pick(rng, ("Robot", "Salesbot", "Интеграция")), "text": text}
     if note_type in ("sms_in", "sms_out"):
@@ -100,6 +118,9 @@ def build_note(
         "account_id": cat.account_id,
         "_links": cat.href(f"/api/v4/{entity}/{entity_id}/notes/{id}"),
     }
+    if note_type in ("call_in", "call_out") and row % 4:
+        # Who the telephony gave the call to: its maker, or the note's responsible user.
+        record["params"]["call_responsible"] = by if row % 4 == 1 else record["responsible_user_id"]
     return record, row % 9 == 4
 
 
@@ -108,7 +129,7 @@ def edit_note(record: dict[str, Any], rng: random.Random, *, ts: int, by: int) -
     params = record["params"]
     if "text" in params:
         params["text"] = pick(rng, texts.MESSY_TEXTS)
-    elif "duration" in params:
-        params["duration"] = int(params["duration"]) + 1
+    elif isinstance(params.get("duration"), int):
+        params["duration"] += 1
     record["updated_at"] = ts
     record["updated_by"] = by

@@ -3,7 +3,8 @@
 `TABLES` holds, in this order, per extracted stream (`kommo_dagster.kommo.streams`): its table,
 its ``<stream>_current`` view (incremental streams), its ``<stream>_history`` snapshots and its
 ``kommo_all`` views over the accounts; then the derived tables and views
-(`kommo_dagster.derived.declaration`). A write asks `refresh_after_write` what follows it, in
+(`kommo_dagster.derived.declaration`), and the ``kommo_all`` views of those declared
+``all_accounts``. A write asks `refresh_after_write` what follows it, in
 its own transaction: the relations whose triggers it wrote, each after what it reads.
 
 Plain Python on the warehouse side, below every Dagster module: the IO manager and the derived
@@ -111,7 +112,8 @@ def _stream_relations(stream: Stream) -> list[Table]:
 @cache
 def _build(streams: tuple[Stream, ...], derived: tuple[Table, ...]) -> dict[str, Table]:
     tables: dict[str, Table] = {}
-    for table in [*(t for s in streams for t in _stream_relations(s)), *derived]:
+    united = [_cross_account_view(t.name) for t in derived if t.all_accounts]
+    for table in [*(t for s in streams for t in _stream_relations(s)), *derived, *united]:
         if table.name in tables:
             raise RuntimeError(f"the table {table.name!r} is declared twice")
         tables[table.name] = table

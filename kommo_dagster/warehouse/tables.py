@@ -9,11 +9,15 @@ there, never wired by hand.
   rebuild it (a wide view follows its definitions, not every write of the leads).
 * ``key``: the columns that identify a row (what the duplicate checks group by).
 * ``partitioning``: a daily cursor range of its own (streams), the same slices as another
-  table (``like``: a derived table is sliced exactly as its parent), or None (whole).
+  table (``like``: a derived table is sliced exactly as its parent), or None (whole: a derived
+  table without one is rebuilt whole from everything its inputs hold, at each write).
 * How it is built: ``select`` (the SELECT of one slice, for derived tables, written by
-  `kommo_dagster.derived.write.replace_slice`) or ``refresh`` (a function (re)creating it inside
-  the transaction of a write of what it reads: views, snapshots). A stream is built by its
-  extraction.
+  `kommo_dagster.derived.write.replace_slice`), ``plan`` (the same, for a table whose SELECT
+  depends on what the warehouse holds: it looks first, then gives the SELECT and what to
+  report), or ``refresh`` (a function (re)creating it inside the transaction of a write of what
+  it reads: views, snapshots). A stream is built by its extraction.
+* ``all_accounts``: a derived table or view also united over the accounts in
+  ``kommo_all.<name>`` (the streams always are).
 
 Plain Python, no Dagster: the IO manager and the SQL modules import it.
 """
@@ -35,7 +39,8 @@ from kommo_dagster.kommo.streams import Column
 Kind = Literal[
     "stream", "current_view", "history", "all_accounts_view", "long", "link", "derived", "view"
 ]
-# The kinds computed inside DuckDB from a slice of their parent (assets of their own).
+# The kinds computed inside DuckDB by a SELECT (assets of their own): from a slice of their
+# parent, or whole when they declare no partitioning.
 SLICED_KINDS = frozenset({"long", "derived", "link"})
 # The kinds (re)created in the transaction of the writes they follow.
 VIEW_KINDS = frozenset({"current_view", "all_accounts_view", "view"})
@@ -63,7 +68,30 @@ class RefreshContext:
     account_schemas: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, kw_only=True)
+class PlanContext:
+    """What a ``plan`` sees: the write's connection, its schema and slice (None: whole), and
+    those of the table's inputs the code location defines (the ones it may read)."""
+
+    con: duckdb.DuckDBPyConnection
+    schema: str
+    window: Any = None
+    inputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class WritePlan:
+    """A write worked out from what the warehouse holds: its SELECT, and what it reports
+    (``counts`` and ``notes`` become ``kommo/<name>`` metadata, ``warnings`` are logged)."""
+
+    select_sql: str
+    counts: Mapping[str, int] = field(default_factory=dict)
+    notes: Mapping[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
 Select = Callable[..., str]  # (schema=, window=) -> SELECT of the slice
+Plan = Callable[[PlanContext], WritePlan]
 Refresh = Callable[[RefreshContext], Any]
 
 
@@ -80,6 +108,7 @@ class Table:
     # The contract's columns; empty for a view whose columns follow what it reads.
     columns: tuple[Column, ...] = ()
     select: Select | None = None
+    plan: Plan | None = None
     # A count of the input rows the select had to skip (reported, never an error).
     skipped: Select | None = None
     refresh: Refresh | None = None
@@ -88,10 +117,15 @@ class Table:
     column_descriptions: Mapping[str, str] = field(default_factory=dict)
     # Data checks beyond the ones every table of its kind gets, by name.
     checks: tuple[str, ...] = ()
+    all_accounts: bool = False
 
     def __post_init__(self) -> None:
-        if self.kind in SLICED_KINDS and (self.select is None or self.partitioning is None):
-            raise ValueError(f"{self.name}: a {self.kind} table declares select and partitioning")
+        if self.kind in SLICED_KINDS and (self.select is None) == (self.plan is None):
+            raise ValueError(
+                f"{self.name}: a {self.kind} table declares select and partitioning, or plan"
+            )
+        if self.kind in SLICED_KINDS and self.partitioning is not None and self.plan is not None:
+            raise ValueError(f"{self.name}: a sliced table declares select, not plan")
         if self.kind in VIEW_KINDS and self.refresh is None:
             raise ValueError(f"{self.name}: a {self.kind} declares refresh")
         names = {c.name for c in self.columns}
@@ -102,6 +136,16 @@ class Table:
     @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
+
+    @property
+    def sliced(self) -> bool:
+        """Computed slice by slice, as its parent (a computed table without partitioning is
+        rebuilt whole)."""
+        return self.kind in SLICED_KINDS and self.partitioning is not None
+
+    @property
+    def rebuilt_whole(self) -> bool:
+        return self.kind in SLICED_KINDS and self.partitioning is None
 
     @property
     def cursor(self) -> str:
@@ -137,19 +181,28 @@ def contract_columns(name: str) -> tuple[Column, ...]:
     return tuple(Column.from_contract(c) for c in _contract_entry(name)["columns"])
 
 
-def contract_table(name: str, *, kind: Kind, key: tuple[str, ...], **declared: Any) -> Table:
+def contract_table(
+    name: str,
+    *,
+    kind: Kind,
+    key: tuple[str, ...],
+    extra_columns: tuple[Column, ...] = (),
+    **declared: Any,
+) -> Table:
     """A table whose description, parent, cursor and columns are the contract's entry (the
-    entries with ``derived_from``); the declaration adds what the contract leaves to code."""
+    entries with ``derived_from``); the declaration adds what the contract leaves to code, and
+    ``extra_columns`` after the contract's. A null ``cursor``: rebuilt whole, not sliced."""
     spec = _contract_entry(name)
     parent = spec["derived_from"]
     declared.setdefault("inputs", (parent,))
+    cursor = spec["cursor"]
     return Table(
         name=name,
         kind=kind,
         description=spec["description"],
         key=key,
-        partitioning=Partitioning(spec["cursor"], like=parent),
-        columns=contract_columns(name),
+        partitioning=Partitioning(cursor, like=parent) if cursor is not None else None,
+        columns=contract_columns(name) + extra_columns,
         **declared,
     )
 
@@ -189,8 +242,11 @@ __all__ = [
     "VIEW_KINDS",
     "Kind",
     "Partitioning",
+    "Plan",
+    "PlanContext",
     "RefreshContext",
     "Table",
+    "WritePlan",
     "contract_columns",
     "contract_table",
     "refresh_order",

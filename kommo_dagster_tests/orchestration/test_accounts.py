@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from kommo_dagster.builder import build_kommo_definitions
-from kommo_dagster.derived.declaration import DERIVED_TABLES
+from kommo_dagster.derived.declaration import ACTIVITY_TABLES, DERIVED_TABLES
 from kommo_dagster.kommo.errors import KommoConfigError
 from kommo_dagster.kommo.streams import STREAMS
 from kommo_dagster.orchestration.accounts import (
@@ -248,7 +248,8 @@ def test_without_kommo_accounts_the_definitions_are_exactly_the_single_accounts(
 
 
 def _derived_check_names() -> set[str]:
-    return {f"kommo_{t}_checks" for t in [*DERIVED_TABLES, "lead_stage_durations"]}
+    tables = [*DERIVED_TABLES, *ACTIVITY_TABLES, "lead_stage_durations"]
+    return {f"kommo_{t}_checks" for t in tables}
 
 
 def test_accounts_must_share_one_warehouse(tmp_path: Path):

@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from kommo_dagster.definitions import build_definitions
-from kommo_dagster.derived.declaration import with_derived
+from kommo_dagster.derived.declaration import ACTIVITY_TABLES, with_derived
 from kommo_dagster.kommo.streams import FULL_TABLE_STREAMS, INCREMENTAL_STREAMS
 from kommo_dagster.orchestration.jobs import FULL_SYNC_JOB, FULL_TABLES_JOB, INCREMENTAL_JOB
 from kommo_dagster.orchestration.resources import KommoResource
@@ -58,11 +58,13 @@ def test_jobs_split_the_streams_by_sync(tmp_path: Path):
         FULL_SYNC_JOB,
         FULL_TABLES_JOB,
     }
-    # Derived tables run with their parents, the views with the full tables.
+    # Derived tables run with their parents; the views and the tables rebuilt whole (activity)
+    # with the full tables.
     assert _keys(defs, INCREMENTAL_JOB) == with_derived(set(INCREMENTAL_STREAMS))
     assert _keys(defs, FULL_SYNC_JOB) == with_derived(set(INCREMENTAL_STREAMS))
     views = {"leads_wide", "contacts_wide", "companies_wide", "lead_stage_durations"}
-    assert _keys(defs, FULL_TABLES_JOB) == set(FULL_TABLE_STREAMS) | views | {"pipeline_funnel"}
+    views |= {"pipeline_funnel", "response_time_by_manager", *ACTIVITY_TABLES}
+    assert _keys(defs, FULL_TABLES_JOB) == set(FULL_TABLE_STREAMS) | views
 
 
 def test_schedules_target_their_jobs_in_utc_and_start_stopped(tmp_path: Path):

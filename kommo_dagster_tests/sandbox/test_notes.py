@@ -44,4 +44,25 @@ def test_every_documented_note_type_is_there(api):
     types = {n["note_type"] for n in api.sb.records("lead_notes")}
     assert {"common", "call_in", "call_out", "service_message", "sms_in", "attachment"} <= types
     calls = [n for n in api.sb.records("lead_notes") if n["note_type"] == "call_in"]
-    assert all({"duration", "phone", "link"} <= set(n["params"]) for n in calls)
+    assert all({"phone", "link", "uniq", "source"} <= set(n["params"]) for n in calls)
+
+
+def test_call_params_hold_what_telephony_integrations_send(api):
+    calls = [
+        n["params"]
+        for t in ("lead_notes", "contact_notes", "company_notes")
+        for n in api.sb.records(t)
+        if n["note_type"] in ("call_in", "call_out")
+    ]
+    durations = [p.get("duration") for p in calls]
+    assert any(isinstance(d, int) for d in durations)
+    assert None in durations  # absent
+    assert any(isinstance(d, str) and not d.isdigit() for d in durations)  # "1:05", "65 сек"
+    assert any(isinstance(d, str) and d.isdigit() for d in durations)
+    statuses = {p["call_status"] for p in calls if "call_status" in p}
+    assert statuses <= set(range(1, 8)) and len(statuses) > 3
+    assert any("call_status" not in p for p in calls)
+    assert any("call_result" in p for p in calls)
+    assert any(p.get("call_responsible") == 0 for p in calls)  # a robot's call
+    assert any(p.get("call_responsible") for p in calls)
+    assert any("call_responsible" not in p for p in calls)

@@ -9,7 +9,13 @@ from kommo_dagster.derived.declaration import DECLARATIONS, DERIVED_TABLES
 from kommo_dagster.derived.write import ensure_table
 from kommo_dagster.kommo.streams import STREAMS
 from kommo_dagster.warehouse.registry import TABLES, get_table, refresh_after_write, refreshed_after
-from kommo_dagster.warehouse.tables import Partitioning, RefreshContext, Table, refresh_order
+from kommo_dagster.warehouse.tables import (
+    Partitioning,
+    RefreshContext,
+    Table,
+    WritePlan,
+    refresh_order,
+)
 
 
 def _names(written: str) -> list[str]:
@@ -39,6 +45,15 @@ def test_every_stream_and_derived_relation_is_declared_once():
         ("lead_custom_field_values", ["leads_wide"]),
         ("lead_status_changes", ["lead_stage_durations", "pipeline_funnel"]),
         ("pipelines", ["pipelines_history", "kommo_all.pipelines"]),
+        (
+            "chat_response_times",
+            [
+                "response_time_by_manager",
+                "kommo_all.chat_response_times",
+                "kommo_all.response_time_by_manager",
+            ],
+        ),
+        ("calls", ["kommo_all.calls"]),
     ],
 )
 def test_a_write_rebuilds_what_follows_it_after_what_it_reads(written: str, rebuilt: list[str]):
@@ -64,6 +79,14 @@ def test_the_order_follows_the_inputs_not_the_declaration_order():
 def test_a_declaration_missing_its_build_is_refused():
     with pytest.raises(ValueError, match="declares select and partitioning"):
         Table(name="x", kind="derived", description="x", partitioning=Partitioning("c", "y"))
+    with pytest.raises(ValueError, match="declares select, not plan"):
+        Table(
+            name="x",
+            kind="derived",
+            description="x",
+            partitioning=Partitioning("c", "y"),
+            plan=lambda ctx: WritePlan(select_sql="SELECT 1"),
+        )
     with pytest.raises(ValueError, match="declares refresh"):
         Table(name="x", kind="view", description="x", inputs=("y",))
     with pytest.raises(KeyError, match="unknown table 'nope'"):
