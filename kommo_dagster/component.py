@@ -197,6 +197,7 @@ class KommoComponent(dg.Component, dg.Resolvable, dg.Model):
     history_retention_days: Whole = Field(
         default=None, description=SETTING["history_retention_days"].about
     )
+    timezone: str | None = Field(default=None, description=SETTING["timezone"].about)
     rate_limit_dir: str | None = Field(
         default=None, description="Default of the accounts' rate_limit_dir (KOMMO_RATE_LIMIT_DIR)."
     )

@@ -39,6 +39,7 @@ DEFAULT_LOCK_TIMEOUT_SECONDS = 600.0
 DEFAULT_MEMORY_LIMIT = "512MB"
 DEFAULT_HISTORY_RETENTION_DAYS = 30
 DEFAULT_SENSOR_INTERVAL_SECONDS = 300
+DEFAULT_TIMEZONE = "UTC"
 ENV_ACCOUNTS = "KOMMO_ACCOUNTS"
 ACCOUNT_NAME = re.compile(r"[a-z0-9_]+")
 # The cross-account views' schema is kommo_all: an account named "all" would write into it.
@@ -119,6 +120,17 @@ def _optional_dir(value: object, label: str) -> Path | None:
 
 def _bool(value: object, label: str) -> bool:
     return client.parse_bool(value, name=label)  # type: ignore[arg-type]
+
+
+def _timezone(value: object, label: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    text = str(value).strip()
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _fail(label, "an IANA time zone name", value) from None
+    return text
 
 
 def _variable(value: object, label: str) -> str:
@@ -228,6 +240,9 @@ SETTINGS = (
             "incremental streams to sync as full tables instead of daily partitions"),
     Setting("history_retention_days", "HISTORY_RETENTION_DAYS", "shared", _whole(0), "`30`",
             "days of snapshots kept in `<stream>_history`"),
+    Setting("timezone", "TIMEZONE", "shared", _timezone, "`UTC`",
+            "time zone of the schedules' cron times (an IANA name, e.g. `America/Sao_Paulo`), so "
+            "the morning runs follow the team's clock; partitions stay UTC days"),
     Setting("schedules_default_on", "SCHEDULES_DEFAULT_ON", "account", _bool, "`false`",
             "schedules and the change sensor start running instead of stopped", yaml="schedules"),
     Setting("sensor_interval_seconds", "SENSOR_INTERVAL_SECONDS", "account", _whole(1), "`300`",
@@ -272,6 +287,7 @@ class Settings:
     streams: tuple[str, ...] = tuple(STREAMS)
     full_table_streams: tuple[str, ...] = ()
     history_retention_days: int = DEFAULT_HISTORY_RETENTION_DAYS
+    timezone: str = DEFAULT_TIMEZONE
     schedules_default_on: bool = False
     sensor_interval_seconds: int = DEFAULT_SENSOR_INTERVAL_SECONDS
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

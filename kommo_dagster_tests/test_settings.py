@@ -193,6 +193,7 @@ def test_a_bad_value_given_in_python_fails_naming_the_field_and_the_value(case: 
     [
         ("lock_timeout", "soon", "a positive number of seconds"),
         ("history_retention_days", -1, "a whole number of at least 0"),
+        ("timezone", "Mars/Base", "an IANA time zone name"),
         ("rate_limit_dir", str(Path(__file__)), "a directory"),
     ],
 )
@@ -379,6 +380,7 @@ EVERY_SETTING = {
     "streams": "pipelines,statuses,leads,tasks",
     "full_table_streams": "tasks",
     "history_retention_days": "9",
+    "timezone": "America/Sao_Paulo",
     "schedules_default_on": "true",
     "sensor_interval_seconds": "45",
 }

@@ -1,4 +1,5 @@
-"""Schedules that keep the warehouse following the CRM (all times UTC).
+"""Schedules that keep the warehouse following the CRM (cron times in the location's
+``KOMMO_TIMEZONE``, UTC by default; the partitions they pick are UTC days).
 
 | schedule | cron | what it runs |
 |---|---|---|
@@ -102,13 +103,14 @@ class _Plan:
     first_day: date
     status: dg.DefaultScheduleStatus
     offset: int
+    timezone: str
 
     def kwargs(self, name: str, cron: str, description: str) -> dict[str, Any]:
         note = f" Starts {self.offset} min after the base time, apart from the other accounts."
         return {
             "name": self.scope.qualify(name),
             "cron_schedule": shifted(cron, self.offset),
-            "execution_timezone": "UTC",
+            "execution_timezone": self.timezone,
             "default_status": self.status,
             "description": description + (note if self.offset else ""),
             "metadata": {OFFSET_METADATA: self.offset},
@@ -121,7 +123,11 @@ def build_schedules(
     """The account's schedules, ``offset_minutes`` after the table's times
     (`stagger_offsets`)."""
     plan = _Plan(
-        AccountScope.of(settings), settings.start_date, default_status(settings), offset_minutes
+        AccountScope.of(settings),
+        settings.start_date,
+        default_status(settings),
+        offset_minutes,
+        settings.timezone,
     )
     schedules: list[dg.ScheduleDefinition] = []
     if jobs.incremental is not None:

@@ -82,6 +82,16 @@ def test_schedules_target_their_jobs_in_utc_and_start_stopped(tmp_path: Path):
         assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
 
 
+def test_schedules_run_in_the_location_time_zone_on_utc_partitions(tmp_path: Path):
+    defs = _defs(tmp_path, timezone="America/Sao_Paulo")
+    repo = defs.get_repository_def()
+    assert {s.execution_timezone for s in repo.schedule_defs} == {"America/Sao_Paulo"}
+    # 00:30 in Sao Paulo is 03:30 UTC: the partition is still the UTC day before the tick.
+    at = datetime(2026, 11, 1, 3, 30, tzinfo=UTC)
+    [request] = _tick(defs, FINALIZE_SCHEDULE, at)
+    assert request.partition_key == "2026-10-31"
+
+
 def test_schedules_can_start_running(tmp_path: Path):
     repo = _defs(tmp_path, schedules_default_on=True).get_repository_def()
     assert {s.default_status for s in repo.schedule_defs} == {dg.DefaultScheduleStatus.RUNNING}
