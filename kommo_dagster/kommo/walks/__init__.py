@@ -61,11 +61,14 @@ order, so it may repeat a row (dropped by id) but never skip one; only a departu
 * events (`PagesWalk`, newest first): events are immutable and only appended with
   created_at = now. In a window that lies in the past (it ended `SETTLED` seconds before the
   server's clock) the result never changes, so offset paging is exact, and a split hands the
-  later pages of the same query to a new walk: each page is read once, by one walk. In a window
-  that includes now, new events enter at the top and push rows down: rows can repeat on the next
-  page but never skip one; such a window is split by time, each walk paging its own part from
-  the top. Repeats are dropped by id in every window, so that even a server that inserts events
-  among past ones cannot double a row.
+  later pages of the same query to a new walk: each page is read once, by one walk. Kommo
+  tells no count, so the page a new walk starts at is a guess, and one past the end costs a
+  request for nothing; events are not spread evenly (a busy hour, a quiet day), so the guess
+  is held low: half what the density so far promises, and at most twice the pages the query
+  has shown (`PagesWalk._last_page`). In a window that includes now, new events enter at the
+  top and push rows down: rows can repeat on the next page but never skip one; such a window
+  is split by time, each walk paging its own part from the top. Repeats are dropped by id in
+  every window, so that even a server that inserts events among past ones cannot double a row.
 
 In every stream each (id, cursor) is yielded at most once per extraction (and the write keeps one
 row per key whatever it is handed), every record that stays is yielded, and a record that changed

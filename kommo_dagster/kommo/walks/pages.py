@@ -4,7 +4,6 @@ split by cursor range when a window is large."""
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +25,14 @@ from kommo_dagster.kommo.walks.base import (
 # Seconds after which a window of events is taken as settled: events are stamped with the
 # server's time as they are written, and this leaves room for one written a little late.
 SETTLED = 600
+
+
+@dataclass(eq=False)
+class ShownPages:
+    """How many pages a query has shown to hold (a page that came back with rows, and the one
+    its ``next`` link announced), shared by the walks that split its pages between them."""
+
+    pages: int = 0
 
 
 @dataclass(eq=False, kw_only=True)
@@ -61,6 +68,8 @@ class PagesWalk(Walk):
     server_now: int | None = None
     # The newest row of the first page, for a walk that starts after a split by page.
     top: int | None = None
+    # The pages the query has shown to hold, shared with the walks split from this one.
+    shown: ShownPages = field(default_factory=ShownPages)
 
     def __post_init__(self) -> None:
         self.query_lo, self.query_hi = self.lo, self.hi
@@ -110,6 +119,7 @@ class PagesWalk(Walk):
         if not records:
             self.done = True
             return []
+        self.shown.pages = max(self.shown.pages, self.page + 1 if has_next else self.page)
         cursors = _cursor_values(self.stream, records, self.cursor)
         lo, hi = self.lo, self.hi
         if self.dedupe:
@@ -187,13 +197,26 @@ class PagesWalk(Walk):
         event enters it any more, so its pages keep their rows and a split by page is exact."""
         return self.server_now is not None and self.query_hi < self.server_now - SETTLED
 
+    def _last_page(self, first_free: int) -> int:
+        """The last page this walk may share: its own last page once the query has shown it
+        holds that many, else a guess, and a first page past the query's end costs a request
+        for nothing. Kommo says nothing of how events spread over a window: a busy hour at its
+        top can hold several times the window's mean, a quiet day at its bottom a third of it.
+        So the guess counts on half the pages the density so far promises, and on at most
+        twice the pages the query has shown (a galloping search): the new walk starts a
+        quarter of the promise, and at most half again the pages known to exist, past where
+        this one stands. It stays a guess: a density read off a page that a bulk edit's
+        crowded second fills can still promise several times what lies below."""
+        if self.last_page is not None and self.last_page <= self.shown.pages:
+            return self.last_page
+        end = min(first_free - 1 + int(self.remaining_pages() / 2), 2 * self.shown.pages)
+        return end if self.last_page is None else min(end, self.last_page)
+
     def _split_pages(self) -> PagesWalk | None:
-        """Hand the second half of the pages left (by the density so far) to a new walk of the
-        same query: every page is read once, by one walk, and none is cut short."""
+        """Hand the second half of the pages left to a new walk of the same query: every page
+        is read once, by one walk, and none is cut short."""
         first_free = self.page + 1 if self.inflight else self.page
-        end = first_free + math.ceil(self.remaining_pages()) - 1
-        if self.last_page is not None:
-            end = min(end, self.last_page)
+        end = self._last_page(first_free)
         first = first_free + (end - first_free + 1) // 2
         if first <= first_free or first > end:
             return None
@@ -203,6 +226,7 @@ class PagesWalk(Walk):
             page=first,
             last_page=self.last_page,
             server_now=self.server_now,
+            shown=self.shown,
         )
         self.last_page = first - 1
         return new
@@ -218,5 +242,6 @@ def even_bounds(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
 
 __all__ = [
     "PagesWalk",
+    "ShownPages",
     "even_bounds",
 ]
