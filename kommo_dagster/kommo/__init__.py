@@ -8,10 +8,15 @@ with KommoClient(base_url="https://mycompany.kommo.com", token=token) as client:
     for page in client.iter_records("leads", start=day_start, end=day_end):
         columns = to_columns("leads", page)
 ```
+
+`KommoClient`, `ProgressCallback` and `RetryPolicy` are loaded on first use, so that the code
+location's definitions, which need the configuration and the errors but no client, load without
+PyArrow, msgspec and requests.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from kommo_dagster.kommo import errors
-from kommo_dagster.kommo.client import KommoClient, ProgressCallback
 from kommo_dagster.kommo.config import (
     ENV_API_TOKEN,
     ENV_BASE_URL,
@@ -24,7 +29,16 @@ from kommo_dagster.kommo.config import (
 )
 from kommo_dagster.kommo.errors import *  # noqa: F403 - every error is part of the API
 from kommo_dagster.kommo.stats import ClientStats, PartStats, Progress
-from kommo_dagster.kommo.transport import RetryPolicy
+
+if TYPE_CHECKING:
+    from kommo_dagster.kommo.client import KommoClient, ProgressCallback
+    from kommo_dagster.kommo.transport import RetryPolicy
+
+_LAZY = {
+    "KommoClient": "kommo_dagster.kommo.client",
+    "ProgressCallback": "kommo_dagster.kommo.client",
+    "RetryPolicy": "kommo_dagster.kommo.transport",
+}
 
 __all__ = [
     "ENV_API_TOKEN",
@@ -43,3 +57,15 @@ __all__ = [
     "Secret",
     *errors.__all__,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -18,10 +18,12 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kommo_dagster.kommo.client import KommoClient
 from kommo_dagster.kommo.streams import STREAMS, get_stream
+
+if TYPE_CHECKING:
+    from kommo_dagster.kommo.client import KommoClient
 
 EVENTS = "events"
 # Kommo's singular entity types in events -> the stream holding that entity.

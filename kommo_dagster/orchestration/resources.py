@@ -9,11 +9,11 @@ or rejected fails at its start, before any other request, with a message naming 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
 
-from kommo_dagster.kommo.client import KommoClient, ProgressCallback
 from kommo_dagster.kommo.config import (
     DEFAULT_MAX_WORKERS,
     DEFAULT_REQUESTS_PER_SECOND,
@@ -24,6 +24,11 @@ from kommo_dagster.kommo.config import (
     variable_value,
 )
 from kommo_dagster.settings import SETTING, Settings
+
+if TYPE_CHECKING:
+    # The client (and PyArrow, msgspec, requests under it) is imported by `get_client`, when a
+    # run needs it: loading the definitions does not.
+    from kommo_dagster.kommo.client import KommoClient, ProgressCallback
 
 # The resource's text fields read from a variable of the account, else the unprefixed one.
 _TEXT_VARIABLES = {
@@ -148,6 +153,8 @@ class KommoResource(dg.ConfigurableResource):
 
     def get_client(self, *, progress: ProgressCallback | None = None) -> KommoClient:
         """A validated client for this account; close it (or use ``with``) when done."""
+        from kommo_dagster.kommo.client import KommoClient
+
         return KommoClient.from_settings(self.settings(), progress=progress)
 
 

@@ -6,15 +6,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pyarrow as pa
-
 if TYPE_CHECKING:
-    # pandas costs a run's start-up half a second, and only DataFrames (child streams' parents,
-    # user assets) need it: imported where used.
+    # Imported where used: pandas costs a run's start-up half a second and only DataFrames
+    # (child streams' parents, user assets) need it; NumPy, PyArrow and the client's decoding
+    # (`kommo.columns`) are only needed once batches arrive, not when the definitions load.
+    import numpy as np
     import pandas as pd
+    import pyarrow as pa
 
-from kommo_dagster.kommo.columns import arrow_schema
 from kommo_dagster.kommo.streams import Stream
 from kommo_dagster.warehouse.errors import WarehouseError
 
@@ -27,6 +26,7 @@ def typed_arrays(stream: Stream, columns: Mapping[str, Sequence[Any]]) -> dict[s
     `kommo_dagster.kommo.records.to_columns`: exactly the stream's columns. DuckDB scans such a
     dict directly (no DataFrame in between), NULLs taken from the masks.
     """
+
     names = stream.column_names
     if set(columns) != set(names):
         missing = [n for n in names if n not in columns]
@@ -50,6 +50,7 @@ def typed_frame(stream: Stream, columns: Mapping[str, Sequence[Any]]) -> pd.Data
 
 
 def _masked_to_pandas(array: np.ndarray) -> Any:
+    import numpy as np
     import pandas as pd
 
     if not isinstance(array, np.ma.MaskedArray):
@@ -67,6 +68,8 @@ _NONE = type(None)
 
 
 def _typed_array(kind: str, values: Sequence[Any], name: str) -> np.ndarray:
+    import numpy as np
+
     # One pass over the types picks the path: numpy for columns without NULLs, a mask built by
     # numpy for int/bool columns with NULLs, and pandas' checked conversion for anything
     # unusual, which refuses lossy casts.
@@ -101,6 +104,8 @@ def _typed_array(kind: str, values: Sequence[Any], name: str) -> np.ndarray:
 
 def arrow_contract_table(stream: Stream, table: pa.Table) -> pa.Table:
     """The table, if its columns are the contract's, in order, with the contract's types."""
+    from kommo_dagster.kommo.columns import arrow_schema
+
     expected = arrow_schema(stream)
     if not table.schema.equals(expected):
         raise WarehouseError(
@@ -115,6 +120,9 @@ def cursor_values(
     columns: Mapping[str, Sequence[Any]] | pa.Table, cursor: str
 ) -> tuple[np.ndarray, int]:
     """The batch's non-null cursor values and how many were null."""
+    import numpy as np
+    import pyarrow as pa
+
     if isinstance(columns, pa.Table):
         values = columns.column(cursor)
         return values.drop_null().to_numpy().astype(np.int64, copy=False), values.null_count

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import duckdb
-import numpy as np
-import pyarrow as pa
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
+    import pyarrow as pa
 
 from kommo_dagster.kommo.streams import Stream
 from kommo_dagster.warehouse.sql import (

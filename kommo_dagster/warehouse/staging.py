@@ -9,11 +9,14 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import numpy as np
-import pyarrow as pa
+
+if TYPE_CHECKING:
+    # Only batches need them, not loading the definitions (see `warehouse.arrays`).
+    import numpy as np
+    import pyarrow as pa
 
 from kommo_dagster.kommo.streams import Stream
 from kommo_dagster.warehouse.arrays import arrow_contract_table, cursor_values, typed_arrays
@@ -110,6 +113,8 @@ class StagedRows:
         """Stage a batch: contract columns (`kommo_dagster.kommo.records.to_columns`), or an
         Arrow table with the contract's schema (`KommoClient.iter_batches`),
         which DuckDB scans as it is."""
+        import pyarrow as pa
+
         if isinstance(columns, pa.Table):
             data: Mapping[str, np.ndarray] | pa.Table = arrow_contract_table(self.stream, columns)
             rows = columns.num_rows
@@ -129,6 +134,8 @@ class StagedRows:
             low, high = int(cursors.min()), int(cursors.max())
             self.cursor_min = low if self.cursor_min is None else min(self.cursor_min, low)
             self.cursor_max = high if self.cursor_max is None else max(self.cursor_max, high)
+            import numpy as np
+
             days, counts = np.unique(cursors // _DAY, return_counts=True)
             for day, count in zip(days.tolist(), counts.tolist(), strict=True):
                 self._rows_by_day[day] = self._rows_by_day.get(day, 0) + count
