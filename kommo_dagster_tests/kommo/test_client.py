@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import subprocess
+import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -296,3 +298,17 @@ def test_a_page_ending_deep_in_a_second_goes_on_with_that_second_by_id(sandbox_f
     assert at[(t - 10, False)] < 200 and 250 < at[(t, False)] <= 500, at
     assert sum(n for (_, deleted), n in at.items() if deleted) < 250, at
     assert sb.stats()["requests"] == 3 + 1
+
+
+def test_the_client_sends_before_importing_arrow_and_msgspec():
+    """A run's first requests do not wait for PyArrow and msgspec (imported with the first
+    answer, `iter_batches`): importing the client and starting a read imports neither."""
+    code = (
+        "import sys\n"
+        "from kommo_dagster.kommo.client import KommoClient\n"
+        "client = KommoClient(base_url='http://127.0.0.1:9', token='t', max_workers=1)\n"
+        "batches = client.iter_batches('leads')\n"
+        "print(','.join(m for m in ('pyarrow', 'numpy', 'msgspec') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", out.stderr[-2000:]
