@@ -46,7 +46,7 @@ from kommo_dagster.kommo.walks.base import Decoder, records_of
 from kommo_dagster.kommo.walks.strategies import WalkContext
 
 if TYPE_CHECKING:
-    # PyArrow (with NumPy) and msgspec are imported once the first answer is in (see
+    # PyArrow (with NumPy) and msgspec are imported beside the first requests (see
     # `iter_batches`): a run's first requests do not wait for them.
     import pyarrow as pa
 
@@ -236,6 +236,9 @@ class KommoClient:
         string.
         """
         spec = get_stream(stream)
+        # What decoding needs is imported beside the first requests, not before them, and ready
+        # (or nearly) when their answers come: a walk waiting for it would fall behind its pace.
+        threading.Thread(target=_import_decoding, name="kommo-imports", daemon=True).start()
         pages = self._pages(spec, start, end, parent_ids, decode=_typed_records_of)
         yield from _tables(spec.name, pages, rows=rows)
 
@@ -353,6 +356,10 @@ class KommoClient:
                 f.cancel()
 
 
+def _import_decoding() -> None:
+    import kommo_dagster.kommo.columns  # noqa: F401 - PyArrow, NumPy, msgspec, the typed decoder
+
+
 def _typed_records_of(spec: Stream, response: Any) -> tuple[list[Any], bool]:
     from kommo_dagster.kommo.decoding import typed_records_of
 
@@ -360,9 +367,8 @@ def _typed_records_of(spec: Stream, response: Any) -> tuple[list[Any], bool]:
 
 
 def _tables(name: str, pages: Iterator[list[Any]], *, rows: int) -> Iterator[pa.Table]:
-    """``pages`` as Arrow tables of about ``rows`` rows. PyArrow is imported once the first
-    page is in, so that its import (about 0.15 s) overlaps the first answers' latency rather
-    than delaying the first request."""
+    """``pages`` as Arrow tables of about ``rows`` rows. PyArrow's import, begun beside the
+    first requests (`iter_batches`), is waited for here if it has not ended yet."""
     first = next(pages, None)
     if first is None:
         return
