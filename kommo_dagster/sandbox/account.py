@@ -17,8 +17,10 @@ import numpy as np
 
 from kommo_dagster.sandbox import generate as g
 from kommo_dagster.sandbox.dictionaries import account_body, build_dictionaries, task_types
+from kommo_dagster.sandbox.links import LinkBook
 from kommo_dagster.sandbox.notes import NOTE_ID_BASES, NOTE_TABLES, build_note, notes_table
 from kommo_dagster.sandbox.store import DELETED, GONE, LIVE, Table
+from kommo_dagster.sandbox.unsorted import Inbox
 
 INCREMENTAL = (
     "leads",
@@ -128,6 +130,8 @@ class Account:
                 self._build_notes(entity, table, k)
             self._build_events()
             build_dictionaries(self.catalog, random.Random(f"{seed}:dictionaries"))
+            self.links = LinkBook(self)
+            self.inbox = Inbox(self)
         finally:
             # The account lives as long as the server: keep the collector from rescanning it.
             # A full collection of a 100,000-lead account pauses every thread for ~80 ms, which
