@@ -32,6 +32,8 @@ import pandas as pd
 from kommo_dagster.accounts import KEY_PREFIX, AccountScope
 from kommo_dagster.freshness import freshness_policy
 from kommo_dagster.io_manager import SCHEMA_METADATA_KEY, STREAM_METADATA_KEY, table_schema
+from kommo_dagster.kommo.links import LinkRows
+from kommo_dagster.kommo.relinks import LINK_EVENTS_STREAM, LinkEvents
 from kommo_dagster.kommo.stats import ClientStats, Progress
 from kommo_dagster.kommo.streams import Stream, get_stream
 from kommo_dagster.partitions import PARTITION_FORMAT, EpochWindow, build_daily_partitions
@@ -159,6 +161,8 @@ def _extract(
         staging_dir=settings.staging_dir,
         memory_limit=settings.memory_limit,
     )
+    links = LinkRows(stream.name)  # the link tables read from the same pages, if any
+    relinks = LinkEvents() if stream.name == LINK_EVENTS_STREAM else None
     with staged, _collector_paused():  # discards the staging file if anything below fails
         with kommo.get_client(progress=log_progress) as client:
             batches = client.iter_batches(
@@ -166,11 +170,18 @@ def _extract(
                 start=window.start_datetime if window else None,
                 end=window.end_datetime if window else None,
                 parent_ids=parent_ids,
+                links=links or None,
             )
             for table in batches:
                 staged.append(table)
+                if relinks is not None:
+                    relinks.add(table)
                 # The batch's values are freed: a young collection now finds little to scan.
                 gc.collect(1)
+            if links:
+                staged.links.append(links)
+            if relinks is not None:  # links changed without updated_at, re-read in batches
+                staged.links += relinks.refresh(client)
             stats = client.stats()
 
         staged.note = (

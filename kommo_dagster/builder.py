@@ -27,6 +27,7 @@ from kommo_dagster.derived.assets import build_derived_assets
 from kommo_dagster.derived.checks import build_derived_checks
 from kommo_dagster.io_manager import KommoDuckDBIOManager, KommoDuckDBResource
 from kommo_dagster.jobs import build_jobs
+from kommo_dagster.link_assets import build_link_assets, build_link_checks_all
 from kommo_dagster.schedules import build_schedules
 from kommo_dagster.sensors import build_change_sensor
 from kommo_dagster.settings import DEFAULT_SCHEMA, Settings, SettingsError
@@ -61,7 +62,9 @@ def build_kommo_definitions(accounts: Sequence[Account]) -> dg.Definitions:
         settings = account.settings
         jobs = build_jobs(settings)
         definitions["assets"] += build_kommo_assets(settings) + build_derived_assets(settings)
+        definitions["assets"] += build_link_assets(settings)
         definitions["checks"] += build_kommo_checks(settings) + build_derived_checks(settings)
+        definitions["checks"] += build_link_checks_all(settings)
         definitions["jobs"] += jobs.all()
         definitions["schedules"] += build_schedules(settings, jobs)
         sensor = build_change_sensor(settings, jobs)

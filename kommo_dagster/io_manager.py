@@ -33,6 +33,7 @@ from pydantic import Field
 from kommo_dagster.all_accounts import refresh_cross_account_views
 from kommo_dagster.derived.wide import rebuild_after_write
 from kommo_dagster.kommo.streams import Stream, get_stream
+from kommo_dagster.link_write import write_staged_links
 from kommo_dagster.partitions import EpochWindow
 from kommo_dagster.settings import (
     DEFAULT_HISTORY_RETENTION_DAYS,
@@ -127,6 +128,7 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
                     f"output is {_label(window)}"
                 )
             history: dict[str, int] = {}
+            links: dict[str, int] = {}
 
             def refresh(con: duckdb.DuckDBPyConnection) -> None:
                 # Same transaction as the rows: views and snapshots never disagree with them.
@@ -142,6 +144,11 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
                 )
                 refresh_cross_account_views(con, stream, schemas=self.account_schemas)
                 rebuild_after_write(con, stream.name, schema=schema)
+                links.update(
+                    write_staged_links(
+                        con, staged.links, schema=schema, stream=stream.name, full_table=not window
+                    )
+                )
 
             result = staged.write(
                 self.duckdb.database,
@@ -176,6 +183,10 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
                     ),
                     "kommo/history_purged_rows": dg.MetadataValue.int(history.get("purged", 0)),
                 }
+            )
+        if links:
+            context.add_output_metadata(
+                {f"kommo/link_rows/{name}": dg.MetadataValue.int(n) for name, n in links.items()}
             )
         note = f"; {staged.note}" if staged.note else ""
         if result.duplicates:

@@ -20,6 +20,7 @@ import dagster as dg
 
 from kommo_dagster.accounts import AccountScope
 from kommo_dagster.derived.assets import derived_keys
+from kommo_dagster.link_assets import link_keys
 from kommo_dagster.partitions import PARTITION_FORMAT
 from kommo_dagster.settings import Settings
 
@@ -44,9 +45,10 @@ def build_jobs(settings: Settings) -> KommoJobs:
     scope = AccountScope.of(settings)
     # The derived tables run in the same run as their parent, the views with the full tables.
     partitioned = [scope.asset_key(s) for s in settings.partitioned_streams]
-    partitioned += derived_keys(settings, partitioned=True)
+    partitioned += derived_keys(settings, partitioned=True) + link_keys(settings, partitioned=True)
     unpartitioned = [scope.asset_key(s) for s in settings.unpartitioned_streams]
     unpartitioned += derived_keys(settings, partitioned=False)
+    unpartitioned += link_keys(settings, partitioned=False)
     tags = {} if scope.name is None else {"kommo/account": scope.name}
     incremental = full_sync = full_tables = None
     if partitioned:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kommo_dagster.contract import CONTRACT_FILES, contract_columns, contract_streams, load_contract
+from kommo_dagster.contract import PACKAGED_FILES, contract_columns, contract_streams, load_contract
 from kommo_dagster.kommo.streams import (
     DERIVED_TABLES,
     STREAMS,
@@ -19,7 +19,7 @@ from kommo_dagster.kommo.streams import (
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
-@pytest.mark.parametrize("file", CONTRACT_FILES)
+@pytest.mark.parametrize("file", PACKAGED_FILES)
 def test_packaged_contract_is_the_shared_one(file: str):
     shared = SHARED / file
     if not shared.exists():

@@ -14,13 +14,14 @@ from kommo_dagster.assets import GROUP_NAME
 from kommo_dagster.definitions import build_definitions
 from kommo_dagster.derived.assets import all_derived_keys
 from kommo_dagster.io_manager import KommoDuckDBIOManager, KommoDuckDBResource
+from kommo_dagster.kommo.links import LINK_TABLES
 from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, STREAMS
 from kommo_dagster.resources import KommoResource
 from kommo_dagster.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-# The streams, and the tables and views derived from them
-ASSET_COUNT = len(STREAMS) + len(all_derived_keys(Settings()))
+# The streams, the tables and views derived from them, and the link tables
+ASSET_COUNT = len(STREAMS) + len(all_derived_keys(Settings())) + len(LINK_TABLES)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from typing import Literal
 
 from kommo_dagster.contract import contract_streams
 
-ColumnType = Literal["integer", "string", "boolean"]
+ColumnType = Literal["integer", "string", "boolean", "number"]
 SyncType = Literal["incremental", "full_table"]
 # How the client pages a stream (see kommo_dagster.kommo.walks for why each is safe):
 # keyset: order[cursor]=asc, `from` moves to the last cursor seen; by_id: offset pages ordered by
@@ -30,7 +30,12 @@ SyncType = Literal["incremental", "full_table"]
 # stream's path once per parent id (paged when the stream has a page size).
 Paging = Literal["keyset", "by_id", "newest_first", "pages", "single", "per_parent"]
 
-DUCKDB_TYPES: Mapping[str, str] = {"integer": "BIGINT", "string": "VARCHAR", "boolean": "BOOLEAN"}
+DUCKDB_TYPES: Mapping[str, str] = {
+    "integer": "BIGINT",
+    "string": "VARCHAR",
+    "boolean": "BOOLEAN",
+    "number": "DOUBLE",
+}
 
 MAX_PAGE_SIZE = 250
 # Kommo documents 250 for events too, but answers 50 rows to limit=250; 100 is honoured.
@@ -242,7 +247,9 @@ ENDPOINTS: Mapping[str, dict] = {
     "leads": _entity(
         "leads",
         "lead",
-        with_=("source_id", "is_price_modified_by_robot"),
+        # contacts, catalog_elements and source feed the link tables (kommo/links.py) from the
+        # same pages; companies come embedded without asking.
+        with_=("source_id", "is_price_modified_by_robot", "contacts", "catalog_elements", "source"),
         references=(
             _ref("pipeline_id", "pipelines"),
             Reference(

@@ -39,6 +39,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "drop",  # the socket is closed without any response
     "slow",  # the response comes after FaultConfig.slow_seconds
     "429",  # a 429 in the configured style, without a rate-limit violation (inject only)
+    "200_html",  # a 200 with an HTML login page instead of the API's JSON (inject only)
 )
 
 

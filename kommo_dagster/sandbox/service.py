@@ -388,6 +388,10 @@ class KommoSandbox:
                 self._sleep(cfg.faults.slow_seconds)
             elif fault == "429":
                 return self._too_many(cfg)
+            elif fault == "200_html":
+                return Response(
+                    200, b"<!doctype html><html><body>Sign in</body></html>", "text/html"
+                )
             elif fault == "500_json":
                 return problem(
                     500, "Internal Server Error", trace_id=f"{self._rng.getrandbits(64):016x}"
