@@ -190,7 +190,11 @@ def _extract(
         )
         if window is not None:
             _report_partitions(context, staged)
-        return dg.Output(staged, metadata=_extraction_metadata(stream, window, stats))
+        metadata = _extraction_metadata(stream, window, stats)
+        if stream.empty_reason and not staged.rows:
+            context.log.info(f"{name}: no rows. {stream.empty_reason}")
+            metadata["kommo/empty_reason"] = dg.MetadataValue.text(stream.empty_reason)
+        return dg.Output(staged, metadata=metadata)
 
 
 @contextlib.contextmanager

@@ -35,6 +35,7 @@ from kommo_dagster.checks import (
     contract_columns,
     references_resolve,
 )
+from kommo_dagster.derived.enriched import VIEW, build_enriched_asset, enriched_view_selected
 from kommo_dagster.freshness import freshness_policy
 from kommo_dagster.io_manager import KommoDuckDBResource, table_schema
 from kommo_dagster.kommo.links import LINK_TABLES, LinkTable
@@ -55,13 +56,17 @@ def link_tables(settings: Settings) -> list[LinkTable]:
 
 
 def link_keys(settings: Settings, *, partitioned: bool) -> list[dg.AssetKey]:
-    """Keys of the link tables partitioned (or not) like their parent, for the jobs."""
+    """Keys of the link tables partitioned (or not) like their parent, and with
+    ``partitioned=False`` the ``leads_enriched`` view, for the jobs."""
     scope = AccountScope.of(settings)
-    return [
+    keys = [
         scope.asset_key(t.name)
         for t in link_tables(settings)
         if settings.is_partitioned(t.parent) == partitioned
     ]
+    if not partitioned and enriched_view_selected(settings):
+        keys.append(scope.asset_key(VIEW))
+    return keys
 
 
 def _slice_rows(
@@ -252,7 +257,11 @@ def build_link_checks(table: LinkTable, *, settings: Settings) -> dg.AssetChecks
 
 
 def build_link_assets(settings: Settings) -> list[dg.AssetsDefinition]:
-    return [build_link_asset(t, settings=settings) for t in link_tables(settings)]
+    """The link tables of the selected streams and, when it can be built, ``leads_enriched``."""
+    assets = [build_link_asset(t, settings=settings) for t in link_tables(settings)]
+    if enriched_view_selected(settings):
+        assets.append(build_enriched_asset(settings))
+    return assets
 
 
 def build_link_checks_all(settings: Settings) -> list[dg.AssetChecksDefinition]:

@@ -16,7 +16,7 @@ from kommo_dagster.kommo.links import LINK_TABLES
 from kommo_dagster.kommo.streams import FULL_TABLE_STREAMS, get_stream
 from kommo_dagster.kommo.walks import records_of
 from kommo_dagster.sandbox import KommoSandbox
-from kommo_dagster.sandbox.links import READINGS, expected_link_rows
+from kommo_dagster.sandbox.links import READINGS, SOURCES, expected_link_rows
 from kommo_dagster_tests.wiring import Warehouse, materialize_streams, sandbox_kommo
 
 MONTH = ("2026-10-01", "2026-10-31")
@@ -171,3 +171,64 @@ def test_a_links_answer_that_is_not_json_fails_the_run_and_writes_nothing(
     assert "HTML page instead of JSON" in failure and "KOMMO_BASE_URL" in failure, failure
     assert {t: link_rows(wh, t) for t in LINK_TABLES} == before
     assert wh.sql("SELECT count(*) FROM kommo.events") == events_before
+
+
+def _price(element: dict, price_id: int | None) -> float | None:
+    """The element's price, read from its custom fields by hand (the test's own reading)."""
+    fields = element.get("custom_fields_values") or []
+    chosen = [f for f in fields if f["field_id"] == price_id] or [
+        f for f in fields if f["field_type"] == "price"
+    ]
+    if not chosen:
+        return None
+    try:
+        return float(chosen[0]["values"][0]["value"])
+    except (TypeError, ValueError):
+        return None
+
+
+def _expected_enriched(sb: KommoSandbox) -> list[tuple]:
+    acc = sb.account
+    records = {s: {r["id"]: r for r in acc.records(s)} for s in ("leads", "contacts", "companies")}
+    pipelines = {p["id"]: p for p in acc.records("pipelines")}
+    statuses = {(s["pipeline_id"], s["id"]): s["name"] for s in acc.records("statuses")}
+    elements = {(e["catalog_id"], e["id"]): e for e in acc.records("catalog_elements")}
+    book = acc.links
+    rows = []
+    for lead in records["leads"].values():
+        if lead["is_deleted"]:
+            continue
+        main = [c for c, is_main in book.contacts.get(lead["id"], ()) if is_main]
+        companies = [c["id"] for c in lead["_embedded"]["companies"]]
+        products = book.products.get(lead["id"], [])
+        prices = [_price(elements[p.catalog_id, p.element_id], p.price_id) for p in products]
+        amounts = [p.quantity * x for p, x in zip(products, prices, strict=True) if x is not None]
+        contact = records["contacts"].get(main[0]) if main else None
+        company = records["companies"].get(companies[0]) if companies else None
+        source = lead.get("source_id")
+        rows.append(
+            (
+                lead["id"],
+                pipelines[lead["pipeline_id"]]["name"],
+                statuses[lead["pipeline_id"], lead["status_id"]],
+                main[0] if main else None,
+                contact["name"] if contact and not contact["is_deleted"] else None,
+                companies[0] if companies else None,
+                company["name"] if company and not company["is_deleted"] else None,
+                len(products),
+                round(sum(amounts), 6) if amounts else None,
+                SOURCES.get(source) if source is not None else None,
+            )
+        )
+    return sorted(rows)
+
+
+def test_leads_enriched_joins_names_links_and_amounts(loaded: Warehouse):
+    loaded.run(["leads_enriched"])
+    got = loaded.sql(
+        "SELECT lead_id, pipeline_name, status_name, main_contact_id, main_contact_name, "
+        "company_id, company_name, product_count, round(product_amount, 6), source_name "
+        "FROM kommo.leads_enriched ORDER BY lead_id"
+    )
+    assert got == _expected_enriched(loaded.sandbox)
+    assert any(r[8] for r in got) and any(r[3] for r in got) and any(r[9] for r in got)

@@ -441,6 +441,8 @@ class Account:
                 return [s for p in self.catalog.pipelines for s in p["_embedded"]["statuses"]]
             if stream == "users":
                 return [dict(u) for u in self.catalog.users]
+            if stream == "incoming_leads":
+                return [dict(e) for e in self.inbox.entries] if self.inbox.enabled else []
             raise KeyError(f"unknown stream {stream!r}")
 
     def live_rows(self, stream: str) -> np.ndarray:
