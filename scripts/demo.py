@@ -33,7 +33,9 @@ import duckdb
 
 from kommo_dagster.derived.assets import derived_keys
 from kommo_dagster.derived.declaration import DERIVED_TABLES
+from kommo_dagster.kommo.links import LINK_TABLES
 from kommo_dagster.kommo.streams import FULL_TABLE_STREAMS, INCREMENTAL_STREAMS, STREAMS
+from kommo_dagster.link_assets import link_keys
 from kommo_dagster.sandbox import SandboxConfig, SandboxProcess
 from kommo_dagster.settings import DEFAULT_START_DATE, Settings
 
@@ -89,6 +91,19 @@ SELECT pipeline_name AS pipeline, status_name AS stage, leads_entered AS entered
        round(conversion_to_next, 2) AS to_next, won, lost
 FROM kommo_br.pipeline_funnel
 ORDER BY pipeline_id, sort
+"""
+
+
+# Impossible before the link tables: a lead row names no company.
+WON_REVENUE_BY_COMPANY = """
+SELECT co.name AS company, count(*) AS won_deals, sum(l.price) AS revenue
+FROM kommo_br.leads_current AS l
+JOIN kommo_br.lead_companies AS c ON c.lead_id = l.id
+JOIN kommo_br.companies_current AS co ON co.id = c.company_id
+WHERE l.status_id = 142
+GROUP BY co.name
+ORDER BY revenue DESC, company
+LIMIT 10
 """
 
 
@@ -190,14 +205,17 @@ def _keys(account: str, streams: tuple[str, ...]) -> str:
 
 
 def _derived(account: str, *, partitioned: bool) -> list[str]:
-    """The account's derived tables partitioned like their parents, or its views."""
+    """The account's derived and link tables partitioned like their parents, or its views."""
     settings = Settings(
         account=account,
         schema=f"kommo_{account}",
         start_date=DEFAULT_START_DATE,
         duckdb_path=DATABASE,
     )
-    return [k.to_user_string() for k in derived_keys(settings, partitioned=partitioned)]
+    keys = derived_keys(settings, partitioned=partitioned) + link_keys(
+        settings, partitioned=partitioned
+    )
+    return [k.to_user_string() for k in keys]
 
 
 # "2026-... - dagster - INFO - __ASSET_JOB - <run id> - kommo__leads - <message>"
@@ -271,6 +289,17 @@ def _report() -> None:
                 for name in ACCOUNTS
             ]
             _say(f"  {table:<{width}} " + " ".join(f"{count:>8,}" for count in counts))
+        _say("\nLinks read from the leads and contacts pages (no request of their own):")
+        for table in LINK_TABLES:
+            counts = [
+                con.execute(f"SELECT count(*) FROM kommo_{name}.{table}").fetchall()[0][0]
+                for name in ACCOUNTS
+            ]
+            _say(f"  {table:<{width}} " + " ".join(f"{count:>8,}" for count in counts))
+        _say("\nbr's revenue of won deals by company, a join the link tables make possible:")
+        _say(WON_REVENUE_BY_COMPANY.strip())
+        sys.stdout.flush()
+        con.sql(WON_REVENUE_BY_COMPANY).show(max_rows=20, max_width=110)
         _say("\nLeads by UTM source, from br's wide view (one typed column per custom field):")
         _say(LEADS_BY_UTM_SOURCE.strip())
         sys.stdout.flush()

@@ -174,9 +174,9 @@ _DECLARED: Mapping[str, tuple[str, tuple[str, ...], tuple[Reference, ...]]] = {
 LEAD_SOURCES = LinkTable(
     name="lead_sources",
     description=(
-        "The lead sources of the account (the channel that brought a lead), as the leads walk "
-        "sees them in _embedded.source (with=source): GET /api/v4/sources lists only the "
-        "calling integration's own sources. One row per source id, with its latest name."
+        "The lead sources of the account (the channel that brought a lead), one row per source "
+        "id with its latest name. From _embedded.source of the leads walk (with=source), since "
+        "GET /api/v4/sources lists only the calling integration's own sources."
     ),
     parent="leads",
     embed="source",
