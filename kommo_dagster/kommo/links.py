@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import msgspec
@@ -43,59 +44,93 @@ def _ref(column: str, stream: str) -> Reference:
     return Reference(columns=(column,), stream=stream)
 
 
-class _Ref(msgspec.Struct):
+class _Ref(msgspec.Struct, gc=False):
     id: int
 
 
-class _Contact(msgspec.Struct):
+class _Contact(msgspec.Struct, gc=False):
     id: int
     is_main: bool | None = None
 
 
-class _Metadata(msgspec.Struct):
+class _Metadata(msgspec.Struct, gc=False):
     quantity: float | None = None
     catalog_id: int | None = None
     price_id: int | None = None
 
 
-class _Element(msgspec.Struct):
+_NO_METADATA = _Metadata()
+
+
+class _Element(msgspec.Struct, gc=False):
     id: int
     metadata: _Metadata | None = None
 
 
-class _Source(msgspec.Struct):
+class _Source(msgspec.Struct, gc=False):
     id: int
     name: str | None = None
 
 
-def _contacts(parent: int, items: list[_Contact]) -> list[tuple]:
-    return [(parent, c.id, c.is_main) for c in items]
+# Row builders: append the rows of each parent (ids[k], its version, its decoded value) to the
+# table's columns (the table's, then `VERSION`). Columns, not tuples: Arrow takes them as they are.
+Columns = list[list[Any]]
 
 
-def _companies(parent: int, items: list[_Ref]) -> list[tuple]:
-    return [(parent, c.id) for c in items]
+def _contacts(out: Columns, ids: list, versions: list, values: list) -> None:
+    parent, contact, main, version = out
+    for pid, ver, items in zip(ids, versions, values, strict=True):
+        for c in items or ():
+            parent.append(pid)
+            contact.append(c.id)
+            main.append(c.is_main)
+            version.append(ver)
 
 
-def _products(parent: int, items: list[_Element]) -> list[tuple]:
-    out = []
-    for e in items:
-        m = e.metadata or _Metadata()
-        out.append((parent, m.catalog_id, e.id, m.quantity, m.price_id))
-    return out
+def _companies(out: Columns, ids: list, versions: list, values: list) -> None:
+    parent, company, version = out
+    for pid, ver, items in zip(ids, versions, values, strict=True):
+        for c in items or ():
+            parent.append(pid)
+            company.append(c.id)
+            version.append(ver)
 
 
-def _source(parent: int, item: _Source) -> list[tuple]:
-    return [(item.id, item.name)]
+def _products(out: Columns, ids: list, versions: list, values: list) -> None:
+    parent, catalog, element, quantity, price, version = out
+    for pid, ver, items in zip(ids, versions, values, strict=True):
+        for e in items or ():
+            m = e.metadata or _NO_METADATA
+            parent.append(pid)
+            catalog.append(m.catalog_id)
+            element.append(e.id)
+            quantity.append(m.quantity)
+            price.append(m.price_id)
+            version.append(ver)
+
+
+def _source(out: Columns, ids: list, versions: list, values: list) -> None:
+    source, name, version = out
+    for ver, item in zip(versions, values, strict=True):
+        if item is not None:
+            source.append(item.id)
+            name.append(item.name)
+            version.append(ver)
 
 
 @dataclass(frozen=True)
 class _Embed:
-    """How one embedded value becomes rows: its type and the rows of one parent record."""
+    """How one embedded value becomes rows: its type, and the rows of a page's parents."""
 
     type: Any
-    rows: Callable[[int, Any], list[tuple]]
+    rows: Callable[[Columns, list, list, list], None]
     # The to_entity_type of the same links in a /links answer (None: not a link there).
     to_entity_type: str | None
+
+    @cached_property
+    def page_decoder(self) -> msgspec.json.Decoder:
+        """Decodes a JSON array of one such value per parent, in one call."""
+        return msgspec.json.Decoder(list[self.type])
 
 
 _EMBEDS: Mapping[str, _Embed] = {
@@ -254,6 +289,24 @@ def _decode(value: Any, embed: str, *, where: str) -> Any:
         ) from None
 
 
+def _decode_page(values: list, embed: str, ids: list, *, parent: str) -> list:
+    """The embedded values of a page's parents, decoded in one call (raw JSON from a typed
+    page, or parsed values); a value unlike Kommo's is found again record by record, so the
+    error names the record."""
+    spec = _EMBEDS[embed]
+    try:
+        if all(v is None or isinstance(v, msgspec.Raw) for v in values):
+            body = b"[" + b",".join(v if v else b"null" for v in values) + b"]"
+            return spec.page_decoder.decode(body)
+        return msgspec.convert(values, list[spec.type])
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return [_decode(v, embed, where=f"{parent} {i}") for v, i in zip(values, ids, strict=True)]
+
+
+def _no_embeds(key: str) -> None:
+    return None
+
+
 class LinkRows:
     """The link rows of one parent stream's records, and the parents whose links they replace.
 
@@ -267,31 +320,35 @@ class LinkRows:
         self.parent = parent
         self.stream = get_stream(parent)
         self.link_tables = tuple(tables) if tables is not None else link_tables_of(parent)
-        self._rows: dict[str, list[tuple]] = {t.name: [] for t in self.link_tables}
+        self._columns: dict[str, Columns] = {
+            t.name: [[] for _ in range(len(t.columns) + 1)] for t in self.link_tables
+        }
         self.parent_ids: list[int] = []
 
     def __bool__(self) -> bool:
         return bool(self.link_tables)
 
     def add(self, records: Iterable[Any]) -> None:
-        cursor = self.stream.cursor
+        live = []
         for record in records:
             rid = record.get("id")
-            if type(rid) is not int:
-                continue  # the parent's own columns report a bad id
-            self.parent_ids.append(rid)
-            if record.get("is_deleted"):
-                continue
-            version = record.get(cursor) if cursor else None
-            embedded = record.get("_embedded")
-            get = getattr(embedded, "get", None)
-            if get is None:
-                continue
-            for table in self.link_tables:
-                value = _decode(get(table.embed), table.embed, where=f"{self.parent} {rid}")
-                if value is not None:
-                    rows = _EMBEDS[table.embed].rows(rid, value)
-                    self._rows[table.name].extend((*row, version) for row in rows)
+            if type(rid) is int:  # else the parent's own columns report the bad id
+                self.parent_ids.append(rid)
+                if not record.get("is_deleted"):
+                    live.append(record)
+        if not live:
+            return
+        ids = [r.get("id") for r in live]
+        cursor = self.stream.cursor
+        versions = [r.get(cursor) for r in live] if cursor else [None] * len(live)
+        gets = [getattr(r.get("_embedded"), "get", _no_embeds) for r in live]
+        decoded: dict[str, list] = {}
+        for table in self.link_tables:
+            embed = table.embed
+            if embed not in decoded:
+                values = [get(embed) for get in gets]
+                decoded[embed] = _decode_page(values, embed, ids, parent=self.parent)
+            _EMBEDS[embed].rows(self._columns[table.name], ids, versions, decoded[embed])
 
     def add_links(self, ids: Iterable[int], items: Iterable[Mapping[str, Any]]) -> None:
         """The current links of ``ids`` from a /links answer (items of ``_embedded.links``)."""
@@ -312,19 +369,18 @@ class LinkRows:
             parent = item.get("entity_id")
             if type(parent) is not int:
                 raise KommoContractError(f"{where}: entity_id {parent!r} is not an integer")
-            rows = _EMBEDS[table.embed].rows(parent, _decode(value, table.embed, where=where))
-            self._rows[table.name].extend((*row, None) for row in rows)
+            rows = _decode(value, table.embed, where=where)
+            _EMBEDS[table.embed].rows(self._columns[table.name], [parent], [None], [rows])
 
     def tables(self) -> dict[str, pa.Table]:
         """Each link table's rows (with `VERSION`) as Arrow."""
         out = {}
         for table in self.link_tables:
-            rows = self._rows[table.name]
-            columns = list(zip(*rows, strict=True)) if rows else [()] * (len(table.columns) + 1)
             schema = table.arrow_schema
             try:
                 arrays = [
-                    pa.array(list(col), f.type) for col, f in zip(columns, schema, strict=True)
+                    pa.array(column, f.type)
+                    for column, f in zip(self._columns[table.name], schema, strict=True)
                 ]
             except (pa.ArrowException, OverflowError, TypeError) as exc:
                 raise KommoContractError(
