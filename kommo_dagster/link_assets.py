@@ -88,12 +88,12 @@ def _slice_rows(
     return int(row[0]) if row else 0
 
 
-def build_link_asset(table: LinkTable, *, settings: Settings) -> dg.AssetsDefinition:
+def _asset_spec(table: LinkTable, *, settings: Settings) -> dict[str, Any]:
+    """The asset's definition: key, description, metadata, partitions like the parent's."""
     parent = get_stream(table.parent)
     partitioned = settings.is_partitioned(parent.name)
     schema = settings.schema
     scope = AccountScope.of(settings)
-    full_name = f"{catalog_name(settings.duckdb_path)}.{schema}.{table.name}"
     replaced = (
         "by source id"
         if table.replace == "key"
@@ -112,7 +112,7 @@ def build_link_asset(table: LinkTable, *, settings: Settings) -> dg.AssetsDefini
         kinds=KINDS,
         metadata={
             "dagster/column_schema": table_schema(table),  # type: ignore[arg-type]
-            "dagster/table_name": full_name,
+            "dagster/table_name": f"{catalog_name(settings.duckdb_path)}.{schema}.{table.name}",
             "kommo/key": ", ".join(table.key),
             "kommo/parent": parent.name,
         },
@@ -121,6 +121,16 @@ def build_link_asset(table: LinkTable, *, settings: Settings) -> dg.AssetsDefini
     if partitioned:
         spec["partitions_def"] = build_daily_partitions(settings.start_date)
         spec["backfill_policy"] = dg.BackfillPolicy.single_run()
+    return spec
+
+
+def build_link_asset(table: LinkTable, *, settings: Settings) -> dg.AssetsDefinition:
+    parent = get_stream(table.parent)
+    partitioned = settings.is_partitioned(parent.name)
+    schema = settings.schema
+    scope = AccountScope.of(settings)
+    full_name = f"{catalog_name(settings.duckdb_path)}.{schema}.{table.name}"
+    spec = _asset_spec(table, settings=settings)
 
     def record(
         context: dg.AssetExecutionContext, duckdb: KommoDuckDBResource

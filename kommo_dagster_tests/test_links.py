@@ -232,3 +232,25 @@ def test_leads_enriched_joins_names_links_and_amounts(loaded: Warehouse):
     )
     assert got == _expected_enriched(loaded.sandbox)
     assert any(r[8] for r in got) and any(r[3] for r in got) and any(r[9] for r in got)
+
+
+def test_links_to_records_the_warehouse_lacks_are_kept_and_counted(sandbox_factory, tmp_path: Path):
+    sb = sandbox_factory(seed=2, leads=200, requests_per_second=None)
+    wh = Warehouse(sb, tmp_path)
+    wh.run(["contacts"], partition="2026-10-05")  # one day of contacts: most are missing
+    wh.run(["leads", "lead_contacts"], partition_range=MONTH)
+    assert link_rows(wh, "lead_contacts") == truth(sb, "lead_contacts")
+    (dangling,) = wh.sql(
+        "SELECT count(*) FROM kommo.lead_contacts AS l "
+        "WHERE NOT EXISTS (SELECT 1 FROM kommo.contacts AS c WHERE c.id = l.contact_id)"
+    )[0]
+    assert dangling > 0
+    result = materialize_streams(
+        wh.defs, wh.instance, ["lead_contacts"], partition_range=MONTH, with_checks=True
+    )
+    (check,) = [
+        e for e in result.get_asset_check_evaluations() if e.check_name == "contact_id_in_contacts"
+    ]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["dangling_rows"].value == dangling
+    assert check.metadata["sample"].value

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -283,19 +284,9 @@ def _report() -> None:
         sys.stdout.flush()
         con.sql(LOSS_REASONS_AND_NOTES).show(max_rows=30, max_width=110)
         _say("\nDerived in DuckDB, without a request:")
-        for table in DERIVED_TABLES:
-            counts = [
-                con.execute(f"SELECT count(*) FROM kommo_{name}.{table}").fetchall()[0][0]
-                for name in ACCOUNTS
-            ]
-            _say(f"  {table:<{width}} " + " ".join(f"{count:>8,}" for count in counts))
+        _counts(con, DERIVED_TABLES, width=width)
         _say("\nLinks read from the leads and contacts pages (no request of their own):")
-        for table in LINK_TABLES:
-            counts = [
-                con.execute(f"SELECT count(*) FROM kommo_{name}.{table}").fetchall()[0][0]
-                for name in ACCOUNTS
-            ]
-            _say(f"  {table:<{width}} " + " ".join(f"{count:>8,}" for count in counts))
+        _counts(con, LINK_TABLES, width=width)
         _say("\nbr's revenue of won deals by company, a join the link tables make possible:")
         _say(WON_REVENUE_BY_COMPANY.strip())
         sys.stdout.flush()
@@ -308,6 +299,16 @@ def _report() -> None:
         _say(FUNNEL.strip())
         sys.stdout.flush()
         con.sql(FUNNEL).show(max_rows=60, max_width=130)
+
+
+def _counts(con: duckdb.DuckDBPyConnection, tables: Iterable[str], *, width: int) -> None:
+    """Each table's rows per account, one line a table."""
+    for table in tables:
+        counts = [
+            con.execute(f"SELECT count(*) FROM kommo_{name}.{table}").fetchall()[0][0]
+            for name in ACCOUNTS
+        ]
+        _say(f"  {table:<{width}} " + " ".join(f"{count:>8,}" for count in counts))
 
 
 def _next_steps(first: str, last: str) -> str:
