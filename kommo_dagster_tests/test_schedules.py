@@ -10,6 +10,7 @@ import pytest
 from kommo_dagster.definitions import build_definitions
 from kommo_dagster.derived.declaration import with_derived
 from kommo_dagster.jobs import FULL_SYNC_JOB, FULL_TABLES_JOB, INCREMENTAL_JOB
+from kommo_dagster.kommo.links import LINK_TABLES
 from kommo_dagster.kommo.streams import FULL_TABLE_STREAMS, INCREMENTAL_STREAMS
 from kommo_dagster.resources import KommoResource
 from kommo_dagster.sandbox import KommoSandbox
@@ -56,11 +57,13 @@ def test_jobs_split_the_streams_by_sync(tmp_path: Path):
         FULL_SYNC_JOB,
         FULL_TABLES_JOB,
     }
-    # Derived tables run with their parents, the views with the full tables.
-    assert _keys(defs, INCREMENTAL_JOB) == with_derived(set(INCREMENTAL_STREAMS))
-    assert _keys(defs, FULL_SYNC_JOB) == with_derived(set(INCREMENTAL_STREAMS))
+    # Derived and link tables run with their parents, the views with the full tables.
+    partitioned = with_derived(set(INCREMENTAL_STREAMS)) | set(LINK_TABLES)
+    assert _keys(defs, INCREMENTAL_JOB) == partitioned
+    assert _keys(defs, FULL_SYNC_JOB) == partitioned
     views = {"leads_wide", "contacts_wide", "companies_wide", "lead_stage_durations"}
-    assert _keys(defs, FULL_TABLES_JOB) == set(FULL_TABLE_STREAMS) | views | {"pipeline_funnel"}
+    views |= {"pipeline_funnel", "leads_enriched"}
+    assert _keys(defs, FULL_TABLES_JOB) == set(FULL_TABLE_STREAMS) | views
 
 
 def test_schedules_target_their_jobs_in_utc_and_start_stopped(tmp_path: Path):
@@ -150,7 +153,8 @@ def test_the_full_sync_request_executes_as_one_run(sandbox_factory, tmp_path: Pa
         (e.asset_key.path[-1], e.partition) for e in result.get_asset_materialization_events()
     }
     days = [f"2026-10-0{d}" for d in range(1, 6)]
-    assert materialized == {(s, d) for s in with_derived(set(INCREMENTAL_STREAMS)) for d in days}
+    partitioned = with_derived(set(INCREMENTAL_STREAMS)) | set(LINK_TABLES)
+    assert materialized == {(s, d) for s in partitioned for d in days}
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         (leads,) = con.execute("SELECT count(*) FROM kommo.leads").fetchone()
     assert leads == len(sandbox.expected_rows("leads"))
