@@ -146,7 +146,12 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
                 rebuild_after_write(con, stream.name, schema=schema)
                 links.update(
                     write_staged_links(
-                        con, staged.links, schema=schema, stream=stream.name, full_table=not window
+                        con,
+                        staged.links,
+                        schema=schema,
+                        stream=stream.name,
+                        full_table=not window,
+                        account_schemas=self.account_schemas,
                     )
                 )
 

@@ -15,11 +15,12 @@ source id.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
 
+from kommo_dagster.all_accounts import refresh_cross_account_views
 from kommo_dagster.kommo.links import LINK_TABLES, VERSION, LinkRows, LinkTable
 from kommo_dagster.warehouse import check_table_columns, create_table_sql, quote, table_ref
 
@@ -61,11 +62,13 @@ def write_link_rows(
     *,
     schema: str,
     whole_table: bool = False,
+    account_schemas: Mapping[str, str] | None = None,
 ) -> dict[str, int]:
     """Replace the rows ``links`` holds in each of its tables; ``{table: rows written}``.
 
     ``whole_table``: the parent was written whole, so tables replaced by parent are replaced
-    whole too (their parents absent from it are gone).
+    whole too (their parents absent from it are gone). With several accounts
+    (``account_schemas``) the tables' ``kommo_all`` views follow, as the streams' do.
     """
     written: dict[str, int] = {}
     con.register(_PARENTS, links.parent_id_array())
@@ -73,6 +76,7 @@ def write_link_rows(
         for name, rows in links.tables().items():
             table = LINK_TABLES[name]
             written[name] = _replace(con, table, rows, schema=schema, whole_table=whole_table)
+            refresh_cross_account_views(con, table, schemas=account_schemas or {})  # type: ignore[arg-type]
     finally:
         with contextlib.suppress(duckdb.Error):  # an aborted transaction keeps its own error
             con.unregister(_PARENTS)
@@ -114,13 +118,16 @@ def write_staged_links(
     schema: str,
     stream: str,
     full_table: bool,
+    account_schemas: Mapping[str, str] | None = None,
 ) -> dict[str, int]:
     """`write_link_rows` for every collector staged with a slice of ``stream`` (the IO
     manager's hook); a full-table write of a parent replaces its link tables whole."""
     written: dict[str, int] = {}
     for collector in links:
         whole = full_table and collector.parent == stream
-        for name, n in write_link_rows(con, collector, schema=schema, whole_table=whole).items():
+        for name, n in write_link_rows(
+            con, collector, schema=schema, whole_table=whole, account_schemas=account_schemas
+        ).items():
             written[name] = written.get(name, 0) + n
     return written
 

@@ -156,6 +156,10 @@ class LinkTable:
     replace: Literal["parent", "key"] = "parent"
     references: tuple[Reference, ...] = ()
 
+    # A link table keeps no versions: its table is the current state (no `_current` view).
+    is_incremental = False
+    cursor = None
+
     @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
