@@ -55,8 +55,7 @@ def test_incoming_leads_equal_the_inbox_and_history_keeps_accepted_ones(
 
 
 def test_an_inbox_that_is_off_gives_no_rows_and_says_why(sandbox_factory, tmp_path: Path):
-    sb = sandbox_factory(seed=3, leads=300, requests_per_second=None)
-    sb.account.inbox.enabled = False
+    sb = sandbox_factory(seed=3, leads=300, requests_per_second=None, unsorted_inbox=False)
     wh = Warehouse(sb, tmp_path)
     result = wh.run([TABLE])
     assert wh.rows(TABLE) == []
