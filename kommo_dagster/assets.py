@@ -182,6 +182,7 @@ def _extract(
                 staged.links.append(links)
             if relinks is not None:  # links changed without updated_at, re-read in batches
                 staged.links += relinks.refresh(client)
+                context.log.info(f"{name}: {relinks.summary()}; their links re-read")
             stats = client.stats()
 
         staged.note = (

@@ -83,6 +83,11 @@ class LinkEvents:
         if plural is not None and type(rid) is int:
             self.named[plural].add(rid)
 
+    def summary(self) -> str:
+        """What the window's link events named, for the run's log."""
+        named = ", ".join(f"{len(ids)} {entity}" for entity, ids in self.named.items() if ids)
+        return f"{self.events} link events name {named or 'no record'}"
+
     def refresh(self, client: Getter) -> list[LinkRows]:
         """The current links of every named lead and contact, `LINKS_BATCH` ids a request."""
         out = []

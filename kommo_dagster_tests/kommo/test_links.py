@@ -100,6 +100,7 @@ def test_every_link_event_reading_names_both_records():
     assert events.named["leads"] == {1, 2, 3}
     assert events.named["contacts"] == {30, 31, 32, 33}
     assert events.named["companies"] == {40}
+    assert events.summary() == "4 link events name 3 leads, 4 contacts, 1 companies"
 
 
 class _Fake:
