@@ -12,11 +12,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from kommo_dagster.definitions import build_definitions
 from kommo_dagster.kommo.links import LINK_TABLES
 from kommo_dagster.kommo.streams import FULL_TABLE_STREAMS, get_stream
 from kommo_dagster.kommo.walks import records_of
 from kommo_dagster.sandbox import KommoSandbox
 from kommo_dagster.sandbox.links import READINGS, SOURCES, expected_link_rows
+from kommo_dagster.settings import Settings
 from kommo_dagster_tests.wiring import Warehouse, materialize_streams, sandbox_kommo
 
 MONTH = ("2026-10-01", "2026-10-31")
@@ -254,3 +256,24 @@ def test_links_to_records_the_warehouse_lacks_are_kept_and_counted(sandbox_facto
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert check.metadata["dangling_rows"].value == dangling
     assert check.metadata["sample"].value
+
+
+def test_leads_synced_as_a_full_table_replace_their_link_tables_whole(
+    sandbox_factory, tmp_path: Path
+):
+    sb = sandbox_factory(seed=2, leads=200, requests_per_second=None)
+    wh = Warehouse(sb, tmp_path)
+    settings = Settings(
+        start_date=datetime(2026, 9, 1).date(),
+        duckdb_path=wh.db,
+        full_table_streams=("leads",),
+    )
+    wh.defs = build_definitions(settings, kommo=wh.kommo)
+    wh.run(["leads", "lead_contacts", "lead_products"])
+    assert link_rows(wh, "lead_contacts") == truth(sb, "lead_contacts") != []
+    with sb.account.lock:
+        for contacts in sb.account.links.contacts.values():
+            contacts.clear()
+    wh.run(["leads", "lead_contacts", "lead_products"])
+    assert link_rows(wh, "lead_contacts") == [] == truth(sb, "lead_contacts")
+    assert link_rows(wh, "lead_products") == truth(sb, "lead_products")
