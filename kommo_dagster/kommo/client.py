@@ -41,6 +41,7 @@ from kommo_dagster.kommo.errors import (
 )
 from kommo_dagster.kommo.extraction import Extraction, ProgressCallback, Runtime, progress_report
 from kommo_dagster.kommo.host import HostCheckedTransport
+from kommo_dagster.kommo.links import LinkRows
 from kommo_dagster.kommo.ratelimit import DEFAULT_MARGIN, SharedRateLimiter, account_key
 from kommo_dagster.kommo.stats import ClientStats, StatsRecorder
 from kommo_dagster.kommo.streams import Stream, get_stream
@@ -226,17 +227,21 @@ class KommoClient:
         end: datetime | None = None,
         parent_ids: Iterable[int] | None = None,
         rows: int = DEFAULT_BATCH_ROWS,
+        links: LinkRows | None = None,
     ) -> Iterator[pa.Table]:
         """The records `iter_records` yields, as Arrow tables of about ``rows`` rows with the
         contract's columns and types (`kommo_dagster.kommo.columns`). What loading a table
         needs, for a fraction of the CPU: list pages are decoded straight into typed values
         (`kommo_dagster.kommo.decoding`), no record becomes a dict and no JSON value a Python
-        string.
+        string. ``links`` gathers the rows of the stream's link tables from the same pages
+        (`kommo_dagster.kommo.links`).
         """
         spec = get_stream(stream)
         batch = ColumnBatch(spec.name)
         for page in self._pages(spec, start, end, parent_ids, decode=typed_records_of):
             batch.extend(page_columns(spec.name, page))
+            if links:
+                links.add(page)
             if batch.rows >= rows:
                 yield batch.take()
         if batch.rows:

@@ -38,6 +38,7 @@ from kommo_dagster.settings import (
     check_database_name,
 )
 from kommo_dagster.warehouse.errors import WarehouseError
+from kommo_dagster.warehouse.link_write import write_staged_links
 from kommo_dagster.warehouse.locks import connect
 from kommo_dagster.warehouse.registry import refresh_after_write
 from kommo_dagster.warehouse.slices import WriteResult, read_slice
@@ -119,6 +120,7 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
         try:
             _check_staged(context, staged, stream=stream, window=window)
             refreshed: dict[str, Any] = {}
+            links: dict[str, int] = {}
 
             def refresh(con: duckdb.DuckDBPyConnection) -> None:
                 # Same transaction as the rows: views and snapshots never disagree with them.
@@ -130,6 +132,16 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
                         full_table=window is None,
                         snapshot_at=datetime.now(UTC),
                         retention_days=self.history_retention_days,
+                        account_schemas=self.account_schemas,
+                    )
+                )
+                links.update(
+                    write_staged_links(
+                        con,
+                        staged.links,
+                        schema=schema,
+                        stream=stream.name,
+                        full_table=window is None,
                         account_schemas=self.account_schemas,
                     )
                 )
@@ -145,6 +157,10 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
             staged.discard()
         history = refreshed.get(history_table_name(stream)) or {}
         self._report(context, stream, result, schema=schema, window=window, history=history)
+        if links:
+            context.add_output_metadata(
+                {f"kommo/link_rows/{name}": dg.MetadataValue.int(n) for name, n in links.items()}
+            )
         note = f"; {staged.note}" if staged.note else ""
         table_name = f"{catalog_name(self.duckdb.database)}.{schema}.{stream.name}"
         context.log.info(

@@ -2,7 +2,8 @@
 
 `TABLES` holds, in this order, per extracted stream (`kommo_dagster.kommo.streams`): its table,
 its ``<stream>_current`` view (incremental streams), its ``<stream>_history`` snapshots and its
-``kommo_all`` views over the accounts; then the derived tables and views
+``kommo_all`` views over the accounts; then the link tables read from the streams' pages
+(`kommo_dagster.kommo.links`) and their ``kommo_all`` views; then the derived tables and views
 (`kommo_dagster.derived.declaration`), and the ``kommo_all`` views of those declared
 ``all_accounts``. A write asks `refresh_after_write` what follows it, in
 its own transaction: the relations whose triggers it wrote, each after what it reads.
@@ -20,6 +21,7 @@ from typing import Any
 import duckdb
 
 from kommo_dagster.derived import declaration
+from kommo_dagster.kommo.links import LINK_TABLES, LinkTable
 from kommo_dagster.kommo.streams import STREAMS, Stream
 from kommo_dagster.warehouse.all_accounts import (
     ALL_ACCOUNTS_SCHEMA,
@@ -109,11 +111,30 @@ def _stream_relations(stream: Stream) -> list[Table]:
     return tables + [_cross_account_view(name) for name in relation_names(stream)]
 
 
+def link_table(link: LinkTable) -> Table:
+    """A link table's declaration: written with each slice of its parent from the same pages
+    (`kommo_dagster.warehouse.link_write`), so it has no SELECT of its own."""
+    return Table(
+        name=link.name,
+        kind="link",
+        description=link.description,
+        inputs=(link.parent,),
+        key=link.key,
+        columns=link.columns,
+    )
+
+
+def _link_relations() -> list[Table]:
+    links = [link_table(t) for t in LINK_TABLES.values()]
+    return links + [_cross_account_view(t.name) for t in links]
+
+
 @cache
 def _build(streams: tuple[Stream, ...], derived: tuple[Table, ...]) -> dict[str, Table]:
     tables: dict[str, Table] = {}
     united = [_cross_account_view(t.name) for t in derived if t.all_accounts]
-    for table in [*(t for s in streams for t in _stream_relations(s)), *derived, *united]:
+    relations = [*(t for s in streams for t in _stream_relations(s)), *_link_relations()]
+    for table in [*relations, *derived, *united]:
         if table.name in tables:
             raise RuntimeError(f"the table {table.name!r} is declared twice")
         tables[table.name] = table
@@ -126,6 +147,11 @@ def _build(streams: tuple[Stream, ...], derived: tuple[Table, ...]) -> dict[str,
 
 def _current() -> dict[str, Table]:
     return _build(tuple(STREAMS.values()), declaration.DECLARATIONS)
+
+
+def link_relations() -> list[Table]:
+    """The link tables (`kommo_dagster.kommo.links`), in their order."""
+    return [TABLES[name] for name in LINK_TABLES]
 
 
 def derived_relations() -> list[Table]:
@@ -177,4 +203,12 @@ def refresh_after_write(
 _current()  # a declaration error fails the import, not the first write
 
 
-__all__ = ["TABLES", "derived_relations", "get_table", "refresh_after_write", "refreshed_after"]
+__all__ = [
+    "TABLES",
+    "derived_relations",
+    "get_table",
+    "link_relations",
+    "link_table",
+    "refresh_after_write",
+    "refreshed_after",
+]

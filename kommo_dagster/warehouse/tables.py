@@ -40,8 +40,10 @@ Kind = Literal[
     "stream", "current_view", "history", "all_accounts_view", "long", "link", "derived", "view"
 ]
 # The kinds computed inside DuckDB by a SELECT (assets of their own): from a slice of their
-# parent, or whole when they declare no partitioning.
-SLICED_KINDS = frozenset({"long", "derived", "link"})
+# parent, or whole when they declare no partitioning. A "link" table is not among them: its rows
+# come from its parent's pages and are written with the parent's slice
+# (`kommo_dagster.warehouse.link_write`).
+SLICED_KINDS = frozenset({"long", "derived"})
 # The kinds (re)created in the transaction of the writes they follow.
 VIEW_KINDS = frozenset({"current_view", "all_accounts_view", "view"})
 
