@@ -19,9 +19,10 @@ import duckdb
 from kommo_dagster.kommo.links import LINK_TABLES
 from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.warehouse.sql import create_table_sql, quote, table_ref
-from kommo_dagster.warehouse.tables import RefreshContext
+from kommo_dagster.warehouse.tables import RefreshContext, sql_text
 from kommo_dagster.warehouse.views import current_view_name, ensure_current_view, has_current_view
 
+SQL_PACKAGE = "kommo_dagster.derived.sql"
 VIEW = "leads_enriched"
 STREAMS = ("leads", "contacts", "companies", "pipelines", "statuses", "catalog_elements")
 LINKS = ("lead_contacts", "lead_companies", "lead_products", "lead_sources")
@@ -53,50 +54,19 @@ def _current(schema: str, stream: str) -> str:
 
 
 def view_sql(*, schema: str) -> str:
-    def t(name: str) -> str:
-        return table_ref(schema, name)
-
-    return f"""CREATE OR REPLACE VIEW {t(VIEW)} AS
-WITH fields AS (
-    SELECT e.catalog_id, e.id AS element_id, f->>'field_type' AS field_type,
-        TRY_CAST(f->>'field_id' AS BIGINT) AS field_id,
-        TRY_CAST(f->'values'->0->>'value' AS DOUBLE) AS value,
-        row_number() OVER (PARTITION BY e.catalog_id, e.id ORDER BY f->>'field_id') AS n
-    FROM {t("catalog_elements")} AS e,
-        unnest(from_json(coalesce(e.custom_fields_values, '[]')::JSON, '["JSON"]')) AS u(f)
-),
-default_prices AS (
-    SELECT catalog_id, element_id, arg_min(value, n) AS value
-    FROM fields WHERE field_type = 'price' GROUP BY ALL
-),
-products AS (
-    SELECT p.lead_id, count(*) AS product_count,
-        sum(p.quantity * coalesce(chosen.value, d.value)) AS product_amount
-    FROM {t("lead_products")} AS p
-    LEFT JOIN fields AS chosen ON chosen.catalog_id = p.catalog_id
-        AND chosen.element_id = p.element_id AND chosen.field_id = p.price_id
-    LEFT JOIN default_prices AS d ON d.catalog_id = p.catalog_id AND d.element_id = p.element_id
-    GROUP BY p.lead_id
-),
-main AS (
-    SELECT lead_id, min(contact_id) AS contact_id FROM {t("lead_contacts")}
-    WHERE is_main GROUP BY lead_id
-),
-company AS (SELECT lead_id, min(company_id) AS company_id FROM {t("lead_companies")} GROUP BY 1)
-SELECT l.id AS lead_id, l.name AS lead_name, l.price, l.pipeline_id, pl.name AS pipeline_name,
-    l.status_id, st.name AS status_name, main.contact_id AS main_contact_id,
-    c.name AS main_contact_name, company.company_id, co.name AS company_name,
-    coalesce(products.product_count, 0) AS product_count, products.product_amount,
-    l.source_id, src.name AS source_name, l.created_at, l.closed_at
-FROM {_current(schema, "leads")} AS l
-LEFT JOIN {t("pipelines")} AS pl ON pl.id = l.pipeline_id
-LEFT JOIN {t("statuses")} AS st ON st.pipeline_id = l.pipeline_id AND st.id = l.status_id
-LEFT JOIN main ON main.lead_id = l.id
-LEFT JOIN {_current(schema, "contacts")} AS c ON c.id = main.contact_id
-LEFT JOIN company ON company.lead_id = l.id
-LEFT JOIN {_current(schema, "companies")} AS co ON co.id = company.company_id
-LEFT JOIN products ON products.lead_id = l.id
-LEFT JOIN {t("lead_sources")} AS src ON src.id = l.source_id"""
+    return sql_text(SQL_PACKAGE, "leads_enriched.sql").format(
+        view=table_ref(schema, VIEW),
+        catalog_elements=table_ref(schema, "catalog_elements"),
+        lead_products=table_ref(schema, "lead_products"),
+        lead_contacts=table_ref(schema, "lead_contacts"),
+        lead_companies=table_ref(schema, "lead_companies"),
+        pipelines=table_ref(schema, "pipelines"),
+        statuses=table_ref(schema, "statuses"),
+        lead_sources=table_ref(schema, "lead_sources"),
+        leads_live=_current(schema, "leads"),
+        contacts_live=_current(schema, "contacts"),
+        companies_live=_current(schema, "companies"),
+    )
 
 
 def rebuild_enriched_view(con: duckdb.DuckDBPyConnection, *, schema: str) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 import dagster as dg
 import duckdb as duckdb_lib
 
+from kommo_dagster.derived.declaration import NO_DUPLICATE_KEYS
 from kommo_dagster.kommo.links import LINK_TABLES, LinkTable
 from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.orchestration.accounts import AccountScope
@@ -37,6 +38,7 @@ from kommo_dagster.orchestration.checks import (
     contract_columns,
     references_resolve,
 )
+from kommo_dagster.orchestration.derived_checks import no_duplicate_keys
 from kommo_dagster.orchestration.freshness import freshness_policy
 from kommo_dagster.orchestration.io_manager import KommoDuckDBResource, table_schema
 from kommo_dagster.orchestration.partitions import build_daily_partitions
@@ -47,7 +49,6 @@ from kommo_dagster.warehouse.registry import get_table
 from kommo_dagster.warehouse.sql import catalog_name, quote, table_exists, table_ref
 from kommo_dagster.warehouse.windows import EpochWindow
 
-NO_DUPLICATE_KEYS = "no_duplicate_keys"
 ONE_MAIN_CONTACT = "one_main_contact"
 
 
@@ -168,21 +169,6 @@ def build_link_asset(
 # --- checks -----------------------------------------------------------------------------------
 
 
-def no_duplicate_keys(
-    con: duckdb_lib.DuckDBPyConnection, table: LinkTable, *, schema: str
-) -> Outcome:
-    key = ", ".join(quote(k) for k in table.key)
-    rows = con.execute(
-        f"SELECT {key}, count(*) FROM {table_ref(schema, table.name)} GROUP BY ALL "
-        f"HAVING count(*) > 1 ORDER BY ALL"
-    ).fetchall()
-    return Outcome(
-        not rows,
-        f"{len(rows)} ({', '.join(table.key)}) keys appear more than once",
-        {"duplicate_keys": len(rows), "sample": [str(r[:-1]) for r in rows[:SAMPLE]]},
-    )
-
-
 def one_main_contact(con: duckdb_lib.DuckDBPyConnection, *, schema: str) -> Outcome:
     rows = con.execute(
         f"SELECT lead_id, count(*) FROM {table_ref(schema, 'lead_contacts')} WHERE is_main "
@@ -205,7 +191,7 @@ def evaluate_links(
     if not results["contract_columns"].passed:
         reason = f"not evaluated: {results['contract_columns'].description}"
         return results | {n: Outcome(False, reason, {}) for n in names}
-    results[NO_DUPLICATE_KEYS] = no_duplicate_keys(con, table, schema=schema)
+    results[NO_DUPLICATE_KEYS] = no_duplicate_keys(con, get_table(table.name), schema=schema)
     for ref in table.references:
         if ref.stream in streams:
             results[ref.check_name] = references_resolve(con, table, ref, schema=schema)  # type: ignore[arg-type]

@@ -22,26 +22,14 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import orjson
 
 from kommo_dagster.sandbox import generate as g
 from kommo_dagster.sandbox.responses import Response, hal, no_content, validation_error
-from kommo_dagster.sandbox.store import LIVE
-
-
-class Account(Protocol):
-    """What this module reads of `kommo_dagster.sandbox.account.Account` (which imports this
-    module, so it is named by shape, not imported)."""
-
-    seed: Any
-    catalog: Any
-    tables: Any
-    lock: Any
-    links: Any
-
+from kommo_dagster.sandbox.store import LIVE, AccountParts
 
 # Entity ids one /links request may carry. Kommo documents no number; long lists hit 414, so the
 # sandbox holds clients to a modest batch and answers more the way Kommo answers a long filter.
@@ -81,7 +69,7 @@ class Product:
 class LinkBook:
     """Contacts, products and source of every lead, by lead id (companies stay in the bytes)."""
 
-    def __init__(self, account: Account) -> None:
+    def __init__(self, account: AccountParts) -> None:
         self.account = account
         rng = random.Random(f"{account.seed}:links")
         cat = account.catalog
@@ -360,7 +348,7 @@ def splice(body: bytes, embeds: dict[str, Any]) -> bytes:
     return body[:at] + extra + sep + body[at:]
 
 
-def expected_link_rows(account: Account, table: str) -> list[dict[str, Any]]:
+def expected_link_rows(account: AccountParts, table: str) -> list[dict[str, Any]]:
     """Rows the link table should hold: the links of the live parent records, sorted by key."""
     book: LinkBook = account.links
     with account.lock:

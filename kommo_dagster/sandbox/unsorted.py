@@ -16,21 +16,10 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from kommo_dagster.sandbox.responses import Response, hal, no_content, validation_error
-
-
-class Account(Protocol):
-    """What this module reads of `kommo_dagster.sandbox.account.Account` (which imports this
-    module, so it is named by shape, not imported)."""
-
-    seed: Any
-    catalog: Any
-    tables: Any
-    lock: Any
-    inbox: Any
-
+from kommo_dagster.sandbox.store import AccountParts
 
 CATEGORIES = ("sip", "mail", "forms", "chats")
 MAX_LIMIT = 250
@@ -41,7 +30,7 @@ _CHAT_SERVICES = ("whatsapp", "telegram", "instagram", "facebook")
 class Inbox:
     """The account's current unsorted entries, oldest first."""
 
-    def __init__(self, account: Account, *, size: int | None = None) -> None:
+    def __init__(self, account: AccountParts, *, size: int | None = None) -> None:
         self.account = account
         self.enabled = True
         cat = account.catalog
@@ -157,7 +146,7 @@ def _first_id(entry: dict[str, Any], key: str) -> int | None:
     return items[0]["id"] if items else None
 
 
-def expected_incoming_rows(account: Account) -> list[dict[str, Any]]:
+def expected_incoming_rows(account: AccountParts) -> list[dict[str, Any]]:
     """The ``incoming_leads`` rows of the current inbox (none when the feature is off)."""
     inbox: Inbox = account.inbox
     if not inbox.enabled:

@@ -4,10 +4,14 @@ contact and a dangling link warn, each with counts and examples."""
 from __future__ import annotations
 
 import duckdb
-from kommo_dagster.link_assets import NO_DUPLICATE_KEYS, ONE_MAIN_CONTACT, evaluate_links
-from kommo_dagster.link_write import ensure_link_table
 
 from kommo_dagster.kommo.links import LINK_TABLES
+from kommo_dagster.orchestration.link_assets import (
+    NO_DUPLICATE_KEYS,
+    ONE_MAIN_CONTACT,
+    evaluate_links,
+)
+from kommo_dagster.warehouse.link_write import ensure_link_table
 
 
 def test_duplicates_a_second_main_contact_and_dangling_links_are_reported():
