@@ -200,6 +200,7 @@ def _enriched_view() -> Table:
         refresh_on=(),
         refresh=enriched.refresh_enriched,
         column_descriptions=enriched.COLUMNS,
+        needs_all_inputs=True,
     )
 
 

@@ -378,20 +378,21 @@ class LinkRows:
 
     def tables(self) -> dict[str, pa.Table]:
         """Each link table's rows (with `VERSION`) as Arrow."""
-        out = {}
-        for table in self.link_tables:
-            schema = table.arrow_schema
-            try:
-                arrays = [
-                    pa.array(column, f.type)
-                    for column, f in zip(self._columns[table.name], schema, strict=True)
-                ]
-            except (pa.ArrowException, OverflowError, TypeError) as exc:
-                raise KommoContractError(
-                    f"{table.name}: a value does not fit its column ({exc})"
-                ) from None
-            out[table.name] = pa.Table.from_arrays(arrays, schema=schema)
-        return out
+        return {table.name: self.table(table) for table in self.link_tables}
+
+    def table(self, table: LinkTable) -> pa.Table:
+        """The rows of one of its link tables (with `VERSION`) as Arrow."""
+        schema = table.arrow_schema
+        try:
+            arrays = [
+                pa.array(column, f.type)
+                for column, f in zip(self._columns[table.name], schema, strict=True)
+            ]
+        except (pa.ArrowException, OverflowError, TypeError) as exc:
+            raise KommoContractError(
+                f"{table.name}: a value does not fit its column ({exc})"
+            ) from None
+        return pa.Table.from_arrays(arrays, schema=schema)
 
     def parent_id_array(self) -> pa.Table:
         return pa.table({"id": pa.array(sorted(set(self.parent_ids)), pa.int64())})

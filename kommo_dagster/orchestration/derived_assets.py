@@ -69,7 +69,8 @@ def custom_field_entities(settings: Settings) -> list[CustomFieldEntity]:
 def selected_declarations(settings: Settings) -> list[Table]:
     """The derived tables and views of the selected streams, in declaration order: a sliced
     table when its parent is selected, a table rebuilt whole when any of its inputs is, and
-    anything else when the derived and link tables it reads are."""
+    anything else when the derived and link tables it reads are (a view that
+    ``needs_all_inputs``: when everything it reads is)."""
     chosen: list[Table] = []
     # A link table is there when its parent stream is; a view reading one needs it.
     names = set(settings.streams) | selected_links(settings)
@@ -80,12 +81,20 @@ def selected_declarations(settings: Settings) -> list[Table]:
             continue
         if table.rebuilt_whole:
             wanted = bool(names.intersection(table.inputs))
+        elif table.needs_all_inputs:
+            wanted = all(_source(i) in names for i in table.inputs)
         else:
             wanted = all(i in names for i in table.inputs if i in derived)
         if wanted:
             chosen.append(table)
             names.add(table.name)
     return chosen
+
+
+def _source(name: str) -> str:
+    """The relation behind ``name``: a current view's stream, else itself."""
+    table = get_table(name)
+    return table.inputs[0] if table.kind == "current_view" else name
 
 
 def selected_links(settings: Settings) -> set[str]:

@@ -1,10 +1,12 @@
 """Writing the link tables inside the transaction of the slice their rows came with.
 
 The rows of the link tables are gathered while their parent's pages are read
-(`kommo_dagster.kommo.links.LinkRows`); the IO manager hands them here from the write of the
-parent's slice (or of the events slice whose link events named them), on the same connection
-and in the same transaction. So the link tables never disagree with the rows they came with, and
-a failed write leaves them as they were.
+(`kommo_dagster.kommo.links.LinkRows`) and staged with the parent's slice (or with the events
+slice whose link events named them). Each link table's declaration in the registry
+(`kommo_dagster.warehouse.registry`) writes its rows here when that slice is written, on the
+same connection and in the same transaction, and the registry rebuilds what follows it. So the
+link tables never disagree with the rows they came with, and a failed write leaves them as they
+were.
 
 A table replaced by parent loses every row of the parents read, then takes their current rows
 (of two versions of a record read in one window, the newer one's), so a removed link goes; a
@@ -15,13 +17,12 @@ source id.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import duckdb
 import pyarrow as pa
 
-from kommo_dagster.kommo.links import LINK_TABLES, VERSION, LinkRows, LinkTable
-from kommo_dagster.warehouse.registry import refresh_after_write
+from kommo_dagster.kommo.links import VERSION, LinkRows, LinkTable
 from kommo_dagster.warehouse.sql import check_table_columns, create_table_sql, quote, table_ref
 
 _PARENTS = "_kommo_link_parents"
@@ -56,35 +57,34 @@ def _newest_rows_sql(table: LinkTable) -> str:
     )
 
 
-def write_link_rows(
+def write_link_table(
     con: duckdb.DuckDBPyConnection,
-    links: LinkRows,
+    table: LinkTable,
+    links: Sequence[LinkRows],
     *,
     schema: str,
-    whole_table: bool = False,
-    account_schemas: Mapping[str, str] | None = None,
-) -> dict[str, int]:
-    """Replace the rows ``links`` holds in each of its tables; ``{table: rows written}``.
+    written: str | None,
+    full_table: bool,
+) -> int | None:
+    """Replace the rows of ``table`` that the collectors staged with a write of ``written``
+    hold; the rows written, or None when none of them reads ``table``.
 
-    ``whole_table``: the parent was written whole, so tables replaced by parent are replaced
-    whole too (their parents absent from it are gone). What the registry says follows each
-    table (its ``kommo_all`` view with several accounts, ``account_schemas``) is rebuilt after.
+    A full-table write of the parent replaces a table replaced by parent whole (its parents
+    absent from the write are gone).
     """
-    written: dict[str, int] = {}
-    con.register(_PARENTS, links.parent_id_array())
-    try:
-        for name, rows in links.tables().items():
-            table = LINK_TABLES[name]
-            written[name] = _replace(con, table, rows, schema=schema, whole_table=whole_table)
-            # What follows a link table (its kommo_all view, the views reading it) comes
-            # from the registry, in this transaction.
-            refresh_after_write(
-                con, name, schema=schema, account_schemas=dict(account_schemas or {})
-            )
-    finally:
-        with contextlib.suppress(duckdb.Error):  # an aborted transaction keeps its own error
-            con.unregister(_PARENTS)
-    return written
+    count: int | None = None
+    for collector in links:
+        if table not in collector.link_tables:
+            continue
+        whole = full_table and collector.parent == written
+        con.register(_PARENTS, collector.parent_id_array())
+        try:
+            rows = collector.table(table)
+            count = (count or 0) + _replace(con, table, rows, schema=schema, whole_table=whole)
+        finally:
+            with contextlib.suppress(duckdb.Error):  # an aborted transaction keeps its error
+                con.unregister(_PARENTS)
+    return count
 
 
 def _replace(
@@ -115,25 +115,4 @@ def _replace(
     return int(row[0]) if row else 0
 
 
-def write_staged_links(
-    con: duckdb.DuckDBPyConnection,
-    links: Sequence[LinkRows],
-    *,
-    schema: str,
-    stream: str,
-    full_table: bool,
-    account_schemas: Mapping[str, str] | None = None,
-) -> dict[str, int]:
-    """`write_link_rows` for every collector staged with a slice of ``stream`` (the IO
-    manager's hook); a full-table write of a parent replaces its link tables whole."""
-    written: dict[str, int] = {}
-    for collector in links:
-        whole = full_table and collector.parent == stream
-        for name, n in write_link_rows(
-            con, collector, schema=schema, whole_table=whole, account_schemas=account_schemas
-        ).items():
-            written[name] = written.get(name, 0) + n
-    return written
-
-
-__all__ = ["ensure_link_table", "write_link_rows", "write_staged_links"]
+__all__ = ["ensure_link_table", "write_link_table"]

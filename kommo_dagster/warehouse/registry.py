@@ -3,7 +3,8 @@
 `TABLES` holds, in this order, per extracted stream (`kommo_dagster.kommo.streams`): its table,
 its ``<stream>_current`` view (incremental streams), its ``<stream>_history`` snapshots and its
 ``kommo_all`` views over the accounts; then the link tables read from the streams' pages
-(`kommo_dagster.kommo.links`) and their ``kommo_all`` views; then the derived tables and views
+(`kommo_dagster.kommo.links`), written by the writes of their parents, and their ``kommo_all``
+views; then the derived tables and views
 (`kommo_dagster.derived.declaration`), and the ``kommo_all`` views of those declared
 ``all_accounts``. A write asks `refresh_after_write` what follows it, in
 its own transaction: the relations whose triggers it wrote, each after what it reads.
@@ -22,12 +23,14 @@ import duckdb
 
 from kommo_dagster.derived import declaration
 from kommo_dagster.kommo.links import LINK_TABLES, LinkTable
+from kommo_dagster.kommo.relinks import LINK_EVENTS_STREAM
 from kommo_dagster.kommo.streams import STREAMS, Stream
 from kommo_dagster.warehouse.all_accounts import (
     ALL_ACCOUNTS_SCHEMA,
     refresh_cross_account_view,
     relation_names,
 )
+from kommo_dagster.warehouse.link_write import write_link_table
 from kommo_dagster.warehouse.tables import Partitioning, RefreshContext, Table, refresh_order
 from kommo_dagster.warehouse.views import (
     append_history,
@@ -112,8 +115,20 @@ def _stream_relations(stream: Stream) -> list[Table]:
 
 
 def link_table(link: LinkTable) -> Table:
-    """A link table's declaration: written with each slice of its parent from the same pages
-    (`kommo_dagster.warehouse.link_write`), so it has no SELECT of its own."""
+    """A link table's declaration: its rows are read with its parent's pages (and, for the
+    records the day's link events name, with the events), staged beside the write's rows; a
+    write of either writes them in its transaction (`kommo_dagster.warehouse.link_write`)."""
+
+    def refresh(ctx: RefreshContext) -> int | None:
+        return write_link_table(
+            ctx.con,
+            link,
+            ctx.links,
+            schema=ctx.schema,
+            written=ctx.written,
+            full_table=ctx.full_table,
+        )
+
     return Table(
         name=link.name,
         kind="link",
@@ -121,6 +136,9 @@ def link_table(link: LinkTable) -> Table:
         inputs=(link.parent,),
         key=link.key,
         columns=link.columns,
+        # The events' write refreshes the links a /links answer holds (not the sources).
+        refresh_on=(link.parent, LINK_EVENTS_STREAM) if link.to_entity_type else (link.parent,),
+        refresh=refresh,
     )
 
 
@@ -196,7 +214,7 @@ def refresh_after_write(
     """Rebuild, in the caller's transaction, every relation that follows a write of
     ``written`` into ``schema``; ``write`` fills the rest of the `RefreshContext`. Returns each
     refresh's result by relation name."""
-    ctx = RefreshContext(con=con, schema=schema, **write)
+    ctx = RefreshContext(con=con, schema=schema, written=written, **write)
     return {t.name: t.refresh(ctx) for t in refreshed_after(written) if t.refresh is not None}
 
 
