@@ -204,8 +204,6 @@ def _node_columns(
     depth: int = 0,
 ) -> None:
     col = node.column
-    if col is not None and col.name.startswith(EMBED_PREFIX):
-        return  # not a column: an embedded list the link tables read (`kommo.links`)
     if col is not None:
         # An empty Raw: the key was missing.
         if col.is_json and json_bytes:
@@ -215,6 +213,8 @@ def _node_columns(
         out[col.name] = values
     elif node.typed:
         for child in node.children:
+            if child.column is not None and child.column.name.startswith(EMBED_PREFIX):
+                continue  # not a column: an embedded list the link tables read
             below = [None if v is None else v[child.key] for v in values]
             _node_columns(
                 stream, child, below, records, out, json_bytes=json_bytes, depth=depth + 1

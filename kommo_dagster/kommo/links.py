@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from operator import attrgetter
 from typing import Any, Literal
 
 import msgspec
@@ -28,6 +29,7 @@ from kommo_dagster.contract import link_contract
 from kommo_dagster.kommo.errors import KommoContractError
 from kommo_dagster.kommo.streams import Column, Reference, get_stream
 
+_NULL = msgspec.Raw(b"null")
 # Names of the pseudo-columns that carry an embedded list through the typed decoder.
 EMBED_PREFIX = "_embedded."
 # The parent's cursor value the rows were read with: of two versions of a record, the newer wins.
@@ -79,43 +81,45 @@ Columns = list[list[Any]]
 
 def _contacts(out: Columns, ids: list, versions: list, values: list) -> None:
     parent, contact, main, version = out
-    for pid, ver, items in zip(ids, versions, values, strict=True):
-        for c in items or ():
-            parent.append(pid)
-            contact.append(c.id)
-            main.append(c.is_main)
-            version.append(ver)
+    pairs = [
+        (pid, ver, items) for pid, ver, items in zip(ids, versions, values, strict=True) if items
+    ]
+    parent += [pid for pid, _, items in pairs for _ in items]
+    version += [ver for _, ver, items in pairs for _ in items]
+    contact += [c.id for _, _, items in pairs for c in items]
+    main += [c.is_main for _, _, items in pairs for c in items]
 
 
 def _companies(out: Columns, ids: list, versions: list, values: list) -> None:
     parent, company, version = out
-    for pid, ver, items in zip(ids, versions, values, strict=True):
-        for c in items or ():
-            parent.append(pid)
-            company.append(c.id)
-            version.append(ver)
+    pairs = [
+        (pid, ver, items) for pid, ver, items in zip(ids, versions, values, strict=True) if items
+    ]
+    parent += [pid for pid, _, items in pairs for _ in items]
+    version += [ver for _, ver, items in pairs for _ in items]
+    company += [c.id for _, _, items in pairs for c in items]
 
 
 def _products(out: Columns, ids: list, versions: list, values: list) -> None:
     parent, catalog, element, quantity, price, version = out
-    for pid, ver, items in zip(ids, versions, values, strict=True):
-        for e in items or ():
-            m = e.metadata or _NO_METADATA
-            parent.append(pid)
-            catalog.append(m.catalog_id)
-            element.append(e.id)
-            quantity.append(m.quantity)
-            price.append(m.price_id)
-            version.append(ver)
+    pairs = [
+        (pid, ver, items) for pid, ver, items in zip(ids, versions, values, strict=True) if items
+    ]
+    parent += [pid for pid, _, items in pairs for _ in items]
+    version += [ver for _, ver, items in pairs for _ in items]
+    element += [e.id for _, _, items in pairs for e in items]
+    meta = [e.metadata or _NO_METADATA for _, _, items in pairs for e in items]
+    catalog += [m.catalog_id for m in meta]
+    quantity += [m.quantity for m in meta]
+    price += [m.price_id for m in meta]
 
 
 def _source(out: Columns, ids: list, versions: list, values: list) -> None:
     source, name, version = out
-    for ver, item in zip(versions, values, strict=True):
-        if item is not None:
-            source.append(item.id)
-            name.append(item.name)
-            version.append(ver)
+    found = [(ver, item) for ver, item in zip(versions, values, strict=True) if item is not None]
+    source += [item.id for _, item in found]
+    name += [item.name for _, item in found]
+    version += [ver for ver, _ in found]
 
 
 @dataclass(frozen=True)
@@ -299,12 +303,39 @@ def _decode_page(values: list, embed: str, ids: list, *, parent: str) -> list:
     error names the record."""
     spec = _EMBEDS[embed]
     try:
-        if all(v is None or isinstance(v, msgspec.Raw) for v in values):
-            body = b"[" + b",".join(v if v else b"null" for v in values) + b"]"
+        if set(map(type, values)) == {msgspec.Raw}:
+            body = b"[" + b",".join([v or _NULL for v in values]) + b"]"
             return spec.page_decoder.decode(body)
         return msgspec.convert(values, list[spec.type])
     except (msgspec.ValidationError, msgspec.DecodeError):
         return [_decode(v, embed, where=f"{parent} {i}") for v, i in zip(values, ids, strict=True)]
+
+
+def _typed_heads(records: list, cursor: str | None) -> list[tuple] | None:
+    """(id, is_deleted, cursor, _embedded) of each record of a typed page, read by attribute in
+    one C call a record; None for pages of dicts (or of mixed records)."""
+    attrs = getattr(type(records[0]), "_attrs", None)
+    keys = ("id", "is_deleted", cursor or "id", "_embedded")
+    if attrs is None or any(k not in attrs for k in keys):
+        return None
+    if len(set(map(type, records))) > 1:
+        return None
+    head = attrgetter(*(attrs[k] for k in keys))
+    return [head(r) for r in records]
+
+
+def _embedded_values(embedded: list, embeds: list[str]) -> dict[str, list]:
+    """Each embedded list's values, per record, from the records' ``_embedded`` (typed or not)."""
+    first = next((e for e in embedded if e is not None), None)
+    attrs = getattr(type(first), "_attrs", None)
+    if attrs is not None and set(map(type, embedded)) <= {type(first), type(None)}:
+        get = attrgetter(*(attrs[e] for e in embeds))
+        rows = [(None,) * len(embeds) if e is None else get(e) for e in embedded]
+        if len(embeds) == 1:
+            rows = [r if type(r) is tuple else (r,) for r in rows]
+        return {e: [r[k] for r in rows] for k, e in enumerate(embeds)}
+    gets = [getattr(e, "get", _no_embeds) for e in embedded]
+    return {e: [get(e) for get in gets] for e in embeds}
 
 
 def _no_embeds(key: str) -> None:
@@ -333,26 +364,35 @@ class LinkRows:
         return bool(self.link_tables)
 
     def add(self, records: Iterable[Any]) -> None:
-        live = []
-        for record in records:
-            rid = record.get("id")
-            if type(rid) is int:  # else the parent's own columns report the bad id
-                self.parent_ids.append(rid)
-                if not record.get("is_deleted"):
-                    live.append(record)
+        records = list(records)
+        if not records:
+            return
+        cursor = self.stream.cursor
+        heads = _typed_heads(records, cursor)
+        if heads is None:
+            heads = [
+                (
+                    r.get("id"),
+                    r.get("is_deleted"),
+                    r.get(cursor) if cursor else None,
+                    r.get("_embedded"),
+                )
+                for r in records
+            ]
+        # A record without an integer id: the parent's own columns report it.
+        heads = [h for h in heads if type(h[0]) is int]
+        self.parent_ids += [h[0] for h in heads]
+        live = [h for h in heads if not h[1]]
         if not live:
             return
-        ids = [r.get("id") for r in live]
-        cursor = self.stream.cursor
-        versions = [r.get(cursor) for r in live] if cursor else [None] * len(live)
-        gets = [getattr(r.get("_embedded"), "get", _no_embeds) for r in live]
-        decoded: dict[str, list] = {}
+        ids = [h[0] for h in live]
+        versions = [h[2] for h in live] if cursor else [None] * len(live)
+        embeds = list(dict.fromkeys(t.embed for t in self.link_tables))
+        values = _embedded_values([h[3] for h in live], embeds)
+        decoded = {e: _decode_page(values[e], e, ids, parent=self.parent) for e in embeds}
         for table in self.link_tables:
-            embed = table.embed
-            if embed not in decoded:
-                values = [get(embed) for get in gets]
-                decoded[embed] = _decode_page(values, embed, ids, parent=self.parent)
-            _EMBEDS[embed].rows(self._columns[table.name], ids, versions, decoded[embed])
+            rows = _EMBEDS[table.embed].rows
+            rows(self._columns[table.name], ids, versions, decoded[table.embed])
 
     def add_links(self, ids: Iterable[int], items: Iterable[Mapping[str, Any]]) -> None:
         """The current links of ``ids`` from a /links answer (items of ``_embedded.links``)."""
