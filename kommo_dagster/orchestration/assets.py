@@ -210,10 +210,7 @@ def _extract(
         if window is not None:
             _report_partitions(context, staged)
         metadata = _extraction_metadata(stream, window, stats)
-        if stream.empty_reason and not staged.rows:
-            context.log.info(f"{name}: no rows. {stream.empty_reason}")
-            metadata["kommo/empty_reason"] = dg.MetadataValue.text(stream.empty_reason)
-        return dg.Output(staged, metadata=metadata)
+        return dg.Output(staged, metadata=metadata | _why_empty(context, staged, name=name))
 
 
 @contextlib.contextmanager
@@ -247,6 +244,18 @@ def _report_partitions(context: dg.AssetExecutionContext, staged: StagedRows) ->
         context.add_asset_metadata(
             {"dagster/row_count": dg.MetadataValue.int(by_day.get(day, 0))}, partition_key=key
         )
+
+
+def _why_empty(
+    context: dg.AssetExecutionContext, staged: StagedRows, *, name: str
+) -> dict[str, dg.MetadataValue]:
+    """Why a stream whose emptiness can be normal (the inbox) landed no rows, said in its log
+    and metadata."""
+    reason = staged.stream.empty_reason
+    if not reason or staged.rows:
+        return {}
+    context.log.info(f"{name}: no rows. {reason}")
+    return {"kommo/empty_reason": dg.MetadataValue.text(reason)}
 
 
 def _extraction_metadata(
