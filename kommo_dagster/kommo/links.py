@@ -159,6 +159,8 @@ class LinkTable:
     # "key": rows are replaced by key (sources, shared by many leads).
     replace: Literal["parent", "key"] = "parent"
     references: tuple[Reference, ...] = ()
+    # Data checks beyond the ones every link table gets, by name.
+    checks: tuple[str, ...] = ()
 
     # A link table keeps no versions: its table is the current state (no `_current` view).
     is_incremental = False
@@ -185,6 +187,9 @@ class LinkTable:
 # What the contract leaves to the code: each table's embedded list, key, and the tables its
 # columns point into (checked by the link checks, never enforced: a link may point to a record
 # the warehouse does not hold).
+# A lead has at most one main contact (a warning when not).
+ONE_MAIN_CONTACT = "one_main_contact"
+_CHECKS: Mapping[str, tuple[str, ...]] = {"lead_contacts": (ONE_MAIN_CONTACT,)}
 _DECLARED: Mapping[str, tuple[str, tuple[str, ...], tuple[Reference, ...]]] = {
     "lead_contacts": (
         "contacts",
@@ -256,6 +261,7 @@ def _build() -> dict[str, LinkTable]:
             columns=tuple(Column.from_contract(c) for c in spec["columns"]),
             key=key,
             references=references,
+            checks=_CHECKS.get(name, ()),
         )
     tables[LEAD_SOURCES.name] = LEAD_SOURCES
     return tables
@@ -442,6 +448,7 @@ __all__ = [
     "EMBED_PREFIX",
     "LEAD_SOURCES",
     "LINK_TABLES",
+    "ONE_MAIN_CONTACT",
     "VERSION",
     "LinkRows",
     "LinkTable",

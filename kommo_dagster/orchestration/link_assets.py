@@ -28,7 +28,7 @@ import dagster as dg
 import duckdb as duckdb_lib
 
 from kommo_dagster.derived.declaration import NO_DUPLICATE_KEYS
-from kommo_dagster.kommo.links import LINK_TABLES, LinkTable
+from kommo_dagster.kommo.links import LINK_TABLES, ONE_MAIN_CONTACT, LinkTable
 from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.orchestration.accounts import AccountScope
 from kommo_dagster.orchestration.checks import (
@@ -48,8 +48,6 @@ from kommo_dagster.warehouse.link_write import ensure_link_table
 from kommo_dagster.warehouse.registry import get_table
 from kommo_dagster.warehouse.sql import catalog_name, quote, table_exists, table_ref
 from kommo_dagster.warehouse.windows import EpochWindow
-
-ONE_MAIN_CONTACT = "one_main_contact"
 
 
 def link_tables(settings: Settings) -> list[LinkTable]:
@@ -186,7 +184,7 @@ def evaluate_links(
 ) -> dict[str, Outcome]:
     results = {"contract_columns": contract_columns(con, table, schema=schema)}  # type: ignore[arg-type]
     names = [NO_DUPLICATE_KEYS, *(r.check_name for r in table.references if r.stream in streams)]
-    if table.name == "lead_contacts":
+    if ONE_MAIN_CONTACT in table.checks:
         names.append(ONE_MAIN_CONTACT)
     if not results["contract_columns"].passed:
         reason = f"not evaluated: {results['contract_columns'].description}"
@@ -195,7 +193,7 @@ def evaluate_links(
     for ref in table.references:
         if ref.stream in streams:
             results[ref.check_name] = references_resolve(con, table, ref, schema=schema)  # type: ignore[arg-type]
-    if table.name == "lead_contacts":
+    if ONE_MAIN_CONTACT in table.checks:
         results[ONE_MAIN_CONTACT] = one_main_contact(con, schema=schema)
     return results
 
@@ -218,7 +216,7 @@ def build_link_table_checks(
             f"({', '.join(ref.keys)}); warns: a link to a record not (yet) in the warehouse is "
             f"kept and counted."
         )
-    if table.name == "lead_contacts":
+    if ONE_MAIN_CONTACT in table.checks:
         descriptions[ONE_MAIN_CONTACT] = "Each lead has at most one main contact (warns)."
     specs = [
         dg.AssetCheckSpec(

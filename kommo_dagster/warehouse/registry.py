@@ -136,6 +136,7 @@ def link_table(link: LinkTable) -> Table:
         inputs=(link.parent,),
         key=link.key,
         columns=link.columns,
+        checks=link.checks,
         # The events' write refreshes the links a /links answer holds (not the sources).
         refresh_on=(link.parent, LINK_EVENTS_STREAM) if link.to_entity_type else (link.parent,),
         refresh=refresh,
