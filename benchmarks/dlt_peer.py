@@ -12,8 +12,9 @@ no request budget of its own. Two adjustments keep the comparison fair and worki
 * Kommo answers a page past the end with ``204 No Content``; stock dlt cannot parse an empty
   body, so a response action ignores 204 (which ends the paging), as dlt's docs advise.
 
-Leads ask for ``with=source_id,is_price_modified_by_robot`` so both extractors fetch the same
-records. Deleted records (``with=only_deleted``) are not read: public setups do not.
+Leads ask for what our leads walk asks (``with=source_id,is_price_modified_by_robot,contacts,
+catalog_elements,source``, read from the stream declaration) so both extractors fetch the same
+pages. Deleted records (``with=only_deleted``) are not read: public setups do not.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from kommo_dagster.kommo.streams import get_stream
 
 # Query parameters of each stream in the public configurations.
 _PARAMS: dict[str, dict[str, Any]] = {
-    "leads": {"order[updated_at]": "asc", "with": "source_id,is_price_modified_by_robot"},
+    "leads": {"order[updated_at]": "asc", "with": ",".join(get_stream("leads").with_)},
     "contacts": {"order[updated_at]": "asc"},
     "companies": {"order[updated_at]": "asc"},
     "tasks": {"order[created_at]": "asc"},

@@ -5,6 +5,7 @@ own CPU clock (the sandbox runs in its own process):
 - receive: the transport's GET of every page (requests, urllib3, the socket);
 - decode: `typed_records_of` (``orjson`` for the general path);
 - tables: `page_columns` gathered into Arrow tables by `ColumnBatch`;
+- links: the link-table rows of the same typed pages (`LinkRows`, leads and contacts), as Arrow;
 - staging: `StagedRows.append` of each 10,000-row table;
 - write: `StagedRows.write` into a fresh DuckDB file.
 The floor is receive plus a plain ``orjson.loads`` of every body: what any extractor pays to
@@ -30,6 +31,7 @@ from kommo_dagster.kommo import KommoClient
 from kommo_dagster.kommo.client import DEFAULT_BATCH_ROWS
 from kommo_dagster.kommo.columns import ColumnBatch, page_columns
 from kommo_dagster.kommo.decoding import typed_records_of
+from kommo_dagster.kommo.links import LinkRows
 from kommo_dagster.kommo.records import to_columns
 from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.kommo.transport import Response
@@ -77,6 +79,13 @@ def _tables(stream: str, pages: list) -> list:
     return tables
 
 
+def _links(stream: str, pages: list) -> int:
+    links = LinkRows(stream)
+    for page in pages:
+        links.add(page)
+    return sum(t.num_rows for t in links.tables().values())
+
+
 def _stage(stream: str, tables: list) -> StagedRows:
     staged = StagedRows(get_stream(stream), window=None)
     for table in tables:
@@ -92,6 +101,7 @@ def measure(base_url: str, token: str, *, stream: str, pages: int, repeat: int) 
     parse, _ = _cpu(lambda: [orjson.loads(b) for b in bodies], repeat)
     decode, typed = _cpu(lambda: [typed_records_of(spec, r)[0] for r in responses], repeat)
     tables, batches = _cpu(lambda: _tables(stream, typed), repeat)
+    links, link_rows = _cpu(lambda: _links(stream, typed), repeat)
     general, _ = _cpu(
         lambda: [to_columns(stream, records_of(spec, _fresh(r))[0]) for r in responses], repeat
     )
@@ -102,11 +112,13 @@ def measure(base_url: str, token: str, *, stream: str, pages: int, repeat: int) 
     rows = sum(t.num_rows for t in batches)
     return {
         "rows": rows,
+        "link rows": link_rows,
         "bytes": sum(len(b) for b in bodies),
         "receive": receive,
         "parse (orjson)": parse,
         "decode (typed)": decode,
         "tables (typed)": tables,
+        "links (typed)": links,
         "parse + to_columns (general path)": general,
         "staging": staging,
         "write": write,
@@ -133,14 +145,16 @@ def main(argv: list[str] | None = None) -> int:
         sandbox.stop()
     per = 100_000 / max(result["rows"], 1)
     print(
-        f"{args.stream}: {result['rows']:,} rows, {result['bytes'] / 2**20:,.0f} MiB of JSON; "
-        "CPU s per 100,000 rows (lowest of the repeats):"
+        f"{args.stream}: {result['rows']:,} rows, {result['link rows']:,} link rows, "
+        f"{result['bytes'] / 2**20:,.1f} MiB of JSON ({result['bytes'] * per / 2**20:,.1f} MiB "
+        "per 100,000 rows); CPU s per 100,000 rows (lowest of the repeats):"
     )
     for name, value in result.items():
-        if name not in ("rows", "bytes"):
+        if name not in ("rows", "link rows", "bytes"):
             print(f"  {name:36} {value * per:6.2f}")
     floor = (result["receive"] + result["parse (orjson)"]) * per
-    ours = sum(result[k] for k in ("decode (typed)", "tables (typed)", "staging", "write")) * per
+    stages = ("decode (typed)", "tables (typed)", "links (typed)", "staging", "write")
+    ours = sum(result[k] for k in stages) * per
     print(f"  {'floor: receive + parse':36} {floor:6.2f}")
     print(f"  {'ours: receive + decode .. write':36} {result['receive'] * per + ours:6.2f}")
     return 0

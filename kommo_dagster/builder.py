@@ -26,6 +26,7 @@ from kommo_dagster.orchestration.derived_assets import build_derived_assets
 from kommo_dagster.orchestration.derived_checks import build_derived_checks
 from kommo_dagster.orchestration.io_manager import KommoDuckDBIOManager, KommoDuckDBResource
 from kommo_dagster.orchestration.jobs import build_jobs
+from kommo_dagster.orchestration.link_assets import build_link_assets, build_link_checks
 from kommo_dagster.orchestration.schedules import build_schedules, stagger_offsets
 from kommo_dagster.orchestration.sensors import build_change_sensor
 from kommo_dagster.orchestration.translator import AccountSpecs, KommoTranslator
@@ -62,6 +63,8 @@ def build_kommo_definitions(
         definitions["assets"] += build_derived_assets(settings, specs=specs, account_schemas=named)
         definitions["checks"] += build_kommo_checks(settings, specs=specs)
         definitions["checks"] += build_derived_checks(settings, specs=specs)
+        definitions["assets"] += build_link_assets(settings, specs=specs)
+        definitions["checks"] += build_link_checks(settings, specs=specs)
         definitions["jobs"] += jobs.all()
         definitions["schedules"] += build_schedules(settings, jobs, offset_minutes=offset)
         sensor = build_change_sensor(settings, jobs, specs=specs)

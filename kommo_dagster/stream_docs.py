@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from kommo_dagster.kommo.links import LINK_TABLES
 from kommo_dagster.kommo.streams import STREAMS, Stream
 from kommo_dagster.settings import configuration_table
 from kommo_dagster.warehouse.registry import derived_relations
@@ -111,8 +112,25 @@ def derived_table() -> str:
     return "\n".join(lines)
 
 
+def links_table() -> str:
+    """The link tables (`kommo_dagster.kommo.links`): where their rows come from."""
+    lines = ["| table | holds | key | read from | references |", "|---|---|---|---|---|"]
+    for t in LINK_TABLES.values():
+        parent = STREAMS[t.parent]
+        refs = "<br>".join(
+            f"`{', '.join(r.columns)}` → `{r.stream}.{', '.join(r.keys)}`" for r in t.references
+        )
+        holds = t.description.split(". ")[0].rstrip(".") + "."
+        lines.append(
+            f"| `kommo.{t.name}` | {holds} | {_code(t.key)} | `_embedded.{t.embed}` of "
+            f"`kommo.{parent.name}` pages ({_sync(parent)}) | {refs} |"
+        )
+    return "\n".join(lines)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "streams": streams_table,
+    "links": links_table,
     "partitions": partitions_table,
     "stream_settings": stream_settings_table,
     "derived": derived_table,

@@ -44,3 +44,11 @@ def sandbox() -> Iterator[KommoSandbox]:
     """
     with KommoSandbox(SMALL_ACCOUNT) as sb:
         yield sb
+
+
+@pytest.fixture(scope="module")
+def unlimited_sandbox() -> Iterator[KommoSandbox]:
+    """The small account without a rate limit, shared by a module: for tests that count
+    requests, not pace. Do not churn it."""
+    with KommoSandbox(SandboxConfig(seed=1, leads=300, requests_per_second=None)) as sb:
+        yield sb

@@ -23,7 +23,7 @@ def synthetic_columns(
     for column in stream.columns:
         values: list[Any] = []
         for i in range(n):
-            if column.name == "id":
+            if column.name in ("id", *stream.key) and column.name != stream.cursor:
                 value: Any = first_id + i if column.type == "integer" else f"ev{first_id + i:08d}"
             elif column.name == stream.cursor:
                 value = cursor_start + i * step

@@ -11,6 +11,7 @@ import dagster as dg
 import pytest
 
 from kommo_dagster.definitions import build_definitions
+from kommo_dagster.kommo.links import LINK_TABLES
 from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, STREAMS
 from kommo_dagster.orchestration.assets import GROUP_NAME
 from kommo_dagster.orchestration.derived_assets import all_derived_keys
@@ -19,8 +20,9 @@ from kommo_dagster.orchestration.resources import KommoResource
 from kommo_dagster.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-# The streams, and the tables and views derived from them (the activity tables included)
-ASSET_COUNT = len(STREAMS) + len(all_derived_keys(Settings()))
+# The streams, the tables and views derived from them (the activity tables and leads_enriched
+# included), and the link tables
+ASSET_COUNT = len(STREAMS) + len(all_derived_keys(Settings())) + len(LINK_TABLES)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import pytest
 
 from kommo_dagster.kommo.streams import STREAMS
 from kommo_dagster.orchestration.derived_assets import all_derived_keys
+from kommo_dagster.orchestration.link_assets import link_keys
 from kommo_dagster.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -46,7 +47,12 @@ def test_dg_check_and_list_defs(dg_env):
     defs = json.loads(listed.stdout)
     keys = {a["asset_key"] for a in defs["assets"]}
     derived = {k.to_user_string() for k in all_derived_keys(Settings())}
-    assert keys == {f"kommo/{name}" for name in STREAMS} | derived
+    linked = {
+        k.to_user_string()
+        for partitioned in (True, False)
+        for k in link_keys(Settings(), partitioned=partitioned)
+    }
+    assert keys == {f"kommo/{name}" for name in STREAMS} | derived | linked
     assert defs["schedules"] and defs["asset_checks"]
 
 

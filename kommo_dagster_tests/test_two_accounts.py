@@ -17,9 +17,11 @@ import dagster as dg
 import duckdb
 import pytest
 
+from kommo_dagster.kommo.links import LINK_TABLES
 from kommo_dagster.kommo.streams import FULL_TABLE_STREAMS, INCREMENTAL_STREAMS, STREAMS
 from kommo_dagster.sandbox import KommoSandbox, SandboxConfig
 from kommo_dagster.sandbox.activity_truth import call_rows, response_rows
+from kommo_dagster.sandbox.links import expected_link_rows
 from kommo_dagster_tests.rows import canonical
 from kommo_dagster_tests.wiring import accounts_env, finish, materialize
 
@@ -169,3 +171,15 @@ def test_kommo_all_unites_the_accounts_activity_tables(loaded: TwoAccounts):
         assert calls and calls == call_rows(sandbox.account)
     accounts = loaded.sql("SELECT DISTINCT account FROM kommo_all.response_time_by_manager")
     assert sorted(accounts) == [("br",), ("ru",)]
+
+
+@pytest.mark.parametrize("table", list(LINK_TABLES))
+def test_link_tables_are_each_accounts_and_united_in_kommo_all(loaded: TwoAccounts, table: str):
+    key = ", ".join(LINK_TABLES[table].key)
+    counts = 0
+    for account in ("br", "ru"):
+        got = loaded.sql(f"SELECT * FROM kommo_{account}.{table} ORDER BY {key}")
+        truth = expected_link_rows(loaded.sandboxes[account].account, table)
+        assert got == [tuple(r.values()) for r in truth]
+        counts += len(got)
+    assert loaded.sql(f"SELECT count(*) FROM kommo_all.{table}") == [(counts,)]

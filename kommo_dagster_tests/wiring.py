@@ -6,13 +6,17 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import duckdb
 
+from kommo_dagster.definitions import build_definitions
 from kommo_dagster.orchestration.resources import KommoResource
 from kommo_dagster.sandbox import KommoSandbox
+from kommo_dagster.settings import Settings
 
 
 def sandbox_kommo(sandbox: KommoSandbox, directory: Path, **overrides: Any) -> KommoResource:
@@ -129,3 +133,43 @@ def materialize_streams(
         tags=tags,
         raise_on_error=raise_on_error,
     )
+
+
+class Warehouse:
+    """A code location wired to one sandbox and one DuckDB file, and the instance its runs use."""
+
+    def __init__(self, sandbox: KommoSandbox, directory: Path) -> None:
+        self.sandbox = sandbox
+        self.db = directory / "kommo_crm.duckdb"
+        self.settings = Settings(start_date=datetime(2026, 9, 1).date(), duckdb_path=self.db)
+        # one request in flight: request counts do not depend on timing
+        self.kommo = sandbox_kommo(sandbox, directory, max_workers=1)
+        self.defs = build_definitions(self.settings, kommo=self.kommo)
+        self.instance = dg.DagsterInstance.ephemeral()
+
+    def run(
+        self,
+        streams: list[str] | tuple[str, ...],
+        *,
+        partition: str | None = None,
+        partition_range: tuple[str, str] | None = None,
+        raise_on_error: bool = True,
+    ) -> dg.ExecuteInProcessResult:
+        return materialize_streams(
+            self.defs,
+            self.instance,
+            streams,
+            partition=partition,
+            partition_range=partition_range,
+            raise_on_error=raise_on_error,
+        )
+
+    def rows(self, stream: str, where: str = "") -> list[dict[str, Any]]:
+        with duckdb.connect(str(self.db), read_only=True) as con:
+            cursor = con.execute(f"SELECT * FROM kommo.{stream} {where}")
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def sql(self, sql: str) -> list[tuple]:
+        with duckdb.connect(str(self.db), read_only=True) as con:
+            return con.execute(sql).fetchall()

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -33,8 +34,10 @@ import dagster as dg
 import duckdb
 
 from kommo_dagster.derived.declaration import ACTIVITY_TABLES, DERIVED_TABLES
+from kommo_dagster.kommo.links import LINK_TABLES
 from kommo_dagster.kommo.streams import FULL_TABLE_STREAMS, INCREMENTAL_STREAMS, STREAMS
 from kommo_dagster.orchestration.derived_assets import derived_keys
+from kommo_dagster.orchestration.link_assets import link_keys
 from kommo_dagster.sandbox import SandboxConfig, SandboxProcess
 from kommo_dagster.settings import DEFAULT_START_DATE, Settings
 
@@ -113,6 +116,18 @@ FROM kommo_br.manager_activity_daily AS a
 LEFT JOIN kommo_br.users AS u ON u.id = a.user_id
 GROUP BY ALL
 ORDER BY messages + calls + stage_moves DESC
+LIMIT 10
+"""
+
+# Impossible before the link tables: a lead row names no company.
+WON_REVENUE_BY_COMPANY = """
+SELECT co.name AS company, count(*) AS won_deals, sum(l.price) AS revenue
+FROM kommo_br.leads_current AS l
+JOIN kommo_br.lead_companies AS c ON c.lead_id = l.id
+JOIN kommo_br.companies_current AS co ON co.id = c.company_id
+WHERE l.status_id = 142
+GROUP BY co.name
+ORDER BY revenue DESC, company
 LIMIT 10
 """
 
@@ -215,8 +230,8 @@ def _keys(account: str, streams: tuple[str, ...]) -> str:
 
 
 def _derived(account: str, *, partitioned: bool) -> list[str]:
-    """The account's derived tables partitioned like their parents, or its views and the
-    tables rebuilt whole."""
+    """The account's derived and link tables partitioned like their parents, or its views
+    and the tables rebuilt whole."""
     settings = Settings(
         account=account,
         schema=f"kommo_{account}",
@@ -224,7 +239,9 @@ def _derived(account: str, *, partitioned: bool) -> list[str]:
         duckdb_path=DATABASE,
     )
     # Unpartitioned: the views, and the tables rebuilt whole from what the ranges extracted.
-    keys = derived_keys(settings, partitioned=partitioned)
+    keys = derived_keys(settings, partitioned=partitioned) + link_keys(
+        settings, partitioned=partitioned
+    )
     return [k.to_user_string() for k in keys]
 
 
@@ -293,12 +310,13 @@ def _report() -> None:
         sys.stdout.flush()
         con.sql(LOSS_REASONS_AND_NOTES).show(max_rows=30, max_width=110)
         _say("\nDerived in DuckDB, without a request:")
-        for table in [*DERIVED_TABLES, *ACTIVITY_TABLES]:
-            counts = [
-                con.execute(f"SELECT count(*) FROM kommo_{name}.{table}").fetchall()[0][0]
-                for name in ACCOUNTS
-            ]
-            _say(f"  {table:<{width}} " + " ".join(f"{count:>8,}" for count in counts))
+        _counts(con, [*DERIVED_TABLES, *ACTIVITY_TABLES], width=width)
+        _say("\nLinks read from the leads and contacts pages (no request of their own):")
+        _counts(con, LINK_TABLES, width=width)
+        _say("\nbr's revenue of won deals by company, a join the link tables make possible:")
+        _say(WON_REVENUE_BY_COMPANY.strip())
+        sys.stdout.flush()
+        con.sql(WON_REVENUE_BY_COMPANY).show(max_rows=20, max_width=110)
         _say("\nLeads by UTM source, from br's wide view (one typed column per custom field):")
         _say(LEADS_BY_UTM_SOURCE.strip())
         sys.stdout.flush()
@@ -314,6 +332,16 @@ def _report() -> None:
         _say("\nWhat br's busiest managers did over the month, from manager_activity_daily:")
         sys.stdout.flush()
         con.sql(MANAGERS_MONTH).show(max_rows=10, max_width=130)
+
+
+def _counts(con: duckdb.DuckDBPyConnection, tables: Iterable[str], *, width: int) -> None:
+    """Each table's rows per account, one line a table."""
+    for table in tables:
+        counts = [
+            con.execute(f"SELECT count(*) FROM kommo_{name}.{table}").fetchall()[0][0]
+            for name in ACCOUNTS
+        ]
+        _say(f"  {table:<{width}} " + " ".join(f"{count:>8,}" for count in counts))
 
 
 def _next_steps(first: str, last: str) -> str:

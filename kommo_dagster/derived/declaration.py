@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 
 from kommo_dagster.contract import contract_streams
+from kommo_dagster.derived import enriched
 from kommo_dagster.derived.activity import (
     CALLS,
     CHAT_RESPONSE_TIMES,
@@ -185,6 +186,24 @@ def _activity_tables() -> tuple[Table, ...]:
     return chat_runs, calls, daily, response
 
 
+def _enriched_view() -> Table:
+    """``leads_enriched``: a deal view over the leads, their links and the records they name.
+    DuckDB resolves a view when it is queried, so no write needs to rebuild it."""
+    return Table(
+        name=enriched.VIEW,
+        kind="view",
+        description=(
+            "One row per live lead: pipeline and stage names, main contact, company, product "
+            "count and amount, source name."
+        ),
+        inputs=enriched.inputs(),
+        refresh_on=(),
+        refresh=enriched.refresh_enriched,
+        column_descriptions=enriched.COLUMNS,
+        needs_all_inputs=True,
+    )
+
+
 def _declarations() -> tuple[Table, ...]:
     pairs = [_custom_field_tables(e) for e in CUSTOM_FIELD_ENTITIES]
     tables = (
@@ -192,6 +211,7 @@ def _declarations() -> tuple[Table, ...]:
         *(wide for _, wide in pairs),
         *_stage_tables(),
         *_activity_tables(),
+        _enriched_view(),
         # A new table or view: one more entry here (README, "Adding a table").
     )
     declared = [t.name for t in tables if t.kind in SLICED_KINDS]

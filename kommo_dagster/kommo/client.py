@@ -50,6 +50,8 @@ if TYPE_CHECKING:
     # `iter_batches`): a run's first requests do not wait for them.
     import pyarrow as pa
 
+    from kommo_dagster.kommo.links import LinkRows
+
 log = logging.getLogger("kommo_dagster.kommo")
 
 DEFAULT_PROGRESS_INTERVAL = 5.0
@@ -228,19 +230,21 @@ class KommoClient:
         end: datetime | None = None,
         parent_ids: Iterable[int] | None = None,
         rows: int = DEFAULT_BATCH_ROWS,
+        links: LinkRows | None = None,
     ) -> Iterator[pa.Table]:
         """The records `iter_records` yields, as Arrow tables of about ``rows`` rows with the
         contract's columns and types (`kommo_dagster.kommo.columns`). What loading a table
         needs, for a fraction of the CPU: list pages are decoded straight into typed values
         (`kommo_dagster.kommo.decoding`), no record becomes a dict and no JSON value a Python
-        string.
+        string. ``links`` gathers the rows of the stream's link tables from the same pages
+        (`kommo_dagster.kommo.links`).
         """
         spec = get_stream(stream)
         # What decoding needs is imported beside the first requests, not before them, and ready
         # (or nearly) when their answers come: a walk waiting for it would fall behind its pace.
         threading.Thread(target=_import_decoding, name="kommo-imports", daemon=True).start()
         pages = self._pages(spec, start, end, parent_ids, decode=_typed_records_of)
-        yield from _tables(spec.name, pages, rows=rows)
+        yield from _tables(spec.name, pages, rows=rows, links=links)
 
     def _pages(
         self,
@@ -366,9 +370,12 @@ def _typed_records_of(spec: Stream, response: Any) -> tuple[list[Any], bool]:
     return typed_records_of(spec, response)
 
 
-def _tables(name: str, pages: Iterator[list[Any]], *, rows: int) -> Iterator[pa.Table]:
-    """``pages`` as Arrow tables of about ``rows`` rows. PyArrow's import, begun beside the
-    first requests (`iter_batches`), is waited for here if it has not ended yet."""
+def _tables(
+    name: str, pages: Iterator[list[Any]], *, rows: int, links: LinkRows | None
+) -> Iterator[pa.Table]:
+    """``pages`` as Arrow tables of about ``rows`` rows, and into ``links`` the rows of the
+    stream's link tables. PyArrow's import, begun beside the first requests (`iter_batches`),
+    is waited for here if it has not ended yet."""
     first = next(pages, None)
     if first is None:
         return
@@ -377,6 +384,8 @@ def _tables(name: str, pages: Iterator[list[Any]], *, rows: int) -> Iterator[pa.
     batch = ColumnBatch(name)
     for page in itertools.chain([first], pages):
         batch.extend(page_columns(name, page))
+        if links:
+            links.add(page)
         if batch.rows >= rows:
             yield batch.take()
     if batch.rows:

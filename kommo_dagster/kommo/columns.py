@@ -24,6 +24,7 @@ ARROW_TYPES: Mapping[str, pa.DataType] = {
     "integer": pa.int64(),
     "boolean": pa.bool_(),
     "string": pa.string(),
+    "number": pa.float64(),
 }
 
 

@@ -25,13 +25,19 @@ from typing import Any, ClassVar
 import msgspec
 from msgspec.structs import astuple
 
+from kommo_dagster.kommo.links import EMBED_PREFIX, embedded_columns
 from kommo_dagster.kommo.records import descend, typed_values
 from kommo_dagster.kommo.streams import Column, Stream, get_stream
 from kommo_dagster.kommo.transport import Response
 from kommo_dagster.kommo.walks.base import records_of
 
 _NULL = msgspec.Raw(b"null")
-_SCALARS: Mapping[str, Any] = {"integer": int | None, "boolean": bool | None, "string": str | None}
+_SCALARS: Mapping[str, Any] = {
+    "integer": int | None,
+    "boolean": bool | None,
+    "string": str | None,
+    "number": float | None,
+}
 
 
 class TypedRecord(msgspec.Struct, gc=False):
@@ -133,7 +139,9 @@ def page_type(stream_name: str) -> PageType:
     stream = get_stream(stream_name)
     if stream.list_key is None:
         raise ValueError(f"{stream_name} has no list to decode")
-    nodes = _nodes([(col, col.source) for col in stream.columns])
+    # The embedded lists the link tables read ride along as raw JSON (`kommo.links`).
+    columns = (*stream.columns, *embedded_columns(stream_name))
+    nodes = _nodes([(col, col.source) for col in columns])
     record = _record_type(f"{stream_name}_record", nodes)
     embedded = msgspec.defstruct(
         f"{stream_name}_embedded", [("items", list[record], [])], rename={"items": stream.list_key}
@@ -205,6 +213,8 @@ def _node_columns(
         out[col.name] = values
     elif node.typed:
         for child in node.children:
+            if child.column is not None and child.column.name.startswith(EMBED_PREFIX):
+                continue  # not a column: an embedded list the link tables read
             below = [None if v is None else v[child.key] for v in values]
             _node_columns(
                 stream, child, below, records, out, json_bytes=json_bytes, depth=depth + 1

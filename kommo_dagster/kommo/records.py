@@ -50,10 +50,14 @@ def _plan(stream_name: str) -> _Plan:
     return _Plan(stream=stream, keys=tuple(keys), columns=tuple(columns))
 
 
-def descend(values: list, path: tuple[str, ...]) -> list:
-    """The values at ``path`` below each of ``values``; None where a step is not an object."""
+def descend(values: list, path: tuple[str | int, ...]) -> list:
+    """The values at ``path`` below each of ``values``; None where a step is not an object
+    (a list for an integer step, or too short)."""
     for key in path:
-        values = [v.get(key) if type(v) is dict else None for v in values]
+        if type(key) is int:
+            values = [v[key] if type(v) is list and len(v) > key else None for v in values]
+        else:
+            values = [v.get(key) if type(v) is dict else None for v in values]
     return values
 
 

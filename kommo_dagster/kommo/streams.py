@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from kommo_dagster.contract import contract_streams
+from kommo_dagster.kommo import unsorted
 
 # "date" and "number" appear only in derived tables (kommo_activity_streams.json).
 ColumnType = Literal["integer", "string", "boolean", "date", "number"]
@@ -60,12 +61,13 @@ class Column:
     name: str
     type: ColumnType
     description: str
-    source: tuple[str, ...]
+    # Keys, or list indexes (the first lead of an inbox entry), from the record down.
+    source: tuple[str | int, ...]
     is_json: bool
 
     @classmethod
     def from_contract(
-        cls, spec: Mapping[str, str], *, source: tuple[str, ...] | None = None
+        cls, spec: Mapping[str, str], *, source: tuple[str | int, ...] | None = None
     ) -> Column:
         """The column a contract entry declares; a JSON text column says "(JSON)" of itself."""
         return cls(
@@ -145,6 +147,8 @@ class Stream:
     # The columns that identify one version of a record: a table holds one row per key. Filled
     # in by `build_streams` when not declared: (id, cursor) for incremental streams, else id.
     key: tuple[str, ...] = ()
+    # Why a response without rows can be normal, said in the asset's metadata (the inbox).
+    empty_reason: str | None = None
 
     def __post_init__(self) -> None:
         if (self.parent is None) != (self.parent_column is None):
@@ -181,7 +185,8 @@ class Stream:
 
 
 # Where a column is not read from the record's top-level key of the same name.
-_SOURCES: Mapping[tuple[str, str], tuple[str, ...]] = {
+_SOURCES: Mapping[tuple[str, str], tuple[str | int, ...]] = {
+    **unsorted.SOURCES,
     ("leads", "tags"): ("_embedded", "tags"),
     ("contacts", "tags"): ("_embedded", "tags"),
     ("companies", "tags"): ("_embedded", "tags"),
@@ -249,7 +254,9 @@ ENDPOINTS: Mapping[str, dict] = {
     "leads": _entity(
         "leads",
         "lead",
-        with_=("source_id", "is_price_modified_by_robot"),
+        # contacts, catalog_elements and source feed the link tables (kommo/links.py) from the
+        # same pages; companies come embedded without asking.
+        with_=("source_id", "is_price_modified_by_robot", "contacts", "catalog_elements", "source"),
         references=(
             _ref("pipeline_id", "pipelines"),
             Reference(
@@ -373,7 +380,10 @@ def build_streams(contract: Mapping[str, dict], endpoints: Mapping[str, dict]) -
     return streams
 
 
-STREAMS: Mapping[str, Stream] = build_streams(contract_streams(), ENDPOINTS)
+# The contract's tables, and the incoming leads declared in its format (kommo/unsorted.py).
+STREAMS: Mapping[str, Stream] = build_streams(
+    {**contract_streams(), **unsorted.CONTRACT}, {**ENDPOINTS, **unsorted.ENDPOINTS}
+)
 INCREMENTAL_STREAMS: tuple[str, ...] = tuple(n for n, s in STREAMS.items() if s.is_incremental)
 FULL_TABLE_STREAMS: tuple[str, ...] = tuple(n for n, s in STREAMS.items() if not s.is_incremental)
 # Contract tables built from other tables without a request (not streams of this client).

@@ -28,6 +28,8 @@ from typing import Any
 
 import dagster as dg
 
+from kommo_dagster.kommo.links import LinkRows
+from kommo_dagster.kommo.relinks import LINK_EVENTS_STREAM, LinkEvents
 from kommo_dagster.kommo.stats import ClientStats, Progress
 from kommo_dagster.kommo.streams import Stream, get_stream
 from kommo_dagster.orchestration.accounts import KEY_PREFIX, AccountScope
@@ -177,6 +179,8 @@ def _extract(
         staging_dir=settings.staging_dir,
         memory_limit=settings.memory_limit,
     )
+    links = LinkRows(stream.name)  # the link tables read from the same pages, if any
+    relinks = LinkEvents() if stream.name == LINK_EVENTS_STREAM else None
     with staged, _collector_paused():  # discards the staging file if anything below fails
         with kommo.get_client(progress=log_progress) as client:
             batches = client.iter_batches(
@@ -184,11 +188,19 @@ def _extract(
                 start=window.start_datetime if window else None,
                 end=window.end_datetime if window else None,
                 parent_ids=parent_ids,
+                links=links or None,
             )
             for table in batches:
                 staged.append(table)
+                if relinks is not None:
+                    relinks.add(table)
                 # The batch's values are freed: a young collection now finds little to scan.
                 gc.collect(1)
+            if links:
+                staged.links.append(links)
+            if relinks is not None:  # links changed without updated_at, re-read in batches
+                staged.links += relinks.refresh(client)
+                context.log.info(f"{name}: {relinks.summary()}; their links re-read")
             stats = client.stats()
 
         staged.note = (
@@ -197,7 +209,8 @@ def _extract(
         )
         if window is not None:
             _report_partitions(context, staged)
-        return dg.Output(staged, metadata=_extraction_metadata(stream, window, stats))
+        metadata = _extraction_metadata(stream, window, stats)
+        return dg.Output(staged, metadata=metadata | _why_empty(context, staged, name=name))
 
 
 @contextlib.contextmanager
@@ -231,6 +244,18 @@ def _report_partitions(context: dg.AssetExecutionContext, staged: StagedRows) ->
         context.add_asset_metadata(
             {"dagster/row_count": dg.MetadataValue.int(by_day.get(day, 0))}, partition_key=key
         )
+
+
+def _why_empty(
+    context: dg.AssetExecutionContext, staged: StagedRows, *, name: str
+) -> dict[str, dg.MetadataValue]:
+    """Why a stream whose emptiness can be normal (the inbox) landed no rows, said in its log
+    and metadata."""
+    reason = staged.stream.empty_reason
+    if not reason or staged.rows:
+        return {}
+    context.log.info(f"{name}: no rows. {reason}")
+    return {"kommo/empty_reason": dg.MetadataValue.text(reason)}
 
 
 def _extraction_metadata(

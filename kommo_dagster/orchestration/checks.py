@@ -100,8 +100,10 @@ def contract_columns(con: duckdb_lib.DuckDBPyConnection, stream: Stream, *, sche
 
 
 def no_null_ids(con: duckdb_lib.DuckDBPyConnection, stream: Stream, *, schema: str) -> Outcome:
+    # The key column naming the record: not its cursor nor its parent's id (uid for the inbox).
+    ident = next(c for c in stream.key if c not in (stream.cursor, stream.parent_column))
     (count,) = con.execute(
-        f"SELECT count(*) FROM {table_ref(schema, stream.name)} WHERE id IS NULL"
+        f"SELECT count(*) FROM {table_ref(schema, stream.name)} WHERE {quote(ident)} IS NULL"
     ).fetchone() or (0,)
     return Outcome(count == 0, f"{count} rows without an id", {"null_ids": int(count)})
 

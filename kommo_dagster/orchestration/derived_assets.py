@@ -41,7 +41,12 @@ from kommo_dagster.orchestration.io_manager import KommoDuckDBResource, table_sc
 from kommo_dagster.orchestration.partitions import build_daily_partitions
 from kommo_dagster.orchestration.translator import AccountSpecs, asset_arguments
 from kommo_dagster.settings import Settings
-from kommo_dagster.warehouse.registry import derived_relations, get_table, refresh_after_write
+from kommo_dagster.warehouse.registry import (
+    derived_relations,
+    get_table,
+    link_relations,
+    refresh_after_write,
+)
 from kommo_dagster.warehouse.slices import WriteResult
 from kommo_dagster.warehouse.sql import catalog_name, quote, table_exists, table_ref
 from kommo_dagster.warehouse.tables import (
@@ -64,16 +69,20 @@ def custom_field_entities(settings: Settings) -> list[CustomFieldEntity]:
 def selected_declarations(settings: Settings) -> list[Table]:
     """The derived tables and views of the selected streams, in declaration order: a sliced
     table when its parent is selected, a table rebuilt whole when any of its inputs is, and
-    anything else when the derived tables it reads are."""
+    anything else when the derived and link tables it reads are (a view that
+    ``needs_all_inputs``: when everything it reads is)."""
     chosen: list[Table] = []
-    names = set(settings.streams)
+    # A link table is there when its parent stream is; a view reading one needs it.
+    names = set(settings.streams) | selected_links(settings)
     declared = derived_relations()
-    derived = {t.name for t in declared}
+    derived = {t.name for t in declared} | {t.name for t in link_relations()}
     for table in declared:
         if table.sliced and table.parent not in names:
             continue
         if table.rebuilt_whole:
             wanted = bool(names.intersection(table.inputs))
+        elif table.needs_all_inputs:
+            wanted = all(_source(i) in names for i in table.inputs)
         else:
             wanted = all(i in names for i in table.inputs if i in derived)
         if wanted:
@@ -82,8 +91,20 @@ def selected_declarations(settings: Settings) -> list[Table]:
     return chosen
 
 
+def _source(name: str) -> str:
+    """The relation behind ``name``: a current view's stream, else itself."""
+    table = get_table(name)
+    return table.inputs[0] if table.kind == "current_view" else name
+
+
+def selected_links(settings: Settings) -> set[str]:
+    """The link tables whose parent stream the settings select."""
+    return {t.name for t in link_relations() if t.inputs[0] in settings.streams}
+
+
 def _selected_names(settings: Settings) -> set[str]:
-    return set(settings.streams) | {t.name for t in selected_declarations(settings)}
+    derived = {t.name for t in selected_declarations(settings)}
+    return set(settings.streams) | selected_links(settings) | derived
 
 
 def _partitioned(table: Table, settings: Settings) -> bool:

@@ -62,7 +62,8 @@ def no_duplicate_keys(
 ) -> Outcome:
     key = ", ".join(quote(k) for k in table.key)
     rows = con.execute(
-        f"SELECT {key} FROM {table_ref(schema, table.name)} GROUP BY ALL HAVING count(*) > 1"
+        f"SELECT {key} FROM {table_ref(schema, table.name)} GROUP BY ALL HAVING count(*) > 1 "
+        f"ORDER BY ALL"
     ).fetchall()
     return Outcome(
         not rows,

@@ -8,7 +8,7 @@ a single-run backfill); an unpartitioned output replaces the table. Each write i
 when there are no rows. In the same transaction, the write rebuilds what the table registry
 (`kommo_dagster.warehouse.registry`) says follows it: the stream's current view and history
 snapshot, its ``kommo_all`` views with several accounts (``account_schemas``), the wide view of a
-definitions stream.
+definitions stream, the link tables whose rows were read with it.
 
 Concurrent runs: every connection goes through `KommoDuckDBResource`, which holds a lock file next
 to the database (``<file>.lock``) from connect to close. DuckDB admits one writing process per
@@ -39,7 +39,7 @@ from kommo_dagster.settings import (
 )
 from kommo_dagster.warehouse.errors import WarehouseError
 from kommo_dagster.warehouse.locks import connect
-from kommo_dagster.warehouse.registry import refresh_after_write
+from kommo_dagster.warehouse.registry import get_table, refresh_after_write
 from kommo_dagster.warehouse.slices import WriteResult, read_slice
 from kommo_dagster.warehouse.sql import catalog_name, table_exists
 from kommo_dagster.warehouse.staging import StagedRows
@@ -131,6 +131,7 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
                         snapshot_at=datetime.now(UTC),
                         retention_days=self.history_retention_days,
                         account_schemas=self.account_schemas,
+                        links=tuple(staged.links),
                     )
                 )
 
@@ -145,6 +146,7 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
             staged.discard()
         history = refreshed.get(history_table_name(stream)) or {}
         self._report(context, stream, result, schema=schema, window=window, history=history)
+        _report_links(context, refreshed)
         note = f"; {staged.note}" if staged.note else ""
         table_name = f"{catalog_name(self.duckdb.database)}.{schema}.{stream.name}"
         context.log.info(
@@ -275,6 +277,15 @@ def _metadata_of(context: dg.OutputContext | dg.InputContext) -> dict[str, Any]:
     if isinstance(context, dg.InputContext) and context.upstream_output is not None:
         metadata = dict(context.upstream_output.definition_metadata or {}) | metadata
     return metadata
+
+
+def _report_links(context: dg.OutputContext, refreshed: dict[str, Any]) -> None:
+    """The rows the write gave each link table read with it (the registry's link refreshes)."""
+    links = {n: v for n, v in refreshed.items() if v is not None and get_table(n).kind == "link"}
+    if links:
+        context.add_output_metadata(
+            {f"kommo/link_rows/{name}": dg.MetadataValue.int(n) for name, n in links.items()}
+        )
 
 
 def _stream_of(context: dg.OutputContext | dg.InputContext) -> Stream:

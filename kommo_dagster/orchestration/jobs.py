@@ -20,6 +20,7 @@ import dagster as dg
 
 from kommo_dagster.orchestration.accounts import AccountScope
 from kommo_dagster.orchestration.derived_assets import derived_keys
+from kommo_dagster.orchestration.link_assets import link_keys
 from kommo_dagster.orchestration.translator import AccountSpecs
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.windows import PARTITION_FORMAT
@@ -50,6 +51,8 @@ def build_jobs(settings: Settings, *, specs: AccountSpecs | None = None) -> Komm
     partitioned += derived_keys(settings, partitioned=True, specs=specs)
     unpartitioned = [specs.key(s) for s in settings.unpartitioned_streams]
     unpartitioned += derived_keys(settings, partitioned=False, specs=specs)
+    partitioned += link_keys(settings, partitioned=True, specs=specs)
+    unpartitioned += link_keys(settings, partitioned=False, specs=specs)
     tags = {} if scope.name is None else {"kommo/account": scope.name}
     incremental = full_sync = full_tables = None
     if partitioned:

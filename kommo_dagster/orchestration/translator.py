@@ -31,6 +31,7 @@ from kommo_dagster.warehouse.tables import Table
 
 KINDS: Mapping[str, frozenset[str]] = {
     "stream": frozenset({"kommo", "duckdb"}),
+    "link": frozenset({"kommo", "duckdb"}),  # read from the streams' pages
     "view": frozenset({"duckdb", "view"}),
 }
 DEFAULT_KINDS = frozenset({"duckdb", "sql"})  # tables computed in DuckDB

@@ -18,9 +18,11 @@ import numpy as np
 from kommo_dagster.sandbox import generate as g
 from kommo_dagster.sandbox.chats import lead_conversations
 from kommo_dagster.sandbox.dictionaries import account_body, build_dictionaries, task_types
+from kommo_dagster.sandbox.links import LinkBook
 from kommo_dagster.sandbox.notes import NOTE_ID_BASES, NOTE_TABLES, build_note, notes_table
 from kommo_dagster.sandbox.stage_paths import path_events
 from kommo_dagster.sandbox.store import DELETED, GONE, LIVE, Table
+from kommo_dagster.sandbox.unsorted import Inbox
 
 INCREMENTAL = (
     "leads",
@@ -130,6 +132,8 @@ class Account:
                 self._build_notes(entity, table, k)
             self._build_events()
             build_dictionaries(self.catalog, random.Random(f"{seed}:dictionaries"))
+            self.links = LinkBook(self)
+            self.inbox = Inbox(self)
         finally:
             # The account lives as long as the server: keep the collector from rescanning it.
             # A full collection of a 100,000-lead account pauses every thread for ~80 ms, which
@@ -456,6 +460,8 @@ class Account:
                 return [s for p in self.catalog.pipelines for s in p["_embedded"]["statuses"]]
             if stream == "users":
                 return [dict(u) for u in self.catalog.users]
+            if stream == "incoming_leads":
+                return [dict(e) for e in self.inbox.entries] if self.inbox.enabled else []
             raise KeyError(f"unknown stream {stream!r}")
 
     def live_rows(self, stream: str) -> np.ndarray:

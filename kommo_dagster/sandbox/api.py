@@ -127,6 +127,9 @@ class KommoApi:
         self._routes: list[tuple[re.Pattern[str], Callable[..., Response]]] = [
             (re.compile(r"^/api/v4/(leads|contacts|companies|tasks|events)$"), self._list),
             (re.compile(r"^/api/v4/(leads|contacts|companies)/notes$"), self._notes),
+            (re.compile(r"^/api/v4/(leads|contacts|companies)/links$"), self._links),
+            (re.compile(r"^/api/v4/(leads|contacts|companies)/(\d+)/links$"), self._links_of),
+            (re.compile(r"^/api/v4/leads/unsorted$"), self._unsorted),
             (re.compile(r"^/api/v4/(leads|contacts|companies|tasks)/(\d+)$"), self._one),
             (re.compile(r"^/api/v4/leads/pipelines$"), self._pipelines),
             (re.compile(r"^/api/v4/leads/pipelines/([^/]+)$"), self._pipeline),
@@ -258,6 +261,7 @@ class KommoApi:
             if not len(chunk):
                 return no_content()
             bodies = table.bodies_of(chunk, with_fields=with_fields)
+            bodies = self.account.links.embed(stream, chunk, bodies, q.with_)
             more = offset + limit < len(rows)
         return hal_bytes(self._envelope(path, q, page, key or stream, bodies, more=more))
 
@@ -288,7 +292,22 @@ class KommoApi:
             if row is None or table.state[row] != LIVE:
                 return no_content()
             with_fields = tuple(f for f in table.with_fields if f in q.with_)
-            return hal_bytes(table.bodies_of(np.array([row]), with_fields=with_fields)[0])
+            rows = np.array([row])
+            bodies = table.bodies_of(rows, with_fields=with_fields)
+            return hal_bytes(self.account.links.embed(stream, rows, bodies, q.with_)[0])
+
+    # --- links and the unsorted inbox (sandbox/links.py, sandbox/unsorted.py) -----------------
+
+    def _links(self, path: str, q: Query, entity: str) -> Response:
+        raw = q.filters.get("entity_id", {}).get("", [])
+        ids = [_int(v, "filter.entity_id") for c in raw for v in c.split(",") if v.strip()]
+        return self.account.links.links_response(entity, ids, q.href(self.base_url, path, 1))
+
+    def _links_of(self, path: str, q: Query, entity: str, rid: str) -> Response:
+        return self.account.links.links_response(entity, [int(rid)], f"{self.base_url}{path}")
+
+    def _unsorted(self, path: str, q: Query) -> Response:
+        return self.account.inbox.response(q, lambda page: q.href(self.base_url, path, page))
 
     # --- pipelines and statuses ---------------------------------------------------------------
 

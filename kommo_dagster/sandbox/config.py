@@ -39,6 +39,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "drop",  # the socket is closed without any response
     "slow",  # the response comes after FaultConfig.slow_seconds
     "429",  # a 429 in the configured style, without a rate-limit violation (inject only)
+    "200_html",  # a 200 with an HTML login page instead of the API's JSON (inject only)
 )
 
 
@@ -146,6 +147,8 @@ class SandboxConfig:
     unpaid: bool = False
     # 403 problem+json for /api/v4/users (the token's user is not an admin).
     not_admin: bool = False
+    # False: the account's unsorted feature is off, GET /api/v4/leads/unsorted answers 204.
+    unsorted_inbox: bool = True
     # A 301 to this origin for every API request (an account asked for on the wrong host).
     redirect_to: str | None = None
     # Answer every API request as a host that is not a Kommo account: "404" (an nginx 404 page),

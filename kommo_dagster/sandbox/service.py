@@ -43,6 +43,7 @@ RUNTIME_SETTINGS = (
     "latency_jitter_ms",
     "unpaid",
     "not_admin",
+    "unsorted_inbox",
     "redirect_to",
     "wrong_host",
 )
@@ -194,6 +195,7 @@ class KommoSandbox:
         )
         self._api = KommoApi(self._account, not_admin=lambda: self._config.not_admin)
         self._churner = Churner(self._account, config=cfg.churn, seed=cfg.seed)
+        self._account.inbox.enabled = cfg.unsorted_inbox
 
     def stop(self) -> None:
         server, self._server = self._server, None
@@ -277,6 +279,8 @@ class KommoSandbox:
         self._config = dataclasses.replace(old, **changes)
         if self._fault_seed(self._config) != self._fault_seed(old):
             self._faults = Faults(seed=self._fault_seed(self._config))
+        if "unsorted_inbox" in changes and self._account is not None:
+            self._account.inbox.enabled = self._config.unsorted_inbox
         if "churn" in changes and self._account is not None:
             self._stop_churn_thread()
             self._churner = Churner(self.account, config=self._config.churn, seed=old.seed)
@@ -388,6 +392,10 @@ class KommoSandbox:
                 self._sleep(cfg.faults.slow_seconds)
             elif fault == "429":
                 return self._too_many(cfg)
+            elif fault == "200_html":
+                return Response(
+                    200, b"<!doctype html><html><body>Sign in</body></html>", "text/html"
+                )
             elif fault == "500_json":
                 return problem(
                     500, "Internal Server Error", trace_id=f"{self._rng.getrandbits(64):016x}"

@@ -15,7 +15,7 @@ import operator
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -23,6 +23,18 @@ import orjson
 LIVE, DELETED, GONE = 0, 1, 2
 NULL_INT = np.iinfo(np.int64).min
 _CACHE_SIZE = 64
+
+
+class AccountParts(Protocol):
+    """What the account's parts (its links, its inbox) read of `account.Account`, which builds
+    them: named by shape, since importing it from them would be a cycle."""
+
+    seed: Any
+    catalog: Any
+    tables: Any
+    lock: Any
+    links: Any
+    inbox: Any
 
 
 @dataclass(frozen=True)

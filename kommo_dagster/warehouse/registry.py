@@ -2,7 +2,9 @@
 
 `TABLES` holds, in this order, per extracted stream (`kommo_dagster.kommo.streams`): its table,
 its ``<stream>_current`` view (incremental streams), its ``<stream>_history`` snapshots and its
-``kommo_all`` views over the accounts; then the derived tables and views
+``kommo_all`` views over the accounts; then the link tables read from the streams' pages
+(`kommo_dagster.kommo.links`), written by the writes of their parents, and their ``kommo_all``
+views; then the derived tables and views
 (`kommo_dagster.derived.declaration`), and the ``kommo_all`` views of those declared
 ``all_accounts``. A write asks `refresh_after_write` what follows it, in
 its own transaction: the relations whose triggers it wrote, each after what it reads.
@@ -20,12 +22,15 @@ from typing import Any
 import duckdb
 
 from kommo_dagster.derived import declaration
+from kommo_dagster.kommo.links import LINK_TABLES, LinkTable
+from kommo_dagster.kommo.relinks import LINK_EVENTS_STREAM
 from kommo_dagster.kommo.streams import STREAMS, Stream
 from kommo_dagster.warehouse.all_accounts import (
     ALL_ACCOUNTS_SCHEMA,
     refresh_cross_account_view,
     relation_names,
 )
+from kommo_dagster.warehouse.link_write import write_link_table
 from kommo_dagster.warehouse.tables import Partitioning, RefreshContext, Table, refresh_order
 from kommo_dagster.warehouse.views import (
     append_history,
@@ -109,11 +114,46 @@ def _stream_relations(stream: Stream) -> list[Table]:
     return tables + [_cross_account_view(name) for name in relation_names(stream)]
 
 
+def link_table(link: LinkTable) -> Table:
+    """A link table's declaration: its rows are read with its parent's pages (and, for the
+    records the day's link events name, with the events), staged beside the write's rows; a
+    write of either writes them in its transaction (`kommo_dagster.warehouse.link_write`)."""
+
+    def refresh(ctx: RefreshContext) -> int | None:
+        return write_link_table(
+            ctx.con,
+            link,
+            ctx.links,
+            schema=ctx.schema,
+            written=ctx.written,
+            full_table=ctx.full_table,
+        )
+
+    return Table(
+        name=link.name,
+        kind="link",
+        description=link.description,
+        inputs=(link.parent,),
+        key=link.key,
+        columns=link.columns,
+        checks=link.checks,
+        # The events' write refreshes the links a /links answer holds (not the sources).
+        refresh_on=(link.parent, LINK_EVENTS_STREAM) if link.to_entity_type else (link.parent,),
+        refresh=refresh,
+    )
+
+
+def _link_relations() -> list[Table]:
+    links = [link_table(t) for t in LINK_TABLES.values()]
+    return links + [_cross_account_view(t.name) for t in links]
+
+
 @cache
 def _build(streams: tuple[Stream, ...], derived: tuple[Table, ...]) -> dict[str, Table]:
     tables: dict[str, Table] = {}
     united = [_cross_account_view(t.name) for t in derived if t.all_accounts]
-    for table in [*(t for s in streams for t in _stream_relations(s)), *derived, *united]:
+    relations = [*(t for s in streams for t in _stream_relations(s)), *_link_relations()]
+    for table in [*relations, *derived, *united]:
         if table.name in tables:
             raise RuntimeError(f"the table {table.name!r} is declared twice")
         tables[table.name] = table
@@ -126,6 +166,11 @@ def _build(streams: tuple[Stream, ...], derived: tuple[Table, ...]) -> dict[str,
 
 def _current() -> dict[str, Table]:
     return _build(tuple(STREAMS.values()), declaration.DECLARATIONS)
+
+
+def link_relations() -> list[Table]:
+    """The link tables (`kommo_dagster.kommo.links`), in their order."""
+    return [TABLES[name] for name in LINK_TABLES]
 
 
 def derived_relations() -> list[Table]:
@@ -170,11 +215,19 @@ def refresh_after_write(
     """Rebuild, in the caller's transaction, every relation that follows a write of
     ``written`` into ``schema``; ``write`` fills the rest of the `RefreshContext`. Returns each
     refresh's result by relation name."""
-    ctx = RefreshContext(con=con, schema=schema, **write)
+    ctx = RefreshContext(con=con, schema=schema, written=written, **write)
     return {t.name: t.refresh(ctx) for t in refreshed_after(written) if t.refresh is not None}
 
 
 _current()  # a declaration error fails the import, not the first write
 
 
-__all__ = ["TABLES", "derived_relations", "get_table", "refresh_after_write", "refreshed_after"]
+__all__ = [
+    "TABLES",
+    "derived_relations",
+    "get_table",
+    "link_relations",
+    "link_table",
+    "refresh_after_write",
+    "refreshed_after",
+]

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
+from kommo_dagster.kommo.links import LinkRows
 from kommo_dagster.kommo.streams import Stream
 from kommo_dagster.warehouse.arrays import arrow_contract_table, cursor_values, typed_arrays
 from kommo_dagster.warehouse.errors import WarehouseError
@@ -49,7 +50,8 @@ class StagedRows:
 
     ``window`` is the cursor slice the rows belong to (``None`` for a full table); every row's
     cursor is checked against it before anything is deleted. ``note`` is what the extractor wants
-    said with the write (requests made, elapsed time...).
+    said with the write (requests made, elapsed time...); ``links`` the link-table rows read
+    with them (`kommo_dagster.warehouse.link_write` writes them in the same transaction).
     """
 
     def __init__(
@@ -65,6 +67,8 @@ class StagedRows:
         self.stream = stream
         self.window = window
         self.note = ""
+        # Rows of link tables read with these rows, written in the same transaction.
+        self.links: list[LinkRows] = []
         self.rows = 0
         self.cursor_min: int | None = None
         self.cursor_max: int | None = None

@@ -24,7 +24,7 @@ Plain Python, no Dagster: the IO manager and the SQL modules import it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -40,8 +40,10 @@ Kind = Literal[
     "stream", "current_view", "history", "all_accounts_view", "long", "link", "derived", "view"
 ]
 # The kinds computed inside DuckDB by a SELECT (assets of their own): from a slice of their
-# parent, or whole when they declare no partitioning.
-SLICED_KINDS = frozenset({"long", "derived", "link"})
+# parent, or whole when they declare no partitioning. A "link" table is not among them: its rows
+# come from its parent's pages, and its ``refresh`` writes them in the transaction of the
+# parent's slice (`kommo_dagster.warehouse.link_write`).
+SLICED_KINDS = frozenset({"long", "derived"})
 # The kinds (re)created in the transaction of the writes they follow.
 VIEW_KINDS = frozenset({"current_view", "all_accounts_view", "view"})
 
@@ -66,6 +68,10 @@ class RefreshContext:
     snapshot_at: datetime | None = None
     retention_days: int | None = None
     account_schemas: Mapping[str, str] = field(default_factory=dict)
+    # The relation written, and the link rows read with it (`kommo_dagster.kommo.links.LinkRows`,
+    # written by the link tables' declarations).
+    written: str | None = None
+    links: Sequence[Any] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,6 +124,9 @@ class Table:
     # Data checks beyond the ones every table of its kind gets, by name.
     checks: tuple[str, ...] = ()
     all_accounts: bool = False
+    # A view defined only when the streams behind every relation it reads are selected (its
+    # joins mean nothing without them); other views need only the derived tables they read.
+    needs_all_inputs: bool = False
 
     def __post_init__(self) -> None:
         if self.kind in SLICED_KINDS and (self.select is None) == (self.plan is None):

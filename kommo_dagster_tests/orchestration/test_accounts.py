@@ -12,6 +12,7 @@ import pytest
 from kommo_dagster.builder import build_kommo_definitions
 from kommo_dagster.derived.declaration import ACTIVITY_TABLES, DERIVED_TABLES
 from kommo_dagster.kommo.errors import KommoConfigError
+from kommo_dagster.kommo.links import LINK_TABLES, link_tables_of
 from kommo_dagster.kommo.streams import STREAMS
 from kommo_dagster.orchestration.accounts import (
     Account,
@@ -174,9 +175,12 @@ def test_two_accounts_make_two_namespaces(tmp_path: Path):
     assert keys == {dg.AssetKey(["kommo", "br", s]) for s in STREAMS} | {
         dg.AssetKey(["kommo", "ru", s]) for s in ("pipelines", "statuses", "leads")
     }
-    # ru extracts leads only: its derived assets are the leads' values and wide view
+    # ru extracts leads only: its derived assets are the leads' values and wide view, and the
+    # link tables the leads pages carry
+    lead_links = [t.name for t in link_tables_of("leads")]
     assert {k for k in _derived_keys(defs) if k.path[1] == "ru"} == {
-        dg.AssetKey(["kommo", "ru", s]) for s in ("lead_custom_field_values", "leads_wide")
+        dg.AssetKey(["kommo", "ru", s])
+        for s in ("lead_custom_field_values", "leads_wide", *lead_links)
     }
     for asset in assets:
         account = asset.key.path[1]
@@ -239,7 +243,7 @@ def test_without_kommo_accounts_the_definitions_are_exactly_the_single_accounts(
             "kommo_full_sync_schedule",
         },
         "sensors": {"kommo_change_sensor"},
-        "checks": {f"kommo_{s}_checks" for s in STREAMS} | _derived_check_names(),
+        "checks": {f"kommo_{s}_checks" for s in [*STREAMS, *LINK_TABLES]} | _derived_check_names(),
     }
     resources = defs.resources or {}
     assert {"kommo", "io_manager", "duckdb"} == set(resources)

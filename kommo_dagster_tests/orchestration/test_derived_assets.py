@@ -65,4 +65,5 @@ def test_only_the_selected_streams_get_derived_assets(tmp_path: Path):
         "contacts",
         "contact_custom_field_values",
         "contacts_wide",
+        "contact_companies",  # a link table, read from the contacts pages
     }

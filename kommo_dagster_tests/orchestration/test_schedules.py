@@ -9,6 +9,7 @@ import pytest
 
 from kommo_dagster.definitions import build_definitions
 from kommo_dagster.derived.declaration import ACTIVITY_TABLES, with_derived
+from kommo_dagster.kommo.links import LINK_TABLES
 from kommo_dagster.kommo.streams import FULL_TABLE_STREAMS, INCREMENTAL_STREAMS
 from kommo_dagster.orchestration.jobs import FULL_SYNC_JOB, FULL_TABLES_JOB, INCREMENTAL_JOB
 from kommo_dagster.orchestration.resources import KommoResource
@@ -58,12 +59,13 @@ def test_jobs_split_the_streams_by_sync(tmp_path: Path):
         FULL_SYNC_JOB,
         FULL_TABLES_JOB,
     }
-    # Derived tables run with their parents; the views and the tables rebuilt whole (activity)
-    # with the full tables.
-    assert _keys(defs, INCREMENTAL_JOB) == with_derived(set(INCREMENTAL_STREAMS))
-    assert _keys(defs, FULL_SYNC_JOB) == with_derived(set(INCREMENTAL_STREAMS))
+    # Derived and link tables run with their parents; the views and the tables rebuilt whole
+    # (activity) with the full tables.
+    partitioned = with_derived(set(INCREMENTAL_STREAMS)) | set(LINK_TABLES)
+    assert _keys(defs, INCREMENTAL_JOB) == partitioned
+    assert _keys(defs, FULL_SYNC_JOB) == partitioned
     views = {"leads_wide", "contacts_wide", "companies_wide", "lead_stage_durations"}
-    views |= {"pipeline_funnel", "response_time_by_manager", *ACTIVITY_TABLES}
+    views |= {"pipeline_funnel", "response_time_by_manager", "leads_enriched", *ACTIVITY_TABLES}
     assert _keys(defs, FULL_TABLES_JOB) == set(FULL_TABLE_STREAMS) | views
 
 
@@ -164,7 +166,8 @@ def test_the_full_sync_request_executes_as_one_run(sandbox_factory, tmp_path: Pa
         (e.asset_key.path[-1], e.partition) for e in result.get_asset_materialization_events()
     }
     days = [f"2026-10-0{d}" for d in range(1, 6)]
-    assert materialized == {(s, d) for s in with_derived(set(INCREMENTAL_STREAMS)) for d in days}
+    partitioned = with_derived(set(INCREMENTAL_STREAMS)) | set(LINK_TABLES)
+    assert materialized == {(s, d) for s in partitioned for d in days}
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         (leads,) = con.execute("SELECT count(*) FROM kommo.leads").fetchone()
     assert leads == len(sandbox.expected_rows("leads"))

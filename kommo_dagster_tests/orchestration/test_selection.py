@@ -86,9 +86,21 @@ def test_a_selection_builds_only_its_assets_jobs_and_checks(tmp_path: Path):
         # derived from leads, without a request
         "lead_custom_field_values",
         "leads_wide",
+        # read from the leads pages (contacts' companies only with contacts)
+        "lead_contacts",
+        "lead_companies",
+        "lead_products",
+        "lead_sources",
     ]
     checked = {s.asset_key.path[-1] for c in defs.asset_checks or [] for s in c.check_specs}
-    assert checked == {"leads", "pipelines", "statuses", "tasks", "lead_custom_field_values"}
+    assert checked == {
+        "leads",
+        "pipelines",
+        "statuses",
+        "tasks",
+        "lead_custom_field_values",
+        *("lead_contacts", "lead_companies", "lead_products", "lead_sources"),
+    }
     repo = defs.get_repository_def()
     assert {j.name for j in repo.get_all_jobs()} >= {
         INCREMENTAL_JOB,

@@ -31,6 +31,8 @@ DERIVED = (
     "manager_activity_daily",
     "response_time_by_manager",
 )
+# The link tables read from the leads pages (contact_companies comes only with contacts).
+LINKS = ("lead_contacts", "lead_companies", "lead_products", "lead_sources")
 
 
 class CrmTranslator(KommoTranslator):
@@ -50,7 +52,7 @@ def _check_renamed(
 ) -> None:
     """Every asset, dependency, check, job and sensor target names the renamed keys."""
     assets = _assets(defs)
-    key = {name: dg.AssetKey([*prefix, name]) for name in (*STREAMS, *DERIVED)}
+    key = {name: dg.AssetKey([*prefix, name]) for name in (*STREAMS, *DERIVED, *LINKS)}
     assert set(assets) == set(key.values())
     for asset in assets.values():
         spec = next(iter(asset.specs))
@@ -60,12 +62,14 @@ def _check_renamed(
     assert assets[key["lead_custom_field_values"]].dependency_keys == {key["leads"]}
     assert key["lead_custom_fields"] in assets[key["leads_wide"]].dependency_keys
     assert key["lead_status_changes"] in assets[key["pipeline_funnel"]].dependency_keys
+    assert assets[key["lead_contacts"]].dependency_keys == {key["leads"]}
     checked = {k.asset_key for c in defs.asset_checks or [] for k in c.check_keys}
     unchecked = ("leads_wide", "pipeline_funnel", "response_time_by_manager")  # views
-    assert checked == {key[n] for n in (*STREAMS, *DERIVED) if n not in unchecked}
+    assert checked == {key[n] for n in (*STREAMS, *DERIVED, *LINKS) if n not in unchecked}
     repo = defs.get_repository_def()  # resolves the jobs' selections of the renamed keys
     incremental = repo.get_job(job)
     assert key["lead_status_changes"] in incremental.asset_layer.executable_asset_keys
+    assert key["lead_contacts"] in incremental.asset_layer.executable_asset_keys
 
 
 def test_a_python_translator_renames_keys_and_adds_owners(tmp_path: Path):

@@ -37,7 +37,31 @@ def test_every_stream_and_derived_relation_is_declared_once():
 @pytest.mark.parametrize(
     ("written", "rebuilt"),
     [
-        ("leads", ["leads_current", "leads_history", "kommo_all.leads", "kommo_all.leads_current"]),
+        (
+            "leads",
+            [
+                "leads_current",
+                "leads_history",
+                "kommo_all.leads",
+                # read from the leads pages, written with them
+                *("lead_contacts", "lead_companies", "lead_products", "lead_sources"),
+                "kommo_all.leads_current",
+                *("kommo_all.lead_contacts", "kommo_all.lead_companies"),
+                *("kommo_all.lead_products", "kommo_all.lead_sources"),
+            ],
+        ),
+        (
+            # the links that the day's link events name, re-read with the events
+            "events",
+            [
+                *("events_current", "events_history", "kommo_all.events"),
+                *("lead_contacts", "lead_companies", "contact_companies", "lead_products"),
+                "kommo_all.events_current",
+                *("kommo_all.lead_contacts", "kommo_all.lead_companies"),
+                *("kommo_all.contact_companies", "kommo_all.lead_products"),
+            ],
+        ),
+        ("lead_contacts", ["kommo_all.lead_contacts"]),
         (
             "lead_custom_fields",
             ["lead_custom_fields_history", "kommo_all.lead_custom_fields", "leads_wide"],

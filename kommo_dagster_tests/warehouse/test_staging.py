@@ -10,7 +10,8 @@ import duckdb
 import pandas as pd
 import pytest
 
-from kommo_dagster.contract import contract_columns
+from kommo_dagster.contract import contract_streams
+from kommo_dagster.kommo import unsorted
 from kommo_dagster.kommo.columns import columns_table
 from kommo_dagster.kommo.streams import DUCKDB_TYPES, STREAMS, get_stream
 from kommo_dagster.warehouse.arrays import typed_frame
@@ -57,7 +58,8 @@ def test_an_empty_write_creates_the_contract_table(db: Path, name: str):
     assert result == {"rows": 0, "deleted": 0, "table_rows": 0}
     with connect(db, timeout=30) as con:
         columns = table_columns(con, schema="kommo", table=name)
-    assert columns == [(c["name"], DUCKDB_TYPES[c["type"]]) for c in contract_columns(name)]
+    declared = {**contract_streams(), **unsorted.CONTRACT}[name]["columns"]
+    assert columns == [(c["name"], DUCKDB_TYPES[c["type"]]) for c in declared]
 
 
 def test_nullable_integers_stay_integers_and_values_round_trip(db: Path):

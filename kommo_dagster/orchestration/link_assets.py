@@ -1,0 +1,283 @@
+"""The link tables as Dagster assets, with their checks, built from `kommo.links.LINK_TABLES`.
+
+A link table is written by its parent's asset, in the transaction of the parent's slice
+(`kommo_dagster.link_write`), from the pages the parent's walk reads anyway; and by the events
+asset for the records whose links changed without moving their ``updated_at``. Its asset
+(``kommo/<table>``, partitioned like the parent, downstream of it and run in the same runs)
+records what that write left: the rows of the parents of its slice, the table's rows, its
+columns. Materializing it alone re-reads nothing from Kommo.
+
+Checks (one `multi_asset_check` per table):
+
+| check | severity | fails when |
+|---|---|---|
+| ``contract_columns`` (blocking) | error | no table, or columns unlike the declaration |
+| ``no_duplicate_keys`` | error | a link key appears twice |
+| ``<column>_in_<table>`` | warn | a link's parent or target is not in the warehouse |
+| ``one_main_contact`` (lead_contacts) | warn | a lead has more than one main contact |
+
+A link to a record the warehouse lacks is kept (Kommo said it exists); the reference checks count
+such rows and show a few.
+"""
+
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+import duckdb as duckdb_lib
+
+from kommo_dagster.derived.declaration import NO_DUPLICATE_KEYS
+from kommo_dagster.kommo.links import LINK_TABLES, ONE_MAIN_CONTACT, LinkTable
+from kommo_dagster.kommo.streams import get_stream
+from kommo_dagster.orchestration.accounts import AccountScope
+from kommo_dagster.orchestration.checks import (
+    SAMPLE,
+    Outcome,
+    check_results,
+    contract_columns,
+    references_resolve,
+)
+from kommo_dagster.orchestration.derived_checks import no_duplicate_keys
+from kommo_dagster.orchestration.freshness import freshness_policy
+from kommo_dagster.orchestration.io_manager import KommoDuckDBResource, table_schema
+from kommo_dagster.orchestration.partitions import build_daily_partitions
+from kommo_dagster.orchestration.translator import AccountSpecs, asset_arguments
+from kommo_dagster.settings import Settings
+from kommo_dagster.warehouse.link_write import ensure_link_table
+from kommo_dagster.warehouse.registry import get_table
+from kommo_dagster.warehouse.sql import catalog_name, quote, table_exists, table_ref
+from kommo_dagster.warehouse.windows import EpochWindow
+
+
+def link_tables(settings: Settings) -> list[LinkTable]:
+    """The link tables of the selected streams, in declaration order."""
+    return [t for t in LINK_TABLES.values() if t.parent in settings.streams]
+
+
+def link_keys(
+    settings: Settings, *, partitioned: bool, specs: AccountSpecs | None = None
+) -> list[dg.AssetKey]:
+    """Keys of the link tables partitioned (or not) like their parent, for the jobs (the
+    ``leads_enriched`` view is a derived view: `derived_keys`)."""
+    specs = specs or AccountSpecs(settings)
+    return [
+        specs.key(t.name)
+        for t in link_tables(settings)
+        if settings.is_partitioned(t.parent) == partitioned
+    ]
+
+
+def _slice_rows(
+    con: duckdb_lib.DuckDBPyConnection, table: LinkTable, *, schema: str, window: EpochWindow | None
+) -> int:
+    """Rows of the table belonging to the parents of the window's slice (all rows for None)."""
+    target = table_ref(schema, table.name)
+    parent = get_stream(table.parent)
+    if window is None or table.replace == "key" or parent.cursor is None:
+        sql, params = f"SELECT count(*) FROM {target}", []
+    else:
+        cursor = quote(parent.cursor)
+        sql = (
+            f"SELECT count(*) FROM {target} WHERE {quote(table.parent_column)} IN (SELECT id "
+            f"FROM {table_ref(schema, parent.name)} WHERE {cursor} >= ? AND {cursor} < ?)"
+        )
+        params = [window.start, window.end]
+    row = con.execute(sql, params).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _asset_arguments(table: LinkTable, *, settings: Settings, specs: AccountSpecs) -> dict:
+    """The asset's definition through the translator: key, description, metadata, partitions
+    like the parent's."""
+    parent = get_stream(table.parent)
+    partitioned = settings.is_partitioned(parent.name)
+    schema = settings.schema
+    replaced = (
+        "by source id"
+        if table.replace == "key"
+        else f"per {parent.name} record read, so a link removed in Kommo disappears"
+    )
+    spec = specs.spec(
+        get_table(table.name),
+        description=(
+            f"{table.description}\n\nDuckDB table `{schema}.{table.name}`, written with each "
+            f"slice of `{schema}.{parent.name}` in the same transaction (rows replaced "
+            f"{replaced}), and for the records that the day's link events name by the events "
+            f"run. This asset records what those writes left."
+        ),
+        metadata={
+            "dagster/column_schema": table_schema(table),  # type: ignore[arg-type]
+            "dagster/table_name": f"{catalog_name(settings.duckdb_path)}.{schema}.{table.name}",
+            "kommo/key": ", ".join(table.key),
+            "kommo/parent": parent.name,
+        },
+        deps=(parent.name,),
+    )
+    arguments: dict[str, Any] = asset_arguments(spec)
+    arguments["freshness_policy"] = freshness_policy(partitioned=partitioned)
+    if partitioned:
+        arguments["partitions_def"] = build_daily_partitions(settings.start_date)
+        arguments["backfill_policy"] = dg.BackfillPolicy.single_run()
+    return arguments
+
+
+def build_link_asset(
+    table: LinkTable, *, settings: Settings, specs: AccountSpecs | None = None
+) -> dg.AssetsDefinition:
+    specs = specs or AccountSpecs(settings)
+    parent = get_stream(table.parent)
+    partitioned = settings.is_partitioned(parent.name)
+    schema = settings.schema
+    scope = AccountScope.of(settings)
+    full_name = f"{catalog_name(settings.duckdb_path)}.{schema}.{table.name}"
+    arguments = _asset_arguments(table, settings=settings, specs=specs)
+
+    def record(
+        context: dg.AssetExecutionContext, duckdb: KommoDuckDBResource
+    ) -> dg.MaterializeResult:
+        window = (
+            EpochWindow.from_time_window(context.partition_time_window) if partitioned else None
+        )
+        with duckdb.get_connection(on_wait=context.log.info) as con:
+            if not table_exists(con, schema=schema, table=parent.name):
+                raise RuntimeError(
+                    f"{schema}.{parent.name} does not exist yet: materialize "
+                    f"{scope.label(parent.name)} first (it writes {table.name})"
+                )
+            ensure_link_table(con, table, schema=schema)
+            rows = _slice_rows(con, table, schema=schema, window=window)
+            (total,) = con.execute(
+                f"SELECT count(*) FROM {table_ref(schema, table.name)}"
+            ).fetchone() or (0,)
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": dg.MetadataValue.int(rows),
+                "dagster/table_name": dg.MetadataValue.text(full_name),
+                "kommo/table_row_count": dg.MetadataValue.int(int(total)),
+            }
+        )
+
+    record.__name__ = table.name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.asset(**arguments)(record)
+
+
+# --- checks -----------------------------------------------------------------------------------
+
+
+def one_main_contact(con: duckdb_lib.DuckDBPyConnection, *, schema: str) -> Outcome:
+    rows = con.execute(
+        f"SELECT lead_id, count(*) FROM {table_ref(schema, 'lead_contacts')} WHERE is_main "
+        f"GROUP BY lead_id HAVING count(*) > 1 ORDER BY lead_id"
+    ).fetchall()
+    return Outcome(
+        not rows,
+        f"{len(rows)} leads have more than one main contact",
+        {"leads": len(rows), "sample": [f"lead_id={r[0]}: {r[1]}" for r in rows[:SAMPLE]]},
+    )
+
+
+def evaluate_links(
+    con: duckdb_lib.DuckDBPyConnection, table: LinkTable, *, schema: str, streams: set[str]
+) -> dict[str, Outcome]:
+    results = {"contract_columns": contract_columns(con, table, schema=schema)}  # type: ignore[arg-type]
+    names = [NO_DUPLICATE_KEYS, *(r.check_name for r in table.references if r.stream in streams)]
+    if ONE_MAIN_CONTACT in table.checks:
+        names.append(ONE_MAIN_CONTACT)
+    if not results["contract_columns"].passed:
+        reason = f"not evaluated: {results['contract_columns'].description}"
+        return results | {n: Outcome(False, reason, {}) for n in names}
+    results[NO_DUPLICATE_KEYS] = no_duplicate_keys(con, get_table(table.name), schema=schema)
+    for ref in table.references:
+        if ref.stream in streams:
+            results[ref.check_name] = references_resolve(con, table, ref, schema=schema)  # type: ignore[arg-type]
+    if ONE_MAIN_CONTACT in table.checks:
+        results[ONE_MAIN_CONTACT] = one_main_contact(con, schema=schema)
+    return results
+
+
+def build_link_table_checks(
+    table: LinkTable, *, settings: Settings, specs: AccountSpecs | None = None
+) -> dg.AssetChecksDefinition:
+    specs = specs or AccountSpecs(settings)
+    scope = AccountScope.of(settings)
+    key = specs.key(table.name)
+    schema, streams = settings.schema, set(settings.streams)
+    references = {r.check_name: r for r in table.references if r.stream in streams}
+    descriptions = {
+        "contract_columns": "The table's columns and DuckDB types are the declaration's, in order.",
+        NO_DUPLICATE_KEYS: f"No ({', '.join(table.key)}) key twice.",
+    }
+    for name, ref in references.items():
+        descriptions[name] = (
+            f"Every {table.name}.({', '.join(ref.columns)}) is a {schema}.{ref.stream}."
+            f"({', '.join(ref.keys)}); warns: a link to a record not (yet) in the warehouse is "
+            f"kept and counted."
+        )
+    if ONE_MAIN_CONTACT in table.checks:
+        descriptions[ONE_MAIN_CONTACT] = "Each lead has at most one main contact (warns)."
+    specs = [
+        dg.AssetCheckSpec(
+            name,
+            asset=key,
+            description=description,
+            blocking=name == "contract_columns",
+            additional_deps=[specs.key(references[name].stream)] if name in references else None,
+        )
+        for name, description in descriptions.items()
+    ]
+    warn_only = {*references, ONE_MAIN_CONTACT}
+
+    @dg.multi_asset_check(
+        specs=specs,
+        name=scope.qualify(f"kommo_{table.name}_checks"),
+        description=f"Data checks of {schema}.{table.name}.",
+    )
+    def link_checks(
+        context: dg.AssetCheckExecutionContext, duckdb: KommoDuckDBResource
+    ) -> Iterator[dg.AssetCheckResult]:
+        with duckdb.get_connection(on_wait=context.log.info) as con:
+            if table_exists(con, schema=schema, table=table.name):
+                outcomes = evaluate_links(con, table, schema=schema, streams=streams)
+            else:
+                outcomes = {
+                    n: Outcome(False, f"{schema}.{table.name} does not exist", {})
+                    for n in descriptions
+                }
+        yield from check_results(
+            context, key, outcomes, label=scope.label(table.name), warn_only=warn_only
+        )
+
+    return link_checks
+
+
+def build_link_assets(
+    settings: Settings, *, specs: AccountSpecs | None = None
+) -> list[dg.AssetsDefinition]:
+    """The link tables of the selected streams (``leads_enriched`` is a derived view)."""
+    specs = specs or AccountSpecs(settings)
+    return [build_link_asset(t, settings=settings, specs=specs) for t in link_tables(settings)]
+
+
+def build_link_checks(
+    settings: Settings, *, specs: AccountSpecs | None = None
+) -> list[dg.AssetChecksDefinition]:
+    specs = specs or AccountSpecs(settings)
+    return [
+        build_link_table_checks(t, settings=settings, specs=specs) for t in link_tables(settings)
+    ]
+
+
+__all__ = [
+    "NO_DUPLICATE_KEYS",
+    "ONE_MAIN_CONTACT",
+    "build_link_asset",
+    "build_link_assets",
+    "build_link_checks",
+    "build_link_table_checks",
+    "evaluate_links",
+    "link_keys",
+    "link_tables",
+]

@@ -1,0 +1,118 @@
+"""Writing the link tables inside the transaction of the slice their rows came with.
+
+The rows of the link tables are gathered while their parent's pages are read
+(`kommo_dagster.kommo.links.LinkRows`) and staged with the parent's slice (or with the events
+slice whose link events named them). Each link table's declaration in the registry
+(`kommo_dagster.warehouse.registry`) writes its rows here when that slice is written, on the
+same connection and in the same transaction, and the registry rebuilds what follows it. So the
+link tables never disagree with the rows they came with, and a failed write leaves them as they
+were.
+
+A table replaced by parent loses every row of the parents read, then takes their current rows
+(of two versions of a record read in one window, the newer one's), so a removed link goes; a
+full-table write of the parent replaces the whole link table. ``lead_sources`` is replaced by
+source id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import duckdb
+import pyarrow as pa
+
+from kommo_dagster.kommo.links import VERSION, LinkRows, LinkTable
+from kommo_dagster.warehouse.sql import check_table_columns, create_table_sql, quote, table_ref
+
+_PARENTS = "_kommo_link_parents"
+_ROWS = "_kommo_link_rows"
+
+
+def ensure_link_table(con: duckdb.DuckDBPyConnection, table: LinkTable, *, schema: str) -> None:
+    """Create ``<schema>.<table>`` from its declaration if missing; refuse one with other
+    columns."""
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+    con.execute(create_table_sql(table, schema=schema))  # type: ignore[arg-type]
+    check_table_columns(con, table, schema=schema)  # type: ignore[arg-type]
+
+
+def _newest_rows_sql(table: LinkTable) -> str:
+    """The staged rows, newest version per replaced unit (parent or key), one row per key."""
+    unit = (
+        quote(table.parent_column)
+        if table.replace == "parent"
+        else ", ".join(quote(k) for k in table.key)
+    )
+    columns = ", ".join(quote(c) for c in table.column_names)
+    casts = ", ".join(
+        f"CAST({quote(c.name)} AS {c.duckdb_type}) AS {quote(c.name)}" for c in table.columns
+    )
+    key = ", ".join(quote(k) for k in table.key)
+    version = quote(VERSION)
+    return (
+        f"SELECT DISTINCT ON ({key}) {columns} FROM ("
+        f"SELECT {casts}, {version}, max({version}) OVER (PARTITION BY {unit}) AS _newest "
+        f"FROM {_ROWS}) WHERE {version} IS NOT DISTINCT FROM _newest ORDER BY {key}"
+    )
+
+
+def write_link_table(
+    con: duckdb.DuckDBPyConnection,
+    table: LinkTable,
+    links: Sequence[LinkRows],
+    *,
+    schema: str,
+    written: str | None,
+    full_table: bool,
+) -> int | None:
+    """Replace the rows of ``table`` that the collectors staged with a write of ``written``
+    hold; the rows written, or None when none of them reads ``table``.
+
+    A full-table write of the parent replaces a table replaced by parent whole (its parents
+    absent from the write are gone).
+    """
+    count: int | None = None
+    for collector in links:
+        if table not in collector.link_tables:
+            continue
+        whole = full_table and collector.parent == written
+        con.register(_PARENTS, collector.parent_id_array())
+        try:
+            rows = collector.table(table)
+            count = (count or 0) + _replace(con, table, rows, schema=schema, whole_table=whole)
+        finally:
+            with contextlib.suppress(duckdb.Error):  # an aborted transaction keeps its error
+                con.unregister(_PARENTS)
+    return count
+
+
+def _replace(
+    con: duckdb.DuckDBPyConnection,
+    table: LinkTable,
+    rows: pa.Table,
+    *,
+    schema: str,
+    whole_table: bool,
+) -> int:
+    ensure_link_table(con, table, schema=schema)
+    target = table_ref(schema, table.name)
+    con.register(_ROWS, rows)
+    try:
+        if table.replace == "key":
+            key = ", ".join(quote(k) for k in table.key)
+            con.execute(f"DELETE FROM {target} WHERE ({key}) IN (SELECT ({key}) FROM {_ROWS})")
+        elif whole_table:
+            con.execute(f"DELETE FROM {target}")
+        else:
+            column = quote(table.parent_column)
+            con.execute(f"DELETE FROM {target} WHERE {column} IN (SELECT id FROM {_PARENTS})")
+        columns = ", ".join(quote(c) for c in table.column_names)
+        row = con.execute(f"INSERT INTO {target} ({columns}) {_newest_rows_sql(table)}").fetchone()
+    finally:
+        with contextlib.suppress(duckdb.Error):
+            con.unregister(_ROWS)
+    return int(row[0]) if row else 0
+
+
+__all__ = ["ensure_link_table", "write_link_table"]

@@ -1,0 +1,127 @@
+"""Link rows from the parent's pages, typed or dicts, and the link events' readings."""
+
+from __future__ import annotations
+
+import orjson
+import pyarrow as pa
+import pytest
+
+from kommo_dagster.kommo.decoding import typed_records_of
+from kommo_dagster.kommo.errors import KommoContractError, KommoResponseError
+from kommo_dagster.kommo.links import VERSION, LinkRows
+from kommo_dagster.kommo.relinks import LinkEvents, links_of
+from kommo_dagster.kommo.streams import get_stream
+from kommo_dagster.kommo.transport import Response
+
+LEADS = [
+    {
+        "id": 1,
+        "updated_at": 10,
+        "is_deleted": False,
+        "_embedded": {
+            "tags": [],
+            "companies": [{"id": 40}],
+            "contacts": [{"id": 30, "is_main": True}, {"id": 31, "is_main": False}],
+            "catalog_elements": [
+                {"id": 7, "metadata": {"quantity": 1.5, "catalog_id": 8, "price_id": 9}},
+                {"id": 6, "metadata": {"quantity": 2, "catalog_id": 8}},
+            ],
+            "source": {"id": 5, "name": "Site"},
+        },
+    },
+    {"id": 2, "updated_at": 11, "is_deleted": True, "_embedded": {"contacts": [{"id": 32}]}},
+    {"id": 3, "updated_at": 12, "is_deleted": False, "_embedded": {"tags": []}},
+]
+
+
+def _rows(links: LinkRows) -> dict[str, list[dict]]:
+    return {name: t.drop([VERSION]).to_pylist() for name, t in links.tables().items()}
+
+
+def _typed(records: list[dict]) -> list:
+    body = orjson.dumps({"_embedded": {"leads": records}})
+    resp = Response(body=body, server_time=None, path="/api/v4/leads")
+    typed, _ = typed_records_of(get_stream("leads"), resp)
+    return typed
+
+
+def test_typed_and_dict_pages_give_the_same_rows_and_deleted_records_none():
+    from_dicts, from_typed = LinkRows("leads"), LinkRows("leads")
+    from_dicts.add(LEADS)
+    from_typed.add(_typed(LEADS))
+    assert _rows(from_dicts) == _rows(from_typed)
+    rows = _rows(from_dicts)
+    assert rows["lead_contacts"] == [
+        {"lead_id": 1, "contact_id": 30, "is_main": True},
+        {"lead_id": 1, "contact_id": 31, "is_main": False},
+    ]
+    assert rows["lead_products"][0] == {
+        "lead_id": 1,
+        "catalog_id": 8,
+        "element_id": 7,
+        "quantity": 1.5,
+        "price_id": 9,
+    }
+    assert rows["lead_products"][1]["price_id"] is None
+    assert rows["lead_companies"] == [{"lead_id": 1, "company_id": 40}]
+    assert rows["lead_sources"] == [{"id": 5, "name": "Site"}]
+    # every parent read has its links replaced, the deleted and the link-less too
+    assert sorted(from_dicts.parent_ids) == [1, 2, 3]
+
+
+def test_an_embedded_value_unlike_kommos_names_the_record():
+    bad = [{"id": 9, "updated_at": 1, "_embedded": {"contacts": [{"id": "thirty"}]}}]
+    for records in (bad, _typed(bad)):
+        with pytest.raises(KommoContractError, match=r"leads 9: _embedded.contacts"):
+            LinkRows("leads").add(records)
+
+
+def _events(rows: list[tuple]) -> pa.Table:
+    names = ["type", "entity_type", "entity_id", "value_after", "value_before"]
+    columns = list(zip(*rows, strict=True))
+    return pa.table({n: list(c) for n, c in zip(names, columns, strict=True)})
+
+
+def test_every_link_event_reading_names_both_records():
+    def link(kind: str, type_: str, rid: int) -> str:
+        return orjson.dumps([{kind: {"entity": {"type": type_, "id": rid}}}]).decode()
+
+    batch = _events(
+        [
+            ("entity_linked", "lead", 1, link("link", "contact", 30), "[]"),
+            ("contact_unlinked", "lead", 2, "[]", link("link", "contact", 31)),
+            ("lead_unlinked", "contact", 32, link("unlink", "lead", 3), "[]"),
+            ("entity_unlinked", "company", 40, link("unlink", "contact", 33), "[]"),
+            ("lead_status_changed", "lead", 99, "[]", "[]"),
+        ]
+    )
+    events = LinkEvents()
+    events.add(batch)
+    assert events.named["leads"] == {1, 2, 3}
+    assert events.named["contacts"] == {30, 31, 32, 33}
+    assert events.named["companies"] == {40}
+    assert events.summary() == "4 link events name 3 leads, 4 contacts, 1 companies"
+
+
+class _Fake:
+    def __init__(self, answers: list) -> None:
+        self.answers, self.calls = answers, []
+
+    def get(self, path, params=(), *, what=None):
+        self.calls.append((path, list(params)))
+        return self.answers.pop(0)
+
+
+def test_a_links_answer_without_its_list_is_a_clear_error():
+    with pytest.raises(KommoResponseError, match=r"leads/links response has no list"):
+        links_of(_Fake([{"_embedded": {"links": {"oops": 1}}}]), "leads", [1])
+    assert links_of(_Fake([None]), "leads", [1]) == []
+
+
+def test_links_of_many_records_are_read_in_batches():
+    events = LinkEvents()
+    events.named["leads"] = set(range(1, 121))
+    fake = _Fake([None, None, None])
+    events.refresh(fake)
+    sizes = [sum(1 for k, _ in params if k == "filter[entity_id][]") for _, params in fake.calls]
+    assert sizes == [50, 50, 20]
