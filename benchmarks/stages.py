@@ -31,7 +31,7 @@ from kommo_dagster.kommo import KommoClient
 from kommo_dagster.kommo.client import DEFAULT_BATCH_ROWS
 from kommo_dagster.kommo.columns import ColumnBatch, page_columns
 from kommo_dagster.kommo.decoding import typed_records_of
-from kommo_dagster.kommo.links import LinkRows
+from kommo_dagster.kommo.link_rows import LinkRows
 from kommo_dagster.kommo.records import to_columns
 from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.kommo.transport import Response

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     # `iter_batches`): a run's first requests do not wait for them.
     import pyarrow as pa
 
-    from kommo_dagster.kommo.links import LinkRows
+    from kommo_dagster.kommo.link_rows import LinkRows
 
 log = logging.getLogger("kommo_dagster.kommo")
 

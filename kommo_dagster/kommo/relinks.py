@@ -14,13 +14,15 @@ request (never one request per record), into `LinkRows` that replace their rows.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Protocol
-
-import orjson
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kommo_dagster.kommo.errors import KommoResponseError
-from kommo_dagster.kommo.links import LinkRows, link_tables_of
+from kommo_dagster.kommo.links import link_tables_of
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from kommo_dagster.kommo.link_rows import LinkRows
 
 # Entity ids per /links request. Kommo documents no limit (long query strings hit 414); the
 # sandbox answers at most 50 like a long filter (validation error), and 50 ids are a short URL.
@@ -64,6 +66,9 @@ class LinkEvents:
 
     def add(self, batch: pa.Table) -> None:
         """Read the link events of one events batch (contract columns)."""
+        import orjson
+        import pyarrow as pa  # a run's: loading the definitions reads only the stream's name
+
         types = batch.column("type").to_pylist()
         wanted = [i for i, t in enumerate(types) if t in LINK_EVENT_TYPES]
         if not wanted:
@@ -90,6 +95,8 @@ class LinkEvents:
 
     def refresh(self, client: Getter) -> list[LinkRows]:
         """The current links of every named lead and contact, `LINKS_BATCH` ids a request."""
+        from kommo_dagster.kommo.link_rows import LinkRows
+
         out = []
         for parent, ids in self.named.items():
             if not ids or not link_tables_of(parent):

@@ -28,7 +28,6 @@ from typing import Any
 
 import dagster as dg
 
-from kommo_dagster.kommo.links import LinkRows
 from kommo_dagster.kommo.relinks import LINK_EVENTS_STREAM, LinkEvents
 from kommo_dagster.kommo.stats import ClientStats, Progress
 from kommo_dagster.kommo.streams import Stream, get_stream
@@ -179,6 +178,8 @@ def _extract(
         staging_dir=settings.staging_dir,
         memory_limit=settings.memory_limit,
     )
+    from kommo_dagster.kommo.link_rows import LinkRows  # a run's: msgspec, PyArrow
+
     links = LinkRows(stream.name)  # the link tables read from the same pages, if any
     relinks = LinkEvents() if stream.name == LINK_EVENTS_STREAM else None
     with staged, _collector_paused():  # discards the staging file if anything below fails

@@ -1,7 +1,7 @@
 """Writing the link tables inside the transaction of the slice their rows came with.
 
 The rows of the link tables are gathered while their parent's pages are read
-(`kommo_dagster.kommo.links.LinkRows`) and staged with the parent's slice (or with the events
+(`kommo_dagster.kommo.link_rows.LinkRows`) and staged with the parent's slice (or with the events
 slice whose link events named them). Each link table's declaration in the registry
 (`kommo_dagster.warehouse.registry`) writes its rows here when that slice is written, on the
 same connection and in the same transaction, and the registry rebuilds what follows it. So the
@@ -18,11 +18,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
 
-from kommo_dagster.kommo.links import VERSION, LinkRows, LinkTable
+from kommo_dagster.kommo.links import VERSION, LinkTable
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from kommo_dagster.kommo.link_rows import LinkRows
+
 from kommo_dagster.warehouse.sql import check_table_columns, create_table_sql, quote, table_ref
 
 _PARENTS = "_kommo_link_parents"

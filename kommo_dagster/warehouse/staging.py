@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-from kommo_dagster.kommo.links import LinkRows
+    from kommo_dagster.kommo.link_rows import LinkRows
+
 from kommo_dagster.kommo.streams import Stream
 from kommo_dagster.warehouse.arrays import arrow_contract_table, cursor_values, typed_arrays
 from kommo_dagster.warehouse.errors import WarehouseError

@@ -8,7 +8,8 @@ import pytest
 
 from kommo_dagster.kommo.decoding import typed_records_of
 from kommo_dagster.kommo.errors import KommoContractError, KommoResponseError
-from kommo_dagster.kommo.links import VERSION, LinkRows
+from kommo_dagster.kommo.link_rows import LinkRows
+from kommo_dagster.kommo.links import VERSION
 from kommo_dagster.kommo.relinks import LinkEvents, links_of
 from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.kommo.transport import Response
