@@ -63,7 +63,7 @@ def records_of(stream: Stream, resp: Response) -> tuple[list[Any], bool]:
 Decoder = Callable[[Stream, Response], tuple[list[Any], bool]]
 
 
-def _cursor_values(stream: Stream, records: list[dict[str, Any]], cursor: str) -> list[int]:
+def cursor_values(stream: Stream, records: list[dict[str, Any]], cursor: str) -> list[int]:
     try:
         values = [r[cursor] for r in records]
     except (KeyError, TypeError):
@@ -143,11 +143,11 @@ def server_since(started: float, resp: Response) -> int:
     return math.floor(started + offset) - CLOCK_SLACK
 
 
-def _rate(rows: int, first: int, last: int) -> float:
+def rows_per_second(rows: int, first: int, last: int) -> float:
     return rows / max(1, last - first + 1)
 
 
-def _seconds_for(pages: float, walk: Walk) -> int:
+def seconds_for(pages: float, walk: Walk) -> int:
     """Seconds of cursor that ``pages`` pages cover at the walk's density."""
     return math.ceil(pages * walk.limit / walk.density) if walk.density else 1
 
@@ -157,6 +157,9 @@ __all__ = [
     "Decoder",
     "Job",
     "Walk",
+    "cursor_values",
     "records_of",
+    "rows_per_second",
+    "seconds_for",
     "server_since",
 ]

@@ -23,10 +23,10 @@ from kommo_dagster.kommo.walks.base import (
     MIN_SPLIT_PAGES,
     Job,
     Walk,
-    _cursor_values,
-    _seconds_for,
+    cursor_values,
     log,
     records_of,
+    seconds_for,
     server_since,
 )
 
@@ -208,7 +208,7 @@ class KeysetWalk(Walk):
         if g.closed or not records:
             self._close()
             return []
-        cursors = _cursor_values(self.stream, records, self.cursor)
+        cursors = cursor_values(self.stream, records, self.cursor)
         self._check_order(cursors)
         lo, hi, lo_ids, hi_ids = g.lo, g.hi, g.lo_ids, g.hi_ids
         out = [
@@ -394,7 +394,7 @@ class KeysetWalk(Walk):
         (and a half) stay on their own side of the cut."""
         up, down = g.up, g.down
         assert up is not None and down is not None
-        keep = _seconds_for(1.5, self)
+        keep = seconds_for(1.5, self)
         if g.hi - g.lo + 1 < 2 * keep + 2:
             return None
         mid = (g.lo + g.hi) // 2

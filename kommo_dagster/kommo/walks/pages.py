@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kommo_dagster.kommo.transport import Response
-
-if TYPE_CHECKING:
-    pass
-
 from kommo_dagster.kommo.walks.base import (
     MIN_SPLIT_PAGES,
     Job,
     Walk,
-    _cursor_values,
-    _rate,
-    _seconds_for,
+    cursor_values,
     log,
+    rows_per_second,
+    seconds_for,
 )
 
 # Seconds after which a window of events is taken as settled: events are stamped with the
@@ -120,7 +116,7 @@ class PagesWalk(Walk):
             self.done = True
             return []
         self.shown.pages = max(self.shown.pages, self.page + 1 if has_next else self.page)
-        cursors = _cursor_values(self.stream, records, self.cursor)
+        cursors = cursor_values(self.stream, records, self.cursor)
         lo, hi = self.lo, self.hi
         if self.dedupe:
             seen = self.seen
@@ -145,7 +141,9 @@ class PagesWalk(Walk):
             self.newest_seen = max(self.newest_seen or 0, *cursors)
             self.oldest_seen = oldest if self.oldest_seen is None else min(oldest, self.oldest_seen)
             self.rows_seen += len(records)
-            self.density = _rate(self.rows_seen, self.oldest_seen, min(self.hi, self.newest_seen))
+            self.density = rows_per_second(
+                self.rows_seen, self.oldest_seen, min(self.hi, self.newest_seen)
+            )
             if self.monotone and self.oldest_seen < lo:
                 full = False
         if full and not self.probe_only and self.page != self.last_page:
@@ -166,7 +164,7 @@ class PagesWalk(Walk):
         if not cut:
             return None
         # Events come newest first: keep the page in flight (and a half) below what was seen.
-        keep = max((self.oldest_seen - self.lo) // 2, _seconds_for(1.5, self))
+        keep = max((self.oldest_seen - self.lo) // 2, seconds_for(1.5, self))
         mid = self.oldest_seen - keep
         if mid <= self.lo:
             return None
