@@ -301,14 +301,28 @@ def test_a_page_ending_deep_in_a_second_goes_on_with_that_second_by_id(sandbox_f
 
 
 def test_the_client_sends_before_importing_arrow_and_msgspec():
-    """A run's first requests do not wait for PyArrow and msgspec (imported with the first
-    answer, `iter_batches`): importing the client and starting a read imports neither."""
+    """A run's first request does not wait for PyArrow and msgspec: a read of leads with their
+    link rows reaches its first request having imported neither. The thread that imports them
+    beside the first requests is held back, so the modules seen are the request path's own."""
     code = (
-        "import sys\n"
-        "from kommo_dagster.kommo.client import KommoClient\n"
-        "client = KommoClient(base_url='http://127.0.0.1:9', token='t', max_workers=1)\n"
-        "batches = client.iter_batches('leads')\n"
-        "print(','.join(m for m in ('pyarrow', 'numpy', 'msgspec') if m in sys.modules))\n"
+        "import os, sys, threading\n"
+        "import urllib3.connection\n"
+        "def first_request(*_, **__):\n"
+        "    print(','.join(m for m in ('pyarrow', 'numpy', 'msgspec') if m in sys.modules))\n"
+        "    sys.stdout.flush()\n"
+        "    os._exit(0)\n"
+        "urllib3.connection.HTTPConnection.request = first_request\n"
+        "from kommo_dagster.kommo import client as module\n"
+        "module._import_decoding = threading.Event().wait\n"
+        "from kommo_dagster.kommo.link_rows import LinkRows\n"
+        "import socket\n"
+        "server = socket.create_server(('127.0.0.1', 0))  # accepts; the request never leaves\n"
+        "url = f'http://127.0.0.1:{server.getsockname()[1]}'\n"
+        "client = module.KommoClient(base_url=url, token='token', max_workers=1)\n"
+        "next(client.iter_batches('leads', links=LinkRows('leads')))\n"
+        "print('no request was made')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "", out.stderr[-2000:]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "", (out.stdout, out.stderr[-2000:])

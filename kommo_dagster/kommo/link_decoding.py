@@ -1,0 +1,176 @@
+"""The embedded lists that carry links (contacts, companies, catalog elements, source), decoded
+from a page's raw JSON into the link tables' columns, one call per page and list. Imported by
+`kommo_dagster.kommo.link_rows` with the first page it reads, not before a run's first request:
+msgspec is a run's library."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from operator import attrgetter
+from typing import Any
+
+import msgspec
+
+from kommo_dagster.kommo.errors import KommoContractError
+
+_NULL = msgspec.Raw(b"null")
+
+
+class _Ref(msgspec.Struct, gc=False):
+    id: int
+
+
+class _Contact(msgspec.Struct, gc=False):
+    id: int
+    is_main: bool | None = None
+
+
+class _Metadata(msgspec.Struct, gc=False):
+    quantity: float | None = None
+    catalog_id: int | None = None
+    price_id: int | None = None
+
+
+_NO_METADATA = _Metadata()
+
+
+class _Element(msgspec.Struct, gc=False):
+    id: int
+    metadata: _Metadata | None = None
+
+
+class _Source(msgspec.Struct, gc=False):
+    id: int
+    name: str | None = None
+
+
+# Row builders: append the rows of each parent (ids[k], its version, its decoded value) to the
+# table's columns (the table's, then `VERSION`). Columns, not tuples: Arrow takes them as they are.
+Columns = list[list[Any]]
+
+
+def _contacts(out: Columns, ids: list, versions: list, values: list) -> None:
+    parent, contact, main, version = out
+    pairs = [
+        (pid, ver, items) for pid, ver, items in zip(ids, versions, values, strict=True) if items
+    ]
+    parent += [pid for pid, _, items in pairs for _ in items]
+    version += [ver for _, ver, items in pairs for _ in items]
+    contact += [c.id for _, _, items in pairs for c in items]
+    main += [c.is_main for _, _, items in pairs for c in items]
+
+
+def _companies(out: Columns, ids: list, versions: list, values: list) -> None:
+    parent, company, version = out
+    pairs = [
+        (pid, ver, items) for pid, ver, items in zip(ids, versions, values, strict=True) if items
+    ]
+    parent += [pid for pid, _, items in pairs for _ in items]
+    version += [ver for _, ver, items in pairs for _ in items]
+    company += [c.id for _, _, items in pairs for c in items]
+
+
+def _products(out: Columns, ids: list, versions: list, values: list) -> None:
+    parent, catalog, element, quantity, price, version = out
+    pairs = [
+        (pid, ver, items) for pid, ver, items in zip(ids, versions, values, strict=True) if items
+    ]
+    parent += [pid for pid, _, items in pairs for _ in items]
+    version += [ver for _, ver, items in pairs for _ in items]
+    element += [e.id for _, _, items in pairs for e in items]
+    meta = [e.metadata or _NO_METADATA for _, _, items in pairs for e in items]
+    catalog += [m.catalog_id for m in meta]
+    quantity += [m.quantity for m in meta]
+    price += [m.price_id for m in meta]
+
+
+def _source(out: Columns, ids: list, versions: list, values: list) -> None:
+    source, name, version = out
+    found = [(ver, item) for ver, item in zip(versions, values, strict=True) if item is not None]
+    source += [item.id for _, item in found]
+    name += [item.name for _, item in found]
+    version += [ver for ver, _ in found]
+
+
+@dataclass(frozen=True)
+class _Embed:
+    """How one embedded value becomes rows: its type, and the rows of a page's parents."""
+
+    type: Any
+    rows: Callable[[Columns, list, list, list], None]
+
+    @cached_property
+    def page_decoder(self) -> msgspec.json.Decoder:
+        """Decodes a JSON array of one such value per parent, in one call."""
+        return msgspec.json.Decoder(list[self.type])
+
+
+EMBEDS: Mapping[str, _Embed] = {
+    "contacts": _Embed(list[_Contact] | None, _contacts),
+    "companies": _Embed(list[_Ref] | None, _companies),
+    "catalog_elements": _Embed(list[_Element] | None, _products),
+    "source": _Embed(_Source | None, _source),
+}
+
+
+def decode(value: Any, embed: str, *, where: str) -> Any:
+    """An embedded value (raw JSON bytes from a typed page, or a parsed value) as its type."""
+    spec = EMBEDS[embed]
+    try:
+        if isinstance(value, msgspec.Raw):
+            return msgspec.json.decode(value, type=spec.type) if len(value) else None
+        return msgspec.convert(value, spec.type)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise KommoContractError(
+            f"{where}: _embedded.{embed} is not what Kommo sends ({exc})"
+        ) from None
+
+
+def decode_page(values: list, embed: str, ids: list, *, parent: str) -> list:
+    """The embedded values of a page's parents, decoded in one call (raw JSON from a typed
+    page, or parsed values); a value unlike Kommo's is found again record by record, so the
+    error names the record."""
+    spec = EMBEDS[embed]
+    try:
+        if set(map(type, values)) == {msgspec.Raw}:
+            body = b"[" + b",".join([v or _NULL for v in values]) + b"]"
+            return spec.page_decoder.decode(body)
+        return msgspec.convert(values, list[spec.type])
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return [decode(v, embed, where=f"{parent} {i}") for v, i in zip(values, ids, strict=True)]
+
+
+def typed_heads(records: list, cursor: str | None) -> list[tuple] | None:
+    """(id, is_deleted, cursor, _embedded) of each record of a typed page, read by attribute in
+    one C call a record; None for pages of dicts (or of mixed records)."""
+    attrs = getattr(type(records[0]), "_attrs", None)
+    keys = ("id", "is_deleted", cursor or "id", "_embedded")
+    if attrs is None or any(k not in attrs for k in keys):
+        return None
+    if len(set(map(type, records))) > 1:
+        return None
+    head = attrgetter(*(attrs[k] for k in keys))
+    return [head(r) for r in records]
+
+
+def embedded_values(embedded: list, embeds: list[str]) -> dict[str, list]:
+    """Each embedded list's values, per record, from the records' ``_embedded`` (typed or not)."""
+    first = next((e for e in embedded if e is not None), None)
+    attrs = getattr(type(first), "_attrs", None)
+    if attrs is not None and set(map(type, embedded)) <= {type(first), type(None)}:
+        get = attrgetter(*(attrs[e] for e in embeds))
+        rows = [(None,) * len(embeds) if e is None else get(e) for e in embedded]
+        if len(embeds) == 1:
+            rows = [r if type(r) is tuple else (r,) for r in rows]
+        return {e: [r[k] for r in rows] for k, e in enumerate(embeds)}
+    gets = [getattr(e, "get", _no_embeds) for e in embedded]
+    return {e: [get(e) for get in gets] for e in embeds}
+
+
+def _no_embeds(key: str) -> None:
+    return None
+
+
+__all__ = ["EMBEDS", "Columns", "decode", "decode_page", "embedded_values", "typed_heads"]
