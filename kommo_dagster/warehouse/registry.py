@@ -164,8 +164,26 @@ def _build(streams: tuple[Stream, ...], derived: tuple[Table, ...]) -> dict[str,
     return tables
 
 
+_last: tuple[tuple[Stream, ...], tuple[Table, ...], dict[str, Table]] | None = None
+
+
 def _current() -> dict[str, Table]:
-    return _build(tuple(STREAMS.values()), declaration.DECLARATIONS)
+    """The relations of the declarations now. Asked thousands of times while definitions load:
+    the last answer is kept while the same declarations (by identity) are in place, since hashing
+    every declaration for `_build`'s cache cost more than all the rest of a lookup."""
+    global _last
+    streams, derived = tuple(STREAMS.values()), declaration.DECLARATIONS
+    last = _last
+    if (
+        last is not None
+        and last[1] is derived
+        and len(last[0]) == len(streams)
+        and all(a is b for a, b in zip(last[0], streams, strict=True))
+    ):
+        return last[2]
+    tables = _build(streams, derived)
+    _last = (streams, derived, tables)
+    return tables
 
 
 def link_relations() -> list[Table]:
