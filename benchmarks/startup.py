@@ -1,12 +1,15 @@
 """`python -m benchmarks.startup`: where a CLI run's CPU goes before its first request.
 
-Starts one sandbox account (500 leads), configures the code location for it as
-`benchmarks.launch` does (a migrated ``DAGSTER_HOME``, ``KOMMO_ACCOUNTS=acc0``), and runs
-``dagster asset materialize -m kommo_dagster.definitions --select kommo/acc0/leads
+Starts ``--accounts`` sandbox accounts (500 leads each), configures the code location for all
+of them as `benchmarks.launch` does (a migrated ``DAGSTER_HOME``, ``KOMMO_ACCOUNTS=acc0,...``),
+and runs ``dagster asset materialize -m kommo_dagster.definitions --select kommo/acc0/leads
 --partition-range FIRST...LAST`` in a child process that records its own CPU time (user +
 system) at Dagster's entry points: Dagster imported, the instance opened, our definitions loaded
 and resolved, the run created (its planned events stored), and the first request written, where
 the child stops. Each phase is the CPU from the previous mark.
+
+``--compare CHECKOUT`` runs another checkout's code the same way (say a git worktree of the commit
+before a change), alternating with this one's tries, so both see the same machine.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 from datetime import timedelta
@@ -77,28 +81,56 @@ def _child(cli_args: list[str]) -> None:
     main()
 
 
-def measure(plan: Plan, workdir: Path) -> list[tuple[str, float]]:
-    from benchmarks.accounts import account_sandboxes
-    from benchmarks.launch import code_location_env
-    from benchmarks.run import ROOT
-
-    config = plan.sandbox(leads=500, requests_per_second=plan.limit, latency_ms=plan.latency_ms)
-    with account_sandboxes(config, 1) as accounts:
-        env = code_location_env(accounts, plan, workdir)
-        last = plan.data_end - timedelta(days=1)
-        cli = ["asset", "materialize", "-m", "kommo_dagster.definitions", "--select"]
-        cli += ["kommo/acc0/leads", "--partition-range", f"{plan.data_start}...{last}"]
-        done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.startup", "--child", *cli],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
+def _child_marks(root: Path, env: dict[str, str], cli: list[str]) -> list[tuple[str, float]]:
+    """One CLI run of the code in ``root`` (its ``kommo_dagster`` first on the path)."""
+    # This file run as a script: nothing of ``root``'s own benchmarks is needed, and its
+    # ``kommo_dagster`` comes first on the path (before this checkout's, installed editable).
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", *cli],
+        cwd=root,
+        env=env | {"PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+    )
     lines = [line for line in done.stderr.splitlines() if line.startswith("[[")]
     if not lines:
-        raise RuntimeError(f"the run reached no request:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"the run of {root} reached no request:\n{done.stderr[-3000:]}")
     return [(name, cpu) for name, cpu in json.loads(lines[-1])]
+
+
+def measure(
+    plan: Plan, workdir: Path, *, accounts: int, tries: int, roots: list[Path]
+) -> dict[Path, list[list[tuple[str, float]]]]:
+    """``tries`` CLI runs of each checkout in ``roots``, alternating, against ``accounts``
+    sandbox accounts (the code location configured for all of them, the run of the first)."""
+    from benchmarks.accounts import account_sandboxes
+    from benchmarks.launch import code_location_env
+
+    config = plan.sandbox(leads=500, requests_per_second=plan.limit, latency_ms=plan.latency_ms)
+    last = plan.data_end - timedelta(days=1)
+    cli = ["asset", "materialize", "-m", "kommo_dagster.definitions", "--select"]
+    cli += ["kommo/acc0/leads", "--partition-range", f"{plan.data_start}...{last}"]
+    marks: dict[Path, list[list[tuple[str, float]]]] = {root: [] for root in roots}
+    with account_sandboxes(config, accounts) as sandboxes:
+        for i in range(tries):
+            for root in roots:
+                home = workdir / f"try{i}-{len(marks[root])}-{roots.index(root)}"
+                env = code_location_env(sandboxes, plan, home)
+                marks[root].append(_child_marks(root, env, cli))
+                shutil.rmtree(home, ignore_errors=True)
+    return marks
+
+
+def _table(runs: list[list[tuple[str, float]]]) -> str:
+    """Each phase's CPU, per try and the median of the tries."""
+    lines = ["| until | phase CPU s, each try | median | CPU s by then (median) |"]
+    lines.append("|---|---|---|---|")
+    for k, (name, _) in enumerate(runs[0]):
+        phase = [run[k][1] - (run[k - 1][1] if k else 0.0) for run in runs]
+        total = statistics.median(run[k][1] for run in runs)
+        each = ", ".join(f"{p:.2f}" for p in phase)
+        lines.append(f"| {name} | {each} | {statistics.median(phase):.2f} | {total:.2f} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,20 +139,34 @@ def main(argv: list[str] | None = None) -> int:
         _child(argv[1:])
         return 1
     parser = argparse.ArgumentParser(prog="python -m benchmarks.startup", description=__doc__)
-    parser.parse_args(argv)
-    from benchmarks.run import Plan
+    parser.add_argument("--accounts", type=int, default=1, help="accounts in the code location")
+    parser.add_argument("--tries", type=int, default=3, help="runs of each checkout")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="CHECKOUT",
+        help="another checkout of the project (e.g. a git worktree of an older commit), run "
+        "alternately with this one; its own kommo_dagster is loaded",
+    )
+    args = parser.parse_args(argv)
+    from benchmarks.run import ROOT, Plan
 
+    roots = [*(p.resolve() for p in args.compare), ROOT]
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"kommo-startup-{os.getpid()}"
+    load = os.getloadavg()
     try:
-        marks = measure(Plan(latency_ms=300.0), workdir)
+        marks = measure(
+            Plan(latency_ms=300.0), workdir, accounts=args.accounts, tries=args.tries, roots=roots
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    previous = 0.0
-    print("| until | CPU s | phase CPU s |\n|---|---|---|")
-    for name, cpu in marks:
-        print(f"| {name} | {cpu:.2f} | {cpu - previous:.2f} |")
-        previous = cpu
-    print(f"\nload average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for root, runs in marks.items():
+        print(f"\n{root} ({args.accounts} accounts configured, {args.tries} tries)\n")
+        print(_table(runs))
+    loads = f"{load[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
+    print(f"\nload average {loads}")
     return 0
 
 
