@@ -182,3 +182,25 @@ def test_launch_runs_two_accounts_as_cli_runs_at_once(tmp_path):
         assert r.startup is not None and r.startup > 0 and r.startup_cpu is not None
         assert r.cpu > 0 and r.peak_rss > 0
     assert "2 runs launched at once: 600 rows" in result.summary()
+
+
+def test_startup_marks_a_cli_run_up_to_its_first_request(tmp_path):
+    """`benchmarks.startup`: the phases of a real CLI run, in order, with the code location
+    configured for two accounts."""
+    from benchmarks import startup
+
+    plan = run.Plan(latency_ms=0, jitter_ms=0)
+    marks = startup.measure(plan, tmp_path, accounts=2, tries=1, roots=[run.ROOT])
+    assert list(marks) == [run.ROOT] and len(marks[run.ROOT]) == 1
+    for phases in marks[run.ROOT]:
+        assert [name for name, _ in phases] == [
+            "Python started",
+            "Dagster and its CLI imported",
+            "instance opened",
+            "definitions loaded and resolved",
+            "run created (its planned events stored)",
+            "first request",
+        ]
+        cpu = [c for _, c in phases]
+        assert cpu == sorted(cpu) and cpu[-1] > cpu[0] > 0
+    assert "| first request |" in startup._table(marks[run.ROOT])
