@@ -175,6 +175,9 @@ class Check:
     warn: bool = False
     # The table whose asset it reads besides its own (its key then names a dependency).
     reads: Callable[[Table], str | None] = lambda table: None
+    # A failure keeps the run from materializing the assets downstream, and the table's later
+    # checks from running (``contract_columns``).
+    blocking: bool = False
 
 
 CHECKS: dict[str, Check] = {
@@ -212,7 +215,11 @@ CHECKS: dict[str, Check] = {
         warn=True,
     ),
 }
-CONTRACT_DESCRIPTION = "The table's columns and DuckDB types are the contract's, in order."
+CONTRACT_CHECK = Check(
+    contract_columns,
+    lambda table, schema: "The table's columns and DuckDB types are the contract's, in order.",
+    blocking=True,
+)
 
 
 def reference_check(ref: Reference) -> Check:
@@ -231,16 +238,16 @@ def reference_check(ref: Reference) -> Check:
 
 
 def table_checks(table: Table, *, streams: Collection[str] | None = None) -> dict[str, Check]:
-    """The checks of ``table`` besides ``contract_columns``, by name: those its declaration
-    names, then one per reference into ``streams`` (None: all; an unselected table has none)."""
+    """The checks of ``table`` by name: ``contract_columns`` when it has contract columns, those
+    its declaration names, then one per reference into ``streams`` (None: all)."""
+    contract = {CONTRACT_COLUMNS: CONTRACT_CHECK} if table.columns else {}
     named = {n: CHECKS[n] for n in table.checks}
     checked = [r for r in table.references if streams is None or r.stream in streams]
-    return named | {r.check_name: reference_check(r) for r in checked}
+    return contract | named | {r.check_name: reference_check(r) for r in checked}
 
 
 def check_names(table: Table, *, streams: Collection[str] | None = None) -> list[str]:
-    contract = [CONTRACT_COLUMNS] if table.columns else []
-    return contract + list(table_checks(table, streams=streams))
+    return list(table_checks(table, streams=streams))
 
 
 def evaluate_table(
@@ -250,35 +257,36 @@ def evaluate_table(
     schema: str,
     streams: Collection[str] | None = None,
 ) -> dict[str, Outcome]:
-    """Every check of ``table`` (references into ``streams`` only; None: all). Without the
-    table, or with columns unlike the contract, the contract check says why and the others
-    that it kept them from running."""
-    checks = table_checks(table, streams=streams)
+    """Every check of ``table`` (references into ``streams`` only; None: all), in order. After a
+    blocking check fails (no table, or columns unlike the contract) the others are not run and
+    say why."""
     results: dict[str, Outcome] = {}
-    if table.columns:
-        results[CONTRACT_COLUMNS] = contract_columns(con, table, schema=schema)
-        if not results[CONTRACT_COLUMNS].passed:
-            reason = f"not evaluated: {results[CONTRACT_COLUMNS].description}"
-            return results | {n: Outcome(False, reason, {}) for n in checks}
-    return results | {n: c.evaluate(con, table, schema=schema) for n, c in checks.items()}
+    blocker: Outcome | None = None
+    for name, check in table_checks(table, streams=streams).items():
+        if blocker is not None:
+            results[name] = Outcome(False, f"not evaluated: {blocker.description}", {})
+            continue
+        results[name] = outcome = check.evaluate(con, table, schema=schema)
+        if check.blocking and not outcome.passed:
+            blocker = outcome
+    return results
 
 
 def _spec(
     name: str,
-    check: Check | None,
+    check: Check,
     table: Table,
     *,
     key: dg.AssetKey,
     settings: Settings,
     specs: AccountSpecs,
 ) -> dg.AssetCheckSpec:
-    if check is None:
-        return dg.AssetCheckSpec(name, asset=key, description=CONTRACT_DESCRIPTION, blocking=True)
     reads = check.reads(table)
     return dg.AssetCheckSpec(
         name,
         asset=key,
         description=check.describe(table, settings.schema),
+        blocking=check.blocking,
         additional_deps=[specs.key(reads)] if reads and reads in settings.streams else None,
     )
 
@@ -291,12 +299,11 @@ def build_table_checks(
     specs = specs or AccountSpecs(settings)
     key, schema, streams = specs.key(table.name), settings.schema, settings.streams
     checks = table_checks(table, streams=streams)
-    names = check_names(table, streams=streams)
     warn_only = {n for n, c in checks.items() if c.warn}
 
     @dg.multi_asset_check(
         specs=[
-            _spec(n, checks.get(n), table, key=key, settings=settings, specs=specs) for n in names
+            _spec(n, c, table, key=key, settings=settings, specs=specs) for n, c in checks.items()
         ],
         name=AccountScope.of(settings).qualify(f"kommo_{table.name}_checks"),
         description=f"Data checks of {schema}.{table.name}.",

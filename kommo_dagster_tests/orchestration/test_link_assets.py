@@ -10,6 +10,7 @@ import dagster as dg
 import duckdb
 
 from kommo_dagster.kommo.links import LINK_TABLES
+from kommo_dagster.orchestration.checks import Outcome
 from kommo_dagster.orchestration.derived_checks import (
     NO_DUPLICATE_KEYS,
     ONE_MAIN_CONTACT,
@@ -55,6 +56,21 @@ def test_references_to_unselected_streams_are_not_checked():
     ensure_link_table(con, table, schema="kommo")
     outcomes = evaluate_table(con, get_table(table.name), schema="kommo", streams={"leads"})
     assert set(outcomes) == {"contract_columns", NO_DUPLICATE_KEYS, "lead_id_in_leads"}
+
+
+def test_without_the_table_the_contract_check_says_so_and_the_others_are_not_run():
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA kommo")
+    outcomes = evaluate_table(con, get_table("lead_contacts"), schema="kommo")
+    missing = "kommo.lead_contacts does not exist"
+    assert outcomes.pop("contract_columns") == Outcome(False, missing, {})
+    assert set(outcomes) == {
+        NO_DUPLICATE_KEYS,
+        "lead_id_in_leads",
+        "contact_id_in_contacts",
+        ONE_MAIN_CONTACT,
+    }
+    assert all(o == Outcome(False, f"not evaluated: {missing}", {}) for o in outcomes.values())
 
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
