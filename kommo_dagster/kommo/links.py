@@ -59,7 +59,7 @@ class LinkTable:
     # "key": rows are replaced by key (sources, shared by many leads).
     replace: Literal["parent", "key"] = "parent"
     references: tuple[Reference, ...] = ()
-    # Data checks beyond the ones every link table gets, by name.
+    # Data checks beyond the ones every link table gets (`warehouse.registry.link_table`), by name.
     checks: tuple[str, ...] = ()
 
     # A link table keeps no versions: its table is the current state (no `_current` view).

@@ -39,6 +39,7 @@ from kommo_dagster.orchestration.io_manager import KommoDuckDBResource
 from kommo_dagster.orchestration.translator import AccountSpecs
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.sql import quote, table_columns, table_exists, table_ref
+from kommo_dagster.warehouse.tables import Table
 from kommo_dagster.warehouse.views import current_view_name, has_current_view
 
 CONTRACT_COLUMNS = "contract_columns"
@@ -75,7 +76,9 @@ def checked_references(
 # --- the checks, plain SQL on a connection ------------------------------------------------------
 
 
-def contract_columns(con: duckdb_lib.DuckDBPyConnection, stream: Stream, *, schema: str) -> Outcome:
+def contract_columns(
+    con: duckdb_lib.DuckDBPyConnection, stream: Stream | Table, *, schema: str
+) -> Outcome:
     expected = [(c.name, c.duckdb_type) for c in stream.columns]
     if not table_exists(con, schema=schema, table=stream.name):
         return Outcome(False, f"{schema}.{stream.name} does not exist", {})
@@ -148,9 +151,10 @@ def current_ids_unique(
 
 
 def references_resolve(
-    con: duckdb_lib.DuckDBPyConnection, stream: Stream, ref: Reference, *, schema: str
+    con: duckdb_lib.DuckDBPyConnection, stream: Stream | Table, ref: Reference, *, schema: str
 ) -> Outcome:
-    """Rows of ``stream`` whose ``ref.columns`` match no row of ``ref.stream``."""
+    """Rows of ``stream`` (or of a declared table: a link table's) whose ``ref.columns`` match
+    no row of ``ref.stream``."""
     if not table_exists(con, schema=schema, table=ref.stream):
         return Outcome(False, f"{schema}.{ref.stream} does not exist", {})
     columns = ", ".join(f"c.{quote(c)}" for c in ref.columns)
@@ -300,5 +304,7 @@ __all__ = [
     "check_names",
     "check_results",
     "checked_references",
+    "contract_columns",
     "evaluate",
+    "references_resolve",
 ]

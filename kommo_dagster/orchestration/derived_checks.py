@@ -1,19 +1,24 @@
-"""Data checks of the derived tables and views, derived from their declarations.
+"""Data checks of the declared tables (derived tables and views, link tables), from their
+registry declarations (`kommo_dagster.warehouse.tables.Table`).
 
-Every table with contract columns gets ``contract_columns``; the others are named by the
-declaration's ``checks`` and defined here (`CHECKS`).
+One `multi_asset_check` per table (``kommo_<table>_checks``, account-qualified). Every table
+with contract columns gets ``contract_columns`` (blocking; when it fails, the others say
+"not evaluated" and why); the others are named by the declaration's ``checks`` and defined here
+(`CHECKS`), then one per declared reference into a selected stream.
 
 | check | on | fails when |
 |---|---|---|
-| ``contract_columns`` (blocking) | derived tables | no table, or columns unlike the contract |
-| ``no_duplicate_keys`` | derived tables | a key appears twice |
+| ``contract_columns`` (blocking) | derived, link tables | no table or columns unlike the contract |
+| ``no_duplicate_keys`` | derived, link tables | a key appears twice |
 | ``field_ids_defined`` (warning) | custom-field values | a field_id is not among the definitions |
 | ``no_negative_durations`` | ``lead_stage_durations`` | a stay ends before it starts |
 | ``no_negative_response_seconds`` | ``chat_response_times`` | a reply precedes its run |
 | ``unanswered_over_24_hours`` (warning) | ``chat_response_times`` | a run waits over 24 h |
+| ``<column>_in_<table>`` (warning) | link tables | a link's parent or target is not stored |
+| ``one_main_contact`` (warning) | ``lead_contacts`` | a lead has more than one main contact |
 
 The keys are (entity_id, updated_at, field_id, value_index) for the values, event_id for the
-status changes.
+status changes, the link's columns for the link tables.
 
 ``unanswered_over_24_hours`` is a warning too: unanswered runs are not wrong data but customers
 waiting; it counts those whose first message is more than 24 hours old (by the clock of the
@@ -22,10 +27,14 @@ check) and shows the oldest in its metadata.
 ``field_ids_defined`` is a warning: a field deleted in Kommo leaves its old values behind, which
 is worth knowing but not wrong. Without a definitions table (its stream not extracted) it warns
 that it could not look.
+
+A reference check is a warning too: a link to a record the warehouse lacks is kept (Kommo said it
+exists); it counts such rows and shows a few, and depends on the referenced stream's asset. A
+reference to a stream that is not selected has no check.
 """
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
 import dagster as dg
@@ -41,6 +50,8 @@ from kommo_dagster.derived.declaration import (
     custom_field_entity,
 )
 from kommo_dagster.derived.entities import DURATIONS_VIEW
+from kommo_dagster.kommo.links import ONE_MAIN_CONTACT
+from kommo_dagster.kommo.streams import Reference
 from kommo_dagster.orchestration.accounts import AccountScope
 from kommo_dagster.orchestration.checks import (
     CONTRACT_COLUMNS,
@@ -48,6 +59,7 @@ from kommo_dagster.orchestration.checks import (
     Outcome,
     check_results,
     contract_columns,
+    references_resolve,
 )
 from kommo_dagster.orchestration.derived_assets import selected_declarations
 from kommo_dagster.orchestration.io_manager import KommoDuckDBResource
@@ -142,6 +154,18 @@ def unanswered_over_24_hours(
     return Outcome(not count, f"{count} runs have waited more than 24 hours for a reply", metadata)
 
 
+def one_main_contact(con: duckdb_lib.DuckDBPyConnection, table: Table, *, schema: str) -> Outcome:
+    rows = con.execute(
+        f"SELECT lead_id, count(*) FROM {table_ref(schema, table.name)} WHERE is_main "
+        f"GROUP BY lead_id HAVING count(*) > 1 ORDER BY lead_id"
+    ).fetchall()
+    return Outcome(
+        not rows,
+        f"{len(rows)} leads have more than one main contact",
+        {"leads": len(rows), "sample": [f"lead_id={r[0]}: {r[1]}" for r in rows[:SAMPLE]]},
+    )
+
+
 @dataclass(frozen=True)
 class Check:
     """A check a declaration names: what it says, how it runs, whether it only warns."""
@@ -151,6 +175,9 @@ class Check:
     warn: bool = False
     # The table whose asset it reads besides its own (its key then names a dependency).
     reads: Callable[[Table], str | None] = lambda table: None
+    # A failure keeps the run from materializing the assets downstream, and the table's later
+    # checks from running (``contract_columns``).
+    blocking: bool = False
 
 
 CHECKS: dict[str, Check] = {
@@ -182,38 +209,84 @@ CHECKS: dict[str, Check] = {
         ),
         warn=True,
     ),
+    ONE_MAIN_CONTACT: Check(
+        one_main_contact,
+        lambda table, schema: "Each lead has at most one main contact (warns).",
+        warn=True,
+    ),
 }
-CONTRACT_DESCRIPTION = "The table's columns and DuckDB types are the contract's, in order."
+CONTRACT_CHECK = Check(
+    contract_columns,
+    lambda table, schema: "The table's columns and DuckDB types are the contract's, in order.",
+    blocking=True,
+)
 
 
-def check_names(table: Table) -> list[str]:
-    return ([CONTRACT_COLUMNS] if table.columns else []) + list(table.checks)
+def reference_check(ref: Reference) -> Check:
+    """The check of one declared reference: a warning, since a row pointing to a record the
+    warehouse lacks is kept (Kommo said it exists); it reads the referenced table's asset."""
+    return Check(
+        lambda con, table, *, schema: references_resolve(con, table, ref, schema=schema),
+        lambda table, schema: (
+            f"Every {table.name}.({', '.join(ref.columns)}) is a {schema}.{ref.stream}."
+            f"({', '.join(ref.keys)}); warns: a link to a record not (yet) in the warehouse is "
+            f"kept and counted."
+        ),
+        warn=True,
+        reads=lambda table: ref.stream,
+    )
+
+
+def table_checks(table: Table, *, streams: Collection[str] | None = None) -> dict[str, Check]:
+    """The checks of ``table`` by name: ``contract_columns`` when it has contract columns, those
+    its declaration names, then one per reference into ``streams`` (None: all)."""
+    contract = {CONTRACT_COLUMNS: CONTRACT_CHECK} if table.columns else {}
+    named = {n: CHECKS[n] for n in table.checks}
+    checked = [r for r in table.references if streams is None or r.stream in streams]
+    return contract | named | {r.check_name: reference_check(r) for r in checked}
+
+
+def check_names(table: Table, *, streams: Collection[str] | None = None) -> list[str]:
+    return list(table_checks(table, streams=streams))
 
 
 def evaluate_table(
-    con: duckdb_lib.DuckDBPyConnection, table: Table, *, schema: str
+    con: duckdb_lib.DuckDBPyConnection,
+    table: Table,
+    *,
+    schema: str,
+    streams: Collection[str] | None = None,
 ) -> dict[str, Outcome]:
-    """Every check of ``table``; when its columns are not the contract's, the others say so."""
+    """Every check of ``table`` (references into ``streams`` only; None: all), in order. After a
+    blocking check fails (no table, or columns unlike the contract) the others are not run and
+    say why."""
     results: dict[str, Outcome] = {}
-    if table.columns:
-        results[CONTRACT_COLUMNS] = contract_columns(con, table, schema=schema)  # type: ignore[arg-type]
-        if not results[CONTRACT_COLUMNS].passed:
-            reason = f"not evaluated: {results[CONTRACT_COLUMNS].description}"
-            return results | {n: Outcome(False, reason, {}) for n in table.checks}
-    return results | {n: CHECKS[n].evaluate(con, table, schema=schema) for n in table.checks}
+    blocker: Outcome | None = None
+    for name, check in table_checks(table, streams=streams).items():
+        if blocker is not None:
+            results[name] = Outcome(False, f"not evaluated: {blocker.description}", {})
+            continue
+        results[name] = outcome = check.evaluate(con, table, schema=schema)
+        if check.blocking and not outcome.passed:
+            blocker = outcome
+    return results
 
 
 def _spec(
-    name: str, table: Table, *, key: dg.AssetKey, settings: Settings, specs: AccountSpecs
+    name: str,
+    check: Check,
+    table: Table,
+    *,
+    key: dg.AssetKey,
+    settings: Settings,
+    specs: AccountSpecs,
 ) -> dg.AssetCheckSpec:
-    if name == CONTRACT_COLUMNS:
-        return dg.AssetCheckSpec(name, asset=key, description=CONTRACT_DESCRIPTION, blocking=True)
-    check = CHECKS[name]
     reads = check.reads(table)
     return dg.AssetCheckSpec(
         name,
         asset=key,
         description=check.describe(table, settings.schema),
+        blocking=check.blocking,
         additional_deps=[specs.key(reads)] if reads and reads in settings.streams else None,
     )
 
@@ -221,26 +294,30 @@ def _spec(
 def build_table_checks(
     table: Table, *, settings: Settings, specs: AccountSpecs | None = None
 ) -> dg.AssetChecksDefinition:
+    """One `multi_asset_check` (``kommo_<table>_checks``, account-qualified) for every check of
+    a declared table: ``contract_columns`` blocking, the warnings with WARN severity."""
     specs = specs or AccountSpecs(settings)
-    key, schema = specs.key(table.name), settings.schema
-    names = check_names(table)
-    warn_only = {n for n in names if n in CHECKS and CHECKS[n].warn}
+    key, schema, streams = specs.key(table.name), settings.schema, settings.streams
+    checks = table_checks(table, streams=streams)
+    warn_only = {n for n, c in checks.items() if c.warn}
 
     @dg.multi_asset_check(
-        specs=[_spec(n, table, key=key, settings=settings, specs=specs) for n in names],
+        specs=[
+            _spec(n, c, table, key=key, settings=settings, specs=specs) for n, c in checks.items()
+        ],
         name=AccountScope.of(settings).qualify(f"kommo_{table.name}_checks"),
         description=f"Data checks of {schema}.{table.name}.",
     )
-    def table_checks(
+    def declared_checks(
         context: dg.AssetCheckExecutionContext, duckdb: KommoDuckDBResource
     ) -> Iterator[dg.AssetCheckResult]:
         with duckdb.get_connection(on_wait=context.log.info) as con:
-            outcomes = evaluate_table(con, table, schema=schema)
+            outcomes = evaluate_table(con, table, schema=schema, streams=streams)
         yield from check_results(
             context, key, outcomes, label=key.to_user_string(), warn_only=warn_only
         )
 
-    return table_checks
+    return declared_checks
 
 
 def build_derived_checks(
@@ -260,14 +337,19 @@ __all__ = [
     "NO_DUPLICATE_KEYS",
     "NO_NEGATIVE_DURATIONS",
     "NO_NEGATIVE_RESPONSE_SECONDS",
+    "ONE_MAIN_CONTACT",
     "UNANSWERED_OVER_24_HOURS",
     "Check",
     "build_derived_checks",
     "build_table_checks",
+    "check_names",
     "evaluate_table",
     "field_ids_defined",
     "no_duplicate_keys",
     "no_negative_durations",
     "no_negative_response_seconds",
+    "one_main_contact",
+    "reference_check",
+    "table_checks",
     "unanswered_over_24_hours",
 ]

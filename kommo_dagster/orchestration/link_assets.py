@@ -7,38 +7,23 @@ asset for the records whose links changed without moving their ``updated_at``. I
 records what that write left: the rows of the parents of its slice, the table's rows, its
 columns. Materializing it alone re-reads nothing from Kommo.
 
-Checks (one `multi_asset_check` per table):
-
-| check | severity | fails when |
-|---|---|---|
-| ``contract_columns`` (blocking) | error | no table, or columns unlike the declaration |
-| ``no_duplicate_keys`` | error | a link key appears twice |
-| ``<column>_in_<table>`` | warn | a link's parent or target is not in the warehouse |
-| ``one_main_contact`` (lead_contacts) | warn | a lead has more than one main contact |
-
-A link to a record the warehouse lacks is kept (Kommo said it exists); the reference checks count
-such rows and show a few.
+Their checks (``kommo_<table>_checks``) are the declared tables' ones
+(`kommo_dagster.orchestration.derived_checks`), built from the registry's declaration of each
+table (`kommo_dagster.warehouse.registry.link_table`): ``contract_columns`` (blocking),
+``no_duplicate_keys``, a warning per reference into a selected stream and the checks its
+`LinkTable` names (``one_main_contact``).
 """
 
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 import duckdb as duckdb_lib
 
-from kommo_dagster.derived.declaration import NO_DUPLICATE_KEYS
-from kommo_dagster.kommo.links import LINK_TABLES, ONE_MAIN_CONTACT, LinkTable
+from kommo_dagster.kommo.links import LINK_TABLES, LinkTable
 from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.orchestration.accounts import AccountScope
-from kommo_dagster.orchestration.checks import (
-    SAMPLE,
-    Outcome,
-    check_results,
-    contract_columns,
-    references_resolve,
-)
-from kommo_dagster.orchestration.derived_checks import no_duplicate_keys
+from kommo_dagster.orchestration.derived_checks import build_table_checks
 from kommo_dagster.orchestration.freshness import freshness_policy
 from kommo_dagster.orchestration.io_manager import KommoDuckDBResource, table_schema
 from kommo_dagster.orchestration.partitions import build_daily_partitions
@@ -164,95 +149,6 @@ def build_link_asset(
         return dg.asset(**arguments)(record)
 
 
-# --- checks -----------------------------------------------------------------------------------
-
-
-def one_main_contact(con: duckdb_lib.DuckDBPyConnection, *, schema: str) -> Outcome:
-    rows = con.execute(
-        f"SELECT lead_id, count(*) FROM {table_ref(schema, 'lead_contacts')} WHERE is_main "
-        f"GROUP BY lead_id HAVING count(*) > 1 ORDER BY lead_id"
-    ).fetchall()
-    return Outcome(
-        not rows,
-        f"{len(rows)} leads have more than one main contact",
-        {"leads": len(rows), "sample": [f"lead_id={r[0]}: {r[1]}" for r in rows[:SAMPLE]]},
-    )
-
-
-def evaluate_links(
-    con: duckdb_lib.DuckDBPyConnection, table: LinkTable, *, schema: str, streams: set[str]
-) -> dict[str, Outcome]:
-    results = {"contract_columns": contract_columns(con, table, schema=schema)}  # type: ignore[arg-type]
-    names = [NO_DUPLICATE_KEYS, *(r.check_name for r in table.references if r.stream in streams)]
-    if ONE_MAIN_CONTACT in table.checks:
-        names.append(ONE_MAIN_CONTACT)
-    if not results["contract_columns"].passed:
-        reason = f"not evaluated: {results['contract_columns'].description}"
-        return results | {n: Outcome(False, reason, {}) for n in names}
-    results[NO_DUPLICATE_KEYS] = no_duplicate_keys(con, get_table(table.name), schema=schema)
-    for ref in table.references:
-        if ref.stream in streams:
-            results[ref.check_name] = references_resolve(con, table, ref, schema=schema)  # type: ignore[arg-type]
-    if ONE_MAIN_CONTACT in table.checks:
-        results[ONE_MAIN_CONTACT] = one_main_contact(con, schema=schema)
-    return results
-
-
-def build_link_table_checks(
-    table: LinkTable, *, settings: Settings, specs: AccountSpecs | None = None
-) -> dg.AssetChecksDefinition:
-    specs = specs or AccountSpecs(settings)
-    scope = AccountScope.of(settings)
-    key = specs.key(table.name)
-    schema, streams = settings.schema, set(settings.streams)
-    references = {r.check_name: r for r in table.references if r.stream in streams}
-    descriptions = {
-        "contract_columns": "The table's columns and DuckDB types are the declaration's, in order.",
-        NO_DUPLICATE_KEYS: f"No ({', '.join(table.key)}) key twice.",
-    }
-    for name, ref in references.items():
-        descriptions[name] = (
-            f"Every {table.name}.({', '.join(ref.columns)}) is a {schema}.{ref.stream}."
-            f"({', '.join(ref.keys)}); warns: a link to a record not (yet) in the warehouse is "
-            f"kept and counted."
-        )
-    if ONE_MAIN_CONTACT in table.checks:
-        descriptions[ONE_MAIN_CONTACT] = "Each lead has at most one main contact (warns)."
-    specs = [
-        dg.AssetCheckSpec(
-            name,
-            asset=key,
-            description=description,
-            blocking=name == "contract_columns",
-            additional_deps=[specs.key(references[name].stream)] if name in references else None,
-        )
-        for name, description in descriptions.items()
-    ]
-    warn_only = {*references, ONE_MAIN_CONTACT}
-
-    @dg.multi_asset_check(
-        specs=specs,
-        name=scope.qualify(f"kommo_{table.name}_checks"),
-        description=f"Data checks of {schema}.{table.name}.",
-    )
-    def link_checks(
-        context: dg.AssetCheckExecutionContext, duckdb: KommoDuckDBResource
-    ) -> Iterator[dg.AssetCheckResult]:
-        with duckdb.get_connection(on_wait=context.log.info) as con:
-            if table_exists(con, schema=schema, table=table.name):
-                outcomes = evaluate_links(con, table, schema=schema, streams=streams)
-            else:
-                outcomes = {
-                    n: Outcome(False, f"{schema}.{table.name} does not exist", {})
-                    for n in descriptions
-                }
-        yield from check_results(
-            context, key, outcomes, label=scope.label(table.name), warn_only=warn_only
-        )
-
-    return link_checks
-
-
 def build_link_assets(
     settings: Settings, *, specs: AccountSpecs | None = None
 ) -> list[dg.AssetsDefinition]:
@@ -264,20 +160,19 @@ def build_link_assets(
 def build_link_checks(
     settings: Settings, *, specs: AccountSpecs | None = None
 ) -> list[dg.AssetChecksDefinition]:
+    """The checks of the selected link tables, built from their registry declarations by the
+    declared tables' builder (`kommo_dagster.orchestration.derived_checks`)."""
     specs = specs or AccountSpecs(settings)
     return [
-        build_link_table_checks(t, settings=settings, specs=specs) for t in link_tables(settings)
+        build_table_checks(get_table(t.name), settings=settings, specs=specs)
+        for t in link_tables(settings)
     ]
 
 
 __all__ = [
-    "NO_DUPLICATE_KEYS",
-    "ONE_MAIN_CONTACT",
     "build_link_asset",
     "build_link_assets",
     "build_link_checks",
-    "build_link_table_checks",
-    "evaluate_links",
     "link_keys",
     "link_tables",
 ]

@@ -136,7 +136,9 @@ def link_table(link: LinkTable) -> Table:
         inputs=(link.parent,),
         key=link.key,
         columns=link.columns,
-        checks=link.checks,
+        # Every link table's key is checked for duplicates; its declaration names the rest.
+        checks=(declaration.NO_DUPLICATE_KEYS, *link.checks),
+        references=link.references,
         # The events' write refreshes the links a /links answer holds (not the sources).
         refresh_on=(link.parent, LINK_EVENTS_STREAM) if link.to_entity_type else (link.parent,),
         refresh=refresh,

@@ -8,6 +8,9 @@ there, never wired by hand.
 * ``inputs``: the relations it reads; ``refresh_on`` narrows them to the ones whose writes must
   rebuild it (a wide view follows its definitions, not every write of the leads).
 * ``key``: the columns that identify a row (what the duplicate checks group by).
+* ``checks`` and ``references``: its data checks beyond ``contract_columns``, by name, and the
+  columns pointing into other tables (one warning check each), built by
+  `kommo_dagster.orchestration.derived_checks`.
 * ``partitioning``: a daily cursor range of its own (streams), the same slices as another
   table (``like``: a derived table is sliced exactly as its parent), or None (whole: a derived
   table without one is rebuilt whole from everything its inputs hold, at each write).
@@ -34,7 +37,7 @@ from typing import Any, Literal
 import duckdb
 
 from kommo_dagster.contract import contract_streams
-from kommo_dagster.kommo.streams import Column
+from kommo_dagster.kommo.streams import Column, Reference
 
 Kind = Literal[
     "stream", "current_view", "history", "all_accounts_view", "long", "link", "derived", "view"
@@ -121,8 +124,12 @@ class Table:
     refresh_on: tuple[str, ...] | None = None
     # Column descriptions of a view whose columns are declared here rather than in the contract.
     column_descriptions: Mapping[str, str] = field(default_factory=dict)
-    # Data checks beyond the ones every table of its kind gets, by name.
+    # Data checks beyond ``contract_columns``, by name (a link table's declaration adds the
+    # ones every link table gets).
     checks: tuple[str, ...] = ()
+    # Columns holding keys of rows of another table: each gets a check, warning when a row
+    # points to a record the warehouse lacks (never enforced: the row is kept and counted).
+    references: tuple[Reference, ...] = ()
     all_accounts: bool = False
     # A view defined only when the streams behind every relation it reads are selected (its
     # joins mean nothing without them); other views need only the derived tables they read.
@@ -141,6 +148,9 @@ class Table:
         missing = [k for k in self.key if names and k not in names]
         if missing:
             raise ValueError(f"{self.name}: key columns {missing} are not among its columns")
+        unknown = [c for r in self.references for c in r.columns if c not in names]
+        if unknown:
+            raise ValueError(f"{self.name}: reference columns {unknown} are not among its columns")
 
     @property
     def column_names(self) -> tuple[str, ...]:

@@ -1,17 +1,26 @@
 """The link tables' checks on tables written by hand: duplicates fail (error), a second main
-contact and a dangling link warn, each with counts and examples."""
+contact and a dangling link warn, each with counts and examples; and their definitions: the
+names, blocking, dependencies, severities and op names they have always had."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import dagster as dg
 import duckdb
 
 from kommo_dagster.kommo.links import LINK_TABLES
-from kommo_dagster.orchestration.link_assets import (
+from kommo_dagster.orchestration.checks import Outcome
+from kommo_dagster.orchestration.derived_checks import (
     NO_DUPLICATE_KEYS,
     ONE_MAIN_CONTACT,
-    evaluate_links,
+    evaluate_table,
 )
+from kommo_dagster.orchestration.io_manager import KommoDuckDBResource
+from kommo_dagster.orchestration.link_assets import build_link_checks
+from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.link_write import ensure_link_table
+from kommo_dagster.warehouse.registry import get_table
 
 
 def test_duplicates_a_second_main_contact_and_dangling_links_are_reported():
@@ -26,7 +35,9 @@ def test_duplicates_a_second_main_contact_and_dangling_links_are_reported():
         "INSERT INTO kommo.lead_contacts VALUES "
         "(1, 10, true), (1, 11, true), (2, 10, false), (2, 10, false), (2, 99, false)"
     )
-    outcomes = evaluate_links(con, table, schema="kommo", streams={"leads", "contacts"})
+    outcomes = evaluate_table(
+        con, get_table(table.name), schema="kommo", streams={"leads", "contacts"}
+    )
     assert outcomes["contract_columns"].passed
     duplicates = outcomes[NO_DUPLICATE_KEYS]
     assert not duplicates.passed and duplicates.metadata["duplicate_keys"] == 1
@@ -43,5 +54,100 @@ def test_references_to_unselected_streams_are_not_checked():
     con = duckdb.connect()
     table = LINK_TABLES["lead_products"]
     ensure_link_table(con, table, schema="kommo")
-    outcomes = evaluate_links(con, table, schema="kommo", streams={"leads"})
+    outcomes = evaluate_table(con, get_table(table.name), schema="kommo", streams={"leads"})
     assert set(outcomes) == {"contract_columns", NO_DUPLICATE_KEYS, "lead_id_in_leads"}
+
+
+def test_without_the_table_the_contract_check_says_so_and_the_others_are_not_run():
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA kommo")
+    outcomes = evaluate_table(con, get_table("lead_contacts"), schema="kommo")
+    missing = "kommo.lead_contacts does not exist"
+    assert outcomes.pop("contract_columns") == Outcome(False, missing, {})
+    assert set(outcomes) == {
+        NO_DUPLICATE_KEYS,
+        "lead_id_in_leads",
+        "contact_id_in_contacts",
+        ONE_MAIN_CONTACT,
+    }
+    assert all(o == Outcome(False, f"not evaluated: {missing}", {}) for o in outcomes.values())
+
+
+ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
+# Every link table's checks as they were when the link tables had a check builder of their own:
+# (blocking, the streams it also depends on, the severity of its result) by check name.
+CONTRACT = {"contract_columns": (True, (), ERROR), NO_DUPLICATE_KEYS: (False, (), ERROR)}
+LINK_CHECKS = {
+    "lead_contacts": CONTRACT
+    | {
+        "lead_id_in_leads": (False, ("leads",), WARN),
+        "contact_id_in_contacts": (False, ("contacts",), WARN),
+        ONE_MAIN_CONTACT: (False, (), WARN),
+    },
+    "lead_companies": CONTRACT
+    | {
+        "lead_id_in_leads": (False, ("leads",), WARN),
+        "company_id_in_companies": (False, ("companies",), WARN),
+    },
+    "contact_companies": CONTRACT
+    | {
+        "contact_id_in_contacts": (False, ("contacts",), WARN),
+        "company_id_in_companies": (False, ("companies",), WARN),
+    },
+    "lead_products": CONTRACT
+    | {
+        "lead_id_in_leads": (False, ("leads",), WARN),
+        "element_id_in_catalog_elements": (False, ("catalog_elements",), WARN),
+    },
+    "lead_sources": CONTRACT,
+}
+
+
+def _declared(settings: Settings) -> dict[tuple[str, str], dict[str, tuple]]:
+    """Each link check definition's specs, by op name and asset key, with the severity of its
+    results when run on a warehouse without the table (every check fails, with its severity).
+    Dependencies are named by asset key, the account's prefix included."""
+    duckdb_resource = KommoDuckDBResource(database=str(settings.duckdb_path))
+    found: dict[tuple[str, str], dict[str, tuple]] = {}
+    for checks in build_link_checks(settings):
+        context = dg.build_asset_check_context(resources={"duckdb": duckdb_resource})
+        severity = {r.check_name: r.severity for r in checks(context)}
+        (asset,) = {s.asset_key.to_user_string() for s in checks.check_specs}
+        found[(checks.node_def.name, asset)] = {
+            s.name: (
+                s.blocking,
+                tuple(d.asset_key.to_user_string() for d in s.additional_deps),
+                severity[s.name],
+            )
+            for s in checks.check_specs
+        }
+    return found
+
+
+def _expected(prefix: str, tables: dict[str, dict[str, tuple]]) -> dict:
+    qualified = prefix.replace("/", "_")
+    return {
+        (f"{qualified}_{t}_checks", f"{prefix}/{t}"): {
+            name: (blocking, tuple(f"{prefix}/{d}" for d in deps), severity)
+            for name, (blocking, deps, severity) in checks.items()
+        }
+        for t, checks in tables.items()
+    }
+
+
+def test_the_link_checks_keep_their_names_blocking_dependencies_and_severities(tmp_path: Path):
+    settings = Settings.from_env({"KOMMO_DUCKDB_PATH": str(tmp_path / "crm.duckdb")})
+    assert _declared(settings) == _expected("kommo", LINK_CHECKS)
+
+
+def test_an_account_qualifies_the_ops_and_checks_only_its_selected_references(tmp_path: Path):
+    env = {"KOMMO_DUCKDB_PATH": str(tmp_path / "crm.duckdb"), "KOMMO_RU_STREAMS": "leads"}
+    settings = Settings.from_env(env, account="ru")
+    unselected = {"contact_id_in_contacts", "company_id_in_companies"}
+    unselected.add("element_id_in_catalog_elements")
+    selected = {
+        t: {n: c for n, c in checks.items() if n not in unselected}
+        for t, checks in LINK_CHECKS.items()
+        if t != "contact_companies"  # its parent, contacts, is not selected
+    }
+    assert _declared(settings) == _expected("kommo/ru", selected)

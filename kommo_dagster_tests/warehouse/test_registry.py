@@ -7,7 +7,7 @@ import pytest
 
 from kommo_dagster.derived.declaration import DECLARATIONS, DERIVED_TABLES
 from kommo_dagster.derived.write import ensure_table
-from kommo_dagster.kommo.streams import STREAMS
+from kommo_dagster.kommo.streams import STREAMS, Column, Reference
 from kommo_dagster.warehouse.registry import TABLES, get_table, refresh_after_write, refreshed_after
 from kommo_dagster.warehouse.tables import (
     Partitioning,
@@ -115,6 +115,25 @@ def test_a_declaration_missing_its_build_is_refused():
         Table(name="x", kind="view", description="x", inputs=("y",))
     with pytest.raises(KeyError, match="unknown table 'nope'"):
         get_table("nope")
+
+
+def test_a_link_table_declares_its_checks_and_references():
+    lead_contacts = get_table("lead_contacts")
+    assert lead_contacts.checks == ("no_duplicate_keys", "one_main_contact")
+    assert [r.check_name for r in lead_contacts.references] == [
+        "lead_id_in_leads",
+        "contact_id_in_contacts",
+    ]
+    assert get_table("lead_sources").checks == ("no_duplicate_keys",)
+    column = Column(name="a_id", type="integer", description="a", source=("a_id",), is_json=False)
+    with pytest.raises(ValueError, match=r"reference columns \['b_id'\] are not among"):
+        Table(
+            name="x",
+            kind="link",
+            description="x",
+            columns=(column,),
+            references=(Reference(columns=("b_id",), stream="b"),),
+        )
 
 
 def test_refresh_after_write_runs_in_the_callers_transaction():
