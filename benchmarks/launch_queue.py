@@ -18,8 +18,8 @@ after a slot freed, the wall from the submission to the last run's end, and rows
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -90,28 +90,38 @@ class QueueResult:
         return "\n".join(lines)
 
 
-class _Sampler:
-    """Each running run's process, its CPU so far and peak RSS, read from ``/proc``."""
+class _Sampler(threading.Thread):
+    """Every 0.1 s, each running run's process (from the launcher's engine event) and its CPU
+    so far and peak RSS, read from ``/proc``; from before the first submission, so the first
+    runs' start-up is seen."""
 
-    def __init__(self, instance: dg.DagsterInstance) -> None:
-        self.instance = instance
+    def __init__(self, home: Path) -> None:
+        super().__init__(daemon=True)
+        self.home = home
+        self.done = threading.Event()
         self.pids: dict[str, int] = {}
         self.cpu: dict[int, list[tuple[float, float]]] = {}
         self.peak_rss: dict[int, int] = {}
 
-    def __call__(self, records: Sequence[dg.RunRecord]) -> None:
-        for record in records:
-            run = record.dagster_run
-            if run.status in _ACTIVE and run.run_id not in self.pids:
-                pid = run_queue.run_pid(self.instance, run.run_id)
-                if pid is not None:
-                    self.pids[run.run_id] = pid
-        for pid in self.pids.values():
-            cpu, rss = cpu_now(pid), _peak_rss(pid)
-            if cpu is not None:
-                self.cpu.setdefault(pid, []).append((time.time(), cpu))
-            if rss is not None:
-                self.peak_rss[pid] = rss
+    def run(self) -> None:
+        with dg.DagsterInstance.from_config(str(self.home)) as instance:
+            while not self.done.wait(0.1):
+                active = instance.get_run_records(dg.RunsFilter(statuses=list(_ACTIVE)))
+                for record in active:
+                    run_id = record.dagster_run.run_id
+                    if run_id not in self.pids:
+                        pid = run_queue.run_pid(instance, run_id)
+                        if pid is not None:
+                            self.pids[run_id] = pid
+                for pid in self.pids.values():
+                    self._sample(pid)
+
+    def _sample(self, pid: int) -> None:
+        cpu, rss = cpu_now(pid), _peak_rss(pid)
+        if cpu is not None:
+            self.cpu.setdefault(pid, []).append((time.time(), cpu))
+        if rss is not None:
+            self.peak_rss[pid] = rss
 
 
 def _peak_rss(pid: int) -> int | None:
@@ -146,19 +156,25 @@ def launch_through_queue(
     home = Path(env["DAGSTER_HOME"])
     run_queue.queued_home(home)
     controls = {a["name"]: SandboxControl(a["base_url"]) for a in accounts}
+    sampler = _Sampler(home)
     with (
         dg.DagsterInstance.from_config(str(home)) as instance,
+        run_queue.run_submitter(instance, env=env) as submit,
         run_queue.running_daemon(env, workdir / "daemon.log") as daemon,
     ):
         run_queue.wait_for_daemon(instance, daemon, timeout=300)
         for control in controls.values():
             control.reset_stats()
+        sampler.start()
         load_before = os.getloadavg()
-        ids = run_queue.submit_runs(instance, _requests(plan, accounts), env=env)
-        sampler = _Sampler(instance)
-        runs = run_queue.wait_for_runs(
-            instance, ids, daemon=daemon, timeout=plan.worker_timeout, on_poll=sampler
-        )
+        try:
+            ids = submit(_requests(plan, accounts))
+            runs = run_queue.wait_for_runs(
+                instance, ids, daemon=daemon, timeout=plan.worker_timeout
+            )
+        finally:
+            sampler.done.set()
+            sampler.join()
         load_after = os.getloadavg()
         slots = instance.get_concurrency_config().run_queue_config.max_concurrent_runs
     results = [

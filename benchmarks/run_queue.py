@@ -81,28 +81,41 @@ def _environment(env: Mapping[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def submit_runs(
-    instance: dg.DagsterInstance, requests: Sequence[RunRequest], *, env: Mapping[str, str]
-) -> list[str]:
-    """Create each run from the workspace's code location and submit it to the instance's run
-    coordinator, as ``dagster job launch`` (or the UI, for an asset subset) does; returns the
-    run ids in submission order."""
+@contextlib.contextmanager
+def run_submitter(
+    instance: dg.DagsterInstance, *, env: Mapping[str, str]
+) -> Iterator[Callable[[Sequence[RunRequest]], list[str]]]:
+    """A function that creates each run from the workspace's code location and submits it to
+    the instance's run coordinator, as ``dagster job launch`` (or the UI, for an asset subset)
+    does, returning the run ids in order. The code location's server (started with ``env``)
+    is started on entry, so submitting is only the runs' creation, as a schedule's tick is."""
     from dagster._core.workspace.context import WorkspaceProcessContext
     from dagster._core.workspace.load_target import WorkspaceFileTarget
 
-    with (
-        _environment(env),
-        WorkspaceProcessContext(instance, WorkspaceFileTarget([str(WORKSPACE)])) as process,
-    ):
+    with _environment(env):
+        process = WorkspaceProcessContext(instance, WorkspaceFileTarget([str(WORKSPACE)]))
+    with process:
         workspace = process.create_request_context()
         (name,) = workspace.code_location_names
         location = workspace.get_code_location(name)
-        ids = []
-        for request in requests:
-            run = _create_run(instance, location, request)
-            instance.submit_run(run.run_id, workspace)
-            ids.append(run.run_id)
-        return ids
+
+        def submit(requests: Sequence[RunRequest]) -> list[str]:
+            ids = []
+            for request in requests:
+                run = _create_run(instance, location, request)
+                instance.submit_run(run.run_id, workspace)
+                ids.append(run.run_id)
+            return ids
+
+        yield submit
+
+
+def submit_runs(
+    instance: dg.DagsterInstance, requests: Sequence[RunRequest], *, env: Mapping[str, str]
+) -> list[str]:
+    """Submit ``requests`` (`run_submitter`); returns the run ids in order."""
+    with run_submitter(instance, env=env) as submit:
+        return submit(requests)
 
 
 def _create_run(instance: dg.DagsterInstance, location, request: RunRequest) -> dg.DagsterRun:
@@ -211,11 +224,9 @@ def wait_for_runs(
     *,
     daemon: subprocess.Popen,
     timeout: float,
-    on_poll: Callable[[Sequence[dg.RunRecord]], None] | None = None,
-    poll_seconds: float = 0.1,
 ) -> list[QueuedRun]:
-    """Poll the runs until all have finished (``on_poll`` given their records each time), then
-    read them; fails if the daemon exits or ``timeout`` passes first."""
+    """Poll the runs until all have finished, then read them; fails if the daemon exits or
+    ``timeout`` passes first."""
     deadline = time.monotonic() + timeout
     while True:
         records = instance.get_run_records(dg.RunsFilter(run_ids=list(run_ids)))
@@ -226,9 +237,7 @@ def wait_for_runs(
         if time.monotonic() > deadline:
             waiting = {r.dagster_run.run_id: r.dagster_run.status.value for r in records}
             raise RuntimeError(f"runs not finished after {timeout:.0f} s: {waiting}")
-        if on_poll is not None:
-            on_poll(records)
-        time.sleep(poll_seconds)
+        time.sleep(0.1)
     return [queued_run(instance, run_id) for run_id in run_ids]
 
 
@@ -294,6 +303,7 @@ __all__ = [
     "most_at_once",
     "queued_home",
     "queued_run",
+    "run_submitter",
     "running_daemon",
     "slot_waits",
     "submit_runs",
