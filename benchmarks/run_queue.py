@@ -19,11 +19,15 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import yaml
 
 from kommo_dagster.orchestration.jobs import ACCOUNT_TAG
+
+if TYPE_CHECKING:
+    from dagster._core.remote_representation.code_location import CodeLocation
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY_CONFIG = ROOT / "deploy" / "dagster.yaml"
@@ -118,7 +122,9 @@ def submit_runs(
         return submit(requests)
 
 
-def _create_run(instance: dg.DagsterInstance, location, request: RunRequest) -> dg.DagsterRun:
+def _create_run(
+    instance: dg.DagsterInstance, location: CodeLocation, request: RunRequest
+) -> dg.DagsterRun:
     """The run of ``request``, created as Dagster's CLI creates one (its execution plan from the
     code location, the job's tags under the request's)."""
     from dagster._core.definitions.selector import JobSubsetSelector
@@ -212,10 +218,6 @@ class QueuedRun:
     started: float | None  # the run's process began the run
     ended: float | None
     pid: int | None  # the run's process
-
-    @property
-    def queued(self) -> float:
-        return self.dequeued - self.enqueued
 
 
 def wait_for_runs(
