@@ -11,7 +11,8 @@ Reported per account, from the sandbox's own counts: rate ÷ limit (requests ove
 its first to its last arrival), 429s, requests ÷ minimum, the time from launch to the first
 request, and the wall of its run; for the machine: rows per second in all, the runs' CPU and the
 largest peak RSS of a run (``wait4``), and the load average. ``--accounts 1`` measures one run's
-start-up alone (process start to first request).
+start-up alone (process start to first request). ``--through-queue`` sends the same runs through
+`deploy/dagster.yaml`'s run queue and a daemon instead (`benchmarks.launch_queue`).
 """
 
 from __future__ import annotations
@@ -24,15 +25,19 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks import metrics
 from benchmarks.accounts import account_sandboxes
 from benchmarks.run import ROOT, Plan
 from benchmarks.worker import SandboxControl
+
+if TYPE_CHECKING:
+    from benchmarks.launch_queue import QueueResult
 
 DAGSTER = Path(sys.executable).with_name("dagster")
 
@@ -71,6 +76,23 @@ class AccountRun:
         """Seconds from the process's launch to its first request at the server."""
         return None if self.first_request is None else self.first_request - self.launched
 
+    def cells(self) -> list[str]:
+        """This run's figures as table cells (`COLUMNS`)."""
+        startup = "–"
+        if self.startup is not None:
+            cpu = self.startup_cpu
+            startup = f"{self.startup:.1f}" + (f" ({cpu:.2f})" if cpu is not None else "")
+        return [
+            f"{self.rate:.2f}",
+            str(self.throttled),
+            str(self.violations),
+            f"{self.requests} ÷ {self.minimum}",
+            startup,
+            f"{self.ended - self.launched:.1f}",
+            f"{self.cpu:.1f}",
+            f"{self.peak_rss / 2**20:.0f}",
+        ]
+
     @property
     def startup_cpu(self) -> float | None:
         """CPU seconds the process had used when its first request arrived (the last sample
@@ -94,28 +116,42 @@ class LaunchResult:
     def summary(self) -> str:
         rows = sum(r.rows for r in self.runs)
         lines = [
-            "| account | rate ÷ 7 | 429s | violations | requests ÷ min. | launch → 1st request s "
-            "(CPU s) | wall s | CPU s | peak RSS MiB |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| account | " + " | ".join(COLUMNS) + " |",
+            "|---|" + "---|" * len(COLUMNS),
+            *(f"| {r.name} | " + " | ".join(r.cells()) + " |" for r in self.runs),
         ]
-        for r in self.runs:
-            startup = "–"
-            if r.startup is not None:
-                cpu = r.startup_cpu
-                startup = f"{r.startup:.1f} ({cpu:.2f})" if cpu is not None else f"{r.startup:.1f}"
-            lines.append(
-                f"| {r.name} | {r.rate:.2f} | {r.throttled} | {r.violations} | "
-                f"{r.requests} ÷ {r.minimum} | {startup} | {r.ended - r.launched:.1f} | "
-                f"{r.cpu:.1f} | {r.peak_rss / 2**20:.0f} |"
-            )
         lines.append(
             f"\n{len(self.runs)} runs launched at once: {rows:,} rows in {self.wall:.1f} s, "
-            f"{rows / self.wall:,.0f} rows/s; runs' CPU {sum(r.cpu for r in self.runs):.1f} s; "
-            f"largest peak RSS {max(r.peak_rss for r in self.runs) / 2**20:.0f} MiB; load average "
-            f"{' '.join(f'{x:.2f}' for x in self.load_before)} before, "
-            f"{' '.join(f'{x:.2f}' for x in self.load_after)} after; {os.cpu_count()} cores."
+            f"{rows / self.wall:,.0f} rows/s; {machine_figures(self.runs)}; load average "
+            f"{loads(self.load_before)} before, {loads(self.load_after)} after; "
+            f"{os.cpu_count()} cores."
         )
         return "\n".join(lines)
+
+
+# The figures of each account's run, in `AccountRun.cells` order.
+COLUMNS = (
+    "rate ÷ 7",
+    "429s",
+    "violations",
+    "requests ÷ min.",
+    "launch → 1st request s (CPU s)",
+    "wall s",
+    "CPU s",
+    "peak RSS MiB",
+)
+
+
+def machine_figures(runs: Sequence[AccountRun]) -> str:
+    """The runs' CPU in all and the largest peak RSS of one."""
+    return (
+        f"runs' CPU {sum(r.cpu for r in runs):.1f} s; "
+        f"largest peak RSS {max(r.peak_rss for r in runs) / 2**20:.0f} MiB"
+    )
+
+
+def loads(load: tuple[float, float, float]) -> str:
+    return " ".join(f"{x:.2f}" for x in load)
 
 
 def code_location_env(accounts: list[dict[str, str]], plan: Plan, workdir: Path) -> dict[str, str]:
@@ -162,7 +198,7 @@ def _launch(name: str, plan: Plan, env: dict[str, str], log: Path) -> tuple[floa
     return launched, proc.pid, out
 
 
-def _cpu_now(pid: int) -> float | None:
+def cpu_now(pid: int) -> float | None:
     """User + system CPU seconds of a running process (Linux ``/proc``)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -182,7 +218,7 @@ def _wait_all(
         for pid in pids:
             if pid in done:
                 continue
-            cpu = _cpu_now(pid)
+            cpu = cpu_now(pid)
             if cpu is not None:
                 samples.setdefault(pid, []).append((time.time(), cpu))
             got, status, usage = os.wait4(pid, os.WNOHANG)
@@ -194,7 +230,7 @@ def _wait_all(
     return done
 
 
-def _lists(duckdb_path: str, name: str) -> dict[str, int]:
+def leads_lists(duckdb_path: str, name: str) -> dict[str, int]:
     """The rows of the account's leads table, live and deleted (each its own list)."""
     from kommo_dagster.warehouse.locks import connect
 
@@ -204,6 +240,22 @@ def _lists(duckdb_path: str, name: str) -> dict[str, int]:
             f"FROM kommo_{name}.leads"
         ).fetchone()  # type: ignore[misc]
     return {"live": int(live), "deleted": int(deleted)}
+
+
+def served(control: SandboxControl, duckdb_path: str, name: str, *, ok: bool) -> dict[str, Any]:
+    """What the account's sandbox counted and its run wrote (`AccountRun` fields)."""
+    stats = control.stats()
+    lists = leads_lists(duckdb_path, name) if ok else {}
+    return {
+        "rows": sum(lists.values()),
+        "minimum": metrics.window_minimum("leads", lists),
+        "requests": stats["requests"],
+        "throttled": stats["rate_limited"],
+        "violations": stats["violations"],
+        "peak_per_second": stats["peak_requests_per_second"],
+        "first_request": stats.get("first_arrival_at"),
+        "last_request": stats.get("last_arrival_at"),
+    }
 
 
 def launch_accounts(plan: Plan, *, accounts: list[dict[str, str]], workdir: Path) -> LaunchResult:
@@ -226,40 +278,37 @@ def launch_accounts(plan: Plan, *, accounts: list[dict[str, str]], workdir: Path
     runs = []
     for name, (began, pid, _) in launched.items():
         code, ended, usage = done[pid]
-        stats = controls[name].stats()
-        lists = _lists(env["KOMMO_DUCKDB_PATH"], name) if code == 0 else {}
         runs.append(
             AccountRun(
                 name=name,
                 returncode=code,
-                rows=sum(lists.values()),
-                minimum=metrics.window_minimum("leads", lists),
-                requests=stats["requests"],
-                throttled=stats["rate_limited"],
-                violations=stats["violations"],
-                peak_per_second=stats["peak_requests_per_second"],
                 launched=began,
-                first_request=stats.get("first_arrival_at"),
-                last_request=stats.get("last_arrival_at"),
                 ended=ended,
                 cpu=usage.ru_utime + usage.ru_stime,
                 cpu_samples=samples.get(pid, []),
                 peak_rss=usage.ru_maxrss * 1024,
+                **served(controls[name], env["KOMMO_DUCKDB_PATH"], name, ok=code == 0),
             )
         )
     return LaunchResult(runs=runs, load_before=load_before, load_after=load_after)
 
 
-def run_scenario(plan: Plan, *, count: int, workdir: Path) -> LaunchResult:
-    """Start ``count`` sandboxes (as `benchmarks.run` does for scenario 5) and launch."""
+def run_scenario(
+    plan: Plan, *, count: int, workdir: Path, through_queue: bool = False
+) -> LaunchResult | QueueResult:
+    """Start ``count`` sandboxes (as `benchmarks.run` does for scenario 5) and launch, as CLI
+    runs or (``through_queue``) as runs a daemon starts from `deploy/dagster.yaml`'s queue."""
+    from benchmarks import launch_queue
+
     config = plan.sandbox(
         leads=plan.account_leads,
         requests_per_second=plan.limit,
         latency_ms=plan.latency_ms,
         latency_jitter_ms=plan.jitter_ms,
     )
+    launch = launch_queue.launch_through_queue if through_queue else launch_accounts
     with account_sandboxes(config, count) as accounts:
-        return launch_accounts(plan, accounts=accounts, workdir=workdir)
+        return launch(plan, accounts=accounts, workdir=workdir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,11 +318,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=300.0)
     parser.add_argument("--jitter-ms", type=float, default=50.0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--through-queue",
+        action="store_true",
+        help="submit the runs to a DAGSTER_HOME made from deploy/dagster.yaml (as shipped: at "
+        "most 4 at once, one per account) and let `dagster-daemon run` start them",
+    )
     ns = parser.parse_args(argv)
     plan = Plan(account_leads=ns.leads, latency_ms=ns.latency_ms, jitter_ms=ns.jitter_ms)
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"kommo-launch-{os.getpid()}"
     try:
-        result = run_scenario(plan, count=ns.accounts, workdir=workdir)
+        result = run_scenario(
+            plan, count=ns.accounts, workdir=workdir, through_queue=ns.through_queue
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(result.summary())

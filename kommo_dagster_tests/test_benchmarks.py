@@ -204,3 +204,21 @@ def test_startup_marks_a_cli_run_up_to_its_first_request(tmp_path):
         cpu = [c for _, c in phases]
         assert cpu == sorted(cpu) and cpu[-1] > cpu[0] > 0
     assert "| first request |" in startup._table(marks[run.ROOT])
+
+
+def test_launch_through_the_queue_reports_the_wait_and_the_slots(tmp_path):
+    """`benchmarks.launch --through-queue`: the runs go through deploy/dagster.yaml's queue and
+    a daemon; the figures are the sandboxes' counts, the queue's record and sampled usage."""
+    from benchmarks import launch
+
+    plan = run.Plan(account_leads=300, latency_ms=0, jitter_ms=0, worker_timeout=150)
+    result = launch.run_scenario(plan, count=2, workdir=tmp_path, through_queue=True)
+    assert [r.name for r in result.runs] == ["acc0", "acc1"]
+    for r in result.runs:
+        assert r.returncode == 0
+        assert r.rows == 300 and r.requests >= r.minimum >= 2
+        assert r.throttled == 0 and r.violations == 0
+        assert r.queued >= 0 and r.launched < r.first_request < r.ended
+        assert r.cpu > 0 and r.peak_rss > 0
+    assert result.slots == 4 and result.most_at_once in (1, 2) and result.slot_waits == []
+    assert "2 runs submitted at once to the queue (at most 4 at once" in result.summary()

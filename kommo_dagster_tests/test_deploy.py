@@ -12,10 +12,10 @@ from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
 from dagster._utils.tags import TagConcurrencyLimitsCounter
 
+from kommo_dagster.orchestration.jobs import ACCOUNT_TAG
 from kommo_dagster_tests.wiring import named_accounts_definitions
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
-ACCOUNT_TAG = "kommo/account"
 
 
 def _instance(tmp_path: Path) -> dg.DagsterInstance:

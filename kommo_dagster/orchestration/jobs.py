@@ -28,6 +28,8 @@ from kommo_dagster.warehouse.windows import PARTITION_FORMAT
 INCREMENTAL_JOB = "kommo_incremental_job"
 FULL_SYNC_JOB = "kommo_full_sync_job"
 FULL_TABLES_JOB = "kommo_full_tables_job"
+# The tag each run of a named account carries; deploy/dagster.yaml's run queue keys on it.
+ACCOUNT_TAG = "kommo/account"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
@@ -53,7 +55,7 @@ def build_jobs(settings: Settings, *, specs: AccountSpecs | None = None) -> Komm
     unpartitioned += derived_keys(settings, partitioned=False, specs=specs)
     partitioned += link_keys(settings, partitioned=True, specs=specs)
     unpartitioned += link_keys(settings, partitioned=False, specs=specs)
-    tags = {} if scope.name is None else {"kommo/account": scope.name}
+    tags = {} if scope.name is None else {ACCOUNT_TAG: scope.name}
     incremental = full_sync = full_tables = None
     if partitioned:
         incremental = dg.define_asset_job(
@@ -91,6 +93,7 @@ def range_tags(first: date, last: date) -> dict[str, str]:
 
 
 __all__ = [
+    "ACCOUNT_TAG",
     "FULL_SYNC_JOB",
     "FULL_TABLES_JOB",
     "INCREMENTAL_JOB",
