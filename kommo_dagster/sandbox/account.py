@@ -444,7 +444,13 @@ class Account:
                 ]
             if stream == "account":
                 with_ = {"datetime_settings"}
-                return [account_body(self.catalog, with_, base_url=self.catalog.base_url)]
+                body = account_body(
+                    self.catalog,
+                    with_,
+                    base_url=self.catalog.base_url,
+                    unsorted_on=self.inbox.enabled,
+                )
+                return [body]
             if stream == "task_types":
                 return task_types(self.catalog)
             held = [c for c in self.catalog.collections.values() if c.table == stream]

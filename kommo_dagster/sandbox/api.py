@@ -412,4 +412,8 @@ class KommoApi:
         return no_content()
 
     def _account(self, path: str, q: Query) -> Response:
-        return hal(account_body(self.account.catalog, q.with_, base_url=self.base_url))
+        account = self.account
+        body = account_body(
+            account.catalog, q.with_, base_url=self.base_url, unsorted_on=account.inbox.enabled
+        )
+        return hal(body)

@@ -189,8 +189,11 @@ def task_types(cat: Catalog) -> list[dict[str, Any]]:
     return out
 
 
-def account_body(cat: Catalog, with_: set[str], *, base_url: str) -> dict[str, Any]:
-    """GET /api/v4/account with the ``with=`` parts asked for."""
+def account_body(
+    cat: Catalog, with_: set[str], *, base_url: str, unsorted_on: bool
+) -> dict[str, Any]:
+    """GET /api/v4/account with the ``with=`` parts asked for; ``unsorted_on``: whether the
+    unsorted inbox is on (off: GET /api/v4/leads/unsorted answers 204)."""
     payload: dict[str, Any] = {
         "id": cat.account_id,
         "name": "Sandbox Comércio e Serviços «Тест»",
@@ -204,7 +207,7 @@ def account_body(cat: Catalog, with_: set[str], *, base_url: str) -> dict[str, A
         "currency": "BRL",
         "currency_symbol": "R$",
         "customers_mode": "disabled",
-        "is_unsorted_on": True,
+        "is_unsorted_on": unsorted_on,
         "mobile_feature_version": 0,
         "is_loss_reason_enabled": True,
         "is_helpbot_enabled": False,

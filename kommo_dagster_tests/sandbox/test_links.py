@@ -104,6 +104,8 @@ def test_relinks_keep_updated_at_and_write_events_in_the_reading(reading):
 
 
 def test_unsorted_inbox_serves_all_categories_and_204_when_off(api: Api, open_sandbox):
+    """The account says whether its inbox is on, as the inbox answers."""
+    assert api.get("/api/v4/account").json()["is_unsorted_on"] is True
     entries = api.items("/api/v4/leads/unsorted", "unsorted", {"limit": 5})
     assert {e["category"] for e in entries} == {"sip", "mail", "forms", "chats"}
     assert len(entries) == len(open_sandbox.account.inbox.entries)
@@ -113,5 +115,6 @@ def test_unsorted_inbox_serves_all_categories_and_204_when_off(api: Api, open_sa
     inbox.enabled = False
     try:
         assert api.get("/api/v4/leads/unsorted").status_code == 204
+        assert api.get("/api/v4/account").json()["is_unsorted_on"] is False
     finally:
         inbox.enabled = True
