@@ -5,14 +5,17 @@ IP block (403 HTML) -> a host that is not the account's (a redirect, `wrong_host
 limit (429) -> latency -> injected fault -> auth (401) -> unpaid (402) -> the API itself. Every
 API request counts as an arrival in the rate-limit window, including the ones answered 429:
 Kommo's gateway counts what it receives, so a client that retries a 429 at once only digs
-deeper. `/__sandbox/...` paths are the sandbox's own controls: no auth, no rate limit, not
-counted.
+deeper. An arrival is stamped by the kernel when its first segment reaches the host (see
+`arrivals`), not when a handler thread gets to it: the window holds what reached the server,
+however late a starved machine schedules the threads. `/__sandbox/...` paths are the sandbox's
+own controls: no auth, no rate limit, not counted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import random
 import socket
 import threading
@@ -25,11 +28,12 @@ import orjson
 
 from kommo_dagster.sandbox.account import Account
 from kommo_dagster.sandbox.api import KommoApi
+from kommo_dagster.sandbox.arrivals import CountingReader, enable_kernel_stamps, kernel_arrival
 from kommo_dagster.sandbox.churn import Churner
 from kommo_dagster.sandbox.config import SandboxConfig
 from kommo_dagster.sandbox.faults import Faults
 from kommo_dagster.sandbox.responses import HTML, JSON, Response, html_page, problem
-from kommo_dagster.sandbox.stats import Stats
+from kommo_dagster.sandbox.stats import Arrival, Stats
 from kommo_dagster.sandbox.truth import expected_rows
 
 HOST = "127.0.0.1"
@@ -55,12 +59,39 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     # Idle keep-alive connections are closed after this many seconds.
     timeout = 120
+    # The raw reader comes unbuffered and `setup` buffers it behind a byte count, so that the
+    # handler knows when nothing of the next request has been read yet.
+    rbufsize = 0
+    # When the request being handled reached the host, by the kernel (Unix time); None when
+    # the kernel gave no stamp and the arrival is stamped by the handler's clock.
+    arrived_at: float | None = None
 
     server: _Server
 
     def setup(self) -> None:
         super().setup()
+        self._stamped = enable_kernel_stamps(self.connection)
+        self._reader = CountingReader(self.rfile)
+        self.rfile = io.BufferedReader(self._reader)
         self.server.sandbox._track(self.connection, open_=True)
+
+    def handle_one_request(self) -> None:
+        """Read the kernel's stamp of the next request, then handle it.
+
+        The stamp is peeked only while the buffer holds nothing of the next request: its first
+        byte is then still in the kernel (a client sends it after reading the last answer). A
+        request read along with the one before (pipelined) keeps the handler's clock.
+        """
+        self.arrived_at = None
+        if self._stamped and self._reader.delivered == self.rfile.tell():
+            try:
+                self.arrived_at = kernel_arrival(self.connection)
+            except TimeoutError:
+                self.close_connection = True
+                return
+            except OSError:
+                pass  # a reset connection: the read of the request meets it as before
+        super().handle_one_request()
 
     def finish(self) -> None:
         try:
@@ -109,6 +140,12 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, sandbox: KommoSandbox, port: int) -> None:
         self.sandbox = sandbox
         super().__init__((HOST, port), _Handler)
+
+    def server_bind(self) -> None:
+        super().server_bind()
+        # On the listening socket too: segments are stamped from the first one of a connection
+        # (Linux passes the option on to accepted sockets; each handler sets it again anyway).
+        enable_kernel_stamps(self.socket)
 
 
 class KommoSandbox:
@@ -331,10 +368,13 @@ class KommoSandbox:
         if url.path.startswith("/__sandbox/") or url.path == "/__sandbox":
             h.send(self._control(h.command, url.path, url.query, body))
             return
-        before = self.stats_counter.arrive(window=self._config.rate_limit_window)
+        cfg = self._config
+        arrival = self.stats_counter.arrive(
+            at=h.arrived_at, window=cfg.rate_limit_window, limit=cfg.requests_per_second
+        )
         try:
             try:
-                resp = self._gateway(h, url.path, url.query, before)
+                resp = self._gateway(h, url.path, url.query, arrival)
             except Exception as e:
                 # A sandbox bug: answer like a failing server and leave the traceback on stderr.
                 traceback.print_exc()
@@ -356,7 +396,7 @@ class KommoSandbox:
             return resp
         return problem(429, "Too Many Requests", retry_after=1)
 
-    def _gateway(self, h: _Handler, path: str, query: str, before: int) -> Response:
+    def _gateway(self, h: _Handler, path: str, query: str, arrival: Arrival) -> Response:
         cfg = self._config
         if len(h.path) > MAX_URL_LENGTH:
             return html_page(414)
@@ -368,11 +408,12 @@ class KommoSandbox:
             return resp
         if cfg.wrong_host:
             return _wrong_host(cfg.wrong_host)
-        if cfg.requests_per_second is not None and before >= cfg.requests_per_second:
-            n = self.stats_counter.violation()
-            if cfg.ban_after is not None and n >= cfg.ban_after:
-                self._banned = True
-            return self._too_many(cfg)
+        if arrival.over or arrival.over_handler:
+            n = self.stats_counter.violation(arrival)
+            if arrival.over:
+                if cfg.ban_after is not None and n >= cfg.ban_after:
+                    self._banned = True
+                return self._too_many(cfg)
         churn = cfg.churn
         if churn is not None and churn.every_requests:
             with self._served_lock:

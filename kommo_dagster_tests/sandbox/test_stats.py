@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections import Counter
 
-from kommo_dagster.sandbox.stats import Stats
+import pytest
+
+from kommo_dagster.sandbox.stats import Arrival, Stats
 
 
 def test_arrivals_report_how_many_came_before_within_the_window():
     stats = Stats()
-    assert [stats.arrive(window=60) for _ in range(4)] == [0, 1, 2, 3]
+    assert [stats.arrive(window=60).before for _ in range(4)] == [0, 1, 2, 3]
     snap = stats.snapshot()
     assert snap["requests"] == 4
     assert snap["peak_requests_per_second"] == 4
@@ -28,7 +31,7 @@ def test_racing_threads_record_every_arrival_once():
 
     def hammer():
         for _ in range(200):
-            before = stats.arrive(window=600)
+            before = stats.arrive(window=600).before
             with lock:
                 seen.append(before)
             stats.leave()
@@ -45,10 +48,10 @@ def test_racing_threads_record_every_arrival_once():
 
 def test_answers_violations_faults_and_churn_are_counted_and_reset():
     stats = Stats()
-    stats.arrive()
+    stats.arrive(limit=1)
+    stats.violation(stats.arrive(limit=1))
     stats.record("/api/v4/leads", 429)
     stats.record("/api/v4/leads", "dropped")
-    stats.violation()
     stats.fault("drop")
     stats.churned(Counter(leads_updated=2))
     snap = stats.snapshot(banned=False)
@@ -71,3 +74,74 @@ def test_the_first_and_last_arrival_are_unix_times_cleared_by_a_reset():
     assert before <= snap["first_arrival_at"] <= snap["last_arrival_at"] <= time.time()
     stats.reset()
     assert stats.snapshot()["last_arrival_at"] is None
+
+
+def _brute_force(stamps: list[float], *, window: float, limit: float) -> tuple[int, int]:
+    """Violations and the one-second peak of a set of arrival times, counted from scratch."""
+    s = sorted(stamps)
+    violations = sum(
+        sum(1 for j in range(i) if s[j] > s[i] - window) >= limit for i in range(len(s))
+    )
+    peak = max(sum(1 for j in range(i + 1) if s[j] > s[i] - 1.0) for i in range(len(s)))
+    return violations, peak
+
+
+def _record(stats: Stats, stamps: list[float], *, window: float, limit: float) -> list[Arrival]:
+    """Record arrivals as the gateway does: the violations of each counted as it is decided."""
+    out = []
+    for at in stamps:
+        arrival = stats.arrive(at=at, window=window, limit=limit)
+        if arrival.over or arrival.over_handler:
+            stats.violation(arrival)
+        out.append(arrival)
+    return out
+
+
+def test_an_earlier_arrival_recorded_late_completes_the_window_of_a_later_one():
+    stats = Stats()
+    stamps = [100.1, 100.2, 100.3, 100.4, 100.5, 100.6, 100.7]
+    answered = _record(stats, stamps, window=1.0, limit=7)
+    assert [a.over for a in answered] == [0] * 7
+    # Recorded last, arrived first: the window of the arrival at 100.7 now holds 8.
+    late = stats.arrive(at=100.05, window=1.0, limit=7)
+    assert (late.before, late.over) == (0, 1)
+    # Outside every window of the others: nothing completed.
+    assert stats.arrive(at=99.0, window=1.0, limit=7).over == 0
+    snap = stats.snapshot()
+    assert snap["peak_requests_per_second"] == 8
+    assert (snap["first_arrival_at"], snap["last_arrival_at"]) == (99.0, 100.7)
+
+
+@pytest.mark.parametrize(("window", "limit"), [(1.0, 7), (2.5, 3), (0.5, 2.5)])
+def test_violations_and_peak_do_not_depend_on_the_order_arrivals_are_recorded(window, limit):
+    rng = random.Random(f"{window}:{limit}")
+    stamps = [1000.0]
+    for _ in range(60):
+        stamps.append(stamps[-1] + rng.choice((0.0, rng.uniform(0.01, 0.3))))
+    expected = _brute_force(stamps, window=window, limit=limit)
+    assert expected[0] > 0
+    for _ in range(5):
+        shuffled = stamps[:]
+        rng.shuffle(shuffled)
+        stats = Stats()
+        _record(stats, shuffled, window=window, limit=limit)
+        snap = stats.snapshot()
+        assert (snap["violations"], snap["peak_requests_per_second"]) == expected
+
+
+def test_the_handler_clock_is_kept_beside_the_kernel_stamps():
+    stats = Stats()
+    # Eight arrivals 0.16 s apart, recorded at once as stalled handler threads would.
+    arrivals = _record(stats, [50.0 + 0.16 * k for k in range(8)], window=1.0, limit=7)
+    assert [a.over for a in arrivals] == [0] * 8
+    assert [a.over_handler for a in arrivals] == [False] * 7 + [True]
+    snap = stats.snapshot()
+    assert snap["violations"] == 0 and snap["peak_requests_per_second"] == 7
+    assert snap["violations_handler"] == 1 and snap["peak_requests_per_second_handler"] == 8
+    assert snap["arrival_clock"] == "kernel" and snap["arrivals_by_clock"] == {"kernel": 8}
+    stats.arrive()
+    assert stats.snapshot()["arrival_clock"] == "mixed"
+    stats.reset()
+    assert stats.snapshot()["arrival_clock"] is None
+    stats.arrive()
+    assert stats.snapshot()["arrivals_by_clock"] == {"handler": 1}
