@@ -267,6 +267,9 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
                 "rate_limited": stats["rate_limited"],
                 "violations": stats["violations"],
                 "peak_requests_per_second": stats["peak_requests_per_second"],
+                "violations_handler": stats["violations_handler"],
+                "peak_requests_per_second_handler": stats["peak_requests_per_second_handler"],
+                "arrival_clock": stats["arrival_clock"],
                 "peak_concurrency": stats["peak_concurrency"],
             }
         )

@@ -9,6 +9,7 @@ extra, is installed; CI installs only `dev`).
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -167,6 +168,19 @@ def test_targets_judge_rate_wall_excess_per_list_and_429s():
     assert "| 3 quiet day | x | 0 | 2 (2) |" in metrics.summary_table([quiet])
 
 
+def test_the_streams_table_shows_the_handler_clocks_peak_where_it_differs():
+    same = _run("leads", {"live": 10}, 2, peak_requests_per_second_handler=7)
+    late = _run("tasks", {"live": 10}, 2, peak_requests_per_second_handler=9)
+    row = metrics.Row(
+        scenario="1 ceiling",
+        extractor="x",
+        streams=[metrics.stream_figures(same), metrics.stream_figures(late)],
+    )
+    table = metrics.streams_table([row])
+    assert "| 7 | 0 |" in table.splitlines()[2]
+    assert "| 7 (9) | 0 |" in table.splitlines()[3]
+
+
 def test_launch_runs_two_accounts_as_cli_runs_at_once(tmp_path):
     """`benchmarks.launch`: each account its own `dagster asset materialize` process; the
     figures are the sandboxes' counts and the processes' own usage."""
@@ -179,6 +193,8 @@ def test_launch_runs_two_accounts_as_cli_runs_at_once(tmp_path):
         assert r.returncode == 0
         assert r.rows == 300 and r.requests >= r.minimum >= 2
         assert r.throttled == 0 and r.violations == 0
+        assert r.arrival_clock == ("kernel" if sys.platform == "linux" else "handler")
+        assert r.peak_per_second_handler >= 1
         assert r.startup is not None and r.startup > 0 and r.startup_cpu is not None
         assert r.cpu > 0 and r.peak_rss > 0
     assert "2 runs launched at once: 600 rows" in result.summary()
