@@ -121,23 +121,24 @@ def test_requests_a_seventh_of_a_second_apart_are_no_violation_however_late_coun
     stats = sb.stats()
     assert statuses == [200] * 8
     assert stats["violations"] == 0 and stats["rate_limited"] == 0
-    assert stats["peak_requests_per_second"] == 7
+    assert stats["peak_requests_per_second"] <= 7
     assert stats["arrival_clock"] == "kernel"
     # The handler threads met all eight at once: stamped there, they would have been a violation.
     assert stats["peak_requests_per_second_handler"] == 8
     assert stats["violations_handler"] == 1
 
 
-def test_eight_requests_within_a_second_are_still_a_violation_however_late_counted(
+def test_eight_requests_within_a_window_are_still_a_violation_however_late_counted(
     sandbox_factory,
 ):
-    sb = sandbox_factory(leads=40, requests_per_second=7)
-    statuses, span = _stalled(sb, spacing=0.05)
-    assert span < 1.0
+    # A long window, so that the eight arrive within it however slow the machine; the handler
+    # threads take them in any order, and whichever completes the eight gets the 429.
+    sb = sandbox_factory(leads=40, requests_per_second=7, rate_limit_window=60)
+    statuses, _span = _stalled(sb, spacing=0.05)
     stats = sb.stats()
     assert sorted(statuses) == [200] * 7 + [429]
     assert stats["violations"] == 1 and stats["rate_limited"] == 1
-    assert stats["peak_requests_per_second"] == 8
+    assert stats["arrival_clock"] == "kernel"
 
 
 def test_each_request_on_a_keep_alive_connection_gets_its_own_stamp(sandbox_factory):
@@ -151,7 +152,8 @@ def test_each_request_on_a_keep_alive_connection_gets_its_own_stamp(sandbox_fact
             with sb.stats_counter._lock:
                 sent = time.time()
                 conn.request("GET", LEADS, headers=auth)
-                time.sleep(0.3)
+                after = time.time()
+                time.sleep(0.5)
                 released = time.time()
             resp = conn.getresponse()
             resp.read()
@@ -159,9 +161,9 @@ def test_each_request_on_a_keep_alive_connection_gets_its_own_stamp(sandbox_fact
             stats = sb.stats()
             assert stats["arrivals_by_clock"] == {"kernel": 1}
             # Stamped when it arrived, not when the held handler counted it.
-            assert sent <= stats["first_arrival_at"] < released - 0.2
+            assert sent <= stats["first_arrival_at"] <= min(after + 0.1, released)
             stamps.append(stats["first_arrival_at"])
-        assert stamps[0] + 0.3 <= stamps[1] and stamps[1] + 0.3 <= stamps[2]
+        assert stamps[0] + 0.5 <= stamps[1] and stamps[1] + 0.5 <= stamps[2]
     finally:
         conn.close()
 
