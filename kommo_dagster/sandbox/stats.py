@@ -118,7 +118,8 @@ class Stats:
                 peak = max(peak, j + 1 - bisect.bisect_right(q, later - 1.0))
             if limit is not None and later < at + window:
                 n = j - bisect.bisect_right(q, later - window)
-                over += n >= limit > n - 1
+                if n >= limit > n - 1:  # this arrival is the one that brought it to the limit
+                    over += 1
         self.peak_requests_per_second = max(self.peak_requests_per_second, peak)
         cut = bisect.bisect_right(q, q[-1] - max(window, 1.0) - LATE_SECONDS)
         if cut * 2 > len(q):
