@@ -1,7 +1,15 @@
 """The embedded lists that carry links (contacts, companies, catalog elements, source), decoded
-from a page's raw JSON into the link tables' columns, one call per page and list. Imported by
-`kommo_dagster.kommo.link_rows` with the first page it reads, not before a run's first request:
-msgspec is a run's library."""
+from the pages' raw JSON into the link tables' columns.
+
+Two ways, one meaning. The raw values of many pages at once are parsed by Arrow's JSON reader
+straight into columns (`arrow_rows`): a lead carries three or four links, and building them as
+Python values cost more than the rest of the lead. Values that are not raw JSON (a ``/links``
+answer, a page of dicts), and any batch Arrow cannot take whole, go through msgspec into Python
+rows (`decode_page`, `EMBEDS[...].rows`), which names the record whose value is unlike Kommo's.
+Both take exactly the values the msgspec types below admit.
+
+Imported by `kommo_dagster.kommo.link_rows` with the first page it reads, not before a run's first
+request: msgspec and PyArrow are a run's libraries."""
 
 from __future__ import annotations
 
@@ -12,6 +20,9 @@ from operator import attrgetter
 from typing import Any
 
 import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
 from kommo_dagster.kommo.errors import KommoContractError
 
@@ -94,12 +105,72 @@ def _source(out: Columns, ids: list, versions: list, values: list) -> None:
     version += [ver for ver, _ in found]
 
 
+# Arrow's rows of parsed values (``values``: one per parent, ``ids`` and ``versions`` theirs): the
+# table's columns then `VERSION`, or None when a value Arrow let through the msgspec types refuse
+# (a null where an id or an element is required), for the msgspec path to report.
+ArrowRows = Callable[[pa.Array, pa.Array, pa.Array], list[pa.Array] | None]
+
+
+def _list_items(values: pa.Array, ids: pa.Array, versions: pa.Array) -> tuple | None:
+    """The items of list values, with their parent's id and version; None on a null item."""
+    items = pc.list_flatten(values)
+    if items.null_count or items.field("id").null_count:
+        return None
+    parents = pc.list_parent_indices(values)
+    return items, ids.take(parents), versions.take(parents)
+
+
+def _contacts_arrow(values: pa.Array, ids: pa.Array, versions: pa.Array) -> list | None:
+    found = _list_items(values, ids, versions)
+    if found is None:
+        return None
+    items, parents, item_versions = found
+    return [parents, items.field("id"), items.field("is_main"), item_versions]
+
+
+def _companies_arrow(values: pa.Array, ids: pa.Array, versions: pa.Array) -> list | None:
+    found = _list_items(values, ids, versions)
+    if found is None:
+        return None
+    items, parents, item_versions = found
+    return [parents, items.field("id"), item_versions]
+
+
+def _products_arrow(values: pa.Array, ids: pa.Array, versions: pa.Array) -> list | None:
+    found = _list_items(values, ids, versions)
+    if found is None:
+        return None
+    items, parents, item_versions = found
+    quantity, catalog, price = items.field("metadata").flatten()  # a null metadata: nulls
+    return [parents, catalog, items.field("id"), quantity, price, item_versions]
+
+
+def _source_arrow(values: pa.Array, ids: pa.Array, versions: pa.Array) -> list | None:
+    present = values.is_valid()
+    found = values.filter(present)
+    if found.field("id").null_count:
+        return None
+    return [found.field("id"), found.field("name"), versions.filter(present)]
+
+
+_REF = pa.struct([("id", pa.int64())])
+_CONTACT = pa.struct([("id", pa.int64()), ("is_main", pa.bool_())])
+_METADATA = pa.struct(
+    [("quantity", pa.float64()), ("catalog_id", pa.int64()), ("price_id", pa.int64())]
+)
+_ELEMENT = pa.struct([("id", pa.int64()), ("metadata", _METADATA)])
+_SOURCE = pa.struct([("id", pa.int64()), ("name", pa.string())])
+
+
 @dataclass(frozen=True)
 class _Embed:
-    """How one embedded value becomes rows: its type, and the rows of a page's parents."""
+    """How one embedded value becomes rows: its type (msgspec, and the same as Arrow reads it),
+    and the rows of a page's parents from each."""
 
     type: Any
     rows: Callable[[Columns, list, list, list], None]
+    arrow_type: pa.DataType
+    arrow_rows: ArrowRows
 
     @cached_property
     def page_decoder(self) -> msgspec.json.Decoder:
@@ -108,11 +179,44 @@ class _Embed:
 
 
 EMBEDS: Mapping[str, _Embed] = {
-    "contacts": _Embed(list[_Contact] | None, _contacts),
-    "companies": _Embed(list[_Ref] | None, _companies),
-    "catalog_elements": _Embed(list[_Element] | None, _products),
-    "source": _Embed(_Source | None, _source),
+    "contacts": _Embed(list[_Contact] | None, _contacts, pa.list_(_CONTACT), _contacts_arrow),
+    "companies": _Embed(list[_Ref] | None, _companies, pa.list_(_REF), _companies_arrow),
+    "catalog_elements": _Embed(
+        list[_Element] | None, _products, pa.list_(_ELEMENT), _products_arrow
+    ),
+    "source": _Embed(_Source | None, _source, _SOURCE, _source_arrow),
 }
+
+
+def is_raw(values: list) -> bool:
+    """Whether a page's values of an embed are raw JSON (or absent), as a typed page has them."""
+    return set(map(type, values)) <= {msgspec.Raw, type(None)}
+
+
+def arrow_rows(raws: list, embed: str, ids: pa.Array, versions: pa.Array) -> list[pa.Array] | None:
+    """The rows of raw values (one per parent) parsed by Arrow in one call, or None when Arrow
+    cannot take them whole (a value unlike the types): `decode_page` then names the record."""
+    spec = EMBEDS[embed]
+    lines = [v or _NULL for v in raws]
+    body = b'{"v":' + b'}\n{"v":'.join(lines) + b"}"
+    if body.count(b"\n") != len(lines) - 1:  # JSON whitespace: a line break between tokens
+        lines = [bytes(v).replace(b"\n", b" ") for v in lines]
+        body = b'{"v":' + b'}\n{"v":'.join(lines) + b"}"
+    options = pa_json.ParseOptions(
+        explicit_schema=pa.schema([("v", spec.arrow_type)]), unexpected_field_behavior="ignore"
+    )
+    try:
+        parsed = pa_json.read_json(
+            pa.BufferReader(body),
+            read_options=pa_json.ReadOptions(use_threads=False, block_size=len(body) + 1),
+            parse_options=options,
+        )
+    except pa.ArrowInvalid:
+        return None
+    values = parsed.column("v").combine_chunks()
+    if len(values) != len(raws):
+        return None
+    return spec.arrow_rows(values, ids, versions)
 
 
 def decode(value: Any, embed: str, *, where: str) -> Any:
@@ -173,4 +277,13 @@ def _no_embeds(key: str) -> None:
     return None
 
 
-__all__ = ["EMBEDS", "Columns", "decode", "decode_page", "embedded_values", "typed_heads"]
+__all__ = [
+    "EMBEDS",
+    "Columns",
+    "arrow_rows",
+    "decode",
+    "decode_page",
+    "embedded_values",
+    "is_raw",
+    "typed_heads",
+]

@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from kommo_dagster.kommo.link_decoding import Columns
 
 
+# Parents whose raw values are parsed by Arrow at once: a few MiB of JSON.
+FLUSH_ROWS = 10_000
+
+
 class LinkRows:
     """The link rows of one parent stream's records, and the parents whose links they replace.
 
@@ -34,7 +38,15 @@ class LinkRows:
         self._columns: dict[str, Columns] = {
             t.name: [[] for _ in range(len(t.columns) + 1)] for t in self.link_tables
         }
+        self._embeds = list(dict.fromkeys(t.embed for t in self.link_tables))
+        # Raw values of typed pages waiting for one Arrow parse (`_flush`), and their parents.
+        self._pending: dict[str, list] = {e: [] for e in self._embeds}
+        self._pending_ids: list[int] = []
+        self._pending_versions: list[int | None] = []
+        # Arrow columns of the parsed batches, per table.
+        self._chunks: dict[str, list[list[pa.Array]]] = {t.name: [] for t in self.link_tables}
         self.parent_ids: list[int] = []
+        self._parents: tuple[int, pa.Table] | None = None  # (parents read then, their array)
 
     def __bool__(self) -> bool:
         return bool(self.link_tables)
@@ -65,12 +77,49 @@ class LinkRows:
             return
         ids = [h[0] for h in live]
         versions = [h[2] for h in live] if cursor else [None] * len(live)
-        embeds = list(dict.fromkeys(t.embed for t in self.link_tables))
-        values = dec.embedded_values([h[3] for h in live], embeds)
-        decoded = {e: dec.decode_page(values[e], e, ids, parent=self.parent) for e in embeds}
-        for table in self.link_tables:
-            rows = dec.EMBEDS[table.embed].rows
-            rows(self._columns[table.name], ids, versions, decoded[table.embed])
+        values = dec.embedded_values([h[3] for h in live], self._embeds)
+        if all(dec.is_raw(values[e]) for e in self._embeds):
+            for embed in self._embeds:
+                self._pending[embed] += values[embed]
+            self._pending_ids += ids
+            self._pending_versions += versions
+            if len(self._pending_ids) >= FLUSH_ROWS:
+                self._flush()
+            return
+        self._add_python(ids, versions, values)
+
+    def _add_python(self, ids: list, versions: list, values: dict[str, list]) -> None:
+        """Rows through msgspec: values that are not raw JSON, or a batch Arrow refused (the
+        error then names the record)."""
+        from kommo_dagster.kommo import link_decoding as dec
+
+        for embed in self._embeds:
+            decoded = dec.decode_page(values[embed], embed, ids, parent=self.parent)
+            for table in self.link_tables:
+                if table.embed == embed:
+                    dec.EMBEDS[embed].rows(self._columns[table.name], ids, versions, decoded)
+
+    def _flush(self) -> None:
+        """Parse the pending raw values with Arrow, one call per embedded list."""
+        if not self._pending_ids:
+            return
+        import pyarrow as pa
+
+        from kommo_dagster.kommo import link_decoding as dec
+
+        ids, versions = self._pending_ids, self._pending_versions
+        id_array, version_array = pa.array(ids, pa.int64()), pa.array(versions, pa.int64())
+        for embed in self._embeds:
+            raws = self._pending[embed]
+            arrays = dec.arrow_rows(raws, embed, id_array, version_array)
+            if arrays is None:
+                self._add_python(ids, versions, {embed: raws})
+                continue
+            for table in self.link_tables:
+                if table.embed == embed:
+                    self._chunks[table.name].append(arrays)
+        self._pending = {e: [] for e in self._embeds}
+        self._pending_ids, self._pending_versions = [], []
 
     def add_links(self, ids: Iterable[int], items: Iterable[Mapping[str, Any]]) -> None:
         """The current links of ``ids`` from a /links answer (items of ``_embedded.links``)."""
@@ -104,22 +153,35 @@ class LinkRows:
         """The rows of one of its link tables (with `VERSION`) as Arrow."""
         import pyarrow as pa
 
+        self._flush()
         schema = table.arrow_schema
         try:
-            arrays = [
-                pa.array(column, f.type)
-                for column, f in zip(self._columns[table.name], schema, strict=True)
+            batches = [*self._chunks[table.name], self._columns[table.name]]
+            tables = [
+                pa.Table.from_arrays(
+                    [
+                        c.cast(f.type) if isinstance(c, pa.Array) else pa.array(c, f.type)
+                        for c, f in zip(columns, schema, strict=True)
+                    ],
+                    schema=schema,
+                )
+                for columns in batches
             ]
         except (pa.ArrowException, OverflowError, TypeError) as exc:
             raise KommoContractError(
                 f"{table.name}: a value does not fit its column ({exc})"
             ) from None
-        return pa.Table.from_arrays(arrays, schema=schema)
+        return pa.concat_tables(tables)
 
     def parent_id_array(self) -> pa.Table:
+        """The distinct parents read, sorted; asked once per link table of a write."""
         import pyarrow as pa
 
-        return pa.table({"id": pa.array(sorted(set(self.parent_ids)), pa.int64())})
+        count = len(self.parent_ids)
+        if self._parents is None or self._parents[0] != count:
+            ids = pa.array(self.parent_ids, pa.int64()).unique()
+            self._parents = (count, pa.table({"id": ids.sort()}))
+        return self._parents[1]
 
 
 __all__ = ["LinkRows"]

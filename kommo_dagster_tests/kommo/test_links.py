@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import random
+
 import orjson
 import pyarrow as pa
 import pytest
 
+from kommo_dagster.kommo import link_decoding
 from kommo_dagster.kommo.decoding import typed_records_of
 from kommo_dagster.kommo.errors import KommoContractError, KommoResponseError
-from kommo_dagster.kommo.link_rows import LinkRows
+from kommo_dagster.kommo.link_rows import FLUSH_ROWS, LinkRows
 from kommo_dagster.kommo.links import VERSION
 from kommo_dagster.kommo.relinks import LinkEvents, links_of
 from kommo_dagster.kommo.streams import get_stream
@@ -71,10 +74,91 @@ def test_typed_and_dict_pages_give_the_same_rows_and_deleted_records_none():
 
 
 def test_an_embedded_value_unlike_kommos_names_the_record():
+    """Whether it is found in the page (dicts) or in the batch Arrow parses (typed pages),
+    before any row is handed over."""
     bad = [{"id": 9, "updated_at": 1, "_embedded": {"contacts": [{"id": "thirty"}]}}]
     for records in (bad, _typed(bad)):
+        links = LinkRows("leads")
         with pytest.raises(KommoContractError, match=r"leads 9: _embedded.contacts"):
-            LinkRows("leads").add(records)
+            links.add(records)
+            links.tables()
+
+
+def _random_leads(n: int, seed: int) -> list[dict]:
+    """Leads with every shape of embedded value Kommo sends: lists empty or absent, metadata
+    partial or absent, quantities whole or fractional, a source or none, fields we do not read."""
+    rng = random.Random(seed)
+    leads = []
+    for i in range(1, n + 1):
+        embedded: dict = {"tags": [{"id": 1, "name": "x"}]} if rng.random() < 0.3 else {}
+        if rng.random() < 0.8:
+            embedded["contacts"] = [
+                {"id": rng.randrange(1, 10**12), "is_main": rng.choice([True, False, None])}
+                for _ in range(rng.randrange(0, 4))
+            ]
+        if rng.random() < 0.5:
+            embedded["companies"] = [{"id": rng.randrange(1, 10**6), "_links": {}}]
+        if rng.random() < 0.4:
+            embedded["catalog_elements"] = [
+                {"id": rng.randrange(1, 1000)}
+                | ({"metadata": {"quantity": rng.choice([1, 2.5]), "catalog_id": 8}} if k else {})
+                for k in range(rng.randrange(0, 3))
+            ]
+        if rng.random() < 0.5:
+            embedded["source"] = {"id": rng.randrange(1, 20), "name": rng.choice(["Site", None])}
+        deleted = rng.random() < 0.1
+        leads.append({"id": i, "updated_at": i % 97, "is_deleted": deleted, "_embedded": embedded})
+    return leads
+
+
+def test_batches_parsed_by_arrow_give_the_rows_of_the_dict_path(monkeypatch):
+    """Typed pages wait for Arrow, which parses many at once (beyond a batch here); dict pages
+    take the msgspec path at once. The same leads give the same rows both ways."""
+    leads = _random_leads(FLUSH_ROWS + 2_500, seed=7)
+    from_dicts, from_typed = LinkRows("leads"), LinkRows("leads")
+    pages = [leads[start : start + 250] for start in range(0, len(leads), 250)]
+    for page in pages:
+        from_dicts.add(page)
+    dict_tables = from_dicts.tables()
+    # The typed pages never reach msgspec's path: every row is Arrow's.
+    monkeypatch.setattr(link_decoding, "decode_page", None)
+    for page in pages:
+        from_typed.add(_typed(page))
+    typed_tables = from_typed.tables()
+    assert typed_tables.keys() == dict_tables.keys()
+    for name, table in typed_tables.items():
+        assert table.schema == dict_tables[name].schema
+        assert table.num_rows > 0
+        assert sorted(table.to_pylist(), key=repr) == sorted(
+            dict_tables[name].to_pylist(), key=repr
+        )
+    assert from_typed.parent_id_array().column("id").to_pylist() == list(range(1, len(leads) + 1))
+
+
+@pytest.mark.parametrize(
+    "contacts",
+    [[None], [{"is_main": True}], [{"id": None}], [{"id": 1.5}], [{"id": 1, "is_main": 1}]],
+)
+def test_a_value_arrow_would_take_but_kommo_never_sends_names_the_record(contacts):
+    records = [
+        {"id": 8, "updated_at": 1, "_embedded": {"contacts": [{"id": 1}]}},
+        {"id": 9, "updated_at": 1, "_embedded": {"contacts": contacts}},
+    ]
+    links = LinkRows("leads")
+    links.add(_typed(records))
+    with pytest.raises(KommoContractError, match=r"leads 9: _embedded.contacts"):
+        links.tables()
+
+
+def test_line_breaks_inside_an_embedded_value_are_whitespace():
+    pretty = orjson.dumps(LEADS[:1], option=orjson.OPT_INDENT_2)
+    body = b'{"_embedded": {"leads": ' + pretty + b"}}"
+    resp = Response(body=body, server_time=None, path="/api/v4/leads")
+    typed, _ = typed_records_of(get_stream("leads"), resp)
+    from_pretty, from_dicts = LinkRows("leads"), LinkRows("leads")
+    from_pretty.add(typed)
+    from_dicts.add(LEADS[:1])
+    assert _rows(from_pretty) == _rows(from_dicts)
 
 
 def _events(rows: list[tuple]) -> pa.Table:
