@@ -89,11 +89,12 @@ class LinkRows:
         self._add_python(ids, versions, values)
 
     def _add_python(self, ids: list, versions: list, values: dict[str, list]) -> None:
-        """Rows through msgspec: values that are not raw JSON, or a batch Arrow refused (the
-        error then names the record)."""
+        """Rows through msgspec of the embedded lists in ``values``: those of a page that are
+        not raw JSON, or the one list of a batch Arrow refused (the error then names the
+        record)."""
         from kommo_dagster.kommo import link_decoding as dec
 
-        for embed in self._embeds:
+        for embed in values:
             decoded = dec.decode_page(values[embed], embed, ids, parent=self.parent)
             for table in self.link_tables:
                 if table.embed == embed:

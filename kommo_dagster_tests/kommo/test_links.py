@@ -150,6 +150,28 @@ def test_a_value_arrow_would_take_but_kommo_never_sends_names_the_record(contact
         links.tables()
 
 
+@pytest.mark.parametrize(
+    ("embed", "value"),
+    [
+        ("contacts", [None]),
+        ("companies", [{"_links": {}}]),
+        ("catalog_elements", [{"id": None}]),
+        ("source", {"name": "Site"}),
+    ],
+)
+def test_a_refused_value_of_any_embedded_list_names_the_record(embed, value):
+    """Whichever list Arrow refuses in a batch, the msgspec path reads that list alone and names
+    the record; the others stay Arrow's."""
+    records = [
+        {"id": 8, "updated_at": 1, "_embedded": {"contacts": [{"id": 1}], "source": {"id": 2}}},
+        {"id": 9, "updated_at": 1, "_embedded": {embed: value}},
+    ]
+    links = LinkRows("leads")
+    links.add(_typed(records))
+    with pytest.raises(KommoContractError, match=rf"leads 9: _embedded.{embed}"):
+        links.tables()
+
+
 def test_line_breaks_inside_an_embedded_value_are_whitespace():
     pretty = orjson.dumps(LEADS[:1], option=orjson.OPT_INDENT_2)
     body = b'{"_embedded": {"leads": ' + pretty + b"}}"
