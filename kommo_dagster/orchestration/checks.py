@@ -26,7 +26,7 @@ The checks run with their asset (a materialization from the UI, a schedule or th
 them afterwards) or alone (``Checks`` in the UI, or ``dagster asset check``).
 """
 
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,22 +242,39 @@ def build_stream_checks(
         for name in check_names(stream, streams=settings.streams)
     ]
     schema, streams = settings.schema, settings.streams
-
-    @dg.multi_asset_check(
-        specs=specs,
+    return build_data_checks(
+        specs,
         name=scope.qualify(f"kommo_{stream.name}_checks"),
         description=f"Data checks of {schema}.{stream.name}.",
+        key=key,
+        label=scope.label(stream.name),
+        warn_only=references,
+        evaluate=lambda con: evaluate(con, stream, schema=schema, streams=streams),
     )
-    def stream_checks(
+
+
+def build_data_checks(
+    specs: Sequence[dg.AssetCheckSpec],
+    *,
+    name: str,
+    description: str,
+    key: dg.AssetKey,
+    label: str,
+    warn_only: Collection[str],
+    evaluate: Callable[[duckdb_lib.DuckDBPyConnection], dict[str, Outcome]],
+) -> dg.AssetChecksDefinition:
+    """One `multi_asset_check` of a table's checks (a stream's or a declared table's): it
+    evaluates them on one connection to the warehouse and reports each outcome."""
+
+    @dg.multi_asset_check(specs=specs, name=name, description=description)
+    def data_checks(
         context: dg.AssetCheckExecutionContext, duckdb: KommoDuckDBResource
     ) -> Iterator[dg.AssetCheckResult]:
         with duckdb.get_connection(on_wait=context.log.info) as con:
-            outcomes = evaluate(con, stream, schema=schema, streams=streams)
-        yield from check_results(
-            context, key, outcomes, label=scope.label(stream.name), warn_only=references
-        )
+            outcomes = evaluate(con)
+        yield from check_results(context, key, outcomes, label=label, warn_only=warn_only)
 
-    return stream_checks
+    return data_checks
 
 
 def check_results(
@@ -299,6 +316,7 @@ __all__ = [
     "NO_DUPLICATE_VERSIONS",
     "NO_NULL_IDS",
     "Outcome",
+    "build_data_checks",
     "build_kommo_checks",
     "build_stream_checks",
     "check_names",

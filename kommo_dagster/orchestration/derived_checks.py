@@ -34,7 +34,7 @@ reference to a stream that is not selected has no check.
 """
 
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import dagster as dg
@@ -57,12 +57,11 @@ from kommo_dagster.orchestration.checks import (
     CONTRACT_COLUMNS,
     SAMPLE,
     Outcome,
-    check_results,
+    build_data_checks,
     contract_columns,
     references_resolve,
 )
 from kommo_dagster.orchestration.derived_assets import selected_declarations
-from kommo_dagster.orchestration.io_manager import KommoDuckDBResource
 from kommo_dagster.orchestration.translator import AccountSpecs
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.sql import quote, table_exists, table_ref
@@ -301,23 +300,15 @@ def build_table_checks(
     checks = table_checks(table, streams=streams)
     warn_only = {n for n, c in checks.items() if c.warn}
 
-    @dg.multi_asset_check(
-        specs=[
-            _spec(n, c, table, key=key, settings=settings, specs=specs) for n, c in checks.items()
-        ],
+    return build_data_checks(
+        [_spec(n, c, table, key=key, settings=settings, specs=specs) for n, c in checks.items()],
         name=AccountScope.of(settings).qualify(f"kommo_{table.name}_checks"),
         description=f"Data checks of {schema}.{table.name}.",
+        key=key,
+        label=key.to_user_string(),
+        warn_only=warn_only,
+        evaluate=lambda con: evaluate_table(con, table, schema=schema, streams=streams),
     )
-    def declared_checks(
-        context: dg.AssetCheckExecutionContext, duckdb: KommoDuckDBResource
-    ) -> Iterator[dg.AssetCheckResult]:
-        with duckdb.get_connection(on_wait=context.log.info) as con:
-            outcomes = evaluate_table(con, table, schema=schema, streams=streams)
-        yield from check_results(
-            context, key, outcomes, label=key.to_user_string(), warn_only=warn_only
-        )
-
-    return declared_checks
 
 
 def build_derived_checks(
