@@ -38,7 +38,7 @@ from kommo_dagster.orchestration.io_manager import (
     STREAM_METADATA_KEY,
     table_schema,
 )
-from kommo_dagster.orchestration.partitions import build_daily_partitions
+from kommo_dagster.orchestration.partitions import build_daily_partitions, run_window
 from kommo_dagster.orchestration.resources import KommoResource
 from kommo_dagster.orchestration.translator import KINDS as TRANSLATOR_KINDS
 from kommo_dagster.orchestration.translator import AccountSpecs, asset_arguments
@@ -164,7 +164,7 @@ def _extract(
     partitioned: bool,
     parent_ids: Sequence[int] | None = None,
 ) -> dg.Output[StagedRows]:
-    window = EpochWindow.from_time_window(context.partition_time_window) if partitioned else None
+    window = run_window(context, partitioned=partitioned)
     label = "full table" if window is None else window.label()
     name = AccountScope.of(settings).label(stream.name)
     context.log.info(f"{name} {label}: extracting from {stream.path}")

@@ -38,7 +38,7 @@ from kommo_dagster.derived.write import replace_slice
 from kommo_dagster.orchestration.accounts import AccountScope
 from kommo_dagster.orchestration.freshness import freshness_policy
 from kommo_dagster.orchestration.io_manager import KommoDuckDBResource, table_schema
-from kommo_dagster.orchestration.partitions import build_daily_partitions
+from kommo_dagster.orchestration.partitions import build_daily_partitions, run_window
 from kommo_dagster.orchestration.translator import AccountSpecs, asset_arguments
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.registry import (
@@ -243,9 +243,7 @@ def _table_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
     def derive(
         context: dg.AssetExecutionContext, duckdb: KommoDuckDBResource
     ) -> dg.MaterializeResult:
-        window = (
-            EpochWindow.from_time_window(context.partition_time_window) if partitioned else None
-        )
+        window = run_window(context, partitioned=partitioned)
         with duckdb.get_connection(on_wait=context.log.info) as con:
             _require_inputs(con, inputs, settings=settings, every=table.sliced)
             metadata = _write(context, con, table, build=build, window=window, inputs=deps)

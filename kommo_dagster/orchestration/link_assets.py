@@ -26,7 +26,7 @@ from kommo_dagster.orchestration.accounts import AccountScope
 from kommo_dagster.orchestration.derived_checks import build_table_checks
 from kommo_dagster.orchestration.freshness import freshness_policy
 from kommo_dagster.orchestration.io_manager import KommoDuckDBResource, table_schema
-from kommo_dagster.orchestration.partitions import build_daily_partitions
+from kommo_dagster.orchestration.partitions import build_daily_partitions, run_window
 from kommo_dagster.orchestration.translator import AccountSpecs, asset_arguments
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.link_write import ensure_link_table
@@ -121,9 +121,7 @@ def build_link_asset(
     def record(
         context: dg.AssetExecutionContext, duckdb: KommoDuckDBResource
     ) -> dg.MaterializeResult:
-        window = (
-            EpochWindow.from_time_window(context.partition_time_window) if partitioned else None
-        )
+        window = run_window(context, partitioned=partitioned)
         with duckdb.get_connection(on_wait=context.log.info) as con:
             if not table_exists(con, schema=schema, table=parent.name):
                 raise RuntimeError(

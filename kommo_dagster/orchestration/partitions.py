@@ -27,4 +27,10 @@ def build_daily_partitions(start_date: date) -> dg.DailyPartitionsDefinition:
     )
 
 
-__all__ = ["PARTITION_FORMAT", "EpochWindow", "build_daily_partitions"]
+def run_window(context: dg.AssetExecutionContext, *, partitioned: bool) -> EpochWindow | None:
+    """The window of Unix seconds a run of a partitioned asset covers (its partition or range);
+    None for an unpartitioned one."""
+    return EpochWindow.from_time_window(context.partition_time_window) if partitioned else None
+
+
+__all__ = ["PARTITION_FORMAT", "EpochWindow", "build_daily_partitions", "run_window"]
