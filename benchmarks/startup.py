@@ -113,8 +113,8 @@ def measure(
     marks: dict[Path, list[list[tuple[str, float]]]] = {root: [] for root in roots}
     with account_sandboxes(config, accounts) as sandboxes:
         for i in range(tries):
-            for root in roots:
-                home = workdir / f"try{i}-{len(marks[root])}-{roots.index(root)}"
+            for k, root in enumerate(roots):
+                home = workdir / f"try{i}-{k}"
                 env = code_location_env(sandboxes, plan, home)
                 marks[root].append(_child_marks(root, env, cli))
                 shutil.rmtree(home, ignore_errors=True)
