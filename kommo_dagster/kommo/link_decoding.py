@@ -111,38 +111,24 @@ def _source(out: Columns, ids: list, versions: list, values: list) -> None:
 ArrowRows = Callable[[pa.Array, pa.Array, pa.Array], list[pa.Array] | None]
 
 
-def _list_items(values: pa.Array, ids: pa.Array, versions: pa.Array) -> tuple | None:
-    """The items of list values, with their parent's id and version; None on a null item."""
-    items = pc.list_flatten(values)
-    if items.null_count or items.field("id").null_count:
-        return None
-    parents = pc.list_parent_indices(values)
-    return items, ids.take(parents), versions.take(parents)
+def _list_rows(columns: Callable[[pa.StructArray], list[pa.Array]]) -> ArrowRows:
+    """The rows of list values: the parent's id, ``columns`` of each item, the parent's version;
+    None on a null item or an item without an id."""
+
+    def rows(values: pa.Array, ids: pa.Array, versions: pa.Array) -> list[pa.Array] | None:
+        items = pc.list_flatten(values)
+        if items.null_count or items.field("id").null_count:
+            return None
+        parents = pc.list_parent_indices(values)
+        return [ids.take(parents), *columns(items), versions.take(parents)]
+
+    return rows
 
 
-def _contacts_arrow(values: pa.Array, ids: pa.Array, versions: pa.Array) -> list | None:
-    found = _list_items(values, ids, versions)
-    if found is None:
-        return None
-    items, parents, item_versions = found
-    return [parents, items.field("id"), items.field("is_main"), item_versions]
-
-
-def _companies_arrow(values: pa.Array, ids: pa.Array, versions: pa.Array) -> list | None:
-    found = _list_items(values, ids, versions)
-    if found is None:
-        return None
-    items, parents, item_versions = found
-    return [parents, items.field("id"), item_versions]
-
-
-def _products_arrow(values: pa.Array, ids: pa.Array, versions: pa.Array) -> list | None:
-    found = _list_items(values, ids, versions)
-    if found is None:
-        return None
-    items, parents, item_versions = found
-    quantity, catalog, price = items.field("metadata").flatten()  # a null metadata: nulls
-    return [parents, catalog, items.field("id"), quantity, price, item_versions]
+def _product_columns(items: pa.StructArray) -> list[pa.Array]:
+    # In `_METADATA`'s order; a null metadata gives nulls.
+    quantity, catalog, price = items.field("metadata").flatten()
+    return [catalog, items.field("id"), quantity, price]
 
 
 def _source_arrow(values: pa.Array, ids: pa.Array, versions: pa.Array) -> list | None:
@@ -179,10 +165,17 @@ class _Embed:
 
 
 EMBEDS: Mapping[str, _Embed] = {
-    "contacts": _Embed(list[_Contact] | None, _contacts, pa.list_(_CONTACT), _contacts_arrow),
-    "companies": _Embed(list[_Ref] | None, _companies, pa.list_(_REF), _companies_arrow),
+    "contacts": _Embed(
+        list[_Contact] | None,
+        _contacts,
+        pa.list_(_CONTACT),
+        _list_rows(lambda items: [items.field("id"), items.field("is_main")]),
+    ),
+    "companies": _Embed(
+        list[_Ref] | None, _companies, pa.list_(_REF), _list_rows(lambda i: [i.field("id")])
+    ),
     "catalog_elements": _Embed(
-        list[_Element] | None, _products, pa.list_(_ELEMENT), _products_arrow
+        list[_Element] | None, _products, pa.list_(_ELEMENT), _list_rows(_product_columns)
     ),
     "source": _Embed(_Source | None, _source, _SOURCE, _source_arrow),
 }
