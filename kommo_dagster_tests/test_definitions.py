@@ -199,3 +199,18 @@ def test_loading_the_definitions_leaves_the_client_s_libraries_to_the_run(tmp_pa
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "", out.stderr[-2000:]
+
+
+def test_the_loaded_definitions_are_frozen_out_of_the_collector(tmp_path: Path):
+    """A run's full collections (while Dagster stores its planned events) do not walk the
+    definitions and Dagster's modules again: they are in the collector's permanent generation."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KOMMO_", "DAGSTER_"))}
+    env |= {"KOMMO_START_DATE": "2026-10-01", "KOMMO_DUCKDB_PATH": str(tmp_path / "x.duckdb")}
+    code = (
+        "import gc; from kommo_dagster.definitions import defs; "
+        "print(gc.get_freeze_count() > 10_000, any(o is defs for o in gc.get_objects()))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["True", "False"], out.stderr[-2000:]
