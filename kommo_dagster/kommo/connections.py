@@ -22,6 +22,7 @@ import urllib3
 from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.util import make_headers, parse_url
 
+from kommo_dagster.kommo.config import environment
 from kommo_dagster.kommo.errors import KommoConfigError
 
 CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
@@ -46,7 +47,8 @@ class NetworkSettings:
         )
 
         proxy = select_proxy(base_url, get_environ_proxies(base_url))
-        bundle = next((os.environ[v] for v in CA_BUNDLE_VARIABLES if os.environ.get(v)), None)
+        env = environment()
+        bundle = next((env[v] for v in CA_BUNDLE_VARIABLES if env.get(v)), None)
         return cls(
             proxy=prepend_scheme_if_needed(proxy, "http") if proxy else None,
             ca_bundle=bundle or DEFAULT_CA_BUNDLE_PATH,
