@@ -182,7 +182,6 @@ class Transport:
         self.limiter = limiter
         self.ban = ban
         self.stats = stats
-        self.timeout = timeout
         self.retry = retry
         self.cancelled = threading.Event()
         self._local = threading.local()

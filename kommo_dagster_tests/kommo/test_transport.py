@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import traceback
 from http.server import BaseHTTPRequestHandler
@@ -95,6 +96,23 @@ def test_a_read_timeout_is_retried(account, client_for):
     client = client_for(account, timeout=(2.0, 0.3))
     assert rows_of("companies", fetch(client, "companies")) == expected(account, "companies")
     assert client.stats().retries == 1
+
+
+def test_a_refused_connection_is_retried_as_a_connection_failure(tmp_path):
+    """Not as a connect timeout, though urllib3 counts a refused connection as one."""
+    from kommo_dagster.kommo import KommoClient
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there once the socket is closed
+    policy = RetryPolicy(max_attempts=2, max_elapsed=10, backoff_base=0.01, backoff_max=0.02)
+    base_url = f"http://127.0.0.1:{port}"
+    client = KommoClient(base_url=base_url, token=SECRET, rate_limit_dir=tmp_path, retry=policy)
+    with client, pytest.raises(KommoRetryError) as err:
+        client.get("/api/v4/account")
+    msg = str(err.value)
+    assert "failed after 2 attempts" in msg and "connection failed (NewConnectionError" in msg
+    assert "refused" in msg and err.value.last_status is None
 
 
 def test_seeded_faults_on_every_stream_still_give_exact_streams(sandbox_factory, client_for):
