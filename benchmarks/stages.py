@@ -2,7 +2,7 @@
 
 Each stage of the Dagster path's hot loop runs alone over the same pages, timed by the process's
 own CPU clock (the sandbox runs in its own process):
-- receive: the transport's GET of every page (requests, urllib3, the socket);
+- receive: the transport's GET of every page (urllib3, the socket);
 - decode: `typed_records_of` (``orjson`` for the general path);
 - tables: `page_columns` gathered into Arrow tables by `ColumnBatch`;
 - links: the link-table rows of the same typed pages (`LinkRows`, leads and contacts), as Arrow;

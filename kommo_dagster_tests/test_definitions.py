@@ -187,10 +187,12 @@ def test_loading_the_definitions_does_not_import_pandas(tmp_path: Path):
 
 def test_loading_the_definitions_leaves_the_client_s_libraries_to_the_run(tmp_path: Path):
     """A CLI run loads the definitions before its first request; the client's libraries
-    (PyArrow and NumPy, msgspec, orjson, requests) are imported when a run's client starts."""
+    (PyArrow and NumPy, msgspec, orjson, urllib3, requests) are imported when a run's client
+    starts."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KOMMO_", "DAGSTER_"))}
     env |= {"KOMMO_START_DATE": "2026-10-01", "KOMMO_DUCKDB_PATH": str(tmp_path / "x.duckdb")}
-    heavy = ["pyarrow", "numpy", "msgspec", "orjson", "requests", "kommo_dagster.kommo.client"]
+    heavy = ["pyarrow", "numpy", "msgspec", "orjson", "urllib3", "requests"]
+    heavy.append("kommo_dagster.kommo.client")
     code = (
         "import sys, kommo_dagster.definitions; "
         f"print(','.join(m for m in {heavy!r} if m in sys.modules))"

@@ -11,7 +11,7 @@ with KommoClient(base_url="https://mycompany.kommo.com", token=token) as client:
 
 `KommoClient`, `ProgressCallback` and `RetryPolicy` are loaded on first use, so that the code
 location's definitions, which need the configuration and the errors but no client, load without
-PyArrow, msgspec and requests.
+PyArrow, msgspec and urllib3.
 """
 
 from typing import TYPE_CHECKING, Any

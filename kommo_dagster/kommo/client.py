@@ -1,6 +1,6 @@
 """`KommoClient`: the account's streams as pages of raw records.
 
-One client holds one pooled HTTP session and one worker pool. `iter_records` yields pages as they
+One client holds one HTTP connection pool and one worker pool. `iter_records` yields pages as they
 arrive; behind it several sub-windows of the requested time window are walked concurrently (see
 `kommo_dagster.kommo.walks` for how each stream is walked and what that guarantees), as many as
 it takes to keep the account's request budget busy at the measured latency, and never more than

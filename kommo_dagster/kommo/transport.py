@@ -17,17 +17,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
-import requests
 import urllib3.exceptions
-from requests.adapters import HTTPAdapter
-from requests.auth import AuthBase
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3 import BaseHTTPResponse
+from urllib3.util import make_headers
 
 from kommo_dagster.kommo.ban import IPBan
 from kommo_dagster.kommo.config import ENV_API_TOKEN, ENV_BASE_URL, ENV_SUBDOMAIN, Secret
+from kommo_dagster.kommo.connections import Connections
 from kommo_dagster.kommo.errors import (
     KommoAuthError,
     KommoError,
@@ -48,6 +47,13 @@ Params = Sequence[tuple[str, str | int]]
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 USER_AGENT = "kommo-dagster/0.1 (+https://github.com/kommo-dagster)"
+# Every request's headers but the token's, in the order requests sent them.
+HEADERS = {
+    "User-Agent": USER_AGENT,
+    "Accept-Encoding": ", ".join(make_headers(accept_encoding=True)["accept-encoding"].split(",")),
+    "Accept": "application/hal+json, application/json",
+    "Connection": "keep-alive",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,65 +108,6 @@ class _Cancelled(Exception):
     mistake it for a connection failure)."""
 
 
-def _budgeted_adapter(
-    pool_size: int, before_send: Callable[[], None], after_send: Callable[[], None]
-) -> HTTPAdapter:
-    """An adapter whose connections call ``before_send`` once connected, right before the
-    request's bytes go out, and ``after_send`` once they are out (or the write failed): the
-    rate-limit slot is confirmed as close as possible to the moment the server counts the
-    request, so connection set-up does not eat into the safety margin, and then settled to when
-    the request really left."""
-
-    def request(cls: type, self: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.sock is None:
-            self.connect()
-        before_send()
-        try:
-            return super(cls, self).request(*args, **kwargs)
-        finally:
-            after_send()  # a write that failed half way may still have reached the server
-
-    class Connection(HTTPConnection):
-        def request(self, *args: Any, **kwargs: Any) -> Any:
-            return request(Connection, self, *args, **kwargs)
-
-    class SecureConnection(HTTPSConnection):
-        def request(self, *args: Any, **kwargs: Any) -> Any:
-            return request(SecureConnection, self, *args, **kwargs)
-
-    class Pool(HTTPConnectionPool):
-        ConnectionCls = Connection
-
-    class SecurePool(HTTPSConnectionPool):
-        ConnectionCls = SecureConnection
-
-    class Adapter(HTTPAdapter):
-        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-            super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = {"http": Pool, "https": SecurePool}
-
-    return Adapter(pool_connections=1, pool_maxsize=max(pool_size, 1), max_retries=0)
-
-
-class _BearerAuth(AuthBase):
-    """The long-lived token as ``Authorization: Bearer``.
-
-    Given as the session's ``auth`` rather than a default header: with no explicit auth,
-    requests applies ``~/.netrc`` credentials for the host, whose Basic header would replace
-    the token's. It also keeps the token out of the session's headers mapping.
-    """
-
-    def __init__(self, token: Secret) -> None:
-        self._token = token
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self._token.get_secret_value()}"
-        return request
-
-    def __repr__(self) -> str:
-        return "_BearerAuth(token=***)"
-
-
 class _Retryable(Exception):
     def __init__(self, reason: str, *, status: int | None, wait: float | None = None):
         super().__init__(reason)
@@ -169,7 +116,7 @@ class _Retryable(Exception):
         self.wait = wait
 
 
-def _server_time(resp: requests.Response) -> int | None:
+def _server_time(resp: BaseHTTPResponse) -> int | None:
     value = resp.headers.get("Date")
     if not value:
         return None
@@ -179,7 +126,7 @@ def _server_time(resp: requests.Response) -> int | None:
         return None
 
 
-def _retry_after_header(resp: requests.Response) -> float | None:
+def _retry_after_header(resp: BaseHTTPResponse) -> float | None:
     value = resp.headers.get("Retry-After")
     if not value:
         return None
@@ -194,13 +141,19 @@ def _retry_after_header(resp: requests.Response) -> float | None:
     return max(when.timestamp() - time.time(), 0.0)
 
 
-def _read_body(resp: requests.Response) -> bytes:
-    """The whole body in one read, the connection then back in the pool. ``requests`` itself
-    reads a body 10 KB at a time, a Python round trip each: a tenth of a page's receive cost."""
+def _read_body(resp: BaseHTTPResponse) -> bytes:
+    """The whole body in one read, the connection then back in the pool (reading it in chunks
+    costs a Python round trip each: 10 KB chunks were a tenth of a page's receive cost)."""
     try:
-        return resp.raw.read(decode_content=True) or b""
+        return resp.read(decode_content=True) or b""
     finally:
-        resp.raw.release_conn()
+        resp.release_conn()
+
+
+def _target(path: str, params: Params) -> str:
+    """The request's path and query, encoded as requests encoded them (``[`` and ``]`` of
+    Kommo's ``filter[updated_at][from]`` as ``%5B`` and ``%5D``, a space as ``+``)."""
+    return f"{path}?{urlencode(params, doseq=True)}" if params else path
 
 
 def _is_html(content_type: str, body: bytes) -> bool:
@@ -210,7 +163,7 @@ def _is_html(content_type: str, body: bytes) -> bool:
 
 
 class Transport:
-    """The pooled HTTP session of one client, with its limiter, retry policy and counters."""
+    """The pooled connections of one client, with its limiter, retry policy and counters."""
 
     def __init__(
         self,
@@ -229,28 +182,23 @@ class Transport:
         self.limiter = limiter
         self.ban = ban
         self.stats = stats
-        self.timeout = timeout
         self.retry = retry
         self.cancelled = threading.Event()
         self._local = threading.local()
-        self.session = requests.Session()
-        adapter = _budgeted_adapter(pool_size, self._before_send, self._after_send)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.auth = _BearerAuth(token)
-        # Proxies and CA bundle from the environment, resolved once for the account's host:
-        # left to requests, every request walks the whole environment again (a tenth of the
-        # client's CPU per page in a Dagster process).
-        env = self.session.merge_environment_settings(base_url, {}, None, None, None)
-        self.session.proxies.update(env["proxies"])
-        self.session.verify = env["verify"]
-        self.session.trust_env = False
-        self.session.headers.update(
-            {"Accept": "application/hal+json, application/json", "User-Agent": USER_AGENT}
+        self.connections = Connections(
+            base_url,
+            pool_size=pool_size,
+            timeout=timeout,
+            before_send=self._before_send,
+            after_send=self._after_send,
         )
 
     def close(self) -> None:
-        self.session.close()
+        self.connections.close()
+
+    def _headers(self) -> dict[str, str]:
+        # Built for each request: the token is kept in its `Secret` and nowhere else.
+        return {**HEADERS, "Authorization": f"Bearer {self._token.get_secret_value()}"}
 
     def scrub(self, text: str) -> str:
         """The text with the token replaced, for anything built from a server's answer."""
@@ -340,51 +288,35 @@ class Transport:
             self.ban.check()  # before even connecting; again right before sending
         self._local.sent = None
         try:
-            resp = self.session.get(
-                self.base_url + path,
-                params=params,
-                timeout=self.timeout,
-                allow_redirects=False,
-                stream=True,
-            )
+            resp = self.connections.get(_target(path, params), self._headers())
             body = _read_body(resp)
-        except _Cancelled:
+        except (_Cancelled, urllib3.exceptions.ClosedPoolError):
             raise KommoError(f"GET {path} cancelled: the client is closing") from None
-        except requests.exceptions.Timeout as exc:
-            kind = "read" if isinstance(exc, requests.exceptions.ReadTimeout) else "connect"
-            raise _Retryable(f"{kind} timeout", status=None) from None
         except urllib3.exceptions.ReadTimeoutError:
             raise _Retryable("read timeout", status=None) from None
-        except (
-            requests.exceptions.ConnectionError,
-            requests.exceptions.ChunkedEncodingError,
-            urllib3.exceptions.HTTPError,
-        ) as exc:
-            raise _Retryable(
-                f"connection failed ({type(exc).__name__}: {self._reason(exc)})", status=None
-            ) from None
+        except urllib3.exceptions.NewConnectionError as exc:  # a ConnectTimeoutError, to urllib3
+            raise self._connection_failed(exc) from None
+        except urllib3.exceptions.ConnectTimeoutError:
+            raise _Retryable("connect timeout", status=None) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise self._connection_failed(exc) from None
         sent = self._local.sent
         if sent is not None:
             self.stats.response(seconds=time.monotonic() - sent)
         return self._classify(resp, body, path=path, what=what)
 
-    def _reason(self, exc: BaseException) -> str:
-        # requests wraps urllib3 errors; the innermost message is the informative one.
-        text = str(exc)
-        for arg in getattr(exc, "args", ()):
-            inner = getattr(arg, "reason", None) or arg
-            text = str(inner)
-            break
-        return self.scrub(text)[:300]
+    def _connection_failed(self, exc: urllib3.exceptions.HTTPError) -> _Retryable:
+        reason = self.scrub(str(exc))[:300]
+        return _Retryable(f"connection failed ({type(exc).__name__}: {reason})", status=None)
 
     def _classify(
-        self, resp: requests.Response, body: bytes, *, path: str, what: str | None
+        self, resp: BaseHTTPResponse, body: bytes, *, path: str, what: str | None
     ) -> Response:
         """Data, a retry, or a specific error: looked up in `OUTCOMES` by status and by whether
         the body is an HTML page."""
         ctype = resp.headers.get("Content-Type", "").lower()
         answer = _Answer(self, resp, body, path, what, ctype, _is_html(ctype, body))
-        status = resp.status_code
+        status = resp.status
         outcome = OUTCOMES.get((status, answer.html)) or OUTCOMES.get((status, None))
         if outcome is None:
             outcome = _redirected if 300 <= status < 400 else _other_status
@@ -417,7 +349,7 @@ class _Answer:
     """A response being classified, with what its outcome needs to say."""
 
     transport: Transport
-    resp: requests.Response
+    resp: BaseHTTPResponse
     body: bytes
     path: str
     what: str | None
@@ -431,7 +363,7 @@ class _Answer:
 
     @property
     def status(self) -> int:
-        return self.resp.status_code
+        return self.resp.status
 
     @property
     def detail(self) -> str:

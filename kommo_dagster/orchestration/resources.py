@@ -26,7 +26,7 @@ from kommo_dagster.kommo.config import (
 from kommo_dagster.settings import SETTING, Settings
 
 if TYPE_CHECKING:
-    # The client (and PyArrow, msgspec, requests under it) is imported by `get_client`, when a
+    # The client (and PyArrow, msgspec, urllib3 under it) is imported by `get_client`, when a
     # run needs it: loading the definitions does not.
     from kommo_dagster.kommo.client import KommoClient, ProgressCallback
 
@@ -41,7 +41,7 @@ _TEXT_VARIABLES = {
 class KommoResource(dg.ConfigurableResource):
     """A Kommo CRM account (API v4), reached with a private integration's long-lived token.
 
-    Each `get_client` call returns a new `KommoClient` with its own pooled session; use it as a
+    Each `get_client` call returns a new `KommoClient` with its own connection pool; use it as a
     context manager. Clients of the same account share one request budget per machine (a file in
     ``rate_limit_dir``), so concurrent steps and runs together stay under
     ``requests_per_second``. The code location's configuration refuses a budget above Kommo's 7

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -63,3 +66,37 @@ def expected(sb: KommoSandbox, stream: str, start: datetime = START, end: dateti
             continue
         out.append(tuple(row.values()))
     return sorted(out, key=repr)
+
+
+@contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[tuple[str, list]]:
+    """A server on loopback that is not the sandbox: its URL, and a list its handler may record
+    what it received in (``self.server.seen``)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    seen: list = []
+    server.seen = seen  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def reply(
+    handler: BaseHTTPRequestHandler,
+    status: int,
+    body: bytes,
+    *,
+    content_type: str,
+    headers: Iterable[tuple[str, str]] = (),
+) -> None:
+    """Send a whole answer with its length, so that the connection can be kept alive."""
+    handler.send_response(status)
+    for name, value in headers:
+        handler.send_header(name, value)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)

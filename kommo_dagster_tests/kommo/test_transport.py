@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -22,7 +23,7 @@ from kommo_dagster.kommo import (
     RetryPolicy,
 )
 from kommo_dagster.sandbox import FaultConfig
-from kommo_dagster_tests.kommo.conftest import expected, fetch, rows_of
+from kommo_dagster_tests.kommo.conftest import expected, fetch, http_server, reply, rows_of
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -97,6 +98,23 @@ def test_a_read_timeout_is_retried(account, client_for):
     assert client.stats().retries == 1
 
 
+def test_a_refused_connection_is_retried_as_a_connection_failure(tmp_path):
+    """Not as a connect timeout, though urllib3 counts a refused connection as one."""
+    from kommo_dagster.kommo import KommoClient
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there once the socket is closed
+    policy = RetryPolicy(max_attempts=2, max_elapsed=10, backoff_base=0.01, backoff_max=0.02)
+    base_url = f"http://127.0.0.1:{port}"
+    client = KommoClient(base_url=base_url, token=SECRET, rate_limit_dir=tmp_path, retry=policy)
+    with client, pytest.raises(KommoRetryError) as err:
+        client.get("/api/v4/account")
+    msg = str(err.value)
+    assert "failed after 2 attempts" in msg and "connection failed (NewConnectionError" in msg
+    assert "refused" in msg and err.value.last_status is None
+
+
 def test_seeded_faults_on_every_stream_still_give_exact_streams(sandbox_factory, client_for):
     faults = FaultConfig(error_500_json=0.05, error_502=0.05, error_504=0.05, drop=0.05, seed=3)
     sb = sandbox_factory(leads=1200, requests_per_second=None, faults=faults)
@@ -129,46 +147,15 @@ def test_a_retry_budget_in_time_is_honoured(account, client_for):
 def test_a_netrc_entry_for_the_host_does_not_replace_the_token(
     account, client_for, tmp_path, monkeypatch
 ):
-    """requests applies ~/.netrc credentials when a request has no explicit auth; the token is
-    the session's auth, so a netrc entry for the Kommo host cannot turn it into Basic auth."""
+    """A ~/.netrc entry for the Kommo host is never applied: its Basic header would replace the
+    token's, and the sandbox would answer 401."""
     netrc = tmp_path / "netrc"
     netrc.write_text("machine 127.0.0.1 login someone password something-else\n")
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
     client = client_for(account)
     assert client.get("/api/v4/account")["id"]
-    assert "token=***" in repr(client._transport.session.auth)
-
-
-def _transport(base_url: str):
-    from kommo_dagster.kommo.config import Secret
-    from kommo_dagster.kommo.stats import StatsRecorder
-    from kommo_dagster.kommo.transport import Transport
-
-    return Transport(
-        base_url=base_url,
-        token=Secret(SECRET),
-        limiter=None,
-        stats=StatsRecorder(),
-        pool_size=1,
-        timeout=(1.0, 1.0),
-        retry=RetryPolicy(),
-    )
-
-
-def test_proxies_and_the_ca_bundle_still_come_from_the_environment(monkeypatch, tmp_path):
-    """They are read once, for the account's host, rather than on every request."""
-    bundle = tmp_path / "ca.pem"
-    bundle.write_text("")
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-    session = _transport("https://acme.kommo.com").session
-    assert session.proxies["https"] == "http://proxy.example:3128"
-    assert session.verify == str(bundle)
-    monkeypatch.setenv("NO_PROXY", "acme.kommo.com")
-    assert "https" not in _transport("https://acme.kommo.com").session.proxies
+    assert client.stats().requests == 1
 
 
 def test_401_names_the_token_variable_and_is_not_retried(account, client_for):
@@ -222,14 +209,10 @@ class _Page(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if "broken" in self.path:
-            body, ctype = b'{"_embedded": {"leads": [', "application/hal+json"
+            reply(self, 200, b'{"_embedded": {"leads": [', content_type="application/hal+json")
         else:
-            body, ctype = b"<!doctype html><html><body>Sign in</body></html>", "text/html"
-        self.send_response(200)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+            page = b"<!doctype html><html><body>Sign in</body></html>"
+            reply(self, 200, page, content_type="text/html")
 
     def log_message(self, *args):
         pass
@@ -237,12 +220,8 @@ class _Page(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def not_kommo():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with http_server(_Page) as (url, _):
+        yield url
 
 
 def test_a_200_that_is_not_json_is_a_clear_error(not_kommo, tmp_path):

@@ -1,0 +1,193 @@
+"""What goes out on the wire, and through which proxy and CA bundle, checked at real servers."""
+
+from __future__ import annotations
+
+import http.client
+from http.server import BaseHTTPRequestHandler
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from kommo_dagster.kommo import KommoConfigError, RetryPolicy
+from kommo_dagster.kommo.config import Secret
+from kommo_dagster.kommo.connections import NetworkSettings
+from kommo_dagster.kommo.stats import StatsRecorder
+from kommo_dagster.kommo.transport import USER_AGENT, Transport
+from kommo_dagster_tests.kommo.conftest import expected, fetch, http_server, reply, rows_of
+
+pytestmark = pytest.mark.timeout(120)
+
+SECRET = "tok-3Kd9-SECRET-do-not-print-4Wq"
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_in_the_environment(monkeypatch):
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+class _Capture(BaseHTTPRequestHandler):
+    """Records each request's line and headers, in the order they came, and answers JSON."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.server.seen.append((self.requestline, list(self.headers.items())))
+        reply(self, 200, b'{"_links": {}}', content_type="application/hal+json")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def capture():
+    with http_server(_Capture) as served:
+        yield served
+
+
+def _transport(base_url: str, *, pool_size: int = 1) -> Transport:
+    return Transport(
+        base_url=base_url,
+        token=Secret(SECRET),
+        limiter=None,
+        stats=StatsRecorder(),
+        pool_size=pool_size,
+        timeout=(1.0, 1.0),
+        retry=RetryPolicy(),
+    )
+
+
+# Kommo's bracketed filter keys, a list, and what must be escaped or kept.
+PARAMS = [
+    ("filter[updated_at][from]", 1700000000),
+    ("filter[updated_at][to]", 1702678399),
+    ("order[updated_at]", "asc"),
+    ("with", "contacts,source_id"),
+    ("query", "Zoë & co/2 = 50%+~*'()"),
+    ("limit", 250),
+    ("page", 2),
+]
+
+
+def test_a_request_goes_out_byte_for_byte_as_requests_sent_it(capture):
+    """Request line (path and query encoding) and headers, names, values and order, as the
+    requests session the transport used before sent them."""
+    base_url, seen = capture
+    transport = _transport(base_url)
+    try:
+        assert transport.get("/api/v4/leads", PARAMS).data == {"_links": {}}
+        transport.get("/api/v4/account")
+    finally:
+        transport.close()
+    with requests.Session() as session:
+        session.trust_env = False
+        session.headers.update(
+            {"Accept": "application/hal+json, application/json", "User-Agent": USER_AGENT}
+        )
+        bearer = {"Authorization": f"Bearer {SECRET}"}
+        session.get(f"{base_url}/api/v4/leads", params=PARAMS, headers=bearer)
+        session.get(f"{base_url}/api/v4/account", headers=bearer)
+    ours, theirs = seen[:2], seen[2:]
+    assert ours == theirs
+    line = ours[0][0]
+    assert line.startswith("GET /api/v4/leads?filter%5Bupdated_at%5D%5Bfrom%5D=1700000000&")
+    assert "&query=Zo%C3%AB+%26+co%2F2+%3D+50%25%2B~%2A%27%28%29&" in line
+    assert ours[1][0] == "GET /api/v4/account HTTP/1.1"
+
+
+def test_connections_are_kept_alive(capture):
+    base_url, seen = capture
+    transport = _transport(base_url)
+    try:
+        for _ in range(3):
+            transport.get("/api/v4/account")
+        pool = transport.connections._pool
+        assert pool.num_connections == 1 and pool.num_requests == 3
+    finally:
+        transport.close()
+    assert len(seen) == 3
+
+
+def test_proxies_and_the_ca_bundle_still_come_from_the_environment(monkeypatch, tmp_path):
+    """They are read once, for the account's host, rather than on every request."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    settings = _transport("https://acme.kommo.com").connections.settings
+    assert settings.proxy == "http://proxy.example:3128"
+    assert settings.ca_bundle == str(bundle)
+    monkeypatch.setenv("NO_PROXY", "acme.kommo.com")
+    assert _transport("https://acme.kommo.com").connections.settings.proxy is None
+    monkeypatch.delenv("NO_PROXY")
+    monkeypatch.setenv("ALL_PROXY", "proxy.example:8080")
+    assert NetworkSettings.from_environment("http://acme.kommo.com").proxy == (
+        "http://proxy.example:8080"
+    )
+
+
+def test_a_ca_bundle_that_does_not_exist_fails_before_any_request(monkeypatch, tmp_path):
+    missing = tmp_path / "nowhere.pem"
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(missing))
+    with pytest.raises(KommoConfigError, match="CURL_CA_BUNDLE") as err:
+        _transport("https://acme.kommo.com")
+    assert str(missing) in str(err.value)
+    # Only an https host needs one.
+    _transport("http://127.0.0.1:9").close()
+
+
+def test_a_proxy_password_stays_out_of_the_settings_repr(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://me:pr0xy-pass@proxy.example:3128")
+    settings = NetworkSettings.from_environment("https://acme.kommo.com")
+    assert settings.proxy == "http://me:pr0xy-pass@proxy.example:3128"
+    assert "pr0xy-pass" not in repr(settings) and "proxy.example:3128" in repr(settings)
+
+
+class _ForwardProxy(BaseHTTPRequestHandler):
+    """An HTTP proxy: takes absolute-form requests and forwards them to the host they name."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.server.seen.append((self.requestline, self.headers.get("Host")))
+        url = urlsplit(self.path)
+        upstream = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        headers = {k: v for k, v in self.headers.items() if not k.lower().startswith("proxy-")}
+        upstream.request("GET", url.path + (f"?{url.query}" if url.query else ""), headers=headers)
+        answer = upstream.getresponse()
+        body = answer.read()
+        upstream.close()
+        skip = ("connection", "content-length", "content-type", "transfer-encoding")
+        headers = [(k, v) for k, v in answer.getheaders() if k.lower() not in skip]
+        ctype = answer.getheader("Content-Type", "")
+        reply(self, answer.status, body, content_type=ctype, headers=headers)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def forward_proxy():
+    with http_server(_ForwardProxy) as served:
+        yield served
+
+
+def test_requests_through_a_proxy_reach_the_account_and_take_the_budget(
+    sandbox_factory, client_for, forward_proxy, monkeypatch
+):
+    """Every request through HTTP_PROXY names the whole URL and the account's host, and takes
+    a slot of the account's budget like a direct one."""
+    proxy_url, seen = forward_proxy
+    monkeypatch.setenv("HTTP_PROXY", proxy_url)
+    sb = sandbox_factory(leads=300, requests_per_second=None)
+    client = client_for(sb, requests_per_second=50)
+    assert rows_of("companies", fetch(client, "companies")) == expected(sb, "companies")
+    host = sb.base_url.removeprefix("http://")
+    assert seen and all(line.startswith(f"GET {sb.base_url}/api/v4/") for line, _ in seen)
+    assert {h for _, h in seen} == {host}
+    assert client.stats().requests == len(seen) == sb.stats()["requests"]
