@@ -7,6 +7,7 @@ within one window" holds however slow the machine is; the limiter is the same co
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -291,3 +292,17 @@ def test_a_sandbox_bug_is_a_500_not_a_dropped_connection(sandbox_factory, monkey
     assert r.status_code == 500
     assert "kaputt" in r.json()["detail"]
     assert "RuntimeError" in capsys.readouterr().err
+
+
+def test_answers_go_out_without_waiting_for_the_client_s_ack(sandbox_factory):
+    """Headers and body are two writes: with Nagle's algorithm, a small answer's body waited
+    for the client's delayed ACK of its headers (40 ms a request on a kept-alive connection,
+    which Kommo's servers do not add). Every connection the sandbox accepts sends at once."""
+    sb = sandbox_factory(leads=5)
+    api = Api(sb)
+    assert api.get("/api/v4/account").status_code == 200
+    with sb._conn_lock:
+        accepted = list(sb._connections)
+    assert accepted
+    for conn in accepted:
+        assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
