@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 
@@ -45,12 +45,13 @@ FULL_TABLES_CRON = "0 1 * * *"
 FULL_SYNC_CRON = "0 3 * * 0"
 
 
-def default_status(settings: Settings) -> dg.DefaultScheduleStatus:
-    return (
-        dg.DefaultScheduleStatus.RUNNING
-        if settings.schedules_default_on
-        else dg.DefaultScheduleStatus.STOPPED
-    )
+_Status = TypeVar("_Status", dg.DefaultScheduleStatus, dg.DefaultSensorStatus)
+
+
+def default_status(settings: Settings, status: type[_Status]) -> _Status:
+    """Whether the account's schedules and change sensor start running (``status`` is the
+    schedules' or the sensors' enum; both name the same two states)."""
+    return status.RUNNING if settings.schedules_default_on else status.STOPPED
 
 
 def _tick_time(context: dg.ScheduleEvaluationContext) -> datetime:
@@ -125,7 +126,7 @@ def build_schedules(
     plan = _Plan(
         AccountScope.of(settings),
         settings.start_date,
-        default_status(settings),
+        default_status(settings, dg.DefaultScheduleStatus),
         offset_minutes,
         settings.timezone,
     )

@@ -30,18 +30,11 @@ from kommo_dagster.kommo.changes import ChangeCursor, Changes, poll_changes
 from kommo_dagster.orchestration.accounts import AccountScope
 from kommo_dagster.orchestration.jobs import KommoJobs, partition_key
 from kommo_dagster.orchestration.resources import KommoResource
+from kommo_dagster.orchestration.schedules import default_status
 from kommo_dagster.orchestration.translator import AccountSpecs
 from kommo_dagster.settings import Settings
 
 CHANGE_SENSOR = "kommo_change_sensor"
-
-
-def default_status(settings: Settings) -> dg.DefaultSensorStatus:
-    return (
-        dg.DefaultSensorStatus.RUNNING
-        if settings.schedules_default_on
-        else dg.DefaultSensorStatus.STOPPED
-    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,7 +71,7 @@ def build_change_sensor(
         name=runs.name,
         jobs=targets,
         minimum_interval_seconds=settings.sensor_interval_seconds,
-        default_status=default_status(settings),
+        default_status=default_status(settings, dg.DefaultSensorStatus),
         required_resource_keys={scope.resource_key},
         description=(
             "Polls Kommo's /api/v4/events from a persisted cursor and refreshes today's "
