@@ -68,6 +68,13 @@ def expected(sb: KommoSandbox, stream: str, start: datetime = START, end: dateti
     return sorted(out, key=repr)
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A handler of the tests' own servers (`http_server`): nothing logged to stderr."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
 @contextmanager
 def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[tuple[str, list]]:
     """A server on loopback that is not the sandbox: its URL, and a list its handler may record

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 import pytest
@@ -14,7 +13,14 @@ from kommo_dagster.kommo.config import Secret
 from kommo_dagster.kommo.connections import NetworkSettings
 from kommo_dagster.kommo.stats import StatsRecorder
 from kommo_dagster.kommo.transport import USER_AGENT, Transport
-from kommo_dagster_tests.kommo.conftest import expected, fetch, http_server, reply, rows_of
+from kommo_dagster_tests.kommo.conftest import (
+    QuietHandler,
+    expected,
+    fetch,
+    http_server,
+    reply,
+    rows_of,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -31,7 +37,7 @@ def no_proxy_in_the_environment(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-class _Capture(BaseHTTPRequestHandler):
+class _Capture(QuietHandler):
     """Records each request's line and headers, in the order they came, and answers JSON."""
 
     protocol_version = "HTTP/1.1"
@@ -39,9 +45,6 @@ class _Capture(BaseHTTPRequestHandler):
     def do_GET(self):
         self.server.seen.append((self.requestline, list(self.headers.items())))
         reply(self, 200, b'{"_links": {}}', content_type="application/hal+json")
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture
@@ -148,7 +151,7 @@ def test_a_proxy_password_stays_out_of_the_settings_repr(monkeypatch):
     assert "pr0xy-pass" not in repr(settings) and "proxy.example:3128" in repr(settings)
 
 
-class _ForwardProxy(BaseHTTPRequestHandler):
+class _ForwardProxy(QuietHandler):
     """An HTTP proxy: takes absolute-form requests and forwards them to the host they name."""
 
     protocol_version = "HTTP/1.1"
@@ -166,9 +169,6 @@ class _ForwardProxy(BaseHTTPRequestHandler):
         headers = [(k, v) for k, v in answer.getheaders() if k.lower() not in skip]
         ctype = answer.getheader("Content-Type", "")
         reply(self, answer.status, body, content_type=ctype, headers=headers)
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture

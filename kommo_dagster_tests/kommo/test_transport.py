@@ -6,7 +6,6 @@ import logging
 import socket
 import threading
 import traceback
-from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -23,7 +22,14 @@ from kommo_dagster.kommo import (
     RetryPolicy,
 )
 from kommo_dagster.sandbox import FaultConfig
-from kommo_dagster_tests.kommo.conftest import expected, fetch, http_server, reply, rows_of
+from kommo_dagster_tests.kommo.conftest import (
+    QuietHandler,
+    expected,
+    fetch,
+    http_server,
+    reply,
+    rows_of,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -204,7 +210,7 @@ def test_a_400_carries_kommos_validation_errors(account, client_for):
     assert "limit" in str(err.value)
 
 
-class _Page(BaseHTTPRequestHandler):
+class _Page(QuietHandler):
     """A host that is not Kommo: a login page, or broken JSON, with status 200."""
 
     def do_GET(self):
@@ -213,9 +219,6 @@ class _Page(BaseHTTPRequestHandler):
         else:
             page = b"<!doctype html><html><body>Sign in</body></html>"
             reply(self, 200, page, content_type="text/html")
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture
