@@ -285,10 +285,12 @@ def check_results(
     label: str,
     warn_only: Collection[str],
 ) -> Iterator[dg.AssetCheckResult]:
-    """The outcomes as Dagster results, each failure logged; ``warn_only`` checks never block."""
+    """The outcomes as Dagster results, each failure logged; ``warn_only`` checks never block
+    (their failure is logged as a warning about the data, not as a failed check)."""
     for name, outcome in outcomes.items():
         if not outcome.passed:
-            context.log.warning(f"{label} check {name} failed: {outcome.description}")
+            verdict = "warns" if name in warn_only else "failed"
+            context.log.warning(f"{label} check {name} {verdict}: {outcome.description}")
         yield dg.AssetCheckResult(
             check_name=name,
             asset_key=key,
