@@ -9,7 +9,9 @@ and resolved, the run created (its planned events stored), and the first request
 the child stops. Each phase is the CPU from the previous mark.
 
 ``--compare CHECKOUT`` runs another checkout's code the same way (say a git worktree of the commit
-before a change), alternating with this one's tries, so both see the same machine.
+before a change), alternating with this one's tries, so both see the same machine. ``--floor``
+also runs `benchmarks.floor_location`, the smallest code location with the same asset key,
+partitions and number of checks: what Dagster costs any code location up to its first request.
 """
 
 from __future__ import annotations
@@ -24,10 +26,24 @@ import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from benchmarks.run import Plan
+
+DEFINITIONS = "kommo_dagster.definitions"
+FLOOR = "benchmarks.floor_location"
+
+
+class Target(NamedTuple):
+    """What a try runs: the checkout whose code comes first on the path, and the module."""
+
+    root: Path
+    module: str = DEFINITIONS
+
+    def label(self) -> str:
+        return str(self.root) if self.module == DEFINITIONS else f"{self.module} ({self.root})"
+
 
 # Imports of the child are the run's own: nothing of the benchmark is imported before the marks.
 _MARKS: list[tuple[str, float]] = []
@@ -99,24 +115,24 @@ def _child_marks(root: Path, env: dict[str, str], cli: list[str]) -> list[tuple[
 
 
 def measure(
-    plan: Plan, workdir: Path, *, accounts: int, tries: int, roots: list[Path]
-) -> dict[Path, list[list[tuple[str, float]]]]:
-    """``tries`` CLI runs of each checkout in ``roots``, alternating, against ``accounts``
-    sandbox accounts (the code location configured for all of them, the run of the first)."""
+    plan: Plan, workdir: Path, *, accounts: int, tries: int, targets: list[Target]
+) -> dict[Target, list[list[tuple[str, float]]]]:
+    """``tries`` CLI runs of each target, alternating, against ``accounts`` sandbox accounts
+    (the code location configured for all of them, the run of the first)."""
     from benchmarks.accounts import account_sandboxes
     from benchmarks.launch import code_location_env
 
     config = plan.sandbox(leads=500, requests_per_second=plan.limit, latency_ms=plan.latency_ms)
     last = plan.data_end - timedelta(days=1)
-    cli = ["asset", "materialize", "-m", "kommo_dagster.definitions", "--select"]
-    cli += ["kommo/acc0/leads", "--partition-range", f"{plan.data_start}...{last}"]
-    marks: dict[Path, list[list[tuple[str, float]]]] = {root: [] for root in roots}
+    selection = ["--select", "kommo/acc0/leads", "--partition-range", f"{plan.data_start}...{last}"]
+    marks: dict[Target, list[list[tuple[str, float]]]] = {t: [] for t in targets}
     with account_sandboxes(config, accounts) as sandboxes:
         for i in range(tries):
-            for k, root in enumerate(roots):
+            for k, target in enumerate(targets):
                 home = workdir / f"try{i}-{k}"
                 env = code_location_env(sandboxes, plan, home)
-                marks[root].append(_child_marks(root, env, cli))
+                cli = ["asset", "materialize", "-m", target.module, *selection]
+                marks[target].append(_child_marks(target.root, env, cli))
                 shutil.rmtree(home, ignore_errors=True)
     return marks
 
@@ -150,20 +166,31 @@ def main(argv: list[str] | None = None) -> int:
         help="another checkout of the project (e.g. a git worktree of an older commit), run "
         "alternately with this one; its own kommo_dagster is loaded",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help=f"also run {FLOOR}: one partitioned asset and its checks, no code of ours",
+    )
     args = parser.parse_args(argv)
     from benchmarks.run import ROOT, Plan
 
-    roots = [*(p.resolve() for p in args.compare), ROOT]
+    targets = [*(Target(p.resolve()) for p in args.compare), Target(ROOT)]
+    if args.floor:
+        targets.append(Target(ROOT, FLOOR))
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"kommo-startup-{os.getpid()}"
     load = os.getloadavg()
     try:
         marks = measure(
-            Plan(latency_ms=300.0), workdir, accounts=args.accounts, tries=args.tries, roots=roots
+            Plan(latency_ms=300.0),
+            workdir,
+            accounts=args.accounts,
+            tries=args.tries,
+            targets=targets,
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    for root, runs in marks.items():
-        print(f"\n{root} ({args.accounts} accounts configured, {args.tries} tries)\n")
+    for target, runs in marks.items():
+        print(f"\n{target.label()} ({args.accounts} accounts configured, {args.tries} tries)\n")
         print(_table(runs))
     loads = f"{load[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
     print(f"\nload average {loads}")

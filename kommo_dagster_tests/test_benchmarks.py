@@ -202,13 +202,14 @@ def test_launch_runs_two_accounts_as_cli_runs_at_once(tmp_path):
 
 def test_startup_marks_a_cli_run_up_to_its_first_request(tmp_path):
     """`benchmarks.startup`: the phases of a real CLI run, in order, with the code location
-    configured for two accounts."""
+    configured for two accounts; and of the floor code location, whose definitions cost less."""
     from benchmarks import startup
 
     plan = run.Plan(latency_ms=0, jitter_ms=0)
-    marks = startup.measure(plan, tmp_path, accounts=2, tries=1, roots=[run.ROOT])
-    assert list(marks) == [run.ROOT] and len(marks[run.ROOT]) == 1
-    for phases in marks[run.ROOT]:
+    ours, floor = startup.Target(run.ROOT), startup.Target(run.ROOT, startup.FLOOR)
+    marks = startup.measure(plan, tmp_path, accounts=2, tries=1, targets=[ours, floor])
+    assert list(marks) == [ours, floor] and all(len(runs) == 1 for runs in marks.values())
+    for phases in (marks[ours][0], marks[floor][0]):
         assert [name for name, _ in phases] == [
             "Python started",
             "Dagster and its CLI imported",
@@ -219,7 +220,31 @@ def test_startup_marks_a_cli_run_up_to_its_first_request(tmp_path):
         ]
         cpu = [c for _, c in phases]
         assert cpu == sorted(cpu) and cpu[-1] > cpu[0] > 0
-    assert "| first request |" in startup._table(marks[run.ROOT])
+    assert "| first request |" in startup._table(marks[ours])
+
+    def definitions_phase(phases: list[tuple[str, float]]) -> float:
+        return phases[3][1] - phases[2][1]
+
+    assert definitions_phase(marks[floor][0]) < definitions_phase(marks[ours][0])
+
+
+def test_the_floor_code_location_has_the_leads_assets_shape(monkeypatch):
+    """`benchmarks.floor_location` stands for one account's leads run: the same key, daily
+    partitions from the same start, single-run backfills, as many checks."""
+    import importlib
+
+    import dagster as dg
+
+    from kommo_dagster.kommo.streams import get_stream
+    from kommo_dagster.orchestration.checks import check_names
+
+    monkeypatch.setenv("KOMMO_START_DATE", "2026-01-01")
+    floor = importlib.reload(importlib.import_module("benchmarks.floor_location"))
+    (leads,) = floor.defs.assets
+    assert leads.key == dg.AssetKey(["kommo", "acc0", "leads"])
+    assert leads.partitions_def == dg.DailyPartitionsDefinition("2026-01-01", end_offset=1)
+    assert leads.backfill_policy == dg.BackfillPolicy.single_run()
+    assert len(list(leads.check_specs)) == floor.CHECKS == len(check_names(get_stream("leads")))
 
 
 def test_launch_through_the_queue_reports_the_wait_and_the_slots(tmp_path):
