@@ -26,34 +26,30 @@ The checks run with their asset (a materialization from the UI, a schedule or th
 them afterwards) or alone (``Checks`` in the UI, or ``dagster asset check``).
 """
 
-from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Collection
 
 import dagster as dg
 import duckdb as duckdb_lib
 
 from kommo_dagster.kommo.streams import Reference, Stream, get_stream
 from kommo_dagster.orchestration.accounts import AccountScope
-from kommo_dagster.orchestration.io_manager import KommoDuckDBResource
+from kommo_dagster.orchestration.data_checks import (
+    CONTRACT_COLUMNS,
+    SAMPLE,
+    Outcome,
+    build_data_checks,
+    check_results,
+    contract_columns,
+    references_resolve,
+)
 from kommo_dagster.orchestration.translator import AccountSpecs
 from kommo_dagster.settings import Settings
-from kommo_dagster.warehouse.sql import quote, table_columns, table_exists, table_ref
-from kommo_dagster.warehouse.tables import Table
+from kommo_dagster.warehouse.sql import quote, table_ref
 from kommo_dagster.warehouse.views import current_view_name, has_current_view
 
-CONTRACT_COLUMNS = "contract_columns"
 NO_NULL_IDS = "no_null_ids"
 NO_DUPLICATE_VERSIONS = "no_duplicate_versions"
 CURRENT_IDS_UNIQUE = "current_ids_unique"
-SAMPLE = 5
-
-
-@dataclass(frozen=True)
-class Outcome:
-    passed: bool
-    description: str
-    metadata: dict[str, Any]
 
 
 def check_names(stream: Stream, *, streams: Collection[str] | None = None) -> list[str]:
@@ -74,32 +70,6 @@ def checked_references(
 
 
 # --- the checks, plain SQL on a connection ------------------------------------------------------
-
-
-def contract_columns(
-    con: duckdb_lib.DuckDBPyConnection, stream: Stream | Table, *, schema: str
-) -> Outcome:
-    expected = [(c.name, c.duckdb_type) for c in stream.columns]
-    if not table_exists(con, schema=schema, table=stream.name):
-        return Outcome(False, f"{schema}.{stream.name} does not exist", {})
-    actual = table_columns(con, schema=schema, table=stream.name)
-    if actual == expected:
-        return Outcome(True, f"{len(expected)} columns as in the contract", {})
-    have, want = dict(actual), dict(expected)
-    return Outcome(
-        False,
-        f"{schema}.{stream.name} differs from the contract",
-        {
-            "missing": [n for n in want if n not in have],
-            "unexpected": [n for n in have if n not in want],
-            "wrong_type": {
-                n: f"{have[n]} (contract: {t})"
-                for n, t in want.items()
-                if have.get(n) not in (None, t)
-            },
-            "order_differs": [n for n, _ in actual] != [n for n, _ in expected],
-        },
-    )
 
 
 def no_null_ids(con: duckdb_lib.DuckDBPyConnection, stream: Stream, *, schema: str) -> Outcome:
@@ -147,37 +117,6 @@ def current_ids_unique(
         not rows,
         f"{len(rows)} ids appear more than once in {schema}.{current_view_name(stream)}",
         {"duplicate_ids": len(rows), "sample": [str(r[0]) for r in rows[:SAMPLE]]},
-    )
-
-
-def references_resolve(
-    con: duckdb_lib.DuckDBPyConnection, stream: Stream | Table, ref: Reference, *, schema: str
-) -> Outcome:
-    """Rows of ``stream`` (or of a declared table: a link table's) whose ``ref.columns`` match
-    no row of ``ref.stream``."""
-    if not table_exists(con, schema=schema, table=ref.stream):
-        return Outcome(False, f"{schema}.{ref.stream} does not exist", {})
-    columns = ", ".join(f"c.{quote(c)}" for c in ref.columns)
-    match = " AND ".join(
-        f"t.{quote(k)} = c.{quote(c)}" for c, k in zip(ref.columns, ref.keys, strict=True)
-    )
-    keys_order = ", ".join(str(i + 1) for i in range(len(ref.columns)))
-    rows = con.execute(
-        f"SELECT {columns}, count(*) AS n FROM {table_ref(schema, stream.name)} AS c "
-        f"WHERE c.{quote(ref.column)} IS NOT NULL AND NOT EXISTS ("
-        f"SELECT 1 FROM {table_ref(schema, ref.stream)} AS t WHERE {match}) "
-        f"GROUP BY ALL ORDER BY n DESC, {keys_order}"
-    ).fetchall()
-    dangling = sum(int(r[-1]) for r in rows)
-    target = f"{ref.stream}.({', '.join(ref.keys)})"
-    sample = [
-        ", ".join(f"{c}={v}" for c, v in zip(ref.columns, r[:-1], strict=True))
-        for r in rows[:SAMPLE]
-    ]
-    return Outcome(
-        not rows,
-        f"{dangling} rows of {stream.name} point to no row of {target}",
-        {"dangling_rows": dangling, "dangling_keys": len(rows), "sample": sample},
     )
 
 
@@ -253,56 +192,6 @@ def build_stream_checks(
     )
 
 
-def build_data_checks(
-    specs: Sequence[dg.AssetCheckSpec],
-    *,
-    name: str,
-    description: str,
-    key: dg.AssetKey,
-    label: str,
-    warn_only: Collection[str],
-    evaluate: Callable[[duckdb_lib.DuckDBPyConnection], dict[str, Outcome]],
-) -> dg.AssetChecksDefinition:
-    """One `multi_asset_check` of a table's checks (a stream's or a declared table's): it
-    evaluates them on one connection to the warehouse and reports each outcome."""
-
-    @dg.multi_asset_check(specs=specs, name=name, description=description)
-    def data_checks(
-        context: dg.AssetCheckExecutionContext, duckdb: KommoDuckDBResource
-    ) -> Iterator[dg.AssetCheckResult]:
-        with duckdb.get_connection(on_wait=context.log.info) as con:
-            outcomes = evaluate(con)
-        yield from check_results(context, key, outcomes, label=label, warn_only=warn_only)
-
-    return data_checks
-
-
-def check_results(
-    context: dg.AssetCheckExecutionContext,
-    key: dg.AssetKey,
-    outcomes: dict[str, Outcome],
-    *,
-    label: str,
-    warn_only: Collection[str],
-) -> Iterator[dg.AssetCheckResult]:
-    """The outcomes as Dagster results, each failure logged; ``warn_only`` checks never block
-    (their failure is logged as a warning about the data, not as a failed check)."""
-    for name, outcome in outcomes.items():
-        if not outcome.passed:
-            verdict = "warns" if name in warn_only else "failed"
-            context.log.warning(f"{label} check {name} {verdict}: {outcome.description}")
-        yield dg.AssetCheckResult(
-            check_name=name,
-            asset_key=key,
-            passed=outcome.passed,
-            description=outcome.description,
-            metadata=outcome.metadata,
-            severity=dg.AssetCheckSeverity.WARN
-            if name in warn_only
-            else dg.AssetCheckSeverity.ERROR,
-        )
-
-
 def build_kommo_checks(
     settings: Settings, *, specs: AccountSpecs | None = None
 ) -> list[dg.AssetChecksDefinition]:
@@ -312,6 +201,9 @@ def build_kommo_checks(
     ]
 
 
+# ``Outcome``, ``CONTRACT_COLUMNS``, ``contract_columns``, ``references_resolve``,
+# ``build_data_checks`` and ``check_results`` live in `kommo_dagster.orchestration.data_checks`
+# (shared with the declared tables' checks); they are still importable from here.
 __all__ = [
     "CONTRACT_COLUMNS",
     "CURRENT_IDS_UNIQUE",
