@@ -22,6 +22,10 @@ A partition is a cursor range, so a duplicate (id, cursor) pair is always inside
 the check reports the partitions (UTC days) holding duplicates. ``contract_columns`` is blocking:
 when it fails, the run does not go on to materialize assets downstream of that table.
 
+Each check is declared once, a `Check` (`STREAM_CHECKS`, and one per reference); which of them a
+stream gets is `stream_checks`. The specs, severities, the "not evaluated" rule and the run on
+one connection come from `kommo_dagster.orchestration.data_checks`, as for the declared tables.
+
 The checks run with their asset (a materialization from the UI, a schedule or the sensor runs
 them afterwards) or alone (``Checks`` in the UI, or ``dagster asset check``).
 """
@@ -34,13 +38,19 @@ import duckdb as duckdb_lib
 from kommo_dagster.kommo.streams import Reference, Stream, get_stream
 from kommo_dagster.orchestration.accounts import AccountScope
 from kommo_dagster.orchestration.data_checks import (
+    CONTRACT_CHECK,
     CONTRACT_COLUMNS,
     SAMPLE,
+    Check,
     Outcome,
+    build_checks,
     build_data_checks,
     check_results,
     contract_columns,
+    evaluate_checks,
+    reference_checks,
     references_resolve,
+    selected_references,
 )
 from kommo_dagster.orchestration.translator import AccountSpecs
 from kommo_dagster.settings import Settings
@@ -50,23 +60,6 @@ from kommo_dagster.warehouse.views import current_view_name, has_current_view
 NO_NULL_IDS = "no_null_ids"
 NO_DUPLICATE_VERSIONS = "no_duplicate_versions"
 CURRENT_IDS_UNIQUE = "current_ids_unique"
-
-
-def check_names(stream: Stream, *, streams: Collection[str] | None = None) -> list[str]:
-    """The checks of ``stream``; reference checks only for tables in ``streams`` (None: all)."""
-    names = [CONTRACT_COLUMNS, NO_NULL_IDS]
-    if stream.cursor is not None:
-        names.append(NO_DUPLICATE_VERSIONS)
-    if has_current_view(stream):
-        names.append(CURRENT_IDS_UNIQUE)
-    names += [r.check_name for r in checked_references(stream, streams=streams)]
-    return names
-
-
-def checked_references(
-    stream: Stream, *, streams: Collection[str] | None = None
-) -> list[Reference]:
-    return [r for r in stream.all_references if streams is None or r.stream in streams]
 
 
 # --- the checks, plain SQL on a connection ------------------------------------------------------
@@ -120,6 +113,46 @@ def current_ids_unique(
     )
 
 
+STREAM_CHECKS: dict[str, Check] = {
+    CONTRACT_COLUMNS: CONTRACT_CHECK,
+    NO_NULL_IDS: Check(no_null_ids, lambda stream, schema: "Every row has an id."),
+    NO_DUPLICATE_VERSIONS: Check(
+        no_duplicate_versions,
+        lambda stream, schema: f"No (id, {stream.cursor}) pair twice in any partition.",
+    ),
+    CURRENT_IDS_UNIQUE: Check(
+        current_ids_unique,
+        lambda stream, schema: f"Each id once in {schema}.{current_view_name(stream)}.",
+    ),
+}
+# Why a stream's reference check only warns (its description ends with it).
+REFERENCE_WARNS = "warns, never blocks: a record may point to one deleted since."
+
+
+def stream_checks(stream: Stream, *, streams: Collection[str] | None = None) -> dict[str, Check]:
+    """The checks of ``stream`` by name, as its declaration implies: every stream's, the
+    versions' with a cursor, the current view's with one, then one per reference into
+    ``streams`` (None: all)."""
+    names = [CONTRACT_COLUMNS, NO_NULL_IDS]
+    if stream.cursor is not None:
+        names.append(NO_DUPLICATE_VERSIONS)
+    if has_current_view(stream):
+        names.append(CURRENT_IDS_UNIQUE)
+    references = reference_checks(stream.all_references, streams=streams, why=REFERENCE_WARNS)
+    return {n: STREAM_CHECKS[n] for n in names} | references
+
+
+def check_names(stream: Stream, *, streams: Collection[str] | None = None) -> list[str]:
+    """The checks of ``stream``; reference checks only for tables in ``streams`` (None: all)."""
+    return list(stream_checks(stream, streams=streams))
+
+
+def checked_references(
+    stream: Stream, *, streams: Collection[str] | None = None
+) -> list[Reference]:
+    return selected_references(stream.all_references, streams=streams)
+
+
 def evaluate(
     con: duckdb_lib.DuckDBPyConnection,
     stream: Stream,
@@ -130,22 +163,7 @@ def evaluate(
     """Every check of ``stream`` by name (references to ``streams`` only; None: all). Without
     the table (or with columns the other checks cannot read) only the contract check says why;
     the others fail saying it blocks them."""
-    results = {CONTRACT_COLUMNS: contract_columns(con, stream, schema=schema)}
-    names = check_names(stream, streams=streams)[1:]
-    references = {r.check_name: r for r in checked_references(stream, streams=streams)}
-    if not results[CONTRACT_COLUMNS].passed:
-        reason = f"not evaluated: {results[CONTRACT_COLUMNS].description}"
-        return results | {n: Outcome(False, reason, {}) for n in names}
-    for name in names:
-        if name == NO_NULL_IDS:
-            results[name] = no_null_ids(con, stream, schema=schema)
-        elif name == NO_DUPLICATE_VERSIONS:
-            results[name] = no_duplicate_versions(con, stream, schema=schema)
-        elif name == CURRENT_IDS_UNIQUE:
-            results[name] = current_ids_unique(con, stream, schema=schema)
-        else:
-            results[name] = references_resolve(con, stream, references[name], schema=schema)
-    return results
+    return evaluate_checks(con, stream, stream_checks(stream, streams=streams), schema=schema)
 
 
 # --- Dagster --------------------------------------------------------------------------------
@@ -154,41 +172,13 @@ def evaluate(
 def build_stream_checks(
     stream: Stream, *, settings: Settings, specs: AccountSpecs | None = None
 ) -> dg.AssetChecksDefinition:
-    specs = specs or AccountSpecs(settings)
-    scope = AccountScope.of(settings)
-    key = specs.key(stream.name)
-    descriptions = {
-        CONTRACT_COLUMNS: "The table's columns and DuckDB types are the contract's, in order.",
-        NO_NULL_IDS: "Every row has an id.",
-        NO_DUPLICATE_VERSIONS: f"No (id, {stream.cursor}) pair twice in any partition.",
-        CURRENT_IDS_UNIQUE: f"Each id once in {settings.schema}.{current_view_name(stream)}.",
-    }
-    references = {r.check_name: r for r in checked_references(stream, streams=settings.streams)}
-    for name, ref in references.items():
-        descriptions[name] = (
-            f"Every {stream.name}.({', '.join(ref.columns)}) is a "
-            f"{settings.schema}.{ref.stream}.({', '.join(ref.keys)}); warns, never blocks: a "
-            f"record may point to one deleted since."
-        )
-    specs = [
-        dg.AssetCheckSpec(
-            name,
-            asset=key,
-            description=descriptions[name],
-            blocking=name == CONTRACT_COLUMNS,
-            additional_deps=[specs.key(references[name].stream)] if name in references else None,
-        )
-        for name in check_names(stream, streams=settings.streams)
-    ]
-    schema, streams = settings.schema, settings.streams
-    return build_data_checks(
-        specs,
-        name=scope.qualify(f"kommo_{stream.name}_checks"),
-        description=f"Data checks of {schema}.{stream.name}.",
-        key=key,
-        label=scope.label(stream.name),
-        warn_only=references,
-        evaluate=lambda con: evaluate(con, stream, schema=schema, streams=streams),
+    """The stream's checks, logged under the name its asset's logs use."""
+    return build_checks(
+        stream,
+        stream_checks(stream, streams=settings.streams),
+        settings=settings,
+        specs=specs or AccountSpecs(settings),
+        label=AccountScope.of(settings).label(stream.name),
     )
 
 
@@ -209,6 +199,8 @@ __all__ = [
     "CURRENT_IDS_UNIQUE",
     "NO_DUPLICATE_VERSIONS",
     "NO_NULL_IDS",
+    "REFERENCE_WARNS",
+    "STREAM_CHECKS",
     "Outcome",
     "build_data_checks",
     "build_kommo_checks",
@@ -217,6 +209,10 @@ __all__ = [
     "check_results",
     "checked_references",
     "contract_columns",
+    "current_ids_unique",
     "evaluate",
+    "no_duplicate_versions",
+    "no_null_ids",
     "references_resolve",
+    "stream_checks",
 ]
