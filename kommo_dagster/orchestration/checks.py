@@ -35,7 +35,7 @@ from collections.abc import Collection
 import dagster as dg
 import duckdb as duckdb_lib
 
-from kommo_dagster.kommo.streams import Reference, Stream, get_stream
+from kommo_dagster.kommo.streams import Stream, get_stream
 from kommo_dagster.orchestration.accounts import AccountScope
 from kommo_dagster.orchestration.data_checks import (
     CONTRACT_CHECK,
@@ -44,13 +44,8 @@ from kommo_dagster.orchestration.data_checks import (
     Check,
     Outcome,
     build_checks,
-    build_data_checks,
-    check_results,
-    contract_columns,
     evaluate_checks,
     reference_checks,
-    references_resolve,
-    selected_references,
 )
 from kommo_dagster.orchestration.translator import AccountSpecs
 from kommo_dagster.settings import Settings
@@ -147,12 +142,6 @@ def check_names(stream: Stream, *, streams: Collection[str] | None = None) -> li
     return list(stream_checks(stream, streams=streams))
 
 
-def checked_references(
-    stream: Stream, *, streams: Collection[str] | None = None
-) -> list[Reference]:
-    return selected_references(stream.all_references, streams=streams)
-
-
 def evaluate(
     con: duckdb_lib.DuckDBPyConnection,
     stream: Stream,
@@ -191,28 +180,18 @@ def build_kommo_checks(
     ]
 
 
-# ``Outcome``, ``CONTRACT_COLUMNS``, ``contract_columns``, ``references_resolve``,
-# ``build_data_checks`` and ``check_results`` live in `kommo_dagster.orchestration.data_checks`
-# (shared with the declared tables' checks); they are still importable from here.
 __all__ = [
-    "CONTRACT_COLUMNS",
     "CURRENT_IDS_UNIQUE",
     "NO_DUPLICATE_VERSIONS",
     "NO_NULL_IDS",
     "REFERENCE_WARNS",
     "STREAM_CHECKS",
-    "Outcome",
-    "build_data_checks",
     "build_kommo_checks",
     "build_stream_checks",
     "check_names",
-    "check_results",
-    "checked_references",
-    "contract_columns",
     "current_ids_unique",
     "evaluate",
     "no_duplicate_versions",
     "no_null_ids",
-    "references_resolve",
     "stream_checks",
 ]
