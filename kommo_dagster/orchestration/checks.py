@@ -22,84 +22,42 @@ A partition is a cursor range, so a duplicate (id, cursor) pair is always inside
 the check reports the partitions (UTC days) holding duplicates. ``contract_columns`` is blocking:
 when it fails, the run does not go on to materialize assets downstream of that table.
 
+Each check is declared once, a `Check` (`STREAM_CHECKS`, and one per reference); which of them a
+stream gets is `stream_checks`. The specs, severities, the "not evaluated" rule and the run on
+one connection come from `kommo_dagster.orchestration.data_checks`, as for the declared tables.
+
 The checks run with their asset (a materialization from the UI, a schedule or the sensor runs
 them afterwards) or alone (``Checks`` in the UI, or ``dagster asset check``).
 """
 
-from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Collection
 
 import dagster as dg
 import duckdb as duckdb_lib
 
-from kommo_dagster.kommo.streams import Reference, Stream, get_stream
+from kommo_dagster.kommo.streams import Stream, get_stream
 from kommo_dagster.orchestration.accounts import AccountScope
-from kommo_dagster.orchestration.io_manager import KommoDuckDBResource
+from kommo_dagster.orchestration.data_checks import (
+    CONTRACT_CHECK,
+    CONTRACT_COLUMNS,
+    SAMPLE,
+    Check,
+    Outcome,
+    build_checks,
+    evaluate_checks,
+    reference_checks,
+)
 from kommo_dagster.orchestration.translator import AccountSpecs
 from kommo_dagster.settings import Settings
-from kommo_dagster.warehouse.sql import quote, table_columns, table_exists, table_ref
-from kommo_dagster.warehouse.tables import Table
+from kommo_dagster.warehouse.sql import quote, table_ref
 from kommo_dagster.warehouse.views import current_view_name, has_current_view
 
-CONTRACT_COLUMNS = "contract_columns"
 NO_NULL_IDS = "no_null_ids"
 NO_DUPLICATE_VERSIONS = "no_duplicate_versions"
 CURRENT_IDS_UNIQUE = "current_ids_unique"
-SAMPLE = 5
-
-
-@dataclass(frozen=True)
-class Outcome:
-    passed: bool
-    description: str
-    metadata: dict[str, Any]
-
-
-def check_names(stream: Stream, *, streams: Collection[str] | None = None) -> list[str]:
-    """The checks of ``stream``; reference checks only for tables in ``streams`` (None: all)."""
-    names = [CONTRACT_COLUMNS, NO_NULL_IDS]
-    if stream.cursor is not None:
-        names.append(NO_DUPLICATE_VERSIONS)
-    if has_current_view(stream):
-        names.append(CURRENT_IDS_UNIQUE)
-    names += [r.check_name for r in checked_references(stream, streams=streams)]
-    return names
-
-
-def checked_references(
-    stream: Stream, *, streams: Collection[str] | None = None
-) -> list[Reference]:
-    return [r for r in stream.all_references if streams is None or r.stream in streams]
 
 
 # --- the checks, plain SQL on a connection ------------------------------------------------------
-
-
-def contract_columns(
-    con: duckdb_lib.DuckDBPyConnection, stream: Stream | Table, *, schema: str
-) -> Outcome:
-    expected = [(c.name, c.duckdb_type) for c in stream.columns]
-    if not table_exists(con, schema=schema, table=stream.name):
-        return Outcome(False, f"{schema}.{stream.name} does not exist", {})
-    actual = table_columns(con, schema=schema, table=stream.name)
-    if actual == expected:
-        return Outcome(True, f"{len(expected)} columns as in the contract", {})
-    have, want = dict(actual), dict(expected)
-    return Outcome(
-        False,
-        f"{schema}.{stream.name} differs from the contract",
-        {
-            "missing": [n for n in want if n not in have],
-            "unexpected": [n for n in have if n not in want],
-            "wrong_type": {
-                n: f"{have[n]} (contract: {t})"
-                for n, t in want.items()
-                if have.get(n) not in (None, t)
-            },
-            "order_differs": [n for n, _ in actual] != [n for n, _ in expected],
-        },
-    )
 
 
 def no_null_ids(con: duckdb_lib.DuckDBPyConnection, stream: Stream, *, schema: str) -> Outcome:
@@ -150,35 +108,38 @@ def current_ids_unique(
     )
 
 
-def references_resolve(
-    con: duckdb_lib.DuckDBPyConnection, stream: Stream | Table, ref: Reference, *, schema: str
-) -> Outcome:
-    """Rows of ``stream`` (or of a declared table: a link table's) whose ``ref.columns`` match
-    no row of ``ref.stream``."""
-    if not table_exists(con, schema=schema, table=ref.stream):
-        return Outcome(False, f"{schema}.{ref.stream} does not exist", {})
-    columns = ", ".join(f"c.{quote(c)}" for c in ref.columns)
-    match = " AND ".join(
-        f"t.{quote(k)} = c.{quote(c)}" for c, k in zip(ref.columns, ref.keys, strict=True)
-    )
-    keys_order = ", ".join(str(i + 1) for i in range(len(ref.columns)))
-    rows = con.execute(
-        f"SELECT {columns}, count(*) AS n FROM {table_ref(schema, stream.name)} AS c "
-        f"WHERE c.{quote(ref.column)} IS NOT NULL AND NOT EXISTS ("
-        f"SELECT 1 FROM {table_ref(schema, ref.stream)} AS t WHERE {match}) "
-        f"GROUP BY ALL ORDER BY n DESC, {keys_order}"
-    ).fetchall()
-    dangling = sum(int(r[-1]) for r in rows)
-    target = f"{ref.stream}.({', '.join(ref.keys)})"
-    sample = [
-        ", ".join(f"{c}={v}" for c, v in zip(ref.columns, r[:-1], strict=True))
-        for r in rows[:SAMPLE]
-    ]
-    return Outcome(
-        not rows,
-        f"{dangling} rows of {stream.name} point to no row of {target}",
-        {"dangling_rows": dangling, "dangling_keys": len(rows), "sample": sample},
-    )
+STREAM_CHECKS: dict[str, Check] = {
+    CONTRACT_COLUMNS: CONTRACT_CHECK,
+    NO_NULL_IDS: Check(no_null_ids, lambda stream, schema: "Every row has an id."),
+    NO_DUPLICATE_VERSIONS: Check(
+        no_duplicate_versions,
+        lambda stream, schema: f"No (id, {stream.cursor}) pair twice in any partition.",
+    ),
+    CURRENT_IDS_UNIQUE: Check(
+        current_ids_unique,
+        lambda stream, schema: f"Each id once in {schema}.{current_view_name(stream)}.",
+    ),
+}
+# Why a stream's reference check only warns (its description ends with it).
+REFERENCE_WARNS = "warns, never blocks: a record may point to one deleted since."
+
+
+def stream_checks(stream: Stream, *, streams: Collection[str] | None = None) -> dict[str, Check]:
+    """The checks of ``stream`` by name, as its declaration implies: every stream's, the
+    versions' with a cursor, the current view's with one, then one per reference into
+    ``streams`` (None: all)."""
+    names = [CONTRACT_COLUMNS, NO_NULL_IDS]
+    if stream.cursor is not None:
+        names.append(NO_DUPLICATE_VERSIONS)
+    if has_current_view(stream):
+        names.append(CURRENT_IDS_UNIQUE)
+    references = reference_checks(stream.all_references, streams=streams, why=REFERENCE_WARNS)
+    return {n: STREAM_CHECKS[n] for n in names} | references
+
+
+def check_names(stream: Stream, *, streams: Collection[str] | None = None) -> list[str]:
+    """The checks of ``stream``; reference checks only for tables in ``streams`` (None: all)."""
+    return list(stream_checks(stream, streams=streams))
 
 
 def evaluate(
@@ -191,22 +152,7 @@ def evaluate(
     """Every check of ``stream`` by name (references to ``streams`` only; None: all). Without
     the table (or with columns the other checks cannot read) only the contract check says why;
     the others fail saying it blocks them."""
-    results = {CONTRACT_COLUMNS: contract_columns(con, stream, schema=schema)}
-    names = check_names(stream, streams=streams)[1:]
-    references = {r.check_name: r for r in checked_references(stream, streams=streams)}
-    if not results[CONTRACT_COLUMNS].passed:
-        reason = f"not evaluated: {results[CONTRACT_COLUMNS].description}"
-        return results | {n: Outcome(False, reason, {}) for n in names}
-    for name in names:
-        if name == NO_NULL_IDS:
-            results[name] = no_null_ids(con, stream, schema=schema)
-        elif name == NO_DUPLICATE_VERSIONS:
-            results[name] = no_duplicate_versions(con, stream, schema=schema)
-        elif name == CURRENT_IDS_UNIQUE:
-            results[name] = current_ids_unique(con, stream, schema=schema)
-        else:
-            results[name] = references_resolve(con, stream, references[name], schema=schema)
-    return results
+    return evaluate_checks(con, stream, stream_checks(stream, streams=streams), schema=schema)
 
 
 # --- Dagster --------------------------------------------------------------------------------
@@ -215,92 +161,14 @@ def evaluate(
 def build_stream_checks(
     stream: Stream, *, settings: Settings, specs: AccountSpecs | None = None
 ) -> dg.AssetChecksDefinition:
-    specs = specs or AccountSpecs(settings)
-    scope = AccountScope.of(settings)
-    key = specs.key(stream.name)
-    descriptions = {
-        CONTRACT_COLUMNS: "The table's columns and DuckDB types are the contract's, in order.",
-        NO_NULL_IDS: "Every row has an id.",
-        NO_DUPLICATE_VERSIONS: f"No (id, {stream.cursor}) pair twice in any partition.",
-        CURRENT_IDS_UNIQUE: f"Each id once in {settings.schema}.{current_view_name(stream)}.",
-    }
-    references = {r.check_name: r for r in checked_references(stream, streams=settings.streams)}
-    for name, ref in references.items():
-        descriptions[name] = (
-            f"Every {stream.name}.({', '.join(ref.columns)}) is a "
-            f"{settings.schema}.{ref.stream}.({', '.join(ref.keys)}); warns, never blocks: a "
-            f"record may point to one deleted since."
-        )
-    specs = [
-        dg.AssetCheckSpec(
-            name,
-            asset=key,
-            description=descriptions[name],
-            blocking=name == CONTRACT_COLUMNS,
-            additional_deps=[specs.key(references[name].stream)] if name in references else None,
-        )
-        for name in check_names(stream, streams=settings.streams)
-    ]
-    schema, streams = settings.schema, settings.streams
-    return build_data_checks(
-        specs,
-        name=scope.qualify(f"kommo_{stream.name}_checks"),
-        description=f"Data checks of {schema}.{stream.name}.",
-        key=key,
-        label=scope.label(stream.name),
-        warn_only=references,
-        evaluate=lambda con: evaluate(con, stream, schema=schema, streams=streams),
+    """The stream's checks, logged under the name its asset's logs use."""
+    return build_checks(
+        stream,
+        stream_checks(stream, streams=settings.streams),
+        settings=settings,
+        specs=specs or AccountSpecs(settings),
+        label=AccountScope.of(settings).label(stream.name),
     )
-
-
-def build_data_checks(
-    specs: Sequence[dg.AssetCheckSpec],
-    *,
-    name: str,
-    description: str,
-    key: dg.AssetKey,
-    label: str,
-    warn_only: Collection[str],
-    evaluate: Callable[[duckdb_lib.DuckDBPyConnection], dict[str, Outcome]],
-) -> dg.AssetChecksDefinition:
-    """One `multi_asset_check` of a table's checks (a stream's or a declared table's): it
-    evaluates them on one connection to the warehouse and reports each outcome."""
-
-    @dg.multi_asset_check(specs=specs, name=name, description=description)
-    def data_checks(
-        context: dg.AssetCheckExecutionContext, duckdb: KommoDuckDBResource
-    ) -> Iterator[dg.AssetCheckResult]:
-        with duckdb.get_connection(on_wait=context.log.info) as con:
-            outcomes = evaluate(con)
-        yield from check_results(context, key, outcomes, label=label, warn_only=warn_only)
-
-    return data_checks
-
-
-def check_results(
-    context: dg.AssetCheckExecutionContext,
-    key: dg.AssetKey,
-    outcomes: dict[str, Outcome],
-    *,
-    label: str,
-    warn_only: Collection[str],
-) -> Iterator[dg.AssetCheckResult]:
-    """The outcomes as Dagster results, each failure logged; ``warn_only`` checks never block
-    (their failure is logged as a warning about the data, not as a failed check)."""
-    for name, outcome in outcomes.items():
-        if not outcome.passed:
-            verdict = "warns" if name in warn_only else "failed"
-            context.log.warning(f"{label} check {name} {verdict}: {outcome.description}")
-        yield dg.AssetCheckResult(
-            check_name=name,
-            asset_key=key,
-            passed=outcome.passed,
-            description=outcome.description,
-            metadata=outcome.metadata,
-            severity=dg.AssetCheckSeverity.WARN
-            if name in warn_only
-            else dg.AssetCheckSeverity.ERROR,
-        )
 
 
 def build_kommo_checks(
@@ -313,18 +181,17 @@ def build_kommo_checks(
 
 
 __all__ = [
-    "CONTRACT_COLUMNS",
     "CURRENT_IDS_UNIQUE",
     "NO_DUPLICATE_VERSIONS",
     "NO_NULL_IDS",
-    "Outcome",
-    "build_data_checks",
+    "REFERENCE_WARNS",
+    "STREAM_CHECKS",
     "build_kommo_checks",
     "build_stream_checks",
     "check_names",
-    "check_results",
-    "checked_references",
-    "contract_columns",
+    "current_ids_unique",
     "evaluate",
-    "references_resolve",
+    "no_duplicate_versions",
+    "no_null_ids",
+    "stream_checks",
 ]

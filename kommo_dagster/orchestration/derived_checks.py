@@ -4,7 +4,9 @@ registry declarations (`kommo_dagster.warehouse.tables.Table`).
 One `multi_asset_check` per table (``kommo_<table>_checks``, account-qualified). Every table
 with contract columns gets ``contract_columns`` (blocking; when it fails, the others say
 "not evaluated" and why); the others are named by the declaration's ``checks`` and defined here
-(`CHECKS`), then one per declared reference into a selected stream.
+(`CHECKS`), then one per declared reference into a selected stream. Each is a `Check`
+declaration; specs, severities and the run come from `kommo_dagster.orchestration.data_checks`,
+as for the streams.
 
 | check | on | fails when |
 |---|---|---|
@@ -34,8 +36,7 @@ reference to a stream that is not selected has no check.
 """
 
 import time
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Collection
 
 import dagster as dg
 import duckdb as duckdb_lib
@@ -51,15 +52,15 @@ from kommo_dagster.derived.declaration import (
 )
 from kommo_dagster.derived.entities import DURATIONS_VIEW
 from kommo_dagster.kommo.links import ONE_MAIN_CONTACT
-from kommo_dagster.kommo.streams import Reference
-from kommo_dagster.orchestration.accounts import AccountScope
-from kommo_dagster.orchestration.checks import (
+from kommo_dagster.orchestration.data_checks import (
+    CONTRACT_CHECK,
     CONTRACT_COLUMNS,
     SAMPLE,
+    Check,
     Outcome,
-    build_data_checks,
-    contract_columns,
-    references_resolve,
+    build_checks,
+    evaluate_checks,
+    reference_checks,
 )
 from kommo_dagster.orchestration.derived_assets import selected_declarations
 from kommo_dagster.orchestration.translator import AccountSpecs
@@ -165,20 +166,6 @@ def one_main_contact(con: duckdb_lib.DuckDBPyConnection, table: Table, *, schema
     )
 
 
-@dataclass(frozen=True)
-class Check:
-    """A check a declaration names: what it says, how it runs, whether it only warns."""
-
-    evaluate: Callable[..., Outcome]
-    describe: Callable[[Table, str], str]
-    warn: bool = False
-    # The table whose asset it reads besides its own (its key then names a dependency).
-    reads: Callable[[Table], str | None] = lambda table: None
-    # A failure keeps the run from materializing the assets downstream, and the table's later
-    # checks from running (``contract_columns``).
-    blocking: bool = False
-
-
 CHECKS: dict[str, Check] = {
     NO_DUPLICATE_KEYS: Check(
         no_duplicate_keys, lambda table, schema: f"No ({', '.join(table.key)}) key twice."
@@ -214,26 +201,8 @@ CHECKS: dict[str, Check] = {
         warn=True,
     ),
 }
-CONTRACT_CHECK = Check(
-    contract_columns,
-    lambda table, schema: "The table's columns and DuckDB types are the contract's, in order.",
-    blocking=True,
-)
-
-
-def reference_check(ref: Reference) -> Check:
-    """The check of one declared reference: a warning, since a row pointing to a record the
-    warehouse lacks is kept (Kommo said it exists); it reads the referenced table's asset."""
-    return Check(
-        lambda con, table, *, schema: references_resolve(con, table, ref, schema=schema),
-        lambda table, schema: (
-            f"Every {table.name}.({', '.join(ref.columns)}) is a {schema}.{ref.stream}."
-            f"({', '.join(ref.keys)}); warns: a link to a record not (yet) in the warehouse is "
-            f"kept and counted."
-        ),
-        warn=True,
-        reads=lambda table: ref.stream,
-    )
+# Why a declared table's reference check only warns (its description ends with it).
+REFERENCE_WARNS = "warns: a link to a record not (yet) in the warehouse is kept and counted."
 
 
 def table_checks(table: Table, *, streams: Collection[str] | None = None) -> dict[str, Check]:
@@ -241,8 +210,8 @@ def table_checks(table: Table, *, streams: Collection[str] | None = None) -> dic
     its declaration names, then one per reference into ``streams`` (None: all)."""
     contract = {CONTRACT_COLUMNS: CONTRACT_CHECK} if table.columns else {}
     named = {n: CHECKS[n] for n in table.checks}
-    checked = [r for r in table.references if streams is None or r.stream in streams]
-    return contract | named | {r.check_name: reference_check(r) for r in checked}
+    references = reference_checks(table.references, streams=streams, why=REFERENCE_WARNS)
+    return contract | named | references
 
 
 def check_names(table: Table, *, streams: Collection[str] | None = None) -> list[str]:
@@ -259,35 +228,7 @@ def evaluate_table(
     """Every check of ``table`` (references into ``streams`` only; None: all), in order. After a
     blocking check fails (no table, or columns unlike the contract) the others are not run and
     say why."""
-    results: dict[str, Outcome] = {}
-    blocker: Outcome | None = None
-    for name, check in table_checks(table, streams=streams).items():
-        if blocker is not None:
-            results[name] = Outcome(False, f"not evaluated: {blocker.description}", {})
-            continue
-        results[name] = outcome = check.evaluate(con, table, schema=schema)
-        if check.blocking and not outcome.passed:
-            blocker = outcome
-    return results
-
-
-def _spec(
-    name: str,
-    check: Check,
-    table: Table,
-    *,
-    key: dg.AssetKey,
-    settings: Settings,
-    specs: AccountSpecs,
-) -> dg.AssetCheckSpec:
-    reads = check.reads(table)
-    return dg.AssetCheckSpec(
-        name,
-        asset=key,
-        description=check.describe(table, settings.schema),
-        blocking=check.blocking,
-        additional_deps=[specs.key(reads)] if reads and reads in settings.streams else None,
-    )
+    return evaluate_checks(con, table, table_checks(table, streams=streams), schema=schema)
 
 
 def build_table_checks(
@@ -295,20 +236,8 @@ def build_table_checks(
 ) -> dg.AssetChecksDefinition:
     """One `multi_asset_check` (``kommo_<table>_checks``, account-qualified) for every check of
     a declared table: ``contract_columns`` blocking, the warnings with WARN severity."""
-    specs = specs or AccountSpecs(settings)
-    key, schema, streams = specs.key(table.name), settings.schema, settings.streams
-    checks = table_checks(table, streams=streams)
-    warn_only = {n for n, c in checks.items() if c.warn}
-
-    return build_data_checks(
-        [_spec(n, c, table, key=key, settings=settings, specs=specs) for n, c in checks.items()],
-        name=AccountScope.of(settings).qualify(f"kommo_{table.name}_checks"),
-        description=f"Data checks of {schema}.{table.name}.",
-        key=key,
-        label=key.to_user_string(),
-        warn_only=warn_only,
-        evaluate=lambda con: evaluate_table(con, table, schema=schema, streams=streams),
-    )
+    checks = table_checks(table, streams=settings.streams)
+    return build_checks(table, checks, settings=settings, specs=specs or AccountSpecs(settings))
 
 
 def build_derived_checks(
@@ -329,6 +258,7 @@ __all__ = [
     "NO_NEGATIVE_DURATIONS",
     "NO_NEGATIVE_RESPONSE_SECONDS",
     "ONE_MAIN_CONTACT",
+    "REFERENCE_WARNS",
     "UNANSWERED_OVER_24_HOURS",
     "Check",
     "build_derived_checks",
@@ -340,7 +270,6 @@ __all__ = [
     "no_negative_durations",
     "no_negative_response_seconds",
     "one_main_contact",
-    "reference_check",
     "table_checks",
     "unanswered_over_24_hours",
 ]

@@ -10,16 +10,14 @@ import pytest
 from kommo_dagster.definitions import build_definitions
 from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, STREAMS, get_stream
 from kommo_dagster.orchestration.checks import (
-    CONTRACT_COLUMNS,
     CURRENT_IDS_UNIQUE,
     NO_DUPLICATE_VERSIONS,
     NO_NULL_IDS,
-    Outcome,
     build_kommo_checks,
     check_names,
-    check_results,
     evaluate,
 )
+from kommo_dagster.orchestration.data_checks import CONTRACT_COLUMNS
 from kommo_dagster.orchestration.freshness import INCREMENTAL_FAIL, INCREMENTAL_WARN
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.sql import column_definitions
@@ -232,45 +230,3 @@ def test_checks_run_in_dagster_and_fail_on_a_broken_table(sandbox_factory, tmp_p
     assert [e.check_name for e in failed] == ["pipeline_id_in_pipelines"]
     # a dangling reference warns: a record may point to something deleted since
     assert failed[0].severity == dg.AssetCheckSeverity.WARN
-
-
-class _Log:
-    def __init__(self) -> None:
-        self.warnings: list[str] = []
-
-    def warning(self, message: str) -> None:
-        self.warnings.append(message)
-
-
-class _Context:
-    def __init__(self) -> None:
-        self.log = _Log()
-
-
-def test_a_failed_warning_check_is_logged_as_a_warning_not_a_failure():
-    """A warning check (a dangling reference, customers waiting) that does not pass says it
-    warns; an error check says it failed. Both come back with their severity."""
-    context, key = _Context(), dg.AssetKey(["kommo", "leads"])
-    outcomes = {
-        "status_id_in_statuses": Outcome(False, "3 rows reference no statuses", {}),
-        "no_null_ids": Outcome(False, "2 rows have no id", {}),
-        "contract_columns": Outcome(True, "as the contract", {}),
-    }
-    results = list(
-        check_results(
-            context,  # type: ignore[arg-type]
-            key,
-            outcomes,
-            label="kommo/leads",
-            warn_only={"status_id_in_statuses"},
-        )
-    )
-    assert context.log.warnings == [
-        "kommo/leads check status_id_in_statuses warns: 3 rows reference no statuses",
-        "kommo/leads check no_null_ids failed: 2 rows have no id",
-    ]
-    assert [(r.check_name, r.passed, r.severity) for r in results] == [
-        ("status_id_in_statuses", False, dg.AssetCheckSeverity.WARN),
-        ("no_null_ids", False, dg.AssetCheckSeverity.ERROR),
-        ("contract_columns", True, dg.AssetCheckSeverity.ERROR),
-    ]

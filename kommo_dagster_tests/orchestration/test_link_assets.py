@@ -10,7 +10,7 @@ import dagster as dg
 import duckdb
 
 from kommo_dagster.kommo.links import LINK_TABLES
-from kommo_dagster.orchestration.checks import Outcome
+from kommo_dagster.orchestration.data_checks import Outcome
 from kommo_dagster.orchestration.derived_checks import (
     NO_DUPLICATE_KEYS,
     ONE_MAIN_CONTACT,
