@@ -112,6 +112,16 @@ class _Skeleton(NamedTuple):
     dlist: list[bool]
 
 
+def _robot_touch(
+    cat: g.Catalog, lead_id: int, pipeline_id: int, status_id: int, ts: int
+) -> tuple[Any, ...]:
+    """The robot's bulk edit setting a lead's status from its pipeline's first stage."""
+    first = cat.stages_by_pipeline[pipeline_id][0][1]
+    before = g.status_value(pipeline_id, first)
+    after = g.status_value(pipeline_id, status_id)
+    return (ts, "lead_status_changed", "lead", lead_id, 0, after, before)
+
+
 class Account:
     """Everything the sandbox serves. Guard every read and change with `lock`."""
 
@@ -308,18 +318,7 @@ class Account:
             ev += walk
             if i in bulk and not walk:
                 # The robot's bulk edit also touched the leads with no walk (still incoming).
-                first = cat.stages_by_pipeline[pipeline_id][0][1]
-                ev.append(
-                    (
-                        updated[i],
-                        "lead_status_changed",
-                        "lead",
-                        lid,
-                        0,
-                        g.status_value(pipeline_id, status_id),
-                        g.status_value(pipeline_id, first),
-                    )
-                )
+                ev.append(_robot_touch(cat, lid, pipeline_id, status_id, updated[i]))
 
     def _lead_edits(
         self, sk: _Skeleton, info: list[tuple[Any, ...]], live: list[int], rng: random.Random
