@@ -13,7 +13,8 @@ from kommo_dagster.sandbox.config import (
     FaultConfig,
     SandboxConfig,
 )
-from kommo_dagster.sandbox.process import SandboxProcess, config_to_args
+from kommo_dagster.sandbox.options import config_to_args
+from kommo_dagster.sandbox.process import SandboxProcess
 from kommo_dagster.sandbox.service import KommoSandbox
 
 __all__ = [

@@ -10,6 +10,8 @@ from __future__ import annotations
 import gc
 import random
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from typing import Any, NamedTuple
 
@@ -78,6 +80,26 @@ def _table(name: str) -> Table:
     raise KeyError(name)
 
 
+@contextmanager
+def _generating() -> Iterator[None]:
+    """Generate with the cyclic GC off, then freeze what was generated out of its reach.
+
+    Millions of short-lived containers: the cyclic GC would rescan the growing event list over
+    and over and double the start-up time. Nothing generated here forms a cycle. The account
+    lives as long as the server: a full collection of a 100,000-lead account pauses every
+    thread for ~80 ms, which would stamp requests arriving meanwhile late and count phantom
+    rate violations.
+    """
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if gc_was_enabled:
+            gc.enable()
+
+
 class _Skeleton(NamedTuple):
     """What every record of a deletable stream starts from (arrays, and lists for loops)."""
 
@@ -88,6 +110,16 @@ class _Skeleton(NamedTuple):
     created: list[int]
     updated: list[int]
     dlist: list[bool]
+
+
+def _robot_touch(
+    cat: g.Catalog, lead_id: int, pipeline_id: int, status_id: int, ts: int
+) -> tuple[Any, ...]:
+    """The robot's bulk edit setting a lead's status from its pipeline's first stage."""
+    first = cat.stages_by_pipeline[pipeline_id][0][1]
+    before = g.status_value(pipeline_id, first)
+    after = g.status_value(pipeline_id, status_id)
+    return (ts, "lead_status_changed", "lead", lead_id, 0, after, before)
 
 
 class Account:
@@ -119,11 +151,7 @@ class Account:
         )
         self.tables: dict[str, Table] = {name: _table(name) for name in INCREMENTAL}
         self._events: list[tuple[Any, ...]] = []
-        # Millions of short-lived containers: the cyclic GC would rescan the growing event list
-        # over and over and double the start-up time. Nothing generated here forms a cycle.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with _generating():
             self._build_entity("companies", self.scale.companies, g.build_company)
             self._build_entity("contacts", self.scale.contacts, g.build_contact)
             self._build_leads()
@@ -134,13 +162,6 @@ class Account:
             build_dictionaries(self.catalog, random.Random(f"{seed}:dictionaries"))
             self.links = LinkBook(self)
             self.inbox = Inbox(self)
-        finally:
-            # The account lives as long as the server: keep the collector from rescanning it.
-            # A full collection of a 100,000-lead account pauses every thread for ~80 ms, which
-            # would stamp requests arriving meanwhile late and count phantom rate violations.
-            gc.freeze()
-            if gc_was_enabled:
-                gc.enable()
         self.max_ts = max(
             (
                 int(t.cols[c].max())
@@ -211,16 +232,30 @@ class Account:
                 )
 
     def _build_leads(self) -> None:
-        cat = self.catalog
-        n = self.scale.leads
+        """Leads, then the events of their lives, their chats and their field edits."""
         nprng, rng = self._rngs("leads", 3)
-        _, deleted, tl, id_list, created, updated, dlist = self._skeleton("leads", n, nprng)
+        sk = self._skeleton("leads", self.scale.leads, nprng)
+        info = self._load_leads(sk, rng)
+        self._lead_histories(sk, info, rng)
+        live = np.flatnonzero(~sk.deleted).tolist()
+        self._events += lead_conversations(
+            self.catalog,
+            random.Random(f"{self.seed}:chats"),
+            leads=[(sk.id_list[i], sk.created[i], info[i][2]) for i in live],
+        )
+        self._lead_edits(sk, info, live, rng)
+
+    def _load_leads(self, sk: _Skeleton, rng: random.Random) -> list[tuple[Any, ...]]:
+        """Generate the leads into their table; returns each one's (pipeline_id, status_id,
+        responsible_user_id, price), which its events refer to."""
+        cat = self.catalog
         source_ids: list[int | None] = []
         robot: list[bool] = []
         info: list[tuple[Any, ...]] = []
+        id_list, created, updated, dlist = sk.id_list, sk.created, sk.updated, sk.dlist
 
         def records():
-            for i in range(n):
+            for i in range(len(id_list)):
                 rec, sid, by_robot = g.build_lead(
                     cat,
                     rng,
@@ -238,17 +273,24 @@ class Account:
                 yield rec
 
         table = self.tables["leads"]
-        table.load(records(), states=np.where(deleted, DELETED, LIVE))
+        table.load(records(), states=np.where(sk.deleted, DELETED, LIVE))
         table.with_values["source_id"] = source_ids
         table.with_values["is_price_modified_by_robot"] = robot
+        return info
 
+    def _lead_histories(
+        self, sk: _Skeleton, info: list[tuple[Any, ...]], rng: random.Random
+    ) -> None:
+        """Each lead's creation, deletion (or a deletion undone) and walk through the stages."""
+        cat = self.catalog
         ev = self._events
-        bulk = set(tl.bulk_rows.tolist())
+        id_list, created, updated, dlist = sk.id_list, sk.created, sk.updated, sk.dlist
+        bulk = set(sk.timeline.bulk_rows.tolist())
         paths_rng = random.Random(f"{self.seed}:stage_paths")
         movers = [0, *cat.user_ids]
-        for i in range(n):
+        for i in range(len(id_list)):
             lid = id_list[i]
-            pipeline_id, status_id, responsible, price = info[i]
+            pipeline_id, status_id, _, _ = info[i]
             ev.append(
                 (created[i], "lead_added", "lead", lid, cat.user(rng, robot_share=0.2), [], [])
             )
@@ -276,27 +318,18 @@ class Account:
             ev += walk
             if i in bulk and not walk:
                 # The robot's bulk edit also touched the leads with no walk (still incoming).
-                first = cat.stages_by_pipeline[pipeline_id][0][1]
-                ev.append(
-                    (
-                        updated[i],
-                        "lead_status_changed",
-                        "lead",
-                        lid,
-                        0,
-                        g.status_value(pipeline_id, status_id),
-                        g.status_value(pipeline_id, first),
-                    )
-                )
-        live = np.flatnonzero(~deleted).tolist()
-        ev += lead_conversations(
-            cat,
-            random.Random(f"{self.seed}:chats"),
-            leads=[(id_list[i], created[i], info[i][2]) for i in live],
-        )
+                ev.append(_robot_touch(cat, lid, pipeline_id, status_id, updated[i]))
+
+    def _lead_edits(
+        self, sk: _Skeleton, info: list[tuple[Any, ...]], live: list[int], rng: random.Random
+    ) -> None:
+        """Field edits on random live leads: responsible user, price, name, tags."""
+        cat = self.catalog
+        ev = self._events
+        id_list, created, updated = sk.id_list, sk.created, sk.updated
         for _ in range(self.scale.extra_events if live else 0):
             i = rng.choice(live)
-            pipeline_id, status_id, responsible, price = info[i]
+            _, _, responsible, price = info[i]
             t = rng.randint(created[i], updated[i])
             # Stage moves are the leads' walks (stage_paths), not drawn here.
             kind = 1 + rng.randrange(4)

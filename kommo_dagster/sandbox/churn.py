@@ -96,55 +96,72 @@ class Churner:
         if stream in NOTE_ENTITIES:
             return self._edit_note(stream, row, ts)
         table = self.account.tables[stream]
-        cat = self.account.catalog
         rec = table.record(row)
-        by = cat.user(self.rng)
-        singular = g.ENTITY_SINGULAR[stream]
+        by = self.account.catalog.user(self.rng)
         kind = self.rng.randrange(4)
         if stream == "leads" and kind == 0:
-            stages = cat.stages_by_pipeline[rec["pipeline_id"]]
-            others = [s for s in stages if s[1] != rec["status_id"]]
-            _, status_id, stage_kind = self.rng.choice(others)
-            before = g.status_value(rec["pipeline_id"], rec["status_id"])
-            rec["status_id"] = status_id
-            rec["closed_at"] = ts if stage_kind in (g.WON, g.LOST) else None
-            after = g.status_value(rec["pipeline_id"], status_id)
-            self.event(ts, "lead_status_changed", "lead", rec["id"], by, after, before)
+            self._move_stage(rec, ts, by)
         elif stream == "leads" and kind == 1:
-            before = [{"sale_field_value": {"sale": rec["price"]}}]
-            rec["price"] = self.rng.randrange(0, 1_000_000)
-            after = [{"sale_field_value": {"sale": rec["price"]}}]
-            self.event(ts, "sale_field_changed", "lead", rec["id"], by, after, before)
+            self._reprice(rec, ts, by)
         elif stream == "tasks":
-            if not rec["is_completed"]:
-                rec["is_completed"] = True
-                rec["result"] = {"text": self.rng.choice(g.texts.MESSY_TEXTS)}
-                self.event(ts, "task_completed", "task", rec["id"], by)
-            else:
-                before_till = rec["complete_till"]
-                rec["complete_till"] = ts + self.rng.randrange(3_600, 10 * g.DAY)
-                self.event(
-                    ts,
-                    "task_deadline_changed",
-                    "task",
-                    rec["id"],
-                    by,
-                    [{"task_deadline": {"timestamp": rec["complete_till"]}}],
-                    [{"task_deadline": {"timestamp": before_till}}],
-                )
+            self._progress_task(rec, ts, by)
         elif kind == 2 and "name" in rec:
-            rec["name"] = self.rng.choice(g.texts.MESSY_NAMES)
-            after = [{"name_field_value": {"name": rec["name"]}}]
-            self.event(ts, "name_field_changed", singular, rec["id"], by, after)
+            self._rename(stream, rec, ts, by)
         else:
-            before = g.responsible_value(rec["responsible_user_id"])
-            rec["responsible_user_id"] = cat.user(self.rng)
-            after = g.responsible_value(rec["responsible_user_id"])
-            self.event(ts, "entity_responsible_changed", singular, rec["id"], by, after, before)
+            self._reassign(stream, rec, ts, by)
         rec["updated_at"] = self._stamp(ts, below=rec["updated_at"])
         rec["updated_by"] = by
         table.replace(row, rec)
         return 1
+
+    # Each change edits the record in place and records the event it implies.
+
+    def _move_stage(self, rec: dict[str, Any], ts: int, by: int) -> None:
+        stages = self.account.catalog.stages_by_pipeline[rec["pipeline_id"]]
+        others = [s for s in stages if s[1] != rec["status_id"]]
+        _, status_id, stage_kind = self.rng.choice(others)
+        before = g.status_value(rec["pipeline_id"], rec["status_id"])
+        rec["status_id"] = status_id
+        rec["closed_at"] = ts if stage_kind in (g.WON, g.LOST) else None
+        after = g.status_value(rec["pipeline_id"], status_id)
+        self.event(ts, "lead_status_changed", "lead", rec["id"], by, after, before)
+
+    def _reprice(self, rec: dict[str, Any], ts: int, by: int) -> None:
+        before = [{"sale_field_value": {"sale": rec["price"]}}]
+        rec["price"] = self.rng.randrange(0, 1_000_000)
+        after = [{"sale_field_value": {"sale": rec["price"]}}]
+        self.event(ts, "sale_field_changed", "lead", rec["id"], by, after, before)
+
+    def _progress_task(self, rec: dict[str, Any], ts: int, by: int) -> None:
+        """An open task is completed; a completed one gets a new deadline."""
+        if not rec["is_completed"]:
+            rec["is_completed"] = True
+            rec["result"] = {"text": self.rng.choice(g.texts.MESSY_TEXTS)}
+            self.event(ts, "task_completed", "task", rec["id"], by)
+            return
+        before_till = rec["complete_till"]
+        rec["complete_till"] = ts + self.rng.randrange(3_600, 10 * g.DAY)
+        self.event(
+            ts,
+            "task_deadline_changed",
+            "task",
+            rec["id"],
+            by,
+            [{"task_deadline": {"timestamp": rec["complete_till"]}}],
+            [{"task_deadline": {"timestamp": before_till}}],
+        )
+
+    def _rename(self, stream: str, rec: dict[str, Any], ts: int, by: int) -> None:
+        rec["name"] = self.rng.choice(g.texts.MESSY_NAMES)
+        after = [{"name_field_value": {"name": rec["name"]}}]
+        self.event(ts, "name_field_changed", g.ENTITY_SINGULAR[stream], rec["id"], by, after)
+
+    def _reassign(self, stream: str, rec: dict[str, Any], ts: int, by: int) -> None:
+        before = g.responsible_value(rec["responsible_user_id"])
+        rec["responsible_user_id"] = self.account.catalog.user(self.rng)
+        after = g.responsible_value(rec["responsible_user_id"])
+        singular = g.ENTITY_SINGULAR[stream]
+        self.event(ts, "entity_responsible_changed", singular, rec["id"], by, after, before)
 
     def _stamp(self, ts: int, *, below: int) -> int:
         """The updated_at a change carries: the churn clock, or (with probability `backdate`)

@@ -175,7 +175,7 @@ def build_catalog(
         end_ts=day_ts(end),
     )
     cat.group_ids = [0, 401_001, 401_002]
-    _build_pipelines(cat, rng)
+    _build_pipelines(cat)
     _build_users(cat, rng, scale.users)
     cat.loss_reasons = [
         {
@@ -201,53 +201,22 @@ def build_catalog(
     return cat
 
 
-def _build_pipelines(cat: Catalog, rng: random.Random) -> None:
-    specs = [
-        # name, is_main, is_unsorted_on, is_archive, open stage names
-        (
-            "Воронка продаж",
-            True,
-            True,
-            False,
-            ["Первичный контакт", "Переговоры", "Счёт выставлен"],
-        ),
-        ("Parcerias 🤝", False, True, False, ["Qualificação", 'Proposta "final"', "Contrato"]),
-        ("Old pipeline (archived)", False, False, True, ["Contacted", "Quoted"]),
-        ("Renovação 2027", False, False, False, ["Aviso", "Negociação\nfinal"]),
-    ]
-    status_id = 61_000_001
-    for p, (name, is_main, unsorted_on, archived, open_names) in enumerate(specs):
-        pipeline_id = 7_100_001 + p * 17
-        stages: list[dict[str, Any]] = []
-        kinds: list[tuple[int, int, str]] = []
+# name, is_main, is_unsorted_on, is_archive, open stage names
+_PIPELINES = (
+    ("Воронка продаж", True, True, False, ("Первичный контакт", "Переговоры", "Счёт выставлен")),
+    ("Parcerias 🤝", False, True, False, ("Qualificação", 'Proposta "final"', "Contrato")),
+    ("Old pipeline (archived)", False, False, True, ("Contacted", "Quoted")),
+    ("Renovação 2027", False, False, False, ("Aviso", "Negociação\nfinal")),
+)
 
-        stage_specs = [(status_id, "Неразобранное", 10, False, 1, UNSORTED)]
-        status_id += 1
-        for j, sname in enumerate(open_names):
-            stage_specs.append((status_id, sname, 20 + 10 * j, True, 0, OPEN))
-            status_id += 1
-        stage_specs.append((WON_STATUS_ID, "Успешно реализовано", 10_000, False, 0, WON))
-        stage_specs.append((LOST_STATUS_ID, "Закрыто и не реализовано", 11_000, False, 0, LOST))
-        for sid, sname, sort, editable, stype, kind in stage_specs:
-            conditions: list[Any] = []
-            if kind == OPEN and sort == 20:
-                # A stage with an entry condition (required fields) so the column holds data.
-                conditions = [{"type": "required_fields", "field_ids": [900_003, 900_005]}]
-            stages.append(
-                {
-                    "id": sid,
-                    "name": sname,
-                    "sort": sort,
-                    "is_editable": editable,
-                    "pipeline_id": pipeline_id,
-                    "color": texts.STATUS_COLORS[(sort // 10 + p) % len(texts.STATUS_COLORS)],
-                    "type": stype,
-                    "account_id": cat.account_id,
-                    "conditions": conditions,
-                    "_links": cat.href(f"/api/v4/leads/pipelines/{pipeline_id}/statuses/{sid}"),
-                }
-            )
-            kinds.append((pipeline_id, sid, kind))
+
+def _build_pipelines(cat: Catalog) -> None:
+    status_id = 61_000_001
+    for p, (name, is_main, unsorted_on, archived, open_names) in enumerate(_PIPELINES):
+        pipeline_id = 7_100_001 + p * 17
+        specs = _stage_specs(status_id, open_names)
+        status_id += 1 + len(open_names)
+        kinds = [(pipeline_id, sid, kind) for sid, _, _, _, _, kind in specs]
         cat.pipelines.append(
             {
                 "id": pipeline_id,
@@ -258,7 +227,7 @@ def _build_pipelines(cat: Catalog, rng: random.Random) -> None:
                 "is_archive": archived,
                 "account_id": cat.account_id,
                 "_links": cat.href(f"/api/v4/leads/pipelines/{pipeline_id}"),
-                "_embedded": {"statuses": stages},
+                "_embedded": {"statuses": [_stage(cat, pipeline_id, p, *spec) for spec in specs]},
             }
         )
         cat.stages.extend(kinds)
@@ -266,6 +235,49 @@ def _build_pipelines(cat: Catalog, rng: random.Random) -> None:
             cat.stage_ids.setdefault((pipeline_id, kind), []).append(sid)
         cat.stages_by_pipeline[pipeline_id] = kinds
     cat.pipeline_cum_weights = [0.6, 0.85, 0.95]
+
+
+def _stage_specs(
+    first_id: int, open_names: Sequence[str]
+) -> list[tuple[int, str, int, bool, int, str]]:
+    """(id, name, sort, is_editable, type, kind) of a pipeline's stages: unsorted, the open
+    ones (ids from `first_id` on), won and lost (the same ids in every pipeline)."""
+    specs = [(first_id, "Неразобранное", 10, False, 1, UNSORTED)]
+    for j, sname in enumerate(open_names):
+        specs.append((first_id + 1 + j, sname, 20 + 10 * j, True, 0, OPEN))
+    specs.append((WON_STATUS_ID, "Успешно реализовано", 10_000, False, 0, WON))
+    specs.append((LOST_STATUS_ID, "Закрыто и не реализовано", 11_000, False, 0, LOST))
+    return specs
+
+
+def _stage(
+    cat: Catalog,
+    pipeline_id: int,
+    p: int,
+    sid: int,
+    name: str,
+    sort: int,
+    editable: bool,
+    stype: int,
+    kind: str,
+) -> dict[str, Any]:
+    """A status as /api/v4/leads/pipelines embeds it; `p` is the pipeline's position."""
+    conditions: list[Any] = []
+    if kind == OPEN and sort == 20:
+        # A stage with an entry condition (required fields) so the column holds data.
+        conditions = [{"type": "required_fields", "field_ids": [900_003, 900_005]}]
+    return {
+        "id": sid,
+        "name": name,
+        "sort": sort,
+        "is_editable": editable,
+        "pipeline_id": pipeline_id,
+        "color": texts.STATUS_COLORS[(sort // 10 + p) % len(texts.STATUS_COLORS)],
+        "type": stype,
+        "account_id": cat.account_id,
+        "conditions": conditions,
+        "_links": cat.href(f"/api/v4/leads/pipelines/{pipeline_id}/statuses/{sid}"),
+    }
 
 
 def _rights(rng: random.Random, cat: Catalog, *, admin: bool, active: bool) -> dict[str, Any]:

@@ -18,61 +18,10 @@ from typing import IO, Any
 import orjson
 import requests
 
-from kommo_dagster.sandbox.config import ChurnConfig, FaultConfig, SandboxConfig
+from kommo_dagster.sandbox.config import SandboxConfig
+from kommo_dagster.sandbox.options import config_to_args
 
-
-def config_to_args(config: SandboxConfig) -> list[str]:
-    """Command-line arguments of `python -m kommo_dagster.sandbox` for `config`."""
-    c = config
-    args = [
-        "--port", str(c.port),
-        "--seed", str(c.seed),
-        "--leads", str(c.leads),
-        "--start", c.start.isoformat(),
-        "--end", c.end.isoformat(),
-        "--rps", "none" if c.requests_per_second is None else repr(c.requests_per_second),
-        "--rate-limit-style", c.rate_limit_style,
-        "--rate-limit-window", repr(c.rate_limit_window),
-        "--latency-ms", repr(c.latency_ms),
-        "--jitter-ms", repr(c.latency_jitter_ms),
-        "--token", c.token,
-        "--subdomain", c.subdomain,
-        "--flavour", c.flavour,
-    ]  # fmt: skip
-    if c.users is not None:
-        args += ["--users", str(c.users)]
-    if c.ban_after is not None:
-        args += ["--ban-after", str(c.ban_after)]
-    if c.unpaid:
-        args.append("--unpaid")
-    if c.not_admin:
-        args.append("--not-admin")
-    if c.wrong_host is not None:
-        args += ["--wrong-host", c.wrong_host]
-    f = c.faults
-    for kind, rate in f.rates().items():
-        if rate:
-            args += [f"--fault-{kind.replace('_', '-')}", repr(rate)]
-    if f.slow_seconds != FaultConfig().slow_seconds:
-        args += ["--slow-seconds", repr(f.slow_seconds)]
-    if f.seed is not None:
-        args += ["--fault-seed", str(f.seed)]
-    if c.churn is not None:
-        ch: ChurnConfig = c.churn
-        if ch.clock is not None or ch.seed is not None:
-            raise ValueError("a churn clock or seed cannot be passed to a sandbox subprocess")
-        if ch.every_requests:
-            args += ["--churn-every-requests", str(ch.every_requests)]
-        if ch.interval_ms:
-            args += ["--churn-interval-ms", repr(ch.interval_ms)]
-        args += [
-            "--churn-updates", str(ch.updates),
-            "--churn-creates", str(ch.creates),
-            "--churn-deletes", str(ch.deletes),
-            "--churn-restores", str(ch.restores),
-            "--churn-streams", ",".join(ch.streams),
-        ]  # fmt: skip
-    return args
+__all__ = ["SandboxProcess", "config_to_args"]
 
 
 class SandboxProcess:

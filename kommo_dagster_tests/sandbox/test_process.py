@@ -35,7 +35,9 @@ def test_command_line_round_trips_a_config():
         unpaid=True,
         not_admin=True,
         wrong_host="json",
-        churn=ChurnConfig(every_requests=5, updates=2, creates=0, deletes=3, streams=("leads",)),
+        churn=ChurnConfig(
+            every_requests=5, updates=2, creates=0, deletes=3, backdate=0.25, streams=("leads",)
+        ),
         token="t0k",
         subdomain="acme",
         flavour="amocrm",

@@ -301,8 +301,8 @@ def test_answers_go_out_without_waiting_for_the_client_s_ack(sandbox_factory):
     sb = sandbox_factory(leads=5)
     api = Api(sb)
     assert api.get("/api/v4/account").status_code == 200
-    with sb._conn_lock:
-        accepted = list(sb._connections)
+    assert sb._server is not None
+    accepted = sb._server.open_connections()
     assert accepted
     for conn in accepted:
         assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
