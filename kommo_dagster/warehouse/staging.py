@@ -29,6 +29,7 @@ from kommo_dagster.warehouse.slices import WriteResult, insert_arrays, write_sli
 from kommo_dagster.warehouse.sql import (
     create_table_sql,
     quote,
+    scalar_int,
     sql_string,
 )
 from kommo_dagster.warehouse.windows import EpochWindow
@@ -191,11 +192,11 @@ class StagedRows:
         `duplicates`. The common case, no repeat, costs one grouping of the key columns."""
         key = ", ".join(quote(c) for c in self.stream.key)
         for source in self.sources():
-            row = con.execute(
+            repeats = scalar_int(
+                con,
                 f"SELECT coalesce(sum(n - 1), 0) FROM "
-                f"(SELECT count(*) AS n FROM {source} GROUP BY {key} HAVING n > 1)"
-            ).fetchone()
-            repeats = int(row[0]) if row else 0
+                f"(SELECT count(*) AS n FROM {source} GROUP BY {key} HAVING n > 1)",
+            )
             if repeats:
                 con.execute(
                     f"DELETE FROM {source} WHERE rowid NOT IN "
