@@ -9,17 +9,19 @@ transaction, so a derived slice always matches the parent slice it was computed 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import duckdb
 
-from kommo_dagster.warehouse.slices import WriteResult
+from kommo_dagster.warehouse.slices import WriteResult, one_transaction
 from kommo_dagster.warehouse.sql import (
     check_table_columns,
+    column_list,
     create_table_sql,
     quote,
+    scalar_int,
+    select_casts,
     table_columns,
     table_exists,
     table_ref,
@@ -63,40 +65,39 @@ def replace_slice(
     version made, in the same transaction, instead of refusing it.
     """
     target = table_ref(schema, table.name)
-    columns = ", ".join(quote(c) for c in table.column_names)
-    casts = ", ".join(f"CAST({quote(c.name)} AS {c.duckdb_type})" for c in table.columns)
     # The query reads its parent's slice of the same window, so the filter drops nothing; it
     # makes sure no row can land where no re-run of this slice would replace it. A table rebuilt
     # whole has no slice to keep its rows inside.
     whole = not table.sliced
     slice_ = "TRUE" if whole else window_condition(table.cursor, window)
     inside = "TRUE" if whole else f"{quote(table.cursor)} IS NOT NULL AND {slice_}"
-    con.execute("BEGIN TRANSACTION")
-    try:
-        if recreate and table_exists(con, schema=schema, table=table.name):
-            expected = [(c.name, c.duckdb_type) for c in table.columns]
-            if table_columns(con, schema=schema, table=table.name) != expected:
-                con.execute(f"DROP TABLE {target}")
+    names, casts = column_list(table), select_casts(table)  # type: ignore[arg-type]
+    with one_transaction(con):
+        if recreate:
+            _drop_if_drifted(con, table, schema=schema)
         ensure_table(con, table, schema=schema)
-        row = con.execute(f"DELETE FROM {target} WHERE {slice_}").fetchone()
-        deleted = int(row[0]) if row else 0
-        row = con.execute(
-            f"INSERT INTO {target} ({columns}) SELECT {casts} FROM ({select_sql}) AS derived "
+        deleted = scalar_int(con, f"DELETE FROM {target} WHERE {slice_}")
+        rows = scalar_int(
+            con,
+            f"INSERT INTO {target} ({names}) SELECT {casts} FROM ({select_sql}) AS derived "
             f"WHERE {inside}",
-            list(params),
-        ).fetchone()
-        rows = int(row[0]) if row else 0
+            params,
+        )
         if after is not None:
             after(con)
-        row = con.execute(f"SELECT count(*) FROM {target}").fetchone()
-        table_rows = int(row[0]) if row else 0
+        table_rows = scalar_int(con, f"SELECT count(*) FROM {target}")
         actual = table_columns(con, schema=schema, table=table.name)
-        con.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):
-            con.execute("ROLLBACK")
-        raise
     return WriteResult(rows=rows, deleted=deleted, table_rows=table_rows, columns=tuple(actual))
+
+
+def _drop_if_drifted(con: duckdb.DuckDBPyConnection, table: Table, *, schema: str) -> None:
+    """Drop ``<schema>.<table>`` if an older version made it with other columns (a table rebuilt
+    whole is made again from the contract, in the caller's transaction)."""
+    if not table_exists(con, schema=schema, table=table.name):
+        return
+    expected = [(c.name, c.duckdb_type) for c in table.columns]
+    if table_columns(con, schema=schema, table=table.name) != expected:
+        con.execute(f"DROP TABLE {table_ref(schema, table.name)}")
 
 
 __all__ = ["ensure_table", "replace_slice", "window_condition"]

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,8 +126,7 @@ class KommoClient:
             timeout=timeout,
             retry=retry or RetryPolicy(),
         )
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self._workers = _Workers(self.max_workers, closed=self._transport.cancelled)
 
     def _limiter(self, *, margin: float) -> SharedRateLimiter | None:
         """The account's budget shared on this machine; None when the rate is unlimited."""
@@ -166,10 +165,7 @@ class KommoClient:
     def close(self) -> None:
         """Stop the workers and close the pooled connections."""
         self._transport.cancelled.set()
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        self._workers.shutdown()
         self._transport.close()
 
     def stats(self) -> ClientStats:
@@ -182,14 +178,6 @@ class KommoClient:
         if not path.startswith("/"):
             raise ValueError("path must start with /")
         return self._transport.get(path, params, what=what).data
-
-    def _submit(self, fn: Callable[[], Any]):
-        with self._pool_lock:
-            if self._pool is None:
-                if self._transport.cancelled.is_set():
-                    raise KommoError("the client is closed")
-                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="kommo")
-            return self._pool.submit(fn)
 
     def target_concurrency(self) -> int:
         """Requests worth having in flight: the budget times the measured latency (Little's law),
@@ -267,7 +255,7 @@ class KommoClient:
                 target_concurrency=self.target_concurrency,
                 decode=decode,
             ),
-            submit=self._submit,
+            submit=self._workers.submit,
             stats=self._stats,
             progress=self.progress,
             progress_interval=self.progress_interval,
@@ -351,13 +339,40 @@ class KommoClient:
                     path=path,
                 ) from exc
 
-        futures = [self._submit(lambda pid=pid: fetch(pid)) for pid in ids]
+        futures = [self._workers.submit(lambda pid=pid: fetch(pid)) for pid in ids]
         try:
             for f in futures:
                 yield f.result()
         finally:
             for f in futures:
                 f.cancel()
+
+
+class _Workers:
+    """The client's worker threads: started by the first task, so a client that only sends
+    plain requests starts none, and stopped by `shutdown`. Once the client is closed (``closed``
+    set) no task starts them again."""
+
+    def __init__(self, max_workers: int, *, closed: threading.Event) -> None:
+        self._max_workers = max_workers
+        self._closed = closed
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[[], Any]) -> Future:
+        with self._lock:
+            if self._pool is None:
+                if self._closed.is_set():
+                    raise KommoError("the client is closed")
+                self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="kommo")
+            return self._pool.submit(fn)
+
+    def shutdown(self) -> None:
+        """Stop the threads, cancelling the tasks not begun, and wait for the running ones."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _import_decoding() -> None:

@@ -24,7 +24,7 @@ import gc
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
@@ -47,6 +47,10 @@ from kommo_dagster.warehouse.registry import get_table
 from kommo_dagster.warehouse.sql import catalog_name
 from kommo_dagster.warehouse.staging import StagedRows
 from kommo_dagster.warehouse.windows import PARTITION_FORMAT, EpochWindow
+
+if TYPE_CHECKING:
+    # Imported by the resource's `get_client` when a run needs it, not by loading definitions.
+    from kommo_dagster.kommo.client import KommoClient
 
 GROUP_NAME = KEY_PREFIX  # the single account's group; several accounts: kommo_<account>
 KINDS = set(TRANSLATOR_KINDS["stream"])
@@ -178,32 +182,10 @@ def _extract(
         staging_dir=settings.staging_dir,
         memory_limit=settings.memory_limit,
     )
-    from kommo_dagster.kommo.link_rows import LinkRows  # a run's: msgspec, PyArrow
-
-    links = LinkRows(stream.name)  # the link tables read from the same pages, if any
-    relinks = LinkEvents() if stream.name == LINK_EVENTS_STREAM else None
     with staged, _collector_paused():  # discards the staging file if anything below fails
         with kommo.get_client(progress=log_progress) as client:
-            batches = client.iter_batches(
-                stream.name,
-                start=window.start_datetime if window else None,
-                end=window.end_datetime if window else None,
-                parent_ids=parent_ids,
-                links=links or None,
-            )
-            for table in batches:
-                staged.append(table)
-                if relinks is not None:
-                    relinks.add(table)
-                # The batch's values are freed: a young collection now finds little to scan.
-                gc.collect(1)
-            if links:
-                staged.links.append(links)
-            if relinks is not None:  # links changed without updated_at, re-read in batches
-                staged.links += relinks.refresh(client)
-                context.log.info(f"{name}: {relinks.summary()}; their links re-read")
+            _stage_batches(client, staged, parent_ids=parent_ids, name=name, log=context.log.info)
             stats = client.stats()
-
         staged.note = (
             f"{stats.requests} requests, {stats.retries} retries, {stats.throttled} throttled, "
             f"{stats.elapsed:.1f} s"
@@ -212,6 +194,42 @@ def _extract(
             _report_partitions(context, staged)
         metadata = _extraction_metadata(stream, window, stats)
         return dg.Output(staged, metadata=metadata | _why_empty(context, staged, name=name))
+
+
+def _stage_batches(
+    client: "KommoClient",
+    staged: StagedRows,
+    *,
+    parent_ids: Sequence[int] | None,
+    name: str,
+    log: Callable[[str], None],
+) -> None:
+    """Stage the stream's batches of ``staged.window`` as they arrive, with the rows of the link
+    tables read from the same pages; for the link events, the links of the records they name
+    re-read once the batches are in (links change without ``updated_at``)."""
+    from kommo_dagster.kommo.link_rows import LinkRows  # a run's: msgspec, PyArrow
+
+    stream, window = staged.stream, staged.window
+    links = LinkRows(stream.name)  # the link tables read from the same pages, if any
+    relinks = LinkEvents() if stream.name == LINK_EVENTS_STREAM else None
+    batches = client.iter_batches(
+        stream.name,
+        start=window.start_datetime if window else None,
+        end=window.end_datetime if window else None,
+        parent_ids=parent_ids,
+        links=links or None,
+    )
+    for table in batches:
+        staged.append(table)
+        if relinks is not None:
+            relinks.add(table)
+        # The batch's values are freed: a young collection now finds little to scan.
+        gc.collect(1)
+    if links:
+        staged.links.append(links)
+    if relinks is not None:
+        staged.links += relinks.refresh(client)
+        log(f"{name}: {relinks.summary()}; their links re-read")
 
 
 @contextlib.contextmanager

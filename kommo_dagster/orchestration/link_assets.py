@@ -31,7 +31,7 @@ from kommo_dagster.orchestration.translator import AccountSpecs, asset_arguments
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.link_write import ensure_link_table
 from kommo_dagster.warehouse.registry import get_table
-from kommo_dagster.warehouse.sql import catalog_name, quote, table_exists, table_ref
+from kommo_dagster.warehouse.sql import catalog_name, quote, scalar_int, table_exists, table_ref
 from kommo_dagster.warehouse.windows import EpochWindow
 
 
@@ -68,8 +68,7 @@ def _slice_rows(
             f"FROM {table_ref(schema, parent.name)} WHERE {cursor} >= ? AND {cursor} < ?)"
         )
         params = [window.start, window.end]
-    row = con.execute(sql, params).fetchone()
-    return int(row[0]) if row else 0
+    return scalar_int(con, sql, params)
 
 
 def _asset_arguments(table: LinkTable, *, settings: Settings, specs: AccountSpecs) -> dict:

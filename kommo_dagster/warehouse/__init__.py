@@ -3,9 +3,10 @@ the all-accounts views and the table registry.
 
 Plain Python (no Dagster), used by the IO manager and by anything else that reads or writes the
 warehouse (checks, views). Modules: `sql` (names, DDL), `arrays` (typed batches), `locks`
-(connections that take turns), `staging` (`StagedRows`), `slices` (the write and read of a
-slice), `windows` (cursor windows), `views`, `all_accounts`, `tables`, `registry`, `link_write`
-(the link tables' rows, written with the slice they were read with).
+(connections that take turns), `staging` (`StagedRows`), `cursor_span` (the staged rows'
+cursor totals), `slices` (the write and read of a slice), `windows` (cursor windows), `views`,
+`all_accounts`, `tables`, `registry`, `link_write` (the link tables' rows, written with the
+slice they were read with).
 
 Why not the stock ``DuckDBPandasIOManager``: it deletes a partition and inserts the new rows as two
 autocommitted statements (a failed insert loses the partition), inserts positionally, creates no

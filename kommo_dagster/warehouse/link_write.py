@@ -29,7 +29,13 @@ if TYPE_CHECKING:
 
     from kommo_dagster.kommo.link_rows import LinkRows
 
-from kommo_dagster.warehouse.sql import check_table_columns, create_table_sql, quote, table_ref
+from kommo_dagster.warehouse.sql import (
+    check_table_columns,
+    create_table_sql,
+    quote,
+    scalar_int,
+    table_ref,
+)
 
 _PARENTS = "_kommo_link_parents"
 _ROWS = "_kommo_link_rows"
@@ -114,11 +120,10 @@ def _replace(
             column = quote(table.parent_column)
             con.execute(f"DELETE FROM {target} WHERE {column} IN (SELECT id FROM {_PARENTS})")
         columns = ", ".join(quote(c) for c in table.column_names)
-        row = con.execute(f"INSERT INTO {target} ({columns}) {_newest_rows_sql(table)}").fetchone()
+        return scalar_int(con, f"INSERT INTO {target} ({columns}) {_newest_rows_sql(table)}")
     finally:
         with contextlib.suppress(duckdb.Error):
             con.unregister(_ROWS)
-    return int(row[0]) if row else 0
 
 
 __all__ = ["ensure_link_table", "write_link_table"]

@@ -4,7 +4,7 @@ read of one: a failure anywhere rolls back and leaves the previous rows."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -21,6 +21,7 @@ from kommo_dagster.warehouse.sql import (
     column_list,
     create_table_sql,
     quote,
+    scalar_int,
     select_casts,
     table_columns,
     table_exists,
@@ -61,12 +62,30 @@ def insert_arrays(
 ) -> None:
     con.register("kommo_frame", arrays)
     try:
-        con.execute(
-            f"INSERT INTO {target} ({column_list(stream)}) "
-            f"SELECT {select_casts(stream)} FROM kommo_frame"
-        )
+        con.execute(_insert_sql(stream, target=target, source="kommo_frame"))
     finally:
         con.unregister("kommo_frame")
+
+
+def _insert_sql(stream: Stream, *, target: str, source: str) -> str:
+    """Copy ``source``'s contract columns into ``target`` by name, cast to the contract's types."""
+    return (
+        f"INSERT INTO {target} ({column_list(stream)}) SELECT {select_casts(stream)} FROM {source}"
+    )
+
+
+@contextlib.contextmanager
+def one_transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """``BEGIN`` ... ``COMMIT``: anything raised inside (or by the ``COMMIT``) rolls back, so a
+    write either happens whole or leaves the previous rows; the error is raised as it came."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        raise
 
 
 def write_slice(
@@ -77,48 +96,57 @@ def write_slice(
     schema: str,
     after: Callable[[duckdb.DuckDBPyConnection], None] | None,
 ) -> WriteResult:
+    """Replace ``staged``'s slice of ``<catalog>.<schema>.<stream>`` with its rows, then run
+    ``after``, all in one transaction (see `StagedRows.write`)."""
     stream = staged.stream
     target = table_ref(schema, stream.name, catalog=catalog)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with one_transaction(con):
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(catalog)}.{quote(schema)}")
-        if staged.window is None:
-            deleted = 0
-            if table_exists(con, schema=schema, table=stream.name, catalog=catalog):
-                row = con.execute(f"SELECT count(*) FROM {target}").fetchone()
-                deleted = int(row[0]) if row else 0
-            con.execute(create_table_sql(stream, schema=schema, catalog=catalog, replace=True))
-        else:
-            con.execute(create_table_sql(stream, schema=schema, catalog=catalog))
-            check_table_columns(con, stream, schema=schema, catalog=catalog)
-            cursor = quote(stream.cursor or "")
-            row = con.execute(
-                f"DELETE FROM {target} WHERE {cursor} >= ? AND {cursor} < ?",
-                [staged.window.start, staged.window.end],
-            ).fetchone()
-            deleted = int(row[0]) if row else 0
+        deleted = _clear_slice(con, stream, staged.window, catalog=catalog, schema=schema)
         if staged.rows:
             for source in staged.sources():
-                con.execute(
-                    f"INSERT INTO {target} ({column_list(stream)}) "
-                    f"SELECT {select_casts(stream)} FROM {source}"
-                )
+                con.execute(_insert_sql(stream, target=target, source=source))
         if after is not None:
             after(con)
-        row = con.execute(f"SELECT count(*) FROM {target}").fetchone()
-        table_rows = int(row[0]) if row else 0
+        table_rows = scalar_int(con, f"SELECT count(*) FROM {target}")
         columns = table_columns(con, schema=schema, table=stream.name, catalog=catalog)
-        con.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):
-            con.execute("ROLLBACK")
-        raise
     return WriteResult(
         rows=staged.rows,
         deleted=deleted,
         table_rows=table_rows,
         columns=tuple(columns),
         duplicates=staged.duplicates,
+    )
+
+
+def _clear_slice(
+    con: duckdb.DuckDBPyConnection,
+    stream: Stream,
+    window: EpochWindow | None,
+    *,
+    catalog: str,
+    schema: str,
+) -> int:
+    """Empty the slice about to be written, in the caller's transaction; the rows it held.
+
+    A window's rows are deleted from the table (created from the contract if missing, refused if
+    its columns differ); without a window the table is recreated from the contract, which also
+    heals a full-table stream whose table drifted.
+    """
+    target = table_ref(schema, stream.name, catalog=catalog)
+    if window is None:
+        deleted = 0
+        if table_exists(con, schema=schema, table=stream.name, catalog=catalog):
+            deleted = scalar_int(con, f"SELECT count(*) FROM {target}")
+        con.execute(create_table_sql(stream, schema=schema, catalog=catalog, replace=True))
+        return deleted
+    con.execute(create_table_sql(stream, schema=schema, catalog=catalog))
+    check_table_columns(con, stream, schema=schema, catalog=catalog)
+    cursor = quote(stream.cursor or "")
+    return scalar_int(
+        con,
+        f"DELETE FROM {target} WHERE {cursor} >= ? AND {cursor} < ?",
+        [window.start, window.end],
     )
 
 
@@ -139,5 +167,6 @@ def read_slice(
 
 __all__ = [
     "WriteResult",
+    "one_transaction",
     "read_slice",
 ]

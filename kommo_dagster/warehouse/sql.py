@@ -3,7 +3,9 @@ columns, and which database (a file, MotherDuck, in memory) a path names."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -80,6 +82,13 @@ def table_exists(
     return bool(row and row[0])
 
 
+def scalar_int(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> int:
+    """The first value ``sql`` returns, as an int (0 without a row): a count, or the rows a
+    DELETE or an INSERT reports."""
+    row = con.execute(sql, list(params)).fetchone()
+    return int(row[0]) if row else 0
+
+
 def select_casts(stream: Stream) -> str:
     return ", ".join(f"CAST({quote(c.name)} AS {c.duckdb_type})" for c in stream.columns)
 
@@ -115,6 +124,7 @@ __all__ = [
     "create_table_sql",
     "is_file_database",
     "quote",
+    "scalar_int",
     "table_columns",
     "table_exists",
     "table_ref",

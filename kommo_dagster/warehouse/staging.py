@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,21 +22,22 @@ if TYPE_CHECKING:
 
 from kommo_dagster.kommo.streams import Stream
 from kommo_dagster.warehouse.arrays import arrow_contract_table, cursor_values, typed_arrays
+from kommo_dagster.warehouse.cursor_span import CursorSpan
 from kommo_dagster.warehouse.errors import WarehouseError
 from kommo_dagster.warehouse.locks import database_lock, retry_while_locked
 from kommo_dagster.warehouse.slices import WriteResult, insert_arrays, write_slice
 from kommo_dagster.warehouse.sql import (
     create_table_sql,
     quote,
+    scalar_int,
     sql_string,
 )
 from kommo_dagster.warehouse.windows import EpochWindow
 
-# Threads of a staging instance while it receives batches (see `StagedRows._connection`).
+# Threads of a staging instance while it receives batches (see `StagingInstance.connection`).
 STAGING_THREADS = 1
 # The alias of the database file inside a staging instance while it is written.
 _TARGET = "kommo_target"
-_DAY = 86_400
 
 
 class StagedRows:
@@ -53,6 +54,8 @@ class StagedRows:
     cursor is checked against it before anything is deleted. ``note`` is what the extractor wants
     said with the write (requests made, elapsed time...); ``links`` the link-table rows read
     with them (`kommo_dagster.warehouse.link_write` writes them in the same transaction).
+    ``cursors`` (`CursorSpan`) tracks the staged rows' cursor values for that check and for the
+    per-day counts; the instance and its directory are a `StagingInstance`.
     """
 
     def __init__(
@@ -71,16 +74,10 @@ class StagedRows:
         # Rows of link tables read with these rows, written in the same transaction.
         self.links: list[LinkRows] = []
         self.rows = 0
-        self.cursor_min: int | None = None
-        self.cursor_max: int | None = None
-        self.null_cursors = 0
         # Staged rows dropped before the write as repeats of a key (see `_drop_repeats`).
         self.duplicates = 0
-        self._rows_by_day: dict[int, int] = {}
-        self._staging_dir = Path(staging_dir) if staging_dir else None
-        self._memory_limit = memory_limit
-        self._directory: Path | None = None
-        self._con: duckdb.DuckDBPyConnection | None = None
+        self.cursors = CursorSpan()
+        self._instance = StagingInstance(stream, staging_dir=staging_dir, memory_limit=memory_limit)
 
     def __enter__(self) -> StagedRows:
         return self
@@ -92,27 +89,25 @@ class StagedRows:
     @property
     def directory(self) -> Path | None:
         """The staging instance's temporary directory (None before the first batch)."""
-        return self._directory
+        return self._instance.directory
+
+    @property
+    def cursor_min(self) -> int | None:
+        """The lowest cursor staged (None before the first row with one)."""
+        return self.cursors.low
+
+    @property
+    def cursor_max(self) -> int | None:
+        """The highest cursor staged (None before the first row with one)."""
+        return self.cursors.high
+
+    @property
+    def null_cursors(self) -> int:
+        """Staged rows whose cursor is null."""
+        return self.cursors.nulls
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
-        if self._con is None:
-            if self._staging_dir is not None:
-                self._staging_dir.mkdir(parents=True, exist_ok=True)
-            self._directory = Path(
-                tempfile.mkdtemp(prefix=f"kommo-stage-{self.stream.name}-", dir=self._staging_dir)
-            )
-            # One thread: batches arrive while requests are in flight, and DuckDB's pool would
-            # take every core for a few milliseconds at each batch, stalling the request threads
-            # (and, on a shared machine, whatever else runs there) for no gain on 10,000 rows.
-            config: dict[str, str | int] = {
-                "temp_directory": str(self._directory),
-                "threads": STAGING_THREADS,
-            }
-            if self._memory_limit:
-                config["memory_limit"] = self._memory_limit
-            self._con = duckdb.connect(":memory:", config=config)
-            self._con.execute(create_table_sql(self.stream, schema=None))
-        return self._con
+        return self._instance.connection()
 
     def append(self, columns: Mapping[str, Sequence[Any]] | pa.Table) -> None:
         """Stage a batch: contract columns (`kommo_dagster.kommo.records.to_columns`), or an
@@ -130,25 +125,12 @@ class StagedRows:
             return
         insert_arrays(self._connection(), self.stream, data, target=quote(self.stream.name))
         if self.stream.cursor is not None:
-            self._track_cursor(*cursor_values(columns, self.stream.cursor))
+            self.cursors.add(*cursor_values(columns, self.stream.cursor))
         self.rows += rows
-
-    def _track_cursor(self, cursors: np.ndarray, nulls: int) -> None:
-        self.null_cursors += nulls
-        if len(cursors):
-            low, high = int(cursors.min()), int(cursors.max())
-            self.cursor_min = low if self.cursor_min is None else min(self.cursor_min, low)
-            self.cursor_max = high if self.cursor_max is None else max(self.cursor_max, high)
-            import numpy as np
-
-            days, counts = np.unique(cursors // _DAY, return_counts=True)
-            for day, count in zip(days.tolist(), counts.tolist(), strict=True):
-                self._rows_by_day[day] = self._rows_by_day.get(day, 0) + count
 
     def rows_by_day(self) -> dict[date, int]:
         """Staged rows per UTC day of their cursor (days without rows are absent)."""
-        epoch = date(1970, 1, 1)
-        return {epoch + timedelta(days=d): n for d, n in sorted(self._rows_by_day.items())}
+        return self.cursors.rows_by_day()
 
     def check_window(self) -> None:
         """Raise unless every row's cursor lies in the window (so a re-run can find it)."""
@@ -157,8 +139,7 @@ class StagedRows:
         cursor = self.stream.cursor
         if self.null_cursors:
             raise WarehouseError(f"{self.stream.name}: {self.null_cursors} rows have no {cursor}")
-        assert self.cursor_min is not None and self.cursor_max is not None
-        if not (self.window.contains(self.cursor_min) and self.window.contains(self.cursor_max)):
+        if not self.cursors.within(self.window):
             raise WarehouseError(
                 f"{self.stream.name}: {cursor} spans [{self.cursor_min}, {self.cursor_max}], "
                 f"outside the slice [{self.window.start}, {self.window.end}) being written; "
@@ -211,11 +192,11 @@ class StagedRows:
         `duplicates`. The common case, no repeat, costs one grouping of the key columns."""
         key = ", ".join(quote(c) for c in self.stream.key)
         for source in self.sources():
-            row = con.execute(
+            repeats = scalar_int(
+                con,
                 f"SELECT coalesce(sum(n - 1), 0) FROM "
-                f"(SELECT count(*) AS n FROM {source} GROUP BY {key} HAVING n > 1)"
-            ).fetchone()
-            repeats = int(row[0]) if row else 0
+                f"(SELECT count(*) AS n FROM {source} GROUP BY {key} HAVING n > 1)",
+            )
             if repeats:
                 con.execute(
                     f"DELETE FROM {source} WHERE rowid NOT IN "
@@ -226,15 +207,56 @@ class StagedRows:
 
     def discard(self) -> None:
         """Drop the staged rows: close the staging instance and remove its directory."""
+        self._instance.close()
+
+
+class StagingInstance:
+    """The private in-memory DuckDB that holds one stream's staged rows, and the temporary
+    directory it spills to: both made at the first batch (an empty extraction makes neither),
+    both gone at `close`."""
+
+    def __init__(
+        self, stream: Stream, *, staging_dir: str | Path | None, memory_limit: str | None
+    ) -> None:
+        self.stream = stream
+        self.directory: Path | None = None
+        self._staging_dir = Path(staging_dir) if staging_dir else None
+        self._memory_limit = memory_limit
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The instance, with the stream's table from the contract (made on the first call)."""
+        if self._con is None:
+            if self._staging_dir is not None:
+                self._staging_dir.mkdir(parents=True, exist_ok=True)
+            self.directory = Path(
+                tempfile.mkdtemp(prefix=f"kommo-stage-{self.stream.name}-", dir=self._staging_dir)
+            )
+            # One thread: batches arrive while requests are in flight, and DuckDB's pool would
+            # take every core for a few milliseconds at each batch, stalling the request threads
+            # (and, on a shared machine, whatever else runs there) for no gain on 10,000 rows.
+            config: dict[str, str | int] = {
+                "temp_directory": str(self.directory),
+                "threads": STAGING_THREADS,
+            }
+            if self._memory_limit:
+                config["memory_limit"] = self._memory_limit
+            self._con = duckdb.connect(":memory:", config=config)
+            self._con.execute(create_table_sql(self.stream, schema=None))
+        return self._con
+
+    def close(self) -> None:
+        """Close the instance and remove its directory (nothing to do if never opened)."""
         if self._con is not None:
             self._con.close()
             self._con = None
-        if self._directory is not None:
-            shutil.rmtree(self._directory, ignore_errors=True)
-            self._directory = None
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
 
 
 __all__ = [
     "STAGING_THREADS",
     "StagedRows",
+    "StagingInstance",
 ]

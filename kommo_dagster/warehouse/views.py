@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 import duckdb
 
 from kommo_dagster.kommo.streams import Stream, get_stream
-from kommo_dagster.warehouse.sql import column_definitions, quote
+from kommo_dagster.warehouse.sql import column_definitions, quote, scalar_int
 
 SNAPSHOT_COLUMN = "snapshot_at"
 _RANK = "kommo_version_rank"
@@ -130,17 +130,17 @@ def append_history(
     ensure_history_table(con, stream, schema=schema, catalog=catalog)
     history = _ref(schema, history_table_name(stream), catalog=catalog)
     columns = ", ".join(quote(c) for c in stream.column_names)
-    row = con.execute(
+    appended = scalar_int(
+        con,
         f"INSERT INTO {history} ({quote(SNAPSHOT_COLUMN)}, {columns}) "
         f"SELECT ?::TIMESTAMP, {columns} FROM {_ref(schema, stream.name, catalog=catalog)}",
         [snapshot_at],
-    ).fetchone()
-    appended = int(row[0]) if row else 0
+    )
     cutoff = snapshot_at - timedelta(days=retention_days)
-    row = con.execute(
-        f"DELETE FROM {history} WHERE {quote(SNAPSHOT_COLUMN)} < ?::TIMESTAMP", [cutoff]
-    ).fetchone()
-    return {"rows": appended, "purged": int(row[0]) if row else 0}
+    purged = scalar_int(
+        con, f"DELETE FROM {history} WHERE {quote(SNAPSHOT_COLUMN)} < ?::TIMESTAMP", [cutoff]
+    )
+    return {"rows": appended, "purged": purged}
 
 
 __all__ = [

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from kommo_dagster.kommo import KommoNotFoundError, Progress
+from kommo_dagster.kommo import KommoError, KommoNotFoundError, Progress
 from kommo_dagster.kommo.records import to_columns
 from kommo_dagster.kommo.streams import STREAMS
 from kommo_dagster.sandbox import ChurnConfig
@@ -103,6 +103,15 @@ def test_statuses_for_given_pipelines_and_a_missing_pipeline(account, client_for
     assert statuses and {s["pipeline_id"] for s in statuses} == {first}
     with pytest.raises(KommoNotFoundError, match="no pipelines entry with id 999999"):
         list(client.iter_records("statuses", parent_ids=[first, 999999]))
+
+
+def test_a_closed_client_starts_no_workers_again(account, client_for):
+    client = client_for(account)
+    first = fetch(client, "pipelines")[0]["id"]
+    assert list(client.iter_records("statuses", parent_ids=[first]))  # the workers ran
+    client.close()
+    with pytest.raises(KommoError, match="the client is closed"):
+        list(client.iter_records("statuses", parent_ids=[first]))
 
 
 @pytest.mark.timeout(180)
