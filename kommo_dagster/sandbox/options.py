@@ -46,7 +46,8 @@ def _streams(value: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class Option:
     """One option: its flag, the config field it sets ("faults.seed": a field of
-    `SandboxConfig.faults`) and how argparse reads it. `switch`: a flag without a value."""
+        `SandboxConfig.faults`) and how argparse reads it. `switch`: a flag without a value, which
+    sets the field True (or False, ``negates``: for a field that is True by default)."""
 
     flag: str
     field: str
@@ -55,6 +56,7 @@ class Option:
     choices: Sequence[str] | None = None
     metavar: str | None = None
     switch: bool = False
+    negates: bool = False
 
     @property
     def dest(self) -> str:
@@ -123,6 +125,19 @@ GROUPS: tuple[tuple[str, tuple[Option, ...]], ...] = (
             Option("--jitter-ms", "latency_jitter_ms", "latency +/- this much", float),
             Option("--unpaid", "unpaid", "answer 402 to every request", switch=True),
             Option("--not-admin", "not_admin", "answer 403 to /api/v4/users", switch=True),
+            Option(
+                "--no-unsorted-inbox",
+                "unsorted_inbox",
+                "the unsorted feature is off: /api/v4/leads/unsorted answers 204",
+                switch=True,
+                negates=True,
+            ),
+            Option(
+                "--redirect-to",
+                "redirect_to",
+                "answer every API request with a 301 to this origin (a wrong host)",
+                metavar="ORIGIN",
+            ),
             Option(
                 "--wrong-host",
                 "wrong_host",
@@ -208,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
         for o in options:
             default = getattr(defaults[o.section], o.name)
             if o.switch:
-                group.add_argument(o.flag, action="store_true", help=o.help)
+                action = "store_false" if o.negates else "store_true"
+                group.add_argument(o.flag, action=action, help=o.help)
                 continue
             kwargs: dict[str, Any] = {"default": default, "help": o.help}
             if o.type is not None:
