@@ -26,13 +26,15 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from benchmarks import metrics
 from kommo_dagster.sandbox import SandboxConfig, SandboxProcess
 
 # What one account can yield at most: 7 requests a second of 250 leads.
 ROWS_PER_SECOND_PER_ACCOUNT = metrics.LIMIT_PER_SECOND * 250
+# The workers run from the repository's root, with it on their path.
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +129,16 @@ def _cpu_of(pids: list[int]) -> float | None:
     return total
 
 
+@dataclass(frozen=True)
+class _Worker:
+    """One account's worker process, its directory and its open log."""
+
+    name: str
+    proc: subprocess.Popen
+    workdir: Path
+    log: IO[str]
+
+
 def run_accounts(
     *,
     accounts: list[dict[str, Any]],
@@ -143,74 +155,26 @@ def run_accounts(
     barrier = workdir / "barrier"
     barrier.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    root = Path(__file__).resolve().parent.parent
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    procs: list[tuple[str, subprocess.Popen, Path, Any]] = []
-    for a in accounts:
-        wd = workdir / a["name"]
-        wd.mkdir(parents=True, exist_ok=True)
-        worker_spec = {
-            **spec,
-            "engine": "dagster",
-            "base_url": a["base_url"],
-            "token": a["token"],
-            "account": a["name"],
-            "accounts": accounts,
-            "duckdb_path": str(workdir / "kommo_accounts.duckdb"),
-            "rate_limit_dir": str(workdir / "ratelimit"),
-            "barrier": str(barrier),
-            "workdir": str(wd),
-        }
-        (wd / "spec.json").write_text(json.dumps(worker_spec))
-        log = (wd / "worker.log").open("w")
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.worker",
-                str(wd / "spec.json"),
-                str(wd / "out.json"),
-            ],
-            cwd=root,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        procs.append((a["name"], proc, wd, log))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    workers = [
+        _start_worker(a, accounts=accounts, spec=spec, workdir=workdir, barrier=barrier, env=env)
+        for a in accounts
+    ]
     deadline = time.monotonic() + timeout
     try:
-        while len(list(barrier.glob("*.ready"))) < len(accounts):
-            if any(p.poll() is not None for _, p, _, _ in procs):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("the accounts' workers did not get ready in time")
-            time.sleep(0.1)
-        sandbox_before = _cpu_of(sandbox_pids)
-        (barrier / "go").touch()
-        for _, proc, _, _ in procs:
-            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        sandbox_after = _cpu_of(sandbox_pids)
+        _wait_until_ready(workers, barrier=barrier, deadline=deadline)
+        sandbox_cpu = _release_and_wait(
+            workers, barrier=barrier, sandbox_pids=sandbox_pids, deadline=deadline
+        )
     finally:
-        for _, proc, _, log in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            log.close()
-    runs = []
-    for name, proc, wd, _ in procs:
-        out = wd / "out.json"
-        if proc.returncode != 0 or not out.exists():
-            tail = (wd / "worker.log").read_text()[-3000:]
-            raise RuntimeError(f"account {name}: the worker exited with {proc.returncode}:\n{tail}")
-        (run,) = json.loads(out.read_text())["runs"]
-        runs.append({**run, "stream": run["stream"], "account": name})
+        for w in workers:
+            if w.proc.poll() is None:
+                w.proc.kill()
+                w.proc.wait()
+            w.log.close()
+    runs = [_account_run(w) for w in workers]
     began = min(r["began"] for r in runs)
     ended = max(r["began"] + r["wall"] for r in runs)
-    sandbox_cpu = (
-        sandbox_after - sandbox_before
-        if sandbox_before is not None and sandbox_after is not None
-        else None
-    )
     return AccountsResult(
         runs=runs,
         phase_seconds=ended - began,
@@ -218,6 +182,80 @@ def run_accounts(
         sandbox_cpu=sandbox_cpu,
         cores=os.cpu_count() or 1,
     )
+
+
+def _start_worker(
+    account: dict[str, Any],
+    *,
+    accounts: list[dict[str, Any]],
+    spec: dict[str, Any],
+    workdir: Path,
+    barrier: Path,
+    env: dict[str, str],
+) -> _Worker:
+    """Write the account's worker spec (the shared DuckDB file, rate-limit folder and barrier)
+    and start its worker; it sets up, then waits at the barrier."""
+    wd = workdir / account["name"]
+    wd.mkdir(parents=True, exist_ok=True)
+    worker_spec = {
+        **spec,
+        "engine": "dagster",
+        "base_url": account["base_url"],
+        "token": account["token"],
+        "account": account["name"],
+        "accounts": accounts,
+        "duckdb_path": str(workdir / "kommo_accounts.duckdb"),
+        "rate_limit_dir": str(workdir / "ratelimit"),
+        "barrier": str(barrier),
+        "workdir": str(wd),
+    }
+    (wd / "spec.json").write_text(json.dumps(worker_spec))
+    log = (wd / "worker.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.worker", str(wd / "spec.json"), str(wd / "out.json")],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return _Worker(account["name"], proc, wd, log)
+
+
+def _wait_until_ready(workers: list[_Worker], *, barrier: Path, deadline: float) -> None:
+    """Until every worker is set up (or one has exited: its error is read afterwards)."""
+    while len(list(barrier.glob("*.ready"))) < len(workers):
+        if any(w.proc.poll() is not None for w in workers):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError("the accounts' workers did not get ready in time")
+        time.sleep(0.1)
+
+
+def _release_and_wait(
+    workers: list[_Worker], *, barrier: Path, sandbox_pids: list[int], deadline: float
+) -> float | None:
+    """The concurrent phase: start every worker's runs at once and wait for all of them. The
+    sandboxes' CPU over it, when psutil can read it."""
+    sandbox_before = _cpu_of(sandbox_pids)
+    (barrier / "go").touch()
+    for w in workers:
+        w.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    sandbox_after = _cpu_of(sandbox_pids)
+    if sandbox_before is None or sandbox_after is None:
+        return None
+    return sandbox_after - sandbox_before
+
+
+def _account_run(worker: _Worker) -> dict[str, Any]:
+    """The worker's one run, named for its account; its log's tail if it failed."""
+    out = worker.workdir / "out.json"
+    if worker.proc.returncode != 0 or not out.exists():
+        tail = (worker.workdir / "worker.log").read_text()[-3000:]
+        raise RuntimeError(
+            f"account {worker.name}: the worker exited with {worker.proc.returncode}:\n{tail}"
+        )
+    (run,) = json.loads(out.read_text())["runs"]
+    return {**run, "account": worker.name}
 
 
 __all__ = ["ROWS_PER_SECOND_PER_ACCOUNT", "AccountsResult", "account_sandboxes", "run_accounts"]

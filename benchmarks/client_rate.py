@@ -17,14 +17,36 @@ import math
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from kommo_dagster.kommo import KommoClient
 from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, get_stream
 from kommo_dagster.sandbox import SandboxConfig, SandboxProcess
 
+# The data window the streams are read over: the sandbox's default month.
+START, END = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)
 
-def main(argv: list[str] | None = None) -> int:
+
+@dataclass(frozen=True)
+class _Walk:
+    """One stream's walk over the window (or the walks' sum): what it read and spent."""
+
+    rows: int
+    requests: int
+    minimum: int
+    wall: float
+
+    def line(self, label: str, *, limit: float) -> str:
+        """The table's row: requests per second over the wall time, and against the limit."""
+        rate = self.requests / self.wall
+        return (
+            f"{label:<10} {self.rows:>7} {self.requests:>8} {self.minimum:>7} {rate:>6.2f} "
+            f"{rate / limit:>8.1%}"
+        )
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--leads", type=int, default=3000)
     ap.add_argument("--rps", type=float, default=7.0)
@@ -32,22 +54,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jitter-ms", type=float, default=50.0)
     ap.add_argument("--max-workers", type=int, default=4)
     ap.add_argument("--streams", default=",".join(INCREMENTAL_STREAMS))
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def _walk(client: KommoClient, stream: str) -> _Walk:
+    """Read the stream's window; the wall time is the reading alone, the client's counters
+    are read before and after it."""
+    size = get_stream(stream).page_size or 250
+    before = client.stats()
+    t0 = time.monotonic()
+    rows = sum(len(p) for p in client.iter_records(stream, start=START, end=END))
+    wall = time.monotonic() - t0
+    after = client.stats()
+    parts = after.parts[len(before.parts) :]
+    minimum = sum(math.ceil(p.rows / size) for p in parts if p.kind != "verify")
+    return _Walk(rows, after.requests - before.requests, minimum, wall)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
     config = SandboxConfig(
         leads=args.leads,
         requests_per_second=args.rps,
         latency_ms=args.latency_ms,
         latency_jitter_ms=args.jitter_ms,
     )
-    start, end = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)
-    rows_total = requests_total = minimum_total = 0
-    wall_total = 0.0
     print(
         f"sandbox: {args.leads} leads, {args.rps:g}/s, {args.latency_ms:g}+-{args.jitter_ms:g} ms; "
         f"client: max_workers={args.max_workers}"
     )
     print(f"{'stream':<10} {'rows':>7} {'requests':>8} {'minimum':>7} {'req/s':>6} {'of limit':>8}")
+    walks: list[_Walk] = []
     with (
         SandboxProcess(config) as sb,
         tempfile.TemporaryDirectory() as rate_dir,
@@ -60,38 +97,29 @@ def main(argv: list[str] | None = None) -> int:
         ) as client,
     ):
         for stream in args.streams.split(","):
-            size = get_stream(stream).page_size or 250
-            before = client.stats()
-            t0 = time.monotonic()
-            rows = sum(len(p) for p in client.iter_records(stream, start=start, end=end))
-            wall = time.monotonic() - t0
-            after = client.stats()
-            requests = after.requests - before.requests
-            parts = after.parts[len(before.parts) :]
-            minimum = sum(math.ceil(p.rows / size) for p in parts if p.kind != "verify")
-            rate = requests / wall
-            print(
-                f"{stream:<10} {rows:>7} {requests:>8} {minimum:>7} {rate:>6.2f} "
-                f"{rate / args.rps:>8.1%}"
-            )
-            rows_total += rows
-            requests_total += requests
-            minimum_total += minimum
-            wall_total += wall
+            walks.append(_walk(client, stream))
+            print(walks[-1].line(stream, limit=args.rps))
         stats = sb.stats()
-    rate = requests_total / wall_total
-    print(
-        f"{'total':<10} {rows_total:>7} {requests_total:>8} {minimum_total:>7} {rate:>6.2f} "
-        f"{rate / args.rps:>8.1%}"
+    total = _Walk(
+        rows=sum(w.rows for w in walks),
+        requests=sum(w.requests for w in walks),
+        minimum=sum(w.minimum for w in walks),
+        wall=sum(w.wall for w in walks),
     )
-    print(
-        f"wall {wall_total:.1f}s; sandbox: {stats['requests']} requests, "
+    print(total.line("total", limit=args.rps))
+    print(_sandbox_line(total.wall, stats))
+    return 0 if stats["violations"] == 0 else 1
+
+
+def _sandbox_line(wall: float, stats: dict) -> str:
+    """What the sandbox saw over every walk: its 429s, violations and peak second."""
+    return (
+        f"wall {wall:.1f}s; sandbox: {stats['requests']} requests, "
         f"{stats['rate_limited']} answered 429, {stats['violations']} violations, "
         f"peak {stats['peak_requests_per_second']} requests in one second (arrivals stamped by: "
         f"{stats['arrival_clock']}; by the handler threads' clock {stats['violations_handler']} "
         f"violations, peak {stats['peak_requests_per_second_handler']})"
     )
-    return 0 if stats["violations"] == 0 else 1
 
 
 if __name__ == "__main__":

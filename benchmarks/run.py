@@ -186,6 +186,27 @@ def _row(
     return row
 
 
+def _worker_spec(
+    extractor: str,
+    sandbox: SandboxProcess,
+    plan: Plan,
+    *,
+    requests_per_second: float,
+    runs: list[dict[str, Any]],
+    **extra: Any,
+) -> dict[str, Any]:
+    """What one extractor's worker is given: the sandbox, the partitions, the budget, the runs."""
+    return {
+        "engine": extractor,
+        "base_url": sandbox.base_url,
+        "token": sandbox.token,
+        "partitions_start": plan.data_start.isoformat(),
+        "requests_per_second": requests_per_second,
+        **extra,
+        "runs": runs,
+    }
+
+
 def ceiling_and_quiet(
     plan: Plan, *, scenarios: set[str], extractors: list[str], tmp: Path
 ) -> list[Row]:
@@ -206,15 +227,15 @@ def ceiling_and_quiet(
     _log(f"ceiling sandbox: {plan.ceiling_leads:,} leads, {plan.limit:g}/s, {plan.latency_ms:g} ms")
     with SandboxProcess(config, startup_timeout=600) as sandbox:
         for extractor in extractors:
-            spec = {
-                "engine": extractor,
-                "base_url": sandbox.base_url,
-                "token": sandbox.token,
-                "partitions_start": plan.data_start.isoformat(),
-                "requests_per_second": plan.limit,
-                "extract_only": extractor == "dlt" and not plan.peer_ceiling_load,
-                "runs": runs,
-            }
+            extract_only = extractor == "dlt" and not plan.peer_ceiling_load
+            spec = _worker_spec(
+                extractor,
+                sandbox,
+                plan,
+                requests_per_second=plan.limit,
+                runs=runs,
+                extract_only=extract_only,
+            )
             result = run_worker(
                 spec,
                 workdir=tmp / f"ceiling-{extractor}",
@@ -223,34 +244,33 @@ def ceiling_and_quiet(
             )
             done = result["runs"]
             if "ceiling" in scenarios:
-                note = (
-                    f"leads over {plan.data_days} days, the other streams over "
-                    f"{plan.other_days} day(s); one run per stream"
-                )
-                if spec["extract_only"]:
-                    note += "; dlt's extract step only"
                 rows.append(
-                    _row(
-                        "1 ceiling",
-                        extractor,
-                        done[: len(ceiling_runs)],
-                        kind="ceiling",
-                        limit=plan.limit,
-                        note=note,
+                    _ceiling_row(
+                        plan, extractor, done[: len(ceiling_runs)], extract_only=extract_only
                     )
                 )
             if "quiet" in scenarios:
-                rows.append(
-                    _row(
-                        "3 quiet day",
-                        extractor,
-                        done[-len(quiet_runs) :],
-                        kind="quiet",
-                        limit=None,
-                        note=f"partition {plan.today.isoformat()}, nothing changed",
-                    )
-                )
+                rows.append(_quiet_row(plan, extractor, done[-len(quiet_runs) :]))
     return rows
+
+
+def _ceiling_row(
+    plan: Plan, extractor: str, runs: list[dict[str, Any]], *, extract_only: bool
+) -> Row:
+    """Scenario 1's row: the backfill's runs, judged against the limit."""
+    note = (
+        f"leads over {plan.data_days} days, the other streams over "
+        f"{plan.other_days} day(s); one run per stream"
+    )
+    if extract_only:
+        note += "; dlt's extract step only"
+    return _row("1 ceiling", extractor, runs, kind="ceiling", limit=plan.limit, note=note)
+
+
+def _quiet_row(plan: Plan, extractor: str, runs: list[dict[str, Any]]) -> Row:
+    """Scenario 3's row: today's partition after the backfill, nothing changed."""
+    note = f"partition {plan.today.isoformat()}, nothing changed"
+    return _row("3 quiet day", extractor, runs, kind="quiet", limit=None, note=note)
 
 
 def local_cost(plan: Plan, *, extractors: list[str], tmp: Path) -> list[Row]:
@@ -268,14 +288,9 @@ def local_cost(plan: Plan, *, extractors: list[str], tmp: Path) -> list[Row]:
                     f"first {plan.peer_local_days} day(s) of leads only; peak RSS is for those "
                     "rows, not comparable"
                 )
-            spec = {
-                "engine": extractor,
-                "base_url": sandbox.base_url,
-                "token": sandbox.token,
-                "partitions_start": plan.data_start.isoformat(),
-                "requests_per_second": plan.local_client_rps,
-                "runs": runs,
-            }
+            spec = _worker_spec(
+                extractor, sandbox, plan, requests_per_second=plan.local_client_rps, runs=runs
+            )
             result = run_worker(
                 spec,
                 workdir=tmp / f"local-{extractor}",

@@ -137,58 +137,74 @@ def main() -> int:
     start, end = _window()
     first, last = start.isoformat(), (end - timedelta(days=1)).isoformat()
     with contextlib.ExitStack() as stack:
-        sandboxes = {}
-        for name, (flavour, seed, leads, what) in ACCOUNTS.items():
-            config = SandboxConfig(
-                seed=seed,
-                leads=leads,
-                start=start,
-                end=end,
-                flavour=flavour,
-                token=f"sandbox-token-{name}",
-                subdomain=name,
-            )
-            _say(f"Starting sandbox {name}: {what}, {leads} leads, {first}..{last}, 7 requests/s")
-            sandboxes[name] = stack.enter_context(SandboxProcess(config))
-            _say(f"  serving the Kommo API v4 at {sandboxes[name].base_url}")
+        sandboxes = _start_sandboxes(stack, start=start, end=end)
         env = _environment(sandboxes, first_partition=first)
-
-        _say("\nThe full-table streams, both accounts at once:")
-        _side_by_side(
-            env, {name: ["--select", _keys(name, FULL_TABLE_STREAMS)] for name in ACCOUNTS}
-        )
-        # The derived tables (custom-field values, status changes) follow their parents' range
-        # in the same run, computed in DuckDB without a request.
-        _say(
-            f"\nThe incremental streams and the tables derived from them, {first}..{last} as one "
-            f"run per account, both at once:"
-        )
-        incremental = {
-            name: [
-                "--select",
-                ",".join([_keys(name, INCREMENTAL_STREAMS), *_derived(name, partitioned=True)]),
-                "--partition-range",
-                f"{first}...{last}",
-            ]
-            for name in ACCOUNTS
-        }
-        _side_by_side(env, incremental)
-        _say("\nThe analysis views, both accounts at once:")
-        views = {
-            name: ["--select", ",".join(_derived(name, partitioned=False))] for name in ACCOUNTS
-        }
-        _side_by_side(env, views)
-        for name, sandbox in sandboxes.items():
-            stats = sandbox.stats()
-            _say(
-                f"\nSandbox {name} served {stats['requests']} requests, at most "
-                f"{stats['peak_requests_per_second']} in any second, with "
-                f"{stats['rate_limited']} answered 429."
-            )
+        _materialize_everything(env, first=first, last=last)
+        _served(sandboxes)
     _report()
     _say(f"\nDone in {time.monotonic() - started:.0f} s.")
     _say(_next_steps(first, last))
     return 0
+
+
+def _start_sandboxes(
+    stack: contextlib.ExitStack, *, start: date, end: date
+) -> dict[str, SandboxProcess]:
+    """One sandbox process per account, serving ``start`` up to ``end``; stopped when
+    ``stack`` closes."""
+    days = f"{start}..{end - timedelta(days=1)}"
+    sandboxes = {}
+    for name, (flavour, seed, leads, what) in ACCOUNTS.items():
+        config = SandboxConfig(
+            seed=seed,
+            leads=leads,
+            start=start,
+            end=end,
+            flavour=flavour,
+            token=f"sandbox-token-{name}",
+            subdomain=name,
+        )
+        _say(f"Starting sandbox {name}: {what}, {leads} leads, {days}, 7 requests/s")
+        sandboxes[name] = stack.enter_context(SandboxProcess(config))
+        _say(f"  serving the Kommo API v4 at {sandboxes[name].base_url}")
+    return sandboxes
+
+
+def _materialize_everything(env: dict[str, str], *, first: str, last: str) -> None:
+    """The three CLI runs of each account, the accounts' runs side by side: the full-table
+    streams, then the incremental ones with what derives from them, then the views."""
+    _say("\nThe full-table streams, both accounts at once:")
+    _side_by_side(env, {name: ["--select", _keys(name, FULL_TABLE_STREAMS)] for name in ACCOUNTS})
+    # The derived tables (custom-field values, status changes) follow their parents' range
+    # in the same run, computed in DuckDB without a request.
+    _say(
+        f"\nThe incremental streams and the tables derived from them, {first}..{last} as one "
+        f"run per account, both at once:"
+    )
+    incremental = {
+        name: [
+            "--select",
+            ",".join([_keys(name, INCREMENTAL_STREAMS), *_derived(name, partitioned=True)]),
+            "--partition-range",
+            f"{first}...{last}",
+        ]
+        for name in ACCOUNTS
+    }
+    _side_by_side(env, incremental)
+    _say("\nThe analysis views, both accounts at once:")
+    views = {name: ["--select", ",".join(_derived(name, partitioned=False))] for name in ACCOUNTS}
+    _side_by_side(env, views)
+
+
+def _served(sandboxes: dict[str, SandboxProcess]) -> None:
+    """What each sandbox counted: its requests, its busiest second and its 429s."""
+    for name, sandbox in sandboxes.items():
+        stats = sandbox.stats()
+        _say(
+            f"\nSandbox {name} served {stats['requests']} requests, at most "
+            f"{stats['peak_requests_per_second']} in any second, with "
+            f"{stats['rate_limited']} answered 429."
+        )
 
 
 def _window() -> tuple[date, date]:
