@@ -141,19 +141,16 @@ def reference_check(ref: Reference, *, why: str) -> Check:
     )
 
 
-def selected_references(
-    references: Sequence[Reference], *, streams: Collection[str] | None = None
-) -> list[Reference]:
-    """The references into ``streams`` (None: all): one to a table not selected has no check."""
-    return [r for r in references if streams is None or r.stream in streams]
-
-
 def reference_checks(
     references: Sequence[Reference], *, streams: Collection[str] | None, why: str
 ) -> dict[str, Check]:
-    """The checks of the ``references`` into ``streams`` (None: all), by name."""
-    selected = selected_references(references, streams=streams)
-    return {r.check_name: reference_check(r, why=why) for r in selected}
+    """The checks of the ``references`` into ``streams`` (None: all), by name: a reference to a
+    table not selected has no check."""
+    return {
+        r.check_name: reference_check(r, why=why)
+        for r in references
+        if streams is None or r.stream in streams
+    }
 
 
 # --- running them -------------------------------------------------------------------------------
@@ -293,5 +290,4 @@ __all__ = [
     "reference_check",
     "reference_checks",
     "references_resolve",
-    "selected_references",
 ]
