@@ -78,7 +78,7 @@ def rebuild_enriched_view(con: duckdb.DuckDBPyConnection, *, schema: str) -> Non
         if has_current_view(stream):
             ensure_current_view(con, stream, schema=schema)
     for name in LINKS:
-        con.execute(create_table_sql(LINK_TABLES[name], schema=schema))  # type: ignore[arg-type]
+        con.execute(create_table_sql(LINK_TABLES[name], schema=schema))
     con.execute(view_sql(schema=schema))
 
 

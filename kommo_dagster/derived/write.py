@@ -33,8 +33,8 @@ from kommo_dagster.warehouse.windows import EpochWindow
 def ensure_table(con: duckdb.DuckDBPyConnection, table: Table, *, schema: str) -> None:
     """Create ``<schema>.<table>`` from the contract if missing; refuse one with other columns."""
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
-    con.execute(create_table_sql(table, schema=schema))  # type: ignore[arg-type]
-    check_table_columns(con, table, schema=schema)  # type: ignore[arg-type]
+    con.execute(create_table_sql(table, schema=schema))
+    check_table_columns(con, table, schema=schema)
 
 
 def window_condition(column: str, window: EpochWindow | None, *, alias: str = "") -> str:
@@ -71,7 +71,7 @@ def replace_slice(
     whole = not table.sliced
     slice_ = "TRUE" if whole else window_condition(table.cursor, window)
     inside = "TRUE" if whole else f"{quote(table.cursor)} IS NOT NULL AND {slice_}"
-    names, casts = column_list(table), select_casts(table)  # type: ignore[arg-type]
+    names, casts = column_list(table), select_casts(table)
     with one_transaction(con):
         if recreate:
             _drop_if_drifted(con, table, schema=schema)

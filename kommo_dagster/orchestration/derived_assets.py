@@ -225,7 +225,7 @@ def _table_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
         table,
         description=_table_description(table, build, partitioned=partitioned),
         metadata={
-            "dagster/column_schema": table_schema(table),  # type: ignore[arg-type]
+            "dagster/column_schema": table_schema(table),
             "dagster/table_name": _full_name(settings, table.name),
             "kommo/key": ", ".join(table.key),
         },
@@ -346,7 +346,7 @@ def _write_metadata(
         "dagster/row_count": dg.MetadataValue.int(result.rows),
         "dagster/table_name": dg.MetadataValue.text(full_name),
         "dagster/column_schema": dg.MetadataValue.table_schema(
-            table_schema(table, actual=list(result.columns))  # type: ignore[arg-type]
+            table_schema(table, actual=list(result.columns))
         ),
         "kommo/slice": dg.MetadataValue.text(label),
         "kommo/replaced_rows": dg.MetadataValue.int(result.deleted),

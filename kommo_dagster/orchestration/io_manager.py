@@ -41,7 +41,7 @@ from kommo_dagster.warehouse.errors import WarehouseError
 from kommo_dagster.warehouse.locks import connect
 from kommo_dagster.warehouse.registry import get_table, refresh_after_write
 from kommo_dagster.warehouse.slices import WriteResult, read_slice
-from kommo_dagster.warehouse.sql import catalog_name, table_exists
+from kommo_dagster.warehouse.sql import ContractTable, catalog_name, table_exists
 from kommo_dagster.warehouse.staging import StagedRows
 from kommo_dagster.warehouse.views import history_table_name
 from kommo_dagster.warehouse.windows import EpochWindow
@@ -240,7 +240,9 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
             return read_slice(con, stream, schema=schema, window=window)
 
 
-def table_schema(stream: Stream, *, actual: list[tuple[str, str]] | None = None) -> dg.TableSchema:
+def table_schema(
+    stream: ContractTable, *, actual: list[tuple[str, str]] | None = None
+) -> dg.TableSchema:
     """The table's ``dagster/column_schema``: contract descriptions, DuckDB types.
 
     With ``actual`` (the columns read back from DuckDB) the types are what the table really has,

@@ -91,7 +91,7 @@ def _asset_arguments(table: LinkTable, *, settings: Settings, specs: AccountSpec
             f"run. This asset records what those writes left."
         ),
         metadata={
-            "dagster/column_schema": table_schema(table),  # type: ignore[arg-type]
+            "dagster/column_schema": table_schema(table),
             "dagster/table_name": f"{catalog_name(settings.duckdb_path)}.{schema}.{table.name}",
             "kommo/key": ", ".join(table.key),
             "kommo/parent": parent.name,

@@ -45,8 +45,8 @@ def ensure_link_table(con: duckdb.DuckDBPyConnection, table: LinkTable, *, schem
     """Create ``<schema>.<table>`` from its declaration if missing; refuse one with other
     columns."""
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
-    con.execute(create_table_sql(table, schema=schema))  # type: ignore[arg-type]
-    check_table_columns(con, table, schema=schema)  # type: ignore[arg-type]
+    con.execute(create_table_sql(table, schema=schema))
+    check_table_columns(con, table, schema=schema)
 
 
 def _newest_rows_sql(table: LinkTable) -> str:

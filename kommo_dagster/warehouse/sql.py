@@ -5,12 +5,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 
-from kommo_dagster.kommo.streams import Stream
+from kommo_dagster.kommo.streams import Column
 from kommo_dagster.warehouse.errors import TableSchemaMismatch
+
+
+class ContractTable(Protocol):
+    """What the DDL and the copies read of a table's declaration, whichever kind: a `Stream`, a
+    declared `kommo_dagster.warehouse.tables.Table` or a `kommo_dagster.kommo.links.LinkTable`."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def columns(self) -> tuple[Column, ...]: ...
+
 
 # Databases that are not local files (MotherDuck): no absolute path, no lock file next to them.
 REMOTE_DATABASE_PREFIXES = ("md:", "motherduck:")
@@ -25,12 +37,12 @@ def table_ref(schema: str, table: str, *, catalog: str | None = None) -> str:
     return f"{quote(catalog)}.{ref}" if catalog else ref
 
 
-def column_definitions(stream: Stream) -> str:
+def column_definitions(stream: ContractTable) -> str:
     return ", ".join(f"{quote(c.name)} {c.duckdb_type}" for c in stream.columns)
 
 
 def create_table_sql(
-    stream: Stream, *, schema: str | None, catalog: str | None = None, replace: bool = False
+    stream: ContractTable, *, schema: str | None, catalog: str | None = None, replace: bool = False
 ) -> str:
     target = table_ref(schema, stream.name, catalog=catalog) if schema else quote(stream.name)
     verb = "CREATE OR REPLACE TABLE" if replace else "CREATE TABLE IF NOT EXISTS"
@@ -58,7 +70,11 @@ def table_columns(
 
 
 def check_table_columns(
-    con: duckdb.DuckDBPyConnection, stream: Stream, *, schema: str, catalog: str | None = None
+    con: duckdb.DuckDBPyConnection,
+    stream: ContractTable,
+    *,
+    schema: str,
+    catalog: str | None = None,
 ) -> None:
     actual = table_columns(con, schema=schema, table=stream.name, catalog=catalog)
     expected = [(c.name, c.duckdb_type) for c in stream.columns]
@@ -89,11 +105,11 @@ def scalar_int(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] =
     return int(row[0]) if row else 0
 
 
-def select_casts(stream: Stream) -> str:
+def select_casts(stream: ContractTable) -> str:
     return ", ".join(f"CAST({quote(c.name)} AS {c.duckdb_type})" for c in stream.columns)
 
 
-def column_list(stream: Stream) -> str:
+def column_list(stream: ContractTable) -> str:
     return ", ".join(quote(c.name) for c in stream.columns)
 
 
@@ -118,6 +134,7 @@ def catalog_name(database: str | Path) -> str:
 
 __all__ = [
     "REMOTE_DATABASE_PREFIXES",
+    "ContractTable",
     "catalog_name",
     "check_table_columns",
     "column_definitions",
