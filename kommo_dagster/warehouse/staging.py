@@ -91,21 +91,6 @@ class StagedRows:
         """The staging instance's temporary directory (None before the first batch)."""
         return self._instance.directory
 
-    @property
-    def cursor_min(self) -> int | None:
-        """The lowest cursor staged (None before the first row with one)."""
-        return self.cursors.low
-
-    @property
-    def cursor_max(self) -> int | None:
-        """The highest cursor staged (None before the first row with one)."""
-        return self.cursors.high
-
-    @property
-    def null_cursors(self) -> int:
-        """Staged rows whose cursor is null."""
-        return self.cursors.nulls
-
     def _connection(self) -> duckdb.DuckDBPyConnection:
         return self._instance.connection()
 
@@ -137,11 +122,12 @@ class StagedRows:
         if self.window is None or self.rows == 0:
             return
         cursor = self.stream.cursor
-        if self.null_cursors:
-            raise WarehouseError(f"{self.stream.name}: {self.null_cursors} rows have no {cursor}")
-        if not self.cursors.within(self.window):
+        span = self.cursors
+        if span.nulls:
+            raise WarehouseError(f"{self.stream.name}: {span.nulls} rows have no {cursor}")
+        if not span.within(self.window):
             raise WarehouseError(
-                f"{self.stream.name}: {cursor} spans [{self.cursor_min}, {self.cursor_max}], "
+                f"{self.stream.name}: {cursor} spans [{span.low}, {span.high}], "
                 f"outside the slice [{self.window.start}, {self.window.end}) being written; "
                 f"writing it would leave rows a re-run of this slice cannot replace"
             )

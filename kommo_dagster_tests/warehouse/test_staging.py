@@ -246,4 +246,4 @@ def test_staged_rows_are_counted_per_utc_day():
     staged.append(synthetic_columns(LEADS, 5, cursor_start=OCT1.end - 2 * 3600, step=3600))
     staged.append(synthetic_columns(LEADS, 2, cursor_start=OCT2.start + 60, step=60))
     assert staged.rows_by_day() == {date(2026, 10, 1): 2, date(2026, 10, 2): 5}
-    assert (staged.cursor_min, staged.cursor_max) == (OCT1.end - 7200, OCT2.start + 7200)
+    assert (staged.cursors.low, staged.cursors.high) == (OCT1.end - 7200, OCT2.start + 7200)
