@@ -19,6 +19,7 @@ from kommo_dagster.warehouse.sql import (
     check_table_columns,
     column_list,
     create_table_sql,
+    declared_columns,
     quote,
     scalar_int,
     select_casts,
@@ -95,8 +96,7 @@ def _drop_if_drifted(con: duckdb.DuckDBPyConnection, table: Table, *, schema: st
     whole is made again from the contract, in the caller's transaction)."""
     if not table_exists(con, schema=schema, table=table.name):
         return
-    expected = [(c.name, c.duckdb_type) for c in table.columns]
-    if table_columns(con, schema=schema, table=table.name) != expected:
+    if table_columns(con, schema=schema, table=table.name) != declared_columns(table):
         con.execute(f"DROP TABLE {table_ref(schema, table.name)}")
 
 

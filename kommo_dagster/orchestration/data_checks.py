@@ -26,7 +26,13 @@ from kommo_dagster.orchestration.accounts import AccountScope
 from kommo_dagster.orchestration.io_manager import KommoDuckDBResource
 from kommo_dagster.orchestration.translator import AccountSpecs
 from kommo_dagster.settings import Settings
-from kommo_dagster.warehouse.sql import quote, table_columns, table_exists, table_ref
+from kommo_dagster.warehouse.sql import (
+    declared_columns,
+    quote,
+    table_columns,
+    table_exists,
+    table_ref,
+)
 from kommo_dagster.warehouse.tables import Table
 
 CONTRACT_COLUMNS = "contract_columns"
@@ -66,7 +72,7 @@ class Check:
 def contract_columns(
     con: duckdb_lib.DuckDBPyConnection, stream: Relation, *, schema: str
 ) -> Outcome:
-    expected = [(c.name, c.duckdb_type) for c in stream.columns]
+    expected = declared_columns(stream)
     if not table_exists(con, schema=schema, table=stream.name):
         return Outcome(False, f"{schema}.{stream.name} does not exist", {})
     actual = table_columns(con, schema=schema, table=stream.name)

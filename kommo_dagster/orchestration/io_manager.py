@@ -41,7 +41,12 @@ from kommo_dagster.warehouse.errors import WarehouseError
 from kommo_dagster.warehouse.locks import connect
 from kommo_dagster.warehouse.registry import get_table, refresh_after_write
 from kommo_dagster.warehouse.slices import WriteResult, read_slice
-from kommo_dagster.warehouse.sql import ContractTable, catalog_name, table_exists
+from kommo_dagster.warehouse.sql import (
+    ContractTable,
+    catalog_name,
+    declared_columns,
+    table_exists,
+)
 from kommo_dagster.warehouse.staging import StagedRows
 from kommo_dagster.warehouse.views import history_table_name
 from kommo_dagster.warehouse.windows import EpochWindow
@@ -249,7 +254,7 @@ def table_schema(
     so a schema-change check compares reality, not the declaration.
     """
     descriptions = {c.name: c.description for c in stream.columns}
-    pairs = actual if actual is not None else [(c.name, c.duckdb_type) for c in stream.columns]
+    pairs = actual if actual is not None else declared_columns(stream)
     return dg.TableSchema(
         columns=[
             dg.TableColumn(name=name, type=data_type, description=descriptions.get(name))

@@ -69,6 +69,11 @@ def table_columns(
     ]
 
 
+def declared_columns(table: ContractTable) -> list[tuple[str, str]]:
+    """``[(name, DuckDB type)]`` of the declaration, in order: what `table_columns` must read."""
+    return [(c.name, c.duckdb_type) for c in table.columns]
+
+
 def check_table_columns(
     con: duckdb.DuckDBPyConnection,
     stream: ContractTable,
@@ -77,7 +82,7 @@ def check_table_columns(
     catalog: str | None = None,
 ) -> None:
     actual = table_columns(con, schema=schema, table=stream.name, catalog=catalog)
-    expected = [(c.name, c.duckdb_type) for c in stream.columns]
+    expected = declared_columns(stream)
     if actual != expected:
         raise TableSchemaMismatch(
             f"{schema}.{stream.name} has columns {actual}, but the contract wants {expected}. "
@@ -139,6 +144,7 @@ __all__ = [
     "check_table_columns",
     "column_definitions",
     "create_table_sql",
+    "declared_columns",
     "is_file_database",
     "quote",
     "scalar_int",
