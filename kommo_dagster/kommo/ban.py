@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,7 +67,9 @@ class IPBan:
         if at is None:
             at = time.time()
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            # One file per writer, threads of one process included: the record is swapped in
+            # whole, whoever writes it last.
+            tmp = self.path.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")
             tmp.write_text(json.dumps({"at": at, "host": self.key, "path": path}))
             tmp.replace(self.path)
         return KommoIPBlockedError(self.message(at, met=True, path=path), status=403, path=path)

@@ -124,3 +124,33 @@ def test_two_processes_stop_at_the_first_block(sandbox_factory, tmp_path):
     ):
         client.get("/api/v4/account")
     assert sb.stats()["requests"] == sent
+
+
+def test_threads_meeting_the_block_at_once_all_record_it(tmp_path):
+    """A client's worker threads draw the block page together: each records it (one file, a
+    readable record) and raises the block error, never a file error from another's write."""
+    import json
+    import threading
+
+    ban = IPBan(key="acc.kommo.com", directory=tmp_path, cooldown=3600)
+    for attempt in range(30):
+        ban.clear()
+        start = threading.Barrier(8)
+        errors: list[BaseException] = []
+
+        def meet(start: threading.Barrier = start, errors: list = errors) -> None:
+            start.wait()
+            try:
+                error = ban.record(path="/api/v4/leads")
+                assert isinstance(error, KommoIPBlockedError)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=meet) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [], f"attempt {attempt}: {errors[0]!r}"
+        assert json.loads(ban.path.read_text())["path"] == "/api/v4/leads"
+        assert sorted(p.name for p in tmp_path.iterdir()) == [ban.path.name]
