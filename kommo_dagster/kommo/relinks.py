@@ -89,9 +89,11 @@ class LinkEvents:
             self.named[plural].add(rid)
 
     def summary(self) -> str:
-        """What the window's link events named, for the run's log."""
+        """What the window's link events named and what that re-reads, for the run's log."""
+        if not self.events:
+            return "no link events in the window, so no links to re-read"
         named = ", ".join(f"{len(ids)} {entity}" for entity, ids in self.named.items() if ids)
-        return f"{self.events} link events name {named or 'no record'}"
+        return f"{self.events} link events name {named or 'no record'}; their links re-read"
 
     def refresh(self, client: Getter) -> list[LinkRows]:
         """The current links of every named lead and contact, `LINKS_BATCH` ids a request."""

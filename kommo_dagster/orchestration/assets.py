@@ -229,7 +229,7 @@ def _stage_batches(
         staged.links.append(links)
     if relinks is not None:
         staged.links += relinks.refresh(client)
-        log(f"{name}: {relinks.summary()}; their links re-read")
+        log(f"{name}: {relinks.summary()}")
 
 
 @contextlib.contextmanager

@@ -203,11 +203,14 @@ def test_every_link_event_reading_names_both_records():
         ]
     )
     events = LinkEvents()
+    assert events.summary() == "no link events in the window, so no links to re-read"
     events.add(batch)
     assert events.named["leads"] == {1, 2, 3}
     assert events.named["contacts"] == {30, 31, 32, 33}
     assert events.named["companies"] == {40}
-    assert events.summary() == "4 link events name 3 leads, 4 contacts, 1 companies"
+    assert events.summary() == (
+        "4 link events name 3 leads, 4 contacts, 1 companies; their links re-read"
+    )
 
 
 class _Fake:
