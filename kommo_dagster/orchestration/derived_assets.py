@@ -47,7 +47,7 @@ from kommo_dagster.warehouse.registry import (
     link_relations,
     refresh_after_write,
 )
-from kommo_dagster.warehouse.slices import WriteResult
+from kommo_dagster.warehouse.slices import WriteResult, one_transaction
 from kommo_dagster.warehouse.sql import catalog_name, quote, table_exists, table_ref
 from kommo_dagster.warehouse.tables import (
     SLICED_KINDS,
@@ -426,14 +426,9 @@ def _view_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
 def _rebuild(con: duckdb.DuckDBPyConnection, table: Table, *, build: _Build) -> dict[str, str]:
     """Rebuild the view, and what follows it, in a transaction; its columns' descriptions."""
     ctx = RefreshContext(con=con, schema=build.settings.schema)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with one_transaction(con):
         result = table.refresh(ctx)  # type: ignore[misc]
         build.refresh(con, table.name)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     described = result if isinstance(result, Mapping) else {}
     return dict(table.column_descriptions) | dict(described)
 
