@@ -168,9 +168,11 @@ class _Build:
         self.settings, self.specs, self.account_schemas = settings, specs, account_schemas
         self.selected = _selected_names(settings)
 
-    def refresh(self, con: duckdb.DuckDBPyConnection, written: str) -> dict[str, Any]:
-        """Rebuild what follows a write of ``written``, in the caller's transaction."""
-        return refresh_after_write(
+    def refresh(self, con: duckdb.DuckDBPyConnection, written: str) -> None:
+        """Rebuild what follows a write of ``written``, in the caller's transaction. What the
+        refreshes return is not reported: only views follow a derived relation (the account's
+        and the ``kommo_all`` ones), and a write reports the relation it wrote."""
+        refresh_after_write(
             con, written, schema=self.settings.schema, account_schemas=self.account_schemas
         )
 
