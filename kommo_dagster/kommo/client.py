@@ -109,23 +109,9 @@ class KommoClient:
         self.progress_interval = progress_interval
         self.max_rewalks = max_rewalks
         self.limiter = self._limiter(margin=rate_limit_margin)
-        self.ban = IPBan(
-            key=account_key(self.base_url),
-            directory=Path(self.rate_limit_dir),
-            cooldown=settings.ban_cooldown_seconds,
-        )
+        self.ban = self._ban()
         self._stats = StatsRecorder()
-        self._transport = HostCheckedTransport(
-            env_prefix=settings.env_prefix,
-            base_url=self.base_url,
-            token=settings.token,
-            limiter=self.limiter,
-            ban=self.ban,
-            stats=self._stats,
-            pool_size=self.max_workers + 1,
-            timeout=timeout,
-            retry=retry or RetryPolicy(),
-        )
+        self._transport = self._build_transport(timeout=timeout, retry=retry or RetryPolicy())
         self._workers = _Workers(self.max_workers, closed=self._transport.cancelled)
 
     def _limiter(self, *, margin: float) -> SharedRateLimiter | None:
@@ -137,6 +123,32 @@ class KommoClient:
             requests_per_second=self.requests_per_second,
             directory=Path(self.rate_limit_dir),
             margin=margin,
+        )
+
+    def _ban(self) -> IPBan:
+        """The account's ban, recorded beside the shared budget: every client of this machine
+        waits out a ban one of them met."""
+        return IPBan(
+            key=account_key(self.base_url),
+            directory=Path(self.rate_limit_dir),
+            cooldown=self.settings.ban_cooldown_seconds,
+        )
+
+    def _build_transport(
+        self, *, timeout: tuple[float, float], retry: RetryPolicy
+    ) -> HostCheckedTransport:
+        """The pooled connections every request goes through, behind the limiter and the ban:
+        one kept alive for each worker and one for the calling thread's requests."""
+        return HostCheckedTransport(
+            env_prefix=self.settings.env_prefix,
+            base_url=self.base_url,
+            token=self.settings.token,
+            limiter=self.limiter,
+            ban=self.ban,
+            stats=self._stats,
+            pool_size=self.max_workers + 1,
+            timeout=timeout,
+            retry=retry,
         )
 
     @classmethod

@@ -114,6 +114,20 @@ def test_a_closed_client_starts_no_workers_again(account, client_for):
         list(client.iter_records("statuses", parent_ids=[first]))
 
 
+def test_the_limiter_and_the_ban_are_the_accounts_files_of_the_settings(
+    account, client_for, tmp_path
+):
+    client = client_for(account, requests_per_second=3, ban_cooldown_seconds=60)
+    limiter, ban = client.limiter, client.ban
+    assert limiter is not None and limiter.capacity == 3
+    # One account key, one directory: every client of the account on the machine shares both.
+    assert limiter.path == tmp_path / "rate" / f"kommo-{ban.key}.ratelimit"
+    assert (ban.path, ban.cooldown) == (tmp_path / "rate" / f"kommo-{ban.key}.banned", 60)
+    assert not limiter.path.exists()
+    assert fetch(client, "pipelines") and limiter.path.exists()  # the requests went through it
+    assert client_for(account, requests_per_second=None).limiter is None
+
+
 @pytest.mark.timeout(180)
 def test_a_large_window_is_split_and_costs_near_the_minimum(sandbox_factory, client_for):
     sb = sandbox_factory(leads=4000, requests_per_second=None, latency_ms=5)
