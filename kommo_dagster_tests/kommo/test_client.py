@@ -268,7 +268,7 @@ def test_a_busy_top_of_a_past_window_costs_the_minimum(sandbox_factory, client_f
     them (an import creating 50 leads a minute). The first page's density promises thousands of
     pages, yet no walk asks for a page past the end: ceil(rows / 100) requests. The window
     starts after the sandbox's bulk edit (hundreds of events in one second), which misleads
-    a density in its own way (see `PagesWalk._last_page`)."""
+    a density in its own way (see `QueryPages.last_to_share`)."""
     sb = sandbox_factory(leads=300, requests_per_second=None, latency_ms=5)
     t = int(END.timestamp()) + 60
     for minute in range(20):

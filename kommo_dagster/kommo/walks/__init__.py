@@ -65,10 +65,11 @@ order, so it may repeat a row (dropped by id) but never skip one; only a departu
   tells no count, so the page a new walk starts at is a guess, and one past the end costs a
   request for nothing; events are not spread evenly (a busy hour, a quiet day), so the guess
   is held low: half what the density so far promises, and at most twice the pages the query
-  has shown (`PagesWalk._last_page`). In a window that includes now, new events enter at the
-  top and push rows down: rows can repeat on the next page but never skip one; such a window
-  is split by time, each walk paging its own part from the top. Repeats are dropped by id in
-  every window, so that even a server that inserts events among past ones cannot double a row.
+  has shown (`QueryPages.last_to_share`). In a window that includes now, new events enter at
+  the top and push rows down: rows can repeat on the next page but never skip one; such a
+  window is split by time, each walk paging its own part from the top. Repeats are dropped by
+  id in every window, so that even a server that inserts events among past ones cannot double
+  a row.
 
 In every stream each (id, cursor) is yielded at most once per extraction (and the write keeps one
 row per key whatever it is handed), every record that stays is yielded, and a record that changed

@@ -32,62 +32,154 @@ class ShownPages:
 
 
 @dataclass(eq=False, kw_only=True)
+class QueryPages:
+    """The pages of one offset-paged query that a walk reads.
+
+    The query's filter range ``[lo, hi]`` stays fixed for the life of every walk reading its
+    pages, as a page number means the same rows only while the query does. ``page`` is the next
+    page to ask and ``last`` the last one this walk reads (None: until a page says there is no
+    more); a split by page hands the pages after ``last`` to a new walk of the same query, and
+    the two share ``shown``.
+    """
+
+    lo: int
+    hi: int
+    page: int = 1
+    last: int | None = None
+    shown: ShownPages = field(default_factory=ShownPages)
+
+    def settled(self, server_now: int | None) -> bool:
+        """Whether the query's range ended well before the server's clock (`SETTLED`): no event
+        enters it any more, so its pages keep their rows and a split by page is exact."""
+        return server_now is not None and self.hi < server_now - SETTLED
+
+    def show(self, *, has_next: bool) -> None:
+        """Count the current page, which came back with rows, and the next one if announced."""
+        self.shown.pages = max(self.shown.pages, self.page + 1 if has_next else self.page)
+
+    def advance(self) -> bool:
+        """Move on to the next page; False when the current one is this walk's last."""
+        if self.page == self.last:
+            return False
+        self.page += 1
+        return True
+
+    def left(self, pages: float) -> float:
+        """``pages``, what a walk's density promises it has left, held to the pages it has left
+        to read when a split gave the later ones to another walk."""
+        if self.last is None:
+            return pages
+        return min(pages, float(self.last - self.page + 1))
+
+    def last_to_share(self, first_free: int, pages_left: float) -> int:
+        """The last page this walk may share: its own last page once the query has shown it
+        holds that many, else a guess, and a first page past the query's end costs a request
+        for nothing. Kommo says nothing of how events spread over a window: a busy hour at its
+        top can hold several times the window's mean, a quiet day at its bottom a third of it.
+        So the guess counts on half the pages the density so far promises (``pages_left``),
+        and on at most twice the pages the query has shown (a galloping search): the new walk
+        starts a quarter of the promise, and at most half again the pages known to exist, past
+        where this one stands. It stays a guess: a density read off a page that a bulk edit's
+        crowded second fills can still promise several times what lies below."""
+        if self.last is not None and self.last <= self.shown.pages:
+            return self.last
+        end = min(first_free - 1 + int(pages_left / 2), 2 * self.shown.pages)
+        return end if self.last is None else min(end, self.last)
+
+    def hand_over(self, *, inflight: bool, pages_left: float) -> QueryPages | None:
+        """The second half of the pages left (the page in flight stays here), for a new walk
+        of the same query, and this walk's pages end before them: every page is read once, by
+        one walk, and none is cut short. None when there is no page to hand over."""
+        first_free = self.page + 1 if inflight else self.page
+        end = self.last_to_share(first_free, pages_left)
+        first = first_free + (end - first_free + 1) // 2
+        if first <= first_free or first > end:
+            return None
+        handed = QueryPages(lo=self.lo, hi=self.hi, page=first, last=self.last, shown=self.shown)
+        self.last = first - 1
+        return handed
+
+
+@dataclass(eq=False)
+class RowsMet:
+    """What a newest-first walk has met of its query's rows, page after page: how many, the
+    oldest and newest cursor, and whether they all came newest first (out of order, the walk
+    cannot tell where it stands and pages to the end). ``top`` is the newest row of the first
+    page of a walk that starts after a split by page, where its share of the window begins."""
+
+    count: int = 0
+    oldest: int | None = None
+    newest: int | None = None
+    top: int | None = None
+    monotone: bool = True
+
+    def meet(self, cursors: list[int], *, later_page: bool) -> None:
+        """Take in the cursors of a page (not empty, in the order served); ``later_page``
+        when it is not the query's first."""
+        if any(a < b for a, b in itertools.pairwise(cursors)):
+            self.monotone = False
+        if later_page and self.newest is None:
+            self.top = max(cursors)
+        oldest = min(cursors)
+        self.newest = max(self.newest or 0, *cursors)
+        self.oldest = oldest if self.oldest is None else min(oldest, self.oldest)
+        self.count += len(cursors)
+
+    def density(self, hi: int) -> float:
+        """Rows per second of cursor between the oldest row met and the newest up to ``hi``,
+        for the split decisions and the progress of the walk. Only once a page was met."""
+        assert self.oldest is not None and self.newest is not None
+        return rows_per_second(self.count, self.oldest, min(hi, self.newest))
+
+
+@dataclass(eq=False, kw_only=True)
 class PagesWalk(Walk):
     """Offset paging of one filter range, one page at a time.
 
-    Events (``newest_first``): in a window that lies in the past a split hands the pages from
-    ``first_page`` on to a new walk of the same query and this one stops before them
-    (``last_page``); in a window that reaches now, a split raises ``lo`` and hands the older
-    part to another walk, and this one stops once its pages pass below ``lo``. Tasks: ordered
-    by id, never split (a new filter range would invalidate the offsets).
+    Events (``newest_first``): in a window that lies in the past a split hands the later pages
+    of the same query to a new walk and this one stops before them (`QueryPages.hand_over`); in
+    a window that reaches now, a split raises ``lo`` and hands the older part to another walk,
+    and this one stops once its pages pass below ``lo`` (`RowsMet`). Tasks: ordered by id, never
+    split (a new filter range would invalidate the offsets).
     """
 
     cursor: str = "updated_at"
     order: tuple[tuple[str, str], ...] = ()
     newest_first: bool = False
-    # The filter range of the query; fixed for the walk's life so offsets stay meaningful.
-    query_lo: int = 0
-    query_hi: int = 0
-    page: int = 1
+    # Drop a row whose id this walk has yielded already.
     dedupe: bool = False
-    seen: set = field(default_factory=set)
-    oldest_seen: int | None = None
-    newest_seen: int | None = None
-    monotone: bool = True
-    # A probe reads one page only and notes whether there was more.
+    # A probe reads one page only and notes whether there was more (`probe_full`).
     probe_only: bool = False
-    probe_full: bool = False
-    rows_seen: int = 0
-    # The last page this walk reads, when a split handed the pages after it to another walk.
-    last_page: int | None = None
+    pages: QueryPages = field(init=False)
+    met: RowsMet = field(default_factory=RowsMet, init=False)
+    # The ids yielded so far, where repeats are dropped.
+    seen: set[Any] = field(default_factory=set, init=False)
     # The server's clock at the last answer (Unix seconds), to tell a window in the past.
-    server_now: int | None = None
-    # The newest row of the first page, for a walk that starts after a split by page.
-    top: int | None = None
-    # The pages the query has shown to hold, shared with the walks split from this one.
-    shown: ShownPages = field(default_factory=ShownPages)
+    server_now: int | None = field(default=None, init=False)
+    # Whether the last page was full and announced another: for a probe, that there is more.
+    probe_full: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
-        self.query_lo, self.query_hi = self.lo, self.hi
+        self.pages = QueryPages(lo=self.lo, hi=self.hi)
 
     def remaining_seconds(self) -> int:
         if self.done:
             return 0
         if self.newest_first:
-            top = self.hi if self.oldest_seen is None else self.oldest_seen
+            top = self.hi if self.met.oldest is None else self.met.oldest
             return max(0, top - self.lo + 1)
-        return max(0, self.hi - self.lo + 1) if self.page == 1 else 0
+        return max(0, self.hi - self.lo + 1) if self.pages.page == 1 else 0
 
     def next_job(self) -> Job | None:
         if self.done:
             return None
         params = [
             *self.base,
-            (f"filter[{self.cursor}][from]", self.query_lo),
-            (f"filter[{self.cursor}][to]", self.query_hi),
+            (f"filter[{self.cursor}][from]", self.pages.lo),
+            (f"filter[{self.cursor}][to]", self.pages.hi),
             *self.order,
             ("limit", self.limit),
-            ("page", self.page),
+            ("page", self.pages.page),
         ]
         return self._get(params)
 
@@ -95,17 +187,15 @@ class PagesWalk(Walk):
         """Newest first: from the top of this walk's pages (the window's top, or the newest row
         of its first page after a split by page) down to the oldest row it met, or to ``lo``
         once it has read its last page."""
-        if not self.newest_first or self.oldest_seen is None:
+        met = self.met
+        if not self.newest_first or met.oldest is None:
             return super().covered_seconds()
-        top = self.hi if self.top is None else self.top
-        bottom = self.lo if self.done and self.last_page is None else self.oldest_seen
+        top = self.hi if met.top is None else met.top
+        bottom = self.lo if self.done and self.pages.last is None else met.oldest
         return max(0, top - bottom + 1)
 
     def remaining_pages(self) -> float:
-        pages = super().remaining_pages()
-        if self.last_page is None:
-            return pages
-        return min(pages, float(self.last_page - self.page + 1))
+        return self.pages.left(super().remaining_pages())
 
     def on_result(self, job: Job, result: Any) -> list[dict[str, Any]]:
         self.requests += 1
@@ -115,8 +205,21 @@ class PagesWalk(Walk):
         if not records:
             self.done = True
             return []
-        self.shown.pages = max(self.shown.pages, self.page + 1 if has_next else self.page)
+        self.pages.show(has_next=has_next)
         cursors = cursor_values(self.stream, records, self.cursor)
+        out = self._kept(records, cursors)
+        full = len(records) >= self.limit and has_next
+        if self.newest_first and self._meet(cursors):
+            full = False
+        if not (full and not self.probe_only and self.pages.advance()):
+            self.done = True
+        self.rows += len(out)
+        self.probe_full = full
+        return out
+
+    def _kept(self, records: list[dict[str, Any]], cursors: list[int]) -> list[dict[str, Any]]:
+        """The rows of a page this walk yields: those inside its bounds (a split by time may
+        have raised ``lo`` above the query's), each id once where repeats are dropped."""
         lo, hi = self.lo, self.hi
         if self.dedupe:
             seen = self.seen
@@ -125,54 +228,42 @@ class PagesWalk(Walk):
                 if lo <= c <= hi and r["id"] not in seen:
                     seen.add(r["id"])
                     out.append(r)
-        elif lo == self.query_lo:
-            out = records
-        else:
-            out = [r for r, c in zip(records, cursors, strict=True) if lo <= c <= hi]
-        full = len(records) >= self.limit and has_next
-        if self.newest_first:
-            if any(a < b for a, b in itertools.pairwise(cursors)):
-                if self.monotone:
-                    log.warning("%s are not newest first; paging to the end", self.stream.name)
-                self.monotone = False
-            oldest = min(cursors)
-            if self.page > 1 and self.newest_seen is None:
-                self.top = max(cursors)
-            self.newest_seen = max(self.newest_seen or 0, *cursors)
-            self.oldest_seen = oldest if self.oldest_seen is None else min(oldest, self.oldest_seen)
-            self.rows_seen += len(records)
-            self.density = rows_per_second(
-                self.rows_seen, self.oldest_seen, min(self.hi, self.newest_seen)
-            )
-            if self.monotone and self.oldest_seen < lo:
-                full = False
-        if full and not self.probe_only and self.page != self.last_page:
-            self.page += 1
-        else:
-            self.done = True
-        self.rows += len(out)
-        self.probe_full = full
-        return out
+            return out
+        if lo == self.pages.lo:
+            return records
+        return [r for r, c in zip(records, cursors, strict=True) if lo <= c <= hi]
+
+    def _meet(self, cursors: list[int]) -> bool:
+        """Take in a newest-first page and the density it tells; True once the pages, in
+        order, have passed below ``lo``: what lies below is another walk's since a split."""
+        met = self.met
+        monotone = met.monotone
+        met.meet(cursors, later_page=self.pages.page > 1)
+        if monotone and not met.monotone:
+            log.warning("%s are not newest first; paging to the end", self.stream.name)
+        self.density = met.density(self.hi)
+        return met.monotone and met.oldest is not None and met.oldest < self.lo
 
     def split(self, *, cut: bool = True) -> Walk | None:
-        if not self.newest_first or not self.monotone or self.done or self.oldest_seen is None:
+        met = self.met
+        if not self.newest_first or not met.monotone or self.done or met.oldest is None:
             return None
         if self.remaining_pages() < MIN_SPLIT_PAGES:
             return None
-        if self._in_the_past():
+        if self.pages.settled(self.server_now):
             return self._split_pages()
         if not cut:
             return None
         # Events come newest first: keep the page in flight (and a half) below what was seen.
-        keep = max((self.oldest_seen - self.lo) // 2, seconds_for(1.5, self))
-        mid = self.oldest_seen - keep
+        keep = max((met.oldest - self.lo) // 2, seconds_for(1.5, self))
+        mid = met.oldest - keep
         if mid <= self.lo:
             return None
         new = self._sibling(lo=self.lo, hi=mid)
         self.lo = mid + 1
         return new
 
-    def _sibling(self, *, lo: int, hi: int, **state: Any) -> PagesWalk:
+    def _sibling(self, *, lo: int, hi: int) -> PagesWalk:
         """A new newest-first walk of ``[lo, hi]`` with this one's stream and settings."""
         return PagesWalk(
             stream=self.stream,
@@ -187,46 +278,16 @@ class PagesWalk(Walk):
             newest_first=True,
             dedupe=self.dedupe,
             density=self.density,
-            **state,
         )
-
-    def _in_the_past(self) -> bool:
-        """Whether the query's window ended well before the server's clock (`SETTLED`): no
-        event enters it any more, so its pages keep their rows and a split by page is exact."""
-        return self.server_now is not None and self.query_hi < self.server_now - SETTLED
-
-    def _last_page(self, first_free: int) -> int:
-        """The last page this walk may share: its own last page once the query has shown it
-        holds that many, else a guess, and a first page past the query's end costs a request
-        for nothing. Kommo says nothing of how events spread over a window: a busy hour at its
-        top can hold several times the window's mean, a quiet day at its bottom a third of it.
-        So the guess counts on half the pages the density so far promises, and on at most
-        twice the pages the query has shown (a galloping search): the new walk starts a
-        quarter of the promise, and at most half again the pages known to exist, past where
-        this one stands. It stays a guess: a density read off a page that a bulk edit's
-        crowded second fills can still promise several times what lies below."""
-        if self.last_page is not None and self.last_page <= self.shown.pages:
-            return self.last_page
-        end = min(first_free - 1 + int(self.remaining_pages() / 2), 2 * self.shown.pages)
-        return end if self.last_page is None else min(end, self.last_page)
 
     def _split_pages(self) -> PagesWalk | None:
-        """Hand the second half of the pages left to a new walk of the same query: every page
-        is read once, by one walk, and none is cut short."""
-        first_free = self.page + 1 if self.inflight else self.page
-        end = self._last_page(first_free)
-        first = first_free + (end - first_free + 1) // 2
-        if first <= first_free or first > end:
+        """A new walk of the same query reading the second half of the pages left."""
+        handed = self.pages.hand_over(inflight=self.inflight, pages_left=self.remaining_pages())
+        if handed is None:
             return None
-        new = self._sibling(
-            lo=self.query_lo,
-            hi=self.query_hi,
-            page=first,
-            last_page=self.last_page,
-            server_now=self.server_now,
-            shown=self.shown,
-        )
-        self.last_page = first - 1
+        new = self._sibling(lo=handed.lo, hi=handed.hi)
+        new.server_now = self.server_now
+        new.pages = handed
         return new
 
 
@@ -240,6 +301,8 @@ def even_bounds(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
 
 __all__ = [
     "PagesWalk",
+    "QueryPages",
+    "RowsMet",
     "ShownPages",
     "even_bounds",
 ]
