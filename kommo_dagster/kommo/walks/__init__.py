@@ -32,8 +32,8 @@ order, so it may repeat a row (dropped by id) but never skip one; only a departu
   that stays is on a page that yields it, whichever end reaches it first, and none twice.
   When a page is full of one second ``T`` (or ends with `CROWD_SHARE` of it or more in ``T``,
   which likely goes on), that second leaves the gap and is read on its own (``from = to = T``)
-  by id, skipping the ids already yielded: the first page ascending and the first page
-  descending. If they overlap, every record that stayed in ``T`` was on one of them
+  by id (`CrowdedSecond`), skipping the ids already yielded: the first page ascending and the
+  first page descending. If they overlap, every record that stayed in ``T`` was on one of them
   (one missing from both would lie above the first page's highest id and below the second's
   lowest), whatever arrived or left meanwhile. Only a second of over two pages is offset-paged;
   a record leaving ``T`` meanwhile could then shift another past a page boundary, but only if

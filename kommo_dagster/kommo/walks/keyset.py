@@ -1,5 +1,6 @@
 """Keyset walks (leads, contacts, companies, tasks): a walk from one end of a `Gap` on the
-cursor, and the closing checks of a crowded second (see the package docstring)."""
+cursor, and the closing checks of a crowded second, which the walk reads by id as a
+`CrowdedSecond` (see the package docstring)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ from kommo_dagster.kommo.walks.base import (
     log,
     records_of,
     seconds_for,
-    server_since,
 )
+from kommo_dagster.kommo.walks.crowded import CrowdedSecond
 
 # A page whose last second holds this share of it or more goes on with that second by id.
 CROWD_SHARE = 0.2
@@ -104,20 +105,11 @@ class KeysetWalk(Walk):
     max_rewalks: int = 3
     gap: Gap | None = None
     descending: bool = False
-    # Paging inside one crowded second: "asc" (first page by id), "desc" (first page by id
-    # descending), then, only for seconds of over two pages, "pages" (offset pages by id).
-    phase: str = "walk"  # "walk", "second", "check"
-    second: int = 0
-    second_step: str = "asc"
-    second_page: int = 1
-    second_ids: set = field(default_factory=set)
-    # Ids met by the current walk of the second (the ones whose departure could shift others).
-    second_walk_ids: set = field(default_factory=set)
-    second_asc_max: Any = None
-    second_desc_min: Any = None
-    second_since: int | None = None
-    second_started: float = 0.0
-    second_rewalks: int = 0
+    # "walk" (pages of the gap), "second" (pages of a crowded second by id), "check" (the
+    # closing check of a crowded second that needed offset pages).
+    phase: str = "walk"
+    # The crowded second being read: there exactly while the phase is not "walk".
+    crowded: CrowdedSecond | None = None
     first_seen: int | None = None
     rows_seen: int = 0
 
@@ -150,17 +142,8 @@ class KeysetWalk(Walk):
         if self.phase == "check":
             return self._check_job()
         if self.phase == "second":
-            desc = self.second_step == "desc"
-            return self._get(
-                [
-                    *self.base,
-                    (f"filter[{self.cursor}][from]", self.second),
-                    (f"filter[{self.cursor}][to]", self.second),
-                    ("order[id]", "desc" if desc else "asc"),
-                    ("limit", self.limit),
-                    ("page", 1 if desc else self.second_page),
-                ]
-            )
+            query = self._crowded().query(cursor=self.cursor, limit=self.limit)
+            return self._get([*self.base, *query])
         g = self.gap
         assert g is not None
         if g.closed:
@@ -261,15 +244,16 @@ class KeysetWalk(Walk):
             partner.done = True
 
     def _start_second(self, second: int, ids: set) -> None:
+        """Take ``second`` out of the gap and read it by id (``ids``: those a page yielded)."""
         assert self.gap is not None
         self.phase = "second"
-        self.second = second
-        self.second_step, self.second_page = "asc", 1
-        self.second_ids = ids | self.gap.take(descending=self.descending, second=second)
-        self.second_walk_ids = set()
-        self.second_since = None
-        self.second_started = time.time()
-        self.second_rewalks = 0
+        seen = self.gap.take(descending=self.descending, second=second)
+        self.crowded = CrowdedSecond(second=second, ids=ids | seen)
+
+    def _crowded(self) -> CrowdedSecond:
+        """The crowded second being read (only asked for while there is one)."""
+        assert self.crowded is not None
+        return self.crowded
 
     def _learn(self, n: int, first: int, last: int) -> None:
         if self.first_seen is None:
@@ -280,42 +264,15 @@ class KeysetWalk(Walk):
     def _on_second_page(
         self, records: list[dict[str, Any]], has_next: bool, resp: Response
     ) -> list[dict[str, Any]]:
-        """Second ``T`` by id: the first page ascending, then the first page descending. If the
-        two overlap, every record that stayed in ``T`` was on one of them: a record missing from
-        both would lie above the ascending page's highest id and below the descending page's
-        lowest, which the overlap rules out. Only a second of over two pages needs offset pages,
-        and then the closing check."""
-        if self.second_since is None:
-            self.second_since = server_since(self.second_started, resp)
-        ids = self.second_ids
-        out = [r for r in records if r.get("id") not in ids]
-        for r in out:
-            if r.get(self.cursor) != self.second:
-                raise KommoResponseError(
-                    f"Kommo returned a {self.stream.name} record outside the requested second"
-                )
-        ids.update(r["id"] for r in out)
-        page_ids = [r.get("id") for r in records]
-        self.second_walk_ids.update(page_ids)
+        """A page of the crowded second by id (see `CrowdedSecond`): its new records, then the
+        next page, the gap again, or the closing check."""
+        crowded = self._crowded()
+        out = crowded.new_records(records, resp, cursor=self.cursor, stream=self.stream.name)
         full = len(records) >= self.limit and has_next
-        step = self.second_step
-        if not full and step != "pages":
-            # One answer held the whole second.
+        step = crowded.advance([r.get("id") for r in records], full=full)
+        if step == "done":
             self._second_done()
-        elif step == "asc":
-            self.second_asc_max = max(page_ids)
-            self.second_step = "desc"
-        elif step == "desc":
-            lowest = min(page_ids)
-            if lowest <= self.second_asc_max:
-                self._second_done()
-            else:
-                self.second_desc_min = lowest
-                self.second_step, self.second_page = "pages", 2
-        elif full and max(page_ids) < self.second_desc_min:
-            self.second_page += 1
-        else:
-            # Offset pages met the descending page: check nothing left the second meanwhile.
+        elif step == "check":
             self.phase = "check"
         self.rows += len(out)
         return out
@@ -323,14 +280,16 @@ class KeysetWalk(Walk):
     def _second_done(self) -> None:
         """Back to the gap (taken out of it, the second is no walk's business any more)."""
         self.phase = "walk"
-        self._reached(self.second)
+        self._reached(self._crowded().second)
+        self.crowded = None
         assert self.gap is not None
         if self.gap.closed:
             self.done = True
 
     def _check_job(self) -> Job:
-        second, ids = self.second, frozenset(self.second_walk_ids)
-        since = self.second_since or int(time.time()) - CLOCK_SLACK
+        crowded = self._crowded()
+        second, ids = crowded.second, frozenset(crowded.walk_ids)
+        since = crowded.since or int(time.time()) - CLOCK_SLACK
         stream, transport, kind = self.stream, self.transport, self.kind
 
         def run() -> tuple[bool, int]:
@@ -346,27 +305,27 @@ class KeysetWalk(Walk):
         return Job(walk=self, run=run, kind="check")
 
     def _on_check(self, result: tuple[bool, int]) -> list[dict[str, Any]]:
+        """The closing check's answer: back to the gap when nothing the walk of the second met
+        changed meanwhile, else walk the second again (a bounded number of times)."""
         stable, requests = result
         self.requests += requests
         if stable:
             self._second_done()
             return []
-        self.second_rewalks += 1
-        if self.second_rewalks > self.max_rewalks:
+        crowded = self._crowded()
+        crowded.rewalks += 1
+        if crowded.rewalks > self.max_rewalks:
             raise KommoConsistencyError(
-                f"{self.stream.name}: the {self.limit}+ records updated at {self.second} kept "
-                f"changing during {self.second_rewalks} walks of that second; retry later"
+                f"{self.stream.name}: the {self.limit}+ records updated at {crowded.second} kept "
+                f"changing during {crowded.rewalks} walks of that second; retry later"
             )
         log.info(
             "%s: records of second %d changed while it was paged; walking it again",
             self.stream.name,
-            self.second,
+            crowded.second,
         )
         self.phase = "second"
-        self.second_step, self.second_page = "asc", 1
-        self.second_walk_ids = set()
-        self.second_since = None
-        self.second_started = time.time()
+        crowded.restart()
         return []
 
     def split(self, *, cut: bool = True) -> Walk | None:
