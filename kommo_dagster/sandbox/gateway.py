@@ -16,10 +16,11 @@ from http.server import BaseHTTPRequestHandler
 
 import orjson
 
+from kommo_dagster.sandbox.arrival_clock import Arrival
 from kommo_dagster.sandbox.config import SandboxConfig
 from kommo_dagster.sandbox.faults import Faults
 from kommo_dagster.sandbox.responses import HTML, JSON, Response, html_page, problem
-from kommo_dagster.sandbox.stats import Arrival, Stats
+from kommo_dagster.sandbox.stats import Stats
 
 MAX_URL_LENGTH = 8192
 _LOGIN_PAGE = b"<!doctype html><html><body>Sign in</body></html>"
