@@ -553,61 +553,122 @@ def build_lead(
     updated_at: int,
     deleted: bool,
 ) -> tuple[dict[str, Any], int | None, bool]:
-    """A lead as /api/v4/leads serves it, plus its `with=source_id,is_price_modified_by_robot`."""
-    rnd = rng.random
-    users = cat.user_ids
-    pipeline_id = cat.pipelines[bisect.bisect(cat.pipeline_cum_weights, rnd())]["id"]
-    r = rnd()
-    kind = UNSORTED if r < 0.1 else WON if r < 0.3 else LOST if r < 0.45 else OPEN
-    status_id = pick(rng, cat.stage_ids[pipeline_id, kind])
-    closed_at = between(rng, created_at, updated_at) if kind in (WON, LOST) else None
-    name = _messy(row)
-    if name is None:
-        name = f"{pick(rng, cat.words.lead_words)} #{row + 1}"
-        if rnd() < 0.3:
-            name += f" {pick(rng, cat.words.last_names)}"
-    r = rnd()
-    price = (
-        0
-        if r < 0.25 or row % 50 == 7
-        else int(r * 500_000)
-        if r < 0.75
-        else int(r * 5_000)
-        if r < 0.98
-        else 2_147_483_647
-    )
-    companies = []
-    if cat.company_ids and rnd() < 0.35:
-        cid = pick(rng, cat.company_ids)
-        companies.append({"id": cid, "_links": cat.href(f"/api/v4/companies/{cid}")})
+    """A lead as /api/v4/leads serves it, plus its `with=source_id,is_price_modified_by_robot`.
+
+    The steps draw from `rng` in a fixed order (stage, name, price, company, people, details,
+    tags, the `with` values): a seed must give the same account byte for byte, and churn draws
+    from the same sequence, so a change here keeps that order.
+    """
+    stage = _lead_stage(cat, rng, created_at=created_at, updated_at=updated_at)
+    name = _lead_name(cat, rng, row)
+    price = _lead_price(rng.random(), row)
+    companies = _company_links(cat, rng, share=0.35)
     record = {
         "id": id,
         "name": name,
         "price": price,
-        "responsible_user_id": users[int(rnd() * len(users))],
+        "responsible_user_id": cat.user(rng),
         "group_id": pick(rng, cat.group_ids),
-        "status_id": status_id,
-        "pipeline_id": pipeline_id,
-        "loss_reason_id": (
-            pick(rng, cat.loss_reasons)["id"] if kind == LOST and rnd() < 0.7 else None
-        ),
-        "created_by": 0 if rnd() < 0.2 else users[int(rnd() * len(users))],
-        "updated_by": 0 if rnd() < 0.2 else users[int(rnd() * len(users))],
+        "status_id": stage.status_id,
+        "pipeline_id": stage.pipeline_id,
+        "loss_reason_id": _loss_reason_id(cat, rng, stage.kind),
+        "created_by": cat.user(rng, robot_share=0.2),
+        "updated_by": cat.user(rng, robot_share=0.2),
         "created_at": created_at,
         "updated_at": updated_at,
-        "closed_at": closed_at,
-        "closest_task_at": None if rnd() < 0.5 else created_at + below(rng, DAY, 40 * DAY),
-        "is_deleted": deleted,
-        "custom_fields_values": custom_fields_values(cat, "leads", rng, row),
-        "score": None if rnd() < 0.8 else int(rnd() * 101),
-        "account_id": cat.account_id,
-        "labor_cost": None if rnd() < 0.9 else int(rnd() * 100_000),
-        "is_price_computed": rnd() < 0.1,
+        "closed_at": stage.closed_at,
+        **_lead_details(cat, rng, row=row, created_at=created_at, deleted=deleted),
         "_links": cat.href(f"/api/v4/leads/{id}"),
         "_embedded": {"tags": _tags(cat, "leads", rng, row), "companies": companies},
     }
-    source_id = None if rnd() < 0.6 else pick(rng, (11_001, 11_002, 11_003))
-    return record, source_id, rnd() < 0.15
+    source_id = None if rng.random() < 0.6 else pick(rng, (11_001, 11_002, 11_003))
+    return record, source_id, rng.random() < 0.15
+
+
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 5 times as much
+class _LeadStage:
+    """Where a lead stands: its pipeline, its stage's kind and id, and when it was closed."""
+
+    pipeline_id: int
+    kind: str
+    status_id: int
+    closed_at: int | None
+
+
+def _lead_stage(
+    cat: Catalog, rng: random.Random, *, created_at: int, updated_at: int
+) -> _LeadStage:
+    """A pipeline by its share of leads, then a stage: a tenth unsorted, a fifth won, 15% lost.
+
+    Only won and lost leads are closed, at some time of their life.
+    """
+    pipeline_id = cat.pipelines[bisect.bisect(cat.pipeline_cum_weights, rng.random())]["id"]
+    r = rng.random()
+    kind = UNSORTED if r < 0.1 else WON if r < 0.3 else LOST if r < 0.45 else OPEN
+    status_id = pick(rng, cat.stage_ids[pipeline_id, kind])
+    closed_at = between(rng, created_at, updated_at) if kind in (WON, LOST) else None
+    return _LeadStage(pipeline_id, kind, status_id, closed_at)
+
+
+def _lead_name(cat: Catalog, rng: random.Random, row: int) -> str:
+    """A messy name on its rows (see `_messy`), else words, the row number, maybe a surname."""
+    name = _messy(row)
+    if name is None:
+        name = f"{pick(rng, cat.words.lead_words)} #{row + 1}"
+        if rng.random() < 0.3:
+            name += f" {pick(rng, cat.words.last_names)}"
+    return name
+
+
+def _lead_price(r: float, row: int) -> int:
+    """The price for the draw `r`: zero (a quarter, and every 50th row), large, small, or
+    Kommo's int32 maximum (a client must not narrow it)."""
+    if r < 0.25 or row % 50 == 7:
+        return 0
+    if r < 0.75:
+        return int(r * 500_000)
+    if r < 0.98:
+        return int(r * 5_000)
+    return 2_147_483_647
+
+
+def _company_links(cat: Catalog, rng: random.Random, *, share: float) -> list[dict[str, Any]]:
+    """The embedded company of a lead or a contact (with probability `share`), or none."""
+    if cat.company_ids and rng.random() < share:
+        cid = pick(rng, cat.company_ids)
+        return [{"id": cid, "_links": cat.href(f"/api/v4/companies/{cid}")}]
+    return []
+
+
+def _loss_reason_id(cat: Catalog, rng: random.Random, kind: str) -> int | None:
+    """Most lost leads give a reason; no other lead draws for one."""
+    return pick(rng, cat.loss_reasons)["id"] if kind == LOST and rng.random() < 0.7 else None
+
+
+def _closest_task_at(
+    rng: random.Random, created_at: int, *, none_share: float, days: int
+) -> int | None:
+    """No open task (with probability `none_share`), else one due 1 to `days` days after the
+    record was created."""
+    if rng.random() < none_share:
+        return None
+    return created_at + below(rng, DAY, days * DAY)
+
+
+def _lead_details(
+    cat: Catalog, rng: random.Random, *, row: int, created_at: int, deleted: bool
+) -> dict[str, Any]:
+    """The fields after a lead's dates, in the API's order: its next task, custom fields, and
+    the score and labor cost most leads leave empty."""
+    return {
+        "closest_task_at": _closest_task_at(rng, created_at, none_share=0.5, days=40),
+        "is_deleted": deleted,
+        "custom_fields_values": custom_fields_values(cat, "leads", rng, row),
+        "score": None if rng.random() < 0.8 else int(rng.random() * 101),
+        "account_id": cat.account_id,
+        "labor_cost": None if rng.random() < 0.9 else int(rng.random() * 100_000),
+        "is_price_computed": rng.random() < 0.1,
+    }
 
 
 def _person(words: texts.Words, rng: random.Random, row: int) -> tuple[str, str, str]:
@@ -632,10 +693,7 @@ def build_contact(
     deleted: bool,
 ) -> dict[str, Any]:
     name, first, last = _person(cat.words, rng, row)
-    companies = []
-    if cat.company_ids and rng.random() < 0.5:
-        cid = pick(rng, cat.company_ids)
-        companies.append({"id": cid, "_links": cat.href(f"/api/v4/companies/{cid}")})
+    companies = _company_links(cat, rng, share=0.5)
     return {
         "id": id,
         "name": name,
@@ -647,7 +705,7 @@ def build_contact(
         "updated_by": cat.user(rng, robot_share=0.15),
         "created_at": created_at,
         "updated_at": updated_at,
-        "closest_task_at": (None if rng.random() < 0.6 else created_at + below(rng, DAY, 30 * DAY)),
+        "closest_task_at": _closest_task_at(rng, created_at, none_share=0.6, days=30),
         "is_deleted": deleted,
         "is_unsorted": row % 29 == 4,
         "custom_fields_values": custom_fields_values(cat, "contacts", rng, row),
@@ -679,7 +737,7 @@ def build_company(
         "updated_by": cat.user(rng, robot_share=0.1),
         "created_at": created_at,
         "updated_at": updated_at,
-        "closest_task_at": (None if rng.random() < 0.7 else created_at + below(rng, DAY, 30 * DAY)),
+        "closest_task_at": _closest_task_at(rng, created_at, none_share=0.7, days=30),
         "is_deleted": deleted,
         "custom_fields_values": custom_fields_values(cat, "companies", rng, row),
         "account_id": cat.account_id,

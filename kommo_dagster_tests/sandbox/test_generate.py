@@ -251,3 +251,17 @@ def test_an_amocrm_flavoured_account_speaks_russian():
     assert [r["name"] for r in international.records("leads")] != leads
     with pytest.raises(ValueError, match="flavour must be one of"):
         SandboxConfig(flavour="bitrix")
+
+
+def test_lead_prices_hold_zero_both_ranges_and_the_int32_maximum(account):
+    prices = [r["price"] for r in account.records("leads")]
+    assert 0 in prices and 2_147_483_647 in prices
+    assert any(3_750 <= p < 4_900 for p in prices), "small prices"
+    assert any(125_000 <= p < 375_000 for p in prices), "large prices"
+    assert all(p == 0 or 3_750 <= p < 375_000 or p == 2_147_483_647 for p in prices)
+
+
+def test_only_lost_leads_give_a_loss_reason(account):
+    leads = account.records("leads")
+    reasons = {r["status_id"] for r in leads if r["loss_reason_id"] is not None}
+    assert reasons == {g.LOST_STATUS_ID}
