@@ -1,12 +1,17 @@
 """The bookkeeping of offset-paged walks (`kommo_dagster.kommo.walks.pages`): how a query's pages
 are shared between walks, and what a newest-first walk learns from the rows it meets. The walks
-themselves are tested against the sandbox in test_walks.py and test_client.py."""
+themselves are tested against the sandbox in test_walks.py and test_client.py, but for a window
+that settles while it is walked, which takes a server clock the test sets."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
-from kommo_dagster.kommo.walks.pages import SETTLED, QueryPages, RowsMet
+from kommo_dagster.kommo.streams import get_stream
+from kommo_dagster.kommo.transport import Response
+from kommo_dagster.kommo.walks.base import Walk
+from kommo_dagster.kommo.walks.pages import SETTLED, PagesWalk, QueryPages, RowsMet
 
 
 def test_a_split_by_page_hands_over_the_second_half_of_the_pages_left():
@@ -88,3 +93,71 @@ def test_a_walk_starting_after_a_split_by_page_tops_out_at_its_first_row():
     met.meet([90, 80], later_page=True)
     met.meet([95, 70], later_page=True)
     assert met.top == 90, "the first page met sets it, once"
+
+
+# --- a walk split by time, then by page ---------------------------------------------------------
+
+
+class _EventsPages:
+    """Events newest first, ``limit`` a page, with the Date its answers carry set by the test:
+    the sandbox's clock is the machine's, and a window only settles ten minutes after its end."""
+
+    def __init__(self, times: list[int]) -> None:
+        self.events = [{"id": f"e{k}", "created_at": t} for k, t in enumerate(times)]
+        self.now = 0
+        self.requests = 0
+
+    def get(self, path: str, params: list[tuple[str, object]]) -> Response:
+        q = dict(params)
+        lo, hi = q["filter[created_at][from]"], q["filter[created_at][to]"]
+        limit, page = int(q["limit"]), int(q["page"])
+        rows = sorted(
+            (e for e in self.events if lo <= e["created_at"] <= hi),
+            key=lambda e: -e["created_at"],
+        )
+        served = rows[(page - 1) * limit : page * limit]
+        links = {"next": {"href": "more"}} if len(rows) > page * limit else {}
+        self.requests += 1
+        body = {"_embedded": {"events": served}, "_links": links}
+        return Response(body=orjson.dumps(body), server_time=self.now)
+
+
+def _run(walk: Walk) -> list[dict]:
+    job = walk.next_job()
+    assert job is not None
+    return walk.on_result(job, job.run())
+
+
+def test_a_walk_split_by_time_then_by_page_leaves_the_older_part_to_its_first_split():
+    # One event every 10 s over 30,000 s: 30 pages. The window reaches now at first, so the
+    # first split is by time; ten minutes later it has settled, and the next split is by page.
+    hi = 29_999
+    server = _EventsPages(list(range(5, hi, 10)))
+    walk = PagesWalk(
+        stream=get_stream("events"),
+        transport=server,  # type: ignore[arg-type]
+        lo=0,
+        hi=hi,
+        kind="pages",
+        cursor="created_at",
+        newest_first=True,
+        dedupe=True,
+    )
+    server.now = hi
+    got = _run(walk)
+    older = walk.split()
+    assert older is not None and older.hi < walk.lo, "split by time"
+    server.now = hi + SETTLED + 1
+    got += _run(walk)
+    later = walk.split()
+    assert later is not None, "split by page"
+    walks = [walk, older, later]
+    while not all(w.done for w in walks):
+        for w in walks:
+            if not w.done:
+                got += _run(w)
+    ids = [r["id"] for r in got]
+    assert len(ids) == len(set(ids)), "no event twice"
+    assert set(ids) == {e["id"] for e in server.events}
+    # Each page of the window once, and one more where the split by time cut it.
+    assert server.requests <= 30 + 1, server.requests

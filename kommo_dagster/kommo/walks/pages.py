@@ -281,11 +281,13 @@ class PagesWalk(Walk):
         )
 
     def _split_pages(self) -> PagesWalk | None:
-        """A new walk of the same query reading the second half of the pages left."""
+        """A new walk of the same query reading the second half of the pages left. It keeps to
+        this walk's bounds, not the query's: a split by time before the window settled may have
+        raised ``lo``, and what lies below is another walk's."""
         handed = self.pages.hand_over(inflight=self.inflight, pages_left=self.remaining_pages())
         if handed is None:
             return None
-        new = self._sibling(lo=handed.lo, hi=handed.hi)
+        new = self._sibling(lo=self.lo, hi=self.hi)
         new.server_now = self.server_now
         new.pages = handed
         return new
