@@ -67,9 +67,10 @@ order, so it may repeat a row (dropped by id) but never skip one; only a departu
   is held low: half what the density so far promises, and at most twice the pages the query
   has shown (`QueryPages.last_to_share`). In a window that includes now, new events enter at
   the top and push rows down: rows can repeat on the next page but never skip one; such a
-  window is split by time, each walk paging its own part from the top. Repeats are dropped by
-  id in every window, so that even a server that inserts events among past ones cannot double
-  a row.
+  window is split by time, each walk paging its own part from the top; once it has settled, a
+  split by page of such a part keeps to that part, whose query reaches below it. Repeats are
+  dropped by id in every window, so that even a server that inserts events among past ones
+  cannot double a row.
 
 In every stream each (id, cursor) is yielded at most once per extraction (and the write keeps one
 row per key whatever it is handed), every record that stays is yielded, and a record that changed
