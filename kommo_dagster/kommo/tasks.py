@@ -8,18 +8,20 @@ page boundary, but only if the part had already seen the task that left. A part 
 request is a consistent snapshot. For the others, a check closes each round: the events of tasks
 since the round began (Kommo stamps every event with its own current time, whatever updated_at
 the change carries) name every task that changed or was deleted meanwhile, and the tasks updated
-since then tell where the changes stamped now put them. A seen task is taken as departed unless its
-only change left it inside the part it was seen in. Each part that saw a departed task is walked
-again, cut into chunks of about `TASK_CHUNK` of the tasks it saw, so the new chunks are mostly
-single requests and the rounds end even while the account keeps changing. Changed tasks whose new
-version lies inside the window are yielded from the check itself.
+since then tell where the changes stamped now put them. A part is taken as left by a task it saw
+unless the task's only change kept it inside that part, whichever part saw it after: a task that
+moved to a part read later is seen there too, but the shift it caused is in the part it left.
+Each part a task may have left is walked again, cut into chunks of about `TASK_CHUNK` of the
+tasks it saw, so the new chunks are mostly single requests and the rounds end even while the
+account keeps changing. Changed tasks whose new version lies inside the window are yielded from
+the check itself.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,14 +61,14 @@ def tasks_check(
     since: int,
     lo: int,
     hi: int,
-    seen: Mapping[int, Bounds],
-) -> tuple[list[dict[str, Any]], set[int] | None, int]:
+    seen: Mapping[Bounds, Collection[int]],
+) -> tuple[list[dict[str, Any]], set[Bounds] | None, int]:
     """After a round of parts: the changed tasks whose new version lies in [lo, hi] (to yield),
-    and the tasks of ``seen`` (id -> the bounds of the part that saw it) that may have left
-    their part since ``since``: deleted, changed more than once, changed to a version outside
-    their part, or changed to an updated_at before ``since`` (back-dated: it could be anywhere).
-    None instead of that set when there were too many changes to list. Also returns the number
-    of requests made."""
+    and the parts of ``seen`` (the bounds of each part of the round, which never overlap ->
+    the ids of the tasks it saw) that a task they saw may have left since ``since``: deleted,
+    changed more than once, changed to a version outside the part, or changed to an updated_at
+    before ``since`` (back-dated: it could be anywhere). None instead of that set when there
+    were too many changes to list. Also returns the number of requests made."""
     # Events first, so that changes made after the round, while the check runs, weigh least.
     events, requests = events_since(
         transport=transport, entity=stream.event_entity or "task", since=since
@@ -87,11 +89,13 @@ def tasks_check(
         return inside, None, requests
     now_at = {r.get("id"): r.get("updated_at") for r in updated}
     departed = set()
-    for task, part in seen.items():
-        at = now_at.get(task)
-        moved = at is not None and not part[0] <= at <= part[1]
-        if moved or (task in events and (events[task] > 1 or at is None)):
-            departed.add(task)
+    for part, tasks in seen.items():
+        for task in tasks:
+            at = now_at.get(task)
+            moved = at is not None and not part[0] <= at <= part[1]
+            if moved or (task in events and (events[task] > 1 or at is None)):
+                departed.add(part)
+                break
     return inside, departed, requests
 
 
@@ -100,8 +104,8 @@ class TasksCheckWalk(Walk):
     """The one-job check that closes a round of task parts (see `tasks_check`)."""
 
     since: int = 0
-    seen: Mapping[int, Bounds] = field(default_factory=dict)
-    departed: set[int] | None = field(default_factory=set)
+    seen: Mapping[Bounds, Collection[int]] = field(default_factory=dict)
+    departed: set[Bounds] | None = field(default_factory=set)
 
     def remaining_seconds(self) -> int:
         return 0
@@ -137,8 +141,9 @@ class TasksStrategy(Strategy):
         self.round_started = time.time()
         self.round: list[PagesWalk] = []
         self.check: TasksCheckWalk | None = None
-        # Tasks seen by part walks: id -> (updated_at, the walk that saw it last).
-        self.seen: dict[int, tuple[int, Walk]] = {}
+        # The tasks each part walk of the round saw: id -> updated_at as it saw it. Per part, as
+        # a task that moves may be seen by two parts, and both must be checked.
+        self.seen: dict[Walk, dict[int, int]] = {}
         self.yielded: set[tuple[Any, Any]] = set()
 
     def _walk(self, lo: int, hi: int, *, probe: bool = False) -> PagesWalk:
@@ -172,8 +177,9 @@ class TasksStrategy(Strategy):
                 self.yielded.add(key)
                 out.append(r)
         if walk.kind == "pages":
+            seen = self.seen.setdefault(walk, {})
             for r in records:
-                self.seen[r.get("id")] = (r.get("updated_at"), walk)
+                seen[r.get("id")] = r.get("updated_at")
         return out
 
     def fraction(self, walks: list[Walk]) -> float | None:
@@ -198,7 +204,7 @@ class TasksStrategy(Strategy):
         return self._walk_again(departed)
 
     def _close_round(self) -> list[Walk]:
-        multi = {id(w) for w in self.round if w.requests > 1}
+        multi = [w for w in self.round if w.requests > 1]
         if not multi:
             return []
         self.phase = "check"
@@ -209,11 +215,11 @@ class TasksStrategy(Strategy):
             hi=self.hi,
             kind="verify",
             since=self.since if self.since is not None else int(time.time()) - 2,
-            seen={t: (w.lo, w.hi) for t, (_, w) in self.seen.items() if id(w) in multi},
+            seen={(w.lo, w.hi): self.seen.get(w, {}).keys() for w in multi},
         )
         return [self.check]
 
-    def _walk_again(self, departed: set[int] | None) -> list[Walk]:
+    def _walk_again(self, departed: set[Bounds] | None) -> list[Walk]:
         self.rewalks += 1
         if self.rewalks > self.context.max_rewalks:
             raise KommoConsistencyError(
@@ -221,15 +227,15 @@ class TasksStrategy(Strategy):
                 f"it was paged, {self.rewalks} rounds in a row; retry later or use a smaller "
                 "window"
             )
-        if departed is None:
-            dirty = [w for w in self.round if w.requests > 1]
-        else:
-            walks = (self.seen[t][1] for t in departed)
-            dirty = list({id(w): w for w in walks}.values())
+        dirty = [
+            w
+            for w in self.round
+            if w.requests > 1 and (departed is None or (w.lo, w.hi) in departed)
+        ]
         log.info("tasks left the window while it was paged; walking %d part(s) again", len(dirty))
         parts: list[Bounds] = []
         for w in dirty:
-            values = [u for u, walk in self.seen.values() if walk is w]
+            values = list(self.seen.get(w, {}).values())
             parts += chunk_bounds(values, w.lo, w.hi, per_chunk=TASK_CHUNK)
         return self._round(parts)
 
@@ -237,6 +243,7 @@ class TasksStrategy(Strategy):
         self.phase = "walk"
         self.since = None
         self.round_started = time.time()
+        self.seen = {}
         self.round = [self._walk(a, b) for a, b in parts]
         return list(self.round)
 

@@ -1,0 +1,110 @@
+"""Tasks walked by parts of the window (`kommo_dagster.kommo.tasks`) against the sandbox, with a
+task changed at chosen moments of the extraction: where an unseen task slips past a page
+boundary, the closing check must send the right part round again."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from kommo_dagster.kommo import KommoClient
+from kommo_dagster.kommo.transport import Response
+from kommo_dagster.sandbox import KommoSandbox
+from kommo_dagster.sandbox.churn import Churner
+from kommo_dagster_tests.kommo.conftest import END, START, fetch
+
+pytestmark = pytest.mark.timeout(120)
+
+Params = list[tuple[str, Any]]
+
+
+def change_task(sb: KommoSandbox, task_id: int, *, updated_at: int) -> None:
+    """An integration's PATCH of a task carrying ``updated_at``: Kommo records an event for
+    it, stamped with the server's current time."""
+    acc = sb.account
+    with acc.lock:
+        table = acc.tables["tasks"]
+        row = table.row_of[task_id]
+        rec = table.record(row)
+        before = [{"task_deadline": {"timestamp": rec["complete_till"]}}]
+        rec["complete_till"] += 3600
+        rec["updated_at"] = updated_at
+        table.replace(row, rec)
+        after = [{"task_deadline": {"timestamp": rec["complete_till"]}}]
+        now = int(time.time())
+        by = rec["responsible_user_id"]
+        Churner(acc, config=None, seed=0).event(
+            now, "task_deadline_changed", "task", task_id, by, after, before
+        )
+
+
+def hook_requests(
+    client: KommoClient,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    before: Callable[[Params], None] = lambda q: None,
+    after: Callable[[Params, Response], None] = lambda q, r: None,
+) -> None:
+    """Call ``before`` and ``after`` around each request the client sends to the sandbox (the
+    requests still go over HTTP); with one worker they come in a fixed order."""
+    transport = client._transport
+    send = transport.get
+
+    def get(path: str, params: Any = (), **kwargs: Any) -> Response:
+        q = list(params)
+        if path == "/api/v4/tasks":
+            before(q)
+        resp = send(path, params, **kwargs)
+        if path == "/api/v4/tasks":
+            after(q, resp)
+        return resp
+
+    monkeypatch.setattr(transport, "get", get)
+
+
+def first_task(resp: Response) -> int:
+    data = resp.data
+    assert data is not None
+    return data["_embedded"]["tasks"][0]["id"]
+
+
+def stayed_and_delivered(sb: KommoSandbox, records: list[dict], before: set, lo: int, hi: int):
+    """The (id, updated_at) of the tasks that were in [lo, hi] before and never changed, and
+    those delivered; asserts none came twice."""
+    keys = [(r["id"], r["updated_at"]) for r in records]
+    assert len(keys) == len(set(keys)), "no (id, updated_at) twice"
+    stayed = {k for k in before & tasks_now(sb) if lo <= k[1] <= hi}
+    return stayed, set(keys)
+
+
+def tasks_now(sb: KommoSandbox) -> set[tuple[int, int]]:
+    return {(r["id"], r["updated_at"]) for r in sb.records("tasks")}
+
+
+def test_a_task_moved_to_a_later_part_sends_the_part_it_left_round_again(
+    sandbox_factory, client_for, monkeypatch
+):
+    """The first task of the first part's first page moves into the last part, which then
+    reads it: the first part's next page starts one task late. The part the task left is the
+    one to walk again, whichever part saw it last."""
+    sb = sandbox_factory(leads=1500, requests_per_second=None)
+    client = client_for(sb, max_workers=1)
+    lo, hi = int(START.timestamp()), int(END.timestamp()) - 1
+    moved: list[int] = []
+
+    def after(q: Params, resp: Response) -> None:
+        p = dict(q)
+        first_part = p["filter[updated_at][from]"] == lo and p["filter[updated_at][to]"] < hi
+        if not moved and first_part and p["page"] == 1:
+            moved.append(first_task(resp))
+            change_task(sb, moved[0], updated_at=hi)
+
+    hook_requests(client, monkeypatch, after=after)
+    before = tasks_now(sb)
+    records = fetch(client, "tasks")
+    assert moved, "a task moved while the parts were paged"
+    stayed, delivered = stayed_and_delivered(sb, records, before, lo, hi)
+    assert len(stayed) > 500 and not stayed - delivered, f"{len(stayed - delivered)} lost"
