@@ -69,11 +69,10 @@ def tasks_check(
     changed more than once, changed to a version outside the part, or changed to an updated_at
     before ``since`` (back-dated: it could be anywhere). None instead of that set when there
     were too many changes to list. Also returns the number of requests made."""
-    # Events first, so that changes made after the round, while the check runs, weigh least.
-    events, requests = events_since(
-        transport=transport, entity=stream.event_entity or "task", since=since
-    )
-    updated, more = list_since(
+    # The tasks updated first, then the events: a task that left its part during the round and
+    # came back into it while the check ran is then either still outside it in the first list
+    # or has two events in the second. The other order could see neither.
+    updated, requests = list_since(
         stream=stream,
         transport=transport,
         query=(
@@ -82,6 +81,9 @@ def tasks_check(
             ("order[id]", "asc"),
         ),
         max_pages=CHECK_MAX_PAGES,
+    )
+    events, more = events_since(
+        transport=transport, entity=stream.event_entity or "task", since=since
     )
     requests += more
     inside = [r for r in updated or () if lo <= r.get("updated_at", lo - 1) <= hi]
