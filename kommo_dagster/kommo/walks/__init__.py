@@ -51,12 +51,14 @@ order, so it may repeat a row (dropped by id) but never skip one; only a departu
   An update never moves a task within the id order; it only takes it out of a slice (to any
   updated_at) and a deletion removes it; either can shift an unseen task past a page boundary
   only if the walk had already seen the task that left. A slice read in one request is a
-  consistent snapshot; for the others, one check reads the task events since the walk began
-  and the tasks updated since then, and takes a seen task as departed unless its one change
-  kept it inside its slice. Each slice that saw a departed task is walked again, cut into
-  chunks of about 200 of the tasks it saw, so the new chunks are mostly single requests and the
-  rounds end even while the account keeps changing. Changed tasks whose new version lies inside
-  the window are yielded from the check itself.
+  consistent snapshot; for the others, one check reads the tasks updated since the walk began
+  and then the task events since then (in that order, so that a task that left and came back
+  while the check ran is caught by one or the other), and takes a slice as left by a task it
+  saw unless the task's one change kept it inside that slice, whichever slice saw it after.
+  Each slice a task may have left is walked again, cut into chunks of about 200 of the tasks
+  it saw, so the new chunks are mostly single requests and the rounds end even while the
+  account keeps changing. Changed tasks whose new version lies inside the window are yielded
+  from the check itself.
 
 * events (`PagesWalk`, newest first): events are immutable and only appended with
   created_at = now. In a window that lies in the past (it ended `SETTLED` seconds before the
