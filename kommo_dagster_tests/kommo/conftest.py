@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -42,6 +42,19 @@ def client_for(tmp_path) -> Iterator[Callable[..., KommoClient]]:
     yield make
     for c in made:
         c.close()
+
+
+def until_today(make: Callable[..., KommoSandbox], *, leads: int) -> tuple[KommoSandbox, datetime]:
+    """A sandbox (from `sandbox_factory`, no rate limit) whose data fills the ten days before
+    today's midnight (UTC), and that midnight: a window from it reaches now."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    sb = make(
+        leads=leads,
+        requests_per_second=None,
+        start=(today - timedelta(days=10)).date(),
+        end=today.date(),
+    )
+    return sb, today
 
 
 def fetch(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,7 +16,7 @@ from kommo_dagster.kommo.transport import Response
 from kommo_dagster.kommo.walks.keyset import FAR_FUTURE
 from kommo_dagster.sandbox import KommoSandbox
 from kommo_dagster.sandbox.churn import Churner
-from kommo_dagster_tests.kommo.conftest import END, START, fetch
+from kommo_dagster_tests.kommo.conftest import END, START, fetch, until_today
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -118,13 +118,7 @@ def test_a_task_that_left_and_came_back_while_the_check_ran_is_still_taken_as_de
     """The window reaches now. The first task of the last part's first page leaves the window
     (an earlier updated_at) and, while the closing check runs, comes back stamped now, inside
     that part again: the part's next page started one task late all the same."""
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    sb = sandbox_factory(
-        leads=1500,
-        requests_per_second=None,
-        start=(today - timedelta(days=10)).date(),
-        end=today.date(),
-    )
+    sb, today = until_today(sandbox_factory, leads=1500)
     client = client_for(sb, max_workers=1)
     start, end = today - timedelta(days=10), today + timedelta(days=1)
     lo, hi = int(start.timestamp()), int(end.timestamp()) - 1

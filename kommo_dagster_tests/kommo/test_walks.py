@@ -19,7 +19,14 @@ from kommo_dagster.kommo.tasks import chunk_bounds
 from kommo_dagster.kommo.walks import even_bounds
 from kommo_dagster.kommo.walks import keyset as walks_module
 from kommo_dagster.sandbox import ChurnConfig
-from kommo_dagster_tests.kommo.conftest import END, START, expected, fetch, rows_of
+from kommo_dagster_tests.kommo.conftest import (
+    END,
+    START,
+    expected,
+    fetch,
+    rows_of,
+    until_today,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -87,13 +94,7 @@ def test_todays_partition_is_exact_while_changes_land_in_it(sandbox_factory, cli
     window being read (today through a day ahead). Each churn step is stamped one second after
     the last, starting now, so the server's events are never older than its clock and a record
     that changed never keeps its (id, cursor)."""
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    sb = sandbox_factory(
-        leads=600,
-        requests_per_second=None,
-        start=(today - timedelta(days=10)).date(),
-        end=today.date(),
-    )
+    sb, today = until_today(sandbox_factory, leads=600)
     seconds = itertools.count(int(time.time()))
     live = dataclasses.replace(HEAVY, clock=lambda: next(seconds))
     # Fill today with a few pages of changes first, then read it while more land.
