@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kommo_dagster.kommo.errors import KommoContractError
-from kommo_dagster.kommo.links import LinkTable, link_tables_of
+from kommo_dagster.kommo.links import VERSION, LinkTable, link_tables_of
 from kommo_dagster.kommo.streams import get_stream
 
 if TYPE_CHECKING:
@@ -29,6 +29,8 @@ class LinkRows:
     ``/links`` answer. `tables` gives each link table's rows as Arrow, with the parent's cursor
     value in `VERSION` (the newest version of a record wins), and `parent_ids` the parents
     whose rows a write removes first (every record seen, so a link removed in Kommo goes).
+    `parent_heads` adds each record's version and deletion: the newest version read of a record
+    decides its links even when it has none, or is deleted, so older versions' rows are not kept.
     """
 
     def __init__(self, parent: str, *, tables: Sequence[LinkTable] | None = None) -> None:
@@ -46,7 +48,10 @@ class LinkRows:
         # Arrow columns of the parsed batches, per table.
         self._chunks: dict[str, list[list[pa.Array]]] = {t.name: [] for t in self.link_tables}
         self.parent_ids: list[int] = []
-        self._parents: tuple[int, pa.Table] | None = None  # (parents read then, their array)
+        # The version and deletion of each record in `parent_ids`, position by position.
+        self._parent_versions: list[int | None] = []
+        self._parent_deleted: list[bool] = []
+        self._parents: tuple[int, pa.Table] | None = None  # (parents read then, their heads)
 
     def __bool__(self) -> bool:
         return bool(self.link_tables)
@@ -72,6 +77,8 @@ class LinkRows:
         # A record without an integer id: the parent's own columns report it.
         heads = [h for h in heads if type(h[0]) is int]
         self.parent_ids += [h[0] for h in heads]
+        self._parent_versions += [h[2] for h in heads] if cursor else [None] * len(heads)
+        self._parent_deleted += [bool(h[1]) for h in heads]
         live = [h for h in heads if not h[1]]
         if not live:
             return
@@ -126,7 +133,10 @@ class LinkRows:
         """The current links of ``ids`` from a /links answer (items of ``_embedded.links``)."""
         from kommo_dagster.kommo import link_decoding as dec
 
+        ids = list(ids)
         self.parent_ids.extend(ids)
+        self._parent_versions += [None] * len(ids)
+        self._parent_deleted += [False] * len(ids)
         by_type = {t.to_entity_type: t for t in self.link_tables if t.to_entity_type}
         for item in items:
             table = by_type.get(item.get("to_entity_type"))
@@ -174,14 +184,21 @@ class LinkRows:
             ) from None
         return pa.concat_tables(tables)
 
-    def parent_id_array(self) -> pa.Table:
-        """The distinct parents read, sorted; asked once per link table of a write."""
+    def parent_heads(self) -> pa.Table:
+        """Every record read: ``id``, its version (`VERSION`) and ``is_deleted``, one row per
+        reading; asked once per link table of a write."""
         import pyarrow as pa
 
         count = len(self.parent_ids)
         if self._parents is None or self._parents[0] != count:
-            ids = pa.array(self.parent_ids, pa.int64()).unique()
-            self._parents = (count, pa.table({"id": ids.sort()}))
+            heads = pa.table(
+                {
+                    "id": pa.array(self.parent_ids, pa.int64()),
+                    VERSION: pa.array(self._parent_versions, pa.int64()),
+                    "is_deleted": pa.array(self._parent_deleted, pa.bool_()),
+                }
+            )
+            self._parents = (count, heads)
         return self._parents[1]
 
 

@@ -50,22 +50,37 @@ def ensure_link_table(con: duckdb.DuckDBPyConnection, table: LinkTable, *, schem
 
 
 def _newest_rows_sql(table: LinkTable) -> str:
-    """The staged rows, newest version per replaced unit (parent or key), one row per key."""
-    unit = (
-        quote(table.parent_column)
-        if table.replace == "parent"
-        else ", ".join(quote(k) for k in table.key)
-    )
+    """The staged rows to write, one row per key: by key, those of the newest version of each
+    key; by parent, those of the newest version read of each parent, and none when that version
+    has no links or is deleted (a tie of versions: the deleted reading wins, as in the
+    ``_current`` views)."""
     columns = ", ".join(quote(c) for c in table.column_names)
     casts = ", ".join(
         f"CAST({quote(c.name)} AS {c.duckdb_type}) AS {quote(c.name)}" for c in table.columns
     )
     key = ", ".join(quote(k) for k in table.key)
     version = quote(VERSION)
+    if table.replace == "key":
+        rows = (
+            f"SELECT {casts}, {version}, max({version}) OVER (PARTITION BY {key}) AS _newest "
+            f"FROM {_ROWS}"
+        )
+        return (
+            f"SELECT DISTINCT ON ({key}) {columns} FROM ({rows}) "
+            f"WHERE {version} IS NOT DISTINCT FROM _newest ORDER BY {key}"
+        )
+    readings = f"SELECT *, max({version}) OVER (PARTITION BY id) AS _newest FROM {_PARENTS}"
+    parents = (
+        f"SELECT id, _newest, bool_or(coalesce(is_deleted, false)) FILTER "
+        f"(WHERE {version} IS NOT DISTINCT FROM _newest) AS _deleted "
+        f"FROM ({readings}) GROUP BY id, _newest"
+    )
+    r_key = ", ".join(f"r.{quote(k)}" for k in table.key)
     return (
-        f"SELECT DISTINCT ON ({key}) {columns} FROM ("
-        f"SELECT {casts}, {version}, max({version}) OVER (PARTITION BY {unit}) AS _newest "
-        f"FROM {_ROWS}) WHERE {version} IS NOT DISTINCT FROM _newest ORDER BY {key}"
+        f"SELECT DISTINCT ON ({r_key}) {', '.join(f'r.{quote(c)}' for c in table.column_names)} "
+        f"FROM (SELECT {casts}, {version} FROM {_ROWS}) AS r "
+        f"JOIN ({parents}) AS p ON r.{quote(table.parent_column)} = p.id "
+        f"WHERE r.{version} IS NOT DISTINCT FROM p._newest AND NOT p._deleted ORDER BY {r_key}"
     )
 
 
@@ -89,7 +104,7 @@ def write_link_table(
         if table not in collector.link_tables:
             continue
         whole = full_table and collector.parent == written
-        con.register(_PARENTS, collector.parent_id_array())
+        con.register(_PARENTS, collector.parent_heads())
         try:
             rows = collector.table(table)
             count = (count or 0) + _replace(con, table, rows, schema=schema, whole_table=whole)

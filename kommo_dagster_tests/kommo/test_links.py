@@ -132,7 +132,8 @@ def test_batches_parsed_by_arrow_give_the_rows_of_the_dict_path(monkeypatch):
         assert sorted(table.to_pylist(), key=repr) == sorted(
             dict_tables[name].to_pylist(), key=repr
         )
-    assert from_typed.parent_id_array().column("id").to_pylist() == list(range(1, len(leads) + 1))
+    ids = from_typed.parent_heads().column("id").to_pylist()
+    assert sorted(set(ids)) == list(range(1, len(leads) + 1))
 
 
 @pytest.mark.parametrize(
