@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 import duckdb
 
 from kommo_dagster.kommo.streams import Stream, get_stream
-from kommo_dagster.warehouse.sql import column_definitions, quote, scalar_int
+from kommo_dagster.warehouse.sql import column_definitions, quote, scalar_int, table_columns
 
 SNAPSHOT_COLUMN = "snapshot_at"
 _RANK = "kommo_version_rank"
@@ -104,10 +104,21 @@ def ensure_current_view(
 def ensure_history_table(
     con: duckdb.DuckDBPyConnection, stream: Stream, *, schema: str, catalog: str | None = None
 ) -> None:
+    """Create the history table, or add the columns the contract gained since it was created:
+    the full-table write recreates the stream's table from the contract, and its snapshot must
+    follow (older snapshots hold NULL in a column they predate)."""
+    name = history_table_name(stream)
+    history = _ref(schema, name, catalog=catalog)
     con.execute(
-        f"CREATE TABLE IF NOT EXISTS {_ref(schema, history_table_name(stream), catalog=catalog)} "
+        f"CREATE TABLE IF NOT EXISTS {history} "
         f"({quote(SNAPSHOT_COLUMN)} TIMESTAMP NOT NULL, {column_definitions(stream)})"
     )
+    present = {c for c, _ in table_columns(con, schema=schema, table=name, catalog=catalog)}
+    for column in stream.columns:
+        if column.name not in present:
+            con.execute(
+                f"ALTER TABLE {history} ADD COLUMN {quote(column.name)} {column.duckdb_type}"
+            )
 
 
 def append_history(

@@ -12,8 +12,12 @@ from kommo_dagster.kommo.streams import STREAMS, get_stream
 from kommo_dagster.orchestration.jobs import partition_key
 from kommo_dagster.sandbox import ChurnConfig, KommoSandbox
 from kommo_dagster.settings import Settings
+from kommo_dagster.warehouse.locks import connect
+from kommo_dagster.warehouse.registry import refresh_after_write
 from kommo_dagster.warehouse.sql import column_definitions
+from kommo_dagster.warehouse.staging import StagedRows
 from kommo_dagster.warehouse.views import append_history, ensure_current_view
+from kommo_dagster_tests.rows import synthetic_columns
 from kommo_dagster_tests.wiring import sandbox_kommo
 
 
@@ -137,6 +141,34 @@ def test_history_appends_snapshots_and_purges_past_retention():
     ]
     columns = [d[0] for d in con.execute("SELECT * FROM kommo.pipelines_history").description]
     assert columns == ["snapshot_at", *stream.column_names]
+
+
+def test_a_full_table_write_after_the_contract_gained_a_column_extends_its_history(db: Path):
+    """The write recreates the table from the contract; the history table, made by the older
+    contract, gains the column instead of failing every write from then on."""
+    users = get_stream("users")
+    older, added = users.columns[:-1], users.columns[-1]
+    with connect(db, timeout=30) as con:
+        con.execute("CREATE SCHEMA kommo")
+        definitions = ", ".join(f'"{c.name}" {c.duckdb_type}' for c in older)
+        con.execute(f"CREATE TABLE kommo.users_history (snapshot_at TIMESTAMP, {definitions})")
+        con.execute("INSERT INTO kommo.users_history (snapshot_at, id) VALUES ('2026-11-01', 7)")
+    staged = StagedRows(users, window=None)
+    staged.append(synthetic_columns(users, 2, first_id=1))
+    now = datetime(2026, 11, 20, 12, tzinfo=UTC)
+
+    def after(con: duckdb.DuckDBPyConnection) -> None:
+        refresh_after_write(
+            con, "users", schema="kommo", full_table=True, snapshot_at=now, retention_days=90
+        )
+
+    staged.write(db, schema="kommo", timeout=30, after=after)
+    staged.discard()
+    with connect(db, timeout=30) as con:
+        rows = con.execute(
+            f'SELECT id, "{added.name}" IS NULL FROM kommo.users_history ORDER BY snapshot_at, id'
+        ).fetchall()
+    assert rows == [(7, True), (1, False), (2, False)]
 
 
 # --- through real runs ------------------------------------------------------------------------
