@@ -175,8 +175,15 @@ class StagedRows:
     def _drop_repeats(self, con: duckdb.DuckDBPyConnection) -> None:
         """Keep one staged row per the stream's key, so that whatever an extraction yielded, a
         version of a record (an id at one cursor value) reaches the table once; counted in
-        `duplicates`. The common case, no repeat, costs one grouping of the key columns."""
+        `duplicates`. The common case, no repeat, costs one grouping of the key columns.
+
+        The row kept is the newest reading: a deleted one first (a record deleted in place keeps
+        its cursor, and the ``_current`` views let the deleted version win such a tie), else the
+        last staged, read after the others."""
         key = ", ".join(quote(c) for c in self.stream.key)
+        order = "rowid DESC"
+        if "is_deleted" in self.stream.column_names:
+            order = f"coalesce({quote('is_deleted')}, false) DESC, {order}"
         for source in self.sources():
             repeats = scalar_int(
                 con,
@@ -185,8 +192,9 @@ class StagedRows:
             )
             if repeats:
                 con.execute(
-                    f"DELETE FROM {source} WHERE rowid NOT IN "
-                    f"(SELECT min(rowid) FROM {source} GROUP BY {key})"
+                    f"DELETE FROM {source} WHERE rowid IN (SELECT rowid FROM (SELECT rowid, "
+                    f"row_number() OVER (PARTITION BY {key} ORDER BY {order}) AS n "
+                    f"FROM {source}) WHERE n > 1)"
                 )
                 self.duplicates += repeats
                 self.rows -= repeats

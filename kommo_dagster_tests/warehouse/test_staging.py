@@ -123,6 +123,32 @@ def test_a_repeated_version_is_written_once_and_counted(db: Path, name: str):
     assert _rows(db, f"SELECT count(*), count(DISTINCT ({key})) FROM kommo.{name}") == [(4, 4)]
 
 
+@pytest.mark.parametrize("deleted_first", [False, True])
+def test_of_two_readings_of_a_version_the_deleted_one_is_kept(db: Path, deleted_first: bool):
+    """A lead deleted in place (same updated_at) is read live and deleted in one extraction:
+    whichever arrives first, the deleted reading is the one written, as the view's tie rule."""
+    staged = StagedRows(LEADS, window=OCT1)
+    for deleted in (deleted_first, not deleted_first):
+        columns = synthetic_columns(LEADS, 1, cursor_start=OCT1.start + 60)
+        columns["is_deleted"] = [deleted]
+        staged.append(columns)
+    _write(db, staged)
+    assert _rows(db, "SELECT id, is_deleted FROM kommo.leads") == [(1, True)]
+
+
+def test_of_two_readings_of_a_record_without_a_cursor_the_later_is_kept(db: Path):
+    """A full-table record read twice (offset pages shifted while they were read): the later
+    reading is the newer state."""
+    users = get_stream("users")
+    staged = StagedRows(users, window=None)
+    for name in ("before", "after", "latest"):
+        columns = synthetic_columns(users, 1)
+        columns["name"] = [name]
+        staged.append(columns)
+    assert _write(db, staged)["rows"] == 1
+    assert _rows(db, "SELECT id, name FROM kommo.users") == [(1, "latest")]
+
+
 def test_the_key_of_a_status_is_its_pipeline_and_id(db: Path):
     statuses = get_stream("statuses")
     assert statuses.key == ("pipeline_id", "id") and LEADS.key == ("id", "updated_at")
