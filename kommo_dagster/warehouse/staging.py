@@ -37,7 +37,7 @@ from kommo_dagster.warehouse.windows import EpochWindow
 # Threads of a staging instance while it receives batches (see `StagingInstance.connection`).
 STAGING_THREADS = 1
 # The alias of the database file inside a staging instance while it is written.
-_TARGET = "kommo_target"
+_TARGET = "kommo-target"
 
 
 class StagedRows:

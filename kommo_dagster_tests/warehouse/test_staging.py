@@ -17,6 +17,7 @@ from kommo_dagster.kommo.streams import DUCKDB_TYPES, STREAMS, get_stream
 from kommo_dagster.warehouse.arrays import typed_frame
 from kommo_dagster.warehouse.errors import TableSchemaMismatch, WarehouseError
 from kommo_dagster.warehouse.locks import connect
+from kommo_dagster.warehouse.registry import refresh_after_write
 from kommo_dagster.warehouse.slices import read_slice
 from kommo_dagster.warehouse.sql import table_columns
 from kommo_dagster.warehouse.staging import STAGING_THREADS, StagedRows
@@ -147,6 +148,21 @@ def test_of_two_readings_of_a_record_without_a_cursor_the_later_is_kept(db: Path
         staged.append(columns)
     assert _write(db, staged)["rows"] == 1
     assert _rows(db, "SELECT id, name FROM kommo.users") == [(1, "latest")]
+
+
+def test_an_account_named_target_is_written_like_any_other(db: Path):
+    """Account "target" writes schema kommo_target: no name the write uses for the attached
+    file may be taken for it (every statement failed with "Ambiguous reference")."""
+    staged = _staged(window=OCT1, n=3)
+
+    def after(con: duckdb.DuckDBPyConnection) -> None:
+        refresh_after_write(
+            con, "leads", schema="kommo_target", account_schemas={"target": "kommo_target"}
+        )
+
+    staged.write(db, schema="kommo_target", timeout=30, after=after)
+    staged.discard()
+    assert _rows(db, "SELECT count(*) FROM kommo_all.leads WHERE account = 'target'") == [(3,)]
 
 
 def test_the_key_of_a_status_is_its_pipeline_and_id(db: Path):
