@@ -535,15 +535,26 @@ def database_path(database: str | Path) -> Path | str:
     return Path(database).expanduser().absolute()
 
 
+# Catalogs DuckDB always has (``memory``: the in-memory instance a write stages its rows in).
+DUCKDB_CATALOGS = ("memory", "system", "temp")
+
+
 def check_database_name(
     path: str | Path, *, schema: str, label: str = SETTING["duckdb_path"].env
 ) -> None:
-    """Refuse a DuckDB file whose name equals the schema.
+    """Refuse a DuckDB file whose name equals the schema, and a schema named like a catalog
+    DuckDB always has.
 
     DuckDB names the catalog of an attached file after the file's stem, so ``kommo.duckdb``
     holding schema ``kommo`` makes ``kommo.leads`` ambiguous (catalog ``kommo`` or schema
     ``kommo``?) and every statement fails with "Ambiguous reference".
     """
+    if schema.lower() in DUCKDB_CATALOGS:
+        raise SettingsError(
+            f"the schema {schema!r} is named like one of DuckDB's own catalogs "
+            f"({', '.join(DUCKDB_CATALOGS)}), which makes every query of it fail with 'Ambiguous "
+            f"reference'. Choose another schema ({SETTING['schema'].env})."
+        )
     stem = catalog_name(path)
     if stem.lower() == schema.lower():
         raise SettingsError(

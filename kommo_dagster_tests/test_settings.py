@@ -72,6 +72,12 @@ def test_a_database_named_like_the_schema_is_refused(tmp_path: Path, name: str):
         Settings.from_env({"KOMMO_DUCKDB_PATH": str(tmp_path / name)})
 
 
+@pytest.mark.parametrize("schema", ["temp", "system", "Memory"])
+def test_a_schema_named_like_a_duckdb_catalog_is_refused(schema: str):
+    with pytest.raises(SettingsError, match=rf"schema '{schema}' .* DuckDB's own catalogs"):
+        Settings.from_env({"KOMMO_SCHEMA": schema})
+
+
 # --- one model, validated when the definitions load, from every source ------------------------
 
 TOKEN = "tok-settings-SECRET-7"
