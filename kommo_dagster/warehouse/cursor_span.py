@@ -46,6 +46,18 @@ class CursorSpan:
         for day, count in zip(days.tolist(), counts.tolist(), strict=True):
             self._by_day[day] = self._by_day.get(day, 0) + count
 
+    def drop(self, cursors: list[int | None]) -> None:
+        """Uncount rows dropped as repeats of a key (their cursor values, None for null): their
+        days' counts shrink. The span stays, since a repeat of a key keeps a row at its cursor."""
+        for cursor in cursors:
+            if cursor is None:
+                self.nulls -= 1
+                continue
+            day = cursor // _DAY
+            self._by_day[day] -= 1
+            if not self._by_day[day]:
+                del self._by_day[day]
+
     def within(self, window: EpochWindow) -> bool:
         """Whether every counted cursor lies in ``window`` (true when none was counted)."""
         if self.low is None or self.high is None:

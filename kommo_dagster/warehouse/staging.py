@@ -114,7 +114,10 @@ class StagedRows:
         self.rows += rows
 
     def rows_by_day(self) -> dict[date, int]:
-        """Staged rows per UTC day of their cursor (days without rows are absent)."""
+        """Rows per UTC day of their cursor, as the write will write them: repeats of a key are
+        dropped first (days without rows are absent)."""
+        if self.rows:
+            self._drop_repeats(self._connection())
         return self.cursors.rows_by_day()
 
     def check_window(self) -> None:
@@ -191,11 +194,14 @@ class StagedRows:
                 f"(SELECT count(*) AS n FROM {source} GROUP BY {key} HAVING n > 1)",
             )
             if repeats:
-                con.execute(
+                cursor = self.stream.cursor
+                dropped = con.execute(
                     f"DELETE FROM {source} WHERE rowid IN (SELECT rowid FROM (SELECT rowid, "
                     f"row_number() OVER (PARTITION BY {key} ORDER BY {order}) AS n "
-                    f"FROM {source}) WHERE n > 1)"
-                )
+                    f"FROM {source}) WHERE n > 1) RETURNING {quote(cursor) if cursor else 'NULL'}"
+                ).fetchall()
+                if cursor is not None:
+                    self.cursors.drop([value for (value,) in dropped])
                 self.duplicates += repeats
                 self.rows -= repeats
 

@@ -289,3 +289,14 @@ def test_staged_rows_are_counted_per_utc_day():
     staged.append(synthetic_columns(LEADS, 2, cursor_start=OCT2.start + 60, step=60))
     assert staged.rows_by_day() == {date(2026, 10, 1): 2, date(2026, 10, 2): 5}
     assert (staged.cursors.low, staged.cursors.high) == (OCT1.end - 7200, OCT2.start + 7200)
+
+
+def test_the_counts_per_day_leave_out_the_repeats_the_write_drops(db: Path):
+    """A range run reports each day's rows: a version read twice is one row of its day."""
+    both = EpochWindow(OCT1.start, OCT2.end)
+    staged = StagedRows(LEADS, window=both)
+    staged.append(synthetic_columns(LEADS, 4, cursor_start=OCT1.end - 2 * 3600, step=3600))
+    staged.append(synthetic_columns(LEADS, 3, cursor_start=OCT1.end - 2 * 3600, step=3600))
+    assert staged.rows_by_day() == {date(2026, 10, 1): 2, date(2026, 10, 2): 2}
+    result = _write(db, staged)
+    assert (result["rows"], result["table_rows"]) == (4, 4)
