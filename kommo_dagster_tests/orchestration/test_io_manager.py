@@ -196,6 +196,23 @@ def test_a_database_named_like_the_schema_fails_the_run_with_the_reason(tmp_path
     assert not (tmp_path / "kommo.duckdb").exists()
 
 
+def test_an_account_named_target_is_written_and_united(tmp_path: Path):
+    """Schema kommo_target (account "target") through a run: nothing the write names itself
+    may collide with it."""
+    db = tmp_path / "kommo_crm.duckdb"
+    io = KommoDuckDBIOManager(
+        duckdb=KommoDuckDBResource(database=str(db), lock_timeout=30),
+        schema_name="kommo_target",
+        account_schemas={"target": "kommo_target"},
+    )
+    result = dg.materialize(
+        [_leads_asset()], resources={"io_manager": io}, partition_key="2026-10-05"
+    )
+    assert result.success
+    assert _table(db, "SELECT count(*) FROM kommo_target.leads") == [(3,)]
+    assert _table(db, "SELECT DISTINCT account FROM kommo_all.leads") == [("target",)]
+
+
 def _chain(exc: BaseException | None) -> str:
     messages: list[str] = []
     seen: set[int] = set()
