@@ -76,6 +76,8 @@ class StagedRows:
         self.rows = 0
         # Staged rows dropped before the write as repeats of a key (see `_drop_repeats`).
         self.duplicates = 0
+        # `rows` when repeats were last dropped: until a batch arrives there is none to look for.
+        self._unique_at: int | None = None
         self.cursors = CursorSpan()
         self._instance = StagingInstance(stream, staging_dir=staging_dir, memory_limit=memory_limit)
 
@@ -183,6 +185,8 @@ class StagedRows:
         The row kept is the newest reading: a deleted one first (a record deleted in place keeps
         its cursor, and the ``_current`` views let the deleted version win such a tie), else the
         last staged, read after the others."""
+        if self._unique_at == self.rows:
+            return
         key = ", ".join(quote(c) for c in self.stream.key)
         order = "rowid DESC"
         if "is_deleted" in self.stream.column_names:
@@ -204,6 +208,7 @@ class StagedRows:
                     self.cursors.drop([value for (value,) in dropped])
                 self.duplicates += repeats
                 self.rows -= repeats
+        self._unique_at = self.rows
 
     def discard(self) -> None:
         """Drop the staged rows: close the staging instance and remove its directory."""
