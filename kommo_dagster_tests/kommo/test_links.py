@@ -132,8 +132,10 @@ def test_batches_parsed_by_arrow_give_the_rows_of_the_dict_path(monkeypatch):
         assert sorted(table.to_pylist(), key=repr) == sorted(
             dict_tables[name].to_pylist(), key=repr
         )
-    ids = from_typed.parent_heads().column("id").to_pylist()
-    assert sorted(set(ids)) == list(range(1, len(leads) + 1))
+    heads = from_typed.parent_heads()
+    assert sorted(set(heads.column("id").to_pylist())) == list(range(1, len(leads) + 1))
+    assert heads.to_pylist() == from_dicts.parent_heads().to_pylist()
+    assert heads.column("is_deleted").to_pylist() == [lead["is_deleted"] for lead in leads]
 
 
 @pytest.mark.parametrize(
