@@ -93,6 +93,18 @@ def validate_token(token: str | Secret | None) -> Secret:
             f"{ENV_API_TOKEN} has leading/trailing whitespace or a line break; "
             "paste the token alone"
         )
+    # A bearer token is printable ASCII without spaces; anything else (a typographic quote
+    # pasted along) cannot go into the header, and failed only at the first request.
+    bad = next(
+        (i for i, c in enumerate(value) if not (c.isascii() and c.isprintable()) or c == " "),
+        None,
+    )
+    if bad is not None:
+        raise KommoConfigError(
+            f"{ENV_API_TOKEN} has a character no token has at position {bad + 1} of "
+            f"{len(value)} (a space, a control character, or a non-ASCII one such as a "
+            "typographic quote pasted along); paste the token alone"
+        )
     return Secret(value)
 
 

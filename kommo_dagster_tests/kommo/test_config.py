@@ -70,6 +70,18 @@ def test_a_token_with_whitespace_is_refused_without_echoing_it():
     assert TOKEN not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "token",
+    [TOKEN + "\u201d", "\u201c" + TOKEN, "tok 3f9a", "tok\t3f9a", "tok\x003f9a", TOKEN + "é"],
+)
+def test_a_token_that_cannot_go_in_a_header_is_refused_without_echoing_it(token):
+    """A token pasted with a typographic quote used to pass, then fail on the first request
+    with a bare UnicodeEncodeError from http.client; a control character went out as is."""
+    with pytest.raises(KommoConfigError, match="KOMMO_API_TOKEN") as err:
+        KommoSettings.build(token=token, subdomain="acme")
+    assert "3f9a" not in str(err.value)
+
+
 @pytest.mark.parametrize("value", ["fast", "0", "-1", "nan", "inf", 0, -3.0])
 def test_requests_per_second_must_be_positive(value):
     with pytest.raises(KommoConfigError, match="KOMMO_REQUESTS_PER_SECOND"):
