@@ -146,6 +146,8 @@ class _State:
     planned: list[float] = field(default_factory=list)
     # When requests went out (settled), sorted.
     sent: list[float] = field(default_factory=list)
+    # Whether sends on file lay over a window ahead (the clock stepped back): moved to now.
+    stepped_back: bool = False
 
     def delay_now(self, now: float) -> float:
         """The measured send delay, halved every `DELAY_HALF_LIFE` seconds since."""
@@ -227,7 +229,10 @@ class SharedRateLimiter:
             state = _State(blocked_until=now + self.window)
             self._write(fd, state)
             return state
-        return self._parse(values, now)
+        state = self._parse(values, now)
+        if state.stepped_back:
+            self._write(fd, state)  # the sends moved back to now stay there as the clock goes on
+        return state
 
     def _parse(self, values: array, now: float) -> _State:
         blocked_until, extra, extra_until, grid, delay, delay_at, last = values[: self._HEADER - 2]
@@ -241,14 +246,19 @@ class SharedRateLimiter:
             delay, delay_at = 0.0, 0.0
         state = _State(blocked_until, extra, extra_until, 0.0, delay, delay_at)
         window = self._safe_window(state, now)
-        # Keep times inside the window; drop any from a clock that jumped back by over a window.
+        # Keep times inside the window. A confirmation, or a send over a window ahead, means
+        # the clock stepped back since: it went out no later than now, so it counts as now
+        # (dropping such sends let a step back of over a window forget the last ones). Sends
+        # less far ahead count as they are, later still; plans past a window are dropped.
         state.grid = grid if now - window < grid <= now + window else 0.0
-        state.last_confirmed = last if now - window < last <= now else 0.0
+        state.last_confirmed = min(last, now) if now - window < last else 0.0
         state.pending = [
             t for t in values[self._HEADER : split] if now - PENDING_TTL < t <= now + window
         ]
         state.planned = [t for t in values[split:end] if now - window < t <= now + window]
-        state.sent = [t for t in values[end:] if now - window < t <= now + window]
+        sent = values[end:]
+        state.stepped_back = bool(sent) and sent[-1] > now + window
+        state.sent = sorted(t if t <= now + window else now for t in sent if now - window < t)
         return state
 
     def _write(self, fd: int, state: _State) -> None:

@@ -221,6 +221,25 @@ def test_after_an_idle_while_the_grid_starts_again(tmp_path):
     assert wait == pytest.approx(at + spacing - time.time(), abs=0.03)
 
 
+def test_sends_on_record_still_count_after_the_clock_steps_back(tmp_path):
+    """A clock stepped back (an NTP step, a resumed VM) by more than a window leaves the log's
+    last sends in its future; they went out just now, and must not be forgotten."""
+    clock = [1_000_000.0]
+    lim = SharedRateLimiter(
+        key="back", requests_per_second=5, directory=tmp_path, margin=0, clock=lambda: clock[0]
+    )
+    spacing = lim.window / lim.capacity
+    sent = [clock[0] + i * spacing for i in range(lim.capacity)]
+    _write_state(lim, grid=sent[-1], slots=sent)
+    clock[0] = sent[-1] - 5.0  # right after the last send, the clock reads 5 s earlier
+    at, wait = lim.try_acquire()
+    assert at is None and wait == pytest.approx(lim.window)
+    # Nor does the step back stretch the pause: a window after the step, sends go on.
+    clock[0] += lim.window
+    at, _ = lim.try_acquire()
+    assert at is not None
+
+
 def test_a_torn_state_file_is_read_as_a_full_window(tmp_path):
     lim = SharedRateLimiter(key="acct", requests_per_second=5, directory=tmp_path)
     Path(lim.path).write_bytes(b"\x00" * 13)
