@@ -156,7 +156,7 @@ def _number(value: float | str | None, *, default: float) -> float | None:
 
 def validate_ban_cooldown(value: float | str | None) -> float:
     seconds = _number(value, default=DEFAULT_BAN_COOLDOWN_SECONDS)
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+    if seconds is None or isinstance(value, bool) or not math.isfinite(seconds) or seconds < 0:
         raise KommoConfigError(
             f"{ENV_BAN_COOLDOWN_SECONDS} must be a number of seconds (0 or more), got {value!r}"
         )
@@ -177,8 +177,15 @@ def base_url_for(
                 f"got {base_url!r}"
             )
         if parts.query or parts.fragment or parts.username or parts.password:
+            # Named with those parts masked: any of them may carry a password or a token.
+            masked = parts._replace(
+                netloc=("***@" if "@" in parts.netloc else "") + parts.netloc.rpartition("@")[2],
+                query="***" if parts.query else "",
+                fragment="***" if parts.fragment else "",
+            ).geturl()
             raise KommoConfigError(
-                f"{ENV_BASE_URL} must be a bare http(s) URL without credentials, query or fragment"
+                f"{ENV_BASE_URL} must be a bare http(s) URL without credentials, query or "
+                f"fragment, got {masked!r}"
             )
         if parts.path not in ("", "/"):
             raise KommoConfigError(
@@ -238,7 +245,7 @@ def validate_max_workers(value: int | str | None) -> int:
         workers = int(value)
     except (TypeError, ValueError):
         raise KommoConfigError(f"{ENV_MAX_WORKERS} must be an integer, got {value!r}") from None
-    if isinstance(value, float) and value != workers:
+    if isinstance(value, bool) or (isinstance(value, float) and value != workers):
         raise KommoConfigError(f"{ENV_MAX_WORKERS} must be an integer, got {value!r}")
     if not 1 <= workers <= 64:
         raise KommoConfigError(f"{ENV_MAX_WORKERS} must be between 1 and 64, got {value!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -54,8 +55,22 @@ def test_a_missing_subdomain_names_both_variables(subdomain):
     ],
 )
 def test_a_base_url_must_be_a_bare_http_url(url):
-    with pytest.raises(KommoConfigError, match="KOMMO_BASE_URL"):
+    with pytest.raises(KommoConfigError, match="KOMMO_BASE_URL") as err:
         base_url_for(subdomain=None, base_url=url)
+    assert urlsplit(url).hostname is None or urlsplit(url).hostname in str(err.value)
+
+
+def test_a_base_url_with_credentials_or_a_query_is_named_without_them():
+    url = "https://robot:pw-9z@acme.kommo.com/?access_token=tok-9z#frag-9z"
+    with pytest.raises(KommoConfigError, match="KOMMO_BASE_URL") as err:
+        base_url_for(subdomain=None, base_url=url)
+    assert "acme.kommo.com" in str(err.value) and "9z" not in str(err.value)
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_a_ban_cooldown_is_a_number_not_a_flag(value):
+    with pytest.raises(KommoConfigError, match="KOMMO_BAN_COOLDOWN_SECONDS"):
+        KommoSettings.build(token=TOKEN, subdomain="acme", ban_cooldown_seconds=value)
 
 
 @pytest.mark.parametrize("token", [None, "", "   "])
@@ -88,7 +103,7 @@ def test_requests_per_second_must_be_positive(value):
         KommoSettings.build(token=TOKEN, subdomain="acme", requests_per_second=value)
 
 
-@pytest.mark.parametrize("value", ["many", "0", 65, 2.5])
+@pytest.mark.parametrize("value", ["many", "0", 65, 2.5, True])
 def test_max_workers_must_be_a_small_positive_integer(value):
     with pytest.raises(KommoConfigError, match="KOMMO_MAX_WORKERS"):
         validate_max_workers(value)
