@@ -114,6 +114,19 @@ _files: dict[str, _StateFile] = {}
 _registry_lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    """Fresh locks in a forked child: one held by another thread of the parent at the fork
+    stays held in the child, where no thread will ever release it."""
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    for state_file in _files.values():
+        state_file.thread_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _state_file(path: Path) -> _StateFile:
     with _registry_lock:
         if str(path) not in _files:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -102,6 +103,38 @@ def test_processes_share_one_budget(tmp_path):
     assert len(times) == 120
     window = SharedRateLimiter(key="acct", requests_per_second=60, directory=tmp_path).window
     assert_within_budget(times, 60, window)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_process_forked_while_another_thread_holds_the_budget_can_take_slots(tmp_path):
+    """A child forked while a thread of its parent was inside the budget's lock inherited
+    that lock held, by a thread the child does not have, and hung on its first slot."""
+    lim = SharedRateLimiter(key="fork", requests_per_second=100, directory=tmp_path)
+    lim.try_acquire()
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lim._locked():
+            inside.set()
+            leave.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    inside.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: its parent's holder is gone; a slot must come, not a hang
+        code = 1
+        try:
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.alarm(5)
+            code = 0 if lim.reserve()[0] is not None else 1
+        finally:
+            os._exit(code)
+    time.sleep(0.5)
+    leave.set()  # the parent's flock goes too, so the child only waits on its own lock
+    holder.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_a_block_pauses_every_user_of_the_account(tmp_path):
