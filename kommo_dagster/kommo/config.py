@@ -264,8 +264,13 @@ def rate_limit_dir_for(value: str | os.PathLike | None) -> Path:
     if value is None or not str(value).strip():
         return Path(tempfile.gettempdir()) / DEFAULT_RATE_LIMIT_DIRNAME
     path = Path(value).expanduser()
-    if path.exists() and not path.is_dir():
-        raise KommoConfigError(f"{ENV_RATE_LIMIT_DIR} must be a directory, got {str(value)!r}")
+    # The folder itself, or the nearest one it is to be made in.
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise KommoConfigError(
+            f"{ENV_RATE_LIMIT_DIR} must be a directory this process can write or create, got "
+            f"{str(value)!r} ({existing} is {'not writable' if existing.is_dir() else 'a file'})"
+        )
     return path
 
 

@@ -109,6 +109,15 @@ def test_max_workers_must_be_a_small_positive_integer(value):
         validate_max_workers(value)
 
 
+def test_a_rate_limit_dir_under_a_file_fails_with_the_settings(tmp_path):
+    """It passed validation, then failed at the first client with a bare NotADirectoryError."""
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(KommoConfigError, match="KOMMO_RATE_LIMIT_DIR") as err:
+        KommoSettings.build(token=TOKEN, subdomain="acme", rate_limit_dir=f / "budget")
+    assert str(f / "budget") in str(err.value)
+
+
 def test_a_rate_limit_dir_must_be_a_directory(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
