@@ -25,10 +25,17 @@ from urllib3 import BaseHTTPResponse
 from urllib3.util import make_headers
 
 from kommo_dagster.kommo.ban import IPBan
-from kommo_dagster.kommo.config import ENV_API_TOKEN, ENV_BASE_URL, ENV_SUBDOMAIN, Secret
+from kommo_dagster.kommo.config import (
+    ENV_API_TOKEN,
+    ENV_BASE_URL,
+    ENV_RATE_LIMIT_DIR,
+    ENV_SUBDOMAIN,
+    Secret,
+)
 from kommo_dagster.kommo.connections import Connections
 from kommo_dagster.kommo.errors import (
     KommoAuthError,
+    KommoConfigError,
     KommoError,
     KommoForbiddenError,
     KommoHTTPError,
@@ -260,21 +267,31 @@ class Transport:
         """Take a slot of the shared budget (every attempt, retries included), and send nothing
         while Kommo's IP block is remembered on this machine."""
         self._local.slot = None
-        if self.ban is not None:
-            self.ban.check()
-        waited = 0.0
-        if self.limiter is not None:
-            try:
-                slot = self.limiter.acquire(cancelled=self.cancelled)
-            except InterruptedError:
-                raise _Cancelled from None
-            waited = slot.waited
-            self._local.slot = slot.at
-            if self.ban is not None:
-                # The wait for a slot may have outlasted another client's meeting the block.
-                self.ban.check()
+        try:
+            waited = self._take_slot()
+        except InterruptedError:
+            raise _Cancelled from None
+        except OSError as exc:
+            # Not an OSError out of here: urllib3 would take it for a dropped connection.
+            raise KommoConfigError(
+                f"The shared request budget's files cannot be used ({exc}): "
+                f"{ENV_RATE_LIMIT_DIR} must name a directory this process can write"
+            ) from None
         self.stats.request_started(waited)
         self._local.sent = time.monotonic()
+
+    def _take_slot(self) -> float:
+        """Check the ban, take and confirm a slot: the seconds waited for it."""
+        if self.ban is not None:
+            self.ban.check()
+        if self.limiter is None:
+            return 0.0
+        slot = self.limiter.acquire(cancelled=self.cancelled)
+        self._local.slot = slot.at
+        if self.ban is not None:
+            # The wait for a slot may have outlasted another client's meeting the block.
+            self.ban.check()
+        return slot.waited
 
     def _after_send(self) -> None:
         """Settle the slot to the moment the request's bytes were written."""

@@ -23,6 +23,7 @@ from kommo_dagster.kommo import (
 )
 from kommo_dagster.sandbox import FaultConfig
 from kommo_dagster_tests.kommo.conftest import (
+    FAST_RETRY,
     QuietHandler,
     expected,
     fetch,
@@ -237,6 +238,20 @@ def test_a_200_that_is_not_json_is_a_clear_error(not_kommo, tmp_path):
         with pytest.raises(KommoResponseError, match="malformed JSON"):
             client.get("/api/v4/broken")
         assert client.stats().retries == 0
+
+
+def test_a_budget_file_that_cannot_be_opened_is_no_connection_failure(not_kommo, tmp_path):
+    """An error of the shared budget's file, met right before a send, went through urllib3 as
+    a dropped connection: retried to the end, then reported as a connection failure."""
+    from kommo_dagster.kommo import KommoClient
+
+    client = KommoClient(
+        base_url=not_kommo, token=SECRET, rate_limit_dir=tmp_path, retry=FAST_RETRY
+    )
+    client.limiter.path.mkdir()  # the state file's name taken by a folder
+    with client, pytest.raises(KommoError, match="KOMMO_RATE_LIMIT_DIR") as err:
+        client.get("/api/v4/leads")
+    assert str(client.limiter.path) in str(err.value) and client.stats().retries == 0
 
 
 def test_the_token_appears_nowhere(
