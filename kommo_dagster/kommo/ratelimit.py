@@ -87,6 +87,8 @@ DELAY_FLOOR = 0.005
 # machine, where most wakes are late, a whole spacing made every late wake delay every request
 # after it). The window's count keeps the limit.
 MIN_GAP = 0.5
+# The longest pause a 429 sets for the account; a later "blocked until" on file is damage.
+BLOCK_MAX = 3600.0
 # A confirmed request not settled after this long belongs to a process that died mid-write.
 PENDING_TTL = 10.0
 # How long a thread waits before trying again to confirm, while pending requests fill the window.
@@ -251,7 +253,7 @@ class SharedRateLimiter:
         blocked_until, extra, extra_until, grid, delay, delay_at, last = values[: self._HEADER - 2]
         split = self._HEADER + int(values[7])
         end = split + int(values[8])
-        if blocked_until > now + 3600:
+        if blocked_until > now + BLOCK_MAX:
             blocked_until = 0.0
         if extra_until <= now or extra_until > now + 2 * LEARNED_FOR:
             extra, extra_until = 0.0, 0.0
@@ -479,7 +481,8 @@ class SharedRateLimiter:
         with self._locked() as fd:
             now = self._clock()
             state = self._read(fd, now)
-            state.blocked_until = max(state.blocked_until, now + max(seconds, 0.0))
+            pause = min(max(seconds, 0.0), BLOCK_MAX)  # longer would read back as damage
+            state.blocked_until = max(state.blocked_until, now + pause)
             if learn:
                 state.extra = min(LEARN_CAP, state.extra + LEARN_STEP)
                 state.extra_until = now + LEARNED_FOR

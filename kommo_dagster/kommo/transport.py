@@ -2,7 +2,8 @@
 
 Every attempt, retries included, first takes a slot from the shared rate limiter. 429, 500, 502,
 503, 504, dropped connections and timeouts are retried with bounded backoff (a 429's
-``retry_after`` or ``Retry-After`` is honoured and pauses every user of the account's budget).
+``retry_after`` or ``Retry-After`` is honoured and pauses every user of the account's budget;
+one asking for longer than the policy waits ends the retries rather than being cut short).
 Everything else that is not a 200/204 with JSON raises a specific `KommoError` at once.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import email.utils
 import functools
 import logging
+import math
 import random
 import threading
 import time
@@ -71,7 +73,7 @@ class RetryPolicy:
     max_elapsed: float = 300.0  # seconds, including waits
     backoff_base: float = 0.5
     backoff_max: float = 30.0
-    retry_after_max: float = 120.0  # never wait longer than this for one 429
+    retry_after_max: float = 120.0  # a 429 asking for longer is not retried
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter for the ``attempt``-th failure (1-based)."""
@@ -138,9 +140,11 @@ def _retry_after_header(resp: BaseHTTPResponse) -> float | None:
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -216,7 +220,6 @@ class Transport:
         """GET ``path`` with retries. ``what`` names the object for 404 messages."""
         started = time.monotonic()
         attempt = 0
-        last: _Retryable | None = None
         while True:
             attempt += 1
             try:
@@ -225,28 +228,16 @@ class Transport:
                 last = exc
             elapsed = time.monotonic() - started
             throttled = last.status == 429
-            if last.wait is not None:
-                wait = min(last.wait, self.retry.retry_after_max)
-            else:
-                wait = self.retry.backoff(attempt)
-            if attempt >= self.retry.max_attempts or elapsed + wait > self.retry.max_elapsed:
-                self.stats.error()
-                raise KommoRetryError(
-                    self.scrub(
-                        f"GET {path} failed after {attempt} attempts over {elapsed:.1f}s "
-                        f"(limits: {self.retry.max_attempts} attempts, "
-                        f"{self.retry.max_elapsed:.0f}s); last failure: {last.reason}"
-                        + (
-                            ". Kommo kept answering 429: another client may be using this "
-                            "account's budget, lower KOMMO_REQUESTS_PER_SECOND"
-                            if throttled
-                            else ""
-                        )
-                    ),
-                    attempts=attempt,
-                    elapsed=elapsed,
-                    last_status=last.status,
-                )
+            wait = self.retry.backoff(attempt) if last.wait is None else last.wait
+            if throttled and self.limiter is not None:
+                # Everyone sharing the budget pauses, not just this thread, and keeps a wider
+                # window for a while: we were within our budget, so arrivals spread more.
+                self.limiter.block_for(wait, learn=True)
+            # A wait Kommo asked for is never cut short: past the policy's longest, give up.
+            too_long = last.wait is not None and last.wait > self.retry.retry_after_max
+            out_of_time = elapsed + wait > self.retry.max_elapsed
+            if too_long or out_of_time or attempt >= self.retry.max_attempts:
+                raise self._gave_up(path, last, attempt=attempt, elapsed=elapsed)
             self.stats.retry(throttled=throttled)
             log.warning(
                 "Kommo GET %s: %s; retry %d of %d in %.1fs",
@@ -256,12 +247,36 @@ class Transport:
                 self.retry.max_attempts - 1,
                 wait,
             )
-            if throttled and self.limiter is not None:
-                # Everyone sharing the budget pauses, not just this thread, and keeps a wider
-                # window for a while: we were within our budget, so arrivals spread more.
-                self.limiter.block_for(wait, learn=True)
             if self.cancelled.wait(wait):
                 raise KommoError(f"GET {path} cancelled")
+
+    def _gave_up(
+        self, path: str, last: _Retryable, *, attempt: int, elapsed: float
+    ) -> KommoRetryError:
+        self.stats.error()
+        if last.wait is not None and last.wait > self.retry.retry_after_max:
+            why = (
+                f". Kommo asked to wait {last.wait:.0f}s, longer than the "
+                f"{self.retry.retry_after_max:.0f}s this client waits for one 429: every client "
+                "of the account on this machine holds off for that long; run again later"
+            )
+        elif last.status == 429:
+            why = (
+                ". Kommo kept answering 429: another client may be using this account's "
+                "budget, lower KOMMO_REQUESTS_PER_SECOND"
+            )
+        else:
+            why = ""
+        return KommoRetryError(
+            self.scrub(
+                f"GET {path} failed after {attempt} attempts over {elapsed:.1f}s "
+                f"(limits: {self.retry.max_attempts} attempts, "
+                f"{self.retry.max_elapsed:.0f}s); last failure: {last.reason}{why}"
+            ),
+            attempts=attempt,
+            elapsed=elapsed,
+            last_status=last.status,
+        )
 
     def _before_send(self) -> None:
         """Take a slot of the shared budget (every attempt, retries included), and send nothing

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 import traceback
 
 import pytest
@@ -238,6 +239,63 @@ def test_a_200_that_is_not_json_is_a_clear_error(not_kommo, tmp_path):
         with pytest.raises(KommoResponseError, match="malformed JSON"):
             client.get("/api/v4/broken")
         assert client.stats().retries == 0
+
+
+class _Throttling(QuietHandler):
+    """A gateway that answers 429, asking for the wait in the path's last part (``/wait/5``:
+    ``retry_after`` 5 in the body; ``/header/nan``: ``Retry-After: nan``); the times it was
+    asked are recorded."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.server.seen.append(time.monotonic())
+        _, style, value = self.path.rsplit("/", 2)
+        if style == "header":
+            headers, body = [("Retry-After", value)], b"{}"
+        else:
+            headers, body = (
+                [],
+                b'{"title": "Too Many Requests", "retry_after": %s}' % value.encode(),
+            )
+        reply(self, 429, body, content_type="application/problem+json", headers=headers)
+
+
+@pytest.fixture
+def throttling():
+    with http_server(_Throttling) as served:
+        yield served
+
+
+def test_a_429_asking_for_longer_than_the_policy_waits_is_not_retried_early(throttling, tmp_path):
+    """Retrying after the policy's longest wait, before the time Kommo asked for, is not
+    honouring the 429: it draws more of them, and an IP that keeps drawing them is blocked."""
+    from kommo_dagster.kommo import KommoClient
+
+    url, seen = throttling
+    policy = RetryPolicy(max_attempts=4, max_elapsed=30, retry_after_max=0.2)
+    with KommoClient(base_url=url, token=SECRET, rate_limit_dir=tmp_path, retry=policy) as client:
+        with pytest.raises(KommoRetryError, match="asked to wait 5s") as err:
+            client.get("/api/v4/wait/5")
+        assert len(seen) == 1 and err.value.last_status == 429
+        # Every user of the account's budget holds off for as long as Kommo asked.
+        at, wait = client.limiter.try_acquire()
+        assert at is None and 4 < wait <= 5
+
+
+def test_a_retry_after_that_is_no_number_of_seconds_falls_back_to_the_backoff(
+    throttling, tmp_path, caplog
+):
+    from kommo_dagster.kommo import KommoClient
+
+    url, seen = throttling
+    policy = RetryPolicy(max_attempts=2, max_elapsed=30, backoff_base=0.6, backoff_max=0.6)
+    client = KommoClient(base_url=url, token=SECRET, rate_limit_dir=tmp_path, retry=policy)
+    with client, pytest.raises(KommoRetryError):
+        client.get("/api/v4/header/nan")
+    # The backoff (0.3 to 0.6 s), not no wait at all (the budget's own spacing is 0.15 s).
+    assert len(seen) == 2 and seen[1] - seen[0] >= 0.28
+    assert "in nans" not in caplog.text
 
 
 def test_a_budget_file_that_cannot_be_opened_is_no_connection_failure(not_kommo, tmp_path):
