@@ -53,6 +53,8 @@ class IPBan:
             at = float(json.loads(self.path.read_text())["at"])
         except (OSError, ValueError, KeyError, TypeError):
             at = stat.st_mtime  # damaged: the file's own time is the next best thing
+        if not at <= stat.st_mtime:
+            at = stat.st_mtime  # nan, inf or a time after the file was written: damaged too
         return at if time.time() < at + self.cooldown else None
 
     def check(self) -> None:

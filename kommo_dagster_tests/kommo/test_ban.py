@@ -154,3 +154,16 @@ def test_threads_meeting_the_block_at_once_all_record_it(tmp_path):
         assert errors == [], f"attempt {attempt}: {errors[0]!r}"
         assert json.loads(ban.path.read_text())["path"] == "/api/v4/leads"
         assert sorted(p.name for p in tmp_path.iterdir()) == [ban.path.name]
+
+
+@pytest.mark.parametrize("at", ["1e20", "Infinity", "NaN", '"soon"'])
+def test_a_damaged_block_time_reads_as_the_files_own(tmp_path, at):
+    """A record whose time no clock gives (a damaged file) made `check` raise a bare
+    OverflowError or ValueError from formatting that time, or hold back no request at all,
+    instead of the block error; the file's own time is when the block was met."""
+    ban = IPBan(key="acc.kommo.com", directory=tmp_path, cooldown=3600)
+    ban.path.write_text('{"at": ' + at + ', "host": "acc.kommo.com", "path": "/api/v4/leads"}')
+    written = ban.path.stat().st_mtime
+    assert ban.since() == pytest.approx(written)
+    with pytest.raises(KommoIPBlockedError, match="blocked this machine's IP"):
+        ban.check()
