@@ -75,14 +75,28 @@ def _budgeted(
     request's bytes go out, and ``after_send`` once they are out (or the write failed): the
     rate-limit slot is confirmed as close as possible to the moment the server counts the
     request, so connection set-up does not eat into the safety margin, and then settled to when
-    the request really left."""
+    the request really left. Only a connection the server closed during the wait for the slot
+    is made again after it (that send is then settled late, and counted so)."""
 
     class Connection(pool_cls.ConnectionCls):  # type: ignore[name-defined,misc]
+        kept_alive = False  # whether a request went out on it since it connected
+
+        def connect(self) -> None:
+            super().connect()
+            self.kept_alive = False
+
         def request(self, *args: Any, **kwargs: Any) -> Any:
             if self.sock is None:
                 self.connect()
             before_send()
             try:
+                # A kept-alive connection the server closed during the wait for the slot (idle
+                # past its time) would take the request to nowhere. (A new one is not polled:
+                # a TLS 1.3 server's session tickets wait in it, unread, which reads as closed.)
+                if self.kept_alive and not self.is_connected:
+                    self.close()
+                    self.connect()
+                self.kept_alive = True
                 return super().request(*args, **kwargs)
             finally:
                 after_send()  # a write that failed half way may still have reached the server

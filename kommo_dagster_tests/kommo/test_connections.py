@@ -116,6 +116,28 @@ def test_connections_are_kept_alive(capture):
     assert len(seen) == 3
 
 
+class _ShortKeepAlive(_Capture):
+    """Closes a kept-alive connection idle for 0.3 s, as servers do after their own time."""
+
+    timeout = 0.3
+
+
+def test_a_connection_closed_while_its_request_waited_for_a_slot_is_made_anew(tmp_path):
+    """The pool checks a kept-alive connection before the wait for a slot, which can be long
+    (a 429's pause): the request then went out on a connection the server had closed, failed
+    as a dropped connection, and spent a retry and a second slot."""
+    from kommo_dagster.kommo import KommoClient
+
+    with http_server(_ShortKeepAlive) as (base_url, seen):
+        client = KommoClient(base_url=base_url, token=SECRET, rate_limit_dir=tmp_path)
+        with client:
+            client.get("/api/v4/account")
+            client.limiter.block_for(0.8)  # another client of the account met a 429
+            client.get("/api/v4/account")
+            assert client.stats().retries == 0
+    assert len(seen) == 2
+
+
 def test_proxies_and_the_ca_bundle_still_come_from_the_environment(monkeypatch, tmp_path):
     """They are read once, for the account's host, rather than on every request."""
     bundle = tmp_path / "ca.pem"
