@@ -95,6 +95,14 @@ PENDING_TTL = 10.0
 PENDING_POLL = 0.005
 
 
+class BudgetPaused(Exception):
+    """The account's budget is paused (a 429 asked to wait) for longer than the caller waits."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the budget is paused for {seconds:.0f}s more")
+        self.seconds = seconds
+
+
 class _StateFile:
     """One account's state file, opened once per process (again after a fork: a child must not
     share its parent's open file, whose ``flock`` would then be theirs together)."""
@@ -385,12 +393,17 @@ class SharedRateLimiter:
             due = max(due, state.last_confirmed + gap)
         return due - now
 
-    def acquire(self, *, cancelled: threading.Event | None = None) -> Slot:
+    def acquire(
+        self, *, cancelled: threading.Event | None = None, max_pause: float = math.inf
+    ) -> Slot:
         """Block until a slot is due and may be sent, and confirm it: the caller writes its
-        request at once and then calls `settle`."""
+        request at once and then calls `settle`. A pause of the budget (`block_for`) longer
+        than ``max_pause`` seconds raises `BudgetPaused` rather than being waited out."""
         started = time.monotonic()
         while True:
             at, wait = self.reserve()
+            if at is None and wait > max_pause and self.blocked():
+                raise BudgetPaused(wait)
             if wait > 0:
                 self._sleep(wait, cancelled)
             if at is None:

@@ -47,7 +47,7 @@ from kommo_dagster.kommo.errors import (
     KommoResponseError,
     KommoRetryError,
 )
-from kommo_dagster.kommo.ratelimit import SharedRateLimiter
+from kommo_dagster.kommo.ratelimit import BudgetPaused, SharedRateLimiter
 from kommo_dagster.kommo.stats import StatsRecorder
 
 log = logging.getLogger("kommo_dagster.kommo")
@@ -286,6 +286,12 @@ class Transport:
             waited = self._take_slot()
         except InterruptedError:
             raise _Cancelled from None
+        except BudgetPaused as exc:
+            raise KommoError(
+                f"Every client of this account on this machine holds off for {exc.seconds:.0f}s "
+                f"more, as a 429 from Kommo asked; that is longer than the "
+                f"{self.retry.retry_after_max:.0f}s a request waits for one: run again later"
+            ) from None
         except OSError as exc:
             # Not an OSError out of here: urllib3 would take it for a dropped connection.
             raise KommoConfigError(
@@ -301,7 +307,7 @@ class Transport:
             self.ban.check()
         if self.limiter is None:
             return 0.0
-        slot = self.limiter.acquire(cancelled=self.cancelled)
+        slot = self.limiter.acquire(cancelled=self.cancelled, max_pause=self.retry.retry_after_max)
         self._local.slot = slot.at
         if self.ban is not None:
             # The wait for a slot may have outlasted another client's meeting the block.

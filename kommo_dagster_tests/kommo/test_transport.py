@@ -283,6 +283,26 @@ def test_a_429_asking_for_longer_than_the_policy_waits_is_not_retried_early(thro
         assert at is None and 4 < wait <= 5
 
 
+def test_a_pause_longer_than_the_policy_waits_fails_the_request_before_it_is_sent(
+    throttling, tmp_path
+):
+    """Another client of the account met a 429 asking for longer than this one's policy
+    waits: the request would sit silently in the wait for its slot for all that time."""
+    from kommo_dagster.kommo import KommoClient
+    from kommo_dagster.kommo.ratelimit import SharedRateLimiter, account_key
+
+    url, seen = throttling
+    policy = RetryPolicy(max_attempts=4, max_elapsed=30, retry_after_max=1)
+    client = KommoClient(base_url=url, token=SECRET, rate_limit_dir=tmp_path, retry=policy)
+    other = SharedRateLimiter(key=account_key(url), requests_per_second=7, directory=tmp_path)
+    other.block_for(8)
+    started = time.monotonic()
+    with client, pytest.raises(KommoError, match=r"holds off for [78]s more") as err:
+        client.get("/api/v4/wait/1")
+    assert time.monotonic() - started < 2 and seen == []
+    assert "run again later" in str(err.value)
+
+
 def test_a_retry_after_that_is_no_number_of_seconds_falls_back_to_the_backoff(
     throttling, tmp_path, caplog
 ):
