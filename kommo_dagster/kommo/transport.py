@@ -77,7 +77,8 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter for the ``attempt``-th failure (1-based)."""
-        ceiling = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
+        # The exponent kept small: 2 ** 1024 is past any float, and the product overflowed.
+        ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** min(attempt - 1, 64))
         return ceiling * random.uniform(0.5, 1.0)
 
 

@@ -143,6 +143,12 @@ def test_retries_are_bounded_and_the_error_says_what_was_tried(account, client_f
     assert err.value.attempts == 3 and err.value.last_status == 502
 
 
+def test_the_backoff_stays_within_its_bound_however_many_the_attempts():
+    policy = RetryPolicy(max_attempts=5000, max_elapsed=1e9, backoff_base=0.5, backoff_max=30)
+    for attempt in (1, 2, 7, 100, 1100, 4999):
+        assert 0 < policy.backoff(attempt) <= min(30, 0.5 * 2.0 ** min(attempt - 1, 10))
+
+
 def test_a_retry_budget_in_time_is_honoured(account, client_for):
     account.inject_fault("429", count=10)
     policy = RetryPolicy(max_attempts=50, max_elapsed=1.5)
