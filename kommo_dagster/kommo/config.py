@@ -267,9 +267,9 @@ def rate_limit_dir_for(value: str | os.PathLike | None) -> Path:
     # The folder itself, or the nearest one it is to be made in.
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        why = "a folder this process cannot write in" if existing.is_dir() else "not a folder"
         raise KommoConfigError(
-            f"{ENV_RATE_LIMIT_DIR} must be a directory this process can write or create, got "
-            f"{str(value)!r} ({existing} is {'not writable' if existing.is_dir() else 'a file'})"
+            f"{ENV_RATE_LIMIT_DIR} must be a directory, got {str(value)!r}: {existing} is {why}"
         )
     return path
 
