@@ -469,7 +469,8 @@ class SharedRateLimiter:
         request moves from pending to sent at its real time, so the window's rule holds on
         what the server saw; and the stall, the send delay, widens the window (see
         `delay_now`). A slot taken without confirming (`try_acquire`) moves the same way, and
-        measures no delay (its caller's own time is not a send delay).
+        measures no delay (its caller's own time is not a send delay). A slot no longer in the
+        log (a write that stalled past `PENDING_TTL`) still counts its send while in the window.
         """
         with self._locked() as fd:
             now = self._clock()
@@ -477,10 +478,12 @@ class SharedRateLimiter:
             if slot in state.pending:
                 state.pending.remove(slot)
                 self._note_delay(state, sent - slot, now)
-            elif slot in state.planned and sent > slot:
+            elif slot in state.planned:
+                if sent <= slot:
+                    return  # a plan settled early changes nothing
                 state.planned.remove(slot)
-            else:
-                return  # a plan settled early changes nothing; one out of the log is spent
+            elif slot in state.sent or sent <= now - self._window(state, now):
+                return  # settled already, or its send is out of the window
             state.sent.append(max(sent, slot))
             state.sent.sort()
             self._write(fd, state)

@@ -20,6 +20,7 @@ from kommo_dagster.kommo.ratelimit import (
     LEARN_CAP,
     LEARN_STEP,
     OVERLOAD_LAG,
+    PENDING_TTL,
     SharedRateLimiter,
     account_key,
 )
@@ -216,6 +217,23 @@ def test_settling_moves_the_slot_in_the_shared_log(tmp_path):
     lim.settle(first + 0.9, first)
     lim.settle(12345.0, 99999.0)
     assert _slots(lim) == [first + 0.9]
+
+
+def test_a_send_settled_after_its_pending_record_expired_still_counts(tmp_path):
+    """A write that stalled past the pending records' life (a stopped process, a connection
+    made again after a long wait) went out uncounted: its slot was no longer in the log."""
+    clock = [1_000_000.0]
+    lim = SharedRateLimiter(
+        key="stall", requests_per_second=1, directory=tmp_path, margin=0, clock=lambda: clock[0]
+    )
+    at, _ = lim.try_acquire()
+    assert at is not None
+    confirmed, _ = lim.confirm(at)
+    assert confirmed is not None
+    clock[0] += PENDING_TTL + 1
+    lim.settle(confirmed, clock[0])
+    assert _slots(lim) == [clock[0]]
+    assert lim.try_acquire()[0] is None  # one a window, and that one just went out
 
 
 def _write_state(lim: SharedRateLimiter, *, grid: float, slots: list[float]) -> None:
