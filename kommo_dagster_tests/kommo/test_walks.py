@@ -19,6 +19,7 @@ from kommo_dagster.kommo.tasks import chunk_bounds
 from kommo_dagster.kommo.walks import even_bounds
 from kommo_dagster.kommo.walks import keyset as walks_module
 from kommo_dagster.sandbox import ChurnConfig
+from kommo_dagster.sandbox.churn import Churner
 from kommo_dagster_tests.kommo.conftest import (
     END,
     START,
@@ -214,6 +215,16 @@ def test_a_second_of_over_two_pages_is_paged_checked_and_walked_again(
     assert rows_of("leads", fetch(client, "leads", *day)) == expected(sb, "leads", *day)
 
 
+def _change_leads_at(sb, second: int, *, updates: int, deletes: int) -> None:
+    """Update and delete leads now, all stamped at ``second`` (a crowd there)."""
+    churn = ChurnConfig(
+        updates=updates, creates=0, deletes=deletes, streams=("leads",), clock=lambda: second
+    )
+    sb.update_config(churn=churn)
+    sb.churn_step()
+    sb.update_config(churn=None)
+
+
 def test_crowded_seconds_in_both_lists_are_stable_when_nothing_changes(
     sandbox_factory, client_for, caplog
 ):
@@ -224,13 +235,7 @@ def test_crowded_seconds_in_both_lists_are_stable_when_nothing_changes(
     is walked again, and the window is exactly the account's."""
     sb = sandbox_factory(leads=12000, requests_per_second=None)
     last_second = int(END.timestamp()) - 1
-    sb.update_config(
-        churn=ChurnConfig(
-            updates=0, creates=0, deletes=2500, streams=("leads",), clock=lambda: last_second
-        )
-    )
-    sb.churn_step()
-    sb.update_config(churn=None)
+    _change_leads_at(sb, last_second, updates=0, deletes=2500)
     at_last = [r for r in sb.records("leads") if r["updated_at"] == last_second]
     deleted = sum(r["is_deleted"] for r in at_last)
     assert deleted > 10 * 250 and len(at_last) - deleted > 500
@@ -307,3 +312,71 @@ def test_a_crowded_second_is_exact_when_its_records_move_to_earlier_seconds(
     )
     stayed, lost = lost_under_churn(sb, client, "leads", churn, END - timedelta(days=1), END)
     assert stayed > 500 and bool(lost) == blind, f"{len(lost)} leads lost"
+
+
+def _move_lead(sb, events: Churner, lead_id: int, updated_at: int) -> None:
+    """An integration's PATCH of one lead that sets its updated_at, and the event Kommo stamps
+    with its own clock (written by ``events``)."""
+    acc = sb.account
+    with acc.lock:
+        table = acc.tables["leads"]
+        row = table.row_of[lead_id]
+        rec = table.record(row)
+        rec["updated_at"] = updated_at
+        table.replace(row, rec)
+        events.event(
+            int(time.time()), "name_field_changed", "lead", lead_id, rec["responsible_user_id"]
+        )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: the crowded second's check looks only for changes of the records the "
+    "walk read; a check that also suspects every record with two events would walk busy "
+    "accounts' crowds again until the run fails (see the walks package docstring)",
+)
+def test_a_record_passing_through_a_crowded_second_while_it_is_offset_paged_loses_none(
+    sandbox_factory, client_for
+):
+    """A lead the walk of a crowded second has already passed (a smaller id) is back-dated
+    into that second before its second offset page and leaves it again right after: the page
+    after that starts one record later than it would have, so the record at the boundary is on
+    no page. The walk never met the lead that came and went."""
+    sb = sandbox_factory(leads=9000, requests_per_second=None)
+    second = int(END.timestamp()) - 1
+    _change_leads_at(sb, second, updates=600, deletes=0)
+    live = [r for r in sb.records("leads") if not r["is_deleted"]]
+    crowd = sorted(r["id"] for r in live if r["updated_at"] == second)
+    assert len(crowd) > 4 * 250, "the crowd is offset-paged past its third page"
+    passer = min(r["id"] for r in live if r["updated_at"] != second)
+    assert passer < crowd[0]
+    client = client_for(sb, max_workers=1)
+    transport = client._transport
+    real_get = transport.get
+    moved: list[str] = []
+    events = Churner(sb.account, config=None, seed=1)
+
+    def get(path, params=(), **kwargs):
+        q = dict(params)
+        crowd_page = (
+            path == "/api/v4/leads"
+            and q.get("filter[updated_at][from]") == second
+            and q.get("order[id]") == "asc"
+            and "only_deleted" not in q.get("with", "")
+        )
+        if crowd_page and q.get("page") == 2 and not moved:
+            _move_lead(sb, events, passer, second)
+            moved.append("in")
+        resp = real_get(path, params, **kwargs)
+        if moved == ["in"]:
+            _move_lead(sb, events, passer, int(time.time()))
+            moved.append("out")
+        return resp
+
+    transport.get = get
+    records = fetch(client, "leads", END - timedelta(days=1), END)
+    assert moved == ["in", "out"], "the lead came into the crowd and left it during the walk"
+    got = Counter(key("leads", r) for r in records)
+    assert max(got.values()) == 1
+    lost = [i for i in crowd if (i, second, False) not in got]
+    assert not lost, f"{len(lost)} leads of the crowded second lost: {lost[:5]}"
