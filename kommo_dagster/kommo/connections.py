@@ -10,21 +10,28 @@ The proxy and the CA bundle come from the environment as requests took them (``H
 ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``; ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``, else
 certifi's bundle), resolved once for the account's host. No ``~/.netrc`` credentials are ever
 applied: the only credential sent is the token the transport puts in each request's headers.
+
+The timeouts bound the connect and each read; the whole answer, from sending to its last byte,
+is bounded by `answer_timeout` (`kommo_dagster.kommo.watchdog`), so that a server trickling
+its answer cannot hold a request for ever.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import urllib3
+from urllib3 import BaseHTTPResponse
 from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.util import make_headers, parse_url
 
 from kommo_dagster.kommo.config import environment
 from kommo_dagster.kommo.errors import KommoConfigError
+from kommo_dagster.kommo.watchdog import WATCHDOG, Armed
 
 CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
@@ -70,16 +77,22 @@ def _budgeted(
     pool_cls: type[HTTPConnectionPool],
     before_send: Callable[[], None],
     after_send: Callable[[], None],
+    sending: Callable[[Any], Armed],
 ) -> type[HTTPConnectionPool]:
     """``pool_cls`` whose connections call ``before_send`` once connected, right before the
     request's bytes go out, and ``after_send`` once they are out (or the write failed): the
     rate-limit slot is confirmed as close as possible to the moment the server counts the
     request, so connection set-up does not eat into the safety margin, and then settled to when
     the request really left. Only a connection the server closed during the wait for the slot
-    is made again after it (that send is then settled late, and counted so)."""
+    is made again after it (that send is then settled late, and counted so).
+
+    ``sending`` arms the deadline of the whole answer on the socket the request goes out on;
+    it is disarmed as the connection goes back to the pool (urllib3 puts it back itself once
+    the body is read), before any other request can take it."""
 
     class Connection(pool_cls.ConnectionCls):  # type: ignore[name-defined,misc]
         kept_alive = False  # whether a request went out on it since it connected
+        armed: Armed | None = None  # the deadline of the answer it carries
 
         def connect(self) -> None:
             super().connect()
@@ -97,11 +110,24 @@ def _budgeted(
                     self.close()
                     self.connect()
                 self.kept_alive = True
+                self.armed = sending(self.sock)
                 return super().request(*args, **kwargs)
             finally:
                 after_send()  # a write that failed half way may still have reached the server
 
-    return type(pool_cls.__name__, (pool_cls,), {"ConnectionCls": Connection})
+    class Pool(pool_cls):  # type: ignore[valid-type,misc]
+        ConnectionCls = Connection
+
+        def _put_conn(self, conn: Any) -> None:
+            armed = conn and conn.armed
+            if armed is not None:
+                conn.armed = None
+                if armed.disarm():
+                    conn.close()  # its socket is shut down: connect again on its next use
+            super()._put_conn(conn)
+
+    Pool.__name__ = Pool.__qualname__ = pool_cls.__name__
+    return Pool
 
 
 def _manager(settings: NetworkSettings, **pool_kwargs: Any) -> urllib3.PoolManager:
@@ -121,6 +147,17 @@ def _manager(settings: NetworkSettings, **pool_kwargs: Any) -> urllib3.PoolManag
         )
     auth = make_headers(proxy_basic_auth=f"{username}:{password}") if username else None
     return urllib3.ProxyManager(settings.proxy, proxy_headers=auth, **pool_kwargs)
+
+
+class AnswerTimeoutError(urllib3.exceptions.ReadTimeoutError):
+    """The whole answer took longer than `Connections.answer_timeout` (each read was in time)."""
+
+
+def answer_timeout(connect: float, read: float) -> float:
+    """The longest one exchange may take from sending to the answer's last byte: a connect
+    timeout (a reconnect) and a read timeout for the server to start answering, and another
+    read timeout for the body to arrive however slowly its bytes come."""
+    return connect + 2 * read
 
 
 class Connections:
@@ -149,6 +186,8 @@ class Connections:
             tls = {"cert_reqs": "CERT_REQUIRED"}
             tls["ca_cert_dir" if os.path.isdir(bundle) else "ca_certs"] = bundle
         connect, read = timeout
+        self.answer_timeout = answer_timeout(connect, read)
+        self._local = threading.local()  # the armed deadline of this thread's exchange
         self._manager = _manager(
             self.settings,
             num_pools=1,
@@ -159,7 +198,7 @@ class Connections:
             **tls,
         )
         self._manager.pool_classes_by_scheme = {
-            name: _budgeted(cls, before_send, after_send)
+            name: _budgeted(cls, before_send, after_send, self._arm)
             for name, cls in self._manager.pool_classes_by_scheme.items()
         }
         self._pool = self._manager.connection_from_url(base_url)
@@ -169,21 +208,55 @@ class Connections:
         absolute = proxy is not None and scheme == "http" and not proxy.lower().startswith("socks")
         self._prefix = base_url if absolute else ""
 
-    def get(self, target: str, headers: Mapping[str, str]) -> urllib3.BaseHTTPResponse:
-        """Send GET ``target`` (path and query) and return once the answer's headers are in;
-        the caller reads the body and releases the connection."""
-        return self._pool.urlopen(
-            "GET",
-            self._prefix + target,
-            headers=headers,
-            retries=False,
-            redirect=False,
-            assert_same_host=False,
-            preload_content=False,
+    def get(self, target: str, headers: Mapping[str, str]) -> tuple[BaseHTTPResponse, bytes]:
+        """Send GET ``target`` (path and query) and read the whole answer, the connection then
+        back in the pool. An answer not all in within `answer_timeout` of sending raises
+        `AnswerTimeoutError`."""
+        self._local.armed = None
+        try:
+            resp = self._pool.urlopen(
+                "GET",
+                self._prefix + target,
+                headers=headers,
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+                preload_content=False,
+            )
+            try:
+                # In one read: chunks cost a Python round trip each (10 KB chunks were a tenth
+                # of a page's receive cost).
+                body = resp.read(decode_content=True) or b""
+            finally:
+                resp.release_conn()  # disarms the deadline (`_budgeted`)
+        except Exception:
+            if self._disarm():  # the failure is the deadline's shutting the socket down
+                raise self._too_slow(target) from None
+            raise
+        finally:
+            late = self._disarm()  # also when interrupted
+        if late:  # a body cut short may still read as whole (one ended by the connection's end)
+            raise self._too_slow(target)
+        return resp, body
+
+    def _arm(self, sock: Any) -> Armed:
+        armed = self._local.armed = WATCHDOG.arm(sock, self.answer_timeout)
+        return armed
+
+    def _disarm(self) -> bool:
+        """Whether this thread's exchange outlived its deadline (its socket then shut down)."""
+        armed: Armed | None = self._local.armed
+        return armed is not None and armed.disarm()
+
+    def _too_slow(self, target: str) -> AnswerTimeoutError:
+        return AnswerTimeoutError(
+            self._pool,
+            target,
+            f"the whole answer took longer than {self.answer_timeout:g}s",
         )
 
     def close(self) -> None:
         self._manager.clear()
 
 
-__all__ = ["Connections", "NetworkSettings"]
+__all__ = ["AnswerTimeoutError", "Connections", "NetworkSettings", "answer_timeout"]

@@ -1,9 +1,10 @@
 """One GET against Kommo: rate limit, retries, and turning Kommo's answers into data or errors.
 
 Every attempt, retries included, first takes a slot from the shared rate limiter. 429, 500, 502,
-503, 504, dropped connections and timeouts are retried with bounded backoff (a 429's
-``retry_after`` or ``Retry-After`` is honoured and pauses every user of the account's budget;
-one asking for longer than the policy waits ends the retries rather than being cut short).
+503, 504, dropped connections and timeouts (of the connect, of a read, or of the whole answer)
+are retried with bounded backoff (a 429's ``retry_after`` or ``Retry-After`` is honoured and
+pauses every user of the account's budget; one asking for longer than the policy waits ends the
+retries rather than being cut short).
 Everything else that is not a 200/204 with JSON raises a specific `KommoError` at once.
 """
 
@@ -34,7 +35,7 @@ from kommo_dagster.kommo.config import (
     ENV_SUBDOMAIN,
     Secret,
 )
-from kommo_dagster.kommo.connections import Connections
+from kommo_dagster.kommo.connections import AnswerTimeoutError, Connections
 from kommo_dagster.kommo.errors import (
     KommoAuthError,
     KommoConfigError,
@@ -151,15 +152,6 @@ def _retry_after_header(resp: BaseHTTPResponse) -> float | None:
     except (TypeError, ValueError, IndexError):
         return None
     return max(when.timestamp() - time.time(), 0.0)
-
-
-def _read_body(resp: BaseHTTPResponse) -> bytes:
-    """The whole body in one read, the connection then back in the pool (reading it in chunks
-    costs a Python round trip each: 10 KB chunks were a tenth of a page's receive cost)."""
-    try:
-        return resp.read(decode_content=True) or b""
-    finally:
-        resp.release_conn()
 
 
 def _target(path: str, params: Params) -> str:
@@ -327,10 +319,14 @@ class Transport:
             self.ban.check()  # before even connecting; again right before sending
         self._local.sent = None
         try:
-            resp = self.connections.get(_target(path, params), self._headers())
-            body = _read_body(resp)
+            resp, body = self.connections.get(_target(path, params), self._headers())
         except (_Cancelled, urllib3.exceptions.ClosedPoolError):
             raise KommoError(f"GET {path} cancelled: the client is closing") from None
+        except AnswerTimeoutError:
+            whole = self.connections.answer_timeout
+            raise _Retryable(
+                f"read timeout (the whole answer took longer than {whole:g}s)", status=None
+            ) from None
         except urllib3.exceptions.ReadTimeoutError:
             raise _Retryable("read timeout", status=None) from None
         except urllib3.exceptions.NewConnectionError as exc:  # a ConnectTimeoutError, to urllib3

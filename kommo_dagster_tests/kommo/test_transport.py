@@ -406,3 +406,130 @@ def test_closing_the_client_ends_a_wait_for_the_budget(account, client_for):
     assert errors and isinstance(errors[0], KommoError)
     assert "cancelled" in str(errors[0]) or "closed" in str(errors[0])
     assert account.stats()["requests"] == 0
+
+
+class _Trickling(QuietHandler):
+    """Sends the headers, then the body a byte every 0.1 s: each read is in time (the read
+    timeout is 0.5 s), the whole answer never. ``/close`` gives no length and ends the body
+    with the connection, so a body cut short would read as whole; ``/ok`` answers at once."""
+
+    protocol_version = "HTTP/1.1"
+    body = b'{"_embedded": {"leads": [], "more": "xxxxxxxx"}}'
+
+    def do_GET(self):
+        self.server.seen.append(self.path)
+        if self.path.startswith("/ok"):
+            reply(self, 200, b'{"_links": {}}', content_type="application/hal+json")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/hal+json")
+        if self.path.startswith("/close"):
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        try:
+            for i in range(len(self.body)):
+                self.wfile.write(self.body[i : i + 1])
+                self.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            self.close_connection = True  # the client gave up
+
+
+@pytest.fixture
+def trickling():
+    with http_server(_Trickling) as served:
+        yield served
+
+
+@pytest.mark.parametrize("path", ["/api/v4/leads", "/close/api/v4/leads"])
+def test_an_answer_trickling_in_slower_than_its_deadline_is_retried_then_fails(
+    trickling, tmp_path, path
+):
+    """Each byte comes well within the read timeout; the whole answer (5 s) never within the
+    deadline of one attempt, 0.5 + 2 x 0.5 s from sending."""
+    from kommo_dagster.kommo import KommoClient
+
+    base_url, seen = trickling
+    policy = RetryPolicy(max_attempts=2, max_elapsed=30, backoff_base=0.01, backoff_max=0.02)
+    client = KommoClient(
+        base_url=base_url, token=SECRET, rate_limit_dir=tmp_path, retry=policy, timeout=(0.5, 0.5)
+    )
+    started = time.monotonic()
+    with client, pytest.raises(KommoRetryError) as err:
+        client.get(path)
+    took = time.monotonic() - started
+    msg = str(err.value)
+    assert "failed after 2 attempts" in msg, msg
+    assert "read timeout (the whole answer took longer than 1.5s)" in msg, msg
+    assert SECRET not in msg and err.value.last_status is None
+    assert 3.0 <= took < 4.5, took  # two attempts of 1.5 s each, not two whole trickles
+    assert seen == [path, path] and client.stats().retries == 1
+
+
+def test_an_answer_in_time_is_unaffected_by_its_deadline(trickling, tmp_path):
+    from kommo_dagster.kommo import KommoClient
+    from kommo_dagster.kommo.watchdog import WATCHDOG
+
+    base_url, seen = trickling
+    with KommoClient(
+        base_url=base_url, token=SECRET, rate_limit_dir=tmp_path, timeout=(0.2, 0.2)
+    ) as client:
+        for _ in range(3):
+            assert client.get("/ok") == {"_links": {}}
+            time.sleep(0.7)  # past the deadline (0.6 s) of the request before
+        pool = client._transport.connections._pool
+        assert pool.num_connections == 1 and pool.num_requests == 3 and seen == ["/ok"] * 3
+        assert client.stats().retries == 0
+    assert WATCHDOG.in_flight() == 0
+
+
+def test_a_late_answer_shuts_no_other_requests_connection(trickling, tmp_path):
+    """Requests through one client's pool while deadlines of trickling answers fire: every
+    answer in time is read whole on the first attempt, on connections kept alive."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kommo_dagster.kommo import KommoClient
+    from kommo_dagster.kommo.watchdog import WATCHDOG
+
+    base_url, seen = trickling
+    policy = RetryPolicy(max_attempts=2, max_elapsed=30, backoff_base=0.01, backoff_max=0.02)
+    client = KommoClient(
+        base_url=base_url,
+        token=SECRET,
+        rate_limit_dir=tmp_path,
+        retry=policy,
+        timeout=(0.5, 0.5),
+        max_workers=8,
+        requests_per_second=None,
+    )
+    slow_done = threading.Event()
+
+    def slow(path: str) -> str:
+        with pytest.raises(KommoRetryError, match=r"the whole answer took longer than 1\.5s"):
+            client.get(path)
+        return path
+
+    def fast() -> int:
+        answered = 0
+        while not slow_done.is_set():
+            assert client.get("/ok") == {"_links": {}}
+            answered += 1
+            time.sleep(0.01)
+        return answered
+
+    with client, ThreadPoolExecutor(max_workers=9) as pool:
+        fast_runs = [pool.submit(fast) for _ in range(6)]
+        slow_runs = [pool.submit(slow, p) for p in ("/a", "/b", "/close/c")]
+        for run in slow_runs:
+            run.result(timeout=60)
+        slow_done.set()
+        answered = sum(run.result(timeout=60) for run in fast_runs)
+        connections = client._transport.connections._pool.num_connections
+        stats = client.stats()
+    assert stats.retries == 3  # one for each trickling answer, none for the others
+    assert answered == seen.count("/ok") and answered > 50
+    assert connections < 20  # kept alive: a shut connection is not reused, the others are
+    assert WATCHDOG.in_flight() == 0
