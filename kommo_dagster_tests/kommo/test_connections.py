@@ -116,6 +116,25 @@ def test_connections_are_kept_alive(capture):
     assert len(seen) == 3
 
 
+def test_a_connection_goes_back_to_the_pool_with_its_deadline_disarmed(capture):
+    """Disarmed as the pool takes it back, before another request may take it: a deadline
+    left armed would shut the socket under that request."""
+    from kommo_dagster.kommo.watchdog import WATCHDOG
+
+    base_url, _ = capture
+    transport = _transport(base_url)
+    try:
+        transport.get("/api/v4/account")
+        pool = transport.connections._pool
+        idle = [conn for conn in list(pool.pool.queue) if conn is not None]
+        assert len(idle) == 1 and idle[0].armed is None and idle[0].sock is not None
+        assert transport.connections._local.armed.disarm() is False
+        assert WATCHDOG.in_flight() == 0
+        assert transport.connections.answer_timeout == 3.0  # 1 s to connect + 2 x 1 s reads
+    finally:
+        transport.close()
+
+
 class _ShortKeepAlive(_Capture):
     """Closes a kept-alive connection idle for 0.3 s, as servers do after their own time."""
 
