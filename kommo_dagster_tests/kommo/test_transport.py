@@ -465,7 +465,7 @@ def test_an_answer_trickling_in_slower_than_its_deadline_is_retried_then_fails(
     assert "failed after 2 attempts" in msg, msg
     assert "read timeout (the whole answer took longer than 1.5s)" in msg, msg
     assert SECRET not in msg and err.value.last_status is None
-    assert 3.0 <= took < 4.5, took  # two attempts of 1.5 s each, not two whole trickles
+    assert 3.0 <= took < 6.0, took  # two attempts of 1.5 s each, not two 4.8 s trickles
     assert seen == [path, path] and client.stats().retries == 1
 
 
