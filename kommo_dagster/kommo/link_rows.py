@@ -185,20 +185,37 @@ class LinkRows:
         return pa.concat_tables(tables)
 
     def parent_heads(self) -> pa.Table:
-        """Every record read: ``id``, its version (`VERSION`) and ``is_deleted``, one row per
-        reading; asked once per link table of a write."""
+        """Each record read, once: ``id`` and the version (`VERSION`) and ``is_deleted`` of its
+        newest reading (of readings of one version, a deleted one, as in the ``_current``
+        views), which decides its links; worked out once, for every link table of a write."""
         import pyarrow as pa
+        import pyarrow.compute as pc
 
         count = len(self.parent_ids)
         if self._parents is None or self._parents[0] != count:
-            heads = pa.table(
+            readings = pa.table(
                 {
                     "id": pa.array(self.parent_ids, pa.int64()),
                     VERSION: pa.array(self._parent_versions, pa.int64()),
                     "is_deleted": pa.array(self._parent_deleted, pa.bool_()),
                 }
             )
-            self._parents = (count, heads)
+            # Each id's readings, oldest first (no version before any), a deleted one last of a
+            # version: the last of each id is the one that decides.
+            unversioned_first = pc.fill_null(readings.column(VERSION), -(2**63))
+            order = pc.sort_indices(
+                readings.set_column(1, VERSION, unversioned_first),
+                sort_keys=[
+                    ("id", "ascending"),
+                    (VERSION, "ascending"),
+                    ("is_deleted", "ascending"),
+                ],
+            )
+            ids = readings.column("id").take(order).combine_chunks()
+            following = pa.concat_arrays([ids[1:], pa.nulls(min(count, 1), pa.int64())])
+            is_last = pc.fill_null(pc.not_equal(ids, following), True)
+            newest = readings.take(order).filter(is_last)
+            self._parents = (count, newest)
         return self._parents[1]
 
 

@@ -69,18 +69,12 @@ def _newest_rows_sql(table: LinkTable) -> str:
             f"SELECT DISTINCT ON ({key}) {columns} FROM ({rows}) "
             f"WHERE {version} IS NOT DISTINCT FROM _newest ORDER BY {key}"
         )
-    readings = f"SELECT *, max({version}) OVER (PARTITION BY id) AS _newest FROM {_PARENTS}"
-    parents = (
-        f"SELECT id, _newest, bool_or(coalesce(is_deleted, false)) FILTER "
-        f"(WHERE {version} IS NOT DISTINCT FROM _newest) AS _deleted "
-        f"FROM ({readings}) GROUP BY id, _newest"
-    )
     r_key = ", ".join(f"r.{quote(k)}" for k in table.key)
     return (
         f"SELECT DISTINCT ON ({r_key}) {', '.join(f'r.{quote(c)}' for c in table.column_names)} "
         f"FROM (SELECT {casts}, {version} FROM {_ROWS}) AS r "
-        f"JOIN ({parents}) AS p ON r.{quote(table.parent_column)} = p.id "
-        f"WHERE r.{version} IS NOT DISTINCT FROM p._newest AND NOT p._deleted ORDER BY {r_key}"
+        f"JOIN {_PARENTS} AS p ON r.{quote(table.parent_column)} = p.id "
+        f"WHERE r.{version} IS NOT DISTINCT FROM p.{version} AND NOT p.is_deleted ORDER BY {r_key}"
     )
 
 
