@@ -52,21 +52,27 @@ order, so it may repeat a row (dropped by id) but never skip one; only a departu
   sees the notes edited since (at the server's time), not notes deleted or back-dated meanwhile,
   which matters only inside a second stamped on over two pages (500) of notes.
 
-* tasks (`PagesWalk` by id, `kommo_dagster.kommo.tasks`): Kommo filters tasks on updated_at but
-  orders them only by id. The window is cut into equal slices of time, each offset-paged by id.
-  An update never moves a task within the id order; it only takes it out of a slice (to any
-  updated_at) and a deletion removes it; either can shift an unseen task past a page boundary
-  if the walk had already seen the task that left. **Known gap**, as for a crowded second: a
-  task the walk had passed (a smaller id) that is back-dated into the slice and out again
-  between two of its pages shifts one too, and is not looked for. A slice read in one request
-  is a consistent snapshot; for the others, one check reads the tasks updated since the walk began
-  and then the task events since then (in that order, so that a task that left and came back
-  while the check ran is caught by one or the other), and takes a slice as left by a task it
-  saw unless the task's one change kept it inside that slice, whichever slice saw it after.
-  Each slice a task may have left is walked again, cut into chunks of about 200 of the tasks
-  it saw, so the new chunks are mostly single requests and the rounds end even while the
-  account keeps changing. Changed tasks whose new version lies inside the window are yielded
-  from the check itself.
+* tasks (`OverlapWalk`, `kommo_dagster.kommo.tasks`): Kommo filters tasks on updated_at but orders
+  them only by id. The window is cut into equal slices of time, each offset-paged by id in pages
+  that overlap: Kommo's offset is ``(page - 1) * limit`` for any limit up to 250, so the next page
+  is asked at the limit whose offset lies on or before the last row read and that reaches furthest
+  (`overlap.page_at`; a long slice takes about 8% more pages than plain offset paging, a slice of a
+  few pages mostly none). A page is a contiguous run of the slice's ids when it is served, so if
+  its lowest id is at most the highest id read so far, every task that stayed in the slice up to
+  its highest id was on one of the pages, and a short page reached the end. An update never moves a
+  task within the id order; a task leaving the slice (to any updated_at) or deleted below the next
+  offset shifts the rest down, one arriving (a task passing through, back-dated in and out, does
+  both) shifts them up. Either way the next page shows it by its ids: it starts above the highest
+  id read (or comes back empty) and the walk steps back to a lower offset instead of going on (more
+  step-backs than pages read, and some slack, fail the run as an account changing faster than it is
+  read), or it overlaps and nothing was skipped; repeats are dropped by (id, updated_at). So every
+  task that stays is yielded, without a check: no slice is read again. A slice is never split (a
+  new walk's first page could overlap this one's only once this one's page before it has come
+  back); the window is cut into twice as many slices as requests worth having in flight instead. A
+  closing walk delivers what the slices cannot: the newest version of a task changed while they
+  were read. Where a slice took several requests and the window reaches the second the slices began
+  in, it reads the tasks updated since then inside the window
+  (`test_a_task_passing_through_a_part_while_it_is_offset_paged_loses_none`).
 
 * events (`PagesWalk`, newest first): events are immutable and only appended with
   created_at = now. In a window that lies in the past (it ended `SETTLED` seconds before the

@@ -139,8 +139,9 @@ class PagesWalk(Walk):
     Events (``newest_first``): in a window that lies in the past a split hands the later pages
     of the same query to a new walk and this one stops before them (`QueryPages.hand_over`); in
     a window that reaches now, a split raises ``lo`` and hands the older part to another walk,
-    and this one stops once its pages pass below ``lo`` (`RowsMet`). Tasks: ordered by id, never
-    split (a new filter range would invalidate the offsets).
+    and this one stops once its pages pass below ``lo`` (`RowsMet`). The tasks probe
+    (``probe_only``): the first page of a window, and whether there is more; the tasks
+    themselves are read in overlapping pages (`walks.overlap`).
     """
 
     cursor: str = "updated_at"
