@@ -9,12 +9,12 @@ however often: no check has to find the parts such changes touched, and no part 
 
 What the parts cannot promise is the newest version of a task changed while they ran: its old
 version may have been read already, or the part its new version lies in may have passed its id.
-Where parts took more than one request each and the window reaches the second the round began
-in, one more walk reads the tasks updated since then inside the window (the changes Kommo
-stamped with the time of the change), so a window that includes now ends with those versions,
-as the keyset walks of leads end with the records changed into their unread gap. A change that
-set an earlier updated_at, or one made after that walk, lies in the window of its new updated_at,
-which the next extraction of that window delivers (see the walks package docstring).
+Where a part took more than one request and the window reaches the second the parts began in,
+one more walk reads the tasks updated since then inside the window (the changes Kommo stamped
+with the time of the change), so a window that includes now ends with those versions, as the
+keyset walks of leads end with the records changed into their unread gap. A change that set an
+earlier updated_at, or one made after that walk, lies in the window of its new updated_at, which
+the next extraction of that window delivers (see the walks package docstring).
 """
 
 from __future__ import annotations
@@ -100,9 +100,10 @@ class TasksStrategy(Strategy):
         return list(self.parts)
 
     def _check(self) -> list[Walk]:
-        """The tasks updated inside the window since the parts began, where that can hold any:
-        parts read in one request each are one moment apiece, and a window that ended before
-        the parts began holds no task stamped since."""
+        """The tasks updated inside the window since the parts began. Not where the window
+        ended before they began (it holds no task stamped since), nor after parts of one request
+        each: those were read side by side within a moment or two, where a change between them
+        is not worth a request on every run of today's partition."""
         self.phase = "check"
         since = self.since if self.since is not None else int(time.time()) - 2
         if all(w.requests <= 1 for w in self.parts) or since > self.hi:

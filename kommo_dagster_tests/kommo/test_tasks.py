@@ -14,6 +14,7 @@ import pytest
 
 from kommo_dagster.kommo import KommoClient
 from kommo_dagster.kommo.transport import Response
+from kommo_dagster.kommo.walks.pages import even_bounds
 from kommo_dagster.sandbox import KommoSandbox
 from kommo_dagster.sandbox.churn import Churner
 from kommo_dagster_tests.kommo.conftest import END, START, fetch, until_today
@@ -190,3 +191,27 @@ def test_a_task_passing_through_a_part_while_it_is_offset_paged_loses_none(
     assert len(first_part) >= 3, "the first part is offset-paged past its second page"
     stayed, delivered = stayed_and_delivered(sb, records, before_, lo, hi)
     assert len(stayed) > 1000 and not stayed - delivered, f"{len(stayed - delivered)} lost"
+
+
+def test_a_window_in_the_past_costs_the_probe_and_the_pages_of_its_parts_only(
+    sandbox_factory, client_for, monkeypatch
+):
+    """No task can be stamped inside a window that ended before the parts began: no request
+    follows the parts, of tasks or of events."""
+    sb = sandbox_factory(leads=1500, requests_per_second=None)
+    client = client_for(sb, max_workers=1)
+    lo, hi = int(START.timestamp()), int(END.timestamp()) - 1
+    ranges: list[tuple[int, int]] = []
+
+    def before(q: Params) -> None:
+        p = dict(q)
+        ranges.append((p["filter[updated_at][from]"], p["filter[updated_at][to]"]))
+
+    hook_requests(client, monkeypatch, before=before)
+    records = fetch(client, "tasks")
+    # One worker: twice as many parts.
+    parts = even_bounds(lo, hi, 2)
+    assert len(records) == len(tasks_now(sb)) == 900
+    assert ranges[0] == (lo, hi) and set(ranges[1:]) == set(parts), "the probe, then the parts"
+    assert len(ranges) > 1 + len(parts), "a part took several pages"
+    assert client.stats().requests == len(ranges)

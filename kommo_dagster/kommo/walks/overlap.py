@@ -8,11 +8,11 @@ before ``end - 1`` and reaching further than ``end``: it picks the limit that re
 (`page_at`). A page is a contiguous run of the range's ids as they are when it is served. So if
 its lowest id is at most the highest id of the pages before it (``top``), every record with an
 id up to its highest that is in the range both then and for the whole walk was on one of the
-pages; a short page reached the end. A record that left the range below the page's offset
-since the last page shifts the rest down: the page may then start above ``top``, and the walk
-steps back (a lower offset, four times the overlap that failed, down to the first page,
-which always holds the lowest ids) instead of going on. A record arriving below only pushes the rest
-up: rows repeat, and the strategy drops a repeat by (id, updated_at).
+pages; a short page reached the end. A record that left the range below the page's offset since
+the last page shifts the rest down: the page may then start above ``top``, and the walk steps
+back (a lower offset, four times the overlap that failed, down to the first page, which always
+holds the lowest ids) instead of going on. A record arriving below only pushes the rest up: rows
+repeat, and the strategy drops a repeat by (id, updated_at).
 
 A walk is never split: the page a second walk would start at overlaps this one's only once this
 one's page before it has come back. The window is cut into parts up front instead.
