@@ -105,6 +105,8 @@ def test_an_unchanged_range_is_read_in_pages_that_each_overlap_the_last():
     offsets = [(p - 1) * s for p, s in server.asked]
     assert all(o < e for o, e in zip(offsets[1:], ends, strict=False)), "each overlaps the last"
     assert len(got) - 1000 == sum(e - o for o, e in zip(offsets[1:], ends, strict=False))
+    # Never split: a walk taking over later pages could not overlap this one's.
+    assert walk.split() is None
 
 
 def test_a_departure_below_the_next_page_makes_it_step_back_and_lose_none():
