@@ -87,7 +87,6 @@ class KommoClient:
         rate_limit_margin: float = DEFAULT_MARGIN,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
-        max_rewalks: int = 5,
     ):
         if settings is None:
             settings = KommoSettings.build(
@@ -107,7 +106,6 @@ class KommoClient:
         self.rate_limit_dir = settings.rate_limit_dir
         self.progress = progress
         self.progress_interval = progress_interval
-        self.max_rewalks = max_rewalks
         self.limiter = self._limiter(margin=rate_limit_margin)
         self.ban = self._ban()
         self._stats = StatsRecorder()
@@ -263,7 +261,6 @@ class KommoClient:
         runtime = Runtime(
             walks=WalkContext(
                 transport=self._transport,
-                max_rewalks=self.max_rewalks,
                 target_concurrency=self.target_concurrency,
                 decode=decode,
             ),

@@ -142,7 +142,7 @@ class Stream:
     deleted_event: str | None = None
     # The entity_type Kommo's events give this stream's records (``filter[entity][]``): every
     # change to such a record is recorded as an event stamped with the server's current time,
-    # whatever updated_at the change carries, which is what the walks' closing checks rely on.
+    # whatever updated_at the change carries, which is what the changes sensor relies on.
     event_entity: str | None = None
     # The columns that identify one version of a record: a table holds one row per key. Filled
     # in by `build_streams` when not declared: (id, cursor) for incremental streams, else id.

@@ -15,7 +15,6 @@ import requests
 
 from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, STREAMS
 from kommo_dagster.kommo.walks import even_bounds
-from kommo_dagster.kommo.walks import keyset as walks_module
 from kommo_dagster.kommo.walks import overlap as overlap_module
 from kommo_dagster.sandbox import ChurnConfig
 from kommo_dagster.sandbox.churn import Churner
@@ -174,9 +173,11 @@ def test_even_bounds_cover_the_range_without_gaps():
     assert even_bounds(10, 11, 8) == [(10, 10), (11, 11)]
 
 
-def test_a_second_of_over_two_pages_is_paged_checked_and_walked_again(
+def test_a_second_of_over_two_pages_steps_back_over_records_that_leave_it(
     sandbox_factory, client_for, caplog
 ):
+    """Records of the window's last second (a crowd of over two pages) leave it while its
+    offset pages are read: a page that starts past the last id read steps back."""
     sb = sandbox_factory(leads=9000, requests_per_second=None)
     last_second = int(END.timestamp()) - 1
     crowd = [r for r in sb.records("leads") if r["updated_at"] == last_second]
@@ -191,7 +192,7 @@ def test_a_second_of_over_two_pages_is_paged_checked_and_walked_again(
     with caplog.at_level(logging.INFO, logger="kommo_dagster.kommo"):
         records = fetch(client, "leads", *day)
     sb.update_config(churn=None)
-    assert f"records of second {last_second} changed while it was paged" in caplog.text
+    assert f"leads updated at {last_second}: a page left a gap" in caplog.text
     keys = Counter(key("leads", r) for r in records)
     assert max(keys.values()) == 1
     stayed = {
@@ -217,11 +218,9 @@ def _change_leads_at(sb, second: int, *, updates: int, deletes: int) -> None:
 def test_crowded_seconds_in_both_lists_are_stable_when_nothing_changes(
     sandbox_factory, client_for, caplog
 ):
-    """A crowded second's check looks for departed records in the other list at that second.
-    Here both lists crowd the window's last second (a bulk deletion of 2,500 leads beside 500+
-    live ones): the deleted walk's check pages the smaller live crowd, the live walk's check asks
-    for its own ids rather than page eleven pages of deleted ones. Nothing changes, so nothing
-    is walked again, and the window is exactly the account's."""
+    """Both lists crowd the window's last second (a bulk deletion of 2,500 leads beside 500+
+    live ones), each read in overlapping pages by id. Nothing changes, so no page leaves a gap,
+    and the window is exactly the account's."""
     sb = sandbox_factory(leads=12000, requests_per_second=None)
     last_second = int(END.timestamp()) - 1
     _change_leads_at(sb, last_second, updates=0, deletes=2500)
@@ -232,7 +231,7 @@ def test_crowded_seconds_in_both_lists_are_stable_when_nothing_changes(
     day = (END - timedelta(days=1), END)
     with caplog.at_level(logging.INFO, logger="kommo_dagster.kommo"):
         records = fetch(client, "leads", *day)
-    assert "changed while it was paged" not in caplog.text
+    assert "a page left a gap" not in caplog.text
     assert rows_of("leads", records) == expected(sb, "leads", *day)
 
 
@@ -264,18 +263,13 @@ def test_tasks_parts_step_back_over_departed_tasks_and_lose_none(
     assert stayed and stayed <= set(keys)
 
 
-def _blind_to_events(monkeypatch, module) -> None:
-    """The control: a closing check that sees no events, so only changes stamped now."""
-    monkeypatch.setattr(module, "events_since", lambda **_: (Counter(), 0))
-
-
 def _plain_pages(monkeypatch) -> None:
-    """The control: tasks read in plain offset pages (page 1, 2, ... of one limit), each taken
-    as joining the one before it without looking."""
+    """The control: tasks, and crowded seconds, read in plain offset pages (page 1, 2, ... of
+    one limit), each taken as joining the one before it without looking."""
     monkeypatch.setattr(
         overlap_module, "page_at", lambda end, *, limit, need=1: (end // limit + 1, limit)
     )
-    monkeypatch.setattr(overlap_module.OverlapWalk, "_overlaps", lambda self, offset, ids: True)
+    monkeypatch.setattr(overlap_module.OverlapPages, "_overlaps", lambda self, offset, ids: True)
 
 
 @pytest.mark.parametrize("plain", [False, True], ids=["exact", "control-plain-pages"])
@@ -295,21 +289,22 @@ def test_tasks_moved_to_an_earlier_updated_at_lose_no_task(
     assert stayed > 1000 and bool(lost) == plain, f"{len(lost)} tasks lost"
 
 
-@pytest.mark.parametrize("blind", [False, True], ids=["exact", "control-blind-check"])
+@pytest.mark.parametrize("plain", [False, True], ids=["exact", "control-plain-pages"])
 def test_a_crowded_second_is_exact_when_its_records_move_to_earlier_seconds(
-    sandbox_factory, client_for, monkeypatch, blind
+    sandbox_factory, client_for, monkeypatch, plain
 ):
     """Records of a second of over two pages move to earlier updated_at values while it is
-    offset-paged: without the events, its closing check would not see them leave."""
+    offset-paged: plain offset pages lose the records their departures shift (the control);
+    overlapping pages step back over every gap."""
     sb = sandbox_factory(leads=9000, requests_per_second=None)
-    if blind:
-        _blind_to_events(monkeypatch, walks_module)
+    if plain:
+        _plain_pages(monkeypatch)
     client = client_for(sb, max_workers=1)
     churn = ChurnConfig(
         every_requests=3, updates=10, creates=0, deletes=0, streams=("leads",), backdate=1.0
     )
     stayed, lost = lost_under_churn(sb, client, "leads", churn, END - timedelta(days=1), END)
-    assert stayed > 500 and bool(lost) == blind, f"{len(lost)} leads lost"
+    assert stayed > 500 and bool(lost) == plain, f"{len(lost)} leads lost"
 
 
 def _move_lead(sb, events: Churner, lead_id: int, updated_at: int) -> None:
@@ -327,12 +322,6 @@ def _move_lead(sb, events: Churner, lead_id: int, updated_at: int) -> None:
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: the crowded second's check looks only for changes of the records the "
-    "walk read; a check that also suspects every record with two events would walk busy "
-    "accounts' crowds again until the run fails (see the walks package docstring)",
-)
 def test_a_record_passing_through_a_crowded_second_while_it_is_offset_paged_loses_none(
     sandbox_factory, client_for
 ):

@@ -14,11 +14,10 @@ Guarantees, per stream. A record "stays" when its cursor is inside the window an
 change for the whole extraction. A change may carry any updated_at: Kommo sets it to the time of
 the change (a deletion included), but an integration may set it explicitly, earlier than the
 record had, on PATCH and POST of leads, contacts, companies and tasks. So a record can leave a
-window or arrive in one, in the past too. What no change can do is go unrecorded: Kommo writes an
-event for it, stamped with the server's own current time (`events_since`). The closing checks
-below therefore ask "which of the records this walk met have events since it began", never
-"which records carry a new updated_at". An arrival can only push records further along the
-order, so it may repeat a row (dropped by id) but never skip one; only a departure can.
+window or arrive in one, in the past too. No walk below therefore trusts a record's new
+updated_at to tell it what moved: each reads in a way where the pages themselves show a
+departure. An arrival can only push records further along the order, so it may repeat a row
+(dropped by id) but never skip one; only a departure can.
 
 * leads, contacts, companies and their notes (`KeysetWalk`, chosen by the declaration's
   ``paging="keyset"``): the unread part of a list's window is a gap ``[L, H]``. A walk from
@@ -35,22 +34,14 @@ order, so it may repeat a row (dropped by id) but never skip one; only a departu
   by id (`CrowdedSecond`), skipping the ids already yielded: the first page ascending and the
   first page descending. If they overlap, every record that stayed in ``T`` was on one of them
   (one missing from both would lie above the first page's highest id and below the second's
-  lowest), whatever arrived or left meanwhile. Only a second of over two pages is offset-paged; a
-  record leaving ``T`` meanwhile could then shift another past a page boundary. A closing check
-  (`second_is_stable`) looks for the second's records among the stream's events since the second's
-  walk began, among the records changed or deleted since then (for a server whose changes leave no
-  event), and among the other list's records of ``T`` (deleted or restored in place); the second is
-  walked again if one it saw is there (bounded). **Known gap:** a record the walk never saw can
-  shift one too, if it is back-dated into ``T`` below the ids already passed and leaves again
-  between two offset pages; the check cannot tell it from any record changed twice meanwhile, and
-  suspecting all of those would walk a busy account's crowd again until the run fails. A record is
-  lost only then: inside a second of over two pages, a change that sets updated_at to exactly that
-  second, undone within the same walk
-  (`test_a_record_passing_through_a_crowded_second_while_it_is_offset_paged_loses_none`, expected to
-  fail). The deleted list (``with=only_deleted``) is walked the same way, so deleted records arrive
-  with is_deleted true. Notes have no deleted list and no events of their own: for them the check
-  sees the notes edited since (at the server's time), not notes deleted or back-dated meanwhile,
-  which matters only inside a second stamped on over two pages (500) of notes.
+  lowest), whatever arrived or left meanwhile. Only a second of over two pages goes on, in offset
+  pages by id that overlap the first page and each other, up to the descending page's lowest id,
+  as tasks are read (`overlap.OverlapPages`, below): a record leaving ``T`` below a page's offset
+  (changed to any updated_at, deleted, or passing through: back-dated into ``T`` and out again)
+  shows as a page starting past the last id read, and the walk steps back over it
+  (`test_a_record_passing_through_a_crowded_second_while_it_is_offset_paged_loses_none`). No
+  check follows and no second is read twice. The deleted list (``with=only_deleted``) is walked
+  the same way, so deleted records arrive with is_deleted true; so are notes, which have none.
 
 * tasks (`OverlapWalk`, `kommo_dagster.kommo.tasks`): Kommo filters tasks on updated_at but orders
   them only by id. The window is cut into equal slices of time, each offset-paged by id in pages
@@ -95,12 +86,7 @@ window of its change, earlier or later, which the next extraction of that window
 """
 
 from kommo_dagster.kommo.walks.base import Decoder, Job, Walk, records_of, server_since
-from kommo_dagster.kommo.walks.keyset import (
-    KeysetWalk,
-    events_since,
-    list_since,
-    second_is_stable,
-)
+from kommo_dagster.kommo.walks.keyset import KeysetWalk
 from kommo_dagster.kommo.walks.pages import PagesWalk, even_bounds
 from kommo_dagster.kommo.walks.strategies import (
     KeysetStrategy,
@@ -120,9 +106,6 @@ __all__ = [
     "Walk",
     "WalkContext",
     "even_bounds",
-    "events_since",
-    "list_since",
     "records_of",
-    "second_is_stable",
     "server_since",
 ]

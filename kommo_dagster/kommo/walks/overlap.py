@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from kommo_dagster.kommo.errors import KommoConsistencyError, KommoResponseError
 from kommo_dagster.kommo.streams import Stream
@@ -61,11 +61,14 @@ def ascending_ids(stream: Stream, records: list[dict[str, Any]]) -> list[int]:
 
 
 @dataclass(eq=False, kw_only=True)
-class OverlapWalk(Walk):
-    """One filter range ``[lo, hi]`` of ``cursor``, ordered by id, in overlapping offset pages."""
+class OverlapPages:
+    """Where the next overlapping page of one range starts, and whether each page that came
+    back joined the ones before it. A walk over a range ordered by id (`OverlapWalk`, and the
+    offset pages of a crowded second) asks `next_page` and hands each page's ids to `take`.
+    ``what`` names the range in errors ("tasks updated between ... and ...")."""
 
-    cursor: str = "updated_at"
-    order: tuple[tuple[str, str], ...] = ()
+    limit: int
+    what: str
     # The offset past the last page that overlapped, as the range stood when it was served.
     end: int = field(default=0, init=False)
     # The highest id of the pages that overlapped: every record that stayed in the range with an
@@ -77,14 +80,73 @@ class OverlapWalk(Walk):
     step_backs: int = field(default=0, init=False)
     asked: tuple[int, int] = field(default=(1, 0), init=False)
 
+    def next_page(self) -> tuple[int, int]:
+        """The (page, limit) to ask for next."""
+        self.asked = page_at(self.end, limit=self.limit, need=self.need)
+        return self.asked
+
+    def take(self, ids: list[int], *, has_next: bool) -> Literal["on", "back", "end"]:
+        """Take in the ascending ids of the page last asked for: it joined the ones before it
+        and more may follow (``on``), it left a gap, so the next page reaches further back
+        (``back``), or it joined them and reached the end of the range (``end``)."""
+        page, size = self.asked
+        offset = (page - 1) * size
+        if len(ids) > size or (has_next and len(ids) < size):
+            raise KommoResponseError(
+                f"Kommo served {len(ids)} {self.what} on a page of limit {size}"
+                f"{' and announced another' if has_next else ''}: the limit was not honoured"
+            )
+        if not self._overlaps(offset, ids):
+            self._step_back(offset)
+            return "back"
+        if not ids:
+            return "end"
+        self.top = ids[-1] if self.top is None else max(self.top, ids[-1])
+        self.end = offset + len(ids)
+        self.need = 1
+        self.moved_on += 1
+        return "on" if has_next else "end"
+
+    def _overlaps(self, offset: int, ids: list[int]) -> bool:
+        """Whether a page joins the ones before it: the first page always does (an empty one
+        says the range is empty); a later one if it starts at or below ``top``."""
+        if not offset:
+            return True
+        return bool(ids) and self.top is not None and ids[0] <= self.top
+
+    def _step_back(self, offset: int) -> None:
+        """A gap may have opened (the page came back empty, or above ``top``): ask again for a
+        page reaching back over four times the rows this one did, at most down to the first
+        page; one departure takes one step back, a page of them a few."""
+        self.step_backs += 1
+        if self.step_backs > self.moved_on + STEP_BACK_SLACK:
+            raise KommoConsistencyError(
+                f"{self.what} kept leaving the range while it was paged "
+                f"({self.step_backs} step-backs); retry later or use a smaller window"
+            )
+        self.need = 4 * (self.end - offset)
+        log.info("%s: a page left a gap after the one before it; stepping back", self.what)
+
+
+@dataclass(eq=False, kw_only=True)
+class OverlapWalk(Walk):
+    """One filter range ``[lo, hi]`` of ``cursor``, ordered by id, in overlapping offset pages."""
+
+    cursor: str = "updated_at"
+    order: tuple[tuple[str, str], ...] = ()
+    pages: OverlapPages = field(init=False)
+
+    def __post_init__(self) -> None:
+        what = f"{self.stream.name} updated between {self.lo} and {self.hi}"
+        self.pages = OverlapPages(limit=self.limit, what=what)
+
     def remaining_seconds(self) -> int:
         return max(0, self.hi - self.lo + 1) if not self.done and not self.requests else 0
 
     def next_job(self) -> Job | None:
         if self.done:
             return None
-        self.asked = page_at(self.end, limit=self.limit, need=self.need)
-        page, size = self.asked
+        page, size = self.pages.next_page()
         params = [
             *self.base,
             (f"filter[{self.cursor}][from]", self.lo),
@@ -98,57 +160,10 @@ class OverlapWalk(Walk):
     def on_result(self, job: Job, result: Any) -> list[dict[str, Any]]:
         self.requests += 1
         records, has_next = self.decode(self.stream, result)
-        page, size = self.asked
-        offset = (page - 1) * size
         ids = ascending_ids(self.stream, records)
-        if len(records) > size or (has_next and len(records) < size):
-            raise KommoResponseError(
-                f"Kommo served {len(records)} {self.stream.name} on a page of limit {size}"
-                f"{' and announced another' if has_next else ''}: the limit was not honoured"
-            )
-        if not self._overlaps(offset, ids):
-            self._step_back(offset)
-        elif ids:
-            self._move_on(offset, ids, full=has_next)
-        else:
-            self.done = True
+        self.done = self.pages.take(ids, has_next=has_next) == "end"
         self.rows += len(records)
         return records
 
-    def _overlaps(self, offset: int, ids: list[int]) -> bool:
-        """Whether a page joins the ones before it: the first page always does (an empty one
-        says the range is empty); a later one if it starts at or below ``top``."""
-        if not offset:
-            return True
-        return bool(ids) and self.top is not None and ids[0] <= self.top
 
-    def _move_on(self, offset: int, ids: list[int], *, full: bool) -> None:
-        """The page overlapped the ones before it (or was the first): they now cover every
-        record that stayed, up to its highest id; a page without a next one reached the end."""
-        self.top = ids[-1] if self.top is None else max(self.top, ids[-1])
-        self.end = offset + len(ids)
-        self.need = 1
-        self.moved_on += 1
-        self.done = not full
-
-    def _step_back(self, offset: int) -> None:
-        """A gap may have opened (the page came back empty, or above ``top``): ask again for a
-        page reaching back over four times the rows this one did, at most down to the first
-        page; one departure takes one step back, a page of them a few."""
-        self.step_backs += 1
-        if self.step_backs > self.moved_on + STEP_BACK_SLACK:
-            raise KommoConsistencyError(
-                f"{self.stream.name} updated between {self.lo} and {self.hi} kept leaving the "
-                f"range while it was paged ({self.step_backs} step-backs); retry later or use "
-                "a smaller window"
-            )
-        self.need = 4 * (self.end - offset)
-        log.info(
-            "%s between %s and %s: a page left a gap after the one before it; stepping back",
-            self.stream.name,
-            self.lo,
-            self.hi,
-        )
-
-
-__all__ = ["STEP_BACK_SLACK", "OverlapWalk", "ascending_ids", "page_at"]
+__all__ = ["STEP_BACK_SLACK", "OverlapPages", "OverlapWalk", "ascending_ids", "page_at"]

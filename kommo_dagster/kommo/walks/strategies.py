@@ -24,11 +24,10 @@ from kommo_dagster.kommo.walks.pages import PagesWalk
 
 @dataclass(frozen=True, kw_only=True)
 class WalkContext:
-    """What walks and strategies use of the client: its transport, the bound on walking a
-    window again, and how many requests are worth having in flight now."""
+    """What walks and strategies use of the client: its transport and how many requests are
+    worth having in flight now."""
 
     transport: Transport
-    max_rewalks: int
     target_concurrency: Callable[[], int]
     decode: Decoder = records_of
 
@@ -88,7 +87,6 @@ class KeysetStrategy(Strategy):
                 kind=kind,
                 base=base,
                 cursor=s.cursor or "updated_at",
-                max_rewalks=self.context.max_rewalks,
             )
             for kind, base in lists
         ]
