@@ -79,7 +79,9 @@ def test_every_check_passes_on_good_tables():
     _table(con, "statuses", [{"id": 142, "pipeline_id": 10}, {"id": 142, "pipeline_id": 11}])
     _table(con, "loss_reasons", [{"id": 7}])
     for stream in ("leads", "pipelines", "statuses", "loss_reasons"):
-        assert all(_outcomes(con, stream).values()), stream
+        # every declared check ran, and each passed
+        expected = dict.fromkeys(check_names(get_stream(stream)), True)
+        assert _outcomes(con, stream) == expected, stream
 
 
 def test_a_duplicate_version_fails_and_names_its_partition():
@@ -145,7 +147,7 @@ def test_dangling_references_are_counted_and_sampled():
     assert not loss.passed
     assert loss.metadata == {"dangling_rows": 2, "dangling_keys": 1, "sample": ["loss_reason_id=8"]}
     status = outcomes["status_id_in_statuses"]
-    assert status.metadata["sample"] == ["pipeline_id=11, status_id=5"]
+    assert not status.passed and status.metadata["sample"] == ["pipeline_id=11, status_id=5"]
     assert outcomes["pipeline_id_in_pipelines"].passed
     assert loss.description == "2 rows of leads point to no row of loss_reasons.(id)"
 
@@ -164,6 +166,7 @@ def test_a_table_unlike_the_contract_fails(ddl: str):
     _table(con, "leads", LEADS)
     con.execute(ddl)
     outcomes = evaluate(con, get_stream("leads"), schema="kommo")
+    assert list(outcomes) == check_names(get_stream("leads"))
     assert not outcomes[CONTRACT_COLUMNS].passed
     # the other checks do not run on such a table, and say why
     assert all(
@@ -187,12 +190,16 @@ def test_incremental_assets_have_a_time_window_freshness_policy(tmp_path: Path):
     defs = build_definitions(
         Settings(start_date=date(2026, 10, 1), duckdb_path=tmp_path / "crm.duckdb")
     )
-    for asset in defs.assets or []:
-        spec = next(iter(asset.specs))
-        if spec.key.path[-1] in INCREMENTAL_STREAMS:
-            assert spec.freshness_policy == dg.FreshnessPolicy.time_window(
-                fail_window=INCREMENTAL_FAIL, warn_window=INCREMENTAL_WARN
-            ), spec.key
+    policies = {
+        spec.key.path[-1]: spec.freshness_policy
+        for asset in defs.assets or []
+        for spec in asset.specs
+        if spec.key.path[-1] in INCREMENTAL_STREAMS
+    }
+    policy = dg.FreshnessPolicy.time_window(
+        fail_window=INCREMENTAL_FAIL, warn_window=INCREMENTAL_WARN
+    )
+    assert policies == dict.fromkeys(INCREMENTAL_STREAMS, policy)
 
 
 @pytest.mark.timeout(120)
