@@ -16,6 +16,7 @@ from kommo_dagster.settings import SettingsError
 from kommo_dagster.warehouse.errors import WarehouseError
 from kommo_dagster.warehouse.staging import StagedRows
 from kommo_dagster.warehouse.windows import EpochWindow
+from kommo_dagster_tests.failing_write import FailingStagedRows
 from kommo_dagster_tests.rows import synthetic_columns
 
 PARTITIONS = build_daily_partitions(date(2026, 10, 1))
@@ -155,17 +156,12 @@ def test_dataframes_are_stored_and_loaded_with_nullable_types(tmp_path: Path):
     )
 
 
-class _FailingStagedRows(StagedRows):
-    def sources(self) -> list[str]:
-        return [*super().sources(), "relation_that_does_not_exist"]
-
-
 def test_a_run_whose_write_fails_leaves_the_partition_as_it_was(tmp_path: Path):
     db = tmp_path / "kommo_crm.duckdb"
     io = {"io_manager": _io_manager(db)}
     assert dg.materialize([_leads_asset()], resources=io, partition_key="2026-10-05").success
     before = _table(db, "SELECT * FROM kommo.leads ORDER BY id")
-    failing = _leads_asset(rows_per_day=5, first_id=700, staged_cls=_FailingStagedRows)
+    failing = _leads_asset(rows_per_day=5, first_id=700, staged_cls=FailingStagedRows)
     result = dg.materialize(
         [failing], resources=io, partition_key="2026-10-05", raise_on_error=False
     )

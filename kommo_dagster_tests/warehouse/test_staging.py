@@ -22,6 +22,7 @@ from kommo_dagster.warehouse.slices import read_slice
 from kommo_dagster.warehouse.sql import table_columns
 from kommo_dagster.warehouse.staging import STAGING_THREADS, StagedRows
 from kommo_dagster.warehouse.windows import EpochWindow
+from kommo_dagster_tests.failing_write import MISSING, FailingStagedRows
 from kommo_dagster_tests.rows import synthetic_columns
 
 LEADS = get_stream("leads")
@@ -194,20 +195,12 @@ def test_a_full_table_write_replaces_the_table(db: Path):
     assert result == {"rows": 2, "deleted": 4, "table_rows": 2}
 
 
-class _FailingStagedRows(StagedRows):
-    """Stages rows like the real thing, then hands the writer a relation that does not exist,
-    so the write fails after its DELETE and a first INSERT have run."""
-
-    def sources(self) -> list[str]:
-        return [*super().sources(), "relation_that_does_not_exist"]
-
-
 def test_a_failed_write_leaves_the_previous_rows(db: Path):
     _write(db, _staged(window=OCT1, n=5, first_id=1))
     before = _rows(db, "SELECT * FROM kommo.leads ORDER BY id")
-    failing = _FailingStagedRows(LEADS, window=OCT1)
+    failing = FailingStagedRows(LEADS, window=OCT1)
     failing.append(synthetic_columns(LEADS, 2, cursor_start=OCT1.start, first_id=900))
-    with pytest.raises(duckdb.CatalogException):
+    with pytest.raises(duckdb.CatalogException, match=MISSING):
         _write(db, failing)
     assert _rows(db, "SELECT * FROM kommo.leads ORDER BY id") == before
 
@@ -215,9 +208,9 @@ def test_a_failed_write_leaves_the_previous_rows(db: Path):
 def test_a_failed_full_table_write_leaves_the_previous_table(db: Path):
     users = get_stream("users")
     _write(db, _staged(users, window=None, n=4))
-    failing = _FailingStagedRows(users, window=None)
+    failing = FailingStagedRows(users, window=None)
     failing.append(synthetic_columns(users, 2, first_id=900))
-    with pytest.raises(duckdb.CatalogException):
+    with pytest.raises(duckdb.CatalogException, match=MISSING):
         _write(db, failing)
     assert [r[0] for r in _rows(db, "SELECT id FROM kommo.users ORDER BY id")] == [1, 2, 3, 4]
 
