@@ -205,5 +205,7 @@ def test_offsets_are_spread_over_the_half_hour_and_deterministic():
 
 
 def test_one_account_keeps_its_times_with_offset_zero(tmp_path: Path):
-    for schedule in _defs(tmp_path).get_repository_def().schedule_defs:
-        assert schedule.metadata[OFFSET_METADATA].value == 0
+    schedules = _defs(tmp_path).get_repository_def().schedule_defs
+    offsets = {s.name: s.metadata[OFFSET_METADATA].value for s in schedules}
+    names = (TODAY_SCHEDULE, FINALIZE_SCHEDULE, FULL_TABLES_SCHEDULE, FULL_SYNC_SCHEDULE)
+    assert offsets == dict.fromkeys(names, 0)
