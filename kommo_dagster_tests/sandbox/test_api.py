@@ -120,8 +120,10 @@ def test_created_at_filter_and_id_list_filter(api):
 @pytest.mark.parametrize("stream", ["leads", "contacts", "companies"])
 @pytest.mark.parametrize("key", ["updated_at", "created_at", "id"])
 def test_one_order_key_ascending_and_descending(api, stream, key):
+    live = sorted(r["id"] for r in api.sb.records(stream) if not r["is_deleted"])
     for direction in ("asc", "desc"):
         got = api.items(f"/api/v4/{stream}", stream, {f"order[{key}]": direction, "limit": 250})
+        assert sorted(r["id"] for r in got) == live  # every live record, each once
         values = [(r[key], r["id"]) for r in got]
         assert values == sorted(values, reverse=direction == "desc")
 
@@ -140,8 +142,10 @@ def test_tasks_cannot_be_ordered_by_updated_at(api):
     assert r.headers["Content-Type"] == "application/problem+json"
     errors = r.json()["validation-errors"][0]["errors"]
     assert errors[0]["path"] == "order.updated_at"
+    every = sorted(t["id"] for t in api.sb.records("tasks"))
     for key in ("created_at", "complete_till", "id"):
         got = api.items("/api/v4/tasks", "tasks", {f"order[{key}]": "asc", "limit": 250})
+        assert sorted(t["id"] for t in got) == every
         values = [(t[key], t["id"]) for t in got]
         assert values == sorted(values)
 
