@@ -54,11 +54,13 @@ def test_the_activity_assets_follow_the_selected_streams(streams, expected):
 
 
 def test_the_tables_carry_their_column_schema_and_key():
-    for asset in build_activity_assets(Settings()):
-        spec = next(iter(asset.specs))
-        if "view" in spec.kinds:
-            continue
+    specs = [next(iter(a.specs)) for a in build_activity_assets(Settings())]
+    tables = {s.key.path[-1]: s for s in specs if "view" not in s.kinds}
+    assert set(tables) == set(ACTIVITY_TABLES)
+    for name, spec in tables.items():
+        table = ACTIVITY_TABLES[name]
         schema = spec.metadata["dagster/column_schema"]
         assert isinstance(schema, dg.TableSchema) and all(c.description for c in schema.columns)
-        assert spec.metadata["kommo/key"]
+        assert [c.name for c in schema.columns] == [c.name for c in table.columns], name
+        assert spec.metadata["kommo/key"] == ", ".join(table.key), name
         assert spec.description and "rebuilt whole" in spec.description
