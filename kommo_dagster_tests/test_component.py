@@ -194,7 +194,14 @@ def test_the_component_builds_what_the_environment_builds(tmp_path: Path, monkey
             "resources": sorted(defs.resources or {}),
         }
 
-    assert shape(from_yaml) == shape(from_env)
+    built = shape(from_yaml)
+    assert built == shape(from_env)
+    # ...and both built what the file says, not the same defaults
+    ru = sorted(k for k, _, _ in built["assets"] if k.startswith("kommo/ru/"))
+    assert ru == ["kommo/ru/pipelines", "kommo/ru/statuses"]
+    assert ("kommo/br/tasks", "kommo_br", "None") in built["assets"]  # a full table
+    on = {name for name, status in built["schedules"] if status == "RUNNING"}
+    assert on and all(name.startswith("kommo_br_") for name in on)
     # The token stays a variable, read when a run starts.
     br = component.build_accounts()[0].kommo
     assert isinstance(br.api_token, dg.EnvVar) and br.api_token.env_var_name == "BR_TOKEN"
@@ -202,10 +209,12 @@ def test_the_component_builds_what_the_environment_builds(tmp_path: Path, monkey
 
 
 def test_a_literal_token_is_refused():
-    with pytest.raises(Exception, match="api_token must name an environment variable"):
+    with pytest.raises(Exception, match="api_token must name an environment variable") as failure:
         KommoComponent.resolve_from_yaml(
             "accounts:\n  - name: br\n    api_token: a-real-token\n    subdomain: x\n"
         )
+    # Dagster's resolution error wraps the project's own refusal
+    assert isinstance(failure.value.__cause__ or failure.value.__context__, SettingsError)
 
 
 def test_a_bad_account_name_is_refused(tmp_path: Path):
