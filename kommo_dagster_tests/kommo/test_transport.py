@@ -78,7 +78,8 @@ def test_a_429_pauses_every_user_of_the_account(account, client_for):
     account.inject_fault("429", count=1)
     a = client_for(account, requests_per_second=1000)
     b = client_for(account, requests_per_second=1000)
-    worker = threading.Thread(target=fetch, args=(a, "companies"))
+    records: list[dict] = []  # the worker's rows: an error in its thread would be lost
+    worker = threading.Thread(target=lambda: records.extend(fetch(a, "companies")))
     worker.start()
     # While the first client waits out its 429, the other one meets the pause too.
     paused = []
@@ -88,6 +89,7 @@ def test_a_429_pauses_every_user_of_the_account(account, client_for):
             paused.append(wait)
     worker.join()
     assert paused and a.stats().throttled == 1
+    assert rows_of("companies", records) == expected(account, "companies")
 
 
 @pytest.mark.parametrize("kind", ["500_json", "500_html", "502", "504", "drop"])
