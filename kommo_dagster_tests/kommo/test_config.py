@@ -153,7 +153,7 @@ def test_the_token_never_shows_in_repr_str_or_pickle(tmp_path):
         for obj in (secret, settings, client, client.limiter):
             assert TOKEN not in repr(obj) and TOKEN not in str(obj)
         assert secret.get_secret_value() == TOKEN
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match="a Secret cannot be pickled"):
             pickle.dumps(secret)
     finally:
         client.close()
