@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import date
+from datetime import UTC, date, datetime
 from itertools import pairwise
 
 import pytest
@@ -37,7 +37,8 @@ def test_messages_carry_a_message_id_except_the_one_wrong_on_purpose(events):
 
 
 def _day(ts: int) -> str:
-    return date.fromtimestamp(ts).isoformat()
+    """The UTC day of ``ts``: the window's days are UTC, whatever the machine's zone."""
+    return datetime.fromtimestamp(ts, UTC).date().isoformat()
 
 
 def test_conversations_hold_every_case_the_tables_must_handle(events, account):
