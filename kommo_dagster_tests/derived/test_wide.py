@@ -54,7 +54,9 @@ def test_a_suffixed_name_never_meets_another_field():
         FieldDefinition(9, "a_7", None, "text"),
     ]
     names = [c.name for c in assign_columns(fields, stream_columns=[])]
-    assert len({n.casefold() for n in names}) == 3
+    # the two "a" clash and take their ids; the field named "a_7" by hand then meets one of
+    # them and takes its own id as well
+    assert names == ["a_7", "a_8", "a_7_9"]
 
 
 @pytest.mark.parametrize(
