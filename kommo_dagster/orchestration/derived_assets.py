@@ -26,7 +26,7 @@ asset functions' annotations at definition time.
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -374,7 +374,9 @@ def _report_partitions(
         ).fetchall()
     )
     for key in context.partition_keys:
-        day = int(datetime.strptime(key, PARTITION_FORMAT).timestamp()) // _DAY
+        # The partition's UTC midnight: a naive datetime's timestamp is the machine's local one.
+        midnight = datetime.strptime(key, PARTITION_FORMAT).replace(tzinfo=UTC)
+        day = int(midnight.timestamp()) // _DAY
         context.add_asset_metadata(
             {"dagster/row_count": dg.MetadataValue.int(int(counts.get(day, 0)))},
             partition_key=key,

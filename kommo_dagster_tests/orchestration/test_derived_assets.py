@@ -1,7 +1,9 @@
 """The derived assets' definitions: keys, partitions, lineage, schemas, jobs; and a view's
 rebuild, which happens whole or not at all."""
 
-from datetime import date
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -12,10 +14,12 @@ from kommo_dagster.definitions import build_definitions
 from kommo_dagster.derived import declaration
 from kommo_dagster.derived.declaration import CUSTOM_FIELD_ENTITIES, DERIVED_TABLES
 from kommo_dagster.orchestration.jobs import FULL_TABLES_JOB, INCREMENTAL_JOB
+from kommo_dagster.sandbox import KommoSandbox
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.sql import table_exists
 from kommo_dagster.warehouse.tables import Refresh, RefreshContext, Table
 from kommo_dagster_tests.derived.tables import insert
+from kommo_dagster_tests.wiring import Warehouse
 
 
 def _defs(tmp_path: Path, **overrides) -> dg.Definitions:
@@ -144,3 +148,40 @@ def test_a_failed_view_rebuild_reports_its_own_error_and_leaves_the_view_as_it_w
             "older_definition"
         ]
         assert not table_exists(con, schema="kommo", table="priced_total")
+
+
+# --- per-partition row counts of a range --------------------------------------------------------
+
+
+@pytest.fixture
+def clock_ahead_of_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone nine hours ahead of UTC, as on a machine in Tokyo."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_ranges_row_count_per_partition_is_the_utc_days_whatever_the_local_zone(
+    sandbox: KommoSandbox, tmp_path: Path, clock_ahead_of_utc: None
+):
+    warehouse = Warehouse(sandbox, tmp_path)
+    table = DERIVED_TABLES["lead_custom_field_values"]
+    result = warehouse.run(["leads", table.name], partition_range=("2026-10-01", "2026-10-10"))
+    events = [
+        e.materialization
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key.path[-1] == table.name
+    ]
+    assert len(events) == 10
+    for event in events:
+        start = datetime.strptime(event.partition or "", "%Y-%m-%d").replace(tzinfo=UTC)
+        [(count,)] = warehouse.sql(
+            f"SELECT count(*) FROM kommo.{table.name} WHERE {table.cursor} >= "
+            f"{int(start.timestamp())} AND {table.cursor} < {int(start.timestamp()) + 86_400}"
+        )
+        assert event.metadata["dagster/row_count"].value == count, event.partition
+    [(total,)] = warehouse.sql(f"SELECT count(*) FROM kommo.{table.name}")
+    assert total > 0
+    assert sum(e.metadata["dagster/row_count"].value for e in events) == total
