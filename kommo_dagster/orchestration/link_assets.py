@@ -15,6 +15,7 @@ table (`kommo_dagster.warehouse.registry.link_table`): ``contract_columns`` (blo
 """
 
 import warnings
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -32,7 +33,7 @@ from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.link_write import ensure_link_table
 from kommo_dagster.warehouse.registry import get_table
 from kommo_dagster.warehouse.sql import catalog_name, quote, scalar_int, table_exists, table_ref
-from kommo_dagster.warehouse.windows import EpochWindow
+from kommo_dagster.warehouse.windows import PARTITION_FORMAT, EpochWindow
 
 
 def link_tables(settings: Settings) -> list[LinkTable]:
@@ -69,6 +70,24 @@ def _slice_rows(
         )
         params = [window.start, window.end]
     return scalar_int(con, sql, params)
+
+
+def _report_partitions(
+    context: dg.AssetExecutionContext,
+    con: duckdb_lib.DuckDBPyConnection,
+    table: LinkTable,
+    *,
+    schema: str,
+) -> None:
+    """Per-partition row counts of a range: each day's, as a run of that day alone reports
+    them, not the whole range's on every day."""
+    for key in context.partition_keys:
+        start = datetime.strptime(key, PARTITION_FORMAT).replace(tzinfo=UTC)
+        day = EpochWindow.from_datetimes(start, start + timedelta(days=1))
+        rows = _slice_rows(con, table, schema=schema, window=day)
+        context.add_asset_metadata(
+            {"dagster/row_count": dg.MetadataValue.int(rows)}, partition_key=key
+        )
 
 
 def _asset_arguments(table: LinkTable, *, settings: Settings, specs: AccountSpecs) -> dict:
@@ -132,6 +151,8 @@ def build_link_asset(
             (total,) = con.execute(
                 f"SELECT count(*) FROM {table_ref(schema, table.name)}"
             ).fetchone() or (0,)
+            if window is not None and len(context.partition_keys) > 1:
+                _report_partitions(context, con, table, schema=schema)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": dg.MetadataValue.int(rows),

@@ -4,6 +4,7 @@ names, blocking, dependencies, severities and op names they have always had."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -18,9 +19,11 @@ from kommo_dagster.orchestration.derived_checks import (
 )
 from kommo_dagster.orchestration.io_manager import KommoDuckDBResource
 from kommo_dagster.orchestration.link_assets import build_link_checks
+from kommo_dagster.sandbox import KommoSandbox
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.link_write import ensure_link_table
 from kommo_dagster.warehouse.registry import get_table
+from kommo_dagster_tests.wiring import Warehouse
 
 
 def test_duplicates_a_second_main_contact_and_dangling_links_are_reported():
@@ -151,3 +154,28 @@ def test_an_account_qualifies_the_ops_and_checks_only_its_selected_references(tm
         if t != "contact_companies"  # its parent, contacts, is not selected
     }
     assert _declared(settings) == _expected("kommo/ru", selected)
+
+
+def test_a_ranges_row_count_per_partition_is_that_days_slice(sandbox: KommoSandbox, tmp_path: Path):
+    """Each partition of a range run reports the rows of its own day's parents, what a run of
+    that partition alone reports, not the whole range's."""
+    warehouse = Warehouse(sandbox, tmp_path)
+    result = warehouse.run(["leads", "lead_contacts"], partition_range=("2026-10-01", "2026-10-10"))
+    counts = {
+        e.materialization.partition: e.materialization.metadata["dagster/row_count"].value
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key.path[-1] == "lead_contacts"
+    }
+    assert len(counts) == 10
+    expected = {}
+    for key in counts:
+        start = int(datetime.strptime(key or "", "%Y-%m-%d").replace(tzinfo=UTC).timestamp())
+        [(expected[key],)] = warehouse.sql(
+            "SELECT count(*) FROM kommo.lead_contacts WHERE lead_id IN (SELECT id FROM "
+            f"kommo.leads WHERE updated_at >= {start} AND updated_at < {start + 86_400})"
+        )
+    assert counts == expected
+    assert len(set(expected.values())) > 1  # the days differ: the check can tell them apart
+    alone = warehouse.run(["lead_contacts"], partition="2026-10-03")
+    [event] = alone.get_asset_materialization_events()
+    assert event.materialization.metadata["dagster/row_count"].value == counts["2026-10-03"]
