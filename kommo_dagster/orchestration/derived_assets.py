@@ -31,7 +31,9 @@ from typing import Any
 
 import dagster as dg
 import duckdb
+from duckdb import CatalogException
 
+from kommo_dagster.derived.activity import existing
 from kommo_dagster.derived.declaration import CUSTOM_FIELD_ENTITIES, CustomFieldEntity
 from kommo_dagster.derived.value_text import install_macros
 from kommo_dagster.derived.write import replace_slice
@@ -391,6 +393,7 @@ def _view_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
     by the declaration and by what its refresh returns."""
     schema, name = build.settings.schema, table.name
     full_name = _full_name(build.settings, name)
+    deps = _asset_deps(table, build.selected)
     spec = build.specs.spec(
         table,
         description=(
@@ -398,14 +401,18 @@ def _view_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
             f"of what it reads; materializing it rebuilds it and records its columns."
         ),
         metadata={"dagster/table_name": full_name},
-        deps=_asset_deps(table, build.selected),
+        deps=deps,
     )
 
     def view(
         context: dg.AssetExecutionContext, duckdb: KommoDuckDBResource
     ) -> dg.MaterializeResult:
         with duckdb.get_connection(on_wait=context.log.info) as con:
-            descriptions = _rebuild(con, table, build=build)
+            try:
+                descriptions = _rebuild(con, table, build=build)
+            except CatalogException as exc:
+                _explain_missing(con, table, deps, settings=build.settings, error=exc)
+                raise
             columns = con.execute(f"DESCRIBE {table_ref(schema, name)}").fetchall()
             (rows,) = con.execute(f"SELECT count(*) FROM {table_ref(schema, name)}").fetchone() or (
                 0,
@@ -425,6 +432,28 @@ def _view_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
         )
 
     return _define(view, name, asset_arguments(spec))
+
+
+def _explain_missing(
+    con: duckdb.DuckDBPyConnection,
+    table: Table,
+    deps: Sequence[str],
+    *,
+    settings: Settings,
+    error: CatalogException,
+) -> None:
+    """Turn a view's failed rebuild over relations not written yet into what to materialize
+    first (DuckDB only says a table is missing); nothing when everything it reads exists."""
+    schema, label = settings.schema, AccountScope.of(settings).label
+    there = set(existing(con, tuple(deps), schema=schema))
+    missing = [n for n in deps if n not in there]
+    if not missing:
+        return
+    raise RuntimeError(
+        f"{schema}.{table.name} cannot be rebuilt: {', '.join(f'{schema}.{n}' for n in missing)} "
+        f"{'does' if len(missing) == 1 else 'do'} not exist yet: materialize "
+        f"{' and '.join(label(n) for n in missing)} first ({error})"
+    ) from error
 
 
 def _rebuild(con: duckdb.DuckDBPyConnection, table: Table, *, build: _Build) -> dict[str, str]:

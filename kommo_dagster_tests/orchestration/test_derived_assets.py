@@ -185,3 +185,28 @@ def test_a_ranges_row_count_per_partition_is_the_utc_days_whatever_the_local_zon
     [(total,)] = warehouse.sql(f"SELECT count(*) FROM kommo.{table.name}")
     assert total > 0
     assert sum(e.metadata["dagster/row_count"].value for e in events) == total
+
+
+# --- a view over a table not written yet ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("view", "first"),
+    [
+        ("lead_stage_durations", "kommo/lead_status_changes"),
+        ("response_time_by_manager", "kommo/chat_response_times"),
+    ],
+)
+def test_a_view_over_a_table_not_written_yet_says_what_to_materialize_first(
+    tmp_path: Path, view: str, first: str
+):
+    defs = _defs(tmp_path)
+    asset = defs.resolve_assets_def(dg.AssetKey(["kommo", view]))
+
+    result = dg.materialize([asset], raise_on_error=False)
+
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    raised = failure.step_failure_data.error.cause
+    assert raised is not None, failure.step_failure_data.error
+    assert f"materialize {first}" in raised.message, raised.message
