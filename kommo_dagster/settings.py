@@ -19,12 +19,15 @@ every value when it is made, which is when the definitions load; a bad value rai
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
+
+import duckdb
 
 from kommo_dagster.kommo import config as client
 from kommo_dagster.kommo.errors import KommoConfigError
@@ -107,6 +110,27 @@ def _text(value: object, label: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _fail(label, "a text", value)
     return value.strip()
+
+
+MEMORY_SIZE = "a DuckDB memory size like 512MB, 2GiB or 80%"
+
+
+def _memory(value: object, label: str) -> str:
+    """A memory limit DuckDB reads: a bad one would otherwise fail every run at its first
+    connection, long after the definitions loaded."""
+    text = _text(value, label)
+    if not _duckdb_reads_memory(text):
+        raise _fail(label, MEMORY_SIZE, value)
+    return text
+
+
+@functools.cache
+def _duckdb_reads_memory(text: str) -> bool:
+    try:
+        duckdb.connect(":memory:", config={"memory_limit": text}).close()
+    except duckdb.Error:
+        return False
+    return True
 
 
 def _optional_text(value: object, label: str) -> str | None:
@@ -225,7 +249,7 @@ SETTINGS = (
     Setting("lock_timeout", "DUCKDB_LOCK_TIMEOUT", "shared", _seconds, "`600`",
             "seconds a write waits for the database file (another run, or another program holding "
             "it open)"),
-    Setting("memory_limit", "DUCKDB_MEMORY_LIMIT", "shared", _text, "`512MB`",
+    Setting("memory_limit", "DUCKDB_MEMORY_LIMIT", "shared", _memory, "`512MB`",
             "DuckDB memory for staging an extraction; beyond it staging spills to disk"),
     Setting("staging_dir", "STAGING_DIR", "shared", _optional_dir, "the temp directory",
             "where staged rows spill"),

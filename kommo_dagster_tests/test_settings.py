@@ -203,6 +203,8 @@ def test_a_bad_value_given_in_python_fails_naming_the_field_and_the_value(case: 
         ("history_retention_days", -1, "a whole number of at least 0"),
         ("timezone", "Mars/Base", "an IANA time zone name"),
         ("rate_limit_dir", str(Path(__file__)), "a directory"),
+        ("memory_limit", "lots", "a DuckDB memory size like 512MB, 2GiB or 80%"),
+        ("memory_limit", "512 MiBs", "a DuckDB memory size like 512MB, 2GiB or 80%"),
     ],
 )
 def test_a_bad_top_level_field_fails_the_load_naming_it(
@@ -217,6 +219,21 @@ def test_a_bad_top_level_field_fails_the_load_naming_it(
     component = KommoComponent.resolve_from_yaml(yaml.safe_dump(attributes))
     with pytest.raises(SettingsError, match=f"defs.yaml {field} must be {words}, got {value!r}"):
         component.build_defs(dg.ComponentTree.for_test().load_context)
+
+
+@pytest.mark.parametrize("value", ["lots", "512", "1 GBs"])
+def test_a_memory_limit_duckdb_cannot_read_fails_the_load_not_the_runs(
+    environ, monkeypatch: pytest.MonkeyPatch, value: str
+):
+    variables = {"KOMMO_API_TOKEN": TOKEN, "KOMMO_SUBDOMAIN": "acme"}
+    with pytest.raises(SettingsError) as failure:
+        _load_env(monkeypatch, variables | {"KOMMO_DUCKDB_MEMORY_LIMIT": value})
+    message = str(failure.value)
+    assert message.startswith("KOMMO_DUCKDB_MEMORY_LIMIT must be a DuckDB memory size")
+    assert repr(value) in message
+    for good in ("512MB", "2GiB", "80%"):
+        defs = _load_env(monkeypatch, variables | {"KOMMO_DUCKDB_MEMORY_LIMIT": good})
+        assert defs.resources["duckdb"].connection_config == {"memory_limit": good}
 
 
 def test_the_issues_examples_fail_the_load(environ, monkeypatch: pytest.MonkeyPatch):
