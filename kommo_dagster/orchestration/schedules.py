@@ -62,14 +62,14 @@ def _tick_time(context: dg.ScheduleEvaluationContext) -> datetime:
 
 
 def _day_request(
-    context: dg.ScheduleEvaluationContext, *, days_back: int, first_day: date
+    context: dg.ScheduleEvaluationContext, *, days_back: int, plan: _Plan
 ) -> dg.RunRequest | dg.SkipReason:
     """A run of the partition ``days_back`` days before the tick's UTC day; the run key names
     the tick, so each tick asks once and a failed run is asked for again at the next tick."""
     tick = _tick_time(context)
     day = tick.astimezone(UTC).date() - timedelta(days=days_back)
-    if day < first_day:
-        return dg.SkipReason(f"{day} is before KOMMO_START_DATE {first_day}")
+    if day < plan.first_day:
+        return plan.before_start(day)
     key = partition_key(day)
     return dg.RunRequest(partition_key=key, run_key=f"{key}@{tick.isoformat()}")
 
@@ -105,6 +105,11 @@ class _Plan:
     status: dg.DefaultScheduleStatus
     offset: int
     timezone: str
+    # Where the first day was set: KOMMO_START_DATE, an account's own variable, a defs.yaml field.
+    start_label: str
+
+    def before_start(self, day: date) -> dg.SkipReason:
+        return dg.SkipReason(f"{day} is before {self.start_label} {self.first_day}")
 
     def kwargs(self, name: str, cron: str, description: str) -> dict[str, Any]:
         note = f" Starts {self.offset} min after the base time, apart from the other accounts."
@@ -129,6 +134,7 @@ def build_schedules(
         default_status(settings, dg.DefaultScheduleStatus),
         offset_minutes,
         settings.timezone,
+        settings.label("start_date"),
     )
     schedules: list[dg.ScheduleDefinition] = []
     if jobs.incremental is not None:
@@ -153,7 +159,6 @@ def _day_schedules(
     plan: _Plan, job: dg.UnresolvedAssetJobDefinition
 ) -> list[dg.ScheduleDefinition]:
     """Today's partition every hour, and yesterday's once after midnight."""
-    first_day = plan.first_day
 
     @dg.schedule(
         job=job,
@@ -164,7 +169,7 @@ def _day_schedules(
         ),
     )
     def today(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-        return _day_request(context, days_back=0, first_day=first_day)
+        return _day_request(context, days_back=0, plan=plan)
 
     @dg.schedule(
         job=job,
@@ -176,7 +181,7 @@ def _day_schedules(
         ),
     )
     def finalize(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-        return _day_request(context, days_back=1, first_day=first_day)
+        return _day_request(context, days_back=1, plan=plan)
 
     return [today, finalize]
 
@@ -197,7 +202,7 @@ def _full_sync_schedule(plan: _Plan, job: dg.UnresolvedAssetJobDefinition) -> dg
         tick = _tick_time(context)
         last = tick.astimezone(UTC).date()
         if last < first_day:
-            return dg.SkipReason(f"{last} is before KOMMO_START_DATE {first_day}")
+            return plan.before_start(last)
         tags = range_tags(first_day, last)
         return dg.RunRequest(run_key=f"full-sync@{tick.isoformat()}", tags=tags)
 

@@ -7,10 +7,12 @@ import dagster as dg
 import duckdb
 import pytest
 
+from kommo_dagster.builder import build_kommo_definitions
 from kommo_dagster.definitions import build_definitions
 from kommo_dagster.derived.declaration import ACTIVITY_TABLES, with_derived
 from kommo_dagster.kommo.links import LINK_TABLES
 from kommo_dagster.kommo.streams import FULL_TABLE_STREAMS, INCREMENTAL_STREAMS
+from kommo_dagster.orchestration.accounts import accounts_from_env
 from kommo_dagster.orchestration.jobs import FULL_SYNC_JOB, FULL_TABLES_JOB, INCREMENTAL_JOB
 from kommo_dagster.orchestration.resources import KommoResource
 from kommo_dagster.orchestration.schedules import (
@@ -121,14 +123,38 @@ def test_the_finalize_schedule_reruns_yesterday(tmp_path: Path):
     assert request.partition_key == "2026-10-31"
 
 
-def test_ticks_before_the_start_date_skip(tmp_path: Path):
-    schedule = _defs(tmp_path).get_repository_def().get_schedule_def(FINALIZE_SCHEDULE)
-    with dg.build_schedule_context(
-        scheduled_execution_time=datetime(2026, 10, 1, 0, 30, tzinfo=UTC)
-    ) as context:
+def _skip(defs: dg.Definitions, name: str, at: datetime) -> str:
+    """The skip message of a tick that requests no run."""
+    schedule = defs.get_repository_def().get_schedule_def(name)
+    with dg.build_schedule_context(scheduled_execution_time=at) as context:
         data = schedule.evaluate_tick(context)
     assert not data.run_requests
-    assert "before KOMMO_START_DATE" in (data.skip_message or "")
+    return data.skip_message or ""
+
+
+def test_ticks_before_the_start_date_skip(tmp_path: Path):
+    message = _skip(_defs(tmp_path), FINALIZE_SCHEDULE, datetime(2026, 10, 1, 0, 30, tzinfo=UTC))
+    # Settings made in Python: the field's name.
+    assert "2026-09-30 is before start_date 2026-10-01" in message
+
+
+@pytest.mark.parametrize("name", [FINALIZE_SCHEDULE, FULL_SYNC_SCHEDULE])
+def test_a_skip_before_the_start_date_names_the_variable_that_set_it(tmp_path: Path, name: str):
+    """An account's own start date is its KOMMO_<ACCOUNT>_START_DATE: the skip names that one,
+    not the unprefixed variable, which holds another date."""
+    env = {
+        "KOMMO_ACCOUNTS": "aa,bb",
+        "KOMMO_START_DATE": "2026-09-01",
+        "KOMMO_AA_START_DATE": "2026-12-01",
+        "KOMMO_DUCKDB_PATH": str(tmp_path / "crm.duckdb"),
+    }
+    for account in ("aa", "bb"):
+        env[f"KOMMO_{account.upper()}_API_TOKEN"] = f"token-{account}"
+        env[f"KOMMO_{account.upper()}_BASE_URL"] = f"https://{account}.kommo.com"
+    defs = build_kommo_definitions(accounts_from_env(env))
+    account_schedule = name.replace("kommo_", "kommo_aa_", 1)
+    message = _skip(defs, account_schedule, datetime(2026, 11, 1, 3, 30, tzinfo=UTC))
+    assert "is before KOMMO_AA_START_DATE 2026-12-01" in message
 
 
 def test_the_full_tables_schedule_runs_its_job(tmp_path: Path):
