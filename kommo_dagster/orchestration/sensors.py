@@ -4,7 +4,8 @@
 default) from a cursor persisted by Dagster (`kommo_dagster.kommo.changes.ChangeCursor`). A quiet
 account costs one request per tick. When events arrived, it requests one run per UTC day they
 fall on (in practice today's), of that day's partition, selecting exactly the affected streams:
-``events`` always, plus ``leads``/``contacts``/``companies``/``tasks`` for events about them.
+``events`` always, plus ``leads``/``contacts``/``companies``/``tasks`` for events about them,
+with what the jobs run with them (their derived and link tables).
 Streams switched to a full-table sync are refreshed by a run of the full-tables job instead.
 
 The first tick only starts the cursor at the current time (the schedules and backfills load
@@ -27,6 +28,7 @@ import dagster as dg
 
 from kommo_dagster.derived.declaration import with_derived
 from kommo_dagster.kommo.changes import ChangeCursor, Changes, poll_changes
+from kommo_dagster.kommo.links import LINK_TABLES
 from kommo_dagster.orchestration.accounts import AccountScope
 from kommo_dagster.orchestration.jobs import KommoJobs, partition_key
 from kommo_dagster.orchestration.resources import KommoResource
@@ -137,7 +139,7 @@ def _run_requests(changes: Changes, *, runs: _Targets, today: date) -> list[dg.R
                 dg.RunRequest(
                     job_name=runs.jobs.incremental.name,
                     partition_key=key,
-                    asset_selection=[runs.specs.key(s) for s in sorted(with_derived(streams))],
+                    asset_selection=[runs.specs.key(s) for s in sorted(_run_with(streams))],
                     run_key=f"kommo-changes:{key}:{token}",
                     tags=tags,
                 )
@@ -147,12 +149,19 @@ def _run_requests(changes: Changes, *, runs: _Targets, today: date) -> list[dg.R
         requests.append(
             dg.RunRequest(
                 job_name=runs.jobs.full_tables.name,
-                asset_selection=[runs.specs.key(s) for s in sorted(with_derived(set(full)))],
+                asset_selection=[runs.specs.key(s) for s in sorted(_run_with(set(full)))],
                 run_key=f"kommo-changes:full:{token}",
                 tags=tags,
             )
         )
     return requests
+
+
+def _run_with(streams: set[str]) -> set[str]:
+    """``streams`` and what the jobs run with them: their derived tables, and their link
+    tables, written with their rows and recorded by their own assets."""
+    chosen = with_derived(streams)
+    return chosen | {t.name for t in LINK_TABLES.values() if t.parent in chosen}
 
 
 __all__ = ["CHANGE_SENSOR", "build_change_sensor", "default_status"]

@@ -10,6 +10,7 @@ from kommo_dagster.definitions import build_definitions
 from kommo_dagster.derived.declaration import with_derived
 from kommo_dagster.kommo.changes import ChangeCursor, advance
 from kommo_dagster.kommo.errors import KommoPaymentRequiredError
+from kommo_dagster.kommo.links import LINK_TABLES
 from kommo_dagster.orchestration.jobs import FULL_TABLES_JOB, INCREMENTAL_JOB
 from kommo_dagster.orchestration.sensors import CHANGE_SENSOR
 from kommo_dagster.sandbox import ChurnConfig, KommoSandbox
@@ -48,6 +49,12 @@ class Watch:
 
 def _selection(request: dg.RunRequest) -> set[str]:
     return {k.path[-1] for k in request.asset_selection or []}
+
+
+def _followed(streams: set[str]) -> set[str]:
+    """``streams`` with their derived tables and their link tables."""
+    derived = with_derived(streams)
+    return derived | {t.name for t in LINK_TABLES.values() if t.parent in derived}
 
 
 @pytest.fixture
@@ -90,7 +97,8 @@ def test_quiet_ticks_cost_one_request_and_changes_trigger_exactly_their_streams(
     today = datetime.now(UTC).date().isoformat()
     assert request.job_name == INCREMENTAL_JOB
     assert request.partition_key == today
-    assert _selection(request) == with_derived({"leads", "events"})  # and their derived tables
+    # and their derived and link tables
+    assert _selection(request) == _followed({"leads", "events"})
     changed = result.cursor
 
     # The same tick evaluated again asks for the same run (same run key): idempotent.
@@ -112,7 +120,7 @@ def test_quiet_ticks_cost_one_request_and_changes_trigger_exactly_their_streams(
     result, requests = watch.tick(cursor)
     assert requests == 1
     [request] = result.run_requests
-    assert _selection(request) == with_derived({"tasks", "companies", "events"})
+    assert _selection(request) == _followed({"tasks", "companies", "events"})
 
 
 def test_a_stream_switched_to_full_table_is_refreshed_by_the_full_tables_job(
@@ -133,7 +141,7 @@ def test_a_stream_switched_to_full_table_is_refreshed_by_the_full_tables_job(
     by_job = {r.job_name: r for r in result.run_requests}
     assert set(by_job) == {INCREMENTAL_JOB, FULL_TABLES_JOB}
     assert _selection(by_job[INCREMENTAL_JOB]) == with_derived({"events"})  # leads: not selected
-    assert _selection(by_job[FULL_TABLES_JOB]) == with_derived({"contacts"})
+    assert _selection(by_job[FULL_TABLES_JOB]) == _followed({"contacts"})
     assert by_job[FULL_TABLES_JOB].partition_key is None
 
 
@@ -158,3 +166,36 @@ def test_the_cursor_keeps_the_ids_seen_in_its_last_second():
     assert ChangeCursor.loads(later.dumps()) == later
     with pytest.raises(ValueError, match="unreadable change cursor"):
         ChangeCursor.loads("{not json")
+
+
+def _left_behind(defs: dg.Definitions, request: dg.RunRequest) -> set[str]:
+    """Assets of the request's job that read an asset the run refreshes but are not in it."""
+    chosen = set(request.asset_selection or [])
+    job = defs.resolve_job_def(request.job_name or "")
+    return {
+        key.path[-1]
+        for key in job.asset_layer.selected_asset_keys - chosen
+        if defs.resolve_assets_def(key).dependency_keys & chosen
+    }
+
+
+@pytest.mark.parametrize("full_table", [False, True])
+def test_a_changed_stream_is_refreshed_with_everything_its_job_runs_after_it(
+    sandbox, tmp_path: Path, full_table: bool
+):
+    """The link tables are written with their parent's rows and their assets run in the same
+    runs (their freshness, their per-partition row counts); the sensor's runs too."""
+    switched = {"full_table_streams": ("leads",)} if full_table else {}
+    watch = Watch(sandbox, tmp_path, **switched)
+    cursor = watch.tick(None)[0].cursor
+    sandbox.update_config(churn=ChurnConfig(streams=("leads",), updates=1, creates=0, deletes=0))
+    sandbox.churn_step()
+    result, _ = watch.tick(cursor)
+    by_job = {r.job_name: r for r in result.run_requests}
+    request = by_job[FULL_TABLES_JOB if full_table else INCREMENTAL_JOB]
+    assert {"leads", *(t.name for t in LINK_TABLES.values() if t.parent == "leads")} <= (
+        _selection(request)
+    )
+    # The incremental job holds only what runs with its parent (the views and the tables
+    # rebuilt whole run with the full tables): none of it may be left behind.
+    assert not _left_behind(watch.defs, by_job[INCREMENTAL_JOB])
