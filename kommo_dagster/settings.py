@@ -142,6 +142,16 @@ def _optional_dir(value: object, label: str) -> Path | None:
     return Path(text).expanduser().absolute() if text else None
 
 
+def _optional_writable_dir(value: object, label: str) -> Path | None:
+    """A folder this process can make and write in: a file there would fail every run when
+    it first stages rows, long after the definitions loaded."""
+    path = _optional_dir(value, label)
+    problem = None if path is None else client.directory_problem(path)
+    if problem:
+        raise SettingsError(f"{label} must be a directory, got {str(path)!r}: {problem}")
+    return path
+
+
 def _bool(value: object, label: str) -> bool:
     return client.parse_bool(value, name=label)  # type: ignore[arg-type]
 
@@ -251,7 +261,7 @@ SETTINGS = (
             "it open)"),
     Setting("memory_limit", "DUCKDB_MEMORY_LIMIT", "shared", _memory, "`512MB`",
             "DuckDB memory for staging an extraction; beyond it staging spills to disk"),
-    Setting("staging_dir", "STAGING_DIR", "shared", _optional_dir, "the temp directory",
+    Setting("staging_dir", "STAGING_DIR", "shared", _optional_writable_dir, "the temp directory",
             "where staged rows spill"),
     Setting("streams", "STREAMS", "account", _names, "every stream",
             "comma-separated streams the code location defines, e.g. `leads,pipelines,statuses` (a "

@@ -203,6 +203,8 @@ def test_a_bad_value_given_in_python_fails_naming_the_field_and_the_value(case: 
         ("history_retention_days", -1, "a whole number of at least 0"),
         ("timezone", "Mars/Base", "an IANA time zone name"),
         ("rate_limit_dir", str(Path(__file__)), "a directory"),
+        ("staging_dir", str(Path(__file__)), "a directory"),
+        ("staging_dir", str(Path(__file__) / "stage"), "a directory"),
         ("memory_limit", "lots", "a DuckDB memory size like 512MB, 2GiB or 80%"),
         ("memory_limit", "512 MiBs", "a DuckDB memory size like 512MB, 2GiB or 80%"),
     ],

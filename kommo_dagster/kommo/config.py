@@ -264,14 +264,23 @@ def rate_limit_dir_for(value: str | os.PathLike | None) -> Path:
     if value is None or not str(value).strip():
         return Path(tempfile.gettempdir()) / DEFAULT_RATE_LIMIT_DIRNAME
     path = Path(value).expanduser()
-    # The folder itself, or the nearest one it is to be made in.
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        why = "a folder this process cannot write in" if existing.is_dir() else "not a folder"
+    problem = directory_problem(path)
+    if problem:
         raise KommoConfigError(
-            f"{ENV_RATE_LIMIT_DIR} must be a directory, got {str(value)!r}: {existing} is {why}"
+            f"{ENV_RATE_LIMIT_DIR} must be a directory, got {str(value)!r}: {problem}"
         )
     return path
+
+
+def directory_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a folder this process makes (with its parents) and writes in;
+    None when it can."""
+    # The folder itself, or the nearest one it is to be made in.
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+        return None
+    why = "a folder this process cannot write in" if existing.is_dir() else "not a folder"
+    return f"{existing} is {why}"
 
 
 @dataclass(frozen=True, kw_only=True)
