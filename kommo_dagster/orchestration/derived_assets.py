@@ -37,7 +37,6 @@ from kommo_dagster.derived.activity import existing
 from kommo_dagster.derived.declaration import CUSTOM_FIELD_ENTITIES, CustomFieldEntity
 from kommo_dagster.derived.value_text import install_macros
 from kommo_dagster.derived.write import replace_slice
-from kommo_dagster.orchestration.accounts import AccountScope
 from kommo_dagster.orchestration.freshness import freshness_policy
 from kommo_dagster.orchestration.io_manager import KommoDuckDBResource, table_schema
 from kommo_dagster.orchestration.partitions import build_daily_partitions, run_window
@@ -249,7 +248,7 @@ def _table_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         window = run_window(context, partitioned=partitioned)
         with duckdb.get_connection(on_wait=context.log.info) as con:
-            _require_inputs(con, inputs, settings=settings, every=table.sliced)
+            _require_inputs(con, inputs, build=build, every=table.sliced)
             metadata = _write(context, con, table, build=build, window=window, inputs=deps)
         return dg.MaterializeResult(metadata=metadata)
 
@@ -257,18 +256,25 @@ def _table_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
 
 
 def _require_inputs(
-    con: duckdb.DuckDBPyConnection, names: Sequence[str], *, settings: Settings, every: bool
+    con: duckdb.DuckDBPyConnection, names: Sequence[str], *, build: _Build, every: bool
 ) -> None:
     """Refuse to write before ``names`` exist (``every``) or one of them does (else)."""
-    schema, label = settings.schema, AccountScope.of(settings).label
+    schema = build.settings.schema
     there = [n for n in names if table_exists(con, schema=schema, table=n)]
     if (every and len(there) < len(names)) or not there:
         missing = [n for n in names if n not in there]
-        raise RuntimeError(
-            f"{', '.join(f'{schema}.{n}' for n in missing)} "
-            f"{'does' if len(missing) == 1 else 'do'} not exist yet: materialize "
-            f"{(' and ' if every else ' or ').join(label(n) for n in missing)} first"
-        )
+        raise RuntimeError(_not_there(missing, build=build, joiner=" and " if every else " or "))
+
+
+def _not_there(missing: Sequence[str], *, build: _Build, joiner: str = " and ") -> str:
+    """``missing`` do not exist yet, and the assets to materialize first, by their keys (a
+    translator may have renamed them)."""
+    schema = build.settings.schema
+    keys = joiner.join(build.specs.key(n).to_user_string() for n in missing)
+    return (
+        f"{', '.join(f'{schema}.{n}' for n in missing)} "
+        f"{'does' if len(missing) == 1 else 'do'} not exist yet: materialize {keys} first"
+    )
 
 
 def _plan(
@@ -411,7 +417,7 @@ def _view_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
             try:
                 descriptions = _rebuild(con, table, build=build)
             except CatalogException as exc:
-                _explain_missing(con, table, deps, settings=build.settings, error=exc)
+                _explain_missing(con, table, deps, build=build, error=exc)
                 raise
             columns = con.execute(f"DESCRIBE {table_ref(schema, name)}").fetchall()
             (rows,) = con.execute(f"SELECT count(*) FROM {table_ref(schema, name)}").fetchone() or (
@@ -439,20 +445,18 @@ def _explain_missing(
     table: Table,
     deps: Sequence[str],
     *,
-    settings: Settings,
+    build: _Build,
     error: CatalogException,
 ) -> None:
     """Turn a view's failed rebuild over relations not written yet into what to materialize
     first (DuckDB only says a table is missing); nothing when everything it reads exists."""
-    schema, label = settings.schema, AccountScope.of(settings).label
+    schema = build.settings.schema
     there = set(existing(con, tuple(deps), schema=schema))
     missing = [n for n in deps if n not in there]
     if not missing:
         return
     raise RuntimeError(
-        f"{schema}.{table.name} cannot be rebuilt: {', '.join(f'{schema}.{n}' for n in missing)} "
-        f"{'does' if len(missing) == 1 else 'do'} not exist yet: materialize "
-        f"{' and '.join(label(n) for n in missing)} first ({error})"
+        f"{schema}.{table.name} cannot be rebuilt: {_not_there(missing, build=build)} ({error})"
     ) from error
 
 

@@ -23,7 +23,6 @@ import duckdb as duckdb_lib
 
 from kommo_dagster.kommo.links import LINK_TABLES, LinkTable
 from kommo_dagster.kommo.streams import get_stream
-from kommo_dagster.orchestration.accounts import AccountScope
 from kommo_dagster.orchestration.derived_checks import build_table_checks
 from kommo_dagster.orchestration.freshness import freshness_policy
 from kommo_dagster.orchestration.io_manager import KommoDuckDBResource, table_schema
@@ -132,7 +131,6 @@ def build_link_asset(
     parent = get_stream(table.parent)
     partitioned = settings.is_partitioned(parent.name)
     schema = settings.schema
-    scope = AccountScope.of(settings)
     full_name = f"{catalog_name(settings.duckdb_path)}.{schema}.{table.name}"
     arguments = _asset_arguments(table, settings=settings, specs=specs)
 
@@ -144,7 +142,7 @@ def build_link_asset(
             if not table_exists(con, schema=schema, table=parent.name):
                 raise RuntimeError(
                     f"{schema}.{parent.name} does not exist yet: materialize "
-                    f"{scope.label(parent.name)} first (it writes {table.name})"
+                    f"{specs.key(parent.name).to_user_string()} first (it writes {table.name})"
                 )
             ensure_link_table(con, table, schema=schema)
             rows = _slice_rows(con, table, schema=schema, window=window)

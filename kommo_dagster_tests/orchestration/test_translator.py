@@ -144,3 +144,29 @@ def test_a_run_with_renamed_keys_writes_the_same_tables(tmp_path: Path, sandbox_
     with duckdb.connect(str(settings.duckdb_path)) as con:
         (statuses,) = con.execute("SELECT count(*) FROM kommo.statuses").fetchone() or (0,)
     assert statuses == len(sandbox.records("statuses")) > 0
+
+
+@pytest.mark.parametrize(
+    ("asset", "first"),
+    [
+        ("lead_custom_field_values", "crm/leads"),  # a derived table before its parent
+        ("lead_contacts", "crm/leads"),  # a link table before its parent
+        ("lead_stage_durations", "crm/lead_status_changes"),  # a view before its table
+    ],
+)
+def test_what_to_materialize_first_is_named_by_its_renamed_key(
+    tmp_path: Path, asset: str, first: str
+):
+    settings = Settings(
+        start_date=date(2026, 10, 1), duckdb_path=tmp_path / "crm.duckdb", streams=STREAMS
+    )
+    defs = build_definitions(settings, translator=CrmTranslator())
+    definition = defs.resolve_assets_def(dg.AssetKey(["crm", asset]))  # with its resources
+    partition = "2026-10-05" if definition.partitions_def else None
+
+    result = dg.materialize([definition], partition_key=partition, raise_on_error=False)
+
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    raised = failure.step_failure_data.error.cause
+    assert raised is not None, failure.step_failure_data.error
+    assert f"materialize {first}" in raised.message, raised.message
