@@ -350,6 +350,7 @@ class Settings:
                 self.label("schema"), "a plain SQL identifier (letters, digits, _)", self.schema
             )
         check_database_name(self.duckdb_path, schema=self.schema, label=self.label("duckdb_path"))
+        check_no_database_token(self.duckdb_path, label=self.label("duckdb_path"))
         object.__setattr__(self, "streams", self._check_streams())
         object.__setattr__(self, "full_table_streams", self._check_full_table())
 
@@ -595,6 +596,22 @@ def check_database_name(
             f"{label} points at {str(path)!r}: DuckDB names the catalog after the file "
             f"({stem!r}), which collides with the schema {schema!r} and makes every query fail "
             f"with 'Ambiguous reference'. Use another file name, e.g. data/kommo_crm.duckdb."
+        )
+
+
+def check_no_database_token(path: str | Path, *, label: str) -> None:
+    """Refuse a MotherDuck path carrying its token (``md:db?motherduck_token=...``): the path is
+    the DuckDB resource's configuration, shown in the UI, and part of each run's metadata and
+    messages. The message does not repeat the path."""
+    if is_file_database(path):
+        return
+    query = str(path).partition("?")[2]
+    names = [part.partition("=")[0].strip().lower() for part in query.split("&")]
+    if "motherduck_token" in names:
+        raise SettingsError(
+            f"{label} holds a MotherDuck token (motherduck_token=...), which would be shown in "
+            f"the UI's resource configuration and in run metadata: set the motherduck_token "
+            f"variable to the token instead and leave {label} as md:<database>"
         )
 
 

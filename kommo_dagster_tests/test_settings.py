@@ -238,6 +238,28 @@ def test_a_memory_limit_duckdb_cannot_read_fails_the_load_not_the_runs(
         assert defs.resources["duckdb"].connection_config == {"memory_limit": good}
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "md:crm?motherduck_token=SECRET-md-1",
+        "MD:crm?attach_mode=single&MotherDuck_Token=SECRET-md-1",
+    ],
+)
+def test_a_motherduck_token_in_the_database_path_fails_the_load_without_showing_it(
+    environ, monkeypatch: pytest.MonkeyPatch, path: str
+):
+    """The path is the resource's configuration, shown in the UI, and run metadata: a token
+    belongs in the motherduck_token variable."""
+    variables = {"KOMMO_API_TOKEN": TOKEN, "KOMMO_SUBDOMAIN": "acme", "KOMMO_DUCKDB_PATH": path}
+    with pytest.raises(SettingsError) as failure:
+        _load_env(monkeypatch, variables)
+    message = str(failure.value)
+    assert "KOMMO_DUCKDB_PATH" in message and "motherduck_token variable" in message
+    assert "SECRET" not in message
+    defs = _load_env(monkeypatch, variables | {"KOMMO_DUCKDB_PATH": "md:crm?attach_mode=single"})
+    assert defs.resources["duckdb"].database == "md:crm?attach_mode=single"
+
+
 def test_the_issues_examples_fail_the_load(environ, monkeypatch: pytest.MonkeyPatch):
     with pytest.raises(SettingsError, match=r"KOMMO_REQUESTS_PER_SECOND is above .* got '50'"):
         _load_env(monkeypatch, {"KOMMO_REQUESTS_PER_SECOND": "50"})
