@@ -15,7 +15,7 @@ table (`kommo_dagster.warehouse.registry.link_table`): ``contract_columns`` (blo
 """
 
 import warnings
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -33,6 +33,8 @@ from kommo_dagster.warehouse.link_write import ensure_link_table
 from kommo_dagster.warehouse.registry import get_table
 from kommo_dagster.warehouse.sql import catalog_name, quote, scalar_int, table_exists, table_ref
 from kommo_dagster.warehouse.windows import PARTITION_FORMAT, EpochWindow
+
+_DAY = 86_400
 
 
 def link_tables(settings: Settings) -> list[LinkTable]:
@@ -77,15 +79,35 @@ def _report_partitions(
     table: LinkTable,
     *,
     schema: str,
+    window: EpochWindow,
+    rows: int,
 ) -> None:
     """Per-partition row counts of a range: each day's, as a run of that day alone reports
-    them, not the whole range's on every day."""
+    them (`_slice_rows`), not the whole range's on every day. One query for the range: a
+    weekly full sync has a partition per day since the start date."""
+    parent = get_stream(table.parent)
+    if table.replace == "key" or parent.cursor is None:
+        # Not tied to the parents' slices: a day alone reports the whole table too.
+        for key in context.partition_keys:
+            context.add_asset_metadata(
+                {"dagster/row_count": dg.MetadataValue.int(rows)}, partition_key=key
+            )
+        return
+    cursor = quote(parent.cursor)
+    by_day = dict(
+        con.execute(
+            f"SELECT p.day, count(*) FROM (SELECT DISTINCT id, {cursor} // {_DAY} AS day "
+            f"FROM {table_ref(schema, parent.name)} WHERE {cursor} >= ? AND {cursor} < ?) "
+            f"AS p JOIN {table_ref(schema, table.name)} AS l "
+            f"ON l.{quote(table.parent_column)} = p.id GROUP BY p.day",
+            [window.start, window.end],
+        ).fetchall()
+    )
     for key in context.partition_keys:
-        start = datetime.strptime(key, PARTITION_FORMAT).replace(tzinfo=UTC)
-        day = EpochWindow.from_datetimes(start, start + timedelta(days=1))
-        rows = _slice_rows(con, table, schema=schema, window=day)
+        midnight = datetime.strptime(key, PARTITION_FORMAT).replace(tzinfo=UTC)
+        count = int(by_day.get(int(midnight.timestamp()) // _DAY, 0))
         context.add_asset_metadata(
-            {"dagster/row_count": dg.MetadataValue.int(rows)}, partition_key=key
+            {"dagster/row_count": dg.MetadataValue.int(count)}, partition_key=key
         )
 
 
@@ -150,7 +172,7 @@ def build_link_asset(
                 f"SELECT count(*) FROM {table_ref(schema, table.name)}"
             ).fetchone() or (0,)
             if window is not None and len(context.partition_keys) > 1:
-                _report_partitions(context, con, table, schema=schema)
+                _report_partitions(context, con, table, schema=schema, window=window, rows=rows)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": dg.MetadataValue.int(rows),

@@ -160,22 +160,33 @@ def test_a_ranges_row_count_per_partition_is_that_days_slice(sandbox: KommoSandb
     """Each partition of a range run reports the rows of its own day's parents, what a run of
     that partition alone reports, not the whole range's."""
     warehouse = Warehouse(sandbox, tmp_path)
-    result = warehouse.run(["leads", "lead_contacts"], partition_range=("2026-10-01", "2026-10-10"))
+    links = ["lead_contacts", "lead_sources"]  # by parent; and by source id, not by day
+    result = warehouse.run(["leads", *links], partition_range=("2026-10-01", "2026-10-10"))
     counts = {
-        e.materialization.partition: e.materialization.metadata["dagster/row_count"].value
+        (e.materialization.asset_key.path[-1], e.materialization.partition): (
+            e.materialization.metadata["dagster/row_count"].value
+        )
         for e in result.get_asset_materialization_events()
-        if e.materialization.asset_key.path[-1] == "lead_contacts"
+        if e.materialization.asset_key.path[-1] in links
     }
-    assert len(counts) == 10
+    assert len(counts) == 20
     expected = {}
-    for key in counts:
+    for _, key in counts:
         start = int(datetime.strptime(key or "", "%Y-%m-%d").replace(tzinfo=UTC).timestamp())
-        [(expected[key],)] = warehouse.sql(
+        [(expected["lead_contacts", key],)] = warehouse.sql(
             "SELECT count(*) FROM kommo.lead_contacts WHERE lead_id IN (SELECT id FROM "
             f"kommo.leads WHERE updated_at >= {start} AND updated_at < {start + 86_400})"
         )
+        [(expected["lead_sources", key],)] = warehouse.sql(
+            "SELECT count(*) FROM kommo.lead_sources"
+        )
     assert counts == expected
-    assert len(set(expected.values())) > 1  # the days differ: the check can tell them apart
-    alone = warehouse.run(["lead_contacts"], partition="2026-10-03")
-    [event] = alone.get_asset_materialization_events()
-    assert event.materialization.metadata["dagster/row_count"].value == counts["2026-10-03"]
+    days = {v for (name, _), v in expected.items() if name == "lead_contacts"}
+    assert len(days) > 1  # the days differ: the check can tell them apart
+    alone = warehouse.run(links, partition="2026-10-03")
+    for event in alone.get_asset_materialization_events():
+        name = event.materialization.asset_key.path[-1]
+        assert (
+            event.materialization.metadata["dagster/row_count"].value
+            == (counts[name, "2026-10-03"])
+        )
