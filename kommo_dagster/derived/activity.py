@@ -27,6 +27,8 @@ from kommo_dagster.warehouse.sql import table_exists, table_ref
 from kommo_dagster.warehouse.tables import PlanContext, RefreshContext, WritePlan
 
 CHAT_RESPONSE_TIMES = "chat_response_times"
+# The table holding the account's time zone (`account_time_zone`), which their days follow.
+TIME_ZONE_SOURCE = "account"
 CALLS = "calls"
 NOTE_STREAMS: Mapping[str, str] = {
     "lead_notes": "lead",
@@ -155,6 +157,7 @@ __all__ = [
     "EXTRA_COLUMNS",
     "MANAGER_ACTIVITY_DAILY",
     "NOTE_STREAMS",
+    "TIME_ZONE_SOURCE",
     "account_time_zone",
     "activity_plan",
     "calls_plan",

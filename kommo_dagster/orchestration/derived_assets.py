@@ -193,6 +193,13 @@ def _asset_deps(table: Table, selected: set[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _upstream(table: Table, reads: tuple[str, ...], selected: set[str]) -> tuple[str, ...]:
+    """The asset's dependencies: what it reads rows of (``reads``), then the selected
+    relations it reads a setting from (``also_reads``)."""
+    also = [n for n in table.also_reads if n in selected and n not in reads]
+    return (*reads, *also)
+
+
 # --- tables -----------------------------------------------------------------------------------
 
 
@@ -232,7 +239,7 @@ def _table_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
             "dagster/table_name": _full_name(settings, table.name),
             "kommo/key": ", ".join(table.key),
         },
-        deps=deps,
+        deps=_upstream(table, deps, build.selected),
     )
     arguments: dict[str, Any] = asset_arguments(spec) | {
         "freshness_policy": freshness_policy(partitioned=partitioned)
@@ -407,7 +414,7 @@ def _view_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
             f"of what it reads; materializing it rebuilds it and records its columns."
         ),
         metadata={"dagster/table_name": full_name},
-        deps=deps,
+        deps=_upstream(table, deps, build.selected),
     )
 
     def view(

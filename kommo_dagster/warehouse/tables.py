@@ -134,6 +134,9 @@ class Table:
     # A view defined only when the streams behind every relation it reads are selected (its
     # joins mean nothing without them); other views need only the derived tables they read.
     needs_all_inputs: bool = False
+    # Relations read for a setting rather than for rows (``account``: its time zone): upstream
+    # assets when selected, but never inputs, triggers, nor a reason to define the table.
+    also_reads: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind in SLICED_KINDS and (self.select is None) == (self.plan is None):

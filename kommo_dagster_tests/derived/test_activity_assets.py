@@ -34,17 +34,25 @@ def _deps(settings: Settings) -> dict[str, set[str]]:
             {
                 "chat_response_times": {"events"},
                 "calls": {"lead_notes", "contact_notes", "company_notes"},
+                # and the account, whose time zone their days follow
                 "manager_activity_daily": {
                     "events",
                     "lead_status_changes",
                     "chat_response_times",
                     "calls",
+                    "account",
                 },
-                "response_time_by_manager": {"chat_response_times", "leads", "contacts"},
+                "response_time_by_manager": {
+                    "chat_response_times",
+                    "leads",
+                    "contacts",
+                    "account",
+                },
             },
         ),
         (("leads", "lead_notes"), {"calls": {"lead_notes"}, "manager_activity_daily": {"calls"}}),
         (("pipelines", "statuses", "leads"), {}),
+        (("account",), {}),  # a setting's source alone defines none of them
     ],
 )
 def test_the_activity_assets_follow_the_selected_streams(streams, expected):

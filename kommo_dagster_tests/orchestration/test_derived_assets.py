@@ -210,3 +210,20 @@ def test_a_view_over_a_table_not_written_yet_says_what_to_materialize_first(
     raised = failure.step_failure_data.error.cause
     assert raised is not None, failure.step_failure_data.error
     assert f"materialize {first}" in raised.message, raised.message
+
+
+# --- what a table reads besides its rows --------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["manager_activity_daily", "response_time_by_manager"])
+def test_what_counts_days_in_the_accounts_time_zone_depends_on_the_account(
+    tmp_path: Path, name: str
+):
+    """Their days are the account's (its ``timezone``, read from kommo.account when they are
+    written): the account's asset is upstream of them when it is selected."""
+    account = dg.AssetKey(["kommo", "account"])
+    defs = _defs(tmp_path)
+    assert account in defs.resolve_assets_def(dg.AssetKey(["kommo", name])).dependency_keys
+    without = _defs(tmp_path, streams=("events", "leads", "contacts"))
+    asset = without.resolve_assets_def(dg.AssetKey(["kommo", name]))
+    assert account not in asset.dependency_keys and asset.dependency_keys
