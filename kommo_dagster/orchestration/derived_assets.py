@@ -462,6 +462,9 @@ def _explain_missing(
     missing = [n for n in deps if n not in there]
     if not missing:
         return
+    # The views create the stream tables they read empty; a computed table they cannot.
+    computed = [n for n in missing if n not in build.settings.streams]
+    missing = computed or missing
     raise RuntimeError(
         f"{schema}.{table.name} cannot be rebuilt: {_not_there(missing, build=build)} ({error})"
     ) from error

@@ -169,4 +169,4 @@ def test_what_to_materialize_first_is_named_by_its_renamed_key(
     [failure] = [e for e in result.all_events if e.is_step_failure]
     raised = failure.step_failure_data.error.cause
     assert raised is not None, failure.step_failure_data.error
-    assert f"materialize {first}" in raised.message, raised.message
+    assert f"materialize {first} first" in raised.message, raised.message
