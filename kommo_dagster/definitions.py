@@ -44,7 +44,8 @@ def build_definitions(
         location.check_credentials()
         return build_kommo_definitions(accounts_of(location), translator=translator)
     settings = settings or Settings.from_env()
-    account = Account(settings, kommo or KommoResource.from_env())
+    # A named account reads its own KOMMO_<ACCOUNT>_* variables, as in KOMMO_ACCOUNTS.
+    account = Account(settings, kommo or KommoResource.from_env(account=settings.account))
     return build_kommo_definitions([account], translator=translator)
 
 

@@ -8,6 +8,7 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 
 from kommo_dagster.definitions import build_definitions
@@ -17,6 +18,7 @@ from kommo_dagster.orchestration.assets import GROUP_NAME
 from kommo_dagster.orchestration.derived_assets import all_derived_keys
 from kommo_dagster.orchestration.io_manager import KommoDuckDBIOManager, KommoDuckDBResource
 from kommo_dagster.orchestration.resources import KommoResource
+from kommo_dagster.sandbox import KommoSandbox
 from kommo_dagster.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,6 +173,33 @@ def test_a_run_without_a_token_fails_at_start_naming_the_variable(
             instance=dg.DagsterInstance.ephemeral(),
         )
     assert not (tmp_path / "crm.duckdb").exists()
+
+
+def test_one_named_account_s_settings_reach_that_account(
+    sandbox: KommoSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """``build_definitions(settings)`` of account ``acc`` extracts with KOMMO_ACC_*, not with
+    the unprefixed variables, which here name another host and token."""
+    monkeypatch.setenv("KOMMO_API_TOKEN", "token-of-another-account")
+    monkeypatch.setenv("KOMMO_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("KOMMO_SUBDOMAIN", raising=False)
+    monkeypatch.setenv("KOMMO_ACC_API_TOKEN", sandbox.token)
+    monkeypatch.setenv("KOMMO_ACC_BASE_URL", sandbox.base_url)
+    monkeypatch.setenv("KOMMO_RATE_LIMIT_DIR", str(tmp_path / "rate-limit"))
+    monkeypatch.setenv("KOMMO_DUCKDB_PATH", str(tmp_path / "crm.duckdb"))
+    settings = Settings.from_env(account="acc")
+    defs = build_definitions(settings)
+
+    dg.materialize(
+        list(defs.assets or []),
+        selection=[dg.AssetKey(["kommo", "acc", "users"])],
+        resources=defs.resources,
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+
+    with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
+        [(rows,)] = con.execute("SELECT count(*) FROM kommo_acc.users").fetchall()
+    assert rows == len(sandbox.expected_rows("users")) > 0
 
 
 def test_loading_the_definitions_does_not_import_pandas(tmp_path: Path):
