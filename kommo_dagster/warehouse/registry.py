@@ -160,7 +160,7 @@ def _build(streams: tuple[Stream, ...], derived: tuple[Table, ...]) -> dict[str,
             raise RuntimeError(f"the table {table.name!r} is declared twice")
         tables[table.name] = table
     for table in tables.values():
-        unknown = [name for name in table.inputs if name not in tables]
+        unknown = [name for name in (*table.inputs, *table.also_reads) if name not in tables]
         if unknown:
             raise RuntimeError(f"{table.name} reads undeclared relations {unknown}")
     return tables

@@ -8,6 +8,7 @@ import pytest
 from kommo_dagster.derived.declaration import DECLARATIONS, DERIVED_TABLES
 from kommo_dagster.derived.write import ensure_table
 from kommo_dagster.kommo.streams import STREAMS, Column, Reference
+from kommo_dagster.warehouse import registry
 from kommo_dagster.warehouse.registry import TABLES, get_table, refresh_after_write, refreshed_after
 from kommo_dagster.warehouse.tables import (
     Partitioning,
@@ -115,6 +116,19 @@ def test_a_declaration_missing_its_build_is_refused():
         Table(name="x", kind="view", description="x", inputs=("y",))
     with pytest.raises(KeyError, match="unknown table 'nope'"):
         get_table("nope")
+
+
+@pytest.mark.parametrize("field", ["inputs", "also_reads"])
+def test_a_relation_reading_an_undeclared_one_is_refused(field: str):
+    view = Table(
+        name="typo_view",
+        kind="view",
+        description="x",
+        refresh=lambda ctx: None,
+        **{field: ("acount",)},
+    )
+    with pytest.raises(RuntimeError, match=r"typo_view reads undeclared relations \['acount'\]"):
+        registry._build(tuple(STREAMS.values()), (*DECLARATIONS, view))
 
 
 def test_a_link_table_declares_its_checks_and_references():
