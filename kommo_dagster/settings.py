@@ -119,7 +119,8 @@ def _memory(value: object, label: str) -> str:
     """A memory limit DuckDB reads: a bad one would otherwise fail every run at its first
     connection, long after the definitions loaded."""
     text = _text(value, label)
-    if not _duckdb_reads_memory(text):
+    # The default needs no check: opening DuckDB would cost every load (and run) ~20 ms.
+    if text != DEFAULT_MEMORY_LIMIT and not _duckdb_reads_memory(text):
         raise _fail(label, MEMORY_SIZE, value)
     return text
 
