@@ -44,8 +44,8 @@ def build_definitions(
         location.check_credentials()
         return build_kommo_definitions(accounts_of(location), translator=translator)
     settings = settings or Settings.from_env()
-    # A named account reads its own KOMMO_<ACCOUNT>_* variables, as in KOMMO_ACCOUNTS.
-    account = Account(settings, kommo or KommoResource.from_env(account=settings.account))
+    # The resource reaches the account the settings describe, as each of KOMMO_ACCOUNTS does.
+    account = Account(settings, kommo or KommoResource.for_account(settings))
     return build_kommo_definitions([account], translator=translator)
 
 

@@ -202,6 +202,38 @@ def test_one_named_account_s_settings_reach_that_account(
     assert rows == len(sandbox.expected_rows("users")) > 0
 
 
+def test_settings_made_in_python_reach_the_account_they_describe(
+    sandbox: KommoSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """``build_definitions(Settings(...))`` of the single account extracts from the settings'
+    host, not from the unprefixed variables (here another, dead one); only the token stays a
+    variable."""
+    monkeypatch.setenv("KOMMO_API_TOKEN", sandbox.token)
+    monkeypatch.setenv("KOMMO_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("KOMMO_SUBDOMAIN", raising=False)
+    settings = Settings(
+        base_url=sandbox.base_url,
+        allow_any_host=True,
+        requests_per_second=5,
+        rate_limit_dir=tmp_path / "rate-limit",
+        duckdb_path=tmp_path / "crm.duckdb",
+    )
+    defs = build_definitions(settings)
+    resource = defs.resources["kommo"]
+    assert (resource.base_url, resource.requests_per_second) == (sandbox.base_url, 5)
+
+    dg.materialize(
+        list(defs.assets or []),
+        selection=[dg.AssetKey(["kommo", "users"])],
+        resources=defs.resources,
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+
+    with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
+        [(rows,)] = con.execute("SELECT count(*) FROM kommo.users").fetchall()
+    assert rows == len(sandbox.expected_rows("users")) > 0
+
+
 def test_loading_the_definitions_does_not_import_pandas(tmp_path: Path):
     """Every run, sensor tick and webserver reload loads the definitions; pandas costs that
     half a second and is only needed for DataFrames (a child stream's parent, user assets)."""
