@@ -48,10 +48,6 @@ class AccountScope:
     def asset_key(self, stream: str) -> dg.AssetKey:
         return dg.AssetKey([*self.key_prefix, stream])
 
-    def label(self, stream: str) -> str:
-        """How logs name a stream of this account: ``kommo/leads``, ``kommo/acc1/leads``."""
-        return "/".join([*self.key_prefix, stream])
-
     def qualify(self, name: str) -> str:
         """The account's version of a ``kommo_*`` definition name: ``kommo_incremental_job``
         stays as it is for the single account and is ``kommo_acc1_incremental_job`` for acc1."""

@@ -118,7 +118,7 @@ def build_stream_asset(
         arguments["backfill_policy"] = dg.BackfillPolicy.single_run()
     if stream.parent:
         arguments["ins"] = {"parent": dg.AssetIn(key=specs.key(stream.parent))}
-    compute = _compute(stream, settings=settings, partitioned=partitioned)
+    compute = _compute(stream, settings=settings, partitioned=partitioned, specs=specs)
     compute.__name__ = stream.name
     with warnings.catch_warnings():
         # backfill_policy is still marked beta in Dagster 1.13, though the CLI relies on it.
@@ -126,15 +126,21 @@ def build_stream_asset(
         return dg.asset(**arguments)(compute)
 
 
-def _compute(stream: Stream, *, settings: Settings, partitioned: bool) -> Callable[..., Any]:
+def _compute(
+    stream: Stream, *, settings: Settings, partitioned: bool, specs: AccountSpecs
+) -> Callable[..., Any]:
     """The asset's function: extract the stream, or (a child stream) extract it per parent id
-    read from the parent's table."""
+    read from the parent's table. Its logs name the stream by its asset key, which a translator
+    may have renamed."""
     scope = AccountScope.of(settings)
+    name = specs.key(stream.name).to_user_string()
     if stream.parent is None:
 
         def extract_stream(context: dg.AssetExecutionContext) -> dg.Output[StagedRows]:
             kommo = getattr(context.resources, scope.resource_key)
-            return _extract(context, kommo, stream, settings=settings, partitioned=partitioned)
+            return _extract(
+                context, kommo, stream, settings=settings, partitioned=partitioned, name=name
+            )
 
         return extract_stream
     parent_name = stream.parent
@@ -144,15 +150,14 @@ def _compute(stream: Stream, *, settings: Settings, partitioned: bool) -> Callab
         # typed Any so that loading the definitions does not import pandas.
         kommo = getattr(context.resources, scope.resource_key)
         parent_ids = [int(i) for i in parent["id"].dropna()]
-        context.log.info(
-            f"{scope.label(stream.name)}: {len(parent_ids)} {parent_name} in the table"
-        )
+        context.log.info(f"{name}: {len(parent_ids)} {parent_name} in the table")
         return _extract(
             context,
             kommo,
             stream,
             settings=settings,
             partitioned=partitioned,
+            name=name,
             parent_ids=parent_ids,
         )
 
@@ -166,11 +171,11 @@ def _extract(
     *,
     settings: Settings,
     partitioned: bool,
+    name: str,
     parent_ids: Sequence[int] | None = None,
 ) -> dg.Output[StagedRows]:
     window = run_window(context, partitioned=partitioned)
     label = "full table" if window is None else window.label()
-    name = AccountScope.of(settings).label(stream.name)
     context.log.info(f"{name} {label}: extracting from {stream.path}")
 
     def log_progress(progress: Progress) -> None:

@@ -36,7 +36,6 @@ import dagster as dg
 import duckdb as duckdb_lib
 
 from kommo_dagster.kommo.streams import Stream, get_stream
-from kommo_dagster.orchestration.accounts import AccountScope
 from kommo_dagster.orchestration.data_checks import (
     CONTRACT_CHECK,
     CONTRACT_COLUMNS,
@@ -161,13 +160,13 @@ def evaluate(
 def build_stream_checks(
     stream: Stream, *, settings: Settings, specs: AccountSpecs | None = None
 ) -> dg.AssetChecksDefinition:
-    """The stream's checks, logged under the name its asset's logs use."""
+    """The stream's checks, logged under its asset key (a translator's, if it renamed it), as
+    its asset's logs are."""
     return build_checks(
         stream,
         stream_checks(stream, streams=settings.streams),
         settings=settings,
         specs=specs or AccountSpecs(settings),
-        label=AccountScope.of(settings).label(stream.name),
     )
 
 

@@ -211,10 +211,9 @@ def build_checks(
     *,
     settings: Settings,
     specs: AccountSpecs,
-    label: str | None = None,
 ) -> dg.AssetChecksDefinition:
     """One `multi_asset_check` (``kommo_<name>_checks``, account-qualified) for ``checks`` of
-    ``relation``; its logs name it ``label`` (None: by its asset key)."""
+    ``relation``; its logs name it by its asset key, as a translator may have renamed it."""
     key, schema = specs.key(relation.name), settings.schema
     return build_data_checks(
         [
@@ -224,7 +223,7 @@ def build_checks(
         name=AccountScope.of(settings).qualify(f"kommo_{relation.name}_checks"),
         description=f"Data checks of {schema}.{relation.name}.",
         key=key,
-        label=label or key.to_user_string(),
+        label=key.to_user_string(),
         warn_only={n for n, c in checks.items() if c.warn},
         evaluate=lambda con: evaluate_checks(con, relation, checks, schema=schema),
     )

@@ -123,9 +123,15 @@ def test_a_key_that_depends_on_more_than_the_table_is_refused(tmp_path: Path):
         build_definitions(settings, kommo=kommo, translator=Unstable())
 
 
+def _messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    return [e.user_message for e in instance.all_logs(run_id) if e.user_message]
+
+
 @pytest.mark.timeout(120)
 def test_a_run_with_renamed_keys_writes_the_same_tables(tmp_path: Path, sandbox_factory):
-    """A child stream reads its renamed parent, a derived table its renamed parent's slice."""
+    """A child stream reads its renamed parent, a derived table its renamed parent's slice; the
+    streams' logs (extraction, progress, a child's parent ids) name them by their renamed keys,
+    as Dagster's own messages do."""
     sandbox = sandbox_factory(leads=20, requests_per_second=None)
     settings = Settings(
         start_date=date(2026, 10, 1), duckdb_path=tmp_path / "crm.duckdb", streams=STREAMS
@@ -140,7 +146,12 @@ def test_a_run_with_renamed_keys_writes_the_same_tables(tmp_path: Path, sandbox_
             resources=defs.resources,
             instance=instance,
         )
+        messages = _messages(instance, result.run_id)
     assert result.success
+    pipelines = len(sandbox.records("pipelines"))
+    assert any(m.startswith("crm/pipelines full table: extracting from") for m in messages)
+    assert f"crm/statuses: {pipelines} pipelines in the table" in messages
+    assert not [m for m in messages if "kommo/" in m]
     with duckdb.connect(str(settings.duckdb_path)) as con:
         (statuses,) = con.execute("SELECT count(*) FROM kommo.statuses").fetchone() or (0,)
     assert statuses == len(sandbox.records("statuses")) > 0
@@ -170,3 +181,26 @@ def test_what_to_materialize_first_is_named_by_its_renamed_key(
     raised = failure.step_failure_data.error.cause
     assert raised is not None, failure.step_failure_data.error
     assert f"materialize {first} first" in raised.message, raised.message
+
+
+def test_check_logs_name_the_renamed_keys(tmp_path: Path):
+    """A failed check's warning names the asset by its renamed key."""
+    settings = Settings(
+        start_date=date(2026, 10, 1), duckdb_path=tmp_path / "crm.duckdb", streams=STREAMS
+    )
+    defs = build_definitions(settings, translator=CrmTranslator())
+    key = dg.AssetKey(["crm", "pipelines"])
+    with dg.DagsterInstance.ephemeral() as instance:
+        # Its checks before the table exists: the contract check fails, the others are blocked.
+        result = dg.materialize(
+            [*(defs.assets or []), *(defs.asset_checks or [])],
+            selection=dg.AssetSelection.checks_for_assets(key),
+            resources=defs.resources,
+            instance=instance,
+            raise_on_error=False,
+        )
+        messages = _messages(instance, result.run_id)
+    assert "crm/pipelines check contract_columns failed: kommo.pipelines does not exist" in (
+        messages
+    )
+    assert not [m for m in messages if "kommo/" in m]
