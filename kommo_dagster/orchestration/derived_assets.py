@@ -6,7 +6,8 @@
   of what they read. A run reads the parent's slice from DuckDB and replaces the same slice in
   one transaction (`kommo_dagster.derived.write`), which also rebuilds what the registry says
   follows the table (`kommo_dagster.warehouse.registry`). The jobs run them in the same run as their
-  parent.
+  parent; a run of days the parent was never materialized for warns and says which in its
+  ``kommo/parents_missing`` metadata (`kommo_dagster.orchestration.missing_parents`).
 * Tables rebuilt whole (``kommo/chat_response_times``, ``kommo/calls``,
   ``kommo/manager_activity_daily``: declared without partitioning): unpartitioned, downstream
   of whichever of their inputs the settings select; a run recomputes the whole table from
@@ -39,6 +40,7 @@ from kommo_dagster.derived.value_text import install_macros
 from kommo_dagster.derived.write import replace_slice
 from kommo_dagster.orchestration.freshness import freshness_policy
 from kommo_dagster.orchestration.io_manager import KommoDuckDBResource, table_schema
+from kommo_dagster.orchestration.missing_parents import report_missing_parents
 from kommo_dagster.orchestration.partitions import build_daily_partitions, run_window
 from kommo_dagster.orchestration.translator import AccountSpecs, asset_arguments
 from kommo_dagster.settings import Settings
@@ -257,6 +259,10 @@ def _table_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
         with duckdb.get_connection(on_wait=context.log.info) as con:
             _require_inputs(con, inputs, build=build, every=table.sliced)
             metadata = _write(context, con, table, build=build, window=window, inputs=deps)
+        if window is not None:  # a slice: say if the parent never ran for some of its days
+            subject = f"{_full_name(settings, table.name)} {window.label()}"
+            parent = build.specs.key(table.parent)
+            metadata |= report_missing_parents(context, [parent], subject=subject)
         return dg.MaterializeResult(metadata=metadata)
 
     return _define(derive, table.name, arguments)

@@ -17,6 +17,7 @@ from kommo_dagster.definitions import build_definitions
 from kommo_dagster.orchestration.resources import KommoResource
 from kommo_dagster.orchestration.translator import KommoTranslator, KommoTranslatorData
 from kommo_dagster.settings import Settings
+from kommo_dagster_tests.derived.tables import create
 from kommo_dagster_tests.wiring import sandbox_kommo
 
 STREAMS = ("pipelines", "statuses", "leads", "lead_custom_fields", "events")
@@ -203,4 +204,24 @@ def test_check_logs_name_the_renamed_keys(tmp_path: Path):
     assert "crm/pipelines check contract_columns failed: kommo.pipelines does not exist" in (
         messages
     )
+    assert not [m for m in messages if "kommo/" in m]
+
+
+def test_a_slice_whose_parent_never_ran_names_the_parent_by_its_renamed_key(tmp_path: Path):
+    """The leads table is there (written outside any run of this instance) but crm/leads was
+    never materialized: the derived slice warns with the renamed key, and succeeds."""
+    settings = Settings(
+        start_date=date(2026, 10, 1), duckdb_path=tmp_path / "crm.duckdb", streams=STREAMS
+    )
+    with duckdb.connect(str(settings.duckdb_path)) as con:
+        create(con, "leads")
+    defs = build_definitions(settings, translator=CrmTranslator())
+    definition = defs.resolve_assets_def(dg.AssetKey(["crm", "lead_custom_field_values"]))
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize([definition], partition_key="2026-10-05", instance=instance)
+        messages = _messages(instance, result.run_id)
+    said = "crm/leads for partition 2026-10-05"
+    assert any(f"no materialization of {said}." in m for m in messages), messages
+    [event] = result.get_asset_materialization_events()
+    assert event.materialization.metadata["kommo/parents_missing"].value == said
     assert not [m for m in messages if "kommo/" in m]

@@ -1,0 +1,49 @@
+"""Which of a run's partitions its parent assets were never materialized for.
+
+A derived slice reads its parent's slice from DuckDB: when that parent partition never ran, the
+write succeeds with no rows, just as for a day without records. The rows cannot tell the two
+apart, so the run asks the instance (one query per parent) and says so in its log and its
+materialization metadata, without failing: an empty day is legitimate once the parent ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dagster as dg
+
+PARENTS_MISSING_KEY = "kommo/parents_missing"
+
+
+def report_missing_parents(
+    context: dg.AssetExecutionContext, parents: Sequence[dg.AssetKey], *, subject: str
+) -> dict[str, dg.MetadataValue]:
+    """Warn when ``parents`` (their asset keys, as a translator named them) have no
+    materialization for some of the run's partitions; the metadata entry saying which, or
+    nothing when they all have one. ``subject`` names what the run wrote, in the warning."""
+    wanted = set(context.partition_keys)
+    gaps: list[str] = []
+    for key in parents:
+        missing = sorted(wanted - context.instance.get_materialized_partitions(key))
+        if missing:
+            gaps.append(f"{key.to_user_string()} for {_span(missing, of=len(wanted))}")
+    if not gaps:
+        return {}
+    said = "; ".join(gaps)
+    context.log.warning(
+        f"{subject}: no materialization of {said}. Those partitions hold only what the parent's "
+        f"table already had (usually nothing): materialize it for them first, then this asset "
+        f"again."
+    )
+    return {PARENTS_MISSING_KEY: dg.MetadataValue.text(said)}
+
+
+def _span(partitions: Sequence[str], *, of: int) -> str:
+    """``partitions`` (sorted) compactly: the one, or how many of ``of`` and the first and
+    last."""
+    if len(partitions) == 1:
+        return f"partition {partitions[0]}"
+    return f"{len(partitions)} of {of} partitions, {partitions[0]}..{partitions[-1]}"
+
+
+__all__ = ["PARENTS_MISSING_KEY", "report_missing_parents"]
