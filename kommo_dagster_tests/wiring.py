@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -173,3 +174,11 @@ class Warehouse:
     def sql(self, sql: str) -> list[tuple]:
         with duckdb.connect(str(self.db), read_only=True) as con:
             return con.execute(sql).fetchall()
+
+    def warnings(self, run_id: str) -> list[str]:
+        """The warnings a run logged."""
+        return [
+            e.user_message
+            for e in self.instance.all_logs(run_id)
+            if e.user_message and e.level == logging.WARNING
+        ]

@@ -26,6 +26,7 @@ from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.orchestration.derived_checks import build_table_checks
 from kommo_dagster.orchestration.freshness import freshness_policy
 from kommo_dagster.orchestration.io_manager import KommoDuckDBResource, table_schema
+from kommo_dagster.orchestration.missing_parents import report_missing_parents
 from kommo_dagster.orchestration.partitions import build_daily_partitions, run_window
 from kommo_dagster.orchestration.translator import AccountSpecs, asset_arguments
 from kommo_dagster.settings import Settings
@@ -173,13 +174,16 @@ def build_link_asset(
             ).fetchone() or (0,)
             if window is not None and len(context.partition_keys) > 1:
                 _report_partitions(context, con, table, schema=schema, window=window, rows=rows)
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": dg.MetadataValue.int(rows),
-                "dagster/table_name": dg.MetadataValue.text(full_name),
-                "kommo/table_row_count": dg.MetadataValue.int(int(total)),
-            }
-        )
+        metadata = {
+            "dagster/row_count": dg.MetadataValue.int(rows),
+            "dagster/table_name": dg.MetadataValue.text(full_name),
+            "kommo/table_row_count": dg.MetadataValue.int(int(total)),
+        }
+        if window is not None:  # the parent writes this table: say if it never ran for some days
+            subject = f"{full_name} {window.label()}"
+            parent_key = specs.key(parent.name)
+            metadata |= report_missing_parents(context, [parent_key], subject=subject)
+        return dg.MaterializeResult(metadata=metadata)
 
     record.__name__ = table.name
     with warnings.catch_warnings():

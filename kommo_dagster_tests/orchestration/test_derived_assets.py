@@ -1,7 +1,6 @@
 """The derived assets' definitions: keys, partitions, lineage, schemas, jobs; and a view's
 rebuild, which happens whole or not at all."""
 
-import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -229,50 +228,3 @@ def test_what_counts_days_in_the_accounts_time_zone_depends_on_the_account(
     without = _defs(tmp_path, streams=("events", "leads", "contacts"))
     asset = without.resolve_assets_def(dg.AssetKey(["kommo", name]))
     assert account not in asset.dependency_keys and asset.dependency_keys
-
-
-# --- a slice whose parent never ran for some of its days -----------------------------------------
-
-
-def _warnings(warehouse: Warehouse, run_id: str) -> list[str]:
-    return [
-        e.user_message
-        for e in warehouse.instance.all_logs(run_id)
-        if e.user_message and e.level == logging.WARNING
-    ]
-
-
-def test_a_slice_whose_parent_never_ran_for_some_days_says_so_and_still_succeeds(
-    sandbox: KommoSandbox, tmp_path: Path
-):
-    """Days of the parent that no run materialized give an empty slice, like quiet days: the
-    run warns with the parent's key and those days, and records them, but succeeds."""
-    warehouse = Warehouse(sandbox, tmp_path)
-    table = DERIVED_TABLES["lead_custom_field_values"]
-    warehouse.run(["leads"], partition_range=("2026-10-01", "2026-10-03"))
-
-    result = warehouse.run([table.name], partition_range=("2026-10-01", "2026-10-07"))
-
-    assert result.success
-    said = "kommo/leads for 4 of 7 partitions, 2026-10-04..2026-10-07"
-    [warning] = [w for w in _warnings(warehouse, result.run_id) if "kommo/leads" in w]
-    assert warning.startswith(
-        f"kommo_crm.kommo.{table.name} 2026-10-01..2026-10-07: no materialization of {said}."
-    ), warning
-    events = result.get_asset_materialization_events()
-    assert len(events) == 7
-    assert {e.materialization.metadata["kommo/parents_missing"].value for e in events} == {said}
-    # Once the parent ran for a day, its slice says nothing, whether it has rows or not.
-    warehouse.run(["leads"], partition="2026-10-05")
-    again = warehouse.run([table.name], partition="2026-10-05")
-    assert not [w for w in _warnings(warehouse, again.run_id) if "kommo/leads" in w]
-    [event] = again.get_asset_materialization_events()
-    assert "kommo/parents_missing" not in event.materialization.metadata
-    # Nor when the parent runs before it in the same run, as the jobs run them.
-    both = warehouse.run(["leads", table.name], partition_range=("2026-10-08", "2026-10-09"))
-    assert not [w for w in _warnings(warehouse, both.run_id) if "kommo/leads" in w]
-    assert not [
-        e
-        for e in both.get_asset_materialization_events()
-        if "kommo/parents_missing" in e.materialization.metadata
-    ]
