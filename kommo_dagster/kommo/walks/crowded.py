@@ -9,6 +9,7 @@ from typing import Any, Literal
 from kommo_dagster.kommo.errors import KommoResponseError
 from kommo_dagster.kommo.streams import Stream
 from kommo_dagster.kommo.transport import Params
+from kommo_dagster.kommo.walks.base import cursor_values
 from kommo_dagster.kommo.walks.overlap import OverlapPages, ascending_ids
 
 # What a page by id leaves to do: another page, or nothing (every record that stayed in the
@@ -32,11 +33,12 @@ class CrowdedSecond:
 
     stream: Stream
     second: int
-    ids: set
+    ids: set[Any]
     limit: int
     cursor: str = "updated_at"
     step: Literal["asc", "desc", "pages"] = "asc"
-    desc_min: Any = None
+    # The lowest id of the first page descending, once offset pages are needed to reach it.
+    desc_min: int | None = None
     pages: OverlapPages = field(init=False)
 
     def __post_init__(self) -> None:
@@ -81,15 +83,15 @@ class CrowdedSecond:
         if self.step == "asc":
             self.step = "desc"
             return "more"
-        top = self.pages.top
-        return "done" if taken == "on" and top is not None and top >= self.desc_min else "more"
+        top, desc_min = self.pages.top, self.desc_min
+        assert top is not None and desc_min is not None  # set by the pages before these
+        return "done" if taken == "on" and top >= desc_min else "more"
 
     def _descending(self, records: list[dict[str, Any]], *, has_next: bool) -> Next:
         """The first page descending: the whole second if it is short, else the top of it."""
-        ids = [r.get("id") for r in records]
-        if not ids or not has_next or len(ids) < self.limit:
+        if not records or not has_next or len(records) < self.limit:
             return "done"
-        lowest = min(ids)
+        lowest = min(cursor_values(self.stream, records, "id"))
         top = self.pages.top
         if top is not None and lowest <= top:
             return "done"
