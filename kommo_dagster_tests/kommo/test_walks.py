@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
+from kommo_dagster.kommo.errors import KommoResponseError
 from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, STREAMS
 from kommo_dagster.kommo.walks import even_bounds
 from kommo_dagster.kommo.walks import overlap as overlap_module
@@ -163,6 +164,22 @@ def test_day_windows_plus_the_windows_churn_touched_give_every_latest_version_on
     merged = [r for rows in table.values() for r in rows]
     assert Counter(r["id"] for r in merged).most_common(1)[0][1] == 1
     assert rows_of(stream, merged) == expected(sb, stream, START, now_window[1])
+
+
+@pytest.mark.parametrize("stream", INCREMENTAL_STREAMS)
+def test_a_record_without_an_id_fails_the_walk_naming_it(sandbox_factory, client_for, stream):
+    """The walks drop repeats by id: a record the API served without one fails the run with
+    the stream's name, not a bare KeyError, nor is it passed on to a table keyed by id."""
+    sb = sandbox_factory(leads=300, requests_per_second=None)
+    table = sb.account.tables[stream]
+    first = next(r for r in sb.records(stream) if in_window(stream, r, START, END))
+    with sb.account.lock:
+        row = table.row_of[first["id"]]
+        rec = table.record(row)
+        del rec["id"]
+        table.replace(row, rec)
+    with pytest.raises(KommoResponseError, match=f"a {stream} record has no id"):
+        fetch(client_for(sb), stream, START, END)
 
 
 def test_even_bounds_cover_the_range_without_gaps():

@@ -63,6 +63,18 @@ def records_of(stream: Stream, resp: Response) -> tuple[list[Any], bool]:
 Decoder = Callable[[Stream, Response], tuple[list[Any], bool]]
 
 
+def record_ids(stream: Stream, records: list[dict[str, Any]]) -> list[Any]:
+    """The ids of a page's records, which the walks drop repeats by: a record without one
+    (or with a null one) fails the run naming it, rather than as a bare KeyError."""
+    try:
+        ids = [r["id"] for r in records]
+    except (KeyError, TypeError):
+        raise KommoResponseError(f"a {stream.name} record has no id") from None
+    if None in ids:
+        raise KommoResponseError(f"a {stream.name} record has a null id")
+    return ids
+
+
 def cursor_values(stream: Stream, records: list[dict[str, Any]], cursor: str) -> list[int]:
     try:
         values = [r[cursor] for r in records]
@@ -158,6 +170,7 @@ __all__ = [
     "Job",
     "Walk",
     "cursor_values",
+    "record_ids",
     "records_of",
     "rows_per_second",
     "seconds_for",

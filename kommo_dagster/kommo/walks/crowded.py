@@ -9,7 +9,7 @@ from typing import Any, Literal
 from kommo_dagster.kommo.errors import KommoResponseError
 from kommo_dagster.kommo.streams import Stream
 from kommo_dagster.kommo.transport import Params
-from kommo_dagster.kommo.walks.base import cursor_values
+from kommo_dagster.kommo.walks.base import cursor_values, record_ids
 from kommo_dagster.kommo.walks.overlap import OverlapPages, ascending_ids
 
 # What a page by id leaves to do: another page, or nothing (every record that stayed in the
@@ -60,14 +60,14 @@ class CrowdedSecond:
     def new_records(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The records of a page not yielded yet, now counted as yielded. A record of another
         second means the server ignored the filter, and the by-id argument would not hold."""
-        ids = self.ids
-        out = [r for r in records if r.get("id") not in ids]
+        ids, page_ids = self.ids, record_ids(self.stream, records)
+        out = [r for r, i in zip(records, page_ids, strict=True) if i not in ids]
         for r in out:
             if r.get(self.cursor) != self.second:
                 raise KommoResponseError(
                     f"Kommo returned a {self.stream.name} record outside the requested second"
                 )
-        ids.update(r["id"] for r in out)
+        ids.update(page_ids)
         return out
 
     def advance(self, records: list[dict[str, Any]], *, has_next: bool) -> Next:

@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kommo_dagster.kommo.errors import KommoResponseError
-from kommo_dagster.kommo.walks.base import MIN_SPLIT_PAGES, Job, Walk, cursor_values, seconds_for
+from kommo_dagster.kommo.walks.base import (
+    MIN_SPLIT_PAGES,
+    Job,
+    Walk,
+    cursor_values,
+    record_ids,
+    seconds_for,
+)
 from kommo_dagster.kommo.walks.crowded import CrowdedSecond
 
 # A page whose last second holds this share of it or more goes on with that second by id.
@@ -159,13 +166,12 @@ class KeysetWalk(Walk):
             return []
         cursors = cursor_values(self.stream, records, self.cursor)
         self._check_order(cursors)
+        page_ids = record_ids(self.stream, records)
         lo, hi, lo_ids, hi_ids = g.lo, g.hi, g.lo_ids, g.hi_ids
         out = [
             r
-            for r, c in zip(records, cursors, strict=True)
-            if lo <= c <= hi
-            and not (c == lo and r["id"] in lo_ids)
-            and not (c == hi and r["id"] in hi_ids)
+            for r, c, i in zip(records, cursors, page_ids, strict=True)
+            if lo <= c <= hi and not (c == lo and i in lo_ids) and not (c == hi and i in hi_ids)
         ]
         full = len(records) >= self.limit and has_next
         last = cursors[-1]
@@ -173,10 +179,10 @@ class KeysetWalk(Walk):
             self._close()
         elif cursors[0] == last:
             # A page full of one second: read that second on its own, by id.
-            self._start_second(last, {r["id"] for r in records})
+            self._start_second(last, set(page_ids))
         else:
             self._learn(len(records), cursors[0], last)
-            ids = {r["id"] for r, c in zip(records, cursors, strict=True) if c == last}
+            ids = {i for i, c in zip(page_ids, cursors, strict=True) if c == last}
             g.advance(descending=self.descending, last=last, ids=ids)
             if len(ids) >= self.limit * CROWD_SHARE:
                 # The page ends inside a second this busy: it is likely crowded, and reading it

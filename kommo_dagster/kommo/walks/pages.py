@@ -14,6 +14,7 @@ from kommo_dagster.kommo.walks.base import (
     Walk,
     cursor_values,
     log,
+    record_ids,
     rows_per_second,
     seconds_for,
 )
@@ -208,7 +209,7 @@ class PagesWalk(Walk):
             return []
         self.pages.show(has_next=has_next)
         cursors = cursor_values(self.stream, records, self.cursor)
-        out = self._kept(records, cursors)
+        out = self._kept(records, cursors, record_ids(self.stream, records))
         full = len(records) >= self.limit and has_next
         if self.newest_first and self._meet(cursors):
             full = False
@@ -218,16 +219,18 @@ class PagesWalk(Walk):
         self.probe_full = full
         return out
 
-    def _kept(self, records: list[dict[str, Any]], cursors: list[int]) -> list[dict[str, Any]]:
+    def _kept(
+        self, records: list[dict[str, Any]], cursors: list[int], ids: list[Any]
+    ) -> list[dict[str, Any]]:
         """The rows of a page this walk yields: those inside its bounds (a split by time may
         have raised ``lo`` above the query's), each id once where repeats are dropped."""
         lo, hi = self.lo, self.hi
         if self.dedupe:
             seen = self.seen
             out = []
-            for r, c in zip(records, cursors, strict=True):
-                if lo <= c <= hi and r["id"] not in seen:
-                    seen.add(r["id"])
+            for r, c, i in zip(records, cursors, ids, strict=True):
+                if lo <= c <= hi and i not in seen:
+                    seen.add(i)
                     out.append(r)
             return out
         if lo == self.pages.lo:
