@@ -162,6 +162,7 @@ class StagedRows:
         con = self._connection()
         # The extraction is over: the write may use every core again.
         con.execute("RESET threads")
+        self._check_keys(con)
         self._drop_repeats(con)
         with database_lock(database, timeout=timeout, on_wait=on_wait) as deadline:
             retry_while_locked(
@@ -176,6 +177,22 @@ class StagedRows:
             finally:
                 con.execute("USE memory")
                 con.execute(f"DETACH {quote(_TARGET)}")
+
+    def _check_keys(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Raise if a staged row has no value in a key column: the repeats of a key are
+        dropped by grouping, where rows without one would be taken for one record and all but
+        one of them lost."""
+        if not self.rows:
+            return
+        key = self.stream.key
+        missing = " OR ".join(f"{quote(c)} IS NULL" for c in key)
+        for source in self.sources():
+            n = scalar_int(con, f"SELECT count(*) FROM {source} WHERE {missing}")
+            if n:
+                raise WarehouseError(
+                    f"{self.stream.name}: {n} rows have no {' or '.join(key)}, the columns "
+                    "that identify a record; Kommo served records without them"
+                )
 
     def _drop_repeats(self, con: duckdb.DuckDBPyConnection) -> None:
         """Keep one staged row per the stream's key, so that whatever an extraction yielded, a

@@ -224,6 +224,22 @@ def test_rows_outside_the_window_are_refused_before_anything_is_deleted(db: Path
     assert _rows(db, "SELECT count(*) FROM kommo.leads") == [(5,)]
 
 
+@pytest.mark.parametrize("name", ["users", "leads"])
+def test_rows_without_a_key_are_refused_before_anything_is_deleted(db: Path, name: str):
+    """Repeats are dropped by grouping the key: two records without an id would be taken for
+    one, and one of them lost. So the write refuses them, naming the stream and the key."""
+    stream = get_stream(name)
+    window = OCT1 if stream.cursor else None
+    _write(db, _staged(stream, window=window, n=5))
+    staged = _staged(stream, window=window, n=3, first_id=10)
+    columns = synthetic_columns(stream, 2, cursor_start=OCT1.start, first_id=20)
+    columns["id"] = [None, None]
+    staged.append(columns)
+    with pytest.raises(WarehouseError, match=f"{name}: 2 rows have no .*id"):
+        _write(db, staged)
+    assert _rows(db, f"SELECT count(*) FROM kommo.{name}") == [(5,)]
+
+
 def test_staging_spills_past_its_memory_limit_and_cleans_up(db: Path, tmp_path: Path):
     staging = tmp_path / "staging"
     staged = StagedRows(LEADS, window=OCT1, staging_dir=staging, memory_limit="32MB")
