@@ -23,7 +23,6 @@ import contextlib
 import gc
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -38,7 +37,11 @@ from kommo_dagster.orchestration.io_manager import (
     STREAM_METADATA_KEY,
     table_schema,
 )
-from kommo_dagster.orchestration.partitions import build_daily_partitions, run_window
+from kommo_dagster.orchestration.partitions import (
+    build_daily_partitions,
+    report_rows_by_day,
+    run_window,
+)
 from kommo_dagster.orchestration.resources import KommoResource
 from kommo_dagster.orchestration.translator import KINDS as TRANSLATOR_KINDS
 from kommo_dagster.orchestration.translator import AccountSpecs, asset_arguments
@@ -46,7 +49,7 @@ from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.registry import get_table
 from kommo_dagster.warehouse.sql import catalog_name
 from kommo_dagster.warehouse.staging import StagedRows
-from kommo_dagster.warehouse.windows import PARTITION_FORMAT, EpochWindow
+from kommo_dagster.warehouse.windows import EpochWindow
 
 if TYPE_CHECKING:
     # Imported by the resource's `get_client` when a run needs it, not by loading definitions.
@@ -259,15 +262,9 @@ def _collector_paused() -> Iterator[None]:
 
 def _report_partitions(context: dg.AssetExecutionContext, staged: StagedRows) -> None:
     """Per-partition row counts: a range is one write, but each day is its own partition."""
-    keys = context.partition_keys
-    if len(keys) < 2:
+    if len(context.partition_keys) < 2:
         return
-    by_day = staged.rows_by_day()
-    for key in keys:
-        day = datetime.strptime(key, PARTITION_FORMAT).date()
-        context.add_asset_metadata(
-            {"dagster/row_count": dg.MetadataValue.int(by_day.get(day, 0))}, partition_key=key
-        )
+    report_rows_by_day(context, staged.rows_by_day())
 
 
 def _why_empty(

@@ -27,7 +27,6 @@ asset functions' annotations at definition time.
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -41,7 +40,12 @@ from kommo_dagster.derived.write import replace_slice
 from kommo_dagster.orchestration.freshness import freshness_policy
 from kommo_dagster.orchestration.io_manager import KommoDuckDBResource, table_schema
 from kommo_dagster.orchestration.missing_parents import report_missing_parents
-from kommo_dagster.orchestration.partitions import build_daily_partitions, run_window
+from kommo_dagster.orchestration.partitions import (
+    build_daily_partitions,
+    report_rows_by_day,
+    run_window,
+    utc_day_sql,
+)
 from kommo_dagster.orchestration.translator import AccountSpecs, asset_arguments
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.registry import (
@@ -59,9 +63,7 @@ from kommo_dagster.warehouse.tables import (
     Table,
     WritePlan,
 )
-from kommo_dagster.warehouse.windows import PARTITION_FORMAT, EpochWindow
-
-_DAY = 86_400
+from kommo_dagster.warehouse.windows import EpochWindow
 
 
 def custom_field_entities(settings: Settings) -> list[CustomFieldEntity]:
@@ -387,21 +389,12 @@ def _report_partitions(
 ) -> None:
     """Per-partition row counts: a range is one write, but each day is its own partition."""
     cursor = quote(table.cursor)
-    counts = dict(
-        con.execute(
-            f"SELECT {cursor} // {_DAY}, count(*) FROM {table_ref(schema, table.name)} "
-            f"WHERE {cursor} >= ? AND {cursor} < ? GROUP BY 1",
-            [window.start, window.end],
-        ).fetchall()
-    )
-    for key in context.partition_keys:
-        # The partition's UTC midnight: a naive datetime's timestamp is the machine's local one.
-        midnight = datetime.strptime(key, PARTITION_FORMAT).replace(tzinfo=UTC)
-        day = int(midnight.timestamp()) // _DAY
-        context.add_asset_metadata(
-            {"dagster/row_count": dg.MetadataValue.int(int(counts.get(day, 0)))},
-            partition_key=key,
-        )
+    counts = con.execute(
+        f"SELECT {utc_day_sql(cursor)}, count(*) FROM {table_ref(schema, table.name)} "
+        f"WHERE {cursor} >= ? AND {cursor} < ? GROUP BY 1",
+        [window.start, window.end],
+    ).fetchall()
+    report_rows_by_day(context, dict(counts))
 
 
 # --- views ------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ table (`kommo_dagster.warehouse.registry.link_table`): ``contract_columns`` (blo
 """
 
 import warnings
-from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -27,15 +26,18 @@ from kommo_dagster.orchestration.derived_checks import build_table_checks
 from kommo_dagster.orchestration.freshness import freshness_policy
 from kommo_dagster.orchestration.io_manager import KommoDuckDBResource, table_schema
 from kommo_dagster.orchestration.missing_parents import report_missing_parents
-from kommo_dagster.orchestration.partitions import build_daily_partitions, run_window
+from kommo_dagster.orchestration.partitions import (
+    build_daily_partitions,
+    report_rows_by_day,
+    run_window,
+    utc_day_sql,
+)
 from kommo_dagster.orchestration.translator import AccountSpecs, asset_arguments
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.link_write import ensure_link_table
 from kommo_dagster.warehouse.registry import get_table
 from kommo_dagster.warehouse.sql import catalog_name, quote, scalar_int, table_exists, table_ref
-from kommo_dagster.warehouse.windows import PARTITION_FORMAT, EpochWindow
-
-_DAY = 86_400
+from kommo_dagster.warehouse.windows import EpochWindow
 
 
 def link_tables(settings: Settings) -> list[LinkTable]:
@@ -89,27 +91,17 @@ def _report_partitions(
     parent = get_stream(table.parent)
     if table.replace == "key" or parent.cursor is None:
         # Not tied to the parents' slices: a day alone reports the whole table too.
-        for key in context.partition_keys:
-            context.add_asset_metadata(
-                {"dagster/row_count": dg.MetadataValue.int(rows)}, partition_key=key
-            )
+        report_rows_by_day(context, {}, default=rows)
         return
     cursor = quote(parent.cursor)
-    by_day = dict(
-        con.execute(
-            f"SELECT p.day, count(*) FROM (SELECT DISTINCT id, {cursor} // {_DAY} AS day "
-            f"FROM {table_ref(schema, parent.name)} WHERE {cursor} >= ? AND {cursor} < ?) "
-            f"AS p JOIN {table_ref(schema, table.name)} AS l "
-            f"ON l.{quote(table.parent_column)} = p.id GROUP BY p.day",
-            [window.start, window.end],
-        ).fetchall()
-    )
-    for key in context.partition_keys:
-        midnight = datetime.strptime(key, PARTITION_FORMAT).replace(tzinfo=UTC)
-        count = int(by_day.get(int(midnight.timestamp()) // _DAY, 0))
-        context.add_asset_metadata(
-            {"dagster/row_count": dg.MetadataValue.int(count)}, partition_key=key
-        )
+    by_day = con.execute(
+        f"SELECT p.day, count(*) FROM (SELECT DISTINCT id, {utc_day_sql(cursor)} AS day "
+        f"FROM {table_ref(schema, parent.name)} WHERE {cursor} >= ? AND {cursor} < ?) "
+        f"AS p JOIN {table_ref(schema, table.name)} AS l "
+        f"ON l.{quote(table.parent_column)} = p.id GROUP BY p.day",
+        [window.start, window.end],
+    ).fetchall()
+    report_rows_by_day(context, dict(by_day))
 
 
 def _asset_arguments(table: LinkTable, *, settings: Settings, specs: AccountSpecs) -> dict:

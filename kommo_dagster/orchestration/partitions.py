@@ -10,7 +10,8 @@ extraction of that range, and a quiet range costs one request per stream, not on
 
 from __future__ import annotations
 
-from datetime import date
+from collections.abc import Mapping
+from datetime import date, datetime
 
 import dagster as dg
 
@@ -33,4 +34,31 @@ def run_window(context: dg.AssetExecutionContext, *, partitioned: bool) -> Epoch
     return EpochWindow.from_time_window(context.partition_time_window) if partitioned else None
 
 
-__all__ = ["PARTITION_FORMAT", "EpochWindow", "build_daily_partitions", "run_window"]
+def utc_day_sql(column: str) -> str:
+    """SQL for the UTC day (a DATE) of a column of Unix seconds, whatever the session's time
+    zone: the day a partition key names."""
+    return f"(DATE '1970-01-01' + CAST({column} // 86400 AS INTEGER))"
+
+
+def report_rows_by_day(
+    context: dg.AssetExecutionContext, by_day: Mapping[date, int], *, default: int = 0
+) -> None:
+    """Give each partition of the run its own ``dagster/row_count``: the rows of its UTC day
+    (``by_day``; a day it lacks counts ``default``). A range is one write, but each day is its
+    own partition and reports what a run of that day alone would."""
+    for key in context.partition_keys:
+        day = datetime.strptime(key, PARTITION_FORMAT).date()
+        context.add_asset_metadata(
+            {"dagster/row_count": dg.MetadataValue.int(by_day.get(day, default))},
+            partition_key=key,
+        )
+
+
+__all__ = [
+    "PARTITION_FORMAT",
+    "EpochWindow",
+    "build_daily_partitions",
+    "report_rows_by_day",
+    "run_window",
+    "utc_day_sql",
+]
