@@ -39,7 +39,7 @@ from kommo_dagster.derived.value_text import install_macros
 from kommo_dagster.derived.write import replace_slice
 from kommo_dagster.orchestration.freshness import freshness_policy
 from kommo_dagster.orchestration.io_manager import KommoDuckDBResource, table_schema
-from kommo_dagster.orchestration.missing_parents import report_missing_parents
+from kommo_dagster.orchestration.missing_parents import report_missing_parent
 from kommo_dagster.orchestration.partitions import (
     build_daily_partitions,
     report_rows_by_day,
@@ -262,9 +262,8 @@ def _table_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
             _require_inputs(con, inputs, build=build, every=table.sliced)
             metadata = _write(context, con, table, build=build, window=window, inputs=deps)
         if window is not None:  # a slice: say if the parent never ran for some of its days
-            subject = f"{_full_name(settings, table.name)} {window.label()}"
-            parent = build.specs.key(table.parent)
-            metadata |= report_missing_parents(context, [parent], subject=subject)
+            parent, full_name = build.specs.key(table.parent), _full_name(settings, table.name)
+            metadata |= report_missing_parent(context, parent, table=full_name, window=window)
         return dg.MaterializeResult(metadata=metadata)
 
     return _define(derive, table.name, arguments)

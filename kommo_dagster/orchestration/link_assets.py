@@ -25,7 +25,7 @@ from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.orchestration.derived_checks import build_table_checks
 from kommo_dagster.orchestration.freshness import freshness_policy
 from kommo_dagster.orchestration.io_manager import KommoDuckDBResource, table_schema
-from kommo_dagster.orchestration.missing_parents import report_missing_parents
+from kommo_dagster.orchestration.missing_parents import report_missing_parent
 from kommo_dagster.orchestration.partitions import (
     build_daily_partitions,
     report_rows_by_day,
@@ -171,10 +171,9 @@ def build_link_asset(
             "dagster/table_name": dg.MetadataValue.text(full_name),
             "kommo/table_row_count": dg.MetadataValue.int(int(total)),
         }
-        if window is not None:  # the parent writes this table: say if it never ran for some days
-            subject = f"{full_name} {window.label()}"
+        if window is not None:  # the parent writes this table: did it run for every day?
             parent_key = specs.key(parent.name)
-            metadata |= report_missing_parents(context, [parent_key], subject=subject)
+            metadata |= report_missing_parent(context, parent_key, table=full_name, window=window)
         return dg.MaterializeResult(metadata=metadata)
 
     record.__name__ = table.name

@@ -12,28 +12,30 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from kommo_dagster.warehouse.windows import EpochWindow
+
 PARENTS_MISSING_KEY = "kommo/parents_missing"
 
 
-def report_missing_parents(
-    context: dg.AssetExecutionContext, parents: Sequence[dg.AssetKey], *, subject: str
+def report_missing_parent(
+    context: dg.AssetExecutionContext,
+    parent: dg.AssetKey,
+    *,
+    table: str,
+    window: EpochWindow,
 ) -> dict[str, dg.MetadataValue]:
-    """Warn when ``parents`` (their asset keys, as a translator named them) have no
-    materialization for some of the run's partitions; the metadata entry saying which, or
-    nothing when they all have one. ``subject`` names what the run wrote, in the warning."""
+    """Warn when ``parent`` (its asset key, as a translator named it) has no materialization
+    for some of the run's partitions (``window``); the metadata entry saying which, or nothing
+    when each has one. ``table`` names what the run wrote, in the warning."""
     wanted = set(context.partition_keys)
-    gaps: list[str] = []
-    for key in parents:
-        missing = sorted(wanted - context.instance.get_materialized_partitions(key))
-        if missing:
-            gaps.append(f"{key.to_user_string()} for {_span(missing, of=len(wanted))}")
-    if not gaps:
+    missing = sorted(wanted - context.instance.get_materialized_partitions(parent))
+    if not missing:
         return {}
-    said = "; ".join(gaps)
+    said = f"{parent.to_user_string()} for {_span(missing, of=len(wanted))}"
     context.log.warning(
-        f"{subject}: no materialization of {said}. Those partitions hold only what the parent's "
-        f"table already had (usually nothing): materialize it for them first, then this asset "
-        f"again."
+        f"{table} {window.label()}: no materialization of {said}. Those partitions hold only "
+        "what the parent's table already had (usually nothing): materialize it for them first, "
+        "then this asset again."
     )
     return {PARENTS_MISSING_KEY: dg.MetadataValue.text(said)}
 
@@ -46,4 +48,4 @@ def _span(partitions: Sequence[str], *, of: int) -> str:
     return f"{len(partitions)} of {of} partitions, {partitions[0]}..{partitions[-1]}"
 
 
-__all__ = ["PARENTS_MISSING_KEY", "report_missing_parents"]
+__all__ = ["PARENTS_MISSING_KEY", "report_missing_parent"]
