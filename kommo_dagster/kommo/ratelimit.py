@@ -22,25 +22,23 @@ Why not pyrate-limiter's file-locked SQLite bucket: it needs a background leaker
 lock is thread-local while our callers are threads *and* processes, and a 40-line log under one
 ``flock`` is easy to reason about and to test.
 
-The server counts requests when they arrive, a little after we take the slot (the slot is
-confirmed once the connection is open, right before the request is written), and the delay
-varies (thread scheduling on a loaded machine, the network). The window is therefore
-``margin`` seconds longer than the server's, so that jitter between two requests' delays cannot
-push ``capacity + 1`` arrivals into one server window. Should a 429 arrive anyway, every user
-of the account widens its window further for a while (`block_for` with ``learn``).
-
 On a machine short of CPU the delay between a slot and the write grows to hundreds of
 milliseconds, and a request sent late must not bunch with the ones after it. So a slot is only
 a plan: right before the request is written the thread *confirms* it (`confirm`), which checks
-the rule again on what really went out. Requests written and settled count at their send time;
-requests confirmed but not yet settled ("pending") count as arriving together with this one,
-whenever that is. Of any ``capacity + 1`` requests the last to confirm thus saw the others, and
-is held back unless they are a window apart; and two confirmed requests are never closer than
-half the spacing (`MIN_GAP`). The margin then only has to cover the time from the write to the
-server's count; for the confirmation it grows with the send delay measured (bounded by
-`DELAY_CAP`, fading with `DELAY_HALF_LIFE`): a machine that writes late also carries packets and
-counts late. Slots are still planned on the narrower window, so the measured delay costs rate
-only when sends crowd.
+the rule again on what really went out, and once the request is written it *settles* it
+(`settle`) to that moment. A request reaches the server after its confirmation and, but for the
+network's transit, before its settlement; the rule compares a new confirmation with the earlier
+requests' settlements (or, for those still being written, "pending", counts them as arriving
+together with it). Of any ``capacity + 1`` requests the last to confirm thus saw the others, and
+is held back unless they are a window apart, however long any of them stalled between its slot,
+its confirmation and its write: a stall makes the rule stricter, never looser. Two confirmed
+requests are also never closer than half the spacing (`MIN_GAP`).
+
+What the rule cannot see is the transit after the write, which varies with the network, not with
+our CPU. The window is therefore ``margin`` seconds longer than the server's, so that jitter
+between two requests' transits cannot push ``capacity + 1`` arrivals into one server window.
+Should a 429 arrive anyway, every user of the account widens its window further for a while
+(`block_for` with ``learn``): the only evidence of a wider spread is the server's.
 """
 
 from __future__ import annotations
@@ -64,24 +62,14 @@ from pathlib import Path
 # seven apart never closer than 1.016 s. (Up to 200 ms, and 429s, while DuckDB's thread pool
 # took both cores at each staged batch: staging now keeps to one thread.) 30 ms keeps the rate
 # at 7 / 1.03 = 97% of the limit; a rarer, larger delay is what the learning below is for.
+# Later the sandbox took its arrival times from the kernel, not its handler threads: the late
+# counts were its own threads starved, and by the kernel's stamps the arrival follows the write.
 DEFAULT_MARGIN = 0.03
 # After a 429 every user of the account widens the window by this much more (up to the cap),
 # for `LEARNED_FOR` seconds: a 429 under our own limit means the arrival spread is wider.
 LEARN_STEP = 0.05
 LEARN_CAP = 0.25
 LEARNED_FOR = 600.0
-# A thread that wakes from its wait for a slot this much later than asked was held back (a busy
-# interpreter, a machine short of CPU): the lateness is kept as a send delay (below), which widens
-# the window sends are confirmed on by as much, for every user of the account. Shorter lateness
-# is the normal cost of a wake and is not worth the file lock.
-OVERLOAD_LAG = 0.015
-# The measured delay between confirming a slot and the request's bytes going out, or between a
-# wait's end and the thread's waking, widens the window sends are confirmed on by as much, up to
-# `DELAY_CAP`; the widening halves every `DELAY_HALF_LIFE` seconds without a longer delay.
-# Delays under `DELAY_FLOOR` are the normal cost of a write.
-DELAY_CAP = 0.2
-DELAY_HALF_LIFE = 10.0
-DELAY_FLOOR = 0.005
 # Two confirmations are at least this share of the spacing apart: no two requests leave in one
 # burst, yet a request sent a little late does not hold back the next one due (on a starved
 # machine, where most wakes are late, a whole spacing made every late wake delay every request
@@ -157,9 +145,6 @@ class _State:
     extra_until: float = 0.0
     # The planned time of the last slot taken: the grid the even spacing follows.
     grid: float = 0.0
-    # The longest recent send delay (seconds), and when it was measured.
-    delay: float = 0.0
-    delay_at: float = 0.0
     # When the last request was confirmed: the next keeps the spacing from it.
     last_confirmed: float = 0.0
     # Confirm times of requests being written (confirmed, not yet settled).
@@ -171,12 +156,6 @@ class _State:
     sent: list[float] = field(default_factory=list)
     # Whether sends on file lay over a window ahead (the clock stepped back): moved to now.
     stepped_back: bool = False
-
-    def delay_now(self, now: float) -> float:
-        """The measured send delay, halved every `DELAY_HALF_LIFE` seconds since."""
-        if self.delay <= 0.0:
-            return 0.0
-        return self.delay * 0.5 ** (max(now - self.delay_at, 0.0) / DELAY_HALF_LIFE)
 
 
 @dataclass(frozen=True)
@@ -219,9 +198,10 @@ class SharedRateLimiter:
             f"path={str(self.path)!r})"
         )
 
-    # The state file, float64s: blocked_until, extra window, extra until, the grid, the send
-    # delay and when it was measured, the last confirmation, the number of pending and of
-    # planned times; then the pending, planned and sent times.
+    # The state file, float64s: blocked_until, extra window, extra until, the grid, two
+    # unused (a measured send delay in earlier versions: kept, so that a process of one version
+    # and a process of the other still share the budget), the last confirmation, the number of
+    # pending and of planned times; then the pending, planned and sent times.
     _HEADER = 9
 
     @contextlib.contextmanager
@@ -258,17 +238,15 @@ class SharedRateLimiter:
         return state
 
     def _parse(self, values: array, now: float) -> _State:
-        blocked_until, extra, extra_until, grid, delay, delay_at, last = values[: self._HEADER - 2]
+        blocked_until, extra, extra_until, grid, _, _, last = values[: self._HEADER - 2]
         split = self._HEADER + int(values[7])
         end = split + int(values[8])
         if blocked_until > now + BLOCK_MAX:
             blocked_until = 0.0
         if extra_until <= now or extra_until > now + 2 * LEARNED_FOR:
             extra, extra_until = 0.0, 0.0
-        if not (0.0 < delay <= DELAY_CAP and now - 3600 < delay_at <= now + 1):
-            delay, delay_at = 0.0, 0.0
-        state = _State(blocked_until, extra, extra_until, 0.0, delay, delay_at)
-        window = self._safe_window(state, now)
+        state = _State(blocked_until, extra, extra_until)
+        window = self._window(state, now)
         # Keep times inside the window. A confirmation, or a send over a window ahead, means
         # the clock stepped back since: it went out no later than now, so it counts as now
         # (dropping such sends let a step back of over a window forget the last ones). Sends
@@ -288,7 +266,7 @@ class SharedRateLimiter:
         # The latest plans, and more sends than a window holds (`confirm` counts them all).
         planned, sent = state.planned[-self.capacity :], state.sent[-2 * self.capacity :]
         header = [state.blocked_until, state.extra, state.extra_until, state.grid]
-        header += [state.delay, state.delay_at, state.last_confirmed]
+        header += [0.0, 0.0, state.last_confirmed]
         header += [len(state.pending), len(planned)]
         data = array("d", header + state.pending + planned + sent).tobytes()
         # Rewritten in place under the lock: readers hold the lock too, so none sees it half
@@ -297,14 +275,9 @@ class SharedRateLimiter:
         os.ftruncate(fd, len(data))
 
     def _window(self, state: _State, now: float) -> float:
-        """The window slots are planned on: widened by what was learned from 429s."""
+        """The window slots are planned and confirmed on: widened by what was learned from
+        429s."""
         return self.window + state.extra
-
-    def _safe_window(self, state: _State, now: float) -> float:
-        """The window a send is confirmed on: widened by the larger of the two signs of a wider
-        arrival spread, the one learned and the send delay measured. Only the confirmation
-        uses it, so a delay measured costs rate only when sends really crowd."""
-        return self.window + max(state.extra, state.delay_now(now))
 
     def _next_slot(self, state: _State, now: float) -> float:
         """The earliest time the next slot may be planned, given the shared state."""
@@ -379,7 +352,7 @@ class SharedRateLimiter:
 
     def _send_wait(self, state: _State, now: float) -> float:
         """How long a request must wait before it may be written, by the sends on record."""
-        window = self._safe_window(state, now)
+        window = self._window(state, now)
         if len(state.pending) >= self.capacity:
             return PENDING_POLL
         recent = [t for t in state.sent if t > now - window]
@@ -425,12 +398,10 @@ class SharedRateLimiter:
             self._sleep(wait, cancelled)
 
     def _sleep(self, wait: float, cancelled: threading.Event | None) -> None:
-        due = time.monotonic() + wait
         if cancelled is None:
             time.sleep(wait)
         elif cancelled.wait(wait):
             raise InterruptedError("rate-limit wait cancelled")
-        self.note_wake(late=time.monotonic() - due)
 
     def blocked(self) -> bool:
         """Whether the account's budget is paused now (after a 429)."""
@@ -438,46 +409,21 @@ class SharedRateLimiter:
             now = self._clock()
             return self._read(fd, now).blocked_until > now
 
-    def note_wake(self, *, late: float) -> None:
-        """A wait for a slot ended ``late`` seconds after it was due. Past `OVERLOAD_LAG` the
-        lateness is a send delay (what holds our threads back may hold the packets too): it
-        widens the window sends are confirmed on, as `settle` does, by as much as measured and
-        fading. Slots are still planned on the narrow window: a fixed widening of the plan for a
-        minute after one late wake (a busy consumer holding the interpreter for 18 ms) cost a
-        single account 5 % of its rate for the rest of its run, and guarded nothing the
-        confirmation does not."""
-        if late <= OVERLOAD_LAG:
-            return
-        with self._locked() as fd:
-            now = self._clock()
-            state = self._read(fd, now)
-            self._note_delay(state, late, now)
-            self._write(fd, state)
-
-    @staticmethod
-    def _note_delay(state: _State, delay: float, now: float) -> None:
-        """Keep ``delay`` (up to `DELAY_CAP`) as the send delay if it is the longest lately."""
-        delay = min(delay, DELAY_CAP)
-        if delay > DELAY_FLOOR and delay > state.delay_now(now):
-            state.delay, state.delay_at = delay, now
-
     def settle(self, slot: float, sent: float) -> None:
         """Record that the request of ``slot`` actually went out at ``sent``.
 
         Between confirming a slot and writing the request a thread can stall (the GIL held by
         a busy consumer, a collector pause); the server then counts the request later. The
         request moves from pending to sent at its real time, so the window's rule holds on
-        what the server saw; and the stall, the send delay, widens the window (see
-        `delay_now`). A slot taken without confirming (`try_acquire`) moves the same way, and
-        measures no delay (its caller's own time is not a send delay). A slot no longer in the
-        log (a write that stalled past `PENDING_TTL`) still counts its send while in the window.
+        what the server saw. A slot taken without confirming (`try_acquire`) moves the same
+        way. A slot no longer in the log (a write that stalled past `PENDING_TTL`) still counts
+        its send while in the window.
         """
         with self._locked() as fd:
             now = self._clock()
             state = self._read(fd, now)
             if slot in state.pending:
                 state.pending.remove(slot)
-                self._note_delay(state, sent - slot, now)
             elif slot in state.planned:
                 if sent <= slot:
                     return  # a plan settled early changes nothing
@@ -508,9 +454,3 @@ class SharedRateLimiter:
         """The window widening currently learned from 429s (seconds)."""
         with self._locked() as fd:
             return self._read(fd, self._clock()).extra
-
-    def send_delay_margin(self) -> float:
-        """The window widening currently kept for the send delays measured (seconds)."""
-        with self._locked() as fd:
-            now = self._clock()
-            return self._read(fd, now).delay_now(now)

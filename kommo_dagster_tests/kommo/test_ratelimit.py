@@ -19,7 +19,6 @@ import pytest
 from kommo_dagster.kommo.ratelimit import (
     LEARN_CAP,
     LEARN_STEP,
-    OVERLOAD_LAG,
     PENDING_TTL,
     SharedRateLimiter,
     account_key,
@@ -161,23 +160,6 @@ def test_a_429_widens_the_window_for_every_user_of_the_account(tmp_path):
     for _ in range(10):
         a.block_for(0, learn=True)
     assert b.extra_margin() == pytest.approx(LEARN_CAP)
-
-
-def test_a_late_wake_widens_the_confirmation_of_every_user_not_the_plan(tmp_path):
-    """Waking well after the slot was due is a send delay: every user of the account confirms
-    its sends on a window wider by the lateness measured. The slots are still planned on the
-    narrow window, so one late wake does not slow the account down for a minute."""
-    a = SharedRateLimiter(key="acct", requests_per_second=7, directory=tmp_path)
-    b = SharedRateLimiter(key="acct", requests_per_second=7, directory=tmp_path)
-    a.note_wake(late=OVERLOAD_LAG / 2)
-    assert b.send_delay_margin() == 0
-    a.note_wake(late=OVERLOAD_LAG * 3)
-    assert b.send_delay_margin() == pytest.approx(OVERLOAD_LAG * 3, abs=1e-3)
-    assert b.extra_margin() == 0
-    first, _ = b.try_acquire()
-    _, wait = b.try_acquire()
-    assert first is not None
-    assert wait == pytest.approx(first + b.window / 7 - time.time(), abs=0.02)
 
 
 def test_slots_are_spaced_evenly(tmp_path):
