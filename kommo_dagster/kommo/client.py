@@ -36,7 +36,13 @@ from kommo_dagster.kommo.errors import (
     KommoNotFoundError,
     KommoResponseError,
 )
-from kommo_dagster.kommo.extraction import Extraction, ProgressCallback, Runtime, progress_report
+from kommo_dagster.kommo.extraction import (
+    Extraction,
+    ProgressCallback,
+    Runtime,
+    out_pages,
+    progress_report,
+)
 from kommo_dagster.kommo.host import HostCheckedTransport
 from kommo_dagster.kommo.ratelimit import DEFAULT_MARGIN, SharedRateLimiter, account_key
 from kommo_dagster.kommo.stats import ClientStats, StatsRecorder
@@ -265,6 +271,7 @@ class KommoClient:
                 decode=decode,
             ),
             submit=self._workers.submit,
+            out_pages=out_pages(self.requests_per_second),
             stats=self._stats,
             progress=self.progress,
             progress_interval=self.progress_interval,

@@ -4,13 +4,15 @@ Decisions (what to request next, when to split a walk) are all taken in one coor
 results come back; the pool's threads only run requests. Pages reach the consumer through a small
 bounded queue, so the API keeps working while the consumer handles a page (staging it, writing
 it), and memory stays bounded: a slow consumer holds back requests once the queue is full, never
-more than `OUT_PAGES` pages wait. What is walked is the stream's `Strategy`'s business.
+more than `out_pages` pages wait (see `out_pages`). What is walked is the stream's `Strategy`'s
+business.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import queue
 import threading
 import time
@@ -34,8 +36,16 @@ from kommo_dagster.kommo.walks.strategies import (
 log = logging.getLogger("kommo_dagster.kommo")
 
 ProgressCallback = Callable[[Progress], None]
-# Pages waiting for the consumer: enough to cover a consumer pause of a few requests.
+# Pages waiting for the consumer: at least this many, so a consumer pause of a few requests
+# does not hold the walks back...
 OUT_PAGES = 8
+# ...and, under a rate limit, the pages of this many seconds at the limit. A consumer pauses at
+# each batch (building it, staging it, collecting its garbage), longest when the machine is
+# short of CPU: ten accounts extracting at once on 2 cores paused for over 8 pages, and the
+# coordinator, blocked on the full queue, left answered walks without their next request (up to
+# a second without one, every account below 0.90 of its limit in one try of three). Unlimited, the
+# consumer is the bottleneck anyway and a longer queue would only hold more pages in memory.
+OUT_SECONDS = 3.0
 STRATEGIES: dict[str, type[Strategy]] = {
     "keyset": KeysetStrategy,
     "newest_first": NewestFirstStrategy,
@@ -50,9 +60,18 @@ class Runtime:
 
     walks: WalkContext
     submit: Callable[[Callable[[], Any]], Any]
+    out_pages: int
     stats: StatsRecorder
     progress: ProgressCallback | None
     progress_interval: float
+
+
+def out_pages(requests_per_second: float | None) -> int:
+    """How many pages may wait for the consumer: `OUT_PAGES`, or `OUT_SECONDS` of pages at the
+    limit if that is more (a page is at most one request)."""
+    if requests_per_second is None:
+        return OUT_PAGES
+    return max(OUT_PAGES, math.ceil(requests_per_second * OUT_SECONDS))
 
 
 def progress_report(
@@ -267,7 +286,7 @@ class Extraction:
             # An empty window (start >= end): nothing to ask.
             self._emit(before, started, done=True)
             return
-        out: queue.Queue = queue.Queue(maxsize=OUT_PAGES)
+        out: queue.Queue = queue.Queue(maxsize=self.runtime.out_pages)
         coordinator = threading.Thread(
             target=self._coordinate, args=(out,), name=f"kommo-{self.stream.name}", daemon=True
         )
@@ -306,4 +325,4 @@ class Extraction:
                 next_report = time.monotonic() + interval
 
 
-__all__ = ["Extraction", "ProgressCallback", "Runtime", "progress_report"]
+__all__ = ["Extraction", "ProgressCallback", "Runtime", "out_pages", "progress_report"]

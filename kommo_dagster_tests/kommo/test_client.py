@@ -7,12 +7,14 @@ import itertools
 import math
 import subprocess
 import sys
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from kommo_dagster.kommo import KommoError, KommoNotFoundError, Progress
+from kommo_dagster.kommo.extraction import OUT_PAGES, OUT_SECONDS, out_pages
 from kommo_dagster.kommo.records import to_columns
 from kommo_dagster.kommo.streams import STREAMS
 from kommo_dagster.sandbox import ChurnConfig
@@ -178,6 +180,29 @@ def test_pages_stream_as_they_arrive(sandbox_factory, client_for):
     assert client.stats().requests < 10
     assert sum(len(p) for p in pages) + len(first) == len(expected(sb, "events"))
     assert all(len(p) <= 250 for p in client.iter_records("leads", start=START, end=END))
+
+
+def test_a_paused_consumer_holds_back_requests_once_its_pages_wait(sandbox_factory, client_for):
+    """While the consumer does not take pages, the walks go on until `out_pages` of them wait:
+    the API keeps working through a pause, and memory stays bounded."""
+    sb = sandbox_factory(leads=8000, requests_per_second=None)
+    client = client_for(sb, max_workers=3)
+    pages = client.iter_records("leads", start=START, end=END)
+    first = next(pages)
+    held = -1
+    while held != client.stats().pages:  # until the walks stop
+        held = client.stats().pages
+        time.sleep(0.3)
+    # The page taken, the queue full, the coordinator holding one more, and the answers the
+    # workers already had.
+    assert 1 + out_pages(None) <= held <= 1 + out_pages(None) + 1 + 3
+    assert sum(len(p) for p in pages) + len(first) == len(expected(sb, "leads"))
+
+
+def test_the_pages_that_may_wait_cover_seconds_at_the_limit():
+    assert out_pages(None) == OUT_PAGES
+    assert out_pages(1) == OUT_PAGES  # a slow account needs no more than the least
+    assert out_pages(7) == math.ceil(7 * OUT_SECONDS) > OUT_PAGES
 
 
 def test_an_abandoned_extraction_stops_cleanly(sandbox_factory, client_for):
