@@ -44,8 +44,10 @@ OUT_PAGES = 8
 # short of CPU: ten accounts extracting at once on 2 cores paused for over 8 pages, and the
 # coordinator, blocked on the full queue, left answered walks without their next request (up to
 # a second without one, every account below 0.90 of its limit in one try of three). Unlimited, the
-# consumer is the bottleneck anyway and a longer queue would only hold more pages in memory.
+# consumer is the bottleneck anyway and a longer queue would only hold more pages in memory...
 OUT_SECONDS = 3.0
+# ...as it would at a limit far above Kommo's (allowed for a test server): never more than this.
+OUT_PAGES_MAX = 24
 STRATEGIES: dict[str, type[Strategy]] = {
     "keyset": KeysetStrategy,
     "newest_first": NewestFirstStrategy,
@@ -68,10 +70,10 @@ class Runtime:
 
 def out_pages(requests_per_second: float | None) -> int:
     """How many pages may wait for the consumer: `OUT_PAGES`, or `OUT_SECONDS` of pages at the
-    limit if that is more (a page is at most one request)."""
+    limit if that is more (a page is at most one request), up to `OUT_PAGES_MAX`."""
     if requests_per_second is None:
         return OUT_PAGES
-    return max(OUT_PAGES, math.ceil(requests_per_second * OUT_SECONDS))
+    return min(OUT_PAGES_MAX, max(OUT_PAGES, math.ceil(requests_per_second * OUT_SECONDS)))
 
 
 def progress_report(

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from kommo_dagster.kommo import KommoError, KommoNotFoundError, Progress
-from kommo_dagster.kommo.extraction import OUT_PAGES, OUT_SECONDS, out_pages
+from kommo_dagster.kommo.extraction import OUT_PAGES, OUT_PAGES_MAX, OUT_SECONDS, out_pages
 from kommo_dagster.kommo.records import to_columns
 from kommo_dagster.kommo.streams import STREAMS
 from kommo_dagster.sandbox import ChurnConfig
@@ -203,6 +203,7 @@ def test_the_pages_that_may_wait_cover_seconds_at_the_limit():
     assert out_pages(None) == OUT_PAGES
     assert out_pages(1) == OUT_PAGES  # a slow account needs no more than the least
     assert out_pages(7) == math.ceil(7 * OUT_SECONDS) > OUT_PAGES
+    assert out_pages(1000) == OUT_PAGES_MAX  # memory stays bounded whatever the limit
 
 
 def test_an_abandoned_extraction_stops_cleanly(sandbox_factory, client_for):
