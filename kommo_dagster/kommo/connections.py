@@ -84,7 +84,7 @@ def _budgeted(
     rate-limit slot is confirmed as close as possible to the moment the server counts the
     request, so connection set-up does not eat into the safety margin, and then settled to when
     the request really left. Only a connection the server closed during the wait for the slot
-    is made again after it (that send is then settled late, and counted so).
+    is made again after it (its slot settled unused, and a new one confirmed once connected).
 
     ``sending`` arms the deadline of the whole answer on the socket the request goes out on;
     it is disarmed as the connection goes back to the pool (urllib3 puts it back itself once
@@ -108,7 +108,12 @@ def _budgeted(
                 # a TLS 1.3 server's session tickets wait in it, unread, which reads as closed.)
                 if self.kept_alive and not self.is_connected:
                     self.close()
+                    # The confirmation is not held over the connect, which may outlast its
+                    # pending record (`PENDING_TTL`): the request would then go out unseen.
+                    # Settled unused (a slot lost), and confirmed again once connected.
+                    after_send()
                     self.connect()
+                    before_send()
                 self.kept_alive = True
                 self.armed = sending(self.sock)
                 return super().request(*args, **kwargs)

@@ -379,3 +379,57 @@ def test_a_block_set_while_a_thread_waits_for_its_slot_holds_it_back(tmp_path):
     slot = lim.acquire()
     timer.join()
     assert slot.at >= began + 0.9
+
+
+def test_a_connection_made_again_after_the_confirmation_does_not_outlive_it(tmp_path):
+    """A kept-alive connection found closed once the slot is confirmed is made again before
+    the write. A connect that takes longer than the pending record lives (a slow DNS answer,
+    SYNs or TLS records lost and resent) must not let the request go out unseen by the others:
+    meanwhile another process took the account's whole window."""
+    from kommo_dagster.kommo.connections import _budgeted
+
+    clock = [1_000_000.0]
+    arrivals: list[float] = []
+
+    def limiter() -> SharedRateLimiter:
+        lim = SharedRateLimiter(
+            key="reconnect", requests_per_second=7, directory=tmp_path, clock=lambda: clock[0]
+        )
+        lim._sleep = lambda wait, cancelled: clock.__setitem__(0, clock[0] + wait)  # type: ignore[method-assign]
+        return lim
+
+    mine, other = limiter(), limiter()
+    slot: list[float] = []
+
+    def before_send() -> None:
+        slot[:] = [mine.acquire().at]
+
+    def after_send() -> None:
+        if slot:
+            mine.settle(slot.pop(), clock[0])
+
+    class Stub:
+        sock = object()
+        is_connected = False
+
+        def connect(self) -> None:
+            clock[0] += PENDING_TTL + 1  # the connect drags on; the other process sends
+            for _ in range(7):
+                sent = other.acquire().at
+                arrivals.append(clock[0])
+                other.settle(sent, clock[0])
+
+        def close(self) -> None:
+            pass
+
+        def request(self, *args, **kwargs) -> None:
+            arrivals.append(clock[0])
+
+    class Pool:
+        ConnectionCls = Stub
+
+    conn = _budgeted(Pool, before_send, after_send, lambda sock: None).ConnectionCls()
+    conn.kept_alive = True
+    conn.request("GET", "/")
+    assert len(arrivals) == 8
+    assert_within_budget(arrivals, 7, 1.0)
