@@ -56,9 +56,11 @@ class StatsRecorder:
         self._latency: float | None = None
         self._parts: list[PartStats] = []
 
-    def request_started(self, waited: float) -> None:
+    def request_started(self, waited: float, *, again: bool = False) -> None:
+        """A request is about to be written after ``waited`` seconds for its slot; ``again``:
+        the same request took another slot (its connection was made again), counted once."""
         with self._lock:
-            self.requests += 1
+            self.requests += not again
             self.waited += waited
             if self._first is None:
                 self._first = time.monotonic()

@@ -291,7 +291,8 @@ class Transport:
                 f"The shared request budget's files cannot be used ({exc}): "
                 f"{ENV_RATE_LIMIT_DIR} must name a directory this process can write"
             ) from None
-        self.stats.request_started(waited)
+        # Called again for one request when its connection was made again after the slot.
+        self.stats.request_started(waited, again=self._local.sent is not None)
         self._local.sent = time.monotonic()
 
     def _take_slot(self) -> float:

@@ -154,6 +154,8 @@ def test_a_connection_closed_while_its_request_waited_for_a_slot_is_made_anew(tm
             client.limiter.block_for(0.8)  # another client of the account met a 429
             client.get("/api/v4/account")
             assert client.stats().retries == 0
+            # Made anew, the connection took a second slot for the same request: one request.
+            assert client.stats().requests == 2
     assert len(seen) == 2
 
 
