@@ -73,6 +73,47 @@ def _without_credentials(url: str) -> str:
     return parts._replace(auth="***").url if parts.auth else url
 
 
+class _BudgetedConnection:
+    """What `_budgeted` mixes into urllib3's connection class: the slot hooks around the write,
+    the deadline of the answer, and a kept-alive connection the server closed made again."""
+
+    before_send: Callable[[], None]
+    after_send: Callable[[], None]
+    sending: Callable[[Any], Armed]
+    kept_alive = False  # whether a request went out on it since it connected
+    armed: Armed | None = None  # the deadline of the answer it carries
+    # urllib3's connection's, which this class comes before.
+    sock: Any
+    is_connected: bool
+    close: Callable[[], None]
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        self.kept_alive = False
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        if self.sock is None:
+            self.connect()
+        self.before_send()
+        try:
+            # A kept-alive connection the server closed during the wait for the slot (idle
+            # past its time) would take the request to nowhere. (A new one is not polled:
+            # a TLS 1.3 server's session tickets wait in it, unread, which reads as closed.)
+            if self.kept_alive and not self.is_connected:
+                self.close()
+                # The confirmation is not held over the connect, which may outlast its
+                # pending record (`PENDING_TTL`): the request would then go out unseen.
+                # Settled unused (a slot lost), and confirmed again once connected.
+                self.after_send()
+                self.connect()
+                self.before_send()
+            self.kept_alive = True
+            self.armed = self.sending(self.sock)
+            return super().request(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            self.after_send()  # a write that failed half way may still have reached the server
+
+
 def _budgeted(
     pool_cls: type[HTTPConnectionPool],
     before_send: Callable[[], None],
@@ -89,39 +130,15 @@ def _budgeted(
     ``sending`` arms the deadline of the whole answer on the socket the request goes out on;
     it is disarmed as the connection goes back to the pool (urllib3 puts it back itself once
     the body is read), before any other request can take it."""
-
-    class Connection(pool_cls.ConnectionCls):  # type: ignore[name-defined,misc]
-        kept_alive = False  # whether a request went out on it since it connected
-        armed: Armed | None = None  # the deadline of the answer it carries
-
-        def connect(self) -> None:
-            super().connect()
-            self.kept_alive = False
-
-        def request(self, *args: Any, **kwargs: Any) -> Any:
-            if self.sock is None:
-                self.connect()
-            before_send()
-            try:
-                # A kept-alive connection the server closed during the wait for the slot (idle
-                # past its time) would take the request to nowhere. (A new one is not polled:
-                # a TLS 1.3 server's session tickets wait in it, unread, which reads as closed.)
-                if self.kept_alive and not self.is_connected:
-                    self.close()
-                    # The confirmation is not held over the connect, which may outlast its
-                    # pending record (`PENDING_TTL`): the request would then go out unseen.
-                    # Settled unused (a slot lost), and confirmed again once connected.
-                    after_send()
-                    self.connect()
-                    before_send()
-                self.kept_alive = True
-                self.armed = sending(self.sock)
-                return super().request(*args, **kwargs)
-            finally:
-                after_send()  # a write that failed half way may still have reached the server
+    hooks = {
+        "before_send": staticmethod(before_send),
+        "after_send": staticmethod(after_send),
+        "sending": staticmethod(sending),
+    }
+    connection = type("Connection", (_BudgetedConnection, pool_cls.ConnectionCls), hooks)
 
     class Pool(pool_cls):  # type: ignore[valid-type,misc]
-        ConnectionCls = Connection
+        ConnectionCls = connection
 
         def _put_conn(self, conn: Any) -> None:
             armed = conn and conn.armed
