@@ -79,6 +79,10 @@ MIN_GAP = 0.5
 BLOCK_MAX = 3600.0
 # A confirmed request not settled after this long belongs to a process that died mid-write.
 PENDING_TTL = 10.0
+# A step of the Unix clock smaller than this is left alone: the two clocks are read a few
+# microseconds apart, NTP slews them apart by at most 0.5 ms a second, and the times on file must
+# keep their exact values while in use (a settlement finds its confirmation by its value).
+CLOCK_STEP_MIN = 0.005
 # How long a thread waits before trying again to confirm, while pending requests fill the window.
 PENDING_POLL = 0.005
 
@@ -171,7 +175,9 @@ class SharedRateLimiter:
 
     ``requests_per_second`` below 1 or fractional is honoured by stretching the window:
     ``capacity = floor(rps)`` slots per ``max(1, capacity / rps)`` seconds. ``clock`` is the
-    Unix time (a test simulating delays passes its own).
+    Unix time and ``monotonic`` a clock that never steps, shared by the machine's processes (a
+    test simulating delays passes its own; with a ``clock`` of its own and no ``monotonic``,
+    ``clock`` is both).
     """
 
     def __init__(
@@ -182,6 +188,7 @@ class SharedRateLimiter:
         directory: Path,
         margin: float = DEFAULT_MARGIN,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] | None = None,
     ):
         if requests_per_second <= 0:
             raise ValueError("requests_per_second must be positive")
@@ -191,6 +198,7 @@ class SharedRateLimiter:
         self.path = directory / f"kommo-{key}.ratelimit"
         self._file = _state_file(self.path)
         self._clock = clock
+        self._monotonic = monotonic or (time.monotonic if clock is time.time else clock)
 
     def __repr__(self) -> str:
         return (
@@ -198,10 +206,10 @@ class SharedRateLimiter:
             f"path={str(self.path)!r})"
         )
 
-    # The state file, float64s: blocked_until, extra window, extra until, the grid, two
-    # unused (a measured send delay in earlier versions: kept, so that a process of one version
-    # and a process of the other still share the budget), the last confirmation, the number of
-    # pending and of planned times; then the pending, planned and sent times.
+    # The state file, float64s: blocked_until, extra window, extra until, the grid, the Unix and
+    # the monotonic time it was written at (where earlier versions kept a measured send delay,
+    # which they ignore when it is out of bounds, as a Unix time is), the last confirmation, the
+    # number of pending and of planned times; then the pending, planned and sent times.
     _HEADER = 9
 
     @contextlib.contextmanager
@@ -238,6 +246,7 @@ class SharedRateLimiter:
         return state
 
     def _parse(self, values: array, now: float) -> _State:
+        self._undo_clock_step(values, now)
         blocked_until, extra, extra_until, grid, _, _, last = values[: self._HEADER - 2]
         split = self._HEADER + int(values[7])
         end = split + int(values[8])
@@ -262,11 +271,34 @@ class SharedRateLimiter:
         state.sent = sorted(t if t <= now + window else now for t in sent if now - window < t)
         return state
 
+    def _undo_clock_step(self, values: array, now: float) -> None:
+        """Move the times on file by as much as the Unix clock stepped since they were written.
+
+        They are Unix times, which an NTP step or a resumed VM moves; a step forward made every
+        send on file look older, and a window's worth of sends could follow the last ones at
+        once. The monotonic clock, the same in every process of the machine, does not step: the
+        Unix time elapsed minus the monotonic time elapsed is the step. A file without both
+        times (new, or an earlier version's) or from before a reboot (its monotonic time ahead)
+        is left as it is; a step back then still counts the sends ahead of now as now.
+        """
+        at_unix, at_monotonic = values[4], values[5]
+        elapsed = self._monotonic() - at_monotonic
+        if not (at_unix > BLOCK_MAX and at_monotonic > 0 and elapsed >= 0):
+            return
+        step = (now - at_unix) - elapsed
+        if abs(step) < CLOCK_STEP_MIN:
+            return
+        for i in (0, 2, 3, 6):  # blocked until, extra until, the grid, the last confirmation
+            if values[i] > 0:
+                values[i] += step
+        for i in range(self._HEADER, len(values)):
+            values[i] += step
+
     def _write(self, fd: int, state: _State) -> None:
         # The latest plans, and more sends than a window holds (`confirm` counts them all).
         planned, sent = state.planned[-self.capacity :], state.sent[-2 * self.capacity :]
         header = [state.blocked_until, state.extra, state.extra_until, state.grid]
-        header += [0.0, 0.0, state.last_confirmed]
+        header += [self._clock(), self._monotonic(), state.last_confirmed]
         header += [len(state.pending), len(planned)]
         data = array("d", header + state.pending + planned + sent).tobytes()
         # Rewritten in place under the lock: readers hold the lock too, so none sees it half

@@ -273,6 +273,57 @@ def test_sends_on_record_still_count_after_the_clock_steps_back(tmp_path):
     assert at is not None
 
 
+def _stepping_limiter(tmp_path: Path, clocks: dict[str, float]) -> SharedRateLimiter:
+    return SharedRateLimiter(
+        key="step",
+        requests_per_second=7,
+        directory=tmp_path,
+        clock=lambda: clocks["unix"],
+        monotonic=lambda: clocks["monotonic"],
+    )
+
+
+def _send_a_window(lim: SharedRateLimiter, clocks: dict[str, float]) -> None:
+    for _ in range(lim.capacity):
+        slot, wait = lim.reserve()
+        assert slot is not None
+        clocks["unix"] += wait
+        clocks["monotonic"] += wait
+        sent, _ = lim.confirm(slot)
+        assert sent is not None
+        lim.settle(sent, sent)
+
+
+@pytest.mark.parametrize("step", [5.0, 0.4, -0.4, -5.0])
+def test_a_step_of_the_clock_neither_forgets_nor_stretches_the_sends(tmp_path, step):
+    """An NTP step or a resumed VM moves the Unix clock: forward, the last window's sends looked
+    a step older, and a whole window more could follow at once. The monotonic clock measures
+    how long ago they really went out."""
+    clocks = {"unix": 1_800_000_000.0, "monotonic": 5_000.0}
+    lim = _stepping_limiter(tmp_path, clocks)
+    _send_a_window(lim, clocks)
+    first = _slots(lim)[0]
+    clocks["unix"] += step + 0.01
+    clocks["monotonic"] += 0.01
+    _, wait = lim.try_acquire()
+    # Due a window after the first of the seven, as if the clock had not stepped.
+    assert wait == pytest.approx(first + lim.window - (clocks["unix"] - step), abs=1e-6)
+
+
+def test_times_written_by_an_earlier_version_or_before_a_reboot_are_not_moved(tmp_path):
+    clocks = {"unix": 1_800_000_000.0, "monotonic": 5_000.0}
+    lim = _stepping_limiter(tmp_path, clocks)
+    spacing = lim.window / lim.capacity
+    sends = [clocks["unix"] - 0.5 + i * spacing / 2 for i in range(lim.capacity)]
+    for fields in ([0.12, clocks["unix"] - 3.0], [clocks["unix"] - 0.5, 9_000.0]):
+        # An earlier version's send delay and its time; a monotonic time from before a reboot.
+        header = [0.0, 0.0, 0.0, sends[-1], *fields, sends[-1], 0.0, 0.0]
+        Path(lim.path).write_bytes(array("d", [*header, *sends]).tobytes())
+        assert _slots(lim) == sends
+        _, wait = lim.try_acquire()
+        assert wait == pytest.approx(sends[0] + lim.window - clocks["unix"], abs=1e-6)
+
+
 def test_a_torn_state_file_is_read_as_a_full_window(tmp_path):
     lim = SharedRateLimiter(key="acct", requests_per_second=5, directory=tmp_path)
     Path(lim.path).write_bytes(b"\x00" * 13)
