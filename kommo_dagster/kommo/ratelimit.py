@@ -79,10 +79,12 @@ MIN_GAP = 0.5
 BLOCK_MAX = 3600.0
 # A confirmed request not settled after this long belongs to a process that died mid-write.
 PENDING_TTL = 10.0
-# A step of the Unix clock smaller than this is left alone: the two clocks are read a few
-# microseconds apart, NTP slews them apart by at most 0.5 ms a second, and the times on file must
-# keep their exact values while in use (a settlement finds its confirmation by its value).
+# A step of the Unix clock smaller than this is left alone: the two clocks are read at most
+# `CLOCK_READ_MAX` apart, NTP slews them apart by at most 0.5 ms a second, and the times on file
+# must keep their exact values while in use (a settlement finds its confirmation by its value).
 CLOCK_STEP_MIN = 0.005
+# The two clocks are read together if the monotonic one moved less than this around the Unix one.
+CLOCK_READ_MAX = 0.001
 # How long a thread waits before trying again to confirm, while pending requests fill the window.
 PENDING_POLL = 0.005
 
@@ -246,7 +248,7 @@ class SharedRateLimiter:
         return state
 
     def _parse(self, values: array, now: float) -> _State:
-        self._undo_clock_step(values, now)
+        self._undo_clock_step(values)
         blocked_until, extra, extra_until, grid, _, _, last = values[: self._HEADER - 2]
         split = self._HEADER + int(values[7])
         end = split + int(values[8])
@@ -271,7 +273,18 @@ class SharedRateLimiter:
         state.sent = sorted(t if t <= now + window else now for t in sent if now - window < t)
         return state
 
-    def _undo_clock_step(self, values: array, now: float) -> None:
+    def _clocks(self) -> tuple[float, float] | None:
+        """The Unix and the monotonic time read together, or None: a pair read across a
+        preemption (a starved machine) would look like a step of the clock."""
+        for _ in range(3):
+            before = self._monotonic()
+            unix = self._clock()
+            after = self._monotonic()
+            if after - before <= CLOCK_READ_MAX:
+                return unix, (before + after) / 2
+        return None
+
+    def _undo_clock_step(self, values: array) -> None:
         """Move the times on file by as much as the Unix clock stepped since they were written.
 
         They are Unix times, which an NTP step or a resumed VM moves; a step forward made every
@@ -282,10 +295,10 @@ class SharedRateLimiter:
         is left as it is; a step back then still counts the sends ahead of now as now.
         """
         at_unix, at_monotonic = values[4], values[5]
-        elapsed = self._monotonic() - at_monotonic
-        if not (at_unix > BLOCK_MAX and at_monotonic > 0 and elapsed >= 0):
+        clocks = self._clocks()
+        if clocks is None or not (at_unix > BLOCK_MAX and 0 < at_monotonic <= clocks[1]):
             return
-        step = (now - at_unix) - elapsed
+        step = (clocks[0] - at_unix) - (clocks[1] - at_monotonic)
         if abs(step) < CLOCK_STEP_MIN:
             return
         for i in (0, 2, 3, 6):  # blocked until, extra until, the grid, the last confirmation
@@ -298,7 +311,7 @@ class SharedRateLimiter:
         # The latest plans, and more sends than a window holds (`confirm` counts them all).
         planned, sent = state.planned[-self.capacity :], state.sent[-2 * self.capacity :]
         header = [state.blocked_until, state.extra, state.extra_until, state.grid]
-        header += [self._clock(), self._monotonic(), state.last_confirmed]
+        header += [*(self._clocks() or (0.0, 0.0)), state.last_confirmed]
         header += [len(state.pending), len(planned)]
         data = array("d", header + state.pending + planned + sent).tobytes()
         # Rewritten in place under the lock: readers hold the lock too, so none sees it half

@@ -310,6 +310,25 @@ def test_a_step_of_the_clock_neither_forgets_nor_stretches_the_sends(tmp_path, s
     assert wait == pytest.approx(first + lim.window - (clocks["unix"] - step), abs=1e-6)
 
 
+def test_clocks_read_across_a_preemption_are_no_step(tmp_path):
+    """A thread preempted between reading the two clocks sees the monotonic one run ahead of
+    the Unix one: taken for a step back, it would make the sends on file look older."""
+    clocks = {"unix": 1_800_000_000.0, "monotonic": 5_000.0}
+    reads = itertools.count()
+    lim = SharedRateLimiter(
+        key="preempted",
+        requests_per_second=7,
+        directory=tmp_path,
+        clock=lambda: clocks["unix"],
+        # Every other read 20 ms late, as if the thread had waited for a core in between.
+        monotonic=lambda: clocks["monotonic"] + 0.02 * (next(reads) % 2),
+    )
+    _send_a_window(lim, clocks)
+    first = _slots(lim)[0]
+    _, wait = lim.try_acquire()
+    assert wait == pytest.approx(first + lim.window - clocks["unix"], abs=1e-6)
+
+
 def test_times_written_by_an_earlier_version_or_before_a_reboot_are_not_moved(tmp_path):
     clocks = {"unix": 1_800_000_000.0, "monotonic": 5_000.0}
     lim = _stepping_limiter(tmp_path, clocks)
