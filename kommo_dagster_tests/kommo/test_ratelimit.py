@@ -19,6 +19,8 @@ import pytest
 from kommo_dagster.kommo.ratelimit import (
     LEARN_CAP,
     LEARN_STEP,
+    LEARNED_FOR,
+    MIN_GAP,
     PENDING_TTL,
     SharedRateLimiter,
     account_key,
@@ -308,6 +310,35 @@ def test_a_step_of_the_clock_neither_forgets_nor_stretches_the_sends(tmp_path, s
     _, wait = lim.try_acquire()
     # Due a window after the first of the seven, as if the clock had not stepped.
     assert wait == pytest.approx(first + lim.window - (clocks["unix"] - step), abs=1e-6)
+
+
+@pytest.mark.parametrize("step", [5.0, -5.0])
+def test_a_pause_a_widening_and_the_gap_last_as_long_across_a_step_of_the_clock(tmp_path, step):
+    """The header's times move with the sends: a step forward must not cut short a 429's pause
+    or the widening learned from it, nor let the next confirmation crowd the last one."""
+    clocks = {"unix": 1_800_000_000.0, "monotonic": 5_000.0}
+    lim = _stepping_limiter(tmp_path, clocks)
+    lim.block_for(60.0, learn=True)
+    clocks["unix"] += step + 1.0
+    clocks["monotonic"] += 1.0
+    _, wait = lim.try_acquire()
+    assert wait == pytest.approx(59.0, abs=1e-6)
+    clocks["unix"] += LEARNED_FOR - 1.5
+    clocks["monotonic"] += LEARNED_FOR - 1.5
+    assert lim.extra_margin() == LEARN_STEP
+    slot, _ = lim.reserve()
+    assert slot is not None
+    assert lim.confirm(slot)[0] is not None
+    clocks["unix"] += step + 0.001
+    clocks["monotonic"] += 0.001
+    slot, _ = lim.reserve()
+    assert slot is not None
+    _, wait = lim.confirm(slot)
+    gap = MIN_GAP * (lim.window + LEARN_STEP) / lim.capacity
+    assert wait == pytest.approx(gap - 0.001, abs=1e-6)
+    clocks["unix"] += 1.0
+    clocks["monotonic"] += 1.0
+    assert lim.extra_margin() == 0.0
 
 
 def test_clocks_read_across_a_preemption_are_no_step(tmp_path):
