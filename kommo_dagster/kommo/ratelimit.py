@@ -80,8 +80,9 @@ BLOCK_MAX = 3600.0
 # A confirmed request not settled after this long belongs to a process that died mid-write.
 PENDING_TTL = 10.0
 # A step of the Unix clock smaller than this is left alone: the two clocks are read at most
-# `CLOCK_READ_MAX` apart, NTP slews them apart by at most 0.5 ms a second, and the times on file
-# must keep their exact values while in use (a settlement finds its confirmation by its value).
+# `CLOCK_READ_MAX` apart (NTP's slewing moves both alike on Linux), and the times on file must
+# keep their exact values while in use: a settlement finds its confirmation by its value, and a
+# confirmation moved by a step stays pending, counted, until `PENDING_TTL`.
 CLOCK_STEP_MIN = 0.005
 # The two clocks are read together if the monotonic one moved less than this around the Unix one.
 CLOCK_READ_MAX = 0.001
