@@ -81,8 +81,8 @@ BLOCK_MAX = 3600.0
 PENDING_TTL = 10.0
 # A step of the Unix clock smaller than this is left alone: the two clocks are read at most
 # `CLOCK_READ_MAX` apart (NTP's slewing moves both alike on Linux), and the times on file must
-# keep their exact values while in use: a settlement finds its confirmation by its value, and a
-# confirmation moved by a step stays pending, counted, until `PENDING_TTL`.
+# keep their exact values while in use: a settlement finds its confirmation by its value (or,
+# moved by a step, by its monotonic time).
 CLOCK_STEP_MIN = 0.005
 # The two clocks are read together if the monotonic one moved less than this around the Unix one.
 CLOCK_READ_MAX = 0.001
@@ -171,6 +171,9 @@ class Slot:
 
     at: float
     waited: float
+    # The monotonic time of the confirmation, if read: finds its pending record again after a
+    # step of the clock has moved it (see `settle`).
+    monotonic: float | None = None
 
 
 class SharedRateLimiter:
@@ -429,7 +432,9 @@ class SharedRateLimiter:
                 continue
             sent = self._confirmed(at, cancelled)
             if sent is not None:
-                return Slot(at=sent, waited=time.monotonic() - started)
+                return Slot(
+                    at=sent, waited=time.monotonic() - started, monotonic=self._monotonic_of(sent)
+                )
 
     def _confirmed(self, slot: float, cancelled: threading.Event | None) -> float | None:
         """Confirm ``slot``, waiting as the sends on record require; None if a 429 paused the
@@ -443,6 +448,12 @@ class SharedRateLimiter:
                 return None
             self._sleep(wait, cancelled)
 
+    def _monotonic_of(self, unix: float) -> float | None:
+        """The monotonic time of the Unix time ``unix``, just past (None if the clocks could
+        not be read together)."""
+        clocks = self._clocks()
+        return None if clocks is None else clocks[1] - (clocks[0] - unix)
+
     def _sleep(self, wait: float, cancelled: threading.Event | None) -> None:
         if cancelled is None:
             time.sleep(wait)
@@ -455,7 +466,7 @@ class SharedRateLimiter:
             now = self._clock()
             return self._read(fd, now).blocked_until > now
 
-    def settle(self, slot: float, sent: float) -> None:
+    def settle(self, slot: float, sent: float, *, confirmed: float | None = None) -> None:
         """Record that the request of ``slot`` actually went out at ``sent``.
 
         Between confirming a slot and writing the request a thread can stall (the GIL held by
@@ -463,13 +474,17 @@ class SharedRateLimiter:
         request moves from pending to sent at its real time, so the window's rule holds on
         what the server saw. A slot taken without confirming (`try_acquire`) moves the same
         way. A slot no longer in the log (a write that stalled past `PENDING_TTL`) still counts
-        its send while in the window.
+        its send while in the window. ``confirmed``, the monotonic time of the confirmation,
+        finds its pending record after a step of the clock moved it.
         """
         with self._locked() as fd:
             now = self._clock()
             state = self._read(fd, now)
             if slot in state.pending:
                 state.pending.remove(slot)
+            elif (moved := self._moved(state, confirmed, now)) is not None:
+                state.pending.remove(moved)
+                slot = moved
             elif slot in state.planned:
                 if sent <= slot:
                     return  # a plan settled early changes nothing
@@ -479,6 +494,18 @@ class SharedRateLimiter:
             state.sent.append(max(sent, slot))
             state.sent.sort()
             self._write(fd, state)
+
+    def _moved(self, state: _State, confirmed: float | None, now: float) -> float | None:
+        """The pending record of the confirmation at monotonic time ``confirmed``, found by
+        its Unix time now. Confirmations are at least `MIN_GAP` spacings apart, so within a
+        quarter of that lies its own record and no other."""
+        clocks = self._clocks() if confirmed is not None and state.pending else None
+        if clocks is None or confirmed is None:
+            return None
+        expected = clocks[0] - (clocks[1] - confirmed)
+        near_enough = MIN_GAP * self._window(state, now) / self.capacity / 4
+        near = [t for t in state.pending if abs(t - expected) <= near_enough]
+        return near[0] if len(near) == 1 else None
 
     def block_for(self, seconds: float, *, learn: bool = False) -> None:
         """Pause every user of this account's budget (after a 429 that asked us to wait).

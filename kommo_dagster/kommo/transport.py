@@ -48,7 +48,7 @@ from kommo_dagster.kommo.errors import (
     KommoResponseError,
     KommoRetryError,
 )
-from kommo_dagster.kommo.ratelimit import BudgetPaused, SharedRateLimiter
+from kommo_dagster.kommo.ratelimit import BudgetPaused, SharedRateLimiter, Slot
 from kommo_dagster.kommo.stats import StatsRecorder
 
 log = logging.getLogger("kommo_dagster.kommo")
@@ -302,7 +302,7 @@ class Transport:
         if self.limiter is None:
             return 0.0
         slot = self.limiter.acquire(cancelled=self.cancelled, max_pause=self.retry.retry_after_max)
-        self._local.slot = slot.at
+        self._local.slot = slot
         if self.ban is not None:
             # The wait for a slot may have outlasted another client's meeting the block.
             self.ban.check()
@@ -310,10 +310,10 @@ class Transport:
 
     def _after_send(self) -> None:
         """Settle the slot to the moment the request's bytes were written."""
-        slot = getattr(self._local, "slot", None)
+        slot: Slot | None = getattr(self._local, "slot", None)
         if self.limiter is not None and slot is not None:
             self._local.slot = None
-            self.limiter.settle(slot, time.time())
+            self.limiter.settle(slot.at, time.time(), confirmed=slot.monotonic)
 
     def _attempt(self, path: str, params: Params, *, what: str | None) -> Response:
         if self.ban is not None:

@@ -341,6 +341,32 @@ def test_a_pause_a_widening_and_the_gap_last_as_long_across_a_step_of_the_clock(
     assert lim.extra_margin() == 0.0
 
 
+@pytest.mark.parametrize("step", [5.0, -5.0])
+def test_a_request_in_flight_across_a_step_of_the_clock_is_settled(tmp_path, step):
+    """The step moves the request's pending record with the others; its settlement finds it
+    by the confirmation's monotonic time. Left pending, it would hold a place in every window
+    until `PENDING_TTL`, and the account would stall for seconds."""
+    clocks = {"unix": 1_800_000_000.0, "monotonic": 5_000.0}
+    lim = _stepping_limiter(tmp_path, clocks)
+    slots = []
+    for _ in range(2):
+        slot = lim.acquire()
+        assert slot.monotonic == clocks["monotonic"]
+        slots.append(slot)
+        clocks["unix"] += 0.2
+        clocks["monotonic"] += 0.2
+    clocks["unix"] += step
+    mine, other = slots
+    lim.settle(mine.at, clocks["unix"], confirmed=mine.monotonic)
+    # Its own record went, the other's stays pending (moved by the step), and the send counts.
+    header = array("d", lim.path.read_bytes())[: SharedRateLimiter._HEADER]
+    assert header[7] == 1
+    assert _slots(lim) == pytest.approx([other.at + step, clocks["unix"]], abs=1e-6)
+    # Without the monotonic time, the moved record is not found: it stays, counted twice.
+    lim.settle(other.at, clocks["unix"])
+    assert array("d", lim.path.read_bytes())[7] == 1
+
+
 def test_clocks_read_across_a_preemption_are_no_step(tmp_path):
     """A thread preempted between reading the two clocks sees the monotonic one run ahead of
     the Unix one: taken for a step back, it would make the sends on file look older."""
