@@ -163,6 +163,8 @@ class _State:
     sent: list[float] = field(default_factory=list)
     # Whether sends on file lay over a window ahead (the clock stepped back): moved to now.
     stepped_back: bool = False
+    # The Unix and monotonic time the times above are in (read with the file), if read.
+    clocks: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -252,7 +254,7 @@ class SharedRateLimiter:
         return state
 
     def _parse(self, values: array, now: float) -> _State:
-        self._undo_clock_step(values)
+        clocks = self._undo_clock_step(values)
         blocked_until, extra, extra_until, grid, _, _, last = values[: self._HEADER - 2]
         split = self._HEADER + int(values[7])
         end = split + int(values[8])
@@ -260,7 +262,7 @@ class SharedRateLimiter:
             blocked_until = 0.0
         if extra_until <= now or extra_until > now + 2 * LEARNED_FOR:
             extra, extra_until = 0.0, 0.0
-        state = _State(blocked_until, extra, extra_until)
+        state = _State(blocked_until, extra, extra_until, clocks=clocks)
         window = self._window(state, now)
         # Keep times inside the window. A confirmation, or a send over a window ahead, means
         # the clock stepped back since: it went out no later than now, so it counts as now
@@ -288,8 +290,9 @@ class SharedRateLimiter:
                 return unix, (before + after) / 2
         return None
 
-    def _undo_clock_step(self, values: array) -> None:
-        """Move the times on file by as much as the Unix clock stepped since they were written.
+    def _undo_clock_step(self, values: array) -> tuple[float, float] | None:
+        """Move the times on file by as much as the Unix clock stepped since they were written;
+        the clocks they are then in (None if not read together).
 
         They are Unix times, which an NTP step or a resumed VM moves; a step forward made every
         send on file look older, and a window's worth of sends could follow the last ones at
@@ -301,21 +304,24 @@ class SharedRateLimiter:
         at_unix, at_monotonic = values[4], values[5]
         clocks = self._clocks()
         if clocks is None or not (at_unix > BLOCK_MAX and 0 < at_monotonic <= clocks[1]):
-            return
+            return clocks
         step = (clocks[0] - at_unix) - (clocks[1] - at_monotonic)
         if abs(step) < CLOCK_STEP_MIN:
-            return
+            return clocks
         for i in (0, 2, 3, 6):  # blocked until, extra until, the grid, the last confirmation
             if values[i] > 0:
                 values[i] += step
         for i in range(self._HEADER, len(values)):
             values[i] += step
+        return clocks
 
     def _write(self, fd: int, state: _State) -> None:
         # The latest plans, and more sends than a window holds (`confirm` counts them all).
         planned, sent = state.planned[-self.capacity :], state.sent[-2 * self.capacity :]
         header = [state.blocked_until, state.extra, state.extra_until, state.grid]
-        header += [*(self._clocks() or (0.0, 0.0)), state.last_confirmed]
+        # The clocks the times are in: those read with the file (a step since would otherwise be
+        # written as already undone), or, for a state made afresh, now.
+        header += [*(state.clocks or self._clocks() or (0.0, 0.0)), state.last_confirmed]
         header += [len(state.pending), len(planned)]
         data = array("d", header + state.pending + planned + sent).tobytes()
         # Rewritten in place under the lock: readers hold the lock too, so none sees it half
