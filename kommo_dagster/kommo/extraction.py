@@ -43,7 +43,7 @@ OUT_PAGES = 8
 # each batch (building it, staging it, collecting its garbage), longest when the machine is
 # short of CPU: ten accounts extracting at once on 2 cores paused for over 8 pages, and the
 # coordinator, blocked on the full queue, left answered walks without their next request (up to
-# a second without one, every account below 0.90 of its limit in one try of three). Unlimited, the
+# 1.3 s without one; an account under 0.90 of its limit in two tries of three). Unlimited, the
 # consumer is the bottleneck anyway and a longer queue would only hold more pages in memory...
 OUT_SECONDS = 3.0
 # ...as it would at a limit far above Kommo's (allowed for a test server): never more than this.
