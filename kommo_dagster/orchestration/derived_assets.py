@@ -39,7 +39,7 @@ from kommo_dagster.derived.value_text import install_macros
 from kommo_dagster.derived.write import replace_slice
 from kommo_dagster.orchestration.freshness import freshness_policy
 from kommo_dagster.orchestration.io_manager import KommoDuckDBResource, table_schema
-from kommo_dagster.orchestration.missing_parents import report_missing_parent
+from kommo_dagster.orchestration.missing_parents import not_written_yet, report_missing_parent
 from kommo_dagster.orchestration.partitions import (
     build_daily_partitions,
     report_rows_by_day,
@@ -277,18 +277,10 @@ def _require_inputs(
     there = [n for n in names if table_exists(con, schema=schema, table=n)]
     if (every and len(there) < len(names)) or not there:
         missing = [n for n in names if n not in there]
-        raise RuntimeError(_not_there(missing, build=build, joiner=" and " if every else " or "))
-
-
-def _not_there(missing: Sequence[str], *, build: _Build, joiner: str = " and ") -> str:
-    """``missing`` do not exist yet, and the assets to materialize first, by their keys (a
-    translator may have renamed them)."""
-    schema = build.settings.schema
-    keys = joiner.join(build.specs.key(n).to_user_string() for n in missing)
-    return (
-        f"{', '.join(f'{schema}.{n}' for n in missing)} "
-        f"{'does' if len(missing) == 1 else 'do'} not exist yet: materialize {keys} first"
-    )
+        joiner = " and " if every else " or "
+        raise RuntimeError(
+            not_written_yet(missing, schema=schema, specs=build.specs, joiner=joiner)
+        )
 
 
 def _plan(
@@ -464,7 +456,8 @@ def _explain_missing(
     computed = [n for n in missing if n not in build.settings.streams]
     missing = computed or missing
     raise RuntimeError(
-        f"{schema}.{table.name} cannot be rebuilt: {_not_there(missing, build=build)} ({error})"
+        f"{schema}.{table.name} cannot be rebuilt: "
+        f"{not_written_yet(missing, schema=schema, specs=build.specs)} ({error})"
     ) from error
 
 

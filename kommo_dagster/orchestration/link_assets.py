@@ -25,7 +25,7 @@ from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.orchestration.derived_checks import build_table_checks
 from kommo_dagster.orchestration.freshness import freshness_policy
 from kommo_dagster.orchestration.io_manager import KommoDuckDBResource, table_schema
-from kommo_dagster.orchestration.missing_parents import report_missing_parent
+from kommo_dagster.orchestration.missing_parents import not_written_yet, report_missing_parent
 from kommo_dagster.orchestration.partitions import (
     build_daily_partitions,
     report_rows_by_day,
@@ -155,10 +155,8 @@ def build_link_asset(
         window = run_window(context, partitioned=partitioned)
         with duckdb.get_connection(on_wait=context.log.info) as con:
             if not table_exists(con, schema=schema, table=parent.name):
-                raise RuntimeError(
-                    f"{schema}.{parent.name} does not exist yet: materialize "
-                    f"{specs.key(parent.name).to_user_string()} first (it writes {table.name})"
-                )
+                missing = not_written_yet([parent.name], schema=schema, specs=specs)
+                raise RuntimeError(f"{missing} (it writes {table.name})")
             ensure_link_table(con, table, schema=schema)
             rows = _slice_rows(con, table, schema=schema, window=window)
             (total,) = con.execute(

@@ -1,4 +1,5 @@
-"""Which of a run's partitions its parent assets were never materialized for.
+"""Which of a run's partitions its parent assets were never materialized for, and what to say
+when a table a run reads was never written at all.
 
 A derived slice reads its parent's slice from DuckDB: when that parent partition never ran, the
 write succeeds with no rows, just as for a day without records. The rows cannot tell the two
@@ -12,9 +13,22 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from kommo_dagster.orchestration.translator import AccountSpecs
 from kommo_dagster.warehouse.windows import EpochWindow
 
 PARENTS_MISSING_KEY = "kommo/parents_missing"
+
+
+def not_written_yet(
+    missing: Sequence[str], *, schema: str, specs: AccountSpecs, joiner: str = " and "
+) -> str:
+    """``missing`` tables do not exist yet, and the assets to materialize first, by their keys
+    (a translator may have renamed them)."""
+    keys = joiner.join(specs.key(n).to_user_string() for n in missing)
+    return (
+        f"{', '.join(f'{schema}.{n}' for n in missing)} "
+        f"{'does' if len(missing) == 1 else 'do'} not exist yet: materialize {keys} first"
+    )
 
 
 def report_missing_parent(
