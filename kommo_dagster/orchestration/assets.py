@@ -37,6 +37,7 @@ from kommo_dagster.orchestration.io_manager import (
     STREAM_METADATA_KEY,
     table_schema,
 )
+from kommo_dagster.orchestration.link_assets import rewritten_link_metadata
 from kommo_dagster.orchestration.partitions import (
     build_daily_partitions,
     report_rows_by_day,
@@ -109,7 +110,7 @@ def build_stream_asset(
     spec = specs.spec(
         get_table(stream.name),
         description=_description(stream, settings=settings, partitioned=partitioned),
-        metadata=_definition_metadata(stream, settings=settings),
+        metadata=_definition_metadata(stream, settings=settings, specs=specs),
     )
     arguments: dict[str, Any] = asset_arguments(spec) | dict(
         pool=scope.pool,
@@ -295,9 +296,14 @@ def _extraction_metadata(
     return metadata
 
 
-def _definition_metadata(stream: Stream, *, settings: Settings) -> dict[str, Any]:
+def _definition_metadata(
+    stream: Stream, *, settings: Settings, specs: AccountSpecs
+) -> dict[str, Any]:
+    """What the IO manager reads (stream, schema, the link assets its writes rewrite) and what
+    the UI shows."""
     table = f"{catalog_name(settings.duckdb_path)}.{settings.schema}.{stream.name}"
-    return {
+    links = rewritten_link_metadata(stream.name, settings=settings, specs=specs)
+    return links | {
         STREAM_METADATA_KEY: stream.name,
         SCHEMA_METADATA_KEY: settings.schema,
         "dagster/column_schema": table_schema(stream),

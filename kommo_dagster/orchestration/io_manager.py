@@ -8,7 +8,9 @@ a single-run backfill); an unpartitioned output replaces the table. Each write i
 when there are no rows. In the same transaction, the write rebuilds what the table registry
 (`kommo_dagster.warehouse.registry`) says follows it: the stream's current view and history
 snapshot, its ``kommo_all`` views with several accounts (``account_schemas``), the wide view of a
-definitions stream, the link tables whose rows were read with it.
+definitions stream, the link tables whose rows were read with it. Once it committed, a write
+that rewrote another asset's link table (the events' relinks) observes that link asset
+(`RewrittenLinks`).
 
 Concurrent runs: every connection goes through `KommoDuckDBResource`, which holds a lock file next
 to the database (``<file>.lock``) from connect to close. DuckDB admits one writing process per
@@ -22,7 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +48,9 @@ from kommo_dagster.warehouse.sql import (
     ContractTable,
     catalog_name,
     declared_columns,
+    scalar_int,
     table_exists,
+    table_ref,
 )
 from kommo_dagster.warehouse.staging import StagedRows
 from kommo_dagster.warehouse.views import history_table_name
@@ -56,6 +61,8 @@ if TYPE_CHECKING:
 
 STREAM_METADATA_KEY = "kommo/stream"
 SCHEMA_METADATA_KEY = "kommo/schema"
+# Definition metadata ``kommo/link_asset/<table>``: the key of a link asset the writes rewrite.
+LINK_ASSET_METADATA_PREFIX = "kommo/link_asset/"
 
 
 class KommoDuckDBResource(DuckDBResource):
@@ -121,6 +128,7 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
         schema = self._schema_of(context)
         window = _window_of(context)
         staged = self._as_staged(stream, obj, window=window)
+        rewritten = RewrittenLinks.declared(context)
         try:
             _check_staged(context, staged, stream=stream, window=window)
             refreshed: dict[str, Any] = {}
@@ -139,6 +147,7 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
                         links=tuple(staged.links),
                     )
                 )
+                rewritten.count(con, refreshed, schema=schema)
 
             result = staged.write(
                 self.duckdb.database,
@@ -152,8 +161,11 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
         history = refreshed.get(history_table_name(stream)) or {}
         self._report(context, stream, result, schema=schema, window=window, history=history)
         _report_links(context, refreshed)
+        prefix = f"{catalog_name(self.duckdb.database)}.{schema}"
+        # Committed: the link assets the write rewrote for other assets may now say so.
+        rewritten.observe(context, table_prefix=prefix, slice_label=_label(window))
         note = f"; {staged.note}" if staged.note else ""
-        table_name = f"{catalog_name(self.duckdb.database)}.{schema}.{stream.name}"
+        table_name = f"{prefix}.{stream.name}"
         context.log.info(
             f"{context.asset_key.to_user_string()} {_label(window)}: {result.rows} rows "
             f"-> {table_name} (replaced {result.deleted}{note})"
@@ -295,6 +307,69 @@ def _report_links(context: dg.OutputContext, refreshed: dict[str, Any]) -> None:
         )
 
 
+def _declared_link_keys(metadata: Mapping[str, Any]) -> dict[str, dg.AssetKey]:
+    """``{table: key}`` of the link assets the written asset's metadata names."""
+    keys = {}
+    for name, value in metadata.items():
+        if name.startswith(LINK_ASSET_METADATA_PREFIX):
+            key = value.value if isinstance(value, dg.DagsterAssetMetadataValue) else value
+            keys[name.removeprefix(LINK_ASSET_METADATA_PREFIX)] = dg.AssetKey.from_coercible(key)
+    return keys
+
+
+@dataclass
+class RewrittenLinks:
+    """The link tables of other assets that one write rewrote (the events' relinks).
+
+    A link asset records its parent's writes in its parent's runs; the events' write rewrites
+    link rows too, and without a record the link asset's page would show stale row counts. The
+    asset written names those link assets in its definition metadata
+    (``kommo/link_asset/<table>``, made through `AccountSpecs.key`, so translated and account
+    keys hold). Counted inside the write's transaction, observed only once it committed: an
+    observation, because a materialization would start the automation downstream.
+    """
+
+    keys: Mapping[str, dg.AssetKey]
+    counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # (rewritten, total)
+
+    @classmethod
+    def declared(cls, context: dg.OutputContext) -> RewrittenLinks:
+        return cls(_declared_link_keys(_metadata_of(context)))
+
+    def count(
+        self, con: duckdb.DuckDBPyConnection, refreshed: Mapping[str, Any], *, schema: str
+    ) -> None:
+        """Count the rows of each named table the write rewrote (its refresh gave a row
+        count; None: no collector of the write reads it, so nothing changed)."""
+        for name in self.keys:
+            rewritten = refreshed.get(name)
+            if rewritten is not None:
+                total = scalar_int(con, f"SELECT count(*) FROM {table_ref(schema, name)}")
+                self.counts[name] = (int(rewritten), total)
+
+    def observe(self, context: dg.OutputContext, *, table_prefix: str, slice_label: str) -> None:
+        """Log the observations; call only after the write committed. Unpartitioned: the rows
+        rewritten belong to parents of any day, not to one partition of the link asset."""
+        writer = context.asset_key.to_user_string()
+        for name, (rewritten, total) in self.counts.items():
+            description = (
+                f"{rewritten} rows rewritten by {writer} {slice_label} in run "
+                f"{context.run_id[:8]}: the current links of the records its link events name"
+            )
+            metadata = {
+                "kommo/link_rows_rewritten": dg.MetadataValue.int(rewritten),
+                "kommo/table_row_count": dg.MetadataValue.int(total),
+                "dagster/table_name": dg.MetadataValue.text(f"{table_prefix}.{name}"),
+                "kommo/rewritten_by": dg.MetadataValue.asset(context.asset_key),
+                "kommo/rewritten_by_slice": dg.MetadataValue.text(slice_label),
+            }
+            context.log_event(
+                dg.AssetObservation(
+                    asset_key=self.keys[name], description=description, metadata=metadata
+                )
+            )
+
+
 def _stream_of(context: dg.OutputContext | dg.InputContext) -> Stream:
     name = _metadata_of(context).get(STREAM_METADATA_KEY)
     if isinstance(name, dg.TextMetadataValue):
@@ -313,6 +388,7 @@ def _label(window: EpochWindow | None) -> str:
 
 
 __all__ = [
+    "LINK_ASSET_METADATA_PREFIX",
     "SCHEMA_METADATA_KEY",
     "STREAM_METADATA_KEY",
     "KommoDuckDBIOManager",

@@ -1,11 +1,16 @@
 """The link tables as Dagster assets, with their checks, built from `kommo.links.LINK_TABLES`.
 
 A link table is written by its parent's asset, in the transaction of the parent's slice
-(`kommo_dagster.link_write`), from the pages the parent's walk reads anyway; and by the events
-asset for the records whose links changed without moving their ``updated_at``. Its asset
-(``kommo/<table>``, partitioned like the parent, downstream of it and run in the same runs)
-records what that write left: the rows of the parents of its slice, the table's rows, its
-columns. Materializing it alone re-reads nothing from Kommo.
+(`kommo_dagster.warehouse.link_write`), from the pages the parent's walk reads anyway; and by
+the events asset for the records whose links changed without moving their ``updated_at``. Its
+asset (``kommo/<table>``, partitioned like the parent, downstream of it and run in the same
+runs) records what the parent's write left: the rows of the parents of its slice, the table's
+rows, its columns. Materializing it alone re-reads nothing from Kommo. The events' rewrite is
+recorded on it as an observation (``kommo/link_rows_rewritten``, ``kommo/table_row_count``,
+which asset, slice and run), logged by the IO manager once the events' write committed
+(`kommo_dagster.orchestration.io_manager.RewrittenLinks`): not a materialization, which would
+start the automation downstream. The IO manager finds these assets' keys in the events asset's
+definition metadata (``kommo/link_asset/<table>``, `rewritten_link_metadata`).
 
 Their checks (``kommo_<table>_checks``) are the declared tables' ones
 (`kommo_dagster.orchestration.derived_checks`), built from the registry's declaration of each
@@ -24,7 +29,11 @@ from kommo_dagster.kommo.links import LINK_TABLES, LinkTable
 from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.orchestration.derived_checks import build_table_checks
 from kommo_dagster.orchestration.freshness import freshness_policy
-from kommo_dagster.orchestration.io_manager import KommoDuckDBResource, table_schema
+from kommo_dagster.orchestration.io_manager import (
+    LINK_ASSET_METADATA_PREFIX,
+    KommoDuckDBResource,
+    table_schema,
+)
 from kommo_dagster.orchestration.missing_parents import not_written_yet, report_missing_parent
 from kommo_dagster.orchestration.partitions import (
     build_daily_partitions,
@@ -56,6 +65,21 @@ def link_keys(
         for t in link_tables(settings)
         if settings.is_partitioned(t.parent) == partitioned
     ]
+
+
+def rewritten_link_metadata(
+    stream: str, *, settings: Settings, specs: AccountSpecs | None = None
+) -> dict[str, dg.MetadataValue]:
+    """Definition metadata of ``stream``'s asset naming each link asset whose table its writes
+    rewrite though it is not their parent (the events' relinks): the IO manager observes those
+    after such a write (`RewrittenLinks`), since their own runs do not record it. The UI shows
+    them as links to the assets."""
+    specs = specs or AccountSpecs(settings)
+    return {
+        f"{LINK_ASSET_METADATA_PREFIX}{t.name}": dg.MetadataValue.asset(specs.key(t.name))
+        for t in link_tables(settings)
+        if t.parent != stream and stream in get_table(t.name).refresh_on
+    }
 
 
 def _slice_rows(
@@ -206,4 +230,5 @@ __all__ = [
     "build_link_checks",
     "link_keys",
     "link_tables",
+    "rewritten_link_metadata",
 ]

@@ -1,15 +1,22 @@
 """The link tables' checks on tables written by hand: duplicates fail (error), a second main
 contact and a dangling link warn, each with counts and examples; and their definitions: the
-names, blocking, dependencies, severities and op names they have always had."""
+names, blocking, dependencies, severities and op names they have always had. The link assets
+against the sandbox: row counts per partition, and the observations the events' write logs on
+those whose rows it rewrote (links changed without ``updated_at``), with the rows rewritten and
+the table's total as the sandbox's ground truth has them; none when nothing was rewritten or
+the write failed; on the keys the definitions declare."""
 
 from __future__ import annotations
 
+import random
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 
+from kommo_dagster.definitions import build_definitions
 from kommo_dagster.kommo.links import LINK_TABLES
 from kommo_dagster.orchestration.data_checks import Outcome
 from kommo_dagster.orchestration.derived_checks import (
@@ -19,11 +26,13 @@ from kommo_dagster.orchestration.derived_checks import (
 )
 from kommo_dagster.orchestration.io_manager import KommoDuckDBResource
 from kommo_dagster.orchestration.link_assets import build_link_checks
+from kommo_dagster.orchestration.translator import KommoTranslator, KommoTranslatorData
 from kommo_dagster.sandbox import KommoSandbox
+from kommo_dagster.sandbox.links import expected_link_rows
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.link_write import ensure_link_table
 from kommo_dagster.warehouse.registry import get_table
-from kommo_dagster_tests.wiring import Warehouse
+from kommo_dagster_tests.wiring import Warehouse, named_accounts_definitions
 
 
 def test_duplicates_a_second_main_contact_and_dangling_links_are_reported():
@@ -190,3 +199,133 @@ def test_a_ranges_row_count_per_partition_is_that_days_slice(sandbox: KommoSandb
             event.materialization.metadata["dagster/row_count"].value
             == (counts[name, "2026-10-03"])
         )
+
+
+MONTH = ("2026-10-01", "2026-10-31")
+PARTITIONED = ["leads", "contacts", "companies", "events", *LINK_TABLES]
+# Typed events on the lead's side: the leads they name are exactly the leads relinked.
+READING = ("typed", "lead", "before")
+LEAD_TABLES = ("lead_contacts", "lead_companies", "lead_products")
+# Every link table a /links answer holds; lead_sources is not re-read by the events.
+REWRITTEN = {*LEAD_TABLES, "contact_companies"}
+
+
+def _observations(wh: Warehouse, table: str) -> list[dg.AssetObservation]:
+    records = wh.instance.fetch_observations(dg.AssetKey(["kommo", table]), limit=100).records
+    return [r.asset_observation for r in records if r.asset_observation is not None]
+
+
+def _observed(wh: Warehouse) -> dict[str, list[dg.AssetObservation]]:
+    return {t: obs for t in LINK_TABLES if (obs := _observations(wh, t))}
+
+
+def _materializations(wh: Warehouse, table: str) -> int:
+    key = dg.AssetKey(["kommo", table])
+    return len(wh.instance.fetch_materializations(key, limit=1000).records)
+
+
+def _rows(wh: Warehouse, table: str) -> list[tuple]:
+    return wh.sql(f"SELECT * FROM kommo.{table} ORDER BY ALL")
+
+
+def _truth(sb: KommoSandbox, table: str) -> list[dict]:
+    return expected_link_rows(sb.account, table)
+
+
+def _loaded(sandbox_factory, tmp_path: Path) -> tuple[KommoSandbox, Warehouse]:
+    sb = sandbox_factory(seed=4, leads=200, requests_per_second=None)
+    wh = Warehouse(sb, tmp_path)
+    wh.run(PARTITIONED, partition_range=MONTH)
+    return sb, wh
+
+
+def _relink(sb: KommoSandbox, now: int) -> set[int]:
+    """Three relinks; the ids of the leads they changed."""
+    changed = [
+        sb.account.links.relink(reading=READING, ts=now, rng=random.Random(k)) for k in range(3)
+    ]
+    return {lead for lead, _contact in changed}
+
+
+def _day(now: int) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+
+
+def test_the_events_write_observes_each_link_asset_it_rewrote(sandbox_factory, tmp_path: Path):
+    sb, wh = _loaded(sandbox_factory, tmp_path)
+    now = int(time.time())
+    leads = _relink(sb, now)
+    materialized = {t: _materializations(wh, t) for t in LINK_TABLES}
+    result = wh.run(["events"], partition=_day(now))
+
+    observed = _observed(wh)
+    assert set(observed) == REWRITTEN
+    for table, [observation] in observed.items():
+        total = len(_truth(sb, table))
+        metadata = observation.metadata
+        assert metadata["kommo/table_row_count"].value == total, table
+        assert wh.sql(f"SELECT count(*) FROM kommo.{table}") == [(total,)]
+        assert metadata["dagster/table_name"].value == f"kommo_crm.kommo.{table}"
+        assert metadata["kommo/rewritten_by"].value == dg.AssetKey(["kommo", "events"])
+        assert metadata["kommo/rewritten_by_slice"].value == _day(now)
+        assert observation.description is not None
+        assert f"kommo/events {_day(now)} in run {result.run_id[:8]}" in observation.description
+        assert observation.partition is None
+    for table in LEAD_TABLES:
+        # the rows of the relinked leads, as the sandbox's book holds them
+        expected = sum(1 for row in _truth(sb, table) if row["lead_id"] in leads)
+        assert expected, table
+        got = observed[table][0].metadata["kommo/link_rows_rewritten"].value
+        assert got == expected, table
+    # an observation, not a materialization: nothing downstream is started by it
+    assert {t: _materializations(wh, t) for t in LINK_TABLES} == materialized
+
+
+def test_nothing_is_observed_without_a_rewrite_or_after_a_failed_write(
+    sandbox_factory, tmp_path: Path
+):
+    sb, wh = _loaded(sandbox_factory, tmp_path)
+    # the month's events hold no link event: its write rewrote no link row
+    assert _observed(wh) == {}
+    now = int(time.time())
+    assert wh.run(["events"], partition=_day(now)).success
+    assert _observed(wh) == {}
+
+    _relink(sb, now)
+    # lead_products, written after lead_contacts and lead_companies, no longer fits the
+    # contract: the write fails in its transaction after rewriting the first two
+    with duckdb.connect(str(wh.db)) as con:
+        con.execute("ALTER TABLE kommo.lead_products ADD COLUMN note VARCHAR")
+    before = {t: _rows(wh, t) for t in LINK_TABLES}
+    failed = wh.run(["events"], partition=_day(now), raise_on_error=False)
+    assert not failed.success
+    failure = str(failed.get_step_failure_events()[0].event_specific_data.error)
+    assert "kommo.lead_products has columns" in failure, failure
+    assert {t: _rows(wh, t) for t in LINK_TABLES} == before
+    assert _observed(wh) == {}
+
+
+class _Crm(KommoTranslator):
+    def get_asset_spec(self, data: KommoTranslatorData) -> dg.AssetSpec:
+        spec = super().get_asset_spec(data)
+        return spec.replace_attributes(key=spec.key.with_prefix("crm"))
+
+
+def _declared_link_assets(defs: dg.Definitions, events: dg.AssetKey) -> dict[str, dg.AssetKey]:
+    metadata = defs.resolve_assets_def(events).metadata_by_key[events]
+    prefix = "kommo/link_asset/"
+    return {k.removeprefix(prefix): v.value for k, v in metadata.items() if k.startswith(prefix)}
+
+
+def test_the_events_asset_declares_the_link_keys_a_translator_and_an_account_give(
+    tmp_path: Path,
+):
+    settings = Settings.from_env({"KOMMO_DUCKDB_PATH": str(tmp_path / "crm.duckdb")})
+    renamed = build_definitions(settings, translator=_Crm())
+    assert _declared_link_assets(renamed, dg.AssetKey(["crm", "kommo", "events"])) == {
+        t: dg.AssetKey(["crm", "kommo", t]) for t in REWRITTEN
+    }
+    accounts = named_accounts_definitions(tmp_path, ["ru", "br"])
+    assert _declared_link_assets(accounts, dg.AssetKey(["kommo", "br", "events"])) == {
+        t: dg.AssetKey(["kommo", "br", t]) for t in REWRITTEN
+    }
