@@ -67,16 +67,25 @@ def _fail(label: str, what: str, value: object) -> SettingsError:
     return SettingsError(f"{label} must be {what}, got {value!r}")
 
 
+# Kommo's cursors are Unix seconds: a partition before the epoch holds nothing, and Dagster
+# cannot build daily partitions from a year below 1000 (the load failed without the variable).
+EARLIEST_START_DATE = date(1970, 1, 1)
+
+
 def _date(value: object, label: str) -> date:
     if isinstance(value, date):
-        return value
-    text = str(value).strip()
-    try:
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            raise ValueError(text)
-        return date.fromisoformat(text)
-    except ValueError:
-        raise _fail(label, "a date written YYYY-MM-DD", value) from None
+        day = value
+    else:
+        text = str(value).strip()
+        try:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+                raise ValueError(text)
+            day = date.fromisoformat(text)
+        except ValueError:
+            raise _fail(label, "a date written YYYY-MM-DD", value) from None
+    if day < EARLIEST_START_DATE:
+        raise _fail(label, f"a date on or after {EARLIEST_START_DATE} (Unix time)", value)
+    return day
 
 
 def _names(value: object, label: str) -> tuple[str, ...]:

@@ -98,6 +98,8 @@ BAD_VALUES = {
     "negative ban cool-down": ("BAN_COOLDOWN_SECONDS", "ban_cooldown_seconds", "-5", "0 or more"),
     "unknown stream": ("STREAMS", "streams", "leads,deals", "names unknown streams"),
     "bad start date": ("START_DATE", "start_date", "March", "YYYY-MM-DD"),
+    # Kommo's cursors are Unix seconds; Dagster cannot even build partitions from year 1.
+    "start date before 1970": ("START_DATE", "start_date", "0001-01-01", "on or after 1970-01-01"),
     "bad flag": ("SCHEDULES_DEFAULT_ON", "schedules", "maybe", "true or false"),
     "bad subdomain": ("SUBDOMAIN", "subdomain", "acme.kommo.com", "bare subdomain"),
 }
@@ -126,7 +128,10 @@ def _load_yaml(tmp_path: Path, account: dict[str, object]) -> dg.Definitions:
 
 
 def _shown(case: str, value: object) -> str:
-    """How the message shows the value: the unknown names of a list of streams, else as given."""
+    """How the message shows the value: the unknown names of a list of streams, a date YAML
+    read as written, else as given."""
+    if isinstance(value, date):
+        return repr(value.isoformat())
     return "['deals']" if case == "unknown stream" else repr(value)
 
 
