@@ -52,6 +52,8 @@ CHECK_HOST = (
 _VARIABLE = re.compile(r"\bKOMMO_(?=[A-Z])")
 # A Kommo subdomain is one DNS label: letters, digits, hyphens.
 _SUBDOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+# A label of a host name; '_' too, which a proxy's name (a container's) may hold.
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 
 class Secret:
@@ -115,6 +117,16 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _is_host_name(host: str) -> bool:
+    """Whether a connection can be made to ``host``: a space, an empty label or a %-escape
+    passed the other checks and failed only when a run first connected."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return all(_HOST_LABEL.fullmatch(label) for label in host.removesuffix(".").split("."))
+    return True
+
+
 def _check_host(host: str, base_url: str) -> None:
     host = host.lower().rstrip(".")
     if _is_loopback(host) or any(
@@ -170,7 +182,10 @@ def base_url_for(
     An override must be a Kommo host or this machine unless ``allow_any_host``."""
     if base_url is not None and base_url.strip():
         url = base_url.strip().rstrip("/")
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # an unclosed IPv6 bracket
+            parts = urlsplit("")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise KommoConfigError(
                 f"{ENV_BASE_URL} must be an http(s) URL such as https://mycompany.kommo.com, "
@@ -196,6 +211,11 @@ def base_url_for(
             parts.port  # noqa: B018 - raises ValueError on a malformed port
         except ValueError:
             raise KommoConfigError(f"{ENV_BASE_URL} has an invalid port: {base_url!r}") from None
+        if not _is_host_name(parts.hostname):
+            raise KommoConfigError(
+                f"{ENV_BASE_URL} has no valid host name (letters, digits, '-' and '_' between "
+                f"dots, or an IP address), got {base_url!r}"
+            )
         if not allow_any_host:
             _check_host(parts.hostname, base_url)
         return f"{parts.scheme}://{parts.netloc}"

@@ -52,12 +52,27 @@ def test_a_missing_subdomain_names_both_variables(subdomain):
         "https://user:pw@acme.kommo.com",
         "https://acme.kommo.com?x=1",
         "http://127.0.0.1:notaport",
+        # No host has these: they failed only when a run first connected.
+        "https://acme .kommo.com",
+        "https://acme..kommo.com",
+        "https://ac%6De.kommo.com",
+        "https://acme,kommo.com",
     ],
 )
 def test_a_base_url_must_be_a_bare_http_url(url):
     with pytest.raises(KommoConfigError, match="KOMMO_BASE_URL") as err:
         base_url_for(subdomain=None, base_url=url)
     assert urlsplit(url).hostname is None or urlsplit(url).hostname in str(err.value)
+
+
+@pytest.mark.parametrize("url", ["http://my proxy:8080", "http://proxy..local", "http://[::1"])
+def test_a_base_url_needs_a_real_host_name_even_when_any_host_is_allowed(url):
+    with pytest.raises(KommoConfigError, match=r"KOMMO_BASE_URL .*got '"):
+        base_url_for(subdomain=None, base_url=url, allow_any_host=True)
+    assert base_url_for(
+        subdomain=None, base_url="http://kommo_proxy.internal:8080", allow_any_host=True
+    ) == ("http://kommo_proxy.internal:8080")
+    assert base_url_for(subdomain=None, base_url="http://[::1]:8765") == "http://[::1]:8765"
 
 
 def test_a_base_url_with_credentials_or_a_query_is_named_without_them():
