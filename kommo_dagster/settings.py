@@ -360,6 +360,7 @@ class Settings:
                 self.label("schema"), "a plain SQL identifier (letters, digits, _)", self.schema
             )
         check_database_name(self.duckdb_path, schema=self.schema, label=self.label("duckdb_path"))
+        check_database_file(self.duckdb_path, label=self.label("duckdb_path"))
         check_no_database_token(self.duckdb_path, label=self.label("duckdb_path"))
         object.__setattr__(self, "streams", self._check_streams())
         object.__setattr__(self, "full_table_streams", self._check_full_table())
@@ -607,6 +608,35 @@ def check_database_name(
             f"({stem!r}), which collides with the schema {schema!r} and makes every query fail "
             f"with 'Ambiguous reference'. Use another file name, e.g. data/kommo_crm.duckdb."
         )
+
+
+# Where every DuckDB database file says what it is (after an 8-byte checksum).
+_DUCKDB_MAGIC = (8, b"DUCK")
+
+
+def check_database_file(path: str | Path, *, label: str) -> None:
+    """Refuse a local database path DuckDB cannot open or make (a folder, a path under a file,
+    another kind of file): every run would otherwise fail at its first write, long after the
+    definitions loaded."""
+    if not is_file_database(path):
+        return
+    path = Path(path)
+    problem = "it is a folder" if path.is_dir() else client.directory_problem(path.parent)
+    if problem is None and path.is_file() and not _is_duckdb_file(path):
+        problem = "the file is not a DuckDB database"
+    if problem:
+        raise SettingsError(f"{label} must be a DuckDB database file, got {str(path)!r}: {problem}")
+
+
+def _is_duckdb_file(path: Path) -> bool:
+    offset, magic = _DUCKDB_MAGIC
+    try:
+        with path.open("rb") as file:
+            head = file.read(offset + len(magic))
+    except OSError:
+        return True  # unreadable here (held by another program): the run will tell
+    # Shorter: being made by another process right now, or empty; DuckDB tells at the run.
+    return len(head) < offset + len(magic) or head[offset:] == magic
 
 
 def check_no_database_token(path: str | Path, *, label: str) -> None:

@@ -11,6 +11,7 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 import yaml
 
@@ -72,6 +73,36 @@ def test_a_database_named_like_the_schema_is_refused(tmp_path: Path, name: str):
     match = r"KOMMO_DUCKDB_PATH points at .* collides with the schema 'kommo'"
     with pytest.raises(SettingsError, match=match):
         Settings.from_env({"KOMMO_DUCKDB_PATH": str(tmp_path / name)})
+
+
+def _not_a_database(tmp_path: Path, case: str) -> Path:
+    """A KOMMO_DUCKDB_PATH DuckDB cannot open or make: every run failed at its first write."""
+    if case == "a folder":
+        return tmp_path
+    if case == "under a file":
+        (tmp_path / "notes.txt").write_text("x")
+        return tmp_path / "notes.txt" / "crm.duckdb"
+    (tmp_path / "leads.csv").write_text("id,name\n1,first lead\n")
+    return tmp_path / "leads.csv"
+
+
+@pytest.mark.parametrize("case", ["a folder", "under a file", "another file"])
+def test_a_database_path_duckdb_cannot_use_fails_the_load(
+    environ, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: str
+):
+    path = _not_a_database(tmp_path, case)
+    variables = {"KOMMO_API_TOKEN": TOKEN, "KOMMO_SUBDOMAIN": "acme"}
+    with pytest.raises(SettingsError) as failure:
+        _load_env(monkeypatch, variables | {"KOMMO_DUCKDB_PATH": str(path)})
+    message = str(failure.value)
+    assert message.startswith("KOMMO_DUCKDB_PATH must be a DuckDB database file")
+    assert repr(str(path)) in message
+    # A DuckDB file written before, and one still to be made, load.
+    database = tmp_path / "new" / "crm.duckdb"
+    _load_env(monkeypatch, variables | {"KOMMO_DUCKDB_PATH": str(database)})
+    database.parent.mkdir()
+    duckdb.connect(str(database)).close()
+    _load_env(monkeypatch, variables | {"KOMMO_DUCKDB_PATH": str(database)})
 
 
 @pytest.mark.parametrize("schema", ["temp", "system", "Memory"])
