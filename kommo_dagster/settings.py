@@ -95,11 +95,15 @@ def _names(value: object, label: str) -> tuple[str, ...]:
     return tuple(p.strip().lower() for p in parts if p.strip())
 
 
-def _whole(minimum: int) -> Callable[[object, str], int]:
+def _whole(minimum: int, maximum: int, why: str) -> Callable[[object, str], int]:
+    """A whole number in ``[minimum, maximum]``; ``why`` says what a larger one would break."""
+
     def parse(value: object, label: str) -> int:
         text = str(value).strip()
         if isinstance(value, bool) or not re.fullmatch(r"\d+", text) or int(text) < minimum:
             raise _fail(label, f"a whole number of at least {minimum}", value)
+        if int(text) > maximum:
+            raise _fail(label, f"a whole number of at most {maximum} ({why})", value)
         return int(text)
 
     return parse
@@ -189,6 +193,11 @@ def _client(check: Callable[[Any], Any]) -> Callable[[object, str], Any]:
     return lambda value, _label: check(value)
 
 
+# 100 years: the purge's cutoff (now - days) must stay a date, or every full-table write fails.
+_RETENTION = _whole(0, 36_500, "100 years")
+# A day: the hourly schedule already re-runs today's partition, and Dagster's UI shows the
+# interval as a 32-bit number (a larger one broke the sensor's page).
+_SENSOR_INTERVAL = _whole(1, 86_400, "a day")
 _rate = _client(client.validate_requests_per_second)
 _workers = _client(client.validate_max_workers)
 _cooldown = _client(client.validate_ban_cooldown)
@@ -282,15 +291,15 @@ SETTINGS = (
             "`kommo_<account>`)"),
     Setting("full_table_streams", "FULL_TABLE_STREAMS", "account", _names, "none",
             "incremental streams to sync as full tables instead of daily partitions"),
-    Setting("history_retention_days", "HISTORY_RETENTION_DAYS", "shared", _whole(0), "`30`",
-            "days of snapshots kept in `<stream>_history`"),
+    Setting("history_retention_days", "HISTORY_RETENTION_DAYS", "shared", _RETENTION, "`30`",
+            "days of snapshots kept in `<stream>_history` (at most 36500)"),
     Setting("timezone", "TIMEZONE", "shared", _timezone, "`UTC`",
             "time zone of the schedules' cron times (an IANA name, e.g. `America/Sao_Paulo`), so "
             "the morning runs follow the team's clock; partitions stay UTC days"),
     Setting("schedules_default_on", "SCHEDULES_DEFAULT_ON", "account", _bool, "`false`",
             "schedules and the change sensor start running instead of stopped", yaml="schedules"),
-    Setting("sensor_interval_seconds", "SENSOR_INTERVAL_SECONDS", "account", _whole(1), "`300`",
-            "least seconds between two polls of the change sensor"),
+    Setting("sensor_interval_seconds", "SENSOR_INTERVAL_SECONDS", "account", _SENSOR_INTERVAL,
+            "`300`", "least seconds between two polls of the change sensor (at most 86400)"),
 )
 # fmt: on
 SETTING = {s.field: s for s in SETTINGS}

@@ -90,19 +90,14 @@ def _not_a_database(tmp_path: Path, case: str) -> Path:
 def test_a_database_path_duckdb_cannot_use_fails_the_load(
     environ, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: str
 ):
-    path = _not_a_database(tmp_path, case)
-    variables = {"KOMMO_API_TOKEN": TOKEN, "KOMMO_SUBDOMAIN": "acme"}
-    with pytest.raises(SettingsError) as failure:
-        _load_env(monkeypatch, variables | {"KOMMO_DUCKDB_PATH": str(path)})
-    message = str(failure.value)
+    message = _refused(monkeypatch, "KOMMO_DUCKDB_PATH", str(_not_a_database(tmp_path, case)))
     assert message.startswith("KOMMO_DUCKDB_PATH must be a DuckDB database file")
-    assert repr(str(path)) in message
     # A DuckDB file written before, and one still to be made, load.
     database = tmp_path / "new" / "crm.duckdb"
-    _load_env(monkeypatch, variables | {"KOMMO_DUCKDB_PATH": str(database)})
+    _load_env(monkeypatch, {"KOMMO_DUCKDB_PATH": str(database)})
     database.parent.mkdir()
     duckdb.connect(str(database)).close()
-    _load_env(monkeypatch, variables | {"KOMMO_DUCKDB_PATH": str(database)})
+    _load_env(monkeypatch, {"KOMMO_DUCKDB_PATH": str(database)})
 
 
 @pytest.mark.parametrize("schema", ["temp", "system", "Memory"])
@@ -125,6 +120,13 @@ BAD_VALUES = {
         "sensor_interval_seconds",
         "0",
         "at least 1",
+    ),
+    # Dagster's UI shows the interval as a 32-bit GraphQL Int: a larger one broke the sensor's page.
+    "sensor interval above a day": (
+        "SENSOR_INTERVAL_SECONDS",
+        "sensor_interval_seconds",
+        "99999999999",
+        "at most 86400",
     ),
     "negative ban cool-down": ("BAN_COOLDOWN_SECONDS", "ban_cooldown_seconds", "-5", "0 or more"),
     "unknown stream": ("STREAMS", "streams", "leads,deals", "names unknown streams"),
@@ -150,6 +152,16 @@ def _load_env(monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]) -> dg.
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     return build_definitions()  # what loading kommo_dagster.definitions does
+
+
+def _refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> str:
+    """The message the load of an account with variable ``name`` at ``value`` fails with,
+    which names both."""
+    with pytest.raises(SettingsError) as failure:
+        _load_env(monkeypatch, {"KOMMO_API_TOKEN": TOKEN, "KOMMO_SUBDOMAIN": "acme", name: value})
+    message = str(failure.value)
+    assert message.startswith(f"{name} must be ") and repr(value) in message
+    return message
 
 
 def _load_yaml(tmp_path: Path, account: dict[str, object]) -> dg.Definitions:
@@ -237,6 +249,8 @@ def test_a_bad_value_given_in_python_fails_naming_the_field_and_the_value(case: 
     [
         ("lock_timeout", "soon", "a positive number of seconds"),
         ("history_retention_days", -1, "a whole number of at least 0"),
+        # The purge's cutoff (now - days) overflowed at the first full-table write.
+        ("history_retention_days", 800_000, r"a whole number of at most 36500 \(100 years\)"),
         ("timezone", "Mars/Base", "an IANA time zone name"),
         ("rate_limit_dir", str(Path(__file__)), "a directory"),
         ("staging_dir", str(Path(__file__)), "a directory"),
@@ -259,18 +273,24 @@ def test_a_bad_top_level_field_fails_the_load_naming_it(
         component.build_defs(dg.ComponentTree.for_test().load_context)
 
 
+@pytest.mark.parametrize("value", ["800000", "99999999999999999999"])
+def test_a_history_retention_past_what_a_date_holds_fails_the_load(
+    environ, monkeypatch: pytest.MonkeyPatch, value: str
+):
+    message = _refused(monkeypatch, "KOMMO_HISTORY_RETENTION_DAYS", value)
+    assert "a whole number of at most 36500" in message
+    defs = _load_env(monkeypatch, {"KOMMO_HISTORY_RETENTION_DAYS": "36500"})
+    assert defs.resources["io_manager"].history_retention_days == 36500
+
+
 @pytest.mark.parametrize("value", ["lots", "512", "1 GBs"])
 def test_a_memory_limit_duckdb_cannot_read_fails_the_load_not_the_runs(
     environ, monkeypatch: pytest.MonkeyPatch, value: str
 ):
-    variables = {"KOMMO_API_TOKEN": TOKEN, "KOMMO_SUBDOMAIN": "acme"}
-    with pytest.raises(SettingsError) as failure:
-        _load_env(monkeypatch, variables | {"KOMMO_DUCKDB_MEMORY_LIMIT": value})
-    message = str(failure.value)
+    message = _refused(monkeypatch, "KOMMO_DUCKDB_MEMORY_LIMIT", value)
     assert message.startswith("KOMMO_DUCKDB_MEMORY_LIMIT must be a DuckDB memory size")
-    assert repr(value) in message
     for good in ("512MB", "2GiB", "80%"):
-        defs = _load_env(monkeypatch, variables | {"KOMMO_DUCKDB_MEMORY_LIMIT": good})
+        defs = _load_env(monkeypatch, {"KOMMO_DUCKDB_MEMORY_LIMIT": good})
         assert defs.resources["duckdb"].connection_config == {"memory_limit": good}
 
 
