@@ -6,10 +6,11 @@ Load it with ``dagster dev -w workspace.yaml``, or run one asset with
 
 Every setting is read and validated here, when the code location loads (`kommo_dagster.settings`):
 a bad value fails the load with the variable's name and the value given. The token stays a
-`dagster.EnvVar`, read when a run starts; an account with a host or a name needs it set when the
-definitions load, and the single account with neither loads without any variable (its runs fail
-at their start, naming the variable). ``KOMMO_ACCOUNTS=acc1,acc2`` serves several accounts, each
-from its ``KOMMO_<ACCOUNT>_*`` variables (`kommo_dagster.orchestration.accounts`).
+`dagster.EnvVar`, read when a run starts; an account with a host needs it set when the
+definitions load, and an account without one (named or not) loads without any variable, to be
+browsed (its runs fail at their start, naming the variable). ``KOMMO_ACCOUNTS=acc1,acc2``
+serves several accounts, each from its ``KOMMO_<ACCOUNT>_*`` variables
+(`kommo_dagster.orchestration.accounts`).
 
 Keeping it fresh: the jobs (`kommo_dagster.orchestration.jobs`), schedules
 (`kommo_dagster.orchestration.schedules`), the change sensor (`kommo_dagster.orchestration.sensors`)
