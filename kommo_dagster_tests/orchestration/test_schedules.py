@@ -222,12 +222,19 @@ def test_the_schedules_of_several_accounts_start_at_distinct_minutes(tmp_path: P
             assert (f"Starts {offset} min after" in (s.description or "")) == (offset > 0)
 
 
-def test_offsets_are_spread_over_the_half_hour_and_deterministic():
+def test_offsets_are_spread_over_the_half_hour_and_deterministic(tmp_path: Path):
     assert stagger_offsets(1) == [0]
     assert stagger_offsets(6) == [0, 5, 10, 15, 20, 25]
     assert stagger_offsets(10) == [0, 3, 6, 9, 12, 15, 18, 21, 24, 27]
     assert len(set(stagger_offsets(30))) == 30
-    assert stagger_offsets(10) == stagger_offsets(10)
+    # An account's minutes follow its place in KOMMO_ACCOUNTS, not its name's order.
+    names = ["ru", "br", "mx"]
+    schedules = named_accounts_definitions(tmp_path, names).get_repository_def().schedule_defs
+    offsets = {
+        name: {s.metadata[OFFSET_METADATA].value for s in schedules if f"_{name}_" in s.name}
+        for name in names
+    }
+    assert offsets == {"ru": {0}, "br": {5}, "mx": {10}}
 
 
 def test_one_account_keeps_its_times_with_offset_zero(tmp_path: Path):
