@@ -16,7 +16,7 @@ from kommo_dagster.settings import SettingsError
 from kommo_dagster.warehouse.errors import WarehouseError
 from kommo_dagster.warehouse.staging import StagedRows
 from kommo_dagster.warehouse.windows import EpochWindow
-from kommo_dagster_tests.failing_write import FailingStagedRows
+from kommo_dagster_tests.failing_write import MISSING, FailingStagedRows
 from kommo_dagster_tests.rows import synthetic_columns
 
 PARTITIONS = build_daily_partitions(date(2026, 10, 1))
@@ -166,6 +166,9 @@ def test_a_run_whose_write_fails_leaves_the_partition_as_it_was(tmp_path: Path):
         [failing], resources=io, partition_key="2026-10-05", raise_on_error=False
     )
     assert not result.success
+    # Failed where the write meant to fail (after its DELETE), not for some earlier reason.
+    [failure] = result.get_step_failure_events()
+    assert MISSING in str(failure.step_failure_data.error), failure.step_failure_data.error
     assert _table(db, "SELECT * FROM kommo.leads ORDER BY id") == before
 
 
