@@ -202,6 +202,10 @@ def test_a_failed_write_leaves_the_previous_rows(warehouse):
     sentinel = warehouse.query(f"FROM kommo.{values}")
     result = warehouse.run([values], partition_range=MONTH, raise_on_error=False)
     assert not result.success
+    # It failed at the last step, the view over a table of its name, after the rows went in.
+    [failure] = result.get_step_failure_events()
+    raised = failure.step_failure_data.error.cause
+    assert raised is not None and '"leads_wide" is of type Table' in raised.message, raised
     assert warehouse.query(f"FROM kommo.{values}") == sentinel
     with duckdb.connect(str(warehouse.db)) as con:
         con.execute("DROP TABLE kommo.leads_wide")
