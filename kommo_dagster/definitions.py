@@ -28,6 +28,7 @@ from kommo_dagster.orchestration.accounts import Account, accounts_of
 from kommo_dagster.orchestration.resources import KommoResource
 from kommo_dagster.orchestration.translator import KommoTranslator
 from kommo_dagster.settings import Location, Settings
+from kommo_dagster.unread_variables import warn_unread_variables
 
 
 def build_definitions(
@@ -43,6 +44,7 @@ def build_definitions(
     if settings is None and kommo is None:
         location = Location.from_env()
         location.check_credentials()
+        warn_unread_variables(location)
         return build_kommo_definitions(accounts_of(location), translator=translator)
     settings = settings or Settings.from_env()
     # The resource reaches the account the settings describe, as each of KOMMO_ACCOUNTS does.
