@@ -249,7 +249,8 @@ SETTINGS = (
             "`true` accepts any host in `KOMMO_BASE_URL` (a proxy in front of Kommo)"),
     Setting("requests_per_second", "REQUESTS_PER_SECOND", "account", _rate, "`7`",
             "request budget of the account, shared by every thread, process and run on the machine;"
-            " above 7 (Kommo's limit) only with `KOMMO_ALLOW_REQUESTS_PER_SECOND_ABOVE_LIMIT`"),
+            " at least 0.01, above 7 (Kommo's limit) only with "
+            "`KOMMO_ALLOW_REQUESTS_PER_SECOND_ABOVE_LIMIT`"),
     Setting("allow_requests_per_second_above_limit", "ALLOW_REQUESTS_PER_SECOND_ABOVE_LIMIT",
             "account", _bool, "`false`",
             "`true` accepts a `KOMMO_REQUESTS_PER_SECOND` above 7: a sandbox, or an account whose "

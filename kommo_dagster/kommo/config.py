@@ -35,6 +35,8 @@ ENV_ALLOW_ANY_HOST = "KOMMO_ALLOW_ANY_HOST"
 ENV_ALLOW_ABOVE_LIMIT = "KOMMO_ALLOW_REQUESTS_PER_SECOND_ABOVE_LIMIT"
 
 DEFAULT_REQUESTS_PER_SECOND = 7.0
+# A budget below this (say 7e-5 for 0.7) leaves a run waiting hours between its requests.
+MIN_REQUESTS_PER_SECOND = 0.01
 # Kommo's limit per integration; a client sending more gets 429s, then its IP blocked.
 KOMMO_REQUESTS_PER_SECOND_LIMIT = 7.0
 DEFAULT_MAX_WORKERS = 4
@@ -247,6 +249,12 @@ def validate_requests_per_second(
     if not math.isfinite(rps) or rps <= 0:
         raise KommoConfigError(
             f"{ENV_REQUESTS_PER_SECOND} must be a positive number (Kommo allows 7), got {value!r}"
+        )
+    if rps < MIN_REQUESTS_PER_SECOND:
+        raise KommoConfigError(
+            f"{ENV_REQUESTS_PER_SECOND} must be at least {MIN_REQUESTS_PER_SECOND:g} (a request "
+            f"every {1 / MIN_REQUESTS_PER_SECOND:g} s; slower, a run would wait for hours "
+            f"between pages), got {value!r}"
         )
     if rps > KOMMO_REQUESTS_PER_SECOND_LIMIT and not allow_above_limit:
         raise KommoConfigError(

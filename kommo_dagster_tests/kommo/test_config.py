@@ -118,6 +118,18 @@ def test_requests_per_second_must_be_positive(value):
         KommoSettings.build(token=TOKEN, subdomain="acme", requests_per_second=value)
 
 
+@pytest.mark.parametrize("value", ["0.009", "1e-300", "7e-5", 0.001])
+def test_a_budget_too_small_to_finish_a_run_is_refused(value):
+    with pytest.raises(KommoConfigError, match=r"must be at least 0\.01") as err:
+        KommoSettings.build(token=TOKEN, subdomain="acme", requests_per_second=value)
+    assert repr(value) in str(err.value)
+
+
+def test_the_least_budget_is_accepted():
+    s = KommoSettings.build(token=TOKEN, subdomain="acme", requests_per_second="0.01")
+    assert s.requests_per_second == 0.01
+
+
 @pytest.mark.parametrize("value", ["many", "0", 65, 2.5, True])
 def test_max_workers_must_be_a_small_positive_integer(value):
     with pytest.raises(KommoConfigError, match="KOMMO_MAX_WORKERS"):
