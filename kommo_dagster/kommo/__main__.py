@@ -1,4 +1,5 @@
-"""``python -m kommo_dagster.kommo ban status|clear``: show or clear the remembered IP block.
+"""``python -m kommo_dagster.kommo ban status|clear [--account NAME]``: show or clear the
+remembered IP block.
 
 Kept out of `kommo_dagster.kommo.ban` so that running it does not import the module twice.
 """
@@ -7,20 +8,46 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 
 from kommo_dagster.kommo.ban import IPBan
 from kommo_dagster.kommo.config import (
-    ENV_BAN_COOLDOWN_SECONDS,
     ENV_BASE_URL,
-    ENV_RATE_LIMIT_DIR,
+    ENV_PREFIX,
     ENV_SUBDOMAIN,
+    account_variable,
     base_url_for,
     environment,
+    name_variables,
     rate_limit_dir_for,
     validate_ban_cooldown,
 )
 from kommo_dagster.kommo.errors import KommoConfigError
 from kommo_dagster.kommo.ratelimit import account_key
+
+
+def _ban(env: Mapping[str, str], *, account: str | None, base_url: str | None) -> IPBan:
+    """The block of the account the variables name: the unprefixed ones, or with ``account``
+    its own ``KOMMO_<ACCOUNT>_*`` (the folder and cool-down falling back to the shared ones,
+    as the code location reads them)."""
+
+    def value(suffix: str, *, fallback: bool = True) -> str | None:
+        return env.get(account_variable(env, suffix, account=account, fallback=fallback))
+
+    try:
+        url = base_url_for(
+            subdomain=value("SUBDOMAIN", fallback=False),
+            base_url=base_url or value("BASE_URL", fallback=False),
+            allow_any_host=True,  # only a file name is derived from it
+        )
+    except KommoConfigError as exc:
+        prefix = f"{ENV_PREFIX}{account.upper()}_" if account else ENV_PREFIX
+        raise KommoConfigError(name_variables(str(exc), prefix)) from None
+    return IPBan(
+        key=account_key(url),
+        directory=rate_limit_dir_for(value("RATE_LIMIT_DIR")),
+        cooldown=validate_ban_cooldown(value("BAN_COOLDOWN_SECONDS")),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,21 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=("ban",))
     parser.add_argument("action", choices=("status", "clear"))
     parser.add_argument(
+        "--account",
+        help="an account of KOMMO_ACCOUNTS: read its KOMMO_<ACCOUNT>_* variables",
+    )
+    parser.add_argument(
         "--base-url", help=f"the account's URL (default: from {ENV_BASE_URL}/{ENV_SUBDOMAIN})"
     )
     args = parser.parse_args(argv)
-    env = environment()
     try:
-        base_url = base_url_for(
-            subdomain=env.get(ENV_SUBDOMAIN),
-            base_url=args.base_url or env.get(ENV_BASE_URL),
-            allow_any_host=True,  # only a file name is derived from it
-        )
-        ban = IPBan(
-            key=account_key(base_url),
-            directory=rate_limit_dir_for(env.get(ENV_RATE_LIMIT_DIR)),
-            cooldown=validate_ban_cooldown(env.get(ENV_BAN_COOLDOWN_SECONDS)),
-        )
+        ban = _ban(environment(), account=args.account, base_url=args.base_url)
     except KommoConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

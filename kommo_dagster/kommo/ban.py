@@ -100,7 +100,8 @@ class IPBan:
             f"{_utc(at + self.cooldown)} ({ENV_BAN_COOLDOWN_SECONDS}={self.cooldown:g}). The block "
             "does not lift by itself: ask Kommo support to lift it, check "
             "KOMMO_REQUESTS_PER_SECOND and any other client of this account, then clear it with "
-            f"`python -m kommo_dagster.kommo ban clear` or by deleting {self.path}"
+            f"`python -m kommo_dagster.kommo ban clear` (with `--account <name>` for an account of "
+            f"KOMMO_ACCOUNTS) or by deleting {self.path}"
         )
 
 

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from kommo_dagster.kommo import KommoClient, KommoIPBlockedError
+from kommo_dagster.kommo.__main__ import main as kommo_cli
 from kommo_dagster.kommo.ban import IPBan
 from kommo_dagster.kommo.ratelimit import account_key
 from kommo_dagster_tests.kommo.conftest import FAST_RETRY, fetch
@@ -67,6 +68,29 @@ def test_the_block_lasts_the_cool_down_unless_it_is_cleared(sandbox_factory, cli
     )
     assert "cleared" in done.stdout
     assert fetch(client_for(sb), "pipelines")
+
+
+def test_an_account_of_kommo_accounts_is_cleared_by_its_name(
+    sandbox_factory, client_for, tmp_path, monkeypatch, capsys
+):
+    """``--account br`` reads KOMMO_BR_BASE_URL, and the shared folder as the runs do."""
+    sb = sandbox_factory(leads=300, requests_per_second=None)
+    rate_dir = tmp_path / "rate"
+    sb.ban()
+    with pytest.raises(KommoIPBlockedError, match="--account <name>"):
+        fetch(client_for(sb, rate_limit_dir=rate_dir), "pipelines")
+    sb.reset()
+    for name in ("KOMMO_SUBDOMAIN", "KOMMO_BASE_URL", "KOMMO_BR_RATE_LIMIT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KOMMO_RATE_LIMIT_DIR", str(rate_dir))
+    monkeypatch.setenv("KOMMO_BR_BASE_URL", sb.base_url)
+    assert kommo_cli(["ban", "status", "--account", "mx"]) == 2
+    assert "KOMMO_MX_SUBDOMAIN is not set" in capsys.readouterr().err
+    assert kommo_cli(["ban", "status", "--account", "br"]) == 0
+    assert capsys.readouterr().out.startswith("blocked since ")
+    assert kommo_cli(["ban", "clear", "--account", "br"]) == 0
+    assert f"cleared the block of {account_key(sb.base_url)}" in capsys.readouterr().out
+    assert fetch(client_for(sb, rate_limit_dir=rate_dir), "pipelines")
 
 
 _WORKER = textwrap.dedent(
