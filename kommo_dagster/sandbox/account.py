@@ -500,7 +500,7 @@ class Account:
             if stream == "users":
                 return [dict(u) for u in self.catalog.users]
             if stream == "incoming_leads":
-                return [dict(e) for e in self.inbox.entries] if self.inbox.enabled else []
+                return [dict(e) for e in self.inbox.current()]
             raise KeyError(f"unknown stream {stream!r}")
 
     def live_rows(self, stream: str) -> np.ndarray:

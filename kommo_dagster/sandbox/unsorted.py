@@ -1,10 +1,13 @@
 """The unsorted inbox (incoming leads): ``GET /api/v4/leads/unsorted`` of the sandbox account.
 
 Entries of all four categories (sip, mail, forms, chats), each with its category's metadata as
-the API notes give it, the lead (in a pipeline's incoming stage) and contact it created, paged by
+the API notes give it, the lead it created (a live lead in its pipeline's incoming stage, status
+type 1) with that lead's pipeline, and the lead's main contact and company, paged by
 ``page``/``limit`` (at most 250) and filtered by ``filter[category][]`` and
-``filter[pipeline_id]``. An empty inbox, and an account whose unsorted feature is off
-(``enabled = False``), answer 204 like any empty Kommo list. Entries have no ``updated_at``.
+``filter[pipeline_id]``. The list is the current inbox: an entry whose lead has left the
+incoming stage (accepted) or was deleted (declined) is no longer served. An empty inbox, and an
+account whose unsorted feature is off (``enabled = False``), answer 204 like any empty Kommo
+list. Entries have no ``updated_at``.
 
 `expected_incoming_rows` is the ground truth of the ``incoming_leads`` table, read from the
 entries as served (typed columns picked from each category's metadata by hand, not by the
@@ -18,8 +21,10 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from kommo_dagster.sandbox.responses import Response, hal, no_content, validation_error
-from kommo_dagster.sandbox.store import AccountParts
+from kommo_dagster.sandbox.store import LIVE, AccountParts
 
 CATEGORIES = ("sip", "mail", "forms", "chats")
 MAX_LIMIT = 250
@@ -28,7 +33,7 @@ _CHAT_SERVICES = ("whatsapp", "telegram", "instagram", "facebook")
 
 
 class Inbox:
-    """The account's current unsorted entries, oldest first."""
+    """The account's unsorted entries, oldest first; `current` are those still waiting."""
 
     def __init__(self, account: AccountParts, *, size: int | None = None) -> None:
         self.account = account
@@ -39,35 +44,62 @@ class Inbox:
         n = size if size is not None else max(8, min(200, len(leads) // 20))
         if not len(leads):
             n = 0
+        self.incoming = {
+            (p["id"], s["id"])
+            for p in cat.pipelines
+            for s in p["_embedded"]["statuses"]
+            if s["type"] == 1
+        }
+        incoming_ids = np.asarray(sorted({s for _, s in self.incoming}), dtype=np.int64)
+        maybe = np.flatnonzero(
+            (leads.state == LIVE) & np.isin(leads.cols["status_id"], incoming_ids)
+        )
+        waiting = [row for row in maybe.tolist() if self._incoming(row)]
         self.entries: list[dict[str, Any]] = []
-        for k in range(n):
+        for k, row in enumerate(waiting[:n]):
             category = CATEGORIES[k % len(CATEGORIES)]
-            created = cat.start_ts + (k * 7_777) % max(1, cat.end_ts - cat.start_ts)
-            lead_id = leads.ids[k % len(leads)] if len(leads) else None
-            contact_id = cat.contact_ids[k % len(cat.contact_ids)] if cat.contact_ids else None
-            company = (
-                cat.company_ids[k % len(cat.company_ids)]
-                if k % 5 == 0 and cat.company_ids
-                else None
-            )
+            lead_id = leads.ids[row]
+            created = int(leads.cols["created_at"][row])
+            main = [c for c, is_main in account.links.contacts.get(lead_id, ()) if is_main]
+            companies = account.links.companies_of("leads", lead_id)
             self.entries.append(
                 {
                     "uid": f"{k:08x}-{rng.getrandbits(32):08x}-unsorted",
                     "source_uid": f"src-{category}-{k % 3}",
                     "source_name": f"{category.capitalize()} source {k % 3}",
                     "category": category,
-                    "pipeline_id": cat.pipelines[k % len(cat.pipelines)]["id"],
+                    "pipeline_id": int(leads.cols["pipeline_id"][row]),
                     "created_at": created,
                     "metadata": _metadata(category, k, created, rng),
                     "account_id": cat.account_id,
                     "_links": cat.href(f"/api/v4/leads/unsorted/{k}"),
                     "_embedded": {
-                        "leads": [{"id": lead_id}] if lead_id is not None else [],
-                        "contacts": [{"id": contact_id}] if contact_id is not None else [],
-                        "companies": [{"id": company}] if company is not None else [],
+                        "leads": [{"id": lead_id}],
+                        "contacts": [{"id": c} for c in main[:1]],
+                        "companies": [{"id": c} for c in companies[:1]],
                     },
                 }
             )
+
+    def _incoming(self, row: int) -> bool:
+        leads = self.account.tables["leads"]
+        stage = (int(leads.cols["pipeline_id"][row]), int(leads.cols["status_id"][row]))
+        return leads.state[row] == LIVE and stage in self.incoming
+
+    def current(self) -> list[dict[str, Any]]:
+        """The entries still waiting: their lead is live and still in an incoming stage.
+
+        Empty when the feature is off. The caller holds the account's lock.
+        """
+        if not self.enabled:
+            return []
+        row_of = self.account.tables["leads"].row_of
+        return [
+            e
+            for e in self.entries
+            if (row := row_of.get(e["_embedded"]["leads"][0]["id"])) is not None
+            and self._incoming(row)
+        ]
 
     def response(self, query: Any, href: Callable[[int], str]) -> Response:
         """One page of the inbox for a parsed `api.Query`; ``href(page)`` links a page."""
@@ -86,7 +118,7 @@ class Inbox:
         with self.account.lock:
             rows = [
                 e
-                for e in self.entries
+                for e in self.current()
                 if (not wanted or e["category"] in wanted)
                 and (not pipelines or str(e["pipeline_id"]) in pipelines)
             ]
@@ -149,10 +181,10 @@ def _first_id(entry: dict[str, Any], key: str) -> int | None:
 def expected_incoming_rows(account: AccountParts) -> list[dict[str, Any]]:
     """The ``incoming_leads`` rows of the current inbox (none when the feature is off)."""
     inbox: Inbox = account.inbox
-    if not inbox.enabled:
-        return []
     rows = []
-    for e in inbox.entries:
+    with account.lock:
+        entries = inbox.current()
+    for e in entries:
         meta = e["metadata"]
         rows.append(
             {

@@ -14,6 +14,8 @@ from kommo_dagster.sandbox.links import (
     expected_link_rows,
     splice,
 )
+from kommo_dagster.sandbox.store import DELETED
+from kommo_dagster.sandbox.unsorted import expected_incoming_rows
 from kommo_dagster_tests.sandbox.conftest import Api
 
 
@@ -118,3 +120,42 @@ def test_unsorted_inbox_serves_all_categories_and_204_when_off(api: Api, open_sa
         assert api.get("/api/v4/account").json()["is_unsorted_on"] is False
     finally:
         inbox.enabled = True
+
+
+def test_unsorted_entries_are_leads_waiting_in_an_incoming_stage(api: Api):
+    """Each entry's lead is live, in its pipeline's status of type 1 (the entry's pipeline), and
+    the entry's contact is one of the lead's: Kommo's inbox is the incoming stage's leads."""
+    pipelines = api.get("/api/v4/leads/pipelines").json()["_embedded"]["pipelines"]
+    incoming = {
+        (p["id"], s["id"]) for p in pipelines for s in p["_embedded"]["statuses"] if s["type"] == 1
+    }
+    entries = api.items("/api/v4/leads/unsorted", "unsorted", {"limit": 250})
+    assert entries
+    for e in entries:
+        (lead_ref,) = e["_embedded"]["leads"]
+        lead = api.get(f"/api/v4/leads/{lead_ref['id']}", {"with": "contacts"}).json()
+        assert (lead["pipeline_id"], lead["status_id"]) in incoming
+        assert e["pipeline_id"] == lead["pipeline_id"]
+        contacts = {c["id"] for c in lead["_embedded"]["contacts"]}
+        assert {c["id"] for c in e["_embedded"]["contacts"]} <= contacts
+
+
+def test_an_accepted_or_declined_lead_leaves_the_unsorted_list():
+    """Accepting moves the lead out of the incoming stage, declining deletes it: the list is the
+    current inbox, so neither entry is served any more, nor kept in the ground truth."""
+    with KommoSandbox(SandboxConfig(seed=3, leads=300, requests_per_second=None)) as sb:
+        inbox, leads = sb.account.inbox, sb.account.tables["leads"]
+        accepted, declined, *rest = inbox.current()
+        row = leads.row_of[accepted["_embedded"]["leads"][0]["id"]]
+        record = leads.record(row)
+        leads.replace(row, record | {"status_id": 142})
+        leads.set_state(leads.row_of[declined["_embedded"]["leads"][0]["id"]], DELETED)
+        api = Api(sb)
+        try:
+            served = api.items("/api/v4/leads/unsorted", "unsorted", {"limit": 250})
+        finally:
+            api.close()
+        assert [e["uid"] for e in served] == [e["uid"] for e in rest]
+        assert [r["uid"] for r in expected_incoming_rows(sb.account)] == sorted(
+            e["uid"] for e in rest
+        )
