@@ -3,7 +3,9 @@
 Kommo serves a lead's companies in ``_embedded.companies`` without asking (the sandbox keeps them
 in the record's bytes, as generated), and its contacts, catalog elements and source only behind
 ``with=contacts``, ``with=catalog_elements`` and ``with=source``. Those three are held here, per
-lead id, and spliced into ``_embedded`` when a request asks for them. The same book answers
+lead id, and spliced into ``_embedded`` when a request asks for them; so are the other sides
+of these links, which Kommo also serves only when asked: a contact's leads (``with=leads``) and
+a company's leads and contacts (``with=leads,contacts``), live records only. The same book answers
 ``GET /api/v4/{leads|contacts|companies}/links`` (batched by ``filter[entity_id][]``, at most
 `MAX_LINK_ENTITY_IDS` ids: more is a 400 like Kommo's other list limits) and
 ``/api/v4/{entity}/{id}/links``.
@@ -37,6 +39,8 @@ MAX_LINK_ENTITY_IDS = 50
 SOURCES = {11_001: "Website form", 11_002: "WhatsApp Business", 11_003: "Facebook Lead Ads"}
 PRICE_FIELD_ID = 960_003
 LEAD_EMBEDS = ("contacts", "catalog_elements", "source")
+# The other sides of the links, by the stream whose records carry them when asked.
+REVERSE_EMBEDS = {"contacts": ("leads",), "companies": ("leads", "contacts")}
 _SINGULAR = {"leads": "lead", "contacts": "contact", "companies": "company"}
 # The key of each table `expected_link_rows` answers for, as the issue states them.
 LINK_KEYS: dict[str, tuple[str, ...]] = {
@@ -133,14 +137,43 @@ class LinkBook:
         self, stream: str, rows: np.ndarray, bodies: list[bytes], with_: set[str]
     ) -> list[bytes]:
         """``bodies`` of ``rows`` with the asked-for embeds spliced into their ``_embedded``."""
-        asked = [w for w in LEAD_EMBEDS if w in with_]
-        if stream != "leads" or not asked:
+        if stream == "leads":
+            asked = [w for w in LEAD_EMBEDS if w in with_]
+        else:
+            asked = [w for w in REVERSE_EMBEDS.get(stream, ()) if w in with_]
+        if not asked:
             return bodies
-        ids = self.account.tables["leads"].ids
-        return [
-            splice(body, self.lead_embeds(ids[r], asked))
-            for r, body in zip(rows.tolist(), bodies, strict=True)
-        ]
+        ids = self.account.tables[stream].ids
+        linked = {w: self._linked_to(stream, w) for w in asked} if stream != "leads" else {}
+        out = []
+        for r, body in zip(rows.tolist(), bodies, strict=True):
+            record_id = ids[r]
+            if stream == "leads":
+                embeds = self.lead_embeds(record_id, asked)
+            else:
+                embeds = {w: [self._ref(w, i) for i in linked[w].get(record_id, ())] for w in asked}
+            out.append(splice(body, embeds))
+        return out
+
+    def _ref(self, stream: str, record_id: int) -> dict[str, Any]:
+        return {
+            "id": record_id,
+            "_links": self.account.catalog.href(f"/api/v4/{stream}/{record_id}"),
+        }
+
+    def _linked_to(self, stream: str, other: str) -> dict[int, list[int]]:
+        """Ids of the live ``other`` records linked to each record of ``stream``, ascending."""
+        out: dict[int, list[int]] = {}
+        table = self.account.tables[other]
+        for row in table.rows_in_state(LIVE).tolist():
+            other_id = table.ids[row]
+            if stream == "contacts":
+                targets = [c for c, _ in self.contacts.get(other_id, ())]
+            else:
+                targets = self.companies_of(other, other_id)
+            for target in targets:
+                out.setdefault(target, []).append(other_id)
+        return out
 
     def links_of(self, entity: str, entity_id: int) -> list[dict[str, Any]]:
         """The /links items of one record, current state."""

@@ -40,6 +40,28 @@ def test_contacts_carry_companies_without_with(api: Api):
     assert any(c["_embedded"]["companies"] for c in contacts)
 
 
+@pytest.mark.parametrize(
+    ("stream", "with_"), [("contacts", ("leads",)), ("companies", ("leads", "contacts"))]
+)
+def test_contacts_and_companies_embed_their_links_only_when_asked(
+    api: Api, stream: str, with_: tuple[str, ...]
+):
+    """A contact's leads and a company's leads and contacts come behind with=, as their /links
+    items name them."""
+    plain = api.items(f"/api/v4/{stream}", stream, {"limit": 250})
+    assert not any(set(r["_embedded"]) & set(with_) for r in plain)
+    asked = api.items(f"/api/v4/{stream}", stream, {"limit": 250, "with": ",".join(with_)})
+    assert [r["id"] for r in asked] == [r["id"] for r in plain]
+    for w in with_:
+        assert any(r["_embedded"][w] for r in asked)
+    for record in asked[:40]:
+        r = api.get(f"/api/v4/{stream}/{record['id']}/links")
+        links = [] if r.status_code == 204 else r.json()["_embedded"]["links"]
+        for w in with_:
+            embedded = sorted(item["id"] for item in record["_embedded"][w])
+            assert embedded == sorted(i["to_entity_id"] for i in links if i["to_entity_type"] == w)
+
+
 def test_batch_links_match_the_embeds(api: Api, open_sandbox: KommoSandbox):
     leads = api.items("/api/v4/leads", "leads", {"limit": 40, "with": "contacts,catalog_elements"})
     ids = [lead["id"] for lead in leads[:40]]
