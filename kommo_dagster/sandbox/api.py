@@ -243,6 +243,11 @@ class KommoApi:
                 ]
             if name in ("entity_id", "responsible_user_id"):
                 return [(name, tuple(sorted(_int(v, f"filter.{name}") for v in flat)))]
+        if stream in NOTE_TABLES.values() and flat:
+            if name == "note_type":
+                return [("note_type", tuple(sorted(table.code_of("note_type", v) for v in flat)))]
+            if name == "entity_id":
+                return [("entity_id", tuple(sorted(_int(v, "filter.entity_id") for v in flat)))]
         # Kommo ignores filters it does not know.
         return []
 

@@ -36,6 +36,7 @@ def notes_table(name: str) -> Table:
     return Table(
         name,
         int_cols=("id", "updated_at", "created_at", "entity_id"),
+        code_cols=("note_type",),
         with_fields=NOTE_WITH_FIELDS,
     )
 

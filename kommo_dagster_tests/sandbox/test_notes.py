@@ -66,3 +66,27 @@ def test_call_params_hold_what_telephony_integrations_send(api):
     assert any(p.get("call_responsible") == 0 for p in calls)  # a robot's call
     assert any(p.get("call_responsible") for p in calls)
     assert any("call_responsible" not in p for p in calls)
+
+
+def test_notes_filter_by_note_type_and_entity_id(api):
+    """filter[note_type] (one or a list) and filter[entity_id][] narrow the list, as documented."""
+    notes = api.sb.records("lead_notes")
+    calls = api.items(
+        "/api/v4/leads/notes",
+        "notes",
+        [("filter[note_type][]", "call_in"), ("filter[note_type][]", "call_out"), ("limit", 250)],
+    )
+    assert sorted(n["id"] for n in calls) == sorted(
+        n["id"] for n in notes if n["note_type"] in ("call_in", "call_out")
+    )
+    common = api.items("/api/v4/leads/notes", "notes", {"filter[note_type]": "common"})
+    assert common and {n["note_type"] for n in common} == {"common"}
+    owners = sorted({n["entity_id"] for n in notes})[:3]
+    mine = api.items(
+        "/api/v4/leads/notes",
+        "notes",
+        [*(("filter[entity_id][]", o) for o in owners), ("limit", 250)],
+    )
+    assert sorted(n["id"] for n in mine) == sorted(
+        n["id"] for n in notes if n["entity_id"] in owners
+    )
