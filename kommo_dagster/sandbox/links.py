@@ -1,11 +1,13 @@
 """Links between sandbox records: contacts and products of leads, their sources, and relinks.
 
 Kommo serves a lead's companies in ``_embedded.companies`` without asking (the sandbox keeps them
-in the record's bytes, as generated), and its contacts, catalog elements and source only behind
-``with=contacts``, ``with=catalog_elements`` and ``with=source``. Those three are held here, per
-lead id, and spliced into ``_embedded`` when a request asks for them; so are the other sides
-of these links, which Kommo also serves only when asked: a contact's leads (``with=leads``) and
-a company's leads and contacts (``with=leads,contacts``), live records only. The same book answers
+in the record's bytes, as generated), and its contacts, catalog elements, source and loss reason
+only behind ``with=contacts``, ``with=catalog_elements``, ``with=source`` and
+``with=loss_reason``. The first three are held here, per lead id (the loss reason is the lead's
+``loss_reason_id`` looked up), and spliced into ``_embedded`` when a request asks for them; so
+are the other sides of these links, which Kommo also serves only when asked: a contact's leads
+(``with=leads``) and a company's leads and contacts (``with=leads,contacts``), live records
+only. The same book answers
 ``GET /api/v4/{leads|contacts|companies}/links`` (batched by ``filter[entity_id][]``, at most
 `MAX_LINK_ENTITY_IDS` ids: more is a 400 like Kommo's other list limits) and
 ``/api/v4/{entity}/{id}/links``.
@@ -38,7 +40,7 @@ from kommo_dagster.sandbox.store import LIVE, AccountParts
 MAX_LINK_ENTITY_IDS = 50
 SOURCES = {11_001: "Website form", 11_002: "WhatsApp Business", 11_003: "Facebook Lead Ads"}
 PRICE_FIELD_ID = 960_003
-LEAD_EMBEDS = ("contacts", "catalog_elements", "source")
+LEAD_EMBEDS = ("contacts", "catalog_elements", "source", "loss_reason")
 # The other sides of the links, by the stream whose records carry them when asked.
 REVERSE_EMBEDS = {"contacts": ("leads",), "companies": ("leads", "contacts")}
 _SINGULAR = {"leads": "lead", "contacts": "contact", "companies": "company"}
@@ -131,7 +133,18 @@ class LinkBook:
                 sid = self.sources.get(lead_id)
                 if sid is not None:
                     out["source"] = {"id": sid, "name": SOURCES[sid]}
+            elif w == "loss_reason":
+                # Documented as an object, served as a one-item array of the loss reason.
+                reason = self._loss_reason(lead_id)
+                if reason is not None:
+                    out["loss_reason"] = [reason]
         return out
+
+    def _loss_reason(self, lead_id: int) -> dict[str, Any] | None:
+        leads = self.account.tables["leads"]
+        reason_id = orjson.loads(leads.bodies[leads.row_of[lead_id]])["loss_reason_id"]
+        reasons = self.account.catalog.collections["/api/v4/leads/loss_reasons"].items
+        return next((r for r in reasons if r["id"] == reason_id), None)
 
     def embed(
         self, stream: str, rows: np.ndarray, bodies: list[bytes], with_: set[str]

@@ -181,3 +181,19 @@ def test_an_accepted_or_declined_lead_leaves_the_unsorted_list():
         assert [r["uid"] for r in expected_incoming_rows(sb.account)] == sorted(
             e["uid"] for e in rest
         )
+
+
+def test_leads_embed_their_loss_reason_only_when_asked(api: Api):
+    """with=loss_reason adds the lead's loss reason as a one-item array of the dictionary's
+    item; a lead without one gets none."""
+    reasons = {
+        r["id"]: r for r in api.items("/api/v4/leads/loss_reasons", "loss_reasons", {"limit": 250})
+    }
+    plain = api.items("/api/v4/leads", "leads", {"limit": 250})
+    assert all("loss_reason" not in lead["_embedded"] for lead in plain)
+    asked = api.items("/api/v4/leads", "leads", {"limit": 250, "with": "loss_reason"})
+    lost = [lead for lead in asked if lead["loss_reason_id"] is not None]
+    assert lost and all(
+        lead["_embedded"]["loss_reason"] == [reasons[lead["loss_reason_id"]]] for lead in lost
+    )
+    assert all("loss_reason" not in lead["_embedded"] for lead in asked if lead not in lost)
