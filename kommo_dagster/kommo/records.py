@@ -10,6 +10,7 @@ exactly which record broke the contract).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -25,6 +26,11 @@ _INT_OK = frozenset({int, _NONE})
 _BOOL_OK = frozenset({bool, _NONE})
 _STR_OK = frozenset({str, _NONE})
 _DICT = frozenset({dict})
+# Beyond 2**53 a float no longer holds every integer: an id sent as one may have lost digits.
+_EXACT_FLOAT = 2**53
+# A numeric string as Kommo writes one (padding aside); Python's int() would also read "1_000"
+# or other scripts' digits, which no API sends as numbers.
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -82,15 +88,17 @@ def _as_int(stream: str, col: Column, values: Sequence, records: Sequence[Any]) 
         elif isinstance(v, int):
             out.append(int(v))
         elif isinstance(v, float):
-            if v.is_integer():
-                out.append(int(v))
+            if not v.is_integer():
+                _fail(stream, col, records, i, v, "not an integral number")
+            elif abs(v) >= _EXACT_FLOAT:
+                _fail(stream, col, records, i, v, "a float this large may have lost digits")
             else:
-                _fail(stream, col, records, i, v, "not an integral number")
+                out.append(int(v))
         elif isinstance(v, str):
-            try:
-                out.append(int(v.strip()))
-            except ValueError:
+            text = v.strip()
+            if _INTEGER_TEXT.fullmatch(text) is None:
                 _fail(stream, col, records, i, v, "not an integral number")
+            out.append(int(text))
         else:
             _fail(stream, col, records, i, v, "expected an integer or null")
     return out
@@ -130,9 +138,10 @@ def typed_values(stream: str, col: Column, values: list, records: Sequence[Any])
 def to_columns(stream: str, records: Iterable[Mapping[str, Any]]) -> dict[str, list]:
     """The contract columns of ``records``, in contract order, as plain Python lists.
 
-    Integers are ``int`` (integral floats and numeric strings are converted, anything else is a
-    `KommoContractError`), booleans ``bool``, strings ``str``; JSON columns hold the compact UTF-8
-    JSON text of the value at the column's source path. Missing keys and nulls are ``None``.
+    Integers are ``int`` (integral floats below 2**53 and strings of decimal digits are
+    converted, anything else is a `KommoContractError`), booleans ``bool``, strings ``str``;
+    JSON columns hold the compact UTF-8 JSON text of the value at the column's source path.
+    Missing keys and nulls are ``None``.
     """
     if not isinstance(records, list | tuple):
         records = list(records)

@@ -91,6 +91,11 @@ def test_integral_floats_and_numeric_strings_become_ints():
     [
         ("price", 10.5, "not an integral number"),
         ("price", "ten", "not an integral number"),
+        ("price", "1_000", "not an integral number"),
+        ("price", "\u0663", "not an integral number"),
+        ("price", "1e3", "not an integral number"),
+        ("price", 2.0**53, "may have lost digits"),
+        ("price", -1e20, "may have lost digits"),
         ("price", True, "a boolean is not an integer"),
         ("price", [1], "expected an integer"),
         ("is_deleted", 1, "expected true, false or null"),
