@@ -18,7 +18,7 @@ import pyarrow as pa
 from kommo_dagster.kommo.decoding import TypedRecord, typed_to_columns
 from kommo_dagster.kommo.errors import KommoContractError
 from kommo_dagster.kommo.records import to_columns
-from kommo_dagster.kommo.streams import Stream, get_stream
+from kommo_dagster.kommo.streams import Column, Stream, get_stream
 
 ARROW_TYPES: Mapping[str, pa.DataType] = {
     "integer": pa.int64(),
@@ -26,6 +26,9 @@ ARROW_TYPES: Mapping[str, pa.DataType] = {
     "string": pa.string(),
     "number": pa.float64(),
 }
+
+# What Arrow raises for a value its column's type cannot hold.
+_MISFITS = (pa.ArrowException, OverflowError, TypeError)
 
 
 @cache
@@ -54,17 +57,42 @@ def columns_table(
     schema = arrow_schema(spec)
     arrays = []
     for col, field in zip(spec.columns, schema, strict=True):
-        values = columns[field.name]
+        as_bytes = json_bytes and col.is_json
         try:
-            if json_bytes and col.is_json:
-                arrays.append(pa.array(values, pa.binary()).cast(pa.string()))
-            else:
-                arrays.append(pa.array(values, field.type))
-        except (pa.ArrowException, OverflowError, TypeError) as exc:
-            raise KommoContractError(
-                f"{stream}.{field.name}: a value does not fit the column's type ({exc})"
-            ) from None
+            arrays.append(_array(columns[field.name], field.type, as_bytes=as_bytes))
+        except _MISFITS as exc:
+            raise KommoContractError(_misfit(spec, columns, col, exc, as_bytes=as_bytes)) from None
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _array(values: Sequence[Any], arrow_type: pa.DataType, *, as_bytes: bool) -> pa.Array:
+    if as_bytes:
+        return pa.array(values, pa.binary()).cast(pa.string())
+    return pa.array(values, arrow_type)
+
+
+def _misfit(
+    spec: Stream,
+    columns: Mapping[str, Sequence[Any]],
+    col: Column,
+    exc: Exception,
+    *,
+    as_bytes: bool,
+) -> str:
+    """What a column Arrow refused holds: the first value that does not fit (an integer past
+    int64, bytes that are not UTF-8) and the key of its record, found again value by value,
+    which only a failing batch pays for."""
+    arrow_type = ARROW_TYPES[col.type]
+    for i, value in enumerate(columns[col.name]):
+        try:
+            _array([value], arrow_type, as_bytes=as_bytes)
+        except _MISFITS as one:
+            key = ", ".join(f"{k} {columns[k][i]!r}" for k in spec.key)
+            return (
+                f"{spec.name}.{col.name} ({col.type}) got {type(value).__name__} {value!r:.80} "
+                f"in the record with {key}: it does not fit the column's type ({one})"
+            )
+    return f"{spec.name}.{col.name}: a value does not fit the column's type ({exc})"
 
 
 class ColumnBatch:

@@ -43,6 +43,24 @@ def test_values_that_do_not_fit_the_column_fail_naming_it():
         columns_table("leads", columns | {"custom_fields_values": [b'["\xff"]']}, json_bytes=True)
 
 
+@pytest.mark.parametrize(
+    ("column", "value", "shown"),
+    [
+        ("price", 2**63, "int 9223372036854775808"),
+        ("closed_at", -(2**63) - 1, "int -9223372036854775809"),
+        ("custom_fields_values", b'["\xff"]', "bytes b'[\"\\xff\"]'"),
+    ],
+)
+def test_a_value_that_does_not_fit_is_named_with_its_record(column, value, shown):
+    columns = page_columns("leads", [lead(), lead(id=8)])
+    columns[column][1] = value
+    with pytest.raises(KommoContractError) as err:
+        columns_table("leads", columns, json_bytes=True)
+    message = str(err.value)
+    assert message.startswith(f"leads.{column} (")
+    assert shown in message and "record with id 8, updated_at 1790000100" in message
+
+
 def test_an_empty_batch_is_an_empty_table_with_the_schema():
     table = ColumnBatch("events").take()
     assert table.num_rows == 0 and table.schema == arrow_schema(get_stream("events"))
