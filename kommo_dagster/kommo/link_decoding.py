@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from operator import attrgetter
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import pyarrow as pa
@@ -27,33 +27,36 @@ import pyarrow.json as pa_json
 from kommo_dagster.kommo.errors import KommoContractError
 
 _NULL = msgspec.Raw(b"null")
+# An id the link tables' BIGINT columns hold: one beyond it is refused here, naming its record,
+# rather than by Arrow when the table is built, which cannot say whose it was.
+_Id = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
 class _Ref(msgspec.Struct, gc=False):
-    id: int
+    id: _Id
 
 
 class _Contact(msgspec.Struct, gc=False):
-    id: int
+    id: _Id
     is_main: bool | None = None
 
 
 class _Metadata(msgspec.Struct, gc=False):
     quantity: float | None = None
-    catalog_id: int | None = None
-    price_id: int | None = None
+    catalog_id: _Id | None = None
+    price_id: _Id | None = None
 
 
 _NO_METADATA = _Metadata()
 
 
 class _Element(msgspec.Struct, gc=False):
-    id: int
+    id: _Id
     metadata: _Metadata | None = None
 
 
 class _Source(msgspec.Struct, gc=False):
-    id: int
+    id: _Id
     name: str | None = None
 
 

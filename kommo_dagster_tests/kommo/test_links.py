@@ -175,6 +175,27 @@ def test_a_refused_value_of_any_embedded_list_names_the_record(embed, value):
         links.tables()
 
 
+@pytest.mark.parametrize(
+    ("embed", "value"),
+    [
+        ("contacts", [{"id": 2**63}]),
+        ("companies", [{"id": 2**64 - 1}]),
+        ("catalog_elements", [{"id": 7, "metadata": {"price_id": 2**63}}]),
+        ("source", {"id": 2**63}),
+    ],
+)
+def test_an_id_past_int64_names_the_record_on_both_paths(embed, value):
+    records = [
+        {"id": 8, "updated_at": 1, "_embedded": {"contacts": [{"id": 1}], "source": {"id": 2}}},
+        {"id": 9, "updated_at": 1, "_embedded": {embed: value}},
+    ]
+    for page in (records, _typed(records)):
+        links = LinkRows("leads")
+        with pytest.raises(KommoContractError, match=rf"leads 9: _embedded.{embed}"):
+            links.add(page)
+            links.tables()
+
+
 def test_line_breaks_inside_an_embedded_value_are_whitespace():
     pretty = orjson.dumps(LEADS[:1], option=orjson.OPT_INDENT_2)
     body = b'{"_embedded": {"leads": ' + pretty + b"}}"
