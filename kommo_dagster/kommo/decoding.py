@@ -6,10 +6,13 @@ type: the page is decoded in one pass into records holding only the contract's t
 already checked against their column types; what no column reads is skipped unparsed, and a JSON
 column keeps the bytes Kommo sent for it (`msgspec.Raw`), so its value is never built at all.
 
-A page that does not fit the strict types (a numeric string where an integer belongs, an odd
-envelope, malformed JSON) is decoded again the general way (`walks.records_of`), whose records are
-dicts converted by the rules of `kommo_dagster.kommo.records`: conversions and errors stay exactly
-as they are, only the cost of the usual page changes.
+A page that does not fit the strict types (a numeric string where an integer belongs) is decoded
+again into lenient records: the same shape, but each scalar column as whatever JSON value came,
+converted or refused by the rules of `kommo_dagster.kommo.records`, while the JSON columns still
+keep the bytes Kommo sent (parsing them would turn an integer past 64 bits into a float and drop a
+decimal's extra digits). Only a page unlike that shape too (an odd envelope, ``[]`` where
+``_embedded`` holds the JSON columns' object, malformed JSON) is decoded the general way
+(`walks.records_of`), as dicts converted by the same rules, its JSON values re-serialized.
 
 Typed records answer ``record[key]`` and ``record.get(key)`` for their top-level keys, which is all
 the walks read (ids and cursors), so a walk pages them like dicts.
@@ -94,22 +97,25 @@ def _nodes(columns: list[tuple[Column, tuple[str, ...]]]) -> tuple[Node, ...]:
     return tuple(nodes)
 
 
-def _field_type(node: Node, name: str) -> Any:
+def _field_type(node: Node, name: str, *, lenient: bool) -> Any:
     if node.column is not None:
-        return msgspec.Raw if node.column.is_json else _SCALARS[node.column.type]
+        if node.column.is_json:
+            return msgspec.Raw
+        return Any if lenient else _SCALARS[node.column.type]
     if node.typed:
-        return _record_type(f"{name}_{node.key.strip('_')}", node.children) | None
+        nested = f"{name}_{node.key.strip('_')}"
+        return _record_type(nested, node.children, lenient=lenient) | None
     return Any
 
 
-def _record_type(name: str, nodes: tuple[Node, ...]) -> type[TypedRecord]:
+def _record_type(name: str, nodes: tuple[Node, ...], *, lenient: bool) -> type[TypedRecord]:
     # Positional attribute names: keys need not be identifiers ("_embedded" is one that isn't
     # usable); the JSON keys are restored by ``rename``.
     attrs = {node.key: f"f{i}" for i, node in enumerate(nodes)}
     fields = [
         (
             attrs[node.key],
-            _field_type(node, name),
+            _field_type(node, name, lenient=lenient),
             msgspec.Raw() if node.column is not None and node.column.is_json else None,
         )
         for node in nodes
@@ -126,12 +132,27 @@ def _record_type(name: str, nodes: tuple[Node, ...]) -> type[TypedRecord]:
 
 @dataclass(frozen=True)
 class PageType:
-    """A stream's record type, the decoder of its list pages and the tree the columns follow."""
+    """A stream's record types (strict, and lenient for pages with values to convert), the
+    decoders of its list pages and the tree the columns follow."""
 
     stream: Stream
     record: type[TypedRecord]
+    lenient: type[TypedRecord]
     nodes: tuple[Node, ...]
     decoder: msgspec.json.Decoder
+    lenient_decoder: msgspec.json.Decoder
+
+
+def _page_decoder(stream: Stream, name: str, record: type[TypedRecord]) -> msgspec.json.Decoder:
+    embedded = msgspec.defstruct(
+        f"{name}_embedded", [("items", list[record], [])], rename={"items": stream.list_key}
+    )
+    envelope = msgspec.defstruct(
+        f"{name}_page",
+        [("links", Any, None), ("embedded", embedded | None, None)],
+        rename={"links": "_links", "embedded": "_embedded"},
+    )
+    return msgspec.json.Decoder(envelope)
 
 
 @cache
@@ -142,25 +163,32 @@ def page_type(stream_name: str) -> PageType:
     # The embedded lists the link tables read ride along as raw JSON (`kommo.links`).
     columns = (*stream.columns, *embedded_columns(stream_name))
     nodes = _nodes([(col, col.source) for col in columns])
-    record = _record_type(f"{stream_name}_record", nodes)
-    embedded = msgspec.defstruct(
-        f"{stream_name}_embedded", [("items", list[record], [])], rename={"items": stream.list_key}
+    record = _record_type(f"{stream_name}_record", nodes, lenient=False)
+    lenient = _record_type(f"{stream_name}_lenient", nodes, lenient=True)
+    return PageType(
+        stream,
+        record,
+        lenient,
+        nodes,
+        _page_decoder(stream, stream_name, record),
+        _page_decoder(stream, f"{stream_name}_lenient", lenient),
     )
-    envelope = msgspec.defstruct(
-        f"{stream_name}_page",
-        [("links", Any, None), ("embedded", embedded | None, None)],
-        rename={"links": "_links", "embedded": "_embedded"},
-    )
-    return PageType(stream, record, nodes, msgspec.json.Decoder(envelope))
 
 
 def typed_records_of(stream: Stream, resp: Response) -> tuple[list[Any], bool]:
-    """`walks.records_of`, with typed records when the page fits the contract's types."""
+    """`walks.records_of`, with typed records when the page has the contract's shape: strict
+    ones when its values fit the column types, else lenient ones (see the module docstring)."""
     if resp.body is None or stream.list_key is None:
         return records_of(stream, resp)
+    pt = page_type(stream.name)
     try:
-        page = page_type(stream.name).decoder.decode(resp.body)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+        page = pt.decoder.decode(resp.body)
+    except msgspec.ValidationError:
+        try:
+            page = pt.lenient_decoder.decode(resp.body)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return records_of(stream, resp)
+    except msgspec.DecodeError:
         return records_of(stream, resp)
     links = page.links
     has_next = isinstance(links, dict) and bool(links.get("next"))
@@ -174,20 +202,31 @@ def typed_to_columns(
 ) -> dict[str, list]:
     """The contract columns of one page of typed records.
 
-    Their values were checked against the column types while the page was decoded, so the
-    columns are the records transposed (``astuple``, ``zip``). A JSON column holds the text
+    Strict records' values were checked against the column types while the page was decoded,
+    so the columns are the records transposed (``astuple``, ``zip``); lenient records' scalar
+    columns are then converted by the general rules. A JSON column holds the text
     Kommo sent for the value, or with ``json_bytes`` its UTF-8 bytes (None where the key is
     missing or null); a column below a generic value follows the general rules of
     `kommo_dagster.kommo.records`.
     """
     pt = page_type(stream)
-    if set(map(type, records)) - {pt.record}:
+    kinds = set(map(type, records))
+    if len(kinds) > 1 or kinds - {pt.record, pt.lenient}:
         raise TypeError(f"a page of {stream} mixes typed records with others")
+    lenient = kinds == {pt.lenient}
     out: dict[str, list] = {}
     if records:
         transposed = zip(*map(astuple, records), strict=True)
         for node, values in zip(pt.nodes, transposed, strict=True):
-            _node_columns(pt.stream.name, node, list(values), records, out, json_bytes=json_bytes)
+            _node_columns(
+                pt.stream.name,
+                node,
+                list(values),
+                records,
+                out,
+                json_bytes=json_bytes,
+                lenient=lenient,
+            )
     else:
         out = {c.name: [] for c in pt.stream.columns}
     return {c.name: out[c.name] for c in pt.stream.columns}
@@ -201,6 +240,7 @@ def _node_columns(
     out: dict,
     *,
     json_bytes: bool,
+    lenient: bool,
     depth: int = 0,
 ) -> None:
     col = node.column
@@ -210,6 +250,8 @@ def _node_columns(
             values = [None if not v or v == _NULL else bytes(v) for v in values]
         elif col.is_json:
             values = [None if not v or v == _NULL else str(v, "utf-8") for v in values]
+        elif lenient:
+            values = typed_values(stream, col, values, records)
         out[col.name] = values
     elif node.typed:
         for child in node.children:
@@ -217,7 +259,14 @@ def _node_columns(
                 continue  # not a column: an embedded list the link tables read
             below = [None if v is None else v[child.key] for v in values]
             _node_columns(
-                stream, child, below, records, out, json_bytes=json_bytes, depth=depth + 1
+                stream,
+                child,
+                below,
+                records,
+                out,
+                json_bytes=json_bytes,
+                lenient=lenient,
+                depth=depth + 1,
             )
     else:
         for leaf in node.leaf_columns():

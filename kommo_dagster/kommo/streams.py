@@ -55,7 +55,7 @@ class Column:
     runs into a missing key, a null or a non-object (Kommo's ``[]`` for an empty task result)
     yields NULL. ``is_json`` columns hold the JSON text of the value found there: the bytes
     Kommo sent (`kommo_dagster.kommo.decoding`), or the value re-serialized compactly when its
-    page needed the general conversion rules (`kommo_dagster.kommo.records`).
+    page was unlike the typed records' shape (`kommo_dagster.kommo.records`).
     """
 
     name: str

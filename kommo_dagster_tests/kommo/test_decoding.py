@@ -8,7 +8,7 @@ import pytest
 
 from kommo_dagster.kommo import KommoContractError, KommoResponseError
 from kommo_dagster.kommo.columns import arrow_schema, page_columns
-from kommo_dagster.kommo.decoding import TypedRecord, typed_records_of
+from kommo_dagster.kommo.decoding import TypedRecord, page_type, typed_records_of
 from kommo_dagster.kommo.records import to_columns
 from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, get_stream
 from kommo_dagster.kommo.transport import Response
@@ -116,8 +116,26 @@ def test_missing_keys_are_null_as_in_the_general_rules():
 )
 def test_pages_that_need_conversion_take_the_general_rules(changes):
     typed, fast, general = both_ways("leads", page("leads", [lead(), lead(id=8, **changes)]))
-    assert not any(isinstance(r, TypedRecord) for r in typed)
+    assert not any(type(r) is page_type("leads").record for r in typed)
     assert fast == general
+
+
+def test_json_columns_keep_the_text_kommo_sent_when_another_value_needs_conversion():
+    """A numeric string in one lead must not re-serialize the page's JSON values: parsed, an
+    integer past 64 bits becomes a float and a long decimal loses digits."""
+    sent = (
+        b'[{"values":[{"value":123456789012345678901234567890},{"value":0.10000000000000000555}]}]'
+    )
+    first = orjson.dumps(lead(custom_fields_values="sent")).replace(b'"sent"', sent)
+    second = orjson.dumps(lead(id=8, score="42"))
+    body = b'{"_embedded":{"leads":[' + first + b"," + second + b"]}}"
+    typed, _ = typed_records_of(get_stream("leads"), Response(body=body, server_time=None))
+    columns = page_columns("leads", typed)
+    assert columns["custom_fields_values"][0] == sent
+    assert columns["score"] == [None, 42]
+    bad = Response(body=body.replace(b'"score":"42"', b'"score":"4_2"'), server_time=None)
+    with pytest.raises(KommoContractError, match=r"leads\.score .* id 8: not an integral"):
+        page_columns("leads", typed_records_of(get_stream("leads"), bad)[0])
 
 
 @pytest.mark.parametrize(
