@@ -18,8 +18,8 @@ responsible user of their lead or contact (NULL when that record is not extracte
 
 from __future__ import annotations
 
-from kommo_dagster.derived.stages import ViewColumn
 from kommo_dagster.warehouse.sql import table_ref
+from kommo_dagster.warehouse.tables import ViewColumn
 
 INCOMING, OUTGOING = "incoming_chat_message", "outgoing_chat_message"
 CHAT_ENTITY_TYPES = ("lead", "contact", "customer")

@@ -116,7 +116,7 @@ def _stage_tables() -> tuple[Table, ...]:
         inputs=(STATUS_CHANGES, "leads", current_view_name("leads")),
         refresh_on=(STATUS_CHANGES,),
         refresh=lambda ctx: rebuild_durations_view(ctx.con, schema=ctx.schema),
-        column_descriptions={c.name: c.description for c in DURATION_COLUMNS},
+        view_columns=DURATION_COLUMNS,
         checks=(NO_NEGATIVE_DURATIONS,),
     )
     funnel = Table(
@@ -135,7 +135,7 @@ def _stage_tables() -> tuple[Table, ...]:
         ),
         refresh_on=(DURATIONS_VIEW,),
         refresh=lambda ctx: rebuild_funnel_view(ctx.con, schema=ctx.schema),
-        column_descriptions={c.name: c.description for c in FUNNEL_COLUMNS},
+        view_columns=FUNNEL_COLUMNS,
     )
     return changes, durations, funnel
 
@@ -183,7 +183,7 @@ def _activity_tables() -> tuple[Table, ...]:
         refresh_on=(CHAT_RESPONSE_TIMES,),
         also_reads=(TIME_ZONE_SOURCE,),
         refresh=rebuild_response_view,
-        column_descriptions={c.name: c.description for c in RESPONSE_COLUMNS},
+        view_columns=RESPONSE_COLUMNS,
         all_accounts=True,
     )
     return chat_runs, calls, daily, response
@@ -202,7 +202,7 @@ def _enriched_view() -> Table:
         inputs=enriched.inputs(),
         refresh_on=(),
         refresh=enriched.refresh_enriched,
-        column_descriptions=enriched.COLUMNS,
+        view_columns=enriched.COLUMNS,
         needs_all_inputs=True,
     )
 

@@ -19,32 +19,34 @@ import duckdb
 from kommo_dagster.kommo.links import LINK_TABLES
 from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.warehouse.sql import create_table_sql, quote, table_ref
-from kommo_dagster.warehouse.tables import RefreshContext, sql_text
+from kommo_dagster.warehouse.tables import RefreshContext, ViewColumn, sql_text
 from kommo_dagster.warehouse.views import current_view_name, ensure_current_view, has_current_view
 
 SQL_PACKAGE = "kommo_dagster.derived.sql"
 VIEW = "leads_enriched"
 STREAMS = ("leads", "contacts", "companies", "pipelines", "statuses", "catalog_elements")
 LINKS = ("lead_contacts", "lead_companies", "lead_products", "lead_sources")
-COLUMNS: dict[str, str] = {
-    "lead_id": "Lead identifier",
-    "lead_name": "Lead name",
-    "price": "Lead budget",
-    "pipeline_id": "Pipeline identifier",
-    "pipeline_name": "Pipeline name",
-    "status_id": "Stage identifier",
-    "status_name": "Stage name",
-    "main_contact_id": "The lead's main contact",
-    "main_contact_name": "Name of the main contact",
-    "company_id": "The lead's company",
-    "company_name": "Name of the company",
-    "product_count": "Products (catalog elements) linked to the lead",
-    "product_amount": "Sum of quantity × the element's price over the lead's products",
-    "source_id": "Source that brought the lead",
-    "source_name": "Name of the source",
-    "created_at": "When the lead was created (Unix seconds)",
-    "closed_at": "When the lead was won or lost (Unix seconds)",
-}
+COLUMNS: tuple[ViewColumn, ...] = (
+    ViewColumn("lead_id", "BIGINT", "Lead identifier"),
+    ViewColumn("lead_name", "VARCHAR", "Lead name"),
+    ViewColumn("price", "BIGINT", "Lead budget"),
+    ViewColumn("pipeline_id", "BIGINT", "Pipeline identifier"),
+    ViewColumn("pipeline_name", "VARCHAR", "Pipeline name"),
+    ViewColumn("status_id", "BIGINT", "Stage identifier"),
+    ViewColumn("status_name", "VARCHAR", "Stage name"),
+    ViewColumn("main_contact_id", "BIGINT", "The lead's main contact"),
+    ViewColumn("main_contact_name", "VARCHAR", "Name of the main contact"),
+    ViewColumn("company_id", "BIGINT", "The lead's company"),
+    ViewColumn("company_name", "VARCHAR", "Name of the company"),
+    ViewColumn("product_count", "BIGINT", "Products (catalog elements) linked to the lead"),
+    ViewColumn(
+        "product_amount", "DOUBLE", "Sum of quantity × the element's price over the lead's products"
+    ),
+    ViewColumn("source_id", "BIGINT", "Source that brought the lead"),
+    ViewColumn("source_name", "VARCHAR", "Name of the source"),
+    ViewColumn("created_at", "BIGINT", "When the lead was created (Unix seconds)"),
+    ViewColumn("closed_at", "BIGINT", "When the lead was won or lost (Unix seconds)"),
+)
 
 
 def _current(schema: str, stream: str) -> str:
@@ -85,7 +87,7 @@ def rebuild_enriched_view(con: duckdb.DuckDBPyConnection, *, schema: str) -> Non
 def refresh_enriched(ctx: RefreshContext) -> dict[str, str]:
     """The declaration's refresh: the view, and its columns' descriptions."""
     rebuild_enriched_view(ctx.con, schema=ctx.schema)
-    return dict(COLUMNS)
+    return {c.name: c.description for c in COLUMNS}
 
 
 def inputs() -> tuple[str, ...]:

@@ -19,28 +19,19 @@ Kommo keeps no history of stages other than its ``lead_status_changed`` events, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import duckdb
 
 from kommo_dagster.derived.entities import DURATIONS_VIEW, FUNNEL_VIEW, STATUS_CHANGES
 from kommo_dagster.derived.write import window_condition
 from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.warehouse.sql import column_definitions, quote, table_ref
-from kommo_dagster.warehouse.tables import sql_text
+from kommo_dagster.warehouse.tables import ViewColumn, sql_text
 from kommo_dagster.warehouse.views import current_view_name, ensure_current_view
 from kommo_dagster.warehouse.windows import EpochWindow
 
 STATUS_CHANGED_EVENT = "lead_status_changed"
 WON_STATUS_ID, LOST_STATUS_ID = 142, 143
 SQL_PACKAGE = "kommo_dagster.derived.sql"
-
-
-@dataclass(frozen=True)
-class ViewColumn:
-    name: str
-    type: str
-    description: str
 
 
 DURATION_COLUMNS: tuple[ViewColumn, ...] = (

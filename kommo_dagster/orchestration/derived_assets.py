@@ -403,7 +403,7 @@ def _view_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
             f"{table.description}\n\nDuckDB view `{schema}.{name}`, kept current by every write "
             f"of what it reads; materializing it rebuilds it and records its columns."
         ),
-        metadata={"dagster/table_name": full_name},
+        metadata={"dagster/table_name": full_name} | _declared_view_schema(table),
         deps=_upstream(table, deps, build.selected),
     )
 
@@ -435,6 +435,17 @@ def _view_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
         )
 
     return _define(view, name, asset_arguments(spec))
+
+
+def _declared_view_schema(table: Table) -> dict[str, dg.TableSchema]:
+    """The column schema of a view whose SQL fixes its columns, shown before it is first built;
+    a wide view's columns follow the custom fields, known once it is."""
+    if not table.view_columns:
+        return {}
+    columns = [
+        dg.TableColumn(c.name, c.type, description=c.description) for c in table.view_columns
+    ]
+    return {"dagster/column_schema": dg.TableSchema(columns=columns)}
 
 
 def _explain_missing(

@@ -59,6 +59,16 @@ class Partitioning:
     like: str | None = None
 
 
+@dataclass(frozen=True)
+class ViewColumn:
+    """A column of a view whose columns are fixed by its SQL: its DuckDB type is declared with
+    it, so the asset shows the view's schema before the view is first built."""
+
+    name: str
+    type: str
+    description: str
+
+
 @dataclass(frozen=True, kw_only=True)
 class RefreshContext:
     """What a refresh sees: the write's connection and transaction, and the write itself."""
@@ -122,8 +132,9 @@ class Table:
     skipped: Select | None = None
     refresh: Refresh | None = None
     refresh_on: tuple[str, ...] | None = None
-    # Column descriptions of a view whose columns are declared here rather than in the contract.
-    column_descriptions: Mapping[str, str] = field(default_factory=dict)
+    # The columns of a view whose columns its SQL fixes (a wide view's follow the custom
+    # fields: none declared).
+    view_columns: tuple[ViewColumn, ...] = ()
     # Data checks beyond ``contract_columns``, by name (a link table's declaration adds the
     # ones every link table gets).
     checks: tuple[str, ...] = ()
@@ -154,6 +165,11 @@ class Table:
         unknown = [c for r in self.references for c in r.columns if c not in names]
         if unknown:
             raise ValueError(f"{self.name}: reference columns {unknown} are not among its columns")
+
+    @property
+    def column_descriptions(self) -> dict[str, str]:
+        """The declared view columns' descriptions, by name."""
+        return {c.name: c.description for c in self.view_columns}
 
     @property
     def column_names(self) -> tuple[str, ...]:
