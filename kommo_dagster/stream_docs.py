@@ -54,9 +54,8 @@ def streams_table() -> str:
         "|---|---|---|---|---|",
     ]
     for s in STREAMS.values():
-        holds = s.description.split(" GET ")[0]
         lines.append(
-            f"| `kommo.{s.name}` | {holds} | {_sync(s)} | {_source(s)} | {_references(s)} |"
+            f"| `kommo.{s.name}` | {s.holds} | {_sync(s)} | {_source(s)} | {_references(s)} |"
         )
     return "\n".join(lines)
 

@@ -50,7 +50,7 @@ def test_one_asset_per_declared_stream(defs: dg.Definitions):
         spec = next(iter(asset.specs))
         assert spec.group_name == GROUP_NAME
         assert spec.kinds == {"kommo", "duckdb"}
-        assert spec.description and spec.description.startswith(STREAMS[stream].description)
+        assert spec.description and spec.description.startswith(STREAMS[stream].holds)
         assert STREAMS[stream].path in spec.description
         schema = spec.metadata["dagster/column_schema"]
         assert [(c.name, c.type, c.description) for c in schema.columns] == [

@@ -161,6 +161,12 @@ class Stream:
         return self.sync == "incremental"
 
     @property
+    def holds(self) -> str:
+        """What the table holds: the contract's description without the endpoint some end
+        with, which the asset's description and the README give with its query."""
+        return self.description.split(" GET ")[0]
+
+    @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
 

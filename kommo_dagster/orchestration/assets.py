@@ -334,7 +334,7 @@ def _description(stream: Stream, *, settings: Settings, partitioned: bool) -> st
         )
     else:
         how = "Full table: each run replaces it."
-    return f"{stream.description}\n\n{source} → {table}. {how}"
+    return f"{stream.holds}\n\n{source} → {table}. {how}"
 
 
 __all__ = [
