@@ -56,6 +56,12 @@ class AccountScope:
         return f"{KEY_PREFIX}_{self.name}_{name.removeprefix(f'{KEY_PREFIX}_')}"
 
     @property
+    def whose(self) -> str:
+        """What a job's, schedule's or sensor's description adds to name its account, so that
+        the accounts' definitions are told apart in the UI; nothing for the single account."""
+        return "" if self.name is None else f" of account {self.name}"
+
+    @property
     def group_name(self) -> str:
         return KEY_PREFIX if self.name is None else f"{KEY_PREFIX}_{self.name}"
 

@@ -61,15 +61,18 @@ def build_jobs(settings: Settings, *, specs: AccountSpecs | None = None) -> Komm
         incremental = dg.define_asset_job(
             scope.qualify(INCREMENTAL_JOB),
             selection=dg.AssetSelection.assets(*partitioned),
-            description="The incremental Kommo streams, one daily partition (UTC) per run.",
+            description=(
+                f"The incremental Kommo streams{scope.whose}, one daily partition (UTC) per run."
+            ),
             tags={"kommo/sync": "incremental"} | tags,
         )
         full_sync = dg.define_asset_job(
             scope.qualify(FULL_SYNC_JOB),
             selection=dg.AssetSelection.assets(*partitioned),
             description=(
-                "Re-extracts the whole partition range of every incremental stream in one run "
-                "(a single-run backfill), catching updates an incremental window missed."
+                f"Re-extracts the whole partition range of every incremental stream{scope.whose} "
+                "in one run (a single-run backfill), catching updates an incremental window "
+                "missed."
             ),
             tags={"kommo/sync": "full"} | tags,
         )
@@ -77,7 +80,9 @@ def build_jobs(settings: Settings, *, specs: AccountSpecs | None = None) -> Komm
         full_tables = dg.define_asset_job(
             scope.qualify(FULL_TABLES_JOB),
             selection=dg.AssetSelection.assets(*unpartitioned),
-            description="The full-table Kommo streams; each run replaces their tables.",
+            description=(
+                f"The full-table Kommo streams{scope.whose}; each run replaces their tables."
+            ),
             tags={"kommo/sync": "full_table"} | tags,
         )
     return KommoJobs(incremental=incremental, full_sync=full_sync, full_tables=full_tables)

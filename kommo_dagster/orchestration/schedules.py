@@ -148,7 +148,7 @@ def build_schedules(
                 **plan.kwargs(
                     FULL_TABLES_SCHEDULE,
                     FULL_TABLES_CRON,
-                    "Refreshes the full-table streams once a day.",
+                    f"Refreshes the full-table streams{plan.scope.whose} once a day.",
                 ),
             )
         )
@@ -165,7 +165,7 @@ def _day_schedules(
         **plan.kwargs(
             TODAY_SCHEDULE,
             TODAY_CRON,
-            "Refreshes today's partition of the incremental streams every hour.",
+            f"Refreshes today's partition of the incremental streams{plan.scope.whose} every hour.",
         ),
     )
     def today(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
@@ -176,8 +176,8 @@ def _day_schedules(
         **plan.kwargs(
             FINALIZE_SCHEDULE,
             FINALIZE_CRON,
-            "Finalizes yesterday's partition of the incremental streams after midnight UTC, "
-            "picking up what changed after the day's last hourly refresh.",
+            f"Finalizes yesterday's partition of the incremental streams{plan.scope.whose} "
+            "after midnight UTC, picking up what changed after the day's last hourly refresh.",
         ),
     )
     def finalize(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
@@ -194,8 +194,9 @@ def _full_sync_schedule(plan: _Plan, job: dg.UnresolvedAssetJobDefinition) -> dg
         **plan.kwargs(
             FULL_SYNC_SCHEDULE,
             FULL_SYNC_CRON,
-            "Weekly full sync: re-extracts every partition of the incremental streams, from "
-            "KOMMO_START_DATE through today, as ONE run (a single-run backfill).",
+            f"Weekly full sync: re-extracts every partition of the incremental streams"
+            f"{plan.scope.whose}, from {plan.start_label} ({plan.first_day}) through today, as "
+            "ONE run (a single-run backfill).",
         ),
     )
     def full_sync(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:

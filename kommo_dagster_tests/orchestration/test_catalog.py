@@ -213,3 +213,31 @@ def test_every_check_says_what_it_checks_and_only_the_contract_blocks(defs: dg.D
         spec = graph.get_check_spec(key)
         assert spec.description and len(spec.description) > 15, key
         assert spec.blocking == (key.name == "contract_columns"), key
+
+
+def _automation(defs: dg.Definitions) -> list[tuple[str, str]]:
+    """(name, description) of every job, schedule and sensor."""
+    repo = defs.get_repository_def()
+    jobs = [j for j in repo.get_all_jobs() if not j.name.startswith("__")]
+    return [(d.name, d.description or "") for d in (*jobs, *repo.schedule_defs, *repo.sensor_defs)]
+
+
+def test_jobs_schedules_and_sensors_say_whose_they_are(defs: dg.Definitions):
+    shown = _automation(defs)
+    assert len(shown) == len({d for _, d in shown})  # told apart by more than their names
+    repo = defs.get_repository_def()
+    for name, description in shown:
+        account = name.split("_")[1] if name.split("_")[1] in ("br", "ru") else None
+        assert len(description.split()) > 5, name
+        assert ("of account" in description) == (account is not None), name
+        if account is not None:
+            assert f"of account {account}" in description, name
+    for schedule in repo.schedule_defs:
+        if schedule.name.endswith("full_sync_schedule"):
+            # The full sync starts at the account's own first day, and says which.
+            variable = "KOMMO_RU_START_DATE (2025-03-01)"
+            if "_br_" in schedule.name:
+                variable = "KOMMO_START_DATE (2024-01-01)"
+            elif "_ru_" not in schedule.name:
+                variable = "KOMMO_START_DATE (2026-10-01)"
+            assert variable in (schedule.description or ""), schedule.name
