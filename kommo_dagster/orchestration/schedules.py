@@ -176,8 +176,9 @@ def _day_schedules(
         **plan.kwargs(
             FINALIZE_SCHEDULE,
             FINALIZE_CRON,
-            f"Finalizes yesterday's partition of the incremental streams{plan.scope.whose} "
-            "after midnight UTC, picking up what changed after the day's last hourly refresh.",
+            f"Finalizes the last whole UTC day's partition of the incremental streams"
+            f"{plan.scope.whose} at 00:30 ({plan.timezone}), picking up what changed after the "
+            "day's last hourly refresh.",
         ),
     )
     def finalize(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:

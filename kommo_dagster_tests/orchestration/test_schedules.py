@@ -94,6 +94,10 @@ def test_schedules_run_in_the_location_time_zone_on_utc_partitions(tmp_path: Pat
     at = datetime(2026, 11, 1, 3, 30, tzinfo=UTC)
     [request] = _tick(defs, FINALIZE_SCHEDULE, at)
     assert request.partition_key == "2026-10-31"
+    # Its description says so, not "after midnight UTC".
+    finalize = repo.get_schedule_def(FINALIZE_SCHEDULE)
+    assert "whole UTC day's partition" in (finalize.description or "")
+    assert "at 00:30 (America/Sao_Paulo)" in (finalize.description or "")
 
 
 def test_schedules_can_start_running(tmp_path: Path):
