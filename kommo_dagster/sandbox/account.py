@@ -22,8 +22,10 @@ from kommo_dagster.sandbox.chats import lead_conversations
 from kommo_dagster.sandbox.dictionaries import account_body, build_dictionaries, task_types
 from kommo_dagster.sandbox.links import LinkBook
 from kommo_dagster.sandbox.notes import NOTE_ID_BASES, NOTE_TABLES, build_note, notes_table
+from kommo_dagster.sandbox.randomness import ulids
 from kommo_dagster.sandbox.stage_paths import path_events
 from kommo_dagster.sandbox.store import DELETED, GONE, LIVE, Table
+from kommo_dagster.sandbox.timeline import bulk_size_for, deleted_mask, ids_for, timeline
 from kommo_dagster.sandbox.unsorted import Inbox
 
 INCREMENTAL = (
@@ -180,14 +182,14 @@ class Account:
     def _skeleton(self, name: str, n: int, nprng: np.random.Generator) -> _Skeleton:
         """Ids, deleted mask and timeline of ``n`` records of a stream with a deleted list."""
         cat = self.catalog
-        ids = g.ids_for(n, nprng, _ID_BASES[name])
-        deleted = g.deleted_mask(n)
-        tl = g.timeline(
+        ids = ids_for(n, nprng, _ID_BASES[name])
+        deleted = deleted_mask(n)
+        tl = timeline(
             n,
             nprng,
             start_ts=cat.start_ts,
             end_ts=cat.end_ts,
-            bulk_size=g.bulk_size_for(n),
+            bulk_size=bulk_size_for(n),
             excluded=deleted,
         )
         return _Skeleton(
@@ -354,9 +356,9 @@ class Account:
         cat = self.catalog
         n = self.scale.tasks
         nprng, rng = self._rngs("tasks", 4)
-        ids = g.ids_for(n, nprng, _ID_BASES["tasks"])
-        tl = g.timeline(
-            n, nprng, start_ts=cat.start_ts, end_ts=cat.end_ts, bulk_size=g.bulk_size_for(n)
+        ids = ids_for(n, nprng, _ID_BASES["tasks"])
+        tl = timeline(
+            n, nprng, start_ts=cat.start_ts, end_ts=cat.end_ts, bulk_size=bulk_size_for(n)
         )
         id_list, created, updated = ids.tolist(), tl.created.tolist(), tl.updated.tolist()
         leads = self.tables["leads"].rows_in_state(LIVE)
@@ -408,9 +410,9 @@ class Account:
         if not owners:
             return
         owner_ids = [self.tables[entity].ids[r] for r in owners]
-        ids = g.ids_for(n, nprng, NOTE_ID_BASES[name]).tolist()
-        tl = g.timeline(
-            n, nprng, start_ts=cat.start_ts, end_ts=cat.end_ts, bulk_size=g.bulk_size_for(n)
+        ids = ids_for(n, nprng, NOTE_ID_BASES[name]).tolist()
+        tl = timeline(
+            n, nprng, start_ts=cat.start_ts, end_ts=cat.end_ts, bulk_size=bulk_size_for(n)
         )
         created, updated = tl.created.tolist(), tl.updated.tolist()
         pinned: list[bool] = []
@@ -442,7 +444,7 @@ class Account:
         nprng = np.random.default_rng([self.seed, 5])
         created = np.fromiter((e[0] for e in raw), dtype=np.int64, count=len(raw))
         ms = created * 1000 + nprng.integers(0, 1000, len(raw))
-        ids = g.ulids(ms, nprng)
+        ids = ulids(ms, nprng)
         # The ULID starts with the millisecond, so sorting ids sorts by created_at too.
         order = np.argsort(ids, kind="stable").tolist()
         id_list = [b.decode() for b in ids[order].tolist()]

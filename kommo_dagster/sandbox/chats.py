@@ -18,7 +18,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from kommo_dagster.sandbox.generate import DAY, Catalog
+from kommo_dagster.sandbox.generate import Catalog
+from kommo_dagster.sandbox.timeline import DAY
 
 INCOMING, OUTGOING = "incoming_chat_message", "outgoing_chat_message"
 CHAT_SHARE = 0.3  # leads with a conversation

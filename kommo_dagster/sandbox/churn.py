@@ -18,7 +18,9 @@ from kommo_dagster.sandbox import generate as g
 from kommo_dagster.sandbox.account import Account
 from kommo_dagster.sandbox.config import ChurnConfig
 from kommo_dagster.sandbox.notes import NOTE_TABLES, build_note, edit_note
+from kommo_dagster.sandbox.randomness import ulid
 from kommo_dagster.sandbox.store import DELETED, GONE, LIVE
+from kommo_dagster.sandbox.timeline import DAY
 
 # The entity type (leads...) of each note table.
 NOTE_ENTITIES = {table: entity for entity, table in NOTE_TABLES.items()}
@@ -76,7 +78,7 @@ class Churner:
         cat = self.account.catalog
         rec = g.build_event(
             cat,
-            id=g.ulid(ts * 1000 + self.rng.randrange(1000), self.rng),
+            id=ulid(ts * 1000 + self.rng.randrange(1000), self.rng),
             type=type_,
             entity_type=entity_type,
             entity_id=entity_id,
@@ -140,7 +142,7 @@ class Churner:
             self.event(ts, "task_completed", "task", rec["id"], by)
             return
         before_till = rec["complete_till"]
-        rec["complete_till"] = ts + self.rng.randrange(3_600, 10 * g.DAY)
+        rec["complete_till"] = ts + self.rng.randrange(3_600, 10 * DAY)
         self.event(
             ts,
             "task_deadline_changed",

@@ -14,66 +14,27 @@ from __future__ import annotations
 
 import bisect
 import random
-from calendar import timegm
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-import numpy as np
 import orjson
 
 from kommo_dagster.sandbox import texts
-
-DAY = 86_400
+from kommo_dagster.sandbox.randomness import below, between, pick
+from kommo_dagster.sandbox.timeline import DAY, day_ts
 
 # Row-number rules that make sure every case exists in a small account.
 MESSY_EVERY = 7  # row % 7 == 3 takes the next messy string
-DELETED_EVERY = 25  # row % 25 == 11 is deleted (leads, contacts, companies)
 ALL_FIELDS_EVERY = 11  # row % 11 == 5 fills every custom field
-BULK_SIZE = 260  # records a robot edits in one second (more than one 250-record page)
 UTM_SOURCES = ("google", "facebook", "instagram", "(direct)", "newsletter")
 
 # Status kinds of a pipeline's stages.
 UNSORTED, OPEN, WON, LOST = "unsorted", "open", "won", "lost"
 WON_STATUS_ID, LOST_STATUS_ID = 142, 143
 
-ULID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-
 ENTITY_SINGULAR = {"leads": "lead", "contacts": "contact", "companies": "company", "tasks": "task"}
-
-
-def day_ts(d: date) -> int:
-    return timegm(d.timetuple())
-
-
-# random.Random's choice/randrange are several times slower than scaling random(); these run
-# millions of times while a large account is generated.
-def pick(rng: random.Random, seq: Sequence[Any]) -> Any:
-    return seq[int(rng.random() * len(seq))]
-
-
-def below(rng: random.Random, a: int, b: int | None = None) -> int:
-    """An int in [a, b), or in [0, a) when b is None."""
-    if b is None:
-        a, b = 0, a
-    return a + int(rng.random() * (b - a))
-
-
-def between(rng: random.Random, a: int, b: int) -> int:
-    """An int in [a, b]."""
-    return a + int(rng.random() * (b - a + 1))
-
-
-# Base-32 digit pairs of every 10-bit chunk: a ULID's 130 bits are 13 lookups.
-_ULID_PAIRS = [a + b for a in ULID_ALPHABET for b in ULID_ALPHABET]
-
-
-def ulid(ms: int, rng: random.Random) -> str:
-    """A lowercase ULID, 48 bits of milliseconds and 80 random bits, like Kommo's event ids."""
-    value = (ms << 80) | rng.getrandbits(80)
-    pairs = _ULID_PAIRS
-    return "".join([pairs[(value >> shift) & 1023] for shift in range(120, -10, -10)])
 
 
 @dataclass
@@ -898,97 +859,9 @@ def events_bytes(cat: Catalog, ids: list[str], events: list[tuple[Any, ...]]) ->
     ]
 
 
-def ulids(ms: np.ndarray, nprng: np.random.Generator) -> np.ndarray:
-    """ULIDs (as a numpy bytes array, dtype S26) for many millisecond timestamps at once."""
-    n = len(ms)
-    digits = np.empty((n, 26), dtype=np.uint8)
-    for i in range(10):
-        digits[:, i] = (ms >> (45 - 5 * i)) & 31
-    digits[:, 10:] = nprng.integers(0, 32, (n, 16), dtype=np.uint8)
-    alphabet = np.frombuffer(ULID_ALPHABET.encode(), dtype=np.uint8)
-    return np.ascontiguousarray(alphabet[digits]).view("S26").ravel()
-
-
 def status_value(pipeline_id: int, status_id: int) -> list[dict[str, Any]]:
     return [{"lead_status": {"id": status_id, "pipeline_id": pipeline_id}}]
 
 
 def responsible_value(user_id: int) -> list[dict[str, Any]]:
     return [{"responsible_user": {"id": user_id}}]
-
-
-# --- timelines --------------------------------------------------------------------------------
-
-
-def boundary_timestamps(start_ts: int, end_ts: int) -> list[int]:
-    """00:00:00 and 23:59:59 UTC at the window's edges and around a few interior midnights."""
-    out = [start_ts, start_ts, end_ts - 1, end_ts - 1]
-    days = (end_ts - start_ts) // DAY
-    for d in sorted({days // 3, days // 2, (2 * days) // 3} - {0}):
-        midnight = start_ts + d * DAY
-        out += [midnight - 1, midnight, midnight - 1, midnight]
-    return out
-
-
-def bulk_timestamp(start_ts: int, end_ts: int) -> int:
-    """The second of the robot's bulk edit: the middle day of the window, 09:30:00 UTC."""
-    days = (end_ts - start_ts) // DAY
-    return start_ts + (days // 2) * DAY + 9 * 3600 + 30 * 60
-
-
-@dataclass
-class Timeline:
-    created: np.ndarray
-    updated: np.ndarray
-    bulk_rows: np.ndarray
-
-
-def timeline(
-    n: int,
-    nprng: np.random.Generator,
-    *,
-    start_ts: int,
-    end_ts: int,
-    bulk_size: int,
-    excluded: np.ndarray | None = None,
-) -> Timeline:
-    """created_at/updated_at of n records in id order, all inside [start_ts, end_ts).
-
-    Ids follow creation order; records are updated a while after creation (30% never).
-    Boundary seconds and the bulk-edit second are then forced onto chosen rows.
-    """
-    created = np.sort(nprng.integers(start_ts, end_ts, n, dtype=np.int64))
-    delay = nprng.exponential(3 * DAY, n).astype(np.int64)
-    delay[nprng.random(n) < 0.3] = 0
-    updated = np.minimum(created + delay, end_ts - 1)
-    blocked = np.zeros(n, dtype=bool) if excluded is None else excluded.copy()
-    specials = boundary_timestamps(start_ts, end_ts)
-    free = np.flatnonzero(~blocked)
-    k = min(len(specials), len(free))
-    # Spread the boundary records over the table, on rows that stay live.
-    special_rows = free[[(j * len(free)) // k for j in range(k)]] if k else free[:0]
-    for row, ts in zip(special_rows, specials, strict=False):
-        updated[row] = ts
-        created[row] = min(created[row], ts)
-    blocked[special_rows] = True
-    candidates = np.flatnonzero(~blocked)
-    size = min(bulk_size, len(candidates))
-    bulk_rows = np.sort(nprng.choice(candidates, size=size, replace=False))
-    bulk_ts = bulk_timestamp(start_ts, end_ts)
-    updated[bulk_rows] = bulk_ts
-    created[bulk_rows] = np.minimum(created[bulk_rows], bulk_ts)
-    return Timeline(created=created, updated=updated, bulk_rows=bulk_rows)
-
-
-def bulk_size_for(n: int, *, headroom: int = 30) -> int:
-    """BULK_SIZE records, leaving `headroom` records spread over the rest of the window."""
-    return max(0, min(BULK_SIZE, n - headroom))
-
-
-def deleted_mask(n: int) -> np.ndarray:
-    return np.arange(n) % DELETED_EVERY == 11
-
-
-def ids_for(n: int, nprng: np.random.Generator, base: int) -> np.ndarray:
-    """Ascending ids with small gaps, like an account where some records were purged."""
-    return base + np.cumsum(nprng.integers(1, 4, n, dtype=np.int64))

@@ -32,6 +32,7 @@ import numpy as np
 import orjson
 
 from kommo_dagster.sandbox import generate as g
+from kommo_dagster.sandbox.randomness import ulid
 from kommo_dagster.sandbox.responses import Response, hal, no_content, validation_error
 from kommo_dagster.sandbox.store import LIVE, AccountParts
 
@@ -358,7 +359,7 @@ class LinkBook:
         self.account.tables["events"].append(
             g.build_event(
                 cat,
-                id=g.ulid(ts * 1000 + rng.randrange(1000), rng),
+                id=ulid(ts * 1000 + rng.randrange(1000), rng),
                 type=type_,
                 entity_type=entity_type,
                 entity_id=entity_id,

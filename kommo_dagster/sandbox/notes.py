@@ -12,7 +12,8 @@ import random
 from typing import Any
 
 from kommo_dagster.sandbox import texts
-from kommo_dagster.sandbox.generate import Catalog, below, between, pick
+from kommo_dagster.sandbox.generate import Catalog
+from kommo_dagster.sandbox.randomness import below, between, pick
 from kommo_dagster.sandbox.store import Table
 
 # The note tables by the entity type in their path, and the id range of each.

@@ -8,10 +8,10 @@ from itertools import pairwise
 
 import pytest
 
-from kommo_dagster.sandbox import generate as g
 from kommo_dagster.sandbox.account import Account
 from kommo_dagster.sandbox.activity_truth import conversations, response_rows
 from kommo_dagster.sandbox.chats import INCOMING, OUTGOING, UNKNOWN_ENTITY_TYPE
+from kommo_dagster.sandbox.timeline import DAY
 
 START, END = date(2026, 10, 1), date(2026, 11, 1)
 
@@ -53,7 +53,7 @@ def test_conversations_hold_every_case_the_tables_must_handle(events, account):
     assert len({r["replied_by"] for r in replied}) > 5  # managers
     assert any(r["replied_at"] is None for r in runs)
     seconds = [r["response_seconds"] for r in replied]
-    assert min(seconds) < 120 and max(seconds) > g.DAY
+    assert min(seconds) < 120 and max(seconds) > DAY
     firsts = [m[0]["type"] for m in chats.values()]
     assert OUTGOING in firsts  # a manager writes first
     follow_ups = sum(

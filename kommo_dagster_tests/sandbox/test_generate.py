@@ -15,9 +15,11 @@ from kommo_dagster.sandbox import generate as g
 from kommo_dagster.sandbox import texts
 from kommo_dagster.sandbox.account import Account
 from kommo_dagster.sandbox.config import SandboxConfig
+from kommo_dagster.sandbox.randomness import ULID_ALPHABET, ulid, ulids
+from kommo_dagster.sandbox.timeline import DAY, day_ts
 
 START, END = date(2026, 10, 1), date(2026, 11, 1)
-START_TS, END_TS = g.day_ts(START), g.day_ts(END)
+START_TS, END_TS = day_ts(START), day_ts(END)
 
 
 def _account(seed: int = 1, leads: int = 300, **kw) -> Account:
@@ -47,8 +49,8 @@ def test_everything_is_inside_the_window(account):
 @pytest.mark.parametrize("stream", ["leads", "contacts", "companies", "tasks"])
 def test_records_at_exactly_midnight_and_one_second_before(account, stream):
     live = [r for r in account.records(stream) if not r.get("is_deleted")]
-    seconds = Counter(r["updated_at"] % g.DAY for r in live)
-    assert seconds[0] >= 2 and seconds[g.DAY - 1] >= 2
+    seconds = Counter(r["updated_at"] % DAY for r in live)
+    assert seconds[0] >= 2 and seconds[DAY - 1] >= 2
     stamps = {r["updated_at"] for r in live}
     assert START_TS in stamps and END_TS - 1 in stamps
 
@@ -185,16 +187,16 @@ def test_a_one_day_window_still_holds_its_boundary_records():
         seed=1, leads=300, start=date(2026, 10, 5), end=date(2026, 10, 6), base_url="http://x"
     )
     stamps = {r["updated_at"] for r in acc.records("leads")}
-    lo = g.day_ts(date(2026, 10, 5))
-    assert lo in stamps and lo + g.DAY - 1 in stamps
-    assert min(stamps) >= lo and max(stamps) < lo + g.DAY
+    lo = day_ts(date(2026, 10, 5))
+    assert lo in stamps and lo + DAY - 1 in stamps
+    assert min(stamps) >= lo and max(stamps) < lo + DAY
 
 
 def test_event_bytes_equal_the_serialised_event_dict():
     acc = _account(leads=30)
     rng = random.Random(0)
     kwargs = dict(
-        id=g.ulid(1_790_000_000_000, rng),
+        id=ulid(1_790_000_000_000, rng),
         type="lead_status_changed",
         entity_type="lead",
         entity_id=20_000_001,
@@ -209,10 +211,10 @@ def test_event_bytes_equal_the_serialised_event_dict():
 
 def test_vectorised_ulids_match_the_scalar_ones():
     ms = np.array([1_790_000_000_123, 1_790_000_999_999])
-    ids = [b.decode() for b in g.ulids(ms, np.random.default_rng(0)).tolist()]
+    ids = [b.decode() for b in ulids(ms, np.random.default_rng(0)).tolist()]
     for value, u in zip(ms.tolist(), ids, strict=True):
-        assert u[:10] == g.ulid(value, random.Random(0))[:10]
-        assert all(ch in g.ULID_ALPHABET for ch in u)
+        assert u[:10] == ulid(value, random.Random(0))[:10]
+        assert all(ch in ULID_ALPHABET for ch in u)
     assert ids == sorted(ids)
 
 
