@@ -20,6 +20,12 @@ import numpy as np
 from kommo_dagster.sandbox import generate as g
 from kommo_dagster.sandbox.chats import lead_conversations
 from kommo_dagster.sandbox.dictionaries import account_body, build_dictionaries, task_types
+from kommo_dagster.sandbox.events import (
+    ENTITY_SINGULAR,
+    events_bytes,
+    responsible_value,
+    status_value,
+)
 from kommo_dagster.sandbox.links import LinkBook
 from kommo_dagster.sandbox.notes import NOTE_ID_BASES, NOTE_TABLES, build_note, notes_table
 from kommo_dagster.sandbox.randomness import ulids
@@ -119,8 +125,8 @@ def _robot_touch(
 ) -> tuple[Any, ...]:
     """The robot's bulk edit setting a lead's status from its pipeline's first stage."""
     first = cat.stages_by_pipeline[pipeline_id][0][1]
-    before = g.status_value(pipeline_id, first)
-    after = g.status_value(pipeline_id, status_id)
+    before = status_value(pipeline_id, first)
+    after = status_value(pipeline_id, status_id)
     return (ts, "lead_status_changed", "lead", lead_id, 0, after, before)
 
 
@@ -225,7 +231,7 @@ class Account:
             cat.company_ids = live_ids
         else:
             cat.contact_ids = live_ids
-        singular = g.ENTITY_SINGULAR[name]
+        singular = ENTITY_SINGULAR[name]
         for i in range(n):
             self._events.append((created[i], f"{singular}_added", singular, id_list[i], 0, [], []))
             if dlist[i]:
@@ -337,7 +343,7 @@ class Account:
             kind = 1 + rng.randrange(4)
             by = cat.user(rng, robot_share=0.1)
             if kind == 1:
-                after, before = g.responsible_value(responsible), g.responsible_value(cat.user(rng))
+                after, before = responsible_value(responsible), responsible_value(cat.user(rng))
                 ev.append((t, "entity_responsible_changed", "lead", id_list[i], by, after, before))
             elif kind == 2:
                 after = [{"sale_field_value": {"sale": price}}]
@@ -449,7 +455,7 @@ class Account:
         order = np.argsort(ids, kind="stable").tolist()
         id_list = [b.decode() for b in ids[order].tolist()]
         events = [raw[i] for i in order]
-        bodies = g.events_bytes(cat, id_list, events)
+        bodies = events_bytes(cat, id_list, events)
         self.tables["events"].load_serialised(
             bodies,
             ids=id_list,

@@ -17,6 +17,12 @@ from typing import Any
 from kommo_dagster.sandbox import generate as g
 from kommo_dagster.sandbox.account import Account
 from kommo_dagster.sandbox.config import ChurnConfig
+from kommo_dagster.sandbox.events import (
+    ENTITY_SINGULAR,
+    build_event,
+    responsible_value,
+    status_value,
+)
 from kommo_dagster.sandbox.notes import NOTE_TABLES, build_note, edit_note
 from kommo_dagster.sandbox.randomness import ulid
 from kommo_dagster.sandbox.store import DELETED, GONE, LIVE
@@ -76,7 +82,7 @@ class Churner:
         before: list[Any] | None = None,
     ) -> None:
         cat = self.account.catalog
-        rec = g.build_event(
+        rec = build_event(
             cat,
             id=ulid(ts * 1000 + self.rng.randrange(1000), self.rng),
             type=type_,
@@ -122,10 +128,10 @@ class Churner:
         stages = self.account.catalog.stages_by_pipeline[rec["pipeline_id"]]
         others = [s for s in stages if s[1] != rec["status_id"]]
         _, status_id, stage_kind = self.rng.choice(others)
-        before = g.status_value(rec["pipeline_id"], rec["status_id"])
+        before = status_value(rec["pipeline_id"], rec["status_id"])
         rec["status_id"] = status_id
         rec["closed_at"] = ts if stage_kind in (g.WON, g.LOST) else None
-        after = g.status_value(rec["pipeline_id"], status_id)
+        after = status_value(rec["pipeline_id"], status_id)
         self.event(ts, "lead_status_changed", "lead", rec["id"], by, after, before)
 
     def _reprice(self, rec: dict[str, Any], ts: int, by: int) -> None:
@@ -156,13 +162,13 @@ class Churner:
     def _rename(self, stream: str, rec: dict[str, Any], ts: int, by: int) -> None:
         rec["name"] = self.rng.choice(g.texts.MESSY_NAMES)
         after = [{"name_field_value": {"name": rec["name"]}}]
-        self.event(ts, "name_field_changed", g.ENTITY_SINGULAR[stream], rec["id"], by, after)
+        self.event(ts, "name_field_changed", ENTITY_SINGULAR[stream], rec["id"], by, after)
 
     def _reassign(self, stream: str, rec: dict[str, Any], ts: int, by: int) -> None:
-        before = g.responsible_value(rec["responsible_user_id"])
+        before = responsible_value(rec["responsible_user_id"])
         rec["responsible_user_id"] = self.account.catalog.user(self.rng)
-        after = g.responsible_value(rec["responsible_user_id"])
-        singular = g.ENTITY_SINGULAR[stream]
+        after = responsible_value(rec["responsible_user_id"])
+        singular = ENTITY_SINGULAR[stream]
         self.event(ts, "entity_responsible_changed", singular, rec["id"], by, after, before)
 
     def _stamp(self, ts: int, *, below: int) -> int:
@@ -202,7 +208,7 @@ class Churner:
             rec = builder(cat, rng, deleted=False, **common)
             table.append(rec)
             (cat.contact_ids if stream == "contacts" else cat.company_ids).append(new_id)
-        singular = g.ENTITY_SINGULAR[stream]
+        singular = ENTITY_SINGULAR[stream]
         self.event(ts, f"{singular}_added", singular, new_id, rec["created_by"])
         return 1
 
@@ -216,7 +222,7 @@ class Churner:
             table.set_state(row, GONE)
             return 1
         by = self.account.catalog.user(self.rng)
-        singular = g.ENTITY_SINGULAR[stream]
+        singular = ENTITY_SINGULAR[stream]
         if stream == "tasks":
             # Deleted tasks are gone for good: no list returns them again.
             table.set_state(row, GONE)
@@ -243,7 +249,7 @@ class Churner:
         rec["updated_at"] = ts
         rec["updated_by"] = by
         table.replace(row, rec, state=LIVE)
-        singular = g.ENTITY_SINGULAR[stream]
+        singular = ENTITY_SINGULAR[stream]
         self.event(ts, f"{singular}_restored", singular, rec["id"], by)
         return 1
 

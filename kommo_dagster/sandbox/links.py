@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from kommo_dagster.sandbox import generate as g
+from kommo_dagster.sandbox.events import build_event
 from kommo_dagster.sandbox.randomness import ulid
 from kommo_dagster.sandbox.responses import Response, hal, no_content, validation_error
 from kommo_dagster.sandbox.store import LIVE, AccountParts
@@ -357,7 +357,7 @@ class LinkBook:
         cat = self.account.catalog
         rng = random.Random(f"{ts}:{type_}:{entity_id}:{target}")
         self.account.tables["events"].append(
-            g.build_event(
+            build_event(
                 cat,
                 id=ulid(ts * 1000 + rng.randrange(1000), rng),
                 type=type_,

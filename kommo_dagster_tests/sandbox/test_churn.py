@@ -8,7 +8,7 @@ import time
 import pytest
 
 from kommo_dagster.sandbox import ChurnConfig
-from kommo_dagster.sandbox import generate as g
+from kommo_dagster.sandbox.events import ENTITY_SINGULAR
 
 from .conftest import Api
 
@@ -194,7 +194,7 @@ def test_churn_creates_records_the_builders_would_generate(sandbox_factory):
     lead_ids = {r["id"] for r in sb.records("leads")}
     assert all(t["entity_id"] in lead_ids for t in new_tasks)
     assert all(isinstance(t["result"], list | dict) for t in new_tasks)
-    assert g.ENTITY_SINGULAR["tasks"] == "task"
+    assert ENTITY_SINGULAR["tasks"] == "task"
 
 
 def test_background_churn_can_be_switched_on_and_off_while_serving(sandbox_factory):

@@ -15,6 +15,7 @@ from kommo_dagster.sandbox import generate as g
 from kommo_dagster.sandbox import texts
 from kommo_dagster.sandbox.account import Account
 from kommo_dagster.sandbox.config import SandboxConfig
+from kommo_dagster.sandbox.events import build_event, events_bytes, status_value
 from kommo_dagster.sandbox.randomness import ULID_ALPHABET, ulid, ulids
 from kommo_dagster.sandbox.timeline import DAY, day_ts
 
@@ -194,19 +195,21 @@ def test_a_one_day_window_still_holds_its_boundary_records():
 
 def test_event_bytes_equal_the_serialised_event_dict():
     acc = _account(leads=30)
-    rng = random.Random(0)
-    kwargs = dict(
-        id=ulid(1_790_000_000_000, rng),
+    eid, after = ulid(1_790_000_000_000, random.Random(0)), status_value(1, 2)
+    event = (1_790_000_000, "lead_status_changed", "lead", 20_000_001, 0, after, [])
+    (fast,) = events_bytes(acc.catalog, [eid], [event])
+    slow = build_event(
+        acc.catalog,
+        id=eid,
         type="lead_status_changed",
         entity_type="lead",
         entity_id=20_000_001,
         created_by=0,
         created_at=1_790_000_000,
-        value_after=g.status_value(1, 2),
+        value_after=after,
         value_before=[],
     )
-    fast = g.event_bytes(acc.catalog, **kwargs)
-    assert fast == orjson.dumps(g.build_event(acc.catalog, **kwargs))
+    assert fast == orjson.dumps(slow)
 
 
 def test_vectorised_ulids_match_the_scalar_ones():
@@ -223,7 +226,7 @@ def test_bulk_serialised_events_equal_the_serialised_event_dicts(account):
     for row in range(0, len(table), 37):
         rec = orjson.loads(table.bodies[row])
         fields = {k: rec[k] for k in ("id", "type", "entity_type", "entity_id", "created_by")}
-        rebuilt = g.build_event(
+        rebuilt = build_event(
             account.catalog,
             **fields,
             created_at=rec["created_at"],
