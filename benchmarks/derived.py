@@ -33,8 +33,10 @@ from kommo_dagster.derived.value_text import install_macros
 from kommo_dagster.derived.wide import rebuild_wide_view
 from kommo_dagster.derived.write import replace_slice
 from kommo_dagster.kommo.streams import get_stream
+from kommo_dagster.sandbox.catalog_build import build_catalog
+from kommo_dagster.sandbox.custom_fields import custom_fields_values
 from kommo_dagster.sandbox.events import status_value
-from kommo_dagster.sandbox.generate import Scale, build_catalog, custom_fields_values
+from kommo_dagster.sandbox.scale import Scale
 from kommo_dagster.warehouse.sql import column_definitions
 from kommo_dagster.warehouse.windows import EpochWindow
 

@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from kommo_dagster.sandbox import generate as g
+from kommo_dagster.sandbox.catalog import Catalog
+from kommo_dagster.sandbox.catalog_build import build_catalog
 from kommo_dagster.sandbox.chats import lead_conversations
 from kommo_dagster.sandbox.dictionaries import account_body, build_dictionaries, task_types
 from kommo_dagster.sandbox.events import (
@@ -29,6 +31,7 @@ from kommo_dagster.sandbox.events import (
 from kommo_dagster.sandbox.links import LinkBook
 from kommo_dagster.sandbox.notes import NOTE_ID_BASES, NOTE_TABLES, build_note, notes_table
 from kommo_dagster.sandbox.randomness import ulids
+from kommo_dagster.sandbox.scale import Scale
 from kommo_dagster.sandbox.stage_paths import path_events
 from kommo_dagster.sandbox.store import DELETED, GONE, LIVE, Table
 from kommo_dagster.sandbox.timeline import bulk_size_for, deleted_mask, ids_for, timeline
@@ -121,7 +124,7 @@ class _Skeleton(NamedTuple):
 
 
 def _robot_touch(
-    cat: g.Catalog, lead_id: int, pipeline_id: int, status_id: int, ts: int
+    cat: Catalog, lead_id: int, pipeline_id: int, status_id: int, ts: int
 ) -> tuple[Any, ...]:
     """The robot's bulk edit setting a lead's status from its pipeline's first stage."""
     first = cat.stages_by_pipeline[pipeline_id][0][1]
@@ -147,8 +150,8 @@ class Account:
     ) -> None:
         self.lock = threading.RLock()
         self.seed = seed
-        self.scale = g.Scale.of(leads, users)
-        self.catalog = g.build_catalog(
+        self.scale = Scale.of(leads, users)
+        self.catalog = build_catalog(
             base_url=base_url,
             seed=seed,
             scale=self.scale,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from kommo_dagster.sandbox.generate import Catalog
+from kommo_dagster.sandbox.catalog import Catalog
 from kommo_dagster.sandbox.timeline import DAY
 
 INCOMING, OUTGOING = "incoming_chat_message", "outgoing_chat_message"

@@ -16,6 +16,7 @@ from typing import Any
 
 from kommo_dagster.sandbox import generate as g
 from kommo_dagster.sandbox.account import Account
+from kommo_dagster.sandbox.catalog import LOST, WON
 from kommo_dagster.sandbox.config import ChurnConfig
 from kommo_dagster.sandbox.events import (
     ENTITY_SINGULAR,
@@ -130,7 +131,7 @@ class Churner:
         _, status_id, stage_kind = self.rng.choice(others)
         before = status_value(rec["pipeline_id"], rec["status_id"])
         rec["status_id"] = status_id
-        rec["closed_at"] = ts if stage_kind in (g.WON, g.LOST) else None
+        rec["closed_at"] = ts if stage_kind in (WON, LOST) else None
         after = status_value(rec["pipeline_id"], status_id)
         self.event(ts, "lead_status_changed", "lead", rec["id"], by, after, before)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kommo_dagster.sandbox import texts
-from kommo_dagster.sandbox.generate import Catalog
+from kommo_dagster.sandbox.catalog import Catalog
 from kommo_dagster.sandbox.randomness import pick
 from kommo_dagster.sandbox.timeline import DAY
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from kommo_dagster.sandbox.generate import Catalog
+from kommo_dagster.sandbox.catalog import Catalog
 
 ENTITY_SINGULAR = {"leads": "lead", "contacts": "contact", "companies": "company", "tasks": "task"}
 

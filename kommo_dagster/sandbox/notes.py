@@ -12,7 +12,7 @@ import random
 from typing import Any
 
 from kommo_dagster.sandbox import texts
-from kommo_dagster.sandbox.generate import Catalog
+from kommo_dagster.sandbox.catalog import Catalog
 from kommo_dagster.sandbox.randomness import below, between, pick
 from kommo_dagster.sandbox.store import Table
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from kommo_dagster.sandbox.catalog import LOST, UNSORTED, WON, Catalog
 from kommo_dagster.sandbox.events import status_value
-from kommo_dagster.sandbox.generate import LOST, UNSORTED, WON, Catalog
 
 
 def walk(cat: Catalog, rng: random.Random, *, pipeline_id: int, status_id: int) -> list[int]:

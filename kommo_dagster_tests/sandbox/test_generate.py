@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from kommo_dagster.contract import contract_columns
-from kommo_dagster.sandbox import generate as g
 from kommo_dagster.sandbox import texts
 from kommo_dagster.sandbox.account import Account
+from kommo_dagster.sandbox.catalog import LOST_STATUS_ID, UNSORTED
 from kommo_dagster.sandbox.config import SandboxConfig
 from kommo_dagster.sandbox.events import build_event, events_bytes, status_value
 from kommo_dagster.sandbox.randomness import ULID_ALPHABET, ulid, ulids
@@ -114,7 +114,7 @@ def test_leads_use_every_pipeline_and_the_won_lost_and_incoming_stages(account):
     assert {r["pipeline_id"] for r in leads} == {p["id"] for p in account.catalog.pipelines}
     statuses = {r["status_id"] for r in leads}
     assert {142, 143} <= statuses
-    incoming = {s[1] for s in account.catalog.stages if s[2] == g.UNSORTED}
+    incoming = {s[1] for s in account.catalog.stages if s[2] == UNSORTED}
     assert statuses & incoming
     assert all((r["closed_at"] is not None) == (r["status_id"] in (142, 143)) for r in leads)
 
@@ -271,4 +271,4 @@ def test_lead_prices_hold_zero_both_ranges_and_the_int32_maximum(account):
 def test_only_lost_leads_give_a_loss_reason(account):
     leads = account.records("leads")
     reasons = {r["status_id"] for r in leads if r["loss_reason_id"] is not None}
-    assert reasons == {g.LOST_STATUS_ID}
+    assert reasons == {LOST_STATUS_ID}
