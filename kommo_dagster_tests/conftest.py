@@ -9,8 +9,8 @@ import pytest
 
 from kommo_dagster.sandbox import KommoSandbox, SandboxConfig
 
-# The small account most tests use: every messy case is in it (see sandbox/generate.py), and it
-# pages in a few requests.
+# The small account most tests use: every messy case is in it (see sandbox/records.py and
+# sandbox/timeline.py), and it pages in a few requests.
 SMALL_ACCOUNT = SandboxConfig(seed=1, leads=300)
 
 

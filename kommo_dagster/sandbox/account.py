@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from kommo_dagster.sandbox import generate as g
+from kommo_dagster.sandbox import texts
 from kommo_dagster.sandbox.catalog import Catalog
 from kommo_dagster.sandbox.catalog_build import build_catalog
 from kommo_dagster.sandbox.chats import lead_conversations
@@ -31,6 +31,7 @@ from kommo_dagster.sandbox.events import (
 from kommo_dagster.sandbox.links import LinkBook
 from kommo_dagster.sandbox.notes import NOTE_ID_BASES, NOTE_TABLES, build_note, notes_table
 from kommo_dagster.sandbox.randomness import ulids
+from kommo_dagster.sandbox.records import build_company, build_contact, build_lead, build_task
 from kommo_dagster.sandbox.scale import Scale
 from kommo_dagster.sandbox.stage_paths import path_events
 from kommo_dagster.sandbox.store import DELETED, GONE, LIVE, Table
@@ -163,8 +164,8 @@ class Account:
         self.tables: dict[str, Table] = {name: _table(name) for name in INCREMENTAL}
         self._events: list[tuple[Any, ...]] = []
         with _generating():
-            self._build_entity("companies", self.scale.companies, g.build_company)
-            self._build_entity("contacts", self.scale.contacts, g.build_contact)
+            self._build_entity("companies", self.scale.companies, build_company)
+            self._build_entity("contacts", self.scale.contacts, build_contact)
             self._build_leads()
             self._build_tasks()
             for k, (entity, table) in enumerate(NOTE_TABLES.items()):
@@ -267,7 +268,7 @@ class Account:
 
         def records():
             for i in range(len(id_list)):
-                rec, sid, by_robot = g.build_lead(
+                rec, sid, by_robot = build_lead(
                     cat,
                     rng,
                     row=i,
@@ -353,7 +354,7 @@ class Account:
                 before = [{"sale_field_value": {"sale": rng.randrange(0, 100_000)}}]
                 ev.append((t, "sale_field_changed", "lead", id_list[i], by, after, before))
             elif kind == 3:
-                name = g.texts.MESSY_NAMES[i % len(g.texts.MESSY_NAMES)]
+                name = texts.MESSY_NAMES[i % len(texts.MESSY_NAMES)]
                 after = [{"name_field_value": {"name": name}}]
                 ev.append((t, "name_field_changed", "lead", id_list[i], by, after, []))
             else:
@@ -387,7 +388,7 @@ class Account:
         def records():
             for i in range(n):
                 link = entity(i)
-                rec = g.build_task(
+                rec = build_task(
                     cat,
                     rng,
                     row=i,

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from kommo_dagster.sandbox import generate as g
+from kommo_dagster.sandbox import texts
 from kommo_dagster.sandbox.account import Account
 from kommo_dagster.sandbox.catalog import LOST, WON
 from kommo_dagster.sandbox.config import ChurnConfig
@@ -26,6 +26,7 @@ from kommo_dagster.sandbox.events import (
 )
 from kommo_dagster.sandbox.notes import NOTE_TABLES, build_note, edit_note
 from kommo_dagster.sandbox.randomness import ulid
+from kommo_dagster.sandbox.records import build_company, build_contact, build_lead, build_task
 from kommo_dagster.sandbox.store import DELETED, GONE, LIVE
 from kommo_dagster.sandbox.timeline import DAY
 
@@ -145,7 +146,7 @@ class Churner:
         """An open task is completed; a completed one gets a new deadline."""
         if not rec["is_completed"]:
             rec["is_completed"] = True
-            rec["result"] = {"text": self.rng.choice(g.texts.MESSY_TEXTS)}
+            rec["result"] = {"text": self.rng.choice(texts.MESSY_TEXTS)}
             self.event(ts, "task_completed", "task", rec["id"], by)
             return
         before_till = rec["complete_till"]
@@ -161,7 +162,7 @@ class Churner:
         )
 
     def _rename(self, stream: str, rec: dict[str, Any], ts: int, by: int) -> None:
-        rec["name"] = self.rng.choice(g.texts.MESSY_NAMES)
+        rec["name"] = self.rng.choice(texts.MESSY_NAMES)
         after = [{"name_field_value": {"name": rec["name"]}}]
         self.event(ts, "name_field_changed", ENTITY_SINGULAR[stream], rec["id"], by, after)
 
@@ -191,7 +192,7 @@ class Churner:
         if stream in NOTE_ENTITIES:
             return self._add_note(stream, common)
         if stream == "leads":
-            rec, source_id, by_robot = g.build_lead(cat, rng, deleted=False, **common)
+            rec, source_id, by_robot = build_lead(cat, rng, deleted=False, **common)
             table.append(
                 rec,
                 with_values={"source_id": source_id, "is_price_modified_by_robot": by_robot},
@@ -202,10 +203,10 @@ class Churner:
             entity = (
                 ("leads", leads.ids[int(live[rng.randrange(len(live))])]) if len(live) else None
             )
-            rec = g.build_task(cat, rng, entity=entity, **common)
+            rec = build_task(cat, rng, entity=entity, **common)
             table.append(rec)
         else:
-            builder = g.build_contact if stream == "contacts" else g.build_company
+            builder = build_contact if stream == "contacts" else build_company
             rec = builder(cat, rng, deleted=False, **common)
             table.append(rec)
             (cat.contact_ids if stream == "contacts" else cat.company_ids).append(new_id)

@@ -7,7 +7,8 @@ does with 50 custom-field definitions a page). A collection names the contract t
 the ground truth (`truth.py`) reads the same items the API serves.
 
 Consistency with the records is by construction: values, tags and loss reasons on records are
-drawn from these lists (`generate.py`), and task types are the ones tasks use.
+drawn from the catalog's lists (`catalog_build.py`, `custom_fields.py`), and task types are the
+ones tasks use.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Text the generated account is made of: ordinary names and the awkward strings real CRMs hold.
 
-The `MESSY_*` lists are cycled through deterministically (see `generate.py`), so even an account of
+The `MESSY_*` lists are cycled through deterministically (see `records.py`), so even an account of
 a few hundred leads holds every one of them.
 """
 

@@ -1,13 +1,13 @@
-"""A deterministic Kommo account: the same seed and scale always give the same records.
+"""Leads, contacts, companies and tasks: the same seed and scale always give the same records.
 
-Timestamps are drawn vectorised (numpy); each record is then built as the dict Kommo would serve
+Each record is built as the dict Kommo would serve, at ids and timestamps `timeline.py` draws,
 and serialised once to bytes (orjson) by `store.Table`. Builders take a `random.Random`, so churn
 (`churn.py`) creates new records with exactly the code that generated the first ones.
 
 Every awkward case is placed by row number rather than left to chance, so an account of a few
-hundred leads already holds all of them: the `MESSY_*` strings, every custom-field type, records at
-00:00:00 and 23:59:59 UTC, a robot's bulk edit of more than 250 records in one second, deleted
-records, unlinked tasks, empty task results.
+hundred leads already holds all of them: the `MESSY_*` strings, every custom-field type
+(`custom_fields.py`), records at 00:00:00 and 23:59:59 UTC and a robot's bulk edit of more than
+250 records in one second (`timeline.py`), deleted records, unlinked tasks, empty task results.
 """
 
 from __future__ import annotations
