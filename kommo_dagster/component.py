@@ -44,6 +44,7 @@ from kommo_dagster.kommo.config import DEFAULT_REQUESTS_PER_SECOND
 from kommo_dagster.kommo.streams import STREAMS
 from kommo_dagster.orchestration.accounts import Account, accounts_of
 from kommo_dagster.orchestration.translator import KommoTranslator, KommoTranslatorData
+from kommo_dagster.setting_values import SettingsError
 from kommo_dagster.settings import (
     DEFAULT_DUCKDB_PATH,
     DEFAULT_SCHEMA,
@@ -52,7 +53,6 @@ from kommo_dagster.settings import (
     SETTINGS,
     Location,
     Settings,
-    SettingsError,
 )
 
 _ENV_TEMPLATE = re.compile(

@@ -12,26 +12,42 @@ from each source, by passing raw values with the name of where each came from:
 * Python (``Settings(start_date=date(2026, 10, 1), ...)``).
 
 `SETTINGS` declares every setting once: its field, its variable, whether an account may set its
-own, its default and meaning (the README's table is rendered from it). A `Settings` validates
-every value when it is made, which is when the definitions load; a bad value raises
-`SettingsError` naming the variable or ``defs.yaml`` field and the value given.
+own, its parser, its default and meaning (the README's table is rendered from it). A `Settings`
+validates every value when it is made, which is when the definitions load; a bad value raises
+`SettingsError` naming the variable or ``defs.yaml`` field and the value given. The parsers of
+values and `SettingsError` live in `kommo_dagster.setting_values`.
 """
 
 from __future__ import annotations
 
-import functools
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-import duckdb
-
 from kommo_dagster.kommo import config as client
 from kommo_dagster.kommo.errors import KommoConfigError
 from kommo_dagster.kommo.streams import STREAMS
+from kommo_dagster.setting_values import (
+    IDENTIFIER,
+    SettingsError,
+    client_check,
+    invalid,
+    memory_size,
+    parse_bool,
+    parse_date,
+    parse_names,
+    parse_optional_dir,
+    parse_optional_text,
+    parse_seconds,
+    parse_text,
+    parse_timezone,
+    parse_variable,
+    parse_writable_dir,
+    whole_number,
+)
 from kommo_dagster.warehouse.all_accounts import ALL_ACCOUNTS_SCHEMA
 from kommo_dagster.warehouse.sql import catalog_name, is_file_database
 
@@ -47,7 +63,6 @@ ENV_ACCOUNTS = "KOMMO_ACCOUNTS"
 ACCOUNT_NAME = re.compile(r"[a-z0-9_]+")
 # The cross-account views' schema is kommo_all: an account named "all" would write into it.
 _RESERVED = {ALL_ACCOUNTS_SCHEMA.removeprefix(f"{DEFAULT_SCHEMA}_")}
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # own: each account's own variable, never shared (the token, the host); account: the account's
 # variable, else the shared one; shared: one value for the code location; single: only
@@ -55,152 +70,16 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 Scope = Literal["own", "account", "shared", "single"]
 
 
-class SettingsError(KommoConfigError):
-    """A setting holds a value the code location cannot use."""
-
-
-# --- values: each parser takes a raw value (text from a variable, a YAML value, a Python
-# value) and the name of where it came from, and returns the typed value or fails naming both.
-
-
-def _fail(label: str, what: str, value: object) -> SettingsError:
-    return SettingsError(f"{label} must be {what}, got {value!r}")
-
-
-# Kommo's cursors are Unix seconds: a partition before the epoch holds nothing, and Dagster
-# cannot build daily partitions from a year below 1000 (the load failed without the variable).
-EARLIEST_START_DATE = date(1970, 1, 1)
-
-
-def _date(value: object, label: str) -> date:
-    if isinstance(value, date):
-        day = value
-    else:
-        text = str(value).strip()
-        try:
-            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-                raise ValueError(text)
-            day = date.fromisoformat(text)
-        except ValueError:
-            raise _fail(label, "a date written YYYY-MM-DD", value) from None
-    if day < EARLIEST_START_DATE:
-        raise _fail(label, f"a date on or after {EARLIEST_START_DATE} (Unix time)", value)
-    return day
-
-
-def _names(value: object, label: str) -> tuple[str, ...]:
-    parts = value.split(",") if isinstance(value, str) else value
-    if not isinstance(parts, Sequence) or not all(isinstance(p, str) for p in parts):
-        raise _fail(label, "a list of stream names", value)
-    return tuple(p.strip().lower() for p in parts if p.strip())
-
-
-def _whole(minimum: int, maximum: int, why: str) -> Callable[[object, str], int]:
-    """A whole number in ``[minimum, maximum]``; ``why`` says what a larger one would break."""
-
-    def parse(value: object, label: str) -> int:
-        text = str(value).strip()
-        if isinstance(value, bool) or not re.fullmatch(r"\d+", text) or int(text) < minimum:
-            raise _fail(label, f"a whole number of at least {minimum}", value)
-        if int(text) > maximum:
-            raise _fail(label, f"a whole number of at most {maximum} ({why})", value)
-        return int(text)
-
-    return parse
-
-
-def _seconds(value: object, label: str) -> float:
-    try:
-        seconds = -1.0 if isinstance(value, bool) else float(str(value))
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < float("inf"):
-        raise _fail(label, "a positive number of seconds", value)
-    return seconds
-
-
-def _text(value: object, label: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _fail(label, "a text", value)
-    return value.strip()
-
-
-MEMORY_SIZE = "a DuckDB memory size like 512MB, 2GiB or 80%"
-
-
-def _memory(value: object, label: str) -> str:
-    """A memory limit DuckDB reads: a bad one would otherwise fail every run at its first
-    connection, long after the definitions loaded."""
-    text = _text(value, label)
-    # The default needs no check: opening DuckDB would cost every load (and run) ~20 ms.
-    if text != DEFAULT_MEMORY_LIMIT and not _duckdb_reads_memory(text):
-        raise _fail(label, MEMORY_SIZE, value)
-    return text
-
-
-@functools.cache
-def _duckdb_reads_memory(text: str) -> bool:
-    try:
-        duckdb.connect(":memory:", config={"memory_limit": text}).close()
-    except duckdb.Error:
-        return False
-    return True
-
-
-def _optional_text(value: object, label: str) -> str | None:
-    return None if value is None or value == "" else _text(value, label)
-
-
-def _optional_dir(value: object, label: str) -> Path | None:
-    text = _optional_text(None if value is None else str(value), label)
-    return Path(text).expanduser().absolute() if text else None
-
-
-def _optional_writable_dir(value: object, label: str) -> Path | None:
-    """A folder this process can make and write in: a file there would fail every run when
-    it first stages rows, long after the definitions loaded."""
-    path = _optional_dir(value, label)
-    problem = None if path is None else client.directory_problem(path)
-    if problem:
-        raise SettingsError(f"{label} must be a directory, got {str(path)!r}: {problem}")
-    return path
-
-
-def _bool(value: object, label: str) -> bool:
-    return client.parse_bool(value, name=label)  # type: ignore[arg-type]
-
-
-def _timezone(value: object, label: str) -> str:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    text = str(value).strip()
-    try:
-        ZoneInfo(text)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise _fail(label, "an IANA time zone name", value) from None
-    return text
-
-
-def _variable(value: object, label: str) -> str:
-    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
-        raise _fail(label, "the name of an environment variable", value)
-    return value
-
-
-def _client(check: Callable[[Any], Any]) -> Callable[[object, str], Any]:
-    """A client validator (`kommo_dagster.kommo.config`); `Settings` renames the variable its
-    message names to where the value came from."""
-    return lambda value, _label: check(value)
-
-
+# The parsers of the settings that need their own bounds or checks.
 # 100 years: the purge's cutoff (now - days) must stay a date, or every full-table write fails.
-_RETENTION = _whole(0, 36_500, "100 years")
+_RETENTION = whole_number(0, 36_500, "100 years")
 # A day: the hourly schedule already re-runs today's partition, and Dagster's UI shows the
 # interval as a 32-bit number (a larger one broke the sensor's page).
-_SENSOR_INTERVAL = _whole(1, 86_400, "a day")
-_rate = _client(client.validate_requests_per_second)
-_workers = _client(client.validate_max_workers)
-_cooldown = _client(client.validate_ban_cooldown)
+_SENSOR_INTERVAL = whole_number(1, 86_400, "a day")
+_memory = memory_size(known=DEFAULT_MEMORY_LIMIT)
+_rate = client_check(client.validate_requests_per_second)
+_workers = client_check(client.validate_max_workers)
+_cooldown = client_check(client.validate_ban_cooldown)
 
 
 @dataclass(frozen=True)
@@ -234,32 +113,32 @@ class Setting:
 
 # fmt: off
 SETTINGS = (
-    Setting("token_variable", "API_TOKEN", "own", _variable, "required for runs",
+    Setting("token_variable", "API_TOKEN", "own", parse_variable, "required for runs",
             "long-lived token of a Kommo private integration; read when a run starts, never logged,"
             " printed or stored. In `defs.yaml` always a variable, "
             '`"{{ env.KOMMO_BR_API_TOKEN }}"`', yaml="api_token"),
-    Setting("subdomain", "SUBDOMAIN", "own", _optional_text,
+    Setting("subdomain", "SUBDOMAIN", "own", parse_optional_text,
             "required unless `KOMMO_BASE_URL` is set",
             "`mycompany` for `https://mycompany.kommo.com` (a bare name)"),
-    Setting("base_url", "BASE_URL", "own", _optional_text, "`https://{subdomain}.kommo.com`",
+    Setting("base_url", "BASE_URL", "own", parse_optional_text, "`https://{subdomain}.kommo.com`",
             "another host: an amoCRM account (`https://mycompany.amocrm.ru`) or the sandbox. Only "
             "`*.kommo.com`, `*.amocrm.ru`, `*.amocrm.com` and this machine (loopback) are accepted,"
             " so a typo never receives the token"),
-    Setting("allow_any_host", "ALLOW_ANY_HOST", "account", _bool, "`false`",
+    Setting("allow_any_host", "ALLOW_ANY_HOST", "account", parse_bool, "`false`",
             "`true` accepts any host in `KOMMO_BASE_URL` (a proxy in front of Kommo)"),
     Setting("requests_per_second", "REQUESTS_PER_SECOND", "account", _rate, "`7`",
             "request budget of the account, shared by every thread, process and run on the machine;"
             " at least 0.01, above 7 (Kommo's limit) only with "
             "`KOMMO_ALLOW_REQUESTS_PER_SECOND_ABOVE_LIMIT`"),
     Setting("allow_requests_per_second_above_limit", "ALLOW_REQUESTS_PER_SECOND_ABOVE_LIMIT",
-            "account", _bool, "`false`",
+            "account", parse_bool, "`false`",
             "`true` accepts a `KOMMO_REQUESTS_PER_SECOND` above 7: a sandbox, or an account whose "
             "limit Kommo raised. Otherwise such a budget fails the load, since Kommo blocks the IP "
             "of a client that keeps exceeding 7"),
     Setting("max_workers", "MAX_WORKERS", "account", _workers, "`4`",
             "requests one extraction keeps in flight (to reach the budget when Kommo answers "
             "slowly)"),
-    Setting("rate_limit_dir", "RATE_LIMIT_DIR", "account", _optional_dir,
+    Setting("rate_limit_dir", "RATE_LIMIT_DIR", "account", parse_optional_dir,
             "`<temp dir>/kommo-dagster-rate-limit`",
             "where the shared request budget lives (one small file per account host), and the "
             "remembered IP block"),
@@ -267,7 +146,7 @@ SETTINGS = (
             "after Kommo blocks this machine's IP (HTML 403), no client of the account on the "
             "machine sends a request for this long, unless the block is cleared (see "
             "[Limits](#limits-and-why-they-matter))"),
-    Setting("start_date", "START_DATE", "account", _date, "`2024-01-01`",
+    Setting("start_date", "START_DATE", "account", parse_date, "`2024-01-01`",
             "first daily partition (UTC) of the incremental streams "
             "([Partitions](#partitions-and-how-they-map-to-kommos-timestamps)); records with an "
             "earlier cursor are outside every partition"),
@@ -276,28 +155,28 @@ SETTINGS = (
             "`defs.yaml` to the project root), or a MotherDuck database `md:<name>` (see [Scaling "
             "out](#scaling-out)). Not `kommo.duckdb`: DuckDB names the catalog after the file, and "
             "`kommo.leads` would become ambiguous"),
-    Setting("lock_timeout", "DUCKDB_LOCK_TIMEOUT", "shared", _seconds, "`600`",
+    Setting("lock_timeout", "DUCKDB_LOCK_TIMEOUT", "shared", parse_seconds, "`600`",
             "seconds a write waits for the database file (another run, or another program holding "
             "it open)"),
     Setting("memory_limit", "DUCKDB_MEMORY_LIMIT", "shared", _memory, "`512MB`",
             "DuckDB memory for staging an extraction; beyond it staging spills to disk"),
-    Setting("staging_dir", "STAGING_DIR", "shared", _optional_writable_dir, "the temp directory",
+    Setting("staging_dir", "STAGING_DIR", "shared", parse_writable_dir, "the temp directory",
             "where staged rows spill"),
-    Setting("streams", "STREAMS", "account", _names, "every stream",
+    Setting("streams", "STREAMS", "account", parse_names, "every stream",
             "comma-separated streams the code location defines, e.g. `leads,pipelines,statuses` (a "
             "stream read per parent needs its parent; the choices are listed in [Choosing what to "
             "sync](#choosing-what-to-sync))"),
-    Setting("schema", "SCHEMA", "single", _text, "`kommo`",
+    Setting("schema", "SCHEMA", "single", parse_text, "`kommo`",
             "DuckDB schema of the tables and views (with `KOMMO_ACCOUNTS` each account's is "
             "`kommo_<account>`)"),
-    Setting("full_table_streams", "FULL_TABLE_STREAMS", "account", _names, "none",
+    Setting("full_table_streams", "FULL_TABLE_STREAMS", "account", parse_names, "none",
             "incremental streams to sync as full tables instead of daily partitions"),
     Setting("history_retention_days", "HISTORY_RETENTION_DAYS", "shared", _RETENTION, "`30`",
             "days of snapshots kept in `<stream>_history` (at most 36500)"),
-    Setting("timezone", "TIMEZONE", "shared", _timezone, "`UTC`",
+    Setting("timezone", "TIMEZONE", "shared", parse_timezone, "`UTC`",
             "time zone of the schedules' cron times (an IANA name, e.g. `America/Sao_Paulo`), so "
             "the morning runs follow the team's clock; partitions stay UTC days"),
-    Setting("schedules_default_on", "SCHEDULES_DEFAULT_ON", "account", _bool, "`false`",
+    Setting("schedules_default_on", "SCHEDULES_DEFAULT_ON", "account", parse_bool, "`false`",
             "schedules and the change sensor start running instead of stopped", yaml="schedules"),
     Setting("sensor_interval_seconds", "SENSOR_INTERVAL_SECONDS", "account", _SENSOR_INTERVAL,
             "`300`", "least seconds between two polls of the change sensor (at most 86400)"),
@@ -365,8 +244,8 @@ class Settings:
         except KommoConfigError as exc:  # a client validator's message names its variable
             raise SettingsError(self._relabel(str(exc))) from None
         object.__setattr__(self, "duckdb_path", database_path(self.duckdb_path))
-        if not _IDENTIFIER.fullmatch(self.schema):
-            raise _fail(
+        if not IDENTIFIER.fullmatch(self.schema):
+            raise invalid(
                 self.label("schema"), "a plain SQL identifier (letters, digits, _)", self.schema
             )
         check_database_name(self.duckdb_path, schema=self.schema, label=self.label("duckdb_path"))
@@ -698,7 +577,6 @@ __all__ = [
     "Location",
     "Setting",
     "Settings",
-    "SettingsError",
     "check_account_name",
     "check_database_name",
     "database_path",

@@ -21,7 +21,7 @@ from kommo_dagster.component import KommoComponent
 from kommo_dagster.kommo.streams import STREAMS
 from kommo_dagster.orchestration.accounts import accounts_from_env
 from kommo_dagster.sandbox import SandboxConfig
-from kommo_dagster.settings import SettingsError
+from kommo_dagster.setting_values import SettingsError
 
 DG = str(Path(sys.executable).with_name("dg"))
 PYPROJECT = """\

@@ -4,8 +4,8 @@ Layers, lowest first, by folder:
 
 0. plain Python, no Dagster: the client (``kommo/``), the sandbox, the contract;
 1. the DuckDB side, no Dagster either: ``warehouse/`` (tables, views, staging, the table
-   registry), ``derived/`` (the derived tables' SQL and declarations), the settings (and the
-   variables they leave unread) and the stream docs;
+   registry), ``derived/`` (the derived tables' SQL and declarations), the settings (their
+   values' parsers, and the variables they leave unread) and the stream docs;
 2. the Dagster side: ``orchestration/`` (resources, the IO manager, assets, checks, jobs,
    schedules, sensors, the translator);
 3. what wires them: the builder, the definitions, the component, the package itself.
@@ -28,6 +28,7 @@ WAREHOUSE = (
     "kommo_dagster.warehouse",
     "kommo_dagster.derived",
     "kommo_dagster.settings",
+    "kommo_dagster.setting_values",
     "kommo_dagster.stream_docs",
     "kommo_dagster.unread_variables",
 )

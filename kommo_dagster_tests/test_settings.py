@@ -17,6 +17,7 @@ import yaml
 
 from kommo_dagster.component import KommoAccountConfig, KommoComponent
 from kommo_dagster.definitions import build_definitions
+from kommo_dagster.setting_values import SettingsError
 from kommo_dagster.settings import (
     DEFAULT_DUCKDB_PATH,
     DEFAULT_START_DATE,
@@ -24,7 +25,6 @@ from kommo_dagster.settings import (
     SETTINGS,
     Location,
     Settings,
-    SettingsError,
 )
 
 

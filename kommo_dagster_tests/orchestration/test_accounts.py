@@ -22,7 +22,8 @@ from kommo_dagster.orchestration.accounts import (
 )
 from kommo_dagster.orchestration.io_manager import KommoDuckDBIOManager
 from kommo_dagster.orchestration.resources import KommoResource
-from kommo_dagster.settings import Settings, SettingsError
+from kommo_dagster.setting_values import SettingsError
+from kommo_dagster.settings import Settings
 
 TWO = {
     "KOMMO_ACCOUNTS": "br, ru",

@@ -12,7 +12,7 @@ import pytest
 from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.orchestration.io_manager import KommoDuckDBIOManager, KommoDuckDBResource
 from kommo_dagster.orchestration.partitions import build_daily_partitions
-from kommo_dagster.settings import SettingsError
+from kommo_dagster.setting_values import SettingsError
 from kommo_dagster.warehouse.errors import WarehouseError
 from kommo_dagster.warehouse.staging import StagedRows
 from kommo_dagster.warehouse.windows import EpochWindow

@@ -11,7 +11,8 @@ from kommo_dagster.definitions import build_definitions
 from kommo_dagster.kommo.streams import STREAMS
 from kommo_dagster.orchestration.jobs import FULL_SYNC_JOB, FULL_TABLES_JOB, INCREMENTAL_JOB
 from kommo_dagster.orchestration.resources import KommoResource
-from kommo_dagster.settings import Settings, SettingsError
+from kommo_dagster.setting_values import SettingsError
+from kommo_dagster.settings import Settings
 from kommo_dagster_tests.wiring import sandbox_kommo
 
 

@@ -9,7 +9,8 @@ import dagster as dg
 import pytest
 
 from kommo_dagster.definitions import build_definitions
-from kommo_dagster.settings import Settings, SettingsError
+from kommo_dagster.setting_values import SettingsError
+from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.errors import WarehouseError
 from kommo_dagster.warehouse.locks import connect, database_lock
 from kommo_dagster.warehouse.sql import catalog_name, is_file_database
