@@ -15,7 +15,8 @@ from each source, by passing raw values with the name of where each came from:
 own, its parser, its default and meaning (the README's table is rendered from it). A `Settings`
 validates every value when it is made, which is when the definitions load; a bad value raises
 `SettingsError` naming the variable or ``defs.yaml`` field and the value given. The parsers of
-values and `SettingsError` live in `kommo_dagster.setting_values`.
+values and `SettingsError` live in `kommo_dagster.setting_values`, the checks of the DuckDB path
+in `kommo_dagster.duckdb_path`; the names of the accounts are checked here.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
+from kommo_dagster.duckdb_path import (
+    check_database_file,
+    check_database_name,
+    check_no_database_token,
+    database_path,
+)
 from kommo_dagster.kommo import config as client
 from kommo_dagster.kommo.errors import KommoConfigError
 from kommo_dagster.kommo.streams import STREAMS
@@ -49,7 +56,6 @@ from kommo_dagster.setting_values import (
     whole_number,
 )
 from kommo_dagster.warehouse.all_accounts import ALL_ACCOUNTS_SCHEMA
-from kommo_dagster.warehouse.sql import catalog_name, is_file_database
 
 DEFAULT_START_DATE = date(2024, 1, 1)
 DEFAULT_DUCKDB_PATH = Path("data") / "kommo_crm.duckdb"
@@ -248,9 +254,15 @@ class Settings:
             raise invalid(
                 self.label("schema"), "a plain SQL identifier (letters, digits, _)", self.schema
             )
-        check_database_name(self.duckdb_path, schema=self.schema, label=self.label("duckdb_path"))
-        check_database_file(self.duckdb_path, label=self.label("duckdb_path"))
-        check_no_database_token(self.duckdb_path, label=self.label("duckdb_path"))
+        path_label = self.label("duckdb_path")
+        check_database_name(
+            self.duckdb_path,
+            schema=self.schema,
+            label=path_label,
+            schema_label=SETTING["schema"].env,
+        )
+        check_database_file(self.duckdb_path, label=path_label)
+        check_no_database_token(self.duckdb_path, label=path_label)
         object.__setattr__(self, "streams", self._check_streams())
         object.__setattr__(self, "full_table_streams", self._check_full_table())
 
@@ -462,88 +474,6 @@ def parse_account_names(value: str | None, *, source: str = ENV_ACCOUNTS) -> tup
     return tuple(names)
 
 
-def database_path(database: str | Path) -> Path | str:
-    """A local file as an absolute path (runs may start in another directory); a MotherDuck
-    or in-memory database as written."""
-    if not is_file_database(database):
-        return str(database)
-    return Path(database).expanduser().absolute()
-
-
-# Catalogs DuckDB always has (``memory``: the in-memory instance a write stages its rows in).
-DUCKDB_CATALOGS = ("memory", "system", "temp")
-
-
-def check_database_name(
-    path: str | Path, *, schema: str, label: str = SETTING["duckdb_path"].env
-) -> None:
-    """Refuse a DuckDB file whose name equals the schema, and a schema named like a catalog
-    DuckDB always has.
-
-    DuckDB names the catalog of an attached file after the file's stem, so ``kommo.duckdb``
-    holding schema ``kommo`` makes ``kommo.leads`` ambiguous (catalog ``kommo`` or schema
-    ``kommo``?) and every statement fails with "Ambiguous reference".
-    """
-    if schema.lower() in DUCKDB_CATALOGS:
-        raise SettingsError(
-            f"the schema {schema!r} is named like one of DuckDB's own catalogs "
-            f"({', '.join(DUCKDB_CATALOGS)}), which makes every query of it fail with 'Ambiguous "
-            f"reference'. Choose another schema ({SETTING['schema'].env})."
-        )
-    stem = catalog_name(path)
-    if stem.lower() == schema.lower():
-        raise SettingsError(
-            f"{label} points at {str(path)!r}: DuckDB names the catalog after the file "
-            f"({stem!r}), which collides with the schema {schema!r} and makes every query fail "
-            f"with 'Ambiguous reference'. Use another file name, e.g. data/kommo_crm.duckdb."
-        )
-
-
-# Where every DuckDB database file says what it is (after an 8-byte checksum).
-_DUCKDB_MAGIC = (8, b"DUCK")
-
-
-def check_database_file(path: str | Path, *, label: str) -> None:
-    """Refuse a local database path DuckDB cannot open or make (a folder, a path under a file,
-    another kind of file): every run would otherwise fail at its first write, long after the
-    definitions loaded."""
-    if not is_file_database(path):
-        return
-    path = Path(path)
-    problem = "it is a folder" if path.is_dir() else client.directory_problem(path.parent)
-    if problem is None and path.is_file() and not _is_duckdb_file(path):
-        problem = "the file is not a DuckDB database"
-    if problem:
-        raise SettingsError(f"{label} must be a DuckDB database file, got {str(path)!r}: {problem}")
-
-
-def _is_duckdb_file(path: Path) -> bool:
-    offset, magic = _DUCKDB_MAGIC
-    try:
-        with path.open("rb") as file:
-            head = file.read(offset + len(magic))
-    except OSError:
-        return True  # unreadable here (held by another program): the run will tell
-    # Shorter: being made by another process right now, or empty; DuckDB tells at the run.
-    return len(head) < offset + len(magic) or head[offset:] == magic
-
-
-def check_no_database_token(path: str | Path, *, label: str) -> None:
-    """Refuse a MotherDuck path carrying its token (``md:db?motherduck_token=...``): the path is
-    the DuckDB resource's configuration, shown in the UI, and part of each run's metadata and
-    messages. The message does not repeat the path."""
-    if is_file_database(path):
-        return
-    query = str(path).partition("?")[2]
-    names = [part.partition("=")[0].strip().lower() for part in query.split("&")]
-    if "motherduck_token" in names:
-        raise SettingsError(
-            f"{label} holds a MotherDuck token (motherduck_token=...), which would be shown in "
-            f"the UI's resource configuration and in run metadata: set the motherduck_token "
-            f"variable to the token instead and leave {label} as md:<database>"
-        )
-
-
 def configuration_table() -> str:
     """The README's table of settings, rendered from `SETTINGS`."""
     where = {"own": "own", "account": "own, else shared", "shared": "shared", "single": "-"}
@@ -578,7 +508,5 @@ __all__ = [
     "Setting",
     "Settings",
     "check_account_name",
-    "check_database_name",
-    "database_path",
     "parse_account_names",
 ]

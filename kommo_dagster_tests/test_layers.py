@@ -5,7 +5,8 @@ Layers, lowest first, by folder:
 0. plain Python, no Dagster: the client (``kommo/``), the sandbox, the contract;
 1. the DuckDB side, no Dagster either: ``warehouse/`` (tables, views, staging, the table
    registry), ``derived/`` (the derived tables' SQL and declarations), the settings (their
-   values' parsers, and the variables they leave unread) and the stream docs;
+   values' parsers, the DuckDB path's checks, and the variables they leave unread) and the
+   stream docs;
 2. the Dagster side: ``orchestration/`` (resources, the IO manager, assets, checks, jobs,
    schedules, sensors, the translator);
 3. what wires them: the builder, the definitions, the component, the package itself.
@@ -29,6 +30,7 @@ WAREHOUSE = (
     "kommo_dagster.derived",
     "kommo_dagster.settings",
     "kommo_dagster.setting_values",
+    "kommo_dagster.duckdb_path",
     "kommo_dagster.stream_docs",
     "kommo_dagster.unread_variables",
 )

@@ -34,12 +34,9 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from kommo_dagster.duckdb_path import check_database_name
 from kommo_dagster.kommo.streams import Stream, get_stream
-from kommo_dagster.settings import (
-    DEFAULT_HISTORY_RETENTION_DAYS,
-    DEFAULT_SCHEMA,
-    check_database_name,
-)
+from kommo_dagster.settings import DEFAULT_HISTORY_RETENTION_DAYS, DEFAULT_SCHEMA, SETTING
 from kommo_dagster.warehouse.errors import WarehouseError
 from kommo_dagster.warehouse.locks import connect
 from kommo_dagster.warehouse.registry import get_table, refresh_after_write
@@ -119,7 +116,12 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         for schema in {self.schema_name, *self.account_schemas.values()}:
-            check_database_name(self.duckdb.database, schema=schema)
+            check_database_name(
+                self.duckdb.database,
+                schema=schema,
+                label=SETTING["duckdb_path"].env,
+                schema_label=SETTING["schema"].env,
+            )
 
     # -- outputs -----------------------------------------------------------------------------
 
