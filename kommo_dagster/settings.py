@@ -12,11 +12,12 @@ from each source, by passing raw values with the name of where each came from:
 * Python (``Settings(start_date=date(2026, 10, 1), ...)``).
 
 `SETTINGS` declares every setting once: its field, its variable, whether an account may set its
-own, its parser, its default and meaning (the README's table is rendered from it). A `Settings`
-validates every value when it is made, which is when the definitions load; a bad value raises
-`SettingsError` naming the variable or ``defs.yaml`` field and the value given. The parsers of
-values and `SettingsError` live in `kommo_dagster.setting_values`, the checks of the DuckDB path
-in `kommo_dagster.duckdb_path`; the names of the accounts are checked here.
+own, its parser, its default and meaning (`kommo_dagster.stream_docs` renders the README's table
+from it). A `Settings` validates every value when it is made, which is when the definitions
+load; a bad value raises `SettingsError` naming the variable or ``defs.yaml`` field and the value
+given. The parsers of values and `SettingsError` live in `kommo_dagster.setting_values`, the
+checks of the DuckDB path in `kommo_dagster.duckdb_path`; the names of the accounts are checked
+here.
 """
 
 from __future__ import annotations
@@ -472,25 +473,6 @@ def parse_account_names(value: str | None, *, source: str = ENV_ACCOUNTS) -> tup
     if repeated:
         raise SettingsError(f"{source} names {', '.join(repeated)} more than once")
     return tuple(names)
-
-
-def configuration_table() -> str:
-    """The README's table of settings, rendered from `SETTINGS`."""
-    where = {"own": "own", "account": "own, else shared", "shared": "shared", "single": "-"}
-    lines = [
-        "| variable | default | per account | `defs.yaml` | meaning |",
-        "|---|---|---|---|---|",
-    ]
-    for s in SETTINGS:
-        yaml = f"`{s.yaml_field}`" if s.scope != "single" else "-"
-        yaml = f"{yaml} (top level)" if s.scope == "shared" else yaml
-        lines.append(f"| `{s.env}` | {s.default} | {where[s.scope]} | {yaml} | {s.meaning} |")
-    lines.append(
-        f"| `{ENV_ACCOUNTS}` | none | - | `accounts[].name` | several accounts, e.g. `br,ru`, "
-        "each configured by `KOMMO_<ACCOUNT>_*` variables (see [Several accounts]"
-        "(#several-accounts)) |"
-    )
-    return "\n".join(lines)
 
 
 assert set(SETTING) | {"account", "sources"} == {f.name for f in fields(Settings)}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kommo_dagster.kommo.links import LINK_TABLES
 from kommo_dagster.kommo.streams import STREAMS, Stream
-from kommo_dagster.settings import configuration_table
+from kommo_dagster.settings import ENV_ACCOUNTS, SETTINGS
 from kommo_dagster.warehouse.registry import derived_relations
 
 _BLOCK = re.compile(
@@ -124,6 +124,25 @@ def links_table() -> str:
             f"| `kommo.{t.name}` | {holds} | {_code(t.key)} | `_embedded.{t.embed}` of "
             f"`kommo.{parent.name}` pages ({_sync(parent)}) | {refs} |"
         )
+    return "\n".join(lines)
+
+
+def configuration_table() -> str:
+    """The README's table of settings, rendered from `SETTINGS`."""
+    where = {"own": "own", "account": "own, else shared", "shared": "shared", "single": "-"}
+    lines = [
+        "| variable | default | per account | `defs.yaml` | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for s in SETTINGS:
+        yaml = f"`{s.yaml_field}`" if s.scope != "single" else "-"
+        yaml = f"{yaml} (top level)" if s.scope == "shared" else yaml
+        lines.append(f"| `{s.env}` | {s.default} | {where[s.scope]} | {yaml} | {s.meaning} |")
+    lines.append(
+        f"| `{ENV_ACCOUNTS}` | none | - | `accounts[].name` | several accounts, e.g. `br,ru`, "
+        "each configured by `KOMMO_<ACCOUNT>_*` variables (see [Several accounts]"
+        "(#several-accounts)) |"
+    )
     return "\n".join(lines)
 
 
