@@ -23,7 +23,7 @@ from kommo_dagster.sandbox.custom_fields import custom_fields_values
 from kommo_dagster.sandbox.randomness import below, between, pick
 from kommo_dagster.sandbox.timeline import DAY
 
-# Row-number rules that make sure every case exists in a small account.
+# Every seventh row takes a messy string, so that each exists in a small account.
 MESSY_EVERY = 7  # row % 7 == 3 takes the next messy string
 
 
