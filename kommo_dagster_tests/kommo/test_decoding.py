@@ -176,6 +176,21 @@ def test_json_columns_keep_the_text_kommo_sent():
     assert value.startswith(b"[ {") and orjson.loads(value) == lead()["custom_fields_values"]
 
 
+def test_a_lone_surrogate_names_its_record_path_and_value():
+    """Valid JSON that no UTF-8 text can hold: the error says where, so the record can be
+    corrected in Kommo, on the typed path as on the general one."""
+    records = [lead(id=8), lead(id=9, name="NAME")]
+    body = orjson.dumps({"_embedded": {"leads": records}}).replace(b"NAME", b"a\\ud800b")
+    resp = Response(body=body, server_time=None, path="/api/v4/leads")
+    where = "$._embedded.leads[1].name (record id 9): 'a\\ud800b'"
+    with pytest.raises(KommoResponseError, match="lone UTF-16 surrogate") as err:
+        typed_records_of(get_stream("leads"), resp)
+    assert where in str(err.value) and "correct the value in Kommo" in str(err.value)
+    plain = Response(body=b'{"_embedded": {"leads": [', server_time=None, path="/api/v4/leads")
+    with pytest.raises(KommoResponseError, match="malformed JSON"):
+        plain.data  # noqa: B018
+
+
 def test_malformed_pages_fail_as_before():
     resp = Response(body=b'{"_embedded": {"leads": [', server_time=None, path="/api/v4/leads")
     with pytest.raises(KommoResponseError, match="malformed JSON"):
