@@ -33,8 +33,8 @@ from kommo_dagster.kommo.columns import ColumnBatch, page_columns
 from kommo_dagster.kommo.decoding import typed_records_of
 from kommo_dagster.kommo.link_rows import LinkRows
 from kommo_dagster.kommo.records import to_columns
+from kommo_dagster.kommo.response import Response
 from kommo_dagster.kommo.streams import get_stream
-from kommo_dagster.kommo.transport import Response
 from kommo_dagster.kommo.walks import records_of
 from kommo_dagster.sandbox import SandboxConfig, SandboxProcess
 from kommo_dagster.warehouse.staging import StagedRows

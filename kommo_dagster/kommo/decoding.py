@@ -30,8 +30,8 @@ from msgspec.structs import astuple
 
 from kommo_dagster.kommo.links import EMBED_PREFIX, embedded_columns
 from kommo_dagster.kommo.records import descend, typed_values
+from kommo_dagster.kommo.response import Response
 from kommo_dagster.kommo.streams import Column, Stream, get_stream
-from kommo_dagster.kommo.transport import Response
 from kommo_dagster.kommo.walks.base import records_of
 
 _NULL = msgspec.Raw(b"null")

@@ -21,10 +21,10 @@ from datetime import datetime
 from typing import Any
 
 from kommo_dagster.kommo.errors import KommoError
+from kommo_dagster.kommo.response import Response
 from kommo_dagster.kommo.stats import ClientStats, PartStats, Progress, StatsRecorder
 from kommo_dagster.kommo.streams import Stream
 from kommo_dagster.kommo.tasks import TasksStrategy
-from kommo_dagster.kommo.transport import Response
 from kommo_dagster.kommo.walks.base import Job, Walk
 from kommo_dagster.kommo.walks.strategies import (
     KeysetStrategy,

@@ -20,8 +20,9 @@ from typing import Any
 
 from kommo_dagster.kommo.config import CHECK_HOST, ENV_PREFIX, name_variables
 from kommo_dagster.kommo.errors import KommoError, KommoNotFoundError, KommoResponseError
+from kommo_dagster.kommo.response import Response
 from kommo_dagster.kommo.streams import STREAMS
-from kommo_dagster.kommo.transport import Params, Response, Transport
+from kommo_dagster.kommo.transport import Params, Transport
 
 # Paths every Kommo account answers: each stream's own list (not a parent's object's) and the
 # account. A 404 on one of them means the host is not an account's API.

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kommo_dagster.kommo.transport import Response
+from kommo_dagster.kommo.response import Response
 from kommo_dagster.kommo.walks.base import Walk, server_since
 from kommo_dagster.kommo.walks.overlap import OverlapWalk
 from kommo_dagster.kommo.walks.pages import PagesWalk, even_bounds

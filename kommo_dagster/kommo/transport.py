@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import email.utils
 import functools
-import json
 import logging
 import math
 import random
@@ -50,6 +49,7 @@ from kommo_dagster.kommo.errors import (
     KommoRetryError,
 )
 from kommo_dagster.kommo.ratelimit import BudgetPaused, SharedRateLimiter, Slot
+from kommo_dagster.kommo.response import Response
 from kommo_dagster.kommo.stats import StatsRecorder
 
 log = logging.getLogger("kommo_dagster.kommo")
@@ -82,68 +82,6 @@ class RetryPolicy:
         # The exponent kept small: 2 ** 1024 is past any float, and the product overflowed.
         ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** min(attempt - 1, 64))
         return ceiling * random.uniform(0.5, 1.0)
-
-
-def lone_surrogate(body: bytes) -> str | None:
-    """Where a body orjson refused holds a lone surrogate escape (``"\\ud800"``), if that is
-    why: the path, the enclosing record's id and the value, so the record can be found and
-    corrected. JSON allows the escape; no UTF-8 text can hold it. Only run on a refused body."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    stack: list[tuple[str, Any, Any]] = [("$", data, None)]
-    while stack:
-        path, value, record_id = stack.pop()
-        if isinstance(value, dict):
-            record_id = value.get("id", record_id)
-            stack.extend((f"{path}.{k}", v, record_id) for k, v in reversed(value.items()))
-        elif isinstance(value, list):
-            stack.extend(
-                (f"{path}[{i}]", v, record_id) for i, v in reversed(list(enumerate(value)))
-            )
-        elif isinstance(value, str) and any("\ud800" <= c <= "\udfff" for c in value):
-            of = "" if record_id is None else f" (record id {record_id})"
-            return f"{path}{of}: {value!r}"
-    return None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Response:
-    """A usable answer: its JSON body (None for 204 or an empty body) and the server's clock.
-
-    The body is parsed on first use of `data`, not on arrival: a list page may instead be
-    decoded straight into typed records (`kommo_dagster.kommo.decoding`), which costs a
-    fraction of building the whole tree of Python objects.
-    """
-
-    body: bytes | None
-    server_time: int | None  # Unix seconds from the Date header
-    path: str = ""
-
-    @functools.cached_property
-    def data(self) -> dict[str, Any] | None:
-        """The body as parsed JSON; a malformed body or one that is not an object raises."""
-        if self.body is None:
-            return None
-        try:
-            data = orjson.loads(self.body)
-        except orjson.JSONDecodeError as exc:
-            where = lone_surrogate(self.body)
-            what = (
-                "malformed JSON"
-                if where is None
-                else f"a lone UTF-16 surrogate at {where}, valid JSON but no text DuckDB (UTF-8) "
-                "can hold: correct the value in Kommo"
-            )
-            raise KommoResponseError(
-                f"Kommo answered GET {self.path} with {what} ({exc})", path=self.path
-            ) from None
-        if not isinstance(data, dict):
-            raise KommoResponseError(
-                f"Kommo answered GET {self.path} with JSON that is not an object", path=self.path
-            )
-        return data
 
 
 class _Cancelled(Exception):
@@ -574,4 +512,4 @@ OUTCOMES: dict[tuple[int, bool | None], Outcome] = {
 }
 
 
-__all__ = ["KommoHTTPError", "Response", "RetryPolicy", "Transport"]
+__all__ = ["KommoHTTPError", "RetryPolicy", "Transport"]

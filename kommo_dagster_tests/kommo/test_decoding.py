@@ -10,8 +10,8 @@ from kommo_dagster.kommo import KommoContractError, KommoResponseError
 from kommo_dagster.kommo.columns import arrow_schema, page_columns
 from kommo_dagster.kommo.decoding import TypedRecord, page_type, typed_records_of
 from kommo_dagster.kommo.records import to_columns
+from kommo_dagster.kommo.response import Response
 from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, get_stream
-from kommo_dagster.kommo.transport import Response
 from kommo_dagster.kommo.walks import records_of
 from kommo_dagster_tests.kommo.conftest import END, START, expected
 from kommo_dagster_tests.kommo.test_records import lead

@@ -14,8 +14,8 @@ from kommo_dagster.kommo.errors import KommoContractError, KommoResponseError
 from kommo_dagster.kommo.link_rows import FLUSH_ROWS, LinkRows
 from kommo_dagster.kommo.links import VERSION
 from kommo_dagster.kommo.relinks import LinkEvents, links_of
+from kommo_dagster.kommo.response import Response
 from kommo_dagster.kommo.streams import get_stream
-from kommo_dagster.kommo.transport import Response
 
 LEADS = [
     {

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from kommo_dagster.kommo import KommoClient
-from kommo_dagster.kommo.transport import Response
+from kommo_dagster.kommo.response import Response
 from kommo_dagster.kommo.walks.pages import even_bounds
 from kommo_dagster.sandbox import KommoSandbox
 from kommo_dagster.sandbox.churn import Churner

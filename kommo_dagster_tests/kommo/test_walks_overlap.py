@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from kommo_dagster.kommo.errors import KommoConsistencyError, KommoResponseError
+from kommo_dagster.kommo.response import Response
 from kommo_dagster.kommo.streams import get_stream
-from kommo_dagster.kommo.transport import Response
 from kommo_dagster.kommo.walks.overlap import STEP_BACK_SLACK, OverlapWalk, page_at
 
 LIMIT = 250

@@ -8,8 +8,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from kommo_dagster.kommo.response import Response
 from kommo_dagster.kommo.streams import get_stream
-from kommo_dagster.kommo.transport import Response
 from kommo_dagster.kommo.walks.base import Walk
 from kommo_dagster.kommo.walks.pages import SETTLED, PagesWalk, QueryPages, RowsMet
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kommo_dagster.kommo.errors import KommoResponseError
+from kommo_dagster.kommo.response import Response
 from kommo_dagster.kommo.streams import Stream
-from kommo_dagster.kommo.transport import Params, Response
+from kommo_dagster.kommo.transport import Params
 
 if TYPE_CHECKING:
     from kommo_dagster.kommo.transport import Transport

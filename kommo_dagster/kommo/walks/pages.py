@@ -7,7 +7,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from kommo_dagster.kommo.transport import Response
+from kommo_dagster.kommo.response import Response
 from kommo_dagster.kommo.walks.base import (
     MIN_SPLIT_PAGES,
     Job,

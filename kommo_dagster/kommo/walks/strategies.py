@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kommo_dagster.kommo.response import Response
 from kommo_dagster.kommo.streams import Stream
-from kommo_dagster.kommo.transport import Response
 
 if TYPE_CHECKING:
     from kommo_dagster.kommo.transport import Transport
