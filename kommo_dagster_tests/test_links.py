@@ -175,7 +175,7 @@ def test_a_links_answer_that_is_not_json_fails_the_run_and_writes_nothing(
     result = wh.run(["events"], partition=today, raise_on_error=False)
     assert not result.success
     failure = str(result.get_step_failure_events()[0].event_specific_data.error)
-    # the same text as any other page that is not the API's JSON (kommo/transport.py)
+    # the same text as any other page that is not the API's JSON (kommo/answers.py)
     assert "HTML page instead of JSON" in failure and "KOMMO_BASE_URL" in failure, failure
     assert {t: link_rows(wh, t) for t in LINK_TABLES} == before
     assert wh.sql("SELECT count(*) FROM kommo.events") == events_before

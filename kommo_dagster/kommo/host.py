@@ -2,7 +2,7 @@
 
 No request is spent on checking the settings: the first request of whatever stream a client
 reads plays that part, so a quiet refresh costs one request per list and nothing more. Most
-answers say what is wrong on any request (`kommo_dagster.kommo.transport`): 401 (the token),
+answers say what is wrong on any request (`kommo_dagster.kommo.answers`): 401 (the token),
 402 (the account is not paid), 403 (an HTML page: the IP is blocked; on users: the token's user
 is not an administrator), a redirect, an HTML or other non-JSON page. Two answers only mean a
 wrong host while the host has not yet answered as Kommo does, and are reported so here: a 404 on

@@ -1,51 +1,44 @@
-"""One GET against Kommo: rate limit, retries, and turning Kommo's answers into data or errors.
+"""One GET against Kommo: rate limit, retries, and handing each answer to what it means.
 
 Every attempt, retries included, first takes a slot from the shared rate limiter. 429, 500, 502,
 503, 504, dropped connections and timeouts (of the connect, of a read, or of the whole answer)
 are retried with bounded backoff (a 429's ``retry_after`` or ``Retry-After`` is honoured and
 pauses every user of the account's budget; one asking for longer than the policy waits ends the
 retries rather than being cut short).
-Everything else that is not a 200/204 with JSON raises a specific `KommoError` at once.
+Everything else that is not a 200/204 with JSON raises a specific `KommoError` at once. What
+each answer means is decided in `kommo_dagster.kommo.answers`; a usable one comes back as a
+`kommo_dagster.kommo.response.Response`.
 """
 
 from __future__ import annotations
 
-import email.utils
-import functools
 import logging
-import math
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlencode
 
-import orjson
 import urllib3.exceptions
 from urllib3 import BaseHTTPResponse
 from urllib3.util import make_headers
 
-from kommo_dagster.kommo.ban import IPBan
-from kommo_dagster.kommo.config import (
-    ENV_API_TOKEN,
-    ENV_BASE_URL,
-    ENV_RATE_LIMIT_DIR,
-    ENV_SUBDOMAIN,
-    Secret,
+from kommo_dagster.kommo.answers import (
+    OUTCOMES,
+    Answer,
+    Retryable,
+    is_html,
+    other_status,
+    redirected,
 )
+from kommo_dagster.kommo.ban import IPBan
+from kommo_dagster.kommo.config import ENV_RATE_LIMIT_DIR, Secret
 from kommo_dagster.kommo.connections import AnswerTimeoutError, Connections
 from kommo_dagster.kommo.errors import (
-    KommoAuthError,
     KommoConfigError,
     KommoError,
-    KommoForbiddenError,
     KommoHTTPError,
-    KommoIPBlockedError,
-    KommoNotFoundError,
-    KommoPaymentRequiredError,
-    KommoResponseError,
     KommoRetryError,
 )
 from kommo_dagster.kommo.ratelimit import BudgetPaused, SharedRateLimiter, Slot
@@ -56,7 +49,6 @@ log = logging.getLogger("kommo_dagster.kommo")
 
 Params = Sequence[tuple[str, str | int]]
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 USER_AGENT = "kommo-dagster/0.1 (+https://github.com/kommo-dagster)"
 # Every request's headers but the token's, in the order requests sent them.
 HEADERS = {
@@ -89,51 +81,10 @@ class _Cancelled(Exception):
     mistake it for a connection failure)."""
 
 
-class _Retryable(Exception):
-    def __init__(self, reason: str, *, status: int | None, wait: float | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-        self.wait = wait
-
-
-def _server_time(resp: BaseHTTPResponse) -> int | None:
-    value = resp.headers.get("Date")
-    if not value:
-        return None
-    try:
-        return int(email.utils.parsedate_to_datetime(value).timestamp())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-
-
-def _retry_after_header(resp: BaseHTTPResponse) -> float | None:
-    value = resp.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(seconds, 0.0) if math.isfinite(seconds) else None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
-
-
 def _target(path: str, params: Params) -> str:
     """The request's path and query, encoded as requests encoded them (``[`` and ``]`` of
     Kommo's ``filter[updated_at][from]`` as ``%5B`` and ``%5D``, a space as ``+``)."""
     return f"{path}?{urlencode(params, doseq=True)}" if params else path
-
-
-def _is_html(content_type: str, body: bytes) -> bool:
-    if "html" in content_type:
-        return True
-    return body[:200].lstrip()[:1] == b"<"
 
 
 class Transport:
@@ -187,7 +138,7 @@ class Transport:
             attempt += 1
             try:
                 return self._attempt(path, params, what=what)
-            except _Retryable as exc:
+            except Retryable as exc:
                 last = exc
             elapsed = time.monotonic() - started
             throttled = last.status == 429
@@ -214,7 +165,7 @@ class Transport:
                 raise KommoError(f"GET {path} cancelled")
 
     def _gave_up(
-        self, path: str, last: _Retryable, *, attempt: int, elapsed: float
+        self, path: str, last: Retryable, *, attempt: int, elapsed: float
     ) -> KommoRetryError:
         self.stats.error()
         if last.wait is not None and last.wait > self.retry.retry_after_max:
@@ -295,15 +246,15 @@ class Transport:
             raise KommoError(f"GET {path} cancelled: the client is closing") from None
         except AnswerTimeoutError:
             whole = self.connections.answer_timeout
-            raise _Retryable(
+            raise Retryable(
                 f"read timeout (the whole answer took longer than {whole:g}s)", status=None
             ) from None
         except urllib3.exceptions.ReadTimeoutError:
-            raise _Retryable("read timeout", status=None) from None
+            raise Retryable("read timeout", status=None) from None
         except urllib3.exceptions.NewConnectionError as exc:  # a ConnectTimeoutError, to urllib3
             raise self._connection_failed(exc) from None
         except urllib3.exceptions.ConnectTimeoutError:
-            raise _Retryable("connect timeout", status=None) from None
+            raise Retryable("connect timeout", status=None) from None
         except urllib3.exceptions.HTTPError as exc:
             raise self._connection_failed(exc) from None
         sent = self._local.sent
@@ -311,9 +262,9 @@ class Transport:
             self.stats.response(seconds=time.monotonic() - sent)
         return self._classify(resp, body, path=path, what=what)
 
-    def _connection_failed(self, exc: urllib3.exceptions.HTTPError) -> _Retryable:
+    def _connection_failed(self, exc: urllib3.exceptions.HTTPError) -> Retryable:
         reason = self.scrub(str(exc))[:300]
-        return _Retryable(f"connection failed ({type(exc).__name__}: {reason})", status=None)
+        return Retryable(f"connection failed ({type(exc).__name__}: {reason})", status=None)
 
     def _classify(
         self, resp: BaseHTTPResponse, body: bytes, *, path: str, what: str | None
@@ -321,195 +272,12 @@ class Transport:
         """Data, a retry, or a specific error: looked up in `OUTCOMES` by status and by whether
         the body is an HTML page."""
         ctype = resp.headers.get("Content-Type", "").lower()
-        answer = _Answer(self, resp, body, path, what, ctype, _is_html(ctype, body))
+        answer = Answer(self, resp, body, path, what, ctype, is_html(ctype, body))
         status = resp.status
         outcome = OUTCOMES.get((status, answer.html)) or OUTCOMES.get((status, None))
         if outcome is None:
-            outcome = _redirected if 300 <= status < 400 else _other_status
+            outcome = redirected if 300 <= status < 400 else other_status
         return outcome(answer)
-
-    @staticmethod
-    def _problem(body: bytes) -> dict[str, Any] | None:
-        try:
-            data = orjson.loads(body) if body else None
-        except orjson.JSONDecodeError:
-            return None
-        return data if isinstance(data, dict) else None
-
-    def _detail(self, problem: dict[str, Any] | None) -> str:
-        if not problem:
-            return ""
-        parts = []
-        for key in ("title", "detail"):
-            value = problem.get(key)
-            if value and str(value) not in parts:
-                parts.append(str(value))
-        errors = problem.get("validation-errors") or problem.get("validation_errors")
-        if errors:
-            parts.append(orjson.dumps(errors).decode()[:500])
-        return (": " + "; ".join(self.scrub(p)[:300] for p in parts)) if parts else ""
-
-
-@dataclass(frozen=True)
-class _Answer:
-    """A response being classified, with what its outcome needs to say."""
-
-    transport: Transport
-    resp: BaseHTTPResponse
-    body: bytes
-    path: str
-    what: str | None
-    ctype: str
-    html: bool
-
-    @functools.cached_property
-    def problem(self) -> dict[str, Any] | None:
-        """The JSON problem document of an error answer (parsed only when an outcome asks)."""
-        return None if self.html else self.transport._problem(self.body)
-
-    @property
-    def status(self) -> int:
-        return self.resp.status
-
-    @property
-    def detail(self) -> str:
-        return self.transport._detail(self.problem)
-
-    def response(self, body: bytes | None) -> Response:
-        return Response(body=body, server_time=_server_time(self.resp), path=self.path)
-
-    def error(self, cls: type[KommoHTTPError], message: str) -> KommoHTTPError:
-        return cls(message, status=self.status, path=self.path)
-
-
-def _no_content(a: _Answer) -> Response:
-    return a.response(None)
-
-
-# What a 200 that is not the API's JSON most likely means.
-_NOT_THE_API = (
-    f"{ENV_BASE_URL} or {ENV_SUBDOMAIN} may point at a login page or a proxy rather than the "
-    "account's API, or Kommo is in maintenance"
-)
-
-
-def _json_body(a: _Answer) -> Response:
-    if "json" not in a.ctype:
-        raise a.error(
-            KommoResponseError,
-            f"Kommo answered GET {a.path} with 200 and {a.ctype or 'no content type'} instead "
-            f"of JSON: {_NOT_THE_API}",
-        )
-    # isspace() stops at the first other byte; strip() would copy the whole body.
-    return a.response(None if not a.body or a.body.isspace() else a.body)
-
-
-def _html_instead_of_json(a: _Answer) -> Response:
-    raise a.error(
-        KommoResponseError,
-        f"Kommo answered GET {a.path} with 200 and an HTML page instead of JSON: {_NOT_THE_API}",
-    )
-
-
-def _retry(a: _Answer) -> Response:
-    wait = None
-    if a.status == 429:
-        wait = _retry_after_header(a.resp)
-        value = (a.problem or {}).get("retry_after")
-        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-            wait = float(value)
-    reason = f"HTTP {a.status}" + (" (HTML page)" if a.html else "")
-    if a.problem:
-        detail = a.problem.get("detail") or a.problem.get("title")
-        trace = a.problem.get("trace_id")
-        if detail:
-            reason += f": {a.transport.scrub(str(detail))[:200]}"
-        if trace:
-            reason += f" (trace_id {a.transport.scrub(str(trace))[:80]})"
-    raise _Retryable(reason, status=a.status, wait=wait)
-
-
-def _unauthorized(a: _Answer) -> Response:
-    raise a.error(
-        KommoAuthError,
-        f"Kommo rejected the API token (401{a.detail}): check {ENV_API_TOKEN}; it must be the "
-        "long-lived token of a private integration installed in this account, and "
-        f"{ENV_BASE_URL}/{ENV_SUBDOMAIN} must name that account's host",
-    )
-
-
-def _payment_required(a: _Answer) -> Response:
-    raise a.error(
-        KommoPaymentRequiredError,
-        f"Kommo answered 402 Payment Required{a.detail}: the account's paid period has ended; "
-        "renew the subscription in Kommo to resume API access",
-    )
-
-
-def _ip_blocked(a: _Answer) -> Response:
-    if a.transport.ban is not None:
-        raise a.transport.ban.record(path=a.path)
-    raise a.error(
-        KommoIPBlockedError,
-        f"Kommo answered GET {a.path} with an HTML 403 page: this IP is blocked by Kommo, "
-        "usually for exceeding the API rate limit. The block does not expire by itself; ask "
-        "Kommo support to lift it, and check KOMMO_REQUESTS_PER_SECOND and other clients of "
-        "this account before retrying",
-    )
-
-
-def _forbidden(a: _Answer) -> Response:
-    if a.path.rstrip("/").endswith("/users"):
-        msg = (
-            f"Kommo refused GET {a.path} (403{a.detail}): the token's user is not an account "
-            "administrator, and only administrators may list users; create the integration's "
-            "token as an admin user, or leave users out of the streams"
-        )
-    else:
-        msg = (
-            f"Kommo refused GET {a.path} (403{a.detail}): the token's user lacks the rights "
-            "for this data"
-        )
-    raise a.error(KommoForbiddenError, msg)
-
-
-def _not_found(a: _Answer) -> Response:
-    raise a.error(
-        KommoNotFoundError, f"Kommo answered 404 Not Found for {a.what or a.path}{a.detail}"
-    )
-
-
-def _redirected(a: _Answer) -> Response:
-    location = a.transport.scrub(a.resp.headers.get("Location", "nowhere"))[:200]
-    raise a.error(
-        KommoHTTPError,
-        f"Kommo answered GET {a.path} with a redirect ({a.status}) to {location}, which is not "
-        f"followed (the token would go along): {ENV_BASE_URL}/{ENV_SUBDOMAIN} should name the "
-        "account's own host (kommo.com and amocrm.ru accounts live on different hosts)",
-    )
-
-
-def _other_status(a: _Answer) -> Response:
-    kind = " (HTML page)" if a.html else ""
-    raise a.error(
-        KommoHTTPError, f"Kommo answered GET {a.path} with HTTP {a.status}{kind}{a.detail}"
-    )
-
-
-Outcome = Callable[[_Answer], Response]
-# What each answer means, by status and by whether the body is an HTML page (None: either).
-# Statuses not listed: 3xx is a redirect (never followed), anything else an HTTP error.
-OUTCOMES: dict[tuple[int, bool | None], Outcome] = {
-    (200, False): _json_body,
-    (200, True): _html_instead_of_json,
-    (204, None): _no_content,
-    **{(status, None): _retry for status in sorted(RETRY_STATUSES)},
-    (401, None): _unauthorized,
-    (402, None): _payment_required,
-    (403, True): _ip_blocked,
-    (403, False): _forbidden,
-    (404, None): _not_found,
-}
 
 
 __all__ = ["KommoHTTPError", "RetryPolicy", "Transport"]
