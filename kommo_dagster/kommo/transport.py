@@ -38,7 +38,6 @@ from kommo_dagster.kommo.connections import AnswerTimeoutError, Connections
 from kommo_dagster.kommo.errors import (
     KommoConfigError,
     KommoError,
-    KommoHTTPError,
     KommoRetryError,
 )
 from kommo_dagster.kommo.ratelimit import BudgetPaused, SharedRateLimiter, Slot
@@ -280,4 +279,4 @@ class Transport:
         return outcome(answer)
 
 
-__all__ = ["KommoHTTPError", "RetryPolicy", "Transport"]
+__all__ = ["RetryPolicy", "Transport"]
