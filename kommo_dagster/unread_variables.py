@@ -61,6 +61,9 @@ def _why(name: str, location: Location, read: frozenset[str]) -> str:
     split = _account_and_setting(name)
     if split is not None:
         account, variable = split
+        if scope[variable] == "single" and _per_account(location):
+            # KOMMO_SCHEMA would fail the load: each account's schema follows its name.
+            return f"with {ENV_ACCOUNTS} no {variable} applies: each account's follows its name"
         if scope[variable] in ("shared", "single"):
             return f"{variable} is one setting for every account: set KOMMO_{variable}"
         if account not in configured:

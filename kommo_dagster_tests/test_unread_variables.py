@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from kommo_dagster.setting_values import SettingsError
 from kommo_dagster.settings import Location
 from kommo_dagster.unread_variables import read_variables, unread_variables
 
@@ -45,7 +46,10 @@ def test_every_variable_of_a_working_set_up_is_read():
         (TWO, "KOMMO_BR_REQUEST_PER_SECOND", "did you mean KOMMO_BR_REQUESTS_PER_SECOND?"),
         (TWO, "KOMMO_BR_DUCKDB_PATH", "DUCKDB_PATH is one setting for every account: set "
          "KOMMO_DUCKDB_PATH"),
-        (TWO, "KOMMO_BR_SCHEMA", "SCHEMA is one setting for every account: set KOMMO_SCHEMA"),
+        # KOMMO_SCHEMA fails the load with KOMMO_ACCOUNTS: it is not what to set instead.
+        (TWO, "KOMMO_BR_SCHEMA", "with KOMMO_ACCOUNTS no SCHEMA applies: each account's follows "
+         "its name"),
+        (SINGLE, "KOMMO_BR_SCHEMA", "SCHEMA is one setting for every account: set KOMMO_SCHEMA"),
         (TWO, "KOMMO_API_TOKEN", "with KOMMO_ACCOUNTS each account reads its own "
          "KOMMO_<ACCOUNT>_API_TOKEN"),
         (TWO, "KOMMO_MX_START_DATE", "account 'mx' is not in KOMMO_ACCOUNTS (br, ru)"),
@@ -56,6 +60,14 @@ def test_every_variable_of_a_working_set_up_is_read():
 )  # fmt: skip
 def test_an_unread_variable_says_what_was_meant(env: dict[str, str], name: str, why: str):
     assert _unread(env | {name: "3"}) == {name: why}
+
+
+def test_no_advice_for_several_accounts_names_a_variable_that_fails_the_load():
+    """What a warning says to set instead must load: KOMMO_SCHEMA does not with accounts."""
+    with pytest.raises(SettingsError, match="KOMMO_SCHEMA does not apply"):
+        Location.from_env(TWO | {"KOMMO_SCHEMA": "3"})
+    for name, why in _unread(TWO | {"KOMMO_BR_SCHEMA": "3", "KOMMO_RU_SCHEMA": "3"}).items():
+        assert "set KOMMO_" not in why, (name, why)
 
 
 def test_the_variables_read_follow_the_accounts():
