@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from kommo_dagster.kommo.ban import IPBan
 from kommo_dagster.kommo.config import (
@@ -25,6 +26,8 @@ from kommo_dagster.kommo.config import (
 from kommo_dagster.kommo.errors import KommoConfigError
 from kommo_dagster.kommo.ratelimit import account_key
 
+T = TypeVar("T")
+
 
 def _ban(env: Mapping[str, str], *, account: str | None, base_url: str | None) -> IPBan:
     """The block of the account the variables name: the unprefixed ones, or with ``account``
@@ -33,6 +36,15 @@ def _ban(env: Mapping[str, str], *, account: str | None, base_url: str | None) -
 
     def value(suffix: str, *, fallback: bool = True) -> str | None:
         return env.get(account_variable(env, suffix, account=account, fallback=fallback))
+
+    def read(suffix: str, parse: Callable[[str | None], T]) -> T:
+        """``parse`` of the variable read for ``suffix``; its error names that variable (the
+        account's own when set), not the shared one the client's messages name."""
+        name = account_variable(env, suffix, account=account)
+        try:
+            return parse(env.get(name))
+        except KommoConfigError as exc:
+            raise KommoConfigError(str(exc).replace(f"{ENV_PREFIX}{suffix}", name)) from None
 
     try:
         url = base_url_for(
@@ -45,8 +57,8 @@ def _ban(env: Mapping[str, str], *, account: str | None, base_url: str | None) -
         raise KommoConfigError(name_variables(str(exc), prefix)) from None
     return IPBan(
         key=account_key(url),
-        directory=rate_limit_dir_for(value("RATE_LIMIT_DIR")),
-        cooldown=validate_ban_cooldown(value("BAN_COOLDOWN_SECONDS")),
+        directory=read("RATE_LIMIT_DIR", rate_limit_dir_for),
+        cooldown=read("BAN_COOLDOWN_SECONDS", validate_ban_cooldown),
     )
 
 

@@ -93,6 +93,25 @@ def test_an_account_of_kommo_accounts_is_cleared_by_its_name(
     assert fetch(client_for(sb, rate_limit_dir=rate_dir), "pipelines")
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("KOMMO_BR_BAN_COOLDOWN_SECONDS", "-5"),
+        ("KOMMO_BAN_COOLDOWN_SECONDS", "-5"),  # the shared one, read as the account's fallback
+        ("KOMMO_BR_RATE_LIMIT_DIR", __file__),
+    ],
+)
+def test_a_bad_value_of_an_account_is_named_by_the_variable_read(
+    monkeypatch, capsys, variable, value
+):
+    for name in ("KOMMO_BAN_COOLDOWN_SECONDS", "KOMMO_RATE_LIMIT_DIR", "KOMMO_BR_RATE_LIMIT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KOMMO_BR_BASE_URL", "https://br.kommo.com")
+    monkeypatch.setenv(variable, value)
+    assert kommo_cli(["ban", "status", "--account", "br"]) == 2
+    assert capsys.readouterr().err.startswith(f"{variable} must be ")
+
+
 _WORKER = textwrap.dedent(
     """
     import sys
