@@ -76,8 +76,9 @@ def build_change_sensor(
         default_status=default_status(settings, dg.DefaultSensorStatus),
         required_resource_keys={scope.resource_key},
         description=(
-            f"Polls Kommo's /api/v4/events{scope.whose} from a persisted cursor and refreshes "
-            "today's partition of exactly the streams that changed (one request per quiet tick)."
+            f"Polls Kommo's /api/v4/events{scope.whose} from a persisted cursor and refreshes, "
+            "in the partition of each UTC day the new events fall on (today's, or yesterday's "
+            "just after midnight), exactly the streams that changed (one request per quiet tick)."
         ),
     )
     def kommo_change_sensor(context: dg.SensorEvaluationContext, **_: object) -> dg.SensorResult:

@@ -71,6 +71,8 @@ def test_the_sensor_polls_every_few_minutes_and_starts_stopped(sandbox, tmp_path
     assert watch.sensor.minimum_interval_seconds == 120
     assert watch.sensor.default_status == dg.DefaultSensorStatus.STOPPED
     assert {t.job_name for t in watch.sensor.targets} == {INCREMENTAL_JOB, FULL_TABLES_JOB}
+    # It runs the partition of each UTC day its events fall on, not only today's.
+    assert "partition of each UTC day the new events fall on" in (watch.sensor.description or "")
 
 
 def test_quiet_ticks_cost_one_request_and_changes_trigger_exactly_their_streams(
