@@ -29,7 +29,8 @@ def lone_surrogate(body: bytes) -> str | None:
     while stack:
         path, value, record_id = stack.pop()
         if isinstance(value, dict):
-            record_id = value.get("id", record_id)
+            # The outermost id: a record's, not that of a tag or contact embedded in it.
+            record_id = value.get("id") if record_id is None else record_id
             stack.extend((f"{path}.{k}", v, record_id) for k, v in reversed(value.items()))
         elif isinstance(value, list):
             stack.extend(

@@ -191,6 +191,16 @@ def test_a_lone_surrogate_names_its_record_path_and_value():
         plain.data  # noqa: B018
 
 
+def test_a_lone_surrogate_inside_an_embedded_object_names_the_record_not_the_object():
+    tags = {"_embedded": {"tags": [{"id": 555, "name": "NAME"}]}}
+    records = [lead(id=8), lead(id=9) | tags]
+    body = orjson.dumps({"_embedded": {"leads": records}}).replace(b"NAME", b"a\\ud800b")
+    resp = Response(body=body, server_time=None, path="/api/v4/leads")
+    with pytest.raises(KommoResponseError) as err:
+        resp.data  # noqa: B018
+    assert "$._embedded.leads[1]._embedded.tags[0].name (record id 9)" in str(err.value)
+
+
 def test_malformed_pages_fail_as_before():
     resp = Response(body=b'{"_embedded": {"leads": [', server_time=None, path="/api/v4/leads")
     with pytest.raises(KommoResponseError, match="malformed JSON"):
