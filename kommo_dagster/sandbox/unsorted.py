@@ -54,9 +54,11 @@ class Inbox:
         maybe = np.flatnonzero(
             (leads.state == LIVE) & np.isin(leads.cols["status_id"], incoming_ids)
         )
-        waiting = [row for row in maybe.tolist() if self._incoming(row)]
+        waiting = [row for row in maybe.tolist() if self._incoming(row)][:n]
+        # Oldest first, as the entries' created_at (their lead's) tell.
+        waiting.sort(key=lambda row: (int(leads.cols["created_at"][row]), leads.ids[row]))
         self.entries: list[dict[str, Any]] = []
-        for k, row in enumerate(waiting[:n]):
+        for k, row in enumerate(waiting):
             category = CATEGORIES[k % len(CATEGORIES)]
             lead_id = leads.ids[row]
             created = int(leads.cols["created_at"][row])

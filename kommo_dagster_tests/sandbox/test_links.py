@@ -162,6 +162,18 @@ def test_unsorted_entries_are_leads_waiting_in_an_incoming_stage(api: Api):
         assert {c["id"] for c in e["_embedded"]["contacts"]} <= contacts
 
 
+@pytest.mark.parametrize("seed", [1, 4])
+def test_unsorted_entries_are_served_oldest_first(seed: int):
+    with KommoSandbox(SandboxConfig(seed=seed, leads=300, requests_per_second=None)) as sb:
+        api = Api(sb)
+        try:
+            entries = api.items("/api/v4/leads/unsorted", "unsorted", {"limit": 250})
+        finally:
+            api.close()
+    created = [e["created_at"] for e in entries]
+    assert len(set(created)) > 1 and created == sorted(created)
+
+
 def test_an_accepted_or_declined_lead_leaves_the_unsorted_list():
     """Accepting moves the lead out of the incoming stage, declining deletes it: the list is the
     current inbox, so neither entry is served any more, nor kept in the ground truth."""
