@@ -15,7 +15,7 @@ from kommo_dagster.definitions import build_definitions
 from kommo_dagster.kommo.links import LINK_TABLES
 from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, STREAMS
 from kommo_dagster.orchestration.assets import GROUP_NAME
-from kommo_dagster.orchestration.derived_assets import all_derived_keys
+from kommo_dagster.orchestration.derived_selection import all_derived_keys
 from kommo_dagster.orchestration.io_manager import KommoDuckDBIOManager, KommoDuckDBResource
 from kommo_dagster.orchestration.resources import KommoResource
 from kommo_dagster.sandbox import KommoSandbox

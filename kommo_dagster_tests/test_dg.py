@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from kommo_dagster.kommo.streams import STREAMS
-from kommo_dagster.orchestration.derived_assets import all_derived_keys
+from kommo_dagster.orchestration.derived_selection import all_derived_keys
 from kommo_dagster.orchestration.link_assets import link_keys
 from kommo_dagster.settings import Settings
 

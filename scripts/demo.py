@@ -36,7 +36,7 @@ import duckdb
 from kommo_dagster.derived.declaration import ACTIVITY_TABLES, DERIVED_TABLES
 from kommo_dagster.kommo.links import LINK_TABLES
 from kommo_dagster.kommo.streams import FULL_TABLE_STREAMS, INCREMENTAL_STREAMS, STREAMS
-from kommo_dagster.orchestration.derived_assets import derived_keys
+from kommo_dagster.orchestration.derived_selection import derived_keys
 from kommo_dagster.orchestration.link_assets import link_keys
 from kommo_dagster.sandbox import SandboxConfig, SandboxProcess
 from kommo_dagster.settings import DEFAULT_START_DATE, Settings

@@ -1,4 +1,6 @@
-"""The derived tables and views as Dagster assets, built from their declarations.
+"""The derived tables and views as Dagster assets, built from their declarations. Which of them
+the settings select, and what each asset depends on, is
+`kommo_dagster.orchestration.derived_selection`.
 
 * Sliced tables (``kommo/<entity>_custom_field_values``, ``kommo/lead_status_changes``, and any
   table declared with a ``select``): partitioned exactly like their parent (daily by the
@@ -34,9 +36,15 @@ import duckdb
 from duckdb import CatalogException
 
 from kommo_dagster.derived.activity import existing
-from kommo_dagster.derived.declaration import CUSTOM_FIELD_ENTITIES, CustomFieldEntity
 from kommo_dagster.derived.value_text import install_macros
 from kommo_dagster.derived.write import replace_slice
+from kommo_dagster.orchestration.derived_selection import (
+    asset_deps,
+    is_partitioned,
+    selected_declarations,
+    selected_names,
+    upstream,
+)
 from kommo_dagster.orchestration.freshness import freshness_policy
 from kommo_dagster.orchestration.io_manager import KommoDuckDBResource, table_schema
 from kommo_dagster.orchestration.missing_parents import not_written_yet, report_missing_parent
@@ -48,12 +56,7 @@ from kommo_dagster.orchestration.partitions import (
 )
 from kommo_dagster.orchestration.translator import AccountSpecs, asset_arguments
 from kommo_dagster.settings import Settings
-from kommo_dagster.warehouse.registry import (
-    derived_relations,
-    get_table,
-    link_relations,
-    refresh_after_write,
-)
+from kommo_dagster.warehouse.registry import get_table, refresh_after_write
 from kommo_dagster.warehouse.slices import WriteResult, one_transaction
 from kommo_dagster.warehouse.sql import catalog_name, quote, table_exists, table_ref
 from kommo_dagster.warehouse.tables import (
@@ -64,88 +67,6 @@ from kommo_dagster.warehouse.tables import (
     WritePlan,
 )
 from kommo_dagster.warehouse.windows import EpochWindow
-
-
-def custom_field_entities(settings: Settings) -> list[CustomFieldEntity]:
-    """The entities whose stream the settings select."""
-    return [e for e in CUSTOM_FIELD_ENTITIES if e.stream in settings.streams]
-
-
-def selected_declarations(settings: Settings) -> list[Table]:
-    """The derived tables and views of the selected streams, in declaration order: a sliced
-    table when its parent is selected, a table rebuilt whole when any of its inputs is, and
-    anything else when the derived and link tables it reads are (a view that
-    ``needs_all_inputs``: when everything it reads is)."""
-    chosen: list[Table] = []
-    # A link table is there when its parent stream is; a view reading one needs it.
-    names = set(settings.streams) | selected_links(settings)
-    declared = derived_relations()
-    derived = {t.name for t in declared} | {t.name for t in link_relations()}
-    for table in declared:
-        if table.sliced and table.parent not in names:
-            continue
-        if table.rebuilt_whole:
-            wanted = bool(names.intersection(table.inputs))
-        elif table.needs_all_inputs:
-            wanted = all(_source(i) in names for i in table.inputs)
-        else:
-            wanted = all(i in names for i in table.inputs if i in derived)
-        if wanted:
-            chosen.append(table)
-            names.add(table.name)
-    return chosen
-
-
-def _source(name: str) -> str:
-    """The relation behind ``name``: a current view's stream, else itself."""
-    table = get_table(name)
-    return table.inputs[0] if table.kind == "current_view" else name
-
-
-def selected_links(settings: Settings) -> set[str]:
-    """The link tables whose parent stream the settings select."""
-    return {t.name for t in link_relations() if t.inputs[0] in settings.streams}
-
-
-def _selected_names(settings: Settings) -> set[str]:
-    derived = {t.name for t in selected_declarations(settings)}
-    return set(settings.streams) | selected_links(settings) | derived
-
-
-def _partitioned(table: Table, settings: Settings) -> bool:
-    return table.sliced and settings.is_partitioned(root_stream(table))
-
-
-def root_stream(table: Table) -> str:
-    """The extracted stream whose slices ``table`` follows, through derived parents."""
-    while get_table(table.parent).kind in SLICED_KINDS:
-        table = get_table(table.parent)
-    return table.parent
-
-
-def derived_tables(settings: Settings) -> list[Table]:
-    """The derived tables (sliced or rebuilt whole) of the selected streams, in declaration
-    order."""
-    return [t for t in selected_declarations(settings) if t.kind in SLICED_KINDS]
-
-
-def derived_keys(
-    settings: Settings, *, partitioned: bool, specs: AccountSpecs | None = None
-) -> list[dg.AssetKey]:
-    """Keys of the derived tables (partitioned like their parent or not) and, with
-    ``partitioned=False``, the tables rebuilt whole and the views; for the jobs that run them
-    with their parents."""
-    specs = specs or AccountSpecs(settings)
-    return [
-        specs.key(t.name)
-        for t in selected_declarations(settings)
-        if _partitioned(t, settings) == partitioned
-    ]
-
-
-def all_derived_keys(settings: Settings) -> list[dg.AssetKey]:
-    """Every derived table and view the settings define."""
-    return derived_keys(settings, partitioned=True) + derived_keys(settings, partitioned=False)
 
 
 def build_derived_assets(
@@ -171,7 +92,7 @@ class _Build:
         self, settings: Settings, specs: AccountSpecs, account_schemas: dict[str, str]
     ) -> None:
         self.settings, self.specs, self.account_schemas = settings, specs, account_schemas
-        self.selected = _selected_names(settings)
+        self.selected = selected_names(settings)
 
     def refresh(self, con: duckdb.DuckDBPyConnection, written: str) -> None:
         """Rebuild what follows a write of ``written``, in the caller's transaction. What the
@@ -180,28 +101,6 @@ class _Build:
         refresh_after_write(
             con, written, schema=self.settings.schema, account_schemas=self.account_schemas
         )
-
-
-def _asset_deps(table: Table, selected: set[str]) -> tuple[str, ...]:
-    """The assets behind what ``table`` reads, among the ``selected`` ones: a current view is
-    its stream's."""
-    names: list[str] = []
-    for name in table.inputs:
-        source = get_table(name)
-        if source.kind == "current_view":
-            name = source.inputs[0]
-        if name in selected and name not in names:
-            names.append(name)
-    if table.sliced and table.parent not in names:
-        names.insert(0, table.parent)
-    return tuple(names)
-
-
-def _upstream(table: Table, reads: tuple[str, ...], selected: set[str]) -> tuple[str, ...]:
-    """The asset's dependencies: what it reads rows of (``reads``), then the selected
-    relations it reads a setting from (``also_reads``)."""
-    also = [n for n in table.also_reads if n in selected and n not in reads]
-    return (*reads, *also)
 
 
 # --- tables -----------------------------------------------------------------------------------
@@ -214,7 +113,7 @@ def _full_name(settings: Settings, name: str) -> str:
 def _table_description(table: Table, build: _Build, *, partitioned: bool) -> str:
     schema = build.settings.schema
     if table.rebuilt_whole:
-        reads = ", ".join(f"`{schema}.{n}`" for n in _asset_deps(table, build.selected))
+        reads = ", ".join(f"`{schema}.{n}`" for n in asset_deps(table, build.selected))
         how = (
             f"rebuilt whole from {reads} in one transaction: the current truth over everything "
             f"extracted so far, however the partitions arrived."
@@ -233,8 +132,8 @@ def _table_description(table: Table, build: _Build, *, partitioned: bool) -> str
 
 def _table_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
     settings = build.settings
-    partitioned = _partitioned(table, settings)
-    deps = _asset_deps(table, build.selected)
+    partitioned = is_partitioned(table, settings)
+    deps = asset_deps(table, build.selected)
     spec = build.specs.spec(
         table,
         description=_table_description(table, build, partitioned=partitioned),
@@ -243,7 +142,7 @@ def _table_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
             "dagster/table_name": _full_name(settings, table.name),
             "kommo/key": ", ".join(table.key),
         },
-        deps=_upstream(table, deps, build.selected),
+        deps=upstream(table, deps, build.selected),
     )
     arguments: dict[str, Any] = asset_arguments(spec) | {
         "freshness_policy": freshness_policy(partitioned=partitioned)
@@ -396,7 +295,7 @@ def _view_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
     by the declaration and by what its refresh returns."""
     schema, name = build.settings.schema, table.name
     full_name = _full_name(build.settings, name)
-    deps = _asset_deps(table, build.selected)
+    deps = asset_deps(table, build.selected)
     spec = build.specs.spec(
         table,
         description=(
@@ -404,7 +303,7 @@ def _view_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
             f"of what it reads; materializing it rebuilds it and records its columns."
         ),
         metadata={"dagster/table_name": full_name} | _declared_view_schema(table),
-        deps=_upstream(table, deps, build.selected),
+        deps=upstream(table, deps, build.selected),
     )
 
     def view(
@@ -482,12 +381,4 @@ def _rebuild(con: duckdb.DuckDBPyConnection, table: Table, *, build: _Build) -> 
     return dict(table.column_descriptions) | dict(described)
 
 
-__all__ = [
-    "all_derived_keys",
-    "build_derived_assets",
-    "custom_field_entities",
-    "derived_keys",
-    "derived_tables",
-    "root_stream",
-    "selected_declarations",
-]
+__all__ = ["build_derived_assets"]

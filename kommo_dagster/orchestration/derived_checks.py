@@ -62,7 +62,7 @@ from kommo_dagster.orchestration.data_checks import (
     evaluate_checks,
     reference_checks,
 )
-from kommo_dagster.orchestration.derived_assets import selected_declarations
+from kommo_dagster.orchestration.derived_selection import selected_declarations
 from kommo_dagster.orchestration.translator import AccountSpecs
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.sql import quote, table_exists, table_ref

@@ -19,7 +19,7 @@ from datetime import date
 import dagster as dg
 
 from kommo_dagster.orchestration.accounts import AccountScope
-from kommo_dagster.orchestration.derived_assets import derived_keys
+from kommo_dagster.orchestration.derived_selection import derived_keys
 from kommo_dagster.orchestration.link_assets import link_keys
 from kommo_dagster.orchestration.translator import AccountSpecs
 from kommo_dagster.settings import Settings

@@ -5,7 +5,8 @@ import pytest
 
 from kommo_dagster.derived.chats import RESPONSE_VIEW
 from kommo_dagster.derived.declaration import ACTIVITY_TABLES
-from kommo_dagster.orchestration.derived_assets import all_derived_keys, build_derived_assets
+from kommo_dagster.orchestration.derived_assets import build_derived_assets
+from kommo_dagster.orchestration.derived_selection import all_derived_keys
 from kommo_dagster.settings import Settings
 
 ACTIVITY = {*ACTIVITY_TABLES, RESPONSE_VIEW}
