@@ -12,8 +12,8 @@
 Each is one declaration in `declaration` (columns from the contract's entries with
 ``derived_from``; key, SQL, checks and what rebuilds a view from the code); writes replace a
 slice, or the whole table, in one transaction (`write`). The Dagster side
-(`kommo_dagster.orchestration.derived_assets`, `derived_checks`) makes them assets (partitioned
-like their parents, or not) and data checks; after any write, the table registry
-(`kommo_dagster.warehouse.registry`) rebuilds the views that follow it, ``kommo_all`` views
-included, in the same transaction.
+(`kommo_dagster.orchestration.derived_selection`, `derived_assets`, `derived_views`,
+`derived_checks`) makes them assets (partitioned like their parents, or not) and data checks;
+after any write, the table registry (`kommo_dagster.warehouse.registry`) rebuilds the views that
+follow it, ``kommo_all`` views included, in the same transaction.
 """

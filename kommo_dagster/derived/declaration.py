@@ -8,7 +8,7 @@ rebuilt whole whose SQL depends on what the warehouse holds), and the checks bey
 every table gets. A contract entry with a null ``cursor`` is rebuilt whole at each write. A view
 declares what it reads, which writes rebuild it (``refresh_on``) and the function rebuilding it.
 
-Assets (`kommo_dagster.orchestration.derived_assets`), checks
+Assets (`kommo_dagster.orchestration.derived_assets`, `derived_views`), checks
 (`kommo_dagster.orchestration.derived_checks`), the refresh after each write
 (`kommo_dagster.warehouse.registry`) and the README's table reference are read from `DECLARATIONS`;
 adding a table is one entry here (see the README, "Adding a table").

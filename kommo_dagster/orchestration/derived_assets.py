@@ -1,5 +1,6 @@
-"""The derived tables and views as Dagster assets, built from their declarations. Which of them
-the settings select, and what each asset depends on, is
+"""The derived tables as Dagster assets, built from their declarations, and
+`build_derived_assets`, which adds the views' (`kommo_dagster.orchestration.derived_views`).
+Which tables and views the settings select, and what each asset depends on, is
 `kommo_dagster.orchestration.derived_selection`.
 
 * Sliced tables (``kommo/<entity>_custom_field_values``, ``kommo/lead_status_changes``, and any
@@ -16,9 +17,9 @@ the settings select, and what each asset depends on, is
   everything extracted so far (its ``plan`` looks at what the warehouse holds first) and
   replaces it in one transaction. The jobs run them with the full tables.
 * Views (``kommo/<stream>_wide``, ``kommo/lead_stage_durations``, ``kommo/pipeline_funnel``,
-  ``kommo/response_time_by_manager``): kept current by every write of what they follow;
-  materializing one (re)creates it and records its columns, with descriptions, as the asset's
-  column schema.
+  ``kommo/response_time_by_manager``, in `derived_views`): kept current by every write of what
+  they follow; materializing one (re)creates it and records its columns, with descriptions, as
+  the asset's column schema.
 
 Every write also rebuilds, in its transaction, what the registry says follows it, the
 ``kommo_all`` views over the accounts (``account_schemas``) included.
@@ -27,24 +28,22 @@ This module deliberately has no ``from __future__ import annotations``: Dagster 
 asset functions' annotations at definition time.
 """
 
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
 import duckdb
-from duckdb import CatalogException
 
-from kommo_dagster.derived.activity import existing
 from kommo_dagster.derived.value_text import install_macros
 from kommo_dagster.derived.write import replace_slice
+from kommo_dagster.orchestration.derived_build import Build, define, full_table_name
 from kommo_dagster.orchestration.derived_selection import (
     asset_deps,
     is_partitioned,
     selected_declarations,
-    selected_names,
     upstream,
 )
+from kommo_dagster.orchestration.derived_views import view_asset
 from kommo_dagster.orchestration.freshness import freshness_policy
 from kommo_dagster.orchestration.io_manager import KommoDuckDBResource, table_schema
 from kommo_dagster.orchestration.missing_parents import not_written_yet, report_missing_parent
@@ -56,16 +55,10 @@ from kommo_dagster.orchestration.partitions import (
 )
 from kommo_dagster.orchestration.translator import AccountSpecs, asset_arguments
 from kommo_dagster.settings import Settings
-from kommo_dagster.warehouse.registry import get_table, refresh_after_write
-from kommo_dagster.warehouse.slices import WriteResult, one_transaction
-from kommo_dagster.warehouse.sql import catalog_name, quote, table_exists, table_ref
-from kommo_dagster.warehouse.tables import (
-    SLICED_KINDS,
-    PlanContext,
-    RefreshContext,
-    Table,
-    WritePlan,
-)
+from kommo_dagster.warehouse.registry import get_table
+from kommo_dagster.warehouse.slices import WriteResult
+from kommo_dagster.warehouse.sql import quote, table_exists, table_ref
+from kommo_dagster.warehouse.tables import SLICED_KINDS, PlanContext, Table, WritePlan
 from kommo_dagster.warehouse.windows import EpochWindow
 
 
@@ -78,39 +71,14 @@ def build_derived_assets(
     """The derived tables and views of the selected streams; ``account_schemas`` ({account:
     schema}, several accounts) are the schemas their ``kommo_all`` views unite."""
     specs = specs or AccountSpecs(settings)
-    build = _Build(settings, specs, dict(account_schemas or {}))
+    build = Build(settings, specs, dict(account_schemas or {}))
     return [
-        _table_asset(t, build) if t.kind in SLICED_KINDS else _view_asset(t, build)
+        _table_asset(t, build) if t.kind in SLICED_KINDS else view_asset(t, build)
         for t in selected_declarations(settings)
     ]
 
 
-class _Build:
-    """What every derived asset of one account is built with."""
-
-    def __init__(
-        self, settings: Settings, specs: AccountSpecs, account_schemas: dict[str, str]
-    ) -> None:
-        self.settings, self.specs, self.account_schemas = settings, specs, account_schemas
-        self.selected = selected_names(settings)
-
-    def refresh(self, con: duckdb.DuckDBPyConnection, written: str) -> None:
-        """Rebuild what follows a write of ``written``, in the caller's transaction. What the
-        refreshes return is not reported: only views follow a derived relation (the account's
-        and the ``kommo_all`` ones), and a write reports the relation it wrote."""
-        refresh_after_write(
-            con, written, schema=self.settings.schema, account_schemas=self.account_schemas
-        )
-
-
-# --- tables -----------------------------------------------------------------------------------
-
-
-def _full_name(settings: Settings, name: str) -> str:
-    return f"{catalog_name(settings.duckdb_path)}.{settings.schema}.{name}"
-
-
-def _table_description(table: Table, build: _Build, *, partitioned: bool) -> str:
+def _table_description(table: Table, build: Build, *, partitioned: bool) -> str:
     schema = build.settings.schema
     if table.rebuilt_whole:
         reads = ", ".join(f"`{schema}.{n}`" for n in asset_deps(table, build.selected))
@@ -130,7 +98,7 @@ def _table_description(table: Table, build: _Build, *, partitioned: bool) -> str
     return f"{table.description}\n\nDuckDB table `{schema}.{table.name}`. {how}"
 
 
-def _table_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
+def _table_asset(table: Table, build: Build) -> dg.AssetsDefinition:
     settings = build.settings
     partitioned = is_partitioned(table, settings)
     deps = asset_deps(table, build.selected)
@@ -139,7 +107,7 @@ def _table_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
         description=_table_description(table, build, partitioned=partitioned),
         metadata={
             "dagster/column_schema": table_schema(table),
-            "dagster/table_name": _full_name(settings, table.name),
+            "dagster/table_name": full_table_name(settings, table.name),
             "kommo/key": ", ".join(table.key),
         },
         deps=upstream(table, deps, build.selected),
@@ -161,15 +129,15 @@ def _table_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
             _require_inputs(con, inputs, build=build, every=table.sliced)
             metadata = _write(context, con, table, build=build, window=window, inputs=deps)
         if window is not None:  # a slice: say if the parent never ran for some of its days
-            parent, full_name = build.specs.key(table.parent), _full_name(settings, table.name)
+            parent, full_name = build.specs.key(table.parent), full_table_name(settings, table.name)
             metadata |= report_missing_parent(context, parent, table=full_name, window=window)
         return dg.MaterializeResult(metadata=metadata)
 
-    return _define(derive, table.name, arguments)
+    return define(derive, table.name, arguments)
 
 
 def _require_inputs(
-    con: duckdb.DuckDBPyConnection, names: Sequence[str], *, build: _Build, every: bool
+    con: duckdb.DuckDBPyConnection, names: Sequence[str], *, build: Build, every: bool
 ) -> None:
     """Refuse to write before ``names`` exist (``every``) or one of them does (else)."""
     schema = build.settings.schema
@@ -211,12 +179,12 @@ def _write(
     con: duckdb.DuckDBPyConnection,
     table: Table,
     *,
-    build: _Build,
+    build: Build,
     window: EpochWindow | None,
     inputs: tuple[str, ...],
 ) -> dict[str, Any]:
     """Replace the slice (or the whole table), rebuild what follows it, say what was written."""
-    schema, full_name = build.settings.schema, _full_name(build.settings, table.name)
+    schema, full_name = build.settings.schema, full_table_name(build.settings, table.name)
     label = "full table" if window is None else window.label()
     install_macros(con)
     plan = _plan(con, table, schema=schema, window=window, inputs=inputs)
@@ -242,16 +210,6 @@ def _write(
         f"(replaced {result.deleted})"
     )
     return metadata
-
-
-def _define(
-    compute: Callable[..., dg.MaterializeResult], name: str, spec: dict[str, Any]
-) -> dg.AssetsDefinition:
-    compute.__name__ = name
-    with warnings.catch_warnings():
-        # backfill_policy is still marked beta in Dagster 1.13, though the CLI relies on it.
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        return dg.asset(**spec)(compute)
 
 
 def _write_metadata(
@@ -285,100 +243,6 @@ def _report_partitions(
         [window.start, window.end],
     ).fetchall()
     report_rows_by_day(context, dict(counts))
-
-
-# --- views ------------------------------------------------------------------------------------
-
-
-def _view_asset(table: Table, build: _Build) -> dg.AssetsDefinition:
-    """A view's asset: materializing it rebuilds the view and records its columns, described
-    by the declaration and by what its refresh returns."""
-    schema, name = build.settings.schema, table.name
-    full_name = _full_name(build.settings, name)
-    deps = asset_deps(table, build.selected)
-    spec = build.specs.spec(
-        table,
-        description=(
-            f"{table.description}\n\nDuckDB view `{schema}.{name}`, kept current by every write "
-            f"of what it reads; materializing it rebuilds it and records its columns."
-        ),
-        metadata={"dagster/table_name": full_name} | _declared_view_schema(table),
-        deps=upstream(table, deps, build.selected),
-    )
-
-    def view(
-        context: dg.AssetExecutionContext, duckdb: KommoDuckDBResource
-    ) -> dg.MaterializeResult:
-        with duckdb.get_connection(on_wait=context.log.info) as con:
-            try:
-                descriptions = _rebuild(con, table, build=build)
-            except CatalogException as exc:
-                _explain_missing(con, table, deps, build=build, error=exc)
-                raise
-            columns = con.execute(f"DESCRIBE {table_ref(schema, name)}").fetchall()
-            (rows,) = con.execute(f"SELECT count(*) FROM {table_ref(schema, name)}").fetchone() or (
-                0,
-            )
-        schema_value = dg.TableSchema(
-            columns=[
-                dg.TableColumn(name=c[0], type=c[1], description=descriptions.get(c[0]))
-                for c in columns
-            ]
-        )
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": dg.MetadataValue.int(int(rows)),
-                "dagster/table_name": dg.MetadataValue.text(full_name),
-                "dagster/column_schema": dg.MetadataValue.table_schema(schema_value),
-            }
-        )
-
-    return _define(view, name, asset_arguments(spec))
-
-
-def _declared_view_schema(table: Table) -> dict[str, dg.TableSchema]:
-    """The column schema of a view whose SQL fixes its columns, shown before it is first built;
-    a wide view's columns follow the custom fields, known once it is."""
-    if not table.view_columns:
-        return {}
-    columns = [
-        dg.TableColumn(c.name, c.type, description=c.description) for c in table.view_columns
-    ]
-    return {"dagster/column_schema": dg.TableSchema(columns=columns)}
-
-
-def _explain_missing(
-    con: duckdb.DuckDBPyConnection,
-    table: Table,
-    deps: Sequence[str],
-    *,
-    build: _Build,
-    error: CatalogException,
-) -> None:
-    """Turn a view's failed rebuild over relations not written yet into what to materialize
-    first (DuckDB only says a table is missing); nothing when everything it reads exists."""
-    schema = build.settings.schema
-    there = set(existing(con, tuple(deps), schema=schema))
-    missing = [n for n in deps if n not in there]
-    if not missing:
-        return
-    # The views create the stream tables they read empty; a computed table they cannot.
-    computed = [n for n in missing if n not in build.settings.streams]
-    missing = computed or missing
-    raise RuntimeError(
-        f"{schema}.{table.name} cannot be rebuilt: "
-        f"{not_written_yet(missing, schema=schema, specs=build.specs)} ({error})"
-    ) from error
-
-
-def _rebuild(con: duckdb.DuckDBPyConnection, table: Table, *, build: _Build) -> dict[str, str]:
-    """Rebuild the view, and what follows it, in a transaction; its columns' descriptions."""
-    ctx = RefreshContext(con=con, schema=build.settings.schema)
-    with one_transaction(con):
-        result = table.refresh(ctx)  # type: ignore[misc]
-        build.refresh(con, table.name)
-    described = result if isinstance(result, Mapping) else {}
-    return dict(table.column_descriptions) | dict(described)
 
 
 __all__ = ["build_derived_assets"]

@@ -5,7 +5,7 @@ A sliced table is selected when its parent is, a table rebuilt whole when any of
 a view when what it reads is (`selected_declarations`); a sliced table is partitioned exactly
 like the stream it follows (`root_stream`). The jobs (`kommo_dagster.orchestration.jobs`) and
 the derived checks read the selection from here; the assets
-(`kommo_dagster.orchestration.derived_assets`) their dependencies.
+(`kommo_dagster.orchestration.derived_assets`, `derived_views`) their dependencies.
 """
 
 from __future__ import annotations

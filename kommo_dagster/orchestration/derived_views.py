@@ -1,0 +1,120 @@
+"""The derived views as Dagster assets (``kommo/<stream>_wide``, ``kommo/lead_stage_durations``,
+``kommo/pipeline_funnel``, ``kommo/response_time_by_manager``), built from their declarations.
+
+A view is kept current by every write of what it follows; materializing one (re)creates it, and
+what follows it, in one transaction and records its columns, with descriptions, as the asset's
+column schema. A rebuild over a table not written yet says what to materialize first.
+
+This module deliberately has no ``from __future__ import annotations``: Dagster reads the
+asset function's annotations at definition time.
+"""
+
+from collections.abc import Mapping, Sequence
+
+import dagster as dg
+import duckdb
+from duckdb import CatalogException
+
+from kommo_dagster.derived.activity import existing
+from kommo_dagster.orchestration.derived_build import Build, define, full_table_name
+from kommo_dagster.orchestration.derived_selection import asset_deps, upstream
+from kommo_dagster.orchestration.io_manager import KommoDuckDBResource
+from kommo_dagster.orchestration.missing_parents import not_written_yet
+from kommo_dagster.orchestration.translator import asset_arguments
+from kommo_dagster.warehouse.slices import one_transaction
+from kommo_dagster.warehouse.sql import table_ref
+from kommo_dagster.warehouse.tables import RefreshContext, Table
+
+
+def view_asset(table: Table, build: Build) -> dg.AssetsDefinition:
+    """A view's asset: materializing it rebuilds the view and records its columns, described
+    by the declaration and by what its refresh returns."""
+    schema, name = build.settings.schema, table.name
+    full_name = full_table_name(build.settings, name)
+    deps = asset_deps(table, build.selected)
+    spec = build.specs.spec(
+        table,
+        description=(
+            f"{table.description}\n\nDuckDB view `{schema}.{name}`, kept current by every write "
+            f"of what it reads; materializing it rebuilds it and records its columns."
+        ),
+        metadata={"dagster/table_name": full_name} | _declared_view_schema(table),
+        deps=upstream(table, deps, build.selected),
+    )
+
+    def view(
+        context: dg.AssetExecutionContext, duckdb: KommoDuckDBResource
+    ) -> dg.MaterializeResult:
+        with duckdb.get_connection(on_wait=context.log.info) as con:
+            try:
+                descriptions = _rebuild(con, table, build=build)
+            except CatalogException as exc:
+                _explain_missing(con, table, deps, build=build, error=exc)
+                raise
+            columns = con.execute(f"DESCRIBE {table_ref(schema, name)}").fetchall()
+            (rows,) = con.execute(f"SELECT count(*) FROM {table_ref(schema, name)}").fetchone() or (
+                0,
+            )
+        schema_value = dg.TableSchema(
+            columns=[
+                dg.TableColumn(name=c[0], type=c[1], description=descriptions.get(c[0]))
+                for c in columns
+            ]
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": dg.MetadataValue.int(int(rows)),
+                "dagster/table_name": dg.MetadataValue.text(full_name),
+                "dagster/column_schema": dg.MetadataValue.table_schema(schema_value),
+            }
+        )
+
+    return define(view, name, asset_arguments(spec))
+
+
+def _declared_view_schema(table: Table) -> dict[str, dg.TableSchema]:
+    """The column schema of a view whose SQL fixes its columns, shown before it is first built;
+    a wide view's columns follow the custom fields, known once it is."""
+    if not table.view_columns:
+        return {}
+    columns = [
+        dg.TableColumn(c.name, c.type, description=c.description) for c in table.view_columns
+    ]
+    return {"dagster/column_schema": dg.TableSchema(columns=columns)}
+
+
+def _explain_missing(
+    con: duckdb.DuckDBPyConnection,
+    table: Table,
+    deps: Sequence[str],
+    *,
+    build: Build,
+    error: CatalogException,
+) -> None:
+    """Turn a view's failed rebuild over relations not written yet into what to materialize
+    first (DuckDB only says a table is missing); nothing when everything it reads exists."""
+    schema = build.settings.schema
+    there = set(existing(con, tuple(deps), schema=schema))
+    missing = [n for n in deps if n not in there]
+    if not missing:
+        return
+    # The views create the stream tables they read empty; a computed table they cannot.
+    computed = [n for n in missing if n not in build.settings.streams]
+    missing = computed or missing
+    raise RuntimeError(
+        f"{schema}.{table.name} cannot be rebuilt: "
+        f"{not_written_yet(missing, schema=schema, specs=build.specs)} ({error})"
+    ) from error
+
+
+def _rebuild(con: duckdb.DuckDBPyConnection, table: Table, *, build: Build) -> dict[str, str]:
+    """Rebuild the view, and what follows it, in a transaction; its columns' descriptions."""
+    ctx = RefreshContext(con=con, schema=build.settings.schema)
+    with one_transaction(con):
+        result = table.refresh(ctx)  # type: ignore[misc]
+        build.refresh(con, table.name)
+    described = result if isinstance(result, Mapping) else {}
+    return dict(table.column_descriptions) | dict(described)
+
+
+__all__ = ["view_asset"]
