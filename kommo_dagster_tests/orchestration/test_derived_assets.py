@@ -1,5 +1,5 @@
-"""The derived assets' definitions: keys, partitions, lineage, schemas, jobs; and a view's
-rebuild, which happens whole or not at all."""
+"""The derived assets' definitions: keys, partitions, lineage, schemas, jobs; a range's row
+counts per partition; what a table reads besides its rows."""
 
 import time
 from collections.abc import Iterator
@@ -7,18 +7,13 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
 
 from kommo_dagster.definitions import build_definitions
-from kommo_dagster.derived import declaration
 from kommo_dagster.derived.declaration import CUSTOM_FIELD_ENTITIES, DERIVED_TABLES
 from kommo_dagster.orchestration.jobs import FULL_TABLES_JOB, INCREMENTAL_JOB
 from kommo_dagster.sandbox import KommoSandbox
 from kommo_dagster.settings import Settings
-from kommo_dagster.warehouse.sql import table_exists
-from kommo_dagster.warehouse.tables import Refresh, RefreshContext, Table
-from kommo_dagster_tests.derived.tables import insert
 from kommo_dagster_tests.wiring import Warehouse
 
 
@@ -66,90 +61,6 @@ def test_views_are_assets_downstream_of_what_they_read(tmp_path: Path):
     assert {"no_duplicate_keys", "field_ids_defined", "no_negative_durations"} <= checks
 
 
-def test_only_the_selected_streams_get_derived_assets(tmp_path: Path):
-    defs = _defs(tmp_path, streams=("pipelines", "statuses", "contacts"))
-    keys = {a.key.path[-1] for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)}
-    assert keys == {
-        "pipelines",
-        "statuses",
-        "contacts",
-        "contact_custom_field_values",
-        "contacts_wide",
-        "contact_companies",  # a link table, read from the contacts pages
-    }
-
-
-# --- a view's rebuild is one transaction ------------------------------------------------------
-
-
-def _priced(ctx: RefreshContext) -> None:
-    ctx.con.execute(
-        f"CREATE OR REPLACE VIEW {ctx.schema}.priced_leads AS "
-        f"SELECT id, price FROM {ctx.schema}.leads WHERE price IS NOT NULL"
-    )
-
-
-def _total_of_a_missing_table(ctx: RefreshContext) -> None:
-    ctx.con.execute(
-        f"CREATE OR REPLACE VIEW {ctx.schema}.priced_total AS "
-        f"SELECT sum(price) AS total FROM {ctx.schema}.no_such_table"
-    )
-
-
-def _total_losing_the_connection(ctx: RefreshContext) -> None:
-    # A broken connection: the ROLLBACK that follows this error fails as well.
-    ctx.con.close()
-    raise ConnectionError("priced_total: the warehouse connection was lost")
-
-
-PRICED = Table(
-    name="priced_leads",
-    kind="view",
-    description="The leads with a price.",
-    inputs=("leads",),
-    refresh=_priced,
-)
-
-
-@pytest.mark.parametrize(
-    ("follower", "error"),
-    [
-        (_total_of_a_missing_table, "no_such_table does not exist"),
-        (_total_losing_the_connection, "the warehouse connection was lost"),
-    ],
-)
-def test_a_failed_view_rebuild_reports_its_own_error_and_leaves_the_view_as_it_was(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, follower: Refresh, error: str
-):
-    total = Table(
-        name="priced_total",
-        kind="view",
-        description="The sum of the leads' prices.",
-        inputs=("priced_leads",),
-        refresh=follower,
-    )
-    monkeypatch.setattr(declaration, "DECLARATIONS", (*declaration.DECLARATIONS, PRICED, total))
-    defs = _defs(tmp_path, streams=("pipelines", "statuses", "leads"))
-    with duckdb.connect(str(tmp_path / "crm.duckdb")) as con:
-        insert(con, "leads", [{"id": 1, "updated_at": 100, "price": 70}])
-        con.execute("CREATE VIEW kommo.priced_leads AS SELECT 1 AS older_definition")
-    view = defs.resolve_assets_def(dg.AssetKey(["kommo", "priced_leads"]))
-
-    result = dg.materialize([view], raise_on_error=False)
-
-    assert not result.success
-    [failure] = [e for e in result.all_events if e.is_step_failure]
-    # What the step raised is the refresh's own error, not one of the ROLLBACK after it.
-    raised = failure.step_failure_data.error.cause
-    assert raised is not None and error in raised.message, failure.step_failure_data.error
-    with duckdb.connect(str(tmp_path / "crm.duckdb")) as con:
-        assert con.execute("FROM kommo.priced_leads").fetchall() == [(1,)]
-        assert [c[0] for c in con.execute("DESCRIBE kommo.priced_leads").fetchall()] == [
-            "older_definition"
-        ]
-        assert not table_exists(con, schema="kommo", table="priced_total")
-
-
 # --- per-partition row counts of a range --------------------------------------------------------
 
 
@@ -185,32 +96,6 @@ def test_a_ranges_row_count_per_partition_is_the_utc_days_whatever_the_local_zon
     [(total,)] = warehouse.sql(f"SELECT count(*) FROM kommo.{table.name}")
     assert total > 0
     assert sum(e.metadata["dagster/row_count"].value for e in events) == total
-
-
-# --- a view over a table not written yet ------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("view", "first"),
-    [
-        ("lead_stage_durations", "kommo/lead_status_changes"),
-        ("response_time_by_manager", "kommo/chat_response_times"),
-    ],
-)
-def test_a_view_over_a_table_not_written_yet_says_what_to_materialize_first(
-    tmp_path: Path, view: str, first: str
-):
-    defs = _defs(tmp_path)
-    asset = defs.resolve_assets_def(dg.AssetKey(["kommo", view]))
-
-    result = dg.materialize([asset], raise_on_error=False)
-
-    assert not result.success
-    [failure] = [e for e in result.all_events if e.is_step_failure]
-    raised = failure.step_failure_data.error.cause
-    assert raised is not None, failure.step_failure_data.error
-    # Only what the view cannot make itself: it creates the stream tables it reads empty.
-    assert f"materialize {first} first" in raised.message, raised.message
 
 
 # --- what a table reads besides its rows --------------------------------------------------------
