@@ -12,16 +12,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from kommo_dagster.derived.declaration import CUSTOM_FIELD_ENTITIES, CustomFieldEntity
 from kommo_dagster.orchestration.translator import AccountSpecs
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.registry import derived_relations, get_table, link_relations
 from kommo_dagster.warehouse.tables import SLICED_KINDS, Table
-
-
-def custom_field_entities(settings: Settings) -> list[CustomFieldEntity]:
-    """The entities whose stream the settings select."""
-    return [e for e in CUSTOM_FIELD_ENTITIES if e.stream in settings.streams]
 
 
 def selected_declarations(settings: Settings) -> list[Table]:
@@ -126,7 +120,6 @@ def upstream(table: Table, reads: tuple[str, ...], selected: set[str]) -> tuple[
 __all__ = [
     "all_derived_keys",
     "asset_deps",
-    "custom_field_entities",
     "derived_keys",
     "derived_tables",
     "is_partitioned",
