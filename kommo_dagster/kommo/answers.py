@@ -69,6 +69,8 @@ def _server_time(resp: BaseHTTPResponse) -> int | None:
 
 
 def _retry_after_header(resp: BaseHTTPResponse) -> float | None:
+    """The seconds ``Retry-After`` asks for: a number of them or an HTTP-date. None (the backoff
+    instead) for anything else, a negative number included, as a negative ``retry_after``."""
     value = resp.headers.get("Retry-After")
     if not value:
         return None
@@ -77,7 +79,7 @@ def _retry_after_header(resp: BaseHTTPResponse) -> float | None:
     except ValueError:
         pass
     else:
-        return max(seconds, 0.0) if math.isfinite(seconds) else None
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

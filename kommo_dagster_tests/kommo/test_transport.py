@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import socket
 import threading
@@ -251,15 +252,18 @@ def test_a_200_that_is_not_json_is_a_clear_error(not_kommo, tmp_path):
 
 class _Throttling(QuietHandler):
     """A gateway that answers 429, asking for the wait in the path's last part (``/wait/5``:
-    ``retry_after`` 5 in the body; ``/header/nan``: ``Retry-After: nan``); the times it was
-    asked are recorded."""
+    ``retry_after`` 5 in the body; ``/header/nan``: ``Retry-After: nan``; ``/date/2``:
+    ``Retry-After`` the HTTP-date 2 s from now); the times it was asked are recorded."""
 
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
         self.server.seen.append(time.monotonic())
         _, style, value = self.path.rsplit("/", 2)
-        if style == "header":
+        if style == "date":
+            when = email.utils.formatdate(time.time() + float(value), usegmt=True)
+            headers, body = [("Retry-After", when)], b"{}"
+        elif style == "header":
             headers, body = [("Retry-After", value)], b"{}"
         else:
             headers, body = (
@@ -311,19 +315,48 @@ def test_a_pause_longer_than_the_policy_waits_fails_the_request_before_it_is_sen
     assert "run again later" in str(err.value)
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "1e400", "-5", "soon"])
 def test_a_retry_after_that_is_no_number_of_seconds_falls_back_to_the_backoff(
-    throttling, tmp_path, caplog
+    throttling, tmp_path, caplog, value
 ):
+    """Not a number of seconds nor an HTTP-date: a negative one is no more a wait than a
+    negative ``retry_after`` in the body, which falls back to the backoff too."""
     from kommo_dagster.kommo import KommoClient
 
     url, seen = throttling
     policy = RetryPolicy(max_attempts=2, max_elapsed=30, backoff_base=0.6, backoff_max=0.6)
     client = KommoClient(base_url=url, token=SECRET, rate_limit_dir=tmp_path, retry=policy)
-    with client, pytest.raises(KommoRetryError):
-        client.get("/api/v4/header/nan")
+    with client, pytest.raises(KommoRetryError, match="kept answering 429"):
+        client.get(f"/api/v4/header/{value}")
     # The backoff (0.3 to 0.6 s), not no wait at all (the budget's own spacing is 0.15 s).
     assert len(seen) == 2 and seen[1] - seen[0] >= 0.28
-    assert "in nans" not in caplog.text
+    assert f"in {value}s" not in caplog.text and "in 0.0s" not in caplog.text
+
+
+@pytest.mark.parametrize("path", ["header/0", "date/-30"])
+def test_a_retry_after_of_no_time_is_retried_at_the_budgets_pace(throttling, tmp_path, path):
+    """``Retry-After: 0``, or a date already past, asks for no wait: not the backoff's."""
+    from kommo_dagster.kommo import KommoClient
+
+    url, seen = throttling
+    policy = RetryPolicy(max_attempts=2, max_elapsed=30, backoff_base=4, backoff_max=4)
+    client = KommoClient(base_url=url, token=SECRET, rate_limit_dir=tmp_path, retry=policy)
+    with client, pytest.raises(KommoRetryError, match="after 2 attempts"):
+        client.get(f"/api/v4/{path}")
+    assert len(seen) == 2 and seen[1] - seen[0] < 1.5  # the backoff would be 2 to 4 s
+
+
+def test_a_retry_after_http_date_is_waited_for(throttling, tmp_path, caplog):
+    """An HTTP-date has whole seconds: 2 s from now is 1 to 2 s away."""
+    from kommo_dagster.kommo import KommoClient
+
+    url, seen = throttling
+    policy = RetryPolicy(max_attempts=2, max_elapsed=30, backoff_base=0.01, backoff_max=0.01)
+    client = KommoClient(base_url=url, token=SECRET, rate_limit_dir=tmp_path, retry=policy)
+    with client, pytest.raises(KommoRetryError, match="kept answering 429"):
+        client.get("/api/v4/date/2")
+    assert len(seen) == 2 and 0.95 <= seen[1] - seen[0] < 3.0
+    assert "retry 1 of 1 in 1." in caplog.text or "retry 1 of 1 in 2.0s" in caplog.text
 
 
 def test_a_budget_file_that_cannot_be_opened_is_no_connection_failure(not_kommo, tmp_path):
