@@ -40,7 +40,7 @@ from kommo_dagster.kommo.errors import (
     KommoError,
     KommoRetryError,
 )
-from kommo_dagster.kommo.ratelimit import BudgetPaused, SharedRateLimiter, Slot
+from kommo_dagster.kommo.ratelimit import BLOCK_MAX, BudgetPaused, SharedRateLimiter, Slot
 from kommo_dagster.kommo.response import Response
 from kommo_dagster.kommo.stats import StatsRecorder
 
@@ -78,6 +78,12 @@ class RetryPolicy:
 class _Cancelled(Exception):
     """Raised from inside a send when the client is closing (not an OSError: urllib3 must not
     mistake it for a connection failure)."""
+
+
+def _seconds(value: float) -> str:
+    """A wait as read in a message: whole seconds, or a power of ten past a few months (a
+    ``retry_after`` of 1e308 is not three hundred digits)."""
+    return f"{value:.0f}s" if value < 1e7 else f"{value:.1e}s"
 
 
 def _target(path: str, params: Params) -> str:
@@ -168,10 +174,17 @@ class Transport:
     ) -> KommoRetryError:
         self.stats.error()
         if last.wait is not None and last.wait > self.retry.retry_after_max:
+            # The shared pause is capped (`BLOCK_MAX`): say how long it is, not what was asked.
+            held = (
+                ""
+                if self.limiter is None
+                else ": every client of the account on this machine holds off for "
+                f"{min(last.wait, BLOCK_MAX):.0f}s"
+            )
             why = (
-                f". Kommo asked to wait {last.wait:.0f}s, longer than the "
-                f"{self.retry.retry_after_max:.0f}s this client waits for one 429: every client "
-                "of the account on this machine holds off for that long; run again later"
+                f". Kommo asked to wait {_seconds(last.wait)}, longer than the "
+                f"{self.retry.retry_after_max:.0f}s this client waits for one 429{held}; "
+                "run again later"
             )
         elif last.status == 429:
             why = (

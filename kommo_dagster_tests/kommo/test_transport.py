@@ -295,6 +295,23 @@ def test_a_429_asking_for_longer_than_the_policy_waits_is_not_retried_early(thro
         assert at is None and 4 < wait <= 5
 
 
+@pytest.mark.parametrize("style", ["wait", "header"])
+def test_a_429_asking_for_ages_says_how_long_everyone_holds_off(throttling, tmp_path, style):
+    """The shared pause is capped at an hour: the message says so, in a readable number."""
+    from kommo_dagster.kommo import KommoClient
+    from kommo_dagster.kommo.ratelimit import BLOCK_MAX
+
+    url, seen = throttling
+    with KommoClient(base_url=url, token=SECRET, rate_limit_dir=tmp_path) as client:
+        with pytest.raises(KommoRetryError) as err:
+            client.get(f"/api/v4/{style}/1e300")
+        message = str(err.value)
+        assert "asked to wait 1.0e+300s" in message and len(message) < 500, message
+        assert f"holds off for {BLOCK_MAX:.0f}s; run again later" in message, message
+        at, wait = client.limiter.try_acquire()
+        assert at is None and BLOCK_MAX - 5 < wait <= BLOCK_MAX and len(seen) == 1
+
+
 def test_a_pause_longer_than_the_policy_waits_fails_the_request_before_it_is_sent(
     throttling, tmp_path
 ):
