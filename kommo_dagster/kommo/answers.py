@@ -141,7 +141,12 @@ class Answer:
         return _detail(self.problem, scrub=self.transport.scrub)
 
     def response(self, body: bytes | None) -> Response:
-        return Response(body=body, server_time=_server_time(self.resp), path=self.path)
+        return Response(
+            body=body,
+            server_time=_server_time(self.resp),
+            path=self.path,
+            scrub=self.transport.scrub,
+        )
 
     def error(self, cls: type[KommoHTTPError], message: str) -> KommoHTTPError:
         return cls(message, status=self.status, path=self.path)
@@ -160,9 +165,11 @@ _NOT_THE_API = (
 
 def _json_body(a: Answer) -> Response:
     if "json" not in a.ctype:
+        # As sent, not lowercased: scrubbing finds the token only in its own case.
+        ctype = a.transport.scrub(a.resp.headers.get("Content-Type", ""))[:100]
         raise a.error(
             KommoResponseError,
-            f"Kommo answered GET {a.path} with 200 and {a.ctype or 'no content type'} instead "
+            f"Kommo answered GET {a.path} with 200 and {ctype or 'no content type'} instead "
             f"of JSON: {_NOT_THE_API}",
         )
     # isspace() stops at the first other byte; strip() would copy the whole body.

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -54,6 +55,8 @@ class Response:
     body: bytes | None
     server_time: int | None  # Unix seconds from the Date header
     path: str = ""
+    # The token out of an error's text: a value quoted from the body may hold it.
+    scrub: Callable[[str], str] = field(default=str, repr=False, compare=False)
 
     @functools.cached_property
     def data(self) -> dict[str, Any] | None:
@@ -71,7 +74,7 @@ class Response:
                 "can hold: correct the value in Kommo"
             )
             raise KommoResponseError(
-                f"Kommo answered GET {self.path} with {what} ({exc})", path=self.path
+                self.scrub(f"Kommo answered GET {self.path} with {what} ({exc})"), path=self.path
             ) from None
         if not isinstance(data, dict):
             raise KommoResponseError(

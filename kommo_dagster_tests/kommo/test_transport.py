@@ -438,6 +438,47 @@ def test_the_token_appears_nowhere(
         assert SECRET not in text
 
 
+class _Echoing(QuietHandler):
+    """A host that quotes the token it was sent in what it answers: ``/ctype`` in the
+    Content-Type of a 200 that is not JSON, ``/surrogate`` in a record's name that holds a lone
+    surrogate escape, which the client's error quotes."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        token = self.headers["Authorization"].removeprefix("Bearer ")
+        if self.path.endswith("/ctype"):
+            reply(self, 200, b"ok", content_type=f"text/plain; charset=utf-8; echo={token}")
+        else:
+            name = f'"{token} \\ud800"'.encode()
+            body = b'{"_embedded": {"leads": [{"id": 5, "name": %s}]}}' % name
+            reply(self, 200, body, content_type="application/hal+json")
+
+
+def test_the_token_is_scrubbed_from_what_an_answer_quotes(tmp_path, caplog):
+    """A message quoting an answer's header or a value of its body, whatever the case the
+    header's value was read in."""
+    from kommo_dagster.kommo import KommoClient
+
+    caplog.set_level(logging.DEBUG)
+    with (
+        http_server(_Echoing) as (url, _),
+        KommoClient(base_url=url, token=SECRET, rate_limit_dir=tmp_path) as client,
+    ):
+        with pytest.raises(
+            KommoResponseError, match="text/plain; charset=utf-8; echo=\\*\\*\\*"
+        ) as ctype:
+            client.get("/api/v4/ctype")
+        with pytest.raises(KommoResponseError, match="lone UTF-16 surrogate") as surrogate:
+            client.get("/api/v4/surrogate")
+    texts = [caplog.text]
+    for exc in (ctype.value, surrogate.value):
+        texts += [str(exc), repr(exc), "".join(traceback.format_exception(exc))]
+    assert "(record id 5): '*** \\ud800'" in str(surrogate.value)
+    for text in texts:
+        assert SECRET.lower() not in text.lower()
+
+
 def test_closing_the_client_ends_a_wait_for_the_budget(account, client_for):
     client = client_for(account, requests_per_second=5)
     client.limiter.block_for(60)
