@@ -191,6 +191,12 @@ class Transport:
                 ". Kommo kept answering 429: another client may be using this account's "
                 "budget, lower KOMMO_REQUESTS_PER_SECOND"
             )
+        elif last.status is None:
+            # No HTTP answer at all: the host, not Kommo, is what to check.
+            why = (
+                f". No answer from {self.base_url}: check that KOMMO_BASE_URL or "
+                "KOMMO_SUBDOMAIN names the account's host and that it is reachable from here"
+            )
         else:
             why = ""
         return KommoRetryError(

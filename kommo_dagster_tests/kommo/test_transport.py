@@ -124,6 +124,8 @@ def test_a_refused_connection_is_retried_as_a_connection_failure(tmp_path):
     msg = str(err.value)
     assert "failed after 2 attempts" in msg and "connection failed (NewConnectionError" in msg
     assert "refused" in msg and err.value.last_status is None
+    # It names the host and the variables that set it, what to check when nothing answers.
+    assert f"No answer from {base_url}: check that KOMMO_BASE_URL or KOMMO_SUBDOMAIN" in msg
 
 
 def test_seeded_faults_on_every_stream_still_give_exact_streams(sandbox_factory, client_for):
@@ -143,6 +145,7 @@ def test_retries_are_bounded_and_the_error_says_what_was_tried(account, client_f
         fetch(client, "companies")
     msg = str(err.value)
     assert "failed after 3 attempts" in msg and "HTTP 502" in msg and "s (limits" in msg
+    assert "No answer from" not in msg  # the host answered: no hint to check it
     assert err.value.attempts == 3 and err.value.last_status == 502
 
 
