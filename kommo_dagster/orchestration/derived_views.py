@@ -19,7 +19,7 @@ from kommo_dagster.derived.activity import existing
 from kommo_dagster.orchestration.derived_build import Build, define, full_table_name
 from kommo_dagster.orchestration.derived_selection import asset_deps, upstream
 from kommo_dagster.orchestration.io_manager import KommoDuckDBResource
-from kommo_dagster.orchestration.missing_parents import not_written_yet
+from kommo_dagster.orchestration.missing_parents import materialize_first, not_written_yet
 from kommo_dagster.orchestration.translator import asset_arguments
 from kommo_dagster.warehouse.slices import one_transaction
 from kommo_dagster.warehouse.sql import table_ref
@@ -46,11 +46,19 @@ def view_asset(table: Table, build: Build) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, duckdb: KommoDuckDBResource
     ) -> dg.MaterializeResult:
         with duckdb.get_connection(on_wait=context.log.info) as con:
+            unwritten = _unwritten_streams(con, deps, build=build)
             try:
                 descriptions = _rebuild(con, table, build=build)
             except CatalogException as exc:
                 _explain_missing(con, table, deps, build=build, error=exc)
                 raise
+            if unwritten:
+                context.log.warning(
+                    f"{schema}.{name} was rebuilt over "
+                    f"{', '.join(f'{schema}.{n}' for n in unwritten)}, created empty as no run "
+                    f"had written them: {materialize_first(unwritten, specs=build.specs)}, "
+                    "then this asset again"
+                )
             columns = con.execute(f"DESCRIBE {table_ref(schema, name)}").fetchall()
             (rows,) = con.execute(f"SELECT count(*) FROM {table_ref(schema, name)}").fetchone() or (
                 0,
@@ -105,6 +113,16 @@ def _explain_missing(
         f"{schema}.{table.name} cannot be rebuilt: "
         f"{not_written_yet(missing, schema=schema, specs=build.specs)} ({error})"
     ) from error
+
+
+def _unwritten_streams(
+    con: duckdb.DuckDBPyConnection, deps: Sequence[str], *, build: Build
+) -> list[str]:
+    """The streams the view reads that no run has written: its rebuild creates them empty, so
+    it succeeds, but shows nothing of them until they are materialized."""
+    streams = tuple(n for n in deps if n in build.settings.streams)
+    there = set(existing(con, streams, schema=build.settings.schema))
+    return [n for n in streams if n not in there]
 
 
 def _rebuild(con: duckdb.DuckDBPyConnection, table: Table, *, build: Build) -> dict[str, str]:

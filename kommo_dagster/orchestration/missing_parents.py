@@ -24,11 +24,17 @@ def not_written_yet(
 ) -> str:
     """``missing`` tables do not exist yet, and the assets to materialize first, by their keys
     (a translator may have renamed them)."""
-    keys = joiner.join(specs.key(n).to_user_string() for n in missing)
     return (
         f"{', '.join(f'{schema}.{n}' for n in missing)} "
-        f"{'does' if len(missing) == 1 else 'do'} not exist yet: materialize {keys} first"
+        f"{'does' if len(missing) == 1 else 'do'} not exist yet: "
+        f"{materialize_first(missing, specs=specs, joiner=joiner)}"
     )
+
+
+def materialize_first(missing: Sequence[str], *, specs: AccountSpecs, joiner: str = " and ") -> str:
+    """What to materialize before ``missing`` tables can be read, by the assets' keys."""
+    keys = joiner.join(specs.key(n).to_user_string() for n in missing)
+    return f"materialize {keys} first"
 
 
 def report_missing_parent(

@@ -1,6 +1,7 @@
 """A view's asset: its rebuild happens whole or not at all, and a rebuild over a table not
 written yet says what to materialize first."""
 
+import logging
 from datetime import date
 from pathlib import Path
 
@@ -118,3 +119,21 @@ def test_a_view_over_a_table_not_written_yet_says_what_to_materialize_first(
     assert raised is not None, failure.step_failure_data.error
     # Only what the view cannot make itself: it creates the stream tables it reads empty.
     assert f"materialize {first} first" in raised.message, raised.message
+
+
+def test_a_view_over_streams_not_written_yet_is_built_and_warns_what_to_materialize_first(
+    tmp_path: Path,
+):
+    """The rebuild creates the streams it reads empty and succeeds: the warning is all that
+    tells an empty view from an empty account."""
+    defs = _defs(tmp_path)
+    asset = defs.resolve_assets_def(dg.AssetKey(["kommo", "leads_wide"]))
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize([asset], instance=instance)
+        logs = instance.all_logs(result.run_id)
+
+    warnings = [r.user_message for r in logs if r.level == logging.WARNING]
+    [warning] = [m for m in warnings if m.startswith("kommo.leads_wide was rebuilt over")]
+    assert "kommo.leads," in warning and "created empty as no run had written them" in warning
+    assert "materialize kommo/leads and" in warning and "then this asset again" in warning
