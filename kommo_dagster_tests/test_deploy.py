@@ -4,7 +4,9 @@ give their runs."""
 
 from __future__ import annotations
 
+import logging
 import shutil
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -12,8 +14,14 @@ from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
 from dagster._utils.tags import TagConcurrencyLimitsCounter
 
+from kommo_dagster.definitions import build_definitions
 from kommo_dagster.orchestration.jobs import ACCOUNT_TAG
-from kommo_dagster_tests.wiring import named_accounts_definitions
+from kommo_dagster.settings import Settings
+from kommo_dagster_tests.wiring import (
+    materialize_streams,
+    named_accounts_definitions,
+    sandbox_kommo,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
 
@@ -59,3 +67,21 @@ def test_a_second_run_of_an_account_waits_while_other_accounts_start(tmp_path: P
         counter = TagConcurrencyLimitsCounter(limits, [started])
         assert counter.is_blocked(run("kommo_br_full_tables_job", DagsterRunStatus.NOT_STARTED))
         assert not counter.is_blocked(run("kommo_ru_incremental_job", DagsterRunStatus.NOT_STARTED))
+
+
+def test_the_clients_own_log_lines_reach_the_run_s_event_log(sandbox, tmp_path: Path):
+    """A retry is logged by the client's plain Python logger; the example instance manages it,
+    so the line is in the run's event log (the UI), not only on the process's stderr."""
+    sandbox.reset()
+    sandbox.inject_fault("502", path="/api/v4/leads/pipelines")
+    settings = Settings(start_date=date(2026, 9, 1), duckdb_path=tmp_path / "crm.duckdb")
+    defs = build_definitions(settings, kommo=sandbox_kommo(sandbox, tmp_path, max_workers=1))
+    with _instance(tmp_path) as instance:
+        result = materialize_streams(defs, instance, ["pipelines"])
+        logged = [
+            e
+            for e in instance.all_logs(result.run_id)
+            if e.user_message and "retry 1 of" in e.user_message
+        ]
+    assert len(logged) == 1 and logged[0].level == logging.WARNING
+    assert "/api/v4/leads/pipelines" in logged[0].user_message

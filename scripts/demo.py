@@ -221,9 +221,12 @@ def _environment(sandboxes: dict[str, SandboxProcess], *, first_partition: str) 
     DAGSTER_HOME.mkdir(exist_ok=True)
     instance_config = DAGSTER_HOME / "dagster.yaml"
     if not instance_config.exists():
-        # An empty file: Dagster's defaults (SQLite storage in this directory), without the
-        # warning Dagster prints when the file is missing.
-        instance_config.write_text("# The demo's Dagster instance: runs, event logs, schedules.\n")
+        # Dagster's defaults (SQLite storage in this directory), and the Kommo client's own log
+        # lines (retries, 429 pauses) in the runs' event logs, as deploy/dagster.yaml has them.
+        instance_config.write_text(
+            "# The demo's Dagster instance: runs, event logs, schedules.\n"
+            "python_logs:\n  managed_python_loggers:\n    - kommo_dagster.kommo\n"
+        )
     env = {k: v for k, v in os.environ.items() if not k.startswith("KOMMO_")}
     env.update(
         KOMMO_ACCOUNTS=",".join(sandboxes),
