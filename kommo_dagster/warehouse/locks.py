@@ -114,11 +114,16 @@ def retry_while_locked(
             if "lock" not in str(exc).lower():
                 raise
             if delay == 0.05 and on_wait is not None:
-                on_wait(f"{database} is held open by another program; waiting for it ({exc})")
+                left = max(0.0, deadline - time.monotonic())
+                on_wait(
+                    f"{database} is held open by another program; waiting up to {left:.3g} s "
+                    f"for it (KOMMO_DUCKDB_LOCK_TIMEOUT) ({exc})"
+                )
             if time.monotonic() + delay > deadline:
                 raise DatabaseLockTimeout(
                     f"{database} stays locked by another program ({exc}). Close the DuckDB "
-                    f"CLI, notebook or process that holds it open, then re-run."
+                    f"CLI, notebook or process that holds it open, then re-run; or raise "
+                    f"KOMMO_DUCKDB_LOCK_TIMEOUT to wait longer."
                 ) from exc
             time.sleep(delay)
             delay = min(delay * 2, 2.0)

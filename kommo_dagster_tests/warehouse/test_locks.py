@@ -3,6 +3,7 @@ another program."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -65,11 +66,18 @@ def test_a_file_held_by_another_program_is_waited_for_then_reported(db: Path):
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        waits: list[str] = []
         with (
-            pytest.raises(DatabaseLockTimeout, match="another program"),
-            connect(db, timeout=0.5),
+            pytest.raises(DatabaseLockTimeout, match="another program") as err,
+            connect(db, timeout=0.5, on_wait=waits.append),
         ):
             pass
+        # Both say which setting bounds the wait, the first how long it is.
+        assert "raise KOMMO_DUCKDB_LOCK_TIMEOUT to wait longer" in str(err.value)
+        assert len(waits) == 1 and "held open by another program" in waits[0]
+        assert re.search(
+            r"waiting up to 0\.[0-9]+ s for it \(KOMMO_DUCKDB_LOCK_TIMEOUT\)", waits[0]
+        )
     finally:
         assert holder.stdin is not None
         holder.stdin.close()
