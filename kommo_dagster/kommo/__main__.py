@@ -7,6 +7,7 @@ Kept out of `kommo_dagster.kommo.ban` so that running it does not import the mod
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Mapping
 from typing import TypeVar
@@ -19,7 +20,6 @@ from kommo_dagster.kommo.config import (
     account_variable,
     base_url_for,
     environment,
-    name_variables,
     rate_limit_dir_for,
     validate_ban_cooldown,
 )
@@ -34,31 +34,32 @@ def _ban(env: Mapping[str, str], *, account: str | None, base_url: str | None) -
     its own ``KOMMO_<ACCOUNT>_*`` (the folder and cool-down falling back to the shared ones,
     as the code location reads them)."""
 
-    def value(suffix: str, *, fallback: bool = True) -> str | None:
-        return env.get(account_variable(env, suffix, account=account, fallback=fallback))
-
-    def read(suffix: str, parse: Callable[[str | None], T]) -> T:
-        """``parse`` of the variable read for ``suffix``; its error names that variable (the
-        account's own when set), not the shared one the client's messages name."""
-        name = account_variable(env, suffix, account=account)
+    def read(suffixes: tuple[str, ...], parse: Callable[..., T], *, fallback: bool = True) -> T:
+        """``parse`` of the variables read for ``suffixes``; its error names those variables
+        (the account's own where read), not the shared ones the client's messages name."""
+        names = {
+            f"{ENV_PREFIX}{s}": account_variable(env, s, account=account, fallback=fallback)
+            for s in suffixes
+        }
         try:
-            return parse(env.get(name))
+            return parse(*(env.get(name) for name in names.values()))
         except KommoConfigError as exc:
-            raise KommoConfigError(str(exc).replace(f"{ENV_PREFIX}{suffix}", name)) from None
+            shared = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b")
+            raise KommoConfigError(shared.sub(lambda m: names[m[1]], str(exc))) from None
 
-    try:
-        url = base_url_for(
-            subdomain=value("SUBDOMAIN", fallback=False),
-            base_url=base_url or value("BASE_URL", fallback=False),
+    url = read(
+        ("SUBDOMAIN", "BASE_URL"),
+        lambda subdomain, url: base_url_for(
+            subdomain=subdomain,
+            base_url=base_url or url,
             allow_any_host=True,  # only a file name is derived from it
-        )
-    except KommoConfigError as exc:
-        prefix = f"{ENV_PREFIX}{account.upper()}_" if account else ENV_PREFIX
-        raise KommoConfigError(name_variables(str(exc), prefix)) from None
+        ),
+        fallback=False,
+    )
     return IPBan(
         key=account_key(url),
-        directory=read("RATE_LIMIT_DIR", rate_limit_dir_for),
-        cooldown=read("BAN_COOLDOWN_SECONDS", validate_ban_cooldown),
+        directory=read(("RATE_LIMIT_DIR",), rate_limit_dir_for),
+        cooldown=read(("BAN_COOLDOWN_SECONDS",), validate_ban_cooldown),
     )
 
 
