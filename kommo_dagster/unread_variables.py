@@ -24,14 +24,19 @@ class UnreadVariableWarning(UserWarning):
     """A ``KOMMO_`` variable set in the environment that no setting of the code location reads."""
 
 
-def _per_account(location: Location) -> bool:
-    return location.accounts[0].account is not None
+# Each setting's scope, by its variable's suffix.
+_SCOPE = {s.variable: s.scope for s in SETTINGS}
+
+
+def _accounts(location: Location) -> list[str]:
+    """The names of ``KOMMO_ACCOUNTS``; none for the single unnamed account."""
+    return [a.account for a in location.accounts if a.account is not None]
 
 
 def read_variables(location: Location) -> frozenset[str]:
     """Every variable the location's settings would read, set or not."""
     names = {ENV_ACCOUNTS, *SCRIPT_VARIABLES}
-    accounts = [a.account for a in location.accounts if a.account is not None]
+    accounts = _accounts(location)
     for s in SETTINGS:
         if not accounts or s.scope in ("account", "shared"):
             names.add(s.env)
@@ -43,28 +48,27 @@ def read_variables(location: Location) -> frozenset[str]:
 def _account_and_setting(name: str) -> tuple[str, str] | None:
     """``(account, VARIABLE)`` of a name shaped ``KOMMO_<ACCOUNT>_<VARIABLE>``, if it is."""
     # Longest first: ``KOMMO_BR_FULL_TABLE_STREAMS`` is FULL_TABLE_STREAMS, not STREAMS.
+    rest = name.removeprefix(client.ENV_PREFIX)
     for s in sorted(SETTINGS, key=lambda s: -len(s.variable)):
         tail = f"_{s.variable}"
-        account = name.removeprefix(client.ENV_PREFIX).removesuffix(tail)
-        if name.endswith(tail) and account and account != name.removeprefix(client.ENV_PREFIX):
-            return account.lower(), s.variable
+        if rest.endswith(tail) and len(rest) > len(tail):
+            return rest.removesuffix(tail).lower(), s.variable
     return None
 
 
 def _why(name: str, location: Location, read: frozenset[str]) -> str:
     """What a variable nothing reads was probably meant for, and what to set instead."""
-    configured = [a.account for a in location.accounts if a.account is not None]
-    scope = {s.variable: s.scope for s in SETTINGS}
+    configured = _accounts(location)
     variable = name.removeprefix(client.ENV_PREFIX)
-    if _per_account(location) and scope.get(variable) == "own":
+    if configured and _SCOPE.get(variable) == "own":
         return f"with {ENV_ACCOUNTS} each account reads its own KOMMO_<ACCOUNT>_{variable}"
     split = _account_and_setting(name)
     if split is not None:
         account, variable = split
-        if scope[variable] == "single" and _per_account(location):
+        if _SCOPE[variable] == "single" and configured:
             # KOMMO_SCHEMA would fail the load: each account's schema follows its name.
             return f"with {ENV_ACCOUNTS} no {variable} applies: each account's follows its name"
-        if scope[variable] in ("shared", "single"):
+        if _SCOPE[variable] in ("shared", "single"):
             return f"{variable} is one setting for every account: set KOMMO_{variable}"
         if account not in configured:
             listed = ", ".join(configured) if configured else "not set"
