@@ -39,6 +39,15 @@ REPO = Path(__file__).resolve().parents[1]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
 
+def local_definitions(directory: Path, **overrides: Any) -> dg.Definitions:
+    """The single account's definitions from October 2026 on, writing ``directory``'s
+    ``crm.duckdb``; ``overrides`` are further `Settings` (``streams=``...)."""
+    settings = Settings(
+        start_date=datetime(2026, 10, 1).date(), duckdb_path=directory / "crm.duckdb", **overrides
+    )
+    return build_definitions(settings)
+
+
 def named_accounts_definitions(directory: Path, names: list[str]) -> dg.Definitions:
     """The definitions of accounts ``names`` (hosts ``<name>.kommo.com``, nothing contacted)."""
     from kommo_dagster.builder import build_kommo_definitions

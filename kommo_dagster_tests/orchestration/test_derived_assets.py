@@ -3,25 +3,16 @@ counts per partition; what a table reads besides its rows."""
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from kommo_dagster.definitions import build_definitions
 from kommo_dagster.derived.declaration import CUSTOM_FIELD_ENTITIES, DERIVED_TABLES
 from kommo_dagster.orchestration.jobs import FULL_TABLES_JOB, INCREMENTAL_JOB
 from kommo_dagster.sandbox import KommoSandbox
-from kommo_dagster.settings import Settings
-from kommo_dagster_tests.wiring import Warehouse
-
-
-def _defs(tmp_path: Path, **overrides) -> dg.Definitions:
-    settings = Settings(
-        start_date=date(2026, 10, 1), duckdb_path=tmp_path / "crm.duckdb", **overrides
-    )
-    return build_definitions(settings)
+from kommo_dagster_tests.wiring import Warehouse, local_definitions
 
 
 @pytest.mark.parametrize("full_table", [False, True])
@@ -29,7 +20,7 @@ def test_derived_tables_are_partitioned_like_their_parent_and_downstream_of_it(
     tmp_path: Path, full_table: bool
 ):
     overrides = {"full_table_streams": ("leads",)} if full_table else {}
-    defs = _defs(tmp_path, **overrides)
+    defs = local_definitions(tmp_path, **overrides)
     for table in DERIVED_TABLES.values():
         asset = defs.resolve_assets_def(dg.AssetKey(["kommo", table.name]))
         parent = defs.resolve_assets_def(dg.AssetKey(["kommo", table.parent]))
@@ -48,7 +39,7 @@ def test_derived_tables_are_partitioned_like_their_parent_and_downstream_of_it(
 
 
 def test_views_are_assets_downstream_of_what_they_read(tmp_path: Path):
-    defs = _defs(tmp_path)
+    defs = local_definitions(tmp_path)
     for entity in CUSTOM_FIELD_ENTITIES:
         view = defs.resolve_assets_def(dg.AssetKey(["kommo", entity.wide_view]))
         assert {
@@ -108,8 +99,8 @@ def test_what_counts_days_in_the_accounts_time_zone_depends_on_the_account(
     """Their days are the account's (its ``timezone``, read from kommo.account when they are
     written): the account's asset is upstream of them when it is selected."""
     account = dg.AssetKey(["kommo", "account"])
-    defs = _defs(tmp_path)
+    defs = local_definitions(tmp_path)
     assert account in defs.resolve_assets_def(dg.AssetKey(["kommo", name])).dependency_keys
-    without = _defs(tmp_path, streams=("events", "leads", "contacts"))
+    without = local_definitions(tmp_path, streams=("events", "leads", "contacts"))
     asset = without.resolve_assets_def(dg.AssetKey(["kommo", name]))
     assert account not in asset.dependency_keys and asset.dependency_keys

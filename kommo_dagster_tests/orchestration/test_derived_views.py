@@ -2,27 +2,17 @@
 written yet says what to materialize first."""
 
 import logging
-from datetime import date
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
 
-from kommo_dagster.definitions import build_definitions
 from kommo_dagster.derived import declaration
-from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.sql import table_exists
 from kommo_dagster.warehouse.tables import Refresh, RefreshContext, Table
 from kommo_dagster_tests.derived.tables import insert
-
-
-def _defs(tmp_path: Path, **overrides) -> dg.Definitions:
-    settings = Settings(
-        start_date=date(2026, 10, 1), duckdb_path=tmp_path / "crm.duckdb", **overrides
-    )
-    return build_definitions(settings)
-
+from kommo_dagster_tests.wiring import local_definitions
 
 # --- a view's rebuild is one transaction ------------------------------------------------------
 
@@ -74,7 +64,7 @@ def test_a_failed_view_rebuild_reports_its_own_error_and_leaves_the_view_as_it_w
         refresh=follower,
     )
     monkeypatch.setattr(declaration, "DECLARATIONS", (*declaration.DECLARATIONS, PRICED, total))
-    defs = _defs(tmp_path, streams=("pipelines", "statuses", "leads"))
+    defs = local_definitions(tmp_path, streams=("pipelines", "statuses", "leads"))
     with duckdb.connect(str(tmp_path / "crm.duckdb")) as con:
         insert(con, "leads", [{"id": 1, "updated_at": 100, "price": 70}])
         con.execute("CREATE VIEW kommo.priced_leads AS SELECT 1 AS older_definition")
@@ -108,7 +98,7 @@ def test_a_failed_view_rebuild_reports_its_own_error_and_leaves_the_view_as_it_w
 def test_a_view_over_a_table_not_written_yet_says_what_to_materialize_first(
     tmp_path: Path, view: str, first: str
 ):
-    defs = _defs(tmp_path)
+    defs = local_definitions(tmp_path)
     asset = defs.resolve_assets_def(dg.AssetKey(["kommo", view]))
 
     result = dg.materialize([asset], raise_on_error=False)
@@ -126,7 +116,7 @@ def test_a_view_over_streams_not_written_yet_is_built_and_warns_what_to_material
 ):
     """The rebuild creates the streams it reads empty and succeeds: the warning is all that
     tells an empty view from an empty account."""
-    defs = _defs(tmp_path)
+    defs = local_definitions(tmp_path)
     asset = defs.resolve_assets_def(dg.AssetKey(["kommo", "leads_wide"]))
 
     with dg.DagsterInstance.ephemeral() as instance:
