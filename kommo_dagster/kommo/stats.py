@@ -132,6 +132,12 @@ class Progress:
     eta_seconds: float | None = None
     done: bool = False
 
+    @property
+    def _rate(self) -> str:
+        """The request rate, once the requests span a second: a few requests in a fraction of
+        one read as "630/s", which says nothing about the budget of 7 in any second."""
+        return f" ({self.requests_per_second:.2f}/s)" if self.elapsed >= 1.0 else ""
+
     def __str__(self) -> str:
         window = (
             f"{_fmt(self.window_start)}..{_fmt(self.window_end)}"
@@ -141,7 +147,7 @@ class Progress:
         parts = [
             f"{self.stream} [{window}]",
             f"{self.rows} rows in {self.pages} pages",
-            f"{self.requests} requests ({self.requests_per_second:.2f}/s)",
+            f"{self.requests} requests{self._rate}",
             f"{self.retries} retries",
             f"{self.throttled} throttled",
         ]

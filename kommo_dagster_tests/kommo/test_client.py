@@ -3,6 +3,7 @@ streaming, concurrency and progress."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import subprocess
@@ -242,6 +243,26 @@ def test_progress_is_reported_on_a_cadence_and_at_the_end(sandbox_factory, clien
         assert p.fraction_done is None or 0.0 <= p.fraction_done <= 1.0
     assert any(p.eta_seconds is not None and "left" in str(p) for p in running)
     assert "events" in str(final) and "rows" in str(final)
+
+
+def test_progress_gives_a_rate_only_once_the_requests_span_a_second():
+    """One request in 2 ms is not "500 requests/s": the rate shows from a second on."""
+    short = Progress(
+        stream="account",
+        window_start=None,
+        window_end=None,
+        pages=1,
+        rows=1,
+        requests=1,
+        elapsed=0.002,
+        requests_per_second=500.0,
+        retries=0,
+        throttled=0,
+        done=True,
+    )
+    assert "1 requests, 0 retries" in str(short) and "/s)" not in str(short)
+    long = dataclasses.replace(short, requests=14, elapsed=2.0, requests_per_second=7.0)
+    assert "14 requests (7.00/s), 0 retries" in str(long)
 
 
 def test_stats_count_requests_pages_and_rows(account, client_for):
