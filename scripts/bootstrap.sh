@@ -29,4 +29,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[$EXTRAS]"
+# setuptools warns on every editable install ("be careful with folders ... same name as your
+# package"); nothing a newcomer can act on, and it opened the demo's output.
+PYTHONWARNINGS=ignore "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+  -e "$ROOT[$EXTRAS]"
