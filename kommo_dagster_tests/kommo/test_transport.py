@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import logging
 import socket
@@ -131,7 +132,11 @@ def test_a_refused_connection_is_retried_as_a_connection_failure(tmp_path):
 def test_seeded_faults_on_every_stream_still_give_exact_streams(sandbox_factory, client_for):
     faults = FaultConfig(error_500_json=0.05, error_502=0.05, error_504=0.05, drop=0.05, seed=3)
     sb = sandbox_factory(leads=1200, requests_per_second=None, faults=faults)
-    client = client_for(sb, max_workers=3)
+    # One request in five fails. With three workers the draws fall on requests in whatever
+    # order they arrive, so six attempts (FAST_RETRY) all failing, 0.2**6 for each of the
+    # ~116 requests, ended about one run in 130; with twelve, one in two million.
+    retry = dataclasses.replace(FAST_RETRY, max_attempts=12)
+    client = client_for(sb, max_workers=3, retry=retry)
     for stream in ("leads", "tasks", "events"):
         assert rows_of(stream, fetch(client, stream)) == expected(sb, stream)
     assert client.stats().retries > 0
