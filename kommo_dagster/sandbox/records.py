@@ -194,27 +194,28 @@ def build_contact(
     updated_at: int,
     deleted: bool,
 ) -> dict[str, Any]:
+    """A contact as /api/v4/contacts serves it: a person's names, maybe a company.
+
+    Draws its names, then its company, then `_party`'s fields: a seed's account and churn
+    depend on that order.
+    """
     name, first, last = _person(cat.words, rng, row)
     companies = _company_links(cat, rng, share=0.5)
-    return {
-        "id": id,
-        "name": name,
-        "first_name": first,
-        "last_name": last,
-        "responsible_user_id": cat.user(rng),
-        "group_id": pick(rng, cat.group_ids),
-        "created_by": cat.user(rng, robot_share=0.15),
-        "updated_by": cat.user(rng, robot_share=0.15),
-        "created_at": created_at,
-        "updated_at": updated_at,
-        "closest_task_at": _closest_task_at(rng, created_at, none_share=0.6, days=30),
-        "is_deleted": deleted,
-        "is_unsorted": row % 29 == 4,
-        "custom_fields_values": custom_fields_values(cat, "contacts", rng, row),
-        "account_id": cat.account_id,
-        "_links": cat.href(f"/api/v4/contacts/{id}"),
-        "_embedded": {"tags": _tags(cat, "contacts", rng, row), "companies": companies},
-    }
+    return _party(
+        cat,
+        rng,
+        "contacts",
+        row=row,
+        id=id,
+        created_at=created_at,
+        updated_at=updated_at,
+        deleted=deleted,
+        names={"name": name, "first_name": first, "last_name": last},
+        robot_share=0.15,
+        no_task_share=0.6,
+        flags={"is_unsorted": row % 29 == 4},
+        embedded={"companies": companies},
+    )
 
 
 def build_company(
@@ -227,24 +228,66 @@ def build_company(
     updated_at: int,
     deleted: bool,
 ) -> dict[str, Any]:
+    """A company as /api/v4/companies serves it: a messy name on its rows, else words and a
+    surname; then `_party`'s fields, drawn in their order."""
     name = _messy(row)
     if name is None:
         name = f"{pick(rng, cat.words.company_words)} {pick(rng, cat.words.last_names)}"
+    return _party(
+        cat,
+        rng,
+        "companies",
+        row=row,
+        id=id,
+        created_at=created_at,
+        updated_at=updated_at,
+        deleted=deleted,
+        names={"name": name},
+        robot_share=0.1,
+        no_task_share=0.7,
+        flags={},
+        embedded={},
+    )
+
+
+def _party(
+    cat: Catalog,
+    rng: random.Random,
+    entity: str,
+    *,
+    row: int,
+    id: int,
+    created_at: int,
+    updated_at: int,
+    deleted: bool,
+    names: dict[str, str],
+    robot_share: float,
+    no_task_share: float,
+    flags: dict[str, Any],
+    embedded: dict[str, Any],
+) -> dict[str, Any]:
+    """The fields contacts and companies share, in the API's key order, around what differs.
+
+    `names` follow the id, `flags` follow is_deleted and `embedded` follows the tags. The
+    draws run in the keys' order (users, group, next task, custom fields, tags), after the
+    caller's own draws: a change here changes every seed's account.
+    """
     return {
         "id": id,
-        "name": name,
+        **names,
         "responsible_user_id": cat.user(rng),
         "group_id": pick(rng, cat.group_ids),
-        "created_by": cat.user(rng, robot_share=0.1),
-        "updated_by": cat.user(rng, robot_share=0.1),
+        "created_by": cat.user(rng, robot_share=robot_share),
+        "updated_by": cat.user(rng, robot_share=robot_share),
         "created_at": created_at,
         "updated_at": updated_at,
-        "closest_task_at": _closest_task_at(rng, created_at, none_share=0.7, days=30),
+        "closest_task_at": _closest_task_at(rng, created_at, none_share=no_task_share, days=30),
         "is_deleted": deleted,
-        "custom_fields_values": custom_fields_values(cat, "companies", rng, row),
+        **flags,
+        "custom_fields_values": custom_fields_values(cat, entity, rng, row),
         "account_id": cat.account_id,
-        "_links": cat.href(f"/api/v4/companies/{id}"),
-        "_embedded": {"tags": _tags(cat, "companies", rng, row)},
+        "_links": cat.href(f"/api/v4/{entity}/{id}"),
+        "_embedded": {"tags": _tags(cat, entity, rng, row), **embedded},
     }
 
 
