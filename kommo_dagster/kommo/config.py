@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from kommo_dagster.kommo.errors import KommoConfigError
 
@@ -183,44 +183,67 @@ def base_url_for(
     """The account's base URL: the override if given, else ``https://{subdomain}.kommo.com``.
     An override must be a Kommo host or this machine unless ``allow_any_host``."""
     if base_url is not None and base_url.strip():
-        url = base_url.strip().rstrip("/")
-        try:
-            parts = urlsplit(url)
-        except ValueError:  # an unclosed IPv6 bracket
-            parts = urlsplit("")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise KommoConfigError(
-                f"{ENV_BASE_URL} must be an http(s) URL such as https://mycompany.kommo.com, "
-                f"got {base_url!r}"
-            )
-        if parts.query or parts.fragment or parts.username or parts.password:
-            # Named with those parts masked: any of them may carry a password or a token.
-            masked = parts._replace(
-                netloc=("***@" if "@" in parts.netloc else "") + parts.netloc.rpartition("@")[2],
-                query="***" if parts.query else "",
-                fragment="***" if parts.fragment else "",
-            ).geturl()
-            raise KommoConfigError(
-                f"{ENV_BASE_URL} must be a bare http(s) URL without credentials, query or "
-                f"fragment, got {masked!r}"
-            )
-        if parts.path not in ("", "/"):
-            raise KommoConfigError(
-                f"{ENV_BASE_URL} must be the account's root URL (no path such as /api/v4), "
-                f"got {base_url!r}"
-            )
-        try:
-            parts.port  # noqa: B018 - raises ValueError on a malformed port
-        except ValueError:
-            raise KommoConfigError(f"{ENV_BASE_URL} has an invalid port: {base_url!r}") from None
-        if not _is_host_name(parts.hostname):
-            raise KommoConfigError(
-                f"{ENV_BASE_URL} has no valid host name (letters, digits, '-' and '_' between "
-                f"dots, or an IP address), got {base_url!r}"
-            )
-        if not allow_any_host:
-            _check_host(parts.hostname, base_url)
-        return f"{parts.scheme}://{parts.netloc}"
+        return _override_url(base_url, allow_any_host=allow_any_host)
+    return _subdomain_url(subdomain)
+
+
+def _override_url(base_url: str, *, allow_any_host: bool) -> str:
+    """``KOMMO_BASE_URL`` reduced to its scheme and host, once it is a bare root URL whose host
+    a connection can be made to and, unless ``allow_any_host``, may receive the token."""
+    parts, host = _url_parts(base_url)
+    _check_bare(parts, base_url)
+    if not _is_host_name(host):
+        raise KommoConfigError(
+            f"{ENV_BASE_URL} has no valid host name (letters, digits, '-' and '_' between "
+            f"dots, or an IP address), got {base_url!r}"
+        )
+    if not allow_any_host:
+        _check_host(host, base_url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _url_parts(base_url: str) -> tuple[SplitResult, str]:
+    """The override's parts and host name, when it is an http(s) URL with a host at all."""
+    url = base_url.strip().rstrip("/")
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed IPv6 bracket
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise KommoConfigError(
+            f"{ENV_BASE_URL} must be an http(s) URL such as https://mycompany.kommo.com, "
+            f"got {base_url!r}"
+        )
+    return parts, parts.hostname
+
+
+def _check_bare(parts: SplitResult, base_url: str) -> None:
+    """Refuse what an account's root URL does not hold: credentials, a query, a fragment, a
+    path (such as /api/v4, which the client adds itself) or a malformed port."""
+    if parts.query or parts.fragment or parts.username or parts.password:
+        # Named with those parts masked: any of them may carry a password or a token.
+        masked = parts._replace(
+            netloc=("***@" if "@" in parts.netloc else "") + parts.netloc.rpartition("@")[2],
+            query="***" if parts.query else "",
+            fragment="***" if parts.fragment else "",
+        ).geturl()
+        raise KommoConfigError(
+            f"{ENV_BASE_URL} must be a bare http(s) URL without credentials, query or "
+            f"fragment, got {masked!r}"
+        )
+    if parts.path not in ("", "/"):
+        raise KommoConfigError(
+            f"{ENV_BASE_URL} must be the account's root URL (no path such as /api/v4), "
+            f"got {base_url!r}"
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise KommoConfigError(f"{ENV_BASE_URL} has an invalid port: {base_url!r}") from None
+
+
+def _subdomain_url(subdomain: str | None) -> str:
+    """``https://{subdomain}.kommo.com`` for ``KOMMO_SUBDOMAIN``, which must be one DNS label."""
     if subdomain is None or not subdomain.strip():
         raise KommoConfigError(
             f"{ENV_SUBDOMAIN} is not set: set it to the account's subdomain (mycompany for "
