@@ -9,7 +9,9 @@ This module deliberately has no ``from __future__ import annotations``: Dagster 
 asset function's annotations at definition time.
 """
 
+import logging
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -32,52 +34,84 @@ def view_asset(table: Table, build: Build) -> dg.AssetsDefinition:
     schema, name = build.settings.schema, table.name
     full_name = full_table_name(build.settings, name)
     deps = asset_deps(table, build.selected)
-    spec = build.specs.spec(
-        table,
-        description=(
-            f"{table.description}\n\nDuckDB view `{schema}.{name}`, kept current by every write "
-            f"of what it reads; materializing it rebuilds it and records its columns."
-        ),
-        metadata={"dagster/table_name": full_name} | _declared_view_schema(table),
-        deps=upstream(table, deps, build.selected),
-    )
+    spec = _view_spec(table, deps, build=build, full_name=full_name)
 
     def view(
         context: dg.AssetExecutionContext, duckdb: KommoDuckDBResource
     ) -> dg.MaterializeResult:
         with duckdb.get_connection(on_wait=context.log.info) as con:
-            unwritten = _unwritten_streams(con, deps, build=build)
-            try:
-                descriptions = _rebuild(con, table, build=build)
-            except CatalogException as exc:
-                _explain_missing(con, table, deps, build=build, error=exc)
-                raise
-            if unwritten:
-                context.log.warning(
-                    f"{schema}.{name} was rebuilt over "
-                    f"{', '.join(f'{schema}.{n}' for n in unwritten)}, created empty as no run "
-                    f"had written them: {materialize_first(unwritten, specs=build.specs)}, "
-                    "then this asset again"
-                )
+            descriptions = _rebuild_over(con, table, deps, build=build, log=context.log)
             columns = con.execute(f"DESCRIBE {table_ref(schema, name)}").fetchall()
             (rows,) = con.execute(f"SELECT count(*) FROM {table_ref(schema, name)}").fetchone() or (
                 0,
             )
-        schema_value = dg.TableSchema(
-            columns=[
-                dg.TableColumn(name=c[0], type=c[1], description=descriptions.get(c[0]))
-                for c in columns
-            ]
-        )
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": dg.MetadataValue.int(int(rows)),
-                "dagster/table_name": dg.MetadataValue.text(full_name),
-                "dagster/column_schema": dg.MetadataValue.table_schema(schema_value),
-            }
-        )
+        return _materialization(columns, rows, descriptions=descriptions, full_name=full_name)
 
     return define(view, name, asset_arguments(spec))
+
+
+def _view_spec(table: Table, deps: Sequence[str], *, build: Build, full_name: str) -> dg.AssetSpec:
+    """The view's asset spec: what it is and reads, and its columns when its SQL fixes them."""
+    return build.specs.spec(
+        table,
+        description=(
+            f"{table.description}\n\nDuckDB view `{build.settings.schema}.{table.name}`, kept "
+            f"current by every write of what it reads; materializing it rebuilds it and records "
+            f"its columns."
+        ),
+        metadata={"dagster/table_name": full_name} | _declared_view_schema(table),
+        deps=upstream(table, deps, build.selected),
+    )
+
+
+def _rebuild_over(
+    con: duckdb.DuckDBPyConnection,
+    table: Table,
+    deps: Sequence[str],
+    *,
+    build: Build,
+    log: logging.Logger,
+) -> dict[str, str]:
+    """Rebuild the view; its columns' descriptions. A rebuild failing over relations not
+    written yet says what to materialize first, one over streams it created empty warns."""
+    schema = build.settings.schema
+    unwritten = _unwritten_streams(con, deps, build=build)
+    try:
+        descriptions = _rebuild(con, table, build=build)
+    except CatalogException as exc:
+        _explain_missing(con, table, deps, build=build, error=exc)
+        raise
+    if unwritten:
+        log.warning(
+            f"{schema}.{table.name} was rebuilt over "
+            f"{', '.join(f'{schema}.{n}' for n in unwritten)}, created empty as no run "
+            f"had written them: {materialize_first(unwritten, specs=build.specs)}, "
+            "then this asset again"
+        )
+    return descriptions
+
+
+def _materialization(
+    columns: Sequence[tuple[Any, ...]],
+    rows: int,
+    *,
+    descriptions: Mapping[str, str],
+    full_name: str,
+) -> dg.MaterializeResult:
+    """The rebuilt view's row count, table name and described columns (DESCRIBE's rows)."""
+    schema_value = dg.TableSchema(
+        columns=[
+            dg.TableColumn(name=c[0], type=c[1], description=descriptions.get(c[0]))
+            for c in columns
+        ]
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(int(rows)),
+            "dagster/table_name": dg.MetadataValue.text(full_name),
+            "dagster/column_schema": dg.MetadataValue.table_schema(schema_value),
+        }
+    )
 
 
 def _declared_view_schema(table: Table) -> dict[str, dg.TableSchema]:
