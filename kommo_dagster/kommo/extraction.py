@@ -102,6 +102,7 @@ def progress_report(
         elapsed=elapsed,
         requests_per_second=requests / elapsed if elapsed > 0 else 0.0,
         retries=now.retries - before.retries,
+        unsent=now.unsent - before.unsent,
         throttled=now.throttled - before.throttled,
         fraction_done=fraction,
         eta_seconds=eta,

@@ -28,6 +28,7 @@ class ClientStats:
     pages: int
     rows: int
     retries: int
+    unsent: int  # of the retries, attempts whose connection failed before the request went out
     throttled: int  # 429 answers
     errors: int  # responses or connection failures that were retried or raised
     elapsed: float  # seconds from the first request to the last response
@@ -48,6 +49,7 @@ class StatsRecorder:
         self.pages = 0
         self.rows = 0
         self.retries = 0
+        self.unsent = 0
         self.throttled = 0
         self.errors = 0
         self.waited = 0.0
@@ -78,9 +80,12 @@ class StatsRecorder:
             self.pages += 1
             self.rows += rows
 
-    def retry(self, *, throttled: bool) -> None:
+    def retry(self, *, throttled: bool, sent: bool) -> None:
+        """An attempt failed and is tried again; ``sent``: its request went out (an attempt
+        whose connection failed first is not among the requests)."""
         with self._lock:
             self.retries += 1
+            self.unsent += not sent
             self.errors += 1
             if throttled:
                 self.throttled += 1
@@ -106,6 +111,7 @@ class StatsRecorder:
                 pages=self.pages,
                 rows=self.rows,
                 retries=self.retries,
+                unsent=self.unsent,
                 throttled=self.throttled,
                 errors=self.errors,
                 elapsed=elapsed,
@@ -128,6 +134,7 @@ class Progress:
     requests_per_second: float
     retries: int
     throttled: int
+    unsent: int = 0  # of the retries, attempts that could not connect (see `retries_text`)
     fraction_done: float | None = None  # share of the time window covered, when measurable
     eta_seconds: float | None = None
     done: bool = False
@@ -148,7 +155,7 @@ class Progress:
             f"{self.stream} [{window}]",
             f"{self.rows} rows in {self.pages} pages",
             f"{self.requests} requests{self._rate}",
-            f"{self.retries} retries",
+            retries_text(self.retries, unsent=self.unsent),
             f"{self.throttled} throttled",
         ]
         if self.done:
@@ -159,6 +166,14 @@ class Progress:
             if self.eta_seconds is not None:
                 parts.append(f"~{self.eta_seconds:.0f}s left")
         return ", ".join(parts)
+
+
+def retries_text(retries: int, *, unsent: int) -> str:
+    """``3 retries``, saying how many of them could not connect: such an attempt sent no
+    request, so a host that refuses connections read as "0 requests, 3 retries"."""
+    if not unsent:
+        return f"{retries} retries"
+    return f"{retries} retries ({unsent} could not connect, so sent no request)"
 
 
 def _fmt(value: datetime | None) -> str:

@@ -157,7 +157,8 @@ class Transport:
             out_of_time = elapsed + wait > self.retry.max_elapsed
             if too_long or out_of_time or attempt >= self.retry.max_attempts:
                 raise self._gave_up(path, last, attempt=attempt, elapsed=elapsed)
-            self.stats.retry(throttled=throttled)
+            # ``sent`` is set once connected (`_before_send`): unset, nothing went out.
+            self.stats.retry(throttled=throttled, sent=self._local.sent is not None)
             log.warning(
                 "Kommo GET %s: %s; retry %d of %d in %.1fs",
                 path,

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from kommo_dagster.kommo.relinks import LINK_EVENTS_STREAM, LinkEvents
-from kommo_dagster.kommo.stats import ClientStats, Progress
+from kommo_dagster.kommo.stats import ClientStats, Progress, retries_text
 from kommo_dagster.kommo.streams import Stream, get_stream
 from kommo_dagster.orchestration.accounts import KEY_PREFIX, AccountScope
 from kommo_dagster.orchestration.freshness import freshness_policy
@@ -196,7 +196,8 @@ def _extract(
             _stage_batches(client, staged, parent_ids=parent_ids, name=name, log=context.log.info)
             stats = client.stats()
         staged.note = (
-            f"{stats.requests} requests, {stats.retries} retries, {stats.throttled} throttled, "
+            f"{stats.requests} requests, {retries_text(stats.retries, unsent=stats.unsent)}, "
+            f"{stats.throttled} throttled, "
             f"{stats.elapsed:.1f} s"
         )
         if window is not None:

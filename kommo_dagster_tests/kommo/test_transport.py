@@ -26,7 +26,9 @@ from kommo_dagster.kommo import (
 )
 from kommo_dagster.sandbox import FaultConfig
 from kommo_dagster_tests.kommo.conftest import (
+    END,
     FAST_RETRY,
+    START,
     QuietHandler,
     expected,
     fetch,
@@ -100,6 +102,7 @@ def test_every_fault_is_retried(account, client_for, kind):
     client = client_for(account)
     assert rows_of("contacts", fetch(client, "contacts")) == expected(account, "contacts")
     assert client.stats().retries == 2 and client.stats().throttled == 0
+    assert client.stats().unsent == 0  # each failed request went out, a dropped one too
 
 
 def test_a_read_timeout_is_retried(account, client_for):
@@ -127,6 +130,35 @@ def test_a_refused_connection_is_retried_as_a_connection_failure(tmp_path):
     assert "refused" in msg and err.value.last_status is None
     # It names the host and the variables that set it, what to check when nothing answers.
     assert f"No answer from {base_url}: check that KOMMO_BASE_URL or KOMMO_SUBDOMAIN" in msg
+
+
+def test_progress_says_retries_that_could_not_connect_sent_no_request(tmp_path):
+    """A refused connection is retried without a request going out: the progress line says so
+    rather than "0 requests, 3 retries"."""
+    from kommo_dagster.kommo import KommoClient
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there once the socket is closed
+    policy = RetryPolicy(max_attempts=4, max_elapsed=10, backoff_base=0.2, backoff_max=0.2)
+    reports: list = []
+    client = KommoClient(
+        base_url=f"http://127.0.0.1:{port}",
+        token=SECRET,
+        rate_limit_dir=tmp_path,
+        retry=policy,
+        progress=reports.append,
+        progress_interval=0.05,
+    )
+    with client, pytest.raises(KommoRetryError, match="failed after 4 attempts"):
+        list(client.iter_records("leads", start=START, end=END))
+    stats = client.stats()
+    # (leads walks live and deleted records at once: each walk retried its own request)
+    assert stats.requests == 0 and stats.unsent == stats.retries >= 3
+    # Reported while the retries went on: every retry one that could not connect.
+    assert reports and all(p.requests == 0 and p.unsent == p.retries for p in reports)
+    line = str(max(reports, key=lambda p: p.retries))
+    assert "0 requests, " in line and "could not connect, so sent no request" in line, line
 
 
 def test_seeded_faults_on_every_stream_still_give_exact_streams(sandbox_factory, client_for):
