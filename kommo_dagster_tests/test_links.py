@@ -172,11 +172,19 @@ def test_a_links_answer_that_is_not_json_fails_the_run_and_writes_nothing(
     sb.account.links.relink(reading=READINGS[0], ts=now, rng=random.Random(1))
     sb.inject_fault("200_html", path="/api/v4/leads/links")
     today = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+    sb.reset_stats()
     result = wh.run(["events"], partition=today, raise_on_error=False)
     assert not result.success
+    # It failed mid-way: the events' pages had been read when the links' answer came.
+    assert sb.stats()["by_path"]["/api/v4/events"]["200"] >= 1
     failure = str(result.get_step_failure_events()[0].event_specific_data.error)
     # the same text as any other page that is not the API's JSON (kommo/answers.py)
     assert "HTML page instead of JSON" in failure and "KOMMO_BASE_URL" in failure, failure
+    # and it says what the failure wrote: nothing
+    assert (
+        f"kommo_crm.kommo.events was left as it was: nothing of this run's partitions {today} "
+        "was written"
+    ) in failure, failure
     assert {t: link_rows(wh, t) for t in LINK_TABLES} == before
     assert wh.sql("SELECT count(*) FROM kommo.events") == events_before
 

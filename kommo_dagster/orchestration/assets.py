@@ -181,16 +181,36 @@ def _extract(
     window = run_window(context, partitioned=partitioned)
     label = "full table" if window is None else window.label()
     context.log.info(f"{name} {label}: extracting from {stream.path}")
-
-    def log_progress(progress: Progress) -> None:
-        context.log.info(f"{name} progress: {progress}")
-
     staged = StagedRows(
         stream,
         window=window,
         staging_dir=settings.staging_dir,
         memory_limit=settings.memory_limit,
     )
+    try:
+        return _extract_staged(
+            context, kommo, staged, settings=settings, name=name, parent_ids=parent_ids
+        )
+    except Exception as exc:
+        # The IO manager writes only what this returns: nothing of the slice reached DuckDB.
+        exc.add_note(_left_as_it_was(_table_name(stream, settings=settings), window))
+        raise
+
+
+def _extract_staged(
+    context: dg.AssetExecutionContext,
+    kommo: KommoResource,
+    staged: StagedRows,
+    *,
+    settings: Settings,
+    name: str,
+    parent_ids: Sequence[int] | None,
+) -> dg.Output[StagedRows]:
+    stream, window = staged.stream, staged.window
+
+    def log_progress(progress: Progress) -> None:
+        context.log.info(f"{name} progress: {progress}")
+
     with staged, _collector_paused():  # discards the staging file if anything below fails
         with kommo.get_client(progress=log_progress) as client:
             _stage_batches(client, staged, parent_ids=parent_ids, name=name, log=context.log.info)
@@ -204,6 +224,17 @@ def _extract(
             _report_partitions(context, staged)
         metadata = _extraction_metadata(stream, window, stats)
         return dg.Output(staged, metadata=metadata | _why_empty(context, staged, name=name))
+
+
+def _left_as_it_was(table_name: str, window: EpochWindow | None) -> str:
+    """Said with a failed extraction: a run writes its slice of a table (all its partitions)
+    in one transaction, with the link tables and views that go with it, and only once the
+    whole slice is read; nothing of it was written."""
+    slice_ = "full table" if window is None else f"partitions {window.label()}"
+    return (
+        f"{table_name} was left as it was: nothing of this run's {slice_} was written (a run "
+        "writes its slice of a table in one transaction, once all of it is read)"
+    )
 
 
 def _stage_batches(
@@ -297,12 +328,16 @@ def _extraction_metadata(
     return metadata
 
 
+def _table_name(stream: Stream, *, settings: Settings) -> str:
+    return f"{catalog_name(settings.duckdb_path)}.{settings.schema}.{stream.name}"
+
+
 def _definition_metadata(
     stream: Stream, *, settings: Settings, specs: AccountSpecs
 ) -> dict[str, Any]:
     """What the IO manager reads (stream, schema, the link assets its writes rewrite) and what
     the UI shows."""
-    table = f"{catalog_name(settings.duckdb_path)}.{settings.schema}.{stream.name}"
+    table = _table_name(stream, settings=settings)
     links = rewritten_link_metadata(stream.name, settings=settings, specs=specs)
     return links | {
         STREAM_METADATA_KEY: stream.name,

@@ -315,6 +315,13 @@ def test_a_failed_run_leaves_the_table_as_it_was(sandbox_factory, tmp_path: Path
         if e.event_type == dg.DagsterEventType.STEP_FAILURE
     ]
     assert len(errors) == 2 and all("402" in e and "paid period" in e for e in errors)
+    # Each failure says what it wrote of its slice: nothing.
+    assert (
+        "kommo_crm.kommo.leads was left as it was: nothing of this run's partitions "
+        "2026-10-01..2026-10-31 was written (a run writes its slice of a table in one "
+        "transaction, once all of it is read)"
+    ) in errors[0]
+    assert "kommo_crm.kommo.users was left as it was: nothing of this run's full table" in errors[1]
     assert wh.rows("leads") == before_leads
     assert wh.rows("users") == before_users
 
