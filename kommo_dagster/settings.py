@@ -56,7 +56,6 @@ from kommo_dagster.setting_values import (
     parse_writable_dir,
     whole_number,
 )
-from kommo_dagster.warehouse.all_accounts import ALL_ACCOUNTS_SCHEMA
 
 DEFAULT_START_DATE = date(2024, 1, 1)
 DEFAULT_DUCKDB_PATH = Path("data") / "kommo_crm.duckdb"
@@ -66,10 +65,7 @@ DEFAULT_MEMORY_LIMIT = "512MB"
 DEFAULT_HISTORY_RETENTION_DAYS = 30
 DEFAULT_SENSOR_INTERVAL_SECONDS = 300
 DEFAULT_TIMEZONE = "UTC"
-ENV_ACCOUNTS = "KOMMO_ACCOUNTS"
-ACCOUNT_NAME = re.compile(r"[a-z0-9_]+")
-# The cross-account views' schema is kommo_all: an account named "all" would write into it.
-_RESERVED = {ALL_ACCOUNTS_SCHEMA.removeprefix(f"{DEFAULT_SCHEMA}_")}
+ENV_ACCOUNTS = client.ENV_ACCOUNTS
 
 # own: each account's own variable, never shared (the token, the host); account: the account's
 # variable, else the shared one; shared: one value for the code location; single: only
@@ -447,32 +443,12 @@ WAREHOUSE_SETTINGS = tuple(s.field for s in SETTINGS if s.scope == "shared")
 
 
 def check_account_name(name: str, *, source: str = ENV_ACCOUNTS) -> str:
-    if not ACCOUNT_NAME.fullmatch(name):
-        raise SettingsError(
-            f"{source} names an account {name!r}: account names are lower-case letters, digits "
-            f"and _ (they become schema kommo_<name> and asset keys kommo/<name>/<stream>)"
-        )
-    if name in _RESERVED:
-        raise SettingsError(
-            f"{source} names an account {name!r}, but schema {ALL_ACCOUNTS_SCHEMA} holds the "
-            f"views over all accounts; choose another name"
-        )
-    return name
+    return client.check_account_name(name, source=source, error=SettingsError)
 
 
 def parse_account_names(value: str | None, *, source: str = ENV_ACCOUNTS) -> tuple[str, ...]:
     """``"acc1, acc2"`` -> ``("acc1", "acc2")``; empty or unset -> ``()`` (one account)."""
-    if value is None or not value.strip():
-        return ()
-    names = [part.strip() for part in value.split(",")]
-    if any(not n for n in names):
-        raise SettingsError(f"{source} has an empty name in {value!r}")
-    for name in names:
-        check_account_name(name, source=source)
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise SettingsError(f"{source} names {', '.join(repeated)} more than once")
-    return tuple(names)
+    return client.parse_account_names(value, source=source, error=SettingsError)
 
 
 assert set(SETTING) | {"account", "sources"} == {f.name for f in fields(Settings)}

@@ -14,12 +14,15 @@ from typing import TypeVar
 
 from kommo_dagster.kommo.ban import IPBan
 from kommo_dagster.kommo.config import (
+    ENV_ACCOUNTS,
     ENV_BASE_URL,
     ENV_PREFIX,
     ENV_SUBDOMAIN,
     account_variable,
     base_url_for,
+    check_account_name,
     environment,
+    parse_account_names,
     rate_limit_dir_for,
     validate_ban_cooldown,
 )
@@ -63,6 +66,26 @@ def _ban(env: Mapping[str, str], *, account: str | None, base_url: str | None) -
     )
 
 
+def _check_account(env: Mapping[str, str], account: str) -> None:
+    """Raise unless ``account`` is an account of ``KOMMO_ACCOUNTS``, by the rule the code
+    location reads them with: another name would read some other account's variables, or
+    none."""
+    configured = parse_account_names(env.get(ENV_ACCOUNTS))
+    listed = (
+        f"{ENV_ACCOUNTS} names {', '.join(configured)}"
+        if configured
+        else f"{ENV_ACCOUNTS} is not set, so there is no account to name"
+    )
+    try:
+        check_account_name(account, source="--account")
+    except KommoConfigError as exc:
+        raise KommoConfigError(f"{exc}; {listed}") from None
+    if account not in configured:
+        raise KommoConfigError(
+            f"--account {account!r} is not an account of {ENV_ACCOUNTS}: {listed}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m kommo_dagster.kommo",
@@ -78,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         "--base-url", help=f"the account's URL (default: from {ENV_BASE_URL}/{ENV_SUBDOMAIN})"
     )
     args = parser.parse_args(argv)
+    env = environment()
     try:
-        ban = _ban(environment(), account=args.account, base_url=args.base_url)
+        if args.account is not None:
+            _check_account(env, args.account)
+        ban = _ban(env, account=args.account, base_url=args.base_url)
     except KommoConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ by default). Once Kommo support has lifted the block, clear it::
 
     python -m kommo_dagster.kommo ban clear      # the account of KOMMO_SUBDOMAIN/BASE_URL
     python -m kommo_dagster.kommo ban status
+    python -m kommo_dagster.kommo ban clear --account br   # an account of KOMMO_ACCOUNTS
 
 or delete the ``kommo-<host>.banned`` file the error message names.
 """

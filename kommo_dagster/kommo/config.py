@@ -33,6 +33,11 @@ ENV_RATE_LIMIT_DIR = "KOMMO_RATE_LIMIT_DIR"
 ENV_BAN_COOLDOWN_SECONDS = "KOMMO_BAN_COOLDOWN_SECONDS"
 ENV_ALLOW_ANY_HOST = "KOMMO_ALLOW_ANY_HOST"
 ENV_ALLOW_ABOVE_LIMIT = "KOMMO_ALLOW_REQUESTS_PER_SECOND_ABOVE_LIMIT"
+# The accounts of a code location serving several; each reads its KOMMO_<ACCOUNT>_* variables.
+ENV_ACCOUNTS = "KOMMO_ACCOUNTS"
+ACCOUNT_NAME = re.compile(r"[a-z0-9_]+")
+# The name of the views over all accounts (schema kommo_all): no account may take it.
+ALL_ACCOUNTS = "all"
 
 DEFAULT_REQUESTS_PER_SECOND = 7.0
 # A budget below this (say 7e-5 for 0.7) leaves a run waiting hours between its requests.
@@ -426,3 +431,41 @@ def account_variable(
     if not fallback or variable_value(env, own) is not None:
         return own
     return f"{ENV_PREFIX}{suffix}"
+
+
+def check_account_name(
+    name: str, *, source: str = ENV_ACCOUNTS, error: type[KommoConfigError] = KommoConfigError
+) -> str:
+    """``name`` if it can name an account; ``error`` (the settings' own) naming ``source``
+    otherwise. The one rule, for the code location and the ban command alike."""
+    if not ACCOUNT_NAME.fullmatch(name):
+        raise error(
+            f"{source} names an account {name!r}: account names are lower-case letters, digits "
+            f"and _ (they become schema kommo_<name> and asset keys kommo/<name>/<stream>)"
+        )
+    if name == ALL_ACCOUNTS:
+        raise error(
+            f"{source} names an account {name!r}, but schema kommo_{ALL_ACCOUNTS} holds the "
+            f"views over all accounts; choose another name"
+        )
+    return name
+
+
+def parse_account_names(
+    value: str | None,
+    *,
+    source: str = ENV_ACCOUNTS,
+    error: type[KommoConfigError] = KommoConfigError,
+) -> tuple[str, ...]:
+    """``"acc1, acc2"`` -> ``("acc1", "acc2")``; empty or unset -> ``()`` (one account)."""
+    if value is None or not value.strip():
+        return ()
+    names = [part.strip() for part in value.split(",")]
+    if any(not n for n in names):
+        raise error(f"{source} has an empty name in {value!r}")
+    for name in names:
+        check_account_name(name, source=source, error=error)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise error(f"{source} names {', '.join(repeated)} more than once")
+    return tuple(names)

@@ -17,11 +17,12 @@ from collections.abc import Mapping
 
 import duckdb
 
+from kommo_dagster.kommo.config import ALL_ACCOUNTS
 from kommo_dagster.kommo.streams import Stream
 from kommo_dagster.warehouse.sql import quote, table_ref
 from kommo_dagster.warehouse.views import current_view_name, has_current_view
 
-ALL_ACCOUNTS_SCHEMA = "kommo_all"
+ALL_ACCOUNTS_SCHEMA = f"kommo_{ALL_ACCOUNTS}"
 ACCOUNT_COLUMN = "account"
 
 

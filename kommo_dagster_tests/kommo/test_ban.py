@@ -83,6 +83,7 @@ def test_an_account_of_kommo_accounts_is_cleared_by_its_name(
     for name in ("KOMMO_SUBDOMAIN", "KOMMO_BASE_URL", "KOMMO_BR_RATE_LIMIT_DIR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("KOMMO_RATE_LIMIT_DIR", str(rate_dir))
+    monkeypatch.setenv("KOMMO_ACCOUNTS", "br, mx")
     monkeypatch.setenv("KOMMO_BR_BASE_URL", sb.base_url)
     assert kommo_cli(["ban", "status", "--account", "mx"]) == 2
     assert "KOMMO_MX_SUBDOMAIN is not set" in capsys.readouterr().err
@@ -104,12 +105,49 @@ def test_an_account_of_kommo_accounts_is_cleared_by_its_name(
 def test_a_bad_value_of_an_account_is_named_by_the_variable_read(
     monkeypatch, capsys, variable, value
 ):
+    monkeypatch.setenv("KOMMO_ACCOUNTS", "br")
     for name in ("KOMMO_BAN_COOLDOWN_SECONDS", "KOMMO_RATE_LIMIT_DIR", "KOMMO_BR_RATE_LIMIT_DIR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("KOMMO_BR_BASE_URL", "https://br.kommo.com")
     monkeypatch.setenv(variable, value)
     assert kommo_cli(["ban", "status", "--account", "br"]) == 2
     assert capsys.readouterr().err.startswith(f"{variable} must be ")
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("mx", "--account 'mx' is not an account of KOMMO_ACCOUNTS"),
+        ("BR", "--account names an account 'BR': account names are lower-case letters"),
+        ("all", "--account names an account 'all', but schema kommo_all holds the views"),
+    ],
+)
+@pytest.mark.parametrize("action", ["status", "clear"])
+def test_an_account_not_of_kommo_accounts_is_refused_naming_the_accounts(
+    monkeypatch, capsys, tmp_path, name, why, action
+):
+    """A name KOMMO_ACCOUNTS does not hold, or could not hold, reads no account's variables:
+    refused with the names configured, never a block of some other host shown or cleared."""
+    monkeypatch.setenv("KOMMO_RATE_LIMIT_DIR", str(tmp_path))
+    monkeypatch.setenv("KOMMO_ACCOUNTS", "br,ar")
+    for account in (name.upper(), "BR", "AR"):
+        monkeypatch.setenv(f"KOMMO_{account}_BASE_URL", f"https://{account.lower()}.kommo.com")
+    assert kommo_cli(["ban", action, "--account", name]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and why in out.err and "KOMMO_ACCOUNTS names br, ar" in out.err, out.err
+
+
+def test_an_account_without_kommo_accounts_is_refused(monkeypatch, capsys):
+    monkeypatch.delenv("KOMMO_ACCOUNTS", raising=False)
+    monkeypatch.setenv("KOMMO_BR_BASE_URL", "https://br.kommo.com")
+    assert kommo_cli(["ban", "status", "--account", "br"]) == 2
+    assert "KOMMO_ACCOUNTS is not set, so there is no account to name" in capsys.readouterr().err
+
+
+def test_kommo_accounts_in_error_is_named(monkeypatch, capsys):
+    monkeypatch.setenv("KOMMO_ACCOUNTS", "br,br")
+    assert kommo_cli(["ban", "status", "--account", "br"]) == 2
+    assert capsys.readouterr().err.startswith("KOMMO_ACCOUNTS names br more than once")
 
 
 _WORKER = textwrap.dedent(
