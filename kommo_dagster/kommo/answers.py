@@ -165,7 +165,7 @@ _NOT_THE_API = (
 
 def _json_body(a: Answer) -> Response:
     if "json" not in a.ctype:
-        # As sent, not lowercased: scrubbing finds the token only in its own case.
+        # As sent, not lowercased: the message quotes the header as the server wrote it.
         ctype = a.transport.scrub(a.resp.headers.get("Content-Type", ""))[:100]
         raise a.error(
             KommoResponseError,

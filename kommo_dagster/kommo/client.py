@@ -193,7 +193,9 @@ class KommoClient:
         """One GET of ``/api/v4/...`` with the client's limits and retries; None for 204."""
         if not path.startswith("/"):
             raise ValueError("path must start with /")
-        return self._transport.get(path, params, what=what).data
+        return self._transport.scrubber.call(
+            lambda: self._transport.get(path, params, what=what).data
+        )
 
     def target_concurrency(self) -> int:
         """Requests worth having in flight: the budget times the measured latency (Little's law),
@@ -224,7 +226,8 @@ class KommoClient:
         streams ignore the window; statuses are read for ``parent_ids`` (pipeline ids), or for
         every pipeline when None.
         """
-        return self._pages(get_stream(stream), start, end, parent_ids, decode=records_of)
+        pages = self._pages(get_stream(stream), start, end, parent_ids, decode=records_of)
+        return self._transport.scrubber.iterate(pages)
 
     def iter_batches(
         self,
@@ -243,6 +246,19 @@ class KommoClient:
         string. ``links`` gathers the rows of the stream's link tables from the same pages
         (`kommo_dagster.kommo.links`).
         """
+        tables = self._batches(stream, start, end, parent_ids, rows=rows, links=links)
+        return self._transport.scrubber.iterate(tables)
+
+    def _batches(
+        self,
+        stream: str,
+        start: datetime | None,
+        end: datetime | None,
+        parent_ids: Iterable[int] | None,
+        *,
+        rows: int,
+        links: LinkRows | None,
+    ) -> Iterator[pa.Table]:
         spec = get_stream(stream)
         # What decoding needs is imported beside the first requests, not before them, and ready
         # (or nearly) when their answers come: a walk waiting for it would fall behind its pace.

@@ -1,9 +1,9 @@
 """The errors the Kommo client raises.
 
 Every message says what happened and what to do about it, and none of them ever contains the API
-token: messages are built from the status, the path and Kommo's own problem text, and whatever
-of an answer a message quotes (its problem text, headers, a value of its body) has the token
-scrubbed out by the transport that received it.
+token: whatever of an answer a message quotes (its problem text, headers, a value of its body)
+may hold it, so every error leaving the client's public calls, with its causes and contexts,
+has the token masked (`kommo_dagster.kommo.secrecy`).
 """
 
 from __future__ import annotations

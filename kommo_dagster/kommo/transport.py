@@ -42,6 +42,7 @@ from kommo_dagster.kommo.errors import (
 )
 from kommo_dagster.kommo.ratelimit import BLOCK_MAX, BudgetPaused, SharedRateLimiter, Slot
 from kommo_dagster.kommo.response import Response
+from kommo_dagster.kommo.secrecy import Scrubber
 from kommo_dagster.kommo.stats import StatsRecorder
 
 log = logging.getLogger("kommo_dagster.kommo")
@@ -109,6 +110,9 @@ class Transport:
     ):
         self.base_url = base_url
         self._token = token
+        # Masks the token in the errors the client raises and in its logger's records.
+        self.scrubber = Scrubber(token)
+        log.addFilter(self.scrubber)
         self.limiter = limiter
         self.ban = ban
         self.stats = stats
@@ -125,6 +129,7 @@ class Transport:
 
     def close(self) -> None:
         self.connections.close()
+        log.removeFilter(self.scrubber)
 
     def _headers(self) -> dict[str, str]:
         # Built for each request: the token is kept in its `Secret` and nowhere else.
@@ -132,8 +137,7 @@ class Transport:
 
     def scrub(self, text: str) -> str:
         """The text with the token replaced, for anything built from a server's answer."""
-        token = self._token.get_secret_value()
-        return text.replace(token, "***") if token and token in text else text
+        return self.scrubber.text(text)
 
     def get(self, path: str, params: Params = (), *, what: str | None = None) -> Response:
         """GET ``path`` with retries. ``what`` names the object for 404 messages."""

@@ -1,0 +1,95 @@
+"""`Scrubber`: the token out of exceptions (their chains included) and log records."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+
+import pytest
+
+from kommo_dagster.kommo import KommoError, KommoResponseError
+from kommo_dagster.kommo.config import Secret
+from kommo_dagster.kommo.secrecy import Scrubber
+
+TOKEN = "tok-Unit3-SECRET-9x"
+SCRUB = Scrubber(Secret(TOKEN))
+
+
+def _shown(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc)) + repr(exc) + repr(exc.__context__)
+
+
+class _Quoting(Exception):
+    """An error whose text is an attribute, not its arguments (as OSError's filename)."""
+
+    def __init__(self, value: str) -> None:
+        super().__init__()
+        self.value = value
+
+    def __str__(self) -> str:
+        return f"cannot read {self.value}"
+
+
+def _raise_chain() -> None:
+    try:
+        raise _Quoting(TOKEN)
+    except _Quoting as inner:
+        try:
+            raise ValueError(f"value {TOKEN.upper()!r} refused") from inner
+        except ValueError:
+            raise KommoResponseError(f"record {TOKEN}", status=400, path="/x") from None
+
+
+def test_an_error_and_its_chain_lose_the_token_keeping_their_types():
+    with pytest.raises(KommoResponseError) as raised:
+        SCRUB.call(_raise_chain)
+    error = raised.value
+    assert str(error) == "record ***" and error.status == 400 and error.path == "/x"
+    assert isinstance(error.__context__, ValueError) and error.__suppress_context__
+    assert str(error.__context__) == "value '***' refused"
+    # An error whose text is not its arguments: a stand-in says it, masked.
+    stand_in = error.__context__.__cause__
+    assert type(stand_in) is KommoError and str(stand_in) == "_Quoting: cannot read ***"
+    assert TOKEN.lower() not in _shown(error).lower()
+
+
+def test_an_iterator_step_error_is_scrubbed_and_the_iterator_closed():
+    closed = []
+
+    def pages():
+        try:
+            yield 1
+            raise ValueError(f"page of {TOKEN}")
+        finally:
+            closed.append(True)
+
+    items = SCRUB.iterate(pages())
+    assert next(items) == 1
+    with pytest.raises(ValueError, match=r"page of \*\*\*"):
+        next(items)
+    items = SCRUB.iterate(pages())
+    next(items)
+    items.close()
+    assert closed == [True, True]
+
+
+def test_log_records_lose_the_token(caplog):
+    logger = logging.getLogger("kommo_dagster_tests.secrecy")
+    logger.addFilter(SCRUB)
+    try:
+        with caplog.at_level(logging.DEBUG, logger=logger.name):
+            logger.warning("got %r", TOKEN)
+            try:
+                raise ValueError(TOKEN)
+            except ValueError:
+                logger.exception("failed")
+    finally:
+        logger.removeFilter(SCRUB)
+    assert "got '***'" in caplog.text and "ValueError: ***" in caplog.text
+    assert TOKEN not in caplog.text
+
+
+def test_no_token_masks_nothing():
+    assert Scrubber(None).text("anything") == "anything"
+    error = ValueError("anything")
+    assert Scrubber(Secret("")).exception(error) is error
