@@ -20,10 +20,11 @@ asset functions' annotations (context and resource types) at definition time.
 """
 
 import contextlib
+import functools
 import gc
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import dagster as dg
 
@@ -55,6 +56,8 @@ from kommo_dagster.warehouse.windows import EpochWindow
 if TYPE_CHECKING:
     # Imported by the resource's `get_client` when a run needs it, not by loading definitions.
     from kommo_dagster.kommo.client import KommoClient
+
+T = TypeVar("T")
 
 GROUP_NAME = KEY_PREFIX  # the single account's group; several accounts: kommo_<account>
 KINDS = set(TRANSLATOR_KINDS["stream"])
@@ -168,6 +171,18 @@ def _compute(
     return extract_children
 
 
+def _token_masked(extract: Callable[..., T]) -> Callable[..., T]:
+    """``extract`` with the account's token masked in its errors, which may quote Kommo's
+    values outside the client too (the staging, the link events)."""
+
+    @functools.wraps(extract)
+    def masked(context: Any, kommo: KommoResource, *args: Any, **kwargs: Any) -> T:
+        return kommo.scrubber().call(extract, context, kommo, *args, **kwargs)
+
+    return masked
+
+
+@_token_masked
 def _extract(
     context: dg.AssetExecutionContext,
     kommo: KommoResource,
@@ -187,6 +202,8 @@ def _extract(
         staging_dir=settings.staging_dir,
         memory_limit=settings.memory_limit,
     )
+    # The write quotes staged values too: its errors are masked with the same token.
+    staged.scrubber = kommo.scrubber()
     try:
         return _extract_staged(
             context, kommo, staged, settings=settings, name=name, parent_ids=parent_ids

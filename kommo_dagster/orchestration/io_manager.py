@@ -126,6 +126,13 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
     # -- outputs -----------------------------------------------------------------------------
 
     def handle_output(self, context: dg.OutputContext, obj: StagedRows | pd.DataFrame) -> None:
+        scrubber = obj.scrubber if isinstance(obj, StagedRows) else None
+        if scrubber is None:
+            self._handle_output(context, obj)
+        else:  # the write's errors may quote staged values, which may hold the token
+            scrubber.call(self._handle_output, context, obj)
+
+    def _handle_output(self, context: dg.OutputContext, obj: StagedRows | pd.DataFrame) -> None:
         stream = _stream_of(context)
         schema = self._schema_of(context)
         window = _window_of(context)

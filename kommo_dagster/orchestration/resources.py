@@ -19,10 +19,12 @@ from kommo_dagster.kommo.config import (
     DEFAULT_REQUESTS_PER_SECOND,
     ENV_PREFIX,
     KommoSettings,
+    Secret,
     account_variable,
     environment,
     variable_value,
 )
+from kommo_dagster.kommo.secrecy import Scrubber
 from kommo_dagster.settings import SETTING, Settings
 
 if TYPE_CHECKING:
@@ -150,6 +152,12 @@ class KommoResource(dg.ConfigurableResource):
         # account, a wrong host, a blocked IP or (on users) a non-admin token apart, with its
         # own message (kommo_dagster.kommo.host), so a quiet run costs one request per list.
         self.settings()
+
+    def scrubber(self) -> Scrubber:
+        """What masks this account's token in the errors of a step: the client masks it in its
+        own, but values of Kommo's answers also reach errors of the staging and the write."""
+        token = _resolve(self.api_token)
+        return Scrubber(Secret(token) if token else None)
 
     def get_client(self, *, progress: ProgressCallback | None = None) -> KommoClient:
         """A validated client for this account; close it (or use ``with``) when done."""

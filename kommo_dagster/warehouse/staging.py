@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from kommo_dagster.kommo.link_rows import LinkRows
+    from kommo_dagster.kommo.secrecy import Scrubber
 
 from kommo_dagster.kommo.streams import Stream
 from kommo_dagster.warehouse.arrays import arrow_contract_table, cursor_values, typed_arrays
@@ -71,6 +72,8 @@ class StagedRows:
         self.stream = stream
         self.window = window
         self.note = ""
+        # What masks the account's token in the write's errors, which may quote staged values.
+        self.scrubber: Scrubber | None = None
         # Rows of link tables read with these rows, written in the same transaction.
         self.links: list[LinkRows] = []
         self.rows = 0
