@@ -1,14 +1,20 @@
-"""Helpers for the sandbox's own tests: plain `requests` calls, no project client involved."""
+"""Helpers for the sandbox's own tests: plain `requests` calls, no project client involved, and
+small generated accounts."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
 import pytest
 import requests
 
 from kommo_dagster.sandbox import KommoSandbox, SandboxConfig
+from kommo_dagster.sandbox.account import Account
+
+# The generated accounts' window, [2026-10-01, 2026-11-01).
+START, END = date(2026, 10, 1), date(2026, 11, 1)
 
 
 class Api:
@@ -56,3 +62,13 @@ def api(open_sandbox: KommoSandbox) -> Iterator[Api]:
     a = Api(open_sandbox)
     yield a
     a.close()
+
+
+def generated_account(seed: int = 1, leads: int = 300, **kw) -> Account:
+    """An account generated in memory, without a server: the generation tests read its tables."""
+    return Account(seed=seed, leads=leads, start=START, end=END, base_url="http://x", **kw)
+
+
+@pytest.fixture(scope="module")
+def account() -> Account:
+    return generated_account()
