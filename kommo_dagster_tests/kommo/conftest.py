@@ -1,8 +1,11 @@
-"""Helpers for the client tests: clients pointed at a sandbox, windows, and row comparison."""
+"""Helpers for the client tests: clients pointed at a sandbox, windows, row comparison, and
+hosts other than the sandbox that answer as Kommo might (or as it never should)."""
 
 from __future__ import annotations
 
+import email.utils
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -14,7 +17,7 @@ import pytest
 from kommo_dagster.kommo import KommoClient, RetryPolicy
 from kommo_dagster.kommo.records import to_columns
 from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, get_stream
-from kommo_dagster.sandbox import KommoSandbox
+from kommo_dagster.sandbox import FaultConfig, KommoSandbox
 
 # The sandbox's default data window, [2026-10-01, 2026-11-01).
 START = datetime(2026, 10, 1, tzinfo=UTC)
@@ -120,3 +123,74 @@ def reply(
     handler.send_header("Content-Length", str(len(body)))
     handler.end_headers()
     handler.wfile.write(body)
+
+
+# --- an account and hosts that answer as Kommo might, for the transport's and answers' tests ---
+
+SECRET = "tok-7Q2x-SECRET-do-not-print-9Z"
+
+
+@pytest.fixture(scope="module")
+def quiet_account():
+    from kommo_dagster.sandbox import KommoSandbox, SandboxConfig
+
+    with KommoSandbox(
+        SandboxConfig(seed=2, leads=300, requests_per_second=None, token=SECRET)
+    ) as sb:
+        yield sb
+
+
+@pytest.fixture
+def account(quiet_account):
+    quiet_account.reset()
+    yield quiet_account
+    quiet_account.reset()
+    quiet_account.update_config(
+        rate_limit_style="json", unpaid=False, not_admin=False, faults=FaultConfig()
+    )
+
+
+class _Page(QuietHandler):
+    """A host that is not Kommo: a login page, or broken JSON, with status 200."""
+
+    def do_GET(self):
+        if "broken" in self.path:
+            reply(self, 200, b'{"_embedded": {"leads": [', content_type="application/hal+json")
+        else:
+            page = b"<!doctype html><html><body>Sign in</body></html>"
+            reply(self, 200, page, content_type="text/html")
+
+
+@pytest.fixture
+def not_kommo():
+    with http_server(_Page) as (url, _):
+        yield url
+
+
+class _Throttling(QuietHandler):
+    """A gateway that answers 429, asking for the wait in the path's last part (``/wait/5``:
+    ``retry_after`` 5 in the body; ``/header/nan``: ``Retry-After: nan``; ``/date/2``:
+    ``Retry-After`` the HTTP-date 2 s from now); the times it was asked are recorded."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.server.seen.append(time.monotonic())
+        _, style, value = self.path.rsplit("/", 2)
+        if style == "date":
+            when = email.utils.formatdate(time.time() + float(value), usegmt=True)
+            headers, body = [("Retry-After", when)], b"{}"
+        elif style == "header":
+            headers, body = [("Retry-After", value)], b"{}"
+        else:
+            headers, body = (
+                [],
+                b'{"title": "Too Many Requests", "retry_after": %s}' % value.encode(),
+            )
+        reply(self, 429, body, content_type="application/problem+json", headers=headers)
+
+
+@pytest.fixture
+def throttling():
+    with http_server(_Throttling) as served:
+        yield served
