@@ -1,8 +1,11 @@
-"""Shared fixtures: Kommo sandboxes served on 127.0.0.1 for the tests that talk HTTP."""
+"""Shared fixtures: Kommo sandboxes served on 127.0.0.1 for the tests that talk HTTP, and a clean
+environment for the tests that load the code location from it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,3 +55,13 @@ def unlimited_sandbox() -> Iterator[KommoSandbox]:
     requests, not pace. Do not churn it."""
     with KommoSandbox(SandboxConfig(seed=1, leads=300, requests_per_second=None)) as sb:
         yield sb
+
+
+@pytest.fixture
+def environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    """A clean process environment (the code location reads the real one) with a database."""
+    for name in list(os.environ):
+        if name.startswith("KOMMO_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("KOMMO_DUCKDB_PATH", str(tmp_path / "crm.duckdb"))
+    return {"KOMMO_DUCKDB_PATH": str(tmp_path / "crm.duckdb")}

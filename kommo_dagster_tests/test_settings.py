@@ -1,17 +1,17 @@
-"""Settings read from KOMMO_* variables: defaults, validation with the variable's name, and the
-guard against a DuckDB file named like the schema; and the one model from every source: each bad
-value fails the definitions load naming its variable or defs.yaml field and the value, and the
-environment and defs.yaml reach the same fields."""
+"""Settings read from KOMMO_* variables: defaults and values; and the one model from every
+source: each bad value fails the definitions load naming its variable or defs.yaml field and the
+value, and the environment and defs.yaml reach the same fields.
+
+A value parser's own refusals are in test_setting_values.py, the DuckDB path's in
+test_duckdb_path.py."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from datetime import date
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
 import yaml
 
@@ -26,6 +26,8 @@ from kommo_dagster.settings import (
     Location,
     Settings,
 )
+from kommo_dagster_tests.env_loading import TOKEN
+from kommo_dagster_tests.env_loading import load_env as _load_env
 
 
 def test_defaults_without_any_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -55,60 +57,8 @@ def test_values_from_the_environment(tmp_path: Path):
     assert settings.staging_dir == tmp_path / "stage"
 
 
-@pytest.mark.parametrize("value", ["2026-13-01", "01/10/2026", "20261001", "yesterday"])
-def test_a_bad_start_date_names_the_variable(value: str):
-    with pytest.raises(SettingsError, match="KOMMO_START_DATE must be a date written YYYY-MM-DD"):
-        Settings.from_env({"KOMMO_START_DATE": value})
-
-
-@pytest.mark.parametrize("value", ["0", "-3", "soon"])
-def test_a_bad_lock_timeout_names_the_variable(value: str):
-    with pytest.raises(SettingsError, match="KOMMO_DUCKDB_LOCK_TIMEOUT"):
-        Settings.from_env({"KOMMO_DUCKDB_LOCK_TIMEOUT": value})
-
-
-@pytest.mark.parametrize("name", ["kommo.duckdb", "KOMMO.db", "sub/kommo.duckdb"])
-def test_a_database_named_like_the_schema_is_refused(tmp_path: Path, name: str):
-    # the file's name, not the schema's: both refusals end in "Ambiguous reference"
-    match = r"KOMMO_DUCKDB_PATH points at .* collides with the schema 'kommo'"
-    with pytest.raises(SettingsError, match=match):
-        Settings.from_env({"KOMMO_DUCKDB_PATH": str(tmp_path / name)})
-
-
-def _not_a_database(tmp_path: Path, case: str) -> Path:
-    """A KOMMO_DUCKDB_PATH DuckDB cannot open or make: every run failed at its first write."""
-    if case == "a folder":
-        return tmp_path
-    if case == "under a file":
-        (tmp_path / "notes.txt").write_text("x")
-        return tmp_path / "notes.txt" / "crm.duckdb"
-    (tmp_path / "leads.csv").write_text("id,name\n1,first lead\n")
-    return tmp_path / "leads.csv"
-
-
-@pytest.mark.parametrize("case", ["a folder", "under a file", "another file"])
-def test_a_database_path_duckdb_cannot_use_fails_the_load(
-    environ, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: str
-):
-    message = _refused(monkeypatch, "KOMMO_DUCKDB_PATH", str(_not_a_database(tmp_path, case)))
-    assert message.startswith("KOMMO_DUCKDB_PATH must be a DuckDB database file")
-    # A DuckDB file written before, and one still to be made, load.
-    database = tmp_path / "new" / "crm.duckdb"
-    _load_env(monkeypatch, {"KOMMO_DUCKDB_PATH": str(database)})
-    database.parent.mkdir()
-    duckdb.connect(str(database)).close()
-    _load_env(monkeypatch, {"KOMMO_DUCKDB_PATH": str(database)})
-
-
-@pytest.mark.parametrize("schema", ["temp", "system", "Memory"])
-def test_a_schema_named_like_a_duckdb_catalog_is_refused(schema: str):
-    with pytest.raises(SettingsError, match=rf"schema '{schema}' .* DuckDB's own catalogs"):
-        Settings.from_env({"KOMMO_SCHEMA": schema})
-
-
 # --- one model, validated when the definitions load, from every source ------------------------
 
-TOKEN = "tok-settings-SECRET-7"
 # A bad value of each kind: (suffix of the variable, defs.yaml field, value, words of the error).
 BAD_VALUES = {
     "non-numeric rate": ("REQUESTS_PER_SECOND", "requests_per_second", "abc", "number"),
@@ -136,32 +86,6 @@ BAD_VALUES = {
     "bad flag": ("SCHEDULES_DEFAULT_ON", "schedules", "maybe", "true or false"),
     "bad subdomain": ("SUBDOMAIN", "subdomain", "acme.kommo.com", "bare subdomain"),
 }
-
-
-@pytest.fixture
-def environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
-    """A clean process environment (the code location reads the real one) with a database."""
-    for name in list(os.environ):
-        if name.startswith("KOMMO_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("KOMMO_DUCKDB_PATH", str(tmp_path / "crm.duckdb"))
-    return {"KOMMO_DUCKDB_PATH": str(tmp_path / "crm.duckdb")}
-
-
-def _load_env(monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]) -> dg.Definitions:
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
-    return build_definitions()  # what loading kommo_dagster.definitions does
-
-
-def _refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> str:
-    """The message the load of an account with variable ``name`` at ``value`` fails with,
-    which names both."""
-    with pytest.raises(SettingsError) as failure:
-        _load_env(monkeypatch, {"KOMMO_API_TOKEN": TOKEN, "KOMMO_SUBDOMAIN": "acme", name: value})
-    message = str(failure.value)
-    assert message.startswith(f"{name} must be ") and repr(value) in message
-    return message
 
 
 def _load_yaml(tmp_path: Path, account: dict[str, object]) -> dg.Definitions:
@@ -271,49 +195,6 @@ def test_a_bad_top_level_field_fails_the_load_naming_it(
     component = KommoComponent.resolve_from_yaml(yaml.safe_dump(attributes))
     with pytest.raises(SettingsError, match=f"defs.yaml {field} must be {words}, got {value!r}"):
         component.build_defs(dg.ComponentTree.for_test().load_context)
-
-
-@pytest.mark.parametrize("value", ["800000", "99999999999999999999"])
-def test_a_history_retention_past_what_a_date_holds_fails_the_load(
-    environ, monkeypatch: pytest.MonkeyPatch, value: str
-):
-    message = _refused(monkeypatch, "KOMMO_HISTORY_RETENTION_DAYS", value)
-    assert "a whole number of at most 36500" in message
-    defs = _load_env(monkeypatch, {"KOMMO_HISTORY_RETENTION_DAYS": "36500"})
-    assert defs.resources["io_manager"].history_retention_days == 36500
-
-
-@pytest.mark.parametrize("value", ["lots", "512", "1 GBs"])
-def test_a_memory_limit_duckdb_cannot_read_fails_the_load_not_the_runs(
-    environ, monkeypatch: pytest.MonkeyPatch, value: str
-):
-    message = _refused(monkeypatch, "KOMMO_DUCKDB_MEMORY_LIMIT", value)
-    assert message.startswith("KOMMO_DUCKDB_MEMORY_LIMIT must be a DuckDB memory size")
-    for good in ("512MB", "2GiB", "80%"):
-        defs = _load_env(monkeypatch, {"KOMMO_DUCKDB_MEMORY_LIMIT": good})
-        assert defs.resources["duckdb"].connection_config == {"memory_limit": good}
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        "md:crm?motherduck_token=SECRET-md-1",
-        "MD:crm?attach_mode=single&MotherDuck_Token=SECRET-md-1",
-    ],
-)
-def test_a_motherduck_token_in_the_database_path_fails_the_load_without_showing_it(
-    environ, monkeypatch: pytest.MonkeyPatch, path: str
-):
-    """The path is the resource's configuration, shown in the UI, and run metadata: a token
-    belongs in the motherduck_token variable."""
-    variables = {"KOMMO_API_TOKEN": TOKEN, "KOMMO_SUBDOMAIN": "acme", "KOMMO_DUCKDB_PATH": path}
-    with pytest.raises(SettingsError) as failure:
-        _load_env(monkeypatch, variables)
-    message = str(failure.value)
-    assert "KOMMO_DUCKDB_PATH" in message and "motherduck_token variable" in message
-    assert "SECRET" not in message
-    defs = _load_env(monkeypatch, variables | {"KOMMO_DUCKDB_PATH": "md:crm?attach_mode=single"})
-    assert defs.resources["duckdb"].database == "md:crm?attach_mode=single"
 
 
 def test_the_issues_examples_fail_the_load(environ, monkeypatch: pytest.MonkeyPatch):

@@ -1,0 +1,77 @@
+"""The DuckDB path setting: a file named like the schema, a schema named like one of DuckDB's own
+catalogs, a path DuckDB cannot open or make, and a MotherDuck path carrying its token are
+refused when the definitions load, naming the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from kommo_dagster.setting_values import SettingsError
+from kommo_dagster.settings import Settings
+from kommo_dagster_tests.env_loading import TOKEN
+from kommo_dagster_tests.env_loading import load_env as _load_env
+from kommo_dagster_tests.env_loading import refused as _refused
+
+
+@pytest.mark.parametrize("name", ["kommo.duckdb", "KOMMO.db", "sub/kommo.duckdb"])
+def test_a_database_named_like_the_schema_is_refused(tmp_path: Path, name: str):
+    # the file's name, not the schema's: both refusals end in "Ambiguous reference"
+    match = r"KOMMO_DUCKDB_PATH points at .* collides with the schema 'kommo'"
+    with pytest.raises(SettingsError, match=match):
+        Settings.from_env({"KOMMO_DUCKDB_PATH": str(tmp_path / name)})
+
+
+def _not_a_database(tmp_path: Path, case: str) -> Path:
+    """A KOMMO_DUCKDB_PATH DuckDB cannot open or make: every run failed at its first write."""
+    if case == "a folder":
+        return tmp_path
+    if case == "under a file":
+        (tmp_path / "notes.txt").write_text("x")
+        return tmp_path / "notes.txt" / "crm.duckdb"
+    (tmp_path / "leads.csv").write_text("id,name\n1,first lead\n")
+    return tmp_path / "leads.csv"
+
+
+@pytest.mark.parametrize("case", ["a folder", "under a file", "another file"])
+def test_a_database_path_duckdb_cannot_use_fails_the_load(
+    environ, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: str
+):
+    message = _refused(monkeypatch, "KOMMO_DUCKDB_PATH", str(_not_a_database(tmp_path, case)))
+    assert message.startswith("KOMMO_DUCKDB_PATH must be a DuckDB database file")
+    # A DuckDB file written before, and one still to be made, load.
+    database = tmp_path / "new" / "crm.duckdb"
+    _load_env(monkeypatch, {"KOMMO_DUCKDB_PATH": str(database)})
+    database.parent.mkdir()
+    duckdb.connect(str(database)).close()
+    _load_env(monkeypatch, {"KOMMO_DUCKDB_PATH": str(database)})
+
+
+@pytest.mark.parametrize("schema", ["temp", "system", "Memory"])
+def test_a_schema_named_like_a_duckdb_catalog_is_refused(schema: str):
+    with pytest.raises(SettingsError, match=rf"schema '{schema}' .* DuckDB's own catalogs"):
+        Settings.from_env({"KOMMO_SCHEMA": schema})
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "md:crm?motherduck_token=SECRET-md-1",
+        "MD:crm?attach_mode=single&MotherDuck_Token=SECRET-md-1",
+    ],
+)
+def test_a_motherduck_token_in_the_database_path_fails_the_load_without_showing_it(
+    environ, monkeypatch: pytest.MonkeyPatch, path: str
+):
+    """The path is the resource's configuration, shown in the UI, and run metadata: a token
+    belongs in the motherduck_token variable."""
+    variables = {"KOMMO_API_TOKEN": TOKEN, "KOMMO_SUBDOMAIN": "acme", "KOMMO_DUCKDB_PATH": path}
+    with pytest.raises(SettingsError) as failure:
+        _load_env(monkeypatch, variables)
+    message = str(failure.value)
+    assert "KOMMO_DUCKDB_PATH" in message and "motherduck_token variable" in message
+    assert "SECRET" not in message
+    defs = _load_env(monkeypatch, variables | {"KOMMO_DUCKDB_PATH": "md:crm?attach_mode=single"})
+    assert defs.resources["duckdb"].database == "md:crm?attach_mode=single"

@@ -1,0 +1,45 @@
+"""The settings' value parsers, met through the variables they read: a bad date, number of
+seconds, retention or memory size fails naming the variable, and a good one reaches the
+resources."""
+
+from __future__ import annotations
+
+import pytest
+
+from kommo_dagster.setting_values import SettingsError
+from kommo_dagster.settings import Settings
+from kommo_dagster_tests.env_loading import load_env as _load_env
+from kommo_dagster_tests.env_loading import refused as _refused
+
+
+@pytest.mark.parametrize("value", ["2026-13-01", "01/10/2026", "20261001", "yesterday"])
+def test_a_bad_start_date_names_the_variable(value: str):
+    with pytest.raises(SettingsError, match="KOMMO_START_DATE must be a date written YYYY-MM-DD"):
+        Settings.from_env({"KOMMO_START_DATE": value})
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "soon"])
+def test_a_bad_lock_timeout_names_the_variable(value: str):
+    with pytest.raises(SettingsError, match="KOMMO_DUCKDB_LOCK_TIMEOUT"):
+        Settings.from_env({"KOMMO_DUCKDB_LOCK_TIMEOUT": value})
+
+
+@pytest.mark.parametrize("value", ["800000", "99999999999999999999"])
+def test_a_history_retention_past_what_a_date_holds_fails_the_load(
+    environ, monkeypatch: pytest.MonkeyPatch, value: str
+):
+    message = _refused(monkeypatch, "KOMMO_HISTORY_RETENTION_DAYS", value)
+    assert "a whole number of at most 36500" in message
+    defs = _load_env(monkeypatch, {"KOMMO_HISTORY_RETENTION_DAYS": "36500"})
+    assert defs.resources["io_manager"].history_retention_days == 36500
+
+
+@pytest.mark.parametrize("value", ["lots", "512", "1 GBs"])
+def test_a_memory_limit_duckdb_cannot_read_fails_the_load_not_the_runs(
+    environ, monkeypatch: pytest.MonkeyPatch, value: str
+):
+    message = _refused(monkeypatch, "KOMMO_DUCKDB_MEMORY_LIMIT", value)
+    assert message.startswith("KOMMO_DUCKDB_MEMORY_LIMIT must be a DuckDB memory size")
+    for good in ("512MB", "2GiB", "80%"):
+        defs = _load_env(monkeypatch, {"KOMMO_DUCKDB_MEMORY_LIMIT": good})
+        assert defs.resources["duckdb"].connection_config == {"memory_limit": good}
