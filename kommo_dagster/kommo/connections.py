@@ -23,7 +23,9 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.request import getproxies
 
+import certifi
 import urllib3
 from urllib3 import BaseHTTPResponse
 from urllib3.connectionpool import HTTPConnectionPool
@@ -46,26 +48,28 @@ class NetworkSettings:
     @classmethod
     def from_environment(cls, base_url: str) -> NetworkSettings:
         """Resolved as requests resolved them for a session that trusts the environment."""
-        # requests' helpers only read the environment here; no request goes through requests.
-        from requests.utils import (
-            DEFAULT_CA_BUNDLE_PATH,
-            get_environ_proxies,
-            prepend_scheme_if_needed,
-            select_proxy,
-        )
-
-        proxy = select_proxy(base_url, get_environ_proxies(base_url))
         env = environment()
         bundle = next((env[v] for v in CA_BUNDLE_VARIABLES if env.get(v)), None)
-        return cls(
-            proxy=prepend_scheme_if_needed(proxy, "http") if proxy else None,
-            ca_bundle=bundle or DEFAULT_CA_BUNDLE_PATH,
-        )
+        # requests' default bundle is certifi's.
+        return cls(proxy=_proxy_for(base_url), ca_bundle=bundle or certifi.where())
 
     def __repr__(self) -> str:
         # A proxy URL may carry a password.
         proxy = None if self.proxy is None else _without_credentials(self.proxy)
         return f"NetworkSettings(proxy={proxy!r}, ca_bundle={self.ca_bundle!r})"
+
+
+def _proxy_for(base_url: str) -> str | None:
+    """The proxy requests would pick for ``base_url``. Without any proxy configured (urllib's
+    `getproxies`, which requests asks too) there is none, and requests is not imported: its
+    import costs about 0.035 s of CPU at each run's start."""
+    if not getproxies():
+        return None
+    # requests' helpers only read the environment here; no request goes through requests.
+    from requests.utils import get_environ_proxies, prepend_scheme_if_needed, select_proxy
+
+    proxy = select_proxy(base_url, get_environ_proxies(base_url))
+    return prepend_scheme_if_needed(proxy, "http") if proxy else None
 
 
 def _without_credentials(url: str) -> str:

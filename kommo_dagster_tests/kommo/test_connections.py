@@ -177,6 +177,13 @@ def test_proxies_and_the_ca_bundle_still_come_from_the_environment(monkeypatch, 
     )
 
 
+def test_without_proxy_or_bundle_variables_the_host_is_direct_with_requests_bundle():
+    """No proxy configured: a direct connection, verified with requests' default bundle."""
+    settings = NetworkSettings.from_environment("https://acme.kommo.com")
+    assert settings.proxy is None
+    assert settings.ca_bundle == requests.utils.DEFAULT_CA_BUNDLE_PATH
+
+
 def test_a_ca_bundle_that_does_not_exist_fails_before_any_request(monkeypatch, tmp_path):
     missing = tmp_path / "nowhere.pem"
     monkeypatch.setenv("CURL_CA_BUNDLE", str(missing))
