@@ -339,6 +339,10 @@ def _extraction_metadata(
         "kommo/throttled": dg.MetadataValue.int(stats.throttled),
         "kommo/extract_seconds": dg.MetadataValue.float(round(stats.elapsed, 3)),
     }
+    if stats.unsent:
+        # Said where there were some, as the progress line does (`retries_text`): retries that
+        # sent no request, without which "0 requests, 3 retries" reads as a contradiction.
+        metadata["kommo/retries_not_connected"] = dg.MetadataValue.int(stats.unsent)
     if window is not None:
         metadata["kommo/window_start"] = dg.MetadataValue.timestamp(window.start_datetime)
         metadata["kommo/window_end"] = dg.MetadataValue.timestamp(window.end_datetime)
