@@ -69,6 +69,8 @@ class Scrubber(logging.Filter):
             return exc
         # Its text is not its arguments (a UnicodeError, an OSError): a stand-in says it.
         stand_in = KommoError(self.text(f"{type(exc).__name__}: {exc}"))
+        if isinstance(notes, list):  # already masked above; they are part of what it says
+            stand_in.__notes__ = list(exc.__notes__)
         return stand_in.with_traceback(exc.__traceback__)
 
     def _shows(self, exc: BaseException) -> bool:

@@ -93,3 +93,19 @@ def test_no_token_masks_nothing():
     assert Scrubber(None).text("anything") == "anything"
     error = ValueError("anything")
     assert Scrubber(Secret("")).exception(error) is error
+
+
+def test_a_stand_in_keeps_the_notes_of_the_error_it_stands_in_for():
+    """A note added on the way out (the asset's "left as it was") is part of what the error
+    says: the stand-in for an error whose text is not its arguments says it too, masked."""
+
+    def fail() -> None:
+        error = _Quoting(TOKEN)
+        error.add_note(f"the table was left as it was ({TOKEN})")
+        raise error
+
+    with pytest.raises(KommoError) as raised:
+        SCRUB.call(fail)
+    assert str(raised.value) == "_Quoting: cannot read ***"
+    assert raised.value.__notes__ == ["the table was left as it was (***)"]
+    assert "the table was left as it was (***)" in _shown(raised.value)
