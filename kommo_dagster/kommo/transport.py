@@ -112,7 +112,6 @@ class Transport:
         self._token = token
         # Masks the token in the errors the client raises and in its logger's records.
         self.scrubber = Scrubber(token)
-        log.addFilter(self.scrubber)
         self.limiter = limiter
         self.ban = ban
         self.stats = stats
@@ -126,6 +125,8 @@ class Transport:
             before_send=self._before_send,
             after_send=self._after_send,
         )
+        # Last: a constructor that raised returns nothing to close, which would leave it on.
+        log.addFilter(self.scrubber)
 
     def close(self) -> None:
         self.connections.close()

@@ -7,9 +7,11 @@ import traceback
 
 import pytest
 
-from kommo_dagster.kommo import KommoError, KommoResponseError
+from kommo_dagster.kommo import KommoConfigError, KommoError, KommoResponseError, RetryPolicy
 from kommo_dagster.kommo.config import Secret
 from kommo_dagster.kommo.secrecy import Scrubber
+from kommo_dagster.kommo.stats import StatsRecorder
+from kommo_dagster.kommo.transport import Transport, log
 
 TOKEN = "tok-Unit3-SECRET-9x"
 SCRUB = Scrubber(Secret(TOKEN))
@@ -109,3 +111,26 @@ def test_a_stand_in_keeps_the_notes_of_the_error_it_stands_in_for():
     assert str(raised.value) == "_Quoting: cannot read ***"
     assert raised.value.__notes__ == ["the table was left as it was (***)"]
     assert "the table was left as it was (***)" in _shown(raised.value)
+
+
+def _transport(token: str, base_url: str = "http://127.0.0.1:9") -> Transport:
+    """A transport that sends nothing here: only its scrubbing of the client's logger is used."""
+    return Transport(
+        base_url=base_url,
+        token=Secret(token),
+        limiter=None,
+        stats=StatsRecorder(),
+        pool_size=1,
+        timeout=(1.0, 1.0),
+        retry=RetryPolicy(),
+    )
+
+
+def test_a_transport_that_fails_to_build_leaves_the_logger_as_it_was(monkeypatch, tmp_path):
+    """Nobody can close a transport its constructor did not return: it must not have left its
+    filter (and the token it holds) on the client's logger for the life of the process."""
+    before = list(log.filters)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "nowhere.pem"))
+    with pytest.raises(KommoConfigError, match=r"nowhere\.pem' does not exist"):
+        _transport(TOKEN, "https://acme.kommo.com")
+    assert log.filters == before
