@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import ParamSpec, TypeVar
 
@@ -124,6 +126,36 @@ class Scrubber(logging.Filter):
         return True
 
 
+class Scrubbers(logging.Filter):
+    """The scrubbers of the clients open in this process, as one filter of their shared logger.
+
+    Not one filter each: a logger's filters are a plain list it walks for each record, and a
+    client closing in one thread while another thread's record is walked would shift the list
+    under the walk, skipping the next client's scrubber. Held weakly: a client dropped without
+    being closed takes its scrubber (and its token) with it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._scrubbers: weakref.WeakSet[Scrubber] = weakref.WeakSet()
+
+    def add(self, scrubber: Scrubber) -> None:
+        with self._lock:
+            self._scrubbers.add(scrubber)
+
+    def discard(self, scrubber: Scrubber) -> None:
+        with self._lock:
+            self._scrubbers.discard(scrubber)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with self._lock:
+            scrubbers = list(self._scrubbers)
+        for scrubber in scrubbers:
+            scrubber.filter(record)
+        return True
+
+
 def _str(exc: BaseException) -> str:
     try:
         return str(exc)
@@ -131,4 +163,4 @@ def _str(exc: BaseException) -> str:
         return repr(exc)
 
 
-__all__ = ["MASK", "Scrubber"]
+__all__ = ["MASK", "Scrubber", "Scrubbers"]

@@ -42,10 +42,12 @@ from kommo_dagster.kommo.errors import (
 )
 from kommo_dagster.kommo.ratelimit import BLOCK_MAX, BudgetPaused, SharedRateLimiter, Slot
 from kommo_dagster.kommo.response import Response
-from kommo_dagster.kommo.secrecy import Scrubber
+from kommo_dagster.kommo.secrecy import Scrubber, Scrubbers
 from kommo_dagster.kommo.stats import StatsRecorder
 
 log = logging.getLogger("kommo_dagster.kommo")
+# Every open client's scrubber, applied to each record of the logger they share.
+SCRUBBERS = Scrubbers()
 
 Params = Sequence[tuple[str, str | int]]
 
@@ -126,11 +128,12 @@ class Transport:
             after_send=self._after_send,
         )
         # Last: a constructor that raised returns nothing to close, which would leave it on.
-        log.addFilter(self.scrubber)
+        SCRUBBERS.add(self.scrubber)
+        log.addFilter(SCRUBBERS)  # once; again if a logging configuration took it off
 
     def close(self) -> None:
         self.connections.close()
-        log.removeFilter(self.scrubber)
+        SCRUBBERS.discard(self.scrubber)
 
     def _headers(self) -> dict[str, str]:
         # Built for each request: the token is kept in its `Secret` and nowhere else.

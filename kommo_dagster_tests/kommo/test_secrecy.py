@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import traceback
+import weakref
 
 import pytest
 
@@ -134,3 +136,41 @@ def test_a_transport_that_fails_to_build_leaves_the_logger_as_it_was(monkeypatch
     with pytest.raises(KommoConfigError, match=r"nowhere\.pem' does not exist"):
         _transport(TOKEN, "https://acme.kommo.com")
     assert log.filters == before
+
+
+class _ClosingWhenShown:
+    """An argument of a log record that closes a transport when the record's message is first
+    built: as another thread's client closing while this record goes through the filters."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport: Transport | None = transport
+
+    def __str__(self) -> str:
+        if self.transport is not None:
+            self.transport, transport = None, self.transport
+            transport.close()
+        return "shown"
+
+
+def test_a_client_closing_while_another_logs_leaves_the_others_record_masked(caplog):
+    """Clients of one process share the logger: one closing in the middle of another's record
+    must not let that record past the other's scrubber."""
+    first = _transport("tok-First7-other-account")
+    second = _transport(TOKEN)
+    try:
+        with caplog.at_level(logging.WARNING, logger=log.name):
+            log.warning("%s %s", _ClosingWhenShown(first), TOKEN)
+    finally:
+        second.close()
+    assert "shown ***" in caplog.text
+    assert TOKEN not in caplog.text
+
+
+def test_a_client_dropped_without_closing_leaves_nothing_of_its_token_on_the_logger():
+    """The logger lives as long as the process: what it keeps of a client that was never closed
+    (an error before its ``close``) would keep the token, and filter every later record."""
+    transport = _transport(TOKEN)
+    scrubber = weakref.ref(transport.scrubber)
+    del transport
+    gc.collect()
+    assert scrubber() is None
