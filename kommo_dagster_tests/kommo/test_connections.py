@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import http.client
+import os
+import subprocess
+import sys
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -182,6 +186,31 @@ def test_without_proxy_or_bundle_variables_the_host_is_direct_with_requests_bund
     settings = NetworkSettings.from_environment("https://acme.kommo.com")
     assert settings.proxy is None
     assert settings.ca_bundle == requests.utils.DEFAULT_CA_BUNDLE_PATH
+
+
+def _requests_imported_resolving(**variables: str) -> bool:
+    """Whether resolving the network settings, in a fresh interpreter, imported requests."""
+    code = (
+        "import sys; from kommo_dagster.kommo.connections import NetworkSettings; "
+        "NetworkSettings.from_environment('https://acme.kommo.com'); "
+        "print('requests' in sys.modules)"
+    )
+    # The autouse fixture has taken every proxy variable out of this environment.
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],  # this checkout's kommo_dagster
+        env=os.environ | variables,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {"True": True, "False": False}[done.stdout.strip()]
+
+
+def test_requests_is_imported_only_to_resolve_a_configured_proxy():
+    """Its import costs a run's start CPU: without any proxy variable it is not needed."""
+    assert not _requests_imported_resolving()
+    assert _requests_imported_resolving(NO_PROXY="acme.kommo.com")
 
 
 def test_a_ca_bundle_that_does_not_exist_fails_before_any_request(monkeypatch, tmp_path):
