@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import duckdb
 
 from kommo_dagster.warehouse.staging import StagedRows
@@ -24,3 +26,30 @@ class FailingStagedRows(StagedRows):
 
     def sources(self) -> list[str]:
         return [*super().sources(), *([MISSING] if self._repeats_dropped else [])]
+
+
+DETACH_FAILED = "the database file could not be detached"
+
+
+class DetachFailingStagedRows(StagedRows):
+    """Writes like the real thing, then fails at the DETACH that follows the COMMIT: an error
+    raised once the rows are in."""
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        return _DetachFails(super()._connection())  # type: ignore[return-value]
+
+
+class _DetachFails:
+    """A connection whose DETACH detaches, then raises."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+
+    def execute(self, sql: str, *args: Any) -> duckdb.DuckDBPyConnection:
+        result = self._con.execute(sql, *args)
+        if sql.lstrip().upper().startswith("DETACH"):
+            raise duckdb.Error(DETACH_FAILED)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._con, name)

@@ -49,6 +49,7 @@ from kommo_dagster.orchestration.translator import KINDS as TRANSLATOR_KINDS
 from kommo_dagster.orchestration.translator import AccountSpecs, asset_arguments
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.registry import get_table
+from kommo_dagster.warehouse.slices import left_as_it_was
 from kommo_dagster.warehouse.sql import catalog_name
 from kommo_dagster.warehouse.staging import StagedRows
 from kommo_dagster.warehouse.windows import EpochWindow
@@ -210,7 +211,7 @@ def _extract(
         )
     except Exception as exc:
         # The IO manager writes only what this returns: nothing of the slice reached DuckDB.
-        exc.add_note(_left_as_it_was(_table_name(stream, settings=settings), window))
+        exc.add_note(left_as_it_was(_table_name(stream, settings=settings), window))
         raise
 
 
@@ -241,17 +242,6 @@ def _extract_staged(
             _report_partitions(context, staged)
         metadata = _extraction_metadata(stream, window, stats)
         return dg.Output(staged, metadata=metadata | _why_empty(context, staged, name=name))
-
-
-def _left_as_it_was(table_name: str, window: EpochWindow | None) -> str:
-    """Said with a failed extraction: a run writes its slice of a table (all its partitions)
-    in one transaction, with the link tables and views that go with it, and only once the
-    whole slice is read; nothing of it was written."""
-    slice_ = "full table" if window is None else f"partitions {window.label()}"
-    return (
-        f"{table_name} was left as it was: nothing of this run's {slice_} was written (a run "
-        "writes its slice of a table in one transaction, once all of it is read)"
-    )
 
 
 def _stage_batches(

@@ -88,6 +88,18 @@ def one_transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         raise
 
 
+def left_as_it_was(table_name: str, window: EpochWindow | None) -> str:
+    """Said with an error raised before a write committed (an extraction that failed, a write
+    that rolled back): a run writes its slice of a table (all its partitions) in one
+    transaction, with the link tables and views that go with it, and only once the whole slice
+    is read; nothing of it was written."""
+    slice_ = "full table" if window is None else f"partitions {window.label()}"
+    return (
+        f"{table_name} was left as it was: nothing of this run's {slice_} was written (a run "
+        "writes its slice of a table in one transaction, once all of it is read)"
+    )
+
+
 def write_slice(
     con: duckdb.DuckDBPyConnection,
     staged: StagedSlice,
@@ -97,7 +109,8 @@ def write_slice(
     after: Callable[[duckdb.DuckDBPyConnection], None] | None,
 ) -> WriteResult:
     """Replace ``staged``'s slice of ``<catalog>.<schema>.<stream>`` with its rows, then run
-    ``after``, all in one transaction (see `StagedRows.write`)."""
+    ``after``, all in one transaction (see `StagedRows.write`). Returns only once it committed:
+    whatever it raises was rolled back."""
     stream = staged.stream
     target = table_ref(schema, stream.name, catalog=catalog)
     with one_transaction(con):
@@ -167,6 +180,7 @@ def read_slice(
 
 __all__ = [
     "WriteResult",
+    "left_as_it_was",
     "one_transaction",
     "read_slice",
 ]

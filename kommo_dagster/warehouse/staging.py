@@ -26,8 +26,14 @@ from kommo_dagster.warehouse.arrays import arrow_contract_table, cursor_values, 
 from kommo_dagster.warehouse.cursor_span import CursorSpan
 from kommo_dagster.warehouse.errors import WarehouseError
 from kommo_dagster.warehouse.locks import database_lock, retry_while_locked
-from kommo_dagster.warehouse.slices import WriteResult, insert_arrays, write_slice
+from kommo_dagster.warehouse.slices import (
+    WriteResult,
+    insert_arrays,
+    left_as_it_was,
+    write_slice,
+)
 from kommo_dagster.warehouse.sql import (
+    catalog_name,
     create_table_sql,
     quote,
     scalar_int,
@@ -159,27 +165,37 @@ class StagedRows:
         whole table (recreated from the contract, which also heals a drifted full-table stream).
         ``after(con)`` runs inside the same transaction once the rows are in, with ``database``
         as the connection's current database (derived views, snapshots...). On any error the
-        transaction rolls back and the table keeps its previous rows.
+        transaction rolls back and the table keeps its previous rows, which a note on the error
+        says (`left_as_it_was`).
         """
-        self.check_window()
-        con = self._connection()
-        # The extraction is over: the write may use every core again.
-        con.execute("RESET threads")
-        self._check_keys(con)
-        self._drop_repeats(con)
-        with database_lock(database, timeout=timeout, on_wait=on_wait) as deadline:
-            retry_while_locked(
-                lambda: con.execute(f"ATTACH {sql_string(str(database))} AS {quote(_TARGET)}"),
-                database=Path(database),
-                deadline=deadline,
-                on_wait=on_wait,
-            )
-            try:
-                con.execute(f"USE {quote(_TARGET)}")
-                return write_slice(con, self, catalog=_TARGET, schema=schema, after=after)
-            finally:
-                con.execute("USE memory")
-                con.execute(f"DETACH {quote(_TARGET)}")
+        result: WriteResult | None = None  # set once the transaction committed
+        try:
+            self.check_window()
+            con = self._connection()
+            # The extraction is over: the write may use every core again.
+            con.execute("RESET threads")
+            self._check_keys(con)
+            self._drop_repeats(con)
+            with database_lock(database, timeout=timeout, on_wait=on_wait) as deadline:
+                retry_while_locked(
+                    lambda: con.execute(f"ATTACH {sql_string(str(database))} AS {quote(_TARGET)}"),
+                    database=Path(database),
+                    deadline=deadline,
+                    on_wait=on_wait,
+                )
+                try:
+                    con.execute(f"USE {quote(_TARGET)}")
+                    result = write_slice(con, self, catalog=_TARGET, schema=schema, after=after)
+                finally:
+                    con.execute("USE memory")
+                    con.execute(f"DETACH {quote(_TARGET)}")
+        except Exception as exc:
+            # Not after the COMMIT (a failed DETACH, the lock's release): the rows are in.
+            if result is None:
+                table_name = f"{catalog_name(database)}.{schema}.{self.stream.name}"
+                exc.add_note(left_as_it_was(table_name, self.window))
+            raise
+        return result
 
     def _check_keys(self, con: duckdb.DuckDBPyConnection) -> None:
         """Raise if a staged row has no value in a key column: the repeats of a key are

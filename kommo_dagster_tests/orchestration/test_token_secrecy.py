@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import dagster as dg
+import duckdb
 import orjson
 import pytest
 
@@ -210,3 +211,41 @@ def _assert_nothing_leaks(
     assert not leaks, leaks[0][-2000:]
     assert not any(SECRET.encode() in data for data in _files_under(tmp_path))
     return str(errors[0].event_specific_data.error)
+
+
+def _leads_tables(database: Path) -> dict[str, list[tuple]]:
+    with duckdb.connect(str(database), read_only=True) as con:
+        return {
+            t: con.execute(f"SELECT * FROM kommo.{t} ORDER BY ALL").fetchall()
+            for t in ("leads", "lead_contacts")
+        }
+
+
+def test_a_write_failing_before_its_commit_says_it_left_the_table_as_it_was(sandbox, tmp_path):
+    """The bad link passes the extraction and fails the write, inside its transaction: the
+    contact id is cast once the leads' slice is deleted and written again. The step's failure
+    says what the write left, and it left the tables as they were."""
+    database = tmp_path / "crm.duckdb"
+    settings = Settings(start_date=date(2026, 9, 1), duckdb_path=database)
+    instance = dg.DagsterInstance.ephemeral()
+    direct = build_definitions(settings, kommo=sandbox_kommo(sandbox, tmp_path, max_workers=1))
+    assert materialize_streams(direct, instance, ["leads"], partition=PARTITION).success
+    before = _leads_tables(database)
+    assert before["leads"] and before["lead_contacts"]
+    with http_server(_echoing(sandbox, "bad-link")) as (url, _):
+        kommo = sandbox_kommo(sandbox, tmp_path, base_url=url, max_workers=1)
+        defs = build_definitions(settings, kommo=kommo)
+        result = materialize_streams(
+            defs, instance, ["leads"], partition=PARTITION, raise_on_error=False
+        )
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    error = failure.step_failure_data.error
+    # Failed in the IO manager's write (the extraction's own failures say the same).
+    assert error is not None and "handling output" in error.message, error
+    assert (
+        f"crm.kommo.leads was left as it was: nothing of this run's partitions {PARTITION} was "
+        "written (a run writes its slice of a table in one transaction, once all of it is read)"
+    ) in str(error)
+    assert SECRET not in str(error)
+    assert _leads_tables(database) == before

@@ -22,7 +22,12 @@ from kommo_dagster.warehouse.slices import read_slice
 from kommo_dagster.warehouse.sql import table_columns
 from kommo_dagster.warehouse.staging import STAGING_THREADS, StagedRows
 from kommo_dagster.warehouse.windows import EpochWindow
-from kommo_dagster_tests.failing_write import MISSING, FailingStagedRows
+from kommo_dagster_tests.failing_write import (
+    DETACH_FAILED,
+    MISSING,
+    DetachFailingStagedRows,
+    FailingStagedRows,
+)
 from kommo_dagster_tests.rows import synthetic_columns
 
 LEADS = get_stream("leads")
@@ -200,9 +205,15 @@ def test_a_failed_write_leaves_the_previous_rows(db: Path):
     before = _rows(db, "SELECT * FROM kommo.leads ORDER BY id")
     failing = FailingStagedRows(LEADS, window=OCT1)
     failing.append(synthetic_columns(LEADS, 2, cursor_start=OCT1.start, first_id=900))
-    with pytest.raises(duckdb.CatalogException, match=MISSING):
+    with pytest.raises(duckdb.CatalogException, match=MISSING) as raised:
         _write(db, failing)
     assert _rows(db, "SELECT * FROM kommo.leads ORDER BY id") == before
+    # Raised before the COMMIT: the error says what the write left.
+    assert raised.value.__notes__ == [
+        "kommo_test.kommo.leads was left as it was: nothing of this run's partitions 2026-10-01 "
+        "was written (a run writes its slice of a table in one transaction, once all of it is "
+        "read)"
+    ]
 
 
 def test_a_failed_full_table_write_leaves_the_previous_table(db: Path):
@@ -210,18 +221,34 @@ def test_a_failed_full_table_write_leaves_the_previous_table(db: Path):
     _write(db, _staged(users, window=None, n=4))
     failing = FailingStagedRows(users, window=None)
     failing.append(synthetic_columns(users, 2, first_id=900))
-    with pytest.raises(duckdb.CatalogException, match=MISSING):
+    with pytest.raises(duckdb.CatalogException, match=MISSING) as raised:
         _write(db, failing)
     assert [r[0] for r in _rows(db, "SELECT id FROM kommo.users ORDER BY id")] == [1, 2, 3, 4]
+    [note] = raised.value.__notes__
+    assert note.startswith(
+        "kommo_test.kommo.users was left as it was: nothing of this run's full table was written"
+    )
+
+
+def test_an_error_after_the_commit_does_not_say_the_table_was_left_as_it_was(db: Path):
+    _write(db, _staged(window=OCT1, n=5, first_id=1))
+    late = DetachFailingStagedRows(LEADS, window=OCT1)
+    late.append(synthetic_columns(LEADS, 2, cursor_start=OCT1.start, first_id=900))
+    with pytest.raises(duckdb.Error, match=DETACH_FAILED) as raised:
+        _write(db, late)
+    # The rows are in: the slice was replaced, and the error claims nothing else.
+    assert _rows(db, "SELECT id FROM kommo.leads ORDER BY id") == [(900,), (901,)]
+    assert not getattr(raised.value, "__notes__", None)
 
 
 def test_rows_outside_the_window_are_refused_before_anything_is_deleted(db: Path):
     _write(db, _staged(window=OCT1, n=5))
     stray = StagedRows(LEADS, window=OCT1)
     stray.append(synthetic_columns(LEADS, 2, cursor_start=OCT2.start, first_id=77))
-    with pytest.raises(WarehouseError, match="outside the slice"):
+    with pytest.raises(WarehouseError, match="outside the slice") as raised:
         _write(db, stray)
     assert _rows(db, "SELECT count(*) FROM kommo.leads") == [(5,)]
+    assert "kommo_test.kommo.leads was left as it was" in raised.value.__notes__[0]
 
 
 @pytest.mark.parametrize("name", ["users", "leads"])
