@@ -70,14 +70,14 @@ class Scrubber(logging.Filter):
         if not self._shows(exc):
             return exc
         # Its text is not its arguments (a UnicodeError, an OSError): a stand-in says it.
-        stand_in = KommoError(self.text(f"{type(exc).__name__}: {exc}"))
+        stand_in = KommoError(self.text(f"{type(exc).__name__}: {_str(exc)}"))
         if isinstance(notes, list):  # already masked above; they are part of what it says
             stand_in.__notes__ = list(exc.__notes__)
         return stand_in.with_traceback(exc.__traceback__)
 
     def _shows(self, exc: BaseException) -> bool:
         notes = getattr(exc, "__notes__", None) or []
-        return any(self.holds(str(t)) for t in (_str(exc), repr(exc), *notes))
+        return any(self.holds(str(t)) for t in (_str(exc), _repr(exc), *notes))
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(*args, **kwargs)``, its error scrubbed. Raised outside the ``except`` block, so
@@ -108,8 +108,8 @@ class Scrubber(logging.Filter):
                 raise error
         finally:
             close = getattr(items, "close", None)
-            if close is not None:
-                close()
+            if close is not None:  # its error may quote what it read too
+                self.call(close)
 
     def filter(self, record: logging.LogRecord) -> bool:
         """A logger's filter: the record's message and exception with the token masked."""
@@ -160,7 +160,16 @@ def _str(exc: BaseException) -> str:
     try:
         return str(exc)
     except Exception:  # an exception whose __str__ fails shows its repr instead
+        return _repr(exc)
+
+
+def _repr(exc: BaseException) -> str:
+    """``repr(exc)``, or what shows in its place when its ``__repr__`` fails: looking at an
+    error must not raise another in its stead."""
+    try:
         return repr(exc)
+    except Exception:
+        return f"<unrepresentable {type(exc).__name__}>"
 
 
 __all__ = ["MASK", "Scrubber", "Scrubbers"]

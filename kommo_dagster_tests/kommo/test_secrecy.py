@@ -77,6 +77,58 @@ def test_an_iterator_step_error_is_scrubbed_and_the_iterator_closed():
     assert closed == [True, True]
 
 
+def test_an_error_closing_the_iterator_is_scrubbed():
+    """The iterator's own cleanup may fail quoting what it read (a connection's, a file's)."""
+
+    class Pages:
+        def __iter__(self) -> Pages:
+            return self
+
+        def __next__(self) -> int:
+            return 1
+
+        def close(self) -> None:
+            raise OSError(f"cannot release the page of {TOKEN}")
+
+    items = SCRUB.iterate(Pages())
+    assert next(items) == 1
+    with pytest.raises(OSError, match=r"page of \*\*\*") as raised:
+        items.close()
+    assert TOKEN.lower() not in _shown(raised.value).lower()
+
+
+class _Unprintable(Exception):
+    """An error that cannot say itself: its ``__str__`` and ``__repr__`` both fail."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_an_error_that_cannot_say_itself_is_raised_as_it_came():
+    """Looking at its text fails: the scrubber must not raise that failure in its place."""
+
+    def fail() -> None:
+        raise _Unprintable(TOKEN)
+
+    with pytest.raises(_Unprintable):
+        SCRUB.call(fail)
+
+
+def test_an_error_whose_repr_fails_is_scrubbed_by_its_text():
+    class NoRepr(Exception):
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    def fail() -> None:
+        raise NoRepr(f"value {TOKEN}")
+
+    with pytest.raises(NoRepr, match=r"value \*\*\*"):
+        SCRUB.call(fail)
+
+
 def test_log_records_lose_the_token(caplog):
     logger = logging.getLogger("kommo_dagster_tests.secrecy")
     logger.addFilter(SCRUB)
