@@ -62,16 +62,32 @@ def owner(filename: str, name: str) -> str:
     return "other (stdlib, builtins)"
 
 
+class ThreadProfile(cProfile.Profile):
+    """cProfile on the CPU clock of the thread that made it, which alone may close it."""
+
+    def __init__(self) -> None:
+        super().__init__(time.thread_time)
+        self.thread = threading.current_thread()
+
+    def disable(self) -> None:
+        # disable() closes the calls still open with the calling thread's clock: from another
+        # thread it charged a thread blocked at the end (the watchdog waiting on its lock, an
+        # idle pool worker) the caller's whole CPU time, seconds it never ran. A thread still
+        # in a call when the run ends keeps its finished calls only.
+        if threading.current_thread() is self.thread:
+            super().disable()
+
+
 class AllThreadsProfile:
     """cProfile (CPU time) in the calling thread and in every thread started while active."""
 
     def __init__(self) -> None:
-        self.profiles: list[cProfile.Profile] = []
+        self.profiles: list[ThreadProfile] = []
         self._lock = threading.Lock()
 
     def _start_in_thread(self, *_: object) -> None:
         # Each thread's own CPU clock: waits (queues, sockets, locks, sleeps) cost nothing.
-        profile = cProfile.Profile(time.thread_time)
+        profile = ThreadProfile()
         with self._lock:
             self.profiles.append(profile)
         profile.enable()
@@ -93,6 +109,15 @@ class AllThreadsProfile:
             with contextlib.suppress(TypeError):
                 stats.add(p)
         return stats
+
+    def by_thread(self) -> dict[str, float]:
+        """Own CPU time of each profiled thread (threads of one name summed)."""
+        totals: dict[str, float] = defaultdict(float)
+        for p in self.profiles:
+            with contextlib.suppress(TypeError):
+                stats = pstats.Stats(p, stream=io.StringIO())
+                totals[p.thread.name] += sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
+        return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
 def by_owner(stats: pstats.Stats) -> dict[str, float]:
@@ -144,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\nOwn time by owner:")
     for who, seconds in by_owner(stats).items():
         print(f"  {who:32s} {seconds:8.2f} s  {seconds / total:6.1%}")
+    print(f"\nOwn time by thread (profiled: {total:.2f} s of the process's {cpu:.2f} CPU s):")
+    for name, seconds in prof.by_thread().items():
+        print(f"  {name:32s} {seconds:8.2f} s")
     buffer = io.StringIO()
     stats.stream = buffer  # type: ignore[attr-defined]
     stats.sort_stats("tottime").print_stats(ns.top)

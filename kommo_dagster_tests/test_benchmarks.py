@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 
 import pytest
 
@@ -263,3 +265,38 @@ def test_launch_through_the_queue_reports_the_wait_and_the_slots(tmp_path):
         assert r.cpu > 0 and r.peak_rss > 0
     assert result.slots == 4 and result.most_at_once in (1, 2) and result.slot_waits == []
     assert "2 runs submitted at once to the queue (at most 4 at once" in result.summary()
+
+
+def test_the_profile_charges_a_thread_blocked_at_the_end_none_of_the_main_threads_cpu():
+    """A thread still waiting when profiling ends once took the main thread's whole CPU time
+    (its open calls were closed on the main thread's clock). Bounded by CPU, not wall time:
+    the main thread spends 0.3 s of its own clock; the blocked thread spends next to none."""
+    from benchmarks.profile import AllThreadsProfile
+
+    release = threading.Event()
+    started = threading.Event()
+
+    def blocked() -> None:
+        started.set()
+        release.wait()
+
+    def burn() -> None:  # a call of its own: cProfile times calls begun while it is on
+        spent = time.thread_time()
+        while time.thread_time() - spent < 0.3:
+            pass
+
+    with AllThreadsProfile() as prof:
+        thread = threading.Thread(target=blocked, name="blocked-at-the-end")
+        thread.start()
+        started.wait()
+        burn()
+    try:
+        totals = prof.by_thread()
+        prof.stats()  # the merged figures too, while the thread still waits
+        totals_after = prof.by_thread()
+    finally:
+        release.set()
+        thread.join()
+    assert totals["MainThread"] >= 0.3
+    assert totals["blocked-at-the-end"] < 0.05
+    assert totals_after["blocked-at-the-end"] < 0.05
