@@ -3,6 +3,7 @@ assets that stage synthetic contract rows, so it is tested apart from the API.""
 
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -185,6 +186,52 @@ def test_rows_staged_for_another_window_are_refused(tmp_path: Path):
         dg.materialize(
             [leads], resources={"io_manager": _io_manager(db)}, partition_key="2026-10-05"
         )
+
+
+def _another_stream(window: EpochWindow) -> StagedRows:
+    return StagedRows(get_stream("contacts"), window=window)
+
+
+def _another_window(window: EpochWindow) -> StagedRows:
+    return StagedRows(LEADS, window=EpochWindow(0, 86_400))
+
+
+def _frame_without_columns(window: EpochWindow) -> pd.DataFrame:
+    return pd.DataFrame(synthetic_columns(LEADS, 2, cursor_start=window.start)).drop(
+        columns=["name"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("handed_over", "reason"),
+    [
+        (_another_stream, "kommo/leads got rows of contacts"),
+        (_another_window, "extracted for 1970-01-01 but the output is 2026-10-05"),
+        (_frame_without_columns, r"the DataFrame lacks columns \['name'\]"),
+    ],
+)
+def test_rows_refused_before_the_write_say_the_table_was_left_as_it_was(
+    tmp_path: Path, handed_over, reason: str
+):
+    """Refused by the IO manager before `StagedRows.write` is called: the error says, like a
+    write that rolled back, that nothing of the slice was written."""
+    db = tmp_path / "kommo_crm.duckdb"
+    io = {"io_manager": _io_manager(db)}
+    assert dg.materialize([_leads_asset()], resources=io, partition_key="2026-10-05").success
+    before = _table(db, "SELECT * FROM kommo.leads ORDER BY id")
+
+    @dg.asset(key=["kommo", "leads"], partitions_def=PARTITIONS)
+    def leads(context: dg.AssetExecutionContext) -> Any:  # StagedRows or a DataFrame
+        return handed_over(EpochWindow.from_time_window(context.partition_time_window))
+
+    with pytest.raises(WarehouseError, match=reason) as raised:
+        dg.materialize([leads], resources=io, partition_key="2026-10-05")
+    assert raised.value.__notes__ == [
+        "kommo_crm.kommo.leads was left as it was: nothing of this run's partitions 2026-10-05 "
+        "was written (a run writes its slice of a table in one transaction, once all of it is "
+        "read)"
+    ]
+    assert _table(db, "SELECT * FROM kommo.leads ORDER BY id") == before
 
 
 def test_a_database_named_like_the_schema_fails_the_run_with_the_reason(tmp_path: Path):
