@@ -242,10 +242,11 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
             if missing:
                 raise WarehouseError(f"{stream.name}: the DataFrame lacks columns {missing}")
             frame = obj[list(stream.column_names)].astype(object)
-            staged = StagedRows(stream, window=window)
-            staged.append(
-                {name: frame[name].where(frame[name].notna(), None).tolist() for name in frame}
-            )
+            # A batch DuckDB refuses closes the staging instance it was going into.
+            with StagedRows(stream, window=window) as staged:
+                staged.append(
+                    {name: frame[name].where(frame[name].notna(), None).tolist() for name in frame}
+                )
             return staged
         raise WarehouseError(
             f"{stream.name}: the IO manager stores StagedRows or DataFrames, got {type(obj)!r}"

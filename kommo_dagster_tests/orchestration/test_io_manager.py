@@ -1,6 +1,7 @@
 """The IO manager inside real Dagster runs (ephemeral instance, real DuckDB file), fed by small
 assets that stage synthetic contract rows, so it is tested apart from the API."""
 
+import tempfile
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -232,6 +233,28 @@ def test_rows_refused_before_the_write_say_the_table_was_left_as_it_was(
         "read)"
     ]
     assert _table(db, "SELECT * FROM kommo.leads ORDER BY id") == before
+
+
+def test_a_frame_duckdb_refuses_leaves_no_staging_instance(tmp_path: Path, monkeypatch):
+    """A DataFrame whose rows DuckDB refuses while they are staged (a string it cannot encode)
+    fails the output; the staging instance it was going into is closed, its directory gone."""
+    staging = tmp_path / "tmp"
+    staging.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(staging))  # where staging instances spill
+    db = tmp_path / "kommo_crm.duckdb"
+
+    @dg.asset(key=["kommo", "leads"], partitions_def=PARTITIONS)
+    def leads(context: dg.AssetExecutionContext) -> pd.DataFrame:
+        window = EpochWindow.from_time_window(context.partition_time_window)
+        columns = synthetic_columns(LEADS, 2, cursor_start=window.start)
+        columns["name"] = ["fine", "lone surrogate \ud800"]
+        return pd.DataFrame(columns)
+
+    with pytest.raises(duckdb.InvalidInputException, match="surrogate"):
+        dg.materialize(
+            [leads], resources={"io_manager": _io_manager(db)}, partition_key="2026-10-05"
+        )
+    assert [p.name for p in staging.iterdir() if p.name.startswith("kommo-stage-")] == []
 
 
 def test_a_database_named_like_the_schema_fails_the_run_with_the_reason(tmp_path: Path):
