@@ -29,6 +29,7 @@ class FailingStagedRows(StagedRows):
 
 
 DETACH_FAILED = "the database file could not be detached"
+COMMIT_FAILED = "the checkpoint after the commit failed"
 
 
 class DetachFailingStagedRows(StagedRows):
@@ -36,19 +37,30 @@ class DetachFailingStagedRows(StagedRows):
     raised once the rows are in."""
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
-        return _DetachFails(super()._connection())  # type: ignore[return-value]
+        return _FailsAfter(super()._connection(), "DETACH", DETACH_FAILED)  # type: ignore[return-value]
 
 
-class _DetachFails:
-    """A connection whose DETACH detaches, then raises."""
+class CommitFailingStagedRows(StagedRows):
+    """Writes like the real thing, and its COMMIT is applied, then raises: what DuckDB does when
+    the checkpoint it runs in place of the WAL write fails after the commit (its error is the
+    COMMIT's)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        return _FailsAfter(super()._connection(), "COMMIT", COMMIT_FAILED)  # type: ignore[return-value]
+
+
+class _FailsAfter:
+    """A connection that runs ``statement`` (its first word), then raises ``message``."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, statement: str, message: str) -> None:
         self._con = con
+        self._statement = statement
+        self._message = message
 
     def execute(self, sql: str, *args: Any) -> duckdb.DuckDBPyConnection:
         result = self._con.execute(sql, *args)
-        if sql.lstrip().upper().startswith("DETACH"):
-            raise duckdb.Error(DETACH_FAILED)
+        if sql.lstrip().upper().startswith(self._statement):
+            raise duckdb.Error(self._message)
         return result
 
     def __getattr__(self, name: str) -> Any:

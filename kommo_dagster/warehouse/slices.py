@@ -76,16 +76,38 @@ def _insert_sql(stream: Stream, *, target: str, source: str) -> str:
 
 @contextlib.contextmanager
 def one_transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """``BEGIN`` ... ``COMMIT``: anything raised inside (or by the ``COMMIT``) rolls back, so a
-    write either happens whole or leaves the previous rows; the error is raised as it came."""
+    """``BEGIN`` ... ``COMMIT``: anything raised inside rolls back, so a write either happens
+    whole or leaves the previous rows; the error is raised as it came. An error of the
+    ``COMMIT`` itself carries `COMMIT_NOT_KNOWN`: DuckDB rolls back a commit whose WAL write
+    fails, but a checkpoint it runs instead of that write can fail after the commit applied."""
     con.execute("BEGIN TRANSACTION")
     try:
         yield
-        con.execute("COMMIT")
     except BaseException:
-        with contextlib.suppress(duckdb.Error):
-            con.execute("ROLLBACK")
+        _rollback(con)
         raise
+    try:
+        con.execute("COMMIT")
+    except Exception as exc:
+        exc.add_note(COMMIT_NOT_KNOWN)
+        _rollback(con)
+        raise
+    except BaseException:
+        _rollback(con)
+        raise
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back what is still open (nothing, when the COMMIT already ended the transaction)."""
+    with contextlib.suppress(duckdb.Error):
+        con.execute("ROLLBACK")
+
+
+# Said with an error of the COMMIT itself: DuckDB may raise it from a commit it applied.
+COMMIT_NOT_KNOWN = (
+    "the COMMIT itself failed: DuckDB may have applied it before failing (a checkpoint run in "
+    "place of the WAL write that fails after the commit), so this write may be in the database"
+)
 
 
 def left_as_it_was(table_name: str, window: EpochWindow | None) -> str:
@@ -110,7 +132,8 @@ def write_slice(
 ) -> WriteResult:
     """Replace ``staged``'s slice of ``<catalog>.<schema>.<stream>`` with its rows, then run
     ``after``, all in one transaction (see `StagedRows.write`). Returns only once it committed:
-    whatever it raises was rolled back."""
+    whatever it raises was rolled back, unless the ``COMMIT`` itself raised
+    (`COMMIT_NOT_KNOWN`)."""
     stream = staged.stream
     target = table_ref(schema, stream.name, catalog=catalog)
     with one_transaction(con):
@@ -179,6 +202,7 @@ def read_slice(
 
 
 __all__ = [
+    "COMMIT_NOT_KNOWN",
     "WriteResult",
     "left_as_it_was",
     "one_transaction",

@@ -27,6 +27,7 @@ from kommo_dagster.warehouse.cursor_span import CursorSpan
 from kommo_dagster.warehouse.errors import WarehouseError
 from kommo_dagster.warehouse.locks import database_lock, retry_while_locked
 from kommo_dagster.warehouse.slices import (
+    COMMIT_NOT_KNOWN,
     WriteResult,
     insert_arrays,
     left_as_it_was,
@@ -164,9 +165,10 @@ class StagedRows:
         With a window, the slice is ``window.start <= cursor < window.end``; without one, the
         whole table (recreated from the contract, which also heals a drifted full-table stream).
         ``after(con)`` runs inside the same transaction once the rows are in, with ``database``
-        as the connection's current database (derived views, snapshots...). On any error the
-        transaction rolls back and the table keeps its previous rows, which a note on the error
-        says (`left_as_it_was`).
+        as the connection's current database (derived views, snapshots...). On any error before the
+        ``COMMIT`` the transaction rolls back and the table keeps its previous rows, which a note
+        on the error says (`left_as_it_was`); an error of the ``COMMIT`` itself says instead that
+        the rows may be in (`COMMIT_NOT_KNOWN`).
         """
         result: WriteResult | None = None  # set once the transaction committed
         try:
@@ -190,8 +192,9 @@ class StagedRows:
                     con.execute("USE memory")
                     con.execute(f"DETACH {quote(_TARGET)}")
         except Exception as exc:
-            # Not after the COMMIT (a failed DETACH, the lock's release): the rows are in.
-            if result is None:
+            # Not after the COMMIT (a failed DETACH, the lock's release): the rows are in. Nor
+            # from the COMMIT itself, which DuckDB may have applied before failing.
+            if result is None and COMMIT_NOT_KNOWN not in getattr(exc, "__notes__", ()):
                 table_name = f"{catalog_name(database)}.{schema}.{self.stream.name}"
                 exc.add_note(left_as_it_was(table_name, self.window))
             raise
