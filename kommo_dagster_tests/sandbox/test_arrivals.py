@@ -36,7 +36,22 @@ def _pair() -> Iterator[tuple[socket.socket, socket.socket]]:
         client = socket.create_connection(listener.getsockname())
         server, _ = listener.accept()
         with client, server:
+            _until_the_kernel_stamps(client, server)
             yield client, server
+
+
+def _until_the_kernel_stamps(client: socket.socket, server: socket.socket) -> None:
+    """Linux turns packet stamping on in a deferred work item when the first socket of the
+    host asks for it, so a byte sent at once may arrive unstamped: probe until one is stamped."""
+    deadline = time.monotonic() + 5
+    while True:
+        client.sendall(b"?")
+        stamped = arrivals.kernel_arrival(server) is not None
+        assert server.recv(1) == b"?"
+        if stamped:
+            return
+        assert time.monotonic() < deadline, "the kernel stamped no byte in 5 s"
+        time.sleep(0.01)
 
 
 def test_accepted_connections_inherit_the_option_of_the_listener():
