@@ -20,11 +20,10 @@ asset functions' annotations (context and resource types) at definition time.
 """
 
 import contextlib
-import functools
 import gc
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
@@ -58,7 +57,6 @@ if TYPE_CHECKING:
     # Imported by the resource's `get_client` when a run needs it, not by loading definitions.
     from kommo_dagster.kommo.client import KommoClient
 
-T = TypeVar("T")
 
 GROUP_NAME = KEY_PREFIX  # the single account's group; several accounts: kommo_<account>
 KINDS = set(TRANSLATOR_KINDS["stream"])
@@ -172,18 +170,6 @@ def _compute(
     return extract_children
 
 
-def _token_masked(extract: Callable[..., T]) -> Callable[..., T]:
-    """``extract`` with the account's token masked in its errors, which may quote Kommo's
-    values outside the client too (the staging, the link events)."""
-
-    @functools.wraps(extract)
-    def masked(context: Any, kommo: KommoResource, *args: Any, **kwargs: Any) -> T:
-        return kommo.scrubber().call(extract, context, kommo, *args, **kwargs)
-
-    return masked
-
-
-@_token_masked
 def _extract(
     context: dg.AssetExecutionContext,
     kommo: KommoResource,
@@ -203,11 +189,18 @@ def _extract(
         staging_dir=settings.staging_dir,
         memory_limit=settings.memory_limit,
     )
-    # The write quotes staged values too: its errors are masked with the same token.
-    staged.scrubber = kommo.scrubber()
+    # Kommo's values reach errors outside the client too (the staging, the link events, the
+    # IO manager's write): one scrubber masks the account's token in all of them.
+    staged.scrubber = scrubber = kommo.scrubber()
     try:
-        return _extract_staged(
-            context, kommo, staged, settings=settings, name=name, parent_ids=parent_ids
+        return scrubber.call(
+            _extract_staged,
+            context,
+            kommo,
+            staged,
+            settings=settings,
+            name=name,
+            parent_ids=parent_ids,
         )
     except Exception as exc:
         # The IO manager writes only what this returns: nothing of the slice reached DuckDB.
