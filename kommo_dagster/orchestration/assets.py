@@ -48,7 +48,7 @@ from kommo_dagster.orchestration.translator import KINDS as TRANSLATOR_KINDS
 from kommo_dagster.orchestration.translator import AccountSpecs, asset_arguments
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.registry import get_table
-from kommo_dagster.warehouse.slices import left_as_it_was
+from kommo_dagster.warehouse.slices import noting_left_as_it_was
 from kommo_dagster.warehouse.sql import catalog_name
 from kommo_dagster.warehouse.staging import StagedRows
 from kommo_dagster.warehouse.windows import EpochWindow
@@ -192,7 +192,8 @@ def _extract(
     # Kommo's values reach errors outside the client too (the staging, the link events, the
     # IO manager's write): one scrubber masks the account's token in all of them.
     staged.scrubber = scrubber = kommo.scrubber()
-    try:
+    # The IO manager writes only what this returns: nothing of the slice reached DuckDB.
+    with noting_left_as_it_was(_table_name(stream, settings=settings), window):
         return scrubber.call(
             _extract_staged,
             context,
@@ -202,10 +203,6 @@ def _extract(
             name=name,
             parent_ids=parent_ids,
         )
-    except Exception as exc:
-        # The IO manager writes only what this returns: nothing of the slice reached DuckDB.
-        exc.add_note(left_as_it_was(_table_name(stream, settings=settings), window))
-        raise
 
 
 def _extract_staged(

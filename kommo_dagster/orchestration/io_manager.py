@@ -40,7 +40,7 @@ from kommo_dagster.settings import DEFAULT_HISTORY_RETENTION_DAYS, DEFAULT_SCHEM
 from kommo_dagster.warehouse.errors import WarehouseError
 from kommo_dagster.warehouse.locks import connect
 from kommo_dagster.warehouse.registry import get_table, refresh_after_write
-from kommo_dagster.warehouse.slices import WriteResult, left_as_it_was, read_slice
+from kommo_dagster.warehouse.slices import WriteResult, noting_left_as_it_was, read_slice
 from kommo_dagster.warehouse.sql import (
     ContractTable,
     catalog_name,
@@ -137,10 +137,10 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
         schema = self._schema_of(context)
         window = _window_of(context)
         table_name = f"{catalog_name(self.duckdb.database)}.{schema}.{stream.name}"
-        with _before_the_write(table_name, window):
+        with noting_left_as_it_was(table_name, window):
             staged = self._as_staged(stream, obj, window=window)
         try:
-            with _before_the_write(table_name, window):
+            with noting_left_as_it_was(table_name, window):
                 rewritten = RewrittenLinks.declared(context)
                 _check_staged(context, staged, stream=stream, window=window)
             refreshed: dict[str, Any] = {}
@@ -285,18 +285,6 @@ def table_schema(
             for name, data_type in pairs
         ]
     )
-
-
-@contextlib.contextmanager
-def _before_the_write(table_name: str, window: EpochWindow | None) -> Iterator[None]:
-    """Refusals before `StagedRows.write` is called (rows of another stream or window, a
-    DataFrame without the contract's columns) end with the note its own failures carry: the
-    table was left as it was."""
-    try:
-        yield
-    except Exception as exc:
-        exc.add_note(left_as_it_was(table_name, window))
-        raise
 
 
 def _check_staged(

@@ -122,6 +122,17 @@ def left_as_it_was(table_name: str, window: EpochWindow | None) -> str:
     )
 
 
+@contextlib.contextmanager
+def noting_left_as_it_was(table_name: str, window: EpochWindow | None) -> Iterator[None]:
+    """Errors raised inside end with `left_as_it_was`: for steps that come before any write of
+    the slice (the extraction, the IO manager's checks of what it was given)."""
+    try:
+        yield
+    except Exception as exc:
+        exc.add_note(left_as_it_was(table_name, window))
+        raise
+
+
 def write_slice(
     con: duckdb.DuckDBPyConnection,
     staged: StagedSlice,
@@ -205,6 +216,7 @@ __all__ = [
     "COMMIT_NOT_KNOWN",
     "WriteResult",
     "left_as_it_was",
+    "noting_left_as_it_was",
     "one_transaction",
     "read_slice",
 ]
