@@ -49,7 +49,7 @@ from kommo_dagster.orchestration.translator import AccountSpecs, asset_arguments
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.registry import get_table
 from kommo_dagster.warehouse.slices import noting_left_as_it_was
-from kommo_dagster.warehouse.sql import catalog_name
+from kommo_dagster.warehouse.sql import qualified_table_name
 from kommo_dagster.warehouse.staging import StagedRows
 from kommo_dagster.warehouse.windows import EpochWindow
 
@@ -330,7 +330,7 @@ def _extraction_metadata(
 
 
 def _table_name(stream: Stream, *, settings: Settings) -> str:
-    return f"{catalog_name(settings.duckdb_path)}.{settings.schema}.{stream.name}"
+    return qualified_table_name(settings.duckdb_path, schema=settings.schema, name=stream.name)
 
 
 def _definition_metadata(

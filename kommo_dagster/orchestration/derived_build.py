@@ -18,7 +18,7 @@ from kommo_dagster.orchestration.derived_selection import selected_names
 from kommo_dagster.orchestration.translator import AccountSpecs
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.registry import refresh_after_write
-from kommo_dagster.warehouse.sql import catalog_name
+from kommo_dagster.warehouse.sql import qualified_table_name
 
 
 class Build:
@@ -40,7 +40,7 @@ class Build:
 
 
 def full_table_name(settings: Settings, name: str) -> str:
-    return f"{catalog_name(settings.duckdb_path)}.{settings.schema}.{name}"
+    return qualified_table_name(settings.duckdb_path, schema=settings.schema, name=name)
 
 
 def define(

@@ -45,6 +45,7 @@ from kommo_dagster.warehouse.sql import (
     ContractTable,
     catalog_name,
     declared_columns,
+    qualified_table_name,
     scalar_int,
     table_exists,
     table_ref,
@@ -136,7 +137,7 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
         stream = _stream_of(context)
         schema = self._schema_of(context)
         window = _window_of(context)
-        table_name = f"{catalog_name(self.duckdb.database)}.{schema}.{stream.name}"
+        table_name = qualified_table_name(self.duckdb.database, schema=schema, name=stream.name)
         with noting_left_as_it_was(table_name, window):
             staged = self._as_staged(stream, obj, window=window)
         try:
@@ -193,7 +194,7 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
         history: dict[str, int],
     ) -> None:
         """The write's metadata, and a warning for the repeated rows it dropped."""
-        table_name = f"{catalog_name(self.duckdb.database)}.{schema}.{stream.name}"
+        table_name = qualified_table_name(self.duckdb.database, schema=schema, name=stream.name)
         context.add_output_metadata(
             {
                 "dagster/row_count": dg.MetadataValue.int(result.rows),

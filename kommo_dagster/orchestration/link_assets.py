@@ -45,7 +45,13 @@ from kommo_dagster.orchestration.translator import AccountSpecs, asset_arguments
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.link_write import ensure_link_table
 from kommo_dagster.warehouse.registry import get_table
-from kommo_dagster.warehouse.sql import catalog_name, quote, scalar_int, table_exists, table_ref
+from kommo_dagster.warehouse.sql import (
+    qualified_table_name,
+    quote,
+    scalar_int,
+    table_exists,
+    table_ref,
+)
 from kommo_dagster.warehouse.windows import EpochWindow
 
 
@@ -149,7 +155,9 @@ def _asset_arguments(table: LinkTable, *, settings: Settings, specs: AccountSpec
         ),
         metadata={
             "dagster/column_schema": table_schema(table),
-            "dagster/table_name": f"{catalog_name(settings.duckdb_path)}.{schema}.{table.name}",
+            "dagster/table_name": qualified_table_name(
+                settings.duckdb_path, schema=schema, name=table.name
+            ),
             "kommo/key": ", ".join(table.key),
             "kommo/parent": parent.name,
         },
@@ -170,7 +178,7 @@ def build_link_asset(
     parent = get_stream(table.parent)
     partitioned = settings.is_partitioned(parent.name)
     schema = settings.schema
-    full_name = f"{catalog_name(settings.duckdb_path)}.{schema}.{table.name}"
+    full_name = qualified_table_name(settings.duckdb_path, schema=schema, name=table.name)
     arguments = _asset_arguments(table, settings=settings, specs=specs)
 
     def record(

@@ -137,6 +137,11 @@ def catalog_name(database: str | Path) -> str:
     return Path(database).stem
 
 
+def qualified_table_name(database: str | Path, *, schema: str, name: str) -> str:
+    """A table as its assets' ``dagster/table_name`` and the run logs name it."""
+    return f"{catalog_name(database)}.{schema}.{name}"
+
+
 __all__ = [
     "REMOTE_DATABASE_PREFIXES",
     "ContractTable",
@@ -146,6 +151,7 @@ __all__ = [
     "create_table_sql",
     "declared_columns",
     "is_file_database",
+    "qualified_table_name",
     "quote",
     "scalar_int",
     "table_columns",

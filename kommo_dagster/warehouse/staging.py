@@ -34,8 +34,8 @@ from kommo_dagster.warehouse.slices import (
     write_slice,
 )
 from kommo_dagster.warehouse.sql import (
-    catalog_name,
     create_table_sql,
+    qualified_table_name,
     quote,
     scalar_int,
     sql_string,
@@ -195,7 +195,7 @@ class StagedRows:
             # Not after the COMMIT (a failed DETACH, the lock's release): the rows are in. Nor
             # from the COMMIT itself, which DuckDB may have applied before failing.
             if result is None and COMMIT_NOT_KNOWN not in getattr(exc, "__notes__", ()):
-                table_name = f"{catalog_name(database)}.{schema}.{self.stream.name}"
+                table_name = qualified_table_name(database, schema=schema, name=self.stream.name)
                 exc.add_note(left_as_it_was(table_name, self.window))
             raise
         return result
