@@ -95,17 +95,10 @@ class Scrubber(logging.Filter):
         try:
             while True:
                 try:
-                    item = next(items)
+                    item = self.call(next, items)
                 except StopIteration:
                     return
-                except BaseException as exc:
-                    error = self.exception(exc)
-                    if error is exc:
-                        raise
-                else:
-                    yield item
-                    continue
-                raise error
+                yield item
         finally:
             close = getattr(items, "close", None)
             if close is not None:  # its error may quote what it read too
