@@ -12,6 +12,8 @@ the child stops. Each phase is the CPU from the previous mark.
 before a change), alternating with this one's tries, so both see the same machine. ``--floor``
 also runs `benchmarks.floor_location`, the smallest code location with the same asset key,
 partitions and number of checks: what Dagster costs any code location up to its first request.
+``--env NAME=VALUE`` sets a variable in every try's environment, say one of Dagster's own
+switches (``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=true``), to weigh what it saves.
 """
 
 from __future__ import annotations
@@ -115,7 +117,13 @@ def _child_marks(root: Path, env: dict[str, str], cli: list[str]) -> list[tuple[
 
 
 def measure(
-    plan: Plan, workdir: Path, *, accounts: int, tries: int, targets: list[Target]
+    plan: Plan,
+    workdir: Path,
+    *,
+    accounts: int,
+    tries: int,
+    targets: list[Target],
+    extra_env: dict[str, str] | None = None,
 ) -> dict[Target, list[list[tuple[str, float]]]]:
     """``tries`` CLI runs of each target, alternating, against ``accounts`` sandbox accounts
     (the code location configured for all of them, the run of the first)."""
@@ -132,7 +140,7 @@ def measure(
         for i in range(tries):
             for k, target in enumerate(targets):
                 home = workdir / f"try{i}-{k}"
-                env = code_location_env(sandboxes, plan, home)
+                env = code_location_env(sandboxes, plan, home) | (extra_env or {})
                 cli = ["asset", "materialize", "-m", target.module, *selection]
                 marks[target].append(_child_marks(target.root, env, cli))
                 shutil.rmtree(home, ignore_errors=True)
@@ -145,6 +153,14 @@ def _compile(root: Path) -> None:
     fresh worktree) compiles every module in each try, and its load looks ~0.05 s dearer."""
     dirs = [str(root / d) for d in ("kommo_dagster", "benchmarks") if (root / d).is_dir()]
     subprocess.run([sys.executable, "-m", "compileall", "-q", *dirs], check=True)
+
+
+def _assignment(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` of ``--env``, refused with the value given when it has no name."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value
 
 
 def _table(runs: list[list[tuple[str, float]]]) -> str:
@@ -181,6 +197,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help=f"also run {FLOOR}: one partitioned asset and its checks, no code of ours",
     )
+    parser.add_argument(
+        "--env",
+        type=_assignment,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a variable set in every try's environment (repeatable)",
+    )
     args = parser.parse_args(argv)
     from benchmarks.run import ROOT, Plan
 
@@ -196,9 +220,12 @@ def main(argv: list[str] | None = None) -> int:
             accounts=args.accounts,
             tries=args.tries,
             targets=targets,
+            extra_env=dict(args.env),
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    for name, value in args.env:
+        print(f"with {name}={value}")
     for target, runs in marks.items():
         print(f"\n{target.label()} ({args.accounts} accounts configured, {args.tries} tries)\n")
         print(_table(runs))

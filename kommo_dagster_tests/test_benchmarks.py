@@ -9,6 +9,7 @@ extra, is installed; CI installs only `dev`).
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 import time
@@ -228,6 +229,30 @@ def test_startup_marks_a_cli_run_up_to_its_first_request(tmp_path):
         return phases[3][1] - phases[2][1]
 
     assert definitions_phase(marks[floor][0]) < definitions_phase(marks[ours][0])
+
+
+def test_startup_env_reaches_every_try_and_names_a_malformed_assignment(tmp_path):
+    """`--env NAME=VALUE` is in each try's environment: a malformed setting given through it
+    stops the run at its definitions, and the benchmark quotes the run's error."""
+    import argparse
+
+    from benchmarks import startup
+
+    assert startup._assignment("DAGSTER_X=a=b") == ("DAGSTER_X", "a=b")
+    for bad in ("DAGSTER_X", "=true"):
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(repr(bad))):
+            startup._assignment(bad)
+    plan = run.Plan(latency_ms=0, jitter_ms=0)
+    with pytest.raises(RuntimeError, match="KOMMO_REQUESTS_PER_SECOND") as caught:
+        startup.measure(
+            plan,
+            tmp_path,
+            accounts=1,
+            tries=1,
+            targets=[startup.Target(run.ROOT)],
+            extra_env={"KOMMO_REQUESTS_PER_SECOND": "fast"},
+        )
+    assert "'fast'" in str(caught.value)
 
 
 def test_the_floor_code_location_has_the_leads_assets_shape(monkeypatch):
