@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode
 import numpy as np
 import orjson
 
-from kommo_dagster.sandbox.account import WITH_DELETED, Account
+from kommo_dagster.sandbox.account import WITH_DELETED, Account, in_trash
 from kommo_dagster.sandbox.dictionaries import Collection, account_body
 from kommo_dagster.sandbox.notes import NOTE_TABLES
 from kommo_dagster.sandbox.responses import (
@@ -260,13 +260,16 @@ class KommoApi:
         with self.account.lock:
             table = self.account.tables[stream]
             with_fields = tuple(f for f in table.with_fields if f in q.with_)
-            rows = table.select(self._selection(stream, table, q))
+            selection = self._selection(stream, table, q)
+            rows = table.select(selection)
             offset = (page - 1) * limit
             chunk = rows[offset : offset + limit]
             if not len(chunk):
                 return no_content()
             bodies = table.bodies_of(chunk, with_fields=with_fields)
             bodies = self.account.links.embed(stream, chunk, bodies, q.with_)
+            if selection.state == DELETED:
+                bodies = [orjson.dumps(in_trash(orjson.loads(b))) for b in bodies]
             more = offset + limit < len(rows)
         return hal_bytes(self._envelope(path, q, page, key or stream, bodies, more=more))
 

@@ -7,7 +7,8 @@ an independent reading of the contract:
 - a column's value is the record's top-level key of the same name, except `tags` (read from
   `_embedded.tags`) and `tasks.result` (the text of `{"text": ...}`; NULL for Kommo's `[]`);
 - JSON columns (described "(JSON)" in the contract) hold compact UTF-8 JSON text, NULL for null;
-- leads, contacts and companies include the deleted records, with is_deleted true;
+- leads, contacts and companies include the deleted records as with=only_deleted serves them
+  (is_deleted true, the fields Kommo no longer shows null);
 - `account.timezone` is read from `_embedded.datetime_settings`, and the account is one row;
 - statuses have one row per (pipeline_id, id): 142 and 143 repeat in every pipeline, and
   catalog elements one per (catalog_id, id).

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from kommo_dagster.sandbox import KommoSandbox, SandboxConfig
-from kommo_dagster.sandbox.account import Account
+from kommo_dagster.sandbox.account import DELETED, LIVE, Account
 
 # The generated accounts' window, [2026-10-01, 2026-11-01).
 START, END = date(2026, 10, 1), date(2026, 11, 1)
@@ -67,6 +67,14 @@ def api(open_sandbox: KommoSandbox) -> Iterator[Api]:
 def generated_account(seed: int = 1, leads: int = 300, **kw) -> Account:
     """An account generated in memory, without a server: the generation tests read its tables."""
     return Account(seed=seed, leads=leads, start=START, end=END, base_url="http://x", **kw)
+
+
+def held(account: Account, stream: str) -> list[dict[str, Any]]:
+    """The records of a stream as the account holds them, the deleted ones with every value
+    (`Account.records` serves those as with=only_deleted does, mostly null): for the tests of
+    what the generation made."""
+    table = account.tables[stream]
+    return [table.record(r) for r in table.rows_in_state(LIVE, DELETED).tolist()]
 
 
 @pytest.fixture(scope="module")

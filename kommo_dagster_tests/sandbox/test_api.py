@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from kommo_dagster.sandbox import KommoSandbox
+from kommo_dagster.sandbox.account import TRASH_KEEPS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -211,6 +212,28 @@ def test_deleted_records_only_with_only_deleted(api, stream):
     assert all(r["is_deleted"] for r in deleted)
     assert not {r["id"] for r in normal} & {r["id"] for r in deleted}
     assert len(normal) + len(deleted) == len(api.sb.records(stream))
+
+
+@pytest.mark.parametrize("stream", ["leads", "contacts", "companies"])
+def test_deleted_records_show_only_their_id_and_last_change(api, stream):
+    """amoCRM docs (leads-api.md, with=only_deleted): a deleted record shows its updated_at,
+    updated_by, id and is_deleted; an answer captured in amocrm/amocrm-api-php#254 holds every
+    other field as null (present, not missing). The account keeps the values for a restore."""
+    with_ = "source_id,is_price_modified_by_robot"
+    live = api.get(f"/api/v4/{stream}", {"limit": 1, "with": with_}).json()["_embedded"][stream]
+    deleted = api.items(
+        f"/api/v4/{stream}", stream, {"limit": 250, "with": f"only_deleted,{with_}"}
+    )
+    assert deleted
+    for rec in deleted:
+        assert set(rec) == set(live[0])
+        assert rec["is_deleted"] is True
+        assert isinstance(rec["updated_at"], int) and isinstance(rec["updated_by"], int)
+        assert rec["name"] is None and rec["created_at"] is None
+        assert {k for k, v in rec.items() if v is not None} <= TRASH_KEEPS
+    table = api.sb.account.tables[stream]
+    held = table.record(table.row_of[deleted[0]["id"]])
+    assert held["name"] is not None and held["created_at"] is not None
 
 
 def test_users_are_paged_with_totals(api):

@@ -52,8 +52,13 @@ def test_json_columns_are_compact_utf8_json_of_the_served_value(sandbox):
 def test_leads_rows_include_the_with_fields_and_the_deleted_leads(sandbox):
     rows = sandbox.expected_rows("leads")
     assert any(r["is_deleted"] for r in rows) and any(not r["is_deleted"] for r in rows)
-    assert {type(r["is_price_modified_by_robot"]) for r in rows} == {bool}
-    assert {type(r["source_id"]) for r in rows} == {int, type(None)}
+    live = [r for r in rows if not r["is_deleted"]]
+    assert {type(r["is_price_modified_by_robot"]) for r in live} == {bool}
+    assert {type(r["source_id"]) for r in live} == {int, type(None)}
+    # with=only_deleted shows a deleted lead's id, last change and is_deleted, the rest null.
+    trashed = [r for r in rows if r["is_deleted"]]
+    assert all(r["is_price_modified_by_robot"] is None and r["name"] is None for r in trashed)
+    assert all(isinstance(r["updated_at"], int) for r in trashed)
 
 
 def test_task_result_is_the_text_or_null(sandbox):
