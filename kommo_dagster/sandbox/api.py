@@ -23,6 +23,7 @@ from kommo_dagster.sandbox.responses import (
     hal,
     hal_bytes,
     no_content,
+    page_links,
     problem,
     validation_error,
 )
@@ -276,9 +277,7 @@ class KommoApi:
     def _envelope(
         self, path: str, q: Query, page: int, key: str, bodies: list[bytes], *, more: bool
     ) -> bytes:
-        links: dict[str, Any] = {"self": {"href": q.href(self.base_url, path, page)}}
-        if more:
-            links["next"] = {"href": q.href(self.base_url, path, page + 1)}
+        links = page_links(lambda n: q.href(self.base_url, path, n), page, more=more)
         return b"".join(
             (
                 b'{"_page":',
@@ -365,9 +364,8 @@ class KommoApi:
         chunk = items[offset : offset + limit]
         if not chunk:
             return no_content()
-        links: dict[str, Any] = {"self": {"href": q.href(self.base_url, path, page)}}
-        if offset + limit < len(items):
-            links["next"] = {"href": q.href(self.base_url, path, page + 1)}
+        more = offset + limit < len(items)
+        links = page_links(lambda n: q.href(self.base_url, path, n), page, more=more)
         return hal(
             {
                 "_total_items": len(items),

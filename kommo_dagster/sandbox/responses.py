@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,19 @@ def hal(payload: Any) -> Response:
 
 def hal_bytes(body: bytes) -> Response:
     return Response(200, body, HAL_JSON)
+
+
+def page_links(href: Callable[[int], str], page: int, *, more: bool) -> dict[str, Any]:
+    """`_links` of a list page: `next` only while more rows follow; past the first page also
+    `first` and `prev`, as amoCRM's leads-api example of page 2 shows (so a client must pick
+    `next` by name, not take whatever link is not `self`)."""
+    links: dict[str, Any] = {"self": {"href": href(page)}}
+    if more:
+        links["next"] = {"href": href(page + 1)}
+    if page > 1:
+        links["first"] = {"href": href(1)}
+        links["prev"] = {"href": href(page - 1)}
+    return links
 
 
 def no_content() -> Response:

@@ -23,7 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from kommo_dagster.sandbox.responses import Response, hal, no_content, validation_error
+from kommo_dagster.sandbox.responses import (
+    Response,
+    hal,
+    no_content,
+    page_links,
+    validation_error,
+)
 from kommo_dagster.sandbox.store import LIVE, AccountParts
 
 CATEGORIES = ("sip", "mail", "forms", "chats")
@@ -127,9 +133,7 @@ class Inbox:
         chunk = rows[(page - 1) * limit : page * limit]
         if not chunk:
             return no_content()
-        links: dict[str, Any] = {"self": {"href": href(page)}}
-        if page * limit < len(rows):
-            links["next"] = {"href": href(page + 1)}
+        links = page_links(href, page, more=page * limit < len(rows))
         return hal({"_page": page, "_links": links, "_embedded": {"unsorted": chunk}})
 
 

@@ -66,6 +66,28 @@ def test_next_link_echoes_the_whole_query_and_is_absent_on_the_last_page(api):
     )
 
 
+@pytest.mark.parametrize("path", ["/api/v4/leads", "/api/v4/users", "/api/v4/leads/unsorted"])
+def test_pages_after_the_first_also_link_first_and_prev(api, path):
+    """amoCRM's leads-api example of page 2 carries `first` and `prev` beside `self` and `next`:
+    a client must follow `next` by name and stop when it is absent, whatever else is linked."""
+
+    def links(page: int) -> dict[str, int]:
+        body = api.get(path, {"limit": 2, "page": page}).json()
+        return {
+            k: int(dict(parse_qsl(urlsplit(v["href"]).query))["page"])
+            for k, v in body["_links"].items()
+        }
+
+    assert links(1) == {"self": 1, "next": 2}
+    assert links(2) == {"self": 2, "next": 3, "first": 1, "prev": 1}
+    last = links(1)
+    page = 1
+    while "next" in last:
+        page = last["next"]
+        last = links(page)
+    assert page > 2 and last == {"self": page, "first": 1, "prev": page - 1}
+
+
 def test_no_rows_and_pages_past_the_end_are_204_with_an_empty_body(api):
     for params in (
         {"page": "99", "limit": "250"},
