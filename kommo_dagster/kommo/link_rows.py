@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from kommo_dagster.kommo.errors import KommoContractError
 from kommo_dagster.kommo.links import VERSION, LinkTable, link_tables_of
+from kommo_dagster.kommo.records import typed_values
 from kommo_dagster.kommo.streams import get_stream
 
 if TYPE_CHECKING:
@@ -74,8 +75,7 @@ class LinkRows:
                 )
                 for r in records
             ]
-        # A record without an integer id: the parent's own columns report it.
-        heads = [h for h in heads if type(h[0]) is int]
+        heads = self._with_integer_ids(heads, records)
         self.parent_ids += [h[0] for h in heads]
         self._parent_versions += [h[2] for h in heads] if cursor else [None] * len(heads)
         self._parent_deleted += [bool(h[1]) for h in heads]
@@ -94,6 +94,16 @@ class LinkRows:
                 self._flush()
             return
         self._add_python(ids, versions, values)
+
+    def _with_integer_ids(self, heads: list[tuple], records: list[Any]) -> list[tuple]:
+        """``heads`` with each id as the parent's table writes it: converted by the same rule
+        (a numeric string is that integer), refused naming the value where the table refuses
+        it. A record without an id is left out: the walk that read it reports it."""
+        raw = [h[0] for h in heads]
+        if all(type(i) is int for i in raw):
+            return heads
+        ids = typed_values(self.parent, self.stream.column("id"), raw, records)
+        return [(i, *h[1:]) for i, h in zip(ids, heads, strict=True) if i is not None]
 
     def _add_python(self, ids: list, versions: list, values: dict[str, list]) -> None:
         """Rows through msgspec of the embedded lists in ``values``: those of a page that are

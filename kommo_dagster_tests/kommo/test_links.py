@@ -13,6 +13,7 @@ from kommo_dagster.kommo.decoding import typed_records_of
 from kommo_dagster.kommo.errors import KommoContractError, KommoResponseError
 from kommo_dagster.kommo.link_rows import FLUSH_ROWS, LinkRows
 from kommo_dagster.kommo.links import VERSION
+from kommo_dagster.kommo.records import to_columns
 from kommo_dagster.kommo.relinks import LinkEvents, links_of
 from kommo_dagster.kommo.response import Response
 from kommo_dagster.kommo.streams import get_stream
@@ -82,6 +83,28 @@ def test_an_embedded_value_unlike_kommos_names_the_record():
         with pytest.raises(KommoContractError, match=r"leads 9: _embedded.contacts"):
             links.add(records)
             links.tables()
+
+
+def test_a_parent_id_its_table_converts_keeps_its_links():
+    """A lead whose id comes as a numeric string is written as that integer to leads; its
+    links are kept under the same id, not dropped (nor its old links left in place)."""
+    lead = {"id": "123", "updated_at": 10, "is_deleted": False}
+    lead["_embedded"] = {"contacts": [{"id": 30, "is_main": True}], "companies": [{"id": 40}]}
+    assert to_columns("leads", [lead])["id"] == [123]
+    for records in ([lead], _typed([lead])):
+        links = LinkRows("leads")
+        links.add(records)
+        assert links.parent_ids == [123]
+        rows = _rows(links)
+        assert rows["lead_contacts"] == [{"lead_id": 123, "contact_id": 30, "is_main": True}]
+        assert rows["lead_companies"] == [{"lead_id": 123, "company_id": 40}]
+
+
+def test_a_parent_id_no_integer_column_takes_names_its_value():
+    lead = {"id": "12abc", "updated_at": 10, "_embedded": {"contacts": [{"id": 30}]}}
+    for records in ([lead], _typed([lead])):
+        with pytest.raises(KommoContractError, match=r"leads\.id .*'12abc'"):
+            LinkRows("leads").add(records)
 
 
 def _random_leads(n: int, seed: int) -> list[dict]:
