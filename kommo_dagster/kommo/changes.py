@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
+from kommo_dagster.kommo.errors import KommoResponseError
 from kommo_dagster.kommo.streams import STREAMS, get_stream
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ def poll_changes(client: KommoClient, cursor: ChangeCursor) -> Changes:
         requests += 1
         if not body:
             break
-        records = (body.get("_embedded") or {}).get(spec.list_key) or []
+        records = _events_of(body, spec.list_key or EVENTS)
         for record in records:
             found.setdefault(str(record["id"]), record)
         if not records or not ((body.get("_links") or {}).get("next")):
@@ -124,6 +125,28 @@ def poll_changes(client: KommoClient, cursor: ChangeCursor) -> Changes:
         requests=requests,
         streams_by_day=group_by_day(new),
     )
+
+
+def _events_of(body: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The events of one page, each with the id and the integer ``created_at`` the cursor is
+    made of; anything else raises naming the value, rather than as a bare KeyError."""
+    embedded = body.get("_embedded") or {}
+    records = embedded.get(key) if isinstance(embedded, dict) else embedded
+    if not isinstance(records, list | None):
+        raise KommoResponseError(
+            f"Kommo's events response has no list at _embedded.{key}: {records!r:.200}"
+        )
+    for record in records or ():
+        if not isinstance(record, dict) or record.get("id") is None:
+            raise KommoResponseError(
+                f"Kommo's events response holds an event without an id: {record!r:.200}"
+            )
+        if type(record.get("created_at")) is not int:
+            raise KommoResponseError(
+                f"Kommo's event {record['id']!r} has a non-integer created_at: "
+                f"{record.get('created_at')!r:.80}"
+            )
+    return records or []
 
 
 def advance(cursor: ChangeCursor, events: Iterable[dict[str, Any]]) -> ChangeCursor:
