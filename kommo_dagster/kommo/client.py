@@ -48,7 +48,7 @@ from kommo_dagster.kommo.ratelimit import DEFAULT_MARGIN, SharedRateLimiter, acc
 from kommo_dagster.kommo.stats import ClientStats, StatsRecorder
 from kommo_dagster.kommo.streams import Stream, get_stream
 from kommo_dagster.kommo.transport import Params, RetryPolicy
-from kommo_dagster.kommo.walks.base import Decoder, records_of
+from kommo_dagster.kommo.walks.base import Decoder, record_ids, records_of
 from kommo_dagster.kommo.walks.strategies import WalkContext
 
 if TYPE_CHECKING:
@@ -348,7 +348,11 @@ class KommoClient:
         assert spec.parent is not None
         if parent_ids is None:
             parent = get_stream(spec.parent)
-            parent_ids = [r["id"] for batch in self._iter_list(parent, parent.path) for r in batch]
+            parent_ids = [
+                i
+                for batch in self._iter_list(parent, parent.path)
+                for i in record_ids(parent, batch)
+            ]
         ids = list(parent_ids)
         for pid in ids:
             if type(pid) is not int:

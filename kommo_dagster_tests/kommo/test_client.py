@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from kommo_dagster.kommo import KommoError, KommoNotFoundError, Progress
+from kommo_dagster.kommo import KommoError, KommoNotFoundError, KommoResponseError, Progress
 from kommo_dagster.kommo.extraction import OUT_PAGES, OUT_PAGES_MAX, OUT_SECONDS, out_pages
 from kommo_dagster.kommo.records import to_columns
 from kommo_dagster.kommo.streams import STREAMS
@@ -106,6 +106,15 @@ def test_statuses_for_given_pipelines_and_a_missing_pipeline(account, client_for
     assert statuses and {s["pipeline_id"] for s in statuses} == {first}
     with pytest.raises(KommoNotFoundError, match="no pipelines entry with id 999999"):
         list(client.iter_records("statuses", parent_ids=[first, 999999]))
+
+
+def test_a_pipeline_without_an_id_fails_the_statuses_naming_it(sandbox_factory, client_for):
+    """Statuses read for every pipeline take the pipelines' ids: one the API served without
+    an id fails the read with the stream's name, not a bare KeyError."""
+    sb = sandbox_factory(leads=30, requests_per_second=None)
+    del sb.account.catalog.pipelines[0]["id"]
+    with pytest.raises(KommoResponseError, match="a pipelines record has no id"):
+        list(client_for(sb).iter_records("statuses"))
 
 
 def test_a_closed_client_starts_no_workers_again(account, client_for):
