@@ -54,6 +54,7 @@ from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 # Seconds added to the 1 s window. Since each slot is settled to the moment its request was
 # written (`settle`), the margin only has to cover how much later than that the server counts
@@ -132,6 +133,9 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def _state_file(path: Path) -> _StateFile:
     with _registry_lock:
         if str(path) not in _files:
@@ -140,8 +144,18 @@ def _state_file(path: Path) -> _StateFile:
 
 
 def account_key(base_url: str) -> str:
-    """The budget's key: the account's host and port, never anything derived from the token."""
-    host = base_url.split("://", 1)[-1].split("/", 1)[0].lower()
+    """The budget's key: the account's host and port, never anything derived from the token.
+    A port that is the scheme's default (or empty) and the root's dot are left out, so that
+    clients of one account share one budget however its URL is written."""
+    parts = urlsplit(base_url if "://" in base_url else f"//{base_url}")
+    host = (parts.hostname or "").rstrip(".")
+    try:
+        port = parts.port
+    except ValueError:  # refused by the settings; a key all the same
+        port = None
+    host = f"[{host}]" if ":" in host else host
+    if port is not None and port != _DEFAULT_PORTS.get(parts.scheme):
+        host = f"{host}:{port}"
     return re.sub(r"[^a-z0-9.-]", "_", host)
 
 

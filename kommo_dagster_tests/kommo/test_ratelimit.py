@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from kommo_dagster.kommo.config import base_url_for
 from kommo_dagster.kommo.ratelimit import (
     LEARN_CAP,
     LEARN_STEP,
@@ -41,6 +42,25 @@ def assert_within_budget(times: list[float], capacity: int, window: float) -> No
 def test_the_key_is_the_host_never_the_token():
     assert account_key("https://Acme.kommo.com") == "acme.kommo.com"
     assert account_key("http://127.0.0.1:8123") == "127.0.0.1_8123"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://acme.kommo.com:443",
+        "https://acme.kommo.com:",
+        "https://acme.kommo.com.",
+        "https://ACME.Kommo.com.:443",
+        "http://acme.kommo.com:80",
+    ],
+)
+def test_one_account_has_one_budget_however_its_url_is_written(url):
+    """A default port, an empty one or the root's dot name the same host: clients of one
+    account configured either way share its budget (and its ban), not one each."""
+    assert base_url_for(subdomain=None, base_url=url)  # the settings take it as it is
+    assert account_key(url) == account_key(base_url_for(subdomain="acme", base_url=None))
+    assert account_key("https://acme.kommo.com:8443") == "acme.kommo.com_8443"
+    assert account_key("http://[::1]:9000") != account_key("http://[::1]")
 
 
 def test_fractional_and_slow_rates_stretch_the_window(tmp_path):
