@@ -319,7 +319,14 @@ def rate_limit_dir_for(value: str | os.PathLike | None) -> Path:
     """The directory holding the shared rate-limit files (one per account host)."""
     if value is None or not str(value).strip():
         return Path(tempfile.gettempdir()) / DEFAULT_RATE_LIMIT_DIRNAME
-    path = Path(value).expanduser()
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # ~user of no user on this machine, or no home at all
+        home = Path(value).parts[0]
+        raise KommoConfigError(
+            f"{ENV_RATE_LIMIT_DIR} must be a directory, got {str(value)!r}: this machine has "
+            f"no home directory for {home!r}"
+        ) from None
     problem = directory_problem(path)
     if problem:
         raise KommoConfigError(

@@ -145,6 +145,12 @@ def test_a_rate_limit_dir_under_a_file_fails_with_the_settings(tmp_path):
     assert str(f / "budget") in str(err.value)
 
 
+def test_a_rate_limit_dir_in_the_home_of_no_user_names_its_value():
+    value = "~no-such-user-kommo/budget"
+    with pytest.raises(KommoConfigError, match=f"KOMMO_RATE_LIMIT_DIR .*'{value}'.*no-such-user"):
+        KommoSettings.build(token=TOKEN, subdomain="acme", rate_limit_dir=value)
+
+
 def test_a_rate_limit_dir_must_be_a_directory(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
