@@ -77,8 +77,12 @@ class Response:
                 self.scrub(f"Kommo answered GET {self.path} with {what} ({exc})"), path=self.path
             ) from None
         if not isinstance(data, dict):
+            shown = f"{type(data).__name__} {data!r:.80}"
             raise KommoResponseError(
-                f"Kommo answered GET {self.path} with JSON that is not an object", path=self.path
+                self.scrub(
+                    f"Kommo answered GET {self.path} with JSON that is not an object: {shown}"
+                ),
+                path=self.path,
             )
         return data
 

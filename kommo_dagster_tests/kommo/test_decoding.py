@@ -3,6 +3,8 @@ whenever a page does not fit the contract's types."""
 
 from __future__ import annotations
 
+import re
+
 import orjson
 import pytest
 
@@ -208,3 +210,19 @@ def test_malformed_pages_fail_as_before():
     resp = page("leads", [lead(), ["not", "a", "record"]])
     with pytest.raises(KommoContractError, match="not a JSON object"):
         columns_of("leads", typed_records_of(get_stream("leads"), resp)[0])
+
+
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [(b"[1, 2]", "list [1, 2]"), (b"null", "NoneType None"), (b'"ok"', "str 'ok'")],
+)
+def test_a_body_that_is_not_an_object_names_what_it_is(body, shown):
+    resp = Response(body=body, server_time=None, path="/api/v4/leads")
+    with pytest.raises(KommoResponseError, match=re.escape(f"not an object: {shown}")):
+        records_of(get_stream("leads"), resp)
+
+
+def test_a_body_that_is_not_an_object_shows_no_token():
+    resp = Response(body=b'["tok-1"]', server_time=None, scrub=lambda t: t.replace("tok-1", "***"))
+    with pytest.raises(KommoResponseError, match=r"not an object: list \['\*\*\*'\]"):
+        resp.data  # noqa: B018
