@@ -154,6 +154,8 @@ class LinkRows:
                 continue
             where = f"{self.parent}/links of {item.get('entity_id')!r}"
             meta = item.get("metadata") or {}
+            if not isinstance(meta, dict):
+                raise KommoContractError(f"{where}: metadata {meta!r:.80} is not an object")
             if table.embed == "contacts":
                 value: Any = [{"id": item.get("to_entity_id"), "is_main": meta.get("main_contact")}]
             elif table.embed == "catalog_elements":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import orjson
 import pyarrow as pa
@@ -12,7 +13,7 @@ from kommo_dagster.kommo import link_decoding
 from kommo_dagster.kommo.decoding import typed_records_of
 from kommo_dagster.kommo.errors import KommoContractError, KommoResponseError
 from kommo_dagster.kommo.link_rows import FLUSH_ROWS, LinkRows
-from kommo_dagster.kommo.links import VERSION
+from kommo_dagster.kommo.links import LINK_TABLES, VERSION
 from kommo_dagster.kommo.records import to_columns
 from kommo_dagster.kommo.relinks import LinkEvents, links_of
 from kommo_dagster.kommo.response import Response
@@ -273,6 +274,16 @@ def test_a_links_answer_without_its_list_is_a_clear_error():
     with pytest.raises(KommoResponseError, match=r"leads/links response has no list"):
         links_of(_Fake([{"_embedded": {"links": {"oops": 1}}}]), "leads", [1])
     assert links_of(_Fake([None]), "leads", [1]) == []
+
+
+@pytest.mark.parametrize("meta", [["x"], "main", 5])
+@pytest.mark.parametrize("to", ["contacts", "catalog_elements"])
+def test_a_links_metadata_that_is_no_object_names_the_record_and_value(to, meta):
+    rows = LinkRows("leads", tables=[t for t in LINK_TABLES.values() if t.parent == "leads"])
+    item = {"entity_id": 1, "to_entity_id": 2, "to_entity_type": to, "metadata": meta}
+    shown = re.escape(f"leads/links of 1: metadata {meta!r} is not an object")
+    with pytest.raises(KommoContractError, match=shown):
+        rows.add_links([1], [item])
 
 
 def test_links_of_many_records_are_read_in_batches():
