@@ -2,7 +2,7 @@
 
 The transport (`kommo_dagster.kommo.transport`) sends and retries; it hands every answer it
 receives to `OUTCOMES`, looked up by status and by whether the body is an HTML page. 200 with
-JSON and 204 are data; 429, 500, 502, 503 and 504 are retried (a 429's ``retry_after`` or
+JSON and 204 are data; 429 and every 5xx are retried (a 429's ``retry_after`` or
 ``Retry-After`` says for how long); 401, 402, 403 (an HTML page: the IP is blocked), 404, a
 redirect, an HTML or other non-JSON 200 and any other status raise an error that says what to
 do. This module does not import the transport, which imports it: an answer sees the transport
@@ -35,7 +35,9 @@ from kommo_dagster.kommo.errors import (
 )
 from kommo_dagster.kommo.response import Response
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# 429, and every 5xx: Kommo's own (500 with a trace_id, 504 on heavy requests) and whatever a
+# gateway in front of it answers (502, 503, 520...) pass with time.
+RETRY_STATUSES = frozenset({429, *range(500, 600)})
 
 
 class Retryable(Exception):

@@ -1,8 +1,8 @@
 """One GET against Kommo: rate limit, retries, and handing each answer to what it means.
 
-Every attempt, retries included, first takes a slot from the shared rate limiter. 429, 500, 502,
-503, 504, dropped connections and timeouts (of the connect, of a read, or of the whole answer)
-are retried with bounded backoff (a 429's ``retry_after`` or ``Retry-After`` is honoured and
+Every attempt, retries included, first takes a slot from the shared rate limiter. 429, every
+5xx, dropped connections and timeouts (of the connect, of a read, or of the whole answer) are
+retried with bounded backoff (a 429's ``retry_after`` or ``Retry-After`` is honoured and
 pauses every user of the account's budget; one asking for longer than the policy waits ends the
 retries rather than being cut short).
 Everything else that is not a 200/204 with JSON raises a specific `KommoError` at once. What

@@ -63,6 +63,35 @@ def test_every_fault_is_retried(account, client_for, kind):
     assert client.stats().unsent == 0  # each failed request went out, a dropped one too
 
 
+class _GatewayThenKommo(QuietHandler):
+    """A gateway that answers its first request with the 5xx in the path (``/api/v4/520``),
+    HTML as gateways write them, and then as Kommo does."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.server.seen.append(self.path)
+        if len(self.server.seen) == 1:
+            status = int(self.path.split("?")[0].rsplit("/", 1)[1])
+            reply(self, status, b"<html>origin error</html>", content_type="text/html")
+        else:
+            reply(self, 200, b'{"_links": {}}', content_type="application/hal+json")
+
+
+@pytest.mark.parametrize("status", [501, 507, 520, 524])
+def test_any_5xx_is_retried(tmp_path, status):
+    from kommo_dagster.kommo import KommoClient
+
+    with (
+        http_server(_GatewayThenKommo) as (url, seen),
+        KommoClient(
+            base_url=url, token=SECRET, rate_limit_dir=tmp_path, retry=FAST_RETRY
+        ) as client,
+    ):
+        assert client.get(f"/api/v4/{status}") == {"_links": {}}
+        assert client.stats().retries == 1 and len(seen) == 2
+
+
 def test_a_read_timeout_is_retried(account, client_for):
     account.update_config(faults=FaultConfig(slow_seconds=1.5))
     account.inject_fault("slow", count=1)
