@@ -115,7 +115,7 @@ SELECT coalesce(u.name, CASE a.user_id WHEN 0 THEN '(bots)' END) AS manager,
 FROM kommo_br.manager_activity_daily AS a
 LEFT JOIN kommo_br.users AS u ON u.id = a.user_id
 GROUP BY ALL
-ORDER BY messages + calls + stage_moves DESC
+ORDER BY messages + calls + stage_moves DESC, manager
 LIMIT 10
 """
 
