@@ -377,8 +377,8 @@ them, partitions {first}..{last} materialized, and the runs above under Runs. To
 from the UI too, serve the sandboxes in other terminals and add their variables to the command
 above:
 
-  .venv/bin/kommo-sandbox --port 8765 --leads 1000 --token sandbox-token-br
-  .venv/bin/kommo-sandbox --port 8766 --leads 600 --seed 2 --flavour amocrm \\
+  .venv/bin/kommo-sandbox --port 8765 --leads 1000 --subdomain br --token sandbox-token-br
+  .venv/bin/kommo-sandbox --port 8766 --leads 600 --seed 2 --flavour amocrm --subdomain ru \\
     --token sandbox-token-ru
   KOMMO_BR_BASE_URL=http://127.0.0.1:8765 KOMMO_BR_API_TOKEN=sandbox-token-br \\
   KOMMO_RU_BASE_URL=http://127.0.0.1:8766 KOMMO_RU_API_TOKEN=sandbox-token-ru ...
