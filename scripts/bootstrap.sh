@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates (or refreshes) the project's virtual environment in .venv and installs the package
-# with the given extras. Sourced by the demo and test commands so both set themselves up.
+# with the given extras. Run by the demo and test commands so both set themselves up.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,11 +15,13 @@ fi
 
 if [ ! -x "$VENV/bin/python" ]; then
   if ! "$PYTHON" -m venv "$VENV" 2>/dev/null; then
+    # Without python3-venv, Debian's venv fails after it made $VENV/bin/python: remove that
+    # half, which a later run would take for a finished environment.
+    rm -rf "$VENV"
     # Debian ships venv separately; install it when we are allowed to.
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       echo "Installing python3-venv (Debian keeps venv in its own package)..." >&2
       apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
-      rm -rf "$VENV"
       "$PYTHON" -m venv "$VENV"
     else
       echo "Could not create a virtual environment. On Debian: sudo apt-get install python3-venv" >&2
