@@ -4,5 +4,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# Where bootstrap.sh makes the environment (KOMMO_VENV, else .venv).
+VENV="${KOMMO_VENV:-$ROOT/.venv}"
 bash scripts/bootstrap.sh dev,bench
-exec .venv/bin/python -m benchmarks.run "$@"
+exec "$VENV/bin/python" -m benchmarks.run "$@"

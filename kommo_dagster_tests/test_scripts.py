@@ -94,3 +94,36 @@ def test_a_venv_debian_could_not_finish_is_removed_so_the_next_run_makes_it_agai
     calls = _calls(root)
     assert calls.count(f"system -m venv {venv}") == 2
     assert f"venv python -m pip install --quiet --disable-pip-version-check -e {root}[dev]" in calls
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        (
+            "scripts/test.sh",
+            [
+                "venv ruff check kommo_dagster kommo_dagster_tests benchmarks scripts",
+                "venv ruff format --check kommo_dagster kommo_dagster_tests benchmarks scripts",
+                "venv python -m pytest -k sandbox -x",
+            ],
+        ),
+        ("scripts/demo.sh", ["venv python scripts/demo.py -k sandbox -x"]),
+        ("benchmarks/run.sh", ["venv python -m benchmarks.run -k sandbox -x"]),
+    ],
+)
+def test_the_scripts_run_from_the_environment_bootstrap_made(
+    root: Path, script: str, expected: list[str]
+):
+    """With KOMMO_VENV set, bootstrap.sh makes the environment there; the script runs its
+    tools from there too, not from a .venv that does not exist."""
+    venv = root.parent / "elsewhere"
+    (venv / "bin").mkdir(parents=True)
+    for tool in ("python", "ruff"):
+        shutil.copy2(root.parent / "venv-python", venv / "bin" / tool)
+    result = _run(root, script, "-k", "sandbox", "-x", KOMMO_VENV=str(venv))
+    assert result.returncode == 0, result.stderr
+    calls = _calls(root)
+    assert not any(call.startswith("system -m venv") for call in calls)  # it was there
+    assert any(call.startswith("venv python -m pip install") for call in calls)
+    assert calls[-len(expected) :] == expected
+    assert not (root / ".venv").exists()

@@ -3,7 +3,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# Where bootstrap.sh makes the environment (KOMMO_VENV, else .venv).
+VENV="${KOMMO_VENV:-$ROOT/.venv}"
 bash scripts/bootstrap.sh dev
-.venv/bin/ruff check kommo_dagster kommo_dagster_tests benchmarks scripts
-.venv/bin/ruff format --check kommo_dagster kommo_dagster_tests benchmarks scripts
-exec .venv/bin/python -m pytest "$@"
+"$VENV/bin/ruff" check kommo_dagster kommo_dagster_tests benchmarks scripts
+"$VENV/bin/ruff" format --check kommo_dagster kommo_dagster_tests benchmarks scripts
+exec "$VENV/bin/python" -m pytest "$@"
