@@ -76,8 +76,8 @@ GROUP BY ALL
 ORDER BY l.account, lost_leads DESC
 """
 
-# The README's "Analysing" section shows these two with the demo's output (account br, whose
-# sandbox is the single-account one's: the same seed and size).
+# The README's "Analysing" section shows these four with the demo's output (account br: 1,000
+# leads of seed 1, the data `kommo-sandbox --leads 1000` serves).
 LEADS_BY_UTM_SOURCE = """
 SELECT utm_source, count(*) AS leads, sum(price) AS total_price,
        count(*) FILTER (WHERE vip) AS vip_leads
