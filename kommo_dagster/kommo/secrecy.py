@@ -70,14 +70,17 @@ class Scrubber(logging.Filter):
         if not self._shows(exc):
             return exc
         # Its text is not its arguments (a UnicodeError, an OSError): a stand-in says it.
-        stand_in = KommoError(self.text(f"{type(exc).__name__}: {_str(exc)}"))
+        stand_in = KommoError(f"{type(exc).__name__}: {self.text(_str(exc))}")
         if isinstance(notes, list):  # already masked above; they are part of what it says
             stand_in.__notes__ = list(exc.__notes__)
         return stand_in.with_traceback(exc.__traceback__)
 
     def _shows(self, exc: BaseException) -> bool:
+        # Not the type's name in its repr: a short token ("t") would match every
+        # ``StopIteration()`` and turn the end of an iteration into an error.
+        shown = _repr(exc).removeprefix(type(exc).__name__)
         notes = getattr(exc, "__notes__", None) or []
-        return any(self.holds(str(t)) for t in (_str(exc), _repr(exc), *notes))
+        return any(self.holds(str(t)) for t in (_str(exc), shown, *notes))
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(*args, **kwargs)``, its error scrubbed. Raised outside the ``except`` block, so

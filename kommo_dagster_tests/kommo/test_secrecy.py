@@ -129,6 +129,24 @@ def test_an_error_whose_repr_fails_is_scrubbed_by_its_text():
         SCRUB.call(fail)
 
 
+def test_a_short_token_masks_what_errors_say_not_their_type_names():
+    """A token that is a letter of every type's name (``t``): an iteration still ends, an
+    error keeps its type and name, and only what it says is masked."""
+    scrub = Scrubber(Secret("t"))
+    assert list(scrub.iterate(iter([1, 2]))) == [1, 2]
+    with pytest.raises(KommoResponseError) as raised:
+        scrub.call(_raise, KommoResponseError("at the gate", status=400, path="/x"))
+    assert str(raised.value) == "a*** ***he ga***e" and raised.value.status == 400
+    plain = KommoResponseError("none here", status=500, path="/x")
+    assert scrub.exception(plain) is plain and str(plain) == "none here"
+    stand_in = scrub.exception(_Quoting("state"))
+    assert type(stand_in) is KommoError and str(stand_in) == "_Quoting: canno*** read s***a***e"
+
+
+def _raise(error: BaseException) -> None:
+    raise error
+
+
 def test_log_records_lose_the_token(caplog):
     logger = logging.getLogger("kommo_dagster_tests.secrecy")
     logger.addFilter(SCRUB)
