@@ -67,8 +67,9 @@ def _token_variable(context: ResolutionContext, raw: Any) -> str:
     match = _ENV_TEMPLATE.fullmatch(str(raw).strip())
     if match is None:
         raise SettingsError(
-            'api_token must name an environment variable, written "{{ env.KOMMO_MAIN_API_TOKEN }}"'
-            ": a token written in defs.yaml would be stored with the project and shown in the UI"
+            "api_token must name an environment variable, written"
+            ' "{{ env.KOMMO_<ACCOUNT>_API_TOKEN }}": a token written in defs.yaml would be stored'
+            " with the project and shown in the UI"
         )
     return match["dot"] or match["call"]
 

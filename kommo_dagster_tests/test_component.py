@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import traceback
 from pathlib import Path
 
 import dagster as dg
@@ -215,6 +216,9 @@ def test_a_literal_token_is_refused():
         )
     # Dagster's resolution error wraps the project's own refusal
     assert isinstance(failure.value.__cause__ or failure.value.__context__, SettingsError)
+    # The example names the account's own variable, not another account's; nor is the token quoted
+    assert "{{ env.KOMMO_<ACCOUNT>_API_TOKEN }}" in str(failure.value)
+    assert "a-real-token" not in "".join(traceback.format_exception(failure.value))
 
 
 def test_a_bad_account_name_is_refused(tmp_path: Path):
