@@ -114,11 +114,11 @@ def build_stream_asset(
         description=_description(stream, settings=settings, partitioned=partitioned),
         metadata=_definition_metadata(stream, settings=settings, specs=specs),
     )
-    arguments: dict[str, Any] = asset_arguments(spec) | dict(
+    freshness = freshness_policy(partitioned=partitioned)
+    arguments: dict[str, Any] = asset_arguments(spec, freshness=freshness) | dict(
         pool=scope.pool,
         required_resource_keys={scope.resource_key},
         partitions_def=partitions_def,
-        freshness_policy=freshness_policy(partitioned=partitioned),
     )
     if partitioned:
         arguments["backfill_policy"] = dg.BackfillPolicy.single_run()

@@ -112,9 +112,8 @@ def _table_asset(table: Table, build: Build) -> dg.AssetsDefinition:
         },
         deps=upstream(table, deps, build.selected),
     )
-    arguments: dict[str, Any] = asset_arguments(spec) | {
-        "freshness_policy": freshness_policy(partitioned=partitioned)
-    }
+    freshness = freshness_policy(partitioned=partitioned)
+    arguments: dict[str, Any] = asset_arguments(spec, freshness=freshness)
     if partitioned:
         arguments["partitions_def"] = build_daily_partitions(settings.start_date)
         arguments["backfill_policy"] = dg.BackfillPolicy.single_run()

@@ -163,8 +163,8 @@ def _asset_arguments(table: LinkTable, *, settings: Settings, specs: AccountSpec
         },
         deps=(parent.name,),
     )
-    arguments: dict[str, Any] = asset_arguments(spec)
-    arguments["freshness_policy"] = freshness_policy(partitioned=partitioned)
+    freshness = freshness_policy(partitioned=partitioned)
+    arguments: dict[str, Any] = asset_arguments(spec, freshness=freshness)
     if partitioned:
         arguments["partitions_def"] = build_daily_partitions(settings.start_date)
         arguments["backfill_policy"] = dg.BackfillPolicy.single_run()

@@ -121,10 +121,19 @@ class AccountSpecs:
         return spec.replace_attributes(deps=renamed)
 
 
-def asset_arguments(spec: dg.AssetSpec) -> dict[str, Any]:
-    """The spec's attributes as ``dg.asset`` arguments (the compute function adds the rest)."""
+def asset_arguments(
+    spec: dg.AssetSpec, *, freshness: dg.FreshnessPolicy | None = None
+) -> dict[str, Any]:
+    """The spec's attributes as ``dg.asset`` arguments (the compute function adds the rest).
+
+    ``freshness`` is the project's policy for the asset, used unless the translator set one:
+    what a translator sets (automation, code version, freshness) is never dropped silently.
+    """
     return {
         "key": spec.key,
+        "automation_condition": spec.automation_condition,
+        "code_version": spec.code_version,
+        "freshness_policy": spec.freshness_policy or freshness,
         "deps": list(spec.deps),
         "description": spec.description,
         "group_name": spec.group_name,

@@ -4,7 +4,7 @@ component's ``translation`` in ``defs.yaml``, renames keys and adds owners every
 from __future__ import annotations
 
 import textwrap
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -14,6 +14,7 @@ import pytest
 from kommo_dagster.builder import build_kommo_definitions
 from kommo_dagster.component import KommoComponent
 from kommo_dagster.definitions import build_definitions
+from kommo_dagster.orchestration.freshness import freshness_policy
 from kommo_dagster.orchestration.resources import KommoResource
 from kommo_dagster.orchestration.translator import KommoTranslator, KommoTranslatorData
 from kommo_dagster.settings import Settings
@@ -225,3 +226,38 @@ def test_a_slice_whose_parent_never_ran_names_the_parent_by_its_renamed_key(tmp_
     [event] = result.get_asset_materialization_events()
     assert event.materialization.metadata["kommo/parents_missing"].value == said
     assert not [m for m in messages if "kommo/" in m]
+
+
+def test_a_translator_sets_automation_code_version_and_freshness(tmp_path: Path):
+    """The spec's other attributes reach every asset too: a translator turning on eager
+    automation, versioning the code or tightening freshness is not silently ignored."""
+    eager = dg.AutomationCondition.eager()
+    fresh = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=3))
+
+    class Automated(KommoTranslator):
+        def get_asset_spec(self, data: KommoTranslatorData) -> dg.AssetSpec:
+            spec = super().get_asset_spec(data)
+            return spec.replace_attributes(
+                automation_condition=eager, code_version="v7", freshness_policy=fresh
+            )
+
+    settings = Settings(
+        start_date=date(2026, 10, 1), duckdb_path=tmp_path / "crm.duckdb", streams=STREAMS
+    )
+    defs = build_definitions(settings, translator=Automated())
+    specs = {spec.key.path[-1]: spec for a in _assets(defs).values() for spec in a.specs}
+    assert set(specs) == {*STREAMS, *DERIVED, *LINKS}
+    for name, spec in specs.items():
+        assert spec.automation_condition == eager, name
+        assert spec.code_version == "v7", name
+        assert spec.freshness_policy == fresh, name
+
+
+def test_without_a_translator_freshness_is_the_project_s(tmp_path: Path):
+    settings = Settings(
+        start_date=date(2026, 10, 1), duckdb_path=tmp_path / "crm.duckdb", streams=STREAMS
+    )
+    assets = _assets(build_definitions(settings))
+    leads = next(iter(assets[dg.AssetKey(["kommo", "leads"])].specs))
+    assert leads.freshness_policy == freshness_policy(partitioned=True)
+    assert leads.automation_condition is None and leads.code_version is None
