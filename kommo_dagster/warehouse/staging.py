@@ -176,7 +176,6 @@ class StagedRows:
             con = self._connection()
             # The extraction is over: the write may use every core again.
             con.execute("RESET threads")
-            self._check_keys(con)
             self._drop_repeats(con)
             with database_lock(database, timeout=timeout, on_wait=on_wait) as deadline:
                 retry_while_locked(
@@ -223,9 +222,11 @@ class StagedRows:
 
         The row kept is the newest reading: a deleted one first (a record deleted in place keeps
         its cursor, and the ``_current`` views let the deleted version win such a tie), else the
-        last staged, read after the others."""
+        last staged, read after the others. Rows without a key are refused first
+        (`_check_keys`): grouping would merge them."""
         if self._unique_at == self.rows:
             return
+        self._check_keys(con)
         key = ", ".join(quote(c) for c in self.stream.key)
         order = "rowid DESC"
         if "is_deleted" in self.stream.column_names:

@@ -280,6 +280,19 @@ def test_rows_without_a_key_are_refused_before_anything_is_deleted(db: Path, nam
     assert _rows(db, f"SELECT count(*) FROM kommo.{name}") == [(5,)]
 
 
+def test_rows_without_a_key_are_refused_before_a_range_counts_its_days():
+    """A range run counts each day's rows before the write (`rows_by_day`, which drops the
+    repeats of a key): rows without an id in one second must not be merged into one first."""
+    staged = StagedRows(LEADS, window=EpochWindow(OCT1.start, OCT2.end))
+    columns = synthetic_columns(LEADS, 3, cursor_start=OCT1.start, step=0, first_id=20)
+    columns["id"] = [None, None, None]
+    staged.append(columns)
+    with pytest.raises(WarehouseError, match="leads: 3 rows have no id"):
+        staged.rows_by_day()
+    assert (staged.rows, staged.duplicates) == (3, 0)
+    staged.discard()
+
+
 def test_staging_spills_past_its_memory_limit_and_cleans_up(db: Path, tmp_path: Path):
     staging = tmp_path / "staging"
     staged = StagedRows(LEADS, window=OCT1, staging_dir=staging, memory_limit="32MB")
