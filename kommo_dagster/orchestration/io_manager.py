@@ -387,7 +387,18 @@ def _stream_of(context: dg.OutputContext | dg.InputContext) -> Stream:
     name = _metadata_of(context).get(STREAM_METADATA_KEY)
     if isinstance(name, dg.TextMetadataValue):
         name = name.value
-    return get_stream(str(name) if name else context.asset_key.path[-1])
+    try:
+        return get_stream(str(name) if name else context.asset_key.path[-1])
+    except KeyError:
+        # The definitions' io_manager is this one: an asset of the user's that returns a value
+        # (None too, when not annotated) or reads another's as an input arrives here.
+        raise WarehouseError(
+            f"{context.asset_key.to_user_string()} is not a Kommo stream: the code location's "
+            "io_manager stores only the Kommo streams' tables. An asset of yours that writes "
+            "through the duckdb resource should return a dg.MaterializeResult (or be annotated "
+            "-> None, and depend on others through deps); one that hands values to others needs "
+            "an io_manager_key of its own."
+        ) from None
 
 
 def _window_of(context: dg.OutputContext | dg.InputContext) -> EpochWindow | None:

@@ -310,3 +310,37 @@ def test_repeated_versions_are_dropped_counted_and_logged(tmp_path: Path):
     assert _table(db, "SELECT count(*), count(DISTINCT id) FROM kommo.leads") == [(3, 3)]
     messages = [e.user_message for e in instance.all_logs(result.run_id)]
     assert any("dropped 3 repeated rows (same id, updated_at)" in m for m in messages)
+
+
+def test_an_asset_of_yours_returning_a_value_is_told_what_to_do(tmp_path: Path):
+    """Your own asset in the code location writes through the ``duckdb`` resource; one that
+    returns (None included, when not annotated) reaches the Kommo IO manager, which says how to
+    keep it away instead of calling it an unknown Kommo stream."""
+
+    @dg.asset
+    def lead_report(duckdb: KommoDuckDBResource):  # unannotated: returns None to the IO manager
+        with duckdb.get_connection() as con:
+            con.execute("CREATE OR REPLACE TABLE report AS SELECT 1 AS n")
+
+    db = tmp_path / "kommo_crm.duckdb"
+    duckdb_resource = KommoDuckDBResource(database=str(db), lock_timeout=30)
+    resources = {
+        "io_manager": KommoDuckDBIOManager(duckdb=duckdb_resource),
+        "duckdb": duckdb_resource,
+    }
+    result = dg.materialize([lead_report], resources=resources, raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    cause = failure.step_failure_data.error.cause
+    assert cause is not None
+    assert "lead_report is not a Kommo stream" in cause.message, cause.message
+    assert "dg.MaterializeResult" in cause.message and "io_manager_key" in cause.message
+
+    @dg.asset(name="lead_report")
+    def as_advised(duckdb: KommoDuckDBResource) -> dg.MaterializeResult:
+        with duckdb.get_connection() as con:
+            con.execute("CREATE OR REPLACE TABLE report AS SELECT 1 AS n")
+        return dg.MaterializeResult()
+
+    assert dg.materialize([as_advised], resources=resources).success
+    assert _table(db, "SELECT n FROM report") == [(1,)]
