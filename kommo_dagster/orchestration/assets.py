@@ -22,7 +22,7 @@ asset functions' annotations (context and resource types) at definition time.
 import contextlib
 import gc
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -221,7 +221,14 @@ def _extract_staged(
 
     with staged, _collector_paused():  # discards the staging file if anything below fails
         with kommo.get_client(progress=log_progress) as client:
-            _stage_batches(client, staged, parent_ids=parent_ids, name=name, log=context.log.info)
+            _stage_batches(
+                client,
+                staged,
+                parent_ids=parent_ids,
+                name=name,
+                log=context.log.info,
+                selected=settings.streams,
+            )
             stats = client.stats()
         staged.note = (
             f"{stats.requests} requests, {retries_text(stats.retries, unsent=stats.unsent)}, "
@@ -241,10 +248,13 @@ def _stage_batches(
     parent_ids: Sequence[int] | None,
     name: str,
     log: Callable[[str], None],
+    selected: Collection[str],
 ) -> None:
     """Stage the stream's batches of ``staged.window`` as they arrive, with the rows of the link
     tables read from the same pages; for the link events, the links of the records they name
-    re-read once the batches are in (links change without ``updated_at``)."""
+    re-read once the batches are in (links change without ``updated_at``), for the ``selected``
+    streams only: another's link table would hold just the few records the events name, with
+    no asset of its own."""
     from kommo_dagster.kommo.link_rows import LinkRows  # a run's: msgspec, PyArrow
 
     stream, window = staged.stream, staged.window
@@ -266,6 +276,7 @@ def _stage_batches(
     if links:
         staged.links.append(links)
     if relinks is not None:
+        relinks.named = {parent: ids for parent, ids in relinks.named.items() if parent in selected}
         staged.links += relinks.refresh(client)
         log(f"{name}: {relinks.summary()}")
 

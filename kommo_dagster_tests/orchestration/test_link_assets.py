@@ -32,7 +32,12 @@ from kommo_dagster.sandbox.links import expected_link_rows
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.link_write import ensure_link_table
 from kommo_dagster.warehouse.registry import get_table
-from kommo_dagster_tests.wiring import Warehouse, named_accounts_definitions
+from kommo_dagster_tests.wiring import (
+    Warehouse,
+    materialize_streams,
+    named_accounts_definitions,
+    sandbox_kommo,
+)
 
 
 def test_duplicates_a_second_main_contact_and_dangling_links_are_reported():
@@ -329,3 +334,26 @@ def test_the_events_asset_declares_the_link_keys_a_translator_and_an_account_giv
     assert _declared_link_assets(accounts, dg.AssetKey(["kommo", "br", "events"])) == {
         t: dg.AssetKey(["kommo", "br", t]) for t in REWRITTEN
     }
+
+
+def test_the_events_rewrite_only_the_link_tables_of_selected_streams(
+    sandbox_factory, tmp_path: Path
+):
+    """With leads selected but not contacts, the events re-read the relinked leads' links
+    only: a contact_companies table of the few contacts the events name would pass for the
+    whole one, with no asset, check or description in Dagster."""
+    sb = sandbox_factory(seed=4, leads=200, requests_per_second=None)
+    now = int(time.time())
+    _relink(sb, now)
+    settings = Settings(
+        start_date=datetime(2026, 10, 1).date(),
+        duckdb_path=tmp_path / "crm.duckdb",
+        streams=("leads", "events"),
+    )
+    defs = build_definitions(settings, kommo=sandbox_kommo(sb, tmp_path))
+    with dg.DagsterInstance.ephemeral() as instance:
+        materialize_streams(defs, instance, ["events"], partition=_day(now))
+    assert set(sb.stats()["by_path"]) == {"/api/v4/events", "/api/v4/leads/links"}
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert tables & set(LINK_TABLES) == set(LEAD_TABLES)
