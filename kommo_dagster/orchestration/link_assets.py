@@ -49,6 +49,7 @@ from kommo_dagster.warehouse.sql import (
     qualified_table_name,
     quote,
     scalar_int,
+    table_columns,
     table_exists,
     table_ref,
 )
@@ -194,11 +195,17 @@ def build_link_asset(
             (total,) = con.execute(
                 f"SELECT count(*) FROM {table_ref(schema, table.name)}"
             ).fetchone() or (0,)
+            columns = table_columns(con, schema=schema, table=table.name)
             if window is not None and len(context.partition_keys) > 1:
                 _report_partitions(context, con, table, schema=schema, window=window, rows=rows)
         metadata = {
             "dagster/row_count": dg.MetadataValue.int(rows),
             "dagster/table_name": dg.MetadataValue.text(full_name),
+            # The columns the table has, as the other assets record theirs: what a column
+            # schema change check compares.
+            "dagster/column_schema": dg.MetadataValue.table_schema(
+                table_schema(table, actual=columns)
+            ),
             "kommo/table_row_count": dg.MetadataValue.int(int(total)),
         }
         if window is not None:  # the parent writes this table: did it run for every day?

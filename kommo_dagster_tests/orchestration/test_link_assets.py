@@ -357,3 +357,21 @@ def test_the_events_rewrite_only_the_link_tables_of_selected_streams(
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     assert tables & set(LINK_TABLES) == set(LEAD_TABLES)
+
+
+def test_a_link_materialization_records_the_table_s_columns(sandbox: KommoSandbox, tmp_path: Path):
+    """As the streams', derived tables' and views' do: a column schema change check compares
+    the ``dagster/column_schema`` of materializations, not the definition's."""
+    warehouse = Warehouse(sandbox, tmp_path)
+    links = [t for t in LINK_TABLES if LINK_TABLES[t].parent == "leads"]
+    result = warehouse.run(["leads", *links], partition="2026-10-03")
+    schemas = {
+        e.materialization.asset_key.path[-1]: e.materialization.metadata["dagster/column_schema"]
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key.path[-1] in links
+    }
+    assert set(schemas) == set(links)
+    for name, value in schemas.items():
+        columns = [(c.name, c.type) for c in value.value.columns]
+        assert columns == [(c.name, c.duckdb_type) for c in LINK_TABLES[name].columns], name
+        assert all(c.description for c in value.value.columns), name
