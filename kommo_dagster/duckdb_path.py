@@ -57,8 +57,15 @@ _DUCKDB_MAGIC = (8, b"DUCK")
 
 def check_database_file(path: str | Path, *, label: str) -> None:
     """Refuse a local database path DuckDB cannot open or make (a folder, a path under a file,
-    another kind of file): every run would otherwise fail at its first write, long after the
-    definitions loaded."""
+    another kind of file), and an in-memory database, which every connection makes anew:
+    every run would otherwise fail at its first write (or lose it), long after the definitions
+    loaded."""
+    if str(path) == ":memory:":
+        raise SettingsError(
+            f"{label} must be a DuckDB database file, got {str(path)!r}: each connection to it "
+            "is a new, empty database, so a run's rows would be gone when its step ends. Point "
+            "it at a file, e.g. data/kommo_crm.duckdb."
+        )
     if not is_file_database(path):
         return
     path = Path(path)

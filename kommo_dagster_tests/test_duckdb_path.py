@@ -75,3 +75,12 @@ def test_a_motherduck_token_in_the_database_path_fails_the_load_without_showing_
     assert "SECRET" not in message
     defs = _load_env(monkeypatch, variables | {"KOMMO_DUCKDB_PATH": "md:crm?attach_mode=single"})
     assert defs.resources["duckdb"].database == "md:crm?attach_mode=single"
+
+
+def test_an_in_memory_database_fails_the_load(environ, monkeypatch: pytest.MonkeyPatch):
+    """Every connection to ``:memory:`` is a new, empty database: a run would write its rows
+    into one that is gone at the end of the step, and the next step (statuses reading the
+    pipelines) would ask to materialize what was just materialized."""
+    message = _refused(monkeypatch, "KOMMO_DUCKDB_PATH", ":memory:")
+    assert message.startswith("KOMMO_DUCKDB_PATH must be a DuckDB database file")
+    assert "e.g. data/kommo_crm.duckdb" in message
