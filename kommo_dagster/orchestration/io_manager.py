@@ -242,6 +242,12 @@ class KommoDuckDBIOManager(dg.ConfigurableIOManager):
             missing = [c for c in stream.column_names if c not in obj.columns]
             if missing:
                 raise WarehouseError(f"{stream.name}: the DataFrame lacks columns {missing}")
+            extra = [c for c in obj.columns if c not in stream.column_names]
+            if extra:
+                raise WarehouseError(
+                    f"{stream.name}: the DataFrame has columns the contract lacks {extra}; "
+                    "drop them, or keep them in a table of your own"
+                )
             frame = obj[list(stream.column_names)].astype(object)
             # A batch DuckDB refuses closes the staging instance it was going into.
             with StagedRows(stream, window=window) as staged:

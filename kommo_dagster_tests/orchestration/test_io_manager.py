@@ -203,12 +203,20 @@ def _frame_without_columns(window: EpochWindow) -> pd.DataFrame:
     )
 
 
+def _frame_with_another_column(window: EpochWindow) -> pd.DataFrame:
+    """A column the contract does not have would be dropped without a word: refused instead,
+    as a batch with one is."""
+    frame = pd.DataFrame(synthetic_columns(LEADS, 2, cursor_start=window.start))
+    return frame.assign(my_flag=[1, 2])
+
+
 @pytest.mark.parametrize(
     ("handed_over", "reason"),
     [
         (_another_stream, "kommo/leads got rows of contacts"),
         (_another_window, "extracted for 1970-01-01 but the output is 2026-10-05"),
         (_frame_without_columns, r"the DataFrame lacks columns \['name'\]"),
+        (_frame_with_another_column, r"the DataFrame has columns the contract lacks \['my_flag'\]"),
     ],
 )
 def test_rows_refused_before_the_write_say_the_table_was_left_as_it_was(
