@@ -25,6 +25,11 @@ from typing import Any
 import dagster as dg
 
 from kommo_dagster.orchestration.accounts import AccountScope
+from kommo_dagster.orchestration.io_manager import (
+    LINK_ASSET_METADATA_PREFIX,
+    SCHEMA_METADATA_KEY,
+    STREAM_METADATA_KEY,
+)
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.registry import get_table
 from kommo_dagster.warehouse.tables import Table
@@ -108,6 +113,7 @@ class AccountSpecs:
                 f"{self.key(table.name).to_user_string()}: a key may depend on the table and the "
                 f"account only"
             )
+        _check_written_by(table.name, given=metadata, returned=spec.metadata)
         for name in deps:
             self.key(name)
         renamed = [
@@ -119,6 +125,26 @@ class AccountSpecs:
             for d in spec.deps
         ]
         return spec.replace_attributes(deps=renamed)
+
+
+def _check_written_by(name: str, *, given: Mapping[str, Any], returned: Mapping[str, Any]) -> None:
+    """The metadata the IO manager writes by comes back from the translator as the project gave
+    it: a translator that replaced ``metadata`` whole would send a table to schema ``kommo``
+    whatever its account, or leave a link table without the asset that writes it."""
+    lost = [
+        key
+        for key, value in given.items()
+        if key in (STREAM_METADATA_KEY, SCHEMA_METADATA_KEY)
+        or key.startswith(LINK_ASSET_METADATA_PREFIX)
+        if returned.get(key) != value
+    ]
+    if lost:
+        raise ValueError(
+            f"get_asset_spec drops or changes the metadata {', '.join(lost)} of {name}, which "
+            f"the IO manager writes by: add to the project's metadata rather than replacing it, "
+            f"as in spec.replace_attributes(metadata={{**spec.metadata, ...}}) (the schema is "
+            f"a setting: KOMMO_SCHEMA, or the account's name)"
+        )
 
 
 def asset_arguments(

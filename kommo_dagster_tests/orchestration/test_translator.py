@@ -3,6 +3,7 @@ component's ``translation`` in ``defs.yaml``, renames keys and adds owners every
 
 from __future__ import annotations
 
+import re
 import textwrap
 from datetime import date, timedelta
 from pathlib import Path
@@ -123,6 +124,46 @@ def test_a_key_that_depends_on_more_than_the_table_is_refused(tmp_path: Path):
     kommo = KommoResource(api_token="t", base_url="http://127.0.0.1:1")
     with pytest.raises(ValueError, match="two keys"):
         build_definitions(settings, kommo=kommo, translator=Unstable())
+
+
+@pytest.mark.parametrize(
+    ("table", "dropped"),
+    [
+        ("leads", "kommo/stream, kommo/schema"),
+        # events names the link assets whose tables its relinks rewrite
+        (
+            "events",
+            "kommo/link_asset/lead_contacts, kommo/link_asset/lead_companies, "
+            "kommo/link_asset/lead_products, kommo/stream, kommo/schema",
+        ),
+    ],
+)
+def test_metadata_the_io_manager_writes_by_cannot_be_replaced(
+    tmp_path: Path, table: str, dropped: str
+):
+    """A translator replacing ``metadata`` whole, rather than adding to it, is refused at load,
+    naming what it dropped: its tables would otherwise be written by the wrong metadata."""
+
+    class Replacing(KommoTranslator):
+        def get_asset_spec(self, data: KommoTranslatorData) -> dg.AssetSpec:
+            spec = super().get_asset_spec(data)
+            if data.table.name != table:
+                return spec
+            return spec.replace_attributes(metadata={"team": "sales"})
+
+    settings = Settings(duckdb_path=tmp_path / "crm.duckdb", streams=("leads", "events"))
+    kommo = KommoResource(api_token="t", base_url="http://127.0.0.1:1")
+    with pytest.raises(ValueError, match=f"metadata {re.escape(dropped)}.* of {table}, which"):
+        build_definitions(settings, kommo=kommo, translator=Replacing())
+
+    class Adding(KommoTranslator):
+        def get_asset_spec(self, data: KommoTranslatorData) -> dg.AssetSpec:
+            spec = super().get_asset_spec(data)
+            return spec.replace_attributes(metadata={**spec.metadata, "team": "sales"})
+
+    defs = build_definitions(settings, kommo=kommo, translator=Adding())
+    specs = {s.key: s for a in _assets(defs).values() for s in a.specs}
+    assert specs[dg.AssetKey(["kommo", table])].metadata["team"] == "sales"
 
 
 def _messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
