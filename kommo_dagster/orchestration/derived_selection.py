@@ -70,12 +70,6 @@ def root_stream(table: Table) -> str:
     return table.parent
 
 
-def derived_tables(settings: Settings) -> list[Table]:
-    """The derived tables (sliced or rebuilt whole) of the selected streams, in declaration
-    order."""
-    return [t for t in selected_declarations(settings) if t.kind in SLICED_KINDS]
-
-
 def derived_keys(
     settings: Settings, *, partitioned: bool, specs: AccountSpecs | None = None
 ) -> list[dg.AssetKey]:
@@ -121,7 +115,6 @@ __all__ = [
     "all_derived_keys",
     "asset_deps",
     "derived_keys",
-    "derived_tables",
     "is_partitioned",
     "root_stream",
     "selected_declarations",
