@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -24,6 +25,11 @@ from kommo_dagster.orchestration.link_assets import link_keys
 from kommo_dagster.orchestration.translator import AccountSpecs
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.windows import PARTITION_FORMAT
+
+if TYPE_CHECKING:  # what `dg.define_asset_job` returns; Dagster exports no public name for it
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
 
 INCREMENTAL_JOB = "kommo_incremental_job"
 FULL_SYNC_JOB = "kommo_full_sync_job"
@@ -36,11 +42,11 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 @dataclass(frozen=True)
 class KommoJobs:
-    incremental: dg.UnresolvedAssetJobDefinition | None
-    full_sync: dg.UnresolvedAssetJobDefinition | None
-    full_tables: dg.UnresolvedAssetJobDefinition | None
+    incremental: UnresolvedAssetJobDefinition | None
+    full_sync: UnresolvedAssetJobDefinition | None
+    full_tables: UnresolvedAssetJobDefinition | None
 
-    def all(self) -> list[dg.UnresolvedAssetJobDefinition]:
+    def all(self) -> list[UnresolvedAssetJobDefinition]:
         return [j for j in (self.incremental, self.full_sync, self.full_tables) if j is not None]
 
 

@@ -26,13 +26,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import dagster as dg
 
 from kommo_dagster.orchestration.accounts import AccountScope
 from kommo_dagster.orchestration.jobs import KommoJobs, partition_key, range_tags
 from kommo_dagster.settings import Settings
+
+if TYPE_CHECKING:  # what `dg.define_asset_job` returns; Dagster exports no public name for it
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
 
 TODAY_SCHEDULE = "kommo_incremental_today_schedule"
 FINALIZE_SCHEDULE = "kommo_incremental_finalize_schedule"
@@ -155,9 +160,7 @@ def build_schedules(
     return schedules
 
 
-def _day_schedules(
-    plan: _Plan, job: dg.UnresolvedAssetJobDefinition
-) -> list[dg.ScheduleDefinition]:
+def _day_schedules(plan: _Plan, job: UnresolvedAssetJobDefinition) -> list[dg.ScheduleDefinition]:
     """Today's partition every hour, and yesterday's once after midnight."""
 
     @dg.schedule(
@@ -187,7 +190,7 @@ def _day_schedules(
     return [today, finalize]
 
 
-def _full_sync_schedule(plan: _Plan, job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+def _full_sync_schedule(plan: _Plan, job: UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
     first_day = plan.first_day
 
     @dg.schedule(
