@@ -79,11 +79,16 @@ def _as_written(context: ResolutionContext, value: Any) -> Any:
 
 
 # Values are taken as written (or text) and validated by `Settings`, as the variables are, so an
-# error names the defs.yaml field and the value given. Unset (None): the default.
+# error names the defs.yaml field and the value given. Unset (None): the default. A number field
+# takes a flag as written too: pydantic would otherwise read a YAML true as 1, which no check
+# could refuse (a day of history, a second's wait).
 Number = Annotated[
-    float | str | None, dg.Resolver(_as_written, model_field_type=float | str | None)
+    float | str | bool | None,
+    dg.Resolver(_as_written, model_field_type=float | str | bool | None),
 ]
-Whole = Annotated[int | str | None, dg.Resolver(_as_written, model_field_type=int | str | None)]
+Whole = Annotated[
+    int | str | bool | None, dg.Resolver(_as_written, model_field_type=int | str | bool | None)
+]
 Flag = Annotated[bool | str | None, dg.Resolver(_as_written, model_field_type=bool | str | None)]
 Names = Annotated[
     list[str] | str | None, dg.Resolver(_as_written, model_field_type=list[str] | str | None)

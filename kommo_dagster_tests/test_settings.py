@@ -85,6 +85,11 @@ BAD_VALUES = {
     "start date before 1970": ("START_DATE", "start_date", "0001-01-01", "on or after 1970-01-01"),
     "bad flag": ("SCHEDULES_DEFAULT_ON", "schedules", "maybe", "true or false"),
     "bad subdomain": ("SUBDOMAIN", "subdomain", "acme.kommo.com", "bare subdomain"),
+    # A YAML flag where a number goes: no number (pydantic would have read true as 1).
+    "flag as workers": ("MAX_WORKERS", "max_workers", "true", "integer"),
+    "flag as rate": ("REQUESTS_PER_SECOND", "requests_per_second", "true", "number"),
+    "flag as ban cool-down": ("BAN_COOLDOWN_SECONDS", "ban_cooldown_seconds", "false", "number"),
+    "flag as interval": ("SENSOR_INTERVAL_SECONDS", "sensor_interval_seconds", "true", "whole"),
 }
 
 
@@ -181,6 +186,9 @@ def test_a_bad_value_given_in_python_fails_naming_the_field_and_the_value(case: 
         ("staging_dir", str(Path(__file__) / "stage"), "a directory"),
         ("memory_limit", "lots", "a DuckDB memory size like 512MB, 2GiB or 80%"),
         ("memory_limit", "512 MiBs", "a DuckDB memory size like 512MB, 2GiB or 80%"),
+        # A YAML flag is no number: true was read as 1 (a day of history, a second's wait).
+        ("history_retention_days", True, "a whole number of at least 0"),
+        ("lock_timeout", True, "a positive number of seconds"),
     ],
 )
 def test_a_bad_top_level_field_fails_the_load_naming_it(
