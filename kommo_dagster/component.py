@@ -54,6 +54,7 @@ from kommo_dagster.settings import (
     Location,
     Settings,
 )
+from kommo_dagster.warehouse.sql import is_file_database
 
 _ENV_TEMPLATE = re.compile(
     r"\{\{\s*(?:env\.(?P<dot>[A-Za-z_]\w*)|env\(\s*['\"](?P<call>[A-Za-z_]\w*)['\"]\s*\))\s*\}\}"
@@ -243,7 +244,7 @@ class KommoComponent(dg.Component, dg.Resolvable, dg.Model):
         if not self.accounts:
             raise SettingsError("defs.yaml accounts lists no account")
         database: str | Path = self.duckdb_path
-        if project_root is not None and not str(database).lower().startswith(("md:", ":")):
+        if project_root is not None and is_file_database(database):
             database = project_root / database
         # The top-level fields: the warehouse, and the accounts' default rate_limit_dir.
         top = type(self).model_fields

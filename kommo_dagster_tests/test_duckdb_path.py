@@ -8,12 +8,16 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 
+from kommo_dagster.component import KommoComponent
 from kommo_dagster.setting_values import SettingsError
 from kommo_dagster.settings import Settings
 from kommo_dagster_tests.env_loading import TOKEN
 from kommo_dagster_tests.env_loading import load_env as _load_env
 from kommo_dagster_tests.env_loading import refused as _refused
+
+TEMPLATE = "{{ env.KOMMO_BR_API_TOKEN }}"
 
 
 @pytest.mark.parametrize("name", ["kommo.duckdb", "KOMMO.db", "sub/kommo.duckdb"])
@@ -84,3 +88,15 @@ def test_an_in_memory_database_fails_the_load(environ, monkeypatch: pytest.Monke
     message = _refused(monkeypatch, "KOMMO_DUCKDB_PATH", ":memory:")
     assert message.startswith("KOMMO_DUCKDB_PATH must be a DuckDB database file")
     assert "e.g. data/kommo_crm.duckdb" in message
+
+
+@pytest.mark.parametrize("path", ["md:crm", "MD:crm", "motherduck:crm", "MotherDuck:crm"])
+def test_defs_yaml_reaches_a_motherduck_database_as_the_variable_does(tmp_path: Path, path: str):
+    """A database that is no local file is not put under the project root: ``motherduck:crm``
+    became a local file named so."""
+    component = KommoComponent.resolve_from_yaml(
+        yaml.safe_dump({"duckdb_path": path, "accounts": [{"name": "br", "api_token": TEMPLATE}]})
+    )
+    [from_yaml] = component.build_settings(project_root=tmp_path)
+    from_env = Settings.from_env({"KOMMO_DUCKDB_PATH": path})
+    assert from_yaml.duckdb_path == from_env.duckdb_path == path
