@@ -2,8 +2,9 @@
 when the definitions load, a path every run would otherwise fail on.
 
 A local file is made absolute; a file named like the schema, a schema named like one of
-DuckDB's own catalogs, a path DuckDB cannot open or make, and a MotherDuck path carrying its
-token are refused with a `SettingsError` naming where the path came from (``label``).
+DuckDB's own catalogs or system schemas, a path DuckDB cannot open or make, and a MotherDuck
+path carrying its token are refused with a `SettingsError` naming where the path came from
+(``label``).
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ def database_path(database: str | Path) -> Path | str:
 
 # Catalogs DuckDB always has (``memory``: the in-memory instance a write stages its rows in).
 DUCKDB_CATALOGS = ("memory", "system", "temp")
+# Schemas of DuckDB's system catalog: no table can be made in them.
+DUCKDB_SYSTEM_SCHEMAS = ("information_schema", "pg_catalog")
 
 
 def check_database_name(path: str | Path, *, schema: str, label: str, schema_label: str) -> None:
     """Refuse a DuckDB file whose name equals the schema, and a schema named like a catalog
-    DuckDB always has; ``label`` and ``schema_label`` name where the path and the schema are
-    set.
+    DuckDB always has or one of its system schemas; ``label`` and ``schema_label`` name where
+    the path and the schema are set.
 
     DuckDB names the catalog of an attached file after the file's stem, so ``kommo.duckdb``
     holding schema ``kommo`` makes ``kommo.leads`` ambiguous (catalog ``kommo`` or schema
@@ -41,6 +44,12 @@ def check_database_name(path: str | Path, *, schema: str, label: str, schema_lab
             f"the schema {schema!r} is named like one of DuckDB's own catalogs "
             f"({', '.join(DUCKDB_CATALOGS)}), which makes every query of it fail with 'Ambiguous "
             f"reference'. Choose another schema ({schema_label})."
+        )
+    if schema.lower() in DUCKDB_SYSTEM_SCHEMAS:
+        raise SettingsError(
+            f"{schema_label} names one of DuckDB's own schemas "
+            f"({', '.join(DUCKDB_SYSTEM_SCHEMAS)}), in which no table can be made, got "
+            f"{schema!r}. Choose another schema."
         )
     stem = catalog_name(path)
     if stem.lower() == schema.lower():

@@ -59,6 +59,16 @@ def test_a_schema_named_like_a_duckdb_catalog_is_refused(schema: str):
         Settings.from_env({"KOMMO_SCHEMA": schema})
 
 
+@pytest.mark.parametrize("schema", ["information_schema", "PG_Catalog"])
+def test_a_schema_named_like_a_duckdb_system_schema_is_refused(tmp_path: Path, schema: str):
+    """DuckDB keeps these schemas in its system catalog: no table of a run could be written."""
+    con = duckdb.connect(str(tmp_path / "crm.duckdb"))
+    with con, pytest.raises(duckdb.Error, match="system catalog"):
+        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    with pytest.raises(SettingsError, match=rf"KOMMO_SCHEMA .* got '{schema}'"):
+        Settings.from_env({"KOMMO_SCHEMA": schema})
+
+
 @pytest.mark.parametrize(
     "path",
     [
