@@ -1,12 +1,20 @@
 -- One row per live lead with names, links and product amounts (kommo_dagster.derived.enriched).
 CREATE OR REPLACE VIEW {view} AS
-WITH fields AS (
-    SELECT e.catalog_id, e.id AS element_id, f->>'field_type' AS field_type,
+WITH elements AS (
+    SELECT catalog_id, id AS element_id,
+        from_json(coalesce(custom_fields_values, '[]')::JSON, '["JSON"]') AS list
+    FROM {catalog_elements}
+),
+entries AS (
+    -- n: the field's place in the element's list, which "first" means
+    SELECT catalog_id, element_id, unnest(list) AS f, unnest(range(len(list))) AS n
+    FROM elements
+),
+fields AS (
+    SELECT catalog_id, element_id, f->>'field_type' AS field_type,
         TRY_CAST(f->>'field_id' AS BIGINT) AS field_id,
-        TRY_CAST(f->'values'->0->>'value' AS DOUBLE) AS value,
-        row_number() OVER (PARTITION BY e.catalog_id, e.id ORDER BY f->>'field_id') AS n
-    FROM {catalog_elements} AS e,
-        unnest(from_json(coalesce(e.custom_fields_values, '[]')::JSON, '["JSON"]')) AS u(f)
+        TRY_CAST(f->'values'->0->>'value' AS DOUBLE) AS value, n
+    FROM entries
 ),
 default_prices AS (
     SELECT catalog_id, element_id, arg_min(value, n) AS value
