@@ -121,7 +121,8 @@ def response_view_sql(*, schema: str, time_zone: str, present: set[str]) -> str:
     return f"""CREATE OR REPLACE VIEW {table_ref(schema, RESPONSE_VIEW)} AS
 WITH responsible AS ({_responsible_sql(schema, present)}),
 runs AS (
-    SELECT r.*, coalesce(r.replied_by, o.responsible_user_id) AS user_id,
+    SELECT r.*,
+        CASE WHEN r.replied_at IS NULL THEN o.responsible_user_id ELSE r.replied_by END AS user_id,
         CAST(timezone('{zone}', to_timestamp(r.first_message_at)) AS DATE) AS day
     FROM {runs} AS r
     LEFT JOIN responsible AS o USING (entity_type, entity_id)

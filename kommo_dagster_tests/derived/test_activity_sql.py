@@ -15,6 +15,7 @@ from kommo_dagster.sandbox.activity_truth import response_rows
 from kommo_dagster.warehouse.registry import get_table
 from kommo_dagster.warehouse.sql import create_table_sql
 from kommo_dagster.warehouse.tables import RefreshContext
+from kommo_dagster.warehouse.views import ensure_current_view
 
 IN, OUT = chats.INCOMING, chats.OUTGOING
 
@@ -183,3 +184,25 @@ def test_a_table_an_older_version_made_is_rebuilt_with_todays_columns(con):
     assert con.execute(
         "SELECT first_message_id, response_seconds FROM kommo.over_it"
     ).fetchall() == [("a1", 60)]
+
+
+def test_a_reply_by_no_known_user_is_not_credited_to_the_responsible_one(con):
+    """The view's user is who replied; only an unanswered run falls to the lead's responsible
+    user. A reply whose created_by is absent stays with no user."""
+    leads = get_stream("leads")
+    con.execute(create_table_sql(leads, schema="kommo"))
+    con.execute("INSERT INTO kommo.leads (id, updated_at, responsible_user_id) VALUES (1, 5, 42)")
+    ensure_current_view(con, leads, schema="kommo")
+    events = [_event("a1", IN, 100), _event("a2", OUT, 160), _event("a3", IN, 900)]
+    events[1]["created_by"] = None  # answered, by no one Kommo names
+    _load_events(con, events)
+    select = chats.response_times_select_sql(schema="kommo")
+    replace_slice(
+        con, ACTIVITY_TABLES["chat_response_times"], schema="kommo", window=None, select_sql=select
+    )
+    con.execute(chats.response_view_sql(schema="kommo", time_zone="UTC", present={"leads_current"}))
+    got = con.execute(
+        "SELECT user_id, replies, unanswered_runs FROM kommo.response_time_by_manager "
+        "ORDER BY user_id NULLS FIRST"
+    ).fetchall()
+    assert got == [(None, 1, 0), (42, 0, 1)]
