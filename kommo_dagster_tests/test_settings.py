@@ -79,6 +79,13 @@ BAD_VALUES = {
         "at most 86400",
     ),
     "negative ban cool-down": ("BAN_COOLDOWN_SECONDS", "ban_cooldown_seconds", "-5", "0 or more"),
+    # The block's message names the cool-down's end: year 33000 failed the run that met it.
+    "ban cool-down past 100 years": (
+        "BAN_COOLDOWN_SECONDS",
+        "ban_cooldown_seconds",
+        "999999999999",
+        "at most",
+    ),
     "unknown stream": ("STREAMS", "streams", "leads,deals", "names unknown streams"),
     "bad start date": ("START_DATE", "start_date", "March", "YYYY-MM-DD"),
     # Kommo's cursors are Unix seconds; Dagster cannot even build partitions from year 1.

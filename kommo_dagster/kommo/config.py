@@ -47,6 +47,8 @@ KOMMO_REQUESTS_PER_SECOND_LIMIT = 7.0
 DEFAULT_MAX_WORKERS = 4
 DEFAULT_RATE_LIMIT_DIRNAME = "kommo-dagster-rate-limit"
 DEFAULT_BAN_COOLDOWN_SECONDS = 3600.0
+# 100 years: a block's message names when the cool-down ends, which must stay a date.
+MAX_BAN_COOLDOWN_SECONDS = 100 * 365.25 * 86_400
 # The hosts Kommo serves accounts from; anything else needs KOMMO_ALLOW_ANY_HOST=true, so a
 # mistyped URL never receives the token.
 KOMMO_HOST_SUFFIXES = (".kommo.com", ".amocrm.ru", ".amocrm.com")
@@ -178,6 +180,11 @@ def validate_ban_cooldown(value: float | str | None) -> float:
     if seconds is None or isinstance(value, bool) or not math.isfinite(seconds) or seconds < 0:
         raise KommoConfigError(
             f"{ENV_BAN_COOLDOWN_SECONDS} must be a number of seconds (0 or more), got {value!r}"
+        )
+    if seconds > MAX_BAN_COOLDOWN_SECONDS:
+        raise KommoConfigError(
+            f"{ENV_BAN_COOLDOWN_SECONDS} must be at most {MAX_BAN_COOLDOWN_SECONDS:.0f} seconds "
+            f"(100 years), got {value!r}"
         )
     return seconds
 

@@ -9,7 +9,13 @@ from urllib.parse import urlsplit
 import pytest
 
 from kommo_dagster.kommo import KommoClient, KommoConfigError, KommoSettings, Secret, config
-from kommo_dagster.kommo.config import base_url_for, validate_max_workers
+from kommo_dagster.kommo.ban import IPBan
+from kommo_dagster.kommo.config import (
+    MAX_BAN_COOLDOWN_SECONDS,
+    base_url_for,
+    validate_ban_cooldown,
+    validate_max_workers,
+)
 
 TOKEN = "tok-3f9a-very-secret"
 
@@ -86,6 +92,16 @@ def test_a_base_url_with_credentials_or_a_query_is_named_without_them():
 def test_a_ban_cooldown_is_a_number_not_a_flag(value):
     with pytest.raises(KommoConfigError, match="KOMMO_BAN_COOLDOWN_SECONDS"):
         KommoSettings.build(token=TOKEN, subdomain="acme", ban_cooldown_seconds=value)
+
+
+def test_a_ban_cooldown_ends_at_a_date_the_ban_message_can_name(tmp_path):
+    """A block's message names when the cool-down ends: 1e12 s (year 33000) made recording the
+    block fail with 'year is out of range' instead of stopping the run with its message."""
+    longest = validate_ban_cooldown(MAX_BAN_COOLDOWN_SECONDS)
+    ban = IPBan(key="acme.kommo.com", directory=tmp_path, cooldown=longest)
+    assert "none will send a request until" in str(ban.record(path="/api/v4/leads"))
+    with pytest.raises(KommoConfigError, match=r"KOMMO_BAN_COOLDOWN_SECONDS .* got '1e12'"):
+        KommoSettings.build(token=TOKEN, subdomain="acme", ban_cooldown_seconds="1e12")
 
 
 @pytest.mark.parametrize("token", [None, "", "   "])
