@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Sequence
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ EARLIEST_START_DATE = date(1970, 1, 1)
 
 
 def parse_date(value: object, label: str) -> date:
+    if isinstance(value, datetime):  # a date to Python, but which hour, in what zone?
+        raise invalid(label, "a date (not a datetime) written YYYY-MM-DD", value)
     if isinstance(value, date):
         day = value
     else:

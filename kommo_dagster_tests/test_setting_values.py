@@ -4,6 +4,9 @@ resources."""
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
+
 import pytest
 
 from kommo_dagster.setting_values import SettingsError
@@ -16,6 +19,16 @@ from kommo_dagster_tests.env_loading import refused as _refused
 def test_a_bad_start_date_names_the_variable(value: str):
     with pytest.raises(SettingsError, match="KOMMO_START_DATE must be a date written YYYY-MM-DD"):
         Settings.from_env({"KOMMO_START_DATE": value})
+
+
+@pytest.mark.parametrize("value", [datetime(2026, 10, 1), datetime(2026, 10, 1, 15, 30)])
+def test_a_start_date_given_as_a_datetime_names_the_field(value: datetime):
+    """A datetime is a date to Python, but not the day a partition starts (which hour, what
+    zone?); it failed with a TypeError that named nothing."""
+    with pytest.raises(
+        SettingsError, match=rf"start_date must be a date .* got {re.escape(repr(value))}$"
+    ):
+        Settings(start_date=value)
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "soon"])
