@@ -146,7 +146,8 @@ def rebuild_response_view(ctx: RefreshContext) -> dict[str, str]:
     """(Re)create response_time_by_manager in the account's time zone, with the responsible
     users of the leads and contacts extracted so far; its columns' descriptions."""
     zone, _ = account_time_zone(ctx.con, schema=ctx.schema)
-    present = set(existing(ctx.con, ("leads_current", "contacts_current"), schema=ctx.schema))
+    views = tuple(chats.RESPONSIBLE_VIEWS.values())
+    present = set(existing(ctx.con, views, schema=ctx.schema))
     ctx.con.execute(chats.response_view_sql(schema=ctx.schema, time_zone=zone, present=present))
     return {c.name: c.description for c in chats.RESPONSE_COLUMNS}
 

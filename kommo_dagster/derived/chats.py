@@ -18,14 +18,22 @@ responsible user of their lead or contact (NULL when that record is not extracte
 
 from __future__ import annotations
 
+from kommo_dagster.kommo.streams import STREAMS
 from kommo_dagster.warehouse.sql import table_ref
 from kommo_dagster.warehouse.tables import ViewColumn
+from kommo_dagster.warehouse.views import current_view_name
 
 INCOMING, OUTGOING = "incoming_chat_message", "outgoing_chat_message"
 CHAT_ENTITY_TYPES = ("lead", "contact", "customer")
 RESPONSE_VIEW = "response_time_by_manager"
 QUICK_REPLY_SECONDS = 300
-_RESPONSIBLE_OF = {"lead": "leads", "contact": "contacts"}
+# The current views holding the responsible user of a conversation's record, by the entity
+# type its events carry (leads, contacts: the streams whose declared event entity chats have).
+RESPONSIBLE_VIEWS = {
+    s.event_entity: current_view_name(s)
+    for s in STREAMS.values()
+    if s.event_entity in CHAT_ENTITY_TYPES
+}
 
 
 def _messages_sql(schema: str) -> str:
@@ -101,9 +109,9 @@ RESPONSE_COLUMNS: tuple[ViewColumn, ...] = (
 def _responsible_sql(schema: str, present: set[str]) -> str:
     parts = [
         f"SELECT '{entity}' AS entity_type, id AS entity_id, responsible_user_id "
-        f"FROM {table_ref(schema, f'{stream}_current')}"
-        for entity, stream in _RESPONSIBLE_OF.items()
-        if f"{stream}_current" in present
+        f"FROM {table_ref(schema, view)}"
+        for entity, view in RESPONSIBLE_VIEWS.items()
+        if view in present
     ]
     if not parts:
         return (
@@ -145,6 +153,7 @@ __all__ = [
     "OUTGOING",
     "RESPONSE_COLUMNS",
     "RESPONSE_VIEW",
+    "RESPONSIBLE_VIEWS",
     "input_counts_sql",
     "response_times_select_sql",
     "response_view_sql",

@@ -32,7 +32,7 @@ from kommo_dagster.derived.activity import (
     chat_plan,
     rebuild_response_view,
 )
-from kommo_dagster.derived.chats import RESPONSE_COLUMNS, RESPONSE_VIEW
+from kommo_dagster.derived.chats import RESPONSE_COLUMNS, RESPONSE_VIEW, RESPONSIBLE_VIEWS
 from kommo_dagster.derived.entities import (
     CUSTOM_FIELD_ENTITIES,
     DURATIONS_VIEW,
@@ -179,7 +179,7 @@ def _activity_tables() -> tuple[Table, ...]:
             "Per user and ISO week of the customers' first message: replies, median and 90th "
             "percentile response seconds, share answered within 5 minutes, unanswered runs."
         ),
-        inputs=(CHAT_RESPONSE_TIMES, current_view_name("leads"), current_view_name("contacts")),
+        inputs=(CHAT_RESPONSE_TIMES, *RESPONSIBLE_VIEWS.values()),
         refresh_on=(CHAT_RESPONSE_TIMES,),
         also_reads=(TIME_ZONE_SOURCE,),
         refresh=rebuild_response_view,
