@@ -234,7 +234,8 @@ class Settings:
         if not self.token_variable:
             token = f"{self.account.upper()}_API_TOKEN" if self.account else "API_TOKEN"
             object.__setattr__(self, "token_variable", client.ENV_PREFIX + token)
-        rate = self.requests_per_second  # as given, for the message if it is above the limit
+        # As given, for the messages: a rate above the limit, a list naming no stream.
+        rate, streams = self.requests_per_second, self.streams
         try:
             for s in SETTINGS:
                 if s.parse is not None:
@@ -260,7 +261,7 @@ class Settings:
         )
         check_database_file(self.duckdb_path, label=path_label)
         check_no_database_token(self.duckdb_path, label=path_label)
-        object.__setattr__(self, "streams", self._check_streams())
+        object.__setattr__(self, "streams", self._check_streams(given=streams))
         object.__setattr__(self, "full_table_streams", self._check_full_table())
 
     def label(self, name: str) -> str:
@@ -286,7 +287,7 @@ class Settings:
         if self.rate_limit_dir is not None:
             client.rate_limit_dir_for(self.rate_limit_dir)
 
-    def _check_streams(self) -> tuple[str, ...]:
+    def _check_streams(self, *, given: object) -> tuple[str, ...]:
         label, streams = self.label("streams"), self.streams
         unknown = [s for s in streams if s not in STREAMS]
         if unknown:
@@ -294,7 +295,7 @@ class Settings:
                 f"{label} names unknown streams {unknown}; known: {', '.join(STREAMS)}"
             )
         if not streams:
-            raise SettingsError(f"{label} selects no stream")
+            raise SettingsError(f"{label} selects no stream, got {given!r}")
         chosen = set(streams)
         for name in chosen:
             parent = STREAMS[name].parent

@@ -57,7 +57,7 @@ def test_values_from_the_environment(tmp_path: Path):
         ({"KOMMO_STREAMS": "leads,deals"}, "unknown streams \\['deals'\\]"),
         ({"KOMMO_STREAMS": "statuses"}, "statuses without pipelines"),
         ({"KOMMO_STREAMS": "catalog_elements"}, "catalog_elements without catalogs"),
-        ({"KOMMO_STREAMS": " , "}, "selects no stream"),
+        ({"KOMMO_STREAMS": " , "}, "KOMMO_STREAMS selects no stream, got ','"),
         ({"KOMMO_SCHEMA": "crm; drop"}, "KOMMO_SCHEMA must be a plain SQL identifier"),
         ({"KOMMO_FULL_TABLE_STREAMS": "users"}, "users, which is always a full table"),
         (
