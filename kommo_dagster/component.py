@@ -244,7 +244,8 @@ class KommoComponent(dg.Component, dg.Resolvable, dg.Model):
         if not self.accounts:
             raise SettingsError("defs.yaml accounts lists no account")
         database: str | Path = self.duckdb_path
-        if project_root is not None and is_file_database(database):
+        # A blank path stays as given, for Settings to refuse.
+        if project_root is not None and database.strip() and is_file_database(database):
             database = project_root / database
         # The top-level fields: the warehouse, and the accounts' default rate_limit_dir.
         top = type(self).model_fields

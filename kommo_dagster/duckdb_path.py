@@ -9,11 +9,20 @@ path carrying its token are refused with a `SettingsError` naming where the path
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from kommo_dagster.kommo import config as client
-from kommo_dagster.setting_values import SettingsError
+from kommo_dagster.setting_values import SettingsError, invalid
 from kommo_dagster.warehouse.sql import catalog_name, is_file_database
+
+
+def parse_database_path(value: object, label: str) -> Path | str:
+    """The setting's parser: a path (a MotherDuck database as text), as `database_path` puts
+    it; none at all, or a blank one, fails naming ``label`` and the value."""
+    if not isinstance(value, str | os.PathLike) or not str(value).strip():
+        raise invalid(label, "a DuckDB database file or md:<database>", value)
+    return database_path(value.strip() if isinstance(value, str) else value)
 
 
 def database_path(database: str | Path) -> Path | str:

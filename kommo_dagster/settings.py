@@ -33,7 +33,7 @@ from kommo_dagster.duckdb_path import (
     check_database_file,
     check_database_name,
     check_no_database_token,
-    database_path,
+    parse_database_path,
 )
 from kommo_dagster.kommo import config as client
 from kommo_dagster.kommo.errors import KommoConfigError
@@ -95,7 +95,7 @@ class Setting:
     variable: str
     scope: Scope
     # Raw value (text of a variable, YAML value, Python value) and where it came from -> value.
-    parse: Callable[[object, str], Any] | None
+    parse: Callable[[object, str], Any]
     default: str
     meaning: str
     yaml: str = ""
@@ -153,7 +153,7 @@ SETTINGS = (
             "first daily partition (UTC) of the incremental streams "
             "([Partitions](#partitions-and-how-they-map-to-kommos-timestamps)); records with an "
             "earlier cursor are outside every partition"),
-    Setting("duckdb_path", "DUCKDB_PATH", "shared", None, "`data/kommo_crm.duckdb`",
+    Setting("duckdb_path", "DUCKDB_PATH", "shared", parse_database_path, "`data/kommo_crm.duckdb`",
             "the DuckDB file (created with its folder; relative to the working directory, or in "
             "`defs.yaml` to the project root), or a MotherDuck database `md:<name>` (see [Scaling "
             "out](#scaling-out)). Not `kommo.duckdb`: DuckDB names the catalog after the file, and "
@@ -238,16 +238,14 @@ class Settings:
         rate, streams = self.requests_per_second, self.streams
         try:
             for s in SETTINGS:
-                if s.parse is not None:
-                    object.__setattr__(
-                        self, s.field, s.parse(getattr(self, s.field), self.label(s.field))
-                    )
+                object.__setattr__(
+                    self, s.field, s.parse(getattr(self, s.field), self.label(s.field))
+                )
             self._check_client(rate)
         except SettingsError:
             raise
         except KommoConfigError as exc:  # a client validator's message names its variable
             raise SettingsError(self._relabel(str(exc))) from None
-        object.__setattr__(self, "duckdb_path", database_path(self.duckdb_path))
         if not IDENTIFIER.fullmatch(self.schema):
             raise invalid(
                 self.label("schema"), "a plain SQL identifier (letters, digits, _)", self.schema

@@ -110,3 +110,18 @@ def test_defs_yaml_reaches_a_motherduck_database_as_the_variable_does(tmp_path: 
     [from_yaml] = component.build_settings(project_root=tmp_path)
     from_env = Settings.from_env({"KOMMO_DUCKDB_PATH": path})
     assert from_yaml.duckdb_path == from_env.duckdb_path == path
+
+
+@pytest.mark.parametrize("path", [None, 5, "", "   "])
+def test_no_path_at_all_is_refused_naming_the_field_and_the_value(path: object):
+    """None and a number failed with a bare TypeError; blanks made a file named '   ', or named
+    the working directory as the database."""
+    with pytest.raises(SettingsError, match=rf"^duckdb_path must be .*, got {path!r}$"):
+        Settings(duckdb_path=path)  # type: ignore[arg-type]
+
+
+def test_a_blank_defs_yaml_database_path_is_refused_naming_the_field(tmp_path: Path):
+    attributes = {"duckdb_path": "  ", "accounts": [{"name": "br", "api_token": TEMPLATE}]}
+    component = KommoComponent.resolve_from_yaml(yaml.safe_dump(attributes))
+    with pytest.raises(SettingsError, match=r"^defs.yaml duckdb_path must be .*, got '  '$"):
+        component.build_settings(project_root=tmp_path)
