@@ -21,9 +21,14 @@ ELEMENTS = {
         {"field_id": 10, "field_type": "price", "values": [{"value": "12.5"}]},
         {"field_id": 9, "field_type": "price", "values": [{"value": 40}]},
     ],
+    # A field listed twice: its first entry counts, as in the long tables.
+    5: [
+        {"field_id": 30, "field_type": "price", "values": [{"value": 8}]},
+        {"field_id": 30, "field_type": "price", "values": [{"value": 1000}]},
+    ],
 }
 # (lead, element, quantity, chosen price field)
-PRODUCTS = [(1, 3, 2, None), (1, 4, 1, None), (2, 4, 3, 9), (2, 3, 1, 404)]
+PRODUCTS = [(1, 3, 2, None), (1, 4, 1, None), (2, 4, 3, 9), (2, 3, 1, 404), (3, 5, 2, 30)]
 
 
 def _price(fields: list[dict], price_id: int | None) -> float:
@@ -35,7 +40,7 @@ def _price(fields: list[dict], price_id: int | None) -> float:
 
 def test_a_product_is_priced_by_the_chosen_field_else_the_first_price_field():
     con = duckdb.connect()
-    leads = [{"id": lead, "updated_at": 10, "created_at": 1} for lead in (1, 2)]
+    leads = [{"id": lead, "updated_at": 10, "created_at": 1} for lead in (1, 2, 3)]
     insert(con, "leads", leads)
     elements = [
         {"id": e, "catalog_id": 5, "custom_fields_values": json.dumps(f)}
@@ -54,5 +59,5 @@ def test_a_product_is_priced_by_the_chosen_field_else_the_first_price_field():
     got = con.execute(
         f"SELECT lead_id, product_count, product_amount FROM {SCHEMA}.leads_enriched ORDER BY 1"
     ).fetchall()
-    assert got == [(1, 2, expected[1]), (2, 2, expected[2])]
-    assert expected == {1: 212.5, 2: 220.0}  # the first price fields, not the lowest ids
+    assert got == [(1, 2, expected[1]), (2, 2, expected[2]), (3, 1, expected[3])]
+    assert expected == {1: 212.5, 2: 220.0, 3: 16.0}  # the first price fields, not the lowest ids
