@@ -94,30 +94,40 @@ def parse_text(value: object, label: str) -> str:
 
 
 MEMORY_SIZE = "a DuckDB memory size like 512MB, 2GiB or 80%"
+_TOO_SMALL = "a memory size DuckDB can run a small query in"
+# A sort of a few thousand short rows: what no statement of a run needs less memory than.
+_SMALL_QUERY = "SELECT count(*) FROM (SELECT range, repeat('x', 10) FROM range(10000) ORDER BY 1)"
 
 
 def memory_size(*, known: str) -> Callable[[object, str], str]:
-    """A memory limit DuckDB reads: a bad one would otherwise fail every run at its first
-    connection, long after the definitions loaded."""
+    """A memory limit DuckDB reads and runs a query in: a bad one (``lots``, ``0MB``) would
+    otherwise fail every run at its first connection or statement, long after the definitions
+    loaded."""
 
     def parse(value: object, label: str) -> str:
         text = parse_text(value, label)
         # The default (known) needs no check: opening DuckDB would cost every load (and run)
         # ~20 ms.
-        if text != known and not _duckdb_reads_memory(text):
-            raise invalid(label, MEMORY_SIZE, value)
+        problem = None if text == known else _memory_problem(text)
+        if problem:
+            raise invalid(label, problem, value)
         return text
 
     return parse
 
 
 @functools.cache
-def _duckdb_reads_memory(text: str) -> bool:
+def _memory_problem(text: str) -> str | None:
     try:
-        duckdb.connect(":memory:", config={"memory_limit": text}).close()
+        con = duckdb.connect(":memory:", config={"memory_limit": text})
     except duckdb.Error:
-        return False
-    return True
+        return MEMORY_SIZE
+    with con:
+        try:
+            con.execute(_SMALL_QUERY).fetchall()
+        except duckdb.Error:  # out of memory
+            return _TOO_SMALL
+    return None
 
 
 def parse_optional_text(value: object, label: str) -> str | None:

@@ -56,3 +56,15 @@ def test_a_memory_limit_duckdb_cannot_read_fails_the_load_not_the_runs(
     for good in ("512MB", "2GiB", "80%"):
         defs = _load_env(monkeypatch, {"KOMMO_DUCKDB_MEMORY_LIMIT": good})
         assert defs.resources["duckdb"].connection_config == {"memory_limit": good}
+
+
+@pytest.mark.parametrize("value", ["0MB", "1KB", "0%"])
+def test_a_memory_limit_no_query_fits_in_fails_the_load_not_the_runs(
+    environ, monkeypatch: pytest.MonkeyPatch, value: str
+):
+    """DuckDB reads these, then every statement of every run ran out of memory."""
+    message = _refused(monkeypatch, "KOMMO_DUCKDB_MEMORY_LIMIT", value)
+    assert message == (
+        f"KOMMO_DUCKDB_MEMORY_LIMIT must be a memory size DuckDB can run a small query in, "
+        f"got {value!r}"
+    )
