@@ -64,13 +64,14 @@ def activity_select_sql(*, schema: str, time_zone: str, present: set[str]) -> st
     (events, lead_status_changes, chat_response_times, calls)."""
     zone = time_zone.replace("'", "''")
     day = f"CAST(timezone('{zone}', to_timestamp({{}})) AS DATE)"
-    parts = _parts(schema, day, present)
-    if not parts:
-        zeros = ", ".join(f"0 AS {c}" for c in _COUNTS)
-        parts = [
-            f"SELECT NULL::DATE AS day, NULL::BIGINT AS user_id, {zeros}, "
-            f"NULL::DOUBLE AS median_response_seconds WHERE false"
-        ]
+    # A part with every column and no row: an input that is not there counts zero, however
+    # many of the others are (each part has its own columns only).
+    zeros = ", ".join(f"0 AS {c}" for c in _COUNTS)
+    every_column = (
+        f"SELECT NULL::DATE AS day, NULL::BIGINT AS user_id, {zeros}, "
+        f"NULL::DOUBLE AS median_response_seconds WHERE false"
+    )
+    parts = [every_column, *_parts(schema, day, present)]
     sums = ", ".join(f"coalesce(sum({c}), 0) AS {c}" for c in _COUNTS)
     nonzero = " OR ".join(f"coalesce(sum({c}), 0) <> 0" for c in _COUNTS)
     return (

@@ -2,6 +2,7 @@
 with the plain-Python reading of the definitions (`kommo_dagster.sandbox.activity_truth`)."""
 
 import json
+from datetime import date
 
 import duckdb
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from kommo_dagster.derived import calls, chats
 from kommo_dagster.derived.activity import account_time_zone
 from kommo_dagster.derived.declaration import ACTIVITY_TABLES
+from kommo_dagster.derived.manager_activity import activity_select_sql
 from kommo_dagster.derived.write import replace_slice
 from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.sandbox.activity_truth import response_rows
@@ -206,3 +208,28 @@ def test_a_reply_by_no_known_user_is_not_credited_to_the_responsible_one(con):
         "ORDER BY user_id NULLS FIRST"
     ).fetchall()
     assert got == [(None, 1, 0), (42, 0, 1)]
+
+
+@pytest.mark.parametrize("present", [{"events"}, {"calls"}, {"events", "calls"}])
+def test_manager_activity_counts_the_inputs_there_are_and_zero_for_the_others(con, present):
+    """A code location without notes (or without chats) defines manager_activity_daily over
+    the inputs it has: each missing one counts zero, and none fails the write."""
+    _load_events(con, [_event("a1", OUT, 86_400 + 60, by=7), _event("a2", IN, 86_400 + 90)])
+    con.execute(create_table_sql(ACTIVITY_TABLES["calls"], schema="kommo"))
+    con.execute(
+        "INSERT INTO kommo.calls (entity_type, entity_id, note_id, direction, created_at, "
+        "created_by, duration_seconds) VALUES ('lead', 1, 5, 'in', 86400 + 120, 7, 30)"
+    )
+    cursor = con.execute(activity_select_sql(schema="kommo", time_zone="UTC", present=present))
+    names = [d[0] for d in cursor.description]
+    got = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    counts = [
+        c.name for c in ACTIVITY_TABLES["manager_activity_daily"].columns if c.type == "integer"
+    ]
+    expected = dict.fromkeys(counts, 0) | {"median_response_seconds": None}
+    expected |= {"day": date(1970, 1, 2), "user_id": 7}
+    if "events" in present:
+        expected["messages_sent"] = 1
+    if "calls" in present:
+        expected |= {"calls_in": 1, "call_seconds": 30}
+    assert got == [expected]
