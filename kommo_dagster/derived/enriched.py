@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import duckdb
 
+from kommo_dagster.derived.json_values import json_integer
 from kommo_dagster.kommo.links import LINK_TABLES
 from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.warehouse.sql import create_table_sql, quote, table_ref
@@ -58,6 +59,7 @@ def _current(schema: str, stream: str) -> str:
 def view_sql(*, schema: str) -> str:
     return sql_text(SQL_PACKAGE, "leads_enriched.sql").format(
         view=table_ref(schema, VIEW),
+        field_id=json_integer("f -> '$.field_id'"),
         catalog_elements=table_ref(schema, "catalog_elements"),
         lead_products=table_ref(schema, "lead_products"),
         lead_contacts=table_ref(schema, "lead_contacts"),

@@ -10,7 +10,8 @@ What real accounts send is not always that shape. Nothing here fails a run on a 
 
 * a version without custom fields (NULL), or whose text is not a JSON array, gives no rows
   (counted by `skipped_versions_sql`);
-* an entry that is not an object, or has no integer ``field_id``, gives no rows;
+* an entry that is not an object, or has no integer ``field_id``, gives no rows (ids are read
+  by `kommo_dagster.derived.json_values.json_integer`);
 * a field without ``values``, or with an empty list, gives no rows;
 * a value element that is not an object is taken as the value itself;
 * the value's text follows `kommo_dagster.derived.value_text` (the string "null" is kept).
@@ -23,6 +24,7 @@ version (same id and ``updated_at``) count once.
 from __future__ import annotations
 
 from kommo_dagster.derived.entities import CustomFieldEntity
+from kommo_dagster.derived.json_values import json_integer
 from kommo_dagster.derived.value_text import VALUE_TEXT_MACRO
 from kommo_dagster.derived.write import window_condition
 from kommo_dagster.kommo.streams import get_stream
@@ -50,6 +52,7 @@ def values_select_sql(entity: CustomFieldEntity, *, schema: str, window: EpochWi
     Needs `kommo_dagster.derived.value_text.install_macros` on the connection.
     """
     element = "vs[value_index + 1]"
+    field_id = json_integer("f -> '$.field_id'")
     return f"""
 WITH versions AS ({_versions_sql(entity, schema=schema, window=window)}),
 arrays AS (
@@ -62,23 +65,22 @@ entries AS (
 ),
 fields AS (
     SELECT entity_id, updated_at,
-        TRY_CAST(f ->> 'field_id' AS BIGINT) AS field_id,
+        {field_id} AS field_id,
         f ->> 'field_name' AS field_name,
         f ->> 'field_code' AS field_code,
         f ->> 'field_type' AS field_type,
         CASE WHEN json_type(f, '$.values') = 'ARRAY' THEN json_extract(f, '$.values[*]')
              ELSE CAST([] AS JSON[]) END AS vs
     FROM entries
-    WHERE json_type(f) = 'OBJECT' AND TRY_CAST(f ->> 'field_id' AS BIGINT) IS NOT NULL
+    WHERE json_type(f) = 'OBJECT' AND ({field_id}) IS NOT NULL
     QUALIFY row_number() OVER (
-        PARTITION BY entity_id, updated_at, TRY_CAST(f ->> 'field_id' AS BIGINT)
-        ORDER BY position) = 1
+        PARTITION BY entity_id, updated_at, ({field_id}) ORDER BY position) = 1
 ),
 values_ AS (SELECT *, unnest(range(len(vs))) AS value_index FROM fields)
 SELECT entity_id, updated_at, field_id, field_name, field_code, field_type, value_index,
     {VALUE_TEXT_MACRO}(CASE WHEN json_type({element}) = 'OBJECT'
         THEN json_extract({element}, '$.value') ELSE {element} END) AS value,
-    TRY_CAST({element} ->> 'enum_id' AS BIGINT) AS enum_id,
+    {json_integer(f"{element} -> '$.enum_id'")} AS enum_id,
     {element} ->> 'enum_code' AS enum_code
 FROM values_
 """

@@ -22,6 +22,7 @@ from __future__ import annotations
 import duckdb
 
 from kommo_dagster.derived.entities import DURATIONS_VIEW, FUNNEL_VIEW, STATUS_CHANGES
+from kommo_dagster.derived.json_values import json_integer
 from kommo_dagster.derived.write import window_condition
 from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.warehouse.sql import column_definitions, quote, table_ref
@@ -69,8 +70,11 @@ FUNNEL_COLUMNS: tuple[ViewColumn, ...] = (
 
 
 def _lead_status(column: str, key: str) -> str:
-    # The first lead_status entry of the array; ids as served, NULL when absent or not integral.
-    return f"TRY_CAST(json_extract(e.{column}, '$[*].lead_status')[1] ->> '{key}' AS BIGINT)"
+    # The first lead_status entry of the array that is an object; ids as served, NULL when
+    # absent or not integral.
+    statuses = f"json_extract(e.{column}, '$[*].lead_status')"
+    first = f"list_filter({statuses}, lambda s: json_type(s) = 'OBJECT')[1]"
+    return json_integer(f"{first} -> '$.{key}'")
 
 
 def status_changes_select_sql(*, schema: str, window: EpochWindow | None) -> str:

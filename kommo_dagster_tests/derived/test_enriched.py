@@ -18,6 +18,8 @@ ELEMENTS = {
     ],
     4: [
         {"field_id": 7, "field_type": "text", "values": [{"value": "SKU-1"}]},
+        # no field 9: DuckDB's cast read 8.6 as 9
+        {"field_id": 8.6, "field_type": "numeric", "values": [{"value": 1e6}]},
         {"field_id": 10, "field_type": "price", "values": [{"value": "12.5"}]},
         {"field_id": 9, "field_type": "price", "values": [{"value": 40}]},
     ],

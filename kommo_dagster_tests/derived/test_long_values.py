@@ -51,6 +51,10 @@ ODD = [
     {"field_id": 1, "field_name": "listed twice", "values": [{"value": 9}]},
     {"field_id": 7, "field_name": "VIP", "field_type": "checkbox", "values": [{"value": False}]},
     {"field_id": 8, "field_name": "Data", "field_type": "date", "values": [{"value": 1700000000}]},
+    # Ids that are no integer: DuckDB's cast rounded 23.7 to field 24 and read '1e3' as 1000.
+    {"field_id": 23.7, "field_name": "fraction", "values": [{"value": 1}]},
+    {"field_id": "1e3", "field_name": "exponent", "values": [{"value": 1}]},
+    {"field_id": " 9 ", "field_name": "as text", "values": [{"value": "a", "enum_id": 2.5}]},
 ]
 
 

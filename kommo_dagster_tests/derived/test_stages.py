@@ -132,6 +132,30 @@ def test_status_changes_are_the_events_slice_by_slice(con):
     assert rows == [*expected, ("x2", 4, 2000, None, None, None, None, None)]
 
 
+def test_a_stage_id_that_is_no_integer_is_null_not_rounded():
+    """DuckDB's cast rounded 142.5 to 143 (lost) and read '1e3' as 1000; the first
+    lead_status that is an object counts, as the reference reads it."""
+    con = duckdb.connect()
+    odd = [
+        [{"lead_status": {"id": 142.5, "pipeline_id": "7"}}],
+        [{"lead_status": {"id": "1e3", "pipeline_id": True}}],
+        [{"lead_status": 5}, {"other": 1}, {"lead_status": {"id": " 20 ", "pipeline_id": 7}}],
+    ]
+    events = [
+        _event(f"o{i}", 9, 1000 + i, 10, 20) | {"value_before": value}
+        for i, value in enumerate(odd)
+    ]
+    insert(
+        con,
+        "events",
+        [e | {k: json.dumps(e[k]) for k in ("value_before", "value_after")} for e in events],
+    )
+    sql = status_changes_select_sql(schema=SCHEMA, window=None)
+    got = con.execute(f"{sql}").fetchall()
+    assert sorted(got) == sorted(status_change(e) for e in events)
+    assert [r[4:6] for r in sorted(got)] == [(7, None), (None, None), (7, 20)]
+
+
 def test_durations_and_funnel_match_the_reference(con):
     con.execute(f"DELETE FROM {SCHEMA}.events WHERE id = 'x2'")
     _write(con, None)

@@ -13,7 +13,7 @@ entries AS (
 fields AS (
     -- A field listed twice counts once, by its first entry (a product joins one price).
     SELECT catalog_id, element_id, f->>'field_type' AS field_type,
-        TRY_CAST(f->>'field_id' AS BIGINT) AS field_id,
+        {field_id} AS field_id,
         TRY_CAST(f->'values'->0->>'value' AS DOUBLE) AS value, n
     FROM entries
     QUALIFY row_number() OVER (PARTITION BY catalog_id, element_id, field_id ORDER BY n) = 1
