@@ -147,8 +147,8 @@ SETTINGS = (
             "remembered IP block"),
     Setting("ban_cooldown_seconds", "BAN_COOLDOWN_SECONDS", "account", _cooldown, "`3600`",
             "after Kommo blocks this machine's IP (HTML 403), no client of the account on the "
-            "machine sends a request for this long, unless the block is cleared (see "
-            "[Limits](#limits-and-why-they-matter))"),
+            "machine sends a request for this long (at most 100 years), unless the block is "
+            "cleared (see [Limits](#limits-and-why-they-matter))"),
     Setting("start_date", "START_DATE", "account", parse_date, "`2024-01-01`",
             "first daily partition (UTC) of the incremental streams "
             "([Partitions](#partitions-and-how-they-map-to-kommos-timestamps)); records with an "
