@@ -10,6 +10,14 @@ The next poll asks ``filter[created_at][from]=<that second>`` (inclusive) and dr
 an event written later in the same second is still picked up, and none is counted twice. Events
 come newest first and new ones enter at the top, so paging while events arrive can show an
 event twice (deduplicated by id) but never skips one.
+
+Kommo has no order for events (``order[...]`` is not among the list's parameters), so a poll
+cannot read the oldest first and resume where it stopped. When Kommo still announces a next page
+after ``max_pages`` (a sensor stopped for days on a busy account), the unread events are the
+oldest ones, created between the cursor and the oldest event read. The poll then marks every UTC
+day of that span for a refresh of every stream an event can touch, and says so
+(`Changes.unread`): a refresh of those days' partitions reads their records whole, so no change
+is lost, at the price of refreshing more than changed.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from kommo_dagster.kommo.errors import KommoResponseError
@@ -31,6 +39,8 @@ EVENTS = "events"
 ENTITY_STREAMS: dict[str, str] = {
     s.event_entity: name for name, s in STREAMS.items() if s.event_entity is not None
 }
+# Every stream an event can ask to refresh: what a span of unread events may touch.
+CHANGE_STREAMS = frozenset({EVENTS, *ENTITY_STREAMS.values()})
 MAX_PAGES = 1_000
 
 
@@ -58,12 +68,22 @@ class ChangeCursor:
 
 @dataclass(frozen=True)
 class Changes:
-    """The new events of one poll, and the cursor after them."""
+    """The new events of one poll, and the cursor after them.
+
+    ``unread`` is set when the poll stopped at its page cap with more events announced: the
+    first and last UTC day of the span holding the events left unread, every one of which
+    ``streams_by_day`` marks for every stream in `CHANGE_STREAMS`.
+    """
 
     events: list[dict[str, Any]]
     cursor: ChangeCursor
     requests: int
     streams_by_day: dict[date, frozenset[str]] = field(default_factory=dict)
+    unread: tuple[date, date] | None = None
+
+    @property
+    def capped(self) -> bool:
+        return self.unread is not None
 
     @property
     def streams(self) -> frozenset[str]:
@@ -86,20 +106,47 @@ def group_by_day(events: Iterable[dict[str, Any]]) -> dict[date, frozenset[str]]
     a change at T moves the record's ``updated_at`` to T)."""
     days: dict[date, set[str]] = {}
     for event in events:
-        day = datetime.fromtimestamp(int(event["created_at"]), tz=UTC).date()
-        days.setdefault(day, set()).update(streams_of(event))
+        days.setdefault(_day(int(event["created_at"])), set()).update(streams_of(event))
     return {day: frozenset(s) for day, s in sorted(days.items())}
 
 
-def poll_changes(client: KommoClient, cursor: ChangeCursor) -> Changes:
+def poll_changes(
+    client: KommoClient, cursor: ChangeCursor, *, max_pages: int = MAX_PAGES
+) -> Changes:
     """Every event created at or after ``cursor.since`` that the cursor has not seen.
 
-    Costs one request when nothing happened (Kommo answers 204), one per page of 100 otherwise.
+    Costs one request when nothing happened (Kommo answers 204), one per page of 100 otherwise,
+    at most ``max_pages``; past them the unread span is marked for refresh (see the module).
     """
+    if max_pages < 1:
+        raise ValueError(f"max_pages must be at least 1, not {max_pages}")
+    found, requests, capped = _read_pages(client, cursor, max_pages=max_pages)
+    new = [e for i, e in found.items() if i not in cursor.seen]
+    new.sort(key=lambda e: (int(e["created_at"]), str(e["id"])))
+    by_day = group_by_day(new)
+    unread = None
+    if capped:
+        # Newest first: what was not read was created at or before the oldest event read.
+        oldest = min(int(e["created_at"]) for e in found.values())
+        unread = (_day(cursor.since), _day(max(oldest, cursor.since)))
+        by_day = _mark_days(by_day, *unread)
+    return Changes(
+        events=new,
+        cursor=advance(cursor, found.values()),
+        requests=requests,
+        streams_by_day=by_day,
+        unread=unread,
+    )
+
+
+def _read_pages(
+    client: KommoClient, cursor: ChangeCursor, *, max_pages: int
+) -> tuple[dict[str, dict[str, Any]], int, bool]:
+    """The events by id from ``cursor.since``, the requests made, and whether Kommo still
+    announced a next page after ``max_pages``."""
     spec = get_stream(EVENTS)
     found: dict[str, dict[str, Any]] = {}
-    requests = 0
-    for page in range(1, MAX_PAGES + 1):
+    for page in range(1, max_pages + 1):
         body = client.get(
             spec.path,
             (
@@ -109,22 +156,28 @@ def poll_changes(client: KommoClient, cursor: ChangeCursor) -> Changes:
             ),
             what="events since the change cursor",
         )
-        requests += 1
         if not body:
-            break
+            return found, page, False
         records = _events_of(body, spec.list_key or EVENTS)
         for record in records:
             found.setdefault(str(record["id"]), record)
         if not records or not ((body.get("_links") or {}).get("next")):
-            break
-    new = [e for i, e in found.items() if i not in cursor.seen]
-    new.sort(key=lambda e: (int(e["created_at"]), str(e["id"])))
-    return Changes(
-        events=new,
-        cursor=advance(cursor, found.values()),
-        requests=requests,
-        streams_by_day=group_by_day(new),
-    )
+            return found, page, False
+    return found, max_pages, True
+
+
+def _day(timestamp: int) -> date:
+    return datetime.fromtimestamp(timestamp, tz=UTC).date()
+
+
+def _mark_days(
+    by_day: dict[date, frozenset[str]], first: date, last: date
+) -> dict[date, frozenset[str]]:
+    """``by_day`` with every day from ``first`` to ``last`` marked for every change stream."""
+    marked = dict(by_day)
+    for n in range((last - first).days + 1):
+        marked[first + timedelta(days=n)] = CHANGE_STREAMS
+    return dict(sorted(marked.items()))
 
 
 def _events_of(body: dict[str, Any], key: str) -> list[dict[str, Any]]:
@@ -164,7 +217,9 @@ def advance(cursor: ChangeCursor, events: Iterable[dict[str, Any]]) -> ChangeCur
 
 
 __all__ = [
+    "CHANGE_STREAMS",
     "ENTITY_STREAMS",
+    "MAX_PAGES",
     "ChangeCursor",
     "Changes",
     "advance",
