@@ -14,6 +14,12 @@ client's message, visible in the UI, and leaves the cursor where it was, so the 
 again and nothing is lost. Run keys derive from the cursor, so a tick evaluated twice launches
 nothing twice.
 
+A tick reads at most ``max_pages`` pages of events (1,000 by default). Kommo serves events newest
+first with no other order, so when more are announced after that (the sensor was stopped for
+days on a busy account) the unread ones are the oldest: the tick then refreshes every change
+stream on every day from the cursor to the oldest event read, logs a warning saying so, and tags
+its runs ``kommo/capped``. Nothing is lost; the runs only refresh more than changed.
+
 With several accounts each account has its own sensor, ``kommo_<account>_change_sensor``, polling
 its own account with its own cursor.
 
@@ -27,7 +33,7 @@ from datetime import UTC, date, datetime
 import dagster as dg
 
 from kommo_dagster.derived.declaration import with_derived
-from kommo_dagster.kommo.changes import ChangeCursor, Changes, poll_changes
+from kommo_dagster.kommo.changes import MAX_PAGES, ChangeCursor, Changes, poll_changes
 from kommo_dagster.kommo.links import LINK_TABLES
 from kommo_dagster.orchestration.accounts import AccountScope
 from kommo_dagster.orchestration.jobs import KommoJobs, partition_key
@@ -50,12 +56,19 @@ class _Targets:
     # Incremental streams switched to full tables still change through events.
     switched: frozenset[str]
     first_day: date
+    # Pages of events one tick reads at most (see `kommo_dagster.kommo.changes`).
+    max_pages: int = MAX_PAGES
 
 
 def build_change_sensor(
-    settings: Settings, jobs: KommoJobs, *, specs: AccountSpecs | None = None
+    settings: Settings,
+    jobs: KommoJobs,
+    *,
+    specs: AccountSpecs | None = None,
+    max_pages: int = MAX_PAGES,
 ) -> dg.SensorDefinition | None:
-    """The sensor for the selected streams; None when no job could refresh a changed stream."""
+    """The sensor for the selected streams; None when no job could refresh a changed stream.
+    ``max_pages`` caps the event pages one tick reads (a test makes it small)."""
     targets = [j for j in (jobs.incremental, jobs.full_tables) if j is not None]
     if not targets:
         return None
@@ -67,6 +80,7 @@ def build_change_sensor(
         partitioned=frozenset(settings.partitioned_streams),
         switched=frozenset(settings.full_table_streams),
         first_day=settings.start_date,
+        max_pages=max_pages,
     )
 
     @dg.sensor(
@@ -104,12 +118,15 @@ def _tick(
             ),
         )
     with kommo.get_client() as client:
-        changes = poll_changes(client, cursor)
+        changes = poll_changes(client, cursor, max_pages=runs.max_pages)
     context.log.info(
         f"{len(changes.events)} new Kommo events in {changes.requests} request(s)"
         + (f"; streams changed: {', '.join(sorted(changes.streams))}" if changes.events else "")
     )
-    if not changes.events:
+    capped = _capped_note(changes)
+    if capped:
+        context.log.warning(capped)
+    if not changes.streams_by_day:
         return dg.SensorResult(
             cursor=changes.cursor.dumps(), skip_reason="no Kommo event since the cursor"
         )
@@ -117,13 +134,30 @@ def _tick(
     if not requests:
         return dg.SensorResult(
             cursor=changes.cursor.dumps(),
-            skip_reason="the changed streams are not selected in this code location",
+            skip_reason=" ".join(
+                ("the changed streams are not selected in this code location.", capped)
+            ).strip(),
         )
     return dg.SensorResult(run_requests=requests, cursor=changes.cursor.dumps())
 
 
+def _capped_note(changes: Changes) -> str:
+    """What a poll stopped at its page cap did instead of reading on; "" for a full poll."""
+    if changes.unread is None:
+        return ""
+    first, last = changes.unread
+    return (
+        f"Kommo still announced more events after {changes.requests} pages: events from "
+        f"{first.isoformat()} to {last.isoformat()} (UTC) were not all read, so every change "
+        "stream is refreshed on each of those days (runs tagged kommo/capped) and no change is "
+        "lost. If this recurs, the sensor falls behind: keep it running (a shorter "
+        "KOMMO_SENSOR_INTERVAL_SECONDS) or backfill those days."
+    )
+
+
 def _run_requests(changes: Changes, *, runs: _Targets, today: date) -> list[dg.RunRequest]:
-    token = f"{changes.cursor.since}-{len(changes.cursor.seen)}-{changes.events[-1]['id']}"
+    last = changes.events[-1]["id"] if changes.events else "none"
+    token = f"{changes.cursor.since}-{len(changes.cursor.seen)}-{last}"
     by_day: dict[date, set[str]] = {}
     for day, streams in changes.streams_by_day.items():
         chosen = streams & runs.partitioned
@@ -132,6 +166,8 @@ def _run_requests(changes: Changes, *, runs: _Targets, today: date) -> list[dg.R
         # A clock ahead of ours would name a partition that does not exist yet: use today's.
         by_day.setdefault(min(day, today), set()).update(chosen)
     tags = {"kommo/trigger": runs.name}
+    if changes.unread is not None:
+        tags["kommo/capped"] = "/".join(d.isoformat() for d in changes.unread)
     requests: list[dg.RunRequest] = []
     if runs.jobs.incremental is not None:
         for day, streams in sorted(by_day.items()):

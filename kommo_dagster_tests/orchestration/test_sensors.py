@@ -8,11 +8,11 @@ import pytest
 
 from kommo_dagster.definitions import build_definitions
 from kommo_dagster.derived.declaration import with_derived
-from kommo_dagster.kommo.changes import ChangeCursor, advance
+from kommo_dagster.kommo.changes import CHANGE_STREAMS, ChangeCursor, advance
 from kommo_dagster.kommo.errors import KommoPaymentRequiredError
 from kommo_dagster.kommo.links import LINK_TABLES
-from kommo_dagster.orchestration.jobs import FULL_TABLES_JOB, INCREMENTAL_JOB
-from kommo_dagster.orchestration.sensors import CHANGE_SENSOR
+from kommo_dagster.orchestration.jobs import FULL_TABLES_JOB, INCREMENTAL_JOB, build_jobs
+from kommo_dagster.orchestration.sensors import CHANGE_SENSOR, build_change_sensor
 from kommo_dagster.sandbox import ChurnConfig, KommoSandbox
 from kommo_dagster.settings import Settings
 from kommo_dagster_tests.wiring import sandbox_kommo
@@ -21,16 +21,20 @@ pytestmark = pytest.mark.timeout(120)
 
 
 class Watch:
-    def __init__(self, sandbox: KommoSandbox, directory: Path, **settings) -> None:
+    def __init__(
+        self, sandbox: KommoSandbox, directory: Path, *, max_pages: int | None = None, **settings
+    ) -> None:
         self.sandbox = sandbox
         self.kommo = sandbox_kommo(sandbox, directory)
-        self.defs = build_definitions(
-            Settings(
-                start_date=date(2026, 10, 1), duckdb_path=directory / "crm.duckdb", **settings
-            ),
-            kommo=self.kommo,
+        config = Settings(
+            start_date=date(2026, 10, 1), duckdb_path=directory / "crm.duckdb", **settings
         )
+        self.defs = build_definitions(config, kommo=self.kommo)
         self.sensor = self.defs.get_repository_def().get_sensor_def(CHANGE_SENSOR)
+        if max_pages is not None:  # the same sensor, reading fewer pages per tick
+            sensor = build_change_sensor(config, build_jobs(config), max_pages=max_pages)
+            assert sensor is not None and sensor.name == self.sensor.name
+            self.sensor = sensor
         self.instance = dg.DagsterInstance.ephemeral()
 
     def tick(self, cursor: str | None) -> tuple[dg.SensorResult, int]:
@@ -156,6 +160,48 @@ def test_a_failing_poll_fails_the_tick_and_keeps_the_cursor(sandbox, tmp_path: P
     sandbox.update_config(unpaid=False)
     result, requests = watch.tick(cursor)  # the next tick, from the same cursor
     assert requests == 1 and not result.run_requests
+
+
+def test_a_tick_stopped_at_its_page_cap_refreshes_the_days_it_left_unread_and_says_so(
+    sandbox, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+):
+    """Three days of history (over 200 events) from a cursor at the oldest, one page a tick."""
+    watch = Watch(sandbox, tmp_path, max_pages=1)
+    history = sandbox.records("events")
+    cursor = ChangeCursor(since=min(e["created_at"] for e in history))
+    capfd.readouterr()
+    result, requests = watch.tick(cursor.dumps())
+    logged = capfd.readouterr().err  # the tick's log (Dagster's handler writes to stderr)
+    assert requests == 1
+    days = {_day(e["created_at"]) for e in history}
+    # Every day holding an event is refreshed, the unread ones for every change stream.
+    by_day = {date.fromisoformat(r.partition_key or ""): r for r in result.run_requests}
+    assert set(by_day) == days
+    first, *_ = sorted(days)
+    assert _selection(by_day[first]) == _followed(set(CHANGE_STREAMS))
+    [capped] = {r.tags.get("kommo/capped") for r in result.run_requests}
+    assert capped is not None and capped.startswith(f"{first.isoformat()}/")
+    assert "WARNING - Kommo still announced more events after 1 pages" in logged
+    assert f"events from {capped.replace('/', ' to ')} (UTC) were not all read" in logged
+    assert "backfill those days" in logged
+    # The next tick goes on from the newest event: nothing new, not capped, one request.
+    result, requests = watch.tick(result.cursor)
+    assert requests == 1 and not result.run_requests
+    assert "still announced" not in capfd.readouterr().err
+
+
+def test_a_capped_tick_with_nothing_to_run_says_it_was_capped(sandbox, tmp_path: Path):
+    watch = Watch(sandbox, tmp_path, max_pages=1, streams=("pipelines", "users"))
+    history = sandbox.records("events")
+    cursor = ChangeCursor(since=min(e["created_at"] for e in history))
+    result, _ = watch.tick(cursor.dumps())
+    assert not result.run_requests
+    assert result.skip_reason is not None
+    assert "Kommo still announced more events after 1 pages" in str(result.skip_reason)
+
+
+def _day(timestamp: int) -> date:
+    return datetime.fromtimestamp(timestamp, tz=UTC).date()
 
 
 def test_the_cursor_keeps_the_ids_seen_in_its_last_second():
