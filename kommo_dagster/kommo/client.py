@@ -191,11 +191,13 @@ class KommoClient:
 
     def get(self, path: str, params: Params = (), *, what: str | None = None) -> dict | None:
         """One GET of ``/api/v4/...`` with the client's limits and retries; None for 204."""
+        return self._transport.scrubber.call(self._get, path, params, what=what)
+
+    def _get(self, path: str, params: Params, *, what: str | None) -> dict | None:
+        # Checked under the scrubber: the message quotes the path, which may hold the token.
         if not path.startswith("/"):
-            raise ValueError("path must start with /")
-        return self._transport.scrubber.call(
-            lambda: self._transport.get(path, params, what=what).data
-        )
+            raise ValueError(f"path must start with /: {path!r}")
+        return self._transport.get(path, params, what=what).data
 
     def target_concurrency(self) -> int:
         """Requests worth having in flight: the budget times the measured latency (Little's law),

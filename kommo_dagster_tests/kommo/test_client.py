@@ -98,6 +98,16 @@ def test_naive_datetimes_are_refused(account, client_for):
         client.iter_records("leads", start=datetime(2026, 10, 1), end=END)
 
 
+def test_a_path_without_a_leading_slash_is_refused_naming_it(account, client_for):
+    client = client_for(account)
+    with pytest.raises(ValueError, match=r"path must start with /: 'api/v4/leads'"):
+        client.get("api/v4/leads")
+    # The path is quoted through the scrubber, like what the API answers: no token shown.
+    with pytest.raises(ValueError, match=r"path must start with /: 'api/v4/\*\*\*'") as err:
+        client.get(f"api/v4/{account.token}")
+    assert account.token not in str(err.value)
+
+
 def test_statuses_for_given_pipelines_and_a_missing_pipeline(account, client_for):
     client = client_for(account)
     pipelines = fetch(client, "pipelines")
