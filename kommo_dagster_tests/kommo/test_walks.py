@@ -6,17 +6,21 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import re
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 import requests
 
 from kommo_dagster.kommo.errors import KommoResponseError
-from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, STREAMS
+from kommo_dagster.kommo.response import Response
+from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, STREAMS, get_stream
 from kommo_dagster.kommo.walks import even_bounds
 from kommo_dagster.kommo.walks import overlap as overlap_module
+from kommo_dagster.kommo.walks.keyset import KeysetWalk
 from kommo_dagster.sandbox import ChurnConfig
 from kommo_dagster.sandbox.churn import Churner
 from kommo_dagster_tests.kommo.conftest import (
@@ -180,6 +184,30 @@ def test_a_record_without_an_id_fails_the_walk_naming_it(sandbox_factory, client
         table.replace(row, rec)
     with pytest.raises(KommoResponseError, match=f"a {stream} record has no id"):
         fetch(client_for(sb), stream, START, END)
+
+
+@pytest.mark.parametrize(("descending", "served"), [(False, [10, 30, 20]), (True, [30, 10, 20])])
+def test_a_keyset_page_out_of_order_fails_naming_the_record_and_its_cursors(descending, served):
+    """The keyset walk trusts the order it asked for; a page breaking it names the first record
+    out of place and the two cursors, so the answer can be looked up."""
+    walk = KeysetWalk(
+        stream=get_stream("leads"),
+        transport=None,  # type: ignore[arg-type]  # the page is handed in below
+        lo=0,
+        hi=100,
+        descending=descending,
+    )
+    job = walk.next_job()
+    assert job is not None
+    records = [{"id": i, "updated_at": t} for i, t in zip([7, 8, 9], served, strict=True)]
+    body = {"_embedded": {"leads": records}, "_links": {}}
+    order = "desc" if descending else "asc"
+    message = (
+        f"Kommo returned leads out of updated_at order for order[updated_at]={order}: "
+        f"record 9 has updated_at 20 after {served[1]}; the keyset walk relies on it"
+    )
+    with pytest.raises(KommoResponseError, match=re.escape(message)):
+        walk.on_result(job, Response(body=orjson.dumps(body), server_time=None))
 
 
 def test_even_bounds_cover_the_range_without_gaps():

@@ -165,8 +165,8 @@ class KeysetWalk(Walk):
             self._close()
             return []
         cursors = cursor_values(self.stream, records, self.cursor)
-        self._check_order(cursors)
         page_ids = record_ids(self.stream, records)
+        self._check_order(cursors, page_ids)
         lo, hi, lo_ids, hi_ids = g.lo, g.hi, g.lo_ids, g.hi_ids
         out = [
             r
@@ -192,13 +192,16 @@ class KeysetWalk(Walk):
         self.rows += len(out)
         return out
 
-    def _check_order(self, cursors: list[int]) -> None:
-        if any((a < b) if self.descending else (a > b) for a, b in itertools.pairwise(cursors)):
-            order = "desc" if self.descending else "asc"
-            raise KommoResponseError(
-                f"Kommo returned {self.stream.name} out of {self.cursor} order for "
-                f"order[{self.cursor}]={order}; the keyset walk relies on it"
-            )
+    def _check_order(self, cursors: list[int], ids: list[Any]) -> None:
+        """Fail on the first record out of the order asked for, naming it and both cursors."""
+        for (a, b), i in zip(itertools.pairwise(cursors), ids[1:], strict=True):
+            if (a < b) if self.descending else (a > b):
+                order = "desc" if self.descending else "asc"
+                raise KommoResponseError(
+                    f"Kommo returned {self.stream.name} out of {self.cursor} order for "
+                    f"order[{self.cursor}]={order}: record {i!r} has {self.cursor} {b} after "
+                    f"{a}; the keyset walk relies on it"
+                )
 
     def _reached(self, second: int) -> None:
         if self.descending:
