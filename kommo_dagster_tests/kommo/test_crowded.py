@@ -99,6 +99,10 @@ def test_records_already_yielded_are_dropped_and_the_rest_counted_as_yielded():
 
 def test_a_record_of_another_second_is_refused():
     crowded = crowd()
-    with pytest.raises(KommoResponseError, match="leads record outside the requested second"):
+    outside = f"leads record outside the requested second {SECOND}: "
+    with pytest.raises(KommoResponseError, match=f"{outside}record 1 has updated_at {SECOND - 1}$"):
         crowded.new_records(rows([1], SECOND - 1))
     assert crowded.ids == set()
+    # A record without the cursor says so rather than showing None as its value.
+    with pytest.raises(KommoResponseError, match=f"{outside}record 2 has no updated_at$"):
+        crowded.new_records([{"id": 2}])

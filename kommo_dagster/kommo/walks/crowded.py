@@ -64,8 +64,12 @@ class CrowdedSecond:
         out = [r for r, i in zip(records, page_ids, strict=True) if i not in ids]
         for r in out:
             if r.get(self.cursor) != self.second:
+                has = (
+                    f"{self.cursor} {r[self.cursor]!r}" if self.cursor in r else f"no {self.cursor}"
+                )
                 raise KommoResponseError(
-                    f"Kommo returned a {self.stream.name} record outside the requested second"
+                    f"Kommo returned a {self.stream.name} record outside the requested second "
+                    f"{self.second}: record {r['id']!r} has {has}"
                 )
         ids.update(page_ids)
         return out
