@@ -20,6 +20,7 @@ from kommo_dagster.kommo.response import Response
 from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, STREAMS, get_stream
 from kommo_dagster.kommo.walks import even_bounds
 from kommo_dagster.kommo.walks import overlap as overlap_module
+from kommo_dagster.kommo.walks.base import cursor_values
 from kommo_dagster.kommo.walks.keyset import KeysetWalk
 from kommo_dagster.sandbox import ChurnConfig
 from kommo_dagster.sandbox.churn import Churner
@@ -208,6 +209,21 @@ def test_a_keyset_page_out_of_order_fails_naming_the_record_and_its_cursors(desc
     )
     with pytest.raises(KommoResponseError, match=re.escape(message)):
         walk.on_result(job, Response(body=orjson.dumps(body), server_time=None))
+
+
+def test_a_record_without_a_good_cursor_fails_naming_its_id():
+    leads, first = get_stream("leads"), {"id": 7, "updated_at": 1}
+    with pytest.raises(KommoResponseError, match=r"^a leads record \(id 8\) has no updated_at$"):
+        cursor_values(leads, [first, {"id": 8}], "updated_at")
+    with pytest.raises(
+        KommoResponseError, match=r"^a leads record \(id 8\) has a non-integer updated_at: '1'$"
+    ):
+        cursor_values(leads, [first, {"id": 8, "updated_at": "1"}], "updated_at")
+    # Without an id to name (or when the id is what is missing), it says what it can.
+    with pytest.raises(KommoResponseError, match=r"^a leads record has no updated_at$"):
+        cursor_values(leads, [first, None], "updated_at")  # type: ignore[list-item]
+    with pytest.raises(KommoResponseError, match=r"^a leads record has no id$"):
+        cursor_values(leads, [first, {"updated_at": 1}], "id")
 
 
 def test_even_bounds_cover_the_range_without_gaps():

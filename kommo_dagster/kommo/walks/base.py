@@ -77,14 +77,28 @@ def record_ids(stream: Stream, records: list[dict[str, Any]]) -> list[Any]:
 
 
 def cursor_values(stream: Stream, records: list[dict[str, Any]], cursor: str) -> list[int]:
-    try:
-        values = [r[cursor] for r in records]
-    except (KeyError, TypeError):
-        raise KommoResponseError(f"a {stream.name} record has no {cursor}") from None
-    for v in values:
+    """The integer ``cursor`` of each record; a record without one fails the run naming it."""
+    values = []
+    for r in records:
+        try:
+            v = r[cursor]
+        except (KeyError, TypeError):
+            raise KommoResponseError(
+                f"a {stream.name} record{_by_id(r, cursor)} has no {cursor}"
+            ) from None
         if type(v) is not int:
-            raise KommoResponseError(f"a {stream.name} record has a non-integer {cursor}: {v!r}")
+            raise KommoResponseError(
+                f"a {stream.name} record{_by_id(r, cursor)} has a non-integer {cursor}: {v!r}"
+            )
+        values.append(v)
     return values
+
+
+def _by_id(record: Any, cursor: str) -> str:
+    """`` (id 5)`` for a record with an id, so an error about its ``cursor`` can name it."""
+    get = getattr(record, "get", None)
+    rid = get("id") if cursor != "id" and callable(get) else None
+    return "" if rid is None else f" (id {rid!r})"
 
 
 @dataclass(eq=False, kw_only=True)
