@@ -165,10 +165,25 @@ def validate_allow_any_host(value: bool | str | None) -> bool:
     return parse_bool(value, name=ENV_ALLOW_ANY_HOST)
 
 
+# A number as a setting writes it: ASCII digits, a sign, and for a fraction a decimal point and
+# an exponent. Python's int() and float() also read "1_0" as 10 and other scripts' digits
+# ("\u0663", an Arabic-Indic 3) as ASCII ones, which no one means in a setting.
+_PLAIN_WHOLE = re.compile(r"[+-]?[0-9]+")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def plain_number(text: str, *, fraction: bool = True) -> bool:
+    """Whether ``text``, surrounding whitespace aside, is a number written plainly (a whole
+    one unless ``fraction``)."""
+    return (_PLAIN_NUMBER if fraction else _PLAIN_WHOLE).fullmatch(text.strip()) is not None
+
+
 def _number(value: float | str | None, *, default: float) -> float | None:
     """The number ``value`` holds: ``default`` when it is unset, None when it is no number."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return default
+    if isinstance(value, str) and not plain_number(value):
+        return None
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -305,6 +320,8 @@ def validate_max_workers(value: int | str | None) -> int:
     if value is None or (isinstance(value, str) and not value.strip()):
         return DEFAULT_MAX_WORKERS
     try:
+        if isinstance(value, str) and not plain_number(value, fraction=False):
+            raise ValueError(value)
         workers = int(value)
     except (TypeError, ValueError):
         raise KommoConfigError(f"{ENV_MAX_WORKERS} must be an integer, got {value!r}") from None

@@ -152,6 +152,43 @@ def test_max_workers_must_be_a_small_positive_integer(value):
         validate_max_workers(value)
 
 
+# Python's int() and float() read these, but no one writes a setting so: "1_0" read as 10,
+# digits of other scripts (Arabic-Indic, full-width, Devanagari) as ASCII ones.
+NOT_PLAIN = ["1_0", "\u0663", "\uff15", "\u0968.5", "1e1_0"]
+
+
+@pytest.mark.parametrize("value", NOT_PLAIN)
+def test_numbers_not_written_plainly_are_refused_naming_the_variable_and_value(value):
+    with pytest.raises(KommoConfigError, match="KOMMO_REQUESTS_PER_SECOND must be a number") as e:
+        KommoSettings.build(token=TOKEN, subdomain="acme", requests_per_second=value)
+    assert repr(value) in str(e.value)
+    with pytest.raises(KommoConfigError, match="KOMMO_BAN_COOLDOWN_SECONDS must be a number") as e:
+        KommoSettings.build(token=TOKEN, subdomain="acme", ban_cooldown_seconds=value)
+    assert repr(value) in str(e.value)
+    with pytest.raises(KommoConfigError, match="KOMMO_MAX_WORKERS must be an integer") as e:
+        validate_max_workers(value)
+    assert repr(value) in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "number"),
+    [(" 2.5 ", 2.5), ("+3", 3.0), ("5.", 5.0), (".5", 0.5), ("1E0", 1.0), ("\t6e-1\n", 0.6)],
+)
+def test_numbers_written_plainly_stay_accepted(value, number):
+    s = KommoSettings.build(
+        token=TOKEN,
+        subdomain="acme",
+        requests_per_second=value,
+        ban_cooldown_seconds=value,
+    )
+    assert (s.requests_per_second, s.ban_cooldown_seconds) == (number, number)
+
+
+@pytest.mark.parametrize(("value", "workers"), [(" 8 ", 8), ("+2", 2), ("064", 64), (3.0, 3)])
+def test_workers_written_plainly_stay_accepted(value, workers):
+    assert validate_max_workers(value) == workers
+
+
 def test_a_rate_limit_dir_under_a_file_fails_with_the_settings(tmp_path):
     """It passed validation, then failed at the first client with a bare NotADirectoryError."""
     f = tmp_path / "file"
