@@ -68,7 +68,8 @@ def whole_number(minimum: int, maximum: int, why: str) -> Callable[[object, str]
 
     def parse(value: object, label: str) -> int:
         text = str(value).strip()
-        if isinstance(value, bool) or not re.fullmatch(r"\d+", text) or int(text) < minimum:
+        # ASCII digits: \d would take other scripts' digits too, which int() reads as these.
+        if isinstance(value, bool) or not re.fullmatch(r"[0-9]+", text) or int(text) < minimum:
             raise invalid(label, f"a whole number of at least {minimum}", value)
         if int(text) > maximum:
             raise invalid(label, f"a whole number of at most {maximum} ({why})", value)
@@ -78,10 +79,10 @@ def whole_number(minimum: int, maximum: int, why: str) -> Callable[[object, str]
 
 
 def parse_seconds(value: object, label: str) -> float:
-    try:
-        seconds = -1.0 if isinstance(value, bool) else float(str(value))
-    except ValueError:
-        seconds = -1.0
+    # A number written plainly: float() alone would read "1_0" and other scripts' digits.
+    text = str(value)
+    plain = not isinstance(value, bool) and client.plain_number(text)
+    seconds = float(text) if plain else -1.0
     if not 0 < seconds < float("inf"):
         raise invalid(label, "a positive number of seconds", value)
     return seconds

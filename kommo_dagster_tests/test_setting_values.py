@@ -37,6 +37,38 @@ def test_a_bad_lock_timeout_names_the_variable(value: str):
         Settings.from_env({"KOMMO_DUCKDB_LOCK_TIMEOUT": value})
 
 
+# Python's int() and float() read these, but no one writes a setting so: "1_0" read as 10,
+# digits of other scripts (Arabic-Indic, full-width, Devanagari) as ASCII ones.
+NOT_PLAIN = ["1_0", "\u0663", "\uff15", "\u0968.5", "1e1_0"]
+
+
+@pytest.mark.parametrize("value", NOT_PLAIN)
+def test_numbers_not_written_plainly_are_refused_naming_the_variable_and_value(value: str):
+    refusals = {
+        "KOMMO_DUCKDB_LOCK_TIMEOUT": "must be a positive number of seconds",
+        "KOMMO_HISTORY_RETENTION_DAYS": "must be a whole number of at least 0",
+        "KOMMO_SENSOR_INTERVAL_SECONDS": "must be a whole number of at least 1",
+        "KOMMO_REQUESTS_PER_SECOND": "must be a number of requests per second",
+    }
+    for variable, what in refusals.items():
+        with pytest.raises(SettingsError, match=f"{variable} {what}") as err:
+            Settings.from_env({variable: value})
+        assert repr(value) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(" 2.5 ", 2.5), ("+3", 3.0), ("5.", 5.0), (".5", 0.5), ("1E1", 10.0), ("\t6e-1\n", 0.6)],
+)
+def test_a_lock_timeout_written_plainly_stays_accepted(value: str, seconds: float):
+    assert Settings.from_env({"KOMMO_DUCKDB_LOCK_TIMEOUT": value}).lock_timeout == seconds
+
+
+@pytest.mark.parametrize(("value", "days"), [(" 7 ", 7), ("007", 7), ("0", 0)])
+def test_a_whole_number_written_plainly_stays_accepted(value: str, days: int):
+    assert Settings.from_env({"KOMMO_HISTORY_RETENTION_DAYS": value}).history_retention_days == days
+
+
 @pytest.mark.parametrize("value", ["800000", "99999999999999999999"])
 def test_a_history_retention_past_what_a_date_holds_fails_the_load(
     environ, monkeypatch: pytest.MonkeyPatch, value: str
