@@ -22,6 +22,7 @@ from kommo_dagster.kommo.config import (
     Secret,
     account_variable,
     environment,
+    plain_number,
     variable_value,
 )
 from kommo_dagster.kommo.secrecy import Scrubber
@@ -116,12 +117,15 @@ class KommoResource(dg.ConfigurableResource):
         for name, suffix in _TEXT_VARIABLES.items():
             if variable_value(env, var(suffix)) is not None:
                 kwargs[name] = dg.EnvVar(var(suffix))
+        # Numbers only as written plainly: int() and float() also read "1_0" and other
+        # scripts' digits, which the validation refuses by the variable's text.
         rps = variable_value(env, var("REQUESTS_PER_SECOND"))
         if rps is not None:
-            kwargs["requests_per_second"] = _number_or_nan(rps)
+            kwargs["requests_per_second"] = float(rps) if plain_number(rps) else float("nan")
         workers = variable_value(env, var("MAX_WORKERS"))
         if workers is not None:
-            kwargs["max_workers"] = int(workers) if workers.lstrip("-").isdigit() else -1
+            plain = plain_number(workers, fraction=False)
+            kwargs["max_workers"] = int(workers) if plain else -1
         return cls(**kwargs)
 
     def settings(self) -> KommoSettings:
@@ -172,13 +176,6 @@ def _resolve(value: str | None) -> str | None:
     if isinstance(value, dg.EnvVar):
         return value.get_value()
     return value
-
-
-def _number_or_nan(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return float("nan")
 
 
 __all__ = ["KommoResource"]

@@ -244,3 +244,35 @@ def test_a_resource_used_alone_names_the_accounts_variable_and_the_value(
     resource = KommoResource.from_env(account="a1")
     with pytest.raises(KommoConfigError, match=f"{variable} must be .*got '{value}'"):
         resource.get_client()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("KOMMO_REQUESTS_PER_SECOND", "1_0"),
+        ("KOMMO_REQUESTS_PER_SECOND", "\u0663"),
+        ("KOMMO_MAX_WORKERS", "\u0663"),
+        ("KOMMO_MAX_WORKERS", "\u00b2"),
+    ],
+)
+def test_a_resource_refuses_numbers_not_written_plainly_naming_the_value(
+    monkeypatch, variable, value
+):
+    """int() and float() read "1_0" as 10 and an Arabic-Indic 3 as 3; a superscript 2 passed
+    `str.isdigit` and then failed the load with a bare ValueError."""
+    monkeypatch.setenv("KOMMO_API_TOKEN", SECRET)
+    monkeypatch.setenv("KOMMO_SUBDOMAIN", "acme")
+    monkeypatch.setenv(variable, value)
+    resource = KommoResource.from_env()
+    with pytest.raises(KommoConfigError, match=f"{variable} must be .*got {value!r}$"):
+        resource.get_client()
+
+
+@pytest.mark.parametrize(("rate", "workers"), [(" 2.5 ", " 3 "), ("+1", "+2"), ("5e-1", "08")])
+def test_a_resource_takes_numbers_written_plainly(monkeypatch, rate, workers):
+    monkeypatch.setenv("KOMMO_API_TOKEN", SECRET)
+    monkeypatch.setenv("KOMMO_SUBDOMAIN", "acme")
+    monkeypatch.setenv("KOMMO_REQUESTS_PER_SECOND", rate)
+    monkeypatch.setenv("KOMMO_MAX_WORKERS", workers)
+    settings = KommoResource.from_env().settings()
+    assert (settings.requests_per_second, settings.max_workers) == (float(rate), int(workers))
