@@ -117,8 +117,9 @@ def _tick(
                 f"{datetime.fromtimestamp(start.since, tz=UTC).isoformat()}"
             ),
         )
+    # The poll's checks quote Kommo's answers, which may hold the token: masked as in assets.
     with kommo.get_client() as client:
-        changes = poll_changes(client, cursor, max_pages=runs.max_pages)
+        changes = kommo.scrubber().call(poll_changes, client, cursor, max_pages=runs.max_pages)
     context.log.info(
         f"{len(changes.events)} new Kommo events in {changes.requests} request(s)"
         + (f"; streams changed: {', '.join(sorted(changes.streams))}" if changes.events else "")

@@ -9,7 +9,7 @@ import pytest
 from kommo_dagster.definitions import build_definitions
 from kommo_dagster.derived.declaration import with_derived
 from kommo_dagster.kommo.changes import CHANGE_STREAMS, ChangeCursor, advance
-from kommo_dagster.kommo.errors import KommoPaymentRequiredError
+from kommo_dagster.kommo.errors import KommoPaymentRequiredError, KommoResponseError
 from kommo_dagster.kommo.links import LINK_TABLES
 from kommo_dagster.orchestration.jobs import FULL_TABLES_JOB, INCREMENTAL_JOB, build_jobs
 from kommo_dagster.orchestration.sensors import CHANGE_SENSOR, build_change_sensor
@@ -247,3 +247,20 @@ def test_a_changed_stream_is_refreshed_with_everything_its_job_runs_after_it(
     # The incremental job holds only what runs with its parent (the views and the tables
     # rebuilt whole run with the full tables): none of it may be left behind.
     assert not _left_behind(watch.defs, by_job[INCREMENTAL_JOB])
+
+
+def test_a_tick_failing_on_an_event_that_quotes_the_token_masks_it(sandbox, tmp_path: Path):
+    """The poll's checks quote what Kommo answered, which may hold the token it was sent: the
+    tick's error masks it like the client's own errors."""
+    watch = Watch(sandbox, tmp_path)
+    cursor = watch.tick(None)[0].cursor
+    sandbox.update_config(churn=ChurnConfig(streams=("leads",), updates=1, creates=0, deletes=0))
+    sandbox.churn_step()
+    table = sandbox.account.tables["events"]
+    row = max(range(len(table)), key=lambda r: table.record(r)["created_at"])
+    event = table.record(row)
+    del event["id"]
+    table.replace(row, {"text": sandbox.token, **event})
+    with pytest.raises(KommoResponseError, match="without an id") as raised:
+        watch.tick(cursor)
+    assert sandbox.token not in str(raised.value) and "'text': '***'" in str(raised.value)
