@@ -3,9 +3,12 @@ walks against the sandbox are in test_walks.py)."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
+from kommo_dagster.kommo.decoding import typed_records_of
 from kommo_dagster.kommo.errors import KommoResponseError
+from kommo_dagster.kommo.response import Response
 from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.kommo.walks.crowded import CrowdedSecond
 
@@ -106,3 +109,15 @@ def test_a_record_of_another_second_is_refused():
     # A record without the cursor says so rather than showing None as its value.
     with pytest.raises(KommoResponseError, match=f"{outside}record 2 has no updated_at$"):
         crowded.new_records([{"id": 2}])
+
+
+def test_a_typed_record_of_another_second_is_refused_naming_it():
+    """The tables' walks hand in typed records (`typed_records_of`), which are no mappings:
+    the refusal names the record and its value for them too, not a bare KeyError."""
+    body = {"_embedded": {"leads": [{"id": 1, "updated_at": SECOND - 1}]}, "_links": {}}
+    resp = Response(body=orjson.dumps(body), server_time=None)
+    records, _ = typed_records_of(LEADS, resp)
+    assert not isinstance(records[0], dict)
+    outside = f"leads record outside the requested second {SECOND}: "
+    with pytest.raises(KommoResponseError, match=f"{outside}record 1 has updated_at {SECOND - 1}$"):
+        crowd().new_records(records)

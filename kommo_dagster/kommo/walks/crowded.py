@@ -15,6 +15,8 @@ from kommo_dagster.kommo.walks.overlap import OverlapPages, ascending_ids
 # What a page by id leaves to do: another page, or nothing (every record that stayed in the
 # second was read).
 Next = Literal["more", "done"]
+# A record without the cursor, told apart from one whose cursor is null.
+_MISSING = object()
 
 
 @dataclass(eq=False, kw_only=True)
@@ -63,10 +65,10 @@ class CrowdedSecond:
         ids, page_ids = self.ids, record_ids(self.stream, records)
         out = [r for r, i in zip(records, page_ids, strict=True) if i not in ids]
         for r in out:
-            if r.get(self.cursor) != self.second:
-                has = (
-                    f"{self.cursor} {r[self.cursor]!r}" if self.cursor in r else f"no {self.cursor}"
-                )
+            value = r.get(self.cursor, _MISSING)
+            if value != self.second:
+                # get(), not ``in``: a typed record (`decoding.TypedRecord`) is no mapping.
+                has = f"no {self.cursor}" if value is _MISSING else f"{self.cursor} {value!r}"
                 raise KommoResponseError(
                     f"Kommo returned a {self.stream.name} record outside the requested second "
                     f"{self.second}: record {r['id']!r} has {has}"
