@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from kommo_dagster.kommo.errors import KommoResponseError
+from kommo_dagster.kommo.errors import KommoContractError, KommoResponseError
+from kommo_dagster.kommo.records import typed_values
 from kommo_dagster.kommo.streams import STREAMS, get_stream
 
 if TYPE_CHECKING:
@@ -194,12 +195,24 @@ def _events_of(body: dict[str, Any], key: str) -> list[dict[str, Any]]:
             raise KommoResponseError(
                 f"Kommo's events response holds an event without an id: {record!r:.200}"
             )
-        if type(record.get("created_at")) is not int:
-            raise KommoResponseError(
-                f"Kommo's event {record['id']!r} has a non-integer created_at: "
-                f"{record.get('created_at')!r:.80}"
-            )
-    return records or []
+    return [_with_integer_second(r) for r in records or ()]
+
+
+def _with_integer_second(event: dict[str, Any]) -> dict[str, Any]:
+    """``event`` with its ``created_at`` an int, converted by the events table's rule (a numeric
+    string or an integral float is that integer), so the sensor reads what the asset writes."""
+    value = event.get("created_at")
+    if type(value) is int:
+        return event
+    try:
+        [second] = typed_values(EVENTS, get_stream(EVENTS).column("created_at"), [value], [event])
+    except KommoContractError:
+        second = None
+    if second is None:
+        raise KommoResponseError(
+            f"Kommo's event {event['id']!r} has a non-integer created_at: {value!r:.80}"
+        )
+    return {**event, "created_at": second}
 
 
 def advance(cursor: ChangeCursor, events: Iterable[dict[str, Any]]) -> ChangeCursor:

@@ -11,6 +11,7 @@ import pytest
 from kommo_dagster.kommo.changes import CHANGE_STREAMS, ChangeCursor, poll_changes, streams_of
 from kommo_dagster.kommo.client import KommoClient
 from kommo_dagster.kommo.errors import KommoResponseError
+from kommo_dagster.kommo.records import to_columns
 from kommo_dagster.sandbox import ChurnConfig, KommoSandbox
 
 
@@ -135,3 +136,16 @@ def _churn(sandbox: KommoSandbox, *, seconds: int) -> None:
 
 def _date(timestamp: int) -> date:
     return datetime.fromtimestamp(timestamp, tz=UTC).date()
+
+
+@pytest.mark.parametrize("written", ["9", 9.0])
+def test_an_event_whose_created_at_its_table_converts_moves_the_cursor(written):
+    """The events table writes a numeric string or an integral float as that integer, and the
+    poll read them so before it checked its events: it still does, rather than failing every
+    tick of the sensor on an event its own asset writes."""
+    event = {"id": "a", "created_at": written, "entity_type": "lead"}
+    assert to_columns("events", [event])["created_at"] == [9]
+    changes = poll_changes(_Fake([_page(event)]), ChangeCursor(since=5))
+    assert changes.cursor == ChangeCursor(since=9, seen=frozenset({"a"}))
+    assert [e["created_at"] for e in changes.events] == [9]
+    assert changes.streams == {"events", "leads"}
