@@ -127,3 +127,20 @@ def test_the_scripts_run_from_the_environment_bootstrap_made(
     assert any(call.startswith("venv python -m pip install") for call in calls)
     assert calls[-len(expected) :] == expected
     assert not (root / ".venv").exists()
+
+
+def test_a_folder_kommo_venv_names_that_was_there_keeps_its_files_when_venv_fails(root: Path):
+    """KOMMO_VENV may name a folder that holds more than the environment: a venv Debian could
+    not finish is removed only where this run made the folder, else only its python is."""
+    venv = root.parent / "envs"
+    (venv / "notes").mkdir(parents=True)
+    (venv / "notes" / "keep.txt").write_text("mine")
+    failed = _run(root, "scripts/bootstrap.sh", NO_ENSUREPIP="1", KOMMO_VENV=str(venv))
+    assert failed.returncode == 1
+    assert "sudo apt-get install python3-venv" in failed.stderr
+    assert (venv / "notes" / "keep.txt").read_text() == "mine"
+    assert not (venv / "bin" / "python").exists()  # the next run makes the environment again
+
+    done = _run(root, "scripts/bootstrap.sh", KOMMO_VENV=str(venv))
+    assert done.returncode == 0, done.stderr
+    assert _calls(root).count(f"system -m venv {venv}") == 2

@@ -14,10 +14,14 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
+  # KOMMO_VENV may name a folder that holds more than the environment.
+  made_folder=""
+  [ -e "$VENV" ] || made_folder=1
   if ! "$PYTHON" -m venv "$VENV" 2>/dev/null; then
     # Without python3-venv, Debian's venv fails after it made $VENV/bin/python: remove that
-    # half, which a later run would take for a finished environment.
-    rm -rf "$VENV"
+    # half, which a later run would take for a finished environment (the whole folder only
+    # when this run made it).
+    if [ -n "$made_folder" ]; then rm -rf "$VENV"; else rm -f "$VENV/bin/python"; fi
     # Debian ships venv separately; install it when we are allowed to.
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       echo "Installing python3-venv (Debian keeps venv in its own package)..." >&2
