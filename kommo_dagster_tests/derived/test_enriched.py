@@ -35,7 +35,7 @@ PRODUCTS = [(1, 3, 2, None), (1, 4, 1, None), (2, 4, 3, 9), (2, 3, 1, 404), (3, 
 
 def _price(fields: list[dict], price_id: int | None) -> float:
     """The chosen price field, else the element's first field of type price, as listed."""
-    chosen = [f for f in fields if f["field_id"] == price_id]
+    chosen = [f for f in fields if price_id is not None and f.get("field_id") == price_id]
     chosen = chosen or [f for f in fields if f["field_type"] == "price"]
     return float(chosen[0]["values"][0]["value"])
 
@@ -63,3 +63,22 @@ def test_a_product_is_priced_by_the_chosen_field_else_the_first_price_field():
     ).fetchall()
     assert got == [(1, 2, expected[1]), (2, 2, expected[2]), (3, 1, expected[3])]
     assert expected == {1: 212.5, 2: 220.0, 3: 16.0}  # the first price fields, not the lowest ids
+
+
+def test_fields_without_an_integer_id_are_not_taken_for_one_field():
+    """Only a field listed twice counts once: entries whose ids are no integer (NULL) are
+    different fields, so a price field after such a text field still prices the product."""
+    con = duckdb.connect()
+    insert(con, "leads", [{"id": 1, "updated_at": 10, "created_at": 1}])
+    fields = [
+        {"field_id": "SKU", "field_type": "text", "values": [{"value": "SKU-1"}]},
+        {"field_type": "price", "values": [{"value": 70}]},  # no id at all
+    ]
+    element = {"id": 6, "catalog_id": 5, "custom_fields_values": json.dumps(fields)}
+    insert(con, "catalog_elements", [element])
+    rebuild_enriched_view(con, schema=SCHEMA)
+    con.execute(f"INSERT INTO {SCHEMA}.lead_products VALUES (1, 5, 6, 2, NULL)")
+    got = con.execute(
+        f"SELECT product_count, product_amount FROM {SCHEMA}.leads_enriched WHERE lead_id = 1"
+    ).fetchall()
+    assert got == [(1, 2 * _price(fields, None))] == [(1, 140.0)]

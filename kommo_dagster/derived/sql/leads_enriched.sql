@@ -11,12 +11,14 @@ entries AS (
     FROM elements
 ),
 fields AS (
-    -- A field listed twice counts once, by its first entry (a product joins one price).
+    -- A field listed twice counts once, by its first entry (a product joins one price);
+    -- entries without an integer id are no field listed twice, each one stays.
     SELECT catalog_id, element_id, f->>'field_type' AS field_type,
         {field_id} AS field_id,
         TRY_CAST(f->'values'->0->>'value' AS DOUBLE) AS value, n
     FROM entries
-    QUALIFY row_number() OVER (PARTITION BY catalog_id, element_id, field_id ORDER BY n) = 1
+    QUALIFY field_id IS NULL
+        OR row_number() OVER (PARTITION BY catalog_id, element_id, field_id ORDER BY n) = 1
 ),
 default_prices AS (
     SELECT catalog_id, element_id, arg_min(value, n) AS value
