@@ -69,37 +69,42 @@ FUNNEL_COLUMNS: tuple[ViewColumn, ...] = (
 )
 
 
-def _lead_status(column: str, key: str) -> str:
-    # The first lead_status entry of the array that is an object; ids as served, NULL when
-    # absent or not integral.
+def _first_status(column: str) -> str:
+    # The first lead_status entry of the array that is an object; NULL when absent, or when the
+    # text is not JSON (an event stored so gives NULL stages rather than failing the run).
     statuses = f"json_extract(e.{column}, '$[*].lead_status')"
     first = f"list_filter({statuses}, lambda s: json_type(s) = 'OBJECT')[1]"
-    return json_integer(f"{first} -> '$.{key}'")
+    return f"CASE WHEN json_valid(e.{column}) THEN {first} END"
+
+
+def _status_id(side: str, key: str) -> str:
+    return json_integer(f"{side} -> '$.{key}'")
 
 
 def status_changes_select_sql(*, schema: str, window: EpochWindow | None) -> str:
     """The ``lead_status_changes`` rows of the events' ``window`` slice (whole table for None).
 
     An event stored twice counts once; events whose ``value_*`` text is not JSON give NULL
-    stages rather than failing the run.
+    stages rather than failing the run. Each value's first lead_status is found once, then its
+    ids read (as served; NULL when absent or not integral).
     """
     events = get_stream("events")
     cursor = events.cursor or ""
-
-    def status(column: str, key: str) -> str:
-        return f"CASE WHEN json_valid(e.{column}) THEN {_lead_status(column, key)} ELSE NULL END"
-
+    ids = ", ".join(
+        f"{_status_id(side, key)} AS {name}_{side}"
+        for side in ("before", "after")
+        for key, name in (("pipeline_id", "pipeline_id"), ("id", "status_id"))
+    )
     return (
+        f"SELECT event_id, lead_id, changed_at, changed_by, {ids} FROM ("
         f"SELECT DISTINCT ON (e.id) e.id AS event_id, e.entity_id AS lead_id, "
         f"e.{cursor} AS changed_at, e.created_by AS changed_by, "
-        f"{status('value_before', 'pipeline_id')} AS pipeline_id_before, "
-        f"{status('value_before', 'id')} AS status_id_before, "
-        f"{status('value_after', 'pipeline_id')} AS pipeline_id_after, "
-        f"{status('value_after', 'id')} AS status_id_after "
+        f"{_first_status('value_before')} AS before, {_first_status('value_after')} AS after "
         f"FROM {table_ref(schema, events.name)} AS e "
         f"WHERE e.type = '{STATUS_CHANGED_EVENT}' "
         f"AND {window_condition(cursor, window, alias='e')} "
-        f"ORDER BY e.id, e.{cursor}"
+        f"ORDER BY e.id, e.{cursor}) "
+        f"ORDER BY event_id"
     )
 
 
