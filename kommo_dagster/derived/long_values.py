@@ -63,18 +63,21 @@ entries AS (
     SELECT entity_id, updated_at, unnest(fields) AS f, unnest(range(len(fields))) AS position
     FROM arrays
 ),
+identified AS (
+    -- the id read once: the filter, the repeats' partition and the row use it
+    SELECT entity_id, updated_at, f, position, {field_id} AS field_id
+    FROM entries WHERE json_type(f) = 'OBJECT'
+),
 fields AS (
-    SELECT entity_id, updated_at,
-        {field_id} AS field_id,
+    SELECT entity_id, updated_at, field_id,
         f ->> 'field_name' AS field_name,
         f ->> 'field_code' AS field_code,
         f ->> 'field_type' AS field_type,
         CASE WHEN json_type(f, '$.values') = 'ARRAY' THEN json_extract(f, '$.values[*]')
              ELSE CAST([] AS JSON[]) END AS vs
-    FROM entries
-    WHERE json_type(f) = 'OBJECT' AND ({field_id}) IS NOT NULL
-    QUALIFY row_number() OVER (
-        PARTITION BY entity_id, updated_at, ({field_id}) ORDER BY position) = 1
+    FROM identified
+    WHERE field_id IS NOT NULL
+    QUALIFY row_number() OVER (PARTITION BY entity_id, updated_at, field_id ORDER BY position) = 1
 ),
 values_ AS (SELECT *, unnest(range(len(vs))) AS value_index FROM fields)
 SELECT entity_id, updated_at, field_id, field_name, field_code, field_type, value_index,
