@@ -27,10 +27,10 @@ _BOOL_OK = frozenset({bool, _NONE})
 _STR_OK = frozenset({str, _NONE})
 _DICT = frozenset({dict})
 # Beyond 2**53 a float no longer holds every integer: an id sent as one may have lost digits.
-_EXACT_FLOAT = 2**53
+EXACT_FLOAT = 2**53
 # A numeric string as Kommo writes one (padding aside); Python's int() would also read "1_000"
 # or other scripts' digits, which no API sends as numbers.
-_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -90,13 +90,13 @@ def _as_int(stream: str, col: Column, values: Sequence, records: Sequence[Any]) 
         elif isinstance(v, float):
             if not v.is_integer():
                 _fail(stream, col, records, i, v, "not an integral number")
-            elif abs(v) >= _EXACT_FLOAT:
+            elif abs(v) >= EXACT_FLOAT:
                 _fail(stream, col, records, i, v, "a float this large may have lost digits")
             else:
                 out.append(int(v))
         elif isinstance(v, str):
             text = v.strip()
-            if _INTEGER_TEXT.fullmatch(text) is None:
+            if INTEGER_TEXT.fullmatch(text) is None:
                 _fail(stream, col, records, i, v, "not an integral number")
             out.append(int(text))
         else:
@@ -167,4 +167,4 @@ def to_columns(stream: str, records: Iterable[Mapping[str, Any]]) -> dict[str, l
     return out
 
 
-__all__ = ["descend", "to_columns", "typed_values"]
+__all__ = ["EXACT_FLOAT", "INTEGER_TEXT", "descend", "to_columns", "typed_values"]

@@ -55,6 +55,10 @@ ODD = [
     {"field_id": 23.7, "field_name": "fraction", "values": [{"value": 1}]},
     {"field_id": "1e3", "field_name": "exponent", "values": [{"value": 1}]},
     {"field_id": " 9 ", "field_name": "as text", "values": [{"value": "a", "enum_id": 2.5}]},
+    # ...and ids the extracted tables' integer columns read as integers: 10.0 and "+11".
+    {"field_id": 10.0, "field_name": "integral", "values": [{"value": "b", "enum_id": 3.0}]},
+    {"field_id": "+11", "field_name": "signed", "values": [{"value": "c", "enum_id": " -4 "}]},
+    {"field_id": 2.0**53, "field_name": "too large to trust", "values": [{"value": 1}]},
 ]
 
 

@@ -140,6 +140,8 @@ def test_a_stage_id_that_is_no_integer_is_null_not_rounded():
         [{"lead_status": {"id": 142.5, "pipeline_id": "7"}}],
         [{"lead_status": {"id": "1e3", "pipeline_id": True}}],
         [{"lead_status": 5}, {"other": 1}, {"lead_status": {"id": " 20 ", "pipeline_id": 7}}],
+        # read as the extracted tables' integer columns read them
+        [{"lead_status": {"id": 142.0, "pipeline_id": "+8"}}],
     ]
     events = [
         _event(f"o{i}", 9, 1000 + i, 10, 20) | {"value_before": value}
@@ -153,7 +155,7 @@ def test_a_stage_id_that_is_no_integer_is_null_not_rounded():
     sql = status_changes_select_sql(schema=SCHEMA, window=None)
     got = con.execute(f"{sql}").fetchall()
     assert sorted(got) == sorted(status_change(e) for e in events)
-    assert [r[4:6] for r in sorted(got)] == [(7, None), (None, None), (7, 20)]
+    assert [r[4:6] for r in sorted(got)] == [(7, None), (None, None), (7, 20), (8, 142)]
 
 
 def test_durations_and_funnel_match_the_reference(con):
