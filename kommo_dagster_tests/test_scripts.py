@@ -144,3 +144,24 @@ def test_a_folder_kommo_venv_names_that_was_there_keeps_its_files_when_venv_fail
     done = _run(root, "scripts/bootstrap.sh", KOMMO_VENV=str(venv))
     assert done.returncode == 0, done.stderr
     assert _calls(root).count(f"system -m venv {venv}") == 2
+
+
+@pytest.mark.parametrize("in_project", [True, False])
+def test_the_demos_next_steps_name_the_environment_that_ran_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, in_project: bool
+):
+    """With ``KOMMO_VENV`` elsewhere, the commands the demo prints at its end run that
+    environment's tools, not a ``.venv`` that is not there."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kommo_demo", REPO / "scripts" / "demo.py")
+    assert spec is not None and spec.loader is not None
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    prefix = REPO / ".venv" if in_project else tmp_path / "envs" / "kommo"
+    monkeypatch.setattr(sys, "prefix", str(prefix))
+    tools = ".venv/bin" if in_project else f"{prefix}/bin"
+    text = demo._next_steps("2026-11-01", "2026-11-30")
+    for command in ("dagster dev -w workspace.yaml", "kommo-sandbox --port 8765", "python -c"):
+        assert f" {tools}/{command}" in text
+    assert (".venv/bin" in text) == in_project

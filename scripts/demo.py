@@ -363,13 +363,23 @@ def _counts(con: duckdb.DuckDBPyConnection, tables: Iterable[str], *, width: int
         _say(f"  {table:<{width}} " + " ".join(f"{count:>8,}" for count in counts))
 
 
+def _venv_bin() -> Path:
+    """The tools of the environment running the demo (``KOMMO_VENV``'s, else ``.venv``), as a
+    command run from the project's folder names them."""
+    tools = Path(sys.prefix) / "bin"
+    with contextlib.suppress(ValueError):
+        return tools.relative_to(ROOT)
+    return tools
+
+
 def _next_steps(first: str, last: str) -> str:
     db = DATABASE.relative_to(ROOT)
+    tools = _venv_bin()
     return f"""
 Open the same runs and file in the Dagster UI (from {ROOT}):
 
   DAGSTER_HOME="$PWD/.dagster_home" KOMMO_ACCOUNTS=br,ru KOMMO_DUCKDB_PATH={db} \\
-    KOMMO_START_DATE={first} .venv/bin/dagster dev -w workspace.yaml
+    KOMMO_START_DATE={first} {tools}/dagster dev -w workspace.yaml
 
 then browse http://127.0.0.1:3000 : Assets shows the groups kommo_br and kommo_ru, with the
 {len(STREAMS)} streams of each (kommo/br/<stream>, kommo/ru/<stream>) and what is derived from
@@ -377,15 +387,15 @@ them, partitions {first}..{last} materialized, and the runs above under Runs. To
 from the UI too, serve the sandboxes in other terminals and add their variables to the command
 above:
 
-  .venv/bin/kommo-sandbox --port 8765 --leads 1000 --subdomain br --token sandbox-token-br
-  .venv/bin/kommo-sandbox --port 8766 --leads 600 --seed 2 --flavour amocrm --subdomain ru \\
+  {tools}/kommo-sandbox --port 8765 --leads 1000 --subdomain br --token sandbox-token-br
+  {tools}/kommo-sandbox --port 8766 --leads 600 --seed 2 --flavour amocrm --subdomain ru \\
     --token sandbox-token-ru
   KOMMO_BR_BASE_URL=http://127.0.0.1:8765 KOMMO_BR_API_TOKEN=sandbox-token-br \\
   KOMMO_RU_BASE_URL=http://127.0.0.1:8766 KOMMO_RU_API_TOKEN=sandbox-token-ru ...
 
 Query the file yourself (while no run is writing it):
 
-  .venv/bin/python -c "import duckdb; duckdb.connect('{db}', read_only=True)\\
+  {tools}/python -c "import duckdb; duckdb.connect('{db}', read_only=True)\\
 .sql('SELECT account, count(*) FROM kommo_all.leads_current GROUP BY 1').show()"
 """
 
