@@ -13,15 +13,17 @@ handler threads' clock beside them).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from benchmarks import metrics
 from kommo_dagster.kommo import KommoClient
-from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, get_stream
+from kommo_dagster.kommo.stats import PartStats
+from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS
 from kommo_dagster.sandbox import SandboxConfig, SandboxProcess
 
 # The data window the streams are read over: the sandbox's default month.
@@ -60,15 +62,21 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _walk(client: KommoClient, stream: str) -> _Walk:
     """Read the stream's window; the wall time is the reading alone, the client's counters
     are read before and after it."""
-    size = get_stream(stream).page_size or 250
     before = client.stats()
     t0 = time.monotonic()
     rows = sum(len(p) for p in client.iter_records(stream, start=START, end=END))
     wall = time.monotonic() - t0
     after = client.stats()
-    parts = after.parts[len(before.parts) :]
-    minimum = sum(math.ceil(p.rows / size) for p in parts if p.kind != "verify")
+    minimum = walk_minimum(stream, after.parts[len(before.parts) :])
     return _Walk(rows, after.requests - before.requests, minimum, wall)
+
+
+def walk_minimum(stream: str, parts: Sequence[PartStats]) -> int:
+    """The minimum over the walk's sub-windows, counted as the benchmark counts it
+    (`metrics.subwindow_minimum`): an empty list still costs its request, a probe the pages
+    re-read is no list of its own, checks read none."""
+    dicts = [{"kind": p.kind, "rows": p.rows} for p in parts]
+    return metrics.subwindow_minimum(stream, dicts) or 0
 
 
 def main(argv: list[str] | None = None) -> int:

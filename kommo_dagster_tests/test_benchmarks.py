@@ -325,3 +325,44 @@ def test_the_profile_charges_a_thread_blocked_at_the_end_none_of_the_main_thread
     assert totals["MainThread"] >= 0.3
     assert totals["blocked-at-the-end"] < 0.05
     assert totals_after["blocked-at-the-end"] < 0.05
+
+
+class _WalkedClient:
+    """What `benchmarks.client_rate._walk` reads of a client: its stats before and after a
+    walk that recorded ``parts``, and the walk's pages."""
+
+    def __init__(self, parts, *, rows: int, requests: int) -> None:
+        from kommo_dagster.kommo.stats import ClientStats
+
+        def stats(n: int, parts=()):
+            return ClientStats(
+                requests=n, pages=n, rows=0, retries=0, unsent=0, throttled=0, errors=0,
+                elapsed=1.0, waited=0.0, parts=tuple(parts),
+            )  # fmt: skip
+
+        self._stats = [stats(0), stats(requests, parts)]
+        self._rows = rows
+
+    def stats(self):
+        return self._stats.pop(0)
+
+    def iter_records(self, stream, *, start, end):
+        yield [{}] * self._rows
+
+
+def test_client_rate_counts_the_minimum_as_the_benchmark_does():
+    """An empty list still costs the request that finds it empty; a tasks probe that the
+    pages re-read is no list of its own."""
+    from benchmarks import client_rate
+    from kommo_dagster.kommo.stats import PartStats
+
+    def part(stream: str, kind: str, rows: int) -> PartStats:
+        return PartStats(stream=stream, kind=kind, start=0, end=1, requests=1, rows=rows)
+
+    leads = [part("leads", "live", 100), part("leads", "deleted", 0)]
+    walk = client_rate._walk(_WalkedClient(leads, rows=100, requests=2), "leads")
+    assert (walk.rows, walk.requests, walk.minimum) == (100, 2, 2)
+    quiet_tasks = [part("tasks", "probe", 0)]
+    assert client_rate._walk(_WalkedClient(quiet_tasks, rows=0, requests=1), "tasks").minimum == 1
+    tasks = [part("tasks", "probe", 250), part("tasks", "pages", 260), part("tasks", "pages", 240)]
+    assert client_rate._walk(_WalkedClient(tasks, rows=500, requests=4), "tasks").minimum == 2 + 1
