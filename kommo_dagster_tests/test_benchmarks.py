@@ -366,3 +366,14 @@ def test_client_rate_counts_the_minimum_as_the_benchmark_does():
     assert client_rate._walk(_WalkedClient(quiet_tasks, rows=0, requests=1), "tasks").minimum == 1
     tasks = [part("tasks", "probe", 250), part("tasks", "pages", 260), part("tasks", "pages", 240)]
     assert client_rate._walk(_WalkedClient(tasks, rows=500, requests=4), "tasks").minimum == 2 + 1
+
+
+def test_the_summary_reports_violations_beside_the_429s():
+    """The sandbox's violations (more than 7 in a second by the kernel's stamps) are in the
+    table and the JSON, not only the 429s they drew."""
+    late = _run("leads", {"live": 500, "deleted": 0}, 5, rate_limited=1, violations=3)
+    row = metrics.Row(scenario="1 ceiling", extractor="x", streams=[metrics.stream_figures(late)])
+    assert row.violations == 3 and metrics.as_dict(row)["violations"] == 3
+    table = metrics.summary_table([row])
+    assert "| 429s (violations) |" in table.splitlines()[0]
+    assert "| 1 (3) |" in table.splitlines()[2]
