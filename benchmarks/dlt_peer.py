@@ -94,9 +94,10 @@ def run_stream(
 ) -> dict[str, Any]:
     """Extract one stream's window with dlt into ``workdir/peer.duckdb``.
 
-    Returns the extract step's seconds (from dlt's trace) and the rows the table holds for the
-    window. With ``extract_only`` only dlt's extract step runs (the one that talks to the API);
-    the rows are then counted in the extracted files, and nothing reaches DuckDB.
+    Returns the extract step's seconds (from dlt's trace). With ``extract_only`` only dlt's
+    extract step runs (the one that talks to the API) and the rows it extracted are returned
+    too (dlt's own metrics); nothing reaches DuckDB. Otherwise `window_rows` counts them
+    afterwards, outside what the caller measures.
     """
     import dlt
     from dlt.sources.rest_api import rest_api_source
@@ -120,8 +121,7 @@ def run_stream(
     pipeline.run(source)
     wall = time.perf_counter() - began
     extract = _step_seconds(pipeline, "extract")
-    rows = _count_rows(database, stream, start, end)
-    return {"extract_seconds": extract if extract is not None else wall, "lists": {"live": rows}}
+    return {"extract_seconds": extract if extract is not None else wall}
 
 
 def _extracted_rows(info: Any, stream: str) -> int:
@@ -145,9 +145,11 @@ def _step_seconds(pipeline: Any, step: str) -> float | None:
     return None
 
 
-def _count_rows(database: Path, stream: str, start: int, end: int) -> int:
+def window_rows(workdir: Path, stream: str, start: int, end: int) -> int:
+    """Rows `run_stream` loaded into ``workdir``'s DuckDB file for the window."""
     import duckdb
 
+    database = workdir / "peer.duckdb"
     cursor = get_stream(stream).cursor or "updated_at"
     with duckdb.connect(str(database), read_only=True) as con:
         exists = con.execute(

@@ -152,13 +152,10 @@ class DagsterRunner:
             for client in self.kommo.observed
             for p in client.stats().parts
         ]
-        return {
-            "extract_seconds": extract,
-            "lists": self._rows(stream, start, end),
-            "parts": parts,
-        }
+        return {"extract_seconds": extract, "parts": parts}
 
-    def _rows(self, stream: str, start: int, end: int) -> dict[str, int]:
+    def lists(self, stream: str, start: int, end: int, out: dict[str, Any]) -> dict[str, int]:
+        """The rows of each list the run wrote for the window, counted in its DuckDB table."""
         from kommo_dagster.kommo.streams import get_stream
         from kommo_dagster.warehouse.locks import connect
 
@@ -223,6 +220,12 @@ class DltRunner:
             extract_only=bool(self.spec.get("extract_only")),
         )
 
+    def lists(self, stream: str, start: int, end: int, out: dict[str, Any]) -> dict[str, int]:
+        """The rows of the one list the peer reads: its extract step's count, or the table's."""
+        if out.get("extract_only"):
+            return out["lists"]
+        return {"live": self.peer.window_rows(self.workdir, stream, start, end)}
+
 
 # --- main --------------------------------------------------------------------------------------
 
@@ -267,7 +270,7 @@ def _measure_run(
     runner: DagsterRunner | DltRunner, control: SandboxControl, run: dict[str, Any]
 ) -> dict[str, Any]:
     """One run, timed and its CPU counted around the extraction alone; the sandbox's counters
-    are reset before and read after, outside both."""
+    are reset before and read after, and the rows written counted after, outside both."""
     control.reset_stats()
     began = time.time()
     c0, t0 = cpu_seconds(), time.perf_counter()
@@ -281,6 +284,8 @@ def _measure_run(
     wall = time.perf_counter() - t0
     cpu = cpu_seconds() - c0
     stats = control.stats()
+    if error is None:
+        out["lists"] = runner.lists(run["stream"], run["start"], run["end"], out)
     return {
         **run,
         **out,

@@ -85,7 +85,8 @@ def test_dlt_peer_reads_the_window(sandbox, tmp_path):
         workdir=tmp_path,
     )
     live = [r for r in sandbox.records("leads") if not r.get("is_deleted")]
-    assert out["lists"] == {"live": len(live)}
+    assert out["extract_seconds"] > 0
+    assert dlt_peer.window_rows(tmp_path, "leads", lo, hi) == len(live)
     # Full pages of 250, then the page past the end (204) that stops its paginator.
     assert sandbox.stats()["requests"] == -(-len(live) // 250) + 1
 
@@ -377,3 +378,31 @@ def test_the_summary_reports_violations_beside_the_429s():
     table = metrics.summary_table([row])
     assert "| 429s (violations) |" in table.splitlines()[0]
     assert "| 1 (3) |" in table.splitlines()[2]
+
+
+def test_a_run_is_timed_without_the_count_of_its_rows():
+    """The rows a run wrote are counted after its wall and CPU are taken: the benchmark's own
+    query is no cost of the extractor's."""
+    from benchmarks import worker
+
+    class Runner:
+        def run(self, stream, start, end):
+            return {"extract_seconds": 0.01}
+
+        def lists(self, stream, start, end, out):
+            spent = time.process_time()
+            while time.process_time() - spent < 0.3:
+                pass
+            return {"live": 500, "deleted": 0}
+
+    class Control:
+        def reset_stats(self):
+            pass
+
+        def stats(self):
+            return dict.fromkeys(worker._SANDBOX_COUNTS, 0)
+
+    run = {"stream": "leads", "start": 0, "end": 86_400}
+    out = worker._measure_run(Runner(), Control(), run)  # type: ignore[arg-type]
+    assert out["lists"] == {"live": 500, "deleted": 0} and out["error"] is None
+    assert out["wall"] < 0.2 and out["cpu"] < 0.2
