@@ -406,3 +406,15 @@ def test_a_run_is_timed_without_the_count_of_its_rows():
     out = worker._measure_run(Runner(), Control(), run)  # type: ignore[arg-type]
     assert out["lists"] == {"live": 500, "deleted": 0} and out["error"] is None
     assert out["wall"] < 0.2 and out["cpu"] < 0.2
+
+
+def test_a_leads_run_without_its_extraction_time_misses_the_rate_target():
+    """A run whose asset reported no extraction time has no measured rate: the rate target is
+    shown as missed, not left out of a row whose other targets pass."""
+    unmeasured = _run("leads", {"live": 500, "deleted": 0}, 3, extract_seconds=None, wall=0.4)
+    row = metrics.Row(
+        scenario="1 ceiling", extractor="x", streams=[metrics.stream_figures(unmeasured)]
+    )
+    targets = metrics.evaluate_targets(row, kind="ceiling")
+    assert targets["leads rate ≥ 0.95 of the limit"] is False
+    assert targets["leads wall ≤ 1.10 × minimum time"] is True
