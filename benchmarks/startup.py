@@ -175,11 +175,7 @@ def _table(runs: list[list[tuple[str, float]]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--child"]:
-        _child(argv[1:])
-        return 1
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.startup", description=__doc__)
     parser.add_argument("--accounts", type=int, default=1, help="accounts in the code location")
     parser.add_argument("--tries", type=int, default=3, help="runs of each checkout")
@@ -205,7 +201,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="a variable set in every try's environment (repeatable)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        _child(argv[1:])
+        return 1
+    args = _parser().parse_args(argv)
     from benchmarks.run import ROOT, Plan
 
     targets = [*(Target(p.resolve()) for p in args.compare), Target(ROOT)]
