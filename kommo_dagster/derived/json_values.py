@@ -3,14 +3,14 @@
 Kommo serves ids (a custom field's, an option's, a stage's) as JSON integers, now and then as
 strings of digits. DuckDB's cast to BIGINT is looser: it rounds 142.5 to 143 and reads '1e3' as
 1000, so a fraction or an exponent became another id (a stage 142.5 became lost). `json_integer`
-reads what the extraction's integer columns read (`kommo.records`): a JSON integer, a number with
+reads what the extraction's integer columns read (`kommo.integers`): a JSON integer, a number with
 no fraction below 2**53 (142.0), or a string of digits with a sign and spaces around it; anything
 else (a fraction, a string with an exponent, a flag, an object) is NULL.
 """
 
 from __future__ import annotations
 
-from kommo_dagster.kommo.records import EXACT_FLOAT, INTEGER_TEXT
+from kommo_dagster.kommo.integers import EXACT_FLOAT, INTEGER_TEXT
 
 
 def json_integer(value: str) -> str:

@@ -10,7 +10,6 @@ exactly which record broke the contract).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -19,6 +18,7 @@ from typing import Any
 import orjson
 
 from kommo_dagster.kommo.errors import KommoContractError
+from kommo_dagster.kommo.integers import EXACT_FLOAT, INTEGER_TEXT
 from kommo_dagster.kommo.streams import Column, Stream, get_stream
 
 _NONE = type(None)
@@ -26,11 +26,6 @@ _INT_OK = frozenset({int, _NONE})
 _BOOL_OK = frozenset({bool, _NONE})
 _STR_OK = frozenset({str, _NONE})
 _DICT = frozenset({dict})
-# Beyond 2**53 a float no longer holds every integer: an id sent as one may have lost digits.
-EXACT_FLOAT = 2**53
-# A numeric string as Kommo writes one (padding aside); Python's int() would also read "1_000"
-# or other scripts' digits, which no API sends as numbers.
-INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -167,4 +162,4 @@ def to_columns(stream: str, records: Iterable[Mapping[str, Any]]) -> dict[str, l
     return out
 
 
-__all__ = ["EXACT_FLOAT", "INTEGER_TEXT", "descend", "to_columns", "typed_values"]
+__all__ = ["descend", "to_columns", "typed_values"]
