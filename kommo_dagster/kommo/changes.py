@@ -29,7 +29,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from kommo_dagster.kommo.errors import KommoContractError, KommoResponseError
-from kommo_dagster.kommo.records import typed_values
 from kommo_dagster.kommo.streams import STREAMS, get_stream
 
 if TYPE_CHECKING:
@@ -204,6 +203,10 @@ def _with_integer_second(event: dict[str, Any]) -> dict[str, Any]:
     value = event.get("created_at")
     if type(value) is int:
         return event
+    # Here, not at the top: the definitions import this module, and `records` imports orjson,
+    # one of the client's libraries that a run imports when its client starts.
+    from kommo_dagster.kommo.records import typed_values
+
     try:
         [second] = typed_values(EVENTS, get_stream(EVENTS).column("created_at"), [value], [event])
     except KommoContractError:
