@@ -89,13 +89,33 @@ def rewritten_link_metadata(
     }
 
 
+def _rows_follow_slices(table: LinkTable) -> bool:
+    """Whether the table's rows belong to its parents' slices (replaced per parent record read
+    of a stream with a cursor), so a slice has rows of its own; else a slice's are the table's."""
+    return table.replace != "key" and get_stream(table.parent).cursor is not None
+
+
+def _summary(
+    table: LinkTable, *, full_name: str, window: EpochWindow | None, rows: int, total: int
+) -> str:
+    """The run log's line of what the parent's writes left, as the other assets log theirs."""
+    if window is None:
+        return f"{full_name} full table: {total} rows"
+    if not _rows_follow_slices(table):
+        return f"{full_name} {window.label()}: {total} rows in the table"
+    return (
+        f"{full_name} {window.label()}: {rows} rows of the {table.parent} of its slice, "
+        f"{total} in all"
+    )
+
+
 def _slice_rows(
     con: duckdb_lib.DuckDBPyConnection, table: LinkTable, *, schema: str, window: EpochWindow | None
 ) -> int:
     """Rows of the table belonging to the parents of the window's slice (all rows for None)."""
     target = table_ref(schema, table.name)
     parent = get_stream(table.parent)
-    if window is None or table.replace == "key" or parent.cursor is None:
+    if window is None or not _rows_follow_slices(table) or parent.cursor is None:
         sql, params = f"SELECT count(*) FROM {target}", []
     else:
         cursor = quote(parent.cursor)
@@ -120,7 +140,7 @@ def _report_partitions(
     them (`_slice_rows`), not the whole range's on every day. One query for the range: a
     weekly full sync has a partition per day since the start date."""
     parent = get_stream(table.parent)
-    if table.replace == "key" or parent.cursor is None:
+    if not _rows_follow_slices(table) or parent.cursor is None:
         # Not tied to the parents' slices: a day alone reports the whole table too.
         report_rows_by_day(context, {}, default=rows)
         return
@@ -198,6 +218,9 @@ def build_link_asset(
             columns = table_columns(con, schema=schema, table=table.name)
             if window is not None and len(context.partition_keys) > 1:
                 _report_partitions(context, con, table, schema=schema, window=window, rows=rows)
+        context.log.info(
+            _summary(table, full_name=full_name, window=window, rows=rows, total=int(total))
+        )
         metadata = {
             "dagster/row_count": dg.MetadataValue.int(rows),
             "dagster/table_name": dg.MetadataValue.text(full_name),

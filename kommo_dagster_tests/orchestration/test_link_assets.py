@@ -8,6 +8,7 @@ the write failed; on the keys the definitions declare."""
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from datetime import UTC, datetime
@@ -375,3 +376,37 @@ def test_a_link_materialization_records_the_table_s_columns(sandbox: KommoSandbo
         columns = [(c.name, c.type) for c in value.value.columns]
         assert columns == [(c.name, c.duckdb_type) for c in LINK_TABLES[name].columns], name
         assert all(c.description for c in value.value.columns), name
+
+
+def test_a_link_run_logs_what_it_recorded(sandbox: KommoSandbox, tmp_path: Path):
+    """As every other asset's step does, a link table's says in the run log what its table
+    holds: the rows of the range's parents (its partitions' row counts) and the table's; the
+    table's alone for one kept by key (``lead_sources``)."""
+    warehouse = Warehouse(sandbox, tmp_path)
+    links = [t for t in LINK_TABLES if LINK_TABLES[t].parent == "leads"]
+    result = warehouse.run(["leads", *links], partition_range=("2026-10-01", "2026-10-31"))
+    rows = dict.fromkeys(links, 0)
+    totals, names = {}, {}
+    for event in result.get_asset_materialization_events():
+        name, metadata = event.materialization.asset_key.path[-1], event.materialization.metadata
+        if name in links:
+            rows[name] += metadata["dagster/row_count"].value
+            totals[name] = metadata["kommo/table_row_count"].value
+            names[name] = metadata["dagster/table_name"].value
+    assert all(totals.values())
+    logs = warehouse.instance.all_logs(result.run_id)
+    for name in links:
+        [line] = [
+            r.user_message
+            for r in logs
+            if r.dagster_event is None
+            and r.step_key == f"kommo__{name}"
+            and r.level == logging.INFO
+        ]
+        head = f"{names[name]} 2026-10-01..2026-10-31: "
+        if LINK_TABLES[name].replace == "key":  # kept by key: a slice has no rows of its own
+            assert line == f"{head}{totals[name]} rows in the table"
+        else:
+            assert (
+                line == f"{head}{rows[name]} rows of the leads of its slice, {totals[name]} in all"
+            )
