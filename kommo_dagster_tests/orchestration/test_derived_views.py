@@ -127,3 +127,31 @@ def test_a_view_over_streams_not_written_yet_is_built_and_warns_what_to_material
     [warning] = [m for m in warnings if m.startswith("kommo.leads_wide was rebuilt over")]
     assert "kommo.leads," in warning and "created empty as no run had written them" in warning
     assert "materialize kommo/leads and" in warning and "then this asset again" in warning
+
+
+# --- what a rebuild logs ----------------------------------------------------------------------
+
+
+def test_a_view_s_rebuild_logs_its_rows_and_columns(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """As every other asset's step does, a view's says in the run log what it rebuilt: the
+    rows and columns its materialization records."""
+    monkeypatch.setattr(declaration, "DECLARATIONS", (*declaration.DECLARATIONS, PRICED))
+    defs = local_definitions(tmp_path, streams=("pipelines", "statuses", "leads"))
+    with duckdb.connect(str(tmp_path / "crm.duckdb")) as con:
+        insert(
+            con, "leads", [{"id": 1, "updated_at": 100, "price": 70}, {"id": 2, "updated_at": 100}]
+        )
+    view = defs.resolve_assets_def(dg.AssetKey(["kommo", "priced_leads"]))
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize([view], instance=instance)
+        logs = instance.all_logs(result.run_id)
+
+    [event] = result.get_asset_materialization_events()
+    assert event.materialization.metadata["dagster/row_count"].value == 1
+    info = [r.user_message for r in logs if r.dagster_event is None and r.level == logging.INFO]
+    name = event.materialization.metadata["dagster/table_name"].value
+    assert name.endswith(".kommo.priced_leads")
+    assert info == [f"{name} view rebuilt over kommo.leads: 1 rows, 2 columns"]
