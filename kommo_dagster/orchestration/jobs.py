@@ -7,8 +7,10 @@
 * ``kommo_full_tables_job``: the unpartitioned streams (every full-table stream, and any
   incremental stream switched to a full-table sync); each run replaces their tables.
 
-A job is absent when no selected stream falls in it. With several accounts each account has its
-own three jobs, ``kommo_<account>_incremental_job``... (`AccountScope.qualify`).
+Each job also runs the link and derived tables (and, with the full tables, the views) built from
+its streams, and its description says so. A job is absent when no selected stream falls in it.
+With several accounts each account has its own three jobs, ``kommo_<account>_incremental_job``...
+(`AccountScope.qualify`).
 """
 
 from __future__ import annotations
@@ -20,10 +22,15 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from kommo_dagster.orchestration.accounts import AccountScope
-from kommo_dagster.orchestration.derived_selection import derived_keys
+from kommo_dagster.orchestration.derived_selection import (
+    derived_keys,
+    is_partitioned,
+    selected_declarations,
+)
 from kommo_dagster.orchestration.link_assets import link_keys
 from kommo_dagster.orchestration.translator import AccountSpecs
 from kommo_dagster.settings import Settings
+from kommo_dagster.warehouse.tables import VIEW_KINDS
 from kommo_dagster.warehouse.windows import PARTITION_FORMAT
 
 if TYPE_CHECKING:  # what `dg.define_asset_job` returns; Dagster exports no public name for it
@@ -64,11 +71,13 @@ def build_jobs(settings: Settings, *, specs: AccountSpecs | None = None) -> Komm
     tags = {} if scope.name is None else {ACCOUNT_TAG: scope.name}
     incremental = full_sync = full_tables = None
     if partitioned:
+        built = _built_from_them(settings, partitioned=True)
         incremental = dg.define_asset_job(
             scope.qualify(INCREMENTAL_JOB),
             selection=dg.AssetSelection.assets(*partitioned),
             description=(
-                f"The incremental Kommo streams{scope.whose}, one daily partition (UTC) per run."
+                f"The incremental Kommo streams{scope.whose}{built and ' and ' + built}, one daily "
+                "partition (UTC) per run."
             ),
             tags={"kommo/sync": "incremental"} | tags,
         )
@@ -77,21 +86,35 @@ def build_jobs(settings: Settings, *, specs: AccountSpecs | None = None) -> Komm
             selection=dg.AssetSelection.assets(*partitioned),
             description=(
                 f"Re-extracts the whole partition range of every incremental stream{scope.whose} "
-                "in one run (a single-run backfill), catching updates an incremental window "
-                "missed."
+                f"in one run (a single-run backfill){built and ', rewriting ' + built}, catching "
+                "updates an incremental window missed."
             ),
             tags={"kommo/sync": "full"} | tags,
         )
     if unpartitioned:
+        built = _built_from_them(settings, partitioned=False)
         full_tables = dg.define_asset_job(
             scope.qualify(FULL_TABLES_JOB),
             selection=dg.AssetSelection.assets(*unpartitioned),
             description=(
-                f"The full-table Kommo streams{scope.whose}; each run replaces their tables."
+                f"The full-table Kommo streams{scope.whose}{built and ' and ' + built}; each run "
+                "replaces their tables."
             ),
             tags={"kommo/sync": "full_table"} | tags,
         )
     return KommoJobs(incremental=incremental, full_sync=full_sync, full_tables=full_tables)
+
+
+def _built_from_them(settings: Settings, *, partitioned: bool) -> str:
+    """What a job runs besides its streams, for its description ("" if nothing): the link and
+    derived tables and views of its streams, which the UI lists among the job's assets."""
+    derived = [
+        t for t in selected_declarations(settings) if is_partitioned(t, settings) == partitioned
+    ]
+    if not derived and not link_keys(settings, partitioned=partitioned):
+        return ""
+    views = any(t.kind in VIEW_KINDS for t in derived)
+    return f"the derived tables{' and views' if views else ''}"
 
 
 def partition_key(day: date) -> str:

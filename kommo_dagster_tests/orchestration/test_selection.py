@@ -13,6 +13,8 @@ from kommo_dagster.orchestration.jobs import FULL_SYNC_JOB, FULL_TABLES_JOB, INC
 from kommo_dagster.orchestration.resources import KommoResource
 from kommo_dagster.setting_values import SettingsError
 from kommo_dagster.settings import Settings
+from kommo_dagster.warehouse.registry import get_table
+from kommo_dagster.warehouse.tables import VIEW_KINDS
 from kommo_dagster_tests.wiring import sandbox_kommo
 
 
@@ -154,3 +156,24 @@ def test_a_full_table_sync_replaces_the_table_in_the_chosen_schema(sandbox_facto
             "SELECT count(DISTINCT snapshot_at) FROM sales.contacts_history"
         ).fetchall()
         assert snapshots == 2
+
+
+@pytest.mark.parametrize("streams", ["", "leads,tasks,pipelines,statuses", "users,task_types"])
+def test_a_job_s_description_says_it_runs_what_is_built_from_its_streams(
+    tmp_path: Path, streams: str
+):
+    """A job runs the link and derived tables and views of its streams with them: its
+    description in the UI says so, views only where it rebuilds some."""
+    values = {"KOMMO_STREAMS": streams} if streams else {}
+    settings = Settings.from_env(_env(tmp_path, **values))
+    defs = build_definitions(settings, kommo=KommoResource(api_token="t", base_url="http://x"))
+    repo = defs.get_repository_def()
+    jobs = [j for j in repo.get_all_jobs() if j.name.startswith("kommo_")]
+    assert jobs
+    for job in jobs:
+        names = {k.path[-1] for k in job.asset_layer.executable_asset_keys}
+        built = names - set(STREAMS)
+        views = {n for n in built if get_table(n).kind in VIEW_KINDS}
+        description = job.description or ""
+        assert ("derived tables" in description) == bool(built), (job.name, description)
+        assert ("views" in description) == bool(views), (job.name, description)
