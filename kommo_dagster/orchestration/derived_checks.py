@@ -149,7 +149,9 @@ def unanswered_over_24_hours(
     ).fetchone() or (0, None, None, None)
     metadata = {"unanswered_runs_over_24_hours": int(count)}
     if count:
-        metadata |= {"oldest_first_message_id": oldest_id, "oldest_first_message_at": oldest_at}
+        # A timestamp, which the UI shows as a date, as it does the windows' bounds.
+        oldest = dg.MetadataValue.timestamp(float(oldest_at))
+        metadata |= {"oldest_first_message_id": oldest_id, "oldest_first_message_at": oldest}
         metadata["oldest_entity"] = entity
     return Outcome(not count, f"{count} runs have waited more than 24 hours for a reply", metadata)
 

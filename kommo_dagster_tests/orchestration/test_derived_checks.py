@@ -1,5 +1,6 @@
 """The derived checks on DuckDB tables built here: each passes on good rows and fails on bad."""
 
+import dagster as dg
 import duckdb
 
 from kommo_dagster.derived.declaration import CUSTOM_FIELD_ENTITIES, get_derived
@@ -115,6 +116,7 @@ def test_only_runs_unanswered_for_more_than_a_day_warn():
     assert outcome.metadata == {
         "unanswered_runs_over_24_hours": 2,
         "oldest_first_message_id": "oldest",
-        "oldest_first_message_at": NOW - 40 * HOUR,
+        # A timestamp, shown as a date in the UI, not Unix seconds.
+        "oldest_first_message_at": dg.MetadataValue.timestamp(float(NOW - 40 * HOUR)),
         "oldest_entity": "lead 4",
     }
