@@ -155,6 +155,19 @@ def _report_partitions(
     report_rows_by_day(context, dict(by_day))
 
 
+def _by_events(table: LinkTable, *, settings: Settings) -> str:
+    """What the description says of the events run: it rewrites the links its link events
+    name only for a table it refreshes (not ``lead_sources``), and only when it is selected."""
+    if "events" not in get_table(table.name).refresh_on:
+        return ""
+    if "events" in settings.streams:
+        return ", and for the records that the day's link events name by the events run"
+    return (
+        "; the events stream is not selected, so a link changed without moving its record's "
+        "`updated_at` waits for the record's next change or a full sync"
+    )
+
+
 def _asset_arguments(table: LinkTable, *, settings: Settings, specs: AccountSpecs) -> dict:
     """The asset's definition through the translator: key, description, metadata, partitions
     like the parent's."""
@@ -171,8 +184,8 @@ def _asset_arguments(table: LinkTable, *, settings: Settings, specs: AccountSpec
         description=(
             f"{table.description}\n\nDuckDB table `{schema}.{table.name}`, written with each "
             f"slice of `{schema}.{parent.name}` in the same transaction (rows replaced "
-            f"{replaced}), and for the records that the day's link events name by the events "
-            f"run. This asset records what those writes left."
+            f"{replaced}){_by_events(table, settings=settings)}. This asset records what those "
+            "writes left."
         ),
         metadata={
             "dagster/column_schema": table_schema(table),

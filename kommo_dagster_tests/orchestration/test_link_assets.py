@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pytest
 
 from kommo_dagster.definitions import build_definitions
 from kommo_dagster.kommo.links import LINK_TABLES
@@ -35,6 +36,7 @@ from kommo_dagster.warehouse.link_write import ensure_link_table
 from kommo_dagster.warehouse.registry import get_table
 from kommo_dagster_tests.wiring import (
     Warehouse,
+    local_definitions,
     materialize_streams,
     named_accounts_definitions,
     sandbox_kommo,
@@ -410,3 +412,21 @@ def test_a_link_run_logs_what_it_recorded(sandbox: KommoSandbox, tmp_path: Path)
             assert (
                 line == f"{head}{rows[name]} rows of the leads of its slice, {totals[name]} in all"
             )
+
+
+@pytest.mark.parametrize("events", [True, False])
+def test_a_link_description_names_the_events_run_only_where_it_writes_the_table(
+    tmp_path: Path, events: bool
+):
+    """The events run rewrites the links its link events name, but not ``lead_sources`` (kept
+    by source id), and only when the events stream is selected: a description saying otherwise
+    promises links changed without ``updated_at`` that never come."""
+    streams = ("leads", "contacts", "pipelines", "statuses", *(("events",) if events else ()))
+    defs = local_definitions(tmp_path, streams=streams)
+    repo = defs.get_repository_def()
+    for name in LINK_TABLES:
+        description = repo.asset_graph.get(dg.AssetKey(["kommo", name])).description or ""
+        relinked = events and "events" in get_table(name).refresh_on
+        assert ("by the events run" in description) == relinked, (name, description)
+        unselected = not events and "events" in get_table(name).refresh_on
+        assert ("events stream is not selected" in description) == unselected, (name, description)
