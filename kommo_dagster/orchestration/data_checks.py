@@ -15,7 +15,7 @@ pointing to no row of the referenced table).
 """
 
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import dagster as dg
@@ -24,6 +24,7 @@ import duckdb as duckdb_lib
 from kommo_dagster.kommo.streams import Reference, Stream
 from kommo_dagster.orchestration.accounts import AccountScope
 from kommo_dagster.orchestration.io_manager import KommoDuckDBResource
+from kommo_dagster.orchestration.missing_parents import not_written_yet
 from kommo_dagster.orchestration.translator import AccountSpecs
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.sql import (
@@ -48,6 +49,8 @@ class Outcome:
     passed: bool
     description: str
     metadata: dict[str, Any]
+    # The table it found missing: its Dagster result says which asset to materialize first.
+    missing: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ def contract_columns(
 ) -> Outcome:
     expected = declared_columns(stream)
     if not table_exists(con, schema=schema, table=stream.name):
-        return Outcome(False, f"{schema}.{stream.name} does not exist", {})
+        return Outcome(False, f"{schema}.{stream.name} does not exist", {}, missing=stream.name)
     actual = table_columns(con, schema=schema, table=stream.name)
     if actual == expected:
         return Outcome(True, f"{len(expected)} columns as in the contract", {})
@@ -108,7 +111,7 @@ def references_resolve(
     """Rows of ``stream`` (or of a declared table: a link table's) whose ``ref.columns`` match
     no row of ``ref.stream``."""
     if not table_exists(con, schema=schema, table=ref.stream):
-        return Outcome(False, f"{schema}.{ref.stream} does not exist", {})
+        return Outcome(False, f"{schema}.{ref.stream} does not exist", {}, missing=ref.stream)
     columns = ", ".join(f"c.{quote(c)}" for c in ref.columns)
     match = " AND ".join(
         f"t.{quote(k)} = c.{quote(c)}" for c, k in zip(ref.columns, ref.keys, strict=True)
@@ -225,8 +228,23 @@ def build_checks(
         key=key,
         label=key.to_user_string(),
         warn_only={n for n, c in checks.items() if c.warn},
-        evaluate=lambda con: evaluate_checks(con, relation, checks, schema=schema),
+        evaluate=lambda con: _what_to_do(
+            evaluate_checks(con, relation, checks, schema=schema), schema=schema, specs=specs
+        ),
     )
+
+
+def _what_to_do(
+    outcomes: dict[str, Outcome], *, schema: str, specs: AccountSpecs
+) -> dict[str, Outcome]:
+    """The outcomes, those that found a table missing saying which asset to materialize first
+    (by its key, which a translator may have renamed), as the assets' own errors do."""
+    return {
+        name: replace(o, description=not_written_yet([o.missing], schema=schema, specs=specs))
+        if o.missing
+        else o
+        for name, o in outcomes.items()
+    }
 
 
 def build_data_checks(

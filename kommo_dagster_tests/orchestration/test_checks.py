@@ -22,7 +22,8 @@ from kommo_dagster.orchestration.freshness import INCREMENTAL_FAIL, INCREMENTAL_
 from kommo_dagster.settings import Settings
 from kommo_dagster.warehouse.sql import column_definitions
 from kommo_dagster.warehouse.views import ensure_current_view
-from kommo_dagster_tests.wiring import sandbox_kommo
+from kommo_dagster_tests.derived.tables import insert
+from kommo_dagster_tests.wiring import local_definitions, sandbox_kommo
 
 DAY = 86_400
 OCT_5 = 1_790_000_000 - 1_790_000_000 % DAY  # a UTC midnight
@@ -237,3 +238,24 @@ def test_checks_run_in_dagster_and_fail_on_a_broken_table(sandbox_factory, tmp_p
     assert [e.check_name for e in failed] == ["pipeline_id_in_pipelines"]
     # a dangling reference warns: a record may point to something deleted since
     assert failed[0].severity == dg.AssetCheckSeverity.WARN
+
+
+def test_a_reference_to_a_table_not_written_yet_says_what_to_materialize_first(tmp_path: Path):
+    """Leads written, pipelines and statuses not yet: their reference checks say which assets
+    to materialize, as the assets' own errors do, not only that a table is missing."""
+    defs = local_definitions(tmp_path, streams=("pipelines", "statuses", "leads"))
+    with duckdb.connect(str(tmp_path / "crm.duckdb")) as con:
+        insert(con, "leads", [{"id": 1, "updated_at": 100, "pipeline_id": 5, "status_id": 7}])
+    result = dg.materialize(
+        [*(defs.assets or []), *(defs.asset_checks or [])],
+        selection=dg.AssetSelection.checks_for_assets(dg.AssetKey(["kommo", "leads"])),
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+    said = {e.check_name: e.description for e in result.get_asset_check_evaluations()}
+    assert said["contract_columns"] == "23 columns as in the contract"
+    for check, stream in [
+        ("pipeline_id_in_pipelines", "pipelines"),
+        ("status_id_in_statuses", "statuses"),
+    ]:
+        assert said[check] == f"kommo.{stream} does not exist yet: materialize kommo/{stream} first"

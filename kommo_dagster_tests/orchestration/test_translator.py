@@ -227,7 +227,8 @@ def test_what_to_materialize_first_is_named_by_its_renamed_key(
 
 
 def test_check_logs_name_the_renamed_keys(tmp_path: Path):
-    """A failed check's warning names the asset by its renamed key."""
+    """A failed check's warning names the asset by its renamed key, also where it says what to
+    materialize first."""
     settings = Settings(
         start_date=date(2026, 10, 1), duckdb_path=tmp_path / "crm.duckdb", streams=STREAMS
     )
@@ -243,9 +244,9 @@ def test_check_logs_name_the_renamed_keys(tmp_path: Path):
             raise_on_error=False,
         )
         messages = _messages(instance, result.run_id)
-    assert "crm/pipelines check contract_columns failed: kommo.pipelines does not exist" in (
-        messages
-    )
+    # It says what to do, by the renamed key.
+    said = "kommo.pipelines does not exist yet: materialize crm/pipelines first"
+    assert f"crm/pipelines check contract_columns failed: {said}" in messages
     assert not [m for m in messages if "kommo/" in m]
 
 
