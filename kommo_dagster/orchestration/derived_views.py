@@ -45,10 +45,8 @@ def view_asset(table: Table, build: Build) -> dg.AssetsDefinition:
             (rows,) = con.execute(f"SELECT count(*) FROM {table_ref(schema, name)}").fetchone() or (
                 0,
             )
-        over = ", ".join(f"{schema}.{d}" for d in deps)
-        context.log.info(
-            f"{full_name} view rebuilt over {over}: {rows} rows, {len(columns)} columns"
-        )
+        over = f" over {', '.join(f'{schema}.{d}' for d in deps)}" if deps else ""
+        context.log.info(f"{full_name} view rebuilt{over}: {rows} rows, {len(columns)} columns")
         return _materialization(columns, rows, descriptions=descriptions, full_name=full_name)
 
     return define(view, name, asset_arguments(spec))
