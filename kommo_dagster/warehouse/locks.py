@@ -1,12 +1,16 @@
 """Taking turns on a database file: a lock file next to it (``<file>.lock``) held from connect
 to close, and retries while another program holds the file. Either wait ends with
-`DatabaseLockTimeout`, which says what to do."""
+`DatabaseLockTimeout`, which says what holds the file and what to do: the lock's holder writes
+who it is next to it (``<file>.lock.holder``), since a lock file says nothing of its holder."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,29 @@ class DatabaseLockTimeout(WarehouseError):
 
 def lock_path(database: str | Path) -> Path:
     return Path(f"{database}.lock")
+
+
+def holder_path(database: str | Path) -> Path:
+    return Path(f"{database}.lock.holder")
+
+
+def _record_holder(database: Path) -> None:
+    """Say who holds the lock, for a run that waits for it; written only while holding it. Not
+    the command line, which may carry a secret and is one ``ps -p <PID>`` away."""
+    since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    with contextlib.suppress(OSError):
+        holder_path(database).write_text(
+            f"PID {os.getpid()} on {socket.gethostname()} since {since}"
+        )
+
+
+def _holder(database: Path) -> str:
+    """`_record_holder`'s words, or a general one if the holder could not write them."""
+    try:
+        said = holder_path(database).read_text().strip()
+    except OSError:
+        said = ""
+    return said or "a process that did not say which"
 
 
 @contextlib.contextmanager
@@ -47,18 +74,22 @@ def database_lock(
         except filelock.Timeout:
             if on_wait is not None:
                 on_wait(
-                    f"{database} is being written by another run; waiting up to "
-                    f"{timeout:.0f} s for it (KOMMO_DUCKDB_LOCK_TIMEOUT)"
+                    f"{database} is being written by another run; waiting up to {timeout:.0f} s "
+                    f"for it (KOMMO_DUCKDB_LOCK_TIMEOUT); it is held by {_holder(database)}"
                 )
             lock.acquire()
     except filelock.Timeout:
         raise DatabaseLockTimeout(
-            f"waited {timeout:.0f} s for {lock_path(database)}: another run of this project is "
-            f"still writing {database}. Let it finish, or raise KOMMO_DUCKDB_LOCK_TIMEOUT."
+            f"waited {timeout:.0f} s for {lock_path(database)}: another run of this project "
+            f"still holds {database}: {_holder(database)}. Let it finish (or end that process "
+            f"if it is stuck), or raise KOMMO_DUCKDB_LOCK_TIMEOUT."
         ) from None
     try:
+        _record_holder(database)
         yield deadline
     finally:
+        with contextlib.suppress(OSError):
+            holder_path(database).unlink(missing_ok=True)
         lock.release()
 
 
@@ -133,5 +164,6 @@ __all__ = [
     "DatabaseLockTimeout",
     "connect",
     "database_lock",
+    "holder_path",
     "lock_path",
 ]

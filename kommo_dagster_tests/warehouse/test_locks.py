@@ -3,16 +3,18 @@ another program."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from kommo_dagster.warehouse.locks import DatabaseLockTimeout, connect, lock_path
+from kommo_dagster.warehouse.locks import DatabaseLockTimeout, connect, holder_path, lock_path
 
 
 def test_a_second_connection_waits_for_the_first(db: Path):
@@ -52,20 +54,8 @@ def test_waiting_for_the_lock_ends_with_a_clear_error(db: Path):
 def test_a_file_held_by_another_program_is_waited_for_then_reported(db: Path):
     db.parent.mkdir(parents=True)
     duckdb.connect(str(db)).close()
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('open', flush=True); "
-            "sys.stdin.readline()",
-            str(db),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+    opens = "import duckdb, sys; c = duckdb.connect(sys.argv[1])"
+    with _holding(opens, db):
         waits: list[str] = []
         with (
             pytest.raises(DatabaseLockTimeout, match="another program") as err,
@@ -78,10 +68,56 @@ def test_a_file_held_by_another_program_is_waited_for_then_reported(db: Path):
         assert re.search(
             r"waiting up to 0\.[0-9]+ s for it \(KOMMO_DUCKDB_LOCK_TIMEOUT\)", waits[0]
         )
+    assert not lock_path(db).read_text()  # the lock file is only a lock
+    with connect(db, timeout=5) as con:
+        assert con.execute("SELECT 1").fetchall() == [(1,)]
+
+
+@pytest.mark.timeout(60)
+def test_waiting_in_vain_for_another_run_names_the_process_that_holds_the_file(db: Path):
+    opens = (
+        "import sys; from kommo_dagster.warehouse.locks import connect; "
+        "held = connect(sys.argv[1], timeout=30); c = held.__enter__()"
+    )
+    with _holding(opens, db) as holder:
+        waits: list[str] = []
+        with (
+            pytest.raises(DatabaseLockTimeout) as err,
+            connect(db, timeout=0.3, on_wait=waits.append),
+        ):
+            pass
+        # Which process to wait for, or end if it is stuck; the log line names it too.
+        assert f"PID {holder.pid}" in str(err.value)
+        assert "KOMMO_DUCKDB_LOCK_TIMEOUT" in str(err.value)
+        assert len(waits) == 1 and f"PID {holder.pid}" in waits[0]
+    # Released: the next connection neither waits nor hears of the process that held it.
+    waits = []
+    with connect(db, timeout=5, on_wait=waits.append) as con:
+        assert con.execute("SELECT 1").fetchall() == [(1,)]
+    assert waits == []
+    assert not lock_path(db).read_text()
+    assert not holder_path(db).exists()
+
+
+@contextlib.contextmanager
+def _holding(opens: str, db: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process that runs ``opens`` (Python opening ``db``, its first argument) and
+    keeps it open until the block ends."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"{opens}; print('open', flush=True); sys.stdin.readline()",
+            str(db),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        yield holder
     finally:
         assert holder.stdin is not None
         holder.stdin.close()
         holder.wait(30)
-    assert not lock_path(db).read_text()  # the lock file is only a lock
-    with connect(db, timeout=5) as con:
-        assert con.execute("SELECT 1").fetchall() == [(1,)]
