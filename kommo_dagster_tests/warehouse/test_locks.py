@@ -1,5 +1,5 @@
-"""The lock that lets concurrent writers take turns on a real DuckDB file, and a file held by
-another program."""
+"""The lock that lets concurrent writers take turns on a real DuckDB file, a file held by
+another program, and a writer killed while it holds both."""
 
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.warehouse.locks import DatabaseLockTimeout, connect, holder_path, lock_path
+from kommo_dagster.warehouse.staging import StagedRows
+from kommo_dagster.warehouse.windows import EpochWindow
+from kommo_dagster_tests.rows import synthetic_columns
 
 
 def test_a_second_connection_waits_for_the_first(db: Path):
@@ -96,6 +100,48 @@ def test_waiting_in_vain_for_another_run_names_the_process_that_holds_the_file(d
         assert con.execute("SELECT 1").fetchall() == [(1,)]
     assert waits == []
     assert not lock_path(db).read_text()
+    assert not holder_path(db).exists()
+
+
+# A write that stops inside its transaction, once its slice is deleted and its rows are in.
+_STOPPED_WRITE = """
+import sys
+from kommo_dagster.kommo.streams import get_stream
+from kommo_dagster.warehouse.staging import StagedRows
+from kommo_dagster.warehouse.windows import EpochWindow
+from kommo_dagster_tests.rows import synthetic_columns
+window = EpochWindow(start=int(sys.argv[2]), end=int(sys.argv[3]))
+staged = StagedRows(get_stream("leads"), window=window)
+staged.append(synthetic_columns(staged.stream, 7, cursor_start=window.start, first_id=100))
+staged.write(sys.argv[1], schema="kommo", timeout=30, after=lambda con: (
+    print("inside", flush=True), sys.stdin.readline()))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_writer_killed_inside_its_transaction_leaves_the_rows_and_frees_the_file(db: Path):
+    leads, window = get_stream("leads"), EpochWindow(start=1_790_000_000, end=1_790_086_400)
+    with StagedRows(leads, window=window) as staged:
+        staged.append(synthetic_columns(leads, 5, cursor_start=window.start))
+        staged.write(db, schema="kommo", timeout=30)
+        staged.discard()
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _STOPPED_WRITE, str(db), str(window.start), str(window.end)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "inside"
+    finally:
+        writer.kill()
+        writer.wait(30)
+    # The lock went with the process: no wait, and the rows of before, not the killed run's.
+    waits: list[str] = []
+    with connect(db, timeout=5, on_wait=waits.append) as con:
+        ids = con.execute("SELECT id FROM kommo.leads ORDER BY id").fetchall()
+    assert waits == []
+    assert ids == [(i,) for i in range(1, 6)]
     assert not holder_path(db).exists()
 
 
