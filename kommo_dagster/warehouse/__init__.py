@@ -27,7 +27,8 @@ writers. Every access of this project (`connect`, `StagedRows.write`) holds a lo
 the database (``<file>.lock``) from connect (or attach) to close, so two runs launched at once
 take turns instead of failing; a file refused by another program (a DuckDB CLI or notebook
 holding it) is retried until the same deadline. Either wait ends with `DatabaseLockTimeout`,
-which says what to do.
+which says what holds the file (the lock's holder writes its PID to ``<file>.lock.holder``) and
+what to do.
 """
 
 from kommo_dagster.warehouse.arrays import typed_arrays, typed_frame
