@@ -26,6 +26,7 @@ import dagster as dg
 import duckdb as duckdb_lib
 
 from kommo_dagster.kommo.links import LINK_TABLES, LinkTable
+from kommo_dagster.kommo.relinks import LINK_EVENTS_STREAM
 from kommo_dagster.kommo.streams import get_stream
 from kommo_dagster.orchestration.derived_checks import build_table_checks
 from kommo_dagster.orchestration.freshness import freshness_policy
@@ -158,9 +159,9 @@ def _report_partitions(
 def _by_events(table: LinkTable, *, settings: Settings) -> str:
     """What the description says of the events run: it rewrites the links its link events
     name only for a table it refreshes (not ``lead_sources``), and only when it is selected."""
-    if "events" not in get_table(table.name).refresh_on:
+    if LINK_EVENTS_STREAM not in get_table(table.name).refresh_on:
         return ""
-    if "events" in settings.streams:
+    if LINK_EVENTS_STREAM in settings.streams:
         return ", and for the records that the day's link events name by the events run"
     return (
         "; the events stream is not selected, so a link changed without moving its record's "
