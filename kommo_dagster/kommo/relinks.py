@@ -17,7 +17,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kommo_dagster.kommo.errors import KommoResponseError
-from kommo_dagster.kommo.links import link_tables_of
+from kommo_dagster.kommo.links import LINK_TABLES, link_tables_of
+from kommo_dagster.kommo.streams import STREAMS
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -35,7 +36,16 @@ LINK_EVENT_TYPES = frozenset(
     for entity in ("entity", "lead", "contact", "company", "customer")
     for verb in _LINKED
 )
-_PLURAL = {"lead": "leads", "contact": "contacts", "company": "companies"}
+# Kommo's singular entity type -> stream, of the records a link can join: the streams the link
+# tables connect, by the entity type their events carry.
+_CONNECTED = {
+    s for t in LINK_TABLES.values() for s in (t.parent, *(r.stream for r in t.references))
+}
+_PLURAL = {
+    s.event_entity: name
+    for name, s in STREAMS.items()
+    if name in _CONNECTED and s.event_entity is not None
+}
 
 
 class Getter(Protocol):
