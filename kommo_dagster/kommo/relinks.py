@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from kommo_dagster.kommo.errors import KommoResponseError
 from kommo_dagster.kommo.links import LINK_TABLES, link_tables_of
-from kommo_dagster.kommo.streams import STREAMS
+from kommo_dagster.kommo.streams import STREAMS, get_stream
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -127,7 +127,7 @@ def _chunks(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
 
 def links_of(client: Getter, entity: str, ids: Iterable[int]) -> list[dict[str, Any]]:
     """Items of ``GET /api/v4/{entity}/links`` for ``ids`` (204: none), following its pages."""
-    path = f"/api/v4/{entity}/links"
+    path = f"{get_stream(entity).path}/links"
     params = [("filter[entity_id][]", i) for i in ids]
     items: list[dict[str, Any]] = []
     page = 1
