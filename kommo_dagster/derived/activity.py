@@ -22,7 +22,7 @@ import duckdb
 
 from kommo_dagster.derived import calls, chats
 from kommo_dagster.derived.manager_activity import MANAGER_ACTIVITY_DAILY, activity_select_sql
-from kommo_dagster.kommo.streams import Column
+from kommo_dagster.kommo.streams import STREAMS, Column, Stream
 from kommo_dagster.warehouse.sql import table_exists, table_ref
 from kommo_dagster.warehouse.tables import PlanContext, RefreshContext, WritePlan
 
@@ -30,10 +30,21 @@ CHAT_RESPONSE_TIMES = "chat_response_times"
 # The table holding the account's time zone (`account_time_zone`), which their days follow.
 TIME_ZONE_SOURCE = "account"
 CALLS = "calls"
+
+
+def _annotated_entity(notes: Stream) -> str:
+    """The entity type (as events and calls name it) of the records a note stream annotates:
+    that of the stream its ``entity_id`` references."""
+    [entity] = [STREAMS[r.stream].event_entity for r in notes.references if r.column == "entity_id"]
+    if entity is None:
+        raise RuntimeError(f"{notes.name}: the stream its notes belong to has no event entity")
+    return entity
+
+
+# The note tables (Kommo lists their records under _embedded.notes), by the entity type of the
+# records they annotate.
 NOTE_STREAMS: Mapping[str, str] = {
-    "lead_notes": "lead",
-    "contact_notes": "contact",
-    "company_notes": "company",
+    name: _annotated_entity(s) for name, s in STREAMS.items() if s.list_key == "notes"
 }
 
 # Columns after the contract's, declared like the contract's.
