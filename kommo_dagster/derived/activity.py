@@ -21,15 +21,14 @@ from collections.abc import Mapping
 import duckdb
 
 from kommo_dagster.derived import calls, chats
+from kommo_dagster.derived.entities import CALLS, CHAT_RESPONSE_TIMES
 from kommo_dagster.derived.manager_activity import MANAGER_ACTIVITY_DAILY, activity_select_sql
 from kommo_dagster.kommo.streams import STREAMS, Column, Stream
 from kommo_dagster.warehouse.sql import table_exists, table_ref
 from kommo_dagster.warehouse.tables import PlanContext, RefreshContext, WritePlan
 
-CHAT_RESPONSE_TIMES = "chat_response_times"
 # The table holding the account's time zone (`account_time_zone`), which their days follow.
 TIME_ZONE_SOURCE = "account"
-CALLS = "calls"
 
 
 def _annotated_entity(notes: Stream) -> str:

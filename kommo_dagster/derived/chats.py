@@ -18,6 +18,7 @@ responsible user of their lead or contact (NULL when that record is not extracte
 
 from __future__ import annotations
 
+from kommo_dagster.derived.entities import CHAT_RESPONSE_TIMES
 from kommo_dagster.kommo.streams import STREAMS
 from kommo_dagster.warehouse.sql import table_ref
 from kommo_dagster.warehouse.tables import ViewColumn
@@ -124,7 +125,7 @@ def _responsible_sql(schema: str, present: set[str]) -> str:
 def response_view_sql(*, schema: str, time_zone: str, present: set[str]) -> str:
     """``CREATE OR REPLACE VIEW <schema>.response_time_by_manager``; ``present`` names the
     relations of ``schema`` that exist (the leads' and contacts' current views are optional)."""
-    runs = table_ref(schema, "chat_response_times")
+    runs = table_ref(schema, CHAT_RESPONSE_TIMES)
     zone = time_zone.replace("'", "''")
     return f"""CREATE OR REPLACE VIEW {table_ref(schema, RESPONSE_VIEW)} AS
 WITH responsible AS ({_responsible_sql(schema, present)}),

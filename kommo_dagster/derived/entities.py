@@ -43,6 +43,9 @@ CUSTOM_FIELD_ENTITIES: tuple[CustomFieldEntity, ...] = (
 STATUS_CHANGES = "lead_status_changes"
 DURATIONS_VIEW = "lead_stage_durations"
 FUNNEL_VIEW = "pipeline_funnel"
+# The conversation tables (`kommo_dagster.derived.activity`), read by manager_activity_daily.
+CHAT_RESPONSE_TIMES = "chat_response_times"
+CALLS = "calls"
 
 
 def custom_field_entity(name: str) -> CustomFieldEntity:
@@ -54,6 +57,8 @@ def custom_field_entity(name: str) -> CustomFieldEntity:
 
 
 __all__ = [
+    "CALLS",
+    "CHAT_RESPONSE_TIMES",
     "CUSTOM_FIELD_ENTITIES",
     "DURATIONS_VIEW",
     "FUNNEL_VIEW",

@@ -9,6 +9,7 @@ zero; user 0 is bots and integrations. A table that is not there yet counts as e
 from __future__ import annotations
 
 from kommo_dagster.derived.chats import OUTGOING
+from kommo_dagster.derived.entities import CALLS, CHAT_RESPONSE_TIMES, STATUS_CHANGES
 from kommo_dagster.derived.stages import LOST_STATUS_ID, WON_STATUS_ID
 from kommo_dagster.warehouse.sql import table_ref
 from kommo_dagster.warehouse.tables import contract_columns
@@ -31,30 +32,30 @@ def _parts(schema: str, day: str, present: set[str]) -> list[str]:
             f"count(DISTINCT id) AS messages_sent FROM {table_ref(schema, 'events')} "
             f"WHERE type = '{OUTGOING}' GROUP BY ALL"
         )
-    if "lead_status_changes" in present:
+    if STATUS_CHANGES in present:
         parts.append(
             f"SELECT {day.format('changed_at')} AS day, changed_by AS user_id, "
             f"count(*) AS stage_changes, "
             f"count(*) FILTER (WHERE status_id_after = {WON_STATUS_ID}) AS leads_won, "
             f"count(*) FILTER (WHERE status_id_after = {LOST_STATUS_ID}) AS leads_lost "
             f"FROM (SELECT DISTINCT ON (event_id) * FROM "
-            f"{table_ref(schema, 'lead_status_changes')}) GROUP BY ALL"
+            f"{table_ref(schema, STATUS_CHANGES)}) GROUP BY ALL"
         )
-    if "chat_response_times" in present:
+    if CHAT_RESPONSE_TIMES in present:
         parts.append(
             f"SELECT {day.format('replied_at')} AS day, replied_by AS user_id, "
             f"count(*) AS replies, "
             f"quantile_cont(response_seconds, 0.5) AS median_response_seconds "
-            f"FROM {table_ref(schema, 'chat_response_times')} "
+            f"FROM {table_ref(schema, CHAT_RESPONSE_TIMES)} "
             f"WHERE replied_at IS NOT NULL GROUP BY ALL"
         )
-    if "calls" in present:
+    if CALLS in present:
         parts.append(
             f"SELECT {day.format('created_at')} AS day, created_by AS user_id, "
             f"count(*) FILTER (WHERE direction = 'in') AS calls_in, "
             f"count(*) FILTER (WHERE direction = 'out') AS calls_out, "
             f"coalesce(sum(duration_seconds), 0) AS call_seconds "
-            f"FROM {table_ref(schema, 'calls')} GROUP BY ALL"
+            f"FROM {table_ref(schema, CALLS)} GROUP BY ALL"
         )
     return parts
 
