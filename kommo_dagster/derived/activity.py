@@ -97,13 +97,14 @@ def existing(con: duckdb.DuckDBPyConnection, names: tuple[str, ...], *, schema: 
 def account_time_zone(con: duckdb.DuckDBPyConnection, *, schema: str) -> tuple[str, str | None]:
     """The account's time zone (``<schema>.account``) and, when it cannot be used, why: then
     the days are UTC days."""
-    if not table_exists(con, schema=schema, table="account"):
-        return "UTC", f"{schema}.account does not exist"
+    if not table_exists(con, schema=schema, table=TIME_ZONE_SOURCE):
+        return "UTC", f"{schema}.{TIME_ZONE_SOURCE} does not exist"
     row = con.execute(
-        f"SELECT timezone FROM {table_ref(schema, 'account')} WHERE timezone IS NOT NULL LIMIT 1"
+        f"SELECT timezone FROM {table_ref(schema, TIME_ZONE_SOURCE)} "
+        "WHERE timezone IS NOT NULL LIMIT 1"
     ).fetchone()
     if row is None:
-        return "UTC", f"{schema}.account holds no timezone"
+        return "UTC", f"{schema}.{TIME_ZONE_SOURCE} holds no timezone"
     known = con.execute("SELECT count(*) FROM pg_timezone_names() WHERE name = ?", [row[0]])
     if not (known.fetchone() or (0,))[0]:
         return "UTC", f"{schema}.account has timezone {row[0]!r}, which DuckDB does not know"
