@@ -39,7 +39,7 @@ class TasksStrategy(Strategy):
         self.since: int | None = None
         self.round_started = time.time()
         self.parts: list[OverlapWalk] = []
-        self.yielded: set[tuple[Any, Any]] = set()
+        self.yielded: set[tuple[Any, ...]] = set()
 
     def _args(self, lo: int, hi: int, kind: str) -> dict[str, Any]:
         """What the probe and the parts share: a range of updated_at, in the order by id."""
@@ -68,10 +68,11 @@ class TasksStrategy(Strategy):
             self.since = server_since(self.round_started, resp)
 
     def accept(self, walk: Walk, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Each (id, updated_at) once: overlapping pages, the probe and the check repeat rows."""
+        """Each version (the stream's key: id and cursor) once: overlapping pages, the probe
+        and the check repeat rows."""
         out = []
         for r in records:
-            key = (r.get("id"), r.get("updated_at"))
+            key = tuple(r.get(c) for c in self.stream.key)
             if key not in self.yielded:
                 self.yielded.add(key)
                 out.append(r)
