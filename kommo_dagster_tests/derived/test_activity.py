@@ -18,6 +18,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from kommo_dagster.derived.activity import NOTE_STREAMS
 from kommo_dagster.derived.declaration import ACTIVITY_TABLES
 from kommo_dagster.sandbox import KommoSandbox, SandboxConfig
 from kommo_dagster.sandbox.activity_truth import activity_rows, call_rows, response_rows
@@ -26,7 +27,7 @@ from kommo_dagster_tests.wiring import materialize_streams
 
 FIRST_HALF, SECOND_HALF = ("2026-10-01", "2026-10-15"), ("2026-10-16", "2026-10-31")
 BOUNDARY = int(datetime(2026, 10, 16, tzinfo=UTC).timestamp())
-NOTES = ("lead_notes", "contact_notes", "company_notes")
+NOTES = tuple(NOTE_STREAMS)  # every note table the calls read
 PARENTS = ("events", "lead_status_changes", *NOTES)
 TABLES = tuple(ACTIVITY_TABLES)
 ACTIVITY = (*TABLES, "response_time_by_manager")
