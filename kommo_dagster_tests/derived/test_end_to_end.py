@@ -106,7 +106,7 @@ def _typed(field_type: str, values: list) -> Any:
 def test_wide_views_have_a_typed_column_per_definition(warehouse, entity):
     stream = get_stream(entity.stream)
     served = warehouse.sandbox.account.catalog.collections
-    catalog = served[f"/api/v4/{entity.stream}/custom_fields"].items
+    catalog = served[get_stream(entity.definitions).path].items
     # in Kommo's sort order
     fields = [
         FieldDefinition(f["id"], f["name"], f["code"], f["type"])
