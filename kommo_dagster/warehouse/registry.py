@@ -34,8 +34,8 @@ from kommo_dagster.warehouse.link_write import write_link_table
 from kommo_dagster.warehouse.tables import Partitioning, RefreshContext, Table, refresh_order
 from kommo_dagster.warehouse.views import (
     append_history,
+    current_view_inputs,
     current_view_name,
-    deletion_events,
     ensure_current_view,
     has_current_view,
     history_table_name,
@@ -58,12 +58,11 @@ def _stream_table(stream: Stream) -> Table:
 
 
 def _current_view(stream: Stream) -> Table:
-    reads = ("events",) if deletion_events(stream) is not None else ()
     return Table(
         name=current_view_name(stream),
         kind="current_view",
         description=f"The latest version of each live record of {stream.name}.",
-        inputs=(stream.name, *reads),
+        inputs=current_view_inputs(stream),
         key=("id",),
         refresh_on=(stream.name,),
         refresh=lambda ctx: ensure_current_view(

@@ -26,6 +26,8 @@ from kommo_dagster.kommo.streams import Stream, get_stream
 from kommo_dagster.warehouse.sql import column_definitions, quote, scalar_int, table_columns
 
 SNAPSHOT_COLUMN = "snapshot_at"
+# The stream whose table the deletion events are read from (`deletion_events`).
+_EVENTS = "events"
 _RANK = "kommo_version_rank"
 
 
@@ -55,6 +57,12 @@ def deletion_events(stream: Stream) -> tuple[str, str] | None:
     return stream.deleted_event, stream.event_entity
 
 
+def current_view_inputs(stream: Stream) -> tuple[str, ...]:
+    """What the stream's current view reads: its table, and the events table when its
+    deletions are read from events."""
+    return (stream.name, *((_EVENTS,) if deletion_events(stream) is not None else ()))
+
+
 def current_view_sql(stream: Stream, *, schema: str, catalog: str | None = None) -> str:
     """``CREATE OR REPLACE VIEW <schema>.<stream>_current``: latest version per id, live only.
 
@@ -72,7 +80,7 @@ def current_view_sql(stream: Stream, *, schema: str, catalog: str | None = None)
     deleted = deletion_events(stream)
     if deleted is not None:
         event_type, entity_type = deleted
-        events = _ref(schema, "events")
+        events = _ref(schema, _EVENTS)
         conditions.append(
             f"NOT EXISTS (SELECT 1 FROM {events} AS e WHERE e.type = '{event_type}' "
             f"AND e.entity_type = '{entity_type}' AND e.entity_id = v.id "
@@ -93,7 +101,7 @@ def ensure_current_view(
     """(Re)create the stream's current view; the tables it reads are created empty if missing."""
     if deletion_events(stream) is not None:
         # tasks_current reads the events table; it may not have been written yet.
-        events = get_stream("events")
+        events = get_stream(_EVENTS)
         con.execute(
             f"CREATE TABLE IF NOT EXISTS {_ref(schema, events.name, catalog=catalog)} "
             f"({column_definitions(events)})"
@@ -157,6 +165,7 @@ def append_history(
 __all__ = [
     "SNAPSHOT_COLUMN",
     "append_history",
+    "current_view_inputs",
     "current_view_name",
     "current_view_sql",
     "deletion_events",
