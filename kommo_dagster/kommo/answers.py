@@ -34,6 +34,7 @@ from kommo_dagster.kommo.errors import (
     KommoResponseError,
 )
 from kommo_dagster.kommo.response import Response
+from kommo_dagster.kommo.streams import get_stream
 
 # 429, and every 5xx: Kommo's own (500 with a trace_id, 504 on heavy requests) and whatever a
 # gateway in front of it answers (502, 503, 520...) pass with time.
@@ -233,7 +234,8 @@ def _ip_blocked(a: Answer) -> Response:
 
 
 def _forbidden(a: Answer) -> Response:
-    if a.path.rstrip("/").endswith("/users"):
+    # Only administrators may list users: the users stream's request is the admin check.
+    if a.path == get_stream("users").path:
         msg = (
             f"Kommo refused GET {a.path} (403{a.detail}): the token's user is not an account "
             "administrator, and only administrators may list users; create the integration's "
