@@ -13,7 +13,7 @@ request (never one request per record), into `LinkRows` that replace their rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kommo_dagster.kommo.errors import KommoResponseError
@@ -68,10 +68,14 @@ def _linked_entities(values: Any) -> Iterator[tuple[str, int]]:
 
 
 class LinkEvents:
-    """The records the link events of a window name, by plural entity type."""
+    """The records the link events of a window name, by plural entity type: of the ``streams``
+    given only (all by default), since another stream's link table would hold just the few
+    records the events name."""
 
-    def __init__(self) -> None:
-        self.named: dict[str, set[int]] = {plural: set() for plural in _PLURAL.values()}
+    def __init__(self, streams: Collection[str] | None = None) -> None:
+        self.named: dict[str, set[int]] = {
+            plural: set() for plural in _PLURAL.values() if streams is None or plural in streams
+        }
         self.events = 0
 
     def add(self, batch: pa.Table) -> None:
@@ -94,9 +98,9 @@ class LinkEvents:
                     self._name(entity, rid)
 
     def _name(self, entity: Any, rid: Any) -> None:
-        plural = _PLURAL.get(str(entity))
-        if plural is not None and type(rid) is int:
-            self.named[plural].add(rid)
+        named = self.named.get(_PLURAL.get(str(entity), ""))
+        if named is not None and type(rid) is int:
+            named.add(rid)
 
     def summary(self) -> str:
         """What the window's link events named and what that re-reads, for the run's log."""

@@ -259,7 +259,7 @@ def _stage_batches(
 
     stream, window = staged.stream, staged.window
     links = LinkRows(stream.name)  # the link tables read from the same pages, if any
-    relinks = LinkEvents() if stream.name == LINK_EVENTS_STREAM else None
+    relinks = LinkEvents(selected) if stream.name == LINK_EVENTS_STREAM else None
     batches = client.iter_batches(
         stream.name,
         start=window.start_datetime if window else None,
@@ -276,7 +276,6 @@ def _stage_batches(
     if links:
         staged.links.append(links)
     if relinks is not None:
-        relinks.named = {parent: ids for parent, ids in relinks.named.items() if parent in selected}
         staged.links += relinks.refresh(client)
         log(f"{name}: {relinks.summary()}")
 
