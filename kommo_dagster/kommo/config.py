@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
 
 from kommo_dagster.kommo.errors import KommoConfigError
+from kommo_dagster.kommo.integers import INTEGER_TEXT
 
 # The variables of the single account; an account of KOMMO_ACCOUNTS reads KOMMO_<ACCOUNT>_*.
 ENV_PREFIX = "KOMMO_"
@@ -168,14 +169,13 @@ def validate_allow_any_host(value: bool | str | None) -> bool:
 # A number as a setting writes it: ASCII digits, a sign, and for a fraction a decimal point and
 # an exponent. Python's int() and float() also read "1_0" as 10 and other scripts' digits
 # ("\u0663", an Arabic-Indic 3) as ASCII ones, which no one means in a setting.
-_PLAIN_WHOLE = re.compile(r"[+-]?[0-9]+")
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def plain_number(text: str, *, fraction: bool = True) -> bool:
     """Whether ``text``, surrounding whitespace aside, is a number written plainly (a whole
     one unless ``fraction``)."""
-    return (_PLAIN_NUMBER if fraction else _PLAIN_WHOLE).fullmatch(text.strip()) is not None
+    return (_PLAIN_NUMBER if fraction else INTEGER_TEXT).fullmatch(text.strip()) is not None
 
 
 def _number(value: float | str | None, *, default: float) -> float | None:
