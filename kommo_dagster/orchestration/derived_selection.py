@@ -70,18 +70,20 @@ def root_stream(table: Table) -> str:
     return table.parent
 
 
+def derived_declarations(settings: Settings, *, partitioned: bool) -> list[Table]:
+    """The derived tables partitioned like their parent (or not) and, with
+    ``partitioned=False``, the tables rebuilt whole and the views."""
+    return [
+        t for t in selected_declarations(settings) if is_partitioned(t, settings) == partitioned
+    ]
+
+
 def derived_keys(
     settings: Settings, *, partitioned: bool, specs: AccountSpecs | None = None
 ) -> list[dg.AssetKey]:
-    """Keys of the derived tables (partitioned like their parent or not) and, with
-    ``partitioned=False``, the tables rebuilt whole and the views; for the jobs that run them
-    with their parents."""
+    """Keys of `derived_declarations`, for the jobs that run them with their parents."""
     specs = specs or AccountSpecs(settings)
-    return [
-        specs.key(t.name)
-        for t in selected_declarations(settings)
-        if is_partitioned(t, settings) == partitioned
-    ]
+    return [specs.key(t.name) for t in derived_declarations(settings, partitioned=partitioned)]
 
 
 def all_derived_keys(settings: Settings) -> list[dg.AssetKey]:
@@ -114,6 +116,7 @@ def upstream(table: Table, reads: tuple[str, ...], selected: set[str]) -> tuple[
 __all__ = [
     "all_derived_keys",
     "asset_deps",
+    "derived_declarations",
     "derived_keys",
     "is_partitioned",
     "root_stream",

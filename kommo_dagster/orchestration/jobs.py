@@ -22,11 +22,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from kommo_dagster.orchestration.accounts import AccountScope
-from kommo_dagster.orchestration.derived_selection import (
-    derived_keys,
-    is_partitioned,
-    selected_declarations,
-)
+from kommo_dagster.orchestration.derived_selection import derived_declarations, derived_keys
 from kommo_dagster.orchestration.link_assets import link_keys
 from kommo_dagster.orchestration.translator import AccountSpecs
 from kommo_dagster.settings import Settings
@@ -108,9 +104,7 @@ def build_jobs(settings: Settings, *, specs: AccountSpecs | None = None) -> Komm
 def _built_from_them(settings: Settings, *, partitioned: bool) -> str:
     """What a job runs besides its streams, for its description ("" if nothing): the link and
     derived tables and views of its streams, which the UI lists among the job's assets."""
-    derived = [
-        t for t in selected_declarations(settings) if is_partitioned(t, settings) == partitioned
-    ]
+    derived = derived_declarations(settings, partitioned=partitioned)
     if not derived and not link_keys(settings, partitioned=partitioned):
         return ""
     views = any(t.kind in VIEW_KINDS for t in derived)
