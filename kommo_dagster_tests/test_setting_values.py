@@ -13,6 +13,7 @@ from kommo_dagster.setting_values import SettingsError
 from kommo_dagster.settings import Settings
 from kommo_dagster_tests.env_loading import load_env as _load_env
 from kommo_dagster_tests.env_loading import refused as _refused
+from kommo_dagster_tests.kommo.conftest import NOT_PLAIN
 
 
 @pytest.mark.parametrize("value", ["2026-13-01", "01/10/2026", "20261001", "yesterday"])
@@ -35,11 +36,6 @@ def test_a_start_date_given_as_a_datetime_names_the_field(value: datetime):
 def test_a_bad_lock_timeout_names_the_variable(value: str):
     with pytest.raises(SettingsError, match="KOMMO_DUCKDB_LOCK_TIMEOUT"):
         Settings.from_env({"KOMMO_DUCKDB_LOCK_TIMEOUT": value})
-
-
-# Python's int() and float() read these, but no one writes a setting so: "1_0" read as 10,
-# digits of other scripts (Arabic-Indic, full-width, Devanagari) as ASCII ones.
-NOT_PLAIN = ["1_0", "\u0663", "\uff15", "\u0968.5", "1e1_0"]
 
 
 @pytest.mark.parametrize("value", NOT_PLAIN)

@@ -26,6 +26,9 @@ INCREMENTAL = INCREMENTAL_STREAMS
 
 # Fast retries for tests; retry_after from the sandbox (1 s) is still honoured.
 FAST_RETRY = RetryPolicy(max_attempts=6, max_elapsed=30.0, backoff_base=0.01, backoff_max=0.05)
+# Python's int() and float() read these, but no one writes a setting so: "1_0" read as 10,
+# digits of other scripts (Arabic-Indic, full-width, Devanagari) as ASCII ones.
+NOT_PLAIN = ["1_0", "\u0663", "\uff15", "\u0968.5", "1e1_0"]
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from kommo_dagster.kommo.config import (
     validate_ban_cooldown,
     validate_max_workers,
 )
+from kommo_dagster_tests.kommo.conftest import NOT_PLAIN
 
 TOKEN = "tok-3f9a-very-secret"
 
@@ -150,11 +151,6 @@ def test_the_least_budget_is_accepted():
 def test_max_workers_must_be_a_small_positive_integer(value):
     with pytest.raises(KommoConfigError, match="KOMMO_MAX_WORKERS"):
         validate_max_workers(value)
-
-
-# Python's int() and float() read these, but no one writes a setting so: "1_0" read as 10,
-# digits of other scripts (Arabic-Indic, full-width, Devanagari) as ASCII ones.
-NOT_PLAIN = ["1_0", "\u0663", "\uff15", "\u0968.5", "1e1_0"]
 
 
 @pytest.mark.parametrize("value", NOT_PLAIN)
