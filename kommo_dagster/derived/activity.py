@@ -107,7 +107,10 @@ def account_time_zone(con: duckdb.DuckDBPyConnection, *, schema: str) -> tuple[s
         return "UTC", f"{schema}.{TIME_ZONE_SOURCE} holds no timezone"
     known = con.execute("SELECT count(*) FROM pg_timezone_names() WHERE name = ?", [row[0]])
     if not (known.fetchone() or (0,))[0]:
-        return "UTC", f"{schema}.account has timezone {row[0]!r}, which DuckDB does not know"
+        return (
+            "UTC",
+            f"{schema}.{TIME_ZONE_SOURCE} has timezone {row[0]!r}, which DuckDB does not know",
+        )
     return str(row[0]), None
 
 
