@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from kommo_dagster_tests.wiring import REPO
+
 SCRIPTS = ("scripts/bootstrap.sh", "scripts/test.sh", "scripts/demo.sh", "benchmarks/run.sh")
 BASH = shutil.which("bash") or "/bin/bash"
 
