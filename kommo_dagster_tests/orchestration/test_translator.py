@@ -20,7 +20,7 @@ from kommo_dagster.orchestration.resources import KommoResource
 from kommo_dagster.orchestration.translator import KommoTranslator, KommoTranslatorData
 from kommo_dagster.settings import Settings
 from kommo_dagster_tests.derived.tables import create
-from kommo_dagster_tests.wiring import sandbox_kommo
+from kommo_dagster_tests.wiring import local_definitions, sandbox_kommo
 
 STREAMS = ("pipelines", "statuses", "leads", "lead_custom_fields", "events")
 # The derived tables and views of those streams.
@@ -296,10 +296,7 @@ def test_a_translator_sets_automation_code_version_and_freshness(tmp_path: Path)
 
 
 def test_without_a_translator_freshness_is_the_project_s(tmp_path: Path):
-    settings = Settings(
-        start_date=date(2026, 10, 1), duckdb_path=tmp_path / "crm.duckdb", streams=STREAMS
-    )
-    assets = _assets(build_definitions(settings))
+    assets = _assets(local_definitions(tmp_path, streams=STREAMS))
     leads = next(iter(assets[dg.AssetKey(["kommo", "leads"])].specs))
     assert leads.freshness_policy == freshness_policy(partitioned=True)
     assert leads.automation_condition is None and leads.code_version is None
