@@ -5,7 +5,6 @@ database file while it waits on the API."""
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
@@ -25,6 +24,7 @@ from kommo_dagster.kommo.streams import Stream
 from kommo_dagster.warehouse.arrays import arrow_contract_table, cursor_values, typed_arrays
 from kommo_dagster.warehouse.cursor_span import CursorSpan
 from kommo_dagster.warehouse.errors import WarehouseError
+from kommo_dagster.warehouse.leftovers import make_staging_dir
 from kommo_dagster.warehouse.locks import database_lock, retry_while_locked
 from kommo_dagster.warehouse.slices import (
     COMMIT_NOT_KNOWN,
@@ -258,7 +258,8 @@ class StagedRows:
 class StagingInstance:
     """The private in-memory DuckDB that holds one stream's staged rows, and the temporary
     directory it spills to: both made at the first batch (an empty extraction makes neither),
-    both gone at `close`."""
+    both gone at `close`. Making the directory also clears those of killed runs
+    (`kommo_dagster.warehouse.leftovers`)."""
 
     def __init__(
         self, stream: Stream, *, staging_dir: str | Path | None, memory_limit: str | None
@@ -274,9 +275,7 @@ class StagingInstance:
         if self._con is None:
             if self._staging_dir is not None:
                 self._staging_dir.mkdir(parents=True, exist_ok=True)
-            self.directory = Path(
-                tempfile.mkdtemp(prefix=f"kommo-stage-{self.stream.name}-", dir=self._staging_dir)
-            )
+            self.directory = make_staging_dir(self.stream.name, parent=self._staging_dir)
             # One thread: batches arrive while requests are in flight, and DuckDB's pool would
             # take every core for a few milliseconds at each batch, stalling the request threads
             # (and, on a shared machine, whatever else runs there) for no gain on 10,000 rows.

@@ -16,6 +16,7 @@ from kommo_dagster.kommo.columns import columns_table
 from kommo_dagster.kommo.streams import DUCKDB_TYPES, STREAMS, get_stream
 from kommo_dagster.warehouse.arrays import typed_frame
 from kommo_dagster.warehouse.errors import TableSchemaMismatch, WarehouseError
+from kommo_dagster.warehouse.leftovers import OWNER_FILE
 from kommo_dagster.warehouse.locks import connect
 from kommo_dagster.warehouse.registry import refresh_after_write
 from kommo_dagster.warehouse.slices import COMMIT_NOT_KNOWN, read_slice
@@ -302,6 +303,9 @@ def test_staging_spills_past_its_memory_limit_and_cleans_up(db: Path, tmp_path: 
         columns["custom_fields_values"] = [f'["{wide}{j}"]' for j in range(2000)]
         staged.append(columns)
     assert staged.directory is not None and staged.directory.parent == staging
+    # DuckDB spilled into it and left the owner marker that lets a later run clear it if killed.
+    assert (staged.directory / OWNER_FILE).exists()
+    assert len(list(staged.directory.iterdir())) > 1
     result = staged.write(db, schema="kommo", timeout=30)
     assert result.rows == 50_000 == result.table_rows
     staged.discard()
