@@ -18,6 +18,7 @@ import duckdb
 import filelock
 
 from kommo_dagster.warehouse.errors import WarehouseError
+from kommo_dagster.warehouse.owners import Owner, this_process
 from kommo_dagster.warehouse.sql import is_file_database
 
 
@@ -35,21 +36,31 @@ def holder_path(database: str | Path) -> Path:
 
 def _record_holder(database: Path) -> None:
     """Say who holds the lock, for a run that waits for it; written only while holding it. Not
-    the command line, which may carry a secret and is one ``ps -p <PID>`` away."""
+    the command line, which may carry a secret and is one ``ps -p <PID>`` away. A second line
+    identifies the process (`Owner`), so that a record a killed holder left is not believed."""
     since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     with contextlib.suppress(OSError):
         holder_path(database).write_text(
-            f"PID {os.getpid()} on {socket.gethostname()} since {since}"
+            f"PID {os.getpid()} on {socket.gethostname()} since {since}\n"
+            f"{this_process().to_json()}\n"
         )
 
 
 def _holder(database: Path) -> str:
-    """`_record_holder`'s words, or a general one if the holder could not write them."""
+    """`_record_holder`'s words, or a general one if the holder could not write them.
+
+    A killed holder's record stays until the next holder replaces it, just after taking the
+    lock: a run that waits in between, or for a holder that could not write, would name a
+    process that no longer exists. A record whose process has certainly ended is not repeated.
+    """
     try:
-        said = holder_path(database).read_text().strip()
+        said, _, identity = holder_path(database).read_text().strip().partition("\n")
     except OSError:
+        said, identity = "", ""
+    owner = Owner.from_json(identity)
+    if owner is not None and owner.has_ended():
         said = ""
-    return said or "a process that did not say which"
+    return said.strip() or "a process that did not say which"
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ another program, and a writer killed while it holds both."""
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import filelock
 import pytest
 
 from kommo_dagster.kommo.streams import get_stream
@@ -77,22 +79,31 @@ def test_a_file_held_by_another_program_is_waited_for_then_reported(db: Path):
         assert con.execute("SELECT 1").fetchall() == [(1,)]
 
 
+# Another run of this project: takes the lock and holds it.
+_TAKES_THE_LOCK = (
+    "import sys; from kommo_dagster.warehouse.locks import connect; "
+    "held = connect(sys.argv[1], timeout=30); c = held.__enter__()"
+)
+
+
+def _wait_in_vain(db: Path) -> tuple[str, list[str]]:
+    """A connection's wait for a lock held elsewhere: its error, and what it was told meanwhile."""
+    waits: list[str] = []
+    with (
+        pytest.raises(DatabaseLockTimeout) as err,
+        connect(db, timeout=0.3, on_wait=waits.append),
+    ):
+        pass
+    return str(err.value), waits
+
+
 @pytest.mark.timeout(60)
 def test_waiting_in_vain_for_another_run_names_the_process_that_holds_the_file(db: Path):
-    opens = (
-        "import sys; from kommo_dagster.warehouse.locks import connect; "
-        "held = connect(sys.argv[1], timeout=30); c = held.__enter__()"
-    )
-    with _holding(opens, db) as holder:
-        waits: list[str] = []
-        with (
-            pytest.raises(DatabaseLockTimeout) as err,
-            connect(db, timeout=0.3, on_wait=waits.append),
-        ):
-            pass
+    with _holding(_TAKES_THE_LOCK, db) as holder:
+        error, waits = _wait_in_vain(db)
         # Which process to wait for, or end if it is stuck; the log line names it too.
-        assert f"PID {holder.pid}" in str(err.value)
-        assert "KOMMO_DUCKDB_LOCK_TIMEOUT" in str(err.value)
+        assert f"PID {holder.pid}" in error
+        assert "KOMMO_DUCKDB_LOCK_TIMEOUT" in error
         assert len(waits) == 1 and f"PID {holder.pid}" in waits[0]
     # Released: the next connection neither waits nor hears of the process that held it.
     waits = []
@@ -100,6 +111,25 @@ def test_waiting_in_vain_for_another_run_names_the_process_that_holds_the_file(d
         assert con.execute("SELECT 1").fetchall() == [(1,)]
     assert waits == []
     assert not lock_path(db).read_text()
+    assert not holder_path(db).exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_killed_holders_record_does_not_name_it_as_the_holder(db: Path):
+    with _holding(_TAKES_THE_LOCK, db) as killed:
+        killed.kill()
+        killed.wait(30)
+    # Its record stays until the next holder replaces it...
+    assert holder_path(db).read_text().startswith(f"PID {killed.pid} on ")
+    # ...which it does just after taking the lock: a run that waits in between hears of no one.
+    with filelock.FileLock(str(lock_path(db))):
+        error, waits = _wait_in_vain(db)
+    for said in (error, *waits):
+        assert f"PID {killed.pid}" not in said
+        assert "a process that did not say which" in said
+    assert len(waits) == 1
+    with connect(db, timeout=5):
+        assert holder_path(db).read_text().startswith(f"PID {os.getpid()} on ")
     assert not holder_path(db).exists()
 
 
