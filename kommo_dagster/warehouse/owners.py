@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 _PROC = Path("/proc")
+# PIDs are C ints: a larger one is no process's (and `os.kill` refuses it).
+_PID_LIMIT = 2**31
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,8 @@ class Owner:
             return None
         fields_ok = (
             isinstance(owner.host, str)
-            and isinstance(owner.pid, int)
-            and owner.pid > 0
+            and type(owner.pid) is int  # not a bool
+            and 0 < owner.pid < _PID_LIMIT
             and isinstance(owner.namespace, str | None)
             and isinstance(owner.started, str | None)
         )

@@ -143,3 +143,5 @@ def test_an_owner_record_round_trips_and_anything_else_is_no_owner():
     assert Owner.from_json(me.to_json()) == me
     for text in ("", "PID 12", "[]", '{"host": "h", "pid": "12"}', me.to_json()[:-1]):
         assert Owner.from_json(text) is None
+    for pid in (0, -1, 2**31, True):
+        assert Owner.from_json(dataclasses.replace(me, pid=pid).to_json()) is None
