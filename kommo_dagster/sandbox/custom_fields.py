@@ -30,6 +30,7 @@ def _field(
     code: str | None = None,
     enums: Sequence[str] | None = None,
     sort: int = 500,
+    group: str | None = None,
 ) -> dict[str, Any]:
     return {
         "id": fid,
@@ -44,7 +45,7 @@ def _field(
             if enums
             else None
         ),
-        "group_id": None,
+        "group_id": group,
         "required_statuses": [],
         "is_deletable": code is None,
         "is_predefined": code is not None,
@@ -95,7 +96,8 @@ def build_custom_fields(cat: Catalog) -> None:
         f(cat, "contacts", 910_003, "Email", "multitext", code="EMAIL", enums=["WORK", "PRIV"]),
         f(cat, "contacts", 910_005, "Cargo", "text", code="POSITION"),
         f(cat, "contacts", 910_007, "День рождения", "birthday"),
-        f(cat, "contacts", 910_009, "Aceita marketing", "checkbox"),
+        # Kommo's field groups hold contact and company fields too ("contacts_17015678").
+        f(cat, "contacts", 910_009, "Aceita marketing", "checkbox", group="contacts_17015678"),
     ]
     cat.custom_fields["companies"] = [
         f(cat, "companies", 920_001, "Phone", "multitext", code="PHONE", enums=["WORK", "FAX"]),
@@ -103,7 +105,15 @@ def build_custom_fields(cat: Catalog) -> None:
         f(cat, "companies", 920_005, "Web", "url", code="WEB"),
         f(cat, "companies", 920_007, "Адрес", "textarea", code="ADDRESS"),
         f(cat, "companies", 920_009, "Funcionários", "numeric"),
-        f(cat, "companies", 920_011, "Segmento", "select", enums=["Varejo", "Опт", "B2B"]),
+        f(
+            cat,
+            "companies",
+            920_011,
+            "Segmento",
+            "select",
+            enums=["Varejo", "Опт", "B2B"],
+            group="companies_17015679",
+        ),
     ]
 
 

@@ -6,11 +6,10 @@ import json
 
 import pytest
 
-from kommo_dagster.contract import contract_columns, load_contract
+from kommo_dagster.kommo.streams import STREAMS
 from kommo_dagster.sandbox import ChurnConfig
 from kommo_dagster.sandbox.truth import to_row
 
-STREAMS = list(load_contract()["streams"])
 _TYPES = {"integer": int, "string": str, "boolean": bool}
 
 
@@ -18,19 +17,19 @@ _TYPES = {"integer": int, "string": str, "boolean": bool}
 def test_rows_have_the_contract_columns_in_order_with_contract_types(sandbox, stream):
     rows = sandbox.expected_rows(stream)
     assert rows
-    names = [c["name"] for c in contract_columns(stream)]
+    columns = STREAMS[stream].columns
     for row in rows:
-        assert list(row) == names
-        for col in contract_columns(stream):
-            value = row[col["name"]]
-            assert value is None or type(value) is _TYPES[col["type"]], (stream, col["name"])
+        assert list(row) == [c.name for c in columns]
+        for col in columns:
+            value = row[col.name]
+            assert value is None or type(value) is _TYPES[col.type], (stream, col.name)
 
 
 @pytest.mark.parametrize("stream", STREAMS)
 def test_every_column_holds_a_value_somewhere(sandbox, stream):
     rows = sandbox.expected_rows(stream)
-    for col in contract_columns(stream):
-        assert any(r[col["name"]] is not None for r in rows), (stream, col["name"])
+    for col in STREAMS[stream].columns:
+        assert any(r[col.name] is not None for r in rows), (stream, col.name)
 
 
 def test_json_columns_are_compact_utf8_json_of_the_served_value(sandbox):
