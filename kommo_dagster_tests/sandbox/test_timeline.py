@@ -8,6 +8,7 @@ from datetime import date
 
 import pytest
 
+from kommo_dagster.kommo.streams import INCREMENTAL_STREAMS, STREAMS
 from kommo_dagster.sandbox.account import Account
 from kommo_dagster.sandbox.timeline import DAY, day_ts
 from kommo_dagster_tests.sandbox.conftest import END, START
@@ -22,12 +23,14 @@ def test_everything_is_inside_the_window(account):
                 assert table.cols[col].min() >= START_TS and table.cols[col].max() < END_TS, name
 
 
-@pytest.mark.parametrize("stream", ["leads", "contacts", "companies", "tasks"])
+@pytest.mark.parametrize("stream", INCREMENTAL_STREAMS)
 def test_records_at_exactly_midnight_and_one_second_before(account, stream):
+    """On the cursor that slices the stream into days, so every day boundary is exercised."""
+    cursor = STREAMS[stream].cursor
     live = [r for r in account.records(stream) if not r.get("is_deleted")]
-    seconds = Counter(r["updated_at"] % DAY for r in live)
+    seconds = Counter(r[cursor] % DAY for r in live)
     assert seconds[0] >= 2 and seconds[DAY - 1] >= 2
-    stamps = {r["updated_at"] for r in live}
+    stamps = {r[cursor] for r in live}
     assert START_TS in stamps and END_TS - 1 in stamps
 
 
