@@ -15,6 +15,7 @@ from kommo_dagster.sandbox.account import TRASH_KEEPS
 from kommo_dagster.sandbox.links import LEAD_EMBEDS
 
 pytestmark = pytest.mark.timeout(60)
+WITH_DELETED_LIST = [n for n, s in STREAMS.items() if s.has_deleted_list]
 
 
 def _ids(resp) -> list[int]:
@@ -228,10 +229,11 @@ def test_leads_carry_source_id_and_robot_flag_only_when_asked(api):
     assert {type(r["source_id"]) for r in both} == {int, type(None)}
 
 
-@pytest.mark.parametrize("stream", ["leads", "contacts", "companies"])
+@pytest.mark.parametrize("stream", WITH_DELETED_LIST)
 def test_deleted_records_only_with_only_deleted(api, stream):
-    normal = api.items(f"/api/v4/{stream}", stream, {"limit": 250})
-    deleted = api.items(f"/api/v4/{stream}", stream, {"limit": 250, "with": "only_deleted"})
+    path, key = STREAMS[stream].path, STREAMS[stream].list_key
+    normal = api.items(path, key, {"limit": 250})
+    deleted = api.items(path, key, {"limit": 250, "with": "only_deleted"})
     assert normal and deleted
     assert not any(r["is_deleted"] for r in normal)
     assert all(r["is_deleted"] for r in deleted)
@@ -239,16 +241,15 @@ def test_deleted_records_only_with_only_deleted(api, stream):
     assert len(normal) + len(deleted) == len(api.sb.records(stream))
 
 
-@pytest.mark.parametrize("stream", ["leads", "contacts", "companies"])
+@pytest.mark.parametrize("stream", WITH_DELETED_LIST)
 def test_deleted_records_show_only_their_id_and_last_change(api, stream):
     """amoCRM docs (leads-api.md, with=only_deleted): a deleted record shows its updated_at,
     updated_by, id and is_deleted; an answer captured in amocrm/amocrm-api-php#254 holds every
     other field as null (present, not missing). The account keeps the values for a restore."""
+    path, key = STREAMS[stream].path, STREAMS[stream].list_key
     with_ = "source_id,is_price_modified_by_robot"
-    live = api.get(f"/api/v4/{stream}", {"limit": 1, "with": with_}).json()["_embedded"][stream]
-    deleted = api.items(
-        f"/api/v4/{stream}", stream, {"limit": 250, "with": f"only_deleted,{with_}"}
-    )
+    live = api.get(path, {"limit": 1, "with": with_}).json()["_embedded"][key]
+    deleted = api.items(path, key, {"limit": 250, "with": f"only_deleted,{with_}"})
     assert deleted
     for rec in deleted:
         assert set(rec) == set(live[0])
