@@ -3,29 +3,25 @@
 Kommo has no call list: a call is a note of a lead, contact or company, with ``params`` {uniq,
 duration, source, link, phone, call_responsible} and, from some telephony integrations,
 ``call_status`` (1-7) and ``call_result``. Each note's newest stored version counts.
-``duration``, ``call_status`` and ``call_responsible`` are integers when served as a JSON integer
-or as a string of digits, NULL otherwise (absent, "1:05", "65 sec"): such durations are kept as
-NULL and counted (`input_counts_sql`); params that are not JSON give NULL columns and are
-counted too.
+``duration``, ``call_status`` and ``call_responsible`` are read by the project's one integer rule
+for JSON values (`json_values.json_integer`, the extracted tables' rule): a JSON integer, a
+number with no fraction (65.0), or a string of digits with a sign and spaces around it; NULL
+otherwise (absent, "1:05", "65 sec", 6.5): such durations are kept as NULL and counted
+(`input_counts_sql`); params that are not JSON give NULL columns and are counted too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from kommo_dagster.derived.json_values import json_integer
 from kommo_dagster.warehouse.sql import table_ref
 
 CALL_DIRECTIONS: Mapping[str, str] = {"call_in": "in", "call_out": "out"}
 
 
 def _integer(path: str) -> str:
-    # A JSON integer, or a string of digits; anything else (text, a fraction, absent) is NULL.
-    value = f"json_extract_string(p, '{path}')"
-    return (
-        f"CASE WHEN json_type(p, '{path}') IN ('BIGINT', 'UBIGINT') THEN TRY_CAST({value} AS "
-        f"BIGINT) WHEN json_type(p, '{path}') = 'VARCHAR' AND regexp_full_match({value}, "
-        f"'[0-9]{{1,18}}') THEN CAST({value} AS BIGINT) END"
-    )
+    return json_integer(f"p -> '{path}'")
 
 
 def _notes_sql(schema: str, streams: Mapping[str, str]) -> str:

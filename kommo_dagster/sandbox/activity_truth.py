@@ -7,8 +7,8 @@ these rows checks the SQL against an independent reading of the contract:
 - a conversation is the message events of one (entity_type, entity_id) of a lead, contact or
   customer, in (created_at, id) order; a run starts at an incoming message that does not follow
   an incoming one and is answered by the next message when that is outgoing;
-- a call's duration (and status) is an integer when served as a JSON integer or as a string of
-  digits, else NULL;
+- a call's duration (status, responsible) is an integer when served as a JSON integer, a number
+  with no fraction below 2**53, or a string of digits with a sign and spaces around it, else NULL;
 - days are dates in the account's time zone.
 """
 
@@ -27,7 +27,9 @@ from kommo_dagster.sandbox.chats import INCOMING, OUTGOING
 from kommo_dagster.sandbox.notes import NOTE_TABLES
 
 CHAT_ENTITY_TYPES = ("lead", "contact", "customer")
-_DIGITS = re.compile(r"[0-9]{1,18}")
+# Padding is ASCII white space but the vertical tab, as SQL's (RE2's) \s reads it.
+_INTEGER_TEXT = re.compile(r"[ \t\n\r\f]*[+-]?[0-9]+[ \t\n\r\f]*")
+_BIGINT = range(-(2**63), 2**63)
 _CALL_TYPES = {"call_in": "in", "call_out": "out"}
 _NOTE_ENTITY = {"lead_notes": "lead", "contact_notes": "contact", "company_notes": "company"}
 
@@ -75,12 +77,14 @@ def response_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["first_message_id"])
 
 
-def _integer(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and _DIGITS.fullmatch(value):
-        return int(value)
-    return None
+def call_integer(value: Any) -> int | None:
+    """A call param as the calls table's integer column reads it; NULL beyond BIGINT."""
+    if isinstance(value, bool):
+        return None
+    exact_float = isinstance(value, float) and value.is_integer() and abs(value) < 2**53
+    if exact_float or (isinstance(value, str) and _INTEGER_TEXT.fullmatch(value)):
+        value = int(value)
+    return value if isinstance(value, int) and value in _BIGINT else None
 
 
 def call_rows(account: Account) -> list[dict[str, Any]]:
@@ -100,14 +104,14 @@ def call_rows(account: Account) -> list[dict[str, Any]]:
                     "created_at": note["created_at"],
                     "created_by": note["created_by"],
                     "responsible_user_id": note["responsible_user_id"],
-                    "duration_seconds": _integer(params.get("duration")),
+                    "duration_seconds": call_integer(params.get("duration")),
                     "phone": params.get("phone"),
                     "source": params.get("source"),
                     "uniq": params.get("uniq"),
                     "link": params.get("link"),
-                    "call_status": _integer(params.get("call_status")),
+                    "call_status": call_integer(params.get("call_status")),
                     "call_result": params.get("call_result"),
-                    "call_responsible": _integer(params.get("call_responsible")),
+                    "call_responsible": call_integer(params.get("call_responsible")),
                 }
             )
     return sorted(rows, key=lambda r: (r["entity_type"], r["note_id"]))
@@ -164,4 +168,11 @@ def activity_rows(account: Account) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["account_time_zone", "activity_rows", "call_rows", "conversations", "response_rows"]
+__all__ = [
+    "account_time_zone",
+    "activity_rows",
+    "call_integer",
+    "call_rows",
+    "conversations",
+    "response_rows",
+]

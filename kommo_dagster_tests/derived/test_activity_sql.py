@@ -13,7 +13,7 @@ from kommo_dagster.derived.declaration import ACTIVITY_TABLES
 from kommo_dagster.derived.manager_activity import activity_select_sql
 from kommo_dagster.derived.write import replace_slice
 from kommo_dagster.kommo.streams import get_stream
-from kommo_dagster.sandbox.activity_truth import response_rows
+from kommo_dagster.sandbox.activity_truth import call_integer, response_rows
 from kommo_dagster.warehouse.registry import get_table
 from kommo_dagster.warehouse.sql import create_table_sql
 from kommo_dagster.warehouse.tables import RefreshContext
@@ -133,6 +133,55 @@ def test_call_params_become_typed_columns(con):
     ]
     counts = con.execute(calls.input_counts_sql(schema="kommo", streams=streams)).fetchone()
     assert counts == (5, 1, 1, 1)  # calls, params not JSON, "1:05", no duration
+
+
+# A call param as JSON text and the integer the calls table reads from it: the extracted tables'
+# rule (`json_values.json_integer`), the same for duration, call_status and call_responsible.
+ODD_CALL_INTEGERS = [
+    ("12", 12),
+    ("-12", -12),
+    ("12.0", 12),  # a number with no fraction
+    ("1e3", 1000),  # a JSON number, not text
+    ("12.5", None),
+    ('"12"', 12),
+    ('" 12 "', 12),
+    ('"+12"', 12),
+    ('"-12"', -12),
+    ('"1e3"', None),  # text with an exponent is no integer
+    ('"12abc"', None),
+    ('"1:05"', None),
+    ('""', None),
+    ("true", None),
+    ("null", None),
+    ('{"s": 12}', None),
+    ("9223372036854775807", 2**63 - 1),
+    ('"9223372036854775807"', 2**63 - 1),  # 19 digits as text
+    ("9223372036854775808", None),  # beyond BIGINT
+    ('"9223372036854775808"', None),
+    ("9007199254740991.0", 2**53 - 1),
+    ("9007199254740992.0", None),  # a float this large may have lost digits
+]
+
+
+@pytest.mark.parametrize(("served", "expected"), ODD_CALL_INTEGERS)
+def test_call_integers_follow_the_extracted_tables_rule(con, served, expected):
+    keys = ("duration", "call_status", "call_responsible")
+    params = "{" + ", ".join(f'"{k}": {served}' for k in keys) + "}"
+    con.execute(
+        "INSERT INTO kommo.lead_notes (id, entity_id, note_type, params, created_by, created_at, "
+        "updated_at) VALUES (1, 10, 'call_in', ?, 3, 1000, 1000)",
+        [params],
+    )
+    streams = {"lead_notes": "lead"}
+    got = con.execute(
+        f"SELECT duration_seconds, call_status, call_responsible "
+        f"FROM ({calls.calls_select_sql(schema='kommo', streams=streams)})"
+    ).fetchall()
+    assert got == [(expected, expected, expected)]
+    # The sandbox's ground truth reads the param the same way.
+    assert call_integer(json.loads(served)) == expected
+    counts = con.execute(calls.input_counts_sql(schema="kommo", streams=streams)).fetchone()
+    assert counts == (1, 0, int(expected is None), 0)
 
 
 @pytest.mark.parametrize(
