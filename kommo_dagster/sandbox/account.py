@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from typing import Any, NamedTuple
@@ -484,15 +484,14 @@ class Account:
         """Current records of a stream as the API serves them (with their with= fields).
 
         Incremental streams include deleted leads/contacts/companies (is_deleted true, shown as
-        with=only_deleted shows them: see `in_trash`) but not tasks deleted for good.
+        with=only_deleted shows them: see `served_record`) but not tasks deleted for good.
         """
         with self.lock:
             if stream in self.tables:
                 t = self.tables[stream]
                 return [
-                    in_trash(rec) if t.state[r] == DELETED else rec
+                    served_record(t, r, with_fields=t.with_fields)
                     for r in t.rows_in_state(LIVE, DELETED).tolist()
-                    for rec in (t.record(r, with_fields=t.with_fields),)
                 ]
             if stream == "account":
                 with_ = {"datetime_settings"}
@@ -529,8 +528,13 @@ class Account:
         return self.tables[stream].rows_in_state(DELETED)
 
 
-def in_trash(record: dict[str, Any]) -> dict[str, Any]:
-    """A deleted record as with=only_deleted serves it: the fields Kommo no longer shows null."""
+def served_record(table: Table, row: int, *, with_fields: Iterable[str] = ()) -> dict[str, Any]:
+    """A row's record as the API serves it: the one place of the trash rule, so the API's
+    with=only_deleted pages and `Account.records` (the ground truth) cannot drift apart. A
+    deleted record shows what `TRASH_KEEPS` names; its other fields come as null."""
+    record = table.record(row, with_fields=with_fields)
+    if table.state[row] != DELETED:
+        return record
     return {k: v if k in TRASH_KEEPS else None for k, v in record.items()}
 
 
@@ -543,5 +547,5 @@ __all__ = [
     "TRASH_KEEPS",
     "WITH_DELETED",
     "Account",
-    "in_trash",
+    "served_record",
 ]

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode
 import numpy as np
 import orjson
 
-from kommo_dagster.sandbox.account import WITH_DELETED, Account, in_trash
+from kommo_dagster.sandbox.account import WITH_DELETED, Account, served_record
 from kommo_dagster.sandbox.dictionaries import Collection, account_body
 from kommo_dagster.sandbox.notes import NOTE_TABLES
 from kommo_dagster.sandbox.responses import (
@@ -267,10 +267,15 @@ class KommoApi:
             chunk = rows[offset : offset + limit]
             if not len(chunk):
                 return no_content()
-            bodies = table.bodies_of(chunk, with_fields=with_fields)
-            bodies = self.account.links.embed(stream, chunk, bodies, q.with_)
             if selection.state == DELETED:
-                bodies = [orjson.dumps(in_trash(orjson.loads(b))) for b in bodies]
+                # A record in the trash is read and nulled; a live page stays a byte slice.
+                bodies = [
+                    orjson.dumps(served_record(table, r, with_fields=with_fields))
+                    for r in chunk.tolist()
+                ]
+            else:
+                bodies = table.bodies_of(chunk, with_fields=with_fields)
+            bodies = self.account.links.embed(stream, chunk, bodies, q.with_)
             more = offset + limit < len(rows)
         return hal_bytes(self._envelope(path, q, page, key or stream, bodies, more=more))
 
