@@ -103,8 +103,7 @@ def status_changes_select_sql(*, schema: str, window: EpochWindow | None) -> str
         f"FROM {table_ref(schema, events.name)} AS e "
         f"WHERE e.type = '{STATUS_CHANGED_EVENT}' "
         f"AND {window_condition(cursor, window, alias='e')} "
-        f"ORDER BY e.id, e.{cursor}) "
-        f"ORDER BY event_id"
+        f"ORDER BY e.id, e.{cursor})"
     )
 
 
