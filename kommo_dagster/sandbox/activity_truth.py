@@ -27,8 +27,8 @@ from kommo_dagster.sandbox.chats import INCOMING, OUTGOING
 from kommo_dagster.sandbox.notes import NOTE_TABLES
 
 CHAT_ENTITY_TYPES = ("lead", "contact", "customer")
-# Padding is ASCII white space but the vertical tab, as SQL's (RE2's) \s reads it.
-_INTEGER_TEXT = re.compile(r"[ \t\n\r\f]*[+-]?[0-9]+[ \t\n\r\f]*")
+# Digits with a sign, padded with what str.strip() removes; the truth's own, not the client's.
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 _BIGINT = range(-(2**63), 2**63)
 _CALL_TYPES = {"call_in": "in", "call_out": "out"}
 _NOTE_ENTITY = {"lead_notes": "lead", "contact_notes": "contact", "company_notes": "company"}
@@ -82,7 +82,7 @@ def call_integer(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     exact_float = isinstance(value, float) and value.is_integer() and abs(value) < 2**53
-    if exact_float or (isinstance(value, str) and _INTEGER_TEXT.fullmatch(value)):
+    if exact_float or (isinstance(value, str) and _INTEGER_TEXT.fullmatch(value.strip())):
         value = int(value)
     return value if isinstance(value, int) and value in _BIGINT else None
 

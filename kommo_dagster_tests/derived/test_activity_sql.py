@@ -146,6 +146,9 @@ ODD_CALL_INTEGERS = [
     ('"12"', 12),
     ('" 12 "', 12),
     ('"+12"', 12),
+    ('"\\u00a012\\u3000"', 12),  # Unicode's white space, as str.strip() takes it
+    ('"\\u000b12"', 12),  # the vertical tab, which RE2's \\s is not
+    ('"\\u200b12"', None),  # a zero-width space is no white space
     ('"-12"', -12),
     ('"1e3"', None),  # text with an exponent is no integer
     ('"12abc"', None),
