@@ -22,7 +22,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.request import getproxies
 
 import certifi
@@ -77,12 +77,19 @@ def _without_credentials(url: str) -> str:
     return parts._replace(auth="***").url if parts.auth else url
 
 
+class AfterSend(Protocol):
+    """Called once a request's bytes are out (or its write failed); ``unused``: none were
+    written, its connection is made again and the request will take another slot."""
+
+    def __call__(self, *, unused: bool = False) -> None: ...
+
+
 class _BudgetedConnection:
     """What `_budgeted` mixes into urllib3's connection class: the slot hooks around the write,
     the deadline of the answer, and a kept-alive connection the server closed made again."""
 
     before_send: Callable[[], None]
-    after_send: Callable[[], None]
+    after_send: AfterSend
     sending: Callable[[Any], Armed]
     kept_alive = False  # whether a request went out on it since it connected
     armed: Armed | None = None  # the deadline of the answer it carries
@@ -108,7 +115,7 @@ class _BudgetedConnection:
                 # The confirmation is not held over the connect, which may outlast its
                 # pending record (`PENDING_TTL`): the request would then go out unseen.
                 # Settled unused (a slot lost), and confirmed again once connected.
-                self.after_send()
+                self.after_send(unused=True)
                 self.connect()
                 self.before_send()
             self.kept_alive = True
@@ -121,7 +128,7 @@ class _BudgetedConnection:
 def _budgeted(
     pool_cls: type[HTTPConnectionPool],
     before_send: Callable[[], None],
-    after_send: Callable[[], None],
+    after_send: AfterSend,
     sending: Callable[[Any], Armed],
 ) -> type[HTTPConnectionPool]:
     """``pool_cls`` whose connections call ``before_send`` once connected, right before the
@@ -197,7 +204,7 @@ class Connections:
         pool_size: int,
         timeout: tuple[float, float],
         before_send: Callable[[], None],
-        after_send: Callable[[], None],
+        after_send: AfterSend,
     ) -> None:
         self.settings = NetworkSettings.from_environment(base_url)
         scheme = parse_url(base_url).scheme

@@ -58,14 +58,19 @@ class StatsRecorder:
         self._latency: float | None = None
         self._parts: list[PartStats] = []
 
-    def request_started(self, waited: float, *, again: bool = False) -> None:
-        """A request is about to be written after ``waited`` seconds for its slot; ``again``:
-        the same request took another slot (its connection was made again), counted once."""
+    def request_started(self, waited: float) -> None:
+        """A request is about to be written after ``waited`` seconds for its slot."""
         with self._lock:
-            self.requests += not again
+            self.requests += 1
             self.waited += waited
             if self._first is None:
                 self._first = time.monotonic()
+
+    def request_withdrawn(self) -> None:
+        """The request last started was not written: its connection, found closed, is made
+        again (and the request counted again once it has its new slot)."""
+        with self._lock:
+            self.requests -= 1
 
     def response(self, *, seconds: float) -> None:
         with self._lock:

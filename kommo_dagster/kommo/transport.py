@@ -239,8 +239,7 @@ class Transport:
                 f"The shared request budget's files cannot be used ({exc}): "
                 f"{ENV_RATE_LIMIT_DIR} must name a directory this process can write"
             ) from None
-        # Called again for one request when its connection was made again after the slot.
-        self.stats.request_started(waited, again=self._local.sent is not None)
+        self.stats.request_started(waited)
         self._local.sent = time.monotonic()
 
     def _take_slot(self) -> float:
@@ -256,8 +255,14 @@ class Transport:
             self.ban.check()
         return slot.waited
 
-    def _after_send(self) -> None:
-        """Settle the slot to the moment the request's bytes were written."""
+    def _after_send(self, *, unused: bool = False) -> None:
+        """Settle the slot to the moment the request's bytes were written. ``unused``: nothing
+        was written, its connection is made again first. The slot is settled all the same (a
+        slot lost keeps the limiter on the safe side), but the request is no longer counted as
+        sent: should the connect fail, the retry is one that could not connect."""
+        if unused:
+            self.stats.request_withdrawn()
+            self._local.sent = None
         slot: Slot | None = getattr(self._local, "slot", None)
         if self.limiter is not None and slot is not None:
             self._local.slot = None

@@ -6,13 +6,15 @@ import http.client
 import os
 import subprocess
 import sys
+import threading
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from kommo_dagster.kommo import KommoConfigError, RetryPolicy
+from kommo_dagster.kommo import KommoConfigError, KommoRetryError, RetryPolicy
 from kommo_dagster.kommo.config import Secret
 from kommo_dagster.kommo.connections import NetworkSettings
 from kommo_dagster.kommo.stats import StatsRecorder
@@ -161,6 +163,37 @@ def test_a_connection_closed_while_its_request_waited_for_a_slot_is_made_anew(tm
             # Made anew, the connection took a second slot for the same request: one request.
             assert client.stats().requests == 2
     assert len(seen) == 2
+
+
+def test_a_connection_that_cannot_be_made_again_after_the_slot_sent_no_request(tmp_path):
+    """The server closed the kept-alive connection during the wait for the slot, and then
+    refused new ones: the slot stays spent (the limiter keeps to the safe side), but the retry
+    is reported as one that could not connect, not as a request sent."""
+    from kommo_dagster.kommo import KommoClient
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ShortKeepAlive)
+    server.seen = []  # type: ignore[attr-defined]
+    serving = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    serving.start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()  # no more connections; joins the handler once it closed its own
+
+    stopping = threading.Thread(target=stop)
+    policy = RetryPolicy(max_attempts=2, max_elapsed=10, backoff_base=0.01, backoff_max=0.02)
+    base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    client = KommoClient(base_url=base_url, token=SECRET, rate_limit_dir=tmp_path, retry=policy)
+    with client:
+        client.get("/api/v4/account")
+        client.limiter.block_for(1.5)  # another client of the account met a 429
+        stopping.start()  # closed within 0.3 s idle, and the port then refuses
+        with pytest.raises(KommoRetryError, match=r"connection failed \(NewConnectionError"):
+            client.get("/api/v4/account")
+        stats = client.stats()
+    stopping.join()
+    assert len(server.seen) == 1  # type: ignore[attr-defined]
+    assert (stats.requests, stats.retries, stats.unsent) == (1, 1, 1)
 
 
 def test_proxies_and_the_ca_bundle_still_come_from_the_environment(monkeypatch, tmp_path):

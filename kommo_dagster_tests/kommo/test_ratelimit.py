@@ -552,7 +552,7 @@ def test_a_connection_made_again_after_the_confirmation_does_not_outlive_it(tmp_
     def before_send() -> None:
         slot[:] = [mine.acquire().at]
 
-    def after_send() -> None:
+    def after_send(*, unused: bool = False) -> None:
         if slot:
             mine.settle(slot.pop(), clock[0])
 
