@@ -133,7 +133,8 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+# The default ports of http and https, left out of a budget's key whatever the URL's scheme.
+_WEB_PORTS = frozenset({80, 443})
 
 
 def _state_file(path: Path) -> _StateFile:
@@ -145,8 +146,15 @@ def _state_file(path: Path) -> _StateFile:
 
 def account_key(base_url: str) -> str:
     """The budget's key: the account's host and port, never anything derived from the token.
-    A port that is the scheme's default (or empty) and the root's dot are left out, so that
-    clients of one account share one budget however its URL is written."""
+    The root's dot, an empty port and the ports 80 and 443 are left out, so that clients of
+    one account share one budget however its URL is written.
+
+    80 and 443 whatever the scheme: ``https://host:80`` reaches the same port as
+    ``http://host``, and two keys for one server would let each send the whole rate. The key
+    already joined ``http://host`` and ``https://host`` (one host's two web ports); one budget
+    for two servers is only slower, never over Kommo's limit, and Kommo's accounts are
+    distinct hosts anyway. Another port stays in the key: it is no Kommo account's own (a proxy
+    or a sandbox, one account per port)."""
     parts = urlsplit(base_url if "://" in base_url else f"//{base_url}")
     host = (parts.hostname or "").rstrip(".")
     try:
@@ -154,7 +162,7 @@ def account_key(base_url: str) -> str:
     except ValueError:  # refused by the settings; a key all the same
         port = None
     host = f"[{host}]" if ":" in host else host
-    if port is not None and port != _DEFAULT_PORTS.get(parts.scheme):
+    if port is not None and port not in _WEB_PORTS:
         host = f"{host}:{port}"
     return re.sub(r"[^a-z0-9.-]", "_", host)
 

@@ -64,6 +64,20 @@ def test_one_account_has_one_budget_however_its_url_is_written(url):
     assert account_key("http://[::1]:9000") != account_key("http://[::1]")
 
 
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("https://acme.kommo.com:80", "http://acme.kommo.com"),
+        ("http://acme.kommo.com:443", "https://acme.kommo.com"),
+        ("https://127.0.0.1:8123", "http://127.0.0.1:8123"),
+    ],
+)
+def test_one_host_and_port_have_one_budget_whatever_the_scheme(one, other):
+    """The scheme only says whether TLS is spoken on the port: a key of its own for each would
+    let clients written either way send the whole rate each to one server."""
+    assert account_key(one) == account_key(other)
+
+
 def test_fractional_and_slow_rates_stretch_the_window(tmp_path):
     lim = SharedRateLimiter(key="a", requests_per_second=0.5, directory=tmp_path, margin=0)
     assert (lim.capacity, lim.window) == (1, 2.0)
