@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,18 @@ def invalid(label: str, what: str, value: object) -> SettingsError:
 EARLIEST_START_DATE = date(1970, 1, 1)
 
 
-def parse_date(value: object, label: str) -> date:
+def latest_start_date(today: date | None = None) -> date:
+    """The last first day a load accepts: tomorrow in UTC (``today`` is UTC's today by
+    default). A later one defines no partition, so nothing would ever run (2062 for 2026); a
+    day ahead still takes the local today of a zone ahead of UTC (Auckland's morning is UTC's
+    evening before), whose partition opens within hours. A value that loads keeps loading:
+    the bound only moves later."""
+    return (today or datetime.now(UTC).date()) + timedelta(days=1)
+
+
+def parse_date(value: object, label: str, *, today: date | None = None) -> date:
+    """A first day: written YYYY-MM-DD, from 1970 through tomorrow (`latest_start_date`, of
+    ``today``)."""
     if isinstance(value, datetime):  # a date to Python, but which hour, in what zone?
         raise invalid(label, "a date (not a datetime) written YYYY-MM-DD", value)
     if isinstance(value, date):
@@ -53,6 +64,13 @@ def parse_date(value: object, label: str) -> date:
             raise invalid(label, "a date written YYYY-MM-DD", value) from None
     if day < EARLIEST_START_DATE:
         raise invalid(label, f"a date on or after {EARLIEST_START_DATE} (Unix time)", value)
+    latest = latest_start_date(today)
+    if day > latest:
+        what = (
+            f"a date on or before {latest} (tomorrow in UTC): a later first day defines no "
+            "daily partition, so nothing would run; set the first day to extract"
+        )
+        raise invalid(label, what, value)
     return day
 
 

@@ -152,7 +152,9 @@ SETTINGS = (
     Setting("start_date", "START_DATE", "account", parse_date, "`2024-01-01`",
             "first daily partition (UTC) of the incremental streams "
             "([Partitions](#partitions-and-how-they-map-to-kommos-timestamps)); records with an "
-            "earlier cursor are outside every partition"),
+            "earlier cursor are outside every partition. From `1970-01-01` through tomorrow in "
+            "UTC (today in a zone ahead of UTC); a later date would define no partition, so it "
+            "fails the load"),
     Setting("duckdb_path", "DUCKDB_PATH", "shared", parse_database_path, "`data/kommo_crm.duckdb`",
             "the DuckDB file (created with its folder; relative to the working directory, or in "
             "`defs.yaml` to the project root), or a MotherDuck database `md:<name>` (see [Scaling "

@@ -145,6 +145,8 @@ def test_the_location_loads_with_the_variables(tmp_path: Path):
     ("variable", "value", "message"),
     [
         ("KOMMO_START_DATE", "1 Oct 2026", "KOMMO_START_DATE must be a date written YYYY-MM-DD"),
+        # A typo for 2026-01-01: it loaded with no partition, and nothing ever ran.
+        ("KOMMO_START_DATE", "2062-01-01", "must be a date on or before"),
         ("KOMMO_DUCKDB_PATH", "data/kommo.duckdb", "Ambiguous reference"),
     ],
 )

@@ -5,11 +5,11 @@ resources."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from kommo_dagster.setting_values import SettingsError
+from kommo_dagster.setting_values import SettingsError, latest_start_date, parse_date
 from kommo_dagster.settings import Settings
 from kommo_dagster_tests.env_loading import load_env as _load_env
 from kommo_dagster_tests.env_loading import refused as _refused
@@ -30,6 +30,34 @@ def test_a_start_date_given_as_a_datetime_names_the_field(value: datetime):
         SettingsError, match=rf"start_date must be a date .* got {re.escape(repr(value))}$"
     ):
         Settings(start_date=value)
+
+
+@pytest.mark.parametrize("days", [0, 1])
+def test_todays_and_tomorrows_utc_date_load_as_the_start_date(days: int):
+    """Today starts with today's partition; tomorrow in UTC is today in a zone ahead of it."""
+    day = datetime.now(UTC).date() + timedelta(days=days)
+    assert Settings.from_env({"KOMMO_START_DATE": day.isoformat()}).start_date == day
+
+
+def test_a_start_date_after_tomorrow_names_the_variable_the_value_and_the_last_day():
+    today = date(2026, 12, 31)
+    assert latest_start_date(today) == date(2027, 1, 1)
+    assert parse_date("2027-01-01", "KOMMO_START_DATE", today=today) == date(2027, 1, 1)
+    with pytest.raises(SettingsError) as failure:
+        parse_date("2027-01-02", "KOMMO_START_DATE", today=today)
+    message = str(failure.value)
+    assert message.startswith("KOMMO_START_DATE must be a date on or before 2027-01-01")
+    assert "no daily partition" in message and message.endswith("got '2027-01-02'")
+
+
+def test_a_future_start_date_given_in_python_names_the_field_and_the_value():
+    """A date object is held to the same last day as a variable's text."""
+    later = datetime.now(UTC).date() + timedelta(days=30)
+    with pytest.raises(SettingsError) as failure:
+        Settings(start_date=later)
+    message = str(failure.value)
+    assert message.startswith("start_date must be a date on or before ")
+    assert message.endswith(f"got {later!r}")
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "soon"])

@@ -90,6 +90,8 @@ BAD_VALUES = {
     "bad start date": ("START_DATE", "start_date", "March", "YYYY-MM-DD"),
     # Kommo's cursors are Unix seconds; Dagster cannot even build partitions from year 1.
     "start date before 1970": ("START_DATE", "start_date", "0001-01-01", "on or after 1970-01-01"),
+    # A typo for 2026-01-01: it loaded with no partition, so nothing ever ran.
+    "start date in the future": ("START_DATE", "start_date", "2062-01-01", "on or before"),
     "bad flag": ("SCHEDULES_DEFAULT_ON", "schedules", "maybe", "true or false"),
     "bad subdomain": ("SUBDOMAIN", "subdomain", "acme.kommo.com", "bare subdomain"),
     # A YAML flag where a number goes: no number (pydantic would have read true as 1).
