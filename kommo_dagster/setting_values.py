@@ -35,6 +35,9 @@ def invalid(label: str, what: str, value: object) -> SettingsError:
 
 # Kommo's cursors are Unix seconds: a partition before the epoch holds nothing, and Dagster
 # cannot build daily partitions from a year below 1000 (the load failed without the variable).
+# No later floor: an account's oldest record is unknown here (Kommo began about 2010, imports
+# may carry earlier dates), and an early start costs only partitions: 1970 loads as fast as
+# 2024 (~0.8 s), listing its 20,800 partition keys takes 0.15 s.
 EARLIEST_START_DATE = date(1970, 1, 1)
 
 
