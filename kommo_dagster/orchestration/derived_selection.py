@@ -93,17 +93,28 @@ def all_derived_keys(settings: Settings) -> list[dg.AssetKey]:
 
 def asset_deps(table: Table, selected: set[str]) -> tuple[str, ...]:
     """The assets behind what ``table`` reads, among the ``selected`` ones: a current view is
-    its stream's."""
+    its stream's. A derived view read is its own asset and, as DuckDB reads through a view when
+    it is queried, also the assets behind what it reads: the reader's rows follow theirs, and
+    Dagster orders a run only by direct dependencies (a run of the funnel and
+    lead_status_changes without the durations view between them would not wait)."""
     names: list[str] = []
-    for name in table.inputs:
-        source = get_table(name)
-        if source.kind == "current_view":
-            name = source.inputs[0]
+    for name in (n for i in table.inputs for n in _behind(i)):
         if name in selected and name not in names:
             names.append(name)
     if table.sliced and table.parent not in names:
         names.insert(0, table.parent)
     return tuple(names)
+
+
+def _behind(name: str) -> list[str]:
+    """The assets behind relation ``name``: a current view's stream, a derived view and what
+    it reads, else ``name`` itself."""
+    source = get_table(name)
+    if source.kind == "current_view":
+        return [source.inputs[0]]
+    if source.kind == "view":
+        return [name, *(n for i in source.inputs for n in _behind(i))]
+    return [name]
 
 
 def upstream(table: Table, reads: tuple[str, ...], selected: set[str]) -> tuple[str, ...]:
