@@ -134,7 +134,7 @@ def _write_changes(con: duckdb.DuckDBPyConnection):
         schema=SCHEMA,
         window=MONTH,
         select_sql=status_changes_select_sql(schema=SCHEMA, window=MONTH),
-        after=lambda c: rebuild_stage_views(c, schema=SCHEMA, changes_table=CHANGES.name),
+        after=lambda c: rebuild_stage_views(c, schema=SCHEMA),
     )
 
 

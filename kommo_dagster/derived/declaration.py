@@ -46,7 +46,9 @@ from kommo_dagster.derived.manager_activity import KEY as MANAGER_ACTIVITY_KEY
 from kommo_dagster.derived.manager_activity import MANAGER_ACTIVITY_DAILY
 from kommo_dagster.derived.stages import (
     DURATION_COLUMNS,
+    DURATIONS_READS,
     FUNNEL_COLUMNS,
+    FUNNEL_READS,
     rebuild_durations_view,
     rebuild_funnel_view,
     status_changes_select_sql,
@@ -102,6 +104,11 @@ def _custom_field_tables(entity: CustomFieldEntity) -> tuple[Table, Table]:
 
 
 def _stage_tables() -> tuple[Table, ...]:
+    """``lead_status_changes`` and the two views over it. A view's inputs are what its SQL reads
+    (`kommo_dagster.derived.stages`, ``*_READS``, from which the SQL is formatted): the funnel
+    reads the changes only through the durations view, so they are not among its inputs; its
+    asset depends on them all the same, as the assets behind a view read are the reader's too
+    (`kommo_dagster.orchestration.derived_selection.asset_deps`)."""
     changes = contract_table(
         STATUS_CHANGES,
         kind="derived",
@@ -113,7 +120,7 @@ def _stage_tables() -> tuple[Table, ...]:
         name=DURATIONS_VIEW,
         kind="view",
         description="Each stay of a lead in a pipeline stage.",
-        inputs=(STATUS_CHANGES, "leads", current_view_name("leads")),
+        inputs=tuple(DURATIONS_READS.values()),
         refresh_on=(STATUS_CHANGES,),
         refresh=lambda ctx: rebuild_durations_view(ctx.con, schema=ctx.schema),
         view_columns=DURATION_COLUMNS,
@@ -126,13 +133,7 @@ def _stage_tables() -> tuple[Table, ...]:
             "Per pipeline stage: entered, now in it, time spent, conversion to the next stage, "
             "won and lost."
         ),
-        inputs=(
-            DURATIONS_VIEW,
-            STATUS_CHANGES,
-            "statuses",
-            "pipelines",
-            current_view_name("leads"),
-        ),
+        inputs=tuple(FUNNEL_READS.values()),
         refresh_on=(DURATIONS_VIEW,),
         refresh=lambda ctx: rebuild_funnel_view(ctx.con, schema=ctx.schema),
         view_columns=FUNNEL_COLUMNS,

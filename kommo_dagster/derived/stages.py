@@ -19,15 +19,18 @@ Kommo keeps no history of stages other than its ``lead_status_changed`` events, 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import duckdb
 
 from kommo_dagster.derived.entities import DURATIONS_VIEW, FUNNEL_VIEW, STATUS_CHANGES
 from kommo_dagster.derived.json_values import json_integer
+from kommo_dagster.derived.view_inputs import create_missing_inputs
 from kommo_dagster.derived.write import window_condition
 from kommo_dagster.kommo.streams import get_stream
-from kommo_dagster.warehouse.sql import column_definitions, quote, table_ref
+from kommo_dagster.warehouse.sql import table_ref
 from kommo_dagster.warehouse.tables import ViewColumn, sql_text
-from kommo_dagster.warehouse.views import current_view_name, ensure_current_view
+from kommo_dagster.warehouse.views import current_view_name
 from kommo_dagster.warehouse.windows import EpochWindow
 
 STATUS_CHANGED_EVENT = "lead_status_changed"
@@ -43,6 +46,25 @@ DURATION_COLUMNS: tuple[ViewColumn, ...] = (
     ViewColumn("left_at", "BIGINT", "When it left the stage (Unix); NULL while still there"),
     ViewColumn("seconds_in_stage", "BIGINT", "left_at - entered_at; NULL while still in the stage"),
 )
+
+LEADS_CURRENT = current_view_name("leads")
+# What each view's SQL reads, by the placeholder its .sql file names it with: the one list of
+# them. The SQL is formatted from it, the views' declarations (`kommo_dagster.derived.
+# declaration`) take their inputs from it, and a rebuild creates the streams in it empty.
+DURATIONS_READS: Mapping[str, str] = {
+    "changes": STATUS_CHANGES,
+    "leads": "leads",
+    "current": LEADS_CURRENT,
+}
+# The funnel reads the stays through the durations view only, so lead_status_changes is not
+# among its reads; its asset still follows that table through the view's (see
+# `kommo_dagster.orchestration.derived_selection.asset_deps`).
+FUNNEL_READS: Mapping[str, str] = {
+    "stays": DURATIONS_VIEW,
+    "statuses": "statuses",
+    "pipelines": "pipelines",
+    "current": LEADS_CURRENT,
+}
 
 FUNNEL_COLUMNS: tuple[ViewColumn, ...] = (
     ViewColumn("pipeline_id", "BIGINT", "Pipeline identifier"),
@@ -107,72 +129,55 @@ def status_changes_select_sql(*, schema: str, window: EpochWindow | None) -> str
     )
 
 
-def durations_view_sql(*, schema: str, changes_table: str) -> str:
-    changes = table_ref(schema, changes_table)
-    leads = table_ref(schema, "leads")
-    current = table_ref(schema, current_view_name("leads"))
-    return sql_text(SQL_PACKAGE, "lead_stage_durations.sql").format(
-        view=table_ref(schema, DURATIONS_VIEW), changes=changes, leads=leads, current=current
+def _view_sql(file: str, reads: Mapping[str, str], *, schema: str, view: str) -> str:
+    """The view's SQL file, with each relation it reads named from ``reads``."""
+    named = {placeholder: table_ref(schema, name) for placeholder, name in reads.items()}
+    return sql_text(SQL_PACKAGE, file).format(
+        view=table_ref(schema, view), won=WON_STATUS_ID, lost=LOST_STATUS_ID, **named
+    )
+
+
+def durations_view_sql(*, schema: str) -> str:
+    return _view_sql(
+        "lead_stage_durations.sql", DURATIONS_READS, schema=schema, view=DURATIONS_VIEW
     )
 
 
 def funnel_view_sql(*, schema: str) -> str:
-    statuses = table_ref(schema, "statuses")
-    pipelines = table_ref(schema, "pipelines")
-    current = table_ref(schema, current_view_name("leads"))
-    stays = table_ref(schema, DURATIONS_VIEW)
-    return sql_text(SQL_PACKAGE, "pipeline_funnel.sql").format(
-        view=table_ref(schema, FUNNEL_VIEW),
-        statuses=statuses,
-        pipelines=pipelines,
-        current=current,
-        stays=stays,
-        won=WON_STATUS_ID,
-        lost=LOST_STATUS_ID,
-    )
+    return _view_sql("pipeline_funnel.sql", FUNNEL_READS, schema=schema, view=FUNNEL_VIEW)
 
 
-def ensure_stage_inputs(con: duckdb.DuckDBPyConnection, *, schema: str) -> None:
-    """Create the stream tables the views read, empty, if missing (and the leads' current
-    view), so the views exist whatever has been extracted so far."""
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
-    for name in ("leads", "statuses", "pipelines"):
-        stream = get_stream(name)
-        con.execute(
-            f"CREATE TABLE IF NOT EXISTS {table_ref(schema, name)} ({column_definitions(stream)})"
-        )
-    ensure_current_view(con, get_stream("leads"), schema=schema)
-
-
-def rebuild_durations_view(
-    con: duckdb.DuckDBPyConnection, *, schema: str, changes_table: str = STATUS_CHANGES
-) -> None:
-    """(Re)create the durations view over ``<schema>.<changes_table>``."""
-    ensure_stage_inputs(con, schema=schema)
-    con.execute(durations_view_sql(schema=schema, changes_table=changes_table))
+def rebuild_durations_view(con: duckdb.DuckDBPyConnection, *, schema: str) -> None:
+    """(Re)create the durations view, creating the streams it reads empty when missing."""
+    create_missing_inputs(con, DURATIONS_READS.values(), schema=schema)
+    con.execute(durations_view_sql(schema=schema))
 
 
 def rebuild_funnel_view(con: duckdb.DuckDBPyConnection, *, schema: str) -> None:
-    """(Re)create the funnel view over the durations view."""
-    ensure_stage_inputs(con, schema=schema)
+    """(Re)create the funnel view, creating the streams it reads empty when missing."""
+    create_missing_inputs(con, FUNNEL_READS.values(), schema=schema)
     con.execute(funnel_view_sql(schema=schema))
 
 
-def rebuild_stage_views(con: duckdb.DuckDBPyConnection, *, schema: str, changes_table: str) -> None:
-    """(Re)create the durations and funnel views over ``<schema>.<changes_table>``."""
-    rebuild_durations_view(con, schema=schema, changes_table=changes_table)
+def rebuild_stage_views(con: duckdb.DuckDBPyConnection, *, schema: str) -> None:
+    """(Re)create the durations and funnel views over ``<schema>.lead_status_changes``."""
+    rebuild_durations_view(con, schema=schema)
     rebuild_funnel_view(con, schema=schema)
 
 
 __all__ = [
+    "DURATIONS_READS",
     "DURATIONS_VIEW",
     "DURATION_COLUMNS",
     "FUNNEL_COLUMNS",
+    "FUNNEL_READS",
     "FUNNEL_VIEW",
     "LOST_STATUS_ID",
     "STATUS_CHANGED_EVENT",
     "WON_STATUS_ID",
     "ViewColumn",
+    "durations_view_sql",
+    "funnel_view_sql",
     "rebuild_durations_view",
     "rebuild_funnel_view",
     "rebuild_stage_views",

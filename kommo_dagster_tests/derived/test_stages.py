@@ -1,18 +1,23 @@
 """Status changes, time in stage and the funnel, on real DuckDB tables built here."""
 
 import json
+import re
 import statistics
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import duckdb
 import numpy as np
 import pytest
 
-from kommo_dagster.derived.declaration import STATUS_CHANGES, get_derived
+from kommo_dagster.derived.declaration import DERIVED_VIEWS, STATUS_CHANGES, get_derived
 from kommo_dagster.derived.stages import (
     DURATION_COLUMNS,
     DURATIONS_VIEW,
     FUNNEL_COLUMNS,
     FUNNEL_VIEW,
+    durations_view_sql,
+    funnel_view_sql,
     rebuild_stage_views,
     status_changes_select_sql,
 )
@@ -118,7 +123,7 @@ def _write(con, window):
         schema=SCHEMA,
         window=window,
         select_sql=status_changes_select_sql(schema=SCHEMA, window=window),
-        after=lambda c: rebuild_stage_views(c, schema=SCHEMA, changes_table=CHANGES.name),
+        after=lambda c: rebuild_stage_views(c, schema=SCHEMA),
     )
 
 
@@ -212,6 +217,42 @@ def test_stage_views_exist_before_anything_is_extracted():
         schema="kommo_x",
         window=None,
         select_sql=status_changes_select_sql(schema="kommo_x", window=None),
-        after=lambda c: rebuild_stage_views(c, schema="kommo_x", changes_table=CHANGES.name),
+        after=lambda c: rebuild_stage_views(c, schema="kommo_x"),
     )
     assert con.execute(f"SELECT count(*) FROM kommo_x.{FUNNEL_VIEW}").fetchone() == (0,)
+
+
+def _base_tables(node: Any) -> Iterator[tuple[str, str]]:
+    """``(schema, table)`` of every table a serialized statement names (a CTE's: no schema)."""
+    if isinstance(node, dict):
+        if node.get("type") == "BASE_TABLE":
+            yield node["schema_name"], node["table_name"]
+        for value in node.values():
+            yield from _base_tables(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _base_tables(value)
+
+
+def _relations_read(view_sql: str, *, schema: str) -> set[str]:
+    """The relations of ``schema`` a ``CREATE OR REPLACE VIEW ... AS`` query reads, as DuckDB
+    parses it (its CTEs name no schema)."""
+    header = re.search(r"CREATE OR REPLACE VIEW \S+ AS\s", view_sql)
+    assert header is not None, view_sql
+    query = view_sql[header.end() :]
+    (serialized,) = duckdb.execute("SELECT json_serialize_sql(?)", [query]).fetchone() or ("",)
+    parsed = json.loads(serialized)
+    assert not parsed["error"], parsed
+    return {table for named, table in _base_tables(parsed) if named == schema}
+
+
+@pytest.mark.parametrize(
+    ("view", "sql"), [(DURATIONS_VIEW, durations_view_sql), (FUNNEL_VIEW, funnel_view_sql)]
+)
+def test_a_stage_view_declares_exactly_the_relations_its_sql_reads(
+    view: str, sql: Callable[..., str]
+):
+    read = _relations_read(sql(schema="kommo_x"), schema="kommo_x")
+    assert read == set(DERIVED_VIEWS[view].inputs)
+    # The parse sees the view's tables: the funnel reads the changes only through the stays.
+    assert (STATUS_CHANGES in read) == (view == DURATIONS_VIEW)
