@@ -17,11 +17,11 @@ from __future__ import annotations
 import duckdb
 
 from kommo_dagster.derived.json_values import json_integer
-from kommo_dagster.kommo.links import LINK_TABLES
+from kommo_dagster.derived.view_inputs import create_missing_inputs
 from kommo_dagster.kommo.streams import get_stream
-from kommo_dagster.warehouse.sql import create_table_sql, quote, table_ref
+from kommo_dagster.warehouse.sql import table_ref
 from kommo_dagster.warehouse.tables import RefreshContext, ViewColumn, sql_text
-from kommo_dagster.warehouse.views import current_view_name, ensure_current_view, has_current_view
+from kommo_dagster.warehouse.views import current_view_name, has_current_view
 
 SQL_PACKAGE = "kommo_dagster.derived.sql"
 VIEW = "leads_enriched"
@@ -75,14 +75,7 @@ def view_sql(*, schema: str) -> str:
 
 def rebuild_enriched_view(con: duckdb.DuckDBPyConnection, *, schema: str) -> None:
     """(Re)create the view, creating the tables and current views it reads when missing."""
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
-    for name in STREAMS:
-        stream = get_stream(name)
-        con.execute(create_table_sql(stream, schema=schema))
-        if has_current_view(stream):
-            ensure_current_view(con, stream, schema=schema)
-    for name in LINKS:
-        con.execute(create_table_sql(LINK_TABLES[name], schema=schema))
+    create_missing_inputs(con, inputs(), schema=schema)
     con.execute(view_sql(schema=schema))
 
 
