@@ -3,8 +3,8 @@
 
 Each directory records its owner (`Owner`) in a marker file as it is made; the next run that
 makes one in the same place removes those whose owner has certainly ended. A directory without
-the marker (not made this way), of another machine or user, or of a process that may still run
-is left alone."""
+the marker (not made this way), of another machine or user, of an earlier boot (which cannot be
+told from another machine's) or of a process that may still run is left alone."""
 
 from __future__ import annotations
 

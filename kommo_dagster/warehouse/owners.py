@@ -4,8 +4,9 @@ live one still uses.
 
 A PID alone does not say it: PIDs are reused, so the owner is also told by its start time
 (Linux's clock ticks since boot, with the boot's id), and by the machine and PID namespace whose
-PIDs these are (a directory may be shared with another machine or container). Where the start
-time cannot be read (not Linux), only a PID that no process has counts as ended."""
+PIDs these are (a directory may be shared with another machine or container); the boot's id
+also tells two machines of one host name apart. Where the start time cannot be read (not
+Linux), only a PID that no process has counts as ended."""
 
 from __future__ import annotations
 
@@ -56,9 +57,16 @@ class Owner:
         return owner if fields_ok else None
 
     def has_ended(self) -> bool:
-        """True only when certain: a process of this machine and PID namespace, and either no
-        process has its PID or the one that has it started at another time. Unsure is False."""
+        """True only when certain: a process of this machine and PID namespace (and boot, where
+        its start time was recorded), and either no process has its PID or the one that has it
+        started at another time. Unsure is False.
+
+        Another boot id is unsure: every machine's first PID namespace has the same id, so a
+        machine with this host name sharing the directory records what this one would, but for
+        its boot; a restart of this machine cannot be told from it."""
         if self.host != socket.gethostname() or self.namespace != _namespace():
+            return False
+        if self.started is not None and self.started.partition("/")[0] != _boot_id():
             return False
         try:
             os.kill(self.pid, 0)
@@ -84,10 +92,19 @@ def _namespace() -> str | None:
         return None
 
 
+def _boot_id() -> str | None:
+    try:
+        return (_PROC / "sys" / "kernel" / "random" / "boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
 def _started(pid: int) -> str | None:
     """``<boot id>/<start ticks>`` of a live process, None if it cannot be read."""
+    boot = _boot_id()
+    if boot is None:
+        return None
     try:
-        boot = (_PROC / "sys" / "kernel" / "random" / "boot_id").read_text().strip()
         stat = (_PROC / str(pid) / "stat").read_text()
     except OSError:
         return None

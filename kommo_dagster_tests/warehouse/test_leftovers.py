@@ -105,7 +105,9 @@ def test_a_reused_pid_is_not_taken_for_the_owner_and_other_machines_are_left_alo
     unreadable = _left_by(tmp_path, "unreadable", me)
     (unreadable / OWNER_FILE).write_text("PID 1")
     # A link to a directory an ended run left is not followed.
-    target = _left_by(tmp_path / "elsewhere", "target", dataclasses.replace(me, started="0/0"))
+    target = _left_by(
+        tmp_path / "elsewhere", "target", dataclasses.replace(me, started=f"{me.started}0")
+    )
     (tmp_path / f"{STAGING_PREFIX}link").symlink_to(target, target_is_directory=True)
 
     assert sweep_staging(tmp_path) == [reused]
@@ -145,3 +147,28 @@ def test_an_owner_record_round_trips_and_anything_else_is_no_owner():
         assert Owner.from_json(text) is None
     for pid in (0, -1, 2**31, True):
         assert Owner.from_json(dataclasses.replace(me, pid=pid).to_json()) is None
+
+
+def _ended_pid() -> int:
+    """The PID of a process that has ended (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait(30)
+    return child.pid
+
+
+def test_another_boot_is_not_taken_for_this_machine_and_its_owner_for_ended(tmp_path: Path):
+    """Every machine's first PID namespace has the same id: a machine that shares the staging
+    directory and has this host name records what this machine would, but for its boot id. Its
+    live run's PID may have no process here, or another process: neither says it ended."""
+    me = this_process()
+    assert me.started is not None, "the start time is read on Linux"
+    ticks = me.started.rpartition("/")[2]
+    other_boot = dataclasses.replace(me, started=f"00000000-0000-0000-0000-000000000000/{ticks}")
+    no_process_here = dataclasses.replace(other_boot, pid=_ended_pid())
+    for owner in (other_boot, no_process_here):
+        assert not owner.has_ended()
+        _left_by(tmp_path, f"pid-{owner.pid}", owner)
+    assert sweep_staging(tmp_path) == []
+    # Recorded with this boot's id, both are judged: each process has certainly ended.
+    for owner in (other_boot, no_process_here):
+        assert dataclasses.replace(owner, started=f"{me.started}0").has_ended()
