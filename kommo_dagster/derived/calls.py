@@ -5,9 +5,10 @@ duration, source, link, phone, call_responsible} and, from some telephony integr
 ``call_status`` (1-7) and ``call_result``. Each note's newest stored version counts.
 ``duration``, ``call_status`` and ``call_responsible`` are read by the project's one integer rule
 for JSON values (`json_values.json_integer`, the extracted tables' rule): a JSON integer, a
-number with no fraction (65.0), or a string of digits with a sign and spaces around it; NULL
-otherwise (absent, "1:05", "65 sec", 6.5): such durations are kept as NULL and counted
-(`input_counts_sql`); params that are not JSON give NULL columns and are counted too.
+number with no fraction below 2**53 (65.0), or a string of digits with a sign and white space
+around it (Unicode's too); NULL otherwise (absent, "1:05", "65 sec", 6.5, beyond BIGINT): such
+durations are kept as NULL and counted (`input_counts_sql`); params that are not JSON give
+NULL columns and are counted too.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ these rows checks the SQL against an independent reading of the contract:
   customer, in (created_at, id) order; a run starts at an incoming message that does not follow
   an incoming one and is answered by the next message when that is outgoing;
 - a call's duration (status, responsible) is an integer when served as a JSON integer, a number
-  with no fraction below 2**53, or a string of digits with a sign and spaces around it, else NULL;
+  with no fraction below 2**53, or a string of digits with a sign and white space around it
+  (what str.strip() removes), within BIGINT; else NULL;
 - days are dates in the account's time zone.
 """
 
