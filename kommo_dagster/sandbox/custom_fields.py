@@ -61,8 +61,15 @@ def _field(
 
 def build_custom_fields(cat: Catalog) -> None:
     """The fields of leads, contacts and companies: every type, and a name used twice."""
+    cat.custom_fields["leads"] = _lead_fields(cat)
+    cat.custom_fields["contacts"] = _contact_fields(cat)
+    cat.custom_fields["companies"] = _company_fields(cat)
+
+
+def _lead_fields(cat: Catalog) -> list[dict[str, Any]]:
+    """Most field types, and a name used twice (900_013 and 900_019), as Kommo allows."""
     f = _field
-    cat.custom_fields["leads"] = [
+    return [
         f(cat, "leads", 900_001, "Комментарий", "text", sort=501),
         f(cat, "leads", 900_003, "Orçamento (R$)", "numeric", sort=502),
         f(
@@ -83,7 +90,13 @@ def build_custom_fields(cat: Catalog) -> None:
         f(cat, "leads", 900_019, "Notes", "text", sort=510),
         f(cat, "leads", 900_021, "utm_source", "tracking_data", code="UTM_SOURCE", sort=511),
     ]
-    cat.custom_fields["contacts"] = [
+
+
+def _contact_fields(cat: Catalog) -> list[dict[str, Any]]:
+    """The predefined phone and email (multitext), a birthday, and a field in a group: Kommo's
+    field groups hold contact fields too."""
+    f = _field
+    return [
         f(
             cat,
             "contacts",
@@ -99,7 +112,13 @@ def build_custom_fields(cat: Catalog) -> None:
         # Kommo's field groups hold contact and company fields too ("contacts_17015678").
         f(cat, "contacts", 910_009, "Aceita marketing", "checkbox", group="contacts_17015678"),
     ]
-    cat.custom_fields["companies"] = [
+
+
+def _company_fields(cat: Catalog) -> list[dict[str, Any]]:
+    """The predefined company fields, and a select in a group: Kommo's field groups hold
+    company fields too."""
+    f = _field
+    return [
         f(cat, "companies", 920_001, "Phone", "multitext", code="PHONE", enums=["WORK", "FAX"]),
         f(cat, "companies", 920_003, "Email", "multitext", code="EMAIL", enums=["WORK"]),
         f(cat, "companies", 920_005, "Web", "url", code="WEB"),
