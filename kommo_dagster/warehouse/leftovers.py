@@ -64,7 +64,7 @@ def _left_by_an_ended_run(entry: os.DirEntry[str]) -> bool:
         if hasattr(os, "getuid") and entry.stat(follow_symlinks=False).st_uid != os.getuid():
             return False
         owner = Owner.from_json((Path(entry.path) / OWNER_FILE).read_text())
-    except OSError:
+    except (OSError, UnicodeDecodeError):  # not this project's marker
         return False
     return owner is not None and owner.has_ended()
 

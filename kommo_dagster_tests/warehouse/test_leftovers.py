@@ -172,3 +172,14 @@ def test_another_boot_is_not_taken_for_this_machine_and_its_owner_for_ended(tmp_
     # Recorded with this boot's id, both are judged: each process has certainly ended.
     for owner in (other_boot, no_process_here):
         assert dataclasses.replace(owner, started=f"{me.started}0").has_ended()
+
+
+def test_a_marker_that_is_not_text_is_no_owner_and_the_sweep_goes_on(tmp_path: Path):
+    """The sweep never raises (it runs as a run stages its first batch): a marker that another
+    program wrote, or a damaged disk left, in bytes that are not UTF-8 is no owner."""
+    me = this_process()
+    garbled = _left_by(tmp_path, "garbled", me)
+    (garbled / OWNER_FILE).write_bytes(b"\xff\xfe{")
+    reused = _left_by(tmp_path, "reused", dataclasses.replace(me, started=f"{me.started}0"))
+    assert sweep_staging(tmp_path) == [reused]
+    assert garbled.exists()
