@@ -55,7 +55,7 @@ def _holder(database: Path) -> str:
     """
     try:
         said, _, identity = holder_path(database).read_text().strip().partition("\n")
-    except OSError:
+    except (OSError, UnicodeDecodeError):  # not `_record_holder`'s words
         said, identity = "", ""
     owner = Owner.from_json(identity)
     if owner is not None and owner.has_ended():

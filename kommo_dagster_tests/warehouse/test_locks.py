@@ -197,3 +197,15 @@ def _holding(opens: str, db: Path) -> Iterator[subprocess.Popen[str]]:
         assert holder.stdin is not None
         holder.stdin.close()
         holder.wait(30)
+
+
+@pytest.mark.timeout(60)
+def test_a_holder_record_that_is_not_text_is_no_name(db: Path):
+    """The record is read to word a wait's message: bytes that are not UTF-8 there (another
+    program's, a damaged disk's) say nothing of the holder, rather than fail the wait."""
+    db.parent.mkdir(parents=True)
+    holder_path(db).write_bytes(b"PID \xff\xfe")
+    with filelock.FileLock(str(lock_path(db))):
+        error, waits = _wait_in_vain(db)
+    for said in (error, *waits):
+        assert "a process that did not say which" in said
