@@ -93,7 +93,10 @@ def _as_int(stream: str, col: Column, values: Sequence, records: Sequence[Any]) 
             text = v.strip()
             if INTEGER_TEXT.fullmatch(text) is None:
                 _fail(stream, col, records, i, v, "not an integral number")
-            out.append(int(text))
+            try:
+                out.append(int(text))
+            except ValueError:  # Python's limit on digits (4,300), far beyond BIGINT's
+                _fail(stream, col, records, i, v, "too many digits for BIGINT")
         else:
             _fail(stream, col, records, i, v, "expected an integer or null")
     return out

@@ -94,6 +94,7 @@ def test_integral_floats_and_numeric_strings_become_ints():
         ("price", "1_000", "not an integral number"),
         ("price", "\u0663", "not an integral number"),
         ("price", "1e3", "not an integral number"),
+        ("price", "9" * 5000, "too many digits for BIGINT"),  # beyond int()'s own limit
         ("price", 2.0**53, "may have lost digits"),
         ("price", -1e20, "may have lost digits"),
         ("price", True, "a boolean is not an integer"),
