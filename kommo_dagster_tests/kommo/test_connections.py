@@ -186,6 +186,14 @@ def test_a_connection_that_cannot_be_made_again_after_the_slot_sent_no_request(t
     policy = RetryPolicy(max_attempts=2, max_elapsed=10, backoff_base=0.01, backoff_max=0.02)
     base_url = f"http://127.0.0.1:{server.server_address[1]}"
     client = KommoClient(base_url=base_url, token=SECRET, rate_limit_dir=tmp_path, retry=policy)
+    settled: list[float] = []
+    settle = client.limiter.settle
+
+    def recording_settle(slot: float, sent: float, **kwargs: float | None) -> None:
+        settled.append(slot)
+        settle(slot, sent, **kwargs)
+
+    client.limiter.settle = recording_settle  # type: ignore[method-assign]
     with client:
         client.get("/api/v4/account")
         client.limiter.block_for(1.5)  # another client of the account met a 429
@@ -196,6 +204,9 @@ def test_a_connection_that_cannot_be_made_again_after_the_slot_sent_no_request(t
     stopping.join()
     assert len(server.seen) == 1  # type: ignore[attr-defined]
     assert (stats.requests, stats.retries, stats.unsent) == (1, 1, 1)
+    # Two slots spent: the request sent, and the one whose connection could not be made again
+    # (its slot after the 1.5 s pause); the retry's connect failed before taking any slot.
+    assert len(settled) == 2 and settled[1] - settled[0] >= 1.5
 
 
 def test_proxies_and_the_ca_bundle_still_come_from_the_environment(monkeypatch, tmp_path):
