@@ -84,9 +84,7 @@ class KeysetWalk(Walk):
     cursor: str = "updated_at"
     gap: Gap | None = None
     descending: bool = False
-    # "walk" (pages of the gap) or "second" (pages of a crowded second by id).
-    phase: str = "walk"
-    # The crowded second being read: there exactly while the phase is "second".
+    # The crowded second being read by id, None while the walk pages its gap.
     crowded: CrowdedSecond | None = None
     first_seen: int | None = None
     rows_seen: int = 0
@@ -102,7 +100,7 @@ class KeysetWalk(Walk):
     @property
     def sized(self) -> bool:
         # A walk reading a crowded second by id has no estimate to give until it is back.
-        return self.density is not None or self.phase != "walk"
+        return self.density is not None or self.crowded is not None
 
     @property
     def partner(self) -> KeysetWalk | None:
@@ -117,8 +115,8 @@ class KeysetWalk(Walk):
     def next_job(self) -> Job | None:
         if self.done:
             return None
-        if self.phase == "second":
-            return self._get([*self.base, *self._crowded().query()])
+        if self.crowded is not None:
+            return self._get([*self.base, *self.crowded.query()])
         g = self.gap
         assert g is not None
         if g.closed:
@@ -142,7 +140,7 @@ class KeysetWalk(Walk):
         flight: then the walks take turns, since pages from both ends at once would read the
         rows between them twice, and that could cost a request."""
         partner = self.partner
-        if partner is None or not partner.inflight or partner.phase != "walk":
+        if partner is None or not partner.inflight or partner.crowded is not None:
             return False
         density = self.density or partner.density
         assert self.gap is not None
@@ -151,8 +149,8 @@ class KeysetWalk(Walk):
     def on_result(self, job: Job, result: Any) -> list[dict[str, Any]]:
         self.requests += 1
         records, has_next = self.decode(self.stream, result)
-        if self.phase == "second":
-            return self._on_second_page(records, has_next)
+        if self.crowded is not None:
+            return self._on_second_page(self.crowded, records, has_next)
         return self._on_walk_page(records, has_next)
 
     def _on_walk_page(self, records: list[dict[str, Any]], has_next: bool) -> list[dict[str, Any]]:
@@ -215,22 +213,16 @@ class KeysetWalk(Walk):
         self.gap.close()
         self.done = True
         partner = self.partner
-        if partner is not None and partner.phase == "walk" and not partner.inflight:
+        if partner is not None and partner.crowded is None and not partner.inflight:
             partner.done = True
 
     def _start_second(self, second: int, ids: set) -> None:
         """Take ``second`` out of the gap and read it by id (``ids``: those a page yielded)."""
         assert self.gap is not None
-        self.phase = "second"
         seen = self.gap.take(descending=self.descending, second=second)
         self.crowded = CrowdedSecond(
             stream=self.stream, second=second, ids=ids | seen, limit=self.limit, cursor=self.cursor
         )
-
-    def _crowded(self) -> CrowdedSecond:
-        """The crowded second being read (only asked for while there is one)."""
-        assert self.crowded is not None
-        return self.crowded
 
     def _learn(self, n: int, first: int, last: int) -> None:
         if self.first_seen is None:
@@ -239,14 +231,12 @@ class KeysetWalk(Walk):
         self.density = self.rows_seen / (abs(last - self.first_seen) + 1)
 
     def _on_second_page(
-        self, records: list[dict[str, Any]], has_next: bool
+        self, crowded: CrowdedSecond, records: list[dict[str, Any]], has_next: bool
     ) -> list[dict[str, Any]]:
         """A page of the crowded second by id (see `CrowdedSecond`): its new records, then the
         next page or the gap again."""
-        crowded = self._crowded()
         out = crowded.new_records(records)
         if crowded.advance(records, has_next=has_next) == "done":
-            self.phase = "walk"
             self._reached(crowded.second)
             self.crowded = None
             assert self.gap is not None
@@ -267,7 +257,7 @@ class KeysetWalk(Walk):
         if partner is None or partner.done:
             # While this walk reads a crowded second by id, its end of the gap waits: a
             # partner reads the gap meanwhile, however little is known of it.
-            if self.phase == "walk" and self.remaining_pages() < MIN_SPLIT_PAGES:
+            if self.crowded is None and self.remaining_pages() < MIN_SPLIT_PAGES:
                 return None
             return self._walk_of(g, descending=not self.descending)
         if not cut or self.remaining_pages() < MIN_CUT_PAGES:
