@@ -117,8 +117,18 @@ class Walk:
     rows: int = 0
     done: bool = False
     inflight: bool = False
-    # Rows per second of cursor seen so far (for split decisions and progress).
-    density: float | None = None
+    # The density of the walk this one was split from: its estimate until it has its own.
+    prior_density: float | None = None
+
+    @property
+    def density(self) -> float | None:
+        """Rows per second of cursor (for split decisions and progress): what this walk's own
+        pages tell (`own_density`) once they tell anything, else ``prior_density``."""
+        own = self.own_density()
+        return self.prior_density if own is None else own
+
+    def own_density(self) -> float | None:
+        return None
 
     @property
     def limit(self) -> int:
@@ -174,6 +184,31 @@ def rows_per_second(rows: int, first: int, last: int) -> float:
     return rows / max(1, last - first + 1)
 
 
+@dataclass(eq=False)
+class Density:
+    """The rows a walk counted and the span of cursor they lie in, ``[oldest, newest]``: their
+    rows per second tell how many pages the walk has left and how many seconds a page covers."""
+
+    count: int = 0
+    oldest: int | None = None
+    newest: int | None = None
+
+    def add(self, rows: int, first: int, last: int) -> None:
+        """Count ``rows`` more, whose cursors lie between ``first`` and ``last`` (either way)."""
+        oldest, newest = min(first, last), max(first, last)
+        self.count += rows
+        self.oldest = oldest if self.oldest is None else min(oldest, self.oldest)
+        self.newest = newest if self.newest is None else max(newest, self.newest)
+
+    def density(self, upto: int | None = None) -> float | None:
+        """Rows per second of cursor between the oldest row counted and the newest (held to
+        ``upto``); None before any was."""
+        if self.oldest is None or self.newest is None:
+            return None
+        newest = self.newest if upto is None else min(upto, self.newest)
+        return rows_per_second(self.count, self.oldest, newest)
+
+
 def seconds_for(pages: float, walk: Walk) -> int:
     """Seconds of cursor that ``pages`` pages cover at the walk's density."""
     return math.ceil(pages * walk.limit / walk.density) if walk.density else 1
@@ -182,6 +217,7 @@ def seconds_for(pages: float, walk: Walk) -> int:
 __all__ = [
     "CLOCK_SLACK",
     "Decoder",
+    "Density",
     "Job",
     "Walk",
     "cursor_values",

@@ -11,6 +11,7 @@ from typing import Any
 from kommo_dagster.kommo.errors import KommoResponseError
 from kommo_dagster.kommo.walks.base import (
     MIN_SPLIT_PAGES,
+    Density,
     Job,
     Walk,
     cursor_values,
@@ -86,8 +87,8 @@ class KeysetWalk(Walk):
     descending: bool = False
     # The crowded second being read by id, None while the walk pages its gap.
     crowded: CrowdedSecond | None = None
-    first_seen: int | None = None
-    rows_seen: int = 0
+    # The rows of the pages that moved this walk's end of the gap, and the seconds they span.
+    counted: Density = field(default_factory=Density, init=False)
 
     def __post_init__(self) -> None:
         if self.gap is None:
@@ -96,6 +97,9 @@ class KeysetWalk(Walk):
             self.gap.down, self.lo = self, self.hi
         else:
             self.gap.up, self.hi = self, self.lo
+
+    def own_density(self) -> float | None:
+        return self.counted.density()
 
     @property
     def sized(self) -> bool:
@@ -179,7 +183,8 @@ class KeysetWalk(Walk):
             # A page full of one second: read that second on its own, by id.
             self._start_second(last, set(page_ids))
         else:
-            self._learn(len(records), cursors[0], last)
+            # Checked in order: the page's first and last cursors bound it.
+            self.counted.add(len(records), cursors[0], last)
             ids = {i for i, c in zip(page_ids, cursors, strict=True) if c == last}
             g.advance(descending=self.descending, last=last, ids=ids)
             if len(ids) >= self.limit * CROWD_SHARE:
@@ -223,12 +228,6 @@ class KeysetWalk(Walk):
         self.crowded = CrowdedSecond(
             stream=self.stream, second=second, ids=ids | seen, limit=self.limit, cursor=self.cursor
         )
-
-    def _learn(self, n: int, first: int, last: int) -> None:
-        if self.first_seen is None:
-            self.first_seen = first
-        self.rows_seen += n
-        self.density = self.rows_seen / (abs(last - self.first_seen) + 1)
 
     def _on_second_page(
         self, crowded: CrowdedSecond, records: list[dict[str, Any]], has_next: bool
@@ -289,7 +288,7 @@ class KeysetWalk(Walk):
             kind=self.kind,
             base=self.base,
             cursor=self.cursor,
-            density=self.density,
+            prior_density=self.density,
             gap=gap,
             descending=descending,
         )

@@ -10,12 +10,12 @@ from typing import Any
 from kommo_dagster.kommo.response import Response
 from kommo_dagster.kommo.walks.base import (
     MIN_SPLIT_PAGES,
+    Density,
     Job,
     Walk,
     cursor_values,
     log,
     record_ids,
-    rows_per_second,
     seconds_for,
 )
 
@@ -102,15 +102,13 @@ class QueryPages:
 
 
 @dataclass(eq=False)
-class RowsMet:
+class RowsMet(Density):
     """What a newest-first walk has met of its query's rows, page after page: how many, the
-    oldest and newest cursor, and whether they all came newest first (out of order, the walk
-    cannot tell where it stands and pages to the end). ``top`` is the newest row of the first
-    page of a walk that starts after a split by page, where its share of the window begins."""
+    oldest and newest cursor (`Density`), and whether they all came newest first (out of order,
+    the walk cannot tell where it stands and pages to the end). ``top`` is the newest row of the
+    first page of a walk that starts after a split by page, where its share of the window
+    begins."""
 
-    count: int = 0
-    oldest: int | None = None
-    newest: int | None = None
     top: int | None = None
     monotone: bool = True
 
@@ -121,16 +119,7 @@ class RowsMet:
             self.monotone = False
         if later_page and self.newest is None:
             self.top = max(cursors)
-        oldest = min(cursors)
-        self.newest = max(self.newest or 0, *cursors)
-        self.oldest = oldest if self.oldest is None else min(oldest, self.oldest)
-        self.count += len(cursors)
-
-    def density(self, hi: int) -> float:
-        """Rows per second of cursor between the oldest row met and the newest up to ``hi``,
-        for the split decisions and the progress of the walk. Only once a page was met."""
-        assert self.oldest is not None and self.newest is not None
-        return rows_per_second(self.count, self.oldest, min(hi, self.newest))
+        self.add(len(cursors), min(cursors), max(cursors))
 
 
 @dataclass(eq=False, kw_only=True)
@@ -163,6 +152,10 @@ class PagesWalk(Walk):
 
     def __post_init__(self) -> None:
         self.pages = QueryPages(lo=self.lo, hi=self.hi)
+
+    def own_density(self) -> float | None:
+        # Held to ``hi``: rows met above it are not this walk's and would thin it out.
+        return self.met.density(self.hi)
 
     def remaining_seconds(self) -> int:
         if self.done:
@@ -245,7 +238,6 @@ class PagesWalk(Walk):
         met.meet(cursors, later_page=self.pages.page > 1)
         if monotone and not met.monotone:
             log.warning("%s are not newest first; paging to the end", self.stream.name)
-        self.density = met.density(self.hi)
         return met.monotone and met.oldest is not None and met.oldest < self.lo
 
     def split(self, *, cut: bool = True) -> Walk | None:
@@ -281,7 +273,7 @@ class PagesWalk(Walk):
             order=self.order,
             newest_first=True,
             dedupe=self.dedupe,
-            density=self.density,
+            prior_density=self.density,
         )
 
     def _split_pages(self) -> PagesWalk | None:
