@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         with AllThreadsProfile() as prof:
             out = runner.run(ns.stream, lo, hi)
         cpu, wall = cpu_seconds() - c0, time.perf_counter() - t0
-    rows = sum(runner.lists(ns.stream, lo, hi, out).values())
+        # Counted before the temporary folder (and its DuckDB file) goes.
+        rows = sum(runner.lists(ns.stream, lo, hi, out).values())
     print(
         f"{ns.stream}: {rows:,} rows, {cpu:.1f} CPU s under the profiler ({wall:.1f} s wall); "
         "profiling inflates CPU, read the shares, not the totals",
