@@ -21,7 +21,11 @@ from kommo_dagster.warehouse.locks import connect
 from kommo_dagster.warehouse.registry import refresh_after_write
 from kommo_dagster.warehouse.slices import COMMIT_NOT_KNOWN, read_slice
 from kommo_dagster.warehouse.sql import table_columns
-from kommo_dagster.warehouse.staging import STAGING_THREADS, StagedRows
+from kommo_dagster.warehouse.staging import (
+    STAGING_CHECKPOINT_THRESHOLD,
+    STAGING_THREADS,
+    StagedRows,
+)
 from kommo_dagster.warehouse.windows import EpochWindow
 from kommo_dagster_tests.failing_write import (
     COMMIT_FAILED,
@@ -326,6 +330,31 @@ def test_staging_keeps_to_one_thread_until_the_write(db: Path):
     (threads,) = con.execute("SELECT current_setting('threads')").fetchone()
     assert threads == duckdb.connect().execute("SELECT current_setting('threads')").fetchone()[0]
     staged.discard()
+
+
+def test_staged_rows_are_never_checkpointed(db: Path):
+    """A checkpoint of the staging instance compresses every staged row, which the write then
+    compresses again into the file: its threshold is far past any extraction's rows, and the
+    rows are written all the same."""
+    staged = StagedRows(LEADS, window=OCT1)
+    staged.append(synthetic_columns(LEADS, 3, cursor_start=OCT1.start))
+    (threshold,) = (
+        staged._connection().execute("SELECT current_setting('checkpoint_threshold')").fetchone()
+    )
+    (default,) = (
+        duckdb.connect().execute("SELECT current_setting('checkpoint_threshold')").fetchone()
+    )
+    assert threshold != default
+    assert threshold == _duckdb_size(STAGING_CHECKPOINT_THRESHOLD)
+    assert staged.write(db, schema="kommo", timeout=30).table_rows == 3
+    staged.discard()
+
+
+def _duckdb_size(text: str) -> str:
+    """A size as DuckDB reports it back once set."""
+    con = duckdb.connect()
+    con.execute(f"SET checkpoint_threshold = '{text}'")
+    return con.execute("SELECT current_setting('checkpoint_threshold')").fetchone()[0]
 
 
 def test_an_existing_table_that_drifted_from_the_contract_is_refused(db: Path):
