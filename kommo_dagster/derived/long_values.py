@@ -52,7 +52,7 @@ def values_select_sql(entity: CustomFieldEntity, *, schema: str, window: EpochWi
     Needs `kommo_dagster.derived.value_text.install_macros` on the connection.
     """
     element = "vs[value_index + 1]"
-    field_id = json_integer("f -> '$.field_id'")
+    field_id = json_integer("field_json")
     return f"""
 WITH versions AS ({_versions_sql(entity, schema=schema, window=window)}),
 arrays AS (
@@ -63,10 +63,14 @@ entries AS (
     SELECT entity_id, updated_at, unnest(fields) AS f, unnest(range(len(fields))) AS position
     FROM arrays
 ),
+objects AS (
+    -- the id's JSON extracted once: its rule reads it up to 7 times, and DuckDB pushes the
+    -- filter on field_id below the row's projection, repeating what that filter reads
+    SELECT *, f -> '$.field_id' AS field_json FROM entries WHERE json_type(f) = 'OBJECT'
+),
 identified AS (
     -- the id read once: the filter, the repeats' partition and the row use it
-    SELECT entity_id, updated_at, f, position, {field_id} AS field_id
-    FROM entries WHERE json_type(f) = 'OBJECT'
+    SELECT entity_id, updated_at, f, position, {field_id} AS field_id FROM objects
 ),
 fields AS (
     SELECT entity_id, updated_at, field_id,
