@@ -59,7 +59,7 @@ def _current(schema: str, stream: str) -> str:
 def view_sql(*, schema: str) -> str:
     return sql_text(SQL_PACKAGE, "leads_enriched.sql").format(
         view=table_ref(schema, VIEW),
-        field_id=json_integer("f -> '$.field_id'"),
+        field_id=json_integer("field_json"),
         catalog_elements=table_ref(schema, "catalog_elements"),
         lead_products=table_ref(schema, "lead_products"),
         lead_contacts=table_ref(schema, "lead_contacts"),

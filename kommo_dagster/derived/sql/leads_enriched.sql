@@ -10,13 +10,18 @@ entries AS (
     SELECT catalog_id, element_id, unnest(list) AS f, unnest(range(len(list))) AS n
     FROM elements
 ),
+identified AS (
+    -- the id's JSON extracted once: the integer rule reads it up to 7 times, and DuckDB
+    -- repeats the rule where the window's partition and the filter below read field_id
+    SELECT *, f -> '$.field_id' AS field_json FROM entries
+),
 fields AS (
     -- A field listed twice counts once, by its first entry (a product joins one price);
     -- entries without an integer id are no field listed twice, each one stays.
     SELECT catalog_id, element_id, f->>'field_type' AS field_type,
         {field_id} AS field_id,
         TRY_CAST(f->'values'->0->>'value' AS DOUBLE) AS value, n
-    FROM entries
+    FROM identified
     QUALIFY field_id IS NULL
         OR row_number() OVER (PARTITION BY catalog_id, element_id, field_id ORDER BY n) = 1
 ),
