@@ -101,15 +101,17 @@ class SandboxProcess:
     def stop(self) -> None:
         proc, self.proc = self.proc, None
         self._session.close()
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+        finally:  # a sandbox that exited by itself (a failed start) leaves its pipes open too
             for stream in (proc.stdout, proc.stderr):
                 if stream is not None:
                     stream.close()
