@@ -50,10 +50,11 @@ def _staging_run(staging: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
         assert run.stdout is not None
         yield run, Path(run.stdout.readline().strip())
     finally:
-        assert run.stdin is not None
+        assert run.stdin is not None and run.stdout is not None
         with contextlib.suppress(BrokenPipeError):
             run.stdin.close()
         run.wait(30)
+        run.stdout.close()
 
 
 @pytest.mark.timeout(120)
@@ -115,7 +116,8 @@ def test_a_reused_pid_is_not_taken_for_the_owner_and_other_machines_are_left_alo
 
 
 def test_a_killed_process_has_ended_a_live_one_has_not():
-    child = subprocess.Popen(
+    # Leaving the block closes the pipes (and ends a child left waiting on its stdin).
+    with subprocess.Popen(
         [
             sys.executable,
             "-c",
@@ -125,15 +127,15 @@ def test_a_killed_process_has_ended_a_live_one_has_not():
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-    )
-    assert child.stdout is not None
-    owner = Owner.from_json(child.stdout.readline())
-    assert owner is not None and owner.pid == child.pid
-    # Alive: not ended, whether or not its start time is known.
-    assert not owner.has_ended()
-    assert not dataclasses.replace(owner, started=None).has_ended()
-    child.kill()
-    child.wait(30)
+    ) as child:
+        assert child.stdout is not None
+        owner = Owner.from_json(child.stdout.readline())
+        assert owner is not None and owner.pid == child.pid
+        # Alive: not ended, whether or not its start time is known.
+        assert not owner.has_ended()
+        assert not dataclasses.replace(owner, started=None).has_ended()
+        child.kill()
+        child.wait(30)
     assert owner.has_ended()
     # Without a start time, a PID no process has is enough.
     assert dataclasses.replace(owner, started=None).has_ended()

@@ -155,17 +155,17 @@ def test_a_writer_killed_inside_its_transaction_leaves_the_rows_and_frees_the_fi
         staged.append(synthetic_columns(leads, 5, cursor_start=window.start))
         staged.write(db, schema="kommo", timeout=30)
         staged.discard()
-    writer = subprocess.Popen(
+    with subprocess.Popen(  # leaving the block closes the pipes
         [sys.executable, "-c", _STOPPED_WRITE, str(db), str(window.start), str(window.end)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert writer.stdout is not None and writer.stdout.readline().strip() == "inside"
-    finally:
-        writer.kill()
-        writer.wait(30)
+    ) as writer:
+        try:
+            assert writer.stdout is not None and writer.stdout.readline().strip() == "inside"
+        finally:
+            writer.kill()
+            writer.wait(30)
     # The lock went with the process: no wait, and the rows of before, not the killed run's.
     waits: list[str] = []
     with connect(db, timeout=5, on_wait=waits.append) as con:
@@ -194,9 +194,10 @@ def _holding(opens: str, db: Path) -> Iterator[subprocess.Popen[str]]:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
         yield holder
     finally:
-        assert holder.stdin is not None
+        assert holder.stdin is not None and holder.stdout is not None
         holder.stdin.close()
         holder.wait(30)
+        holder.stdout.close()
 
 
 @pytest.mark.timeout(60)
