@@ -82,8 +82,12 @@ def call_integer(value: Any) -> int | None:
     """A call param as the calls table's integer column reads it; NULL beyond BIGINT."""
     if isinstance(value, bool):
         return None
-    exact_float = isinstance(value, float) and value.is_integer() and abs(value) < 2**53
-    if exact_float or (isinstance(value, str) and _INTEGER_TEXT.fullmatch(value.strip())):
+    if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value.strip()):
+        try:
+            value = int(value)
+        except ValueError:  # past 4,300 digits, int()'s own limit: far past BIGINT
+            return None
+    elif isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         value = int(value)
     return value if isinstance(value, int) and value in _BIGINT else None
 

@@ -161,6 +161,8 @@ ODD_CALL_INTEGERS = [
     ('"9223372036854775807"', 2**63 - 1),  # 19 digits as text
     ("9223372036854775808", None),  # beyond BIGINT
     ('"9223372036854775808"', None),
+    ('"' + "9" * 5000 + '"', None),  # past int()'s own limit of digits
+    ('"-00000000000000000000000001"', -1),  # leading zeros: still a BIGINT
     ("9007199254740991.0", 2**53 - 1),
     ("9007199254740992.0", None),  # a float this large may have lost digits
 ]
