@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from kommo_dagster.orchestration.accounts import AccountScope
-from kommo_dagster.orchestration.derived_selection import derived_declarations, derived_keys
+from kommo_dagster.orchestration.derived_selection import derived_declarations
 from kommo_dagster.orchestration.link_assets import link_keys
 from kommo_dagster.orchestration.translator import AccountSpecs
 from kommo_dagster.settings import Settings
-from kommo_dagster.warehouse.tables import VIEW_KINDS
+from kommo_dagster.warehouse.tables import VIEW_KINDS, Table
 from kommo_dagster.warehouse.windows import PARTITION_FORMAT
 
 if TYPE_CHECKING:  # what `dg.define_asset_job` returns; Dagster exports no public name for it
@@ -58,16 +58,18 @@ def build_jobs(settings: Settings, *, specs: AccountSpecs | None = None) -> Komm
     specs = specs or AccountSpecs(settings)
     # The derived tables run in the same run as their parent; the views and the tables
     # rebuilt whole (activity) with the full tables.
+    derived_in = derived_declarations(settings, partitioned=True)
+    links_in = link_keys(settings, partitioned=True, specs=specs)
     partitioned = [specs.key(s) for s in settings.partitioned_streams]
-    partitioned += derived_keys(settings, partitioned=True, specs=specs)
+    partitioned += [specs.key(t.name) for t in derived_in] + links_in
+    derived_out = derived_declarations(settings, partitioned=False)
+    links_out = link_keys(settings, partitioned=False, specs=specs)
     unpartitioned = [specs.key(s) for s in settings.unpartitioned_streams]
-    unpartitioned += derived_keys(settings, partitioned=False, specs=specs)
-    partitioned += link_keys(settings, partitioned=True, specs=specs)
-    unpartitioned += link_keys(settings, partitioned=False, specs=specs)
+    unpartitioned += [specs.key(t.name) for t in derived_out] + links_out
     tags = {} if scope.name is None else {ACCOUNT_TAG: scope.name}
     incremental = full_sync = full_tables = None
     if partitioned:
-        built = _built_from_them(settings, partitioned=True)
+        built = _built_from_them(derived_in, links=links_in)
         incremental = dg.define_asset_job(
             scope.qualify(INCREMENTAL_JOB),
             selection=dg.AssetSelection.assets(*partitioned),
@@ -88,7 +90,7 @@ def build_jobs(settings: Settings, *, specs: AccountSpecs | None = None) -> Komm
             tags={"kommo/sync": "full"} | tags,
         )
     if unpartitioned:
-        built = _built_from_them(settings, partitioned=False)
+        built = _built_from_them(derived_out, links=links_out)
         full_tables = dg.define_asset_job(
             scope.qualify(FULL_TABLES_JOB),
             selection=dg.AssetSelection.assets(*unpartitioned),
@@ -101,11 +103,10 @@ def build_jobs(settings: Settings, *, specs: AccountSpecs | None = None) -> Komm
     return KommoJobs(incremental=incremental, full_sync=full_sync, full_tables=full_tables)
 
 
-def _built_from_them(settings: Settings, *, partitioned: bool) -> str:
+def _built_from_them(derived: list[Table], *, links: list[dg.AssetKey]) -> str:
     """What a job runs besides its streams, for its description ("" if nothing): the link and
     derived tables and views of its streams, which the UI lists among the job's assets."""
-    derived = derived_declarations(settings, partitioned=partitioned)
-    if not derived and not link_keys(settings, partitioned=partitioned):
+    if not derived and not links:
         return ""
     views = any(t.kind in VIEW_KINDS for t in derived)
     return f"the derived tables{' and views' if views else ''}"
