@@ -6,8 +6,6 @@ who it is next to it (``<file>.lock.holder``), since a lock file says nothing of
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -39,10 +37,10 @@ def _record_holder(database: Path) -> None:
     the command line, which may carry a secret and is one ``ps -p <PID>`` away. A second line
     identifies the process (`Owner`), so that a record a killed holder left is not believed."""
     since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    owner = this_process()
     with contextlib.suppress(OSError):
         holder_path(database).write_text(
-            f"PID {os.getpid()} on {socket.gethostname()} since {since}\n"
-            f"{this_process().to_json()}\n"
+            f"PID {owner.pid} on {owner.host} since {since}\n{owner.to_json()}\n"
         )
 
 
