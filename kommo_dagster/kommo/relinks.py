@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from kommo_dagster.kommo.changes import ENTITY_STREAMS
 from kommo_dagster.kommo.errors import KommoResponseError
 from kommo_dagster.kommo.links import LINK_TABLES, link_tables_of
-from kommo_dagster.kommo.streams import STREAMS, get_stream
+from kommo_dagster.kommo.streams import get_stream
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -41,11 +42,7 @@ LINK_EVENT_TYPES = frozenset(
 _CONNECTED = {
     s for t in LINK_TABLES.values() for s in (t.parent, *(r.stream for r in t.references))
 }
-_PLURAL = {
-    s.event_entity: name
-    for name, s in STREAMS.items()
-    if name in _CONNECTED and s.event_entity is not None
-}
+_PLURAL = {entity: name for entity, name in ENTITY_STREAMS.items() if name in _CONNECTED}
 
 
 class Getter(Protocol):
