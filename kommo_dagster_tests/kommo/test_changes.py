@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from kommo_dagster.kommo.changes import CHANGE_STREAMS, ChangeCursor, poll_changes, streams_of
-from kommo_dagster.kommo.client import KommoClient
 from kommo_dagster.kommo.errors import KommoResponseError
 from kommo_dagster.kommo.records import to_columns
 from kommo_dagster.sandbox import ChurnConfig, KommoSandbox
@@ -83,7 +81,7 @@ def test_a_poll_stopped_at_its_cap_marks_every_day_it_left_unread():
         poll_changes(_Fake([]), ChangeCursor(since=5), max_pages=0)
 
 
-def test_capped_polls_over_the_sandbox_lose_no_change(sandbox_factory, tmp_path: Path):
+def test_capped_polls_over_the_sandbox_lose_no_change(sandbox_factory, client_for):
     """Successive polls reading one page each: every event of the account since the first
     cursor is either read by a poll or lies on a day a capped poll marked for every stream."""
     today = datetime.now(UTC).date()
@@ -93,16 +91,11 @@ def test_capped_polls_over_the_sandbox_lose_no_change(sandbox_factory, tmp_path:
     history = sandbox.records("events")
     cursor = ChangeCursor(since=min(e["created_at"] for e in history))
     polls = []
-    with KommoClient(
-        token=sandbox.token,
-        base_url=sandbox.base_url,
-        requests_per_second=1000.0,
-        rate_limit_dir=tmp_path,
-    ) as client:
-        for burst in (0, 8, 0):  # history, then a burst of changes, then quiet
-            _churn(sandbox, seconds=burst)
-            polls.append(poll_changes(client, cursor, max_pages=1))
-            cursor = polls[-1].cursor
+    client = client_for(sandbox)
+    for burst in (0, 8, 0):  # history, then a burst of changes, then quiet
+        _churn(sandbox, seconds=burst)
+        polls.append(poll_changes(client, cursor, max_pages=1))
+        cursor = polls[-1].cursor
     assert [p.capped for p in polls] == [True, True, False]
     read = [e["id"] for p in polls for e in p.events]
     assert len(read) == len(set(read))  # none is reported twice
