@@ -87,6 +87,19 @@ def expected(sb: KommoSandbox, stream: str, start: datetime = START, end: dateti
     return sorted(out, key=repr)
 
 
+class Answering:
+    """A stand-in for a client's ``get``: answers each call with the next of ``answers`` and
+    records its path and params in ``calls``, for the readers that take any client."""
+
+    def __init__(self, answers: list) -> None:
+        self.answers: list = answers
+        self.calls: list[tuple[str, list]] = []
+
+    def get(self, path: str, params: Any = (), *, what: str | None = None) -> Any:
+        self.calls.append((path, list(params)))
+        return self.answers.pop(0)
+
+
 class QuietHandler(BaseHTTPRequestHandler):
     """A handler of the tests' own servers (`http_server`): nothing logged to stderr."""
 

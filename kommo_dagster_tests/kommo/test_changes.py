@@ -11,16 +11,7 @@ from kommo_dagster.kommo.changes import CHANGE_STREAMS, ChangeCursor, poll_chang
 from kommo_dagster.kommo.errors import KommoResponseError
 from kommo_dagster.kommo.records import to_columns
 from kommo_dagster.sandbox import ChurnConfig, KommoSandbox
-
-
-class _Fake:
-    """A client answering each GET with the next body."""
-
-    def __init__(self, answers: list) -> None:
-        self.answers = answers
-
-    def get(self, path, params=(), *, what=None):
-        return self.answers.pop(0)
+from kommo_dagster_tests.kommo.conftest import Answering
 
 
 def _page(*events: object) -> dict:
@@ -43,16 +34,16 @@ def _page(*events: object) -> dict:
 )
 def test_an_event_the_cursor_cannot_be_made_of_names_its_value(body, named):
     with pytest.raises(KommoResponseError, match=named):
-        poll_changes(_Fake([body]), ChangeCursor(since=0))
+        poll_changes(Answering([body]), ChangeCursor(since=0))
 
 
 def test_events_newer_than_the_cursor_move_it_to_their_second():
     old, new = {"id": "a", "created_at": 5}, {"id": "b", "created_at": 9, "entity_type": "lead"}
-    changes = poll_changes(_Fake([_page(new, old)]), ChangeCursor(since=5, seen=frozenset("a")))
+    changes = poll_changes(Answering([_page(new, old)]), ChangeCursor(since=5, seen=frozenset("a")))
     assert changes.events == [new]
     assert changes.cursor == ChangeCursor(since=9, seen=frozenset({"b"}))
     assert changes.streams == {"events", "leads"}
-    assert poll_changes(_Fake([{"_embedded": []}]), ChangeCursor(since=5)).events == []
+    assert poll_changes(Answering([{"_embedded": []}]), ChangeCursor(since=5)).events == []
 
 
 def _linked(*events: object) -> dict:
@@ -62,7 +53,9 @@ def _linked(*events: object) -> dict:
 def test_a_poll_stopped_at_its_cap_marks_every_day_it_left_unread():
     newest = {"id": "n", "created_at": 3 * DAY + 50, "entity_type": "task"}
     oldest_read = {"id": "o", "created_at": 2 * DAY + 10, "entity_type": "lead"}
-    client = _Fake([_linked(newest), _linked(oldest_read), _linked({"id": "x", "created_at": 0})])
+    client = Answering(
+        [_linked(newest), _linked(oldest_read), _linked({"id": "x", "created_at": 0})]
+    )
     changes = poll_changes(client, ChangeCursor(since=5), max_pages=2)
     assert changes.requests == 2 and client.answers  # the third page is never asked for
     assert changes.capped
@@ -76,9 +69,9 @@ def test_a_poll_stopped_at_its_cap_marks_every_day_it_left_unread():
     }
     assert changes.cursor == ChangeCursor(since=3 * DAY + 50, seen=frozenset({"n"}))
     # A poll that reaches the last page within its cap is not capped.
-    assert not poll_changes(_Fake([_linked(newest), _page()]), ChangeCursor(since=5)).capped
+    assert not poll_changes(Answering([_linked(newest), _page()]), ChangeCursor(since=5)).capped
     with pytest.raises(ValueError, match="max_pages must be at least 1"):
-        poll_changes(_Fake([]), ChangeCursor(since=5), max_pages=0)
+        poll_changes(Answering([]), ChangeCursor(since=5), max_pages=0)
 
 
 def test_capped_polls_over_the_sandbox_lose_no_change(sandbox_factory, client_for):
@@ -138,7 +131,7 @@ def test_an_event_whose_created_at_its_table_converts_moves_the_cursor(written):
     tick of the sensor on an event its own asset writes."""
     event = {"id": "a", "created_at": written, "entity_type": "lead"}
     assert to_columns("events", [event])["created_at"] == [9]
-    changes = poll_changes(_Fake([_page(event)]), ChangeCursor(since=5))
+    changes = poll_changes(Answering([_page(event)]), ChangeCursor(since=5))
     assert changes.cursor == ChangeCursor(since=9, seen=frozenset({"a"}))
     assert [e["created_at"] for e in changes.events] == [9]
     assert changes.streams == {"events", "leads"}

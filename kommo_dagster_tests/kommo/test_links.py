@@ -18,6 +18,7 @@ from kommo_dagster.kommo.records import to_columns
 from kommo_dagster.kommo.relinks import LinkEvents, links_of
 from kommo_dagster.kommo.response import Response
 from kommo_dagster.kommo.streams import get_stream
+from kommo_dagster_tests.kommo.conftest import Answering
 
 LEADS = [
     {
@@ -261,19 +262,10 @@ def test_every_link_event_reading_names_both_records():
     )
 
 
-class _Fake:
-    def __init__(self, answers: list) -> None:
-        self.answers, self.calls = answers, []
-
-    def get(self, path, params=(), *, what=None):
-        self.calls.append((path, list(params)))
-        return self.answers.pop(0)
-
-
 def test_a_links_answer_without_its_list_is_a_clear_error():
     with pytest.raises(KommoResponseError, match=r"leads/links response has no list"):
-        links_of(_Fake([{"_embedded": {"links": {"oops": 1}}}]), "leads", [1])
-    assert links_of(_Fake([None]), "leads", [1]) == []
+        links_of(Answering([{"_embedded": {"links": {"oops": 1}}}]), "leads", [1])
+    assert links_of(Answering([None]), "leads", [1]) == []
 
 
 @pytest.mark.parametrize("meta", [["x"], "main", 5])
@@ -289,7 +281,7 @@ def test_a_links_metadata_that_is_no_object_names_the_record_and_value(to, meta)
 def test_links_of_many_records_are_read_in_batches():
     events = LinkEvents()
     events.named["leads"] = set(range(1, 121))
-    fake = _Fake([None, None, None])
+    fake = Answering([None, None, None])
     events.refresh(fake)
     sizes = [sum(1 for k, _ in params if k == "filter[entity_id][]") for _, params in fake.calls]
     assert sizes == [50, 50, 20]
