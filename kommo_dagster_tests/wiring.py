@@ -16,6 +16,7 @@ import duckdb
 
 from kommo_dagster.definitions import build_definitions
 from kommo_dagster.orchestration.resources import KommoResource
+from kommo_dagster.orchestration.translator import KommoTranslator
 from kommo_dagster.sandbox import KommoSandbox
 from kommo_dagster.settings import Settings
 
@@ -39,13 +40,20 @@ REPO = Path(__file__).resolve().parents[1]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
 
-def local_definitions(directory: Path, **overrides: Any) -> dg.Definitions:
+def local_definitions(
+    directory: Path,
+    *,
+    kommo: KommoResource | None = None,
+    translator: KommoTranslator | None = None,
+    **overrides: Any,
+) -> dg.Definitions:
     """The single account's definitions from October 2026 on, writing ``directory``'s
-    ``crm.duckdb``; ``overrides`` are further `Settings` (``streams=``...)."""
+    ``crm.duckdb``; ``overrides`` are further `Settings` (``streams=``...), ``kommo`` and
+    ``translator`` go to `build_definitions`."""
     settings = Settings(
         start_date=datetime(2026, 10, 1).date(), duckdb_path=directory / "crm.duckdb", **overrides
     )
-    return build_definitions(settings)
+    return build_definitions(settings, kommo=kommo, translator=translator)
 
 
 def named_accounts_definitions(directory: Path, names: list[str]) -> dg.Definitions:

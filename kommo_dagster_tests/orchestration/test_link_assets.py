@@ -348,16 +348,12 @@ def test_the_events_rewrite_only_the_link_tables_of_selected_streams(
     sb = sandbox_factory(seed=4, leads=200, requests_per_second=None)
     now = int(time.time())
     _relink(sb, now)
-    settings = Settings(
-        start_date=datetime(2026, 10, 1).date(),
-        duckdb_path=tmp_path / "crm.duckdb",
-        streams=("leads", "events"),
-    )
-    defs = build_definitions(settings, kommo=sandbox_kommo(sb, tmp_path))
+    kommo = sandbox_kommo(sb, tmp_path)
+    defs = local_definitions(tmp_path, streams=("leads", "events"), kommo=kommo)
     with dg.DagsterInstance.ephemeral() as instance:
         materialize_streams(defs, instance, ["events"], partition=_day(now))
     assert set(sb.stats()["by_path"]) == {"/api/v4/events", "/api/v4/leads/links"}
-    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+    with duckdb.connect(str(tmp_path / "crm.duckdb"), read_only=True) as con:
         tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     assert tables & set(LINK_TABLES) == set(LEAD_TABLES)
 

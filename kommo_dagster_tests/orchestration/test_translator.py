@@ -283,10 +283,7 @@ def test_a_translator_sets_automation_code_version_and_freshness(tmp_path: Path)
                 automation_condition=eager, code_version="v7", freshness_policy=fresh
             )
 
-    settings = Settings(
-        start_date=date(2026, 10, 1), duckdb_path=tmp_path / "crm.duckdb", streams=STREAMS
-    )
-    defs = build_definitions(settings, translator=Automated())
+    defs = local_definitions(tmp_path, streams=STREAMS, translator=Automated())
     specs = {spec.key.path[-1]: spec for a in _assets(defs).values() for spec in a.specs}
     assert set(specs) == {*STREAMS, *DERIVED, *LINKS}
     for name, spec in specs.items():
