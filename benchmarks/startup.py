@@ -26,6 +26,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -48,12 +49,20 @@ class Target(NamedTuple):
 
 
 # Imports of the child are the run's own: nothing of the benchmark is imported before the marks.
-_MARKS: list[tuple[str, float]] = []
+_MARKS: list[tuple[str, float, float]] = []
+
+
+class Mark(NamedTuple):
+    """A point of the run: the process's CPU by then, and the wall time since its launch."""
+
+    name: str
+    cpu: float
+    wall: float
 
 
 def _mark(name: str) -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    _MARKS.append((name, usage.ru_utime + usage.ru_stime))
+    _MARKS.append((name, usage.ru_utime + usage.ru_stime, time.time()))
 
 
 def _around(owner: object, attr: str, *, before: str | None, after: str) -> None:
@@ -99,8 +108,9 @@ def _child(cli_args: list[str]) -> None:
     main()
 
 
-def _child_marks(root: Path, env: dict[str, str], cli: list[str]) -> list[tuple[str, float]]:
+def _child_marks(root: Path, env: dict[str, str], cli: list[str]) -> list[Mark]:
     """One CLI run of the code in ``root`` (its ``kommo_dagster`` first on the path)."""
+    launched = time.time()
     # This file run as a script: nothing of ``root``'s own benchmarks is needed, and its
     # ``kommo_dagster`` comes first on the path (before this checkout's, installed editable).
     done = subprocess.run(
@@ -113,7 +123,7 @@ def _child_marks(root: Path, env: dict[str, str], cli: list[str]) -> list[tuple[
     lines = [line for line in done.stderr.splitlines() if line.startswith("[[")]
     if not lines:
         raise RuntimeError(f"the run of {root} reached no request:\n{done.stderr[-3000:]}")
-    return [(name, cpu) for name, cpu in json.loads(lines[-1])]
+    return [Mark(name, cpu, wall - launched) for name, cpu, wall in json.loads(lines[-1])]
 
 
 def measure(
@@ -124,7 +134,7 @@ def measure(
     tries: int,
     targets: list[Target],
     extra_env: dict[str, str] | None = None,
-) -> dict[Target, list[list[tuple[str, float]]]]:
+) -> dict[Target, list[list[Mark]]]:
     """``tries`` CLI runs of each target, alternating, against ``accounts`` sandbox accounts
     (the code location configured for all of them, the run of the first)."""
     from benchmarks.accounts import account_sandboxes
@@ -133,7 +143,7 @@ def measure(
     config = plan.sandbox(leads=500, requests_per_second=plan.limit, latency_ms=plan.latency_ms)
     last = plan.data_end - timedelta(days=1)
     selection = ["--select", "kommo/acc0/leads", "--partition-range", f"{plan.data_start}...{last}"]
-    marks: dict[Target, list[list[tuple[str, float]]]] = {t: [] for t in targets}
+    marks: dict[Target, list[list[Mark]]] = {t: [] for t in targets}
     for root in {t.root for t in targets}:
         _compile(root)
     with account_sandboxes(config, accounts) as sandboxes:
@@ -163,15 +173,19 @@ def _assignment(text: str) -> tuple[str, str]:
     return name.strip(), value
 
 
-def _table(runs: list[list[tuple[str, float]]]) -> str:
-    """Each phase's CPU, per try and the median of the tries."""
-    lines = ["| until | phase CPU s, each try | median | CPU s by then (median) |"]
-    lines.append("|---|---|---|---|")
-    for k, (name, _) in enumerate(runs[0]):
-        phase = [run[k][1] - (run[k - 1][1] if k else 0.0) for run in runs]
-        total = statistics.median(run[k][1] for run in runs)
+def _table(runs: list[list[Mark]]) -> str:
+    """Each phase's CPU, per try and the median of the tries, and the wall time from launch."""
+    lines = [
+        "| until | phase CPU s, each try | median | CPU s by then (median) | wall s (median) |",
+        "|---|---|---|---|---|",
+    ]
+    for k, mark in enumerate(runs[0]):
+        phase = [run[k].cpu - (run[k - 1].cpu if k else 0.0) for run in runs]
+        total = statistics.median(run[k].cpu for run in runs)
+        wall = statistics.median(run[k].wall for run in runs)
         each = ", ".join(f"{p:.2f}" for p in phase)
-        lines.append(f"| {name} | {each} | {statistics.median(phase):.2f} | {total:.2f} |")
+        median = statistics.median(phase)
+        lines.append(f"| {mark.name} | {each} | {median:.2f} | {total:.2f} | {wall:.2f} |")
     return "\n".join(lines)
 
 

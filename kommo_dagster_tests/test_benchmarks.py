@@ -216,7 +216,7 @@ def test_startup_marks_a_cli_run_up_to_its_first_request(tmp_path):
     marks = startup.measure(plan, tmp_path, accounts=2, tries=1, targets=[ours, floor])
     assert list(marks) == [ours, floor] and all(len(runs) == 1 for runs in marks.values())
     for phases in (marks[ours][0], marks[floor][0]):
-        assert [name for name, _ in phases] == [
+        assert [mark.name for mark in phases] == [
             "Python started",
             "Dagster and its CLI imported",
             "instance opened",
@@ -224,12 +224,15 @@ def test_startup_marks_a_cli_run_up_to_its_first_request(tmp_path):
             "run created (its planned events stored)",
             "first request",
         ]
-        cpu = [c for _, c in phases]
+        cpu = [mark.cpu for mark in phases]
         assert cpu == sorted(cpu) and cpu[-1] > cpu[0] > 0
+        # Wall time from the launch: in order, and never less than the CPU of one thread.
+        wall = [mark.wall for mark in phases]
+        assert wall == sorted(wall) and wall[0] > 0 and wall[-1] >= cpu[-1] * 0.9
     assert "| first request |" in startup._table(marks[ours])
 
-    def definitions_phase(phases: list[tuple[str, float]]) -> float:
-        return phases[3][1] - phases[2][1]
+    def definitions_phase(phases: list[startup.Mark]) -> float:
+        return phases[3].cpu - phases[2].cpu
 
     assert definitions_phase(marks[floor][0]) < definitions_phase(marks[ours][0])
 
