@@ -54,10 +54,13 @@ FROM ({_notes_sql(schema, streams)})"""
 def input_counts_sql(*, schema: str, streams: Mapping[str, str]) -> str:
     """One row: call notes, those whose params are not JSON, those with a duration that is
     present but no integer (kept, duration NULL), and those with no duration."""
-    return f"""SELECT count(*), count(*) FILTER (WHERE p IS NULL),
-    count(*) FILTER (WHERE json_exists(p, '$.duration') AND ({_integer("$.duration")}) IS NULL),
-    count(*) FILTER (WHERE p IS NOT NULL AND NOT json_exists(p, '$.duration'))
-FROM ({_notes_sql(schema, streams)})"""
+    # The duration's JSON extracted once (NULL when absent): inside a filter DuckDB repeats the
+    # extraction each time the integer rule reads it, up to 7 times.
+    return f"""WITH notes AS (SELECT p, p -> '$.duration' AS d FROM ({_notes_sql(schema, streams)}))
+SELECT count(*), count(*) FILTER (WHERE p IS NULL),
+    count(*) FILTER (WHERE d IS NOT NULL AND ({json_integer("d")}) IS NULL),
+    count(*) FILTER (WHERE p IS NOT NULL AND d IS NULL)
+FROM notes"""
 
 
 __all__ = ["CALL_DIRECTIONS", "calls_select_sql", "input_counts_sql"]
