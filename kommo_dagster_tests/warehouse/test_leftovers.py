@@ -4,14 +4,10 @@ this project's owner marker."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import os
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +17,7 @@ from kommo_dagster.warehouse.leftovers import OWNER_FILE, STAGING_PREFIX, sweep_
 from kommo_dagster.warehouse.owners import Owner, this_process
 from kommo_dagster.warehouse.staging import StagedRows
 from kommo_dagster_tests.rows import synthetic_columns
+from kommo_dagster_tests.warehouse.conftest import child_python
 
 LEADS = get_stream("leads")
 
@@ -38,25 +35,6 @@ staged.discard()
 """
 
 
-@contextlib.contextmanager
-def _staging_run(staging: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
-    run = subprocess.Popen(
-        [sys.executable, "-c", _STAGING_RUN, str(staging)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert run.stdout is not None
-        yield run, Path(run.stdout.readline().strip())
-    finally:
-        assert run.stdin is not None and run.stdout is not None
-        with contextlib.suppress(BrokenPipeError):
-            run.stdin.close()
-        run.wait(30)
-        run.stdout.close()
-
-
 @pytest.mark.timeout(120)
 def test_the_next_run_removes_a_killed_runs_staging_directory_only(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -65,18 +43,18 @@ def test_the_next_run_removes_a_killed_runs_staging_directory_only(
     foreign = staging / f"{STAGING_PREFIX}leads-not-ours"
     foreign.mkdir(parents=True)
     (foreign / "data").write_bytes(b"x" * 1000)
-    with _staging_run(staging) as (killed, left), _staging_run(staging) as (live, kept):
+    with child_python(_STAGING_RUN, staging) as killed, child_python(_STAGING_RUN, staging) as live:
+        left, kept = Path(killed.line), Path(live.line)
         assert left.parent == staging and (left / OWNER_FILE).exists()
         (left / "spill").write_bytes(b"x" * 3_000_000)  # what a big extraction spills
-        os.kill(killed.pid, signal.SIGKILL)
-        killed.wait(30)
+        killed.kill()
         assert left.exists()  # nothing removes it while no run stages
         with caplog.at_level(logging.INFO, logger="kommo_dagster.warehouse.leftovers"):
             staged = StagedRows(LEADS, window=None, staging_dir=staging)
             staged.append(synthetic_columns(LEADS, 2))
         assert not left.exists()
         # The live run's directory, and one this project did not mark, are kept.
-        assert live.poll() is None and (kept / OWNER_FILE).exists()
+        assert live.running() and (kept / OWNER_FILE).exists()
         assert (foreign / "data").exists()
         assert staged.directory is not None and staged.directory.exists()
         removed = [r.getMessage() for r in caplog.records if "ended run" in r.getMessage()]
@@ -116,26 +94,16 @@ def test_a_reused_pid_is_not_taken_for_the_owner_and_other_machines_are_left_alo
 
 
 def test_a_killed_process_has_ended_a_live_one_has_not():
-    # Leaving the block closes the pipes (and ends a child left waiting on its stdin).
-    with subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from kommo_dagster.warehouse.owners import this_process; "
-            "print(this_process().to_json(), flush=True); sys.stdin.readline()",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+    with child_python(
+        "import sys; from kommo_dagster.warehouse.owners import this_process; "
+        "print(this_process().to_json(), flush=True); sys.stdin.readline()"
     ) as child:
-        assert child.stdout is not None
-        owner = Owner.from_json(child.stdout.readline())
+        owner = Owner.from_json(child.line)
         assert owner is not None and owner.pid == child.pid
         # Alive: not ended, whether or not its start time is known.
         assert not owner.has_ended()
         assert not dataclasses.replace(owner, started=None).has_ended()
         child.kill()
-        child.wait(30)
     assert owner.has_ended()
     # Without a start time, a PID no process has is enough.
     assert dataclasses.replace(owner, started=None).has_ended()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from kommo_dagster.warehouse.locks import DatabaseLockTimeout, connect, holder_p
 from kommo_dagster.warehouse.staging import StagedRows
 from kommo_dagster.warehouse.windows import EpochWindow
 from kommo_dagster_tests.rows import synthetic_columns
+from kommo_dagster_tests.warehouse.conftest import Child, child_python
 
 
 def test_a_second_connection_waits_for_the_first(db: Path):
@@ -118,7 +117,6 @@ def test_waiting_in_vain_for_another_run_names_the_process_that_holds_the_file(d
 def test_a_killed_holders_record_does_not_name_it_as_the_holder(db: Path):
     with _holding(_TAKES_THE_LOCK, db) as killed:
         killed.kill()
-        killed.wait(30)
     # Its record stays until the next holder replaces it...
     assert holder_path(db).read_text().startswith(f"PID {killed.pid} on ")
     # ...which it does just after taking the lock: a run that waits in between hears of no one.
@@ -155,17 +153,9 @@ def test_a_writer_killed_inside_its_transaction_leaves_the_rows_and_frees_the_fi
         staged.append(synthetic_columns(leads, 5, cursor_start=window.start))
         staged.write(db, schema="kommo", timeout=30)
         staged.discard()
-    with subprocess.Popen(  # leaving the block closes the pipes
-        [sys.executable, "-c", _STOPPED_WRITE, str(db), str(window.start), str(window.end)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as writer:
-        try:
-            assert writer.stdout is not None and writer.stdout.readline().strip() == "inside"
-        finally:
-            writer.kill()
-            writer.wait(30)
+    with child_python(_STOPPED_WRITE, db, window.start, window.end) as writer:
+        assert writer.line == "inside"
+        writer.kill()
     # The lock went with the process: no wait, and the rows of before, not the killed run's.
     waits: list[str] = []
     with connect(db, timeout=5, on_wait=waits.append) as con:
@@ -176,28 +166,12 @@ def test_a_writer_killed_inside_its_transaction_leaves_the_rows_and_frees_the_fi
 
 
 @contextlib.contextmanager
-def _holding(opens: str, db: Path) -> Iterator[subprocess.Popen[str]]:
+def _holding(opens: str, db: Path) -> Iterator[Child]:
     """Another process that runs ``opens`` (Python opening ``db``, its first argument) and
     keeps it open until the block ends."""
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"{opens}; print('open', flush=True); sys.stdin.readline()",
-            str(db),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+    with child_python(f"{opens}; print('open', flush=True); sys.stdin.readline()", db) as holder:
+        assert holder.line == "open"
         yield holder
-    finally:
-        assert holder.stdin is not None and holder.stdout is not None
-        holder.stdin.close()
-        holder.wait(30)
-        holder.stdout.close()
 
 
 @pytest.mark.timeout(60)
