@@ -13,18 +13,15 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
 from http.server import ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import dagster as dg
 import pytest
 
-from kommo_dagster.definitions import build_definitions
 from kommo_dagster.sandbox import KommoSandbox
-from kommo_dagster.settings import Settings
 from kommo_dagster_tests.kommo.conftest import QuietHandler, reply
-from kommo_dagster_tests.wiring import materialize_streams, sandbox_kommo
+from kommo_dagster_tests.wiring import local_definitions, materialize_streams, sandbox_kommo
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -88,9 +85,8 @@ def test_retries_that_could_not_connect_are_in_the_materializations_metadata(
     unlimited_sandbox, tmp_path
 ):
     with _refusing_until_retried(unlimited_sandbox) as (url, opener):
-        settings = Settings(start_date=date(2026, 9, 1), duckdb_path=tmp_path / "crm.duckdb")
         kommo = sandbox_kommo(unlimited_sandbox, tmp_path, base_url=url, max_workers=1)
-        defs = build_definitions(settings, kommo=kommo)
+        defs = local_definitions(tmp_path, kommo=kommo)
         result = materialize_streams(defs, dg.DagsterInstance.ephemeral(), ["pipelines"])
     assert opener.opened.is_set()
     [event] = result.get_asset_materialization_events()
@@ -103,9 +99,8 @@ def test_retries_that_could_not_connect_are_in_the_materializations_metadata(
 
 
 def test_without_such_retries_the_metadata_does_not_say_them(unlimited_sandbox, tmp_path):
-    settings = Settings(start_date=date(2026, 9, 1), duckdb_path=tmp_path / "crm.duckdb")
     kommo = sandbox_kommo(unlimited_sandbox, tmp_path, max_workers=1)
-    defs = build_definitions(settings, kommo=kommo)
+    defs = local_definitions(tmp_path, kommo=kommo)
     result = materialize_streams(defs, dg.DagsterInstance.ephemeral(), ["pipelines"])
     [event] = result.get_asset_materialization_events()
     metadata = event.materialization.metadata
