@@ -124,11 +124,13 @@ def _echoing(sandbox: KommoSandbox, case: str) -> type[BaseHTTPRequestHandler]:
     return Echoing
 
 
+# The account every case reads: its token is the secret.
+ACCOUNT = SandboxConfig(seed=5, leads=300, requests_per_second=None, token=SECRET)
+
+
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[KommoSandbox]:
-    with KommoSandbox(
-        SandboxConfig(seed=5, leads=300, requests_per_second=None, token=SECRET)
-    ) as sb:
+    with KommoSandbox(ACCOUNT) as sb:
         yield sb
 
 
@@ -163,17 +165,18 @@ def test_the_token_is_in_nothing_a_run_leaves(sandbox, tmp_path, caplog, case):
     _assert_nothing_leaks(sandbox, tmp_path, caplog, case=case, stream="leads", partition=PARTITION)
 
 
-def test_the_token_in_a_relinked_leads_link_is_in_nothing_the_events_run_leaves(tmp_path, caplog):
+def test_the_token_in_a_relinked_leads_link_is_in_nothing_the_events_run_leaves(
+    sandbox_factory, tmp_path, caplog
+):
     """The events run reads the relinked lead's links through the client, which hands the
-    answer on: refused by the relinks, past the client's guard, masked by the asset's."""
-    with KommoSandbox(
-        SandboxConfig(seed=5, leads=300, requests_per_second=None, token=SECRET)
-    ) as sandbox:
-        noon = int(datetime.fromisoformat(f"{PARTITION}T12:00:00+00:00").timestamp())
-        sandbox.account.links.relink(reading=RELINK_READING, ts=noon, rng=random.Random(5))
-        failure = _assert_nothing_leaks(
-            sandbox, tmp_path, caplog, case=RELINK_CASE, stream="events", partition=PARTITION
-        )
+    answer on: refused by the relinks, past the client's guard, masked by the asset's. The
+    relink changes the account's data: a sandbox of its own, not the module's."""
+    sandbox = sandbox_factory(ACCOUNT)
+    noon = int(datetime.fromisoformat(f"{PARTITION}T12:00:00+00:00").timestamp())
+    sandbox.account.links.relink(reading=RELINK_READING, ts=noon, rng=random.Random(5))
+    failure = _assert_nothing_leaks(
+        sandbox, tmp_path, caplog, case=RELINK_CASE, stream="events", partition=PARTITION
+    )
     # The partition's link events named the lead, and the relinks refused its links' answer.
     assert f"leads/links of '{MASK}': entity_id '{MASK}' is not an integer" in failure, failure
 
