@@ -29,6 +29,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from kommo_dagster.kommo.errors import KommoContractError, KommoResponseError
+from kommo_dagster.kommo.pages import page_of
 from kommo_dagster.kommo.streams import STREAMS, get_stream
 
 if TYPE_CHECKING:
@@ -158,10 +159,11 @@ def _read_pages(
         )
         if not body:
             return found, page, False
-        records = _events_of(body, spec.list_key or EVENTS)
+        listed, has_next = page_of(body, spec.list_key or EVENTS, name=EVENTS, lenient=True)
+        records = _events_of(listed)
         for record in records:
             found.setdefault(str(record["id"]), record)
-        if not records or not ((body.get("_links") or {}).get("next")):
+        if not records or not has_next:
             return found, page, False
     return found, max_pages, True
 
@@ -180,21 +182,16 @@ def _mark_days(
     return dict(sorted(marked.items()))
 
 
-def _events_of(body: dict[str, Any], key: str) -> list[dict[str, Any]]:
-    """The events of one page, each with the id and the integer ``created_at`` the cursor is
-    made of; anything else raises naming the value, rather than as a bare KeyError."""
-    embedded = body.get("_embedded") or {}
-    records = embedded.get(key) if isinstance(embedded, dict) else embedded
-    if not isinstance(records, list | None):
-        raise KommoResponseError(
-            f"Kommo's events response has no list at _embedded.{key}: {records!r:.200}"
-        )
-    for record in records or ():
+def _events_of(records: list[Any]) -> list[dict[str, Any]]:
+    """The events of one page (read by `page_of`), each with the id and the integer
+    ``created_at`` the cursor is made of; anything else raises naming the value, rather than as
+    a bare KeyError."""
+    for record in records:
         if not isinstance(record, dict) or record.get("id") is None:
             raise KommoResponseError(
                 f"Kommo's events response holds an event without an id: {record!r:.200}"
             )
-    return [_with_integer_second(r) for r in records or ()]
+    return [_with_integer_second(r) for r in records]
 
 
 def _with_integer_second(event: dict[str, Any]) -> dict[str, Any]:

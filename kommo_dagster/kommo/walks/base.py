@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kommo_dagster.kommo.errors import KommoResponseError
+from kommo_dagster.kommo.pages import page_of
 from kommo_dagster.kommo.response import Response
 from kommo_dagster.kommo.streams import Stream
 from kommo_dagster.kommo.transport import Params
@@ -47,17 +48,7 @@ def records_of(stream: Stream, resp: Response) -> tuple[list[Any], bool]:
         if not isinstance(data, dict):
             raise KommoResponseError(f"Kommo's {stream.name} response is not a JSON object")
         return [data], False
-    embedded = data.get("_embedded")
-    if embedded is None:
-        return [], False
-    if not isinstance(embedded, dict) or not isinstance(embedded.get(stream.list_key, []), list):
-        raise KommoResponseError(
-            f"Kommo's {stream.name} response has no list at _embedded.{stream.list_key}"
-        )
-    records = embedded.get(stream.list_key) or []
-    links = data.get("_links")
-    has_next = isinstance(links, dict) and bool(links.get("next"))
-    return records, has_next
+    return page_of(data, stream.list_key, name=stream.name)
 
 
 # `records_of` or a decoder of the same shape (`kommo_dagster.kommo.decoding`).
