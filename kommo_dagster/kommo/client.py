@@ -112,28 +112,30 @@ class KommoClient:
         self.rate_limit_dir = settings.rate_limit_dir
         self.progress = progress
         self.progress_interval = progress_interval
-        self.limiter = self._limiter(margin=rate_limit_margin)
-        self.ban = self._ban()
+        # The account's key, read once: its limiter and its ban are kept under it.
+        key = account_key(self.base_url)
+        self.limiter = self._limiter(key=key, margin=rate_limit_margin)
+        self.ban = self._ban(key=key)
         self._stats = StatsRecorder()
         self._transport = self._build_transport(timeout=timeout, retry=retry or RetryPolicy())
         self._workers = _Workers(self.max_workers, closed=self._transport.cancelled)
 
-    def _limiter(self, *, margin: float) -> SharedRateLimiter | None:
+    def _limiter(self, *, key: str, margin: float) -> SharedRateLimiter | None:
         """The account's budget shared on this machine; None when the rate is unlimited."""
         if self.requests_per_second is None:
             return None
         return SharedRateLimiter(
-            key=account_key(self.base_url),
+            key=key,
             requests_per_second=self.requests_per_second,
             directory=Path(self.rate_limit_dir),
             margin=margin,
         )
 
-    def _ban(self) -> IPBan:
+    def _ban(self, *, key: str) -> IPBan:
         """The account's ban, recorded beside the shared budget: every client of this machine
         waits out a ban one of them met."""
         return IPBan(
-            key=account_key(self.base_url),
+            key=key,
             directory=Path(self.rate_limit_dir),
             cooldown=self.settings.ban_cooldown_seconds,
         )
