@@ -159,7 +159,7 @@ def _read_pages(
         )
         if not body:
             return found, page, False
-        listed, has_next = page_of(body, spec.list_key or EVENTS, name=EVENTS, lenient=True)
+        listed, has_next = page_of(body, spec.list_key or EVENTS, name=EVENTS)
         records = _events_of(listed)
         for record in records:
             found.setdefault(str(record["id"]), record)
